@@ -1,0 +1,71 @@
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+
+DATA = Path(__file__).resolve().parent.parent / "demo_shop" / "data" / "grocery_store"
+
+
+def photos(split: str = "train") -> dict[str, list[Path]]:
+    """Real shop photos shipped with the demo, by product name."""
+    found: dict[str, list[Path]] = {}
+    with open(DATA / "photos.csv") as handle:
+        for row in csv.DictReader(handle):
+            if row["split"] == split:
+                found.setdefault(row["product"], []).append(DATA / row["file"])
+    return found
+
+
+def catalogue_image(product: str) -> Path:
+    return DATA / "catalogue" / f"{product}.jpg"
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return tmp_path / "media"
+
+
+@pytest.fixture
+def make_product(db):
+    from tests.testapp.models import Product
+
+    def make(name: str, image: Path | bytes | None = None, **fields) -> Product:
+        product = Product(name=name, **fields)
+        if image is not None:
+            data = image if isinstance(image, bytes) else Path(image).read_bytes()
+            product.image.save(f"{name.replace(' ', '-')}.jpg", ContentFile(data), save=False)
+        product.save()
+        return product
+
+    return make
+
+
+@pytest.fixture
+def jpeg_bytes():
+    from PIL import Image
+
+    def make(colour=(200, 30, 30), size=(80, 60)) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", size, colour).save(buffer, "JPEG")
+        return buffer.getvalue()
+
+    return make
+
+
+@pytest.fixture
+def embed_calls(monkeypatch):
+    """Counts the images that went through VGG16, to prove unchanged images are not recomputed."""
+    from visual_search.embeddings.extractor import Extractor
+
+    calls = []
+    original = Extractor.embed_arrays
+
+    def counting(self, batch):
+        calls.append(len(batch))
+        return original(self, batch)
+
+    monkeypatch.setattr(Extractor, "embed_arrays", counting)
+    return calls

@@ -1,0 +1,73 @@
+"""Settings for the test suite: SQLite, tasks in-process, a small seeded random VGG16.
+
+Integration tests (``-m integration``) switch to a real Redis broker and Celery worker.
+"""
+
+import os
+import tempfile
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "visual_search",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("VISUAL_SEARCH_TEST_DB", os.path.join(tempfile.gettempdir(), "visual_search_tests.sqlite3")),
+        "TEST": {"NAME": os.environ.get("VISUAL_SEARCH_TEST_DB") or None},
+        "OPTIONS": {"timeout": 30},
+    }
+}
+MEDIA_ROOT = os.environ.get("VISUAL_SEARCH_TEST_MEDIA", os.path.join(tempfile.gettempdir(), "visual_search_test_media"))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+
+VISUAL_SEARCH = {
+    "MODELS": [
+        {"model": "testapp.Product", "image_field": "image"},
+        {"model": "testapp.ProductImage", "image_field": "image", "result": "product"},
+    ],
+    # Plumbing tests: a seeded, randomly initialised VGG16 at 64 px (fast, no download).
+    "WEIGHTS": "random",
+    "RANDOM_SEED": 1,
+    "IMAGE_SIZE": 64,
+    "BATCH_SIZE": 8,
+    "ASYNC": False,
+}
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"visual_search": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,133 @@
+"""Saving, changing and deleting registered objects keeps their embeddings in step (in-process)."""
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.db import transaction
+
+import visual_search
+from visual_search.models import ImageEmbedding
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product, ProductImage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def row(obj, field="image"):
+    return ImageEmbedding.objects.for_object(obj).get(field_name=field)
+
+
+def test_saved_product_gets_a_ready_unit_vector(make_product):
+    product = make_product("Arla Standard Milk", catalogue_image("Arla-Standard-Milk"))
+    embedding = row(product)
+    assert embedding.status == "ready"
+    assert embedding.result_id == str(product.pk)
+    assert len(embedding.checksum) == 64 and embedding.fingerprint
+    vector = embedding.array
+    assert vector.shape == (512,) and vector.dtype.name == "float32"
+    assert abs(float((vector**2).sum()) - 1.0) < 1e-4
+
+
+def test_saving_again_with_the_same_image_computes_nothing(make_product, embed_calls):
+    product = make_product("Oatly Oat Milk", catalogue_image("Oatly-Oat-Milk"))
+    before = row(product).updated_at
+    assert sum(embed_calls) == 1
+    product.name = "Oatly Oat Milk 1 l"
+    product.save()
+    Product.objects.get(pk=product.pk).save()
+    assert sum(embed_calls) == 1
+    assert row(product).updated_at == before
+
+
+def test_changing_the_image_recomputes(make_product):
+    product = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    first = row(product)
+    product.image.save("other.jpg", ContentFile(catalogue_image("Granny-Smith").read_bytes()))
+    second = row(product)
+    assert second.status == "ready"
+    assert second.checksum != first.checksum
+    assert second.vector != first.vector
+
+
+def test_update_fields_without_the_image_schedules_nothing(make_product, embed_calls):
+    product = make_product("Lemon", catalogue_image("Lemon"))
+    product.image.name = "elsewhere.jpg"  # not saved: update_fields leaves the column alone
+    product.save(update_fields=["name"])
+    assert sum(embed_calls) == 1 and row(product).status == "ready"
+
+
+def test_deleting_removes_the_vectors(make_product):
+    product = make_product("Banana", catalogue_image("Banana"))
+    gallery = ProductImage(product=product)
+    gallery.image.save("b.jpg", ContentFile(photos()["Banana"][0].read_bytes()))
+    assert ImageEmbedding.objects.for_result(product).count() == 2
+    product.delete()
+    assert ImageEmbedding.objects.count() == 0
+
+
+def test_clearing_the_image_removes_the_vector(make_product):
+    product = make_product("Kiwi", catalogue_image("Kiwi"))
+    product.image = None
+    product.save()
+    assert not ImageEmbedding.objects.for_object(product).exists()
+
+
+def test_rolled_back_save_schedules_nothing(make_product, embed_calls):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_product("Ghost", catalogue_image("Lime"))
+        raise RuntimeError("roll back")
+    assert embed_calls == []
+    assert ImageEmbedding.objects.count() == 0
+
+
+def test_fixture_loading_is_skipped(tmp_path, embed_calls, settings):
+    fixture = tmp_path / "products.json"
+    fixture.write_text('[{"model": "testapp.product", "pk": 7, "fields": {"name": "Raw", "image": "products/raw.jpg"}}]')
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert Product.objects.filter(pk=7).exists()
+    assert embed_calls == [] and ImageEmbedding.objects.count() == 0
+
+
+def test_corrupt_image_fails_with_a_reason_and_the_batch_goes_on(make_product, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        good = [make_product(f"Good {n}", catalogue_image(name)) for n, name in enumerate(["Lemon", "Lime", "Mango"])]
+        bad = make_product("Broken", catalogue_image("Kiwi").read_bytes()[:300])
+        html = make_product("Html", b"<html><body>not a photo</body></html>")
+    call_command("visual_search_reindex", "testapp.Product", verbosity=0)
+    for product in good:
+        assert row(product).status == "ready"
+    for product in (bad, html):
+        embedding = row(product)
+        assert embedding.status == "failed" and embedding.vector is None
+        assert embedding.error
+    assert "damaged or truncated" in row(bad).error
+    assert "not an image" in row(html).error
+
+
+def test_pause_indexing_queues_in_batches_on_exit(make_product, embed_calls, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 4}
+    with visual_search.pause_indexing():
+        products = [make_product(name, catalogue_image(name)) for name in ["Lemon", "Lime", "Mango", "Kiwi", "Banana"]]
+        assert embed_calls == []
+        assert {row(p).status for p in products} == {"pending"}
+    assert embed_calls == [4, 1]
+    assert {row(p).status for p in products} == {"ready"}
+
+
+def test_gallery_images_of_one_product_make_one_result_scored_by_the_best(make_product):
+    milk = make_product("Arla Standard Milk", catalogue_image("Arla-Standard-Milk"))
+    for path in photos()["Arla-Standard-Milk"][:3]:
+        ProductImage(product=milk).image.save(path.name, ContentFile(path.read_bytes()))
+    make_product("Oatly Oat Milk", catalogue_image("Oatly-Oat-Milk"))
+    query = photos()["Arla-Standard-Milk"][1].read_bytes()
+    results = visual_search.search_by_image(query, Product, limit=5)
+    assert [r.object for r in results].count(milk) == 1
+    assert results[0].object == milk and results[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_stored_images_too_big_fail_without_decoding(make_product, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_PIXELS": 100}
+    product = make_product("Huge", catalogue_image("Lemon"))
+    assert row(product).status == "failed"
+    assert "pixels" in row(product).error

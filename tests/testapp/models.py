@@ -1,0 +1,21 @@
+"""A shop's own models, as the app finds them: nothing visual-search specific in here."""
+
+from django.db import models
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=100, blank=True)
+    in_stock = models.BooleanField(default=True)
+    image = models.ImageField(upload_to="products/", blank=True)
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return f"/products/{self.pk}/"
+
+
+class ProductImage(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to="gallery/")

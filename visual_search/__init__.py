@@ -1,0 +1,35 @@
+"""django-visual-search: search by photo and "find similar" for Django shops.
+
+The public API is importable from here; each name is loaded on first use, so importing the
+package never imports models, Celery or TensorFlow.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "register": "visual_search.registry",
+    "unregister": "visual_search.registry",
+    "pause_indexing": "visual_search.signals",
+    "search_by_image": "visual_search.search",
+    "find_similar": "visual_search.search",
+    "SearchResult": "visual_search.search",
+    "NotIndexed": "visual_search.search",
+    "NotSearchable": "visual_search.search",
+    "InvalidImage": "visual_search.exceptions",
+    "ImageTooLarge": "visual_search.exceptions",
+    "UnsupportedFormat": "visual_search.exceptions",
+    "reindex": "visual_search.reindex",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'visual_search' has no attribute {name!r}")

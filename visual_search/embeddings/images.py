@@ -1,0 +1,139 @@
+"""Decode untrusted image bytes into the array VGG16 expects: one path for indexing and queries.
+
+Resize policy (part of the fingerprint, ``RESIZE_POLICY``): EXIF orientation is applied, the image
+is converted to RGB (transparent areas become white, 16-bit images are scaled to 8 bits, CMYK is
+converted), scaled so that its longer side is ``IMAGE_SIZE`` keeping its aspect ratio, and centred
+on an ``IMAGE_SIZE`` square filled with the ImageNet mean colour, which VGG16 sees as zero. Nothing
+of the product is cropped away and nothing is stretched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..exceptions import ImageTooLarge, InvalidImage, UnsupportedFormat
+
+RESIZE_POLICY = "fit-pad-mean-v1"
+# Caffe-style VGG16 input: BGR channels minus the ImageNet mean (as keras.applications.vgg16).
+MEAN_RGB = (123.68, 116.779, 103.939)
+MEAN_BGR = np.array(MEAN_RGB[::-1], dtype=np.float32)
+_PAD_COLOUR = tuple(round(c) for c in MEAN_RGB)
+
+
+def read_bytes(source: bytes | BinaryIO, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes`` from ``source``; refuse larger input before decoding anything."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        if hasattr(source, "seek"):
+            try:
+                source.seek(0)
+            except (OSError, ValueError):
+                pass
+        data = source.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"The image is larger than {max_bytes // (1024 * 1024) or 1} MB; send a smaller one.")
+    if not data:
+        raise InvalidImage("The file is empty; send a JPEG, PNG or WebP photo.")
+    return data
+
+
+def checksum(data: bytes) -> str:
+    """The SHA-256 of an image file's bytes: an unchanged image is never embedded twice."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draft_size: int | None = None) -> Image.Image:
+    """Decode ``data`` into an RGB image, or raise :class:`InvalidImage` saying why.
+
+    Only the ``allowed_formats`` decoders are tried, so formats that run outside programs
+    (EPS starts Ghostscript) or are not raster images (SVG) are refused before they are parsed.
+    Dimensions are checked from the header, before pixels are decompressed.
+    """
+    formats = [f.upper() for f in allowed_formats if f.upper() != "MPO"]  # MPO is opened by JPEG
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=formats)
+    except UnidentifiedImageError:
+        raise _unidentified(data, formats) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"The image has too many pixels (more than {max_pixels:,}).") from None
+    except Exception as exc:  # Pillow raises many types on hostile headers
+        raise InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidImage("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted. Send a smaller one."
+        )
+    try:
+        if draft_size and image.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= draft_size: much faster.
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        return to_rgb(image)
+    except InvalidImage:
+        raise
+    except Exception as exc:
+        raise InvalidImage(f"The image file is damaged or truncated ({type(exc).__name__}: {exc}).") from None
+
+
+def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"%!ps") or data[:4] == b"\xc5\xd0\xd3\xc6":
+        return UnsupportedFormat("EPS/PostScript files are not accepted; send a JPEG, PNG or WebP photo.")
+    if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in data[:2048].lower()):
+        return UnsupportedFormat("SVG drawings are not accepted; send a JPEG, PNG or WebP photo.")
+    if head.startswith(b"%pdf"):
+        return UnsupportedFormat("PDF files are not accepted; send a JPEG, PNG or WebP photo.")
+    try:
+        with Image.open(io.BytesIO(data)) as other:  # identify only: does not load pixels
+            kind = other.format
+    except Exception:
+        kind = None
+    if kind:
+        return UnsupportedFormat(f"{kind} images are not accepted; use one of: {', '.join(formats)}.")
+    return InvalidImage("The file is not an image we can read; send a JPEG, PNG or WebP photo.")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha over white, 16/32-bit scaled, CMYK and palettes converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def fit_and_pad(image: Image.Image, size: int) -> np.ndarray:
+    """Scale ``image`` to fit a ``size`` square, pad with the mean colour, return VGG16 input."""
+    width, height = image.size
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if new != image.size:
+        image = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    canvas = Image.new("RGB", (size, size), _PAD_COLOUR)
+    canvas.paste(image, ((size - new[0]) // 2, (size - new[1]) // 2))
+    array = np.asarray(canvas, dtype=np.float32)[..., ::-1]
+    return array - MEAN_BGR
+
+
+def prepare(data: bytes, *, size: int, max_pixels: int, allowed_formats: list[str]) -> np.ndarray:
+    """Image file bytes to a ``(size, size, 3)`` float32 VGG16 input; raises :class:`InvalidImage`."""
+    image = open_image(data, max_pixels=max_pixels, allowed_formats=allowed_formats, draft_size=size)
+    return fit_and_pad(image, size)

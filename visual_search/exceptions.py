@@ -1,0 +1,31 @@
+"""Errors raised by visual search. Each message says what went wrong and what to do."""
+
+
+class VisualSearchError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidImage(VisualSearchError, ValueError):
+    """The image cannot be used: not an image, damaged, an unsupported format or too large.
+
+    A permanent failure: retrying the same bytes gives the same answer, so tasks record it on the
+    embedding row instead of retrying, and the API answers 400.
+    """
+
+    code = "invalid_image"
+
+
+class ImageTooLarge(InvalidImage):
+    """The file is larger than ``MAX_UPLOAD_BYTES`` or has more pixels than ``MAX_PIXELS``."""
+
+    code = "image_too_large"
+
+
+class UnsupportedFormat(InvalidImage):
+    """A real image in a format that is not in ``ALLOWED_FORMATS`` (SVG, EPS, PDF...)."""
+
+    code = "unsupported_format"
+
+
+class WeightsUnavailable(VisualSearchError):
+    """The configured VGG16 weights cannot be loaded (no network for "imagenet", missing file)."""

@@ -1,0 +1,225 @@
+"""Compute and store embeddings for registered objects: the work behind every task and command.
+
+Everything here takes ids and reads the rows again, so it is idempotent: running it twice, or
+after a redelivered task, leaves the same rows. A batch never fails as a whole for one bad image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+
+from .backends import get_backend
+from .embeddings.fingerprint import current_fingerprint
+from .exceptions import InvalidImage
+from .models import ImageEmbedding
+from .registry import Registration
+
+logger = logging.getLogger("visual_search")
+Status = ImageEmbedding.Status
+
+
+@dataclass
+class IndexReport:
+    """What one call of :func:`index_objects` did, by object id."""
+
+    embedded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    # Objects whose image could not be read for a reason that may pass (storage down): retry them.
+    retry: list[Any] = field(default_factory=list)
+
+    def merge(self, other: IndexReport) -> IndexReport:
+        self.embedded += other.embedded
+        self.unchanged += other.unchanged
+        self.failed.update(other.failed)
+        self.removed += other.removed
+        self.retry += other.retry
+        return self
+
+    def as_dict(self) -> dict:
+        return {
+            "embedded": len(self.embedded),
+            "unchanged": len(self.unchanged),
+            "failed": len(self.failed),
+            "removed": len(self.removed),
+            "retry": len(self.retry),
+        }
+
+
+def image_name(obj, registration: Registration) -> str:
+    file = getattr(obj, registration.image_field)
+    return file.name if file else ""
+
+
+def row_key(registration: Registration, obj) -> dict:
+    return {
+        "content_type": ContentType.objects.get_for_model(registration.model),
+        "object_id": str(obj.pk),
+        "field_name": registration.image_field,
+    }
+
+
+def mark_pending(registration: Registration, obj, name: str) -> bool:
+    """Record that ``obj``'s image ``name`` must be (re)computed, in the caller's transaction.
+
+    Returns False when the stored row already holds a vector of that very file: nothing to do.
+    A pending row is not searched, so a product never matches on a photo it no longer shows.
+    """
+    result_pk = registration.result_pk(obj)
+    if result_pk is None:
+        return False
+    row = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("status", "source_name", "result_id").first()
+    if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
+        return False
+    ImageEmbedding.objects.update_or_create(
+        **row_key(registration, obj),
+        defaults={
+            "result_type": ContentType.objects.get_for_model(registration.result_model),
+            "result_id": str(result_pk),
+            "status": Status.PENDING,
+            "error": "",
+        },
+    )
+    return True
+
+
+def remove_object(registration: Registration, pk: Any) -> list[int]:
+    """Delete the rows of one object's image field; returns the embedding ids removed."""
+    rows = ImageEmbedding.objects.filter(
+        content_type=ContentType.objects.get_for_model(registration.model),
+        object_id=str(pk),
+        field_name=registration.image_field,
+    )
+    ids = list(rows.values_list("id", flat=True))
+    if ids:
+        rows.delete()
+        transaction.on_commit(lambda: get_backend().remove(ids))
+    return ids
+
+
+def _reader(obj, registration: Registration):
+    def read() -> bytes:
+        file = getattr(obj, registration.image_field)
+        with file.storage.open(file.name, "rb") as handle:
+            return handle.read()
+
+    return read
+
+
+def index_objects(registration: Registration, pks: Sequence[Any], *, force: bool = False, batch_size: int | None = None) -> IndexReport:
+    """Embed the images of ``registration.model`` objects ``pks`` and store the vectors.
+
+    Unchanged images (same bytes, same fingerprint) are not recomputed unless ``force``. Objects
+    that no longer exist, or have no image, lose their rows. Bad images end ``failed`` with a reason.
+    """
+    from .embeddings.extractor import get_extractor
+
+    report = IndexReport()
+    pks = list(pks)
+    queryset = registration.model._default_manager.filter(pk__in=pks)
+    if registration.result and "__" not in registration.result:
+        queryset = queryset.select_related(registration.result)
+    objects = {str(obj.pk): obj for obj in queryset}
+    for pk in pks:
+        if str(pk) not in objects or not image_name(objects[str(pk)], registration):
+            if remove_object(registration, pk):
+                report.removed.append(str(pk))
+            objects.pop(str(pk), None)
+    if not objects:
+        return report
+
+    fingerprint = current_fingerprint()
+    content_type = ContentType.objects.get_for_model(registration.model)
+    existing = {
+        row.object_id: row
+        for row in ImageEmbedding.objects.filter(
+            content_type=content_type, field_name=registration.image_field, object_id__in=list(objects)
+        ).defer("vector")
+    }
+
+    def unchanged(pk: str, checksum: str) -> bool:
+        row = existing.get(pk)
+        return (
+            not force
+            and row is not None
+            and row.status == Status.READY
+            and row.fingerprint == fingerprint
+            and row.checksum == checksum
+        )
+
+    extractor = get_extractor()
+    items = ((pk, _reader(obj, registration)) for pk, obj in objects.items())
+    for outcomes in _batches(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
+        _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report)
+    return report
+
+
+def _batches(iterable: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _store(registration, objects, existing, outcomes, fingerprint, dimensions, report: IndexReport) -> None:
+    """Write one batch's outcomes, each row whole in one statement: never half-indexed."""
+    # The image may have changed while we computed: keep only vectors of the image still there.
+    current = {
+        str(pk): name
+        for pk, name in registration.model._default_manager.filter(pk__in=[o.key for o in outcomes]).values_list(
+            "pk", registration.image_field
+        )
+    }
+    result_type = ContentType.objects.get_for_model(registration.result_model)
+    ready = []
+    with transaction.atomic():
+        for outcome in outcomes:
+            pk, obj = outcome.key, objects[outcome.key]
+            name = image_name(obj, registration)
+            if current.get(pk) != name:
+                logger.info("%s %s: image changed while embedding; the newer task will index it", registration.label, pk)
+                continue
+            if outcome.skipped:
+                report.unchanged.append(pk)
+                row = existing[pk]
+                if row.source_name != name:
+                    ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name)
+                continue
+            values = {"result_type": result_type, "result_id": str(registration.result_pk(obj)), "source_name": name}
+            if outcome.vector is not None:
+                values.update(
+                    status=Status.READY,
+                    error="",
+                    checksum=outcome.checksum,
+                    fingerprint=fingerprint,
+                    dimensions=dimensions,
+                    vector=outcome.vector.astype("float32").tobytes(),
+                )
+                report.embedded.append(pk)
+            elif isinstance(outcome.error, (InvalidImage, FileNotFoundError)):
+                reason = str(outcome.error)
+                if isinstance(outcome.error, FileNotFoundError):
+                    reason = f"The image file {name!r} is missing from storage."
+                values.update(status=Status.FAILED, error=reason, checksum=outcome.checksum or "", vector=None, dimensions=0)
+                report.failed[pk] = reason
+                logger.warning("%s %s: image not indexed: %s", registration.label, pk, reason)
+            else:
+                logger.warning("%s %s: could not read the image, will retry: %r", registration.label, pk, outcome.error)
+                report.retry.append(pk)
+                continue
+            row, _ = ImageEmbedding.objects.update_or_create(**row_key(registration, obj), defaults=values)
+            if row.status == Status.READY:
+                ready.append(row)
+    if ready:
+        transaction.on_commit(lambda: get_backend().add(ready))

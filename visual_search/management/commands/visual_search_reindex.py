@@ -1,0 +1,72 @@
+"""manage.py visual_search_reindex [app_label.Model] [--only missing,stale,failed] [--async] [--force]"""
+
+from __future__ import annotations
+
+import sys
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+
+from ...reindex import SELECTIONS, count_pks, reindex
+from ...registry import get_registrations
+
+
+class Command(BaseCommand):
+    help = "Compute visual search embeddings for registered models, with a progress bar, or queue them on Celery."
+
+    def add_arguments(self, parser):
+        parser.add_argument("model", nargs="?", help="Only this model, as app_label.ModelName (default: every registered model).")
+        parser.add_argument(
+            "--only",
+            default="",
+            help=f"Comma-separated: {', '.join(SELECTIONS)}. Only objects whose embedding is in that state (default: all).",
+        )
+        parser.add_argument("--async", dest="asynchronous", action="store_true", help="Queue Celery tasks instead of working here.")
+        parser.add_argument("--force", action="store_true", help="Recompute even images whose bytes did not change.")
+
+    def handle(self, *args, model=None, only="", asynchronous=False, force=False, verbosity=1, **options):
+        model_class = self._model(model)
+        selection = [s.strip() for s in only.split(",") if s.strip()] or None
+        if selection and set(selection) - set(SELECTIONS):
+            raise CommandError(f"--only takes {', '.join(SELECTIONS)}; got {only!r}.")
+        total = count_pks(model_class, selection)
+        if total == 0:
+            self.stdout.write("Nothing to index. `manage.py visual_search_status` shows the state of each model.")
+            return
+        if asynchronous:
+            counts = reindex(model_class, only=selection, asynchronous=True, force=force)
+            queued = counts.get("queued", 0)
+            self.stdout.write(self.style.SUCCESS(f"Queued {queued} of {total} images for the Celery workers."))
+            if queued < total:
+                self.stderr.write("Some could not be queued (is the broker running?); they stay pending for the sweep.")
+            self.stdout.write("Follow progress with `manage.py visual_search_status`.")
+            return
+        counts = self._run(model_class, selection, force, total, verbosity)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Embedded {counts['embedded']}, unchanged {counts['unchanged']}, failed {counts['failed']}, "
+                f"removed {counts['removed']}."
+            )
+        )
+        if counts["failed"]:
+            self.stdout.write("See why with `manage.py visual_search_status --failed`; fix the images, then run `--only failed`.")
+        if counts["retry"]:
+            raise CommandError(f"{counts['retry']} images could not be read (storage unreachable?); run again with --only pending.")
+
+    def _model(self, label):
+        if not label:
+            return None
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        if not any(r.model is model for r in get_registrations()):
+            raise CommandError(f"{label} is not registered with visual search (VISUAL_SEARCH['MODELS']).")
+        return model
+
+    def _run(self, model, selection, force, total, verbosity):
+        from tqdm import tqdm
+
+        show = verbosity > 0
+        with tqdm(total=total, unit="img", desc="Embedding", disable=not show, file=sys.stderr, dynamic_ncols=True) as bar:
+            return reindex(model, only=selection, asynchronous=False, force=force, progress=bar.update)

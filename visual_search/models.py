@@ -1,0 +1,77 @@
+"""Stored vectors: one :class:`ImageEmbedding` row per indexed image field of an object."""
+
+from __future__ import annotations
+
+import numpy as np
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class EmbeddingQuerySet(models.QuerySet):
+    def for_object(self, obj: models.Model) -> EmbeddingQuerySet:
+        return self.filter(content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk))
+
+    def for_result(self, obj: models.Model) -> EmbeddingQuerySet:
+        """Rows whose matches stand for ``obj`` (its own images and its gallery's)."""
+        return self.filter(result_type=ContentType.objects.get_for_model(obj), result_id=str(obj.pk))
+
+    def ready(self, fingerprint: str) -> EmbeddingQuerySet:
+        """Searchable rows: computed with the current ``fingerprint``."""
+        return self.filter(status=ImageEmbedding.Status.READY, fingerprint=fingerprint)
+
+    def stale(self, fingerprint: str) -> EmbeddingQuerySet:
+        """Rows computed with another model, weights, preprocessing or pooling: never searched."""
+        return self.filter(status=ImageEmbedding.Status.READY).exclude(fingerprint=fingerprint)
+
+
+class ImageEmbedding(models.Model):
+    """The VGG16 embedding of one image field of one object, with how and from what it was made.
+
+    ``content_type``/``object_id``/``field_name`` say which image; ``result_type``/``result_id`` say
+    which object a match on it stands for (the product, for a product-gallery image). ``checksum``
+    is the SHA-256 of the image bytes embedded, so an unchanged image is never recomputed, and
+    ``fingerprint`` identifies architecture, weights, preprocessing and pooling: rows with another
+    fingerprint are stale and never compared with current ones.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(max_length=64)
+    field_name = models.CharField(max_length=100)
+    result_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    result_id = models.CharField(max_length=64, db_index=True)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True, help_text=_("Why the last attempt failed."))
+    source_name = models.CharField(max_length=500, blank=True, help_text=_("Storage name of the image embedded."))
+    checksum = models.CharField(max_length=64, blank=True, help_text=_("SHA-256 of the image bytes embedded."))
+    fingerprint = models.CharField(max_length=32, blank=True, db_index=True)
+    dimensions = models.PositiveSmallIntegerField(default=0)
+    vector = models.BinaryField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = EmbeddingQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("image embedding")
+        constraints = [
+            models.UniqueConstraint(fields=["content_type", "object_id", "field_name"], name="visual_search_one_per_image")
+        ]
+        indexes = [models.Index(fields=["result_type", "status", "fingerprint"], name="visual_search_searchable")]
+
+    def __str__(self) -> str:
+        return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.status})"
+
+    @property
+    def array(self) -> np.ndarray | None:
+        """The vector as float32, or None when there is none (pending or failed)."""
+        if self.vector is None:
+            return None
+        return np.frombuffer(bytes(self.vector), dtype=np.float32)

@@ -1,0 +1,135 @@
+"""Which models are searchable, declared without editing them.
+
+A registration names a model and one of its image fields. ``result`` names the object a match
+stands for: for a ``ProductImage`` with ``product = ForeignKey(Product)``, ``result="product"``
+makes searches return products (each once, scored by its best image). Registrations come from
+``settings.VISUAL_SEARCH["MODELS"]`` and from :func:`register`; several may coexist, and
+several may share a result model (a product's main image and its gallery images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+from .conf import settings
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One searchable image field: ``model.image_field``, whose matches stand for ``result``."""
+
+    model: type[models.Model]
+    image_field: str
+    result: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.model._meta.label_lower
+
+    @property
+    def result_model(self) -> type[models.Model]:
+        if not self.result:
+            return self.model
+        model = self.model
+        for part in self.result.split("__"):
+            model = model._meta.get_field(part).related_model
+        return model
+
+    @property
+    def result_label(self) -> str:
+        return self.result_model._meta.label_lower
+
+    def result_pk(self, obj: models.Model) -> Any:
+        """The primary key of the object a match on ``obj`` stands for."""
+        if not self.result:
+            return obj.pk
+        target = obj
+        for part in self.result.split("__"):
+            target = getattr(target, part)
+            if target is None:
+                return None
+        return target.pk
+
+    def result_pk_lookup(self) -> str:
+        return f"{self.result}__pk" if self.result else "pk"
+
+
+_registered: dict[tuple[str, str], Registration] = {}
+
+
+def register(model: type[models.Model], image_field: str = "image", result: str | None = None) -> Registration:
+    """Make ``model.image_field`` searchable. Call it from an ``AppConfig.ready()``.
+
+    ``result`` is the path (``"product"`` or ``"variant__product"``) from ``model`` to the object
+    that search results return; leave it out when ``model`` is itself what customers search for.
+    """
+    try:
+        field = model._meta.get_field(image_field)
+    except Exception as exc:
+        raise ImproperlyConfigured(
+            f"visual_search.register({model.__name__}, image_field={image_field!r}): "
+            f"{model.__name__} has no field {image_field!r}."
+        ) from exc
+    if not isinstance(field, models.FileField):
+        raise ImproperlyConfigured(
+            f"{model.__name__}.{image_field} is a {type(field).__name__}; visual search needs an "
+            "ImageField or FileField."
+        )
+    registration = Registration(model=model, image_field=image_field, result=result)
+    registration.result_model  # noqa: B018 - validates the result path now, not at first search
+    _registered[(registration.label, image_field)] = registration
+    return registration
+
+
+def unregister(model: type[models.Model], image_field: str | None = None) -> None:
+    """Stop indexing ``model`` (all its fields, or just ``image_field``)."""
+    label = model._meta.label_lower
+    for key in [k for k in _registered if k[0] == label and image_field in (None, k[1])]:
+        del _registered[key]
+
+
+def _from_settings() -> list[Registration]:
+    found = []
+    for entry in settings.MODELS:
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        try:
+            model = apps.get_model(entry["model"])
+        except (LookupError, KeyError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"VISUAL_SEARCH['MODELS'] entry {entry!r}: no such model. Use 'app_label.ModelName'."
+            ) from exc
+        key = (model._meta.label_lower, entry.get("image_field", "image"))
+        if key not in _registered:
+            found.append(register(model, entry.get("image_field", "image"), entry.get("result")))
+    return found
+
+
+def get_registrations() -> list[Registration]:
+    """Every registration, from settings and from :func:`register`."""
+    _from_settings()
+    return list(_registered.values())
+
+
+def registrations_for_model(model: type[models.Model]) -> list[Registration]:
+    """Registrations whose indexed model is ``model`` (or its concrete parent)."""
+    label = model._meta.concrete_model._meta.label_lower
+    return [r for r in get_registrations() if r.label == label]
+
+
+def registrations_for_result(model: type[models.Model]) -> list[Registration]:
+    """Registrations whose matches stand for objects of ``model``."""
+    label = model._meta.label_lower
+    return [r for r in get_registrations() if r.result_label == label]
+
+
+def get_registration(label: str, image_field: str) -> Registration:
+    for registration in get_registrations():
+        if registration.label == label and registration.image_field == image_field:
+            return registration
+    raise LookupError(f"{label}.{image_field} is not registered with visual search.")

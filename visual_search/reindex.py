@@ -1,0 +1,117 @@
+"""Bulk (re)indexing: choose which objects need work, then do it in-process or through Celery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from .embeddings.fingerprint import current_fingerprint
+from .models import ImageEmbedding
+from .registry import Registration, get_registrations
+
+SELECTIONS = ("missing", "stale", "failed", "pending")
+
+
+def select_pks(registration: Registration, only: Iterable[str] | None = None, queryset: models.QuerySet | None = None) -> list[Any]:
+    """Primary keys of ``registration.model`` objects to index.
+
+    ``only`` narrows to objects whose image has no row (``missing``), a vector from another model
+    (``stale``), a failed attempt (``failed``) or an unfinished one (``pending``); None means all.
+    Objects without an image are left out.
+    """
+    objects = queryset if queryset is not None else registration.model._default_manager.all()
+    objects = objects.exclude(**{registration.image_field: ""}).exclude(**{f"{registration.image_field}__isnull": True})
+    if not only:
+        return list(objects.order_by("pk").values_list("pk", flat=True))
+    unknown = set(only) - set(SELECTIONS)
+    if unknown:
+        raise ValueError(f"Unknown selection {sorted(unknown)}: choose from {', '.join(SELECTIONS)}.")
+    rows = ImageEmbedding.objects.filter(
+        content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field
+    )
+    fingerprint = current_fingerprint()
+    wanted: set[str] = set()
+    if "stale" in only:
+        wanted |= set(rows.stale(fingerprint).values_list("object_id", flat=True))
+    for status in ("failed", "pending"):
+        if status in only:
+            wanted |= set(rows.filter(status=status).values_list("object_id", flat=True))
+    all_pks = list(objects.order_by("pk").values_list("pk", flat=True))
+    if "missing" in only:
+        have = set(rows.values_list("object_id", flat=True))
+        wanted |= {str(pk) for pk in all_pks if str(pk) not in have}
+    return [pk for pk in all_pks if str(pk) in wanted]
+
+
+def reindex(
+    model: type[models.Model] | None = None,
+    *,
+    only: Iterable[str] | None = None,
+    queryset: models.QuerySet | None = None,
+    asynchronous: bool | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """(Re)index registered objects; returns counts by outcome (or ``queued`` when asynchronous).
+
+    ``model`` (or ``queryset``) limits the work to one model; ``only`` to some objects (see
+    :func:`select_pks`). ``asynchronous=True`` queues Celery tasks of ``BATCH_SIZE`` ids; False
+    runs in this process in batches, calling ``progress(n)`` after each; None follows ``ASYNC``.
+    """
+    from .conf import settings
+    from .indexing import IndexReport, index_objects
+    from .tasks import chunks, enqueue, use_celery
+
+    if queryset is not None:
+        model = queryset.model
+    registrations = [r for r in get_registrations() if model is None or r.model is model]
+    if not registrations:
+        raise ValueError(f"{model.__name__ if model else 'No model'} is not registered with visual search.")
+    if asynchronous is None:
+        asynchronous = use_celery()
+    counts: dict[str, int] = {}
+    report = IndexReport()
+    for registration in registrations:
+        pks = select_pks(registration, only, queryset if queryset is not None and queryset.model is registration.model else None)
+        if asynchronous:
+            counts["queued"] = counts.get("queued", 0) + enqueue(registration.label, registration.image_field, pks, force)
+            continue
+        for batch in chunks(pks, int(settings.BATCH_SIZE) * 4):
+            report.merge(index_objects(registration, batch, force=force))
+            if progress:
+                progress(len(batch))
+    if not asynchronous:
+        counts.update(report.as_dict())
+    return counts
+
+
+def count_pks(model: type[models.Model] | None = None, only: Iterable[str] | None = None) -> int:
+    return sum(len(select_pks(r, only)) for r in get_registrations() if model is None or r.model is model)
+
+
+def status_counts() -> list[dict[str, Any]]:
+    """Per registration: objects with an image, and rows ready, pending, failed, stale, missing."""
+    fingerprint = current_fingerprint()
+    table = []
+    for registration in get_registrations():
+        rows = ImageEmbedding.objects.filter(
+            content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field
+        )
+        with_image = registration.model._default_manager.exclude(**{registration.image_field: ""}).count()
+        by_status = dict(rows.values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
+        stale = rows.stale(fingerprint).count()
+        table.append(
+            {
+                "model": f"{registration.label}.{registration.image_field}",
+                "objects": with_image,
+                "ready": rows.ready(fingerprint).count(),
+                "pending": by_status.get("pending", 0),
+                "failed": by_status.get("failed", 0),
+                "stale": stale,
+                "missing": max(0, with_image - rows.count()),
+            }
+        )
+    return table

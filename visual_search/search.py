@@ -1,0 +1,104 @@
+"""The Python API: find objects similar to a photo, or to an object already indexed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from .backends import get_backend
+from .embeddings.fingerprint import current_fingerprint
+from .embeddings.pooling import l2_normalise
+from .exceptions import VisualSearchError
+from .models import ImageEmbedding
+from .registry import registrations_for_result
+
+
+class NotIndexed(VisualSearchError):
+    """The object has no ready embedding yet (pending, failed, or never indexed)."""
+
+
+class NotSearchable(VisualSearchError, LookupError):
+    """No registration returns objects of this model."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One match: the object and its cosine similarity to the query (1.0 = identical)."""
+
+    object: Any
+    score: float
+
+
+def _queryset(model_or_queryset) -> models.QuerySet:
+    if isinstance(model_or_queryset, models.QuerySet):
+        queryset = model_or_queryset
+    else:
+        queryset = model_or_queryset._default_manager.all()
+    if not registrations_for_result(queryset.model):
+        raise NotSearchable(
+            f"{queryset.model.__name__} is not searchable: register it (or an image model whose "
+            "result it is) in VISUAL_SEARCH['MODELS'] or with visual_search.register()."
+        )
+    return queryset
+
+
+def search_vector(vector: np.ndarray, model_or_queryset, *, limit: int = 10, exclude: tuple = ()) -> list[SearchResult]:
+    """Objects most similar to a unit ``vector`` from the current model, best first."""
+    queryset = _queryset(model_or_queryset)
+    restrict = None
+    if queryset.query.has_filters() or queryset.query.is_sliced:
+        restrict = {str(pk) for pk in queryset.values_list("pk", flat=True)}
+    hits = get_backend().search(
+        np.asarray(vector, dtype=np.float32),
+        result_type_id=ContentType.objects.get_for_model(queryset.model).pk,
+        fingerprint=current_fingerprint(),
+        limit=limit,
+        restrict_to=restrict,
+        exclude={str(pk) for pk in exclude},
+    )
+    found = queryset.model._default_manager.in_bulk([_to_pk(queryset.model, h.result_id) for h in hits])
+    results = []
+    for hit in hits:
+        obj = found.get(_to_pk(queryset.model, hit.result_id))
+        if obj is not None:  # deleted since it was indexed
+            results.append(SearchResult(obj, round(hit.score, 6)))
+    return results
+
+
+def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10) -> list[SearchResult]:
+    """Objects that look most like ``image`` (bytes or a file, e.g. an upload), best first.
+
+    ``model_or_queryset`` is the model to return (``Product``) or a queryset restricting it
+    (``Product.objects.filter(in_stock=True)``). Raises :class:`~visual_search.exceptions.InvalidImage`
+    with a message for the customer when the image cannot be used.
+    """
+    from .embeddings.extractor import embed_image
+
+    queryset = _queryset(model_or_queryset)
+    return search_vector(embed_image(image), queryset, limit=limit)
+
+
+def object_vector(obj: models.Model) -> np.ndarray:
+    """The mean of ``obj``'s ready vectors (its own images and its gallery's), L2-normalised."""
+    rows = ImageEmbedding.objects.for_result(obj).ready(current_fingerprint()).values_list("vector", flat=True)
+    vectors = [np.frombuffer(bytes(blob), dtype=np.float32) for blob in rows]
+    if not vectors:
+        raise NotIndexed(
+            f"{obj._meta.verbose_name} {obj.pk} has no ready image embedding yet; "
+            "run manage.py visual_search_status to see why."
+        )
+    return l2_normalise(np.mean(vectors, axis=0))
+
+
+def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None) -> list[SearchResult]:
+    """Objects most similar to ``obj``, itself excluded, best first; raises :class:`NotIndexed`."""
+    target = queryset if queryset is not None else type(obj)._default_manager.all()
+    return search_vector(object_vector(obj), target, limit=limit, exclude=(obj.pk,))
+
+
+def _to_pk(model: type[models.Model], value: str) -> Any:
+    return model._meta.pk.to_python(value)

@@ -1,0 +1,154 @@
+"""Keep embeddings in step with registered models, through model signals.
+
+The processor class is chosen by ``VISUAL_SEARCH["SIGNAL_PROCESSOR"]`` (a dotted path), so a shop
+can replace it, e.g. with one that only queues work from an outbox, without touching its models.
+Handlers are connected only for registered models. They skip fixture loading (``raw`` saves),
+respect ``update_fields``, compare the image's storage name with the one seen when the object was
+loaded (an unchanged image schedules nothing), and schedule work with ``transaction.on_commit``:
+a rolled-back save queues nothing, and the task only gets ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+from django.db import router, transaction
+from django.db.models import signals
+
+from .registry import Registration, get_registrations, registrations_for_model
+
+_SEEN = "_visual_search_seen"
+_paused: contextvars.ContextVar[list | None] = contextvars.ContextVar("visual_search_paused", default=None)
+
+
+@contextlib.contextmanager
+def pause_indexing(reindex_on_exit: bool = True) -> Iterator[None]:
+    """Pause automatic indexing for a bulk import::
+
+        with visual_search.pause_indexing():
+            for row in feed:
+                Product.objects.create(...)
+
+    On exit the objects saved inside are queued in batches (one task per ``BATCH_SIZE``), which is
+    much faster than one task per save. With ``reindex_on_exit=False`` nothing is queued: run
+    ``manage.py visual_search_reindex --only missing`` later.
+    """
+    touched: list[tuple[str, str, object]] = []
+    token = _paused.set(touched)
+    try:
+        yield
+    finally:
+        _paused.reset(token)
+    if reindex_on_exit and touched:
+        from .tasks import enqueue
+
+        groups: dict[tuple[str, str], list] = {}
+        for label, field, pk in touched:
+            groups.setdefault((label, field), []).append(pk)
+        for (label, field), pks in groups.items():
+            enqueue(label, field, list(dict.fromkeys(pks)))
+
+
+class SignalProcessor:
+    """Connects ``post_init``, ``post_save`` and ``post_delete`` of every registered model."""
+
+    def __init__(self) -> None:
+        self.models: set[type] = set()
+
+    def setup(self) -> None:
+        for registration in get_registrations():
+            self.connect(registration.model)
+
+    def connect(self, model: type) -> None:
+        if model in self.models:
+            return
+        self.models.add(model)
+        uid = f"visual_search:{model._meta.label_lower}"
+        signals.post_init.connect(self.handle_init, sender=model, dispatch_uid=uid, weak=False)
+        signals.post_save.connect(self.handle_save, sender=model, dispatch_uid=uid, weak=False)
+        signals.post_delete.connect(self.handle_delete, sender=model, dispatch_uid=uid, weak=False)
+
+    def teardown(self) -> None:
+        for model in self.models:
+            uid = f"visual_search:{model._meta.label_lower}"
+            for signal in (signals.post_init, signals.post_save, signals.post_delete):
+                signal.disconnect(sender=model, dispatch_uid=uid)
+        self.models.clear()
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def handle_init(self, sender, instance, **kwargs) -> None:
+        instance.__dict__[_SEEN] = {r.image_field: _name(instance, r) for r in registrations_for_model(sender)}
+
+    def handle_save(self, sender, instance, created=False, raw=False, update_fields=None, using=None, **kwargs) -> None:
+        if raw:
+            return
+        seen = instance.__dict__.setdefault(_SEEN, {})
+        for registration in registrations_for_model(sender):
+            field = registration.image_field
+            if update_fields is not None and field not in update_fields:
+                continue
+            name = _name(instance, registration)
+            if not created and field in seen and seen[field] == name:
+                continue
+            seen[field] = name
+            self.image_changed(registration, instance, name, using or router.db_for_write(sender))
+
+    def handle_delete(self, sender, instance, **kwargs) -> None:
+        from .indexing import remove_object
+
+        for registration in registrations_for_model(sender):
+            remove_object(registration, instance.pk)
+
+    # -- what a change does (override these to change the policy) ------------------------------
+
+    def image_changed(self, registration: Registration, instance, name: str, using: str) -> None:
+        """Mark the row pending now and schedule the work once the transaction commits."""
+        from .indexing import mark_pending, remove_object
+
+        if not name:
+            remove_object(registration, instance.pk)
+            return
+        if not mark_pending(registration, instance, name):
+            return
+        paused = _paused.get()
+        if paused is not None:
+            paused.append((registration.label, registration.image_field, instance.pk))
+            return
+        label, field, pk = registration.label, registration.image_field, instance.pk
+        transaction.on_commit(lambda: self.schedule(label, field, [pk]), using=using)
+
+    def schedule(self, label: str, image_field: str, pks: list) -> None:
+        from .tasks import enqueue
+
+        enqueue(label, image_field, pks)
+
+
+def _name(instance, registration: Registration) -> str:
+    if registration.image_field not in instance.__dict__:
+        return ""  # deferred field: unknown, treated as changed only if saved with update_fields
+    file = instance.__dict__[registration.image_field]
+    return getattr(file, "name", file) or ""
+
+
+_processor: SignalProcessor | None = None
+
+
+def get_signal_processor() -> SignalProcessor | None:
+    return _processor
+
+
+def setup_signal_processor() -> SignalProcessor:
+    """Build the configured processor and connect it (called from ``AppConfig.ready``)."""
+    global _processor
+    from django.utils.module_loading import import_string
+
+    from .conf import settings
+
+    if _processor is not None:
+        _processor.teardown()
+    _processor = import_string(settings.SIGNAL_PROCESSOR)()
+    _processor.setup()
+    return _processor

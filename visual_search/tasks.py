@@ -1,0 +1,151 @@
+"""Celery tasks. Messages carry ids only (``"app.model"``, field name, primary keys), never objects.
+
+Tasks are idempotent (they re-read the rows and skip unchanged images) and acknowledged late, so a
+redelivered or re-run task does the same work once more at worst, and a worker killed mid-batch
+loses nothing: its message goes back to the queue. A bad image is not an error of the task: it is
+recorded on its row and the batch goes on. Errors that may pass (database or storage unreachable)
+retry with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings as django_settings
+from django.db import DatabaseError
+from django.utils import timezone
+
+from .conf import settings
+from .registry import get_registration, get_registrations
+
+logger = logging.getLogger("visual_search")
+
+TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (DatabaseError, OSError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+class RetryLater(Exception):
+    """Some images of a batch could not be read for a reason that may pass."""
+
+
+@shared_task(bind=True, name="visual_search.embed_objects", **TASK_OPTIONS)
+def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force: bool = False) -> dict:
+    """Embed the images of objects ``pks`` of model ``label``, in batches. Returns counts."""
+    from .indexing import index_objects
+
+    report = index_objects(get_registration(label, image_field), pks, force=force)
+    if report.retry:
+        # Only the images that could not be read go round again; the rest are stored.
+        raise self.retry(
+            args=(label, image_field, report.retry, force),
+            exc=RetryLater(f"{len(report.retry)} images unreadable for now"),
+            countdown=min(600, 2 ** (self.request.retries + 1)),
+        )
+    return report.as_dict()
+
+
+@shared_task(name="visual_search.sweep", acks_late=True)
+def sweep(older_than: float | None = None) -> int:
+    """Queue every pending row older than ``SWEEP_AFTER_SECONDS`` and every stale row again.
+
+    Runs on worker start and periodically (add it to Celery beat): rows left pending while the
+    broker was down, or made stale by a model change, get computed with no manual step.
+    """
+    from .embeddings.fingerprint import current_fingerprint
+    from .models import ImageEmbedding
+
+    if older_than is None:
+        older_than = float(settings.SWEEP_AFTER_SECONDS)
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    fingerprint = current_fingerprint()
+    queued = 0
+    for registration in get_registrations():
+        rows = ImageEmbedding.objects.filter(
+            content_type__app_label=registration.model._meta.app_label,
+            content_type__model=registration.model._meta.model_name,
+            field_name=registration.image_field,
+        )
+        pending = rows.filter(status=ImageEmbedding.Status.PENDING, updated_at__lte=cutoff)
+        stale = rows.stale(fingerprint)
+        pks = list(pending.values_list("object_id", flat=True)) + list(stale.values_list("object_id", flat=True))
+        queued += enqueue(registration.label, registration.image_field, pks)
+    if queued:
+        logger.info("Sweep queued %s images", queued)
+    return queued
+
+
+def use_celery() -> bool:
+    """Whether work goes through Celery: ``VISUAL_SEARCH["ASYNC"]``, else whether a broker is set."""
+    if settings.ASYNC is not None:
+        return bool(settings.ASYNC)
+    if getattr(django_settings, "CELERY_BROKER_URL", None):
+        return True
+    from celery import current_app
+
+    return bool(current_app.conf.broker_url)
+
+
+def chunks(pks: Iterable[Any], size: int) -> Iterable[list]:
+    batch: list = []
+    for pk in pks:
+        batch.append(pk)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False) -> int:
+    """Schedule embedding of ``pks``: Celery tasks of ``BATCH_SIZE`` ids, or in-process when no broker.
+
+    Never raises: a save must not fail because the broker is down. Rows stay pending and the
+    sweep picks them up when it is back. Returns how many objects were scheduled (or done).
+    """
+    pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
+    if not pks:
+        return 0
+    size = int(settings.BATCH_SIZE)
+    if not use_celery():
+        return _run_in_process(label, image_field, pks, force)
+    done = 0
+    for batch in chunks(pks, size):
+        try:
+            embed_objects.apply_async(
+                args=(label, image_field, batch, force),
+                queue=settings.QUEUE,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+            )
+            done += len(batch)
+        except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
+            logger.warning(
+                "Could not queue visual search work for %s (%s ids): %s. The rows stay pending; "
+                "the sweep task queues them again once the broker is back.",
+                label,
+                len(batch),
+                exc,
+            )
+    return done
+
+
+def _run_in_process(label: str, image_field: str, pks: list, force: bool) -> int:
+    from .indexing import index_objects
+
+    try:
+        report = index_objects(get_registration(label, image_field), pks, force=force)
+    except Exception:
+        logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
+        return 0
+    return len(pks) - len(report.retry)
