@@ -23,7 +23,6 @@ _API = {
     "InvalidImage": "visual_search.exceptions",
     "ImageTooLarge": "visual_search.exceptions",
     "UnsupportedFormat": "visual_search.exceptions",
-    "reindex": "visual_search.reindex",
 }
 
 __all__ = sorted(_API)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 
@@ -21,6 +22,9 @@ class VisualSearchConfig(AppConfig):
 
         def reconnect(setting, **kwargs):
             if setting == "VISUAL_SEARCH":
-                setup_signal_processor()
+                try:
+                    setup_signal_processor()
+                except ImproperlyConfigured:
+                    pass  # reported by the system checks (visual_search.E001)
 
         setting_changed.connect(reconnect, weak=False, dispatch_uid="visual_search.reconnect")

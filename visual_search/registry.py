@@ -62,12 +62,7 @@ class Registration:
 _registered: dict[tuple[str, str], Registration] = {}
 
 
-def register(model: type[models.Model], image_field: str = "image", result: str | None = None) -> Registration:
-    """Make ``model.image_field`` searchable. Call it from an ``AppConfig.ready()``.
-
-    ``result`` is the path (``"product"`` or ``"variant__product"``) from ``model`` to the object
-    that search results return; leave it out when ``model`` is itself what customers search for.
-    """
+def _make(model: type[models.Model], image_field: str, result: str | None) -> Registration:
     try:
         field = model._meta.get_field(image_field)
     except Exception as exc:
@@ -81,21 +76,52 @@ def register(model: type[models.Model], image_field: str = "image", result: str 
             "ImageField or FileField."
         )
     registration = Registration(model=model, image_field=image_field, result=result)
-    registration.result_model  # noqa: B018 - validates the result path now, not at first search
-    _registered[(registration.label, image_field)] = registration
+    try:
+        registration.result_model  # noqa: B018 - validates the result path now, not at first search
+    except Exception as exc:
+        raise ImproperlyConfigured(f"{model.__name__}: result={result!r} is not a relation path.") from exc
     return registration
 
 
+def register(model: type[models.Model], image_field: str = "image", result: str | None = None) -> Registration:
+    """Make ``model.image_field`` searchable. Call it from an ``AppConfig.ready()``.
+
+    ``result`` is the path (``"product"`` or ``"variant__product"``) from ``model`` to the object
+    that search results return; leave it out when ``model`` is itself what customers search for.
+    """
+    registration = _make(model, image_field, result)
+    _registered[(registration.label, image_field)] = registration
+    _connect(registration)
+    return registration
+
+
+def _connect(registration: Registration) -> None:
+    from .signals import get_signal_processor
+
+    processor = get_signal_processor()
+    if processor is not None:
+        processor.connect(registration.model)
+
+
 def unregister(model: type[models.Model], image_field: str | None = None) -> None:
-    """Stop indexing ``model`` (all its fields, or just ``image_field``)."""
+    """Stop indexing ``model`` (all its fields, or just ``image_field``) registered by :func:`register`."""
     label = model._meta.label_lower
     for key in [k for k in _registered if k[0] == label and image_field in (None, k[1])]:
         del _registered[key]
 
 
+_from_settings_cache: tuple[str, list[Registration]] | None = None
+
+
 def _from_settings() -> list[Registration]:
+    """Registrations declared in ``VISUAL_SEARCH["MODELS"]``, rebuilt when the setting changes."""
+    global _from_settings_cache
+    entries = settings.MODELS
+    key = repr(entries)
+    if _from_settings_cache is not None and _from_settings_cache[0] == key:
+        return _from_settings_cache[1]
     found = []
-    for entry in settings.MODELS:
+    for entry in entries:
         if isinstance(entry, str):
             entry = {"model": entry}
         try:
@@ -104,16 +130,16 @@ def _from_settings() -> list[Registration]:
             raise ImproperlyConfigured(
                 f"VISUAL_SEARCH['MODELS'] entry {entry!r}: no such model. Use 'app_label.ModelName'."
             ) from exc
-        key = (model._meta.label_lower, entry.get("image_field", "image"))
-        if key not in _registered:
-            found.append(register(model, entry.get("image_field", "image"), entry.get("result")))
+        found.append(_make(model, entry.get("image_field", "image"), entry.get("result")))
+    _from_settings_cache = (key, found)
     return found
 
 
 def get_registrations() -> list[Registration]:
-    """Every registration, from settings and from :func:`register`."""
-    _from_settings()
-    return list(_registered.values())
+    """Every registration: those in settings, then those from :func:`register`."""
+    merged = {(r.label, r.image_field): r for r in _from_settings()}
+    merged.update(_registered)
+    return list(merged.values())
 
 
 def registrations_for_model(model: type[models.Model]) -> list[Registration]:

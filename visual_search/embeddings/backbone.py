@@ -59,6 +59,7 @@ def _dtype_policy(name: str):
 
 def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0):
     """``keras.applications.VGG16(include_top=False)`` with ``weights`` and the given precision."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for shop logs
     import keras
 
     policy = "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"

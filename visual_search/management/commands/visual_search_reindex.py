@@ -68,5 +68,6 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         show = verbosity > 0
-        with tqdm(total=total, unit="img", desc="Embedding", disable=not show, file=sys.stderr, dynamic_ncols=True) as bar:
+        stream = getattr(self.stderr, "_out", sys.stderr)  # the bar rewrites its line: bypass OutputWrapper
+        with tqdm(total=total, unit="img", desc="Embedding", disable=not show, file=stream, dynamic_ncols=True) as bar:
             return reindex(model, only=selection, asynchronous=False, force=force, progress=bar.update)

@@ -1,0 +1,69 @@
+"""visual_search_reindex and visual_search_status, as staff run them."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+import visual_search
+from visual_search.models import ImageEmbedding
+from tests.conftest import catalogue_image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def imported(make_product):
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(n, catalogue_image(n)) for n in ["Lemon", "Lime", "Mango"]]
+        products.append(make_product("Broken", b"not an image"))
+    return products
+
+
+def test_status_then_reindex_with_progress(imported):
+    out, _ = run("visual_search_status")
+    assert "testapp.product.image" in out
+    assert "4 images need work" in out
+    out, err = run("visual_search_reindex", "--only", "pending")
+    assert "Embedded 3, unchanged 0, failed 1" in out
+    assert "4/4" in err  # the progress bar
+    out, _ = run("visual_search_status", "--failed")
+    assert "not an image" in out
+    out, _ = run("visual_search_reindex")
+    assert "Embedded 0, unchanged 3, failed 1" in out
+
+
+def test_only_failed_retries_just_those(imported):
+    run("visual_search_reindex")
+    broken = imported[-1]
+    broken.image.save("fixed.jpg", __import__("django.core.files.base", fromlist=["ContentFile"]).ContentFile(
+        catalogue_image("Kiwi").read_bytes()), save=False)
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        broken.save()
+    ImageEmbedding.objects.for_object(broken).update(status="failed")
+    out, _ = run("visual_search_reindex", "testapp.Product", "--only", "failed")
+    assert "Embedded 1, unchanged 0, failed 0" in out
+
+
+def test_async_without_a_broker_runs_in_process_when_asked(imported, settings):
+    out, _ = run("visual_search_reindex", "--async")
+    # ASYNC is False in the test settings: --async still queues, i.e. runs each batch eagerly.
+    assert "Queued" in out
+    assert ImageEmbedding.objects.filter(status="ready").count() == 3
+
+
+def test_errors_name_what_to_do(db):
+    with pytest.raises(CommandError, match="app_label.ModelName"):
+        run("visual_search_reindex", "nope")
+    with pytest.raises(CommandError, match="not registered"):
+        run("visual_search_reindex", "auth.User")
+    with pytest.raises(CommandError, match="--only takes"):
+        run("visual_search_reindex", "--only", "everything")
+    out, _ = run("visual_search_reindex")
+    assert "Nothing to index" in out

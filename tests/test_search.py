@@ -1,0 +1,107 @@
+"""The Python API: search by photo and find similar, restricted, with stale vectors kept apart."""
+
+import numpy as np
+import pytest
+from django.contrib.contenttypes.models import ContentType
+
+import visual_search
+from visual_search.backends.numpy import NumpyBackend
+from visual_search.embeddings.fingerprint import current_fingerprint
+from visual_search.models import ImageEmbedding
+from visual_search.reindex import reindex
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice"]
+
+
+@pytest.fixture
+def catalogue(make_product):
+    return {name: make_product(name.replace("-", " "), catalogue_image(name), category=name[:4]) for name in NAMES}
+
+
+def test_a_catalogue_image_finds_its_product_first(catalogue):
+    for name, product in catalogue.items():
+        results = visual_search.search_by_image(catalogue_image(name).read_bytes(), Product, limit=3)
+        assert results[0].object == product
+        assert results[0].score == pytest.approx(1.0, abs=1e-3)
+        assert len(results) == 3 and results[0].score >= results[1].score >= results[2].score
+
+
+def test_search_accepts_a_file_object(catalogue):
+    with open(catalogue_image("Lemon"), "rb") as handle:
+        assert visual_search.search_by_image(handle, Product, limit=1)[0].object == catalogue["Lemon"]
+
+
+def test_find_similar_excludes_the_object_itself(catalogue):
+    lemon = catalogue["Lemon"]
+    results = visual_search.find_similar(lemon, limit=10)
+    assert lemon not in [r.object for r in results]
+    assert len(results) == len(NAMES) - 1
+
+
+def test_search_restricted_to_a_queryset(catalogue):
+    milk_only = Product.objects.filter(name__contains="Milk")
+    results = visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), milk_only, limit=10)
+    assert {r.object.name for r in results} == {"Arla Standard Milk", "Oatly Oat Milk"}
+    similar = visual_search.find_similar(catalogue["Banana"], queryset=Product.objects.filter(in_stock=True), limit=2)
+    assert len(similar) == 2
+
+
+def test_unindexed_object_says_so(make_product):
+    product = make_product("No image")
+    with pytest.raises(visual_search.NotIndexed, match="no ready image embedding"):
+        visual_search.find_similar(product)
+
+
+def test_unregistered_model_says_how_to_register(db):
+    from django.contrib.auth.models import User
+
+    with pytest.raises(visual_search.NotSearchable, match="register it"):
+        visual_search.search_by_image(b"x", User)
+
+
+def test_vectors_of_another_fingerprint_are_stale_and_never_compared(catalogue, settings):
+    before = current_fingerprint()
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "POOLING": "avg"}
+    assert current_fingerprint() != before
+    assert visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), Product) == []
+    assert ImageEmbedding.objects.stale(current_fingerprint()).count() == len(NAMES)
+    reindex(Product, only=["stale"], asynchronous=False)
+    assert ImageEmbedding.objects.ready(current_fingerprint()).count() == len(NAMES)
+    assert visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), Product)[0].object == catalogue["Lemon"]
+
+
+def test_a_process_sees_vectors_written_by_another_without_restart(catalogue):
+    """The NumPy backend reads committed rows: a web process sees what a worker just wrote."""
+    web = NumpyBackend()
+    ct = ContentType.objects.get_for_model(Product).pk
+    fingerprint = current_fingerprint()
+    query = ImageEmbedding.objects.for_object(catalogue["Lemon"]).get().array
+    assert web.search(query, result_type_id=ct, fingerprint=fingerprint, limit=1)[0].result_id == str(catalogue["Lemon"].pk)
+
+    # "The worker" replaces Banana's vector by Lemon's, adds a product, and deletes Oatly.
+    ImageEmbedding.objects.for_object(catalogue["Banana"]).update(vector=query.tobytes())
+    ImageEmbedding.objects.for_object(catalogue["Oatly-Oat-Milk"]).delete()
+    new = Product.objects.create(name="Later")
+    ImageEmbedding.objects.create(
+        content_type_id=ct, object_id=str(new.pk), field_name="image", result_type_id=ct, result_id=str(new.pk),
+        status="ready", fingerprint=fingerprint, vector=(-query).tobytes(), dimensions=512,
+    )
+    hits = web.search(query, result_type_id=ct, fingerprint=fingerprint, limit=10)
+    ids = [h.result_id for h in hits]
+    assert set(ids[:2]) == {str(catalogue["Lemon"].pk), str(catalogue["Banana"].pk)}
+    assert str(catalogue["Oatly-Oat-Milk"].pk) not in ids
+    assert ids[-1] == str(new.pk) and hits[-1].score == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_best_per_result_returns_each_result_once_with_its_best_score(db):
+    from visual_search.backends.numpy import _best_per_result, _Matrix
+
+    matrix = _Matrix()
+    codes = [matrix.code(r) for r in ["a", "a", "a", "b", "c"]]
+    matrix.codes = np.asarray(codes)
+    scores = np.array([0.9, 0.95, 0.1, 0.5, -np.inf])
+    hits = _best_per_result(scores, matrix, limit=5)
+    assert [(h.result_id, h.score) for h in hits] == [("a", 0.95), ("b", 0.5)]
