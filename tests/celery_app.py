@@ -9,3 +9,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 app = Celery("visual_search_tests")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["visual_search"])
+
+# Test hook: slow every task down so the fault-injection tests can kill a worker mid-batch.
+_delay = float(os.environ.get("VISUAL_SEARCH_TEST_TASK_DELAY", "0") or 0)
+if _delay:
+    import time
+
+    from celery.signals import task_prerun
+
+    @task_prerun.connect(weak=False)
+    def _slow_down(**kwargs):
+        time.sleep(_delay)

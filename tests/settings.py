@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "visual_search",
     "tests.testapp",
 ]
@@ -40,11 +41,16 @@ TEMPLATES = [
         },
     }
 ]
+# The test database is a file, so that the Celery worker processes started by the integration
+# tests (which get its path in VISUAL_SEARCH_TEST_DB) open the very database the tests write.
+_TEST_DB = os.environ.get("VISUAL_SEARCH_TEST_DB") or os.path.join(
+    tempfile.gettempdir(), f"visual_search_test_{os.getpid()}.sqlite3"
+)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("VISUAL_SEARCH_TEST_DB", os.path.join(tempfile.gettempdir(), "visual_search_tests.sqlite3")),
-        "TEST": {"NAME": os.environ.get("VISUAL_SEARCH_TEST_DB") or None},
+        "NAME": _TEST_DB,
+        "TEST": {"NAME": _TEST_DB},
         "OPTIONS": {"timeout": 30},
     }
 }
@@ -62,9 +68,11 @@ VISUAL_SEARCH = {
     "RANDOM_SEED": 1,
     "IMAGE_SIZE": 64,
     "BATCH_SIZE": 8,
-    "ASYNC": False,
+    "ASYNC": bool(os.environ.get("CELERY_BROKER_URL")),
 }
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,64 @@
+"""Faults injected for real: a worker killed mid-batch, the broker down when a product is saved."""
+
+import time
+
+import pytest
+
+import visual_search
+from visual_search.models import ImageEmbedding
+from tests.conftest import catalogue_image, photos
+from tests.integration.conftest import wait_for
+from tests.testapp.models import Product
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def counts():
+    return {s: ImageEmbedding.objects.filter(status=s).count() for s in ("pending", "ready", "failed")}
+
+
+def test_worker_killed_mid_batch_loses_nothing(broker, start_worker, make_product, celery_env, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 4}
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "1.5"
+    worker = start_worker("doomed")
+    gallery = [p for paths in photos().values() for p in paths][:24]
+    with visual_search.pause_indexing():
+        for n, path in enumerate(gallery):
+            make_product(f"Product {n}", path)
+    wait_for(lambda: counts()["ready"] >= 4, timeout=90, what="the first batch")
+    worker.kill()
+    at_kill = counts()
+    assert at_kill["pending"] > 0, "the worker finished before it could be killed"
+
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
+    start_worker("survivor")  # its start-up sweep re-queues what the dead worker held
+    wait_for(lambda: counts()["ready"] == len(gallery), timeout=120, what=f"all ready (at kill: {at_kill})")
+    assert ImageEmbedding.objects.count() == len(gallery)
+
+
+def test_broker_down_when_saving_then_computed_once_it_is_back(broker, redis_server, start_worker, make_product):
+    redis_server.stop()
+    started = time.monotonic()
+    product = make_product("Lemon", catalogue_image("Lemon"))  # the shop keeps working
+    assert time.monotonic() - started < 15
+    assert Product.objects.filter(pk=product.pk).exists()
+    assert ImageEmbedding.objects.for_object(product).get().status == "pending"
+
+    redis_server.start()
+    start_worker()
+    row = wait_for(
+        lambda: ImageEmbedding.objects.for_object(product).filter(status="ready").first(), timeout=90, what="sweep"
+    )
+    assert row.status == "ready"
+
+
+def test_rolled_back_save_runs_no_task(broker, start_worker, make_product):
+    from django.db import transaction
+
+    start_worker()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_product("Vanishing", catalogue_image("Lime"))
+        raise RuntimeError
+    kept = make_product("Kept", catalogue_image("Mango"))
+    wait_for(lambda: ImageEmbedding.objects.for_object(kept).filter(status="ready").exists(), what="the kept product")
+    assert ImageEmbedding.objects.count() == 1
