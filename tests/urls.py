@@ -3,4 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/visual-search/", include("visual_search.api.urls")),
+    path("search-by-photo/", include("visual_search.urls")),
 ]

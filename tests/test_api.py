@@ -1,0 +1,254 @@
+"""The JSON API: search by photo, similar objects, every bad input as a clear 4xx, throttle, schema."""
+
+import io
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product, ProductImage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SEARCH = "/api/visual-search/search/"
+
+
+@pytest.fixture(autouse=True)
+def api_settings(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
+    settings.REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def shop(make_product):
+    made = {}
+    for name, category in [
+        ("Arla-Standard-Milk", "milk"),
+        ("Oatly-Oat-Milk", "milk"),
+        ("Granny-Smith", "apple"),
+        ("Pink-Lady", "apple"),
+        ("Banana", "fruit"),
+    ]:
+        made[name] = make_product(name.replace("-", " "), catalogue_image(name), category=category)
+    return made
+
+
+def upload(data: bytes, name="photo.jpg", content_type="image/jpeg"):
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def search(client, data=None, **fields):
+    if data is not None:
+        fields["image"] = upload(data) if isinstance(data, bytes) else data
+    return client.post(SEARCH, fields)
+
+
+def test_own_catalogue_image_comes_first(client, shop):
+    response = search(client, catalogue_image("Pink-Lady").read_bytes())
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["id"] == shop["Pink-Lady"].pk
+    assert results[0]["name"] == "Pink Lady"
+    assert results[0]["url"] == f"/products/{shop['Pink-Lady'].pk}/"
+    assert results[0]["image_url"].startswith("http://testserver/media/products/Pink-Lady")
+    assert results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert set(results[0]) >= {"id", "name", "url", "image_url", "score"}
+
+
+def test_limit_and_its_bounds(client, shop):
+    photo = catalogue_image("Banana").read_bytes()
+    assert len(search(client, photo, limit=2).json()["results"]) == 2
+    assert len(search(client, photo).json()["results"]) == 5  # default 12, five products
+    for bad in (0, 51, "many"):
+        response = search(client, photo, limit=bad)
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_limit"
+        assert "limit" in response.json()["detail"]
+
+
+def test_category_filter_keeps_only_that_category(client, shop):
+    response = search(client, catalogue_image("Granny-Smith").read_bytes(), category="milk")
+    assert response.status_code == 200
+    assert {r["name"] for r in response.json()["results"]} == {"Arla Standard Milk", "Oatly Oat Milk"}
+    assert search(client, catalogue_image("Granny-Smith").read_bytes(), category="none").json()["results"] == []
+
+
+def test_filters_not_in_api_filters_are_ignored(client, shop):
+    response = search(client, catalogue_image("Granny-Smith").read_bytes(), name="Banana", in_stock="false")
+    assert len(response.json()["results"]) == 5
+
+
+def test_gallery_image_is_the_picture_of_a_product_without_its_own(client, shop, settings):
+    bare = Product.objects.create(name="Loose Banana", category="fruit")
+    gallery = ProductImage(product=bare)
+    from django.core.files.base import ContentFile
+
+    gallery.image.save("loose-banana.jpg", ContentFile(photos()["Banana"][0].read_bytes()))
+    results = search(client, photos()["Banana"][0].read_bytes()).json()["results"]
+    found = next(r for r in results if r["id"] == bare.pk)
+    assert "/media/gallery/loose-banana" in found["image_url"]
+    assert found["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_similar_excludes_itself(client, shop):
+    pk = shop["Arla-Standard-Milk"].pk
+    response = client.get(f"/api/visual-search/products/{pk}/similar/?limit=3")
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 3
+    assert pk not in [r["id"] for r in results]
+
+
+def test_similar_with_category_filter(client, shop):
+    pk = shop["Arla-Standard-Milk"].pk
+    results = client.get(f"/api/visual-search/products/{pk}/similar/?category=milk").json()["results"]
+    assert [r["name"] for r in results] == ["Oatly Oat Milk"]
+
+
+def test_similar_to_unknown_product_is_404(client, shop):
+    for pk in (999999, "abc"):
+        response = client.get(f"/api/visual-search/products/{pk}/similar/")
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"No product with id {pk}.", "code": "not_found"}
+
+
+def test_similar_to_product_without_embedding_is_409(client, shop):
+    product = Product.objects.create(name="No photo yet")
+    response = client.get(f"/api/visual-search/products/{product.pk}/similar/")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["results"] == [] and body["code"] == "not_indexed" and "not indexed" in body["detail"]
+
+
+# -- bad input: a clear 4xx and a message, never a 500 ---------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height``: enough to be refused before decoding."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    import struct
+    import zlib
+
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+@pytest.mark.parametrize(
+    "data, name, status, code, words",
+    [
+        (b"", "empty.jpg", 400, "invalid_image", "empty"),
+        (b"<!doctype html><html><body>hello</body></html>", "page.jpg", 400, "invalid_image", "not an image"),
+        (catalogue_image("Banana").read_bytes()[:400], "truncated.jpg", 400, "invalid_image", "damaged"),
+        (SVG, "drawing.svg", 415, "unsupported_format", "SVG"),
+        (EPS, "drawing.eps", 415, "unsupported_format", "EPS"),
+        (PDF, "leaflet.pdf", 415, "unsupported_format", "PDF"),
+        (png_header(20_000, 20_000), "huge.png", 400, "too_many_pixels", "pixels"),
+    ],
+    ids=["empty", "html-named-jpg", "truncated-jpeg", "svg", "eps", "pdf", "too-many-pixels"],
+)
+def test_bad_images_answer_4xx_with_a_message(client, shop, data, name, status, code, words):
+    response = search(client, upload(data, name))
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code
+    assert words.lower() in body["detail"].lower()
+
+
+def test_missing_field_is_400(client, shop):
+    response = client.post(SEARCH, {"limit": 3})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Send a photo in the multipart field 'image'.", "code": "required"}
+
+
+def test_json_body_is_415(client, shop):
+    response = client.post(SEARCH, {"image": "x"}, content_type="application/json")
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+
+
+def test_oversized_upload_is_413_before_decoding(client, shop, settings, monkeypatch):
+    import visual_search.search
+
+    def never(*args, **kwargs):
+        raise AssertionError("decoded an oversized upload")
+
+    monkeypatch.setattr(visual_search.search, "search_by_image", never)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_UPLOAD_BYTES": 1024}
+    photo = catalogue_image("Banana").read_bytes()
+    # Small enough that Content-Length passes with the multipart slack: the upload's size catches it.
+    response = search(client, photo[:5000])
+    assert response.status_code == 413
+    assert response.json()["code"] == "file_too_large" and "MB" in response.json()["detail"]
+    # Far over: refused from Content-Length, before the body is parsed.
+    response = search(client, photo + b"\0" * (200 * 1024))
+    assert response.status_code == 413
+
+
+def test_model_failure_is_503(client, shop, monkeypatch):
+    from visual_search.embeddings import extractor
+    from visual_search.exceptions import WeightsUnavailable
+
+    def broken():
+        raise WeightsUnavailable("no weights")
+
+    monkeypatch.setattr(extractor, "get_extractor", broken)
+    response = search(client, catalogue_image("Banana").read_bytes())
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+
+
+def test_get_is_405_with_code(client):
+    response = client.get(SEARCH)
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_anonymous_searches_are_throttled(client, shop, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "2/min"}
+    photo = catalogue_image("Banana").read_bytes()
+    assert search(client, photo).status_code == 200
+    assert search(client, photo).status_code == 200
+    response = search(client, photo)
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"
+    assert "throttled" in response.json()["detail"].lower()
+
+
+def test_throttle_is_on_by_default(settings):
+    from visual_search.api.throttling import SearchRateThrottle
+
+    settings.VISUAL_SEARCH = {k: v for k, v in settings.VISUAL_SEARCH.items() if k != "SEARCH_THROTTLE_RATE"}
+    assert SearchRateThrottle().get_rate() == "30/min"
+
+
+def test_openapi_schema_documents_both_views(settings):
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.validation import validate_schema
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    search_op = schema["paths"]["/api/visual-search/search/"]["post"]
+    body = search_op["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    fields = schema["components"]["schemas"][body]["properties"]
+    assert {"image", "limit", "category"} <= set(fields)
+    assert {"200", "400", "413", "415", "429", "503"} <= set(search_op["responses"])
+    similar = schema["paths"]["/api/visual-search/products/{id}/similar/"]["get"]
+    assert {"200", "404", "409"} <= set(similar["responses"])
+    assert {"limit", "category"} <= {p["name"] for p in similar["parameters"]}
+    result = schema["components"]["schemas"]["SearchResult"]["properties"]
+    assert {"id", "name", "url", "image_url", "score"} <= set(result)

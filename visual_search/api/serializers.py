@@ -1,0 +1,64 @@
+"""Request and response shapes of the visual search API (also what the OpenAPI schema shows)."""
+
+from __future__ import annotations
+
+from django.utils.module_loading import import_string
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .conf import filter_lookups, web_setting
+
+
+class SearchRequestSerializer(serializers.Serializer):
+    """``multipart/form-data``: the photo, how many results, and the filters the shop allows."""
+
+    image = serializers.FileField(help_text="The photo: JPEG, PNG, WebP, GIF, BMP or TIFF.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # Built here, not on the class, so API_DEFAULT_LIMIT and API_MAX_LIMIT are read per request.
+        fields["limit"] = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=int(web_setting("API_MAX_LIMIT")),
+            help_text=f"How many results (default {web_setting('API_DEFAULT_LIMIT')}).",
+        )
+        # The filters are the shop's (VISUAL_SEARCH["API_FILTERS"]), so the schema lists the real ones.
+        for parameter, lookup in filter_lookups().items():
+            fields[parameter] = serializers.CharField(required=False, help_text=f"Only objects whose {lookup} is this value.")
+        return fields
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
+class PrimaryKeyValueField(serializers.ReadOnlyField):
+    """A primary key as it is: a number for integer keys, a string for UUIDs and slugs."""
+
+
+class SearchResultSerializer(serializers.Serializer):
+    """One match. Subclass it to add fields (``source="object.price"``) and name the subclass in
+    ``VISUAL_SEARCH["API_RESULT_SERIALIZER"]``; ``object`` is the model instance."""
+
+    id = PrimaryKeyValueField()
+    name = serializers.CharField(help_text="str() of the object.")
+    url = serializers.CharField(allow_null=True, help_text="Its page (get_absolute_url), or null.")
+    image_url = serializers.CharField(allow_null=True, help_text="Absolute URL of its picture, or null.")
+    score = serializers.FloatField(help_text="Cosine similarity to the query: 1.0 is identical.")
+
+
+def result_serializer_class() -> type[SearchResultSerializer]:
+    return import_string(web_setting("API_RESULT_SERIALIZER"))
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    results = SearchResultSerializer(many=True, help_text="Best match first.")
+
+
+class SimilarResponseSerializer(SearchResponseSerializer):
+    detail = serializers.CharField(required=False, help_text="Why there are no results (409: not indexed yet).")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error: a message for people and a stable code for programs."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="e.g. required, invalid_image, unsupported_format, file_too_large, throttled")

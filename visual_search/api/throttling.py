@@ -1,0 +1,26 @@
+"""Rate limit for anonymous search by photo: each request runs VGG16, so it is worth protecting."""
+
+from __future__ import annotations
+
+from rest_framework.throttling import AnonRateThrottle
+
+from .conf import web_setting
+
+
+class SearchRateThrottle(AnonRateThrottle):
+    """Anonymous searches per client IP at ``VISUAL_SEARCH["SEARCH_THROTTLE_RATE"]`` ("30/min").
+
+    ``None`` switches it off. Signed-in users are not limited. Counts live in Django's default
+    cache, so with several web processes use a shared cache (Redis, Memcached).
+    """
+
+    scope = "visual_search"
+
+    def get_rate(self) -> str | None:
+        return web_setting("SEARCH_THROTTLE_RATE")
+
+    def allow_request(self, request, view) -> bool:
+        # Read the rate on every request, not once per class, so settings changes apply at once.
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)

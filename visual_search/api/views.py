@@ -1,0 +1,164 @@
+"""JSON API: search by photo (``POST search/``) and similar objects (``GET products/<pk>/similar/``).
+
+Every error answers ``{"detail": ..., "code": ...}`` with a 4xx status (503 when the model itself
+cannot run), never a 500 for anything a client sends.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..photo_search import PhotoSearchError, check_content_length, parse_limit, search_photo
+from ..results import apply_filters, describe
+from .conf import filter_lookups, search_model
+from .serializers import (
+    ErrorSerializer,
+    SearchRequestSerializer,
+    SearchResponseSerializer,
+    SimilarResponseSerializer,
+    result_serializer_class,
+)
+from .throttling import SearchRateThrottle
+
+logger = logging.getLogger("visual_search")
+ERROR = OpenApiResponse(ErrorSerializer)
+
+
+class VisualSearchAPIView(APIView):
+    """Answers every error as ``{"detail", "code"}``: DRF's own (429, 415, 405) and ours."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, PhotoSearchError):
+            return Response(exc.as_dict(), status=exc.status)
+        response = super().handle_exception(exc)
+        if isinstance(exc, APIException) and isinstance(response.data, dict) and "detail" in response.data:
+            codes = exc.get_codes()
+            response.data["code"] = codes if isinstance(codes, str) else "invalid"
+        return response
+
+    def results_response(self, items, **extra) -> Response:
+        serializer = result_serializer_class()(items, many=True, context={"request": self.request})
+        return Response({"results": serializer.data, **extra})
+
+
+class FilterParametersSchema(AutoSchema):
+    """drf-spectacular's schema plus the shop's ``API_FILTERS`` as query parameters, read when the
+    schema is generated rather than when this module is imported."""
+
+    def get_override_parameters(self):
+        filters = [
+            OpenApiParameter(name, str, description=f"Only objects whose {lookup} is this value.")
+            for name, lookup in filter_lookups().items()
+        ]
+        return [*super().get_override_parameters(), *filters]
+
+
+class SearchView(VisualSearchAPIView):
+    """Search by photo: the objects that look most like the uploaded photo, best first."""
+
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [SearchRateThrottle]
+
+    @extend_schema(
+        operation_id="visual_search_search",
+        summary="Search by photo",
+        description=(
+            "Upload a photo (multipart field `image`); get the most similar objects, best first. "
+            "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
+        ),
+        request={"multipart/form-data": SearchRequestSerializer},
+        responses={
+            200: SearchResponseSerializer,
+            400: ERROR,
+            413: ERROR,
+            415: ERROR,
+            429: ERROR,
+            503: ERROR,
+        },
+        examples=[
+            OpenApiExample(
+                "Results",
+                response_only=True,
+                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}]},
+            ),
+            OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
+        ],
+    )
+    def post(self, request, *args, **kwargs):
+        check_content_length(request.META)  # before request.data reads the body
+        upload = request.FILES.get("image")
+        if upload is None:
+            raise PhotoSearchError(400, "required", "Send a photo in the multipart field 'image'.")
+        serializer = SearchRequestSerializer(data=request.data)
+        if not serializer.is_valid():
+            raise _validation_error(serializer.errors)
+        params = {**request.query_params.dict(), **{k: v for k, v in request.data.items() if k != "image"}}
+        items = search_photo(upload, params, request, limit=serializer.validated_data.get("limit") or parse_limit(None))
+        return self.results_response(items)
+
+
+class SimilarView(VisualSearchAPIView):
+    """Objects similar to one already in the catalogue, itself excluded."""
+
+    schema = FilterParametersSchema()
+
+    @extend_schema(
+        operation_id="visual_search_similar",
+        summary="Similar objects",
+        parameters=[
+            OpenApiParameter("limit", int, description="How many results, 1 to API_MAX_LIMIT (default 12)."),
+        ],
+        responses={
+            200: SimilarResponseSerializer,
+            400: ERROR,
+            404: ERROR,
+            409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
+            503: ERROR,
+        },
+    )
+    def get(self, request, pk, *args, **kwargs):
+        from ..search import NotIndexed, find_similar
+
+        model = search_model()
+        limit = parse_limit(request.query_params.get("limit"))
+        obj = _get_object(model, pk)
+        queryset = apply_filters(model._default_manager.all(), request.query_params)
+        try:
+            results = find_similar(obj, limit=limit, queryset=queryset)
+        except NotIndexed:
+            detail = f"This {model._meta.verbose_name} has no searchable image yet (not indexed, pending or failed); try again later."
+            return Response({"results": [], "detail": detail, "code": "not_indexed"}, status=status.HTTP_409_CONFLICT)
+        except (ValueError, TypeError) as exc:
+            raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
+        except Exception:
+            logger.exception("Similar objects for %s %s failed", model.__name__, pk)
+            raise PhotoSearchError(503, "unavailable", "Similar products are not available right now; please try again later.") from None
+        return self.results_response(describe(results, request))
+
+
+def _get_object(model, pk):
+    try:
+        return model._default_manager.get(pk=pk)
+    except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
+        raise PhotoSearchError(404, "not_found", f"No {model._meta.verbose_name} with id {pk!s}.") from None
+
+
+def _validation_error(errors: dict) -> PhotoSearchError:
+    field, messages = next(iter(errors.items()))
+    message = messages[0] if isinstance(messages, list) else messages
+    code = getattr(message, "code", "invalid")
+    if field == "limit":
+        return PhotoSearchError(400, "invalid_limit", f"limit: {message}")
+    if field == "image":
+        return PhotoSearchError(400, "required" if code == "required" else "invalid_image", f"image: {message}")
+    return PhotoSearchError(400, "invalid", f"{field}: {message}")
+

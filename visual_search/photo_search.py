@@ -1,0 +1,107 @@
+"""One search by photo, as the JSON API and the server-rendered page both run it.
+
+Everything a customer can get wrong becomes a :class:`PhotoSearchError` carrying the HTTP status, a
+stable ``code`` and a message for the customer, so neither view can answer 500 for bad input. Sizes
+are checked before anything is decoded: first the request's ``Content-Length``, then the upload's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import FieldError, ValidationError
+
+from .api.conf import search_model, web_setting
+from .conf import settings
+from .exceptions import ImageTooLarge, InvalidImage, UnsupportedFormat
+from .results import apply_filters, describe
+
+logger = logging.getLogger("visual_search")
+
+# Room for the multipart boundaries, headers and the other form fields around the photo.
+MULTIPART_SLACK = 64 * 1024
+
+
+class PhotoSearchError(Exception):
+    """A search that cannot be answered: ``status`` (HTTP), ``code`` (stable) and ``detail`` (for people)."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+    def as_dict(self) -> dict[str, str]:
+        return {"detail": self.detail, "code": self.code}
+
+
+def max_upload_bytes() -> int:
+    return int(settings.MAX_UPLOAD_BYTES)
+
+
+def _too_large() -> PhotoSearchError:
+    megabytes = max_upload_bytes() / (1024 * 1024)
+    return PhotoSearchError(413, "file_too_large", f"The photo is larger than {megabytes:g} MB; send a smaller one.")
+
+
+def check_content_length(meta: Mapping[str, Any]) -> None:
+    """Refuse a request body that cannot hold an acceptable photo, before it is read or parsed."""
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length > max_upload_bytes() + MULTIPART_SLACK:
+        raise _too_large()
+
+
+def parse_limit(value: Any) -> int:
+    """The number of results asked for: ``API_DEFAULT_LIMIT`` when absent, 1 to ``API_MAX_LIMIT``."""
+    highest = int(web_setting("API_MAX_LIMIT"))
+    if value in (None, ""):
+        return min(int(web_setting("API_DEFAULT_LIMIT")), highest)
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if not 1 <= limit <= highest:
+        raise PhotoSearchError(400, "invalid_limit", f"limit must be a whole number from 1 to {highest}.")
+    return limit
+
+
+def search_queryset(params: Mapping[str, Any]):
+    """The searchable objects, narrowed by the allowed filters in ``params``."""
+    queryset = apply_filters(search_model()._default_manager.all(), params)
+    try:
+        queryset.exists()  # a bad filter value (a word for a number) fails here, not mid-search
+    except (ValueError, TypeError, ValidationError, FieldError) as exc:
+        raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
+    return queryset
+
+
+def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Objects that look like the uploaded photo, :func:`~visual_search.results.describe`'d, best first."""
+    from .search import search_by_image
+
+    if upload is None:
+        raise PhotoSearchError(400, "required", "Send a photo in the form field 'image'.")
+    if getattr(upload, "size", 0) > max_upload_bytes():
+        raise _too_large()
+    limit = parse_limit(params.get("limit")) if limit is None else limit
+    queryset = search_queryset(params)
+    started = time.perf_counter()
+    try:
+        results = search_by_image(upload, queryset, limit=limit)
+    except ImageTooLarge as exc:
+        raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None
+    except UnsupportedFormat as exc:
+        raise PhotoSearchError(415, exc.code, str(exc)) from None
+    except InvalidImage as exc:
+        raise PhotoSearchError(400, exc.code, str(exc)) from None
+    except Exception:
+        # Weights that cannot load, TensorFlow out of memory, the index unreachable: not the
+        # customer's fault and maybe passing, so 503 and the traceback in the log.
+        logger.exception("Search by photo failed")
+        raise PhotoSearchError(503, "unavailable", "Search by photo is not available right now; please try again later.") from None
+    logger.debug("Search by photo: %d results in %.3f s", len(results), time.perf_counter() - started)
+    return describe(results, request)
