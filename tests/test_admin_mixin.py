@@ -1,0 +1,130 @@
+"""VisualSearchAdminMixin on a shop's own ModelAdmin: column, filter, reindex and requeue."""
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.test import RequestFactory
+
+from visual_search.admin_mixins import VisualSearchAdminMixin, annotate_status, status_of
+from visual_search.models import ImageEmbedding
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product, ProductImage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "category"]
+    list_filter = ["category"]
+    actions = []
+
+
+@pytest.fixture
+def site():
+    site = admin.AdminSite(name="shopadmin")
+    site.register(Product, ProductAdmin)
+    return site
+
+
+@pytest.fixture
+def model_admin(site):
+    return site._registry[Product]
+
+
+@pytest.fixture
+def staff(db):
+    return User.objects.create_superuser("boss", "boss@example.com", "pw")
+
+
+@pytest.fixture
+def shop(make_product):
+    good = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    bad = make_product("Broken", b"this is not a jpeg")
+    bare = Product.objects.create(name="No photo")
+    return good, bad, bare
+
+
+def request_for(user, method="get", path="/", data=None):
+    request = getattr(RequestFactory(), method)(path, data or {})
+    request.user = user
+    request.session = {}
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    request._messages = FallbackStorage(request)
+    return request
+
+
+def test_columns_filters_and_actions_are_added_to_the_shops_own(model_admin, staff):
+    request = request_for(staff)
+    assert model_admin.get_list_display(request) == ["name", "category", "visual_search_status"]
+    filters = model_admin.get_list_filter(request)
+    assert filters[0] == "category" and filters[1].parameter_name == "visual_search"
+    actions = model_admin.get_actions(request)
+    assert actions["visual_search_reindex"][2] == "Reindex visual search"
+    assert "visual_search_requeue_failed" in actions
+
+
+def test_status_column_shows_status_and_failure_reason(model_admin, shop):
+    good, bad, bare = shop
+    rows = {p.pk: p for p in annotate_status(Product.objects.all())}
+    assert status_of(rows[good.pk]) == "ready"
+    assert status_of(rows[bare.pk]) == "missing"
+    assert status_of(rows[bad.pk]) == "failed"
+    html = model_admin.visual_search_status(rows[bad.pk])
+    assert "Failed:" in html and "not an image" in html
+    assert "Ready" in model_admin.visual_search_status(rows[good.pk])
+
+
+def test_a_failed_gallery_image_shows_on_its_product(shop):
+    good = shop[0]
+    gallery = ProductImage(product=good)
+    gallery.image.save("bad.jpg", ContentFile(b"nope"))
+    assert status_of(annotate_status(Product.objects.filter(pk=good.pk)).get()) == "failed"
+
+
+def test_changelist_with_status_filter(client, site, staff, shop, settings):
+    from django.urls import path
+
+    import tests.urls
+
+    good, bad, bare = shop
+    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+    client.force_login(staff)
+    page = client.get("/shopadmin/testapp/product/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Requeue stale and failed images" in html and "Not indexed" in html
+    failed = client.get("/shopadmin/testapp/product/?visual_search=failed").content.decode()
+    assert "Broken" in failed and "Pink Lady" not in failed
+    missing = client.get("/shopadmin/testapp/product/?visual_search=missing").content.decode()
+    assert "No photo" in missing and "Broken" not in missing
+    # The changelist button: POST only.
+    assert client.get("/shopadmin/testapp/product/visual-search-requeue/").status_code == 403
+    response = client.post("/shopadmin/testapp/product/visual-search-requeue/", follow=True)
+    assert response.redirect_chain[-1][0] == "/shopadmin/testapp/product/"
+    assert "1 stale or failed image queued again." in response.content.decode()
+
+
+def test_reindex_action_queues_with_force(model_admin, staff, shop, monkeypatch):
+    import visual_search.tasks
+
+    calls = []
+    monkeypatch.setattr(visual_search.tasks, "enqueue", lambda label, field, pks, force=False: calls.append((label, field, list(pks), force)) or len(pks))
+    good, bad, bare = shop
+    gallery = ProductImage.objects.create(product=good, image="gallery/x.jpg")
+    request = request_for(staff, "post")
+    model_admin.visual_search_reindex(request, Product.objects.filter(pk__in=[good.pk, bare.pk]))
+    assert ("testapp.product", "image", [good.pk], True) in calls
+    assert ("testapp.productimage", "image", [gallery.pk], True) in calls
+    messages = [str(m) for m in request._messages]
+    assert messages == ["2 images queued for visual search indexing."]
+
+
+def test_requeue_action_takes_only_failed_and_stale(model_admin, staff, shop, embed_calls):
+    good, bad, bare = shop
+    ImageEmbedding.objects.for_object(good).update(fingerprint="old-model")
+    request = request_for(staff, "post")
+    model_admin.visual_search_requeue_failed(request, Product.objects.all())
+    assert [str(m) for m in request._messages] == ["2 stale or failed images queued again."]
+    assert ImageEmbedding.objects.for_object(good).get().fingerprint != "old-model"

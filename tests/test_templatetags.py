@@ -1,0 +1,131 @@
+"""The widget, the server-rendered search page (JavaScript off) and {% similar_products %}."""
+
+import logging
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template import Context, Template
+
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def web_settings(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
+    cache.clear()
+
+
+@pytest.fixture
+def shop(make_product):
+    return {
+        name: make_product(name.replace("-", " "), catalogue_image(name), category=category)
+        for name, category in [("Arla-Standard-Milk", "milk"), ("Oatly-Oat-Milk", "milk"), ("Granny-Smith", "apple"), ("Pink-Lady", "apple")]
+    }
+
+
+def render(source: str, **context) -> str:
+    return Template("{% load visual_search %}" + source).render(Context(context))
+
+
+def test_widget_is_an_accessible_form_that_works_without_javascript(rf):
+    request = rf.get("/")
+    html = render("{% visual_search_widget category='milk' color='red' %}", request=request, csrf_token="tok")
+    assert 'method="post"' in html and 'enctype="multipart/form-data"' in html
+    assert 'action="/search-by-photo/"' in html
+    assert 'data-api-url="/api/visual-search/search/"' in html
+    assert 'accept="image/*"' in html and 'capture="environment"' in html
+    assert '<label class="vs-button" for="vs-file">' in html
+    assert 'aria-live="polite"' in html
+    assert '<input type="hidden" name="category" value="milk">' in html
+    assert 'name="color"' not in html  # not an allowed filter
+    assert 'value="tok"' in html
+    assert "visual_search/widget.js" in html and "visual_search/widget.css" in html
+
+
+def test_widget_without_camera(rf):
+    assert "capture=" not in render("{% visual_search_widget camera=False %}", request=rf.get("/"))
+
+
+def test_search_page_renders_results_server_side(client, shop):
+    page = client.get("/search-by-photo/")
+    assert page.status_code == 200 and b"Search by photo" in page.content
+    photo = SimpleUploadedFile("milk.jpg", catalogue_image("Oatly-Oat-Milk").read_bytes(), content_type="image/jpeg")
+    response = client.post("/search-by-photo/", {"image": photo, "category": "milk"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "2 results, best match first." in html
+    assert html.index("Oatly Oat Milk") < html.index("Arla Standard Milk")
+    assert "Granny Smith" not in html
+    assert f'href="/products/{shop["Oatly-Oat-Milk"].pk}/"' in html
+
+
+def test_search_page_shows_errors_with_their_status(client, shop):
+    response = client.post("/search-by-photo/", {"image": SimpleUploadedFile("x.jpg", b"<html></html>")})
+    assert response.status_code == 400
+    assert "not an image" in response.content.decode()
+    assert client.post("/search-by-photo/", {}).status_code == 400
+
+
+def test_search_page_is_throttled_too(client, shop, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "1/min"}
+    photo = catalogue_image("Pink-Lady").read_bytes()
+    assert client.post("/search-by-photo/", {"image": SimpleUploadedFile("a.jpg", photo)}).status_code == 200
+    response = client.post("/search-by-photo/", {"image": SimpleUploadedFile("a.jpg", photo)})
+    assert response.status_code == 429 and "Too many searches" in response.content.decode()
+
+
+def test_similar_products_renders_cards_without_itself(shop, rf):
+    product = shop["Arla-Standard-Milk"]
+    html = render("{% similar_products product limit=2 %}", product=product, request=rf.get("/"))
+    assert "Similar products" in html
+    assert html.count('class="vs-card"') == 2
+    assert "Arla Standard Milk" not in html
+
+
+def test_similar_products_queryset_and_as_forms(shop):
+    product = shop["Arla-Standard-Milk"]
+    milk = Product.objects.filter(category="milk")
+    html = render(
+        "{% similar_products product limit=4 queryset=milk as similar %}{% for item in similar %}[{{ item.name }}]{% endfor %}",
+        product=product,
+        milk=milk,
+    )
+    assert html == "[Oatly Oat Milk]"
+
+
+def test_similar_products_without_embedding_renders_nothing_and_logs(db, caplog):
+    product = Product.objects.create(name="New, no photo")
+    with caplog.at_level(logging.INFO, logger="visual_search"):
+        assert render("{% similar_products product %}", product=product).strip() == ""
+    assert any("no ready image embedding" in r.getMessage() for r in caplog.records)
+
+
+def test_similar_products_on_an_empty_index_renders_nothing(make_product):
+    product = make_product("Alone", catalogue_image("Pink-Lady"))
+    assert render("{% similar_products product %}", product=product).strip() == ""
+
+
+def test_similar_products_never_breaks_the_page(shop, monkeypatch, caplog):
+    import visual_search.search
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("index unreachable")
+
+    monkeypatch.setattr(visual_search.search, "find_similar", broken)
+    with caplog.at_level(logging.ERROR, logger="visual_search"):
+        html = render("before{% similar_products product %}after", product=shop["Pink-Lady"])
+    assert "".join(html.split()) == "beforeafter"
+    assert any(r.name == "visual_search" and r.exc_info for r in caplog.records)
+    assert render("{% similar_products missing %}x").strip() == "x"
+
+
+def test_templates_are_overridable(shop, settings, tmp_path):
+    (tmp_path / "visual_search").mkdir()
+    (tmp_path / "visual_search" / "similar_products.html").write_text("{% for item in items %}<{{ item.name }}>{% endfor %}")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+    html = render("{% similar_products product limit=1 %}", product=shop["Granny-Smith"])
+    assert html.startswith("<") and html.endswith(">") and "vs-card" not in html

@@ -1,0 +1,173 @@
+"""Visual search in the shop's own admin: status column, status filter, reindex and requeue.
+
+Add the mixin before ``admin.ModelAdmin``; it appends to your ``list_display``, ``list_filter``
+and actions, so nothing of yours needs to change::
+
+    from visual_search.admin_mixins import VisualSearchAdminMixin
+
+    @admin.register(Product)
+    class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
+        list_display = ["name", "price"]
+
+A product's status covers its own image and its gallery images (registrations with
+``result="product"``): the worst one shows, with the reason when it failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models.functions import Cast
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _, ngettext
+
+from .embeddings.fingerprint import current_fingerprint
+from .models import ImageEmbedding
+from .registry import Registration, get_registrations
+
+Status = ImageEmbedding.Status
+# The worst status of an object's images wins the column: one failed gallery photo needs a look.
+RANKS = {"failed": 0, "pending": 1, "stale": 2, "ready": 3}
+LABELS = {"failed": _("Failed"), "pending": _("Pending"), "stale": _("Stale"), "ready": _("Ready"), "missing": _("Not indexed")}
+
+
+def related_registrations(model: type[models.Model]) -> list[Registration]:
+    """Registrations of ``model``'s own image fields, then of images whose result it is (galleries)."""
+    label = model._meta.label_lower
+    return [r for r in get_registrations() if r.label == label or r.result_label == label]
+
+
+def embedding_rows(model: type[models.Model]) -> models.QuerySet:
+    """Rows of the outer object's images (own and gallery), for use in a subquery on ``model``."""
+    content_type = ContentType.objects.get_for_model(model)
+    pk = Cast(models.OuterRef("pk"), output_field=models.CharField())
+    return ImageEmbedding.objects.filter(
+        models.Q(content_type=content_type, object_id=pk) | models.Q(result_type=content_type, result_id=pk)
+    )
+
+
+def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
+    """Add ``visual_search_rank`` (0 failed .. 3 ready, None without rows) and ``visual_search_error``."""
+    rows = embedding_rows(queryset.model)
+    rank = models.Case(
+        models.When(status=Status.FAILED, then=models.Value(RANKS["failed"])),
+        models.When(status=Status.PENDING, then=models.Value(RANKS["pending"])),
+        models.When(~models.Q(fingerprint=current_fingerprint()), then=models.Value(RANKS["stale"])),
+        default=models.Value(RANKS["ready"]),
+        output_field=models.IntegerField(),
+    )
+    return queryset.annotate(
+        visual_search_rank=models.Subquery(rows.annotate(rank=rank).order_by("rank").values("rank")[:1]),
+        visual_search_error=models.Subquery(rows.filter(status=Status.FAILED).order_by("pk").values("error")[:1]),
+    )
+
+
+def status_of(obj: Any) -> str:
+    rank = getattr(obj, "visual_search_rank", None)
+    return next((name for name, value in RANKS.items() if value == rank), "missing")
+
+
+class EmbeddingStatusFilter(admin.SimpleListFilter):
+    """Filter by the worst embedding status of each object's images."""
+
+    title = _("visual search")
+    parameter_name = "visual_search"
+
+    def lookups(self, request, model_admin):
+        return [(name, LABELS[name]) for name in ("ready", "pending", "failed", "stale", "missing")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "missing":
+            return queryset.filter(visual_search_rank__isnull=True)
+        if value in RANKS:
+            return queryset.filter(visual_search_rank=RANKS[value])
+        return queryset
+
+
+def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ...] | None = None) -> int:
+    """Queue (``force=True``) the images of objects ``pks`` of ``model``: their own and their gallery's.
+
+    ``only`` keeps the images in those states (``("stale", "failed")``); returns how many were queued.
+    """
+    from .reindex import select_pks
+    from .tasks import enqueue
+
+    queued = 0
+    for registration in related_registrations(model):
+        if registration.model is model and not registration.result:
+            objects = registration.model._default_manager.filter(pk__in=pks)
+        else:
+            objects = registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": pks})
+        queued += enqueue(registration.label, registration.image_field, select_pks(registration, only, objects), force=True)
+    return queued
+
+
+class VisualSearchAdminMixin:
+    """Adds visual search to a ``ModelAdmin``: see the module docstring."""
+
+    change_list_template = "admin/visual_search/change_list.html"
+    visual_search_actions = ("visual_search_reindex", "visual_search_requeue_failed")
+
+    def get_queryset(self, request):
+        return annotate_status(super().get_queryset(request))
+
+    def get_list_display(self, request):
+        return [*super().get_list_display(request), "visual_search_status"]
+
+    def get_list_filter(self, request):
+        return [*super().get_list_filter(request), EmbeddingStatusFilter]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if self.has_change_permission(request):
+            for name in self.visual_search_actions:
+                actions[name] = self.get_action(name)
+        return actions
+
+    @admin.display(description=_("visual search"), ordering="visual_search_rank")
+    def visual_search_status(self, obj) -> str:
+        status = status_of(obj)
+        if status == "failed":
+            return format_html('<span class="vs-status-failed" title="{}">{}: {}</span>', obj.visual_search_error, LABELS[status], (obj.visual_search_error or "")[:120])
+        return format_html('<span class="vs-status-{}">{}</span>', status, LABELS[status])
+
+    @admin.action(description=_("Reindex visual search"))
+    def visual_search_reindex(self, request, queryset):
+        queued = queue_objects(self.model, list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, ngettext("%d image queued for visual search indexing.", "%d images queued for visual search indexing.", queued) % queued, messages.SUCCESS)
+
+    @admin.action(description=_("Requeue stale and failed visual search images"))
+    def visual_search_requeue_failed(self, request, queryset):
+        queued = queue_objects(self.model, list(queryset.values_list("pk", flat=True)), only=("stale", "failed"))
+        self._requeued_message(request, queued)
+
+    def _requeued_message(self, request, queued: int) -> None:
+        self.message_user(request, ngettext("%d stale or failed image queued again.", "%d stale or failed images queued again.", queued) % queued, messages.SUCCESS)
+
+    # -- the changelist button: requeue every stale or failed image of this model -------------------
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        extra = [
+            path(
+                "visual-search-requeue/",
+                self.admin_site.admin_view(self.visual_search_requeue_view),
+                name="%s_%s_visual_search_requeue" % info,
+            )
+        ]
+        return extra + super().get_urls()
+
+    def visual_search_requeue_view(self, request):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        queued = queue_objects(self.model, list(self.model._default_manager.values_list("pk", flat=True)), only=("stale", "failed"))
+        self._requeued_message(request, queued)
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))

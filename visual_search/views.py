@@ -1,0 +1,43 @@
+"""The search-by-photo page: the widget's form posts here, so search works with JavaScript off.
+
+Mount with ``path("search-by-photo/", include("visual_search.urls"))``. Override the template
+``visual_search/search.html`` (or just ``visual_search/base.html``) to put it in your shop's layout.
+"""
+
+from __future__ import annotations
+
+from django.views.generic import TemplateView
+
+from .api.throttling import SearchRateThrottle
+from .photo_search import PhotoSearchError, check_content_length, search_photo
+from .widget import ERROR_KEY, RESULTS_KEY
+
+
+class SearchByPhotoView(TemplateView):
+    """GET shows the widget; POST (multipart ``image``) renders the results on the server."""
+
+    template_name = "visual_search/search.html"
+
+    def post(self, request, *args, **kwargs):
+        context = self.get_context_data(**kwargs)
+        status = 200
+        try:
+            self.check_throttle(request)
+            check_content_length(request.META)
+            context[RESULTS_KEY] = search_photo(request.FILES.get("image"), request.POST, request)
+        except PhotoSearchError as exc:
+            context[ERROR_KEY] = exc.detail
+            status = exc.status
+        return self.render_to_response(context, status=status)
+
+    def check_throttle(self, request) -> None:
+        """The API's anonymous rate limit applies here too: the same VGG16 work per request."""
+        if getattr(request, "user", None) is None:
+            from django.contrib.auth.models import AnonymousUser
+
+            request.user = AnonymousUser()
+        throttle = SearchRateThrottle()
+        if not throttle.allow_request(request, self):
+            wait = throttle.wait()
+            seconds = f" Try again in {int(wait) + 1} seconds." if wait else ""
+            raise PhotoSearchError(429, "throttled", f"Too many searches from your connection.{seconds}")
