@@ -7,7 +7,7 @@ after a redelivered task, leaves the same rows. A batch never fails as a whole f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
 from .backends import get_backend
+from .batching import chunked
 from .embeddings.fingerprint import current_fingerprint
 from .exceptions import InvalidImage
 from .models import ImageEmbedding
@@ -156,20 +157,9 @@ def index_objects(registration: Registration, pks: Sequence[Any], *, force: bool
 
     extractor = get_extractor()
     items = ((pk, _reader(obj, registration)) for pk, obj in objects.items())
-    for outcomes in _batches(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
+    for outcomes in chunked(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
         _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report)
     return report
-
-
-def _batches(iterable: Iterable, size: int) -> Iterator[list]:
-    batch: list = []
-    for item in iterable:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _store(registration, objects, existing, outcomes, fingerprint, dimensions, report: IndexReport) -> None:

@@ -63,7 +63,8 @@ def reindex(
     """
     from .conf import settings
     from .indexing import IndexReport, index_objects
-    from .tasks import chunks, enqueue, use_celery
+    from .batching import chunked
+    from .tasks import enqueue, use_celery
 
     if queryset is not None:
         model = queryset.model
@@ -79,7 +80,7 @@ def reindex(
         if asynchronous:
             counts["queued"] = counts.get("queued", 0) + enqueue(registration.label, registration.image_field, pks, force)
             continue
-        for batch in chunks(pks, int(settings.BATCH_SIZE) * 4):
+        for batch in chunked(pks, int(settings.BATCH_SIZE) * 4):
             report.merge(index_objects(registration, batch, force=force))
             if progress:
                 progress(len(batch))

@@ -19,6 +19,7 @@ from django.conf import settings as django_settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from .batching import chunked
 from .conf import settings
 from .registry import get_registration, get_registrations
 
@@ -96,17 +97,6 @@ def use_celery() -> bool:
     return bool(current_app.conf.broker_url)
 
 
-def chunks(pks: Iterable[Any], size: int) -> Iterable[list]:
-    batch: list = []
-    for pk in pks:
-        batch.append(pk)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False) -> int:
     """Schedule embedding of ``pks``: Celery tasks of ``BATCH_SIZE`` ids, or in-process when no broker.
 
@@ -120,7 +110,7 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
     if not use_celery():
         return _run_in_process(label, image_field, pks, force)
     done = 0
-    for batch in chunks(pks, size):
+    for batch in chunked(pks, size):
         try:
             embed_objects.apply_async(
                 args=(label, image_field, batch, force),

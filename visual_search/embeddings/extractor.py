@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..batching import chunked
 from ..conf import settings
 from ..exceptions import InvalidImage
 from . import images
@@ -123,7 +124,7 @@ class Extractor:
         True marks an image as unchanged: it is read and hashed, but not decoded or embedded.
         """
         batch_size = batch_size or int(settings.BATCH_SIZE)
-        chunks = _chunked(items, batch_size)
+        chunks = chunked(items, batch_size)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="visual-search-decode") as pool_:
             pending = None
             for chunk in chunks:
@@ -155,17 +156,6 @@ class Extractor:
                 outcome.vector = vector
         for outcome, _ in decoded:
             yield outcome
-
-
-def _chunked(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 _lock = threading.Lock()
