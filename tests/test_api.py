@@ -18,7 +18,6 @@ SEARCH = "/api/visual-search/search/"
 @pytest.fixture(autouse=True)
 def api_settings(settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
-    settings.REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
     cache.clear()
     yield
     cache.clear()

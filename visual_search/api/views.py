@@ -33,8 +33,26 @@ logger = logging.getLogger("visual_search")
 ERROR = OpenApiResponse(ErrorSerializer)
 
 
+class VisualSearchSchema(AutoSchema):
+    """drf-spectacular's schema, whatever the project's ``DEFAULT_SCHEMA_CLASS``, plus the shop's
+    ``API_FILTERS`` as query parameters of GET operations, read when the schema is generated
+    rather than when this module is imported."""
+
+    def get_override_parameters(self):
+        if self.method != "GET":
+            return super().get_override_parameters()
+        filters = [
+            OpenApiParameter(name, str, description=f"Only objects whose {lookup} is this value.")
+            for name, lookup in filter_lookups().items()
+        ]
+        return [*super().get_override_parameters(), *filters]
+
+
 class VisualSearchAPIView(APIView):
     """Answers every error as ``{"detail", "code"}``: DRF's own (429, 415, 405) and ours."""
+
+    # Set here so that @extend_schema on the views below extends it, not the settings' default.
+    schema = VisualSearchSchema()
 
     def handle_exception(self, exc):
         if isinstance(exc, PhotoSearchError):
@@ -50,49 +68,37 @@ class VisualSearchAPIView(APIView):
         return Response({"results": serializer.data, **extra})
 
 
-class FilterParametersSchema(AutoSchema):
-    """drf-spectacular's schema plus the shop's ``API_FILTERS`` as query parameters, read when the
-    schema is generated rather than when this module is imported."""
-
-    def get_override_parameters(self):
-        filters = [
-            OpenApiParameter(name, str, description=f"Only objects whose {lookup} is this value.")
-            for name, lookup in filter_lookups().items()
-        ]
-        return [*super().get_override_parameters(), *filters]
-
-
+@extend_schema(
+    operation_id="visual_search_search",
+    summary="Search by photo",
+    description=(
+        "Upload a photo (multipart field `image`); get the most similar objects, best first. "
+        "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
+    ),
+    request={"multipart/form-data": SearchRequestSerializer},
+    responses={
+        200: SearchResponseSerializer,
+        400: ERROR,
+        413: ERROR,
+        415: ERROR,
+        429: ERROR,
+        503: ERROR,
+    },
+    examples=[
+        OpenApiExample(
+            "Results",
+            response_only=True,
+            value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}]},
+        ),
+        OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
+    ],
+)
 class SearchView(VisualSearchAPIView):
     """Search by photo: the objects that look most like the uploaded photo, best first."""
 
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [SearchRateThrottle]
 
-    @extend_schema(
-        operation_id="visual_search_search",
-        summary="Search by photo",
-        description=(
-            "Upload a photo (multipart field `image`); get the most similar objects, best first. "
-            "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
-        ),
-        request={"multipart/form-data": SearchRequestSerializer},
-        responses={
-            200: SearchResponseSerializer,
-            400: ERROR,
-            413: ERROR,
-            415: ERROR,
-            429: ERROR,
-            503: ERROR,
-        },
-        examples=[
-            OpenApiExample(
-                "Results",
-                response_only=True,
-                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}]},
-            ),
-            OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
-        ],
-    )
     def post(self, request, *args, **kwargs):
         check_content_length(request.META)  # before request.data reads the body
         upload = request.FILES.get("image")
@@ -106,25 +112,23 @@ class SearchView(VisualSearchAPIView):
         return self.results_response(items)
 
 
+@extend_schema(
+    operation_id="visual_search_similar",
+    summary="Similar objects",
+    parameters=[
+        OpenApiParameter("limit", int, description="How many results, 1 to API_MAX_LIMIT (default 12)."),
+    ],
+    responses={
+        200: SimilarResponseSerializer,
+        400: ERROR,
+        404: ERROR,
+        409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
+        503: ERROR,
+    },
+)
 class SimilarView(VisualSearchAPIView):
     """Objects similar to one already in the catalogue, itself excluded."""
 
-    schema = FilterParametersSchema()
-
-    @extend_schema(
-        operation_id="visual_search_similar",
-        summary="Similar objects",
-        parameters=[
-            OpenApiParameter("limit", int, description="How many results, 1 to API_MAX_LIMIT (default 12)."),
-        ],
-        responses={
-            200: SimilarResponseSerializer,
-            400: ERROR,
-            404: ERROR,
-            409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
-            503: ERROR,
-        },
-    )
     def get(self, request, pk, *args, **kwargs):
         from ..search import NotIndexed, find_similar
 
