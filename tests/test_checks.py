@@ -21,6 +21,10 @@ def test_bad_settings_are_reported(settings, tmp_path):
     assert "visual_search.E004" in ids({"PRECISION": "int8"}, settings)
     assert "visual_search.E005" in ids({"BACKENDS": {"default": {"BACKEND": "no.such.Backend"}}}, settings)
     assert "visual_search.E006" in ids({"IMAGE_SIZE": 16}, settings)
+    assert "visual_search.E007" in ids({"API_MODEL": "auth.User"}, settings)
+    assert "visual_search.E007" in ids({"API_MODEL": "nope.Nothing"}, settings)
+    assert "visual_search.E008" in ids({"API_FILTERS": ["category"]}, settings)
+    assert "visual_search.E009" in ids({"SEARCH_THROTTLE_RATE": "often"}, settings)
 
 
 def test_offline_weights_warn_that_they_are_weaker(settings):

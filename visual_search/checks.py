@@ -36,6 +36,31 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         errors.append(checks.Error("VISUAL_SEARCH['BACKENDS'] needs a 'default' entry.", id="visual_search.E005"))
     if not isinstance(settings.IMAGE_SIZE, int) or settings.IMAGE_SIZE < 32:
         errors.append(checks.Error("VISUAL_SEARCH['IMAGE_SIZE'] must be an integer of at least 32 (VGG16's minimum).", id="visual_search.E006"))
+    errors += _check_web()
+    return errors
+
+
+def _check_web() -> list[checks.CheckMessage]:
+    errors = []
+    if settings.API_MODEL:
+        try:
+            from .api.conf import search_model
+            from .registry import registrations_for_result
+
+            if not registrations_for_result(search_model()):
+                errors.append(checks.Error(f"VISUAL_SEARCH['API_MODEL'] = {settings.API_MODEL!r} is not searchable.", hint="Register it, or an image model whose result it is, in VISUAL_SEARCH['MODELS'].", id="visual_search.E007"))
+        except ImproperlyConfigured as exc:
+            errors.append(checks.Error(str(exc), id="visual_search.E007"))
+    if not isinstance(settings.API_FILTERS, dict):
+        errors.append(checks.Error("VISUAL_SEARCH['API_FILTERS'] must be a dict of parameter -> lookup.", id="visual_search.E008"))
+    rate = settings.SEARCH_THROTTLE_RATE
+    if rate is not None:
+        try:
+            from rest_framework.throttling import SimpleRateThrottle
+
+            SimpleRateThrottle.parse_rate(SimpleRateThrottle, rate)
+        except Exception:
+            errors.append(checks.Error(f"VISUAL_SEARCH['SEARCH_THROTTLE_RATE'] = {rate!r}", hint="Use DRF's rate syntax, e.g. '30/min', or None to switch it off.", id="visual_search.E009"))
     return errors
 
 

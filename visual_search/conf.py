@@ -45,6 +45,19 @@ DEFAULTS: dict[str, Any] = {
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,  # customer photos (search by photo)
     "MAX_INDEX_BYTES": 50 * 1024 * 1024,  # the shop's own product images
     "MAX_PIXELS": 40_000_000,
+    # The web layer (API, widget, pages).
+    # The model search by photo returns, "app_label.ModelName"; None = the first registration's result model.
+    "API_MODEL": None,
+    # Filters customers may add to a search: request parameter -> queryset lookup, e.g.
+    # {"category": "category__slug"}. Any other parameter is ignored, so no lookup can be forged.
+    "API_FILTERS": {},
+    "API_DEFAULT_LIMIT": 12,
+    "API_MAX_LIMIT": 50,
+    # Dotted path of a SearchResultSerializer subclass that adds fields (price, brand...).
+    "API_RESULT_SERIALIZER": "visual_search.api.serializers.SearchResultSerializer",
+    # Anonymous search-by-photo requests per client (DRF rate syntax); None switches it off. Each
+    # search runs VGG16 once (about 0.3 to 0.5 s of CPU on 2 cores), so an open endpoint needs a limit.
+    "SEARCH_THROTTLE_RATE": "30/min",
     "ALLOWED_FORMATS": ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"],  # MPO (multi-picture JPEG) comes with JPEG
 }
 
