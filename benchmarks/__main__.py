@@ -1,4 +1,4 @@
-"""python -m benchmarks [embedding] [--limit N] [--skip-seed]
+"""python -m benchmarks [embedding] [quality] [search] [--limit N] [--skip-seed] [--sizes 1000,10000]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json.
 """
@@ -11,8 +11,9 @@ import json
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding"], choices=["embedding"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search"])
     parser.add_argument("--limit", type=int, default=None, help="Use N photos spread over the dataset (default: all 2,936).")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
     args = parser.parse_args()
 
@@ -25,6 +26,16 @@ def main() -> None:
             from . import embedding
 
             figures = embedding.run(args.limit, args.skip_seed)
+        elif suite == "quality":
+            from django.conf import settings
+
+            from . import quality
+
+            figures = quality.run(settings.VISUAL_SEARCH["WEIGHTS"])
+        else:
+            from . import search
+
+            figures = search.run([int(n) for n in args.sizes.split(",")])
         path = save(suite, figures)
         print(f"\n{suite}:")
         for key, value in figures.items():

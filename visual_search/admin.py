@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from .models import ImageEmbedding
+from .models import ImageEmbedding, Whitening
 
 
 @admin.register(ImageEmbedding)
@@ -44,3 +44,15 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
             ngettext("%d image queued for recomputing.", "%d images queued for recomputing.", queued) % queued,
             messages.SUCCESS,
         )
+
+
+@admin.register(Whitening)
+class WhiteningAdmin(admin.ModelAdmin):
+    """Read-only: whitenings are learned by visual_search_reindex and the sweep."""
+
+    list_display = ("result_type", "fingerprint", "dimensions", "trained_on", "updated_at")
+    readonly_fields = ("result_type", "fingerprint", "dimensions", "trained_on", "updated_at")
+    exclude = ("mean", "projection")
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -31,6 +31,13 @@ DEFAULTS: dict[str, Any] = {
     # "auto" uses bfloat16 where the CPU has AMX or AVX-512 BF16 (several times faster, same
     # vectors to cosine 0.9999); "float32" forces full precision; "bfloat16" forces it.
     "PRECISION": "auto",
+    # PCA whitening learned on the catalogue's own vectors (see whitening.py): "pca" or None. Fitted
+    # by visual_search_reindex and by the sweep once WHITENING_MIN_VECTORS vectors are ready, and
+    # again when the catalogue has grown by WHITENING_REFIT_GROWTH (0.2 = 20 %).
+    "WHITENING": "pca",
+    "WHITENING_DIMS": 256,
+    "WHITENING_MIN_VECTORS": 300,
+    "WHITENING_REFIT_GROWTH": 0.2,
     "BATCH_SIZE": 32,
     # Run embedding tasks through Celery? None = yes when a Celery broker is configured
     # (settings.CELERY_BROKER_URL or the Celery app's broker_url), otherwise in-process.

@@ -75,3 +75,30 @@ class ImageEmbedding(models.Model):
         if self.vector is None:
             return None
         return np.frombuffer(bytes(self.vector), dtype=np.float32)
+
+
+class Whitening(models.Model):
+    """A PCA whitening learned on the ready vectors of one searchable model and fingerprint.
+
+    Stored vectors stay as computed; backends apply ``(v - mean) @ projection`` and L2-normalise,
+    to the catalogue and to each query alike. See :mod:`visual_search.whitening`.
+    """
+
+    result_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    fingerprint = models.CharField(max_length=32)
+    dimensions = models.PositiveSmallIntegerField()
+    trained_on = models.PositiveIntegerField(help_text=_("How many vectors it was learned from."))
+    mean = models.BinaryField()
+    projection = models.BinaryField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("whitening")
+        constraints = [models.UniqueConstraint(fields=["result_type", "fingerprint"], name="visual_search_one_whitening")]
+
+    def __str__(self) -> str:
+        return f"{self.result_type} {self.fingerprint} ({self.dimensions} dims, {self.trained_on} vectors)"
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.frombuffer(bytes(self.mean), dtype=np.float32)
+        return mean, np.frombuffer(bytes(self.projection), dtype=np.float32).reshape(len(mean), self.dimensions)

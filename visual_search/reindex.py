@@ -85,7 +85,10 @@ def reindex(
             if progress:
                 progress(len(batch))
     if not asynchronous:
+        from .whitening import fit_if_needed
+
         counts.update(report.as_dict())
+        counts["whitened"] = len(fit_if_needed())
     return counts
 
 

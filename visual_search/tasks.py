@@ -83,6 +83,9 @@ def sweep(older_than: float | None = None) -> int:
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)
+    from .whitening import fit_if_needed
+
+    fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
     return queued
 
 

@@ -41,11 +41,18 @@ class VisualSearchSchema(AutoSchema):
     def get_override_parameters(self):
         if self.method != "GET":
             return super().get_override_parameters()
+        from ..conf import settings
+
+        limit = OpenApiParameter(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": int(settings.API_MAX_LIMIT)},
+            description=f"How many results, 1 to {settings.API_MAX_LIMIT} (default {settings.API_DEFAULT_LIMIT}).",
+        )
         filters = [
             OpenApiParameter(name, str, description=f"Only objects whose {lookup} is this value.")
             for name, lookup in filter_lookups().items()
         ]
-        return [*super().get_override_parameters(), *filters]
+        return [*super().get_override_parameters(), limit, *filters]
 
 
 class VisualSearchAPIView(APIView):
@@ -68,37 +75,37 @@ class VisualSearchAPIView(APIView):
         return Response({"results": serializer.data, **extra})
 
 
-@extend_schema(
-    operation_id="visual_search_search",
-    summary="Search by photo",
-    description=(
-        "Upload a photo (multipart field `image`); get the most similar objects, best first. "
-        "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
-    ),
-    request={"multipart/form-data": SearchRequestSerializer},
-    responses={
-        200: SearchResponseSerializer,
-        400: ERROR,
-        413: ERROR,
-        415: ERROR,
-        429: ERROR,
-        503: ERROR,
-    },
-    examples=[
-        OpenApiExample(
-            "Results",
-            response_only=True,
-            value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}]},
-        ),
-        OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
-    ],
-)
 class SearchView(VisualSearchAPIView):
     """Search by photo: the objects that look most like the uploaded photo, best first."""
 
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [SearchRateThrottle]
 
+    @extend_schema(
+        operation_id="visual_search_search",
+        summary="Search by photo",
+        description=(
+            "Upload a photo (multipart field `image`); get the most similar objects, best first. "
+            "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
+        ),
+        request={"multipart/form-data": SearchRequestSerializer},
+        responses={
+            200: SearchResponseSerializer,
+            400: ERROR,
+            413: ERROR,
+            415: ERROR,
+            429: ERROR,
+            503: ERROR,
+        },
+        examples=[
+            OpenApiExample(
+                "Results",
+                response_only=True,
+                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}]},
+            ),
+            OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
+        ],
+    )
     def post(self, request, *args, **kwargs):
         check_content_length(request.META)  # before request.data reads the body
         upload = request.FILES.get("image")
@@ -112,23 +119,20 @@ class SearchView(VisualSearchAPIView):
         return self.results_response(items)
 
 
-@extend_schema(
-    operation_id="visual_search_similar",
-    summary="Similar objects",
-    parameters=[
-        OpenApiParameter("limit", int, description="How many results, 1 to API_MAX_LIMIT (default 12)."),
-    ],
-    responses={
-        200: SimilarResponseSerializer,
-        400: ERROR,
-        404: ERROR,
-        409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
-        503: ERROR,
-    },
-)
 class SimilarView(VisualSearchAPIView):
     """Objects similar to one already in the catalogue, itself excluded."""
 
+    @extend_schema(
+        operation_id="visual_search_similar",
+        summary="Similar objects",
+        responses={
+            200: SimilarResponseSerializer,
+            400: ERROR,
+            404: ERROR,
+            409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
+            503: ERROR,
+        },
+    )
     def get(self, request, pk, *args, **kwargs):
         from ..search import NotIndexed, find_similar
 

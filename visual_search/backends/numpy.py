@@ -33,6 +33,15 @@ class _Matrix:
     result_codes: dict[str, int] = field(default_factory=dict)
     result_ids: list[str] = field(default_factory=list)
     position: dict[int, int] = field(default_factory=dict)
+    # (mean, projection) of the catalogue's learned whitening, or None: vectors are stored whitened.
+    whitening: tuple[np.ndarray, np.ndarray] | None = None
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        if self.whitening is None:
+            return vectors
+        from ..whitening import apply
+
+        return apply(vectors, *self.whitening)
 
     def code(self, result_id: str) -> int:
         code = self.result_codes.get(result_id)
@@ -66,7 +75,7 @@ class NumpyBackend(BaseBackend):
         matrix = self._refresh(result_type_id, fingerprint)
         if not len(matrix.ids) or limit <= 0:
             return []
-        scores = matrix.vectors @ np.asarray(vector, dtype=np.float32)
+        scores = matrix.vectors @ matrix.transform(np.asarray(vector, dtype=np.float32))
         allowed = np.ones(len(scores), dtype=bool)
         if restrict_to is not None:
             wanted = [matrix.result_codes[r] for r in map(str, restrict_to) if r in matrix.result_codes]
@@ -85,15 +94,23 @@ class NumpyBackend(BaseBackend):
         return ImageEmbedding.objects.ready(fingerprint).filter(result_type_id=result_type_id)
 
     def _refresh(self, result_type_id: int, fingerprint: str) -> _Matrix:
+        from ..models import Whitening
+
         rows = self._rows(result_type_id, fingerprint)
         stats = rows.aggregate(n=Count("id"), newest=Max("updated_at"))
-        signature = (stats["n"], stats["newest"])
+        whitenings = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint)
+        stamp = whitenings.values_list("updated_at", flat=True).first()
+        signature = (stats["n"], stats["newest"], stamp)
         key = (result_type_id, fingerprint)
         with self._lock:
             matrix = self._matrices.get(key)
             if matrix is not None and matrix.signature == signature:
                 return matrix
-            matrix = self._matrices[key] = self._update(matrix or _Matrix(), rows, stats)
+            if matrix is None or (matrix.signature and matrix.signature[2] != stamp):
+                # New whitening: every stored vector is transformed again, from the rows.
+                whitening = whitenings.first() if stamp is not None else None
+                matrix = _Matrix(whitening=whitening.arrays() if whitening is not None else None)
+            matrix = self._matrices[key] = self._update(matrix, rows, stats)
             matrix.signature = signature
             return matrix
 
@@ -108,7 +125,9 @@ class NumpyBackend(BaseBackend):
                 new_codes.append(matrix.code(result_id))
                 new_vectors.append(vector)
             else:
-                matrix.codes[n], matrix.vectors[n] = matrix.code(result_id), vector
+                matrix.codes[n], matrix.vectors[n] = matrix.code(result_id), matrix.transform(vector[None])[0]
+        if new_vectors:
+            new_vectors = list(matrix.transform(np.vstack(new_vectors)))
         if new_ids:
             base = len(matrix.ids)
             matrix.position.update((int(i), base + k) for k, i in enumerate(new_ids))

@@ -1,0 +1,70 @@
+"""VGG16 feature maps of every grocery photo, computed once and cached (results/cache/, not committed).
+
+For each image: block 5's map pooled four ways (flatten for the seed, avg, max, GeM) and block 4's
+map pooled the same three ways, all before L2 normalisation, so the quality benchmark can compare
+pooling, normalisation, whitening and multi-block features without running VGG16 again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .common import RESULTS, dataset, photo_rows
+
+CACHE = RESULTS / "cache"
+
+
+def images() -> list[dict]:
+    """Every photo (split train/val) and catalogue image (split catalogue), with product and category."""
+    import csv
+
+    rows = [dict(r) for r in photo_rows()]
+    with open(dataset() / "products.csv") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({"file": row["catalogue_image"], "product": row["product"], "category": row["category"], "split": "catalogue"})
+    return rows
+
+
+def _gem(maps: np.ndarray, p: float = 3.0) -> np.ndarray:
+    return np.power(np.power(np.maximum(maps, 1e-6), p).mean(axis=(1, 2)), 1.0 / p)
+
+
+def compute(weights: str, size: int = 224, batch: int = 32) -> dict[str, np.ndarray]:
+    from django.conf import settings
+
+    key = hashlib.sha256(f"{weights}:{size}:v1".encode()).hexdigest()[:10]
+    path = CACHE / f"features-{key}.npz"
+    rows = images()
+    if path.exists():
+        cached = dict(np.load(path))
+        if len(cached["b5_avg"]) == len(rows):
+            return cached
+    import keras
+
+    from visual_search.embeddings.backbone import build_vgg16
+    from visual_search.embeddings.images import prepare
+
+    vgg = build_vgg16(weights, image_size=size, precision="auto")
+    model = keras.Model(vgg.input, [vgg.get_layer("block4_conv3").output, vgg.get_layer("block5_pool").output])
+    out: dict[str, list] = {k: [] for k in ("b5_flat", "b5_avg", "b5_max", "b5_gem", "b4_avg", "b4_max", "b4_gem")}
+    allowed = list(settings.VISUAL_SEARCH.get("ALLOWED_FORMATS", ["JPEG", "PNG"]))
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        x = np.stack([prepare((dataset() / r["file"]).read_bytes(), size=size, max_pixels=10**8, allowed_formats=allowed) for r in chunk])
+        b4, b5 = (np.asarray(t, dtype=np.float32) for t in model.predict_on_batch(x))
+        out["b5_flat"].append(b5.reshape(len(chunk), -1).astype(np.float16))
+        out["b5_avg"].append(b5.mean(axis=(1, 2)))
+        out["b5_max"].append(b5.max(axis=(1, 2)))
+        out["b5_gem"].append(_gem(b5))
+        out["b4_avg"].append(b4.mean(axis=(1, 2)))
+        out["b4_max"].append(b4.max(axis=(1, 2)))
+        out["b4_gem"].append(_gem(b4))
+        print(f"\r  features {min(start + batch, len(rows))}/{len(rows)}", end="", flush=True)
+    print()
+    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return arrays

@@ -1,0 +1,69 @@
+"""PCA whitening learned on the catalogue: fitted from stored vectors, applied by the backend."""
+
+import numpy as np
+import pytest
+
+import visual_search
+from visual_search.models import ImageEmbedding, Whitening
+from visual_search.reindex import reindex
+from visual_search.whitening import apply, fit_arrays
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice", "Kiwi", "Lime"]
+
+
+def test_fit_arrays_whitens():
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((500, 8)) @ rng.standard_normal((8, 8)) + 3.0
+    mean, projection = fit_arrays(data, 8)
+    whitened = (data - mean) @ projection
+    assert np.allclose(np.cov(whitened.T), np.eye(8), atol=1e-3)
+    assert np.allclose(np.linalg.norm(apply(data, mean, projection), axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture
+def catalogue(make_product, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 12, "WHITENING_DIMS": 16}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = {n: make_product(n, catalogue_image(n)) for n in NAMES}
+        for name in NAMES:
+            for k, path in enumerate(photos()[name][:2]):
+                make_product(f"{name} photo {k}", path)
+    return products
+
+
+def test_reindex_learns_the_whitening_and_search_uses_it(catalogue, settings):
+    query = photos()["Lemon"][3].read_bytes()
+    whitening_on = settings.VISUAL_SEARCH
+    settings.VISUAL_SEARCH = {**whitening_on, "WHITENING": None}
+    assert reindex(Product, asynchronous=False)["whitened"] == 0
+    plain = visual_search.search_by_image(query, Product, limit=24)
+    settings.VISUAL_SEARCH = whitening_on
+    counts = reindex(Product, asynchronous=False)
+    assert counts["unchanged"] == 24 and counts["whitened"] == 1
+    assert Whitening.objects.get().trained_on == 24 and Whitening.objects.get().dimensions == 16
+    whitened = visual_search.search_by_image(query, Product, limit=24)
+    # Same catalogue image still matches itself exactly; the scores of the others spread out.
+    exact = visual_search.search_by_image(catalogue_image("Kiwi").read_bytes(), Product, limit=1)[0]
+    assert exact.object == catalogue["Kiwi"] and exact.score == pytest.approx(1.0, abs=1e-3)
+    assert np.std([r.score for r in whitened]) > np.std([r.score for r in plain])
+
+
+def test_the_sweep_refits_once_the_catalogue_grew(catalogue, make_product, settings):
+    from visual_search.tasks import sweep
+
+    reindex(Product, asynchronous=False)
+    assert Whitening.objects.get().trained_on == 24
+    for k, path in enumerate(photos()["Banana"][:3] + photos()["Mango"][:4]):
+        make_product(f"new {k}", path)
+    assert ImageEmbedding.objects.filter(status="ready").count() == 31
+    sweep()
+    assert Whitening.objects.get().trained_on == 31
+
+
+def test_whitening_can_be_switched_off(catalogue, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": None}
+    reindex(Product, asynchronous=False)
+    assert not Whitening.objects.exists()
