@@ -8,6 +8,7 @@ import tempfile
 
 SECRET_KEY = "tests-only"
 DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 USE_TZ = True
 ROOT_URLCONF = "tests.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -69,6 +70,7 @@ VISUAL_SEARCH = {
     "IMAGE_SIZE": 64,
     "BATCH_SIZE": 8,
     "ASYNC": bool(os.environ.get("CELERY_BROKER_URL")),
+    "SEARCH_THROTTLE_RATE": os.environ.get("VISUAL_SEARCH_TEST_THROTTLE", "30/min"),
 }
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
