@@ -12,7 +12,7 @@ import json
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search"])
-    parser.add_argument("--limit", type=int, default=None, help="Use N photos spread over the dataset (default: all 2,936).")
+    parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
     args = parser.parse_args()

@@ -73,8 +73,9 @@ def test_vectors_of_another_fingerprint_are_stale_and_never_compared(catalogue, 
     assert visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), Product)[0].object == catalogue["Lemon"]
 
 
-def test_a_process_sees_vectors_written_by_another_without_restart(catalogue):
+def test_a_process_sees_vectors_written_by_another_without_restart(catalogue, settings):
     """The NumPy backend reads committed rows: a web process sees what a worker just wrote."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
     web = NumpyBackend()
     ct = ContentType.objects.get_for_model(Product).pk
     fingerprint = current_fingerprint()
@@ -113,3 +114,13 @@ def test_query_expansion_keeps_the_exact_match_first_and_scores_sorted(catalogue
     assert results[0].object == catalogue["Banana"]
     scores = [r.score for r in results]
     assert scores == sorted(scores, reverse=True) and 0.5 < scores[0] <= 1.0
+
+
+def test_freshness_is_checked_at_most_every_refresh_interval(catalogue, settings, django_assert_max_num_queries):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 60}
+    web = NumpyBackend()
+    ct = ContentType.objects.get_for_model(Product).pk
+    query = ImageEmbedding.objects.for_object(catalogue["Lemon"]).get().array
+    web.search(query, result_type_id=ct, fingerprint=current_fingerprint(), limit=1)
+    with django_assert_max_num_queries(0):
+        web.search(query, result_type_id=ct, fingerprint=current_fingerprint(), limit=1)

@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": None,
     # Pending rows older than this many seconds are re-queued by the sweep task.
     "SWEEP_AFTER_SECONDS": 300,
+    # How often (seconds) a process asks the database whether other processes changed the vectors
+    # before a search; 0 = before every search. Bounds how stale a web process's view can be.
+    "REFRESH_INTERVAL": 1.0,
     "BACKENDS": {"default": {"BACKEND": "visual_search.backends.numpy.NumpyBackend", "OPTIONS": {}}},
     # Dotted path of the class that connects model signals to indexing (see signals.py).
     "SIGNAL_PROCESSOR": "visual_search.signals.SignalProcessor",

@@ -79,7 +79,7 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     row = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("status", "source_name", "result_id").first()
     if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
         return False
-    ImageEmbedding.objects.update_or_create(
+    row, _ = ImageEmbedding.objects.update_or_create(
         **row_key(registration, obj),
         defaults={
             "result_type": ContentType.objects.get_for_model(registration.result_model),
@@ -88,6 +88,7 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
             "error": "",
         },
     )
+    transaction.on_commit(lambda: get_backend().remove([row.pk]))  # no longer searchable
     return True
 
 
@@ -211,5 +212,5 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
             row, _ = ImageEmbedding.objects.update_or_create(**row_key(registration, obj), defaults=values)
             if row.status == Status.READY:
                 ready.append(row)
-    if ready:
-        transaction.on_commit(lambda: get_backend().add(ready))
+    # Even with nothing ready: failed rows left the searchable set, and the backend must know.
+    transaction.on_commit(lambda: get_backend().add(ready))

@@ -64,7 +64,11 @@ class ImageEmbedding(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["content_type", "object_id", "field_name"], name="visual_search_one_per_image")
         ]
-        indexes = [models.Index(fields=["result_type", "status", "fingerprint"], name="visual_search_searchable")]
+        # Covers the backend's freshness check (count and newest updated_at of the searchable rows)
+        # without reading the vectors.
+        indexes = [
+            models.Index(fields=["result_type", "status", "fingerprint", "updated_at"], name="visual_search_fresh")
+        ]
 
     def __str__(self) -> str:
         return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.status})"

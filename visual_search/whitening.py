@@ -16,6 +16,7 @@ import logging
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
 
+from .backends import get_backend
 from .conf import settings
 from .embeddings.fingerprint import current_fingerprint
 from .embeddings.pooling import l2_normalise
@@ -55,12 +56,13 @@ def fit(result_model=None) -> list:
     saved = []
     for model in models:
         result_type = ContentType.objects.get_for_model(model)
-        blobs = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).values_list("vector", flat=True)
-        vectors = np.stack([np.frombuffer(bytes(b), dtype=np.float32) for b in blobs.iterator()]) if blobs.exists() else None
-        count = 0 if vectors is None else len(vectors)
+        rows = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type)
+        ids = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
+        count = len(ids)
         if count < int(settings.WHITENING_MIN_VECTORS):
             logger.info("Not whitening %s: %s ready vectors, %s needed", model._meta.label, count, settings.WHITENING_MIN_VECTORS)
             continue
+        vectors = _sample_vectors(rows, ids)
         dims = min(int(settings.WHITENING_DIMS), vectors.shape[1], count - 1)
         mean, projection = fit_arrays(vectors, dims)
         row, _ = Whitening.objects.update_or_create(
@@ -69,8 +71,23 @@ def fit(result_model=None) -> list:
             defaults={"dimensions": dims, "trained_on": count, "mean": mean.tobytes(), "projection": projection.tobytes()},
         )
         saved.append(row)
+        get_backend().reset()  # this process reloads now; the others within REFRESH_INTERVAL
         logger.info("Whitening of %s learned from %s vectors (%s dimensions)", model._meta.label, count, dims)
     return saved
+
+
+# A covariance of 512 dimensions is estimated well from this many vectors; more only costs time.
+SAMPLE = 100_000
+
+
+def _sample_vectors(rows, ids: np.ndarray) -> np.ndarray:
+    if len(ids) > SAMPLE:
+        ids = np.sort(np.random.default_rng(0).choice(ids, SAMPLE, replace=False))
+    blobs = []
+    for start in range(0, len(ids), 5000):
+        chunk = [int(i) for i in ids[start : start + 5000]]
+        blobs += rows.filter(id__in=chunk).values_list("vector", flat=True)
+    return np.stack([np.frombuffer(bytes(b), dtype=np.float32) for b in blobs])
 
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:

@@ -1,7 +1,8 @@
 """Exact cosine search in process memory, over the vectors stored in the database.
 
-Each process keeps a matrix of the ready vectors per (result model, fingerprint) and, before every
-search, asks the database one cheap aggregate (count and latest ``updated_at``). When another
+Each process keeps a matrix of the ready vectors per (result model, fingerprint) and, before a
+search (at most every ``REFRESH_INTERVAL`` seconds), asks the database one aggregate that an
+index covers (count and latest ``updated_at``). When another
 process (a Celery worker) has written or deleted rows, only the changed rows are fetched. So a web
 process sees what a worker computed without a restart, and the rows stay the single truth.
 """
@@ -9,6 +10,7 @@ process sees what a worker computed without a restart, and the rows stay the sin
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,6 +37,7 @@ class _Matrix:
     position: dict[int, int] = field(default_factory=dict)
     # (mean, projection) of the catalogue's learned whitening, or None: vectors are stored whitened.
     whitening: tuple[np.ndarray, np.ndarray] | None = None
+    checked: float = 0.0  # time.monotonic() of the last freshness check
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         if self.whitening is None:
@@ -62,10 +65,17 @@ class NumpyBackend(BaseBackend):
         self._lock = threading.Lock()
 
     def add(self, embeddings: Sequence) -> None:
-        """Nothing to do: the next search in any process reads the new rows."""
+        """The rows are the index: the next search here checks them at once, other processes
+        within ``REFRESH_INTERVAL``."""
+        self._expire()
 
     def remove(self, embedding_ids: Collection[int]) -> None:
-        """Nothing to do: the next search in any process notices the rows are gone."""
+        """As :meth:`add`: the next search notices the rows are gone."""
+        self._expire()
+
+    def _expire(self) -> None:
+        for matrix in list(self._matrices.values()):
+            matrix.checked = 0.0
 
     def reset(self) -> None:
         with self._lock:
@@ -100,17 +110,23 @@ class NumpyBackend(BaseBackend):
         return ImageEmbedding.objects.ready(fingerprint).filter(result_type_id=result_type_id)
 
     def _refresh(self, result_type_id: int, fingerprint: str) -> _Matrix:
+        from ..conf import settings
         from ..models import Whitening
 
+        key = (result_type_id, fingerprint)
+        matrix = self._matrices.get(key)
+        interval = float(settings.REFRESH_INTERVAL)
+        if matrix is not None and interval > 0 and time.monotonic() - matrix.checked < interval:
+            return matrix
         rows = self._rows(result_type_id, fingerprint)
         stats = rows.aggregate(n=Count("id"), newest=Max("updated_at"))
         whitenings = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint)
         stamp = whitenings.values_list("updated_at", flat=True).first()
         signature = (stats["n"], stats["newest"], stamp)
-        key = (result_type_id, fingerprint)
         with self._lock:
             matrix = self._matrices.get(key)
             if matrix is not None and matrix.signature == signature:
+                matrix.checked = time.monotonic()
                 return matrix
             if matrix is None or (matrix.signature and matrix.signature[2] != stamp):
                 # New whitening: every stored vector is transformed again, from the rows.
@@ -118,6 +134,7 @@ class NumpyBackend(BaseBackend):
                 matrix = _Matrix(whitening=whitening.arrays() if whitening is not None else None)
             matrix = self._matrices[key] = self._update(matrix, rows, stats)
             matrix.signature = signature
+            matrix.checked = time.monotonic()
             return matrix
 
     def _update(self, matrix: _Matrix, rows, stats) -> _Matrix:
