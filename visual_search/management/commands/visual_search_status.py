@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, failed=False, **options):
         info = describe()
-        self.stdout.write(f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['pooling']} pooling")
+        self.stdout.write(f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, {info['pooling']} pooling")
         rows = status_counts()
         if not rows:
             self.stdout.write("No model is registered: add one to VISUAL_SEARCH['MODELS'] or call visual_search.register().")
