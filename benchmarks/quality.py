@@ -82,8 +82,10 @@ def default_config() -> tuple[str, int | None, bool]:
 
 
 def run(weights: str) -> dict:
+    from visual_search.conf import settings
+
     rows = images()
-    features = compute(weights)
+    features = compute(weights, size=int(settings.IMAGE_SIZE))
     split = np.array([r["split"] for r in rows])
     product = np.array([r["product"] for r in rows])
     category = np.array([r["category"] for r in rows])

