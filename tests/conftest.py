@@ -1,5 +1,6 @@
 import csv
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,21 @@ def photos(split: str = "train") -> dict[str, list[Path]]:
             if row["split"] == split:
                 found.setdefault(row["product"], []).append(DATA / row["file"])
     return found
+
+
+def demo_environment(folder: Path, weights: str, image_size: int) -> dict[str, str]:
+    """Environment for running the demo shop's manage.py on its own database and media in ``folder``."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "demo_shop.settings",
+        "DEMO_SHOP_DB": str(folder / "db.sqlite3"),
+        "DEMO_SHOP_MEDIA": str(folder / "media"),
+        "VISUAL_SEARCH_WEIGHTS": weights,
+        "VISUAL_SEARCH_IMAGE_SIZE": str(image_size),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    env.pop("CELERY_BROKER_URL", None)  # the demo indexes in-process
+    return env
 
 
 def catalogue_image(product: str) -> Path:

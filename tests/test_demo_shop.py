@@ -6,7 +6,6 @@ fast seeded random VGG16 at 64 px: this tests the loading and the pages, not sea
 
 import csv
 import hashlib
-import os
 import sqlite3
 import subprocess
 import sys
@@ -14,22 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import demo_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def demo_env(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo_shop")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "demo_shop.settings",
-        "DEMO_SHOP_DB": str(folder / "db.sqlite3"),
-        "DEMO_SHOP_MEDIA": str(folder / "media"),
-        "VISUAL_SEARCH_WEIGHTS": "random",
-        "VISUAL_SEARCH_IMAGE_SIZE": "64",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    env.pop("CELERY_BROKER_URL", None)
+    env = demo_environment(folder, weights="random", image_size=64)
     manage(env, "migrate", "--noinput", "-v0")
     return env, folder
 
