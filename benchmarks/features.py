@@ -8,7 +8,6 @@ pooling, normalisation, whitening and multi-block features without running VGG16
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 """The search-by-photo endpoint under a real WSGI server (gunicorn) on loopback, for a bounded time."""
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -9,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
