@@ -1,0 +1,53 @@
+"""Several Celery worker processes share one reindex: every object ends embedded exactly once."""
+
+import pytest
+
+import visual_search
+from visual_search.models import ImageEmbedding
+from tests.conftest import photos
+from tests.integration.conftest import wait_for
+from tests.testapp.models import Product
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def test_three_workers_share_one_reindex(broker, start_worker, make_product, settings):
+    from visual_search.reindex import reindex
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 4}
+    paths = [p for paths in photos().values() for p in paths][:48]
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"Product {n}", path) for n, path in enumerate(paths)]
+    workers = [start_worker(f"w{n}", wait=False) for n in range(3)]
+    for worker in workers:
+        worker.wait_ready()
+
+    assert reindex(Product, asynchronous=True)["queued"] == len(products)
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=180, what="all ready")
+    served = {w.log.name: w.log.read_text().count("succeeded") for w in workers}
+    assert sum(1 for n in served.values() if n) >= 2, served  # the work was spread over the workers
+    assert embedded_by(workers) == len(products)  # each image computed exactly once
+    first = dict(ImageEmbedding.objects.values_list("object_id", "vector"))
+
+    # The same reindex queued twice more, as two staff members pressing the button would: every
+    # task finds the bytes unchanged and computes nothing; still one row per object, same vectors.
+    for _ in range(2):
+        reindex(Product, asynchronous=True)
+    wait_for(lambda: succeeded(workers) >= 3 * len(products) // 4, timeout=180, what="the repeated tasks")
+    assert embedded_by(workers) == len(products)
+    assert ImageEmbedding.objects.count() == len(products)
+    assert dict(ImageEmbedding.objects.values_list("object_id", "vector")) == first
+
+
+def succeeded(workers) -> int:
+    return sum(w.log.read_text().count("succeeded") for w in workers)
+
+
+def embedded_by(workers) -> int:
+    """Images the workers computed, from the task results they logged."""
+    return sum(
+        int(line.split("'embedded': ")[1].split(",")[0])
+        for w in workers
+        for line in w.log.read_text().splitlines()
+        if "'embedded': " in line
+    )
