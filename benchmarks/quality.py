@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from visual_search import whitening
+
 from .features import compute, images
 
 
 def l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    from visual_search.embeddings.pooling import l2_normalise
 
-
-def fit_whitening(db: np.ndarray, dims: int | None = None):
-    """PCA whitening (Jégou & Chum 2012) learned on the catalogue vectors: mean and projection."""
-    mean = db.mean(axis=0)
-    cov = np.cov((db - mean).T)
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1][: dims or db.shape[1]]
-    values, vectors = np.maximum(values[order], 1e-9), vectors[:, order]
-    projection = vectors / np.sqrt(values)[None, :]
-    return mean.astype(np.float32), projection.astype(np.float32)
-
-
-def whiten(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    return l2((x - mean) @ projection)
+    return l2_normalise(x)
 
 
 def rank(queries: np.ndarray, db: np.ndarray, metric: str = "cosine") -> np.ndarray:
@@ -102,8 +90,9 @@ def run(weights: str) -> dict:
         if metric == "cosine":
             v = l2(v)
         if white is not None:
-            mean, projection = fit_whitening(v[db], dims=white)
-            v = whiten(v, mean, projection)
+            # The product's own whitening (visual_search.whitening), learned on the searched set only.
+            mean, projection = whitening.fit_arrays(v[db], white)
+            v = whitening.apply(v, mean, projection)
         qv = query_expansion(v[q], v[db]) if qe else v[q]
         cat_qv = query_expansion(v[q], v[cat]) if qe else v[q]
         return evaluate(name, qv, v[db], cat_qv, v[cat], labels, metric)
