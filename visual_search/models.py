@@ -106,3 +106,58 @@ class Whitening(models.Model):
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         mean = np.frombuffer(bytes(self.mean), dtype=np.float32)
         return mean, np.frombuffer(bytes(self.projection), dtype=np.float32).reshape(len(mean), self.dimensions)
+
+
+class ModelVersion(models.Model):
+    """An embedding model adapted to the shop's own images (see :mod:`visual_search.training`).
+
+    Life cycle: ``training`` -> ``trained`` (or ``failed`` / ``cancelled``); activating a trained
+    version makes it ``building`` while every image gets a vector of its ``fingerprint`` (searches
+    keep using the active version's vectors meanwhile), then ``active`` in one transaction, and the
+    version it replaced ``retired``. No active row means the pretrained model the settings describe.
+    """
+
+    class Status(models.TextChoices):
+        TRAINING = "training", _("Training")
+        TRAINED = "trained", _("Trained")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+        BUILDING = "building", _("Computing vectors")
+        ACTIVE = "active", _("Active")
+        RETIRED = "retired", _("Retired")
+
+    label = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
+    # Identifies the vectors this version makes (set once trained); like ImageEmbedding.fingerprint.
+    fingerprint = models.CharField(max_length=32, blank=True, db_index=True)
+    # Name in Django's default storage of the trained weights (the fine-tuned block and head), so
+    # every web server and worker reads the same file.
+    weights_file = models.CharField(max_length=500, blank=True)
+    # How it was built and trained: base weights, image size, layers, dimensions, epochs, seed...
+    config = models.JSONField(default=dict, blank=True)
+    # Before/after figures on the held-out images, training time (see training.evaluation).
+    metrics = models.JSONField(default=dict, blank=True)
+    # {"stage", "done", "total", "message"}: what the admin shows while it trains or builds.
+    progress = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # The version that was active when this one was activated (None: the pretrained model); what
+    # rolling back returns to.
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    previous_fingerprint = models.CharField(max_length=32, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    trained_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("model version")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="active"), name="visual_search_one_active_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_status_display()})"
