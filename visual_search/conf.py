@@ -79,6 +79,13 @@ DEFAULTS: dict[str, Any] = {
     # search runs VGG16 once (about 0.3 to 0.5 s of CPU on 2 cores), so an open endpoint needs a limit.
     "SEARCH_THROTTLE_RATE": "30/min",
     "ALLOWED_FORMATS": ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"],  # MPO (multi-picture JPEG) comes with JPEG
+    # Adapting the model to the shop's images (visual_search_train, the admin's "Train" button).
+    # A lookup on the result model whose value groups products into kinds ("category",
+    # "category__slug"); None trains on product identity only.
+    "TRAINING_CATEGORY_FIELD": None,
+    # Overrides of visual_search.training.trainer.TrainingOptions (epochs, image_size, dims,
+    # held_out, augmented_views, seed...); the defaults are the measured ones (README, Adapting).
+    "TRAINING": {},
 }
 
 

@@ -142,3 +142,19 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool) -> int
         logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
         return 0
     return len(pks) - len(report.retry)
+
+
+@shared_task(name="visual_search.train_model", acks_late=True, reject_on_worker_lost=True)
+def train_model(version_id: int) -> dict:
+    """Train the ``ModelVersion`` ``version_id`` (see :mod:`visual_search.training.jobs`).
+
+    Acknowledged late: a worker lost mid-training gives the job back, and another starts it over.
+    A version that is no longer ``training`` (cancelled, or finished by an earlier delivery) is left alone.
+    """
+    from .models import ModelVersion
+    from .training.jobs import run_training
+
+    if not ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).exists():
+        return {"skipped": version_id}
+    version = run_training(version_id)
+    return {"version": version.pk, "status": version.status, "after": version.metrics.get("after", {})}

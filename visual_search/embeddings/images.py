@@ -120,14 +120,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def fit_and_pad(image: Image.Image, size: int) -> np.ndarray:
+def fit_and_pad(image: Image.Image, size: int, background: tuple[int, int, int] | None = None) -> np.ndarray:
     """Scale ``image`` to fit a ``size`` square, pad with the mean colour, return VGG16 input."""
     width, height = image.size
     scale = size / max(width, height)
     new = (max(1, round(width * scale)), max(1, round(height * scale)))
     if new != image.size:
         image = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    canvas = Image.new("RGB", (size, size), _PAD_COLOUR)
+    canvas = Image.new("RGB", (size, size), background or _PAD_COLOUR)
     canvas.paste(image, ((size - new[0]) // 2, (size - new[1]) // 2))
     array = np.asarray(canvas, dtype=np.float32)[..., ::-1]
     return array - MEAN_BGR

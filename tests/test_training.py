@@ -1,0 +1,169 @@
+"""Training an adapted model from the shop's own images (visual_search.training).
+
+Real photos of 6 products (a catalogue image and 4 shop photos each), the seeded random 64-px
+VGG16 of the test settings, one or two epochs: the plumbing, not the quality (that is measured
+by ``python -m benchmarks training``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+
+from tests.conftest import catalogue_image, photos
+from visual_search.models import ModelVersion
+
+PRODUCTS = ["Kiwi", "Anjou", "Banana", "Lime", "Red-Bell-Pepper", "Arla-Standard-Milk"]
+FAST = {"epochs": 1, "image_size": 64, "dims": 16, "augmented_views": 1, "held_out": 0.25}
+
+
+@pytest.fixture
+def shop(db, make_product, settings, request):
+    from tests.testapp.models import ProductImage
+    from visual_search.signals import pause_indexing
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "TRAINING_CATEGORY_FIELD": "category", "TRAINING": FAST}
+    shop_photos = photos("train")
+    products = []
+    # Indexed only where a test compares with the stored vectors of the pretrained model.
+    with pause_indexing(reindex_on_exit=bool(getattr(request, "param", False))):
+        for n, name in enumerate(PRODUCTS):
+            product = make_product(name, catalogue_image(name), category="Fruit" if n % 2 else "Dairy")
+            for k, path in enumerate(shop_photos[name][:4]):
+                image = ProductImage(product=product)
+                image.image.save(f"{name}-{k}.jpg", ContentFile(path.read_bytes()), save=False)
+                image.save()
+            products.append(product)
+    return products
+
+
+def new_version(**options) -> ModelVersion:
+    return ModelVersion.objects.create(label="test", status=ModelVersion.Status.TRAINING, config={"options": options})
+
+
+def test_the_held_out_split_follows_the_seed_and_keeps_every_product_in_training(shop):
+    from visual_search.training.dataset import hold_out, shop_items
+
+    items = shop_items()
+    assert len(items) == 6 * 5
+    assert {i.category for i in items} == {"Fruit", "Dairy"}
+    training, held = hold_out(items, 0.25, seed=0)
+    again, held_again = hold_out(shop_items(), 0.25, seed=0)
+    other = hold_out(shop_items(), 0.25, seed=1)[1]
+    assert [i.key for i in held] == [i.key for i in held_again]
+    assert {i.key for i in held} != {i.key for i in other}
+    assert {i.product for i in training} == {str(p.pk) for p in shop}
+    assert len(held) == 6  # round(5 * 0.25) = 1 per product
+    assert not {i.key for i in held} & {i.key for i in training}
+
+
+@pytest.mark.parametrize("shop", [True], indirect=True)
+def test_training_saves_a_version_with_its_figures_and_search_is_unchanged(shop):
+    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.training.jobs import run_training
+
+    fingerprint = current_fingerprint()
+    seen = []
+    version = run_training(new_version().pk, progress=lambda stage, done, total: seen.append(stage))
+    assert version.status == ModelVersion.Status.TRAINED, version.error
+    assert len(version.fingerprint) == 16 and version.fingerprint != fingerprint
+    assert default_storage.exists(version.weights_file)
+    metrics = version.metrics
+    assert metrics["training_images"] == 24 and metrics["held_out_images"] == 6 and metrics["products"] == 6
+    for key in ("p_at_1", "p_at_10", "category_p_at_1"):
+        assert 0.0 <= metrics["after"][key] <= 1.0
+    assert metrics["after"]["queries"] == 6
+    # The images were indexed: "before" is the pretrained model's figures, from its stored vectors.
+    assert metrics["before"]["queries"] == 6 and 0.0 <= metrics["before"]["p_at_1"] <= 1.0
+    assert {"features", "training", "evaluating"} <= set(seen)
+    assert version.config["image_size"] == 64 and version.config["dims"] == 16
+    assert current_fingerprint() == fingerprint  # trained is not active
+
+    # The inference model built from the saved file gives the vectors training evaluated.
+    from visual_search.embeddings.images import prepare
+    from visual_search.training.network import build_embedding_model, build_head, build_trunk
+    from visual_search.training.trainer import embed_maps
+
+    path = default_storage.path(version.weights_file)
+    model = build_embedding_model(version.config, path, precision="float32")
+    data = catalogue_image("Lime").read_bytes()
+    x = prepare(data, size=64, max_pixels=10**8, allowed_formats=["JPEG"])[None]
+    trunk, vgg16 = build_trunk(version.config, precision="float32")
+    head = build_head(version.config, vgg16)
+    head.load_weights(path)
+    expected = embed_maps(head, np.asarray(trunk(x)).astype(np.float16))
+    got = np.asarray(model(x))
+    assert got.shape == (1, 16)
+    assert np.allclose(np.linalg.norm(got), 1.0, atol=1e-4)
+    assert float(got[0] @ expected[0]) > 0.999
+
+
+def test_a_cancelled_training_saves_nothing(shop):
+    from visual_search.training.jobs import run_training
+
+    version = new_version()
+    ModelVersion.objects.filter(pk=version.pk).update(cancel_requested=True)
+    version = run_training(version.pk)
+    assert version.status == ModelVersion.Status.CANCELLED
+    assert version.fingerprint == "" and version.weights_file == ""
+
+
+def test_interrupting_the_command_stops_it_cleanly(shop, capsys):
+    from visual_search.training import jobs
+
+    version = new_version()
+    calls = {"n": 0}
+
+    def interrupted():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    assert jobs.run_training(version.pk, interrupted=interrupted).status == ModelVersion.Status.CANCELLED
+
+
+def test_too_few_products_fail_with_a_reason(db, make_product, settings):
+    from visual_search.signals import pause_indexing
+    from visual_search.training.jobs import run_training
+
+    with pause_indexing():
+        make_product("Only", catalogue_image("Lime"))
+    version = run_training(new_version().pk)
+    assert version.status == ModelVersion.Status.FAILED
+    assert "at least 2 products" in version.error
+
+
+def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_product, capsys):
+    from visual_search.models import ImageEmbedding
+    from visual_search.signals import pause_indexing
+
+    with pause_indexing():
+        make_product("Broken", b"<html>not an image</html>", category="Dairy")
+    assert not ImageEmbedding.objects.exists()  # no stored vectors: no "before" to show
+    call_command("visual_search_train", "--epochs", "1", "--seed", "3")
+    out = capsys.readouterr().out
+    assert "Trained version" in out
+    assert "product precision@1" in out and "->" in out
+    assert "Search is unchanged" in out and "visual_search_versions activate" in out
+    assert "run visual_search_reindex to compare" in out
+    version = ModelVersion.objects.get()
+    assert version.status == ModelVersion.Status.TRAINED  # the broken image was left out, not fatal
+    assert version.metrics["options"]["seed"] == 3 and version.metrics["options"]["epochs"] == 1
+
+
+def test_start_training_runs_in_the_background_without_celery(shop, transactional_db):
+    import time
+
+    from visual_search.training.jobs import start_training
+
+    version = start_training(epochs=1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        version.refresh_from_db()
+        if version.status != ModelVersion.Status.TRAINING:
+            break
+        time.sleep(0.5)
+    assert version.status == ModelVersion.Status.TRAINED, (version.status, version.error, version.progress)
+    assert version.progress["stage"] == "trained"

@@ -1,0 +1,125 @@
+"""manage.py visual_search_train [app_label.Model] [--epochs N] [--seed N] [--async] [--activate]"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+
+from ...models import ModelVersion
+
+STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
+
+
+class Command(BaseCommand):
+    help = (
+        "Train an embedding adapted to the shop's own images (same-product and same-category "
+        "supervision), measure it on held-out images and save it as a new model version. Search "
+        "is unchanged until the version is activated (visual_search_versions activate ID)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("model", nargs="?", help="The result model to train on, as app_label.ModelName (default: API_MODEL or the first registered).")
+        parser.add_argument("--epochs", type=int, help="Passes over the training images (default 8).")
+        parser.add_argument("--seed", type=int, help="Seed of the held-out split, augmentation and initialisation (default 0).")
+        parser.add_argument("--image-size", type=int, help="Input size of the adapted model (default 160).")
+        parser.add_argument("--dims", type=int, help="Size of the adapted vectors (default 256).")
+        parser.add_argument("--held-out", type=float, help="Share of each product's images kept out of training to measure (default 0.2).")
+        parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 1).")
+        parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
+        parser.add_argument("--activate", action="store_true", help="When trained, compute every image's vector with it and switch search to it.")
+
+    def handle(self, *args, model=None, asynchronous=False, activate=False, verbosity=1, **options):
+        from ...training.jobs import run_training, start_training
+
+        label = self._model(model)
+        keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views")
+        chosen = {k: options[k] for k in keys if options.get(k) is not None}
+        if asynchronous:
+            if activate:
+                raise CommandError("--activate waits for training to end; leave out --async, or activate later.")
+            version = start_training(label, **chosen)
+            self.stdout.write(self.style.SUCCESS(f"Training version {version.pk} started in the background."))
+            self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Model versions).")
+            return
+        version = ModelVersion.objects.create(
+            label="Adapted", status=ModelVersion.Status.TRAINING, config={"model": label, "options": chosen}
+        )
+        version.label = f"Adapted #{version.pk}"
+        version.save(update_fields=["label"])
+        interrupted = {"flag": False}
+        previous = signal.signal(signal.SIGINT, lambda *a: interrupted.__setitem__("flag", True))
+        bars = _Bars(self, verbosity > 0)
+        try:
+            version = run_training(version.pk, progress=bars.update, interrupted=lambda: interrupted["flag"])
+        finally:
+            bars.close()
+            signal.signal(signal.SIGINT, previous)
+        if version.status == ModelVersion.Status.CANCELLED:
+            self.stdout.write(self.style.WARNING(f"Training of version {version.pk} stopped; nothing was saved and search is unchanged."))
+            return
+        if version.status != ModelVersion.Status.TRAINED:
+            raise CommandError(f"Training failed: {version.error}")
+        self._report(version)
+        if activate:
+            from ...versions import activate as activate_version
+
+            with _bar(self, verbosity > 0, "Computing vectors", "img") as bar:
+                activate_version(version, progress=bar.update)
+            self.stdout.write(self.style.SUCCESS(f"Search now uses version {version.pk}. Roll back with `manage.py visual_search_versions rollback`."))
+        else:
+            self.stdout.write(f"Search is unchanged. Switch to it with `manage.py visual_search_versions activate {version.pk}`.")
+
+    def _report(self, version):
+        metrics = version.metrics
+        before, after = metrics.get("before", {}), metrics.get("after", {})
+        self.stdout.write(self.style.SUCCESS(
+            f"Trained version {version.pk} ({version.fingerprint}) on {metrics['training_images']} images of "
+            f"{metrics['products']} products in {metrics['seconds']:.0f} s."
+        ))
+        self.stdout.write(f"Measured on {metrics['held_out_images']} held-out images (searched among the training images):")
+        for key, name in (("p_at_1", "product precision@1"), ("p_at_10", "product precision@10"), ("category_p_at_1", "category precision@1")):
+            if key in after:
+                old = before.get(key)
+                self.stdout.write(f"  {name:<22} {'-' if old is None else f'{old:.3f}'} -> {after[key]:.3f}")
+        if before.get("note"):
+            self.stdout.write(f"  ({before['note']})")
+
+    def _model(self, label):
+        if not label:
+            return None
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        return model._meta.label
+
+
+def _bar(command, show, desc, unit):
+    from tqdm import tqdm
+
+    stream = getattr(command.stderr, "_out", sys.stderr)
+    return tqdm(total=0, unit=unit, desc=desc, disable=not show, file=stream, dynamic_ncols=True)
+
+
+class _Bars:
+    """One tqdm bar per training stage, driven by ``progress(stage, done, total)``."""
+
+    def __init__(self, command, show):
+        self.command, self.show, self.stage, self.bar = command, show, None, None
+
+    def update(self, stage, done, total):
+        if stage != self.stage:
+            self.close()
+            desc, unit = STAGES.get(stage, (stage, ""))
+            self.stage, self.bar = stage, _bar(self.command, self.show, desc, unit)
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

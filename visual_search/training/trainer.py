@@ -1,0 +1,275 @@
+"""Train an adapted embedding from the shop's images and save it as a :class:`ModelVersion`.
+
+How it stays fast on a CPU: VGG16's blocks 1-4 are frozen, so their output for each training
+image (a clean view, plus ``augmented_views`` random customer-like views, see :mod:`.augment`) is
+computed once, in bfloat16 where the CPU supports it, and kept in memory as float16. Each epoch
+then runs only block 5 and the projection head, forwards and backwards, on those cached maps,
+with more augmentation applied to the maps themselves (mirroring, random crops).
+
+The loss is a normalised softmax with an additive cosine margin (CosFace, Wang et al. 2018) over
+products, which pulls a product's images together and pushes other products away, plus the same
+over categories (weighted ``category_weight``) when the shop's products have one.
+
+Everything random (held-out split, augmentation, initialisation, batch order) follows ``seed``.
+``should_stop()`` is checked between batches: training stops cleanly (:class:`Cancelled`), and
+nothing is saved or switched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..conf import settings
+from ..embeddings import images
+from . import evaluation
+from .augment import augment
+from .dataset import Item
+
+logger = logging.getLogger("visual_search")
+
+# progress(stage, done, total): stages "features", "training", "evaluating".
+Progress = Callable[[str, int, int], None]
+
+
+class Cancelled(Exception):
+    """Training was asked to stop (``should_stop()`` returned True, or Ctrl-C)."""
+
+
+@dataclass
+class TrainingOptions:
+    """What to train and how; the defaults are the ones measured in the README (Adapting)."""
+
+    epochs: int = 8
+    seed: int = 0
+    image_size: int = 160
+    dims: int = 256
+    held_out: float = 0.2
+    augmented_views: int = 1
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 1e-3
+    margin: float = 0.1
+    temperature: float = 0.05
+    category_weight: float = 0.3
+
+    @classmethod
+    def from_settings(cls, **overrides) -> TrainingOptions:
+        defaults = {k: v for k, v in dict(settings.TRAINING).items() if k in cls.__dataclass_fields__}
+        defaults.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**defaults)
+
+
+@dataclass
+class TrainingResult:
+    config: dict
+    head: object  # the trained keras head (block 5 + projection)
+    metrics: dict = field(default_factory=dict)
+
+
+def network_config(options: TrainingOptions) -> dict:
+    """The :mod:`.network` config of the model these options train (what the fingerprint covers)."""
+    return {
+        "architecture": "vgg16-adapted-block5",
+        "weights": str(settings.WEIGHTS),
+        "seed": int(settings.RANDOM_SEED),
+        "image_size": int(options.image_size),
+        "dims": int(options.dims),
+        "gem_p": float(settings.GEM_P),
+    }
+
+
+def _decode(item: Item, size: int, views: int, rng: random.Random) -> list[np.ndarray] | None:
+    """The clean input of ``item`` and ``views`` augmented ones; None for an unreadable image."""
+    try:
+        data = images.read_bytes(item.read(), int(settings.MAX_INDEX_BYTES))
+        image = images.open_image(
+            data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size * 2
+        )
+    except Exception as exc:  # a bad image is left out of training, never fatal
+        logger.warning("Training: image %s of %s left out: %s", item.object_id, item.registration, exc)
+        return None
+    return [images.fit_and_pad(image, size)] + [augment(image, size, rng) for _ in range(views)]
+
+
+def trunk_features(
+    trunk, items: Sequence[Item], *, size: int, views: int, seed: int, batch_size: int,
+    progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks 1-4 of every item's views: (maps float16, item index per map, view number per map)."""
+    rng = random.Random(seed)
+    chunks = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
+    maps, owners, view_ids = [], [], []
+
+    def decode(chunk):
+        # One RNG per chunk, drawn in order: the same seed gives the same views in any thread.
+        chunk_rng = random.Random(rng.random())
+        return [(n, _decode(items[n], size, views, chunk_rng)) for n in chunk]
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="visual-search-train-decode") as pool:
+        futures = [pool.submit(decode, chunk) for chunk in chunks[:2]]
+        for k in range(len(chunks)):
+            decoded = futures[k].result()
+            if k + 2 < len(chunks):
+                futures.append(pool.submit(decode, chunks[k + 2]))
+            if should_stop and should_stop():
+                raise Cancelled()
+            batch, who, which = [], [], []
+            for n, arrays in decoded:
+                for v, array in enumerate(arrays or []):
+                    batch.append(array)
+                    who.append(n)
+                    which.append(v)
+            if batch:
+                out = np.asarray(trunk(np.stack(batch), training=False), dtype=np.float32)
+                maps.append(out.astype(np.float16))
+                owners += who
+                view_ids += which
+            done += len(chunks[k])
+            if progress:
+                progress("features", done, len(items))
+    if not maps:
+        raise ValueError("None of the images could be read.")
+    return np.concatenate(maps), np.asarray(owners), np.asarray(view_ids)
+
+
+def embed_maps(head, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(head(maps[i : i + batch_size].astype(np.float32), training=False)) for i in range(0, len(maps), batch_size)]
+    )
+
+
+def train(
+    items: Sequence[Item],
+    held_out: Sequence[Item],
+    options: TrainingOptions,
+    *,
+    before: dict | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainingResult:
+    """Train on ``items``; measure on ``held_out`` (searched among ``items``) after training.
+
+    ``before`` (figures of the current model on the same split, see :func:`evaluation.evaluate`)
+    is stored beside the new figures.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .network import build_head, build_trunk
+
+    started = time.monotonic()
+    keras.utils.set_random_seed(int(options.seed))
+    config = network_config(options)
+    trunk, vgg16 = build_trunk(config, precision=str(settings.PRECISION))
+    everything = list(items) + list(held_out)
+    maps, owners, views = trunk_features(
+        trunk, everything, size=options.image_size, views=options.augmented_views, seed=options.seed,
+        batch_size=int(settings.BATCH_SIZE), progress=progress, should_stop=should_stop,
+    )
+    feature_seconds = time.monotonic() - started
+
+    products = sorted({item.product for item in items})
+    categories = sorted({item.category for item in items if item.category is not None})
+    product_of = np.array([products.index(item.product) if item.product in products else -1 for item in everything])
+    category_of = np.array([categories.index(item.category) if item.category in categories else -1 for item in everything])
+    is_training = owners < len(items)
+    train_rows = np.flatnonzero(is_training)
+
+    head = build_head(config, vgg16)
+    classes = tf.Variable(tf.random.normal((options.dims, len(products)), stddev=0.05, seed=options.seed), name="products")
+    use_categories = len(categories) > 1 and options.category_weight > 0
+    kinds = tf.Variable(tf.random.normal((options.dims, max(1, len(categories))), stddev=0.05, seed=options.seed + 1), name="categories")
+    conv_variables = [v for v in head.trainable_variables if "projection" not in v.path]
+    head_variables = [v for v in head.trainable_variables if "projection" in v.path] + [classes, kinds]
+    conv_optimizer = keras.optimizers.Adam(options.learning_rate)
+    head_optimizer = keras.optimizers.Adam(options.head_learning_rate)
+    margin, scale = float(options.margin), 1.0 / float(options.temperature)
+
+    def cosface(z, weights, labels, n):
+        cosine = z @ tf.math.l2_normalize(weights, axis=0)
+        logits = (cosine - margin * tf.one_hot(labels, n)) * scale
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y, c):
+        with tf.GradientTape() as tape:
+            z = head(x, training=True)
+            loss = cosface(z, classes, y, len(products))
+            if use_categories:
+                loss += options.category_weight * cosface(z, kinds, c, len(categories))
+        gradients = tape.gradient(loss, conv_variables + head_variables)
+        conv_optimizer.apply_gradients(zip(gradients[: len(conv_variables)], conv_variables))
+        head_optimizer.apply_gradients(zip(gradients[len(conv_variables) :], head_variables))
+        return loss
+
+    rng = np.random.default_rng(options.seed)
+    side = maps.shape[1]
+    steps_per_epoch = -(-len(train_rows) // options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    losses = []
+    for epoch in range(options.epochs):
+        order = rng.permutation(train_rows)
+        for k in range(steps_per_epoch):
+            if should_stop and should_stop():
+                raise Cancelled()
+            rows = order[k * options.batch_size : (k + 1) * options.batch_size]
+            x = maps[rows].astype(np.float32)
+            if rng.random() < 0.5:
+                x = x[:, :, ::-1]
+            crop = int(rng.integers(max(1, side - 3), side + 1))
+            top, left = rng.integers(0, side - crop + 1, size=2)
+            x = x[:, top : top + crop, left : left + crop]
+            owner = owners[rows]
+            loss = step(tf.constant(x), tf.constant(product_of[owner]), tf.constant(np.maximum(category_of[owner], 0)))
+            if progress:
+                progress("training", epoch * steps_per_epoch + k + 1, total_steps)
+        losses.append(round(float(loss), 4))
+        logger.info("Training epoch %s/%s: loss %.4f", epoch + 1, options.epochs, float(loss))
+    train_seconds = time.monotonic() - started - feature_seconds
+
+    if progress:
+        progress("evaluating", 0, 1)
+    clean = views == 0
+    vectors = embed_maps(head, maps[clean])
+    clean_owner = owners[clean]
+    gallery = clean_owner < len(items)
+    metrics = {
+        "options": asdict(options),
+        "training_images": int(len(items)),
+        "held_out_images": int(len(held_out)),
+        "products": len(products),
+        "categories": len(categories),
+        "feature_seconds": round(feature_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "epoch_losses": losses,
+        "before": before or {},
+        "after": evaluate_vectors(vectors[~gallery], [everything[n] for n in clean_owner[~gallery]], vectors[gallery], [everything[n] for n in clean_owner[gallery]]),
+    }
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    if progress:
+        progress("evaluating", 1, 1)
+    return TrainingResult(config=config, head=head, metrics=metrics)
+
+
+def evaluate_vectors(queries: np.ndarray, query_items: Sequence[Item], gallery: np.ndarray, gallery_items: Sequence[Item]) -> dict:
+    """:func:`evaluation.evaluate` with the shop's search settings (whitening, query expansion)."""
+    with_categories = all(i.category is not None for i in list(query_items) + list(gallery_items))
+    return evaluation.evaluate(
+        queries,
+        [i.product for i in query_items],
+        gallery,
+        [i.product for i in gallery_items],
+        [i.category for i in query_items] if with_categories else None,
+        [i.category for i in gallery_items] if with_categories else None,
+        whitening_dims=int(settings.WHITENING_DIMS) if settings.WHITENING else None,
+        expansion=int(settings.QUERY_EXPANSION or 0),
+        alpha=float(settings.QUERY_EXPANSION_ALPHA),
+    )
