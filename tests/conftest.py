@@ -85,3 +85,12 @@ def embed_calls(monkeypatch):
 
     monkeypatch.setattr(Extractor, "embed_arrays", counting)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def forget_active_version():
+    """Each process caches which model version is active (for REFRESH_INTERVAL); tests start afresh."""
+    yield
+    from visual_search.versions import forget_serving_version
+
+    forget_serving_version()
