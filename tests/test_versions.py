@@ -20,40 +20,16 @@ from visual_search.embeddings.fingerprint import current_fingerprint, settings_f
 from visual_search.embeddings.images import checksum
 from visual_search.models import ImageEmbedding, ModelVersion
 from visual_search.versions import VersionError, activate, rollback, version_fingerprint
-from tests.conftest import catalogue_image
+from tests.conftest import VERSION_CONFIG as CONFIG, catalogue_image
 from tests.testapp.models import Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice"]
-CONFIG = {"weights": "random", "seed": 0, "image_size": 64, "dims": 32, "gem_p": 3.0}
 
 
 @pytest.fixture
 def catalogue(make_product):
     return {name: make_product(name.replace("-", " "), catalogue_image(name)) for name in NAMES}
-
-
-@pytest.fixture
-def trained(tmp_path):
-    """Make a trained version as the trainer saves one: weights in default storage, its fingerprint."""
-
-    def make(label="Adapted", seed=0, **fields) -> ModelVersion:
-        import keras
-
-        from visual_search.training.network import build_head, save_head
-
-        keras.utils.set_random_seed(seed)
-        config = {**CONFIG, "seed": seed}
-        path = tmp_path / f"head-{seed}.weights.h5"
-        save_head(build_head(config), str(path))
-        data = path.read_bytes()
-        fingerprint = version_fingerprint(config, data)
-        name = default_storage.save(f"visual_search/models/{fingerprint}.weights.h5", ContentFile(data))
-        fields.setdefault("metrics", {"before": {"p_at_1": 0.13, "p_at_10": 0.08}, "after": {"p_at_1": 0.34, "p_at_10": 0.2}})
-        fields.setdefault("status", "trained")
-        return ModelVersion.objects.create(label=label, fingerprint=fingerprint, weights_file=name, config=config, **fields)
-
-    return make
 
 
 def rows_of(fingerprint, status="ready"):
