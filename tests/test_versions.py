@@ -293,3 +293,14 @@ def test_admin_train_button_and_cancel(staff_client, monkeypatch, db):
     assert ModelVersion.objects.get().cancel_requested
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     assert "still training" in response.content.decode()
+
+
+def test_each_process_reads_the_active_version_at_most_every_refresh_interval(trained, settings, django_assert_max_num_queries):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 60}
+    version = trained()
+    assert current_fingerprint() == settings_fingerprint()
+    ModelVersion.objects.filter(pk=version.pk).update(status="active")  # another process switched
+    with django_assert_max_num_queries(0):
+        assert current_fingerprint() == settings_fingerprint()
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    assert current_fingerprint() == version.fingerprint

@@ -227,8 +227,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        if result is None:
-            self.message_user(request, _("Rolling back to the pretrained model the settings describe (at once when nothing changed; on the workers otherwise)."), messages.SUCCESS)
+        if result is None and ModelVersion.objects.filter(status=Version.ACTIVE).exists():
+            self.message_user(request, _("The workers are bringing the pretrained model's vectors up to date; searches switch back to it when done."), messages.SUCCESS)
+        elif result is None:
+            self.message_user(request, _("Rolled back: searches use the pretrained model the settings describe."), messages.SUCCESS)
         elif result.status == Version.BUILDING:
             self.message_user(request, _("The workers are bringing the vectors of %(label)s up to date; searches switch back to it when done.") % {"label": result.label}, messages.SUCCESS)
         else:
@@ -262,7 +264,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def train_view(self, request):
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        from .training import start_training  # the training stack (Keras) loads only when used
+        try:  # the training stack (Keras) loads only when used
+            from .training import start_training
+        except ImportError:
+            from .training.jobs import start_training
 
         try:
             version = start_training(model_label=None)

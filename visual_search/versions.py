@@ -238,7 +238,10 @@ def _check_no_build(version: ModelVersion) -> None:
     if other is None and active is not None and (active.progress or {}).get(PRETRAINED_KEY):
         other = active
     if other is not None:
-        raise VersionError(f"{other} is being switched to already; wait for it to finish, or cancel it first.")
+        raise VersionError(
+            f"A switch is already in progress ({other}, {(other.progress or {}).get('done', 0)}/{(other.progress or {}).get('total', 0)} "
+            "images); wait for it to finish, or cancel it first."
+        )
 
 
 def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool) -> ModelVersion:
