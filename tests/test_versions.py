@@ -14,14 +14,15 @@ from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
 import visual_search
+from tests.conftest import VERSION_CONFIG as CONFIG
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product
 from visual_search import versions
 from visual_search.embeddings.extractor import get_extractor
 from visual_search.embeddings.fingerprint import current_fingerprint, settings_fingerprint
 from visual_search.embeddings.images import checksum
 from visual_search.models import ImageEmbedding, ModelVersion
 from visual_search.versions import VersionError, activate, rollback, version_fingerprint
-from tests.conftest import VERSION_CONFIG as CONFIG, catalogue_image
-from tests.testapp.models import Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice"]
@@ -181,8 +182,8 @@ def test_the_asynchronous_build_checks_until_done_then_switches(catalogue, train
 
 
 def test_sweep_and_status_treat_retired_rows_as_another_version(catalogue, trained):
-    from visual_search.reindex import select_pks, status_counts
     from visual_search.registry import get_registration
+    from visual_search.reindex import select_pks, status_counts
     from visual_search.tasks import sweep
 
     version = trained()

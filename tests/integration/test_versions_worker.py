@@ -3,12 +3,12 @@
 import pytest
 
 import visual_search
-from visual_search.embeddings.fingerprint import current_fingerprint, settings_fingerprint
-from visual_search.models import ImageEmbedding, ModelVersion
-from visual_search.versions import activate, rollback
 from tests.conftest import catalogue_image
 from tests.integration.conftest import wait_for
 from tests.testapp.models import Product
+from visual_search.embeddings.fingerprint import current_fingerprint, settings_fingerprint
+from visual_search.models import ImageEmbedding, ModelVersion
+from visual_search.versions import activate, rollback
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 NAMES = ["Lemon", "Lime", "Mango", "Kiwi", "Banana"]
