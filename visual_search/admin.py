@@ -1,11 +1,21 @@
-"""Admin for stored embeddings: status and failure reasons at a glance, requeue in one click."""
+"""Admin for stored embeddings (status and failure reasons at a glance, requeue in one click) and
+for model versions (train, watch progress and before/after figures, activate, roll back)."""
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib import admin, messages
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from .models import ImageEmbedding, Whitening
+from .exceptions import VisualSearchError
+from .models import ImageEmbedding, ModelVersion, Whitening
+
+logger = logging.getLogger("visual_search")
 
 
 @admin.register(ImageEmbedding)
@@ -56,3 +66,219 @@ class WhiteningAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+# The held-out figures the trainer stores in ``metrics["before"]`` / ``metrics["after"]``.
+FIGURES = [
+    ("p_at_1", _("Precision@1 by product")),
+    ("p_at_10", _("Precision@10 by product")),
+    ("category_p_at_1", _("Precision@1 by category")),
+    ("category_p_at_10", _("Precision@10 by category")),
+    ("queries", _("Held-out images (queries)")),
+    ("gallery", _("Training images (gallery)")),
+]
+# Other figures of ``metrics`` worth showing, when present.
+FACTS = [
+    ("training_images", _("Training images")),
+    ("held_out_images", _("Held-out images")),
+    ("products", _("Products")),
+    ("categories", _("Categories")),
+    ("feature_seconds", _("Frozen-block features (s)")),
+    ("train_seconds", _("Training (s)")),
+    ("seconds", _("Total time (s)")),
+]
+Version = ModelVersion.Status
+
+
+def _figure(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def in_progress(version: ModelVersion) -> bool:
+    """Training, computing vectors, or (the active one) switching back to the pretrained model."""
+    from .versions import PRETRAINED_KEY
+
+    return version.status in (Version.TRAINING, Version.BUILDING) or bool((version.progress or {}).get(PRETRAINED_KEY))
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Trained embedding models: start training, follow it, compare the figures, switch and roll back.
+
+    Activating computes the version's vectors for every image before searches switch to it: on the
+    Celery workers when Celery is used (the page follows the progress), otherwise in the request
+    itself, which may take minutes on a large catalogue (``manage.py visual_search_versions
+    activate ID`` shows a progress bar instead).
+    """
+
+    list_display = ("label", "status", "precision_at_1", "progress_display", "created_at", "activated_at")
+    list_filter = ("status",)
+    search_fields = ("label", "fingerprint")
+    actions = ["activate_selected", "rollback", "cancel"]
+    change_list_template = "admin/visual_search/modelversion/change_list.html"
+    change_form_template = "admin/visual_search/modelversion/change_form.html"
+    fields = (
+        "label", "status", "progress_display", "metrics_table", "error", "fingerprint", "weights_file",
+        "previous", "previous_fingerprint", "created_at", "trained_at", "activated_at", "config",
+    )
+    readonly_fields = fields[1:]
+    # Seconds between reloads of a page that shows a version in progress.
+    refresh_seconds = 5
+
+    def has_add_permission(self, request) -> bool:
+        return False  # versions come from training: the "Train a new version" button
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # The active version and one in progress are in use; retire or cancel them first.
+        if obj is not None and (obj.status == Version.ACTIVE or in_progress(obj)):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # would not spare the active version
+        return actions
+
+    # -- columns and fields --------------------------------------------------------------------------------
+
+    @admin.display(description=_("P@1 before → after"))
+    def precision_at_1(self, obj: ModelVersion) -> str:
+        metrics = obj.metrics or {}
+        before, after = (metrics.get(k) or {} for k in ("before", "after"))
+        if "p_at_1" not in after:
+            return "-"
+        return f"{_figure(before.get('p_at_1'))} → {_figure(after['p_at_1'])}"
+
+    @admin.display(description=_("progress"))
+    def progress_display(self, obj: ModelVersion) -> str:
+        progress = obj.progress or {}
+        if not progress.get("stage"):
+            return "-"
+        if progress.get("total") and in_progress(obj):
+            return f"{progress['stage']} {progress.get('done', 0)}/{progress['total']}"
+        return str(progress["stage"])
+
+    @admin.display(description=_("held-out figures"))
+    def metrics_table(self, obj: ModelVersion) -> str:
+        metrics = obj.metrics or {}
+        before, after = metrics.get("before") or {}, metrics.get("after") or {}
+        rows = []
+        for key, label in FIGURES:
+            if key in before or key in after:
+                change = ""
+                if isinstance(before.get(key), (int, float)) and isinstance(after.get(key), (int, float)) and key.startswith(("p_", "category_")):
+                    change = f"{after[key] - before[key]:+.3f}"
+                rows.append((label, _figure(before.get(key)), _figure(after.get(key)), change))
+        facts = [(label, _figure(metrics[key])) for key, label in FACTS if key in metrics]
+        if not rows and not facts:
+            return _("None yet: the figures appear when training ends.")
+        table = format_html(
+            "<table><thead><tr><th></th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("Before"), _("After"), _("Change"),
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+        if facts:
+            table += format_html("<table><tbody>{}</tbody></table>", format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", facts))
+        if before.get("note"):
+            table += format_html("<p>{}</p>", before["note"])
+        return table
+
+    # -- pages that follow progress -------------------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        busy = any(in_progress(v) for v in ModelVersion.objects.filter(status__in=[Version.TRAINING, Version.BUILDING, Version.ACTIVE]))
+        return super().changelist_view(request, {**(extra_context or {}), "auto_refresh": self.refresh_seconds if busy else None})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = self.get_object(request, object_id)
+        busy = version is not None and in_progress(version)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "auto_refresh": self.refresh_seconds if busy else None})
+
+    # -- actions --------------------------------------------------------------------------------------------
+
+    @admin.action(description=_("Activate: compute its vectors, then switch searches to it (without Celery: may take minutes)"), permissions=["change"])
+    def activate_selected(self, request, queryset):
+        from .tasks import use_celery
+        from .versions import activate
+
+        if queryset.count() != 1:
+            self.message_user(request, _("Select exactly one version to activate."), messages.WARNING)
+            return
+        version = queryset.get()
+        try:
+            result = activate(version, asynchronous=use_celery())
+        except VisualSearchError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        if result.status == Version.BUILDING:
+            self.message_user(request, _("The workers are computing the vectors of %(label)s; searches switch to it when they are all done, and use the current version meanwhile. This page shows the progress.") % {"label": result.label}, messages.SUCCESS)
+        else:
+            self.message_user(request, _("Searches now use %(label)s. “Roll back to the previous version” undoes it.") % {"label": result.label}, messages.SUCCESS)
+
+    @admin.action(description=_("Roll back to the previous version (whatever is selected)"), permissions=["change"])
+    def rollback(self, request, queryset=None):
+        from .tasks import use_celery
+        from .versions import rollback
+
+        try:
+            result = rollback(asynchronous=use_celery())
+        except VisualSearchError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        if result is None and ModelVersion.objects.filter(status=Version.ACTIVE).exists():
+            self.message_user(request, _("The workers are bringing the pretrained model's vectors up to date; searches switch back to it when done."), messages.SUCCESS)
+        elif result is None:
+            self.message_user(request, _("Rolled back: searches use the pretrained model the settings describe."), messages.SUCCESS)
+        elif result.status == Version.BUILDING:
+            self.message_user(request, _("The workers are bringing the vectors of %(label)s up to date; searches switch back to it when done.") % {"label": result.label}, messages.SUCCESS)
+        else:
+            self.message_user(request, _("Rolled back: searches use %(label)s again.") % {"label": result.label}, messages.SUCCESS)
+
+    @admin.action(description=_("Cancel training or switching"), permissions=["change"])
+    def cancel(self, request, queryset):
+        ids = [v.pk for v in queryset if in_progress(v)]
+        count = ModelVersion.objects.filter(pk__in=ids).update(cancel_requested=True)
+        self.message_user(
+            request,
+            ngettext("Cancel requested for %d version: it stops within seconds; searches are not affected.", "Cancel requested for %d versions: they stop within seconds; searches are not affected.", count) % count
+            if count
+            else _("None of the selected versions is training or switching: nothing to cancel."),
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+    # -- the changelist buttons: train a new version, roll back -----------------------------------------------
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("train/", self.admin_site.admin_view(self.train_view), name="%s_%s_train" % info),
+            path("rollback/", self.admin_site.admin_view(self.rollback_view), name="%s_%s_rollback" % info),
+        ] + super().get_urls()
+
+    def _back(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))
+
+    def train_view(self, request):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        try:  # the training stack (Keras) loads only when used
+            from .training import start_training
+        except ImportError:
+            from .training.jobs import start_training
+
+        try:
+            version = start_training(model_label=None)
+        except (VisualSearchError, ImproperlyConfigured, LookupError, ValueError) as exc:
+            self.message_user(request, _("Training could not start: %(reason)s") % {"reason": exc}, messages.ERROR)
+            return self._back()
+        self.message_user(request, _("Training started as “%(label)s”. This page follows its progress; the figures appear when it ends, and searches are not affected until you activate it.") % {"label": version.label}, messages.SUCCESS)
+        return self._back()
+
+    def rollback_view(self, request):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        self.rollback(request)
+        return self._back()

@@ -53,12 +53,24 @@ def embedding_rows(model: type[models.Model]) -> models.QuerySet:
 
 
 def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
-    """Add ``visual_search_rank`` (0 failed .. 3 ready, None without rows) and ``visual_search_error``."""
-    rows = embedding_rows(queryset.model)
+    """Add ``visual_search_rank`` (0 failed .. 3 ready, None without rows) and ``visual_search_error``.
+
+    An image's status is that of its row of the current fingerprint; an image with rows of other
+    models only is stale. Rows of other versions beside a current one (kept for a rollback, or a
+    version being built) do not count.
+    """
+    fingerprint = current_fingerprint()
+    has_current = ImageEmbedding.objects.filter(
+        content_type=models.OuterRef("content_type"),
+        object_id=models.OuterRef("object_id"),
+        field_name=models.OuterRef("field_name"),
+        fingerprint=fingerprint,
+    )
+    rows = embedding_rows(queryset.model).filter(models.Q(fingerprint=fingerprint) | ~models.Exists(has_current))
     rank = models.Case(
+        models.When(~models.Q(fingerprint=fingerprint), then=models.Value(RANKS["stale"])),
         models.When(status=Status.FAILED, then=models.Value(RANKS["failed"])),
         models.When(status=Status.PENDING, then=models.Value(RANKS["pending"])),
-        models.When(~models.Q(fingerprint=current_fingerprint()), then=models.Value(RANKS["stale"])),
         default=models.Value(RANKS["ready"]),
         output_field=models.IntegerField(),
     )

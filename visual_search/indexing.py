@@ -2,6 +2,11 @@
 
 Everything here takes ids and reads the rows again, so it is idempotent: running it twice, or
 after a redelivered task, leaves the same rows. A batch never fails as a whole for one bad image.
+
+An image has one row per model version (fingerprint). Work is done for the *indexing
+fingerprints* (:func:`visual_search.versions.indexing_fingerprints`): the active version's and
+any being built. Rows of other versions are kept while they describe the image as it is (a
+rollback reuses them) and deleted once it changes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from django.db import transaction
 
 from .backends import get_backend
 from .batching import chunked
-from .embeddings.fingerprint import current_fingerprint
 from .exceptions import InvalidImage
 from .models import ImageEmbedding
 from .registry import Registration
@@ -70,30 +74,45 @@ def row_key(registration: Registration, obj) -> dict:
 def mark_pending(registration: Registration, obj, name: str) -> bool:
     """Record that ``obj``'s image ``name`` must be (re)computed, in the caller's transaction.
 
-    Returns False when the stored row already holds a vector of that very file: nothing to do.
-    A pending row is not searched, so a product never matches on a photo it no longer shows.
+    One pending row per indexing fingerprint (the active version, and any being built). Returns
+    False when every one already holds a vector of that very file: nothing to do. A pending row is
+    not searched, so a product never matches on a photo it no longer shows; rows of other versions
+    that describe another file are deleted (a rollback will compute the image again).
     """
+    from .versions import indexing_fingerprints
+
     result_pk = registration.result_pk(obj)
     if result_pk is None:
         return False
-    row = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("status", "source_name", "result_id").first()
-    if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
-        return False
-    row, _ = ImageEmbedding.objects.update_or_create(
-        **row_key(registration, obj),
-        defaults={
-            "result_type": ContentType.objects.get_for_model(registration.result_model),
-            "result_id": str(result_pk),
-            "status": Status.PENDING,
-            "error": "",
-        },
-    )
-    transaction.on_commit(lambda: get_backend().remove([row.pk]))  # no longer searchable
-    return True
+    fingerprints = indexing_fingerprints()
+    rows = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("fingerprint", "status", "source_name", "result_id")
+    existing = {row.fingerprint: row for row in rows}
+    outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and row.source_name != name]
+    touched = list(outdated)
+    for fingerprint in fingerprints:
+        row = existing.get(fingerprint)
+        if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
+            continue
+        row, _ = ImageEmbedding.objects.update_or_create(
+            **row_key(registration, obj),
+            fingerprint=fingerprint,
+            defaults={
+                "result_type": ContentType.objects.get_for_model(registration.result_model),
+                "result_id": str(result_pk),
+                "status": Status.PENDING,
+                "error": "",
+            },
+        )
+        touched.append(row.pk)
+    if outdated:
+        ImageEmbedding.objects.filter(pk__in=outdated).delete()
+    if touched:
+        transaction.on_commit(lambda: get_backend().remove(touched))  # no longer searchable
+    return len(touched) > len(outdated)
 
 
 def remove_object(registration: Registration, pk: Any) -> list[int]:
-    """Delete the rows of one object's image field; returns the embedding ids removed."""
+    """Delete the rows (of every version) of one object's image field; returns the ids removed."""
     rows = ImageEmbedding.objects.filter(
         content_type=ContentType.objects.get_for_model(registration.model),
         object_id=str(pk),
@@ -115,13 +134,23 @@ def _reader(obj, registration: Registration):
     return read
 
 
-def index_objects(registration: Registration, pks: Sequence[Any], *, force: bool = False, batch_size: int | None = None) -> IndexReport:
+def index_objects(
+    registration: Registration,
+    pks: Sequence[Any],
+    *,
+    force: bool = False,
+    batch_size: int | None = None,
+    fingerprints: Sequence[str] | None = None,
+) -> IndexReport:
     """Embed the images of ``registration.model`` objects ``pks`` and store the vectors.
 
-    Unchanged images (same bytes, same fingerprint) are not recomputed unless ``force``. Objects
-    that no longer exist, or have no image, lose their rows. Bad images end ``failed`` with a reason.
+    For each of ``fingerprints`` (default: the indexing fingerprints, i.e. the active version and
+    any being built; a version's fingerprint computes just that version). Unchanged images (same
+    bytes, a row of that fingerprint) are not recomputed unless ``force``. Objects that no longer
+    exist, or have no image, lose their rows. Bad images end ``failed`` with a reason. The report
+    counts each image once per fingerprint.
     """
-    from .embeddings.extractor import get_extractor
+    from .versions import indexing_fingerprints, kept_fingerprints
 
     report = IndexReport()
     pks = list(pks)
@@ -136,13 +165,24 @@ def index_objects(registration: Registration, pks: Sequence[Any], *, force: bool
             objects.pop(str(pk), None)
     if not objects:
         return report
+    fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()
+    indexing = set(fingerprints) | set(indexing_fingerprints())
+    keep = kept_fingerprints() | indexing
+    for fingerprint in fingerprints:
+        report.merge(_index_version(registration, objects, fingerprint, force, batch_size, (indexing, keep)))
+    report.retry = list(dict.fromkeys(report.retry))
+    return report
 
-    fingerprint = current_fingerprint()
+
+def _index_version(registration: Registration, objects: dict, fingerprint: str, force: bool, batch_size, fingerprints) -> IndexReport:
+    from .embeddings.extractor import get_extractor
+
+    report = IndexReport()
     content_type = ContentType.objects.get_for_model(registration.model)
     existing = {
         row.object_id: row
         for row in ImageEmbedding.objects.filter(
-            content_type=content_type, field_name=registration.image_field, object_id__in=list(objects)
+            content_type=content_type, field_name=registration.image_field, object_id__in=list(objects), fingerprint=fingerprint
         ).defer("vector")
     }
 
@@ -156,14 +196,14 @@ def index_objects(registration: Registration, pks: Sequence[Any], *, force: bool
             and row.checksum == checksum
         )
 
-    extractor = get_extractor()
+    extractor = get_extractor(fingerprint)
     items = ((pk, _reader(obj, registration)) for pk, obj in objects.items())
     for outcomes in chunked(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
-        _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report)
+        _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)
     return report
 
 
-def _store(registration, objects, existing, outcomes, fingerprint, dimensions, report: IndexReport) -> None:
+def _store(registration, objects, existing, outcomes, fingerprint, dimensions, report: IndexReport, fingerprints) -> None:
     """Write one batch's outcomes, each row whole in one statement: never half-indexed."""
     # The image may have changed while we computed: keep only vectors of the image still there.
     current = {
@@ -173,7 +213,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
         )
     }
     result_type = ContentType.objects.get_for_model(registration.result_model)
-    ready = []
+    ready, checksums = [], {}
     with transaction.atomic():
         for outcome in outcomes:
             pk, obj = outcome.key, objects[outcome.key]
@@ -182,10 +222,12 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                 logger.info("%s %s: image changed while embedding; the newer task will index it", registration.label, pk)
                 continue
             if outcome.skipped:
+                checksums[pk] = outcome.checksum
                 report.unchanged.append(pk)
                 row = existing[pk]
-                if row.source_name != name:
-                    ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name)
+                result_id = str(registration.result_pk(obj))
+                if row.source_name != name or row.result_id != result_id:
+                    ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name, result_id=result_id)
                 continue
             values = {"result_type": result_type, "result_id": str(registration.result_pk(obj)), "source_name": name}
             if outcome.vector is not None:
@@ -193,7 +235,6 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                     status=Status.READY,
                     error="",
                     checksum=outcome.checksum,
-                    fingerprint=fingerprint,
                     dimensions=dimensions,
                     vector=outcome.vector.astype("float32").tobytes(),
                 )
@@ -209,8 +250,36 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                 logger.warning("%s %s: could not read the image, will retry: %r", registration.label, pk, outcome.error)
                 report.retry.append(pk)
                 continue
-            row, _ = ImageEmbedding.objects.update_or_create(**row_key(registration, obj), defaults=values)
+            row, _ = ImageEmbedding.objects.update_or_create(**row_key(registration, obj), fingerprint=fingerprint, defaults=values)
+            checksums[pk] = values["checksum"]
             if row.status == Status.READY:
                 ready.append(row)
+        gone = _outdated_rows(registration, checksums, *fingerprints)
     # Even with nothing ready: failed rows left the searchable set, and the backend must know.
     transaction.on_commit(lambda: get_backend().add(ready))
+    if gone:
+        transaction.on_commit(lambda: get_backend().remove(gone))
+
+
+def _outdated_rows(registration: Registration, checksums: dict[str, str | None], indexing: set[str], keep: set[str]) -> list[int]:
+    """Delete the rows of other versions that no longer describe these images; returns their ids.
+
+    A row of a version nobody indexes for is kept while its checksum is the image's (a rollback
+    reuses it) and deleted when the image changed. Rows of a fingerprint no version has (the
+    settings changed) are deleted once the image has a current vector: they were *stale*.
+    """
+    if not checksums:
+        return []
+    rows = ImageEmbedding.objects.filter(
+        content_type=ContentType.objects.get_for_model(registration.model),
+        field_name=registration.image_field,
+        object_id__in=list(checksums),
+    ).exclude(fingerprint__in=indexing)
+    gone = [
+        row_id
+        for row_id, object_id, fp, checksum in rows.values_list("id", "object_id", "fingerprint", "checksum")
+        if fp not in keep or (checksums[object_id] and checksum != checksums[object_id])
+    ]
+    if gone:
+        ImageEmbedding.objects.filter(pk__in=gone).delete()
+    return gone

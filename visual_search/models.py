@@ -1,4 +1,4 @@
-"""Stored vectors: one :class:`ImageEmbedding` row per indexed image field of an object."""
+"""Stored vectors: one :class:`ImageEmbedding` row per indexed image field of an object and model version."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ class EmbeddingQuerySet(models.QuerySet):
         return self.filter(result_type=ContentType.objects.get_for_model(obj), result_id=str(obj.pk))
 
     def ready(self, fingerprint: str) -> EmbeddingQuerySet:
-        """Searchable rows: computed with the current ``fingerprint``."""
+        """Vectors of ``fingerprint``: searchable when it is the current one."""
         return self.filter(status=ImageEmbedding.Status.READY, fingerprint=fingerprint)
 
     def stale(self, fingerprint: str) -> EmbeddingQuerySet:
-        """Rows computed with another model, weights, preprocessing or pooling: never searched."""
+        """Vectors of another model than ``fingerprint``'s (another version, or old settings): not searched."""
         return self.filter(status=ImageEmbedding.Status.READY).exclude(fingerprint=fingerprint)
 
 
@@ -31,8 +31,11 @@ class ImageEmbedding(models.Model):
     ``content_type``/``object_id``/``field_name`` say which image; ``result_type``/``result_id`` say
     which object a match on it stands for (the product, for a product-gallery image). ``checksum``
     is the SHA-256 of the image bytes embedded, so an unchanged image is never recomputed, and
-    ``fingerprint`` identifies architecture, weights, preprocessing and pooling: rows with another
-    fingerprint are stale and never compared with current ones.
+    ``fingerprint`` identifies architecture, weights, preprocessing and pooling. An image has one
+    row per fingerprint: the active model version's is searched, a version being built gets its
+    own beside it, and a retired version's stays while the image is unchanged, for a rollback.
+    Rows of another fingerprint are never compared with current ones. A pending row carries the
+    fingerprint it is pending for.
     """
 
     class Status(models.TextChoices):
@@ -62,7 +65,9 @@ class ImageEmbedding(models.Model):
     class Meta:
         verbose_name = _("image embedding")
         constraints = [
-            models.UniqueConstraint(fields=["content_type", "object_id", "field_name"], name="visual_search_one_per_image")
+            models.UniqueConstraint(
+                fields=["content_type", "object_id", "field_name", "fingerprint"], name="visual_search_one_per_image_version"
+            )
         ]
         # Covers the backend's freshness check (count and newest updated_at of the searchable rows)
         # without reading the vectors.

@@ -18,10 +18,14 @@ SELECTIONS = ("missing", "stale", "failed", "pending")
 def select_pks(registration: Registration, only: Iterable[str] | None = None, queryset: models.QuerySet | None = None) -> list[Any]:
     """Primary keys of ``registration.model`` objects to index.
 
-    ``only`` narrows to objects whose image has no row (``missing``), a vector from another model
-    (``stale``), a failed attempt (``failed``) or an unfinished one (``pending``); None means all.
-    Objects without an image are left out.
+    ``only`` narrows to objects whose image has no row at all (``missing``), rows of other models
+    but none of the current one (``stale``: the settings changed), a failed attempt (``failed``) or
+    an unfinished one (``pending``) of the current or a building version; None means all. A
+    retired version's rows beside current ones are not stale: they wait for a rollback. Objects
+    without an image are left out.
     """
+    from .versions import indexing_fingerprints
+
     objects = queryset if queryset is not None else registration.model._default_manager.all()
     objects = objects.exclude(**{registration.image_field: ""}).exclude(**{f"{registration.image_field}__isnull": True})
     if not only:
@@ -32,18 +36,25 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
     rows = ImageEmbedding.objects.filter(
         content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field
     )
-    fingerprint = current_fingerprint()
     wanted: set[str] = set()
+    have_current, have_any = _object_ids(rows, current_fingerprint())
     if "stale" in only:
-        wanted |= set(rows.stale(fingerprint).values_list("object_id", flat=True))
+        wanted |= have_any - have_current
     for status in ("failed", "pending"):
         if status in only:
-            wanted |= set(rows.filter(status=status).values_list("object_id", flat=True))
+            wanted |= set(rows.filter(status=status, fingerprint__in=indexing_fingerprints()).values_list("object_id", flat=True))
     all_pks = list(objects.order_by("pk").values_list("pk", flat=True))
     if "missing" in only:
-        have = set(rows.values_list("object_id", flat=True))
-        wanted |= {str(pk) for pk in all_pks if str(pk) not in have}
+        wanted |= {str(pk) for pk in all_pks if str(pk) not in have_any}
     return [pk for pk in all_pks if str(pk) in wanted]
+
+
+def _object_ids(rows: models.QuerySet, fingerprint: str) -> tuple[set[str], set[str]]:
+    """Object ids with a row of ``fingerprint``, and with a row of any fingerprint."""
+    return (
+        set(rows.filter(fingerprint=fingerprint).values_list("object_id", flat=True)),
+        set(rows.values_list("object_id", flat=True).distinct()),
+    )
 
 
 def reindex(
@@ -97,25 +108,29 @@ def count_pks(model: type[models.Model] | None = None, only: Iterable[str] | Non
 
 
 def status_counts() -> list[dict[str, Any]]:
-    """Per registration: objects with an image, and rows ready, pending, failed, stale, missing."""
+    """Per registration: objects with an image; their rows of the current fingerprint ready,
+    pending or failed; images with only other models' rows (``stale``) or none (``missing``);
+    and rows of other versions kept beside the current ones (``other_versions``)."""
     fingerprint = current_fingerprint()
     table = []
     for registration in get_registrations():
         rows = ImageEmbedding.objects.filter(
             content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field
         )
-        with_image = registration.model._default_manager.exclude(**{registration.image_field: ""}).count()
-        by_status = dict(rows.values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
-        stale = rows.stale(fingerprint).count()
+        with_image = {str(pk) for pk in registration.model._default_manager.exclude(**{registration.image_field: ""}).values_list("pk", flat=True)}
+        current = rows.filter(fingerprint=fingerprint)
+        by_status = dict(current.values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
+        have_current, have_any = _object_ids(rows, fingerprint)
         table.append(
             {
                 "model": f"{registration.label}.{registration.image_field}",
-                "objects": with_image,
-                "ready": rows.ready(fingerprint).count(),
+                "objects": len(with_image),
+                "ready": by_status.get("ready", 0),
                 "pending": by_status.get("pending", 0),
                 "failed": by_status.get("failed", 0),
-                "stale": stale,
-                "missing": max(0, with_image - rows.count()),
+                "stale": len(with_image & (have_any - have_current)),
+                "missing": len(with_image - have_any),
+                "other_versions": rows.exclude(fingerprint=fingerprint).count(),
             }
         )
     return table

@@ -46,8 +46,15 @@ def _queryset(model_or_queryset) -> models.QuerySet:
     return queryset
 
 
-def search_vector(vector: np.ndarray, model_or_queryset, *, limit: int = 10, exclude: tuple = ()) -> list[SearchResult]:
-    """Objects most similar to a unit ``vector`` from the current model, best first."""
+def search_vector(
+    vector: np.ndarray, model_or_queryset, *, limit: int = 10, exclude: tuple = (), fingerprint: str | None = None
+) -> list[SearchResult]:
+    """Objects most similar to a unit ``vector``, best first.
+
+    ``vector`` must come from the model of ``fingerprint`` (default: the current one). Callers that
+    made the vector pass the fingerprint they made it with, so a switch to another model version
+    between embedding and searching never compares vectors of two versions.
+    """
     queryset = _queryset(model_or_queryset)
     restrict = None
     if queryset.query.has_filters() or queryset.query.is_sliced:
@@ -55,7 +62,7 @@ def search_vector(vector: np.ndarray, model_or_queryset, *, limit: int = 10, exc
     hits = get_backend().search(
         np.asarray(vector, dtype=np.float32),
         result_type_id=ContentType.objects.get_for_model(queryset.model).pk,
-        fingerprint=current_fingerprint(),
+        fingerprint=fingerprint or current_fingerprint(),
         limit=limit,
         restrict_to=restrict,
         exclude={str(pk) for pk in exclude},
@@ -76,15 +83,16 @@ def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 
     (``Product.objects.filter(in_stock=True)``). Raises :class:`~visual_search.exceptions.InvalidImage`
     with a message for the customer when the image cannot be used.
     """
-    from .embeddings.extractor import embed_image
+    from .embeddings.extractor import embed_image, get_extractor
 
     queryset = _queryset(model_or_queryset)
-    return search_vector(embed_image(image), queryset, limit=limit)
+    extractor = get_extractor()
+    return search_vector(embed_image(image, extractor), queryset, limit=limit, fingerprint=extractor.fingerprint)
 
 
-def object_vector(obj: models.Model) -> np.ndarray:
+def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarray:
     """The mean of ``obj``'s ready vectors (its own images and its gallery's), L2-normalised."""
-    rows = ImageEmbedding.objects.for_result(obj).ready(current_fingerprint()).values_list("vector", flat=True)
+    rows = ImageEmbedding.objects.for_result(obj).ready(fingerprint or current_fingerprint()).values_list("vector", flat=True)
     vectors = [np.frombuffer(bytes(blob), dtype=np.float32) for blob in rows]
     if not vectors:
         raise NotIndexed(
@@ -97,7 +105,8 @@ def object_vector(obj: models.Model) -> np.ndarray:
 def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None) -> list[SearchResult]:
     """Objects most similar to ``obj``, itself excluded, best first; raises :class:`NotIndexed`."""
     target = queryset if queryset is not None else type(obj)._default_manager.all()
-    return search_vector(object_vector(obj), target, limit=limit, exclude=(obj.pk,))
+    fingerprint = current_fingerprint()
+    return search_vector(object_vector(obj, fingerprint), target, limit=limit, exclude=(obj.pk,), fingerprint=fingerprint)
 
 
 def _to_pk(model: type[models.Model], value: str) -> Any:

@@ -41,15 +41,20 @@ class RetryLater(Exception):
 
 
 @shared_task(bind=True, name="visual_search.embed_objects", **TASK_OPTIONS)
-def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force: bool = False) -> dict:
-    """Embed the images of objects ``pks`` of model ``label``, in batches. Returns counts."""
+def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force: bool = False, fingerprint: str | None = None) -> dict:
+    """Embed the images of objects ``pks`` of model ``label``, in batches. Returns counts.
+
+    For every indexing fingerprint (the active model version and any being built), or only for
+    ``fingerprint`` (a version being built: see :func:`visual_search.versions.activate`).
+    """
     from .indexing import index_objects
 
-    report = index_objects(get_registration(label, image_field), pks, force=force)
+    fingerprints = [fingerprint] if fingerprint else None
+    report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
     if report.retry:
         # Only the images that could not be read go round again; the rest are stored.
         raise self.retry(
-            args=(label, image_field, report.retry, force),
+            args=(label, image_field, report.retry, force, fingerprint),
             exc=RetryLater(f"{len(report.retry)} images unreadable for now"),
             countdown=min(600, 2 ** (self.request.retries + 1)),
         )
@@ -58,18 +63,22 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
 
 @shared_task(name="visual_search.sweep", acks_late=True)
 def sweep(older_than: float | None = None) -> int:
-    """Queue every pending row older than ``SWEEP_AFTER_SECONDS`` and every stale row again.
+    """Queue every pending row older than ``SWEEP_AFTER_SECONDS`` and every stale image again.
 
     Runs on worker start and periodically (add it to Celery beat): rows left pending while the
-    broker was down, or made stale by a model change, get computed with no manual step.
+    broker was down, or images made stale by a settings change (no row of the current model),
+    get computed with no manual step. A retired version's rows beside current ones are left
+    alone (they wait for a rollback); pending rows of a version no longer being built are deleted,
+    since nothing would ever compute them.
     """
-    from .embeddings.fingerprint import current_fingerprint
     from .models import ImageEmbedding
+    from .reindex import select_pks
+    from .versions import indexing_fingerprints
 
     if older_than is None:
         older_than = float(settings.SWEEP_AFTER_SECONDS)
     cutoff = timezone.now() - timedelta(seconds=older_than)
-    fingerprint = current_fingerprint()
+    fingerprints = indexing_fingerprints()
     queued = 0
     for registration in get_registrations():
         rows = ImageEmbedding.objects.filter(
@@ -77,9 +86,10 @@ def sweep(older_than: float | None = None) -> int:
             content_type__model=registration.model._meta.model_name,
             field_name=registration.image_field,
         )
-        pending = rows.filter(status=ImageEmbedding.Status.PENDING, updated_at__lte=cutoff)
-        stale = rows.stale(fingerprint)
-        pks = list(pending.values_list("object_id", flat=True)) + list(stale.values_list("object_id", flat=True))
+        pending = rows.filter(status=ImageEmbedding.Status.PENDING)
+        pending.exclude(fingerprint__in=fingerprints).delete()
+        old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", flat=True)
+        pks = list(dict.fromkeys([*old, *map(str, select_pks(registration, ["stale"]))]))
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)
@@ -87,6 +97,23 @@ def sweep(older_than: float | None = None) -> int:
 
     fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
     return queued
+
+
+@shared_task(name="visual_search.activate_version", acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=2, max_retries=8)
+def activate_version(version_id: int | None, keep_previous: bool = False) -> dict:
+    """Build a model version's vectors on the workers, then switch searches to it.
+
+    Queued by ``activate(..., asynchronous=True)`` (``version_id`` None: back to the pretrained
+    model). Each run checks what is left (the missing vectors themselves are ``embed_objects``
+    tasks spread over the workers), stores the progress on the version, and queues itself again
+    a few seconds later until nothing is left; then the switch is one transaction.
+    """
+    from .versions import build_step
+
+    again = build_step(version_id, keep_previous)
+    if again is not None:
+        activate_version.apply_async(args=(version_id, keep_previous), countdown=again, queue=settings.QUEUE)
+    return {"version": version_id, "finished": again is None}
 
 
 def use_celery() -> bool:
@@ -100,23 +127,24 @@ def use_celery() -> bool:
     return bool(current_app.conf.broker_url)
 
 
-def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False) -> int:
+def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False, fingerprint: str | None = None) -> int:
     """Schedule embedding of ``pks``: Celery tasks of ``BATCH_SIZE`` ids, or in-process when no broker.
 
     Never raises: a save must not fail because the broker is down. Rows stay pending and the
     sweep picks them up when it is back. Returns how many objects were scheduled (or done).
+    ``fingerprint`` limits the work to one model version (see ``embed_objects``).
     """
     pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
     if not pks:
         return 0
     size = int(settings.BATCH_SIZE)
     if not use_celery():
-        return _run_in_process(label, image_field, pks, force)
+        return _run_in_process(label, image_field, pks, force, fingerprint)
     done = 0
     for batch in chunked(pks, size):
         try:
             embed_objects.apply_async(
-                args=(label, image_field, batch, force),
+                args=(label, image_field, batch, force) + ((fingerprint,) if fingerprint else ()),
                 queue=settings.QUEUE,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
@@ -133,11 +161,11 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
     return done
 
 
-def _run_in_process(label: str, image_field: str, pks: list, force: bool) -> int:
+def _run_in_process(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None = None) -> int:
     from .indexing import index_objects
 
     try:
-        report = index_objects(get_registration(label, image_field), pks, force=force)
+        report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=[fingerprint] if fingerprint else None)
     except Exception:
         logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
         return 0

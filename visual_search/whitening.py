@@ -40,10 +40,11 @@ def apply(vectors: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.n
     return l2_normalise((vectors - mean) @ projection)
 
 
-def fit(result_model=None) -> list:
+def fit(result_model=None, fingerprint: str | None = None) -> list:
     """Learn (or re-learn) the whitening of each searchable model from its ready vectors.
 
-    Skipped while a model has fewer than ``WHITENING_MIN_VECTORS`` ready vectors (too few to
+    Of the current fingerprint's vectors, or of ``fingerprint``'s (a version being built gets its
+    whitening before searches switch to it). Skipped while a model has fewer than ``WHITENING_MIN_VECTORS`` ready vectors (too few to
     estimate a covariance; plain cosine is used meanwhile). Returns the ``Whitening`` rows saved.
     """
     from .models import ImageEmbedding, Whitening
@@ -51,7 +52,7 @@ def fit(result_model=None) -> list:
 
     if not settings.WHITENING:
         return []
-    fingerprint = current_fingerprint()
+    fingerprint = fingerprint or current_fingerprint()
     models = {r.result_model for r in get_registrations() if result_model in (None, r.result_model)}
     saved = []
     for model in models:
@@ -100,18 +101,21 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     return row is None or ready >= row.trained_on * (1 + float(settings.WHITENING_REFIT_GROWTH))
 
 
-def fit_if_needed() -> list:
-    """Fit the whitening of every searchable model that has none yet or has grown (see ``needs_refit``)."""
+def fit_if_needed(fingerprint: str | None = None) -> list:
+    """Fit the whitening of every searchable model that has none yet or has grown (see ``needs_refit``).
+
+    For the current fingerprint, or for ``fingerprint`` (a model version about to be activated).
+    """
     from .models import ImageEmbedding
     from .registry import get_registrations
 
     if not settings.WHITENING:
         return []
-    fingerprint = current_fingerprint()
+    fingerprint = fingerprint or current_fingerprint()
     saved = []
     for model in {r.result_model for r in get_registrations()}:
         result_type = ContentType.objects.get_for_model(model)
         ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).count()
         if needs_refit(result_type.pk, fingerprint, ready):
-            saved += fit(model)
+            saved += fit(model, fingerprint)
     return saved

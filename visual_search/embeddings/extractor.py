@@ -2,13 +2,17 @@
 
 The model is built on first use, never at import, and once per process: a Celery prefork child
 builds its own after the fork (a TensorFlow runtime must not cross a fork), and a web process
-builds it on its first search-by-photo request.
+builds it on its first search-by-photo request. Which model: the active
+:class:`~visual_search.models.ModelVersion` (an :class:`AdaptedExtractor`) or, with none active,
+the pretrained VGG16 the settings describe. While a version is being built a worker holds both.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +23,10 @@ import numpy as np
 
 from ..batching import chunked
 from ..conf import settings
-from ..exceptions import InvalidImage
+from ..exceptions import InvalidImage, WeightsUnavailable
 from . import images
-from .fingerprint import current_fingerprint, resolve_layer
-from .pooling import pool
+from .fingerprint import resolve_layer, settings_fingerprint
+from .pooling import l2_normalise, pool
 
 logger = logging.getLogger("visual_search")
 
@@ -49,6 +53,19 @@ class ExtractorConfig:
             seed=int(settings.RANDOM_SEED),
         )
 
+    @classmethod
+    def for_version(cls, config: dict) -> ExtractorConfig:
+        """The input side of a trained version's network (``ModelVersion.config``)."""
+        return cls(
+            weights=str(config["weights"]),
+            image_size=int(config["image_size"]),
+            precision=str(settings.PRECISION),
+            layer="adapted",
+            pooling="gem",
+            gem_p=float(config.get("gem_p", 3.0)),
+            seed=int(config.get("seed", 0)),
+        )
+
 
 @dataclass
 class Embedded:
@@ -66,14 +83,23 @@ class Extractor:
     """VGG16 convolutional features, pooled and L2-normalised. Build with :func:`get_extractor`."""
 
     def __init__(self, config: ExtractorConfig):
-        from .backbone import build_vgg16, resolve_precision
+        from .backbone import resolve_precision
 
         self.config = config
         self.precision = resolve_precision(config.precision)
-        self.fingerprint = current_fingerprint()
-        vgg16 = build_vgg16(config.weights, image_size=config.image_size, precision=config.precision, seed=config.seed)
-        self.model = _truncate(vgg16, config.layer)
+        self.fingerprint = settings_fingerprint()
+        self.model = self._build()
         self._forward = self._compile()
+
+    def _build(self):
+        from .backbone import build_vgg16
+
+        config = self.config
+        vgg16 = build_vgg16(config.weights, image_size=config.image_size, precision=config.precision, seed=config.seed)
+        return _truncate(vgg16, config.layer)
+
+    def _vectors(self, features: np.ndarray) -> np.ndarray:
+        return pool(features, self.config.pooling, self.config.gem_p)
 
     def _compile(self) -> Callable:
         import tensorflow as tf
@@ -93,11 +119,11 @@ class Extractor:
         return int(self.model.output_shape[-1])
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """``(n, size, size, 3)`` preprocessed inputs -> ``(n, 512)`` unit vectors."""
+        """``(n, size, size, 3)`` preprocessed inputs -> ``(n, dimensions)`` unit vectors."""
         if len(batch) == 0:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         features = self._forward(np.ascontiguousarray(batch, dtype=np.float32)).numpy()
-        return pool(features, self.config.pooling, self.config.gem_p)
+        return self._vectors(features)
 
     def prepare(self, data: bytes) -> np.ndarray:
         return images.prepare(
@@ -173,29 +199,116 @@ def _truncate(vgg16, layer: str):
     return keras.Model(vgg16.input, output, name=f"vgg16_to_{layer}")
 
 
+class AdaptedExtractor(Extractor):
+    """A trained :class:`~visual_search.models.ModelVersion`: VGG16 blocks 1-4, its block 5 and head.
+
+    Same preprocessing and batching as the pretrained extractor; the network already ends in
+    unit vectors (see :mod:`visual_search.training.network`), and the fingerprint is the version's.
+    """
+
+    def __init__(self, config: ExtractorConfig, version):
+        self.version_config = dict(version.config)
+        self.weights_path = local_weights(version)
+        super().__init__(config)
+        self.fingerprint = version.fingerprint
+        self.version_id = version.pk
+
+    def _build(self):
+        from ..training.network import build_embedding_model
+
+        return build_embedding_model(self.version_config, self.weights_path, precision=self.config.precision)
+
+    def _vectors(self, features: np.ndarray) -> np.ndarray:
+        return l2_normalise(features.astype(np.float32))
+
+
+def local_weights(version) -> str:
+    """A local copy of ``version.weights_file`` (a name in Django's default storage), fetched once.
+
+    Keras reads weights from a path, and the storage may be S3: every web process and worker copies
+    the file to a cache folder named by the version's fingerprint (which covers the weights' bytes,
+    so a copy never needs checking again), writing to a temporary name first so that processes
+    fetching it at the same time never read half a file.
+    """
+    from django.core.files.storage import default_storage
+
+    folder = os.path.join(tempfile.gettempdir(), "visual_search_weights")
+    path = os.path.join(folder, f"{version.fingerprint}.weights.h5")
+    if os.path.exists(path):
+        return path
+    os.makedirs(folder, exist_ok=True)
+    try:
+        source = default_storage.open(version.weights_file, "rb")
+    except FileNotFoundError as exc:
+        raise WeightsUnavailable(
+            f"The weights of model version {version.label!r} ({version.weights_file!r}) are missing from the "
+            "default storage; roll back (`manage.py visual_search_versions rollback`) or train it again."
+        ) from exc
+    with source, tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as target:
+        shutil.copyfileobj(source, target)
+    os.replace(target.name, path)
+    return path
+
+
 _lock = threading.Lock()
-_cache: dict[tuple[int, ExtractorConfig], Extractor] = {}
+# A few models per process: the active one, and one being built while a switch is in progress.
+_cache: dict[tuple, Extractor] = {}
+MAX_MODELS = 3
 
 
-def get_extractor() -> Extractor:
-    """The process-wide :class:`Extractor` for the current settings, built on first call."""
-    config = ExtractorConfig.from_settings()
-    key = (os.getpid(), config)
+def get_extractor(version=None) -> Extractor:
+    """The process-wide :class:`Extractor` of a model version, built on first call.
+
+    ``version``: a :class:`~visual_search.models.ModelVersion`, a fingerprint (the settings' one,
+    or a version's), or None for the version searches use now (the active one, else the
+    pretrained model of the settings).
+    """
+    from ..versions import serving_version
+
+    if version is None:
+        version = serving_version()
+    elif isinstance(version, str):
+        version = _version_of(version)
+    if version is None:
+        config = ExtractorConfig.from_settings()
+        key, make = (os.getpid(), "settings", config), lambda: Extractor(config)
+    else:
+        config = ExtractorConfig.for_version(version.config)
+        key, make = (os.getpid(), version.fingerprint, config), lambda: AdaptedExtractor(config, version)
     extractor = _cache.get(key)
     if extractor is None:
         with _lock:
             extractor = _cache.get(key)
             if extractor is None:
-                logger.info("Loading VGG16 (%s weights, %s) in process %s", config.weights, config.precision, os.getpid())
-                _cache.clear()
-                extractor = _cache[key] = Extractor(config)
+                logger.info("Loading %s (%s weights, %s) in process %s", key[1], config.weights, config.precision, os.getpid())
+                for old in [k for k in _cache if k[0] != key[0] or (k[1] == key[1] == "settings")]:
+                    del _cache[old]  # another process's (forked) or the settings changed
+                while len(_cache) >= MAX_MODELS:
+                    del _cache[next(iter(_cache))]
+                extractor = _cache[key] = make()
     return extractor
 
 
-def embed_image(source: bytes | Any) -> np.ndarray:
-    """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first."""
+def _version_of(fingerprint: str):
+    """The version whose vectors have ``fingerprint``; None for the pretrained model's."""
+    from ..models import ModelVersion
+
+    if fingerprint == settings_fingerprint():
+        return None
+    version = ModelVersion.objects.filter(fingerprint=fingerprint).exclude(weights_file="").first()
+    if version is None:
+        raise LookupError(f"No model version has fingerprint {fingerprint!r}, and it is not the settings' one.")
+    return version
+
+
+def embed_image(source: bytes | Any, extractor: Extractor | None = None) -> np.ndarray:
+    """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first.
+
+    With the active version's extractor unless ``extractor`` is given: a search passes the one it
+    then compares with, so query and catalogue vectors come from the same version.
+    """
     data = images.read_bytes(source, int(settings.MAX_UPLOAD_BYTES))
-    return get_extractor().embed_bytes(data)
+    return (extractor or get_extractor()).embed_bytes(data)
 
 
-__all__ = ["Embedded", "Extractor", "InvalidImage", "embed_image", "get_extractor"]
+__all__ = ["AdaptedExtractor", "Embedded", "Extractor", "InvalidImage", "embed_image", "get_extractor"]

@@ -1,9 +1,12 @@
 """The fingerprint of everything that shapes a vector: architecture, weights, preprocessing, pooling.
 
 Vectors with different fingerprints are not comparable. Every stored vector records the one it was
-made with; rows whose fingerprint differs from the current one are *stale*: never searched, and
-recomputed by ``visual_search_reindex --only stale``. Precision is left out on purpose: bfloat16
-and float32 give the same vectors to cosine 0.9999, so switching CPUs does not invalidate an index.
+made with, and only vectors of the *current* fingerprint are searched: the active
+:class:`~visual_search.models.ModelVersion`'s when a trained version is active, else the one the
+settings describe (the pretrained VGG16). Rows of other fingerprints are another version's vectors
+(kept for a rollback) or *stale* (the settings changed: ``visual_search_reindex --only stale``).
+Precision is left out on purpose: bfloat16 and float32 give the same vectors to cosine 0.9999, so
+switching CPUs does not invalidate an index.
 """
 
 from __future__ import annotations
@@ -71,7 +74,20 @@ def describe() -> dict:
     }
 
 
-def current_fingerprint() -> str:
-    """The fingerprint new vectors get now; 16 hex digits."""
+def settings_fingerprint() -> str:
+    """The fingerprint of the pretrained model the settings describe; 16 hex digits."""
     blob = json.dumps(describe(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def current_fingerprint() -> str:
+    """The fingerprint searches use now: the active model version's, else the settings' one.
+
+    The active version is read from the database at most every ``REFRESH_INTERVAL`` seconds per
+    process (see :func:`visual_search.versions.serving_version`), so every web process and worker
+    follows a switch without a restart.
+    """
+    from ..versions import serving_version
+
+    version = serving_version()
+    return version.fingerprint if version is not None else settings_fingerprint()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from ...embeddings.fingerprint import current_fingerprint, describe
+from ...embeddings.fingerprint import current_fingerprint, describe, settings_fingerprint
 from ...models import ImageEmbedding
 from ...reindex import status_counts
+from ...versions import active_version, fingerprint_summary
 
 COLUMNS = ("model", "objects", "ready", "pending", "failed", "stale", "missing")
 
@@ -19,7 +20,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, failed=False, **options):
         info = describe()
-        self.stdout.write(f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, {info['pooling']} pooling")
+        version = active_version()
+        if version is None:
+            self.stdout.write(f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, {info['pooling']} pooling")
+        else:
+            self.stdout.write(
+                f"Current fingerprint {version.fingerprint}: model version #{version.pk} {version.label!r} "
+                f"(adapted from {info['weights']}; the settings' pretrained model is {settings_fingerprint()})"
+            )
         rows = status_counts()
         if not rows:
             self.stdout.write("No model is registered: add one to VISUAL_SEARCH['MODELS'] or call visual_search.register().")
@@ -31,6 +39,21 @@ class Command(BaseCommand):
         todo = sum(r["pending"] + r["stale"] + r["missing"] for r in rows)
         if todo:
             self.stdout.write(f"{todo} images need work: `manage.py visual_search_reindex --only missing,stale,pending`.")
+        self._versions()
         if failed:
-            for row in ImageEmbedding.objects.filter(status="failed").select_related("content_type")[:500]:
+            for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
                 self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {row.error}")
+
+    def _versions(self) -> None:
+        """Rows of other fingerprints: versions being built, kept for a rollback, or stale."""
+        table = fingerprint_summary()
+        if len(table) < 2:
+            return
+        self.stdout.write("Vectors by model version:")
+        columns = ("fingerprint", "version", "role", "ready", "pending", "failed")
+        widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in columns]
+        self.stdout.write("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        for row in table:
+            self.stdout.write("  " + "  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
+        if any(r["role"] in ("kept", "stale") for r in table):
+            self.stdout.write("Free the space of vectors no rollback needs with `manage.py visual_search_versions prune`.")

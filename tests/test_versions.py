@@ -1,0 +1,307 @@
+"""Model versions: vectors of several versions side by side, a safe switch, rollback, command, admin.
+
+A real adapted version is built here (random 64-px VGG16 trunk, a seeded random head saved to the
+default storage like the trainer does), so every path runs the network it will run in a shop.
+"""
+
+import io
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
+
+import visual_search
+from tests.conftest import VERSION_CONFIG as CONFIG
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product
+from visual_search import versions
+from visual_search.embeddings.extractor import get_extractor
+from visual_search.embeddings.fingerprint import current_fingerprint, settings_fingerprint
+from visual_search.embeddings.images import checksum
+from visual_search.models import ImageEmbedding, ModelVersion
+from visual_search.versions import VersionError, activate, rollback, version_fingerprint
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice"]
+
+
+@pytest.fixture
+def catalogue(make_product):
+    return {name: make_product(name.replace("-", " "), catalogue_image(name)) for name in NAMES}
+
+
+def rows_of(fingerprint, status="ready"):
+    return ImageEmbedding.objects.filter(fingerprint=fingerprint, status=status)
+
+
+def search(name):
+    return visual_search.search_by_image(catalogue_image(name).read_bytes(), Product, limit=len(NAMES))
+
+
+def test_version_fingerprint_covers_config_and_weights():
+    assert version_fingerprint(CONFIG, b"w") == version_fingerprint(dict(reversed(CONFIG.items())), b"w")
+    assert version_fingerprint(CONFIG, b"w") != version_fingerprint(CONFIG, b"v")
+    assert version_fingerprint(CONFIG, b"w") != version_fingerprint({**CONFIG, "dims": 64}, b"w")
+    assert len(version_fingerprint(CONFIG, b"w")) == 16
+
+
+def test_activation_switches_only_once_every_image_has_its_vector(catalogue, trained, make_product):
+    pretrained = settings_fingerprint()
+    version = trained()
+    during = {}
+
+    def progress(done, total):
+        if "results" in during or done < total // 2:
+            return
+        # Half-way: searches still answer fully, from the pretrained vectors only.
+        assert current_fingerprint() == pretrained
+        during["results"] = search("Lemon")
+        during["fingerprints"] = set(ImageEmbedding.objects.values_list("fingerprint", flat=True))
+        # An image changed during the build gets a vector of both versions.
+        lemon = catalogue["Lemon"]
+        lemon.image.save("lemon-2.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+        during["added"] = make_product("Kiwi", catalogue_image("Kiwi"))
+
+    activate(version, progress=progress)
+    assert len(during["results"]) == len(NAMES) and during["results"][0].object == catalogue["Lemon"]
+    assert during["fingerprints"] == {pretrained, version.fingerprint}
+
+    version.refresh_from_db()
+    assert version.status == "active" and version.previous is None and version.previous_fingerprint == pretrained
+    assert current_fingerprint() == version.fingerprint
+    assert get_extractor().fingerprint == version.fingerprint and get_extractor().dimensions == 32
+    assert rows_of(version.fingerprint).count() == len(NAMES) + 1  # Kiwi, added during the build, included
+    assert rows_of(pretrained).count() == len(NAMES) + 1  # kept for a rollback
+    lime = catalogue_image("Lime").read_bytes()
+    row = ImageEmbedding.objects.for_object(catalogue["Lemon"]).get(fingerprint=version.fingerprint)
+    assert row.checksum == checksum(lime)
+    assert np.allclose(row.array, get_extractor(version).embed_bytes(lime), atol=1e-4)
+    # Searches use the new vectors: the query is embedded by the new network and finds its product.
+    results = visual_search.search_by_image(lime, Product, limit=3)
+    assert results[0].object == catalogue["Lemon"] and results[0].score == pytest.approx(1.0, abs=1e-3)
+    assert ModelVersion.objects.get(pk=version.pk).progress["stage"] == "done"
+
+
+def test_rollback_reuses_the_old_vectors_and_recomputes_only_changed_images(catalogue, trained, embed_calls):
+    pretrained = settings_fingerprint()
+    version = trained()
+    activate(version)
+    assert current_fingerprint() == version.fingerprint
+    embed_calls.clear()
+    assert rollback() is None
+    assert embed_calls == []  # nothing changed: nothing computed
+    assert current_fingerprint() == pretrained
+    assert ModelVersion.objects.get(pk=version.pk).status == "retired"
+    assert search("Banana")[0].object == catalogue["Banana"]
+
+    # Active again (computes nothing either), then an image changes, then a rollback.
+    embed_calls.clear()  # the search's query
+    activate(version)
+    assert embed_calls == []
+    banana = catalogue["Banana"]
+    banana.image.save("banana-2.jpg", ContentFile(catalogue_image("Mango").read_bytes()))
+    assert embed_calls == [1]  # the active version only: the pretrained row of the old image is gone
+    assert not ImageEmbedding.objects.for_object(banana).filter(fingerprint=pretrained).exists()
+    rollback()
+    assert embed_calls == [1, 1]  # just that image, for the pretrained model
+    assert current_fingerprint() == pretrained
+    assert rows_of(pretrained).count() == len(NAMES)
+    assert ImageEmbedding.objects.for_object(banana).get(fingerprint=pretrained).checksum == checksum(catalogue_image("Mango").read_bytes())
+    with pytest.raises(VersionError, match="Nothing to roll back"):
+        rollback()
+
+
+def test_rollback_walks_back_through_versions(catalogue, trained):
+    first, second = trained("First", seed=0), trained("Second", seed=1)
+    activate(first)
+    activate(second)
+    second.refresh_from_db()
+    assert second.previous == first and second.previous_fingerprint == first.fingerprint
+    assert rollback() == first
+    assert current_fingerprint() == first.fingerprint
+    assert ModelVersion.objects.get(pk=second.pk).status == "retired"
+    assert rollback() is None
+    assert current_fingerprint() == settings_fingerprint()
+
+
+def test_versions_that_cannot_be_activated_say_why(catalogue, trained):
+    failed = trained("Broken", status="failed", error="out of memory")
+    with pytest.raises(VersionError, match="training failed .out of memory.; train a new version"):
+        activate(failed)
+    training = ModelVersion.objects.create(label="Running", status="training")
+    with pytest.raises(VersionError, match="still training"):
+        activate(training)
+    with pytest.raises(VersionError, match="no model version 999"):
+        activate(999)
+    version = trained()
+    activate(version)
+    with pytest.raises(VersionError, match="already active"):
+        activate(version)
+
+
+def test_a_missing_weights_file_leaves_searches_alone(catalogue, trained):
+    version = trained()
+    default_storage.delete(version.weights_file)
+    ModelVersion.objects.filter(pk=version.pk).update(fingerprint="0123456789abcdef")  # not in the local cache
+    with pytest.raises(visual_search.exceptions.WeightsUnavailable, match="missing from the default storage"):
+        activate(ModelVersion.objects.get(pk=version.pk))
+    version.refresh_from_db()
+    assert version.status == "trained" and "missing" in version.error
+    assert current_fingerprint() == settings_fingerprint()
+    assert search("Lemon")[0].object == catalogue["Lemon"]
+
+
+def test_cancelling_a_build_keeps_the_active_version(catalogue, trained):
+    version = trained()
+
+    def progress(done, total):
+        ModelVersion.objects.filter(pk=version.pk).update(cancel_requested=True)
+
+    with pytest.raises(VersionError, match="cancelled"):
+        activate(version, progress=progress)
+    version.refresh_from_db()
+    assert version.status == "trained" and version.progress["stage"] == "cancelled" and not version.cancel_requested
+    assert current_fingerprint() == settings_fingerprint()
+    assert versions.indexing_fingerprints() == [settings_fingerprint()]
+
+
+def test_the_asynchronous_build_checks_until_done_then_switches(catalogue, trained):
+    """What the ``visual_search.activate_version`` task runs (here its embed tasks run in-process)."""
+    version = trained()
+    versions._start(versions._Target(version, version.fingerprint, version), keep_previous=False)
+    assert versions.indexing_fingerprints() == [settings_fingerprint(), version.fingerprint]
+    assert versions.build_step(version.pk, False) == versions.CHECK_EVERY_SECONDS  # queued the work
+    assert ModelVersion.objects.get(pk=version.pk).status == "building"
+    assert versions.build_step(version.pk, False) is None  # nothing left: switched
+    version.refresh_from_db()
+    assert version.status == "active" and rows_of(version.fingerprint).count() == len(NAMES)
+    assert version.progress["done"] == version.progress["total"] == len(NAMES)
+
+
+def test_sweep_and_status_treat_retired_rows_as_another_version(catalogue, trained):
+    from visual_search.registry import get_registration
+    from visual_search.reindex import select_pks, status_counts
+    from visual_search.tasks import sweep
+
+    version = trained()
+    activate(version)
+    assert sweep() == 0  # the pretrained rows wait for a rollback: nothing to requeue
+    assert select_pks(get_registration("testapp.product", "image"), ["stale", "missing"]) == []
+    row = status_counts()[0]
+    assert (row["ready"], row["stale"], row["missing"], row["other_versions"]) == (len(NAMES), 0, 0, len(NAMES))
+    # A pending row of a version no longer built would never be computed: the sweep drops it.
+    ImageEmbedding.objects.filter(fingerprint=settings_fingerprint()).update(status="pending")
+    assert sweep() == 0
+    assert not rows_of(settings_fingerprint(), "pending").exists()
+
+
+def test_whitening_of_a_version_is_fitted_before_it_is_active(catalogue, trained, settings):
+    from visual_search.models import Whitening
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": "pca", "WHITENING_MIN_VECTORS": 5, "WHITENING_DIMS": 4}
+    version = trained()
+    activate(version)
+    assert Whitening.objects.filter(fingerprint=version.fingerprint).get().trained_on == len(NAMES)
+    assert search("Lemon")[0].object == catalogue["Lemon"]
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("visual_search_versions", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_command_lists_activates_rolls_back_and_prunes(catalogue, trained):
+    out, _ = run("list")
+    assert "No trained versions yet" in out
+    version = trained("Shop v1")
+    out, _ = run("list")
+    assert "Shop v1" in out and "Trained" in out and "0.13" in out and "0.34" in out
+    assert f"visual_search_versions activate {version.pk}" in out
+    out, err = run("activate", str(version.pk))
+    assert "Activated Shop v1" in out and "rollback" in out
+    assert f"{len(NAMES)}/{len(NAMES)}" in err  # the progress bar
+    out, _ = call_status()
+    assert f"model version #{version.pk}" in out and "rollback target" in out
+    out, _ = run("prune")
+    assert "Nothing to prune" in out  # the pretrained vectors are the rollback target
+    out, _ = run("rollback")
+    assert "pretrained model" in out
+    out, _ = run("prune")
+    assert f"Deleted {len(NAMES)} vectors of fingerprint {version.fingerprint}" in out
+    assert not ImageEmbedding.objects.filter(fingerprint=version.fingerprint).exists()
+    with pytest.raises(CommandError, match="Nothing to roll back"):
+        run("rollback")
+    with pytest.raises(CommandError, match="no model version 12345"):
+        run("activate", "12345")
+
+
+def call_status():
+    out, err = io.StringIO(), io.StringIO()
+    call_command("visual_search_status", stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    return client
+
+
+URL = "/admin/visual_search/modelversion/"
+
+
+def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, staff_client):
+    version = trained("Shop v1")
+    page = staff_client.get(URL).content.decode()
+    assert "Shop v1" in page and "0.130 → 0.340" in page and "Train a new version" in page
+    assert 'http-equiv="refresh"' not in page
+    detail = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
+    assert "Precision@1 by product" in detail and "+0.210" in detail
+
+    response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
+    assert "Searches now use Shop v1" in response.content.decode()
+    assert ModelVersion.objects.get(pk=version.pk).status == "active"
+    response = staff_client.post(f"{URL}rollback/", follow=True)
+    assert "pretrained model" in response.content.decode()
+    assert current_fingerprint() == settings_fingerprint()
+    response = staff_client.post(f"{URL}rollback/", follow=True)
+    assert "Nothing to roll back" in response.content.decode()
+    assert staff_client.get(f"{URL}rollback/").status_code == 403
+
+
+def test_admin_train_button_and_cancel(staff_client, monkeypatch, db):
+    import visual_search.training
+
+    started = []
+
+    def start_training(model_label=None):
+        started.append(model_label)
+        return ModelVersion.objects.create(label="Adapted today", status="training", progress={"stage": "training", "done": 3, "total": 40})
+
+    monkeypatch.setattr(visual_search.training, "start_training", start_training, raising=False)
+    assert staff_client.get(f"{URL}train/").status_code == 403
+    response = staff_client.post(f"{URL}train/", follow=True)
+    page = response.content.decode()
+    assert started == [None] and "Training started as “Adapted today”" in page
+    assert "training 3/40" in page and 'http-equiv="refresh"' in page  # follows the progress
+    version = ModelVersion.objects.get()
+    response = staff_client.post(URL, {"action": "cancel", "_selected_action": [version.pk]}, follow=True)
+    assert "Cancel requested for 1 version" in response.content.decode()
+    assert ModelVersion.objects.get().cancel_requested
+    response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
+    assert "still training" in response.content.decode()
+
+
+def test_each_process_reads_the_active_version_at_most_every_refresh_interval(trained, settings, django_assert_max_num_queries):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 60}
+    version = trained()
+    assert current_fingerprint() == settings_fingerprint()
+    ModelVersion.objects.filter(pk=version.pk).update(status="active")  # another process switched
+    with django_assert_max_num_queries(0):
+        assert current_fingerprint() == settings_fingerprint()
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    assert current_fingerprint() == version.fingerprint

@@ -1,0 +1,141 @@
+"""manage.py visual_search_versions list | activate ID [--async] | rollback [--async] | prune"""
+
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from ...models import ModelVersion
+from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
+
+COLUMNS = ("id", "label", "status", "fingerprint", "P@1 before", "P@1 after", "created", "activated")
+
+
+def p_at_1(version: ModelVersion, when: str) -> str:
+    """Held-out precision@1 ``before`` or ``after`` training, as the trainer stored it; "-" if none."""
+    value = ((version.metrics or {}).get(when) or {}).get("p_at_1")
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def _when(moment) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+class Command(BaseCommand):
+    help = "List the trained embedding model versions, switch searches to one, roll back, or prune old vectors."
+
+    def add_arguments(self, parser):
+        commands = parser.add_subparsers(dest="action", required=True, metavar="{list,activate,rollback,prune}")
+        commands.add_parser("list", help="Every version with its status and held-out precision@1 before/after training.")
+        activate_parser = commands.add_parser("activate", help="Compute a version's vectors, then switch searches to it.")
+        activate_parser.add_argument("version", type=int, help="The version's id (see `list`).")
+        rollback_parser = commands.add_parser("rollback", help="Switch back to the version that was active before.")
+        for sub in (activate_parser, rollback_parser):
+            sub.add_argument("--async", dest="asynchronous", action="store_true", help="Compute on the Celery workers and return at once.")
+        commands.add_parser("prune", help="Delete the vectors of retired versions, keeping those a rollback needs.")
+
+    def handle(self, *args, action, verbosity=1, **options):
+        try:
+            getattr(self, f"_{action}")(verbosity=verbosity, **options)
+        except VersionError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _list(self, **options):
+        versions = list(ModelVersion.objects.order_by("created_at"))
+        if not versions:
+            self.stdout.write("No trained versions yet: searches use the pretrained model. Train one with `manage.py visual_search_train`.")
+            return
+        table = [
+            (str(v.pk), v.label, v.get_status_display() + _progress(v), v.fingerprint or "-", p_at_1(v, "before"), p_at_1(v, "after"), _when(v.created_at), _when(v.activated_at))
+            for v in versions
+        ]
+        widths = [max(len(c), *(len(r[n]) for r in table)) for n, c in enumerate(COLUMNS)]
+        self.stdout.write("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
+        for row in table:
+            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        if not any(v.status == ModelVersion.Status.ACTIVE for v in versions):
+            self.stdout.write("No version is active: searches use the pretrained model the settings describe.")
+        ready = [v for v in versions if v.status == ModelVersion.Status.TRAINED]
+        if ready:
+            self.stdout.write(f"Switch to a trained version with `manage.py visual_search_versions activate {ready[-1].pk}`.")
+
+    def _activate(self, *, version, asynchronous=False, verbosity=1, **options):
+        if asynchronous:
+            result = activate(version, asynchronous=True)
+            self._report(result, queued=result.status == ModelVersion.Status.BUILDING)
+            return
+        with self._bar(verbosity) as progress:
+            result = activate(version, progress=progress)
+        self._report(result)
+
+    def _rollback(self, *, asynchronous=False, verbosity=1, **options):
+        if asynchronous:
+            result = rollback(asynchronous=True)
+        else:
+            with self._bar(verbosity) as progress:
+                result = rollback(progress=progress)
+        if result is None:
+            queued = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists()
+            if queued:
+                self.stdout.write(self.style.SUCCESS("Queued the return to the pretrained model; follow it with `manage.py visual_search_versions list`."))
+            else:
+                self.stdout.write(self.style.SUCCESS("Rolled back: searches use the pretrained model the settings describe."))
+            return
+        self._report(result, queued=result.status == ModelVersion.Status.BUILDING, verb="Rolled back")
+
+    def _prune(self, **options):
+        keep = rollback_fingerprint()
+        counts = prune()
+        if not counts:
+            self.stdout.write("Nothing to prune: only the vectors in use and those a rollback needs are stored.")
+            return
+        for fingerprint, n in sorted(counts.items()):
+            self.stdout.write(f"Deleted {n} vectors of fingerprint {fingerprint or '(none)'}.")
+        kept = f" and those of {keep}, which `rollback` returns to" if keep else ""
+        self.stdout.write(self.style.SUCCESS(f"Kept the vectors in use{kept}. A pruned version can still be activated: its vectors are computed again."))
+
+    def _report(self, version: ModelVersion, queued: bool = False, verb: str = "Activated") -> None:
+        if queued:
+            self.stdout.write(self.style.SUCCESS(f"Queued: the workers compute the vectors of {version.label} (#{version.pk}), then searches switch to it."))
+            self.stdout.write("Searches use the current version meanwhile. Follow it with `manage.py visual_search_versions list`.")
+            return
+        progress = version.progress or {}
+        self.stdout.write(
+            self.style.SUCCESS(f"{verb} {version.label} (#{version.pk}, fingerprint {version.fingerprint}): searches use it now.")
+        )
+        self.stdout.write(f"{progress.get('total', 0)} images checked. Undo with `manage.py visual_search_versions rollback`.")
+
+    def _bar(self, verbosity):
+        return _Bar(file=getattr(self.stderr, "_out", sys.stderr), disable=verbosity == 0)
+
+
+def _progress(version: ModelVersion) -> str:
+    progress = version.progress or {}
+    if version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.BUILDING) and progress.get("total"):
+        return f" ({progress.get('stage', '')} {progress.get('done', 0)}/{progress['total']})"
+    return ""
+
+
+class _Bar:
+    """A tqdm bar fed by ``progress(done, total)`` (the total grows when images change meanwhile)."""
+
+    def __init__(self, file, disable: bool):
+        self.file, self.disable, self.bar = file, disable, None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            # The bar rewrites its line: it bypasses Django's OutputWrapper.
+            self.bar = tqdm(total=total, unit="img", desc="Computing vectors", file=self.file, disable=self.disable, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

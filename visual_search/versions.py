@@ -1,0 +1,541 @@
+"""Model versions: which embedding model the shop searches with, and switching between them safely.
+
+A trained :class:`~visual_search.models.ModelVersion` makes vectors of its own fingerprint. Rows of
+several fingerprints live side by side (one row per image and fingerprint) and a search only ever
+compares vectors of the *current* fingerprint, so a switch never mixes versions. Activating one:
+
+1. ``building``: every registered image gets a vector of the new fingerprint. Stored checksums are
+   reused: an image whose row of that fingerprint describes the same file is not read again, so
+   re-activating a version whose rows are still there (a rollback) computes almost nothing.
+   Meanwhile searches keep using the active version's vectors, and the building version is an
+   *indexing fingerprint*: an image saved during the build gets a vector of both.
+2. its whitening is fitted on its own vectors (when the catalogue is large enough for one);
+3. one transaction marks it ``active`` and the old one ``retired``. Every process follows within
+   ``REFRESH_INTERVAL`` seconds, and since the old rows stay, a process that still uses the old
+   fingerprint for that second still answers fully, from one version.
+
+:func:`rollback` activates the version that was active before (or returns to the pretrained model
+the settings describe); :func:`prune` deletes the vectors no rollback needs. The command is
+``manage.py visual_search_versions``; the admin has the same actions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+
+from .conf import settings
+from .exceptions import VisualSearchError
+from .models import ImageEmbedding, ModelVersion, Whitening
+
+logger = logging.getLogger("visual_search")
+Status = ModelVersion.Status
+# progress(done, total): images whose vector of the version being built exists, of those needed.
+Progress = Callable[[int, int], None]
+
+# Returning to the pretrained model has no ModelVersion row to mark ``building``: the fingerprint
+# being built is kept in the progress of the version being left (still active meanwhile).
+PRETRAINED_KEY = "building_pretrained"
+# A build goes over the catalogue again while images changed under it; this many passes at most.
+MAX_PASSES = 5
+# Asynchronous builds: the check task runs this often, and re-queues what is left after this many
+# checks without progress (a lost task, an unreadable image), at most MAX_PASSES times.
+CHECK_EVERY_SECONDS = 5.0
+IDLE_CHECKS = 6
+
+
+class VersionError(VisualSearchError):
+    """A version cannot be activated, or there is nothing to roll back to; the message says why."""
+
+
+def version_fingerprint(config: dict, weights_bytes: bytes) -> str:
+    """The fingerprint of a trained version: its network ``config`` and its weights file's bytes.
+
+    The trainer computes it when it saves a version; 16 hex digits like the settings' fingerprint.
+    """
+    blob = json.dumps(config, sort_keys=True).encode() + hashlib.sha256(weights_bytes).digest()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# -- which version is in use ------------------------------------------------------------------------
+
+def active_version() -> ModelVersion | None:
+    """The active version, read from the database now; None: the pretrained model of the settings."""
+    return ModelVersion.objects.filter(status=Status.ACTIVE).first()
+
+
+_serving: tuple[float, ModelVersion | None] | None = None
+_serving_lock = threading.Lock()
+
+
+def serving_version() -> ModelVersion | None:
+    """The active version as this process sees it: read at most every ``REFRESH_INTERVAL`` seconds.
+
+    What searches embed queries with and compare against. Web processes and workers follow a
+    switch within that interval without a restart; the old version's rows stay, so a process that
+    is a second late still gets full results, all from one version.
+    """
+    global _serving
+    interval = float(settings.REFRESH_INTERVAL)
+    seen = _serving
+    if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval:
+        return seen[1]
+    version = active_version()
+    with _serving_lock:
+        _serving = (time.monotonic(), version)
+    return version
+
+
+def forget_serving_version(**kwargs) -> None:
+    """Read the active version again on next use (after a switch made by this process)."""
+    global _serving
+    with _serving_lock:
+        _serving = None
+
+
+post_save.connect(forget_serving_version, sender=ModelVersion, dispatch_uid="visual_search.versions.saved")
+post_delete.connect(forget_serving_version, sender=ModelVersion, dispatch_uid="visual_search.versions.deleted")
+
+
+def indexing_fingerprints() -> list[str]:
+    """Fingerprints a new or changed image gets vectors of: the active one first, then any being built.
+
+    Read from the database on every call, never cached: an image saved just after a build started
+    must get the building version's vector too, or that version would switch in without it.
+    """
+    from .embeddings.fingerprint import settings_fingerprint
+
+    rows = list(ModelVersion.objects.filter(status__in=[Status.ACTIVE, Status.BUILDING]).values_list("status", "fingerprint", "progress"))
+    found = [fp for status, fp, _ in rows if status == Status.ACTIVE][:1] or [settings_fingerprint()]
+    for status, fp, progress in rows:
+        extra = fp if status == Status.BUILDING else (progress or {}).get(PRETRAINED_KEY)
+        if extra and extra not in found:
+            found.append(extra)
+    return found
+
+
+def kept_fingerprints() -> set[str]:
+    """Fingerprints whose rows are worth keeping: in use, being built, or some version's (rollback).
+
+    Rows of any other fingerprint are *stale*: made before the settings changed. Indexing an image
+    deletes them once its current vector is stored.
+    """
+    kept = set(indexing_fingerprints())
+    for fingerprint, previous in ModelVersion.objects.values_list("fingerprint", "previous_fingerprint"):
+        kept |= {fingerprint, previous}
+    kept.discard("")
+    return kept
+
+
+def rollback_fingerprint() -> str | None:
+    """The fingerprint :func:`rollback` returns to, or None when no version is active."""
+    from .embeddings.fingerprint import settings_fingerprint
+
+    active = active_version()
+    if active is None:
+        return None
+    return active.previous.fingerprint if active.previous is not None else settings_fingerprint()
+
+
+# -- activating a version -----------------------------------------------------------------------------
+
+@dataclass
+class _Target:
+    """What a build makes vectors for: a version, or (``version`` None) the pretrained model."""
+
+    version: ModelVersion | None
+    fingerprint: str
+    # The row that shows progress and takes a cancel: the version, or the active one being left.
+    holder: ModelVersion
+
+    @property
+    def name(self) -> str:
+        return str(self.version.label) if self.version is not None else "the pretrained model"
+
+
+def activate(version: ModelVersion | int, *, progress: Progress | None = None, asynchronous: bool = False) -> ModelVersion:
+    """Compute ``version``'s vectors for every registered image, then switch searches to it.
+
+    Searches go on with the active version's vectors until the switch, which is one transaction
+    (the old version becomes ``retired`` and rolling back returns to it). ``asynchronous=True``
+    queues the work on the Celery workers when Celery is used (the version stays ``building`` and
+    shows its progress) and returns at once; otherwise it runs here, calling ``progress(done,
+    total)``. Raises :class:`VersionError` when the version cannot be activated.
+    """
+    if not isinstance(version, ModelVersion):
+        version = _get(version)
+    version.refresh_from_db()
+    _check_activatable(version)
+    return _run(_Target(version, version.fingerprint, version), keep_previous=False, progress=progress, asynchronous=asynchronous)
+
+
+def rollback(*, progress: Progress | None = None, asynchronous: bool = False) -> ModelVersion | None:
+    """Return to the version that was active before the active one (None: the pretrained model).
+
+    Its rows are still there unless pruned, so only images changed since the switch are computed.
+    Rolling back again goes one step further back, down to the pretrained model. Returns the
+    version rolled back to (``building`` while queued), or None for the pretrained model.
+    """
+    from .embeddings.fingerprint import settings_fingerprint
+
+    current = active_version()
+    if current is None:
+        raise VersionError(
+            "Nothing to roll back to: no trained version is active, searches already use the pretrained "
+            "model the settings describe. `manage.py visual_search_versions list` shows the versions."
+        )
+    _check_no_build(current)
+    target = current.previous
+    if target is None:
+        if current.previous_fingerprint and current.previous_fingerprint != settings_fingerprint():
+            logger.warning(
+                "The settings changed since %s was activated: returning to the pretrained model they describe now (%s).",
+                current,
+                settings_fingerprint(),
+            )
+        _run(_Target(None, settings_fingerprint(), current), keep_previous=True, progress=progress, asynchronous=asynchronous)
+        return None
+    if target.status not in (Status.RETIRED, Status.TRAINED) or not target.weights_file:
+        raise VersionError(f"Cannot roll back to {target}: it is {target.get_status_display().lower()}. Activate another version instead.")
+    return _run(_Target(target, target.fingerprint, target), keep_previous=True, progress=progress, asynchronous=asynchronous)
+
+
+def _get(pk: int) -> ModelVersion:
+    try:
+        return ModelVersion.objects.get(pk=pk)
+    except ModelVersion.DoesNotExist:
+        raise VersionError(f"There is no model version {pk}: `manage.py visual_search_versions list` shows them.") from None
+
+
+def _check_activatable(version: ModelVersion) -> None:
+    why = {
+        Status.ACTIVE: "it is already active",
+        Status.TRAINING: "it is still training; activate it once it is trained",
+        Status.FAILED: f"its training failed ({version.error or 'no reason recorded'}); train a new version",
+        Status.CANCELLED: "its training was cancelled; train a new version",
+    }.get(version.status)
+    if why is None and not (version.fingerprint and version.weights_file):
+        why = "it has no trained weights"
+    if why:
+        raise VersionError(f"Cannot activate {version}: {why}.")
+    _check_no_build(version)
+
+
+def _check_no_build(version: ModelVersion) -> None:
+    other = ModelVersion.objects.filter(status=Status.BUILDING).exclude(pk=version.pk).first()
+    active = ModelVersion.objects.filter(status=Status.ACTIVE).exclude(pk=version.pk).first()
+    if other is None and active is not None and (active.progress or {}).get(PRETRAINED_KEY):
+        other = active
+    if other is not None:
+        raise VersionError(
+            f"A switch is already in progress ({other}, {(other.progress or {}).get('done', 0)}/{(other.progress or {}).get('total', 0)} "
+            "images); wait for it to finish, or cancel it first."
+        )
+
+
+def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool) -> ModelVersion:
+    from .tasks import use_celery
+
+    _start(target, keep_previous)
+    if asynchronous and use_celery():
+        from .tasks import activate_version
+
+        try:
+            activate_version.apply_async(args=(_task_id(target), keep_previous), queue=settings.QUEUE)
+        except Exception as exc:  # the broker is unreachable
+            _abandon(target, f"Could not queue the build: {exc}")
+            raise VersionError(f"Could not queue the activation of {target.name} ({exc}); is the broker running?") from exc
+        target.holder.refresh_from_db()
+        return target.holder
+    try:
+        _build(target, progress)
+        _stop_if_cancelled(target)
+    except VersionError:
+        raise
+    except Exception as exc:
+        _abandon(target, f"{type(exc).__name__}: {exc}")
+        raise
+    return _finish(target, keep_previous)
+
+
+def _task_id(target: _Target) -> int | None:
+    return target.version.pk if target.version is not None else None
+
+
+def _start(target: _Target, keep_previous: bool) -> None:
+    """Make the target an indexing fingerprint: from now on changed images get its vector too."""
+    state = {"stage": "building", "done": 0, "total": 0, "keep_previous": keep_previous}
+    if target.version is None:
+        state[PRETRAINED_KEY] = target.fingerprint
+        ModelVersion.objects.filter(pk=target.holder.pk).update(progress=state, cancel_requested=False)
+    else:
+        ModelVersion.objects.filter(pk=target.holder.pk).update(status=Status.BUILDING, progress=state, error="", cancel_requested=False)
+    target.holder.refresh_from_db()
+    logger.info("Computing the vectors of %s (fingerprint %s)", target.name, target.fingerprint)
+
+
+def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
+    """``(registration, pks)`` of the images that lack a vector of ``fingerprint`` for their file.
+
+    Uses the stored rows only (no image is read): an image counts as done when its ready or failed
+    row of that fingerprint names the same file and result, with the same checksum as the active
+    version's row of it. ``index_objects`` then reads the others and still skips those whose bytes
+    did not change.
+    """
+    from .registry import get_registrations
+
+    current = indexing_fingerprints()[0]
+    settled = [ImageEmbedding.Status.READY, ImageEmbedding.Status.FAILED]
+    work = []
+    for registration in get_registrations():
+        field = registration.image_field
+        rows = ImageEmbedding.objects.filter(content_type=ContentType.objects.get_for_model(registration.model), field_name=field)
+        built = {
+            oid: rest
+            for oid, *rest in rows.filter(fingerprint=fingerprint, status__in=settled).values_list("object_id", "source_name", "result_id", "checksum")
+        }
+        active = {}
+        if current != fingerprint:
+            active = dict(rows.filter(fingerprint=current, status__in=settled).values_list("object_id", "checksum"))
+        objects = registration.model._default_manager.exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
+        pks = []
+        for pk, name, result_pk in objects.order_by("pk").values_list("pk", field, registration.result_pk_lookup()).iterator():
+            have = built.get(str(pk))
+            if have is None or have[:2] != [name, str(result_pk)] or active.get(str(pk), have[2]) != have[2]:
+                pks.append(pk)
+        if pks:
+            work.append((registration, pks))
+    return work
+
+
+def _build(target: _Target, progress: Progress | None) -> None:
+    """Compute the target's vectors here, pass after pass until no image lacks one."""
+    from .batching import chunked
+    from .indexing import index_objects
+
+    done, chunk = 0, int(settings.BATCH_SIZE) * 4
+    for _ in range(MAX_PASSES):
+        work = images_to_build(target.fingerprint)
+        remaining = sum(len(pks) for _, pks in work)
+        if not remaining:
+            return
+        total, before = done + remaining, done
+        _save_progress(target, done, total)
+        for registration, pks in work:
+            for batch in chunked(pks, chunk):
+                _stop_if_cancelled(target)
+                report = index_objects(registration, batch, fingerprints=[target.fingerprint])
+                done += len(batch) - len(set(map(str, report.retry)))
+                _save_progress(target, done, total)
+                if progress:
+                    progress(done, total)
+        if done == before:
+            break  # a whole pass and not one image could be read
+    left = sum(len(pks) for _, pks in images_to_build(target.fingerprint))
+    if left:
+        message = (
+            f"{left} images still have no vector of {target.name} (unreadable, or changed all the time); "
+            "nothing was switched. Check the storage, then activate again: what is done is kept."
+        )
+        _abandon(target, message)
+        raise VersionError(message)
+
+
+def _save_progress(target: _Target, done: int, total: int, **extra) -> None:
+    holder = ModelVersion.objects.filter(pk=target.holder.pk)
+    state = {**(holder.values_list("progress", flat=True).first() or {}), "stage": "building", "done": done, "total": total, **extra}
+    holder.update(progress=state)
+
+
+def _stop_if_cancelled(target: _Target) -> None:
+    if ModelVersion.objects.filter(pk=target.holder.pk, cancel_requested=True).exists():
+        _abandon(target, "", stage="cancelled")
+        raise VersionError(f"Switching to {target.name} was cancelled; searches still use the active version.")
+
+
+def _abandon(target: _Target, reason: str, stage: str = "failed") -> None:
+    """Stop building: the target is no longer an indexing fingerprint; its finished rows are kept."""
+    holder = ModelVersion.objects.get(pk=target.holder.pk)
+    state = {k: v for k, v in (holder.progress or {}).items() if k != PRETRAINED_KEY}
+    state["stage"] = stage
+    holder.progress, holder.cancel_requested = state, False
+    if target.version is not None:
+        holder.status = Status.RETIRED if holder.activated_at else Status.TRAINED
+        holder.error = reason
+    holder.save(update_fields=["progress", "cancel_requested", "status", "error"])
+    if target.fingerprint not in indexing_fingerprints():
+        # Nothing will compute them now; activating again starts from the rows that are ready.
+        ImageEmbedding.objects.filter(fingerprint=target.fingerprint, status=ImageEmbedding.Status.PENDING).delete()
+    logger.warning("Switching to %s stopped (%s): %s", target.name, stage, reason or "asked by staff")
+
+
+def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
+    """Fit the target's whitening, then switch every search to it in one transaction."""
+    from .embeddings.fingerprint import settings_fingerprint
+    from .whitening import fit_if_needed
+
+    fit_if_needed(fingerprint=target.fingerprint)
+    target.holder.refresh_from_db()
+    with transaction.atomic():
+        old = ModelVersion.objects.select_for_update().filter(status=Status.ACTIVE).first()
+        state = {"stage": "done", "done": target.holder.progress.get("done", 0), "total": target.holder.progress.get("total", 0)}
+        if old is not None:
+            old.status = Status.RETIRED
+            old.progress = {k: v for k, v in (old.progress or {}).items() if k != PRETRAINED_KEY}
+            old.save(update_fields=["status", "progress"])
+        new = None
+        if target.version is not None:
+            new = ModelVersion.objects.select_for_update().get(pk=target.version.pk)
+            holder_state = {**(new.progress or {}), **state}
+            new.status, new.progress, new.activated_at, new.error = Status.ACTIVE, holder_state, timezone.now(), ""
+            if not keep_previous:
+                new.previous = old
+                new.previous_fingerprint = old.fingerprint if old is not None else settings_fingerprint()
+            new.save()
+        transaction.on_commit(_expire)
+    logger.info("Searches now use %s (fingerprint %s)", target.name, target.fingerprint)
+    return new if new is not None else old
+
+
+def _expire() -> None:
+    """This process switches at once (the others within ``REFRESH_INTERVAL``)."""
+    from .backends import get_backend
+
+    forget_serving_version()
+    get_backend().reset()
+
+
+def build_step(version_id: int | None, keep_previous: bool) -> float | None:
+    """One check of an asynchronous build (the ``visual_search.activate_version`` task).
+
+    The first check queues the missing vectors as ``embed_objects`` tasks, spread over the
+    workers; later ones count what is left, queue it again when nothing moved for a while, and
+    switch once nothing is left. Returns in how many seconds to check again, or None when done.
+    """
+    target = _async_target(version_id)
+    if target is None:
+        return None  # cancelled, failed or finished meanwhile
+    if target.holder.cancel_requested:
+        _abandon(target, "", stage="cancelled")
+        return None
+    work = images_to_build(target.fingerprint)
+    remaining = sum(len(pks) for _, pks in work)
+    state = target.holder.progress or {}
+    if not remaining:
+        total = max(int(state.get("total") or 0), int(state.get("done") or 0))
+        _save_progress(target, total, total, left=0)
+        _finish(target, keep_previous)
+        return None
+    total = max(int(state.get("total") or 0), remaining, int(state.get("done") or 0) + remaining)
+    queued_once = "left" in state
+    idle = 0 if remaining < state.get("left", remaining + 1) else int(state.get("idle", 0)) + 1
+    passes = int(state.get("passes", 0))
+    if not queued_once or idle >= IDLE_CHECKS:
+        if passes >= MAX_PASSES:
+            _abandon(target, f"{remaining} images could not get a vector of {target.name} after {passes} tries; nothing was switched.")
+            return None
+        _queue(work, target.fingerprint)
+        idle, passes = 0, passes + 1
+    _save_progress(target, total - remaining, total, left=remaining, idle=idle, passes=passes)
+    return CHECK_EVERY_SECONDS
+
+
+def _async_target(version_id: int | None) -> _Target | None:
+    from .embeddings.fingerprint import settings_fingerprint
+
+    if version_id is None:
+        holder = active_version()
+        if holder is None or not (holder.progress or {}).get(PRETRAINED_KEY):
+            return None
+        return _Target(None, settings_fingerprint(), holder)
+    version = ModelVersion.objects.filter(pk=version_id, status=Status.BUILDING).first()
+    return _Target(version, version.fingerprint, version) if version is not None else None
+
+
+def _queue(work, fingerprint: str) -> None:
+    from .tasks import enqueue
+
+    for registration, pks in work:
+        enqueue(registration.label, registration.image_field, pks, fingerprint=fingerprint)
+
+
+# -- housekeeping ---------------------------------------------------------------------------------------
+
+def prune() -> dict[str, int]:
+    """Delete the rows and whitenings of fingerprints no search, build or rollback needs.
+
+    Keeps the active and building versions' vectors and those :func:`rollback` returns to; a
+    retired version pruned can still be activated again (its vectors are then computed anew).
+    Returns the rows deleted per fingerprint.
+    """
+    keep = set(indexing_fingerprints())
+    target = rollback_fingerprint()
+    if target:
+        keep.add(target)
+    gone = ImageEmbedding.objects.exclude(fingerprint__in=keep)
+    counts = {fp: n for fp, n in _count_by_fingerprint(gone).items()}
+    if counts:
+        gone.delete()
+        Whitening.objects.exclude(fingerprint__in=keep).delete()
+        _expire()
+    return counts
+
+
+def _count_by_fingerprint(rows) -> dict[str, int]:
+    from django.db.models import Count
+
+    return dict(rows.values_list("fingerprint").annotate(n=Count("id")).values_list("fingerprint", "n"))
+
+
+def fingerprint_summary() -> list[dict[str, Any]]:
+    """Per fingerprint that has rows (or is in use): which version it is, its role and row counts."""
+    from django.db.models import Count
+
+    from .embeddings.fingerprint import settings_fingerprint
+
+    current, building = indexing_fingerprints()[0], set(indexing_fingerprints()[1:])
+    target = rollback_fingerprint()
+    versions = {v.fingerprint: v for v in ModelVersion.objects.exclude(fingerprint="").order_by("created_at")}
+    counts: dict[str, dict[str, int]] = {}
+    for fp, status, n in ImageEmbedding.objects.values_list("fingerprint", "status").annotate(n=Count("id")).values_list("fingerprint", "status", "n"):
+        counts.setdefault(fp, {})[status] = n
+    counts.setdefault(current, {})
+    table = []
+    for fp, by_status in sorted(counts.items(), key=lambda item: (item[0] != current, item[0])):
+        version = versions.get(fp)
+        if fp == current:
+            role = "in use"
+        elif fp in building:
+            role = "building"
+        elif fp == target:
+            role = "rollback target"
+        elif version is not None or fp == settings_fingerprint():
+            role = "kept"
+        else:
+            role = "stale"
+        name = version.label if version is not None else ("pretrained (settings)" if fp == settings_fingerprint() else "former settings")
+        table.append({"fingerprint": fp, "version": name, "role": role, **{s: by_status.get(s, 0) for s in ("ready", "pending", "failed")}})
+    return table
+
+
+__all__ = [
+    "VersionError",
+    "activate",
+    "active_version",
+    "indexing_fingerprints",
+    "prune",
+    "rollback",
+    "serving_version",
+    "version_fingerprint",
+]
