@@ -1,4 +1,4 @@
-"""python -m benchmarks [embedding] [quality] [search] [--limit N] [--skip-seed] [--sizes 1000,10000]
+"""python -m benchmarks [embedding] [quality] [search] [training] [--limit N] [--skip-seed] [--sizes 1000,10000] [--epochs N]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json.
 """
@@ -11,10 +11,13 @@ import json
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "training"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
+    parser.add_argument("--epochs", type=int, help="Training suite: epochs (default: the product's).")
+    parser.add_argument("--views", type=int, help="Training suite: augmented views per image (default: the product's).")
+    parser.add_argument("--image-size", type=int, help="Training suite: input size of the adapted model (default: the product's).")
     args = parser.parse_args()
 
     from .common import machine, save, setup_django
@@ -32,6 +35,10 @@ def main() -> None:
             from . import quality
 
             figures = quality.run(settings.VISUAL_SEARCH["WEIGHTS"])
+        elif suite == "training":
+            from . import training
+
+            figures = training.run(args.epochs, args.views, args.image_size)
         else:
             from . import search
 

@@ -13,3 +13,10 @@ turns that into an embedding fine-tuned for its catalogue:
 
 Switching the shop to a trained version (and back) is :mod:`visual_search.versions`.
 """
+
+
+def start_training(model_label=None, **options):
+    """Create a ``ModelVersion`` and train it in the background (see :mod:`.jobs`)."""
+    from .jobs import start_training as start
+
+    return start(model_label, **options)

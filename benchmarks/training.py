@@ -1,0 +1,70 @@
+"""Adapting the model to the shop (visual_search.training) on the grocery photos: before, after, time.
+
+The shop's product images are the ``train`` photos plus the 81 catalogue images; the held-out
+queries are the ``val`` photos, searched among those. "Before" is the pretrained default
+(block-4 GeM at IMAGE_SIZE, whitening, query expansion) on the same split, from the feature cache
+of the quality suite; "after" is the trained version, measured the same way by the trainer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .common import dataset
+from .features import compute, images
+
+
+def run(epochs: int | None = None, views: int | None = None, image_size: int | None = None) -> dict:
+    from django.conf import settings as django_settings
+
+    from visual_search.conf import settings
+    from visual_search.training.dataset import Item
+    from visual_search.training.trainer import TrainingOptions, evaluate_vectors, train
+
+    rows = images()
+    root = dataset()
+
+    def reader(path):
+        return lambda: (root / path).read_bytes()
+
+    items = [Item(None, r["file"], r["product"], r["category"], reader(r["file"])) for r in rows]
+    held = [item for item, r in zip(items, rows) if r["split"] == "val"]
+    training = [item for item, r in zip(items, rows) if r["split"] != "val"]
+
+    from .quality import default_config
+
+    key = default_config()[0]
+    features = compute(django_settings.VISUAL_SEARCH["WEIGHTS"], size=int(settings.IMAGE_SIZE))[key]
+    is_val = np.array([r["split"] == "val" for r in rows])
+    before = evaluate_vectors(features[is_val], held, features[~is_val], training)
+    before["model"] = f"pretrained {key} at {settings.IMAGE_SIZE}px"
+    options = TrainingOptions.from_settings(epochs=epochs, augmented_views=views, image_size=image_size)
+    print(f"Training on {len(training)} images, {len(held)} held-out queries, options {options}", flush=True)
+    last = {"stage": None, "t": time.monotonic()}
+
+    def progress(stage, done, total):
+        now = time.monotonic()
+        if stage != last["stage"] or now - last["t"] > 30 or done == total:
+            last.update(stage=stage, t=now)
+            print(f"  {stage}: {done}/{total}", flush=True)
+
+    result = train(training, held, options, before=before, progress=progress)
+    m = result.metrics
+    return {
+        "weights": django_settings.VISUAL_SEARCH["WEIGHTS"],
+        "options": m["options"],
+        "training_images": m["training_images"],
+        "held_out_images": m["held_out_images"],
+        "training.before.p_at_1": before["p_at_1"],
+        "training.before.p_at_10": before["p_at_10"],
+        "training.before.category_p_at_1": before.get("category_p_at_1"),
+        "training.after.p_at_1": m["after"]["p_at_1"],
+        "training.after.p_at_10": m["after"]["p_at_10"],
+        "training.after.category_p_at_1": m["after"].get("category_p_at_1"),
+        "training.feature_s": m["feature_seconds"],
+        "training.train_s": m["train_seconds"],
+        "training.total_s": m["seconds"],
+        "training.epoch_losses": m["epoch_losses"],
+    }
