@@ -167,3 +167,19 @@ def test_start_training_runs_in_the_background_without_celery(shop, transactiona
         time.sleep(0.5)
     assert version.status == ModelVersion.Status.TRAINED, (version.status, version.error, version.progress)
     assert version.progress["stage"] == "trained"
+
+
+def test_train_and_activate_switches_search_to_the_new_vectors(shop, capsys):
+    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.models import ImageEmbedding
+    from visual_search.search import find_similar
+
+    call_command("visual_search_train", "--epochs", "1", "--activate")
+    version = ModelVersion.objects.get()
+    assert version.status == ModelVersion.Status.ACTIVE
+    assert "Search now uses version" in capsys.readouterr().out
+    assert current_fingerprint() == version.fingerprint
+    assert ImageEmbedding.objects.ready(version.fingerprint).count() == 30
+    assert ImageEmbedding.objects.ready(version.fingerprint).first().dimensions == 16
+    results = find_similar(shop[0], limit=3)
+    assert len(results) == 3

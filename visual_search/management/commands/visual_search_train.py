@@ -65,9 +65,10 @@ class Command(BaseCommand):
         self._report(version)
         if activate:
             from ...versions import activate as activate_version
+            from .visual_search_versions import _Bar
 
-            with _bar(self, verbosity > 0, "Computing vectors", "img") as bar:
-                activate_version(version, progress=bar.update)
+            with _Bar(file=getattr(self.stderr, "_out", sys.stderr), disable=verbosity == 0) as bar:
+                activate_version(version, progress=bar)
             self.stdout.write(self.style.SUCCESS(f"Search now uses version {version.pk}. Roll back with `manage.py visual_search_versions rollback`."))
         else:
             self.stdout.write(f"Search is unchanged. Switch to it with `manage.py visual_search_versions activate {version.pk}`.")
