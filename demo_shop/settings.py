@@ -96,6 +96,9 @@ VISUAL_SEARCH = {
     "API_FILTERS": {"category": "category__slug"},
     "API_RESULT_SERIALIZER": "demo_shop.catalogue.api.ProductResultSerializer",
     "SEARCH_THROTTLE_RATE": "30/min",
+    # `manage.py visual_search_train` (or the admin's "Train a new version") learns "same kind"
+    # from the product's category as well as "same product" from its photos.
+    "TRAINING_CATEGORY_FIELD": "category__slug",
 }
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = False
