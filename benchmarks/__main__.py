@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="Training suite: epochs (default: the product's).")
     parser.add_argument("--views", type=int, help="Training suite: augmented views per image (default: the product's).")
     parser.add_argument("--image-size", type=int, help="Training suite: input size of the adapted model (default: the product's).")
+    parser.add_argument("--time-limit", type=float, help="Training suite: stop after the last epoch that fits in this many seconds.")
     args = parser.parse_args()
 
     from .common import machine, save, setup_django
@@ -38,7 +39,7 @@ def main() -> None:
         elif suite == "training":
             from . import training
 
-            figures = training.run(args.epochs, args.views, args.image_size)
+            figures = training.run(args.epochs, args.views, args.image_size, args.time_limit)
         else:
             from . import search
 

@@ -16,7 +16,7 @@ from .common import dataset
 from .features import compute, images
 
 
-def run(epochs: int | None = None, views: int | None = None, image_size: int | None = None) -> dict:
+def run(epochs: int | None = None, views: int | None = None, image_size: int | None = None, time_limit: float | None = None) -> dict:
     from django.conf import settings as django_settings
 
     from visual_search.conf import settings
@@ -40,7 +40,7 @@ def run(epochs: int | None = None, views: int | None = None, image_size: int | N
     is_val = np.array([r["split"] == "val" for r in rows])
     before = evaluate_vectors(features[is_val], held, features[~is_val], training)
     before["model"] = f"pretrained {key} at {settings.IMAGE_SIZE}px"
-    options = TrainingOptions.from_settings(epochs=epochs, augmented_views=views, image_size=image_size)
+    options = TrainingOptions.from_settings(epochs=epochs, augmented_views=views, image_size=image_size, time_limit=time_limit)
     print(f"Training on {len(training)} images, {len(held)} held-out queries, options {options}", flush=True)
     last = {"stage": None, "t": time.monotonic()}
 
@@ -66,5 +66,6 @@ def run(epochs: int | None = None, views: int | None = None, image_size: int | N
         "training.feature_s": m["feature_seconds"],
         "training.train_s": m["train_seconds"],
         "training.total_s": m["seconds"],
+        "training.epochs_run": m["epochs_run"],
         "training.epoch_losses": m["epoch_losses"],
     }

@@ -142,7 +142,7 @@ def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_pr
     with pause_indexing():
         make_product("Broken", b"<html>not an image</html>", category="Dairy")
     assert not ImageEmbedding.objects.filter(status="ready").exists()  # no stored vectors: no "before" to show
-    call_command("visual_search_train", "--epochs", "1", "--seed", "3")
+    call_command("visual_search_train", "--epochs", "2", "--seed", "3", "--time-limit", "0.001")
     out = capsys.readouterr().out
     assert "Trained version" in out
     assert "product precision@1" in out and "->" in out
@@ -150,7 +150,8 @@ def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_pr
     assert "run visual_search_reindex to compare" in out
     version = ModelVersion.objects.get()
     assert version.status == ModelVersion.Status.TRAINED  # the broken image was left out, not fatal
-    assert version.metrics["options"]["seed"] == 3 and version.metrics["options"]["epochs"] == 1
+    assert version.metrics["options"]["seed"] == 3 and version.metrics["options"]["epochs"] == 2
+    assert version.metrics["epochs_run"] == 1  # a second epoch would have passed the time limit
 
 
 def test_start_training_runs_in_the_background_without_celery(shop, transactional_db):

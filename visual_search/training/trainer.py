@@ -58,6 +58,8 @@ class TrainingOptions:
     margin: float = 0.1
     temperature: float = 0.05
     category_weight: float = 0.3
+    # Stop after the last epoch that fits in this many seconds from the start (None: all epochs).
+    time_limit: float | None = None
 
     @classmethod
     def from_settings(cls, **overrides) -> TrainingOptions:
@@ -180,8 +182,11 @@ def train(
     categories = sorted({item.category for item in items if item.category is not None})
     product_of = np.array([products.index(item.product) if item.product in products else -1 for item in everything])
     category_of = np.array([categories.index(item.category) if item.category in categories else -1 for item in everything])
-    is_training = owners < len(items)
-    train_rows = np.flatnonzero(is_training)
+    # An epoch sees each training image once, in one of its views drawn at random.
+    rows_of: dict[int, list[int]] = {}
+    for row in np.flatnonzero(owners < len(items)):
+        rows_of.setdefault(int(owners[row]), []).append(int(row))
+    train_images = np.array(sorted(rows_of))
 
     head = build_head(config, vgg16)
     classes = tf.Variable(tf.random.normal((options.dims, len(products)), stddev=0.05, seed=options.seed), name="products")
@@ -212,11 +217,12 @@ def train(
 
     rng = np.random.default_rng(options.seed)
     side = maps.shape[1]
-    steps_per_epoch = -(-len(train_rows) // options.batch_size)
+    steps_per_epoch = -(-len(train_images) // options.batch_size)
     total_steps = steps_per_epoch * options.epochs
     losses = []
     for epoch in range(options.epochs):
-        order = rng.permutation(train_rows)
+        epoch_started = time.monotonic()
+        order = np.array([rng.choice(rows_of[int(n)]) for n in rng.permutation(train_images)])
         for k in range(steps_per_epoch):
             if should_stop and should_stop():
                 raise Cancelled()
@@ -233,6 +239,10 @@ def train(
                 progress("training", epoch * steps_per_epoch + k + 1, total_steps)
         losses.append(round(float(loss), 4))
         logger.info("Training epoch %s/%s: loss %.4f", epoch + 1, options.epochs, float(loss))
+        now = time.monotonic()
+        if options.time_limit and epoch + 1 < options.epochs and now - started + (now - epoch_started) > options.time_limit:
+            logger.info("Training stops after %s epochs: another would pass the time limit of %s s.", epoch + 1, options.time_limit)
+            break
     train_seconds = time.monotonic() - started - feature_seconds
 
     if progress:
@@ -249,6 +259,7 @@ def train(
         "categories": len(categories),
         "feature_seconds": round(feature_seconds, 1),
         "train_seconds": round(train_seconds, 1),
+        "epochs_run": len(losses),
         "epoch_losses": losses,
         "before": before or {},
         "after": evaluate_vectors(vectors[~gallery], [everything[n] for n in clean_owner[~gallery]], vectors[gallery], [everything[n] for n in clean_owner[gallery]]),

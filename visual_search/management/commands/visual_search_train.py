@@ -28,6 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--dims", type=int, help="Size of the adapted vectors (default 256).")
         parser.add_argument("--held-out", type=float, help="Share of each product's images kept out of training to measure (default 0.2).")
         parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 1).")
+        parser.add_argument("--time-limit", type=float, help="Stop after the last epoch that fits in this many seconds (default: run every epoch).")
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
         parser.add_argument("--activate", action="store_true", help="When trained, compute every image's vector with it and switch search to it.")
 
@@ -35,7 +36,7 @@ class Command(BaseCommand):
         from ...training.jobs import run_training, start_training
 
         label = self._model(model)
-        keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views")
+        keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit")
         chosen = {k: options[k] for k in keys if options.get(k) is not None}
         if asynchronous:
             if activate:
@@ -78,7 +79,7 @@ class Command(BaseCommand):
         before, after = metrics.get("before", {}), metrics.get("after", {})
         self.stdout.write(self.style.SUCCESS(
             f"Trained version {version.pk} ({version.fingerprint}) on {metrics['training_images']} images of "
-            f"{metrics['products']} products in {metrics['seconds']:.0f} s."
+            f"{metrics['products']} products in {metrics['seconds']:.0f} s ({metrics['epochs_run']} epochs)."
         ))
         self.stdout.write(f"Measured on {metrics['held_out_images']} held-out images (searched among the training images):")
         for key, name in (("p_at_1", "product precision@1"), ("p_at_10", "product precision@10"), ("category_p_at_1", "category precision@1")):
