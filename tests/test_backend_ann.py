@@ -226,3 +226,51 @@ def test_missing_faiss_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImproperlyConfigured, match=r"pip install django-visual-search\[ann\]"):
         FaissBackend()
+
+
+def test_clusters_are_learned_again_when_the_catalogue_doubles(synthetic, index_dir):
+    ImageEmbedding.objects.filter(pk__in=list(ImageEmbedding.objects.values_list("pk", flat=True)[:2200])).delete()
+    backend = ann(index_dir)
+    query = clustered(1, seed=8)[0]
+    backend.search(query, limit=3, **synthetic)
+    state = backend._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])]
+    assert state.trained_on == 800 and state.nlist == 1  # too few to cluster: one exact list
+    ct = synthetic["result_type_id"]
+    ImageEmbedding.objects.bulk_create(
+        ImageEmbedding(
+            content_type_id=ct, object_id=f"more{i}", field_name="image", result_type_id=ct, result_id=f"more{i}",
+            status="ready", fingerprint=synthetic["fingerprint"], dimensions=DIMS, vector=v.tobytes(),
+        )
+        for i, v in enumerate(clustered(1000, seed=9))
+    )
+    backend.search(query, limit=3, **synthetic)
+    state = backend._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])]
+    assert state.trained_on == 1800 and state.nlist > 1 and state.index.ntotal == 1800
+
+
+def test_searches_in_threads_while_the_index_changes(synthetic, index_dir):
+    import threading
+
+    backend = ann(index_dir)
+    queries = clustered(10, seed=10)
+    backend.search(queries[0], limit=5, **synthetic)
+    rows = list(ImageEmbedding.objects.all()[:200])
+    errors = []
+
+    def search():
+        try:
+            for _ in range(30):
+                for query in queries:
+                    assert len(backend.search(query, limit=5, **synthetic)) == 5
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for n in range(20):
+        backend.remove([row.pk for row in rows[n * 10 : n * 10 + 10]])
+        backend.add(rows[n * 10 : n * 10 + 10])
+    for thread in threads:
+        thread.join()
+    assert errors == []

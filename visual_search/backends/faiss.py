@@ -124,6 +124,46 @@ class _Filter:
     selector: object = None
 
 
+class _ReadWriteLock:
+    """Many searches at once, or one change: a FAISS index must not change while it is searched.
+
+    Writers go first: once one waits, new searches wait too, so a stream of searches cannot hold
+    off a worker's update for ever.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writers_waiting = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self):
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._condition:
+            self._writers_waiting += 1
+            self._condition.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
 class FaissBackend(BaseBackend):
     """Approximate search with a FAISS IVF index per searchable model, persisted to ``PATH``.
 
@@ -144,7 +184,8 @@ class FaissBackend(BaseBackend):
         self.exact_fraction = float(options.get("EXACT_FRACTION", 0.02))
         self._path = options.get("PATH")
         self._indexes: dict[tuple[int, str], _Index] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # loading, building and applying changes: one thread at a time
+        self._rw = _ReadWriteLock()  # searches against changes to an index in place
         self._building: dict[tuple[int, str], list] | None = None
 
     @property
@@ -201,20 +242,26 @@ class FaissBackend(BaseBackend):
         for (result_type_id, fingerprint), items in (self._building or {}).items():
             whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
             ids = np.fromiter((i[0] for i in items), dtype=np.int64, count=len(items))
+            result_ids, newest = [i[1] for i in items], max(i[2] for i in items)
             vectors = np.stack([i[3] for i in items])
-            newest = max(i[2] for i in items)
-            state = self._build(whitening, ids, [i[1] for i in items], vectors, newest)
-            self._save((result_type_id, fingerprint), state)
+            items.clear()  # the vectors are in one matrix now: free the row copies before clustering
+            state = self._build(whitening, ids, result_ids, vectors, newest)
+            del vectors
+            with self._file_lock((result_type_id, fingerprint)):
+                self._save((result_type_id, fingerprint), state)
             self._indexes[(result_type_id, fingerprint)] = state
-            items.clear()
 
     def search(self, vector, *, result_type_id, fingerprint, limit, restrict_to=None, exclude=()) -> list[Hit]:
-        from ..conf import settings
-
         state = self._refresh(result_type_id, fingerprint)
         if state.index is None or state.index.ntotal == 0 or limit <= 0:
             return []
         query = state.transform(np.asarray(vector, dtype=np.float32)[None])
+        with self._rw.reading():
+            return self._search(state, query, limit, restrict_to, exclude)
+
+    def _search(self, state: _Index, query: np.ndarray, limit: int, restrict_to, exclude) -> list[Hit]:
+        from ..conf import settings
+
         allowed = self._filter(state, restrict_to, exclude)
         if allowed.count == 0:
             return []
@@ -343,21 +390,23 @@ class FaissBackend(BaseBackend):
         """Add or replace the vectors of these ids."""
         ids, first = np.unique(ids[::-1], return_index=True)  # a row twice: keep its last version
         result_ids = [result_ids[::-1][i] for i in first]
-        vectors = vectors[::-1][first]
-        state.index.remove_ids(ids)
-        state.index.add_with_ids(state.transform(vectors), ids)
+        transformed = state.transform(vectors[::-1][first])
         codes = np.asarray([state.code(r) for r in result_ids], dtype=np.int64)
         keep = ~np.isin(state.ids, ids)
         all_ids = np.concatenate([state.ids[keep], ids])
         order = np.argsort(all_ids, kind="stable")
-        state.ids, state.codes = all_ids[order], np.concatenate([state.codes[keep], codes])[order]
+        with self._rw.writing():
+            state.index.remove_ids(ids)
+            state.index.add_with_ids(transformed, ids)
+            state.ids, state.codes = all_ids[order], np.concatenate([state.codes[keep], codes])[order]
 
     def _drop(self, state: _Index, dead: np.ndarray) -> None:
         if state.index is None or not len(dead):
             return
-        state.index.remove_ids(np.ascontiguousarray(dead, dtype=np.int64))
         keep = ~np.isin(state.ids, dead)
-        state.ids, state.codes = state.ids[keep], state.codes[keep]
+        with self._rw.writing():
+            state.index.remove_ids(np.ascontiguousarray(dead, dtype=np.int64))
+            state.ids, state.codes = state.ids[keep], state.codes[keep]
 
     # -- building, saving, loading -------------------------------------------------------------
 
