@@ -168,9 +168,13 @@ class FaissBackend(BaseBackend):
     """Approximate search with a FAISS IVF index per searchable model, persisted to ``PATH``.
 
     ``OPTIONS``: ``PATH`` (folder of the index files; default ``<BASE_DIR>/visual_search_index/<alias>``),
-    ``NPROBE`` (clusters compared per query: more is slower and closer to exact; default 16),
-    ``LISTS`` (clusters; default ``sqrt(n)``, chosen at each build) and ``EXACT_FRACTION``
-    (a ``restrict_to`` that leaves at most this share of the vectors is searched exactly; 0.02).
+    ``NPROBE`` (clusters compared per query: more is slower and closer to exact; default 16) and
+    ``LISTS`` (clusters; default ``2 * sqrt(n)``, chosen at each build).
+
+    A ``restrict_to`` that allows a share *s* of the vectors is applied while scanning (FAISS skips
+    the others before computing a distance) over ``NPROBE / s`` clusters, so that as many allowed
+    vectors are compared as without a filter; when that reaches every cluster the search is exact
+    over the allowed vectors. A selective filter thus still gets a full top-k.
     Needs ``pip install django-visual-search[ann]``.
     """
 
@@ -181,7 +185,6 @@ class FaissBackend(BaseBackend):
         self.faiss = _faiss()
         self.nprobe = int(options.get("NPROBE", 16))
         self.lists = options.get("LISTS")
-        self.exact_fraction = float(options.get("EXACT_FRACTION", 0.02))
         self._path = options.get("PATH")
         self._indexes: dict[tuple[int, str], _Index] = {}
         self._lock = threading.RLock()  # loading, building and applying changes: one thread at a time
@@ -266,9 +269,7 @@ class FaissBackend(BaseBackend):
         if allowed.count == 0:
             return []
         expansion = int(settings.QUERY_EXPANSION or 0)
-        # A selective restriction leaves few vectors in the clusters probed: compare them all.
-        exact = allowed.bitmap is not None and allowed.count <= self.exact_fraction * state.index.ntotal
-        nprobe = state.nlist if exact else min(self.nprobe, state.nlist)
+        nprobe = self._probes(state, allowed)
         k = min(allowed.count, max(limit * 8, expansion + 1))
         while True:
             scores, found = self._ranked(state, query, k, nprobe, allowed)
@@ -282,6 +283,13 @@ class FaissBackend(BaseBackend):
             k, nprobe = min(allowed.count, k * 8), state.nlist
 
     # -- searching -----------------------------------------------------------------------------
+
+    def _probes(self, state: _Index, allowed: _Filter) -> int:
+        """``NPROBE`` clusters, widened by a filter's selectivity (all of them: exact search)."""
+        if allowed.bitmap is None:
+            return min(self.nprobe, state.nlist)
+        share = allowed.count / max(1, state.index.ntotal)
+        return min(state.nlist, math.ceil(self.nprobe / share))
 
     def _filter(self, state: _Index, restrict_to, exclude) -> _Filter:
         unwanted = {state.result_codes[r] for r in map(str, exclude) if r in state.result_codes}
@@ -457,7 +465,7 @@ class FaissBackend(BaseBackend):
             return max(1, min(int(self.lists), n))
         if n < MIN_CLUSTERED:
             return 1
-        return max(1, min(int(math.sqrt(n)), n // 39))
+        return max(1, min(int(2 * math.sqrt(n)), n // 39))
 
     def _file(self, key) -> Path:
         return self.path / f"{key[0]}-{key[1]}.faiss"
