@@ -9,17 +9,16 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
+import visual_search
+from tests.testapp.models import Product
+from visual_search.backends import get_backend
+from visual_search.backends.faiss import FaissBackend
+from visual_search.backends.numpy import NumpyBackend
+from visual_search.embeddings.fingerprint import current_fingerprint
+from visual_search.models import ImageEmbedding, Whitening
+from visual_search.whitening import fit_arrays
+
 pytest.importorskip("faiss")
-
-import visual_search  # noqa: E402
-from tests.testapp.models import Product  # noqa: E402
-from visual_search.backends import get_backend  # noqa: E402
-from visual_search.backends.faiss import FaissBackend  # noqa: E402
-from visual_search.backends.numpy import NumpyBackend  # noqa: E402
-from visual_search.embeddings.fingerprint import current_fingerprint  # noqa: E402
-from visual_search.models import ImageEmbedding, Whitening  # noqa: E402
-from visual_search.whitening import fit_arrays  # noqa: E402
-
 pytestmark = pytest.mark.django_db(transaction=True)
 DIMS = 64
 
@@ -44,9 +43,9 @@ def clustered(n, seed=0, centres=40):
 
 @pytest.fixture
 def synthetic(db):
-    """3,000 stored vectors, two images per result id (so results must be deduplicated)."""
+    """2,000 stored vectors, two images per result id (so results must be deduplicated)."""
     ct = ContentType.objects.get_for_model(Product)
-    vectors = clustered(3000)
+    vectors = clustered(2000)
     ImageEmbedding.objects.bulk_create(
         ImageEmbedding(
             content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i // 2),
@@ -118,7 +117,17 @@ def test_a_new_process_loads_the_saved_index_without_clustering_again(synthetic,
     later = ann(index_dir)
     monkeypatch.setattr(later, "_build", no_build)
     assert later.search(query, limit=10, **synthetic) == before
-    assert later._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])].index.ntotal == 3000
+    assert later._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])].index.ntotal == 2000
+
+
+def test_an_unreadable_file_is_built_again(synthetic, index_dir, caplog):
+    query = clustered(1, seed=11)[0]
+    before = ann(index_dir).search(query, limit=5, **synthetic)
+    (saved,) = index_dir.glob("*.faiss")
+    saved.write_bytes(saved.read_bytes()[:5000])  # a disk that filled up, a copy cut short
+    assert ann(index_dir).search(query, limit=5, **synthetic) == before
+    assert "unreadable FAISS index" in caplog.text
+    assert saved.stat().st_size > 5000 and not list(index_dir.glob(".tmp-*"))
 
 
 def test_a_process_picks_up_an_index_another_process_rebuilt(synthetic, index_dir):
@@ -151,7 +160,7 @@ def test_a_new_whitening_rebuilds_the_index(synthetic, index_dir):
 def test_a_selective_restriction_still_gives_a_full_top_k(synthetic, index_dir):
     backend, exact = ann(index_dir, NPROBE=1), NumpyBackend()
     query = clustered(1, seed=6)[0]
-    for allowed in ({str(i) for i in range(0, 1500, 100)}, {str(i) for i in range(0, 1500, 2)}):
+    for allowed in ({str(i) for i in range(0, 1000, 50)}, {str(i) for i in range(0, 1000, 2)}):
         found = backend.search(query, limit=10, restrict_to=allowed, **synthetic)
         truth = exact.search(query, limit=10, restrict_to=allowed, **synthetic)
         assert len(found) == 10 and set(ids(found)) <= allowed
@@ -229,7 +238,7 @@ def test_missing_faiss_says_which_extra_to_install(monkeypatch):
 
 
 def test_clusters_are_learned_again_when_the_catalogue_doubles(synthetic, index_dir):
-    ImageEmbedding.objects.filter(pk__in=list(ImageEmbedding.objects.values_list("pk", flat=True)[:2200])).delete()
+    ImageEmbedding.objects.filter(pk__in=list(ImageEmbedding.objects.values_list("pk", flat=True)[:1200])).delete()
     backend = ann(index_dir)
     query = clustered(1, seed=8)[0]
     backend.search(query, limit=3, **synthetic)
@@ -259,10 +268,10 @@ def test_searches_in_threads_while_the_index_changes(synthetic, index_dir):
 
     def search():
         try:
-            for _ in range(30):
+            for _ in range(8):
                 for query in queries:
                     assert len(backend.search(query, limit=5, **synthetic)) == 5
-        except Exception as exc:  # pragma: no cover - reported below
+        except (AssertionError, RuntimeError, ValueError, IndexError) as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=search) for _ in range(3)]

@@ -497,6 +497,21 @@ class FaissBackend(BaseBackend):
     def _save(self, key, state: _Index) -> None:
         """Write the index and its id maps to one file, under a temporary name, then rename it."""
         self.path.mkdir(parents=True, exist_ok=True)
+        temporary = None
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".tmp-", suffix=".faiss", delete=False) as handle:
+                temporary = handle.name
+                self._write(handle, state)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self._file(key))
+        except BaseException:
+            if temporary is not None and os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        state.file = self._stat(key)
+
+    def _write(self, handle, state: _Index) -> None:
         meta = {
             "format": FORMAT,
             "stamp": state.stamp,
@@ -504,50 +519,41 @@ class FaissBackend(BaseBackend):
             "trained_on": state.trained_on,
             "whitening": state.whitening is not None,
         }
-        handle = tempfile.NamedTemporaryFile(dir=self.path, prefix=".tmp-", delete=False)
-        try:
-            with handle:
-                for blob in (json.dumps(meta).encode(), json.dumps(state.result_ids).encode()):
-                    np.save(handle, np.frombuffer(blob, dtype=np.uint8))
-                np.save(handle, state.ids)
-                np.save(handle, state.codes)
-                if state.whitening is not None:
-                    np.save(handle, state.whitening[0])
-                    np.save(handle, state.whitening[1])
-                if state.index is not None:
-                    self.faiss.write_index(state.index, self.faiss.PyCallbackIOWriter(handle.write))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(handle.name, self._file(key))
-        except BaseException:
-            os.unlink(handle.name)
-            raise
-        state.file = self._stat(key)
+        for blob in (json.dumps(meta).encode(), json.dumps(state.result_ids).encode()):
+            np.save(handle, np.frombuffer(blob, dtype=np.uint8))
+        np.save(handle, state.ids)
+        np.save(handle, state.codes)
+        if state.whitening is not None:
+            np.save(handle, state.whitening[0])
+            np.save(handle, state.whitening[1])
+        if state.index is not None:
+            self.faiss.write_index(state.index, self.faiss.PyCallbackIOWriter(handle.write))
 
     def _load(self, key, stamp: str | None) -> _Index | None:
         """The index saved for ``key``, or None when there is none or it was built for another whitening."""
         try:
-            handle = open(self._file(key), "rb")
+            with open(self._file(key), "rb") as handle:
+                return self._read(handle, stamp)
         except FileNotFoundError:
             return None
-        with handle:
-            st = os.fstat(handle.fileno())
-            try:
-                meta = json.loads(np.load(handle).tobytes())
-                if meta.get("format") != FORMAT or meta.get("stamp") != stamp:
-                    return None
-                state = _Index(stamp=stamp, trained_on=meta["trained_on"], file=(st.st_ino, st.st_mtime_ns, st.st_size))
-                state.newest = datetime.fromisoformat(meta["newest"]) if meta["newest"] else None
-                state.result_ids = json.loads(np.load(handle).tobytes())
-                state.result_codes = {r: n for n, r in enumerate(state.result_ids)}
-                state.ids, state.codes = np.load(handle), np.load(handle)
-                if meta["whitening"]:
-                    state.whitening = (np.load(handle), np.load(handle))
-                if len(state.ids):
-                    state.index = self.faiss.read_index(self.faiss.PyCallbackIOReader(handle.read))
-            except (ValueError, KeyError, RuntimeError, EOFError) as exc:
-                logger.warning("Ignoring the unreadable FAISS index %s (%s); building it again", self._file(key), exc)
-                return None
+        except (ValueError, KeyError, RuntimeError, EOFError) as exc:
+            logger.warning("Ignoring the unreadable FAISS index %s (%s); building it again", self._file(key), exc)
+            return None
+
+    def _read(self, handle, stamp: str | None) -> _Index | None:
+        st = os.fstat(handle.fileno())  # of the file opened: the path may be replaced meanwhile
+        meta = json.loads(np.load(handle).tobytes())
+        if meta.get("format") != FORMAT or meta.get("stamp") != stamp:
+            return None
+        state = _Index(stamp=stamp, trained_on=meta["trained_on"], file=(st.st_ino, st.st_mtime_ns, st.st_size))
+        state.newest = datetime.fromisoformat(meta["newest"]) if meta["newest"] else None
+        state.result_ids = json.loads(np.load(handle).tobytes())
+        state.result_codes = {r: n for n, r in enumerate(state.result_ids)}
+        state.ids, state.codes = np.load(handle), np.load(handle)
+        if meta["whitening"]:
+            state.whitening = (np.load(handle), np.load(handle))
+        if len(state.ids):
+            state.index = self.faiss.read_index(self.faiss.PyCallbackIOReader(handle.read))
         return state
 
 
