@@ -1,6 +1,7 @@
-"""python -m benchmarks [embedding] [quality] [search] [training] [--limit N] [--skip-seed] [--sizes 1000,10000] [--epochs N]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S]
 
-Prints what it measured and merges the figures into benchmarks/results/latest.json.
+Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
+backend against the exact one: benchmarks/results/ann.json). ``ann`` and ``training`` run only when named.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "training"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
+    parser.add_argument("--ann-sizes", default="100000,1000000", help="Catalogue sizes for the ann suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
     parser.add_argument("--epochs", type=int, help="Training suite: epochs (default: the product's).")
     parser.add_argument("--views", type=int, help="Training suite: augmented views per image (default: the product's).")
@@ -40,6 +42,12 @@ def main() -> None:
             from . import training
 
             figures = training.run(args.epochs, args.views, args.image_size, args.time_limit)
+        elif suite == "ann":
+            from . import backends_ann
+
+            figures = backends_ann.run([int(n) for n in args.ann_sizes.split(",")])
+            path = backends_ann.save(figures)
+            continue  # printed as measured
         else:
             from . import search
 

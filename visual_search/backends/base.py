@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,3 +60,43 @@ class BaseBackend:
     def reset(self) -> None:
         """Drop whatever the backend keeps of its own, to be rebuilt from the rows."""
         raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called by :meth:`rebuild` after the last ``add``: build or save an index here if need be."""
+
+    def rebuild(self, rows, *, progress: Callable[[int], None] | None = None) -> int:
+        """Fill the backend from the stored vectors of ``rows`` (ready ``ImageEmbedding`` rows).
+
+        What switching backends runs (``manage.py visual_search_rebuild_index``): ``reset()``, then
+        ``add()`` in chunks of ``REBUILD_CHUNK`` rows, calling ``progress(n)`` after each, then
+        ``finish()``. No embedding is recomputed: the vectors are read from the rows. Returns how
+        many rows were handed over. A backend that reads the rows itself only resets.
+        """
+        if self.reads_rows:
+            self.reset()
+            count = rows.count()
+            if progress and count:
+                progress(count)
+            return count
+        self.reset()
+        count = 0
+        chunk: list = []
+        for row in rows.order_by("pk").iterator(chunk_size=REBUILD_CHUNK):
+            chunk.append(row)
+            if len(chunk) == REBUILD_CHUNK:
+                count += self._fill(chunk, progress)
+                chunk = []
+        if chunk:
+            count += self._fill(chunk, progress)
+        self.finish()
+        return count
+
+    def _fill(self, chunk: list, progress) -> int:
+        self.add(chunk)
+        if progress:
+            progress(len(chunk))
+        return len(chunk)
+
+
+# Rows handed to ``add`` at a time by ``rebuild``: 2,000 vectors of 512 floats are 4 MB.
+REBUILD_CHUNK = 2000

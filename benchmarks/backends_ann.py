@@ -1,0 +1,200 @@
+"""The in-process ANN backend (FAISS IVF) against the exact NumPy backend, at 100k and 1M vectors.
+
+Catalogue vectors are synthetic but shaped like a catalogue (512-d unit vectors in Gaussian clusters
+around 3,000 centres: photos of similar products lie close together). Uniform noise would be
+unrealistically hard for any ANN index: every vector is then about as far from every other. Queries
+come from the same clusters and are not in the catalogue. Rows are written to the database as a
+shop's would be; each backend fills itself from them as ``visual_search_rebuild_index`` does.
+
+Per backend and size: ``build_s`` (filling it from the rows: the rebuild command for FAISS, the
+first load for NumPy), ``memory_mb`` (what the index holds: FAISS's saved file, NumPy's matrix and
+id arrays), ``recall_at_10`` (results shared with the exact backend's top 10) and ``p50_ms`` /
+``p99_ms`` of one search as a web process runs it (query expansion on, the product's default; one
+thread). Also, by the share of vectors a ``restrict_to`` filter allows: the backend's choice (the
+filter applied while scanning ``NPROBE / share`` clusters, exact once that is all of them) against
+``NPROBE`` clusters unwidened and against an exact scan, to show where exact search takes over.
+Written to ``benchmarks/results/ann.json``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .common import RESULTS, machine, percentiles
+
+SIZES = (100_000, 1_000_000)
+DIMS = 512
+CENTRES = 3_000
+
+
+def clustered(n: int, rng: np.random.Generator, centres: np.ndarray, noise: float = 1.0) -> np.ndarray:
+    x = centres[rng.integers(0, len(centres), n)] + noise * rng.standard_normal((n, DIMS)).astype(np.float32) / np.sqrt(DIMS)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(n: int, centres: np.ndarray) -> None:
+    """``n`` ready rows, one image per result, inserted as fast as SQLite allows."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+
+    from tests.testapp.models import Product
+    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.models import ImageEmbedding, Whitening
+
+    ImageEmbedding.objects.all().delete()
+    Whitening.objects.all().delete()  # 512 dimensions searched, as the issue measures
+    ct = ContentType.objects.get_for_model(Product).pk
+    fingerprint = current_fingerprint()
+    rng = np.random.default_rng(0)
+    # One row a second, as if written over days: a process applying "rows changed since" gets few.
+    first = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    for start in range(0, n, 50_000):
+        count = min(50_000, n - start)
+        vectors = clustered(count, rng, centres)
+        stamps = [datetime.fromtimestamp(first + start + i, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for i in range(count)]
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO visual_search_imageembedding (content_type_id, object_id, field_name, result_type_id, result_id,"
+                " status, error, source_name, checksum, fingerprint, dimensions, vector, created_at, updated_at)"
+                " VALUES (%s, %s, 'image', %s, %s, 'ready', '', '', '', %s, %s, %s, %s, %s)",
+                [(ct, str(start + i + 1), ct, str(start + i + 1), fingerprint, DIMS, vectors[i].tobytes(), stamps[i], stamps[i]) for i in range(count)],
+            )
+
+
+def timed_searches(backend, queries, **kwargs) -> tuple[list, list[float]]:
+    results, samples = [], []
+    for query in queries:
+        start = time.perf_counter()
+        results.append(backend.search(query, **kwargs))
+        samples.append(time.perf_counter() - start)
+    return results, samples
+
+
+def recall(found: list, truth: list) -> float:
+    return float(np.mean([len({h.result_id for h in f} & {h.result_id for h in t}) / max(1, len(t)) for f, t in zip(found, truth)]))
+
+
+def run(sizes=SIZES, queries: int = 100, fractions=(0.5, 0.1, 0.02, 0.005)) -> dict:
+    import faiss
+    from django.contrib.contenttypes.models import ContentType
+
+    from tests.testapp.models import Product
+    from visual_search.backends.faiss import FaissBackend
+    from visual_search.backends.numpy import NumpyBackend
+    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.models import ImageEmbedding
+
+    rng = np.random.default_rng(42)
+    centres = rng.standard_normal((CENTRES, DIMS)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    query_vectors = clustered(queries, np.random.default_rng(1), centres)
+    kwargs = {"result_type_id": ContentType.objects.get_for_model(Product).pk, "fingerprint": current_fingerprint(), "limit": 10}
+    figures: dict = {name: {k: {} for k in ("build_s", "memory_mb", "recall_at_10", "p50_ms", "p99_ms")} for name in ("faiss", "numpy")}
+    figures["faiss"].update(load_s={}, restricted={})
+    folder = Path(tempfile.mkdtemp(prefix="visual_search_ann_"))
+    try:
+        for n in sizes:
+            fill(n, centres)
+            size = str(n)
+            # NumPy: the exact reference. "Build" is its first load of the rows.
+            exact = NumpyBackend()
+            start = time.perf_counter()
+            exact.search(query_vectors[0], **kwargs)
+            figures["numpy"]["build_s"][size] = time.perf_counter() - start
+            matrix = next(iter(exact._matrices.values()))
+            figures["numpy"]["memory_mb"][size] = (matrix.vectors.nbytes + matrix.ids.nbytes + matrix.codes.nbytes) / 2**20
+            truth, samples = timed_searches(exact, query_vectors, **kwargs)
+            record(figures["numpy"], size, samples, 1.0)
+            restricted_truth = {}
+            for fraction in fractions:
+                allowed = {str(i) for i in np.random.default_rng(2).choice(np.arange(1, n + 1), int(n * fraction), replace=False)}
+                restricted_truth[fraction] = (allowed, timed_searches(exact, query_vectors[:20], restrict_to=allowed, **kwargs)[0])
+            del exact, matrix
+            gc.collect()
+
+            # FAISS: built as the rebuild command builds it (2 threads), searched with one.
+            faiss.omp_set_num_threads(2)
+            backend = FaissBackend(PATH=str(folder / size))
+            start = time.perf_counter()
+            backend.rebuild(ImageEmbedding.objects.ready(kwargs["fingerprint"]))
+            figures["faiss"]["build_s"][size] = time.perf_counter() - start
+            figures["faiss"]["memory_mb"][size] = sum(f.stat().st_size for f in (folder / size).glob("*.faiss")) / 2**20
+            del backend
+            gc.collect()
+            faiss.omp_set_num_threads(1)
+            backend = FaissBackend(PATH=str(folder / size))  # a web process starting: loads the file
+            start = time.perf_counter()
+            backend.search(query_vectors[0], **kwargs)
+            figures["faiss"]["load_s"][size] = time.perf_counter() - start
+            found, samples = timed_searches(backend, query_vectors, **kwargs)
+            record(figures["faiss"], size, samples, recall(found, truth))
+            state = next(iter(backend._indexes.values()))
+            print(f"{n:>9,} vectors, {state.nlist} clusters, NPROBE {backend.nprobe}:")
+            for name in ("numpy", "faiss"):
+                f = figures[name]
+                print(f"  {name:6s} build {f['build_s'][size]:7.1f} s  memory {f['memory_mb'][size]:7.0f} MB  "
+                      f"recall@10 {f['recall_at_10'][size]:.3f}  p50 {f['p50_ms'][size]:7.2f} ms  p99 {f['p99_ms'][size]:7.2f} ms", flush=True)
+            print(f"  faiss  a new process loads the saved index in {figures['faiss']['load_s'][size]:.1f} s")
+            figures["faiss"]["restricted"][size] = crossover(backend, query_vectors[:20], restricted_truth, kwargs)
+            del backend, state
+            gc.collect()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
+def record(figures: dict, size: str, samples: list[float], recall_at_10: float) -> None:
+    timing = percentiles(samples)
+    figures["p50_ms"][size], figures["p99_ms"][size] = timing["p50_ms"], timing["p99_ms"]
+    figures["recall_at_10"][size] = recall_at_10
+
+
+def crossover(backend, queries, restricted_truth: dict, kwargs: dict) -> dict:
+    """The backend's choice for a filter (NPROBE widened by 1/share, exact once that covers every
+    cluster) against NPROBE unwidened and against an exact scan of the allowed vectors."""
+    from visual_search.backends.faiss import _Filter
+
+    state = next(iter(backend._indexes.values()))
+    rows = {}
+    nprobe = backend.nprobe
+    for fraction, (allowed, truth) in restricted_truth.items():
+        probes = backend._probes(state, _Filter(count=int(state.index.ntotal * fraction), bitmap=np.zeros(1)))
+        row = {"probes": probes, "clusters": state.nlist}
+        for mode, setting in (("chosen", nprobe), ("unwidened", None), ("exact", state.nlist)):
+            original = backend._probes
+            if mode == "unwidened":
+                backend._probes = lambda state, allowed: min(nprobe, state.nlist)
+            else:
+                backend.nprobe = setting
+            found, samples = timed_searches(backend, queries, restrict_to=allowed, **kwargs)
+            backend._probes, backend.nprobe = original, nprobe
+            row[f"{mode}_p50_ms"] = percentiles(samples)["p50_ms"]
+            row[f"{mode}_recall_at_10"] = recall(found, truth)
+        rows[str(fraction)] = row
+        print(f"  restrict_to {fraction:6.1%}: chosen ({probes}/{state.nlist} clusters) p50 {row['chosen_p50_ms']:7.2f} ms "
+              f"recall {row['chosen_recall_at_10']:.3f} | NPROBE unwidened {row['unwidened_p50_ms']:7.2f} ms "
+              f"recall {row['unwidened_recall_at_10']:.3f} | exact {row['exact_p50_ms']:7.2f} ms recall {row['exact_recall_at_10']:.3f}",
+              flush=True)
+    return rows
+
+
+def save(figures: dict) -> Path:
+    """Write ``search.backends.<name>.<figure>`` objects keyed by size to results/ann.json."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "ann.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(machine=machine(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    backends = data.setdefault("search", {}).setdefault("backends", {})
+    for name, values in figures.items():
+        for key, by_size in values.items():
+            backends.setdefault(name, {}).setdefault(key, {}).update(by_size)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path

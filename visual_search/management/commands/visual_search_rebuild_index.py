@@ -1,0 +1,61 @@
+"""manage.py visual_search_rebuild_index [--backend ALIAS] [--model app_label.Model]
+
+Switching backends: after a change of ``VISUAL_SEARCH["BACKENDS"]``, this fills the new backend
+from the vectors already stored in the ``ImageEmbedding`` rows. Nothing goes through VGG16 again.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
+from django.core.management.base import BaseCommand, CommandError
+
+from ...backends import get_backend
+from ...conf import settings
+from ...embeddings.fingerprint import current_fingerprint
+from ...models import ImageEmbedding
+from ...registry import registrations_for_result
+
+
+class Command(BaseCommand):
+    help = "Fill a vector index backend from the stored embeddings (no embedding is recomputed)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--backend", default="default", help="Alias in VISUAL_SEARCH['BACKENDS'] (default: 'default').")
+        parser.add_argument(
+            "--model", help="Only the vectors that stand for this searchable model, as app_label.ModelName (default: all)."
+        )
+
+    def handle(self, *args, backend="default", model=None, verbosity=1, **options):
+        if backend not in settings.BACKENDS:
+            known = ", ".join(repr(a) for a in settings.BACKENDS) or "none"
+            raise CommandError(f"No backend {backend!r} in VISUAL_SEARCH['BACKENDS'] (configured: {known}).")
+        index = get_backend(backend)
+        rows = ImageEmbedding.objects.ready(current_fingerprint())
+        if model:
+            rows = rows.filter(result_type=ContentType.objects.get_for_model(self._model(model)))
+        total = rows.count()
+        name = f"{backend!r} ({type(index).__module__}.{type(index).__name__})"
+        from tqdm import tqdm
+
+        stream = getattr(self.stderr, "_out", sys.stderr)  # the bar rewrites its line: bypass OutputWrapper
+        with tqdm(total=total, unit="vec", desc="Filling", disable=verbosity < 1, file=stream, dynamic_ncols=True) as bar:
+            count = index.rebuild(rows, progress=bar.update)
+        what = "read from the database on each search" if index.reads_rows else "filled"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Backend {name} {what}: {count} stored vectors{f' of {model}' if model else ''}. "
+                "No embedding was recomputed."
+            )
+        )
+
+    def _model(self, label):
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        if not registrations_for_result(model):
+            raise CommandError(f"{label} is not searchable: no registration in VISUAL_SEARCH['MODELS'] returns it.")
+        return model
