@@ -40,6 +40,15 @@ class BaseBackend:
         """Forget these ``ImageEmbedding`` ids."""
         raise NotImplementedError
 
+    def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
+        """The ``Whitening`` of this model was just (re)learned, in this process.
+
+        Every transformed vector changes. The default drops what this process keeps (the NumPy
+        backend reloads now, other processes notice the new ``updated_at`` within
+        ``REFRESH_INTERVAL``); a backend that stores transformed vectors rewrites them instead.
+        """
+        self.reset()
+
     def search(
         self,
         vector: np.ndarray,
