@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -268,7 +269,8 @@ def filtered_search(backend, queries, whitened_queries, catalogue, kwargs) -> di
             # as the fallback when the filtered HNSW candidates left fewer than 10 results.
             measured["answered_exactly"] = len(fallbacks)
             row[name] = measured
-        chosen = "exact" if len(restrict) <= backend.exact_max_rows or backend._ef(_cursor(backend), _live(backend), restrict, 80) > 1000 else "hnsw_widened"
+        # What the configured backend does with this restriction (None: the exact scan).
+        chosen = "exact" if backend._ef(SimpleNamespace(indexed=True), n, restrict, 80) is None else "hnsw_widened"
         row["default_choice"] = chosen
         out[str(share)] = row
         print(f"    restricted to {share:6.1%} ({len(restrict):>7,} results): exact p50 {row['exact']['p50_ms']:7.2f} ms "
@@ -276,21 +278,6 @@ def filtered_search(backend, queries, whitened_queries, catalogue, kwargs) -> di
               f"recall {row['hnsw_widened']['recall_at_10']:.3f} ({row['hnsw_widened']['answered_exactly']}/{len(queries)} answered exactly) "
               f"| default: {chosen}", flush=True)
     return out
-
-
-def _cursor(backend):
-    from django.db import connections
-
-    return connections[backend.using].cursor()
-
-
-def _live(backend):
-    from visual_search.backends.pgvector import schema
-
-    with _cursor(backend) as cursor:
-        cursor.execute(f"SELECT id FROM {schema.GENERATIONS} WHERE state = 'live'")
-        generation_id = cursor.fetchone()[0]
-    return type("Live", (), {"table": schema.vectors_table(generation_id)})()
 
 
 def _visual_search() -> dict:

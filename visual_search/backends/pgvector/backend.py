@@ -14,6 +14,7 @@ product on a photo it no longer shows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import struct
@@ -282,13 +283,17 @@ class PgvectorBackend(BaseBackend):
         if restrict is not None and not restrict:
             return []
         exclude = sorted({str(r) for r in exclude})
+        connection = connections[self.using]
         for attempt in (1, 2):
+            # Outside a transaction every statement commits on its own: no BEGIN/COMMIT round trips.
+            # Inside one (ATOMIC_REQUESTS), a savepoint keeps a failed attempt from breaking it.
+            block = transaction.atomic(using=self.using) if connection.in_atomic_block else contextlib.nullcontext()
             try:
-                with transaction.atomic(using=self.using), self._cursor() as cursor:
-                    generations = self._generations(cursor, result_type_id, fingerprint, live_only=True)
-                    if not generations:
+                with block, self._cursor() as cursor:
+                    live = self._live(cursor, result_type_id, fingerprint, limit * ROWS_PER_RESULT)
+                    if live is None:
                         return []
-                    return self._search(cursor, generations[0], vector, limit, restrict, exclude)
+                    return self._search(cursor, *live, vector, limit, restrict, exclude)
             except ProgrammingError:
                 # The generation was swapped out (whitening refit) between reading its id and
                 # scanning its table: read the live one again, once.
@@ -296,60 +301,69 @@ class PgvectorBackend(BaseBackend):
                     raise
         return []
 
-    def _search(self, cursor, generation: Generation, vector, limit, restrict, exclude) -> list[Hit]:
+    def _live(self, cursor, result_type_id: int, fingerprint: str, width: int) -> tuple[Generation, float] | None:
+        """The live generation and its estimated row count, setting the default ``hnsw.ef_search``
+        for this connection in the same round trip."""
+        cursor.execute(
+            f"SELECT g.id, g.dimensions, g.indexed, greatest(c.reltuples, 1),"
+            f" set_config('hnsw.ef_search', %s, false) FROM {schema.GENERATIONS} g"
+            " LEFT JOIN pg_class c ON c.oid = to_regclass('visual_search_pgvector_' || g.id)"
+            " WHERE g.result_type_id = %s AND g.fingerprint = %s AND g.state = 'live'",
+            [str(min(MAX_EF_SEARCH, max(self.ef_search, width))), result_type_id, fingerprint],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        generation_id, dimensions, indexed, rows, _ = row
+        return Generation(generation_id, dimensions, "live", indexed, self._whitening(cursor, generation_id)), float(rows or 1)
+
+    def _search(self, cursor, generation: Generation, rows: float, vector, limit, restrict, exclude) -> list[Hit]:
         from ...conf import settings
 
         query = generation.transform(np.asarray(vector, dtype=np.float32))
-        exact = self._exact(cursor, generation, restrict, limit * ROWS_PER_RESULT)
+        width = limit * ROWS_PER_RESULT
+        ef = self._ef(generation, rows, restrict, width)
+        exact = ef is None
+        if ef is not None and ef != min(MAX_EF_SEARCH, max(self.ef_search, width)):
+            cursor.execute("SELECT set_config('hnsw.ef_search', %s, false)", [str(ef)])
         k = int(settings.QUERY_EXPANSION or 0)
         if k > 0:
             # alpha-QE as the NumPy backend does it: the query plus its k best vectors (any result),
             # weighted by similarity**alpha; skipped when k or fewer vectors are allowed at all.
-            rows = self._nearest(cursor, generation, query, restrict, exclude, k + 1, exact, vectors=True)
-            if len(rows) > k:
-                weights = np.power(np.maximum([1.0 - d for _, d, _ in rows[:k]], 0.0), float(settings.QUERY_EXPANSION_ALPHA))
-                expanded = query + (weights[:, None] * np.asarray([v for _, _, v in rows[:k]], dtype=np.float32)).sum(axis=0)
+            found = self._nearest(cursor, generation, query, restrict, exclude, k + 1, exact, vectors=True)
+            if len(found) > k:
+                weights = np.power(np.maximum([1.0 - d for _, d, _ in found[:k]], 0.0), float(settings.QUERY_EXPANSION_ALPHA))
+                expanded = query + (weights[:, None] * np.asarray([v for _, _, v in found[:k]], dtype=np.float32)).sum(axis=0)
                 query = (expanded / max(float(np.linalg.norm(expanded)), 1e-12)).astype(np.float32)
-        width = limit * ROWS_PER_RESULT
         if not exact:
-            rows = self._nearest(cursor, generation, query, restrict, exclude, width, exact=False)
-            hits = _best_per_result(rows, limit)
+            hits = _best_per_result(self._nearest(cursor, generation, query, restrict, exclude, width, exact=False), limit)
             if len(hits) == limit:
                 return hits
             # Fewer distinct results than asked: the filter or the galleries ate the HNSW candidates.
         return self._exact_best(cursor, generation, query, restrict, exclude, limit)
 
-    def _exact(self, cursor, generation: Generation, restrict, width: int) -> bool:
-        """Answer exactly (scan the restricted rows) rather than filter an HNSW scan?
+    def _ef(self, generation: Generation, rows: float, restrict, width: int) -> int | None:
+        """The ``hnsw.ef_search`` that should keep ``width`` allowed rows, or None: scan exactly.
 
         pgvector applies a filter to the candidates an HNSW scan yields (at most ``ef_search``), so
         a selective restriction leaves too few of them. Exact is chosen when the restriction is
         small enough to scan (``exact_max_rows``), or when even the widest scan
-        (``MAX_EF_SEARCH``) would not be expected to yield ``width`` allowed rows.
+        (``MAX_EF_SEARCH``) would not be expected to yield ``width`` allowed rows, with a margin of 2.
         """
         if not generation.indexed:
-            return True
+            return None
         if restrict is None:
-            return False
+            return min(MAX_EF_SEARCH, max(self.ef_search, width))
         if len(restrict) <= self.exact_max_rows:
-            return True
-        return self._ef(cursor, generation, restrict, width) > MAX_EF_SEARCH
-
-    def _ef(self, cursor, generation: Generation, restrict, width: int) -> int:
-        """The HNSW candidates needed to keep ``width`` rows after the restriction, with a margin of 2."""
-        if restrict is None:
-            return max(self.ef_search, width)
-        cursor.execute("SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = %s::regclass", [generation.table])
-        selectivity = min(1.0, len(restrict) / float(cursor.fetchone()[0]))
-        return max(self.ef_search, width, math.ceil(2 * width / selectivity))
+            return None
+        ef = max(self.ef_search, width, math.ceil(2 * width / min(1.0, len(restrict) / rows)))
+        return None if ef > MAX_EF_SEARCH else ef
 
     def _nearest(self, cursor, generation, query, restrict, exclude, width, exact, vectors=False) -> list[tuple]:
         """``(result_id, cosine distance, vector or None)`` of the ``width`` nearest allowed rows."""
         from ...models import ImageEmbedding
 
         where, params = self._filters(restrict, exclude)
-        if not exact:
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(min(MAX_EF_SEARCH, self._ef(cursor, generation, restrict, width)))])
         # "+ 0": an ORDER BY the HNSW index cannot serve, so the planner scans the allowed rows exactly.
         order = "(t.vector <=> %(q)s::vector) + 0" if exact else "t.vector <=> %(q)s::vector"
         cursor.execute(
