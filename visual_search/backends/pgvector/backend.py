@@ -142,6 +142,18 @@ class PgvectorBackend(BaseBackend):
     def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
         """The whitening of this model was (re)learned: build the next generation from the rows,
         then swap it in. Searches use the previous one, consistently, until the swap."""
+        # One refit at a time per model (a second one waits, then builds from the newer whitening):
+        # two builds swapping concurrently would drop each other's tables.
+        key = _lock_key("refit", result_type_id, fingerprint)
+        with self._cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+        try:
+            self._rebuild_generation(result_type_id, fingerprint)
+        finally:
+            with self._cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+    def _rebuild_generation(self, result_type_id: int, fingerprint: str) -> None:
         from ...models import ImageEmbedding
 
         rows = ImageEmbedding.objects.using(self.using).ready(fingerprint).filter(result_type_id=result_type_id)
@@ -203,8 +215,7 @@ class PgvectorBackend(BaseBackend):
         generations = self._generations(cursor, result_type_id, fingerprint)
         if not any(g.state == "live" for g in generations):
             # One creator at a time per model: concurrent workers wait here, then see its result.
-            key = zlib.crc32(f"visual_search_pgvector:{result_type_id}:{fingerprint}".encode())
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key("create", result_type_id, fingerprint)])
             generations = self._generations(cursor, result_type_id, fingerprint)
             if not any(g.state == "live" for g in generations):
                 generations.append(self._create(cursor, result_type_id, fingerprint, dimensions, state="live"))
@@ -408,6 +419,10 @@ class PgvectorBackend(BaseBackend):
                     schema.ensure_schema(connection)
                     self._schema_ready = True
         return connection.cursor()
+
+
+def _lock_key(purpose: str, result_type_id: int, fingerprint: str) -> int:
+    return zlib.crc32(f"visual_search_pgvector:{purpose}:{result_type_id}:{fingerprint}".encode())
 
 
 def _literal(vector: np.ndarray) -> str:
