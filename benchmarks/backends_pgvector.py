@@ -308,11 +308,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--no-filtered", action="store_true", help="Skip the restricted-search experiment.")
+    parser.add_argument("--ef-search", default="40,100,200", help="hnsw.ef_search values to measure; the first with recall@10 >= 0.95 is reported.")
     args = parser.parse_args()
     from .common import setup_django
 
     setup_django()
-    figures = run([int(n) for n in args.sizes.split(",")], args.queries, filtered=not args.no_filtered)
+    figures = run([int(n) for n in args.sizes.split(",")], args.queries, tuple(int(e) for e in args.ef_search.split(",")),
+                  filtered=not args.no_filtered)
     print(f"Written to {save(figures)}")
 
 

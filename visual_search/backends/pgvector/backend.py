@@ -353,6 +353,21 @@ class PgvectorBackend(BaseBackend):
             # Fewer distinct results than asked: the filter or the galleries ate the HNSW candidates.
         return self._exact_best(cursor, generation, query, restrict, exclude, limit)
 
+    @contextlib.contextmanager
+    def _by_index(self, cursor, restrict):
+        """For an exact scan of a restriction: look the allowed rows up by the btree on result_id and
+        their ImageEmbedding rows by primary key. Left to itself, the planner reads both tables
+        whole and hash-joins them (measured 120 ms instead of a few for 500 allowed of 50,000)."""
+        if restrict is None:
+            yield
+            return
+        with transaction.atomic(using=self.using):
+            cursor.execute(
+                "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),"
+                " set_config('enable_mergejoin', 'off', true)"
+            )
+            yield
+
     def _ef(self, generation: Generation, rows: float, restrict, width: int) -> int | None:
         """The ``hnsw.ef_search`` that should keep ``width`` allowed rows, or None: scan exactly.
 
@@ -377,28 +392,30 @@ class PgvectorBackend(BaseBackend):
         where, params = self._filters(restrict, exclude)
         # "+ 0": an ORDER BY the HNSW index cannot serve, so the planner scans the allowed rows exactly.
         order = "(t.vector <=> %(q)s::vector) + 0" if exact else "t.vector <=> %(q)s::vector"
-        cursor.execute(
-            f"SELECT t.result_id, t.vector <=> %(q)s::vector{', t.vector::real[]' if vectors else ''}"
-            f" FROM {generation.table} t JOIN {ImageEmbedding._meta.db_table} e ON e.id = t.embedding_id"
-            f" WHERE e.status = 'ready' AND e.updated_at = t.updated_at{where}"
-            f" ORDER BY {order} LIMIT %(width)s",
-            {"q": _literal(query), "width": width, **params},
-        )
-        return [(row[0], float(row[1]), row[2] if vectors else None) for row in cursor.fetchall()]
+        with self._by_index(cursor, restrict if exact else None):
+            cursor.execute(
+                f"SELECT t.result_id, t.vector <=> %(q)s::vector{', t.vector::real[]' if vectors else ''}"
+                f" FROM {generation.table} t JOIN {ImageEmbedding._meta.db_table} e ON e.id = t.embedding_id"
+                f" WHERE e.status = 'ready' AND e.updated_at = t.updated_at{where}"
+                f" ORDER BY {order} LIMIT %(width)s",
+                {"q": _literal(query), "width": width, **params},
+            )
+            return [(row[0], float(row[1]), row[2] if vectors else None) for row in cursor.fetchall()]
 
     def _exact_best(self, cursor, generation, query, restrict, exclude, limit) -> list[Hit]:
         """Exact top ``limit`` results, each scored by its best image, over all allowed rows."""
         from ...models import ImageEmbedding
 
         where, params = self._filters(restrict, exclude)
-        cursor.execute(
-            f"SELECT t.result_id, min(t.vector <=> %(q)s::vector) AS distance"
-            f" FROM {generation.table} t JOIN {ImageEmbedding._meta.db_table} e ON e.id = t.embedding_id"
-            f" WHERE e.status = 'ready' AND e.updated_at = t.updated_at{where}"
-            " GROUP BY t.result_id ORDER BY distance, t.result_id LIMIT %(limit)s",
-            {"q": _literal(query), "limit": limit, **params},
-        )
-        return [Hit(result_id, 1.0 - float(distance)) for result_id, distance in cursor.fetchall()]
+        with self._by_index(cursor, restrict):
+            cursor.execute(
+                f"SELECT t.result_id, min(t.vector <=> %(q)s::vector) AS distance"
+                f" FROM {generation.table} t JOIN {ImageEmbedding._meta.db_table} e ON e.id = t.embedding_id"
+                f" WHERE e.status = 'ready' AND e.updated_at = t.updated_at{where}"
+                " GROUP BY t.result_id ORDER BY distance, t.result_id LIMIT %(limit)s",
+                {"q": _literal(query), "limit": limit, **params},
+            )
+            return [Hit(result_id, 1.0 - float(distance)) for result_id, distance in cursor.fetchall()]
 
     @staticmethod
     def _filters(restrict, exclude) -> tuple[str, dict]:
