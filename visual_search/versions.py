@@ -413,7 +413,7 @@ def _expire() -> None:
     from .backends import get_backend
 
     forget_serving_version()
-    get_backend().reset()
+    get_backend().expire()
 
 
 def build_step(version_id: int | None, keep_previous: bool) -> float | None:

@@ -72,7 +72,7 @@ def fit(result_model=None, fingerprint: str | None = None) -> list:
             defaults={"dimensions": dims, "trained_on": count, "mean": mean.tobytes(), "projection": projection.tobytes()},
         )
         saved.append(row)
-        get_backend().reset()  # this process reloads now; the others within REFRESH_INTERVAL
+        get_backend().whitening_changed(result_type.pk, fingerprint)
         logger.info("Whitening of %s learned from %s vectors (%s dimensions)", model._meta.label, count, dims)
     return saved
 

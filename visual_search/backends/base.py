@@ -40,6 +40,19 @@ class BaseBackend:
         """Forget these ``ImageEmbedding`` ids."""
         raise NotImplementedError
 
+    def expire(self) -> None:
+        """Forget what this process keeps in memory, so the next search reads the stored state
+        again (a switch of model version). Unlike :meth:`reset`, never drops persistent data."""
+
+    def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
+        """The ``Whitening`` of this model was just (re)learned, in this process.
+
+        Every transformed vector changes. The default drops what this process keeps (the NumPy
+        backend reloads now, other processes notice the new ``updated_at`` within
+        ``REFRESH_INTERVAL``); a backend that stores transformed vectors rewrites them instead.
+        """
+        self.reset()
+
     def search(
         self,
         vector: np.ndarray,

@@ -230,6 +230,9 @@ class FaissBackend(BaseBackend):
         with self._lock:
             self._indexes.clear()
 
+    def expire(self) -> None:
+        self.reset()  # memory only: the files stay
+
     def rebuild(self, rows, *, progress=None) -> int:
         """Build every index from ``rows`` at once (clustering needs them all) and save the files."""
         with self._lock:

@@ -73,6 +73,9 @@ class NumpyBackend(BaseBackend):
         """As :meth:`add`: the next search notices the rows are gone."""
         self._expire()
 
+    def expire(self) -> None:
+        self.reset()
+
     def _expire(self) -> None:
         for matrix in list(self._matrices.values()):
             matrix.checked = 0.0

@@ -1,0 +1,289 @@
+"""The pgvector backend against a real PostgreSQL 16 with the vector extension.
+
+The ``pgserver`` wheel (requirements.txt) bundles both; the module starts one server in a temporary
+folder and adds it as a second database alias, ``pgvector``, while the rest of the suite stays on
+SQLite. A router sends this module's queries there, so the NumPy backend reads the very same rows
+and the two backends can be compared result for result.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.test.utils import override_settings
+
+from visual_search.backends.numpy import NumpyBackend
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(databases=["default", "pgvector", "pgvector_other"], transaction=True)]
+
+DIMS = 64  # the backend does not care; small vectors keep the HNSW builds quick
+
+
+class ToPostgres:
+    """Every query of this module goes to the PostgreSQL alias."""
+
+    def db_for_read(self, model, **hints):
+        return "pgvector"
+
+    db_for_write = db_for_read
+
+    def allow_migrate(self, db, app_label, **hints):
+        return True
+
+
+def _database(uri: str) -> dict:
+    parsed = urlparse(uri)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/") or "postgres",
+        "USER": parsed.username or "postgres",
+        "PASSWORD": parsed.password or "",
+        "HOST": parse_qs(parsed.query).get("host", [parsed.hostname or ""])[0],
+        "PORT": str(parsed.port or ""),
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def postgres(tmp_path_factory, django_db_setup, django_db_blocker):
+    try:
+        import pgserver
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("pgserver is not installed: pip install -r requirements.txt")
+        pytest.skip("pgserver is not installed: pip install -r requirements.txt")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    config = _database(server.get_uri())
+    added = {"pgvector": config, "pgvector_other": dict(config)}  # two aliases: two connections
+    configured = connections.configure_settings({"default": connections.settings["default"], **added})
+    for alias in added:
+        connections.settings[alias] = configured[alias]
+    with django_db_blocker.unblock():
+        from django.core.management import call_command
+
+        call_command("migrate", database="pgvector", verbosity=0)
+    with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
+        yield server
+    for alias in added:
+        connections[alias].close()
+        del connections.settings[alias]
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_backend(settings):
+    """The pgvector backend as a shop configures it, emptied before and after each test."""
+    from visual_search.backends import get_backend
+
+    settings.VISUAL_SEARCH = {
+        **settings.VISUAL_SEARCH,
+        "BACKENDS": {"default": {"BACKEND": "visual_search.backends.pgvector.PgvectorBackend",
+                                 "OPTIONS": {"using": "pgvector", "ef_search": 200}}},
+    }
+    backend = get_backend()
+    backend.reset()
+    backend.finish()
+    yield backend
+    backend.reset()
+    backend.finish()
+
+
+def clustered(n: int, seed: int = 0, clusters: int = 40) -> np.ndarray:
+    """Unit vectors in Gaussian clusters, the way product photos bunch by kind."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, DIMS)).astype(np.float32)
+    vectors = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, DIMS)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def store(vectors: np.ndarray, result_ids=None, start: int = 0) -> list:
+    """Ready ImageEmbedding rows (one image each, result ``str(i)`` unless given) for Product."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from tests.testapp.models import Product
+    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.models import ImageEmbedding
+
+    ct = ContentType.objects.get_for_model(Product)
+    fingerprint = current_fingerprint()
+    rows = [
+        ImageEmbedding(content_type=ct, object_id=str(start + i), field_name="image", result_type=ct,
+                       result_id=str(result_ids[i] if result_ids is not None else start + i), status="ready",
+                       fingerprint=fingerprint, dimensions=DIMS, vector=v.astype(np.float32).tobytes())
+        for i, v in enumerate(vectors)
+    ]
+    return ImageEmbedding.objects.bulk_create(rows, batch_size=1000)
+
+
+def search_kwargs(**extra) -> dict:
+    from django.contrib.contenttypes.models import ContentType
+
+    from tests.testapp.models import Product
+    from visual_search.embeddings.fingerprint import current_fingerprint
+
+    return {"result_type_id": ContentType.objects.get_for_model(Product).pk, "fingerprint": current_fingerprint(), "limit": 10, **extra}
+
+
+def ids(hits) -> list[str]:
+    return [h.result_id for h in hits]
+
+
+def fit_whitening(dims: int = 32):
+    from tests.testapp.models import Product
+    from visual_search.whitening import fit
+
+    with override_settings(VISUAL_SEARCH={**_visual_search(), "WHITENING_DIMS": dims, "WHITENING_MIN_VECTORS": 50}):
+        return fit(Product)
+
+
+def _visual_search() -> dict:
+    from django.conf import settings
+
+    return settings.VISUAL_SEARCH
+
+
+@pytest.mark.parametrize("expansion", [0, 3])
+def test_same_results_as_the_numpy_backend(pg_backend, settings, expansion):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "QUERY_EXPANSION": expansion, "WHITENING_MIN_VECTORS": 50,
+                              "WHITENING_DIMS": 32}
+    vectors = clustered(1000)
+    # Every third result has a second image: results must come once, scored by their best image.
+    rows = store(vectors, result_ids=[i - i % 3 if i % 3 == 1 else i for i in range(len(vectors))])
+    fit_whitening()
+    pg_backend.add(rows)
+    exact = NumpyBackend()
+    queries = clustered(20, seed=1)
+    for query in queries:
+        got, want = pg_backend.search(query, **search_kwargs()), exact.search(query, **search_kwargs())
+        assert ids(got) == ids(want)
+        assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
+        assert len(set(ids(got))) == 10
+
+
+def test_writes_are_seen_through_another_connection(pg_backend):
+    from visual_search.backends.pgvector import PgvectorBackend
+    from visual_search.models import ImageEmbedding
+
+    other = PgvectorBackend(using="pgvector_other")  # another process, as far as PostgreSQL knows
+    vectors = clustered(300)
+    rows = store(vectors)
+    pg_backend.add(rows)
+    assert ids(other.search(vectors[7], **search_kwargs(limit=1))) == ["7"]
+
+    # The image of product 7 changed: a new vector, written by a worker.
+    rows[7].vector = vectors[8].tobytes()
+    rows[7].save()
+    pg_backend.add([rows[7]])
+    assert set(ids(other.search(vectors[8], **search_kwargs(limit=2)))) == {"7", "8"}
+
+    pg_backend.remove([rows[8].pk])
+    assert "8" not in ids(other.search(vectors[8], **search_kwargs()))
+
+    # A row gone pending is never searched, even before (or without) its remove().
+    ImageEmbedding.objects.filter(pk=rows[9].pk).update(status="pending")
+    assert "9" not in ids(other.search(vectors[9], **search_kwargs()))
+    # A row deleted outright neither.
+    ImageEmbedding.objects.filter(pk=rows[10].pk).delete()
+    assert "10" not in ids(other.search(vectors[10], **search_kwargs()))
+
+
+@pytest.mark.parametrize("exact_max_rows", [20_000, 0])
+def test_a_selective_restriction_still_gives_a_full_top_k(pg_backend, exact_max_rows):
+    """1 % of the results allowed: answered exactly, or (exact_max_rows=0) by a widened HNSW
+    scan that falls back to exact when the filter leaves too few candidates."""
+    from visual_search.backends.pgvector import PgvectorBackend
+
+    backend = PgvectorBackend(using="pgvector", exact_max_rows=exact_max_rows, ef_search=40)
+    vectors = clustered(3000)
+    backend.reset()
+    backend.add(store(vectors))
+    backend.finish()
+    allowed = [str(i) for i in np.random.default_rng(2).choice(3000, 30, replace=False)]
+    exact = NumpyBackend()
+    for query in clustered(5, seed=3):
+        got = backend.search(query, **search_kwargs(restrict_to=allowed, exclude=allowed[:1]))
+        assert len(got) == 10
+        assert set(ids(got)) <= set(allowed[1:])
+        assert ids(got) == ids(exact.search(query, **search_kwargs(restrict_to=allowed, exclude=allowed[:1])))
+
+
+def test_search_vector_with_a_filtered_queryset(pg_backend):
+    from tests.testapp.models import Product
+    from visual_search.search import search_vector
+
+    products = Product.objects.bulk_create(
+        [Product(name=f"P{i}", category="shoes" if i % 50 == 0 else "other") for i in range(1000)]
+    )
+    vectors = clustered(1000)
+    pg_backend.add(store(vectors, result_ids=[p.pk for p in products]))
+    results = search_vector(vectors[0], Product.objects.filter(category="shoes"), limit=10)
+    assert len(results) == 10
+    assert results[0].object == products[0]
+    assert {r.object.category for r in results} == {"shoes"}
+
+
+def test_a_whitening_refit_rewrites_the_vectors_and_swaps_atomically(pg_backend, settings):
+    from visual_search.backends.pgvector import PgvectorBackend, schema
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 50}
+    other = PgvectorBackend(using="pgvector_other")
+    vectors = clustered(800)
+    rows = store(vectors)
+    pg_backend.add(rows)
+    query = clustered(1, seed=5)[0]
+    other.search(query, **search_kwargs())  # caches the unwhitened generation
+    with connections["pgvector"].cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {schema.GENERATIONS}")
+        before = {r[0] for r in cursor.fetchall()}
+
+    fit_whitening(dims=16)  # calls backend.whitening_changed(): the next generation, then the swap
+
+    with connections["pgvector"].cursor() as cursor:
+        cursor.execute(f"SELECT id, dimensions, state FROM {schema.GENERATIONS}")
+        after = cursor.fetchall()
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^visual_search_pgvector_[0-9]+$'")
+        tables = cursor.fetchone()[0]
+    assert len(after) == 1 and after[0][0] not in before and after[0][1:] == (16, "live")
+    assert tables == 1  # the live generation's vectors: the old table is dropped
+    exact = NumpyBackend()
+    assert ids(other.search(query, **search_kwargs())) == ids(exact.search(query, **search_kwargs()))
+
+
+def test_rebuild_reset_add_in_chunks_then_finish(pg_backend):
+    from visual_search.backends.pgvector import schema
+
+    vectors = clustered(3000)
+    rows = store(vectors)
+    pg_backend.reset()
+    for start in range(0, len(rows), 1000):
+        pg_backend.add(rows[start : start + 1000])
+    with connections["pgvector"].cursor() as cursor:
+        cursor.execute(f"SELECT indexed FROM {schema.GENERATIONS}")
+        assert cursor.fetchall() == [(False,)]  # one graph build at the end, not 3,000 inserts
+    assert ids(pg_backend.search(vectors[5], **search_kwargs(limit=1))) == ["5"]  # exact meanwhile
+    pg_backend.finish()
+    with connections["pgvector"].cursor() as cursor:
+        cursor.execute(f"SELECT id, indexed FROM {schema.GENERATIONS}")
+        (generation_id, indexed), = cursor.fetchall()
+        assert indexed
+        cursor.execute(f"SELECT count(*) FROM {schema.vectors_table(generation_id)}")
+        assert cursor.fetchone()[0] == 3000
+    exact = NumpyBackend()
+    for query in clustered(5, seed=7):
+        assert ids(pg_backend.search(query, **search_kwargs())) == ids(exact.search(query, **search_kwargs()))
+
+
+def test_sqlite_is_refused_with_what_to_do():
+    from visual_search.backends.pgvector import PgvectorBackend
+
+    with pytest.raises(ImproperlyConfigured, match="needs a PostgreSQL database.*NumpyBackend"):
+        PgvectorBackend(using="default")
+
+
+def test_tables_exist_on_postgresql_only():
+    assert "visual_search_pgvector_generation" in connections["pgvector"].introspection.table_names()
+    assert "visual_search_pgvector_generation" not in connections["default"].introspection.table_names()
