@@ -56,6 +56,9 @@ def main() -> None:
         print(f"\n{suite}:")
         for key, value in figures.items():
             print(f"  {key:32s} {value:.2f}" if isinstance(value, float) else f"  {key:32s} {value}")
+    from .common import merge_backends
+
+    merge_backends()  # search.backends.<name> from the ann and pgvector suites, into latest.json
     print(f"\nWritten to {path}")
 
 

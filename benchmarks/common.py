@@ -80,3 +80,25 @@ def save(section: str, figures: dict) -> Path:
     data.setdefault(section, {}).update(figures)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def merge_backends() -> Path:
+    """Copy the backend suites' figures (results/ann.json, results/pgvector.json) into latest.json
+    as ``search.backends.<name>.<figure>``, each keyed by catalogue size."""
+    path = RESULTS / "latest.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    backends = data.setdefault("search", {}).setdefault("backends", {})
+    for name in ("ann", "pgvector"):
+        source = RESULTS / f"{name}.json"
+        if not source.exists():
+            continue
+        figures = json.loads(source.read_text())
+        nested = figures.get("search", {}).get("backends", {}) if isinstance(figures.get("search"), dict) else {}
+        for backend, values in nested.items():
+            backends.setdefault(backend, {}).update(values)
+        for key, value in figures.items():
+            if key.startswith("search.backends."):
+                backend, figure = key[len("search.backends.") :].split(".", 1)
+                backends.setdefault(backend, {})[figure] = value
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
