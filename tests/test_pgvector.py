@@ -287,3 +287,15 @@ def test_sqlite_is_refused_with_what_to_do():
 def test_tables_exist_on_postgresql_only():
     assert "visual_search_pgvector_generation" in connections["pgvector"].introspection.table_names()
     assert "visual_search_pgvector_generation" not in connections["default"].introspection.table_names()
+
+
+def test_a_version_switch_gives_pgvector_the_target_versions_vectors(pg_backend):
+    """A rollback target's rows were never handed to pgvector again (or a rebuild dropped them):
+    the switch fills its generation from the rows before search moves to it."""
+    from visual_search import versions
+
+    vectors = clustered(300)
+    store(vectors)  # ready rows, never add()ed to the backend
+    assert pg_backend.search(vectors[3], **search_kwargs(limit=1)) == []
+    versions._fill_backend(search_kwargs()["fingerprint"], skip=set())
+    assert ids(pg_backend.search(vectors[3], **search_kwargs(limit=1))) == ["3"]

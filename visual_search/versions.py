@@ -385,7 +385,8 @@ def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
     from .embeddings.fingerprint import settings_fingerprint
     from .whitening import fit_if_needed
 
-    fit_if_needed(fingerprint=target.fingerprint)
+    refitted = {w.result_type_id for w in fit_if_needed(fingerprint=target.fingerprint)}
+    _fill_backend(target.fingerprint, skip=refitted)
     target.holder.refresh_from_db()
     with transaction.atomic():
         old = ModelVersion.objects.select_for_update().filter(status=Status.ACTIVE).first()
@@ -406,6 +407,22 @@ def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
         transaction.on_commit(_expire)
     logger.info("Searches now use %s (fingerprint %s)", target.name, target.fingerprint)
     return new if new is not None else old
+
+
+def _fill_backend(fingerprint: str, skip: set[int]) -> None:
+    """Make sure a backend with its own copy (pgvector) holds this fingerprint's vectors before the
+    switch: a rollback target's rows were never handed to it again since it was retired, or were
+    dropped by a rebuild. A whitening refit (``skip``) has already rebuilt them; for backends that
+    read the rows (NumPy) or rebuild from them lazily (FAISS) this only expires their memory."""
+    from .backends import get_backend
+    from .models import ImageEmbedding
+
+    backend = get_backend()
+    if backend.reads_rows:
+        return
+    types = set(ImageEmbedding.objects.ready(fingerprint).values_list("result_type_id", flat=True).distinct())
+    for result_type_id in sorted(types - set(skip)):
+        backend.whitening_changed(result_type_id, fingerprint)
 
 
 def _expire() -> None:

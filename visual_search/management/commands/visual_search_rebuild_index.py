@@ -16,6 +16,7 @@ from ...backends import get_backend
 from ...conf import settings
 from ...embeddings.fingerprint import current_fingerprint
 from ...models import ImageEmbedding
+from ...versions import kept_fingerprints
 from ...registry import registrations_for_result
 
 
@@ -33,7 +34,8 @@ class Command(BaseCommand):
             known = ", ".join(repr(a) for a in settings.BACKENDS) or "none"
             raise CommandError(f"No backend {backend!r} in VISUAL_SEARCH['BACKENDS'] (configured: {known}).")
         index = get_backend(backend)
-        rows = ImageEmbedding.objects.ready(current_fingerprint())
+        # The vectors in use and those a switch or rollback would need (kept model versions).
+        rows = ImageEmbedding.objects.filter(status=ImageEmbedding.Status.READY, fingerprint__in=kept_fingerprints() | {current_fingerprint()})
         if model:
             rows = rows.filter(result_type=ContentType.objects.get_for_model(self._model(model)))
         total = rows.count()
