@@ -52,7 +52,9 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": _TEST_DB,
         "TEST": {"NAME": _TEST_DB},
-        "OPTIONS": {"timeout": 30},
+        # IMMEDIATE: a transaction takes the write lock when it begins, so one that reads then writes
+        # waits for a worker's write (timeout) instead of failing at once with "database is locked".
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
     }
 }
 MEDIA_ROOT = os.environ.get("VISUAL_SEARCH_TEST_MEDIA", os.path.join(tempfile.gettempdir(), "visual_search_test_media"))
