@@ -299,3 +299,21 @@ def test_a_version_switch_gives_pgvector_the_target_versions_vectors(pg_backend)
     assert pg_backend.search(vectors[3], **search_kwargs(limit=1)) == []
     versions._fill_backend(search_kwargs()["fingerprint"], skip=set())
     assert ids(pg_backend.search(vectors[3], **search_kwargs(limit=1))) == ["3"]
+
+
+def test_rebuilding_one_model_keeps_the_other_models_vectors(pg_backend):
+    """`visual_search_rebuild_index --model` must not empty pgvector for every other model."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.management import call_command
+
+    from tests.testapp.models import ProductImage
+    from visual_search.models import ImageEmbedding
+
+    vectors = clustered(200)
+    rows = store(vectors)
+    other = ContentType.objects.get_for_model(ProductImage)
+    ImageEmbedding.objects.filter(pk__in=[r.pk for r in rows[100:]]).update(result_type=other)
+    pg_backend.rebuild(ImageEmbedding.objects.filter(pk__in=[r.pk for r in rows]))
+    call_command("visual_search_rebuild_index", "--model", "testapp.Product", verbosity=0)
+    assert ids(pg_backend.search(vectors[3], **search_kwargs(limit=1))) == ["3"]
+    assert ids(pg_backend.search(vectors[150], **search_kwargs(limit=1, result_type_id=other.pk))) == ["150"]

@@ -27,6 +27,9 @@ class BaseBackend:
     # True when the backend reads vectors from the ImageEmbedding rows itself, so ``add`` and
     # ``remove`` need do nothing in the writing process: the rows are the index.
     reads_rows = False
+    # True when reset() deletes persistent data of every model (pgvector's tables), so refilling one
+    # model must rebuild that model's vectors only (whitening_changed), never reset the whole backend.
+    reset_drops_everything = False
 
     def __init__(self, alias: str = "default", **options):
         self.alias = alias

@@ -75,6 +75,8 @@ class PgvectorBackend(BaseBackend):
     the server's setting).
     """
 
+    reset_drops_everything = True
+
     def __init__(self, alias: str = "default", *, using: str = "default", m: int = 16, ef_construction: int = 64,
                  ef_search: int = 100, exact_max_rows: int = 20_000, maintenance_work_mem: str | None = None, **options):
         super().__init__(alias, **options)

@@ -44,7 +44,17 @@ class Command(BaseCommand):
 
         stream = getattr(self.stderr, "_out", sys.stderr)  # the bar rewrites its line: bypass OutputWrapper
         with tqdm(total=total, unit="vec", desc="Filling", disable=verbosity < 1, file=stream, dynamic_ncols=True) as bar:
-            count = index.rebuild(rows, progress=bar.update)
+            if model and index.reset_drops_everything:
+                # Only this model's vectors are rebuilt: the other models' stay as they are.
+                count = 0
+                pairs = rows.values_list("result_type_id", "fingerprint").distinct()
+                for result_type_id, fingerprint in sorted(set(pairs)):
+                    index.whitening_changed(result_type_id, fingerprint)
+                    n = rows.filter(result_type_id=result_type_id, fingerprint=fingerprint).count()
+                    count += n
+                    bar.update(n)
+            else:
+                count = index.rebuild(rows, progress=bar.update)
         what = "read from the database on each search" if index.reads_rows else "filled"
         self.stdout.write(
             self.style.SUCCESS(
