@@ -125,7 +125,9 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
     return ids
 
 
-def _reader(obj, registration: Registration):
+def image_reader(obj, registration: Registration):
+    """A function that reads the bytes of ``obj``'s image from its storage (when it is called)."""
+
     def read() -> bytes:
         file = getattr(obj, registration.image_field)
         with file.storage.open(file.name, "rb") as handle:
@@ -197,7 +199,7 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
         )
 
     extractor = get_extractor(fingerprint)
-    items = ((pk, _reader(obj, registration)) for pk, obj in objects.items())
+    items = ((pk, image_reader(obj, registration)) for pk, obj in objects.items())
     for outcomes in chunked(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
         _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)
     return report

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.contrib.contenttypes.models import ContentType
 
 from ..conf import settings
+from ..indexing import image_reader
 from ..registry import Registration, get_registrations
 
 
@@ -50,14 +51,6 @@ def result_registrations(result_model=None) -> list[Registration]:
     return [r for r in registrations if r.result_model is result_model]
 
 
-def _reader(file) -> Callable[[], bytes]:
-    def read() -> bytes:
-        with file.storage.open(file.name, "rb") as handle:
-            return handle.read()
-
-    return read
-
-
 def shop_items(result_model=None, category_field: str | None = None) -> list[Item]:
     """Every image of ``result_model``'s registrations, labelled with its product (and category)."""
     category_field = category_field if category_field is not None else settings.TRAINING_CATEGORY_FIELD
@@ -75,7 +68,7 @@ def shop_items(result_model=None, category_field: str | None = None) -> list[Ite
             product = registration.result_pk(obj)
             if not file or product is None:
                 continue
-            items.append(Item(registration, str(obj.pk), str(product), categories.get(str(obj.pk)), _reader(file)))
+            items.append(Item(registration, str(obj.pk), str(product), categories.get(str(obj.pk)), image_reader(obj, registration)))
     return items
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 
@@ -16,8 +15,9 @@ from ...backends import get_backend
 from ...conf import settings
 from ...embeddings.fingerprint import current_fingerprint
 from ...models import ImageEmbedding
-from ...versions import kept_fingerprints
 from ...registry import registrations_for_result
+from ...versions import kept_fingerprints
+from .. import model_from_label
 
 
 class Command(BaseCommand):
@@ -64,10 +64,7 @@ class Command(BaseCommand):
         )
 
     def _model(self, label):
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError) as exc:
-            raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        model = model_from_label(label)
         if not registrations_for_result(model):
             raise CommandError(f"{label} is not searchable: no registration in VISUAL_SEARCH['MODELS'] returns it.")
         return model

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from ...reindex import SELECTIONS, count_pks, reindex
 from ...registry import get_registrations
+from ...reindex import SELECTIONS, count_pks, reindex
+from .. import model_from_label
 
 
 class Command(BaseCommand):
@@ -56,10 +56,7 @@ class Command(BaseCommand):
     def _model(self, label):
         if not label:
             return None
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError) as exc:
-            raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        model = model_from_label(label)
         if not any(r.model is model for r in get_registrations()):
             raise CommandError(f"{label} is not registered with visual search (VISUAL_SEARCH['MODELS']).")
         return model

@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 
-from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
 from ...models import ModelVersion
+from .. import model_from_label
 
 STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
 
@@ -92,10 +92,7 @@ class Command(BaseCommand):
     def _model(self, label):
         if not label:
             return None
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError) as exc:
-            raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        model = model_from_label(label)
         return model._meta.label
 
 
