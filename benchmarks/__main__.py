@@ -21,6 +21,9 @@ def main() -> None:
     parser.add_argument("--views", type=int, help="Training suite: augmented views per image (default: the product's).")
     parser.add_argument("--image-size", type=int, help="Training suite: input size of the adapted model (default: the product's).")
     parser.add_argument("--time-limit", type=float, help="Training suite: stop after the last epoch that fits in this many seconds.")
+    parser.add_argument("--trained-blocks", type=int, choices=[1, 2], help="Training suite: VGG16 blocks trained (2: blocks 4-5, the default; 1: block 5).")
+    parser.add_argument("--curve", action="store_true", help="Training suite: measure val P@1 after every epoch (each costs a forward pass).")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="Training suite: any other TrainingOptions field, e.g. --set learning_rate=3e-4.")
     args = parser.parse_args()
 
     from .common import machine, save, setup_django
@@ -41,7 +44,8 @@ def main() -> None:
         elif suite == "training":
             from . import training
 
-            figures = training.run(args.epochs, args.views, args.image_size, args.time_limit)
+            overrides = {k: float(v) if "." in v or "e" in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
+            figures = training.run(args.epochs, args.views, args.image_size, args.time_limit, args.trained_blocks, args.curve, **overrides)
         elif suite == "ann":
             from . import backends_ann
 

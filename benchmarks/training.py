@@ -16,7 +16,10 @@ from .common import dataset
 from .features import compute, images
 
 
-def run(epochs: int | None = None, views: int | None = None, image_size: int | None = None, time_limit: float | None = None) -> dict:
+def run(
+    epochs: int | None = None, views: int | None = None, image_size: int | None = None, time_limit: float | None = None,
+    trained_blocks: int | None = None, curve: bool = False, **overrides,
+) -> dict:
     from django.conf import settings as django_settings
 
     from visual_search.conf import settings
@@ -40,7 +43,9 @@ def run(epochs: int | None = None, views: int | None = None, image_size: int | N
     is_val = np.array([r["split"] == "val" for r in rows])
     before = evaluate_vectors(features[is_val], held, features[~is_val], training)
     before["model"] = f"pretrained {key} at {settings.IMAGE_SIZE}px"
-    options = TrainingOptions.from_settings(epochs=epochs, augmented_views=views, image_size=image_size, time_limit=time_limit)
+    options = TrainingOptions.from_settings(
+        epochs=epochs, augmented_views=views, image_size=image_size, time_limit=time_limit, trained_blocks=trained_blocks, **overrides
+    )
     print(f"Training on {len(training)} images, {len(held)} held-out queries, options {options}", flush=True)
     last = {"stage": None, "t": time.monotonic()}
 
@@ -50,7 +55,17 @@ def run(epochs: int | None = None, views: int | None = None, image_size: int | N
             last.update(stage=stage, t=now)
             print(f"  {stage}: {done}/{total}", flush=True)
 
-    result = train(training, held, options, before=before, progress=progress)
+    learning_curve = {}
+
+    def after_epoch(epoch, held_out_figures):
+        # The val photos searched among the training images after each epoch (one forward pass of the clean maps).
+        figures = held_out_figures(plain=True)
+        learning_curve[epoch] = {"p_at_1": figures["p_at_1"], "plain_p_at_1": figures["plain"]["p_at_1"], "s": round(time.monotonic() - started)}
+        print(f"  epoch {epoch}: val P@1 {figures['p_at_1']:.3f}, P@10 {figures['p_at_10']:.3f} "
+              f"(plain cosine: P@1 {figures['plain']['p_at_1']:.3f}) at {time.monotonic() - started:.0f} s", flush=True)
+
+    started = time.monotonic()
+    result = train(training, held, options, before=before, progress=progress, after_epoch=after_epoch if curve else None)
     m = result.metrics
     return {
         "weights": django_settings.VISUAL_SEARCH["WEIGHTS"],
@@ -68,4 +83,5 @@ def run(epochs: int | None = None, views: int | None = None, image_size: int | N
         "training.total_s": m["seconds"],
         "training.epochs_run": m["epochs_run"],
         "training.epoch_losses": m["epoch_losses"],
+        **({"training.curve_p_at_1": learning_curve} if curve else {}),
     }

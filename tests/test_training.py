@@ -184,3 +184,59 @@ def test_train_and_activate_switches_search_to_the_new_vectors(shop, capsys):
     assert ImageEmbedding.objects.ready(version.fingerprint).first().dimensions == 16
     results = find_similar(shop[0], limit=3)
     assert len(results) == 3
+
+
+@pytest.mark.parametrize(
+    "blocks, trunk_output, trained",
+    [([4], "block3_pool", {"block4_conv1", "block4_conv3"}), ([4, 5], "block3_pool", {"block4_conv1", "block5_conv3"}), ([5], "block4_pool", {"block5_conv1"})],
+)
+def test_the_trained_blocks_decide_where_the_frozen_trunk_ends(blocks, trunk_output, trained):
+    from visual_search.training.network import build_embedding_model, build_head, build_trunk, trunk_layer
+
+    config = {"weights": "random", "seed": 0, "image_size": 64, "dims": 8, "gem_p": 3.0, "trained_blocks": blocks}
+    assert trunk_layer(config) == trunk_output
+    trunk, vgg16 = build_trunk(config, precision="float32")
+    assert trunk.output.shape[-1] == (256 if blocks[0] == 4 else 512)
+    head = build_head(config, vgg16)
+    names = {layer.name for layer in head.layers}
+    assert trained <= names
+    assert ("block5_conv1" in names) == (5 in blocks)
+    # The trained blocks start from the base weights.
+    first = f"block{blocks[0]}_conv1"
+    assert np.array_equal(head.get_layer(first).get_weights()[0], vgg16.get_layer(first).get_weights()[0])
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    got = np.asarray(build_embedding_model(config, None, precision="float32")(x))
+    assert got.shape == (2, 8) and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_version_saved_before_trained_blocks_existed_still_trains_block_5_only():
+    from visual_search.training.network import trained_blocks, trunk_layer
+
+    assert trained_blocks({}) == (5,) and trunk_layer({}) == "block4_pool"
+    with pytest.raises(ValueError, match=r"\[4\], \[4, 5\] or \[5\]"):
+        trained_blocks({"trained_blocks": [3, 4]})
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero():
+    from visual_search.training.trainer import TrainingOptions, _learning_rate
+
+    options = TrainingOptions(epochs=4, warmup_epochs=0.5)
+    schedule = _learning_rate(options, 1e-3, total_steps=40, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 5, 20, 40)]
+    assert rates[0] == 0.0 and abs(rates[1] - 1e-3) < 1e-9
+    assert 0 < rates[2] < 1e-3 and rates[3] < 1e-6
+    assert _learning_rate(TrainingOptions(schedule="constant"), 1e-3, 40, 10) == 1e-3
+    with pytest.raises(ValueError, match="cosine"):
+        _learning_rate(TrainingOptions(schedule="step"), 1e-3, 40, 10)
+
+
+def test_the_command_trains_the_blocks_asked_for_and_refuses_others(shop, capsys):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="use 4, 4,5 or 5"):
+        call_command("visual_search_train", "--blocks", "3")
+    call_command("visual_search_train", "--blocks", "4,5", "--epochs", "1")
+    version = ModelVersion.objects.get()
+    assert version.status == ModelVersion.Status.TRAINED, version.error
+    assert version.config["trained_blocks"] == [4, 5]
+    assert version.config["architecture"] == "vgg16-adapted-blocks4-5"

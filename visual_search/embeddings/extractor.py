@@ -222,6 +222,11 @@ class AdaptedExtractor(Extractor):
         return l2_normalise(features.astype(np.float32))
 
 
+def local_weights_path(fingerprint: str) -> str:
+    """Where this machine caches the weights of the version with ``fingerprint``."""
+    return os.path.join(tempfile.gettempdir(), "visual_search_weights", f"{fingerprint}.weights.h5")
+
+
 def local_weights(version) -> str:
     """A local copy of ``version.weights_file`` (a name in Django's default storage), fetched once.
 
@@ -232,8 +237,8 @@ def local_weights(version) -> str:
     """
     from django.core.files.storage import default_storage
 
-    folder = os.path.join(tempfile.gettempdir(), "visual_search_weights")
-    path = os.path.join(folder, f"{version.fingerprint}.weights.h5")
+    path = local_weights_path(version.fingerprint)
+    folder = os.path.dirname(path)
     if os.path.exists(path):
         return path
     os.makedirs(folder, exist_ok=True)

@@ -1,10 +1,12 @@
 """Train an adapted embedding from the shop's images and save it as a :class:`ModelVersion`.
 
-How it stays fast on a CPU: VGG16's blocks 1-4 are frozen, so their output for each training
-image (a clean view, plus ``augmented_views`` random customer-like views, see :mod:`.augment`) is
-computed once, in bfloat16 where the CPU supports it, and kept in memory as float16. Each epoch
-then runs only block 5 and the projection head, forwards and backwards, on those cached maps,
-with more augmentation applied to the maps themselves (mirroring, random crops).
+How it stays fast on a CPU: VGG16's first blocks are frozen (1-3 when block 4 is trained,
+``trained_blocks=[4]``, the default, or blocks 4 and 5; 1-4 with ``[5]``), so their output for each
+training image (a clean view, plus ``augmented_views`` random customer-like views, see
+:mod:`.augment`) is computed once, in bfloat16 where the CPU supports it, and kept in memory as
+float16. Each epoch then runs only the trained blocks and the projection head, forwards and
+backwards (bfloat16 again, with float32 master weights), on those cached maps, with more
+augmentation applied to the maps themselves (mirroring, random crops).
 
 The loss is a normalised softmax with an additive cosine margin (CosFace, Wang et al. 2018) over
 products, which pulls a product's images together and pushes other products away, plus the same
@@ -31,6 +33,7 @@ from ..embeddings import images
 from . import evaluation
 from .augment import augment
 from .dataset import Item
+from .network import trained_blocks
 
 logger = logging.getLogger("visual_search")
 
@@ -51,10 +54,16 @@ class TrainingOptions:
     image_size: int = 160
     dims: int = 256
     held_out: float = 0.2
-    augmented_views: int = 1
+    augmented_views: int = 2
+    # The VGG16 blocks trained (see network.py): [4], [4, 5] or [5].
+    trained_blocks: tuple = (4,)
     batch_size: int = 32
-    learning_rate: float = 1e-4
-    head_learning_rate: float = 1e-3
+    learning_rate: float = 4e-4
+    head_learning_rate: float = 4e-3
+    # "cosine": a linear warm-up over warmup_epochs, then cosine decay to zero at the last epoch;
+    # "constant": the learning rates throughout.
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5
     margin: float = 0.1
     temperature: float = 0.05
     category_weight: float = 0.3
@@ -75,15 +84,20 @@ class TrainingResult:
     metrics: dict = field(default_factory=dict)
 
 
+def _architecture(blocks: tuple[int, ...]) -> str:
+    return "vgg16-adapted-block5" if blocks == (5,) else "vgg16-adapted-blocks" + "-".join(map(str, blocks))
+
+
 def network_config(options: TrainingOptions) -> dict:
     """The :mod:`.network` config of the model these options train (what the fingerprint covers)."""
     return {
-        "architecture": "vgg16-adapted-block5",
+        "architecture": _architecture(trained_blocks({"trained_blocks": list(options.trained_blocks)})),
         "weights": str(settings.WEIGHTS),
         "seed": int(settings.RANDOM_SEED),
         "image_size": int(options.image_size),
         "dims": int(options.dims),
         "gem_p": float(settings.GEM_P),
+        "trained_blocks": list(trained_blocks({"trained_blocks": list(options.trained_blocks)})),
     }
 
 
@@ -104,7 +118,7 @@ def trunk_features(
     trunk, items: Sequence[Item], *, size: int, views: int, seed: int, batch_size: int,
     progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Blocks 1-4 of every item's views: (maps float16, item index per map, view number per map)."""
+    """The frozen trunk's maps of every item's views: (maps float16, item index per map, view number per map)."""
     rng = random.Random(seed)
     chunks = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
     maps, owners, view_ids = [], [], []
@@ -114,6 +128,13 @@ def trunk_features(
         chunk_rng = random.Random(rng.random())
         return [(n, _decode(items[n], size, views, chunk_rng)) for n in chunk]
 
+    import tensorflow as tf
+
+    # One traced graph for every batch size, as the extractor does: no per-op eager dispatch.
+    forward = tf.function(
+        lambda x: tf.cast(trunk(x, training=False), tf.float16),
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True,
+    )
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="visual-search-train-decode") as pool:
         futures = [pool.submit(decode, chunk) for chunk in chunks[:2]]
@@ -130,8 +151,7 @@ def trunk_features(
                     who.append(n)
                     which.append(v)
             if batch:
-                out = np.asarray(trunk(np.stack(batch), training=False), dtype=np.float32)
-                maps.append(out.astype(np.float16))
+                maps.append(forward(np.stack(batch).astype(np.float32)).numpy())
                 owners += who
                 view_ids += which
             done += len(chunks[k])
@@ -156,11 +176,14 @@ def train(
     before: dict | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    after_epoch: Callable[[int, object], None] | None = None,
 ) -> TrainingResult:
     """Train on ``items``; measure on ``held_out`` (searched among ``items``) after training.
 
     ``before`` (figures of the current model on the same split, see :func:`evaluation.evaluate`)
-    is stored beside the new figures.
+    is stored beside the new figures. ``after_epoch(epoch, held_out_figures)`` is called after each
+    epoch; calling ``held_out_figures()`` measures the held-out figures then (the benchmark's
+    learning curve; it costs a forward pass of the clean maps).
     """
     import keras
     import tensorflow as tf
@@ -188,14 +211,16 @@ def train(
         rows_of.setdefault(int(owners[row]), []).append(int(row))
     train_images = np.array(sorted(rows_of))
 
-    head = build_head(config, vgg16)
+    head = build_head(config, vgg16, precision=str(settings.PRECISION))
     classes = tf.Variable(tf.random.normal((options.dims, len(products)), stddev=0.05, seed=options.seed), name="products")
     use_categories = len(categories) > 1 and options.category_weight > 0
     kinds = tf.Variable(tf.random.normal((options.dims, max(1, len(categories))), stddev=0.05, seed=options.seed + 1), name="categories")
     conv_variables = [v for v in head.trainable_variables if "projection" not in v.path]
     head_variables = [v for v in head.trainable_variables if "projection" in v.path] + [classes, kinds]
-    conv_optimizer = keras.optimizers.Adam(options.learning_rate)
-    head_optimizer = keras.optimizers.Adam(options.head_learning_rate)
+    steps_per_epoch = -(-len(train_images) // options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    conv_optimizer = keras.optimizers.Adam(_learning_rate(options, options.learning_rate, total_steps, steps_per_epoch))
+    head_optimizer = keras.optimizers.Adam(_learning_rate(options, options.head_learning_rate, total_steps, steps_per_epoch))
     margin, scale = float(options.margin), 1.0 / float(options.temperature)
 
     def cosface(z, weights, labels, n):
@@ -215,10 +240,28 @@ def train(
         head_optimizer.apply_gradients(zip(gradients[len(conv_variables) :], head_variables))
         return loss
 
+    clean = views == 0
+    clean_owner = owners[clean]
+    gallery = clean_owner < len(items)
+
+    def held_out_figures(plain: bool = False) -> dict:
+        """The held-out images searched among the training images, with the head as it is now.
+
+        ``plain``: also under ``"plain"``, the figures of plain cosine similarity (no whitening, no
+        query expansion), from the same vectors.
+        """
+        vectors = embed_maps(head, maps[clean])
+        args = (
+            vectors[~gallery], [everything[n] for n in clean_owner[~gallery]],
+            vectors[gallery], [everything[n] for n in clean_owner[gallery]],
+        )
+        figures = evaluate_vectors(*args)
+        if plain:
+            figures["plain"] = evaluate_vectors(*args, whitening_dims=None, expansion=0)
+        return figures
+
     rng = np.random.default_rng(options.seed)
     side = maps.shape[1]
-    steps_per_epoch = -(-len(train_images) // options.batch_size)
-    total_steps = steps_per_epoch * options.epochs
     losses = []
     for epoch in range(options.epochs):
         epoch_started = time.monotonic()
@@ -239,6 +282,8 @@ def train(
                 progress("training", epoch * steps_per_epoch + k + 1, total_steps)
         losses.append(round(float(loss), 4))
         logger.info("Training epoch %s/%s: loss %.4f", epoch + 1, options.epochs, float(loss))
+        if after_epoch is not None:
+            after_epoch(epoch + 1, held_out_figures)
         now = time.monotonic()
         if options.time_limit and epoch + 1 < options.epochs and now - started + (now - epoch_started) > options.time_limit:
             logger.info("Training stops after %s epochs: another would pass the time limit of %s s.", epoch + 1, options.time_limit)
@@ -247,10 +292,6 @@ def train(
 
     if progress:
         progress("evaluating", 0, 1)
-    clean = views == 0
-    vectors = embed_maps(head, maps[clean])
-    clean_owner = owners[clean]
-    gallery = clean_owner < len(items)
     metrics = {
         "options": asdict(options),
         "training_images": int(len(items)),
@@ -262,7 +303,7 @@ def train(
         "epochs_run": len(losses),
         "epoch_losses": losses,
         "before": before or {},
-        "after": evaluate_vectors(vectors[~gallery], [everything[n] for n in clean_owner[~gallery]], vectors[gallery], [everything[n] for n in clean_owner[gallery]]),
+        "after": held_out_figures(),
     }
     metrics["seconds"] = round(time.monotonic() - started, 1)
     if progress:
@@ -270,8 +311,25 @@ def train(
     return TrainingResult(config=config, head=head, metrics=metrics)
 
 
-def evaluate_vectors(queries: np.ndarray, query_items: Sequence[Item], gallery: np.ndarray, gallery_items: Sequence[Item]) -> dict:
-    """:func:`evaluation.evaluate` with the shop's search settings (whitening, query expansion)."""
+def _learning_rate(options: TrainingOptions, peak: float, total_steps: int, steps_per_epoch: int):
+    import keras
+
+    if options.schedule == "constant":
+        return float(peak)
+    if options.schedule != "cosine":
+        raise ValueError(f"schedule must be 'cosine' or 'constant', not {options.schedule!r}.")
+    warmup = min(int(options.warmup_epochs * steps_per_epoch), max(0, total_steps - 1))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else float(peak), decay_steps=max(1, total_steps - warmup), warmup_target=float(peak) if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def evaluate_vectors(
+    queries: np.ndarray, query_items: Sequence[Item], gallery: np.ndarray, gallery_items: Sequence[Item], **search
+) -> dict:
+    """:func:`evaluation.evaluate` with the shop's search settings (whitening, query expansion),
+    or those in ``search`` (``whitening_dims``, ``expansion``)."""
     with_categories = all(i.category is not None for i in list(query_items) + list(gallery_items))
     return evaluation.evaluate(
         queries,
@@ -280,7 +338,10 @@ def evaluate_vectors(queries: np.ndarray, query_items: Sequence[Item], gallery: 
         [i.product for i in gallery_items],
         [i.category for i in query_items] if with_categories else None,
         [i.category for i in gallery_items] if with_categories else None,
-        whitening_dims=int(settings.WHITENING_DIMS) if settings.WHITENING else None,
-        expansion=int(settings.QUERY_EXPANSION or 0),
-        alpha=float(settings.QUERY_EXPANSION_ALPHA),
+        **{
+            "whitening_dims": int(settings.WHITENING_DIMS) if settings.WHITENING else None,
+            "expansion": int(settings.QUERY_EXPANSION or 0),
+            "alpha": float(settings.QUERY_EXPANSION_ALPHA),
+            **search,
+        },
     )

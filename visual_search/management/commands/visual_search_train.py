@@ -13,6 +13,17 @@ from .. import model_from_label
 STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
 
 
+def _blocks(value: str) -> list[int]:
+    import argparse
+
+    from ...training.network import trained_blocks
+
+    try:
+        return list(trained_blocks({"trained_blocks": [int(b) for b in value.split(",")]}))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: use 4, 4,5 or 5.") from exc
+
+
 class Command(BaseCommand):
     help = (
         "Train an embedding adapted to the shop's own images (same-product and same-category "
@@ -27,6 +38,10 @@ class Command(BaseCommand):
         parser.add_argument("--image-size", type=int, help="Input size of the adapted model (default 160).")
         parser.add_argument("--dims", type=int, help="Size of the adapted vectors (default 256).")
         parser.add_argument("--held-out", type=float, help="Share of each product's images kept out of training to measure (default 0.2).")
+        parser.add_argument(
+            "--blocks", dest="trained_blocks", type=_blocks,
+            help="VGG16 blocks to train: 4 (default: block 4, pooled, block 5 dropped), 4,5 or 5.",
+        )
         parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 1).")
         parser.add_argument("--time-limit", type=float, help="Stop after the last epoch that fits in this many seconds (default: run every epoch).")
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
@@ -36,7 +51,7 @@ class Command(BaseCommand):
         from ...training.jobs import run_training, start_training
 
         label = self._model(model)
-        keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit")
+        keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit", "trained_blocks")
         chosen = {k: options[k] for k in keys if options.get(k) is not None}
         if asynchronous:
             if activate:
