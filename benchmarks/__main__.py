@@ -1,4 +1,4 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
 backend against the exact one: benchmarks/results/ann.json). ``ann`` and ``training`` run only when named.
@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+
+
+def _option(item: str) -> tuple[str, object]:
+    """``--set name=value``: the value as an int, else a float, else the string."""
+    name, _, value = item.partition("=")
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
 
 
 def main() -> None:
@@ -21,7 +32,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, help="Training suite: augmented views per image (default: the product's).")
     parser.add_argument("--image-size", type=int, help="Training suite: input size of the adapted model (default: the product's).")
     parser.add_argument("--time-limit", type=float, help="Training suite: stop after the last epoch that fits in this many seconds.")
-    parser.add_argument("--trained-blocks", type=int, choices=[1, 2], help="Training suite: VGG16 blocks trained (2: blocks 4-5, the default; 1: block 5).")
+    parser.add_argument("--blocks", dest="trained_blocks", help="Training suite: VGG16 blocks trained: 4 (the default), 4,5 or 5.")
     parser.add_argument("--curve", action="store_true", help="Training suite: measure val P@1 after every epoch (each costs a forward pass).")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="Training suite: any other TrainingOptions field, e.g. --set learning_rate=3e-4.")
     args = parser.parse_args()
@@ -44,8 +55,9 @@ def main() -> None:
         elif suite == "training":
             from . import training
 
-            overrides = {k: float(v) if "." in v or "e" in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
-            figures = training.run(args.epochs, args.views, args.image_size, args.time_limit, args.trained_blocks, args.curve, **overrides)
+            overrides = dict(_option(item) for item in args.set)
+            blocks = [int(b) for b in args.trained_blocks.split(",")] if args.trained_blocks else None
+            figures = training.run(args.epochs, args.views, args.image_size, args.time_limit, blocks, args.curve, **overrides)
         elif suite == "ann":
             from . import backends_ann
 

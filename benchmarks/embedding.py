@@ -44,7 +44,9 @@ def reindex_throughput(rows: list[dict], precision: str) -> float:
     from visual_search.reindex import reindex
 
     with override_settings(VISUAL_SEARCH={**settings.VISUAL_SEARCH, "PRECISION": precision}):
-        get_extractor().embed_arrays(np.zeros((1, 224, 224, 3), np.float32))  # load once, not counted
+        extractor = get_extractor()
+        size = extractor.config.image_size
+        extractor.embed_arrays(np.zeros((1, size, size, 3), np.float32))  # load once, not counted
         ImageEmbedding.objects.all().delete()
         Product.objects.all().delete()
         import visual_search
