@@ -56,7 +56,9 @@ def main() -> None:
             from . import training
 
             overrides = dict(_option(item) for item in args.set)
-            blocks = [int(b) for b in args.trained_blocks.split(",")] if args.trained_blocks else None
+            from visual_search.training.network import parse_blocks
+
+            blocks = parse_blocks(args.trained_blocks) if args.trained_blocks else None
             figures = training.run(args.epochs, args.views, args.image_size, args.time_limit, blocks, args.curve, **overrides)
         elif suite == "ann":
             from . import backends_ann

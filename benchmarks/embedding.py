@@ -60,14 +60,14 @@ def reindex_throughput(rows: list[dict], precision: str) -> float:
 
 def adapted_version():
     """An active ModelVersion with the default training options' network (weights untrained)."""
-    import tempfile
-
     import os
+    import tempfile
 
     import keras
 
     from visual_search.embeddings.extractor import local_weights_path
     from visual_search.models import ModelVersion
+    from visual_search.training.jobs import STORAGE_DIR
     from visual_search.training.network import build_head, save_head
     from visual_search.training.trainer import TrainingOptions, network_config
     from visual_search.versions import forget_serving_version, version_fingerprint
@@ -85,7 +85,7 @@ def adapted_version():
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     with open(cached, "wb") as handle:
         handle.write(data)
-    name = f"visual_search/models/{fingerprint}.weights.h5"
+    name = f"{STORAGE_DIR}/{fingerprint}.weights.h5"
     ModelVersion.objects.all().delete()
     version = ModelVersion.objects.create(
         label="benchmark (untrained weights)", status=ModelVersion.Status.ACTIVE, fingerprint=fingerprint, weights_file=name, config=config

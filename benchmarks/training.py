@@ -18,7 +18,7 @@ from .features import compute, images
 
 def run(
     epochs: int | None = None, views: int | None = None, image_size: int | None = None, time_limit: float | None = None,
-    trained_blocks: int | None = None, curve: bool = False, **overrides,
+    trained_blocks: list[int] | None = None, curve: bool = False, **overrides,
 ) -> dict:
     from django.conf import settings as django_settings
 

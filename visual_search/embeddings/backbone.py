@@ -45,6 +45,11 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def keras_policy(precision: str) -> str:
+    """The Keras dtype policy of a precision setting: ``"mixed_bfloat16"`` or ``"float32"``."""
+    return "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
+
+
 @contextlib.contextmanager
 def _dtype_policy(name: str):
     import keras
@@ -62,7 +67,7 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for shop logs
     import keras
 
-    policy = "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
+    policy = keras_policy(precision)
     shape = (image_size, image_size, 3)
     # HED itself must be built in float32 (its fusion layer mixes dtypes otherwise); only the
     # VGG16 that receives its weights runs in the configured precision.

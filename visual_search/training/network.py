@@ -22,11 +22,15 @@ CHANNELS_IN = {4: 256, 5: 512}
 
 def trained_blocks(config: dict) -> tuple[int, ...]:
     """The VGG16 blocks a version trains: ``(4,)``, ``(4, 5)`` or ``(5,)``."""
-    blocks = config.get("trained_blocks", [5])
-    blocks = tuple(range(6 - blocks, 6)) if isinstance(blocks, int) else tuple(int(b) for b in blocks)
+    blocks = tuple(int(b) for b in config.get("trained_blocks", [5]))
     if blocks not in ((4,), (4, 5), (5,)):
         raise ValueError(f"trained_blocks must be [4], [4, 5] or [5], not {list(blocks)!r}.")
     return blocks
+
+
+def parse_blocks(text: str) -> list[int]:
+    """``"4,5"`` (a command-line value) -> ``[4, 5]``; ValueError for anything but 4, 4,5 or 5."""
+    return list(trained_blocks({"trained_blocks": [int(b) for b in text.split(",")]}))
 
 
 def trunk_layer(config: dict) -> str:
@@ -38,12 +42,6 @@ def _keras():
     import keras
 
     return keras
-
-
-def _policy(precision: str) -> str:
-    from ..embeddings.backbone import resolve_precision
-
-    return "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
 
 
 def build_trunk(config: dict, *, precision: str = "auto"):
@@ -64,9 +62,11 @@ def build_head(config: dict, base_vgg16=None, *, precision: str = "float32"):
     """
     import tensorflow as tf
 
+    from ..embeddings.backbone import keras_policy
+
     keras = _keras()
     p = float(config.get("gem_p", 3.0))
-    policy = _policy(precision)
+    policy = keras_policy(precision)
     blocks = trained_blocks(config)
     inputs = keras.Input((None, None, CHANNELS_IN[blocks[0]]), name=f"{trunk_layer(config)}_features", dtype="float32")
     x = inputs

@@ -90,14 +90,15 @@ def _architecture(blocks: tuple[int, ...]) -> str:
 
 def network_config(options: TrainingOptions) -> dict:
     """The :mod:`.network` config of the model these options train (what the fingerprint covers)."""
+    blocks = trained_blocks({"trained_blocks": options.trained_blocks})
     return {
-        "architecture": _architecture(trained_blocks({"trained_blocks": list(options.trained_blocks)})),
+        "architecture": _architecture(blocks),
         "weights": str(settings.WEIGHTS),
         "seed": int(settings.RANDOM_SEED),
         "image_size": int(options.image_size),
         "dims": int(options.dims),
         "gem_p": float(settings.GEM_P),
-        "trained_blocks": list(trained_blocks({"trained_blocks": list(options.trained_blocks)})),
+        "trained_blocks": list(blocks),
     }
 
 

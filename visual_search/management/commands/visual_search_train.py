@@ -16,10 +16,10 @@ STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"
 def _blocks(value: str) -> list[int]:
     import argparse
 
-    from ...training.network import trained_blocks
+    from ...training.network import parse_blocks
 
     try:
-        return list(trained_blocks({"trained_blocks": [int(b) for b in value.split(",")]}))
+        return parse_blocks(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{value!r}: use 4, 4,5 or 5.") from exc
 
