@@ -56,7 +56,7 @@ def main() -> None:
             from . import training
 
             overrides = dict(_option(item) for item in args.set)
-            from visual_search.training.network import parse_blocks
+            from visual_search.embeddings.adapted import parse_blocks
 
             blocks = parse_blocks(args.trained_blocks) if args.trained_blocks else None
             figures = training.run(args.epochs, args.views, args.image_size, args.time_limit, blocks, args.curve, **overrides)

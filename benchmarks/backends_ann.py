@@ -46,7 +46,7 @@ def fill(n: int, centres: np.ndarray) -> None:
     from django.db import connection
 
     from tests.testapp.models import Product
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.models import ImageEmbedding, Whitening
 
     ImageEmbedding.objects.all().delete()
@@ -89,7 +89,7 @@ def run(sizes=SIZES, queries: int = 100, fractions=(0.5, 0.1, 0.02, 0.005)) -> d
     from tests.testapp.models import Product
     from visual_search.backends.faiss import FaissBackend
     from visual_search.backends.numpy import NumpyBackend
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.models import ImageEmbedding
 
     rng = np.random.default_rng(42)

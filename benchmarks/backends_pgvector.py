@@ -175,9 +175,9 @@ def run(sizes=(100_000, 1_000_000), queries: int = 200, ef_searches=(40, 100, 20
 
     from tests.testapp.models import Product
     from visual_search.backends.pgvector import PgvectorBackend
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.models import Whitening
-    from visual_search.whitening import apply, fit_arrays
+    from visual_search.ranking import fit_whitening, whiten
 
     if ALIAS not in __import__("django.db").db.connections.settings:
         add_alias(start_postgres())
@@ -194,14 +194,14 @@ def run(sizes=(100_000, 1_000_000), queries: int = 200, ef_searches=(40, 100, 20
         fill_rows(catalogue, result_type_id, fingerprint)
         rows_s = time.perf_counter() - start
         sample = catalogue[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)]
-        mean, projection = fit_arrays(sample, 128)
+        mean, projection = fit_whitening(sample, 128)
         Whitening.objects.using(ALIAS).update_or_create(
             result_type_id=result_type_id, fingerprint=fingerprint,
             defaults={"dimensions": 128, "trained_on": n, "mean": mean.tobytes(), "projection": projection.tobytes()},
         )
-        whitened = apply(catalogue, mean, projection)
+        whitened = whiten(catalogue, mean, projection)
         del catalogue
-        whitened_queries = apply(query_vectors, mean, projection)
+        whitened_queries = whiten(query_vectors, mean, projection)
         backend = PgvectorBackend(using=ALIAS, m=16, ef_construction=64, maintenance_work_mem="4GB")
         built = build(backend, result_type_id, fingerprint)
         disk = sizes_on_disk()
@@ -246,11 +246,12 @@ def filtered_search(backend, queries, whitened_queries, catalogue, kwargs) -> di
     exact = PgvectorBackend(using=backend.using, ef_search=backend.ef_search, exact_max_rows=10**9)
     widened = PgvectorBackend(using=backend.using, ef_search=backend.ef_search, exact_max_rows=0)
     fallbacks = []
-    original = PgvectorBackend._exact_best
+    original = PgvectorBackend._nearest
 
-    def counting(self, *args, **kw):
-        fallbacks.append(1)
-        return original(self, *args, **kw)
+    def counting(self, cursor, generation, query, restrict, exclude, width, exact, vectors=False):
+        if exact:
+            fallbacks.append(1)
+        return original(self, cursor, generation, query, restrict, exclude, width, exact, vectors)
 
     for share in (0.001, 0.01, 0.1, 0.5):
         allowed_ids = np.random.default_rng(int(share * 1e6)).choice(n, max(20, int(n * share)), replace=False)
@@ -260,11 +261,11 @@ def filtered_search(backend, queries, whitened_queries, catalogue, kwargs) -> di
         row = {}
         for name, which in (("exact", exact), ("hnsw_widened", widened)):
             fallbacks.clear()
-            PgvectorBackend._exact_best = counting
+            PgvectorBackend._nearest = counting
             try:
                 measured = latency_and_recall(which, queries, whitened_queries, catalogue, kwargs, restrict, allowed)
             finally:
-                PgvectorBackend._exact_best = original
+                PgvectorBackend._nearest = original
             # How many searches ended in the exact scan: by rule (ef_search would need > 1000) or
             # as the fallback when the filtered HNSW candidates left fewer than 10 results.
             measured["answered_exactly"] = len(fallbacks)

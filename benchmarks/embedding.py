@@ -39,13 +39,13 @@ def reindex_throughput(rows: list[dict], precision: str) -> float:
     from django.test.utils import override_settings
 
     from tests.testapp.models import Product
-    from visual_search.embeddings.extractor import get_extractor
+    from visual_search.serving import get_extractor
     from visual_search.models import ImageEmbedding
     from visual_search.reindex import reindex
 
     with override_settings(VISUAL_SEARCH={**settings.VISUAL_SEARCH, "PRECISION": precision}):
         extractor = get_extractor()
-        size = extractor.config.image_size
+        size = extractor.spec.image_size
         extractor.embed_arrays(np.zeros((1, size, size, 3), np.float32))  # load once, not counted
         ImageEmbedding.objects.all().delete()
         Product.objects.all().delete()
@@ -65,10 +65,10 @@ def adapted_version():
 
     import keras
 
-    from visual_search.embeddings.extractor import local_weights_path
+    from visual_search.serving import local_weights_path
     from visual_search.models import ModelVersion
     from visual_search.training.jobs import STORAGE_DIR
-    from visual_search.training.network import build_head, save_head
+    from visual_search.embeddings.adapted import build_head, save_head
     from visual_search.training.trainer import TrainingOptions, network_config
     from visual_search.versions import forget_serving_version, version_fingerprint
 
@@ -79,7 +79,7 @@ def adapted_version():
         save_head(build_head(config), path)
         data = open(path, "rb").read()
     fingerprint = version_fingerprint(config, data)
-    # Put where each process caches a version's weights (extractor.local_weights), so nothing is
+    # Put where each process caches a version's weights (serving.local_weights), so nothing is
     # written to the default storage, which here is the dataset's folder.
     cached = local_weights_path(fingerprint)
     os.makedirs(os.path.dirname(cached), exist_ok=True)
@@ -95,7 +95,7 @@ def adapted_version():
 
 
 def query_latency(rows: list[dict]) -> dict:
-    from visual_search.embeddings.extractor import embed_image
+    from visual_search.serving import embed_image
 
     samples = []
     for row in rows[:21]:

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from visual_search import whitening
+from visual_search import ranking
+from visual_search.embeddings.pooling import l2_normalise as l2
 
 from .features import compute, images
-
-
-def l2(x: np.ndarray) -> np.ndarray:
-    from visual_search.embeddings.pooling import l2_normalise
-
-    return l2_normalise(x)
 
 
 def rank(queries: np.ndarray, db: np.ndarray, metric: str = "cosine") -> np.ndarray:
@@ -30,13 +25,8 @@ def rank(queries: np.ndarray, db: np.ndarray, metric: str = "cosine") -> np.ndar
 
 
 def query_expansion(queries: np.ndarray, db: np.ndarray, k: int = 3, alpha: float = 3.0) -> np.ndarray:
-    # Mirrors visual_search.backends.numpy._expand (QUERY_EXPANSION=3, QUERY_EXPANSION_ALPHA=3).
-    """alpha-QE (Radenović et al.): re-query with the query averaged with its top-k, weighted by similarity^alpha."""
-    scores = queries @ db.T
-    top = np.argsort(-scores, axis=1)[:, :k]
-    weights = np.power(np.maximum(np.take_along_axis(scores, top, axis=1), 0), alpha)
-    expanded = queries + (weights[:, :, None] * db[top]).sum(axis=1)
-    return l2(expanded)
+    """alpha-QE as the product ranks (visual_search.ranking): the query plus its top-k, weighted by similarity^alpha."""
+    return ranking.expand_against(queries, db, ranking.Policy(expansion=k, alpha=alpha))
 
 
 def metrics(order: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray) -> dict:
@@ -62,7 +52,7 @@ def evaluate(name: str, q: np.ndarray, db: np.ndarray, cat_q: np.ndarray, cat_db
 def default_config() -> tuple[str, int | None, bool]:
     """The features key the product's settings compute (block, pooling), whitening dims, and QE."""
     from visual_search.conf import settings
-    from visual_search.embeddings.fingerprint import resolve_layer
+    from visual_search.embeddings.spec import resolve_layer
 
     block = "b4" if resolve_layer(settings.LAYER, settings.WEIGHTS).startswith("block4") else "b5"
     whiten = int(settings.WHITENING_DIMS) if settings.WHITENING else None
@@ -90,9 +80,8 @@ def run(weights: str) -> dict:
         if metric == "cosine":
             v = l2(v)
         if white is not None:
-            # The product's own whitening (visual_search.whitening), learned on the searched set only.
-            mean, projection = whitening.fit_arrays(v[db], white)
-            v = whitening.apply(v, mean, projection)
+            # The product's own whitening (visual_search.ranking), learned on the searched set only.
+            v = ranking.whiten(v, *ranking.fit_whitening(v[db], white))
         qv = query_expansion(v[q], v[db]) if qe else v[q]
         cat_qv = query_expansion(v[q], v[cat]) if qe else v[q]
         return evaluate(name, qv, v[db], cat_qv, v[cat], labels, metric)

@@ -21,7 +21,7 @@ def fill(n: int, dims: int = 512) -> None:
     from django.db import connection
 
     from tests.testapp.models import Product
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.models import ImageEmbedding
 
     ImageEmbedding.objects.all().delete()
@@ -54,8 +54,8 @@ def run(sizes=SIZES, queries: int = 50, endpoint_queries: int = 20) -> dict:
 
     from tests.testapp.models import Product
     from visual_search.backends import get_backend
-    from visual_search.embeddings.extractor import embed_image, get_extractor
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import embed_image, get_extractor
+    from visual_search.serving import current_fingerprint
 
     photos = [dataset() / r["file"] for r in photo_rows("val")][:endpoint_queries + 1]
     query_vectors = [embed_image(p.read_bytes()) for p in photos[:5]]

@@ -9,6 +9,7 @@ fi
 . .venv/bin/activate
 pip install -r requirements.txt
 export DJANGO_SETTINGS_MODULE=demo_shop.settings TF_CPP_MIN_LOG_LEVEL=3
-python manage.py migrate --noinput
-python manage.py load_demo_catalogue   # idempotent: a second run changes nothing
+# runserver runs the system checks (and shows their warnings) once; these two need not repeat them.
+python manage.py migrate --noinput --skip-checks
+python manage.py load_demo_catalogue --skip-checks   # idempotent: a second run changes nothing
 exec python manage.py runserver 0.0.0.0:8000

@@ -97,7 +97,7 @@ def forget_active_version():
     forget_serving_version()
 
 
-# A small adapted network (see visual_search.training.network) on the tests' random 64-px VGG16.
+# A small adapted network (see visual_search.embeddings.adapted) on the tests' random 64-px VGG16.
 VERSION_CONFIG = {"weights": "random", "seed": 0, "image_size": 64, "dims": 32, "gem_p": 3.0}
 
 
@@ -109,7 +109,7 @@ def trained(tmp_path):
         import keras
 
         from visual_search.models import ModelVersion
-        from visual_search.training.network import build_head, save_head
+        from visual_search.embeddings.adapted import build_head, save_head
         from visual_search.versions import version_fingerprint
 
         keras.utils.set_random_seed(seed)

@@ -107,10 +107,10 @@ def test_changelist_with_status_filter(client, site, staff, shop, settings):
 
 
 def test_reindex_action_queues_with_force(model_admin, staff, shop, monkeypatch):
-    import visual_search.tasks
+    import visual_search.queue
 
     calls = []
-    monkeypatch.setattr(visual_search.tasks, "enqueue", lambda label, field, pks, force=False: calls.append((label, field, list(pks), force)) or len(pks))
+    monkeypatch.setattr(visual_search.queue, "enqueue", lambda label, field, pks, force=False: calls.append((label, field, list(pks), force)) or len(pks))
     good, bad, bare = shop
     gallery = ProductImage.objects.create(product=good, image="gallery/x.jpg")
     request = request_for(staff, "post")

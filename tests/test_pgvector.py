@@ -105,7 +105,7 @@ def store(vectors: np.ndarray, result_ids=None, start: int = 0) -> list:
     from django.contrib.contenttypes.models import ContentType
 
     from tests.testapp.models import Product
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.models import ImageEmbedding
 
     ct = ContentType.objects.get_for_model(Product)
@@ -123,7 +123,7 @@ def search_kwargs(**extra) -> dict:
     from django.contrib.contenttypes.models import ContentType
 
     from tests.testapp.models import Product
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
 
     return {"result_type_id": ContentType.objects.get_for_model(Product).pk, "fingerprint": current_fingerprint(), "limit": 10, **extra}
 

@@ -6,7 +6,7 @@ from django.contrib.contenttypes.models import ContentType
 
 import visual_search
 from visual_search.backends.numpy import NumpyBackend
-from visual_search.embeddings.fingerprint import current_fingerprint
+from visual_search.serving import current_fingerprint
 from visual_search.models import ImageEmbedding
 from visual_search.reindex import reindex
 from tests.conftest import catalogue_image
@@ -97,14 +97,12 @@ def test_a_process_sees_vectors_written_by_another_without_restart(catalogue, se
     assert ids[-1] == str(new.pk) and hits[-1].score == pytest.approx(-1.0, abs=1e-4)
 
 
-def test_best_per_result_returns_each_result_once_with_its_best_score(db):
-    from visual_search.backends.numpy import _best_per_result, _Matrix
+def test_best_per_result_returns_each_result_once_with_its_best_score():
+    from visual_search.ranking import best_per_result
 
-    matrix = _Matrix()
-    codes = [matrix.code(r) for r in ["a", "a", "a", "b", "c"]]
-    matrix.codes = np.asarray(codes)
-    scores = np.array([0.9, 0.95, 0.1, 0.5, -np.inf])
-    hits = _best_per_result(scores, matrix, limit=5)
+    # Best first, as a backend finds them; -inf: a vector no search may return.
+    scores = np.array([0.95, 0.9, 0.5, 0.1, -np.inf])
+    hits = best_per_result(["a", "a", "b", "a", "c"], scores, limit=5)
     assert [(h.result_id, h.score) for h in hits] == [("a", 0.95), ("b", 0.5)]
 
 

@@ -62,7 +62,7 @@ def test_the_held_out_split_follows_the_seed_and_keeps_every_product_in_training
 
 @pytest.mark.parametrize("shop", [True], indirect=True)
 def test_training_saves_a_version_with_its_figures_and_search_is_unchanged(shop):
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.training.jobs import run_training
 
     fingerprint = current_fingerprint()
@@ -84,7 +84,7 @@ def test_training_saves_a_version_with_its_figures_and_search_is_unchanged(shop)
 
     # The inference model built from the saved file gives the vectors training evaluated.
     from visual_search.embeddings.images import prepare
-    from visual_search.training.network import build_embedding_model, build_head, build_trunk
+    from visual_search.embeddings.adapted import build_embedding_model, build_head, build_trunk
     from visual_search.training.trainer import embed_maps
 
     path = default_storage.path(version.weights_file)
@@ -171,7 +171,7 @@ def test_start_training_runs_in_the_background_without_celery(shop, transactiona
 
 
 def test_train_and_activate_switches_search_to_the_new_vectors(shop, capsys):
-    from visual_search.embeddings.fingerprint import current_fingerprint
+    from visual_search.serving import current_fingerprint
     from visual_search.models import ImageEmbedding
     from visual_search.search import find_similar
 
@@ -191,7 +191,7 @@ def test_train_and_activate_switches_search_to_the_new_vectors(shop, capsys):
     [([4], "block3_pool", {"block4_conv1", "block4_conv3"}), ([4, 5], "block3_pool", {"block4_conv1", "block5_conv3"}), ([5], "block4_pool", {"block5_conv1"})],
 )
 def test_the_trained_blocks_decide_where_the_frozen_trunk_ends(blocks, trunk_output, trained):
-    from visual_search.training.network import build_embedding_model, build_head, build_trunk, trunk_layer
+    from visual_search.embeddings.adapted import build_embedding_model, build_head, build_trunk, trunk_layer
 
     config = {"weights": "random", "seed": 0, "image_size": 64, "dims": 8, "gem_p": 3.0, "trained_blocks": blocks}
     assert trunk_layer(config) == trunk_output
@@ -210,7 +210,7 @@ def test_the_trained_blocks_decide_where_the_frozen_trunk_ends(blocks, trunk_out
 
 
 def test_a_version_saved_before_trained_blocks_existed_still_trains_block_5_only():
-    from visual_search.training.network import trained_blocks, trunk_layer
+    from visual_search.embeddings.adapted import trained_blocks, trunk_layer
 
     assert trained_blocks({}) == (5,) and trunk_layer({}) == "block4_pool"
     with pytest.raises(ValueError, match=r"\[4\], \[4, 5\] or \[5\]"):

@@ -18,8 +18,9 @@ from tests.conftest import VERSION_CONFIG as CONFIG
 from tests.conftest import catalogue_image
 from tests.testapp.models import Product
 from visual_search import versions
-from visual_search.embeddings.extractor import get_extractor
-from visual_search.embeddings.fingerprint import current_fingerprint, settings_fingerprint
+from visual_search.serving import get_extractor
+from visual_search.embeddings.spec import settings_fingerprint
+from visual_search.serving import current_fingerprint
 from visual_search.embeddings.images import checksum
 from visual_search.models import ImageEmbedding, ModelVersion
 from visual_search.versions import VersionError, activate, rollback, version_fingerprint

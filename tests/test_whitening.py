@@ -6,7 +6,7 @@ import pytest
 import visual_search
 from visual_search.models import ImageEmbedding, Whitening
 from visual_search.reindex import reindex
-from visual_search.whitening import apply, fit_arrays
+from visual_search.ranking import fit_whitening, whiten
 from tests.conftest import catalogue_image, photos
 from tests.testapp.models import Product
 
@@ -14,13 +14,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice", "Kiwi", "Lime"]
 
 
-def test_fit_arrays_whitens():
+def test_fit_whitening_whitens():
     rng = np.random.default_rng(0)
     data = rng.standard_normal((500, 8)) @ rng.standard_normal((8, 8)) + 3.0
-    mean, projection = fit_arrays(data, 8)
+    mean, projection = fit_whitening(data, 8)
     whitened = (data - mean) @ projection
     assert np.allclose(np.cov(whitened.T), np.eye(8), atol=1e-3)
-    assert np.allclose(np.linalg.norm(apply(data, mean, projection), axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(whiten(data, mean, projection), axis=1), 1.0, atol=1e-5)
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _, ngettext
 
+from . import queue, training, versions
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding, ModelVersion, Whitening
+from .registry import get_registration
+from .serving import PRETRAINED_KEY
 
 logger = logging.getLogger("visual_search")
 
@@ -35,9 +38,6 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Recompute the selected embeddings"))
     def requeue(self, request, queryset):
-        from .registry import get_registration
-        from .tasks import enqueue
-
         groups: dict[tuple[str, str], list[str]] = {}
         for row in queryset.select_related("content_type"):
             label = f"{row.content_type.app_label}.{row.content_type.model}"
@@ -48,7 +48,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
                 get_registration(label, field)
             except LookupError:
                 continue
-            queued += enqueue(label, field, pks, force=True)
+            queued += queue.enqueue(label, field, pks, force=True)
         self.message_user(
             request,
             ngettext("%d image queued for recomputing.", "%d images queued for recomputing.", queued) % queued,
@@ -98,8 +98,6 @@ def _figure(value) -> str:
 
 def in_progress(version: ModelVersion) -> bool:
     """Training, computing vectors, or (the active one) switching back to the pretrained model."""
-    from .versions import PRETRAINED_KEY
-
     return version.status in (Version.TRAINING, Version.BUILDING) or bool((version.progress or {}).get(PRETRAINED_KEY))
 
 
@@ -200,15 +198,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Activate: compute its vectors, then switch searches to it (without Celery: may take minutes)"), permissions=["change"])
     def activate_selected(self, request, queryset):
-        from .tasks import use_celery
-        from .versions import activate
-
         if queryset.count() != 1:
             self.message_user(request, _("Select exactly one version to activate."), messages.WARNING)
             return
         version = queryset.get()
         try:
-            result = activate(version, asynchronous=use_celery())
+            result = versions.activate(version, asynchronous=queue.use_celery())
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
@@ -219,11 +214,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Roll back to the previous version (whatever is selected)"), permissions=["change"])
     def rollback(self, request, queryset=None):
-        from .tasks import use_celery
-        from .versions import rollback
-
         try:
-            result = rollback(asynchronous=use_celery())
+            result = versions.rollback(asynchronous=queue.use_celery())
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
@@ -264,13 +256,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def train_view(self, request):
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        try:  # the training stack (Keras) loads only when used
-            from .training import start_training
-        except ImportError:
-            from .training.jobs import start_training
-
         try:
-            version = start_training(model_label=None)
+            version = training.start_training(model_label=None)
         except (VisualSearchError, ImproperlyConfigured, LookupError, ValueError) as exc:
             self.message_user(request, _("Training could not start: %(reason)s") % {"reason": exc}, messages.ERROR)
             return self._back()

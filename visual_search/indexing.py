@@ -4,7 +4,7 @@ Everything here takes ids and reads the rows again, so it is idempotent: running
 after a redelivered task, leaves the same rows. A batch never fails as a whole for one bad image.
 
 An image has one row per model version (fingerprint). Work is done for the *indexing
-fingerprints* (:func:`visual_search.versions.indexing_fingerprints`): the active version's and
+fingerprints* (:func:`visual_search.serving.indexing_fingerprints`): the active version's and
 any being built. Rows of other versions are kept while they describe the image as it is (a
 rollback reuses them) and deleted once it changes.
 """
@@ -19,11 +19,13 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
+from . import serving
 from .backends import get_backend
 from .batching import chunked
 from .exceptions import InvalidImage
 from .models import ImageEmbedding
 from .registry import Registration
+from .serving import indexing_fingerprints, kept_fingerprints
 
 logger = logging.getLogger("visual_search")
 Status = ImageEmbedding.Status
@@ -79,8 +81,6 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     not searched, so a product never matches on a photo it no longer shows; rows of other versions
     that describe another file are deleted (a rollback will compute the image again).
     """
-    from .versions import indexing_fingerprints
-
     result_pk = registration.result_pk(obj)
     if result_pk is None:
         return False
@@ -152,8 +152,6 @@ def index_objects(
     exist, or have no image, lose their rows. Bad images end ``failed`` with a reason. The report
     counts each image once per fingerprint.
     """
-    from .versions import indexing_fingerprints, kept_fingerprints
-
     report = IndexReport()
     pks = list(pks)
     queryset = registration.model._default_manager.filter(pk__in=pks)
@@ -177,8 +175,6 @@ def index_objects(
 
 
 def _index_version(registration: Registration, objects: dict, fingerprint: str, force: bool, batch_size, fingerprints) -> IndexReport:
-    from .embeddings.extractor import get_extractor
-
     report = IndexReport()
     content_type = ContentType.objects.get_for_model(registration.model)
     existing = {
@@ -198,7 +194,7 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
             and row.checksum == checksum
         )
 
-    extractor = get_extractor(fingerprint)
+    extractor = serving.get_extractor(fingerprint)
     items = ((pk, image_reader(obj, registration)) for pk, obj in objects.items())
     for outcomes in chunked(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
         _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)

@@ -14,9 +14,10 @@ from typing import Any
 
 from django.core.exceptions import FieldError, ValidationError
 
-from .api.conf import search_model, web_setting
+from . import search
 from .conf import settings
 from .exceptions import ImageTooLarge, InvalidImage, UnsupportedFormat
+from .registry import search_model
 from .results import apply_filters, describe
 
 logger = logging.getLogger("visual_search")
@@ -57,9 +58,9 @@ def check_content_length(meta: Mapping[str, Any]) -> None:
 
 def parse_limit(value: Any) -> int:
     """The number of results asked for: ``API_DEFAULT_LIMIT`` when absent, 1 to ``API_MAX_LIMIT``."""
-    highest = int(web_setting("API_MAX_LIMIT"))
+    highest = int(settings.API_MAX_LIMIT)
     if value in (None, ""):
-        return min(int(web_setting("API_DEFAULT_LIMIT")), highest)
+        return min(int(settings.API_DEFAULT_LIMIT), highest)
     try:
         limit = int(value)
     except (TypeError, ValueError):
@@ -81,8 +82,6 @@ def search_queryset(params: Mapping[str, Any]):
 
 def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | None = None) -> list[dict[str, Any]]:
     """Objects that look like the uploaded photo, :func:`~visual_search.results.describe`'d, best first."""
-    from .search import search_by_image
-
     if upload is None:
         raise PhotoSearchError(400, "required", "Send a photo in the form field 'image'.")
     if getattr(upload, "size", 0) > max_upload_bytes():
@@ -91,7 +90,7 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     queryset = search_queryset(params)
     started = time.perf_counter()
     try:
-        results = search_by_image(upload, queryset, limit=limit)
+        results = search.search_by_image(upload, queryset, limit=limit)
     except ImageTooLarge as exc:
         raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None
     except UnsupportedFormat as exc:

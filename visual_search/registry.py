@@ -5,10 +5,14 @@ stands for: for a ``ProductImage`` with ``product = ForeignKey(Product)``, ``res
 makes searches return products (each once, scored by its best image). Registrations come from
 ``settings.VISUAL_SEARCH["MODELS"]`` and from :func:`register`; several may coexist, and
 several may share a result model (a product's main image and its gallery images).
+
+Whatever must follow registrations (the signal processor connects the model's signals) subscribes
+with :func:`subscribe`: the registry calls it for each new registration and knows nothing of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,16 +95,23 @@ def register(model: type[models.Model], image_field: str = "image", result: str 
     """
     registration = _make(model, image_field, result)
     _registered[(registration.label, image_field)] = registration
-    _connect(registration)
+    for observer in list(_observers):
+        observer(registration)
     return registration
 
 
-def _connect(registration: Registration) -> None:
-    from .signals import get_signal_processor
+_observers: list[Callable[[Registration], None]] = []
 
-    processor = get_signal_processor()
-    if processor is not None:
-        processor.connect(registration.model)
+
+def subscribe(observer: Callable[[Registration], None]) -> None:
+    """Call ``observer(registration)`` for every later :func:`register` (once per observer)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def unsubscribe(observer: Callable[[Registration], None]) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
 
 
 def unregister(model: type[models.Model], image_field: str | None = None) -> None:
@@ -159,3 +170,23 @@ def get_registration(label: str, image_field: str) -> Registration:
         if registration.label == label and registration.image_field == image_field:
             return registration
     raise LookupError(f"{label}.{image_field} is not registered with visual search.")
+
+
+def search_model() -> type[models.Model]:
+    """The model search by photo returns: ``API_MODEL``, or the first registration's result model."""
+    label = settings.API_MODEL
+    if label:
+        try:
+            return apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise ImproperlyConfigured(f"VISUAL_SEARCH['API_MODEL'] = {label!r}: no such model; use 'app_label.ModelName'.") from exc
+    registrations = get_registrations()
+    if not registrations:
+        raise ImproperlyConfigured("Search by photo needs a registered model: add one to VISUAL_SEARCH['MODELS'].")
+    return registrations[0].result_model
+
+
+def filter_lookups() -> dict[str, str]:
+    """The filters customers may add to a search, ``{parameter: lookup}`` (``API_FILTERS``, validated
+    by the system check ``visual_search.E008``)."""
+    return dict(settings.API_FILTERS or {})

@@ -8,9 +8,14 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
-from .embeddings.fingerprint import current_fingerprint
+from .batching import chunked
+from .conf import settings
+from .indexing import IndexReport, index_objects
 from .models import ImageEmbedding
+from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
+from .serving import current_fingerprint, indexing_fingerprints
+from .whitening import fit_if_needed
 
 SELECTIONS = ("missing", "stale", "failed", "pending")
 
@@ -24,8 +29,6 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
     retired version's rows beside current ones are not stale: they wait for a rollback. Objects
     without an image are left out.
     """
-    from .versions import indexing_fingerprints
-
     objects = queryset if queryset is not None else registration.model._default_manager.all()
     objects = objects.exclude(**{registration.image_field: ""}).exclude(**{f"{registration.image_field}__isnull": True})
     if not only:
@@ -72,11 +75,6 @@ def reindex(
     :func:`select_pks`). ``asynchronous=True`` queues Celery tasks of ``BATCH_SIZE`` ids; False
     runs in this process in batches, calling ``progress(n)`` after each; None follows ``ASYNC``.
     """
-    from .conf import settings
-    from .indexing import IndexReport, index_objects
-    from .batching import chunked
-    from .tasks import enqueue, use_celery
-
     if queryset is not None:
         model = queryset.model
     registrations = [r for r in get_registrations() if model is None or r.model is model]
@@ -96,8 +94,6 @@ def reindex(
             if progress:
                 progress(len(batch))
     if not asynchronous:
-        from .whitening import fit_if_needed
-
         counts.update(report.as_dict())
         counts["whitened"] = len(fit_if_needed())
     return counts

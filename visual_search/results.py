@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db import models
 
-from .api.conf import filter_lookups
-from .registry import registrations_for_result
+from . import search
+from .registry import filter_lookups, registrations_for_result
 
 logger = logging.getLogger("visual_search")
 
@@ -81,13 +81,11 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
     No embedding yet, an empty index, or any model or storage error gives ``[]`` and a log line on
     the ``visual_search`` logger (INFO when the object is simply not indexed yet, ERROR otherwise).
     """
-    from .search import NotIndexed, find_similar
-
     if obj is None or getattr(obj, "pk", None) is None:
         return []
     try:
-        return describe(find_similar(obj, limit=int(limit), queryset=queryset), request)
-    except NotIndexed as exc:
+        return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
+    except search.NotIndexed as exc:
         logger.info("Similar products for %s %s: %s", type(obj).__name__, obj.pk, exc)
     except Exception:
         logger.exception("Similar products for %s %s failed; showing none", type(obj).__name__, obj.pk)

@@ -9,12 +9,13 @@ import numpy as np
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
+from . import serving
 from .backends import get_backend
-from .embeddings.fingerprint import current_fingerprint
 from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
 from .registry import registrations_for_result
+from .serving import current_fingerprint
 
 
 class NotIndexed(VisualSearchError):
@@ -83,11 +84,9 @@ def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 
     (``Product.objects.filter(in_stock=True)``). Raises :class:`~visual_search.exceptions.InvalidImage`
     with a message for the customer when the image cannot be used.
     """
-    from .embeddings.extractor import embed_image, get_extractor
-
     queryset = _queryset(model_or_queryset)
-    extractor = get_extractor()
-    return search_vector(embed_image(image, extractor), queryset, limit=limit, fingerprint=extractor.fingerprint)
+    extractor = serving.get_extractor()
+    return search_vector(serving.embed_image(image, extractor), queryset, limit=limit, fingerprint=extractor.fingerprint)
 
 
 def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarray:

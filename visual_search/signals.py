@@ -16,8 +16,12 @@ from collections.abc import Iterator
 
 from django.db import router, transaction
 from django.db.models import signals
+from django.utils.module_loading import import_string
 
-from .registry import Registration, get_registrations, registrations_for_model
+from . import queue
+from .conf import settings
+from .indexing import mark_pending, remove_object
+from .registry import Registration, get_registrations, registrations_for_model, subscribe, unsubscribe
 
 _SEEN = "_visual_search_seen"
 _paused: contextvars.ContextVar[list | None] = contextvars.ContextVar("visual_search_paused", default=None)
@@ -42,17 +46,19 @@ def pause_indexing(reindex_on_exit: bool = True) -> Iterator[None]:
     finally:
         _paused.reset(token)
     if reindex_on_exit and touched:
-        from .tasks import enqueue
-
         groups: dict[tuple[str, str], list] = {}
         for label, field, pk in touched:
             groups.setdefault((label, field), []).append(pk)
         for (label, field), pks in groups.items():
-            enqueue(label, field, list(dict.fromkeys(pks)))
+            queue.enqueue(label, field, list(dict.fromkeys(pks)))
 
 
 class SignalProcessor:
-    """Connects ``post_init``, ``post_save`` and ``post_delete`` of every registered model."""
+    """Connects ``post_init``, ``post_save`` and ``post_delete`` of every registered model.
+
+    Models registered later with :func:`visual_search.register` are connected as they come: the
+    processor subscribes to the registry.
+    """
 
     def __init__(self) -> None:
         self.models: set[type] = set()
@@ -60,6 +66,10 @@ class SignalProcessor:
     def setup(self) -> None:
         for registration in get_registrations():
             self.connect(registration.model)
+        subscribe(self.registered)
+
+    def registered(self, registration: Registration) -> None:
+        self.connect(registration.model)
 
     def connect(self, model: type) -> None:
         if model in self.models:
@@ -71,6 +81,7 @@ class SignalProcessor:
         signals.post_delete.connect(self.handle_delete, sender=model, dispatch_uid=uid, weak=False)
 
     def teardown(self) -> None:
+        unsubscribe(self.registered)
         for model in self.models:
             uid = f"visual_search:{model._meta.label_lower}"
             for signal in (signals.post_init, signals.post_save, signals.post_delete):
@@ -97,8 +108,6 @@ class SignalProcessor:
             self.image_changed(registration, instance, name, using or router.db_for_write(sender))
 
     def handle_delete(self, sender, instance, **kwargs) -> None:
-        from .indexing import remove_object
-
         for registration in registrations_for_model(sender):
             remove_object(registration, instance.pk)
 
@@ -106,8 +115,6 @@ class SignalProcessor:
 
     def image_changed(self, registration: Registration, instance, name: str, using: str) -> None:
         """Mark the row pending now and schedule the work once the transaction commits."""
-        from .indexing import mark_pending, remove_object
-
         if not name:
             remove_object(registration, instance.pk)
             return
@@ -121,9 +128,7 @@ class SignalProcessor:
         transaction.on_commit(lambda: self.schedule(label, field, [pk]), using=using)
 
     def schedule(self, label: str, image_field: str, pks: list) -> None:
-        from .tasks import enqueue
-
-        enqueue(label, image_field, pks)
+        queue.enqueue(label, image_field, pks)
 
 
 def _name(instance, registration: Registration) -> str:
@@ -143,10 +148,6 @@ def get_signal_processor() -> SignalProcessor | None:
 def setup_signal_processor() -> SignalProcessor:
     """Build the configured processor and connect it (called from ``AppConfig.ready``)."""
     global _processor
-    from django.utils.module_loading import import_string
-
-    from .conf import settings
-
     if _processor is not None:
         _processor.teardown()
     _processor = import_string(settings.SIGNAL_PROCESSOR)()

@@ -10,18 +10,25 @@ retry with exponential backoff.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings as django_settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from .batching import chunked
+from . import queue
 from .conf import settings
+from .indexing import index_objects
+from .models import ImageEmbedding, ModelVersion
+from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
+from .reindex import select_pks
+from .serving import indexing_fingerprints
+from .training.jobs import run_training
+from .versions import build_step
+from .whitening import fit_if_needed
 
 logger = logging.getLogger("visual_search")
 
@@ -40,15 +47,13 @@ class RetryLater(Exception):
     """Some images of a batch could not be read for a reason that may pass."""
 
 
-@shared_task(bind=True, name="visual_search.embed_objects", **TASK_OPTIONS)
+@shared_task(bind=True, name=queue.EMBED_OBJECTS, **TASK_OPTIONS)
 def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force: bool = False, fingerprint: str | None = None) -> dict:
     """Embed the images of objects ``pks`` of model ``label``, in batches. Returns counts.
 
     For every indexing fingerprint (the active model version and any being built), or only for
     ``fingerprint`` (a version being built: see :func:`visual_search.versions.activate`).
     """
-    from .indexing import index_objects
-
     fingerprints = [fingerprint] if fingerprint else None
     report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
     if report.retry:
@@ -61,7 +66,7 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     return report.as_dict()
 
 
-@shared_task(name="visual_search.sweep", acks_late=True)
+@shared_task(name=queue.SWEEP, acks_late=True)
 def sweep(older_than: float | None = None) -> int:
     """Queue every pending row older than ``SWEEP_AFTER_SECONDS`` and every stale image again.
 
@@ -71,10 +76,6 @@ def sweep(older_than: float | None = None) -> int:
     alone (they wait for a rollback); pending rows of a version no longer being built are deleted,
     since nothing would ever compute them.
     """
-    from .models import ImageEmbedding
-    from .reindex import select_pks
-    from .versions import indexing_fingerprints
-
     if older_than is None:
         older_than = float(settings.SWEEP_AFTER_SECONDS)
     cutoff = timezone.now() - timedelta(seconds=older_than)
@@ -93,13 +94,11 @@ def sweep(older_than: float | None = None) -> int:
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)
-    from .whitening import fit_if_needed
-
     fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
     return queued
 
 
-@shared_task(name="visual_search.activate_version", acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=2, max_retries=8)
+@shared_task(name=queue.ACTIVATE_VERSION, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=2, max_retries=8)
 def activate_version(version_id: int | None, keep_previous: bool = False) -> dict:
     """Build a model version's vectors on the workers, then switch searches to it.
 
@@ -108,80 +107,19 @@ def activate_version(version_id: int | None, keep_previous: bool = False) -> dic
     tasks spread over the workers), stores the progress on the version, and queues itself again
     a few seconds later until nothing is left; then the switch is one transaction.
     """
-    from .versions import build_step
-
     again = build_step(version_id, keep_previous)
     if again is not None:
         activate_version.apply_async(args=(version_id, keep_previous), countdown=again, queue=settings.QUEUE)
     return {"version": version_id, "finished": again is None}
 
 
-def use_celery() -> bool:
-    """Whether work goes through Celery: ``VISUAL_SEARCH["ASYNC"]``, else whether a broker is set."""
-    if settings.ASYNC is not None:
-        return bool(settings.ASYNC)
-    if getattr(django_settings, "CELERY_BROKER_URL", None):
-        return True
-    from celery import current_app
-
-    return bool(current_app.conf.broker_url)
-
-
-def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False, fingerprint: str | None = None) -> int:
-    """Schedule embedding of ``pks``: Celery tasks of ``BATCH_SIZE`` ids, or in-process when no broker.
-
-    Never raises: a save must not fail because the broker is down. Rows stay pending and the
-    sweep picks them up when it is back. Returns how many objects were scheduled (or done).
-    ``fingerprint`` limits the work to one model version (see ``embed_objects``).
-    """
-    pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
-    if not pks:
-        return 0
-    size = int(settings.BATCH_SIZE)
-    if not use_celery():
-        return _run_in_process(label, image_field, pks, force, fingerprint)
-    done = 0
-    for batch in chunked(pks, size):
-        try:
-            embed_objects.apply_async(
-                args=(label, image_field, batch, force) + ((fingerprint,) if fingerprint else ()),
-                queue=settings.QUEUE,
-                retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-            )
-            done += len(batch)
-        except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
-            logger.warning(
-                "Could not queue visual search work for %s (%s ids): %s. The rows stay pending; "
-                "the sweep task queues them again once the broker is back.",
-                label,
-                len(batch),
-                exc,
-            )
-    return done
-
-
-def _run_in_process(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None = None) -> int:
-    from .indexing import index_objects
-
-    try:
-        report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=[fingerprint] if fingerprint else None)
-    except Exception:
-        logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
-        return 0
-    return len(pks) - len(report.retry)
-
-
-@shared_task(name="visual_search.train_model", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=queue.TRAIN_MODEL, acks_late=True, reject_on_worker_lost=True)
 def train_model(version_id: int) -> dict:
     """Train the ``ModelVersion`` ``version_id`` (see :mod:`visual_search.training.jobs`).
 
     Acknowledged late: a worker lost mid-training gives the job back, and another starts it over.
     A version that is no longer ``training`` (cancelled, or finished by an earlier delivery) is left alone.
     """
-    from .models import ModelVersion
-    from .training.jobs import run_training
-
     if not ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).exists():
         return {"skipped": version_id}
     version = run_training(version_id)

@@ -21,32 +21,42 @@ the settings describe); :func:`prune` deletes the vectors no rollback needs. The
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models import Count
 from django.utils import timezone
 
+from . import queue
+from .backends import get_backend
+from .batching import chunked
 from .conf import settings
+from .embeddings.spec import network_fingerprint, settings_fingerprint
 from .exceptions import VisualSearchError
+from .indexing import index_objects
 from .models import ImageEmbedding, ModelVersion, Whitening
+from .registry import get_registrations
+
+# Which version serves is serving's; these names are part of this module's API since versions came.
+from .serving import (  # noqa: F401
+    PRETRAINED_KEY,
+    active_version,
+    forget_serving_version,
+    indexing_fingerprints,
+    kept_fingerprints,
+    serving_version,
+)
+from .whitening import fit_if_needed
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
 # progress(done, total): images whose vector of the version being built exists, of those needed.
 Progress = Callable[[int, int], None]
 
-# Returning to the pretrained model has no ModelVersion row to mark ``building``: the fingerprint
-# being built is kept in the progress of the version being left (still active meanwhile).
-PRETRAINED_KEY = "building_pretrained"
 # A build goes over the catalogue again while images changed under it; this many passes at most.
 MAX_PASSES = 5
 # Asynchronous builds: the check task runs this often, and re-queues what is left after this many
@@ -54,94 +64,16 @@ MAX_PASSES = 5
 CHECK_EVERY_SECONDS = 5.0
 IDLE_CHECKS = 6
 
+# The fingerprint of a trained version (its network config and weights); kept under this name.
+version_fingerprint = network_fingerprint
+
 
 class VersionError(VisualSearchError):
     """A version cannot be activated, or there is nothing to roll back to; the message says why."""
 
 
-def version_fingerprint(config: dict, weights_bytes: bytes) -> str:
-    """The fingerprint of a trained version: its network ``config`` and its weights file's bytes.
-
-    The trainer computes it when it saves a version; 16 hex digits like the settings' fingerprint.
-    """
-    blob = json.dumps(config, sort_keys=True).encode() + hashlib.sha256(weights_bytes).digest()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-# -- which version is in use ------------------------------------------------------------------------
-
-def active_version() -> ModelVersion | None:
-    """The active version, read from the database now; None: the pretrained model of the settings."""
-    return ModelVersion.objects.filter(status=Status.ACTIVE).first()
-
-
-_serving: tuple[float, ModelVersion | None] | None = None
-_serving_lock = threading.Lock()
-
-
-def serving_version() -> ModelVersion | None:
-    """The active version as this process sees it: read at most every ``REFRESH_INTERVAL`` seconds.
-
-    What searches embed queries with and compare against. Web processes and workers follow a
-    switch within that interval without a restart; the old version's rows stay, so a process that
-    is a second late still gets full results, all from one version.
-    """
-    global _serving
-    interval = float(settings.REFRESH_INTERVAL)
-    seen = _serving
-    if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval:
-        return seen[1]
-    version = active_version()
-    with _serving_lock:
-        _serving = (time.monotonic(), version)
-    return version
-
-
-def forget_serving_version(**kwargs) -> None:
-    """Read the active version again on next use (after a switch made by this process)."""
-    global _serving
-    with _serving_lock:
-        _serving = None
-
-
-post_save.connect(forget_serving_version, sender=ModelVersion, dispatch_uid="visual_search.versions.saved")
-post_delete.connect(forget_serving_version, sender=ModelVersion, dispatch_uid="visual_search.versions.deleted")
-
-
-def indexing_fingerprints() -> list[str]:
-    """Fingerprints a new or changed image gets vectors of: the active one first, then any being built.
-
-    Read from the database on every call, never cached: an image saved just after a build started
-    must get the building version's vector too, or that version would switch in without it.
-    """
-    from .embeddings.fingerprint import settings_fingerprint
-
-    rows = list(ModelVersion.objects.filter(status__in=[Status.ACTIVE, Status.BUILDING]).values_list("status", "fingerprint", "progress"))
-    found = [fp for status, fp, _ in rows if status == Status.ACTIVE][:1] or [settings_fingerprint()]
-    for status, fp, progress in rows:
-        extra = fp if status == Status.BUILDING else (progress or {}).get(PRETRAINED_KEY)
-        if extra and extra not in found:
-            found.append(extra)
-    return found
-
-
-def kept_fingerprints() -> set[str]:
-    """Fingerprints whose rows are worth keeping: in use, being built, or some version's (rollback).
-
-    Rows of any other fingerprint are *stale*: made before the settings changed. Indexing an image
-    deletes them once its current vector is stored.
-    """
-    kept = set(indexing_fingerprints())
-    for fingerprint, previous in ModelVersion.objects.values_list("fingerprint", "previous_fingerprint"):
-        kept |= {fingerprint, previous}
-    kept.discard("")
-    return kept
-
-
 def rollback_fingerprint() -> str | None:
     """The fingerprint :func:`rollback` returns to, or None when no version is active."""
-    from .embeddings.fingerprint import settings_fingerprint
-
     active = active_version()
     if active is None:
         return None
@@ -187,7 +119,6 @@ def rollback(*, progress: Progress | None = None, asynchronous: bool = False) ->
     Rolling back again goes one step further back, down to the pretrained model. Returns the
     version rolled back to (``building`` while queued), or None for the pretrained model.
     """
-    from .embeddings.fingerprint import settings_fingerprint
 
     current = active_version()
     if current is None:
@@ -245,14 +176,10 @@ def _check_no_build(version: ModelVersion) -> None:
 
 
 def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool) -> ModelVersion:
-    from .tasks import use_celery
-
     _start(target, keep_previous)
-    if asynchronous and use_celery():
-        from .tasks import activate_version
-
+    if asynchronous and queue.use_celery():
         try:
-            activate_version.apply_async(args=(_task_id(target), keep_previous), queue=settings.QUEUE)
+            queue.send(queue.ACTIVATE_VERSION, (_task_id(target), keep_previous), queue=settings.QUEUE)
         except Exception as exc:  # the broker is unreachable
             _abandon(target, f"Could not queue the build: {exc}")
             raise VersionError(f"Could not queue the activation of {target.name} ({exc}); is the broker running?") from exc
@@ -293,7 +220,6 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
     version's row of it. ``index_objects`` then reads the others and still skips those whose bytes
     did not change.
     """
-    from .registry import get_registrations
 
     current = indexing_fingerprints()[0]
     settled = [ImageEmbedding.Status.READY, ImageEmbedding.Status.FAILED]
@@ -321,8 +247,6 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
 
 def _build(target: _Target, progress: Progress | None) -> None:
     """Compute the target's vectors here, pass after pass until no image lacks one."""
-    from .batching import chunked
-    from .indexing import index_objects
 
     done, chunk = 0, int(settings.BATCH_SIZE) * 4
     for _ in range(MAX_PASSES):
@@ -382,8 +306,6 @@ def _abandon(target: _Target, reason: str, stage: str = "failed") -> None:
 
 def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
     """Fit the target's whitening, then switch every search to it in one transaction."""
-    from .embeddings.fingerprint import settings_fingerprint
-    from .whitening import fit_if_needed
 
     refitted = {w.result_type_id for w in fit_if_needed(fingerprint=target.fingerprint)}
     _fill_backend(target.fingerprint, skip=refitted)
@@ -414,8 +336,6 @@ def _fill_backend(fingerprint: str, skip: set[int]) -> None:
     switch: a rollback target's rows were never handed to it again since it was retired, or were
     dropped by a rebuild. A whitening refit (``skip``) has already rebuilt them; for backends that
     read the rows (NumPy) or rebuild from them lazily (FAISS) this only expires their memory."""
-    from .backends import get_backend
-    from .models import ImageEmbedding
 
     backend = get_backend()
     if backend.reads_rows:
@@ -427,7 +347,6 @@ def _fill_backend(fingerprint: str, skip: set[int]) -> None:
 
 def _expire() -> None:
     """This process switches at once (the others within ``REFRESH_INTERVAL``)."""
-    from .backends import get_backend
 
     forget_serving_version()
     get_backend().expire()
@@ -469,7 +388,6 @@ def build_step(version_id: int | None, keep_previous: bool) -> float | None:
 
 
 def _async_target(version_id: int | None) -> _Target | None:
-    from .embeddings.fingerprint import settings_fingerprint
 
     if version_id is None:
         holder = active_version()
@@ -481,10 +399,8 @@ def _async_target(version_id: int | None) -> _Target | None:
 
 
 def _queue(work, fingerprint: str) -> None:
-    from .tasks import enqueue
-
     for registration, pks in work:
-        enqueue(registration.label, registration.image_field, pks, fingerprint=fingerprint)
+        queue.enqueue(registration.label, registration.image_field, pks, fingerprint=fingerprint)
 
 
 # -- housekeeping ---------------------------------------------------------------------------------------
@@ -510,16 +426,11 @@ def prune() -> dict[str, int]:
 
 
 def _count_by_fingerprint(rows) -> dict[str, int]:
-    from django.db.models import Count
-
     return dict(rows.values_list("fingerprint").annotate(n=Count("id")).values_list("fingerprint", "n"))
 
 
 def fingerprint_summary() -> list[dict[str, Any]]:
     """Per fingerprint that has rows (or is in use): which version it is, its role and row counts."""
-    from django.db.models import Count
-
-    from .embeddings.fingerprint import settings_fingerprint
 
     current, building = indexing_fingerprints()[0], set(indexing_fingerprints()[1:])
     target = rollback_fingerprint()

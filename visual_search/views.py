@@ -6,6 +6,7 @@ Mount with ``path("search-by-photo/", include("visual_search.urls"))``. Override
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AnonymousUser
 from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
@@ -33,8 +34,6 @@ class SearchByPhotoView(TemplateView):
     def check_throttle(self, request) -> None:
         """The API's anonymous rate limit applies here too: the same VGG16 work per request."""
         if getattr(request, "user", None) is None:
-            from django.contrib.auth.models import AnonymousUser
-
             request.user = AnonymousUser()
         throttle = SearchRateThrottle()
         if not throttle.allow_request(request, self):

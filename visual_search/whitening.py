@@ -1,12 +1,9 @@
-"""PCA whitening learned on the shop's own catalogue (Jégou & Chum 2012; Radenović et al. 2018).
+"""The shop's learned whitening: one :class:`~visual_search.models.Whitening` row per searchable
+model and fingerprint, fitted from the stored vectors and refitted as the catalogue grows.
 
-Raw VGG16 features are dominated by a few directions that every product photo shares (shelf,
-lighting, packaging texture), so plain cosine similarity ranks poorly and every score looks like
-"0.99". Whitening learned on the catalogue's own vectors removes the shared mean, decorrelates the
-dimensions, scales each to unit variance and keeps the ``WHITENING_DIMS`` strongest: matches then
-depend on what tells products apart. It is a fixed linear map, fitted from stored vectors in
-seconds, so stored embeddings never need recomputing: the backend applies it to the catalogue
-matrix and to each query. Measured by ``python -m benchmarks quality`` (see the README).
+What whitening does, and the transform itself, are :mod:`visual_search.ranking`'s; this module
+decides when to learn it and stores it. Fitting takes seconds and never recomputes an embedding:
+backends apply the stored map to the catalogue and to each query.
 """
 
 from __future__ import annotations
@@ -18,26 +15,12 @@ from django.contrib.contenttypes.models import ContentType
 
 from .backends import get_backend
 from .conf import settings
-from .embeddings.fingerprint import current_fingerprint
-from .embeddings.pooling import l2_normalise
+from .models import ImageEmbedding, Whitening
+from .ranking import fit_whitening
+from .registry import get_registrations
+from .serving import current_fingerprint
 
 logger = logging.getLogger("visual_search")
-
-
-def fit_arrays(vectors: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and projection ``(d, dims)`` that whiten ``vectors`` (one per row)."""
-    vectors = np.asarray(vectors, dtype=np.float64)
-    mean = vectors.mean(axis=0)
-    values, axes = np.linalg.eigh(np.cov((vectors - mean).T))
-    order = np.argsort(values)[::-1][:dims]
-    projection = axes[:, order] / np.sqrt(np.maximum(values[order], 1e-9))[None, :]
-    return mean.astype(np.float32), projection.astype(np.float32)
-
-
-def apply(vectors: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """Whitened, L2-normalised copies of ``vectors`` (a 1-d vector or one per row)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return l2_normalise((vectors - mean) @ projection)
 
 
 def fit(result_model=None, fingerprint: str | None = None) -> list:
@@ -47,9 +30,6 @@ def fit(result_model=None, fingerprint: str | None = None) -> list:
     whitening before searches switch to it). Skipped while a model has fewer than ``WHITENING_MIN_VECTORS`` ready vectors (too few to
     estimate a covariance; plain cosine is used meanwhile). Returns the ``Whitening`` rows saved.
     """
-    from .models import ImageEmbedding, Whitening
-    from .registry import get_registrations
-
     if not settings.WHITENING:
         return []
     fingerprint = fingerprint or current_fingerprint()
@@ -65,7 +45,7 @@ def fit(result_model=None, fingerprint: str | None = None) -> list:
             continue
         vectors = _sample_vectors(rows, ids)
         dims = min(int(settings.WHITENING_DIMS), vectors.shape[1], count - 1)
-        mean, projection = fit_arrays(vectors, dims)
+        mean, projection = fit_whitening(vectors, dims)
         row, _ = Whitening.objects.update_or_create(
             result_type=result_type,
             fingerprint=fingerprint,
@@ -93,8 +73,6 @@ def _sample_vectors(rows, ids: np.ndarray) -> np.ndarray:
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     """True when there is no whitening yet, or the catalogue grew by ``WHITENING_REFIT_GROWTH``."""
-    from .models import Whitening
-
     if not settings.WHITENING or ready < int(settings.WHITENING_MIN_VECTORS):
         return False
     row = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).only("trained_on").first()
@@ -106,9 +84,6 @@ def fit_if_needed(fingerprint: str | None = None) -> list:
 
     For the current fingerprint, or for ``fingerprint`` (a model version about to be activated).
     """
-    from .models import ImageEmbedding
-    from .registry import get_registrations
-
     if not settings.WHITENING:
         return []
     fingerprint = fingerprint or current_fingerprint()

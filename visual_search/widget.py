@@ -7,8 +7,8 @@ from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
-from .api.conf import filter_lookups
 from .photo_search import max_upload_bytes
+from .registry import filter_lookups
 
 logger = logging.getLogger("visual_search")
 

@@ -6,7 +6,8 @@ import visual_search
 from tests.conftest import catalogue_image
 from tests.integration.conftest import wait_for
 from tests.testapp.models import Product
-from visual_search.embeddings.fingerprint import current_fingerprint, settings_fingerprint
+from visual_search.embeddings.spec import settings_fingerprint
+from visual_search.serving import current_fingerprint
 from visual_search.models import ImageEmbedding, ModelVersion
 from visual_search.versions import activate, rollback
 

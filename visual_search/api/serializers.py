@@ -6,7 +6,8 @@ from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .conf import filter_lookups, web_setting
+from ..conf import settings
+from ..registry import filter_lookups
 
 
 class SearchRequestSerializer(serializers.Serializer):
@@ -20,8 +21,8 @@ class SearchRequestSerializer(serializers.Serializer):
         fields["limit"] = serializers.IntegerField(
             required=False,
             min_value=1,
-            max_value=int(web_setting("API_MAX_LIMIT")),
-            help_text=f"How many results (default {web_setting('API_DEFAULT_LIMIT')}).",
+            max_value=int(settings.API_MAX_LIMIT),
+            help_text=f"How many results (default {settings.API_DEFAULT_LIMIT}).",
         )
         # The filters are the shop's (VISUAL_SEARCH["API_FILTERS"]), so the schema lists the real ones.
         for parameter, lookup in filter_lookups().items():
@@ -46,7 +47,7 @@ class SearchResultSerializer(serializers.Serializer):
 
 
 def result_serializer_class() -> type[SearchResultSerializer]:
-    return import_string(web_setting("API_RESULT_SERIALIZER"))
+    return import_string(settings.API_RESULT_SERIALIZER)
 
 
 class SearchResponseSerializer(serializers.Serializer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework.throttling import AnonRateThrottle
 
-from .conf import web_setting
+from ..conf import settings
 
 
 class SearchRateThrottle(AnonRateThrottle):
@@ -17,7 +17,7 @@ class SearchRateThrottle(AnonRateThrottle):
     scope = "visual_search"
 
     def get_rate(self) -> str | None:
-        return web_setting("SEARCH_THROTTLE_RATE")
+        return settings.SEARCH_THROTTLE_RATE
 
     def allow_request(self, request, view) -> bool:
         # Read the rate on every request, not once per class, so settings changes apply at once.

@@ -17,9 +17,11 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .. import search
+from ..conf import settings
 from ..photo_search import PhotoSearchError, check_content_length, parse_limit, search_photo
+from ..registry import filter_lookups, search_model
 from ..results import apply_filters, describe
-from .conf import filter_lookups, search_model
 from .serializers import (
     ErrorSerializer,
     SearchRequestSerializer,
@@ -41,8 +43,6 @@ class VisualSearchSchema(AutoSchema):
     def get_override_parameters(self):
         if self.method != "GET":
             return super().get_override_parameters()
-        from ..conf import settings
-
         limit = OpenApiParameter(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": int(settings.API_MAX_LIMIT)},
@@ -134,15 +134,13 @@ class SimilarView(VisualSearchAPIView):
         },
     )
     def get(self, request, pk, *args, **kwargs):
-        from ..search import NotIndexed, find_similar
-
         model = search_model()
         limit = parse_limit(request.query_params.get("limit"))
         obj = _get_object(model, pk)
         queryset = apply_filters(model._default_manager.all(), request.query_params)
         try:
-            results = find_similar(obj, limit=limit, queryset=queryset)
-        except NotIndexed:
+            results = search.find_similar(obj, limit=limit, queryset=queryset)
+        except search.NotIndexed:
             detail = f"This {model._meta.verbose_name} has no searchable image yet (not indexed, pending or failed); try again later."
             return Response({"results": [], "detail": detail, "code": "not_indexed"}, status=status.HTTP_409_CONFLICT)
         except (ValueError, TypeError) as exc:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import threading
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from ..conf import settings
 from .base import BaseBackend
 
-_local = threading.local()
 _backends: dict[tuple, BaseBackend] = {}
 _lock = threading.Lock()
 
@@ -42,11 +40,9 @@ def get_backend(alias: str = "default") -> BaseBackend:
     return backend
 
 
-def _reset(**kwargs) -> None:
-    if kwargs.get("setting") == "VISUAL_SEARCH":
-        _backends.clear()
+def forget_backends() -> None:
+    """Build the backends again on next use (``VISUAL_SEARCH`` changed: see ``apps.py``)."""
+    _backends.clear()
 
 
-setting_changed.connect(_reset)
-
-__all__ = ["BaseBackend", "get_backend"]
+__all__ = ["BaseBackend", "forget_backends", "get_backend"]

@@ -1,19 +1,33 @@
-"""The contract every vector index backend fulfils."""
+"""The contract every vector index backend fulfils: store vectors, find the nearest ones.
+
+A backend adds, removes and rebuilds vectors, and opens a :meth:`~BaseBackend.space` in which the
+nearest ones are found. How a search ranks them (query expansion, one result per product) is not
+the backend's business: :mod:`visual_search.ranking` does it once for every backend.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
+from .. import ranking
+from ..batching import chunked
+from ..ranking import Hit, Neighbours, VectorSpace
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the id of the object a match stands for, and its best cosine similarity."""
 
-    result_id: str
-    score: float
+class EmptySpace:
+    """The space of a model with no vector yet: every search finds nothing."""
+
+    def transform(self, vector: np.ndarray) -> np.ndarray:
+        return vector
+
+    def allow(self, restrict_to, exclude) -> None:
+        return None
+
+    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
+        return Neighbours()
 
 
 class BaseBackend:
@@ -21,7 +35,8 @@ class BaseBackend:
 
     The database rows are the source of truth: vectors are stored there first, then handed to
     ``add``. A backend may keep its own copy (an ANN index, a pgvector column) but must answer from
-    what is committed, in whichever process asks, without a restart.
+    what is committed, in whichever process asks, without a restart. To be searchable a backend
+    implements :meth:`space`; :meth:`search` is then the ranking over it.
     """
 
     # True when the backend reads vectors from the ImageEmbedding rows itself, so ``add`` and
@@ -56,6 +71,13 @@ class BaseBackend:
         """
         self.reset()
 
+    def space(self, result_type_id: int, fingerprint: str) -> contextlib.AbstractContextManager[VectorSpace]:
+        """The stored vectors of one searchable model and fingerprint, as a :class:`~visual_search.ranking.VectorSpace`.
+
+        A context manager: what it yields stays consistent (one index, one whitening) until it exits.
+        """
+        raise NotImplementedError
+
     def search(
         self,
         vector: np.ndarray,
@@ -70,8 +92,12 @@ class BaseBackend:
 
         Each result appears once, with the best score over its images. ``restrict_to`` (result
         ids) limits the candidates; ``exclude`` removes some. Only ``fingerprint`` vectors count.
+        Ranked by :func:`visual_search.ranking.rank` in this backend's :meth:`space`.
         """
-        raise NotImplementedError
+        if limit <= 0:
+            return []
+        with self.space(result_type_id, fingerprint) as space:
+            return ranking.rank(space, vector, limit=limit, restrict_to=restrict_to, exclude=exclude)
 
     def reset(self) -> None:
         """Drop whatever the backend keeps of its own, to be rebuilt from the rows."""
@@ -96,23 +122,23 @@ class BaseBackend:
             return count
         self.reset()
         count = 0
-        chunk: list = []
-        for row in rows.order_by("pk").iterator(chunk_size=REBUILD_CHUNK):
-            chunk.append(row)
-            if len(chunk) == REBUILD_CHUNK:
-                count += self._fill(chunk, progress)
-                chunk = []
-        if chunk:
-            count += self._fill(chunk, progress)
+        for chunk in chunked(rows.order_by("pk").iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+            self.add(chunk)
+            count += len(chunk)
+            if progress:
+                progress(len(chunk))
         self.finish()
         return count
-
-    def _fill(self, chunk: list, progress) -> int:
-        self.add(chunk)
-        if progress:
-            progress(len(chunk))
-        return len(chunk)
 
 
 # Rows handed to ``add`` at a time by ``rebuild``: 2,000 vectors of 512 floats are 4 MB.
 REBUILD_CHUNK = 2000
+
+
+@contextlib.contextmanager
+def holding(space: VectorSpace) -> Iterator[VectorSpace]:
+    """A space that needs nothing released, as :meth:`BaseBackend.space` returns it."""
+    yield space
+
+
+__all__ = ["BaseBackend", "EmptySpace", "Hit", "Neighbours", "holding"]

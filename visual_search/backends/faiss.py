@@ -1,6 +1,6 @@
 """Approximate nearest-neighbour search in process memory (FAISS IVF-Flat), for big catalogues.
 
-Chosen by measurement (README "ANN backend"): on 2 shared cores an IVF index of 1M vectors was
+Chosen by measurement (docs/performance.md, "FAISS IVF against exact NumPy"): on 2 shared cores an IVF index of 1M vectors was
 built in 1 to 3 minutes (64 s from a matrix, 201 s by ``visual_search_rebuild_index`` from the rows),
 where HNSW graphs (FAISS or usearch) took 4 to 6 minutes for 100k, for the same recall and speed. IVF-Flat keeps the vectors themselves (no lossy compression): it only chooses
 which ``NPROBE`` of its ``nlist`` clusters to compare the query with, then ranks them exactly.
@@ -44,11 +44,14 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Count, Max
 
-from .base import BaseBackend, Hit
-from .numpy import COMMIT_SKEW
+from ..batching import chunked
+from ..models import Whitening
+from ..ranking import Neighbours, transform
+from .base import BaseBackend, EmptySpace
+from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due
 
 try:
     import fcntl
@@ -75,14 +78,12 @@ def _faiss():
 
 
 @dataclass
-class _Index:
+class _Index(ResultCodes):
     """One IVF index and what maps its ids (``ImageEmbedding`` ids) back to results."""
 
     index: object = None  # faiss.IndexIVFFlat, or None while there is no vector
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
     codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # result code of each id
-    result_codes: dict[str, int] = field(default_factory=dict)
-    result_ids: list[str] = field(default_factory=list)
     whitening: tuple[np.ndarray, np.ndarray] | None = None
     stamp: str | None = None  # updated_at of the whitening these vectors were transformed with
     newest: datetime | None = None  # newest row applied
@@ -92,19 +93,7 @@ class _Index:
     checked: float = 0.0
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if self.whitening is None:
-            return np.ascontiguousarray(vectors)
-        from ..whitening import apply
-
-        return np.ascontiguousarray(apply(vectors, *self.whitening))
-
-    def code(self, result_id: str) -> int:
-        code = self.result_codes.get(result_id)
-        if code is None:
-            code = self.result_codes[result_id] = len(self.result_ids)
-            self.result_ids.append(result_id)
-        return code
+        return np.ascontiguousarray(transform(vectors, self.whitening), dtype=np.float32)
 
     def codes_of(self, found: np.ndarray) -> np.ndarray:
         return self.codes[np.searchsorted(self.ids, found)]
@@ -195,8 +184,6 @@ class FaissBackend(BaseBackend):
     def path(self) -> Path:
         if self._path:
             return Path(self._path)
-        from django.conf import settings as django_settings
-
         return Path(getattr(django_settings, "BASE_DIR", None) or os.getcwd()) / "visual_search_index" / self.alias
 
     # -- the contract --------------------------------------------------------------------------
@@ -243,8 +230,6 @@ class FaissBackend(BaseBackend):
                 self._building = None
 
     def finish(self) -> None:
-        from ..models import Whitening
-
         for (result_type_id, fingerprint), items in (self._building or {}).items():
             whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
             ids = np.fromiter((i[0] for i in items), dtype=np.int64, count=len(items))
@@ -257,33 +242,15 @@ class FaissBackend(BaseBackend):
                 self._save((result_type_id, fingerprint), state)
             self._indexes[(result_type_id, fingerprint)] = state
 
-    def search(self, vector, *, result_type_id, fingerprint, limit, restrict_to=None, exclude=()) -> list[Hit]:
+    @contextmanager
+    def space(self, result_type_id: int, fingerprint: str):
+        """The index of this model, held for reading (no change applies to it meanwhile)."""
         state = self._refresh(result_type_id, fingerprint)
-        if state.index is None or state.index.ntotal == 0 or limit <= 0:
-            return []
-        query = state.transform(np.asarray(vector, dtype=np.float32)[None])
+        if state.index is None or state.index.ntotal == 0:
+            yield EmptySpace()
+            return
         with self._rw.reading():
-            return self._search(state, query, limit, restrict_to, exclude)
-
-    def _search(self, state: _Index, query: np.ndarray, limit: int, restrict_to, exclude) -> list[Hit]:
-        from ..conf import settings
-
-        allowed = self._filter(state, restrict_to, exclude)
-        if allowed.count == 0:
-            return []
-        expansion = int(settings.QUERY_EXPANSION or 0)
-        nprobe = self._probes(state, allowed)
-        k = min(allowed.count, max(limit * 8, expansion + 1))
-        while True:
-            scores, found = self._ranked(state, query, k, nprobe, allowed)
-            if expansion > 0 and allowed.count > expansion:
-                expanded = self._expand(state, query[0], scores[:expansion], found[:expansion])
-                scores, found = self._ranked(state, expanded[None], k, nprobe, allowed)
-            hits = self._best(state, scores, found, limit)
-            if len(hits) == limit or (nprobe == state.nlist and k >= allowed.count):
-                return hits
-            # Too few distinct results (many images per result, or a filter): widen, then go exact.
-            k, nprobe = min(allowed.count, k * 8), state.nlist
+            yield _Space(self, state)
 
     # -- searching -----------------------------------------------------------------------------
 
@@ -316,71 +283,46 @@ class FaissBackend(BaseBackend):
         selector = self.faiss.IDSelectorBitmap(len(bits), self.faiss.swig_ptr(bitmap))
         return _Filter(count=len(allowed_ids), bitmap=bitmap, selector=selector)
 
-    def _ranked(self, state: _Index, query: np.ndarray, k: int, nprobe: int, allowed: _Filter):
-        params = self.faiss.SearchParametersIVF(nprobe=nprobe)
+    def _nearest(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, exact: bool, with_vectors: bool) -> Neighbours:
+        k = min(k, allowed.count)
+        if k <= 0:
+            return Neighbours()
+        params = self.faiss.SearchParametersIVF(nprobe=state.nlist if exact else self._probes(state, allowed))
         if allowed.selector is not None:
             params.sel = allowed.selector
-        scores, found = state.index.search(query, k, params=params)
+        scores, found = state.index.search(query[None], k, params=params)
         keep = found[0] >= 0
         scores, found = scores[0][keep], found[0][keep]
+        # Every allowed vector was compared when all clusters were; with fewer than k rows left
+        # after dropping excluded results, only if the scan itself came back short.
+        complete = params.nprobe >= state.nlist and (len(found) < k or k >= allowed.count)
         if allowed.banned:
             keep = ~np.isin(state.codes_of(found), list(allowed.banned))
             scores, found = scores[keep], found[keep]
-        return scores, found
-
-    def _expand(self, state: _Index, query: np.ndarray, scores: np.ndarray, found: np.ndarray) -> np.ndarray:
-        """alpha-QE exactly as :func:`.numpy._expand`: the query plus its best matches weighted by
-        similarity**alpha."""
-        from ..conf import settings
-
-        vectors = state.index.reconstruct_batch(found)
-        weights = np.power(np.maximum(scores, 0.0), float(settings.QUERY_EXPANSION_ALPHA))
-        expanded = query + (weights[:, None] * vectors).sum(axis=0)
-        return (expanded / max(float(np.linalg.norm(expanded)), 1e-12)).astype(np.float32)
-
-    def _best(self, state: _Index, scores: np.ndarray, found: np.ndarray, limit: int) -> list[Hit]:
-        hits: list[Hit] = []
-        seen: set[int] = set()
-        for code, score in zip(state.codes_of(found).tolist(), scores.tolist()):
-            if code not in seen:
-                seen.add(code)
-                hits.append(Hit(state.result_ids[code], float(score)))
-                if len(hits) == limit:
-                    break
-        return hits
+        codes = state.codes_of(found).tolist()
+        vectors = state.index.reconstruct_batch(found) if with_vectors and len(found) else None
+        return Neighbours([state.result_ids[c] for c in codes], scores, vectors, exact=complete)
 
     # -- keeping the index in step with the rows -----------------------------------------------
 
-    def _rows(self, result_type_id: int, fingerprint: str):
-        from ..models import ImageEmbedding
-
-        return ImageEmbedding.objects.ready(fingerprint).filter(result_type_id=result_type_id)
-
     def _refresh(self, result_type_id: int, fingerprint: str) -> _Index:
-        from ..conf import settings
-        from ..models import Whitening
-
         key = (result_type_id, fingerprint)
         state = self._indexes.get(key)
-        interval = float(settings.REFRESH_INTERVAL)
-        if state is not None and interval > 0 and time.monotonic() - state.checked < interval:
+        if state is not None and not due(state.checked):
             return state
-        rows = self._rows(result_type_id, fingerprint)
-        stats = rows.aggregate(n=Count("id"), newest=Max("updated_at"))
-        whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
-        stamp = whitening.updated_at.isoformat() if whitening is not None else None
+        now = Snapshot.read(result_type_id, fingerprint)
         with self._lock:
             state = self._indexes.get(key)
             on_disk = self._stat(key)
-            if state is not None and state.signature == (stats["n"], stats["newest"], stamp, on_disk):
+            if state is not None and state.signature == (now.count, now.newest, now.stamp, on_disk):
                 state.checked = time.monotonic()
                 return state
-            if state is None or state.stamp != stamp or (on_disk is not None and on_disk != state.file):
-                state = self._load(key, stamp)
-            if state is None or (state.index is None and stats["n"]) or self._outgrown(state, stats["n"]):
-                state = self._build_from_rows(key, rows, stats, whitening, on_disk)
-            state = self._indexes[key] = self._catch_up(state, rows, stats)
-            state.signature = (stats["n"], stats["newest"], stamp, self._stat(key))
+            if state is None or state.stamp != now.stamp or (on_disk is not None and on_disk != state.file):
+                state = self._load(key, now.stamp)
+            if state is None or (state.index is None and now.count) or self._outgrown(state, now.count):
+                state = self._build_from_rows(key, now, on_disk)
+            state = self._indexes[key] = self._catch_up(state, now)
+            state.signature = (now.count, now.newest, now.stamp, self._stat(key))
             state.checked = time.monotonic()
             return state
 
@@ -388,18 +330,18 @@ class FaissBackend(BaseBackend):
         """The clusters were learned on half the catalogue or less: learn them again."""
         return n >= MIN_CLUSTERED and n > 2 * state.trained_on
 
-    def _catch_up(self, state: _Index, rows, stats) -> _Index:
+    def _catch_up(self, state: _Index, now: Snapshot) -> _Index:
         """Apply the rows written since ``state.newest`` and forget the rows gone since."""
-        if state.newest is not None and stats["newest"] is not None and stats["newest"] > state.newest - COMMIT_SKEW:
-            changed = rows.filter(updated_at__gte=state.newest - COMMIT_SKEW)
-            for chunk in _chunks(changed.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
+        if state.newest is not None and now.newest is not None and now.newest > state.newest - COMMIT_SKEW:
+            changed = now.changed_since(state.newest)
+            for chunk in chunked(changed.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
                 ids = np.asarray([c[0] for c in chunk], dtype=np.int64)
                 vectors = np.stack([np.frombuffer(bytes(c[2]), dtype=np.float32) for c in chunk])
                 self._put(state, ids, [c[1] for c in chunk], vectors)
-        if len(state.ids) != stats["n"]:
-            alive = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
+        if len(state.ids) != now.count:
+            alive = np.fromiter(now.rows.values_list("id", flat=True).iterator(), dtype=np.int64)
             self._drop(state, state.ids[~np.isin(state.ids, alive)])
-        state.newest = stats["newest"] if state.newest is None or stats["newest"] is None else max(state.newest, stats["newest"])
+        state.newest = now.newest if state.newest is None or now.newest is None else max(state.newest, now.newest)
         return state
 
     def _put(self, state: _Index, ids: np.ndarray, result_ids: list[str], vectors: np.ndarray) -> None:
@@ -426,20 +368,20 @@ class FaissBackend(BaseBackend):
 
     # -- building, saving, loading -------------------------------------------------------------
 
-    def _build_from_rows(self, key, rows, stats, whitening, seen_on_disk) -> _Index:
+    def _build_from_rows(self, key, now: Snapshot, seen_on_disk) -> _Index:
         """Cluster every row's vector; under the file lock, so that one process builds and saves."""
         with self._file_lock(key):
             if seen_on_disk != self._stat(key):  # another process built while we waited
-                loaded = self._load(key, whitening.updated_at.isoformat() if whitening is not None else None)
+                loaded = self._load(key, now.stamp)
                 if loaded is not None:
                     return loaded
             ids, result_ids, vectors = [], [], []
-            for chunk in _chunks(rows.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
+            for chunk in chunked(now.rows.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
                 ids += [c[0] for c in chunk]
                 result_ids += [c[1] for c in chunk]
                 vectors.append(np.stack([np.frombuffer(bytes(c[2]), dtype=np.float32) for c in chunk]))
             matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
-            state = self._build(whitening, np.asarray(ids, dtype=np.int64), result_ids, matrix, stats["newest"])
+            state = self._build(now.whitening, np.asarray(ids, dtype=np.int64), result_ids, matrix, now.newest)
             self._save(key, state)
         return state
 
@@ -560,12 +502,18 @@ class FaissBackend(BaseBackend):
         return state
 
 
-def _chunks(iterable, size: int):
-    chunk = []
-    for item in iterable:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+@dataclass(frozen=True)
+class _Space:
+    """One search's view of a FAISS index (see :class:`visual_search.ranking.VectorSpace`)."""
+
+    backend: FaissBackend
+    state: _Index
+
+    def transform(self, vector: np.ndarray) -> np.ndarray:
+        return self.state.transform(vector[None])[0]
+
+    def allow(self, restrict_to, exclude) -> _Filter:
+        return self.backend._filter(self.state, restrict_to, exclude)
+
+    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
+        return self.backend._nearest(self.state, np.ascontiguousarray(query, dtype=np.float32), k, allowed, exact, with_vectors)

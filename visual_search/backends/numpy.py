@@ -13,45 +13,28 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
-from django.db.models import Count, Max
 
-from .base import BaseBackend, Hit
-
-# Rows are fetched again from a little before the newest timestamp seen: a worker's row that was
-# stamped before, but committed after, the last refresh is still picked up.
-COMMIT_SKEW = timedelta(seconds=5)
+from ..ranking import Neighbours, transform
+from .base import BaseBackend, holding
+from .rows import ResultCodes, Snapshot, due
 
 
 @dataclass
-class _Matrix:
+class _Matrix(ResultCodes):
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     signature: tuple | None = None
     newest: object = None
-    result_codes: dict[str, int] = field(default_factory=dict)
-    result_ids: list[str] = field(default_factory=list)
     position: dict[int, int] = field(default_factory=dict)
-    # (mean, projection) of the catalogue's learned whitening, or None: vectors are stored whitened.
+    # (mean, projection) of the catalogue's learned whitening: the vectors are kept whitened.
     whitening: tuple[np.ndarray, np.ndarray] | None = None
     checked: float = 0.0  # time.monotonic() of the last freshness check
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
-        if self.whitening is None:
-            return vectors
-        from ..whitening import apply
-
-        return apply(vectors, *self.whitening)
-
-    def code(self, result_id: str) -> int:
-        code = self.result_codes.get(result_id)
-        if code is None:
-            code = self.result_codes[result_id] = len(self.result_ids)
-            self.result_ids.append(result_id)
-        return code
+        return transform(vectors, self.whitening)
 
 
 class NumpyBackend(BaseBackend):
@@ -84,64 +67,33 @@ class NumpyBackend(BaseBackend):
         with self._lock:
             self._matrices.clear()
 
-    def search(self, vector, *, result_type_id, fingerprint, limit, restrict_to=None, exclude=()) -> list[Hit]:
-        matrix = self._refresh(result_type_id, fingerprint)
-        if not len(matrix.ids) or limit <= 0:
-            return []
-        query = matrix.transform(np.asarray(vector, dtype=np.float32))
-        scores = matrix.vectors @ query
-        allowed = np.ones(len(scores), dtype=bool)
-        if restrict_to is not None:
-            wanted = [matrix.result_codes[r] for r in map(str, restrict_to) if r in matrix.result_codes]
-            allowed &= np.isin(matrix.codes, np.asarray(wanted, dtype=np.int64))
-        if exclude:
-            unwanted = [matrix.result_codes[r] for r in map(str, exclude) if r in matrix.result_codes]
-            allowed &= ~np.isin(matrix.codes, np.asarray(unwanted, dtype=np.int64))
-        scores = np.where(allowed, scores, -np.inf)
-        expanded = _expand(query, scores, matrix.vectors)
-        if expanded is None:
-            return _best_per_result(scores, matrix, limit)
-        # Scores are then similarities to the expanded query: still best first, and an identical
-        # image scores a little under 1.0.
-        return _best_per_result(np.where(allowed, matrix.vectors @ expanded, -np.inf), matrix, limit)
+    def space(self, result_type_id: int, fingerprint: str):
+        return holding(_View.of(self._refresh(result_type_id, fingerprint)))
 
     # -- keeping the matrix in step with the rows ------------------------------------------------
 
-    def _rows(self, result_type_id: int, fingerprint: str):
-        from ..models import ImageEmbedding
-
-        return ImageEmbedding.objects.ready(fingerprint).filter(result_type_id=result_type_id)
-
     def _refresh(self, result_type_id: int, fingerprint: str) -> _Matrix:
-        from ..conf import settings
-        from ..models import Whitening
-
         key = (result_type_id, fingerprint)
         matrix = self._matrices.get(key)
-        interval = float(settings.REFRESH_INTERVAL)
-        if matrix is not None and interval > 0 and time.monotonic() - matrix.checked < interval:
+        if matrix is not None and not due(matrix.checked):
             return matrix
-        rows = self._rows(result_type_id, fingerprint)
-        stats = rows.aggregate(n=Count("id"), newest=Max("updated_at"))
-        whitenings = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint)
-        stamp = whitenings.values_list("updated_at", flat=True).first()
-        signature = (stats["n"], stats["newest"], stamp)
+        now = Snapshot.read(result_type_id, fingerprint)
+        signature = (now.count, now.newest, now.stamp)
         with self._lock:
             matrix = self._matrices.get(key)
             if matrix is not None and matrix.signature == signature:
                 matrix.checked = time.monotonic()
                 return matrix
-            if matrix is None or (matrix.signature and matrix.signature[2] != stamp):
+            if matrix is None or (matrix.signature and matrix.signature[2] != now.stamp):
                 # New whitening: every stored vector is transformed again, from the rows.
-                whitening = whitenings.first() if stamp is not None else None
-                matrix = _Matrix(whitening=whitening.arrays() if whitening is not None else None)
-            matrix = self._matrices[key] = self._update(matrix, rows, stats)
+                matrix = _Matrix(whitening=now.whitening.arrays() if now.whitening is not None else None)
+            matrix = self._matrices[key] = self._update(matrix, now)
             matrix.signature = signature
             matrix.checked = time.monotonic()
             return matrix
 
-    def _update(self, matrix: _Matrix, rows, stats) -> _Matrix:
-        changed = rows if matrix.newest is None else rows.filter(updated_at__gte=matrix.newest - COMMIT_SKEW)
+    def _update(self, matrix: _Matrix, now: Snapshot) -> _Matrix:
+        changed = now.changed_since(matrix.newest)
         new_ids, new_codes, new_vectors = [], [], []
         for row_id, result_id, blob in changed.values_list("id", "result_id", "vector").iterator(chunk_size=2000):
             vector = np.frombuffer(bytes(blob), dtype=np.float32)
@@ -161,51 +113,61 @@ class NumpyBackend(BaseBackend):
             matrix.codes = np.concatenate([matrix.codes, np.asarray(new_codes, dtype=np.int64)])
             stacked = np.vstack(new_vectors)
             matrix.vectors = np.vstack([matrix.vectors, stacked]) if len(matrix.vectors) else stacked
-        if len(matrix.ids) != stats["n"]:
+        if len(matrix.ids) != now.count:
             # Some rows were deleted (or left the ready set): keep only those still there.
-            alive = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
+            alive = np.fromiter(now.rows.values_list("id", flat=True).iterator(), dtype=np.int64)
             keep = np.isin(matrix.ids, alive)
             matrix.ids, matrix.codes, matrix.vectors = matrix.ids[keep], matrix.codes[keep], matrix.vectors[keep]
             matrix.position = {int(i): n for n, i in enumerate(matrix.ids)}
-        matrix.newest = stats["newest"]
+        matrix.newest = now.newest
         return matrix
 
 
-def _expand(query: np.ndarray, scores: np.ndarray, vectors: np.ndarray) -> np.ndarray | None:
-    """alpha-QE: the query plus its best matches weighted by similarity**alpha, or None when off."""
-    from ..conf import settings
+@dataclass(frozen=True)
+class _View:
+    """One search's view of a matrix: the arrays as they were when it began (refreshes replace them)."""
 
-    k = int(settings.QUERY_EXPANSION or 0)
-    finite = int(np.isfinite(scores).sum())
-    if k <= 0 or finite <= k:
-        return None
-    top = np.argpartition(-scores, k - 1)[:k]
-    weights = np.power(np.maximum(scores[top], 0.0), float(settings.QUERY_EXPANSION_ALPHA))
-    expanded = query + (weights[:, None] * vectors[top]).sum(axis=0)
-    return expanded / max(float(np.linalg.norm(expanded)), 1e-12)
+    codes: np.ndarray
+    vectors: np.ndarray
+    result_codes: dict[str, int]
+    result_ids: list[str]
+    whitening: tuple[np.ndarray, np.ndarray] | None
 
+    @classmethod
+    def of(cls, matrix: _Matrix) -> _View:
+        return cls(matrix.codes, matrix.vectors, matrix.result_codes, matrix.result_ids, matrix.whitening)
 
-def _best_per_result(scores: np.ndarray, matrix: _Matrix, limit: int) -> list[Hit]:
-    """Top ``limit`` results, each once with its best-scoring vector."""
-    finite = int(np.isfinite(scores).sum())
-    # Look at a few times more vectors than wanted (a product may have several images), and at
-    # everything only when that was not enough distinct results.
-    for width in (min(finite, limit * 8), finite):
-        if width <= 0:
-            return []
-        top = np.argpartition(-scores, width - 1)[:width] if width < len(scores) else np.arange(len(scores))
+    def transform(self, vector: np.ndarray) -> np.ndarray:
+        return transform(vector, self.whitening)
+
+    def allow(self, restrict_to: Collection[str] | None, exclude: Collection[str]) -> np.ndarray | None:
+        """A mask of the vectors a search may return, or None for all of them."""
+        if restrict_to is None and not exclude:
+            return None
+        allowed = np.ones(len(self.codes), dtype=bool)
+        if restrict_to is not None:
+            allowed &= np.isin(self.codes, self._codes(restrict_to))
+        if exclude:
+            allowed &= ~np.isin(self.codes, self._codes(exclude))
+        return allowed
+
+    def _codes(self, result_ids: Collection[str]) -> np.ndarray:
+        return np.asarray([self.result_codes[r] for r in map(str, result_ids) if r in self.result_codes], dtype=np.int64)
+
+    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
+        """Exact, always: one matrix product over every vector."""
+        if not len(self.codes):
+            return Neighbours()
+        scores = self.vectors @ query
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        k = min(k, len(scores) if allowed is None else int(allowed.sum()))
+        if k <= 0:
+            return Neighbours()
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        hits: list[Hit] = []
-        seen: set[int] = set()
-        for n in top:
-            if not np.isfinite(scores[n]):
-                break
-            code = int(matrix.codes[n])
-            if code not in seen:
-                seen.add(code)
-                hits.append(Hit(matrix.result_ids[code], float(scores[n])))
-                if len(hits) == limit:
-                    return hits
-        if width == finite:
-            return hits
-    return hits
+        return Neighbours(
+            [self.result_ids[c] for c in self.codes[top].tolist()],
+            scores[top],
+            self.vectors[top] if with_vectors else None,
+        )

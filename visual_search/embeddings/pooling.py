@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-POOLINGS = ("gem", "avg", "max")
+from ..conf import SPEC
+
+POOLINGS = SPEC["POOLING"].choices  # the setting's choices are the poolings
 
 
 def pool(features: np.ndarray, method: str = "gem", p: float = 3.0) -> np.ndarray:

@@ -9,7 +9,7 @@ def pending_rows_carry_their_fingerprint(apps, schema_editor):
     They kept whatever fingerprint the row had before (or none), which now would say "pending for
     that version"; they are for the model the settings describe, as the code that wrote them meant.
     """
-    from visual_search.embeddings.fingerprint import settings_fingerprint
+    from visual_search.embeddings.spec import settings_fingerprint
 
     ImageEmbedding = apps.get_model("visual_search", "ImageEmbedding")
     rows = ImageEmbedding.objects.exclude(status="ready")

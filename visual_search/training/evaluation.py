@@ -1,8 +1,9 @@
 """Held-out figures that tell staff whether a trained version helps: precision by product and category.
 
 Each held-out image is a query against the training images (the gallery), ranked the way the shop
-searches: PCA whitening learned on the gallery (``WHITENING``/``WHITENING_DIMS``) and alpha query
-expansion (``QUERY_EXPANSION``), so "before" and "after" are what customers would see.
+searches (:func:`visual_search.ranking.score_matrix`): PCA whitening learned on the gallery
+(``WHITENING``/``WHITENING_DIMS``) and alpha query expansion (``QUERY_EXPANSION``), so "before"
+and "after" are what customers would see.
 
 - ``p_at_1``: the first result shows the query's product;
 - ``p_at_10``: share of the first 10 gallery images that show the query's product;
@@ -15,23 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..embeddings.pooling import l2_normalise
-
-
-def _pipeline(queries: np.ndarray, gallery: np.ndarray, *, whitening_dims: int | None, expansion: int, alpha: float):
-    from ..whitening import apply, fit_arrays
-
-    queries, gallery = l2_normalise(queries), l2_normalise(gallery)
-    if whitening_dims and len(gallery) > whitening_dims:
-        mean, projection = fit_arrays(gallery, min(int(whitening_dims), gallery.shape[1]))
-        queries, gallery = apply(queries, mean, projection), apply(gallery, mean, projection)
-    scores = queries @ gallery.T
-    if expansion > 0 and gallery.shape[0] > expansion:
-        top = np.argpartition(-scores, expansion - 1, axis=1)[:, :expansion]
-        weights = np.power(np.maximum(np.take_along_axis(scores, top, axis=1), 0.0), alpha)
-        expanded = l2_normalise(queries + np.einsum("qk,qkd->qd", weights, gallery[top]))
-        scores = expanded @ gallery.T
-    return scores
+from ..ranking import Policy, score_matrix
 
 
 def evaluate(
@@ -49,7 +34,8 @@ def evaluate(
     """Precision figures of ``queries`` (held-out vectors) searched among ``gallery`` vectors."""
     if len(queries) == 0 or len(gallery) == 0:
         return {"queries": 0}
-    scores = _pipeline(np.asarray(queries), np.asarray(gallery), whitening_dims=whitening_dims, expansion=expansion, alpha=alpha)
+    policy = Policy(expansion=int(expansion), alpha=float(alpha))
+    scores = score_matrix(np.asarray(queries), np.asarray(gallery), whitening_dims=whitening_dims, policy=policy)
     k = min(10, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     qp, gp = np.asarray(query_products), np.asarray(gallery_products)

@@ -10,16 +10,23 @@ configured. Progress is written to ``version.progress`` every couple of seconds,
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 
 import numpy as np
+from django.apps import apps
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections
 from django.utils import timezone
 
+from .. import queue
+from ..conf import settings
+from ..embeddings.spec import network_fingerprint
 from ..models import ImageEmbedding, ModelVersion
+from ..serving import current_fingerprint
 from .dataset import NotEnoughData, hold_out, result_registrations, shop_items
 from .trainer import Cancelled, TrainingOptions, evaluate_vectors, train
 
@@ -29,8 +36,6 @@ STORAGE_DIR = "visual_search/models"
 
 def start_training(model_label: str | None = None, **options) -> ModelVersion:
     """Create a version in ``training`` state and train it in the background; returns it at once."""
-    from ..tasks import train_model, use_celery
-
     options = {k: v for k, v in options.items() if v is not None}
     version = ModelVersion.objects.create(
         label=f"Adapted {timezone.localtime():%Y-%m-%d %H:%M}",
@@ -38,8 +43,8 @@ def start_training(model_label: str | None = None, **options) -> ModelVersion:
         config={"model": model_label, "options": options},
         progress={"stage": "queued", "done": 0, "total": 0},
     )
-    if use_celery():
-        train_model.delay(version.pk)
+    if queue.use_celery():
+        queue.send(queue.TRAIN_MODEL, (version.pk,), queue=settings.QUEUE)
     else:
         threading.Thread(target=_in_thread, args=(version.pk,), name=f"visual-search-train-{version.pk}", daemon=True).start()
     return version
@@ -55,15 +60,11 @@ def _in_thread(version_id: int) -> None:
 def _result_model(label: str | None):
     if not label:
         return None
-    from django.apps import apps
-
     return apps.get_model(label)
 
 
 def current_vectors(items) -> tuple[list, np.ndarray] | None:
     """The active model's stored vectors of ``items`` (those that have one): what "before" measures."""
-    from ..embeddings.fingerprint import current_fingerprint
-
     fingerprint = current_fingerprint()
     wanted = {item.key: item for item in items}
     content_types = {key[0] for key in wanted}
@@ -122,8 +123,6 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
     ``progress(stage, done, total)`` is called as well as the row being updated (the command's
     progress bars); ``interrupted()`` returning True cancels, as the admin's flag does.
     """
-    from ..versions import version_fingerprint
-
     version = ModelVersion.objects.get(pk=version_id)
     requested = dict(version.config.get("options") or {})
     options = TrainingOptions.from_settings(**requested)
@@ -138,7 +137,7 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
         before = before_figures(training, held_out)
         result = train(training, held_out, options, before=before, progress=reporter.progress, should_stop=should_stop)
         data = _weights_bytes(result.head)
-        fingerprint = version_fingerprint(result.config, data)
+        fingerprint = network_fingerprint(result.config, data)
         name = default_storage.save(f"{STORAGE_DIR}/{fingerprint}.weights.h5", ContentFile(data))
     except Cancelled:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.CANCELLED, progress={"stage": "cancelled"})
@@ -171,9 +170,6 @@ def _failed(version: ModelVersion, reason: str) -> ModelVersion:
 
 def _weights_bytes(head) -> bytes:
     """The head's weights as the bytes of a Keras ``.weights.h5`` file."""
-    import os
-    import tempfile
-
     handle, path = tempfile.mkstemp(suffix=".weights.h5")
     os.close(handle)
     try:

@@ -30,10 +30,10 @@ import numpy as np
 
 from ..conf import settings
 from ..embeddings import images
+from ..embeddings.adapted import build_head, build_trunk, trained_blocks
 from . import evaluation
 from .augment import augment
 from .dataset import Item
-from .network import trained_blocks
 
 logger = logging.getLogger("visual_search")
 
@@ -47,7 +47,7 @@ class Cancelled(Exception):
 
 @dataclass
 class TrainingOptions:
-    """What to train and how; the defaults are the ones measured in the README (Adapting)."""
+    """What to train and how; the defaults are the ones measured in docs/adapting.md."""
 
     epochs: int = 8
     seed: int = 0
@@ -80,7 +80,7 @@ class TrainingOptions:
 @dataclass
 class TrainingResult:
     config: dict
-    head: object  # the trained keras head (block 5 + projection)
+    head: object  # the trained keras head (the trained VGG16 blocks, pooling and projection)
     metrics: dict = field(default_factory=dict)
 
 
@@ -89,7 +89,7 @@ def _architecture(blocks: tuple[int, ...]) -> str:
 
 
 def network_config(options: TrainingOptions) -> dict:
-    """The :mod:`.network` config of the model these options train (what the fingerprint covers)."""
+    """The :mod:`visual_search.embeddings.adapted` config of the model these options train (what the fingerprint covers)."""
     blocks = trained_blocks({"trained_blocks": options.trained_blocks})
     return {
         "architecture": _architecture(blocks),
@@ -187,9 +187,6 @@ def train(
     learning curve; it costs a forward pass of the clean maps).
     """
     import keras
-    import tensorflow as tf
-
-    from .network import build_head, build_trunk
 
     started = time.monotonic()
     keras.utils.set_random_seed(int(options.seed))
@@ -201,24 +198,90 @@ def train(
         batch_size=int(settings.BATCH_SIZE), progress=progress, should_stop=should_stop,
     )
     feature_seconds = time.monotonic() - started
-
-    products = sorted({item.product for item in items})
-    categories = sorted({item.category for item in items if item.category is not None})
-    product_of = np.array([products.index(item.product) if item.product in products else -1 for item in everything])
-    category_of = np.array([categories.index(item.category) if item.category in categories else -1 for item in everything])
-    # An epoch sees each training image once, in one of its views drawn at random.
-    rows_of: dict[int, list[int]] = {}
-    for row in np.flatnonzero(owners < len(items)):
-        rows_of.setdefault(int(owners[row]), []).append(int(row))
-    train_images = np.array(sorted(rows_of))
-
+    labels = _Labels.of(items, everything, owners)
     head = build_head(config, vgg16, precision=str(settings.PRECISION))
-    classes = tf.Variable(tf.random.normal((options.dims, len(products)), stddev=0.05, seed=options.seed), name="products")
-    use_categories = len(categories) > 1 and options.category_weight > 0
-    kinds = tf.Variable(tf.random.normal((options.dims, max(1, len(categories))), stddev=0.05, seed=options.seed + 1), name="categories")
+    step = _training_step(head, options, labels)
+    clean = views == 0  # each image's own view, without augmentation
+    held_out_figures = _held_out_measure(head, maps[clean], owners[clean], everything, len(items))
+    rng = np.random.default_rng(options.seed)
+    losses = []
+    for epoch in range(options.epochs):
+        epoch_started = time.monotonic()
+        losses.append(_epoch(step, maps, owners, labels, options, rng, epoch, progress, should_stop))
+        logger.info("Training epoch %s/%s: loss %.4f", epoch + 1, options.epochs, losses[-1])
+        if after_epoch is not None:
+            after_epoch(epoch + 1, held_out_figures)
+        now = time.monotonic()
+        if options.time_limit and epoch + 1 < options.epochs and now - started + (now - epoch_started) > options.time_limit:
+            logger.info("Training stops after %s epochs: another would pass the time limit of %s s.", epoch + 1, options.time_limit)
+            break
+    train_seconds = time.monotonic() - started - feature_seconds
+    if progress:
+        progress("evaluating", 0, 1)
+    metrics = {
+        "options": asdict(options),
+        "training_images": int(len(items)),
+        "held_out_images": int(len(held_out)),
+        "products": len(labels.products),
+        "categories": len(labels.categories),
+        "feature_seconds": round(feature_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": len(losses),
+        "epoch_losses": losses,
+        "before": before or {},
+        "after": held_out_figures(),
+    }
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    if progress:
+        progress("evaluating", 1, 1)
+    return TrainingResult(config=config, head=head, metrics=metrics)
+
+
+@dataclass
+class _Labels:
+    """What each cached map shows: its product and category index, and the maps of each training image."""
+
+    products: list
+    categories: list
+    product_of: np.ndarray
+    category_of: np.ndarray
+    rows_of: dict[int, list[int]]
+
+    @classmethod
+    def of(cls, items: Sequence[Item], everything: Sequence[Item], owners: np.ndarray) -> _Labels:
+        products = sorted({item.product for item in items})
+        categories = sorted({item.category for item in items if item.category is not None})
+        rows_of: dict[int, list[int]] = {}
+        for row in np.flatnonzero(owners < len(items)):
+            rows_of.setdefault(int(owners[row]), []).append(int(row))
+        return cls(
+            products,
+            categories,
+            np.array([products.index(item.product) if item.product in products else -1 for item in everything]),
+            np.array([categories.index(item.category) if item.category in categories else -1 for item in everything]),
+            rows_of,
+        )
+
+    @property
+    def train_images(self) -> np.ndarray:
+        return np.array(sorted(self.rows_of))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.rows_of) // batch_size)
+
+
+def _training_step(head, options: TrainingOptions, labels: _Labels) -> Callable:
+    """One optimiser step on a batch of maps: CosFace over products, plus over categories if any."""
+    import keras
+    import tensorflow as tf
+
+    n_products, n_categories = len(labels.products), len(labels.categories)
+    classes = tf.Variable(tf.random.normal((options.dims, n_products), stddev=0.05, seed=options.seed), name="products")
+    use_categories = n_categories > 1 and options.category_weight > 0
+    kinds = tf.Variable(tf.random.normal((options.dims, max(1, n_categories)), stddev=0.05, seed=options.seed + 1), name="categories")
     conv_variables = [v for v in head.trainable_variables if "projection" not in v.path]
     head_variables = [v for v in head.trainable_variables if "projection" in v.path] + [classes, kinds]
-    steps_per_epoch = -(-len(train_images) // options.batch_size)
+    steps_per_epoch = labels.steps_per_epoch(options.batch_size)
     total_steps = steps_per_epoch * options.epochs
     conv_optimizer = keras.optimizers.Adam(_learning_rate(options, options.learning_rate, total_steps, steps_per_epoch))
     head_optimizer = keras.optimizers.Adam(_learning_rate(options, options.head_learning_rate, total_steps, steps_per_epoch))
@@ -233,83 +296,64 @@ def train(
     def step(x, y, c):
         with tf.GradientTape() as tape:
             z = head(x, training=True)
-            loss = cosface(z, classes, y, len(products))
+            loss = cosface(z, classes, y, n_products)
             if use_categories:
-                loss += options.category_weight * cosface(z, kinds, c, len(categories))
+                loss += options.category_weight * cosface(z, kinds, c, n_categories)
         gradients = tape.gradient(loss, conv_variables + head_variables)
         conv_optimizer.apply_gradients(zip(gradients[: len(conv_variables)], conv_variables))
         head_optimizer.apply_gradients(zip(gradients[len(conv_variables) :], head_variables))
         return loss
 
-    clean = views == 0
-    clean_owner = owners[clean]
-    gallery = clean_owner < len(items)
+    return step
+
+
+def _epoch(step, maps, owners, labels: _Labels, options: TrainingOptions, rng, epoch: int, progress, should_stop) -> float:
+    """One pass: each training image once, in one of its views drawn at random; returns the last loss."""
+    import tensorflow as tf
+
+    steps_per_epoch = labels.steps_per_epoch(options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    order = np.array([rng.choice(labels.rows_of[int(n)]) for n in rng.permutation(labels.train_images)])
+    for k in range(steps_per_epoch):
+        if should_stop and should_stop():
+            raise Cancelled()
+        rows = order[k * options.batch_size : (k + 1) * options.batch_size]
+        x = _flip_and_crop(maps[rows].astype(np.float32), rng)
+        owner = owners[rows]
+        loss = step(tf.constant(x), tf.constant(labels.product_of[owner]), tf.constant(np.maximum(labels.category_of[owner], 0)))
+        if progress:
+            progress("training", epoch * steps_per_epoch + k + 1, total_steps)
+    return round(float(loss), 4)
+
+
+def _flip_and_crop(x: np.ndarray, rng) -> np.ndarray:
+    """Augmentation of the cached maps themselves: a mirror half the time, and a random crop."""
+    side = x.shape[1]
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+    crop = int(rng.integers(max(1, side - 3), side + 1))
+    top, left = rng.integers(0, side - crop + 1, size=2)
+    return x[:, top : top + crop, left : left + crop]
+
+
+def _held_out_measure(head, maps: np.ndarray, owners: np.ndarray, everything: Sequence[Item], n_training: int) -> Callable:
+    """``held_out_figures(plain=False)``: the held-out images searched among the training images, with
+    the head as it is when called; ``plain`` adds the figures of plain cosine (no whitening, no
+    query expansion) under ``"plain"``. ``maps`` and ``owners``: each image's clean view."""
+    gallery = owners < n_training
 
     def held_out_figures(plain: bool = False) -> dict:
-        """The held-out images searched among the training images, with the head as it is now.
-
-        ``plain``: also under ``"plain"``, the figures of plain cosine similarity (no whitening, no
-        query expansion), from the same vectors.
-        """
-        vectors = embed_maps(head, maps[clean])
+        vectors = embed_maps(head, maps)
         args = (
-            vectors[~gallery], [everything[n] for n in clean_owner[~gallery]],
-            vectors[gallery], [everything[n] for n in clean_owner[gallery]],
+            vectors[~gallery], [everything[n] for n in owners[~gallery]],
+            vectors[gallery], [everything[n] for n in owners[gallery]],
         )
         figures = evaluate_vectors(*args)
         if plain:
             figures["plain"] = evaluate_vectors(*args, whitening_dims=None, expansion=0)
         return figures
 
-    rng = np.random.default_rng(options.seed)
-    side = maps.shape[1]
-    losses = []
-    for epoch in range(options.epochs):
-        epoch_started = time.monotonic()
-        order = np.array([rng.choice(rows_of[int(n)]) for n in rng.permutation(train_images)])
-        for k in range(steps_per_epoch):
-            if should_stop and should_stop():
-                raise Cancelled()
-            rows = order[k * options.batch_size : (k + 1) * options.batch_size]
-            x = maps[rows].astype(np.float32)
-            if rng.random() < 0.5:
-                x = x[:, :, ::-1]
-            crop = int(rng.integers(max(1, side - 3), side + 1))
-            top, left = rng.integers(0, side - crop + 1, size=2)
-            x = x[:, top : top + crop, left : left + crop]
-            owner = owners[rows]
-            loss = step(tf.constant(x), tf.constant(product_of[owner]), tf.constant(np.maximum(category_of[owner], 0)))
-            if progress:
-                progress("training", epoch * steps_per_epoch + k + 1, total_steps)
-        losses.append(round(float(loss), 4))
-        logger.info("Training epoch %s/%s: loss %.4f", epoch + 1, options.epochs, float(loss))
-        if after_epoch is not None:
-            after_epoch(epoch + 1, held_out_figures)
-        now = time.monotonic()
-        if options.time_limit and epoch + 1 < options.epochs and now - started + (now - epoch_started) > options.time_limit:
-            logger.info("Training stops after %s epochs: another would pass the time limit of %s s.", epoch + 1, options.time_limit)
-            break
-    train_seconds = time.monotonic() - started - feature_seconds
-
-    if progress:
-        progress("evaluating", 0, 1)
-    metrics = {
-        "options": asdict(options),
-        "training_images": int(len(items)),
-        "held_out_images": int(len(held_out)),
-        "products": len(products),
-        "categories": len(categories),
-        "feature_seconds": round(feature_seconds, 1),
-        "train_seconds": round(train_seconds, 1),
-        "epochs_run": len(losses),
-        "epoch_losses": losses,
-        "before": before or {},
-        "after": held_out_figures(),
-    }
-    metrics["seconds"] = round(time.monotonic() - started, 1)
-    if progress:
-        progress("evaluating", 1, 1)
-    return TrainingResult(config=config, head=head, metrics=metrics)
+    return held_out_figures
 
 
 def _learning_rate(options: TrainingOptions, peak: float, total_steps: int, steps_per_epoch: int):

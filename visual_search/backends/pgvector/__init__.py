@@ -6,7 +6,7 @@
     }}}
 
 Needs the ``vector`` extension on the server and psycopg (``pip install
-"django-visual-search[postgres]"``). See the README, "PostgreSQL + pgvector".
+"django-visual-search[postgres]"``). See docs/backends.md, "PostgreSQL + pgvector".
 """
 
 from .backend import PgvectorBackend

@@ -25,17 +25,18 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from django.core.exceptions import ImproperlyConfigured
 from django.db import ProgrammingError, connections, transaction
 
-from ..base import BaseBackend, Hit
+from ...models import ImageEmbedding, Whitening
+from ...ranking import Neighbours, transform
+from ..base import BaseBackend, EmptySpace
 from . import schema
 
 logger = logging.getLogger("visual_search")
 
 # pgvector's ceiling for hnsw.ef_search: one HNSW scan never yields more candidates than this.
 MAX_EF_SEARCH = 1000
-# Rows fetched per result wanted (a product may have several images), as the NumPy backend does.
-ROWS_PER_RESULT = 8
 STAGE = "visual_search_pgvector_stage"
 
 
@@ -54,14 +55,7 @@ class Generation:
         return schema.vectors_table(self.id)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
-        from ...embeddings.pooling import l2_normalise
-
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if self.whitening is None:
-            return l2_normalise(vectors)
-        from ...whitening import apply
-
-        return apply(vectors, *self.whitening)
+        return transform(vectors, self.whitening)
 
 
 class PgvectorBackend(BaseBackend):
@@ -70,7 +64,7 @@ class PgvectorBackend(BaseBackend):
     ``OPTIONS``: ``using`` (the database alias holding the rows, ``"default"``), ``m`` and
     ``ef_construction`` (the HNSW graph: 16 and 64), ``ef_search`` (candidates per scan, 100),
     ``exact_max_rows`` (a search restricted to at most this many results is answered exactly, from
-    the btree on ``result_id``, instead of filtering an HNSW scan: 20,000; see the README for the
+    the btree on ``result_id``, instead of filtering an HNSW scan: 20,000; see docs/performance.md for the
     measurement behind it), ``maintenance_work_mem`` (for the HNSW builds, e.g. ``"4GB"``; default:
     the server's setting).
     """
@@ -82,8 +76,6 @@ class PgvectorBackend(BaseBackend):
         super().__init__(alias, **options)
         connection = connections[using]
         if connection.vendor != "postgresql":
-            from django.core.exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured(schema.postgresql_required(connection))
         self.using = using
         self.m, self.ef_construction, self.ef_search = int(m), int(ef_construction), int(ef_search)
@@ -103,8 +95,6 @@ class PgvectorBackend(BaseBackend):
         generation; chunks of a few thousand rows are the right size. A newer vector of a row
         always wins over an older one, whichever arrives last.
         """
-        from ...models import ImageEmbedding
-
         groups: dict[tuple[int, str], list] = defaultdict(list)
         for row in embeddings:
             if row.status == ImageEmbedding.Status.READY and row.vector is not None:
@@ -156,8 +146,6 @@ class PgvectorBackend(BaseBackend):
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
     def _rebuild_generation(self, result_type_id: int, fingerprint: str) -> None:
-        from ...models import ImageEmbedding
-
         rows = ImageEmbedding.objects.using(self.using).ready(fingerprint).filter(result_type_id=result_type_id)
         first = rows.only("vector").first()
         if first is None:
@@ -224,8 +212,6 @@ class PgvectorBackend(BaseBackend):
         return generations
 
     def _create(self, cursor, result_type_id: int, fingerprint: str, dimensions: int, *, state: str) -> Generation:
-        from ...models import Whitening
-
         whitening = Whitening.objects.using(self.using).filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
         arrays = whitening.arrays() if whitening is not None else None
         cursor.execute(
@@ -289,32 +275,30 @@ class PgvectorBackend(BaseBackend):
                 self._whitenings[generation_id] = (mean, np.frombuffer(bytes(projection), dtype=np.float32).reshape(len(mean), dims))
         return self._whitenings[generation_id]
 
-    def search(self, vector, *, result_type_id, fingerprint, limit, restrict_to=None, exclude=()) -> list[Hit]:
-        if limit <= 0:
-            return []
-        restrict = None if restrict_to is None else sorted({str(r) for r in restrict_to})
-        if restrict is not None and not restrict:
-            return []
-        exclude = sorted({str(r) for r in exclude})
-        connection = connections[self.using]
+    def search(self, vector, **kwargs):
+        """As :meth:`BaseBackend.search`, once more if the generation was swapped out meanwhile."""
         for attempt in (1, 2):
-            # Outside a transaction every statement commits on its own: no BEGIN/COMMIT round trips.
-            # Inside one (ATOMIC_REQUESTS), a savepoint keeps a failed attempt from breaking it.
-            block = transaction.atomic(using=self.using) if connection.in_atomic_block else contextlib.nullcontext()
             try:
-                with block, self._cursor() as cursor:
-                    live = self._live(cursor, result_type_id, fingerprint, limit * ROWS_PER_RESULT)
-                    if live is None:
-                        return []
-                    return self._search(cursor, *live, vector, limit, restrict, exclude)
+                return super().search(vector, **kwargs)
             except ProgrammingError:
-                # The generation was swapped out (whitening refit) between reading its id and
-                # scanning its table: read the live one again, once.
+                # A whitening refit dropped the generation's table between reading its id and
+                # scanning it: read the live one again, once.
                 if attempt == 2:
                     raise
         return []
 
-    def _live(self, cursor, result_type_id: int, fingerprint: str, width: int) -> tuple[Generation, float] | None:
+    @contextlib.contextmanager
+    def space(self, result_type_id: int, fingerprint: str):
+        """The live generation of this model, searched through one cursor."""
+        connection = connections[self.using]
+        # Outside a transaction every statement commits on its own: no BEGIN/COMMIT round trips.
+        # Inside one (ATOMIC_REQUESTS), a savepoint keeps a failed attempt from breaking it.
+        block = transaction.atomic(using=self.using) if connection.in_atomic_block else contextlib.nullcontext()
+        with block, self._cursor() as cursor:
+            live = self._live(cursor, result_type_id, fingerprint)
+            yield EmptySpace() if live is None else _Space(self, cursor, *live)
+
+    def _live(self, cursor, result_type_id: int, fingerprint: str) -> tuple[Generation, float] | None:
         """The live generation and its estimated row count, setting the default ``hnsw.ef_search``
         for this connection in the same round trip."""
         cursor.execute(
@@ -322,38 +306,13 @@ class PgvectorBackend(BaseBackend):
             f" set_config('hnsw.ef_search', %s, false) FROM {schema.GENERATIONS} g"
             " LEFT JOIN pg_class c ON c.oid = to_regclass('visual_search_pgvector_' || g.id)"
             " WHERE g.result_type_id = %s AND g.fingerprint = %s AND g.state = 'live'",
-            [str(min(MAX_EF_SEARCH, max(self.ef_search, width))), result_type_id, fingerprint],
+            [str(min(MAX_EF_SEARCH, self.ef_search)), result_type_id, fingerprint],
         )
         row = cursor.fetchone()
         if row is None:
             return None
         generation_id, dimensions, indexed, rows, _ = row
         return Generation(generation_id, dimensions, "live", indexed, self._whitening(cursor, generation_id)), float(rows or 1)
-
-    def _search(self, cursor, generation: Generation, rows: float, vector, limit, restrict, exclude) -> list[Hit]:
-        from ...conf import settings
-
-        query = generation.transform(np.asarray(vector, dtype=np.float32))
-        width = limit * ROWS_PER_RESULT
-        ef = self._ef(generation, rows, restrict, width)
-        exact = ef is None
-        if ef is not None and ef != min(MAX_EF_SEARCH, max(self.ef_search, width)):
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, false)", [str(ef)])
-        k = int(settings.QUERY_EXPANSION or 0)
-        if k > 0:
-            # alpha-QE as the NumPy backend does it: the query plus its k best vectors (any result),
-            # weighted by similarity**alpha; skipped when k or fewer vectors are allowed at all.
-            found = self._nearest(cursor, generation, query, restrict, exclude, k + 1, exact, vectors=True)
-            if len(found) > k:
-                weights = np.power(np.maximum([1.0 - d for _, d, _ in found[:k]], 0.0), float(settings.QUERY_EXPANSION_ALPHA))
-                expanded = query + (weights[:, None] * np.asarray([v for _, _, v in found[:k]], dtype=np.float32)).sum(axis=0)
-                query = (expanded / max(float(np.linalg.norm(expanded)), 1e-12)).astype(np.float32)
-        if not exact:
-            hits = _best_per_result(self._nearest(cursor, generation, query, restrict, exclude, width, exact=False), limit)
-            if len(hits) == limit:
-                return hits
-            # Fewer distinct results than asked: the filter or the galleries ate the HNSW candidates.
-        return self._exact_best(cursor, generation, query, restrict, exclude, limit)
 
     @contextlib.contextmanager
     def _by_index(self, cursor, restrict):
@@ -389,8 +348,6 @@ class PgvectorBackend(BaseBackend):
 
     def _nearest(self, cursor, generation, query, restrict, exclude, width, exact, vectors=False) -> list[tuple]:
         """``(result_id, cosine distance, vector or None)`` of the ``width`` nearest allowed rows."""
-        from ...models import ImageEmbedding
-
         where, params = self._filters(restrict, exclude)
         # "+ 0": an ORDER BY the HNSW index cannot serve, so the planner scans the allowed rows exactly.
         order = "(t.vector <=> %(q)s::vector) + 0" if exact else "t.vector <=> %(q)s::vector"
@@ -403,21 +360,6 @@ class PgvectorBackend(BaseBackend):
                 {"q": _literal(query), "width": width, **params},
             )
             return [(row[0], float(row[1]), row[2] if vectors else None) for row in cursor.fetchall()]
-
-    def _exact_best(self, cursor, generation, query, restrict, exclude, limit) -> list[Hit]:
-        """Exact top ``limit`` results, each scored by its best image, over all allowed rows."""
-        from ...models import ImageEmbedding
-
-        where, params = self._filters(restrict, exclude)
-        with self._by_index(cursor, restrict):
-            cursor.execute(
-                f"SELECT t.result_id, min(t.vector <=> %(q)s::vector) AS distance"
-                f" FROM {generation.table} t JOIN {ImageEmbedding._meta.db_table} e ON e.id = t.embedding_id"
-                f" WHERE e.status = 'ready' AND e.updated_at = t.updated_at{where}"
-                " GROUP BY t.result_id ORDER BY distance, t.result_id LIMIT %(limit)s",
-                {"q": _literal(query), "limit": limit, **params},
-            )
-            return [Hit(result_id, 1.0 - float(distance)) for result_id, distance in cursor.fetchall()]
 
     @staticmethod
     def _filters(restrict, exclude) -> tuple[str, dict]:
@@ -449,12 +391,28 @@ def _literal(vector: np.ndarray) -> str:
     return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
 
 
-def _best_per_result(rows: list[tuple], limit: int) -> list[Hit]:
-    hits, seen = [], set()
-    for result_id, distance, _ in rows:
-        if result_id not in seen:
-            seen.add(result_id)
-            hits.append(Hit(result_id, 1.0 - distance))
-            if len(hits) == limit:
-                break
-    return hits
+class _Space:
+    """One search's view of the live generation (see :class:`visual_search.ranking.VectorSpace`)."""
+
+    def __init__(self, backend: PgvectorBackend, cursor, generation: Generation, rows: float):
+        self.backend, self.cursor, self.generation, self.rows = backend, cursor, generation, rows
+        self.ef_search = min(MAX_EF_SEARCH, backend.ef_search)  # as _live set it
+
+    def transform(self, vector: np.ndarray) -> np.ndarray:
+        return self.generation.transform(vector)
+
+    def allow(self, restrict_to, exclude) -> tuple[list[str] | None, list[str]]:
+        restrict = None if restrict_to is None else sorted({str(r) for r in restrict_to})
+        return restrict, sorted({str(r) for r in exclude})
+
+    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
+        restrict, exclude = allowed
+        if restrict is not None and not restrict:
+            return Neighbours()
+        ef = None if exact else self.backend._ef(self.generation, self.rows, restrict, k)
+        if ef is not None and ef != self.ef_search:
+            self.cursor.execute("SELECT set_config('hnsw.ef_search', %s, false)", [str(ef)])
+            self.ef_search = ef
+        rows = self.backend._nearest(self.cursor, self.generation, query, restrict, exclude, k, ef is None, vectors=with_vectors)
+        vectors = np.asarray([v for _, _, v in rows], dtype=np.float32) if with_vectors and rows else None
+        return Neighbours([r for r, _, _ in rows], 1.0 - np.asarray([d for _, d, _ in rows], dtype=np.float32), vectors, exact=ef is None)

@@ -6,7 +6,7 @@ projection are copied into the row, so a generation never changes meaning). Each
 one plain table, ``visual_search_pgvector_<id>``, with a ``vector(<dims>)`` column of fixed
 dimension (what an HNSW index needs) and its own HNSW index with cosine distance. A whitening refit
 builds a new generation beside the live one and swaps them in one transaction; dropping a
-generation is one ``DROP TABLE``. See the README, "PostgreSQL + pgvector".
+generation is one ``DROP TABLE``. See docs/backends.md, "PostgreSQL + pgvector".
 """
 
 from __future__ import annotations

@@ -6,18 +6,16 @@ from the vectors already stored in the ``ImageEmbedding`` rows. Nothing goes thr
 
 from __future__ import annotations
 
-import sys
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 
 from ...backends import get_backend
 from ...conf import settings
-from ...embeddings.fingerprint import current_fingerprint
 from ...models import ImageEmbedding
 from ...registry import registrations_for_result
-from ...versions import kept_fingerprints
-from .. import model_from_label
+from ...serving import current_fingerprint, kept_fingerprints
+from .. import model_from_label, progress
 
 
 class Command(BaseCommand):
@@ -40,10 +38,7 @@ class Command(BaseCommand):
             rows = rows.filter(result_type=ContentType.objects.get_for_model(self._model(model)))
         total = rows.count()
         name = f"{backend!r} ({type(index).__module__}.{type(index).__name__})"
-        from tqdm import tqdm
-
-        stream = getattr(self.stderr, "_out", sys.stderr)  # the bar rewrites its line: bypass OutputWrapper
-        with tqdm(total=total, unit="vec", desc="Filling", disable=verbosity < 1, file=stream, dynamic_ncols=True) as bar:
+        with progress.bar(self, desc="Filling", unit="vec", total=total, show=verbosity > 0) as bar:
             if model and index.reset_drops_everything:
                 # Only this model's vectors are rebuilt: the other models' stay as they are.
                 count = 0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
-from .. import model_from_label
+from .. import model_from_label, progress
 
 
 class Command(BaseCommand):
@@ -62,9 +61,5 @@ class Command(BaseCommand):
         return model
 
     def _run(self, model, selection, force, total, verbosity):
-        from tqdm import tqdm
-
-        show = verbosity > 0
-        stream = getattr(self.stderr, "_out", sys.stderr)  # the bar rewrites its line: bypass OutputWrapper
-        with tqdm(total=total, unit="img", desc="Embedding", disable=not show, file=stream, dynamic_ncols=True) as bar:
+        with progress.bar(self, desc="Embedding", unit="img", total=total, show=verbosity > 0) as bar:
             return reindex(model, only=selection, asynchronous=False, force=force, progress=bar.update)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from ...embeddings.fingerprint import current_fingerprint, describe, settings_fingerprint
+from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
 from ...models import ImageEmbedding
 from ...reindex import status_counts
-from ...versions import active_version, fingerprint_summary
+from ...serving import active_version, current_fingerprint
+from ...versions import fingerprint_summary
 
 COLUMNS = ("model", "objects", "ready", "pending", "failed", "stale", "missing")
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--failed", action="store_true", help="List each failed image with its reason.")
 
     def handle(self, *args, failed=False, **options):
-        info = describe()
+        info = EmbeddingSpec.from_settings().describe()
         version = active_version()
         if version is None:
             self.stdout.write(f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, {info['pooling']} pooling")

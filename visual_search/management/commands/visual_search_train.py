@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ... import versions
+from ...embeddings.adapted import parse_blocks
 from ...models import ModelVersion
-from .. import model_from_label
+from ...training.jobs import run_training, start_training
+from .. import model_from_label, progress
 
 STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
 
 
 def _blocks(value: str) -> list[int]:
-    import argparse
-
-    from ...training.network import parse_blocks
-
     try:
         return parse_blocks(value)
     except ValueError as exc:
@@ -42,14 +41,12 @@ class Command(BaseCommand):
             "--blocks", dest="trained_blocks", type=_blocks,
             help="VGG16 blocks to train: 4 (default: block 4, pooled, block 5 dropped), 4,5 or 5.",
         )
-        parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 1).")
+        parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 2).")
         parser.add_argument("--time-limit", type=float, help="Stop after the last epoch that fits in this many seconds (default: run every epoch).")
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
         parser.add_argument("--activate", action="store_true", help="When trained, compute every image's vector with it and switch search to it.")
 
     def handle(self, *args, model=None, asynchronous=False, activate=False, verbosity=1, **options):
-        from ...training.jobs import run_training, start_training
-
         label = self._model(model)
         keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit", "trained_blocks")
         chosen = {k: options[k] for k in keys if options.get(k) is not None}
@@ -80,11 +77,8 @@ class Command(BaseCommand):
             raise CommandError(f"Training failed: {version.error}")
         self._report(version)
         if activate:
-            from ...versions import activate as activate_version
-            from .visual_search_versions import _Bar
-
-            with _Bar(file=getattr(self.stderr, "_out", sys.stderr), disable=verbosity == 0) as bar:
-                activate_version(version, progress=bar)
+            with progress.Followed(self, desc="Computing vectors", show=verbosity > 0) as bar:
+                versions.activate(version, progress=bar)
             self.stdout.write(self.style.SUCCESS(f"Search now uses version {version.pk}. Roll back with `manage.py visual_search_versions rollback`."))
         else:
             self.stdout.write(f"Search is unchanged. Switch to it with `manage.py visual_search_versions activate {version.pk}`.")
@@ -111,13 +105,6 @@ class Command(BaseCommand):
         return model._meta.label
 
 
-def _bar(command, show, desc, unit):
-    from tqdm import tqdm
-
-    stream = getattr(command.stderr, "_out", sys.stderr)
-    return tqdm(total=0, unit=unit, desc=desc, disable=not show, file=stream, dynamic_ncols=True)
-
-
 class _Bars:
     """One tqdm bar per training stage, driven by ``progress(stage, done, total)``."""
 
@@ -128,7 +115,7 @@ class _Bars:
         if stage != self.stage:
             self.close()
             desc, unit = STAGES.get(stage, (stage, ""))
-            self.stage, self.bar = stage, _bar(self.command, self.show, desc, unit)
+            self.stage, self.bar = stage, progress.bar(self.command, desc=desc, unit=unit, show=self.show)
             self.bar.total = total
         self.bar.n = done
         self.bar.refresh()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from ...models import ModelVersion
 from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
+from ..progress import Followed
 
 COLUMNS = ("id", "label", "status", "fingerprint", "P@1 before", "P@1 after", "created", "activated")
 
@@ -108,7 +107,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{progress.get('total', 0)} images checked. Undo with `manage.py visual_search_versions rollback`.")
 
     def _bar(self, verbosity):
-        return _Bar(file=getattr(self.stderr, "_out", sys.stderr), disable=verbosity == 0)
+        return Followed(self, desc="Computing vectors", show=verbosity > 0)
 
 
 def _progress(version: ModelVersion) -> str:
@@ -116,26 +115,3 @@ def _progress(version: ModelVersion) -> str:
     if version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.BUILDING) and progress.get("total"):
         return f" ({progress.get('stage', '')} {progress.get('done', 0)}/{progress['total']})"
     return ""
-
-
-class _Bar:
-    """A tqdm bar fed by ``progress(done, total)`` (the total grows when images change meanwhile)."""
-
-    def __init__(self, file, disable: bool):
-        self.file, self.disable, self.bar = file, disable, None
-
-    def __enter__(self):
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            # The bar rewrites its line: it bypasses Django's OutputWrapper.
-            self.bar = tqdm(total=total, unit="img", desc="Computing vectors", file=self.file, disable=self.disable, dynamic_ncols=True)
-        self.bar.total = total
-        self.bar.update(done - self.bar.n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

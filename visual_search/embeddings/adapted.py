@@ -1,4 +1,7 @@
-"""The adapted embedding network: a frozen VGG16 trunk, then its last blocks trained, and a head.
+"""The network of a trained version: a frozen VGG16 trunk, then its last blocks trained, and a head.
+
+Defined here, beside the pretrained backbone, because serving a trained version needs it as much
+as training does (:mod:`visual_search.training` builds and trains it; the extractor runs it).
 
 ``config["trained_blocks"]`` lists the VGG16 blocks that are trained, in order: ``[4]`` trains
 block 4 and pools its output (block 5 is dropped), ``[4, 5]`` blocks 4 and 5, ``[5]`` block 5
@@ -15,6 +18,8 @@ master weights); pooling, projection and normalisation run in float32.
 """
 
 from __future__ import annotations
+
+from .backbone import build_vgg16, keras_policy
 
 BLOCK_CONVS = {4: ("block4_conv1", "block4_conv2", "block4_conv3"), 5: ("block5_conv1", "block5_conv2", "block5_conv3")}
 CHANNELS_IN = {4: 256, 5: 512}
@@ -46,8 +51,6 @@ def _keras():
 
 def build_trunk(config: dict, *, precision: str = "auto"):
     """VGG16 from the input to :func:`trunk_layer`, with the base weights; never trained."""
-    from ..embeddings.backbone import build_vgg16
-
     keras = _keras()
     vgg16 = build_vgg16(config["weights"], image_size=int(config["image_size"]), precision=precision, seed=int(config.get("seed", 0)))
     trunk = keras.Model(vgg16.input, vgg16.get_layer(trunk_layer(config)).output, name="trunk")
@@ -61,8 +64,6 @@ def build_head(config: dict, base_vgg16=None, *, precision: str = "float32"):
     Takes feature maps of any spatial size ``(n, h, w, channels)``, so training can crop them.
     """
     import tensorflow as tf
-
-    from ..embeddings.backbone import keras_policy
 
     keras = _keras()
     p = float(config.get("gem_p", 3.0))

@@ -1,0 +1,87 @@
+"""visual_search.ranking: the one place where whitening, query expansion and collapsing live."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visual_search import ranking
+from visual_search.embeddings.pooling import l2_normalise
+
+
+class MatrixSpace:
+    """The smallest exact VectorSpace: a matrix of unit vectors and the result of each."""
+
+    def __init__(self, vectors, result_ids):
+        self.vectors, self.result_ids, self.calls = l2_normalise(vectors), list(result_ids), []
+
+    def transform(self, vector):
+        return l2_normalise(vector)
+
+    def allow(self, restrict_to, exclude):
+        return [(restrict_to is None or r in restrict_to) and r not in exclude for r in self.result_ids]
+
+    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False):
+        self.calls.append((k, exact))
+        rows = [n for n in np.argsort(-(self.vectors @ query), kind="stable") if allowed[n]][:k]
+        return ranking.Neighbours(
+            [self.result_ids[n] for n in rows], (self.vectors @ query)[rows], self.vectors[rows] if with_vectors else None
+        )
+
+
+@pytest.fixture
+def gallery():
+    rng = np.random.default_rng(3)
+    return l2_normalise(rng.normal(size=(60, 16)).astype(np.float32))
+
+
+def test_a_result_with_many_images_does_not_crowd_out_the_others(gallery):
+    # 40 images of "a" all very close to the query, then one image each of b..u.
+    query = gallery[0]
+    vectors = np.vstack([query + 0.01 * gallery[1 : 41], gallery[41:]])
+    ids = ["a"] * 40 + [chr(ord("b") + n) for n in range(19)]
+    space = MatrixSpace(vectors, ids)
+    hits = ranking.rank(space, query, limit=3, policy=ranking.Policy())
+    assert [h.result_id for h in hits][0] == "a" and len({h.result_id for h in hits}) == 3
+    assert space.calls == [(24, False), (192, True)]  # 3 x 8 vectors held only "a": then every vector
+
+
+def test_restriction_and_exclusion(gallery):
+    ids = [f"p{n // 3}" for n in range(60)]
+    space = MatrixSpace(gallery, ids)
+    hits = ranking.rank(space, gallery[0], limit=5, restrict_to={"p0", "p4", "p7"}, exclude={"p0"}, policy=ranking.Policy())
+    assert {h.result_id for h in hits} == {"p4", "p7"}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_one_query_ranks_as_the_held_out_measurement_does(gallery):
+    """rank() (a search) and score_matrix() (training evaluation, benchmarks) are the same ranking."""
+    policy = ranking.Policy(expansion=3, alpha=3.0)
+    ids = [str(n) for n in range(len(gallery))]
+    queries = l2_normalise(gallery[:5] + 0.3 * np.random.default_rng(4).normal(size=(5, 16)).astype(np.float32))
+    scores = ranking.score_matrix(queries, gallery, whitening_dims=None, policy=policy)
+    for query, row in zip(queries, scores):
+        hits = ranking.rank(MatrixSpace(gallery, ids), query, limit=10, policy=policy)
+        assert [h.result_id for h in hits] == [str(n) for n in np.argsort(-row, kind="stable")[:10]]
+        assert [h.score for h in hits] == pytest.approx(np.sort(row)[::-1][:10], abs=1e-5)
+
+
+def test_query_expansion_needs_more_vectors_than_it_averages(gallery):
+    space = MatrixSpace(gallery[:3], ["a", "b", "c"])
+    hits = ranking.rank(space, gallery[0], limit=3, policy=ranking.Policy(expansion=3))
+    assert hits[0] == ranking.Hit("a", pytest.approx(1.0))  # not expanded: the exact match scores 1
+
+
+def test_expand_weights_matches_by_score_to_the_alpha():
+    query = np.array([[1.0, 0.0]])
+    top = np.array([[[0.0, 1.0], [0.0, -1.0]]])
+    # Equal scores cancel out; unequal ones pull the query towards the better match.
+    assert ranking.expand(query, np.array([[0.5, 0.5]]), top, 3.0) == pytest.approx(np.array([[1.0, 0.0]]))
+    expanded = ranking.expand(query, np.array([[1.0, 0.5]]), top, 1.0)[0]
+    assert expanded[1] > 0 and np.linalg.norm(expanded) == pytest.approx(1.0)
+
+
+def test_whitening_transform_and_plain_cosine(gallery):
+    whitening = ranking.fit_whitening(gallery, 8)
+    assert ranking.transform(gallery, whitening).shape == (60, 8)
+    assert np.linalg.norm(ranking.transform(gallery * 3, None), axis=1) == pytest.approx(np.ones(60))

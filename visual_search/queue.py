@@ -1,0 +1,92 @@
+"""Where work runs: on Celery workers when a broker is configured, else in this process.
+
+Everything that schedules work (the signal processor, bulk reindexing, model version switches,
+training) goes through here. Tasks are sent by name (:data:`EMBED_OBJECTS`...), so nothing below
+the Celery task module imports it: :mod:`visual_search.tasks` defines them under these names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from celery import current_app
+from django.conf import settings as django_settings
+
+from .batching import chunked
+from .conf import settings
+from .indexing import index_objects
+from .registry import get_registration
+
+logger = logging.getLogger("visual_search")
+
+# The Celery task names (stable: they are in queued messages and in shops' beat schedules).
+EMBED_OBJECTS = "visual_search.embed_objects"
+SWEEP = "visual_search.sweep"
+ACTIVATE_VERSION = "visual_search.activate_version"
+TRAIN_MODEL = "visual_search.train_model"
+
+# Publishing to a broker that is down: a couple of quick tries, then give up (rows stay pending).
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+
+def use_celery() -> bool:
+    """Whether work goes through Celery: ``VISUAL_SEARCH["ASYNC"]``, else whether a broker is set."""
+    if settings.ASYNC is not None:
+        return bool(settings.ASYNC)
+    if getattr(django_settings, "CELERY_BROKER_URL", None):
+        return True
+    return bool(current_app.conf.broker_url)
+
+
+def send(name: str, args: Sequence[Any] = (), **options: Any) -> None:
+    """Queue the Celery task ``name`` (one of the names above) with ``apply_async`` options.
+
+    Through the registered task when this process has it (so ``task_always_eager`` and the task's
+    own options apply), else by name alone. Raises what the broker raises when it is unreachable.
+    """
+    task = current_app.tasks.get(name)
+    if task is not None:
+        task.apply_async(args=tuple(args), **options)
+    else:
+        current_app.send_task(name, args=tuple(args), **options)
+
+
+def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False, fingerprint: str | None = None) -> int:
+    """Schedule embedding of ``pks``: Celery tasks of ``BATCH_SIZE`` ids, or in-process when no broker.
+
+    Never raises: a save must not fail because the broker is down. Rows stay pending and the
+    sweep picks them up when it is back. Returns how many objects were scheduled (or done).
+    ``fingerprint`` limits the work to one model version (see ``embed_objects``).
+    """
+    pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
+    if not pks:
+        return 0
+    if not use_celery():
+        return _run_in_process(label, image_field, pks, force, fingerprint)
+    done = 0
+    for batch in chunked(pks, int(settings.BATCH_SIZE)):
+        try:
+            args = (label, image_field, batch, force) + ((fingerprint,) if fingerprint else ())
+            send(EMBED_OBJECTS, args, queue=settings.QUEUE, retry=True, retry_policy=PUBLISH_RETRY)
+            done += len(batch)
+        except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
+            logger.warning(
+                "Could not queue visual search work for %s (%s ids): %s. The rows stay pending; "
+                "the sweep task queues them again once the broker is back.",
+                label,
+                len(batch),
+                exc,
+            )
+    return done
+
+
+def _run_in_process(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None = None) -> int:
+    try:
+        fingerprints = [fingerprint] if fingerprint else None
+        report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
+    except Exception:
+        logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
+        return 0
+    return len(pks) - len(report.retry)

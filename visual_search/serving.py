@@ -1,0 +1,207 @@
+"""Which embedding model serves, as this process sees it, and the extractor that runs it.
+
+A search compares vectors of one fingerprint only: the active
+:class:`~visual_search.models.ModelVersion`'s, or with none active the pretrained VGG16 the settings
+describe. Each process reads the active version at most every ``REFRESH_INTERVAL`` seconds, so web
+processes and workers follow a switch (:mod:`visual_search.versions`) without a restart, and keeps
+one :class:`~visual_search.embeddings.extractor.Extractor` per model it uses (the active one, and
+one being built while a switch is in progress).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import numpy as np
+from django.core.files.storage import default_storage
+
+from .conf import settings
+from .embeddings import images
+from .embeddings.extractor import Extractor
+from .embeddings.spec import EmbeddingSpec, settings_fingerprint
+from .exceptions import WeightsUnavailable
+from .models import ModelVersion
+
+logger = logging.getLogger("visual_search")
+Status = ModelVersion.Status
+
+# Returning to the pretrained model has no ModelVersion row to mark ``building``: the fingerprint
+# being built is kept in the progress of the version being left (still active meanwhile).
+PRETRAINED_KEY = "building_pretrained"
+
+
+# -- which version serves ------------------------------------------------------------------------
+
+def active_version() -> ModelVersion | None:
+    """The active version, read from the database now; None: the pretrained model of the settings."""
+    return ModelVersion.objects.filter(status=Status.ACTIVE).first()
+
+
+_serving: tuple[float, ModelVersion | None] | None = None
+_serving_lock = threading.Lock()
+
+
+def serving_version() -> ModelVersion | None:
+    """The active version as this process sees it: read at most every ``REFRESH_INTERVAL`` seconds.
+
+    What searches embed queries with and compare against. The old version's rows stay after a
+    switch, so a process that is a second late still gets full results, all from one version.
+    """
+    global _serving
+    interval = float(settings.REFRESH_INTERVAL)
+    seen = _serving
+    if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval:
+        return seen[1]
+    version = active_version()
+    with _serving_lock:
+        _serving = (time.monotonic(), version)
+    return version
+
+
+def forget_serving_version(**kwargs: Any) -> None:
+    """Read the active version again on next use (connected to ``ModelVersion`` saves and deletes)."""
+    global _serving
+    with _serving_lock:
+        _serving = None
+
+
+def current_fingerprint() -> str:
+    """The fingerprint searches use now: the serving version's, else the settings' one."""
+    version = serving_version()
+    return version.fingerprint if version is not None else settings_fingerprint()
+
+
+def indexing_fingerprints() -> list[str]:
+    """Fingerprints a new or changed image gets vectors of: the active one first, then any being built.
+
+    Read from the database on every call, never cached: an image saved just after a build started
+    must get the building version's vector too, or that version would switch in without it.
+    """
+    rows = list(ModelVersion.objects.filter(status__in=[Status.ACTIVE, Status.BUILDING]).values_list("status", "fingerprint", "progress"))
+    found = [fp for status, fp, _ in rows if status == Status.ACTIVE][:1] or [settings_fingerprint()]
+    for status, fp, progress in rows:
+        extra = fp if status == Status.BUILDING else (progress or {}).get(PRETRAINED_KEY)
+        if extra and extra not in found:
+            found.append(extra)
+    return found
+
+
+def kept_fingerprints() -> set[str]:
+    """Fingerprints whose rows are worth keeping: in use, being built, or some version's (rollback).
+
+    Rows of any other fingerprint are *stale*: made before the settings changed. Indexing an image
+    deletes them once its current vector is stored.
+    """
+    kept = set(indexing_fingerprints())
+    for fingerprint, previous in ModelVersion.objects.values_list("fingerprint", "previous_fingerprint"):
+        kept |= {fingerprint, previous}
+    kept.discard("")
+    return kept
+
+
+# -- the extractor of a version -------------------------------------------------------------------
+
+def local_weights_path(fingerprint: str) -> str:
+    """Where this machine caches the weights of the version with ``fingerprint``."""
+    return os.path.join(tempfile.gettempdir(), "visual_search_weights", f"{fingerprint}.weights.h5")
+
+
+def local_weights(version: ModelVersion) -> str:
+    """A local copy of ``version.weights_file`` (a name in Django's default storage), fetched once.
+
+    Keras reads weights from a path, and the storage may be S3: every web process and worker copies
+    the file to a cache folder named by the version's fingerprint (which covers the weights' bytes,
+    so a copy never needs checking again), writing to a temporary name first so that processes
+    fetching it at the same time never read half a file.
+    """
+    path = local_weights_path(version.fingerprint)
+    if os.path.exists(path):
+        return path
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        source = default_storage.open(version.weights_file, "rb")
+    except FileNotFoundError as exc:
+        raise WeightsUnavailable(
+            f"The weights of model version {version.label!r} ({version.weights_file!r}) are missing from the "
+            "default storage; roll back (`manage.py visual_search_versions rollback`) or train it again."
+        ) from exc
+    with source, tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as target:
+        shutil.copyfileobj(source, target)
+    os.replace(target.name, path)
+    return path
+
+
+def version_spec(version: ModelVersion | None) -> EmbeddingSpec:
+    """The spec of a version's vectors (None: the pretrained model of the settings)."""
+    if version is None:
+        return EmbeddingSpec.from_settings()
+    return EmbeddingSpec.for_version(version.config, local_weights(version), version.fingerprint)
+
+
+_lock = threading.Lock()
+# A few models per process: the active one, and one being built while a switch is in progress.
+_cache: dict[tuple, Extractor] = {}
+MAX_MODELS = 3
+
+
+def get_extractor(version: ModelVersion | str | None = None) -> Extractor:
+    """The process-wide :class:`Extractor` of a model version, built on first call.
+
+    ``version``: a :class:`~visual_search.models.ModelVersion`, a fingerprint (the settings' one,
+    or a version's), or None for the version searches use now (the active one, else the
+    pretrained model of the settings).
+    """
+    if version is None:
+        version = serving_version()
+    elif isinstance(version, str):
+        version = _version_of(version)
+    precision = str(settings.PRECISION)
+    if version is None:
+        spec = EmbeddingSpec.from_settings()
+        return _cached(("settings", spec, precision), lambda: Extractor(spec, precision))
+    return _cached((version.fingerprint, precision), lambda: Extractor(version_spec(version), precision))
+
+
+def _cached(key: tuple, make: Callable[[], Extractor]) -> Extractor:
+    key = (os.getpid(), *key)
+    extractor = _cache.get(key)
+    if extractor is not None:
+        return extractor
+    with _lock:
+        extractor = _cache.get(key)
+        if extractor is None:
+            for old in [k for k in _cache if k[0] != key[0] or (k[1] == key[1] == "settings")]:
+                del _cache[old]  # another process's (forked), or the settings changed
+            while len(_cache) >= MAX_MODELS:
+                del _cache[next(iter(_cache))]
+            extractor = _cache[key] = make()
+            logger.info("Embedding model %s loaded (%s) in process %s", extractor.fingerprint, extractor.precision, key[0])
+    return extractor
+
+
+def _version_of(fingerprint: str) -> ModelVersion | None:
+    """The version whose vectors have ``fingerprint``; None for the pretrained model's."""
+    if fingerprint == settings_fingerprint():
+        return None
+    version = ModelVersion.objects.filter(fingerprint=fingerprint).exclude(weights_file="").first()
+    if version is None:
+        raise LookupError(f"No model version has fingerprint {fingerprint!r}, and it is not the settings' one.")
+    return version
+
+
+def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None) -> np.ndarray:
+    """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first.
+
+    With the serving version's extractor unless ``extractor`` is given: a search passes the one it
+    then compares with, so query and catalogue vectors come from the same version.
+    """
+    data = images.read_bytes(source, int(settings.MAX_UPLOAD_BYTES))
+    return (extractor or get_extractor()).embed_bytes(data)
