@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--blocks", dest="trained_blocks", help="Training suite: VGG16 blocks trained: 4 (the default), 4,5 or 5.")
     parser.add_argument("--curve", action="store_true", help="Training suite: measure val P@1 after every epoch (each costs a forward pass).")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="Training suite: any other TrainingOptions field, e.g. --set learning_rate=3e-4.")
+    parser.add_argument("--methods", action="store_true", help="Quality suite: also the pooling and normalisation methods against the seed (VGG16 once more per image).")
     args = parser.parse_args()
 
     from .common import machine, save, setup_django
@@ -49,9 +50,11 @@ def main() -> None:
         elif suite == "quality":
             from django.conf import settings
 
-            from . import quality
+            from . import levers, quality
 
-            figures = quality.run(settings.VISUAL_SEARCH["WEIGHTS"])
+            figures = {"levers": levers.run()}
+            if args.methods:
+                figures.update(quality.run(settings.VISUAL_SEARCH["WEIGHTS"]))
         elif suite == "training":
             from . import training
 

@@ -8,6 +8,7 @@ pooling, normalisation, whitening and multi-block features without running VGG16
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -66,4 +67,65 @@ def compute(weights: str, size: int = 224, batch: int = 32) -> dict[str, np.ndar
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
+    return arrays
+
+
+def view_vectors(views: tuple[str, ...] = ("full", "flip", "crop", "crop-flip"), batch: int = 8) -> np.ndarray:
+    """Unit vectors ``(images, views, d)`` of every image seen as each of ``views``, by the product's own
+    extractor (the settings' spec: weights, layer, pooling), cached by the spec's fingerprint."""
+    from visual_search.embeddings.spec import EmbeddingSpec
+    from visual_search.serving import get_extractor
+
+    # The network's identity, whatever views the settings average (each view is cached apart).
+    spec = replace(EmbeddingSpec.from_settings(), views=("full",))
+    key = hashlib.sha256(f"{spec.fingerprint}:{','.join(views)}:v1".encode()).hexdigest()[:10]
+    path = CACHE / f"views-{key}.npy"
+    rows = images()
+    if path.exists():
+        cached = np.load(path)
+        if len(cached) == len(rows):
+            return cached
+    extractor = get_extractor()
+    out = []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        inputs = np.concatenate([extractor.prepare((dataset() / r["file"]).read_bytes(), views) for r in chunk])
+        out.append(extractor.embed_arrays(inputs).reshape(len(chunk), len(views), -1))
+        print(f"\r  views {min(start + batch, len(rows))}/{len(rows)}", end="", flush=True)
+    print()
+    arrays = np.concatenate(out).astype(np.float32)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, arrays)
+    return arrays
+
+
+def customer_vectors(rows_wanted: list[int], per_image: int = 2, seed: int = 0) -> np.ndarray:
+    """Vectors ``(len(rows_wanted) * per_image, d)`` of random customer-like views of these images
+    (:func:`visual_search.embeddings.augment.customer_view`), seen as a query is (``QUERY_VIEWS``):
+    what a shop's whitening and calibration learn from (visual_search.whitening). Cached."""
+    import random
+
+    from django.conf import settings
+
+    from visual_search.embeddings.augment import customer_view
+    from visual_search.embeddings.images import open_image
+    from visual_search.embeddings.spec import EmbeddingSpec
+    from visual_search.serving import get_extractor
+
+    spec = EmbeddingSpec.from_settings()
+    key = hashlib.sha256(f"{spec.fingerprint}:{rows_wanted}:{per_image}:{seed}:v1".encode()).hexdigest()[:10]
+    path = CACHE / f"customers-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    rows, rng, extractor = images(), random.Random(seed), get_extractor()
+    allowed = list(settings.VISUAL_SEARCH.get("ALLOWED_FORMATS", ["JPEG", "PNG"]))
+    out = []
+    for n, row in enumerate(rows_wanted):
+        picture = open_image((dataset() / rows[row]["file"]).read_bytes(), max_pixels=10**8, allowed_formats=allowed)
+        out.append(extractor.embed_images([customer_view(picture, rng)[0] for _ in range(per_image)]))
+        print(f"\r  customer views {n + 1}/{len(rows_wanted)}", end="", flush=True)
+    print()
+    arrays = np.concatenate(out).astype(np.float32)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, arrays)
     return arrays

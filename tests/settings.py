@@ -73,8 +73,15 @@ VISUAL_SEARCH = {
     "BATCH_SIZE": 8,
     "ASYNC": bool(os.environ.get("CELERY_BROKER_URL")),
     # Off here so that "an identical image scores 1.0" stays a sharp assertion; tests/test_search.py
-    # tests query expansion on its own.
+    # tests query expansion on its own, tests/test_scores.py the calibrated scores and the small
+    # shop's whitening from customer views.
     "QUERY_EXPANSION": 0,
+    "SCORE": "similarity",
+    "WHITENING_AUGMENT": 0,
+    # One view and the best image alone: the plumbing tests' vectors and scores as they were; the
+    # views and prototypes are tested on their own (test_extractor, test_ranking).
+    "VIEWS": ["full"],
+    "PROTOTYPE_WEIGHT": 0.0,
     "SEARCH_THROTTLE_RATE": os.environ.get("VISUAL_SEARCH_TEST_THROTTLE", "30/min"),
 }
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None

@@ -106,3 +106,22 @@ def test_auto_layer_is_block4_for_the_offline_weights_only(settings):
     assert extractor.model.output_shape == (None, 8, 8, 512)  # 64 px input, block 4 is 1/8
     vector = extractor.embed_bytes(catalogue_image("Lemon").read_bytes())
     assert vector.shape == (512,) and abs(float(vector @ vector) - 1) < 1e-4
+
+
+def test_views_are_averaged_and_part_of_the_fingerprint(settings, db):
+    from visual_search.embeddings import views
+    from visual_search.embeddings.spec import settings_fingerprint
+
+    data = catalogue_image("Lemon").read_bytes()
+    one = settings_fingerprint()
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VIEWS": ["full", "flip"]}
+    assert settings_fingerprint() != one  # stored vectors of other views are stale, never mixed
+    extractor = get_extractor()
+    both = extractor.embed_bytes(data)
+    full, flip = extractor.embed_arrays(extractor.prepare(data, ["full", "flip"]))
+    assert np.allclose(both, views.average(np.stack([full, flip])), atol=1e-5)
+    assert np.linalg.norm(both) == pytest.approx(1.0, abs=1e-5) and not np.allclose(full, flip, atol=1e-3)
+    # A query may be seen other ways than the catalogue: same network, comparable vectors.
+    assert extractor.embed_bytes(data, ["full"]) == pytest.approx(full, abs=1e-5)
+    with pytest.raises(ValueError, match="Views must be some of"):
+        extractor.embed_bytes(data, ["sideways"])

@@ -28,6 +28,10 @@ class MatrixSpace:
             [self.result_ids[n] for n in rows], (self.vectors @ query)[rows], self.vectors[rows] if with_vectors else None
         )
 
+    def result_vectors(self, result_ids):
+        ids = np.asarray(self.result_ids)
+        return {r: self.vectors[ids == r] for r in result_ids if (ids == r).any()}
+
 
 @pytest.fixture
 def gallery():
@@ -85,3 +89,25 @@ def test_whitening_transform_and_plain_cosine(gallery):
     whitening = ranking.fit_whitening(gallery, 8)
     assert ranking.transform(gallery, whitening).shape == (60, 8)
     assert np.linalg.norm(ranking.transform(gallery * 3, None), axis=1) == pytest.approx(np.ones(60))
+
+
+def test_prototypes_rank_as_the_held_out_measurement_does(gallery):
+    """With the prototype fused in, a search (a shortlist re-scored) agrees with result_scores (all scored)."""
+    policy = ranking.Policy(expansion=2, alpha=3.0, prototype=0.5)
+    codes = np.arange(len(gallery)) // 3  # 20 results of 3 images each
+    queries = l2_normalise(gallery[::7] + 0.5 * np.random.default_rng(5).normal(size=(9, 16)).astype(np.float32))
+    scores = ranking.result_scores(queries, gallery, codes, whitening_dims=None, policy=policy)
+    for query, row in zip(queries, scores):
+        hits = ranking.rank(MatrixSpace(gallery, [str(c) for c in codes]), query, limit=5, policy=policy)
+        assert [h.result_id for h in hits] == [str(n) for n in np.argsort(-row, kind="stable")[:5]]
+        assert [h.score for h in hits] == pytest.approx(np.sort(row)[::-1][:5], abs=1e-5)
+
+
+def test_a_prototype_outvotes_one_lucky_image(gallery):
+    # "b" has the one image closest to the query; "a" three images a little further, each off in
+    # its own direction, whose mean is closer than any of them.
+    query = gallery[0]
+    vectors = np.vstack([query + 0.6 * gallery[1], query + 0.6 * gallery[2], query + 0.6 * gallery[3], query + 0.4 * gallery[4], gallery[5]])
+    space = MatrixSpace(vectors, ["a", "a", "a", "b", "c"])
+    assert ranking.rank(space, query, limit=1, policy=ranking.Policy())[0].result_id == "b"
+    assert ranking.rank(space, query, limit=1, policy=ranking.Policy(prototype=1.0))[0].result_id == "a"

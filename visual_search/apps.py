@@ -22,7 +22,7 @@ class VisualSearchConfig(AppConfig):
 
     def ready(self) -> None:
         from . import backends, checks, serving, tasks  # noqa: F401 - checks and tasks register themselves
-        from .models import ModelVersion
+        from .models import ModelVersion, Whitening
         from .signals import setup_signal_processor
         from .workers import connect_worker_signals
 
@@ -30,7 +30,8 @@ class VisualSearchConfig(AppConfig):
         connect_worker_signals()
         # A version switch made by this process is followed at once (other processes: REFRESH_INTERVAL).
         for signal in (post_save, post_delete):
-            signal.connect(serving.forget_serving_version, sender=ModelVersion, dispatch_uid=f"visual_search.serving.{signal}")
+            signal.connect(serving.forget_serving_version, sender=ModelVersion, dispatch_uid=f"visual_search.serving.{id(signal)}")
+            signal.connect(serving.forget_calibrations, sender=Whitening, dispatch_uid=f"visual_search.calibrations.{id(signal)}")
 
         def settings_changed(setting, **kwargs):
             if setting != "VISUAL_SEARCH":

@@ -114,6 +114,8 @@ class Setting:
     deep: bool = False
     deep_ids: tuple[str, ...] = ()
     rule: str = ""
+    # For a list: the values its items may take (it may not be empty then).
+    item_choices: tuple[Any, ...] = ()
 
     @property
     def type_name(self) -> str:
@@ -130,6 +132,8 @@ class Setting:
             return self.rule
         if self.choices:
             return "one of " + ", ".join(map(repr, self.choices))
+        if self.item_choices:
+            return "a non-empty list of " + ", ".join(map(repr, self.item_choices))
         return ", ".join(filter(None, [self.type_name, self._bounds()]))
 
     def _bounds(self) -> str:
@@ -144,7 +148,7 @@ class Setting:
         """Every check id this key can report."""
         if self.check_id:
             return (self.check_id, *self.deep_ids)
-        kinds = [WRONG_TYPE] + [NOT_A_CHOICE] * bool(self.choices)
+        kinds = [WRONG_TYPE] + [NOT_A_CHOICE] * bool(self.choices or self.item_choices)
         kinds += [OUT_OF_RANGE] * (self.minimum is not None or self.maximum is not None)
         return tuple(dict.fromkeys([*kinds, *self.deep_ids]))
 
@@ -160,6 +164,8 @@ class Setting:
         if not _is(value, self.types) or not self._items_ok(value):
             return [self.error(f"= {value!r}: expected {self.type_name}.", WRONG_TYPE)]
         if self.choices and value not in self.choices:
+            return [self.error(f"= {value!r} is not {self.valid}.", NOT_A_CHOICE)]
+        if self.item_choices and value is not None and (not value or any(i not in self.item_choices for i in value)):
             return [self.error(f"= {value!r} is not {self.valid}.", NOT_A_CHOICE)]
         if _is(value, NUMBER) and not self._in_range(value):
             return [self.error(f"= {value!r} is out of range: {self.valid}.", OUT_OF_RANGE)]
@@ -215,6 +221,14 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         # vectors to cosine 0.9999, so it is not part of the fingerprint.
         Setting("PRECISION", "auto", (str,), "'auto' (bfloat16 where the CPU has AMX or AVX-512 BF16), or force "
                 "'float32' or 'bfloat16'.", choices=("auto", "float32", "bfloat16"), check_id="visual_search.E004"),
+        # Each view is one more VGG16 pass per image; visual_search.embeddings.views renders these
+        # names. The catalogue's views are part of the fingerprint: changing them makes vectors stale.
+        # All four lifted val P@1 from 0.351 to 0.405 (with prototypes 0.486; docs/performance.md).
+        Setting("VIEWS", ["full", "flip", "crop", "crop-flip"], SEQUENCE, "The test-time views averaged into each "
+                "stored vector: 'full', 'flip' (mirrored), 'crop' (the centre, enlarged), 'crop-flip'.", items=(str,),
+                item_choices=("full", "flip", "crop", "crop-flip")),
+        Setting("QUERY_VIEWS", None, (*SEQUENCE, NoneType), "The views averaged into a customer's photo; None: the "
+                "same as VIEWS.", items=(str,), item_choices=("full", "flip", "crop", "crop-flip")),
     )),
     ("Search quality", (
         # With query expansion it gave the best precision@1, @10 and mAP measured (docs/performance.md).
@@ -227,11 +241,28 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "QUERY_EXPANSION best matches; 0 (or None) switches it off.", minimum=0),
         Setting("QUERY_EXPANSION_ALPHA", 3.0, NUMBER, "Each match's weight in query expansion is its "
                 "similarity ** QUERY_EXPANSION_ALPHA.", minimum=0),
+        # A prototype votes with every photo of a product; re-scored over the best-image ranking's
+        # first results (ranking.SHORTLIST), so it costs one read of their vectors per search.
+        Setting("PROTOTYPE_WEIGHT", 0.5, NUMBER, "How much a result's prototype (the mean of its images' "
+                "vectors) counts against its best image in its score: 0 (best image only) to 1.", minimum=0,
+                maximum=1),
         # Fitted by visual_search_reindex and by the sweep; a PCA needs at least two vectors.
-        Setting("WHITENING_MIN_VECTORS", 300, (int,), "Whitening is fitted once this many vectors are ready.",
-                minimum=2),
+        Setting("WHITENING_MIN_VECTORS", 300, (int,), "Whitening is fitted from the stored vectors alone once this "
+                "many are ready; before, with customer views added (WHITENING_AUGMENT).", minimum=2),
         Setting("WHITENING_REFIT_GROWTH", 0.2, NUMBER, "Whitening is fitted again when the catalogue has grown by "
                 "this fraction (0.2 = 20 %).", minimum=0),
+        # Each customer view is one VGG16 pass when the whitening is fitted (at most 300 images are
+        # seen so); those views also calibrate the scores of a shop with one image per product.
+        Setting("WHITENING_AUGMENT", 8, (int,), "Random customer-like views of each image added to the whitening "
+                "of a catalogue smaller than WHITENING_MIN_VECTORS; 0: no whitening until then.", minimum=0),
+    )),
+    ("Scores", (
+        # Calibrated on the shop's own images with the whitening (see visual_search.ranking).
+        Setting("SCORE", "probability", (str,), "What a result's score is: 'probability' (that it is the product in "
+                "the photo, calibrated on the shop's images) or 'similarity' (the cosine similarity, as before 0.2).",
+                choices=("probability", "similarity")),
+        Setting("CONFIDENT_SCORE", 0.5, NUMBER, "A search is confident when its first result's probability is at "
+                "least this; below, the widget shows possible matches.", minimum=0, maximum=1),
     )),
     ("Tasks", (
         Setting("BATCH_SIZE", 32, (int,), "Images embedded per VGG16 call (and per task, times four in reindexing).",

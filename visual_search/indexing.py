@@ -127,13 +127,7 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
 
 def image_reader(obj, registration: Registration):
     """A function that reads the bytes of ``obj``'s image from its storage (when it is called)."""
-
-    def read() -> bytes:
-        file = getattr(obj, registration.image_field)
-        with file.storage.open(file.name, "rb") as handle:
-            return handle.read()
-
-    return read
+    return lambda: registration.read_image(obj)
 
 
 def index_objects(

@@ -99,6 +99,9 @@ class Whitening(models.Model):
     trained_on = models.PositiveIntegerField(help_text=_("How many vectors it was learned from."))
     mean = models.BinaryField()
     projection = models.BinaryField()
+    # How this model's similarities become probabilities (visual_search.ranking.Calibration), learned
+    # with the whitening on the shop's own images; empty: the default calibration.
+    calibration = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -80,6 +80,11 @@ def search_queryset(params: Mapping[str, Any]):
     return queryset
 
 
+def confident(items: list[dict[str, Any]]) -> bool:
+    """Whether the first of :func:`search_photo`'s results is likely the product (``CONFIDENT_SCORE``)."""
+    return bool(items) and (items[0].get("probability") or 0.0) >= float(settings.CONFIDENT_SCORE)
+
+
 def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | None = None) -> list[dict[str, Any]]:
     """Objects that look like the uploaded photo, :func:`~visual_search.results.describe`'d, best first."""
     if upload is None:

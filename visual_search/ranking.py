@@ -12,7 +12,11 @@ search uses them lives here, once, for every backend, the training evaluation an
 - **Query expansion** (alpha-QE, Radenović et al.): search again with the query averaged with its
   best matches, weighted by similarity**alpha (:func:`expand`).
 - **One result per product**: a product with several images appears once, scored by its best
-  image (:func:`best_per_result`).
+  image (:func:`best_per_result`), or by a fusion of that and its *prototype*, the mean of its
+  images' vectors, which votes with every photo of the product (:func:`fuse`).
+- **Honest scores**: a similarity means little to a customer ("0.43"?); a :class:`Calibration`
+  learned on the shop's own images turns it into the probability that the result is the product
+  in the photo.
 
 :func:`rank` runs a search over anything that behaves as a :class:`VectorSpace`.
 """
@@ -36,10 +40,12 @@ Whitening = tuple[np.ndarray, np.ndarray]  # (mean, projection)
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the id of the object a match stands for, and its best cosine similarity."""
+    """One search result: the id of the object a match stands for, its score (similarity), and the
+    probability that it is the product in the photo (when the search was calibrated)."""
 
     result_id: str
     score: float
+    probability: float | None = None
 
 
 @dataclass
@@ -72,17 +78,111 @@ class VectorSpace(Protocol):
     def nearest(self, query: np.ndarray, k: int, allowed: Any, *, exact: bool = False, with_vectors: bool = False) -> Neighbours:
         """The ``k`` allowed vectors most similar to a transformed ``query``; ``exact`` compares all."""
 
+    def result_vectors(self, result_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every stored vector ``(n, d)`` of each of these results, as :meth:`nearest` compares them."""
+
+
+class ArraySpace:
+    """An exact :class:`VectorSpace` over vectors in memory: one matrix product per search.
+
+    ``vectors`` are stored already transformed (whitened, unit length); ``codes`` give the result of
+    each row, an index into ``result_ids``; ``whitening`` transforms queries. ``hidden`` rows are
+    never found (a held-out image left out of its own search). The NumPy backend searches one, so
+    do the calibration and the held-out measurements.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        codes: np.ndarray,
+        result_ids: Sequence[str],
+        whitening: Whitening | None = None,
+        hidden: np.ndarray | None = None,
+        result_codes: dict[str, int] | None = None,
+    ):
+        self.vectors, self.codes, self.result_ids, self.whitening = vectors, np.asarray(codes), result_ids, whitening
+        self.hidden = hidden
+        self._result_codes = result_codes  # result id -> code, built on first use when not given
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, result_ids: Sequence[str]) -> ArraySpace:
+        """From transformed vectors and the result id of each."""
+        names, codes = np.unique(np.asarray(result_ids, dtype=object).astype(str), return_inverse=True)
+        return cls(np.asarray(vectors, dtype=np.float32), codes, list(names))
+
+    def without(self, row: int) -> ArraySpace:
+        """The same space with ``row`` hidden (shares the arrays)."""
+        hidden = np.zeros(len(self.codes), dtype=bool)
+        hidden[row] = True
+        return ArraySpace(self.vectors, self.codes, self.result_ids, self.whitening, hidden, self._result_codes)
+
+    @property
+    def result_codes(self) -> dict[str, int]:
+        if self._result_codes is None:
+            self._result_codes = {r: n for n, r in enumerate(self.result_ids)}
+        return self._result_codes
+
+    def transform(self, vector: np.ndarray) -> np.ndarray:
+        return transform(vector, self.whitening)
+
+    def _codes_of(self, result_ids: Collection[str]) -> np.ndarray:
+        codes = self.result_codes
+        return np.asarray([codes[r] for r in map(str, result_ids) if r in codes], dtype=np.int64)
+
+    def allow(self, restrict_to: Collection[str] | None, exclude: Collection[str]) -> np.ndarray | None:
+        """A mask of the rows a search may return, or None for all of them."""
+        if restrict_to is None and not exclude and self.hidden is None:
+            return None
+        allowed = np.ones(len(self.codes), dtype=bool) if self.hidden is None else ~self.hidden
+        if restrict_to is not None:
+            allowed &= np.isin(self.codes, self._codes_of(restrict_to))
+        if exclude:
+            allowed &= ~np.isin(self.codes, self._codes_of(exclude))
+        return allowed
+
+    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
+        if not len(self.codes):
+            return Neighbours()
+        scores = self.vectors @ query
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        k = min(k, len(scores) if allowed is None else int(allowed.sum()))
+        if k <= 0:
+            return Neighbours()
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        ids = [self.result_ids[c] for c in self.codes[top].tolist()]
+        return Neighbours(ids, scores[top], self.vectors[top] if with_vectors else None)
+
+    def result_vectors(self, result_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        mask = np.isin(self.codes, self._codes_of(result_ids))
+        if self.hidden is not None:
+            mask &= ~self.hidden
+        grouped: dict[str, np.ndarray] = {}
+        for code in np.unique(self.codes[mask]).tolist():
+            grouped[self.result_ids[code]] = self.vectors[mask & (self.codes == code)]
+        return grouped
+
 
 @dataclass(frozen=True)
 class Policy:
-    """How searches rank: query expansion over ``expansion`` matches with weights ``score**alpha``."""
+    """How searches rank: query expansion over ``expansion`` matches with weights ``score**alpha``;
+    each result scored by its best image and, with weight ``prototype``, by its prototype; with a
+    ``calibration``, each result's probability too."""
 
     expansion: int = 0
     alpha: float = 3.0
+    prototype: float = 0.0
+    calibration: Calibration | None = None
 
     @classmethod
-    def from_settings(cls) -> Policy:
-        return cls(expansion=int(settings.QUERY_EXPANSION or 0), alpha=float(settings.QUERY_EXPANSION_ALPHA))
+    def from_settings(cls, calibration: Calibration | None = None) -> Policy:
+        return cls(
+            expansion=int(settings.QUERY_EXPANSION or 0),
+            alpha=float(settings.QUERY_EXPANSION_ALPHA),
+            prototype=float(settings.PROTOTYPE_WEIGHT),
+            calibration=calibration,
+        )
 
 
 # -- whitening ------------------------------------------------------------------------------------
@@ -117,6 +217,16 @@ def expand(queries: np.ndarray, top_scores: np.ndarray, top_vectors: np.ndarray,
     weights = np.power(np.maximum(np.asarray(top_scores, dtype=np.float32), 0.0), alpha)
     expanded = np.asarray(queries, dtype=np.float32) + np.einsum("qk,qkd->qd", weights, np.asarray(top_vectors, dtype=np.float32))
     return l2_normalise(expanded)
+
+
+def fuse(best: np.ndarray, prototype: np.ndarray, weight: float) -> np.ndarray:
+    """A result's score from its best image's and its prototype's similarity to the query."""
+    return (1.0 - weight) * np.asarray(best) + weight * np.asarray(prototype)
+
+
+def prototype(vectors: np.ndarray) -> np.ndarray:
+    """A result's prototype: the unit mean of its (unit) vectors ``(n, d)``."""
+    return l2_normalise(np.asarray(vectors, dtype=np.float32).mean(axis=0))
 
 
 def best_per_result(result_ids: Sequence[str], scores: np.ndarray, limit: int) -> list[Hit]:
@@ -156,13 +266,37 @@ def rank(
     query = space.transform(np.asarray(vector, dtype=np.float32))
     if policy.expansion > 0:
         query = _expanded(space, query, allowed, policy)
-    k, exact = limit * ROWS_PER_RESULT, False
+    wanted = max(limit, SHORTLIST if policy.prototype > 0 else CANDIDATES if policy.calibration else 0)
+    k, exact = wanted * ROWS_PER_RESULT, False
     while True:
         found = space.nearest(query, k, allowed, exact=exact)
-        hits = best_per_result(found.result_ids, found.scores, limit)
-        if len(hits) == limit or (found.exact and len(found) < k):
-            return hits
+        hits = best_per_result(found.result_ids, found.scores, wanted)
+        if len(hits) == wanted or (found.exact and len(found) < k):
+            break
         k, exact = k * ROWS_PER_RESULT, True
+    if policy.prototype > 0:
+        hits = _with_prototypes(space, query, hits, policy.prototype)
+    if policy.calibration is not None:
+        candidates = hits[: max(limit, CANDIDATES)]
+        chances = policy.calibration.probabilities([hit.score for hit in candidates])
+        hits = [Hit(hit.result_id, hit.score, chance) for hit, chance in zip(candidates, chances)]
+    return hits[:limit]
+
+
+# Results re-scored with their prototype: the best-image ranking's first ones, enough that the
+# right product is nearly always among them (measured by benchmarks quality).
+SHORTLIST = 50
+
+
+def _with_prototypes(space: VectorSpace, query: np.ndarray, hits: list[Hit], weight: float) -> list[Hit]:
+    """The shortlisted results scored by :func:`fuse` of their best image and their prototype."""
+    vectors = space.result_vectors([hit.result_id for hit in hits])
+    fused = [
+        Hit(hit.result_id, float(fuse(hit.score, prototype(vectors[hit.result_id]) @ query, weight)))
+        for hit in hits
+        if len(vectors.get(hit.result_id, ()))
+    ]
+    return sorted(fused, key=lambda hit: -hit.score)
 
 
 def _expanded(space: VectorSpace, query: np.ndarray, allowed: Any, policy: Policy) -> np.ndarray:
@@ -178,8 +312,8 @@ def _expanded(space: VectorSpace, query: np.ndarray, allowed: Any, policy: Polic
     return expand(query[None], top.scores[None, :k], top.vectors[None, :k], policy.alpha)[0]
 
 
-def score_matrix(queries: np.ndarray, gallery: np.ndarray, *, whitening_dims: int | None, policy: Policy) -> np.ndarray:
-    """Scores ``(q, g)`` of many queries against a gallery, ranked as :func:`rank` ranks one.
+def held_out_space(queries: np.ndarray, gallery: np.ndarray, *, whitening_dims: int | None, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """Many queries and a gallery as :func:`rank` compares them: whitened, queries expanded.
 
     For held-out measurements (training evaluation, benchmarks): the whitening is learned on the
     gallery only, as a shop learns it on its catalogue, never on the queries.
@@ -188,7 +322,31 @@ def score_matrix(queries: np.ndarray, gallery: np.ndarray, *, whitening_dims: in
     if whitening_dims and len(gallery) > whitening_dims:
         whitening = fit_whitening(gallery, min(int(whitening_dims), gallery.shape[1]))
         queries, gallery = whiten(queries, *whitening), whiten(gallery, *whitening)
-    return expand_against(queries, gallery, policy) @ gallery.T
+    return expand_against(queries, gallery, policy), gallery
+
+
+def score_matrix(queries: np.ndarray, gallery: np.ndarray, *, whitening_dims: int | None, policy: Policy) -> np.ndarray:
+    """Scores ``(q, g)`` of many queries against every gallery vector, ranked as :func:`rank` ranks one."""
+    queries, gallery = held_out_space(queries, gallery, whitening_dims=whitening_dims, policy=policy)
+    return queries @ gallery.T
+
+
+def result_scores(queries: np.ndarray, gallery: np.ndarray, codes: np.ndarray, *, whitening_dims: int | None, policy: Policy) -> np.ndarray:
+    """Scores ``(q, results)`` of many queries against every result, as :func:`rank` scores them.
+
+    ``codes`` gives the result (0 to n-1) of each gallery vector. Each result scores its best
+    vector's similarity, fused with its prototype's by ``policy.prototype``; every result is
+    scored, where a search re-scores a shortlist (the held-out reference for that shortlist).
+    """
+    queries, gallery = held_out_space(queries, gallery, whitening_dims=whitening_dims, policy=policy)
+    scores = queries @ gallery.T
+    codes = np.asarray(codes)
+    n = int(codes.max()) + 1
+    best = np.stack([scores[:, codes == code].max(axis=1) for code in range(n)], axis=1)
+    if not policy.prototype:
+        return best
+    prototypes = np.stack([prototype(gallery[codes == code]) for code in range(n)])
+    return fuse(best, queries @ prototypes.T, policy.prototype)
 
 
 def expand_against(queries: np.ndarray, gallery: np.ndarray, policy: Policy) -> np.ndarray:
@@ -199,3 +357,85 @@ def expand_against(queries: np.ndarray, gallery: np.ndarray, policy: Policy) -> 
     scores = queries @ gallery.T
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     return expand(queries, np.take_along_axis(scores, top, axis=1), gallery[top], policy.alpha)
+
+
+# -- honest scores --------------------------------------------------------------------------------
+
+# Results a probability is shared among: at least this many candidates are scored (a search for
+# one result still weighs it against the next nine), so probabilities do not depend on ``limit``.
+CANDIDATES = 10
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How similarities become probabilities: a softmax at ``temperature`` over a search's candidates
+    and one more option, "none of these", whose similarity is ``none``.
+
+    Each result's probability grows with its similarity and shrinks with its rivals', and one
+    search's probabilities add up to less than 1. Fitted (:func:`fit_calibration`) on searches
+    whose right answer is known; ``fitted_on`` counts them and ``error`` is their expected
+    calibration error of the first result.
+    """
+
+    temperature: float
+    none: float
+    fitted_on: int = 0
+    error: float | None = None
+
+    def probabilities(self, similarities: Sequence[float]) -> list[float]:
+        """The probability of each candidate of one search (best first) being the right product."""
+        logits = np.append(np.asarray(similarities, dtype=np.float64), self.none) / self.temperature
+        weights = np.exp(logits - logits.max())
+        return (weights[:-1] / weights.sum()).tolist()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "none": self.none, "fitted_on": self.fitted_on, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Calibration | None:
+        return cls(**data) if data and "temperature" in data else None
+
+
+# Measured on the grocery photos with the default settings, where a shop has not learned its own
+# (docs/performance.md, "Honest scores").
+DEFAULT_CALIBRATION = Calibration(temperature=0.07, none=0.3)
+TEMPERATURES = np.logspace(-3, 0, 61)
+NONES = np.linspace(-1.0, 1.5, 101)
+
+
+def fit_calibration(searches: Sequence[tuple[Sequence[float], int]]) -> Calibration:
+    """The calibration that best explains ``searches``: (candidates' similarities best first, the
+    index of the right one or -1 when it is not among them), by maximum likelihood on a grid."""
+    width = max(len(s) for s, _ in searches)
+    scores = np.full((len(searches), width), -np.inf)
+    for n, (similarities, _) in enumerate(searches):
+        scores[n, : len(similarities)] = similarities
+    right = np.asarray([r for _, r in searches])
+    best = (np.inf, DEFAULT_CALIBRATION.temperature, DEFAULT_CALIBRATION.none)
+    for temperature in TEMPERATURES:
+        for none in NONES:
+            logits = np.concatenate([scores, np.full((len(scores), 1), none)], axis=1) / temperature
+            top = logits.max(axis=1, keepdims=True)
+            total = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            chosen = logits[np.arange(len(logits)), np.where(right >= 0, right, width)]
+            loss = float((total - chosen).mean())
+            if loss < best[0]:
+                best = (loss, float(temperature), float(none))
+    calibration = Calibration(best[1], best[2], len(searches))
+    first = np.asarray([calibration.probabilities([x for x in row if np.isfinite(x)])[0] if np.isfinite(row[0]) else 0.0 for row in scores])
+    return Calibration(best[1], best[2], len(searches), round(calibration_error(first, right == 0), 4))
+
+
+def calibration_error(probabilities: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: how far stated probabilities are from how often they come true,
+    averaged over ``bins`` equal-width bins weighted by how many fall in each."""
+    probabilities, right = np.asarray(probabilities, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    if not len(probabilities):
+        return 0.0
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(probabilities[members].mean() - right[members].mean())
+    return float(error)

@@ -62,6 +62,12 @@ class Registration:
     def result_pk_lookup(self) -> str:
         return f"{self.result}__pk" if self.result else "pk"
 
+    def read_image(self, obj: models.Model) -> bytes:
+        """The bytes of ``obj``'s image, read from its storage now."""
+        file = getattr(obj, self.image_field)
+        with file.storage.open(file.name, "rb") as handle:
+            return handle.read()
+
 
 _registered: dict[tuple[str, str], Registration] = {}
 

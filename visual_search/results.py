@@ -52,7 +52,8 @@ def image_urls(objects: Iterable[models.Model]) -> dict[Any, str | None]:
 
 
 def describe(results: Iterable, request=None) -> list[dict[str, Any]]:
-    """Plain dicts for ``SearchResult`` objects: object, id, name, url, image_url (absolute) and score."""
+    """Plain dicts for ``SearchResult`` objects: object, id, name, url, image_url (absolute), score, and
+    the similarity and probability it was made of (not in the JSON unless a serializer adds them)."""
     results = list(results)
     pictures = image_urls(result.object for result in results)
     items = []
@@ -62,7 +63,10 @@ def describe(results: Iterable, request=None) -> list[dict[str, Any]]:
         image_url = pictures.get(obj.pk)
         if request is not None and image_url:
             image_url = request.build_absolute_uri(image_url)
-        items.append({"object": obj, "id": obj.pk, "name": str(obj), "url": url, "image_url": image_url, "score": result.score})
+        items.append({
+            "object": obj, "id": obj.pk, "name": str(obj), "url": url, "image_url": image_url, "score": result.score,
+            "similarity": result.similarity, "probability": result.probability,
+        })
     return items
 
 

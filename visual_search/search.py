@@ -14,6 +14,8 @@ from .backends import get_backend
 from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
+from .conf import settings
+from .ranking import DEFAULT_CALIBRATION, Policy
 from .registry import registrations_for_result
 from .serving import current_fingerprint
 
@@ -28,10 +30,17 @@ class NotSearchable(VisualSearchError, LookupError):
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One match: the object and its cosine similarity to the query (1.0 = identical)."""
+    """One match: the object and its ``score``.
+
+    ``probability``: how likely the object is the product in the photo, calibrated on the shop's
+    own images (:mod:`visual_search.ranking`); ``similarity``: the ranking's similarity (cosine in
+    the whitened space, 1.0 = identical). ``score`` is one of them, as ``VISUAL_SEARCH["SCORE"]`` says.
+    """
 
     object: Any
     score: float
+    similarity: float | None = None
+    probability: float | None = None
 
 
 def _queryset(model_or_queryset) -> models.QuerySet:
@@ -60,21 +69,31 @@ def search_vector(
     restrict = None
     if queryset.query.has_filters() or queryset.query.is_sliced:
         restrict = {str(pk) for pk in queryset.values_list("pk", flat=True)}
+    result_type_id = ContentType.objects.get_for_model(queryset.model).pk
+    fingerprint = fingerprint or current_fingerprint()
     hits = get_backend().search(
         np.asarray(vector, dtype=np.float32),
-        result_type_id=ContentType.objects.get_for_model(queryset.model).pk,
-        fingerprint=fingerprint or current_fingerprint(),
+        result_type_id=result_type_id,
+        fingerprint=fingerprint,
         limit=limit,
         restrict_to=restrict,
         exclude={str(pk) for pk in exclude},
+        policy=Policy.from_settings(serving.calibration(result_type_id, fingerprint) or DEFAULT_CALIBRATION),
     )
+    by_probability = settings.SCORE == "probability"
     found = queryset.model._default_manager.in_bulk([_to_pk(queryset.model, h.result_id) for h in hits])
     results = []
     for hit in hits:
         obj = found.get(_to_pk(queryset.model, hit.result_id))
         if obj is not None:  # deleted since it was indexed
-            results.append(SearchResult(obj, round(hit.score, 6)))
+            similarity, probability = round(hit.score, 6), round(hit.probability or 0.0, 6)
+            results.append(SearchResult(obj, probability if by_probability else similarity, similarity, probability))
     return results
+
+
+def is_confident(results: list[SearchResult]) -> bool:
+    """Whether the first result is likely enough the product in the photo (``CONFIDENT_SCORE``)."""
+    return bool(results) and (results[0].probability or 0.0) >= float(settings.CONFIDENT_SCORE)
 
 
 def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10) -> list[SearchResult]:

@@ -27,7 +27,8 @@ from .embeddings import images
 from .embeddings.extractor import Extractor
 from .embeddings.spec import EmbeddingSpec, settings_fingerprint
 from .exceptions import WeightsUnavailable
-from .models import ModelVersion
+from .models import ModelVersion, Whitening
+from .ranking import Calibration
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
@@ -72,10 +73,32 @@ def forget_serving_version(**kwargs: Any) -> None:
         _serving = None
 
 
+def forget_calibrations(**kwargs: Any) -> None:
+    """Read the calibrations again on next use (connected to ``Whitening`` saves and deletes)."""
+    _calibrations.clear()
+
+
 def current_fingerprint() -> str:
     """The fingerprint searches use now: the serving version's, else the settings' one."""
     version = serving_version()
     return version.fingerprint if version is not None else settings_fingerprint()
+
+
+_calibrations: dict[tuple[int, str], tuple[float, Calibration | None]] = {}
+
+
+def calibration(result_type_id: int, fingerprint: str) -> Calibration | None:
+    """The calibration learned with this model's whitening (None: none yet), as this process sees it:
+    read at most every ``REFRESH_INTERVAL`` seconds, like the vectors."""
+    key = (result_type_id, fingerprint)
+    seen = _calibrations.get(key)
+    interval = float(settings.REFRESH_INTERVAL)
+    if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval:
+        return seen[1]
+    stored = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).values_list("calibration", flat=True).first()
+    found = Calibration.from_dict(stored)
+    _calibrations[key] = (time.monotonic(), found)
+    return found
 
 
 def indexing_fingerprints() -> list[str]:
@@ -204,4 +227,4 @@ def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None) ->
     then compares with, so query and catalogue vectors come from the same version.
     """
     data = images.read_bytes(source, int(settings.MAX_UPLOAD_BYTES))
-    return (extractor or get_extractor()).embed_bytes(data)
+    return (extractor or get_extractor()).embed_bytes(data, settings.QUERY_VIEWS)

@@ -10,8 +10,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
-from .photo_search import PhotoSearchError, check_content_length, search_photo
-from .widget import ERROR_KEY, RESULTS_KEY
+from .photo_search import PhotoSearchError, check_content_length, confident, search_photo
+from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY
 
 
 class SearchByPhotoView(TemplateView):
@@ -26,6 +26,7 @@ class SearchByPhotoView(TemplateView):
             self.check_throttle(request)
             check_content_length(request.META)
             context[RESULTS_KEY] = search_photo(request.FILES.get("image"), request.POST, request)
+            context[CONFIDENT_KEY] = confident(context[RESULTS_KEY])
         except PhotoSearchError as exc:
             context[ERROR_KEY] = exc.detail
             status = exc.status

@@ -1,79 +1,175 @@
-"""The shop's learned whitening: one :class:`~visual_search.models.Whitening` row per searchable
-model and fingerprint, fitted from the stored vectors and refitted as the catalogue grows.
+"""The shop's learned whitening and score calibration: one :class:`~visual_search.models.Whitening`
+row per searchable model and fingerprint, fitted from the stored vectors and refitted as the
+catalogue grows.
 
-What whitening does, and the transform itself, are :mod:`visual_search.ranking`'s; this module
-decides when to learn it and stores it. Fitting takes seconds and never recomputes an embedding:
-backends apply the stored map to the catalogue and to each query.
+What whitening does, the transform itself and the calibration are :mod:`visual_search.ranking`'s;
+this module decides when to learn them, from what, and stores them. Fitting never recomputes a
+stored embedding: backends apply the stored map to the catalogue and to each query.
+
+A catalogue smaller than ``WHITENING_MIN_VECTORS`` is too small to estimate a covariance from
+alone: its images are seen ``WHITENING_AUGMENT`` more times as a customer would photograph them
+(:mod:`visual_search.embeddings.augment`), and those vectors join the estimate. They are also the
+searches whose answer is known that calibrate the scores of a shop with one image per product.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, replace
 
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
 
+from . import serving
 from .backends import get_backend
 from .conf import settings
+from .embeddings import images
+from .embeddings.augment import customer_view
 from .models import ImageEmbedding, Whitening
-from .ranking import fit_whitening
-from .registry import get_registrations
+from .ranking import CANDIDATES, ArraySpace, Calibration, Policy, fit_calibration, fit_whitening, rank, transform
+from .registry import get_registration, get_registrations
 from .serving import current_fingerprint
 
 logger = logging.getLogger("visual_search")
 
+# Searches with a known answer that calibrate the scores: enough for two parameters, quick to run.
+CALIBRATION_QUERIES = 400
+# The most images seen as customer views when the catalogue is small (each view is one VGG16 pass).
+AUGMENTED_IMAGES = 300
+
+
+@dataclass
+class Sample:
+    """Stored vectors of one model and fingerprint, and the result each stands for."""
+
+    vectors: np.ndarray
+    result_ids: list[str]
+
 
 def fit(result_model=None, fingerprint: str | None = None) -> list:
-    """Learn (or re-learn) the whitening of each searchable model from its ready vectors.
+    """Learn (or re-learn) the whitening and calibration of each searchable model from its ready vectors.
 
     Of the current fingerprint's vectors, or of ``fingerprint``'s (a version being built gets its
-    whitening before searches switch to it). Skipped while a model has fewer than ``WHITENING_MIN_VECTORS`` ready vectors (too few to
-    estimate a covariance; plain cosine is used meanwhile). Returns the ``Whitening`` rows saved.
+    whitening before searches switch to it). A model with fewer than ``WHITENING_MIN_VECTORS`` ready
+    vectors adds customer views of its images (``WHITENING_AUGMENT`` per image), or is skipped when
+    that is 0 (plain cosine meanwhile). Returns the ``Whitening`` rows saved.
     """
     if not settings.WHITENING:
         return []
     fingerprint = fingerprint or current_fingerprint()
     models = {r.result_model for r in get_registrations() if result_model in (None, r.result_model)}
-    saved = []
-    for model in models:
-        result_type = ContentType.objects.get_for_model(model)
-        rows = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type)
-        ids = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
-        count = len(ids)
-        if count < int(settings.WHITENING_MIN_VECTORS):
-            logger.info("Not whitening %s: %s ready vectors, %s needed", model._meta.label, count, settings.WHITENING_MIN_VECTORS)
+    return [row for row in (_fit_model(model, fingerprint) for model in models) if row is not None]
+
+
+def _fit_model(model, fingerprint: str) -> Whitening | None:
+    result_type = ContentType.objects.get_for_model(model)
+    rows = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type)
+    ids = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
+    count, minimum = len(ids), int(settings.WHITENING_MIN_VECTORS)
+    per_image = int(settings.WHITENING_AUGMENT) if count < minimum else 0
+    if count < 2 or (count < minimum and not per_image):
+        logger.info("Not whitening %s: %s ready vectors, %s needed", model._meta.label, count, minimum)
+        return None
+    sample = _sample_vectors(rows, ids)
+    customers = customer_views(rows, fingerprint, per_image) if per_image else None
+    basis = sample.vectors if customers is None else np.vstack([sample.vectors, customers.vectors])
+    dims = min(int(settings.WHITENING_DIMS), basis.shape[1], len(basis) - 1)
+    mean, projection = fit_whitening(basis, dims)
+    calibration = calibrate(sample, customers, (mean, projection))
+    row, _ = Whitening.objects.update_or_create(
+        result_type=result_type,
+        fingerprint=fingerprint,
+        defaults={
+            "dimensions": dims,
+            "trained_on": count,
+            "mean": mean.tobytes(),
+            "projection": projection.tobytes(),
+            "calibration": calibration.as_dict() if calibration is not None else {},
+        },
+    )
+    get_backend().whitening_changed(result_type.pk, fingerprint)
+    logger.info("Whitening of %s learned from %s vectors (%s dimensions)", model._meta.label, len(basis), dims)
+    return row
+
+
+def customer_views(rows, fingerprint: str, per_image: int, seed: int = 0) -> Sample | None:
+    """Vectors of ``per_image`` random customer-like views of (up to ``AUGMENTED_IMAGES``) images of
+    ``rows``, seen as customers' photos are (``QUERY_VIEWS``); None when no image could be read."""
+    extractor = serving.get_extractor(fingerprint)
+    rng = random.Random(seed)
+    vectors, result_ids = [], []
+    for row in rows.select_related("content_type").order_by("pk")[:AUGMENTED_IMAGES]:
+        picture = _open(row)
+        if picture is None:
             continue
-        vectors = _sample_vectors(rows, ids)
-        dims = min(int(settings.WHITENING_DIMS), vectors.shape[1], count - 1)
-        mean, projection = fit_whitening(vectors, dims)
-        row, _ = Whitening.objects.update_or_create(
-            result_type=result_type,
-            fingerprint=fingerprint,
-            defaults={"dimensions": dims, "trained_on": count, "mean": mean.tobytes(), "projection": projection.tobytes()},
-        )
-        saved.append(row)
-        get_backend().whitening_changed(result_type.pk, fingerprint)
-        logger.info("Whitening of %s learned from %s vectors (%s dimensions)", model._meta.label, count, dims)
-    return saved
+        views = [customer_view(picture, rng)[0] for _ in range(per_image)]
+        vectors.append(extractor.embed_images(views, settings.QUERY_VIEWS))
+        result_ids += [row.result_id] * per_image
+    return Sample(np.vstack(vectors), result_ids) if vectors else None
+
+
+def _open(row: ImageEmbedding):
+    """The decoded image of an embedding row, or None (object gone, image unreadable)."""
+    content_type = row.content_type
+    try:
+        registration = get_registration(f"{content_type.app_label}.{content_type.model}", row.field_name)
+        obj = registration.model._default_manager.filter(pk=row.object_id).first()
+        if obj is None:
+            return None
+        data = images.read_bytes(registration.read_image(obj), int(settings.MAX_INDEX_BYTES))
+        return images.open_image(data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS))
+    except Exception as exc:  # a bad or missing file only leaves this image out
+        logger.info("Whitening: image of %s #%s left out: %s", content_type, row.object_id, exc)
+        return None
+
+
+def calibrate(sample: Sample, customers: Sample | None, whitening, policy: Policy | None = None) -> Calibration | None:
+    """The calibration of this catalogue's scores, from searches whose right answer is known.
+
+    Each image of a product that has others is searched among the rest of the catalogue (leave one
+    out), and each customer view among the whole catalogue; the candidates' scores, as a search
+    computes them, against which is the right product. None with no such search at all.
+    """
+    stored = transform(sample.vectors, whitening)
+    space = ArraySpace.of(stored, sample.result_ids)
+    policy = replace(policy or Policy.from_settings(), calibration=None)
+    rng = random.Random(0)
+    per_product = Counter(sample.result_ids)
+    known = [n for n, result in enumerate(sample.result_ids) if per_product[result] > 1]
+    searches = [(space.without(n), stored[n], sample.result_ids[n]) for n in rng.sample(known, min(len(known), CALIBRATION_QUERIES))]
+    if customers is not None:
+        asked = transform(customers.vectors, whitening)
+        picked = rng.sample(range(len(asked)), min(len(asked), CALIBRATION_QUERIES))
+        searches += [(space, asked[n], customers.result_ids[n]) for n in picked]
+    known_answers = []
+    for where, query, answer in searches:
+        hits = rank(where, query, limit=CANDIDATES, policy=policy)
+        if hits:
+            found = [hit.result_id for hit in hits]
+            known_answers.append(([hit.score for hit in hits], found.index(answer) if answer in found else -1))
+    return fit_calibration(known_answers) if known_answers else None
 
 
 # A covariance of 512 dimensions is estimated well from this many vectors; more only costs time.
 SAMPLE = 100_000
 
 
-def _sample_vectors(rows, ids: np.ndarray) -> np.ndarray:
+def _sample_vectors(rows, ids: np.ndarray) -> Sample:
     if len(ids) > SAMPLE:
         ids = np.sort(np.random.default_rng(0).choice(ids, SAMPLE, replace=False))
-    blobs = []
+    found = []
     for start in range(0, len(ids), 5000):
         chunk = [int(i) for i in ids[start : start + 5000]]
-        blobs += rows.filter(id__in=chunk).values_list("vector", flat=True)
-    return np.stack([np.frombuffer(bytes(b), dtype=np.float32) for b in blobs])
+        found += rows.filter(id__in=chunk).values_list("result_id", "vector")
+    return Sample(np.stack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob in found]), [r for r, _ in found])
 
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     """True when there is no whitening yet, or the catalogue grew by ``WHITENING_REFIT_GROWTH``."""
-    if not settings.WHITENING or ready < int(settings.WHITENING_MIN_VECTORS):
+    small = ready < int(settings.WHITENING_MIN_VECTORS)
+    if not settings.WHITENING or ready < 2 or (small and not int(settings.WHITENING_AUGMENT)):
         return False
     row = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).only("trained_on").first()
     return row is None or ready >= row.trained_on * (1 + float(settings.WHITENING_REFIT_GROWTH))

@@ -15,6 +15,7 @@ logger = logging.getLogger("visual_search")
 # Where the server-rendered results and errors travel from SearchByPhotoView to the widget.
 RESULTS_KEY = "visual_search_results"
 ERROR_KEY = "visual_search_error"
+CONFIDENT_KEY = "visual_search_confident"
 
 
 def _reverse(name: str) -> str | None:
@@ -62,6 +63,7 @@ def widget_context(
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
         "results": context.get(RESULTS_KEY),
+        "confident": context.get(CONFIDENT_KEY, True),
         "error": context.get(ERROR_KEY),
         "searched": context.get(RESULTS_KEY) is not None,
     }

@@ -43,18 +43,28 @@ class SearchResultSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="str() of the object.")
     url = serializers.CharField(allow_null=True, help_text="Its page (get_absolute_url), or null.")
     image_url = serializers.CharField(allow_null=True, help_text="Absolute URL of its picture, or null.")
-    score = serializers.FloatField(help_text="Cosine similarity to the query: 1.0 is identical.")
+    score = serializers.FloatField(
+        help_text="The probability (0 to 1) that this is the product in the photo, calibrated on the shop's own "
+        "images; with VISUAL_SEARCH['SCORE'] = 'similarity', the similarity to the query (1.0 is identical)."
+    )
 
 
 def result_serializer_class() -> type[SearchResultSerializer]:
     return import_string(settings.API_RESULT_SERIALIZER)
 
 
-class SearchResponseSerializer(serializers.Serializer):
+class ResultsSerializer(serializers.Serializer):
     results = SearchResultSerializer(many=True, help_text="Best match first.")
 
 
-class SimilarResponseSerializer(SearchResponseSerializer):
+class SearchResponseSerializer(ResultsSerializer):
+    confident = serializers.BooleanField(
+        help_text="Whether the first result is likely the product in the photo (probability at least "
+        "VISUAL_SEARCH['CONFIDENT_SCORE']); when false, show the results as possible matches."
+    )
+
+
+class SimilarResponseSerializer(ResultsSerializer):
     detail = serializers.CharField(required=False, help_text="Why there are no results (409: not indexed yet).")
 
 

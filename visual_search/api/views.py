@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from .. import search
 from ..conf import settings
-from ..photo_search import PhotoSearchError, check_content_length, parse_limit, search_photo
+from ..photo_search import PhotoSearchError, check_content_length, confident, parse_limit, search_photo
 from ..registry import filter_lookups, search_model
 from ..results import apply_filters, describe
 from .serializers import (
@@ -101,7 +101,7 @@ class SearchView(VisualSearchAPIView):
             OpenApiExample(
                 "Results",
                 response_only=True,
-                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}]},
+                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}], "confident": True},
             ),
             OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
         ],
@@ -116,7 +116,7 @@ class SearchView(VisualSearchAPIView):
             raise _validation_error(serializer.errors)
         params = {**request.query_params.dict(), **{k: v for k, v in request.data.items() if k != "image"}}
         items = search_photo(upload, params, request, limit=serializer.validated_data.get("limit") or parse_limit(None))
-        return self.results_response(items)
+        return self.results_response(items, confident=confident(items))
 
 
 class SimilarView(VisualSearchAPIView):

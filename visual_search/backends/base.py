@@ -29,6 +29,17 @@ class EmptySpace:
     def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
         return Neighbours()
 
+    def result_vectors(self, result_ids) -> dict[str, np.ndarray]:
+        return {}
+
+
+def group_by_result(result_ids: Sequence[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """``{result_id: its vectors (n, d)}`` from one vector per row and the result of each row."""
+    rows: dict[str, list[int]] = {}
+    for n, result_id in enumerate(result_ids):
+        rows.setdefault(result_id, []).append(n)
+    return {result_id: vectors[index] for result_id, index in rows.items()}
+
 
 class BaseBackend:
     """A vector index over :class:`~visual_search.models.ImageEmbedding` rows.
@@ -87,17 +98,19 @@ class BaseBackend:
         limit: int,
         restrict_to: Collection[str] | None = None,
         exclude: Collection[str] = (),
+        policy: ranking.Policy | None = None,
     ) -> list[Hit]:
         """The ``limit`` results of ``result_type_id`` most similar to the unit ``vector``.
 
         Each result appears once, with the best score over its images. ``restrict_to`` (result
         ids) limits the candidates; ``exclude`` removes some. Only ``fingerprint`` vectors count.
-        Ranked by :func:`visual_search.ranking.rank` in this backend's :meth:`space`.
+        Ranked by :func:`visual_search.ranking.rank` in this backend's :meth:`space`, by ``policy``
+        (default: the settings', uncalibrated).
         """
         if limit <= 0:
             return []
         with self.space(result_type_id, fingerprint) as space:
-            return ranking.rank(space, vector, limit=limit, restrict_to=restrict_to, exclude=exclude)
+            return ranking.rank(space, vector, limit=limit, restrict_to=restrict_to, exclude=exclude, policy=policy)
 
     def reset(self) -> None:
         """Drop whatever the backend keeps of its own, to be rebuilt from the rows."""
@@ -141,4 +154,4 @@ def holding(space: VectorSpace) -> Iterator[VectorSpace]:
     yield space
 
 
-__all__ = ["BaseBackend", "EmptySpace", "Hit", "Neighbours", "holding"]
+__all__ = ["BaseBackend", "EmptySpace", "Hit", "Neighbours", "group_by_result", "holding"]

@@ -50,7 +50,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..batching import chunked
 from ..models import Whitening
 from ..ranking import Neighbours, transform
-from .base import BaseBackend, EmptySpace
+from .base import BaseBackend, EmptySpace, group_by_result
 from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due
 
 try:
@@ -514,6 +514,14 @@ class _Space:
 
     def allow(self, restrict_to, exclude) -> _Filter:
         return self.backend._filter(self.state, restrict_to, exclude)
+
+    def result_vectors(self, result_ids) -> dict[str, np.ndarray]:
+        state = self.state
+        wanted = [state.result_codes[r] for r in map(str, result_ids) if r in state.result_codes]
+        ids = state.ids[np.isin(state.codes, wanted)]
+        if not len(ids):
+            return {}
+        return group_by_result([state.result_ids[c] for c in state.codes_of(ids).tolist()], state.index.reconstruct_batch(ids))
 
     def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
         return self.backend._nearest(self.state, np.ascontiguousarray(query, dtype=np.float32), k, allowed, exact, with_vectors)

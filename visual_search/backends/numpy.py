@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ranking import Neighbours, transform
+from ..ranking import ArraySpace, transform
 from .base import BaseBackend, holding
 from .rows import ResultCodes, Snapshot, due
 
@@ -68,7 +68,9 @@ class NumpyBackend(BaseBackend):
             self._matrices.clear()
 
     def space(self, result_type_id: int, fingerprint: str):
-        return holding(_View.of(self._refresh(result_type_id, fingerprint)))
+        # The arrays as they are now; a refresh that adds or drops rows makes new ones.
+        matrix = self._refresh(result_type_id, fingerprint)
+        return holding(ArraySpace(matrix.vectors, matrix.codes, matrix.result_ids, matrix.whitening, None, matrix.result_codes))
 
     # -- keeping the matrix in step with the rows ------------------------------------------------
 
@@ -121,53 +123,3 @@ class NumpyBackend(BaseBackend):
             matrix.position = {int(i): n for n, i in enumerate(matrix.ids)}
         matrix.newest = now.newest
         return matrix
-
-
-@dataclass(frozen=True)
-class _View:
-    """One search's view of a matrix: the arrays as they were when it began (refreshes replace them)."""
-
-    codes: np.ndarray
-    vectors: np.ndarray
-    result_codes: dict[str, int]
-    result_ids: list[str]
-    whitening: tuple[np.ndarray, np.ndarray] | None
-
-    @classmethod
-    def of(cls, matrix: _Matrix) -> _View:
-        return cls(matrix.codes, matrix.vectors, matrix.result_codes, matrix.result_ids, matrix.whitening)
-
-    def transform(self, vector: np.ndarray) -> np.ndarray:
-        return transform(vector, self.whitening)
-
-    def allow(self, restrict_to: Collection[str] | None, exclude: Collection[str]) -> np.ndarray | None:
-        """A mask of the vectors a search may return, or None for all of them."""
-        if restrict_to is None and not exclude:
-            return None
-        allowed = np.ones(len(self.codes), dtype=bool)
-        if restrict_to is not None:
-            allowed &= np.isin(self.codes, self._codes(restrict_to))
-        if exclude:
-            allowed &= ~np.isin(self.codes, self._codes(exclude))
-        return allowed
-
-    def _codes(self, result_ids: Collection[str]) -> np.ndarray:
-        return np.asarray([self.result_codes[r] for r in map(str, result_ids) if r in self.result_codes], dtype=np.int64)
-
-    def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
-        """Exact, always: one matrix product over every vector."""
-        if not len(self.codes):
-            return Neighbours()
-        scores = self.vectors @ query
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
-        k = min(k, len(scores) if allowed is None else int(allowed.sum()))
-        if k <= 0:
-            return Neighbours()
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return Neighbours(
-            [self.result_ids[c] for c in self.codes[top].tolist()],
-            scores[top],
-            self.vectors[top] if with_vectors else None,
-        )

@@ -9,17 +9,18 @@ The same class runs the pretrained VGG16 (features pooled here) and a trained ve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..batching import chunked
 from ..conf import settings
 from ..exceptions import InvalidImage
-from . import images
+from . import images, views
 from .adapted import build_embedding_model
 from .backbone import build_vgg16, resolve_precision
 from .pooling import l2_normalise, pool
@@ -87,17 +88,29 @@ class Extractor:
         features = self._forward(np.ascontiguousarray(batch, dtype=np.float32)).numpy()
         return self._vectors(features)
 
-    def prepare(self, data: bytes) -> np.ndarray:
-        return images.prepare(
-            data,
-            size=self.spec.image_size,
-            max_pixels=int(settings.MAX_PIXELS),
-            allowed_formats=list(settings.ALLOWED_FORMATS),
+    def prepare(self, data: bytes, seen_as: Sequence[str] | None = None) -> np.ndarray:
+        """Image file bytes -> the inputs ``(views, size, size, 3)`` of its views (default: the spec's)."""
+        size = self.spec.image_size
+        image = images.open_image(
+            data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size
         )
+        return views.render(image, seen_as or self.spec.views, size)
 
-    def embed_bytes(self, data: bytes) -> np.ndarray:
-        """One image file's bytes -> one vector; raises :class:`InvalidImage` for bad input."""
-        return self.embed_arrays(self.prepare(data)[None])[0]
+    def embed_images(self, pictures: Sequence[Image.Image], seen_as: Sequence[str] | None = None) -> np.ndarray:
+        """Decoded RGB images -> ``(n, dimensions)`` vectors, each its views averaged."""
+        seen_as = seen_as or self.spec.views
+        if not pictures:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        inputs = np.concatenate([views.render(picture, seen_as, self.spec.image_size) for picture in pictures])
+        vectors = self.embed_arrays(inputs).reshape(len(pictures), len(seen_as), -1)
+        return np.stack([views.average(group) for group in vectors])
+
+    def embed_bytes(self, data: bytes, seen_as: Sequence[str] | None = None) -> np.ndarray:
+        """One image file's bytes -> one vector, its views averaged; :class:`InvalidImage` for bad input.
+
+        ``seen_as``: the views to average (a query's may differ from the catalogue's; default: the spec's).
+        """
+        return views.average(self.embed_arrays(self.prepare(data, seen_as)))
 
     def embed_many(
         self,
@@ -138,11 +151,14 @@ class Extractor:
             return outcome, None
 
     def _infer(self, decoded: list[tuple[Embedded, np.ndarray | None]]) -> Iterator[Embedded]:
-        good = [(outcome, array) for outcome, array in decoded if array is not None]
+        good = [(outcome, arrays) for outcome, arrays in decoded if arrays is not None]
         if good:
-            vectors = self.embed_arrays(np.stack([array for _, array in good]))
-            for (outcome, _), vector in zip(good, vectors):
-                outcome.vector = vector
+            # Every view of every image of the batch in one forward pass, then averaged per image.
+            vectors = self.embed_arrays(np.concatenate([arrays for _, arrays in good]))
+            start = 0
+            for outcome, arrays in good:
+                outcome.vector = views.average(vectors[start : start + len(arrays)])
+                start += len(arrays)
         for outcome, _ in decoded:
             yield outcome
 

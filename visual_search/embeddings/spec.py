@@ -106,6 +106,8 @@ class EmbeddingSpec:
     pooling: str = "gem"
     gem_p: float = 3.0
     seed: int = 0
+    # The test-time views averaged into each stored vector (see .views).
+    views: tuple[str, ...] = ("full",)
     # A trained version: its network config (JSON, see .adapted), the local path of its trained
     # weights, and the fingerprint computed from both when it was trained (network_fingerprint).
     network: str | None = None
@@ -123,6 +125,7 @@ class EmbeddingSpec:
             pooling=str(settings.POOLING),
             gem_p=float(settings.GEM_P),
             seed=int(settings.RANDOM_SEED),
+            views=tuple(settings.VIEWS),
         )
 
     @classmethod
@@ -134,6 +137,7 @@ class EmbeddingSpec:
             layer=ADAPTED_LAYER,
             gem_p=float(config.get("gem_p", 3.0)),
             seed=int(config.get("seed", 0)),
+            views=tuple(config.get("views", ("full",))),
             network=json.dumps(config, sort_keys=True, default=str),
             trained_weights=weights_path,
             version_fingerprint=fingerprint,
@@ -151,7 +155,7 @@ class EmbeddingSpec:
         """The spec as a JSON-safe dict (shown by ``visual_search_status``); what the fingerprint hashes."""
         if self.adapted:
             return {"version": self.version_fingerprint, "network": self.network_config}
-        return {
+        described = {
             "architecture": ARCHITECTURE,
             "weights": weights_id(self.weights, self.seed),
             "image_size": self.image_size,
@@ -161,6 +165,9 @@ class EmbeddingSpec:
             "gem_p": self.gem_p if self.pooling == "gem" else None,
             "normalise": "l2",
         }
+        if self.views != ("full",):  # vectors of one view keep the fingerprint they had before views
+            described["views"] = list(self.views)
+        return described
 
     @property
     def fingerprint(self) -> str:

@@ -31,8 +31,8 @@ import numpy as np
 from ..conf import settings
 from ..embeddings import images
 from ..embeddings.adapted import build_head, build_trunk, trained_blocks
+from ..embeddings.augment import augment
 from . import evaluation
-from .augment import augment
 from .dataset import Item
 
 logger = logging.getLogger("visual_search")

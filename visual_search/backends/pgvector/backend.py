@@ -30,7 +30,7 @@ from django.db import ProgrammingError, connections, transaction
 
 from ...models import ImageEmbedding, Whitening
 from ...ranking import Neighbours, transform
-from ..base import BaseBackend, EmptySpace
+from ..base import BaseBackend, EmptySpace, group_by_result
 from . import schema
 
 logger = logging.getLogger("visual_search")
@@ -361,6 +361,16 @@ class PgvectorBackend(BaseBackend):
             )
             return [(row[0], float(row[1]), row[2] if vectors else None) for row in cursor.fetchall()]
 
+    def _result_vectors(self, cursor, generation, result_ids: list[str]) -> list[tuple]:
+        """``(result_id, vector)`` of every searchable row of these results (btree on result_id)."""
+        cursor.execute(
+            f"SELECT t.result_id, t.vector::real[] FROM {generation.table} t"
+            f" JOIN {ImageEmbedding._meta.db_table} e ON e.id = t.embedding_id"
+            " WHERE e.status = 'ready' AND e.updated_at = t.updated_at AND t.result_id = ANY(%s)",
+            [result_ids],
+        )
+        return cursor.fetchall()
+
     @staticmethod
     def _filters(restrict, exclude) -> tuple[str, dict]:
         where, params = "", {}
@@ -404,6 +414,12 @@ class _Space:
     def allow(self, restrict_to, exclude) -> tuple[list[str] | None, list[str]]:
         restrict = None if restrict_to is None else sorted({str(r) for r in restrict_to})
         return restrict, sorted({str(r) for r in exclude})
+
+    def result_vectors(self, result_ids) -> dict[str, np.ndarray]:
+        rows = self.backend._result_vectors(self.cursor, self.generation, sorted({str(r) for r in result_ids}))
+        if not rows:
+            return {}
+        return group_by_result([r for r, _ in rows], np.asarray([v for _, v in rows], dtype=np.float32))
 
     def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
         restrict, exclude = allowed

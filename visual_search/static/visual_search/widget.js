@@ -138,7 +138,7 @@
         return body;
       });
     }).then(function (body) {
-      self.render(body.results || []);
+      self.render(body.results || [], body.confident !== false);
     }).catch(function (error) {
       self.say(error.message || "The search failed; check your connection and try again.", true);
     }).then(function () {
@@ -147,7 +147,7 @@
     });
   };
 
-  Widget.prototype.render = function (results) {
+  Widget.prototype.render = function (results, confident) {
     this.results.textContent = "";
     var count = document.createElement("p");
     count.className = "vs-count";
@@ -157,7 +157,12 @@
       this.say("No results.");
       return;
     }
-    count.textContent = results.length + (results.length === 1 ? " result" : " results") + ", best match first.";
+    if (confident) {
+      count.textContent = results.length + (results.length === 1 ? " result" : " results") + ", best match first.";
+    } else {
+      count.className += " vs-unsure";
+      count.textContent = "No confident match. Possible matches, best first:";
+    }
     var list = document.createElement("ol");
     list.className = "vs-grid";
     list.setAttribute("data-vs-list", "");
@@ -171,7 +176,7 @@
     });
     this.results.appendChild(count);
     this.results.appendChild(list);
-    this.say(results.length + (results.length === 1 ? " result found." : " results found."));
+    this.say(results.length + (results.length === 1 ? " result found" : " results found") + (confident ? "." : "; no confident match."));
   };
 
   function init() {

@@ -5,6 +5,9 @@ other light. Each augmented view is a random crop and zoom, a small rotation, a 
 a change of brightness, contrast and colour, then the same fit-and-pad as every indexed image
 (:func:`visual_search.embeddings.images.fit_and_pad`), padded with a random background colour
 instead of the neutral one.
+
+Training learns from them (:mod:`visual_search.training`); a shop with few images also fits its
+whitening and its score calibration on them (:mod:`visual_search.whitening`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ import random
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from ..embeddings.images import MEAN_RGB, fit_and_pad
+from .images import MEAN_RGB, fit_and_pad
 
 
 def augment(image: Image.Image, size: int, rng: random.Random) -> np.ndarray:
     """One random view of an RGB ``image``, as the ``(size, size, 3)`` input VGG16 expects."""
+    image, background = customer_view(image, rng)
+    return fit_and_pad(image, size, background=background)
+
+
+def customer_view(image: Image.Image, rng: random.Random) -> tuple[Image.Image, tuple[int, int, int]]:
+    """One random customer-like view of an RGB ``image``, and the colour its empty corners got."""
     width, height = image.size
     # Crop 45-100 % of the area with aspect 3:4 to 4:3, anywhere in the image.
     for _ in range(10):
@@ -36,4 +45,4 @@ def augment(image: Image.Image, size: int, rng: random.Random) -> np.ndarray:
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
     image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
     image = ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
-    return fit_and_pad(image, size, background=background)
+    return image, background

@@ -1,0 +1,158 @@
+"""Search quality levers on the grocery photos, each measured with and without, at the product level.
+
+What a customer sees is products, so a query counts as right when the first product shown is the
+one in the photo (P@1), or is among the first five products (hit@5). Two protocols:
+
+- ``val``: the searched catalogue is the 2,640 ``train`` photos and the 81 catalogue images; the
+  queries are the 296 ``val`` photos (the protocol of the training figures).
+- ``demo``: the demo shop's catalogue (4 ``train`` photos and the catalogue image per product, 405
+  images); the queries are the same 296 ``val`` photos, customer photos the shop has never seen.
+
+Vectors come from the product's own extractor (``VISUAL_SEARCH`` of the benchmark settings), one per
+view (full, flip, crop, crop-flip), cached; a configuration averages the views it uses. Ranking is
+:func:`visual_search.ranking.result_scores`, the same code a search runs (every product scored).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import numpy as np
+
+from visual_search import ranking
+from visual_search.embeddings import views as view_names
+from visual_search.embeddings.pooling import l2_normalise
+
+from .common import RESULTS, dataset
+from .features import customer_vectors, images, view_vectors
+
+DEMO_PHOTOS = RESULTS.parent.parent / "demo_shop" / "data" / "grocery_store" / "photos.csv"
+
+# (name, stored views, query views, whitening dims, query expansion, prototype weight)
+ALL = view_names.VIEWS
+CONFIGS = [
+    ("0.1: full view, whitened 128, QE 3", ("full",), ("full",), 128, 3, 0.0),
+    ("  no query expansion", ("full",), ("full",), 128, 0, 0.0),
+    ("  no whitening", ("full",), ("full",), None, 3, 0.0),
+    ("+ flip on both sides", ("full", "flip"), ("full", "flip"), 128, 3, 0.0),
+    ("+ crop views in the query", ("full", "flip"), ALL, 128, 3, 0.0),
+    ("+ crop views stored too", ALL, ALL, 128, 3, 0.0),
+    ("+ prototypes 0.5", ALL, ALL, 128, 3, 0.5),
+    ("+ whitened 256", ALL, ALL, 256, 3, 0.5),
+    ("  prototypes 0.25", ALL, ALL, 256, 3, 0.25),
+    ("  prototypes 0.75", ALL, ALL, 256, 3, 0.75),
+    ("  prototypes 1.0", ALL, ALL, 256, 3, 1.0),
+    ("  no query expansion", ALL, ALL, 256, 0, 0.5),
+    ("  query expansion 5", ALL, ALL, 256, 5, 0.5),
+    ("  whitened 384", ALL, ALL, 384, 3, 0.5),
+    ("2 stored views, 4 in the query, whitened 256, prototypes 0.5", ("full", "flip"), ALL, 256, 3, 0.5),
+    ("1 view each, whitened 256, prototypes 0.5", ("full",), ("full",), 256, 3, 0.5),
+]
+
+
+def protocols(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (gallery mask, query mask)}`` over ``rows``."""
+    split = np.array([r["split"] for r in rows])
+    with open(DEMO_PHOTOS) as handle:
+        demo = {r["file"] for r in csv.DictReader(handle) if r["split"] == "train"}
+    in_demo = np.array([r["file"] in demo or r["split"] == "catalogue" for r in rows])
+    # The demo's queries are the val photos too: the other train photos were taken in the same
+    # sessions as the demo's own, near-copies a customer's photo is not.
+    return {
+        "val": (np.isin(split, ["train", "catalogue"]), split == "val"),
+        "demo": (in_demo, split == "val"),
+    }
+
+
+def measure(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray, config: tuple) -> dict:
+    _, stored, asked, dims, expansion, weight = config
+    index = {name: n for n, name in enumerate(view_names.VIEWS)}
+    g = l2_normalise(vectors[gallery][:, [index[v] for v in stored]].mean(axis=1))
+    q = l2_normalise(vectors[queries][:, [index[v] for v in asked]].mean(axis=1))
+    names, codes = np.unique(products[gallery], return_inverse=True)
+    policy = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight)
+    started = time.perf_counter()
+    scores = ranking.result_scores(q, g, codes, whitening_dims=dims, policy=policy)
+    order = np.argsort(-scores, axis=1)[:, :5]
+    right = names[order] == products[queries][:, None]
+    return {
+        "p_at_1": round(float(right[:, 0].mean()), 4),
+        "hit_at_5": round(float(right.any(axis=1).mean()), 4),
+        "stored_views": len(stored),
+        "query_views": len(asked),
+        "ranking_ms_per_query": round(1000 * (time.perf_counter() - started) / max(1, queries.sum()), 3),
+    }
+
+
+def run() -> dict:
+    dataset()  # a clear error when the data set is missing
+    rows = images()
+    vectors = view_vectors()
+    products = np.array([r["product"] for r in rows])
+    results: dict = {}
+    for protocol, (gallery, queries) in protocols(rows).items():
+        print(f"\nprotocol {protocol}: {int(gallery.sum())} catalogue images, {int(queries.sum())} queries")
+        print(f"  {'configuration':44s} {'P@1':>6s} {'hit@5':>6s} {'views':>7s}")
+        for config in CONFIGS:
+            figures = measure(vectors, products, gallery, queries, config)
+            results[f"{protocol}: {config[0].strip()}"] = figures
+            views = f"{figures['stored_views']}/{figures['query_views']}"
+            print(f"  {config[0]:44s} {figures['p_at_1']:6.3f} {figures['hit_at_5']:6.3f} {views:>7s}", flush=True)
+        print("  honest scores (calibrated on the catalogue, with or without customer views; checked on the queries):")
+        for config in [c for c in CONFIGS if c[0] in HONEST]:
+            for with_customers in (False, True):
+                extra = _customers(rows, products) if with_customers else None
+                figures = honest_scores(vectors, products, gallery, queries, config, extra)
+                name = f"{config[0].strip()}{' + customer views' if with_customers else ''}"
+                results[f"{protocol}: {name}: scores"] = figures
+                print(f"    {name:58s} ECE {figures['top1_calibration_error']:.3f}  right {figures['mean_score_right']:.3f}"
+                      f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
+                      f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
+    return results
+
+
+# The configurations whose calibrated scores are measured too: 0.1's and the default.
+HONEST = {CONFIGS[0][0], "+ prototypes 0.5"}
+
+
+def _customers(rows: list[dict], products: np.ndarray):
+    """Two customer views of each of the demo's catalogue images (in both protocols' catalogues)."""
+    from visual_search.whitening import Sample
+
+    gallery, _ = protocols(rows)["demo"]
+    wanted = [int(n) for n in np.flatnonzero(gallery)]
+    return Sample(customer_vectors(wanted, per_image=2), [products[n] for n in wanted for _ in range(2)])
+
+
+def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray, config: tuple, customers=None) -> dict:
+    """The calibration a shop would learn from its catalogue alone (visual_search.whitening.calibrate:
+    each catalogue image searched among the others, and ``customers``' views, a Sample, if given),
+    checked on the queries it never saw."""
+    from visual_search.whitening import Sample, calibrate
+
+    _, stored, asked, dims, expansion, weight = config
+    index = {name: n for n, name in enumerate(view_names.VIEWS)}
+    g = l2_normalise(vectors[gallery][:, [index[v] for v in stored]].mean(axis=1))
+    q = l2_normalise(vectors[queries][:, [index[v] for v in asked]].mean(axis=1))
+    policy = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight)
+    whitening = ranking.fit_whitening(g, min(dims, g.shape[1], len(g) - 1)) if dims else None
+    calibration = calibrate(Sample(g, list(products[gallery])), customers, whitening, policy)
+    calibrated = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight, calibration=calibration)
+    space = ranking.ArraySpace.of(ranking.transform(g, whitening), products[gallery])
+    top, right = [], []
+    for query, answer in zip(q, products[queries]):
+        hits = ranking.rank(space, query if whitening is None else ranking.whiten(query, *whitening), limit=5, policy=calibrated)
+        top.append(hits[0].probability)
+        right.append(hits[0].result_id == answer)
+    top, right = np.asarray(top), np.asarray(right)
+    return {
+        "calibration": calibration.as_dict(),
+        "top1_calibration_error": round(ranking.calibration_error(top, right), 4),
+        "mean_score_right": round(float(top[right].mean()), 4),
+        "mean_score_wrong": round(float(top[~right].mean()), 4),
+        "p_at_1": round(float(right.mean()), 4),
+        "confident_share_at_0.5": round(float((top >= 0.5).mean()), 4),
+        "right_when_confident_at_0.5": round(float(right[top >= 0.5].mean()), 4) if (top >= 0.5).any() else None,
+        "right_when_unsure_at_0.5": round(float(right[top < 0.5].mean()), 4) if (top < 0.5).any() else None,
+    }

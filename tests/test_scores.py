@@ -1,0 +1,99 @@
+"""Honest scores: the probability that a result is the product in the photo, and a small shop's whitening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+import visual_search
+from visual_search import ranking
+from visual_search.models import Whitening
+from visual_search.reindex import reindex
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SEARCH = "/api/visual-search/search/"
+
+
+def test_probabilities_are_in_0_1_fall_with_similarity_and_sum_to_less_than_1():
+    calibration = ranking.Calibration(temperature=0.07, none=0.3)
+    similarities = np.linspace(0.9, 0.1, 10)
+    chances = calibration.probabilities(similarities)
+    assert all(0.0 <= p <= 1.0 for p in chances) and sum(chances) < 1.0
+    assert chances == sorted(chances, reverse=True)
+    # A higher similarity for one result, its rivals unchanged, never lowers its probability.
+    for n in range(10):
+        better = similarities.copy()
+        better[n] += 0.05
+        assert calibration.probabilities(better)[n] > chances[n]
+
+
+def test_calibration_learns_how_sharp_the_shop_s_scores_are():
+    rng = np.random.default_rng(0)
+    truth = ranking.Calibration(temperature=0.05, none=0.4)
+    searches = []
+    for _ in range(600):
+        similarities = np.sort(rng.uniform(0.0, 0.8, 10))[::-1]
+        chances = truth.probabilities(similarities)
+        pick = rng.choice(11, p=[*chances, 1 - sum(chances)])
+        searches.append((similarities, int(pick) if pick < 10 else -1))
+    fitted = ranking.fit_calibration(searches)
+    assert fitted.temperature == pytest.approx(0.05, rel=0.25) and fitted.none == pytest.approx(0.4, abs=0.1)
+    assert fitted.fitted_on == 600 and fitted.error < 0.06
+
+
+NAMES = [
+    "Arla-Standard-Milk", "Oatly-Oat-Milk", "Lemon", "Banana", "Red-Delicious", "Tropicana-Apple-Juice", "Kiwi", "Lime",
+    "Mango", "Pink-Lady", "Granny-Smith", "Golden-Delicious", "Anjou", "Orange", "Avocado", "Carrots", "Cucumber",
+    "Garlic", "Ginger", "Leek",
+]
+
+
+@pytest.fixture
+def small_shop(make_product, settings):
+    """20 products with one catalogue image each: far fewer vectors than WHITENING_MIN_VECTORS."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SCORE": "probability", "WHITENING_AUGMENT": 3, "WHITENING_DIMS": 16}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = {name: make_product(name.replace("-", " "), catalogue_image(name)) for name in NAMES}
+    reindex(Product, asynchronous=False)
+    return products
+
+
+def test_a_small_shop_gets_whitening_and_calibrated_scores(small_shop):
+    whitening = Whitening.objects.get()
+    assert whitening.trained_on == 20 and whitening.dimensions == 16  # fitted with 60 customer views
+    calibration = ranking.Calibration.from_dict(whitening.calibration)
+    assert calibration is not None and calibration.fitted_on == 60 and calibration.temperature > 0
+    results = visual_search.search_by_image(photos()["Kiwi"][0].read_bytes(), Product, limit=10)
+    assert all(0.0 <= r.score <= 1.0 for r in results) and sum(r.score for r in results) <= 1.0 + 1e-6
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    assert all(r.score == r.probability for r in results)
+    assert [r.similarity for r in results] == sorted((r.similarity for r in results), reverse=True)
+
+
+def test_confident_follows_the_threshold(small_shop, client, settings):
+    photo = catalogue_image("Lime").read_bytes()
+    answer = client.post(SEARCH, {"image": SimpleUploadedFile("lime.jpg", photo, "image/jpeg")}).json()
+    assert set(answer) == {"results", "confident"}
+    assert {"id", "name", "url", "image_url", "score"} == set(answer["results"][0])
+    top = answer["results"][0]["score"]
+    for threshold, expected in ((0.0, True), (top, True), (min(1.0, top + 1e-3), False)):
+        settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "CONFIDENT_SCORE": threshold}
+        again = client.post(SEARCH, {"image": SimpleUploadedFile("lime.jpg", photo, "image/jpeg")}).json()
+        assert again["confident"] is expected
+
+
+def test_the_page_says_when_no_match_is_confident(small_shop, client, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "CONFIDENT_SCORE": 1.0}
+    photo = SimpleUploadedFile("kiwi.jpg", photos()["Kiwi"][0].read_bytes(), "image/jpeg")
+    page = client.post("/search-by-photo/", {"image": photo}).content.decode()
+    assert "No confident match. Possible matches" in page
+
+
+def test_scores_can_stay_similarities(small_shop, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SCORE": "similarity"}
+    [exact] = visual_search.search_by_image(catalogue_image("Lime").read_bytes(), Product, limit=1)
+    assert exact.object == small_shop["Lime"] and exact.score == exact.similarity == pytest.approx(1.0, abs=1e-3)
+    assert 0.0 < exact.probability < 1.0
