@@ -91,6 +91,7 @@ def run() -> dict:
     vectors = view_vectors()
     products = np.array([r["product"] for r in rows])
     results: dict = {}
+    curves = {}
     for protocol, (gallery, queries) in protocols(rows).items():
         print(f"\nprotocol {protocol}: {int(gallery.sum())} catalogue images, {int(queries.sum())} queries")
         print(f"  {'configuration':44s} {'P@1':>6s} {'hit@5':>6s} {'views':>7s}")
@@ -106,11 +107,19 @@ def run() -> dict:
                 figures = honest_scores(vectors, products, gallery, queries, config, extra)
                 name = f"{config[0].strip()}{' + customer views' if with_customers else ''}"
                 results[f"{protocol}: {name}: scores"] = figures
+                curves[f"{protocol} catalogue, {name}"] = CURVES.pop(name)
                 print(f"    {name:58s} ECE {figures['top1_calibration_error']:.3f}  right {figures['mean_score_right']:.3f}"
                       f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
+    default = {k: v for k, v in curves.items() if "prototypes 0.5 + customer views" in k}
+    reliability_diagram(default, DIAGRAM)
+    print(f"  reliability diagram of the default: {DIAGRAM}")
     return results
 
+
+# (probabilities, right) of the first results of each honest_scores run, for the diagram.
+CURVES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+DIAGRAM = RESULTS.parent.parent / "docs" / "images" / "reliability.png"
 
 # The configurations whose calibrated scores are measured too: 0.1's and the default.
 HONEST = {CONFIGS[0][0], "+ prototypes 0.5"}
@@ -146,6 +155,7 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
         top.append(hits[0].probability)
         right.append(hits[0].result_id == answer)
     top, right = np.asarray(top), np.asarray(right)
+    CURVES[f"{config[0].strip()}{' + customer views' if customers is not None else ''}"] = (top, right)
     return {
         "calibration": calibration.as_dict(),
         "top1_calibration_error": round(ranking.calibration_error(top, right), 4),
@@ -156,3 +166,35 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
         "right_when_confident_at_0.5": round(float(right[top >= 0.5].mean()), 4) if (top >= 0.5).any() else None,
         "right_when_unsure_at_0.5": round(float(right[top < 0.5].mean()), 4) if (top < 0.5).any() else None,
     }
+
+
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path) -> None:
+    """A PNG of stated probability (x) against how often the first result was right (y), 10 bins,
+    one curve per ``{label: (probabilities, right)}``; the diagonal is perfect calibration."""
+    from PIL import Image, ImageDraw
+
+    size, margin = 480, 56
+    image = Image.new("RGB", (size + margin + 16, size + margin + 16 + 18 * len(curves)), "white")
+    draw = ImageDraw.Draw(image)
+
+    def point(x: float, y: float) -> tuple[float, float]:
+        return margin + x * size, 16 + (1 - y) * size
+
+    draw.rectangle([point(0, 1), point(1, 0)], outline="#999")
+    for tick in np.linspace(0, 1, 6):
+        draw.line([point(tick, 0), point(tick, 0.012)], fill="#999")
+        draw.text((point(tick, 0)[0] - 8, point(tick, 0)[1] + 4), f"{tick:.1f}", fill="black")
+        draw.text((8, point(0, tick)[1] - 6), f"{tick:.1f}", fill="black")
+    draw.line([point(0, 0), point(1, 1)], fill="#bbb", width=1)
+    draw.text((margin + size / 2 - 90, 16 + size + 20), "probability stated for the first result", fill="black")
+    draw.text((margin + 8, 22), "how often the first result was right (diagonal: perfectly calibrated)", fill="black")
+    colours = ["#0b6e4f", "#c0392b", "#2c3e50", "#8e44ad"]
+    for n, (label, (probabilities, right)) in enumerate(curves.items()):
+        bins = np.minimum((probabilities * 10).astype(int), 9)
+        points = [point(probabilities[bins == b].mean(), right[bins == b].mean()) for b in range(10) if (bins == b).sum() >= 3]
+        if len(points) > 1:
+            draw.line(points, fill=colours[n % 4], width=3)
+        for x, y in points:
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colours[n % 4])
+        draw.text((margin, 16 + size + 40 + 18 * n), f"- {label}", fill=colours[n % 4])
+    image.save(path)

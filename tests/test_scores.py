@@ -97,3 +97,18 @@ def test_scores_can_stay_similarities(small_shop, settings):
     [exact] = visual_search.search_by_image(catalogue_image("Lime").read_bytes(), Product, limit=1)
     assert exact.object == small_shop["Lime"] and exact.score == exact.similarity == pytest.approx(1.0, abs=1e-3)
     assert 0.0 < exact.probability < 1.0
+
+
+def test_a_catalogue_big_enough_to_whiten_alone_still_calibrates_on_customer_views(make_product, settings):
+    settings.VISUAL_SEARCH = {
+        **settings.VISUAL_SEARCH, "SCORE": "probability", "WHITENING_AUGMENT": 3, "WHITENING_MIN_VECTORS": 12,
+        "WHITENING_DIMS": 8,
+    }
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        for name in NAMES:
+            make_product(name, catalogue_image(name))
+    reindex(Product, asynchronous=False)
+    whitening = Whitening.objects.get()
+    # Whitened from the 20 images alone; calibrated on 2 customer views of each (no product has 2 images).
+    assert whitening.trained_on == 20
+    assert ranking.Calibration.from_dict(whitening.calibration).fitted_on == 40

@@ -251,9 +251,10 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "many are ready; before, with customer views added (WHITENING_AUGMENT).", minimum=2),
         Setting("WHITENING_REFIT_GROWTH", 0.2, NUMBER, "Whitening is fitted again when the catalogue has grown by "
                 "this fraction (0.2 = 20 %).", minimum=0),
-        # Each customer view is one VGG16 pass when the whitening is fitted (at most 300 images are
-        # seen so); those views also calibrate the scores of a shop with one image per product.
-        Setting("WHITENING_AUGMENT", 8, (int,), "Random customer-like views of each image added to the whitening "
+        # Each customer view costs one VGG16 pass per QUERY_VIEWS view when the whitening is fitted
+        # (at most 300 images are seen so: 2 views x 4 = 8 passes an image, as much as indexing two
+        # more images); they also calibrate the scores (visual_search.whitening). 0: neither.
+        Setting("WHITENING_AUGMENT", 2, (int,), "Random customer-like views of each image added to the whitening "
                 "of a catalogue smaller than WHITENING_MIN_VECTORS; 0: no whitening until then.", minimum=0),
     )),
     ("Scores", (

@@ -398,7 +398,7 @@ class Calibration:
 
 # Measured on the grocery photos with the default settings, where a shop has not learned its own
 # (docs/performance.md, "Honest scores").
-DEFAULT_CALIBRATION = Calibration(temperature=0.07, none=0.3)
+DEFAULT_CALIBRATION = Calibration(temperature=0.063, none=0.25)
 TEMPERATURES = np.logspace(-3, 0, 61)
 NONES = np.linspace(-1.0, 1.5, 101)
 
