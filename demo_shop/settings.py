@@ -95,6 +95,8 @@ VISUAL_SEARCH = {
     # None: Celery when CELERY_BROKER_URL is set, otherwise in the web process.
     "ASYNC": None,
     "API_MODEL": "catalogue.Product",
+    # The shop's own rule, the same one its pages use: an unpublished product is never a result.
+    "VISIBILITY": "demo_shop.catalogue.visibility.browsable",
     "API_FILTERS": {"category": "category__slug"},
     "API_RESULT_SERIALIZER": "demo_shop.catalogue.api.ProductResultSerializer",
     "SEARCH_THROTTLE_RATE": "30/min",

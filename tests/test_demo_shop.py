@@ -94,6 +94,15 @@ assert body["results"][0]["name"] == "Arla Standard Milk", body
 assert {"price", "category", "image_url"} <= set(body["results"][0])
 page = client.post("/search/", {"image": photo.open("rb")})
 assert page.status_code == 200 and "Arla Standard Milk" in page.content.decode()
+# Unpublished, the product is gone from its page, search by photo and the similar endpoint at once.
+from demo_shop.catalogue.models import Product
+milk = Product.objects.get(slug="arla-standard-milk")
+Product.objects.filter(pk=milk.pk).update(is_public=False)
+assert client.get("/product/arla-standard-milk/").status_code == 404
+body = client.post("/api/visual-search/search/", {"image": photo.open("rb")}).json()
+assert "Arla Standard Milk" not in [r["name"] for r in body["results"]], body
+assert client.get(f"/api/visual-search/products/{milk.pk}/similar/").status_code == 404
+Product.objects.filter(pk=milk.pk).update(is_public=True)
 print("demo ok")
 """
     if not (Path(env["DEMO_SHOP_DB"]).exists() and "catalogue" in manage(env, "showmigrations", "catalogue").stdout):

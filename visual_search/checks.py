@@ -173,6 +173,14 @@ def _check_importable(spec: Setting, value: Any) -> list[checks.CheckMessage]:
     return []
 
 
+@deep_check("VISIBILITY")
+def check_visibility(value: Any) -> list[checks.CheckMessage]:
+    """None, or a function that imports (it is only called on the first search otherwise)."""
+    if value is None:
+        return []
+    return _check_importable(SPEC["VISIBILITY"], value)
+
+
 @deep_check("ALLOWED_FORMATS")
 def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
     """Every name is a format Pillow can open (compared as :func:`images.open_image` does, in capitals)."""

@@ -303,6 +303,12 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 deep_ids=(NOT_A_CHOICE,), rule="a list of Pillow format names ('JPEG', 'PNG'...)"),
     )),
     ("Web (API, widget, pages)", (
+        # One rule everywhere a customer sees results: the API's search and similar endpoints, the
+        # search page, {% similar_products %}, and the Python API when it is given the request.
+        Setting("VISIBILITY", None, (str, NoneType), "Dotted path of the shop's rule for what customers may see, "
+                "a function (model, request) -> QuerySet (django-oscar: its browsable products); None: every "
+                "object.", deep=True, deep_ids=(NOT_IMPORTABLE,),
+                rule="None, or the dotted path of a function (model, request) -> QuerySet"),
         Setting("API_MODEL", None, (str, NoneType), "The model search by photo returns, 'app_label.ModelName'; None: "
                 "the first registration's result model.", check_id="visual_search.E007", deep=True,
                 rule="None, or 'app_label.ModelName' of a model registered in MODELS, or the result of one"),

@@ -17,7 +17,7 @@ from django.core.exceptions import FieldError, ValidationError
 from . import search
 from .conf import settings
 from .exceptions import ImageTooLarge, InvalidImage, UnsupportedFormat
-from .registry import search_model
+from .registry import search_model, visible
 from .results import apply_filters, describe
 
 logger = logging.getLogger("visual_search")
@@ -70,9 +70,9 @@ def parse_limit(value: Any) -> int:
     return limit
 
 
-def search_queryset(params: Mapping[str, Any]):
-    """The searchable objects, narrowed by the allowed filters in ``params``."""
-    queryset = apply_filters(search_model()._default_manager.all(), params)
+def search_queryset(params: Mapping[str, Any], request=None):
+    """The objects this customer may see (``VISIBILITY``), narrowed by the allowed filters in ``params``."""
+    queryset = apply_filters(visible(search_model(), request), params)
     try:
         queryset.exists()  # a bad filter value (a word for a number) fails here, not mid-search
     except (ValueError, TypeError, ValidationError, FieldError) as exc:
@@ -92,7 +92,7 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     if getattr(upload, "size", 0) > max_upload_bytes():
         raise _too_large()
     limit = parse_limit(params.get("limit")) if limit is None else limit
-    queryset = search_queryset(params)
+    queryset = search_queryset(params, request)
     started = time.perf_counter()
     try:
         results = search.search_by_image(upload, queryset, limit=limit)

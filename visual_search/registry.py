@@ -19,6 +19,7 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.utils.module_loading import import_string
 
 from .conf import settings
 
@@ -190,6 +191,17 @@ def search_model() -> type[models.Model]:
     if not registrations:
         raise ImproperlyConfigured("Search by photo needs a registered model: add one to VISUAL_SEARCH['MODELS'].")
     return registrations[0].result_model
+
+
+def visible(model: type[models.Model], request: Any = None) -> models.QuerySet:
+    """What customers may see of ``model``: the shop's ``VISIBILITY`` rule, else every object.
+
+    Read at each call, so an object hidden a moment ago is already left out.
+    """
+    rule = settings.VISIBILITY
+    if not rule:
+        return model._default_manager.all()
+    return import_string(rule)(model, request)
 
 
 def filter_lookups() -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import models
 
 from . import search
-from .registry import filter_lookups, registrations_for_result
+from .registry import filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
 
@@ -88,6 +88,8 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
     if obj is None or getattr(obj, "pk", None) is None:
         return []
     try:
+        shown = visible(type(obj), request)  # the shop's rule, and within it the template's queryset
+        queryset = shown if queryset is None else shown.filter(pk__in=queryset.values("pk"))
         return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
     except search.NotIndexed as exc:
         logger.info("Similar products for %s %s: %s", type(obj).__name__, obj.pk, exc)

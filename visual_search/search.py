@@ -16,7 +16,7 @@ from .exceptions import VisualSearchError
 from .models import ImageEmbedding
 from .conf import settings
 from .ranking import DEFAULT_CALIBRATION, Policy
-from .registry import registrations_for_result
+from .registry import registrations_for_result, visible
 from .serving import current_fingerprint
 
 
@@ -43,7 +43,8 @@ class SearchResult:
     probability: float | None = None
 
 
-def _queryset(model_or_queryset) -> models.QuerySet:
+def _queryset(model_or_queryset, request=None) -> models.QuerySet:
+    """The queryset to search; with a ``request``, only what that customer may see (``VISIBILITY``)."""
     if isinstance(model_or_queryset, models.QuerySet):
         queryset = model_or_queryset
     else:
@@ -53,6 +54,8 @@ def _queryset(model_or_queryset) -> models.QuerySet:
             f"{queryset.model.__name__} is not searchable: register it (or an image model whose "
             "result it is) in VISUAL_SEARCH['MODELS'] or with visual_search.register()."
         )
+    if request is not None:
+        queryset = queryset.filter(pk__in=visible(queryset.model, request).values("pk"))
     return queryset
 
 
@@ -96,14 +99,15 @@ def is_confident(results: list[SearchResult]) -> bool:
     return bool(results) and (results[0].probability or 0.0) >= float(settings.CONFIDENT_SCORE)
 
 
-def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10) -> list[SearchResult]:
+def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10, request=None) -> list[SearchResult]:
     """Objects that look most like ``image`` (bytes or a file, e.g. an upload), best first.
 
     ``model_or_queryset`` is the model to return (``Product``) or a queryset restricting it
     (``Product.objects.filter(in_stock=True)``). Raises :class:`~visual_search.exceptions.InvalidImage`
-    with a message for the customer when the image cannot be used.
+    with a message for the customer when the image cannot be used. Given the customer's
+    ``request``, only what the shop's ``VISIBILITY`` rule shows them is returned.
     """
-    queryset = _queryset(model_or_queryset)
+    queryset = _queryset(model_or_queryset, request)
     extractor = serving.get_extractor()
     return search_vector(serving.embed_image(image, extractor), queryset, limit=limit, fingerprint=extractor.fingerprint)
 
@@ -120,9 +124,12 @@ def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarr
     return l2_normalise(np.mean(vectors, axis=0))
 
 
-def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None) -> list[SearchResult]:
-    """Objects most similar to ``obj``, itself excluded, best first; raises :class:`NotIndexed`."""
-    target = queryset if queryset is not None else type(obj)._default_manager.all()
+def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None, request=None) -> list[SearchResult]:
+    """Objects most similar to ``obj``, itself excluded, best first; raises :class:`NotIndexed`.
+
+    Given the customer's ``request``, only what the shop's ``VISIBILITY`` rule shows them.
+    """
+    target = _queryset(queryset if queryset is not None else type(obj), request)
     fingerprint = current_fingerprint()
     return search_vector(object_vector(obj, fingerprint), target, limit=limit, exclude=(obj.pk,), fingerprint=fingerprint)
 

@@ -20,8 +20,8 @@ class CategoryAdmin(admin.ModelAdmin):
 class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
     """The mixin adds the "visual search" column and filter, and the reindex and requeue actions."""
 
-    list_display = ["name", "category", "price"]
-    list_filter = ["category"]
+    list_display = ["name", "category", "price", "is_public"]
+    list_filter = ["category", "is_public"]
     search_fields = ["name"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ProductImageInline]

@@ -26,6 +26,8 @@ class Product(models.Model):
     description = models.TextField(blank=True)
     price = models.DecimalField(max_digits=8, decimal_places=2)
     image = models.ImageField(upload_to="products/", blank=True)
+    # The shop's own rule: a product staff have not published is shown nowhere (visibility.py).
+    is_public = models.BooleanField(default=True, help_text="Shown to customers.")
 
     class Meta:
         ordering = ["name"]

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from .. import search
 from ..conf import settings
 from ..photo_search import PhotoSearchError, check_content_length, confident, parse_limit, search_photo
-from ..registry import filter_lookups, search_model
+from ..registry import filter_lookups, search_model, visible
 from ..results import apply_filters, describe
 from .serializers import (
     ErrorSerializer,
@@ -136,8 +136,9 @@ class SimilarView(VisualSearchAPIView):
     def get(self, request, pk, *args, **kwargs):
         model = search_model()
         limit = parse_limit(request.query_params.get("limit"))
-        obj = _get_object(model, pk)
-        queryset = apply_filters(model._default_manager.all(), request.query_params)
+        shown = visible(model, request)  # a hidden object is not found, nor found similar
+        obj = _get_object(shown, pk)
+        queryset = apply_filters(shown, request.query_params)
         try:
             results = search.find_similar(obj, limit=limit, queryset=queryset)
         except search.NotIndexed:
@@ -151,9 +152,10 @@ class SimilarView(VisualSearchAPIView):
         return self.results_response(describe(results, request))
 
 
-def _get_object(model, pk):
+def _get_object(queryset, pk):
+    model = queryset.model
     try:
-        return model._default_manager.get(pk=pk)
+        return queryset.get(pk=pk)
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
         raise PhotoSearchError(404, "not_found", f"No {model._meta.verbose_name} with id {pk!s}.") from None
 

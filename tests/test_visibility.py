@@ -1,0 +1,78 @@
+"""A shop's rule for what customers may see (VISIBILITY) holds on every path that shows results."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template import Context, Template
+
+import visual_search
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ["Arla-Standard-Milk", "Oatly-Oat-Milk", "Granny-Smith", "Pink-Lady", "Banana"]
+HIDDEN = "Oatly-Oat-Milk"
+
+
+@pytest.fixture
+def shop(make_product, settings):
+    settings.VISUAL_SEARCH = {
+        **settings.VISUAL_SEARCH, "VISIBILITY": "tests.testapp.visibility.in_stock", "SEARCH_THROTTLE_RATE": None,
+    }
+    cache.clear()
+    made = {name: make_product(name.replace("-", " "), catalogue_image(name)) for name in NAMES}
+    Product.objects.filter(pk=made[HIDDEN].pk).update(in_stock=False)
+    return made
+
+
+def photo(name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(f"{name}.jpg", catalogue_image(name).read_bytes(), "image/jpeg")
+
+
+def names(results) -> list[str]:
+    return [r["name"] if isinstance(r, dict) else r.object.name for r in results]
+
+
+def test_search_by_photo_never_shows_a_hidden_product(shop, client):
+    found = client.post("/api/visual-search/search/", {"image": photo(HIDDEN)}).json()["results"]
+    assert "Oatly Oat Milk" not in names(found) and len(found) == len(NAMES) - 1
+    page = client.post("/search-by-photo/", {"image": photo(HIDDEN)}).content.decode()
+    assert "Oatly Oat Milk" not in page and "Arla Standard Milk" in page
+
+
+def test_a_hidden_product_has_no_similar_page_and_is_never_similar(shop, client):
+    hidden = client.get(f"/api/visual-search/products/{shop[HIDDEN].pk}/similar/")
+    assert hidden.status_code == 404 and hidden.json()["code"] == "not_found"
+    similar = client.get(f"/api/visual-search/products/{shop['Arla-Standard-Milk'].pk}/similar/").json()["results"]
+    assert "Oatly Oat Milk" not in names(similar) and len(similar) == len(NAMES) - 2
+
+
+def test_similar_products_tag_leaves_hidden_products_out(shop, rf):
+    template = Template("{% load visual_search %}{% similar_products product limit=10 as similar %}{% for i in similar %}[{{ i.name }}]{% endfor %}")
+    html = template.render(Context({"product": shop["Arla-Standard-Milk"], "request": rf.get("/")}))
+    assert "[Oatly Oat Milk]" not in html and "[Banana]" in html
+
+
+def test_the_python_api_applies_the_rule_when_given_the_request(shop, rf):
+    data = catalogue_image(HIDDEN).read_bytes()
+    assert "Oatly Oat Milk" in names(visual_search.search_by_image(data, Product))  # shop code sees everything
+    assert "Oatly Oat Milk" not in names(visual_search.search_by_image(data, Product, request=rf.get("/")))
+    similar = visual_search.find_similar(shop["Arla-Standard-Milk"], request=rf.get("/"))
+    assert "Oatly Oat Milk" not in names(similar)
+
+
+def test_hidden_right_after_it_is_hidden(shop, client):
+    url = "/api/visual-search/search/"
+    assert "Banana" in names(client.post(url, {"image": photo("Banana")}).json()["results"])
+    Product.objects.filter(pk=shop["Banana"].pk).update(in_stock=False)  # no reindex, no wait
+    assert "Banana" not in names(client.post(url, {"image": photo("Banana")}).json()["results"])
+    assert client.get(f"/api/visual-search/products/{shop['Banana'].pk}/similar/").status_code == 404
+
+
+def test_a_rule_that_does_not_import_is_a_system_check_error(settings):
+    from visual_search.checks import check_settings
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.nowhere.rule"}
+    assert [m.id for m in check_settings()] == ["visual_search.E023"]
