@@ -75,7 +75,7 @@ REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Demo shop: visual search API",
     "DESCRIPTION": "Search the catalogue by photo, and find similar products.",
-    "VERSION": "0.1.0",
+    "VERSION": "0.2.0",
 }
 
 VISUAL_SEARCH = {
