@@ -79,24 +79,18 @@ def view_vectors(views: tuple[str, ...] = ("full", "flip", "crop", "crop-flip"),
     # The network's identity, whatever views the settings average (each view is cached apart).
     spec = replace(EmbeddingSpec.from_settings(), views=("full",))
     key = hashlib.sha256(f"{spec.fingerprint}:{','.join(views)}:v1".encode()).hexdigest()[:10]
-    path = CACHE / f"views-{key}.npy"
     rows = images()
-    if path.exists():
-        cached = np.load(path)
-        if len(cached) == len(rows):
-            return cached
-    extractor = get_extractor()
-    out = []
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        inputs = np.concatenate([extractor.prepare((dataset() / r["file"]).read_bytes(), views) for r in chunk])
-        out.append(extractor.embed_arrays(inputs).reshape(len(chunk), len(views), -1))
-        print(f"\r  views {min(start + batch, len(rows))}/{len(rows)}", end="", flush=True)
-    print()
-    arrays = np.concatenate(out).astype(np.float32)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, arrays)
-    return arrays
+
+    def compute() -> list[np.ndarray]:
+        extractor, out = get_extractor(), []
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            inputs = np.concatenate([extractor.prepare((dataset() / r["file"]).read_bytes(), views) for r in chunk])
+            out.append(extractor.embed_arrays(inputs).reshape(len(chunk), len(views), -1))
+            print(f"\r  views {min(start + batch, len(rows))}/{len(rows)}", end="", flush=True)
+        return out
+
+    return _cached(CACHE / f"views-{key}.npy", compute, len(rows))
 
 
 def customer_vectors(rows_wanted: list[int], per_image: int = 2, seed: int = 0) -> np.ndarray:
@@ -114,18 +108,28 @@ def customer_vectors(rows_wanted: list[int], per_image: int = 2, seed: int = 0) 
 
     spec = EmbeddingSpec.from_settings()
     key = hashlib.sha256(f"{spec.fingerprint}:{rows_wanted}:{per_image}:{seed}:v1".encode()).hexdigest()[:10]
-    path = CACHE / f"customers-{key}.npy"
+
+    def compute() -> list[np.ndarray]:
+        rows, rng, extractor = images(), random.Random(seed), get_extractor()
+        allowed = list(settings.VISUAL_SEARCH.get("ALLOWED_FORMATS", ["JPEG", "PNG"]))
+        out = []
+        for n, row in enumerate(rows_wanted):
+            picture = open_image((dataset() / rows[row]["file"]).read_bytes(), max_pixels=10**8, allowed_formats=allowed)
+            out.append(extractor.embed_images([customer_view(picture, rng)[0] for _ in range(per_image)]))
+            print(f"\r  customer views {n + 1}/{len(rows_wanted)}", end="", flush=True)
+        return out
+
+    return _cached(CACHE / f"customers-{key}.npy", compute, len(rows_wanted) * per_image)
+
+
+def _cached(path, compute, count: int) -> np.ndarray:
+    """The array saved at ``path`` if it has ``count`` rows, else ``compute()``'s parts joined and saved."""
     if path.exists():
-        return np.load(path)
-    rows, rng, extractor = images(), random.Random(seed), get_extractor()
-    allowed = list(settings.VISUAL_SEARCH.get("ALLOWED_FORMATS", ["JPEG", "PNG"]))
-    out = []
-    for n, row in enumerate(rows_wanted):
-        picture = open_image((dataset() / rows[row]["file"]).read_bytes(), max_pixels=10**8, allowed_formats=allowed)
-        out.append(extractor.embed_images([customer_view(picture, rng)[0] for _ in range(per_image)]))
-        print(f"\r  customer views {n + 1}/{len(rows_wanted)}", end="", flush=True)
+        cached = np.load(path)
+        if len(cached) == count:
+            return cached
+    arrays = np.concatenate(compute()).astype(np.float32)
     print()
-    arrays = np.concatenate(out).astype(np.float32)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(path, arrays)
     return arrays
