@@ -158,10 +158,13 @@ class ArraySpace:
         mask = np.isin(self.codes, self._codes_of(result_ids))
         if self.hidden is not None:
             mask &= ~self.hidden
-        grouped: dict[str, np.ndarray] = {}
-        for code in np.unique(self.codes[mask]).tolist():
-            grouped[self.result_ids[code]] = self.vectors[mask & (self.codes == code)]
-        return grouped
+        # One pass over the catalogue, then the rows grouped by result (sorted by code).
+        rows = np.flatnonzero(mask)
+        rows = rows[np.argsort(self.codes[rows], kind="stable")]
+        codes = self.codes[rows]
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(rows) else np.zeros(0, dtype=int)
+        ends = np.r_[starts[1:], len(rows)]
+        return {self.result_ids[int(codes[s])]: self.vectors[rows[s:e]] for s, e in zip(starts, ends)}
 
 
 @dataclass(frozen=True)
