@@ -29,8 +29,9 @@ from .features import customer_vectors, images, view_vectors
 
 DEMO_PHOTOS = RESULTS.parent.parent / "demo_shop" / "data" / "grocery_store" / "photos.csv"
 
-# (name, stored views, query views, whitening dims, query expansion, prototype weight)
+# (name, stored views, query views, whitening dims, query expansion, prototype weight[, learned whitening])
 ALL = view_names.VIEWS
+DEFAULT = "+ learned whitening (the default)"
 CONFIGS = [
     ("0.1: full view, whitened 128, QE 3", ("full",), ("full",), 128, 3, 0.0),
     ("  no query expansion", ("full",), ("full",), 128, 0, 0.0),
@@ -48,6 +49,12 @@ CONFIGS = [
     ("  whitened 384", ALL, ALL, 384, 3, 0.5),
     ("2 stored views, 4 in the query, whitened 256, prototypes 0.5", ("full", "flip"), ALL, 256, 3, 0.5),
     ("1 view each, whitened 256, prototypes 0.5", ("full",), ("full",), 256, 3, 0.5),
+    (DEFAULT, ALL, ALL, 128, 3, 0.5, True),
+    ("  learned, whitened 256", ALL, ALL, 256, 3, 0.5, True),
+    ("  learned, no prototypes", ALL, ALL, 128, 3, 0.0, True),
+    ("  learned, no query expansion", ALL, ALL, 128, 0, 0.5, True),
+    ("  learned, 1 view each", ("full",), ("full",), 128, 3, 0.5, True),
+    ("  learned, 2 stored views, 4 in the query", ("full", "flip"), ALL, 128, 3, 0.5, True),
 ]
 
 
@@ -66,14 +73,14 @@ def protocols(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def measure(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray, config: tuple) -> dict:
-    _, stored, asked, dims, expansion, weight = config
+    _, stored, asked, dims, expansion, weight, *learned = config
     index = {name: n for n, name in enumerate(view_names.VIEWS)}
     g = l2_normalise(vectors[gallery][:, [index[v] for v in stored]].mean(axis=1))
     q = l2_normalise(vectors[queries][:, [index[v] for v in asked]].mean(axis=1))
     names, codes = np.unique(products[gallery], return_inverse=True)
     policy = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight)
     started = time.perf_counter()
-    scores = ranking.result_scores(q, g, codes, whitening_dims=dims, policy=policy)
+    scores = ranking.result_scores(q, g, codes, whitening_dims=dims, policy=policy, learned=bool(learned and learned[0]))
     order = np.argsort(-scores, axis=1)[:, :5]
     right = names[order] == products[queries][:, None]
     return {
@@ -111,7 +118,7 @@ def run() -> dict:
                 print(f"    {name:58s} ECE {figures['top1_calibration_error']:.3f}  right {figures['mean_score_right']:.3f}"
                       f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
-    default = {k: v for k, v in curves.items() if "prototypes 0.5 + customer views" in k}
+    default = {k: v for k, v in curves.items() if f"{DEFAULT} + customer views" in k}
     reliability_diagram(default, DIAGRAM)
     print(f"  reliability diagram of the default: {DIAGRAM}")
     return results
@@ -122,7 +129,7 @@ CURVES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 DIAGRAM = RESULTS.parent.parent / "docs" / "images" / "reliability.png"
 
 # The configurations whose calibrated scores are measured too: 0.1's and the default.
-HONEST = {CONFIGS[0][0], "+ prototypes 0.5"}
+HONEST = {CONFIGS[0][0], "+ prototypes 0.5", DEFAULT}
 
 
 def _customers(rows: list[dict], products: np.ndarray):
@@ -131,22 +138,25 @@ def _customers(rows: list[dict], products: np.ndarray):
 
     gallery, _ = protocols(rows)["demo"]
     wanted = [int(n) for n in np.flatnonzero(gallery)]
-    return Sample(customer_vectors(wanted, per_image=2), [products[n] for n in wanted for _ in range(2)])
+    return Sample(customer_vectors(wanted, per_image=2), [products[n] for n in wanted for _ in range(2)], [n for n in wanted for _ in range(2)])
 
 
 def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray, config: tuple, customers=None) -> dict:
     """The calibration a shop would learn from its catalogue alone (visual_search.whitening.calibrate:
     each catalogue image searched among the others, and ``customers``' views, a Sample, if given),
     checked on the queries it never saw."""
-    from visual_search.whitening import Sample, calibrate
+    from visual_search.whitening import Sample, calibrate, learn
 
-    _, stored, asked, dims, expansion, weight = config
+    _, stored, asked, dims, expansion, weight, *learned = config
     index = {name: n for n, name in enumerate(view_names.VIEWS)}
     g = l2_normalise(vectors[gallery][:, [index[v] for v in stored]].mean(axis=1))
     q = l2_normalise(vectors[queries][:, [index[v] for v in asked]].mean(axis=1))
     policy = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight)
-    whitening = ranking.fit_whitening(g, min(dims, g.shape[1], len(g) - 1)) if dims else None
-    calibration = calibrate(Sample(g, list(products[gallery])), customers, whitening, policy)
+    method = ("learned" if learned and learned[0] else "pca") if dims else None
+    sample = Sample(g, list(products[gallery]), [int(n) for n in np.flatnonzero(gallery)])
+    small = len(g) < 300  # as visual_search.whitening decides (WHITENING_MIN_VECTORS)
+    whitening = learn(sample, customers if small else None, dims, method) if method else None
+    calibration = calibrate(sample, customers, dims, method, small=small, policy=policy)
     calibrated = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight, calibration=calibration)
     space = ranking.ArraySpace.of(ranking.transform(g, whitening), products[gallery])
     top, right = [], []

@@ -116,7 +116,8 @@ def test_rollback_reuses_the_old_vectors_and_recomputes_only_changed_images(cata
 
 
 def test_rollback_walks_back_through_versions(catalogue, trained):
-    first, second = trained("First", seed=0), trained("Second", seed=1)
+    better = {"before": {"p_at_1": 0.13}, "after": {"p_at_1": 0.5}}  # beats the active First's 0.34
+    first, second = trained("First", seed=0), trained("Second", seed=1, metrics=better)
     activate(first)
     activate(second)
     second.refresh_from_db()
@@ -305,4 +306,38 @@ def test_each_process_reads_the_active_version_at_most_every_refresh_interval(tr
     with django_assert_max_num_queries(0):
         assert current_fingerprint() == settings_fingerprint()
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    assert current_fingerprint() == version.fingerprint
+
+
+WORSE = {"before": {"p_at_1": 0.4, "p_at_10": 0.3}, "after": {"p_at_1": 0.3, "p_at_10": 0.35}}
+
+
+def test_a_version_that_does_not_beat_the_model_in_use_is_refused_unless_forced(catalogue, trained):
+    version = trained("Worse", metrics=WORSE)
+    with pytest.raises(VersionError, match=r"Not activating Worse: .* first 30\.0% of the time, the pretrained model 40\.0%"):
+        activate(version)
+    assert ModelVersion.objects.get(pk=version.pk).status == "trained"
+    assert current_fingerprint() == settings_fingerprint()  # nothing switched, nothing computed
+    assert not ImageEmbedding.objects.filter(fingerprint=version.fingerprint).exists()
+    with pytest.raises(CommandError, match="Not activating Worse"):
+        run("activate", str(version.pk))
+    out, _ = run("activate", str(version.pk), "--force")
+    assert "Activated Worse" in out and current_fingerprint() == version.fingerprint
+
+
+def test_a_version_must_beat_the_active_version_too(catalogue, trained):
+    activate(trained("Good", seed=0, metrics={"before": {"p_at_1": 0.1}, "after": {"p_at_1": 0.5}}))
+    with pytest.raises(VersionError, match=r"Good 50\.0%"):
+        activate(trained("Less good", seed=1, metrics={"before": {"p_at_1": 0.1}, "after": {"p_at_1": 0.4}}))
+
+
+def test_admin_says_which_versions_are_better_and_refuses_a_worse_one(catalogue, trained, staff_client):
+    version = trained("Worse", metrics=WORSE)
+    page = staff_client.get(URL).content.decode()
+    assert "0.400 → 0.300 <strong>(not better)</strong>" in page
+    response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
+    assert "Not activating Worse" in response.content.decode()
+    assert ModelVersion.objects.get(pk=version.pk).status == "trained"
+    response = staff_client.post(URL, {"action": "activate_anyway", "_selected_action": [version.pk]}, follow=True)
+    assert "Searches now use Worse" in response.content.decode()
     assert current_fingerprint() == version.fingerprint

@@ -67,3 +67,19 @@ def test_whitening_can_be_switched_off(catalogue, settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": None}
     reindex(Product, asynchronous=False)
     assert not Whitening.objects.exists()
+
+
+def test_learned_whitening_uses_which_vectors_show_one_product():
+    """Two products whose photos differ most along a nuisance direction (lighting, say) and a little
+    along the direction that tells them apart: PCA keeps the nuisance, learned whitening the difference."""
+    rng = np.random.default_rng(0)
+    nuisance = rng.normal(size=(200, 1)) * 5.0
+    identity = np.repeat([[-1.0], [1.0]], 100, axis=0)
+    data = np.hstack([nuisance, identity, rng.normal(size=(200, 6)) * 0.1]).astype(np.float32)
+    labels = ["a"] * 100 + ["b"] * 100
+    pca = fit_whitening(data, 1)
+    learned = fit_whitening(data, 1, labels)
+    assert abs(pca[1][0, 0]) > abs(pca[1][1, 0])  # PCA's one dimension is the nuisance
+    assert abs(learned[1][1, 0]) > 10 * abs(learned[1][0, 0])  # learned whitening's is the identity
+    # Without two vectors of any product there is nothing to learn from: the PCA.
+    assert np.allclose(fit_whitening(data[:2], 1, ["a", "b"])[1], fit_whitening(data[:2], 1)[1])

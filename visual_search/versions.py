@@ -96,8 +96,13 @@ class _Target:
         return str(self.version.label) if self.version is not None else "the pretrained model"
 
 
-def activate(version: ModelVersion | int, *, progress: Progress | None = None, asynchronous: bool = False) -> ModelVersion:
+def activate(
+    version: ModelVersion | int, *, progress: Progress | None = None, asynchronous: bool = False, force: bool = False
+) -> ModelVersion:
     """Compute ``version``'s vectors for every registered image, then switch searches to it.
+
+    A version whose held-out figures do not beat the model in use (:func:`comparison`) is refused,
+    with the figures, unless ``force``.
 
     Searches go on with the active version's vectors until the switch, which is one transaction
     (the old version becomes ``retired`` and rolling back returns to it). ``asynchronous=True``
@@ -109,6 +114,8 @@ def activate(version: ModelVersion | int, *, progress: Progress | None = None, a
         version = _get(version)
     version.refresh_from_db()
     _check_activatable(version)
+    if not force:
+        _check_better(version)
     return _run(_Target(version, version.fingerprint, version), keep_previous=False, progress=progress, asynchronous=asynchronous)
 
 
@@ -161,6 +168,40 @@ def _check_activatable(version: ModelVersion) -> None:
     if why:
         raise VersionError(f"Cannot activate {version}: {why}.")
     _check_no_build(version)
+
+
+def comparison(version: ModelVersion) -> dict[str, Any] | None:
+    """How ``version`` compares with the model in use on its held-out photos, or None without figures.
+
+    ``{"after": its P@1, "serving": the P@1 of the model in use, "serving_name": which model that
+    is, "better": bool}``. The model in use is the pretrained one ("before", measured on the same
+    photos at training time) or, when a trained version is active, the better of that and the
+    active version's own held-out P@1.
+    """
+    metrics = version.metrics or {}
+    after = (metrics.get("after") or {}).get("p_at_1")
+    before = (metrics.get("before") or {}).get("p_at_1")
+    if not isinstance(after, (int, float)) or not isinstance(before, (int, float)):
+        return None
+    serving, name = float(before), "the pretrained model"
+    active = active_version()
+    if active is not None and active.pk != version.pk:
+        theirs = ((active.metrics or {}).get("after") or {}).get("p_at_1")
+        if isinstance(theirs, (int, float)) and theirs > serving:
+            serving, name = float(theirs), str(active.label)
+    return {"after": float(after), "serving": serving, "serving_name": name, "better": float(after) > serving}
+
+
+def _check_better(version: ModelVersion) -> None:
+    figures = comparison(version)
+    if figures is None or figures["better"]:
+        return
+    raise VersionError(
+        f"Not activating {version.label}: on its held-out photos it puts the right product first "
+        f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; customers would "
+        "get worse results. Train again (more epochs, or --blocks 4,5), or activate it anyway "
+        f"(`manage.py visual_search_versions activate {version.pk} --force`)."
+    )
 
 
 def _check_no_build(version: ModelVersion) -> None:
@@ -461,6 +502,7 @@ __all__ = [
     "VersionError",
     "activate",
     "active_version",
+    "comparison",
     "indexing_fingerprints",
     "prune",
     "rollback",

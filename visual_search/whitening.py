@@ -27,6 +27,7 @@ from .backends import get_backend
 from .conf import settings
 from .embeddings import images
 from .embeddings.augment import customer_view
+from .embeddings.pooling import l2_normalise
 from .models import ImageEmbedding, Whitening
 from .ranking import CANDIDATES, ArraySpace, Calibration, Policy, fit_calibration, fit_whitening, rank, transform
 from .registry import get_registration, get_registrations
@@ -46,10 +47,23 @@ CALIBRATION_IMAGES, CALIBRATION_VIEWS = 200, 2
 
 @dataclass
 class Sample:
-    """Stored vectors of one model and fingerprint, and the result each stands for."""
+    """Vectors of one model and fingerprint, the result each stands for and the image it comes from
+    (``sources``: the stored image's key; a customer view's is the image it was made from)."""
 
     vectors: np.ndarray
     result_ids: list[str]
+    sources: list | None = None
+
+    def __post_init__(self):
+        if self.sources is None:
+            self.sources = list(range(len(self.result_ids)))
+
+    def subset(self, rows) -> Sample:
+        rows = list(rows)
+        return Sample(self.vectors[rows], [self.result_ids[n] for n in rows], [self.sources[n] for n in rows])
+
+    def __len__(self) -> int:
+        return len(self.result_ids)
 
 
 def fit(result_model=None, fingerprint: str | None = None) -> list:
@@ -81,16 +95,14 @@ def _fit_model(model, fingerprint: str) -> Whitening | None:
     if augment:
         per_image, images_seen = (augment, AUGMENTED_IMAGES) if small else (CALIBRATION_VIEWS, CALIBRATION_IMAGES)
         customers = customer_views(rows, fingerprint, per_image, limit=images_seen)
-    # A small catalogue's covariance is estimated with its customer views; a big one's from itself.
-    basis = np.vstack([sample.vectors, customers.vectors]) if small and customers is not None else sample.vectors
-    dims = min(int(settings.WHITENING_DIMS), basis.shape[1], len(basis) - 1)
-    mean, projection = fit_whitening(basis, dims)
-    calibration = calibrate(sample, customers, (mean, projection))
+    dims, method = int(settings.WHITENING_DIMS), settings.WHITENING
+    mean, projection = learn(sample, customers if small else None, dims, method)
+    calibration = calibrate(sample, customers, dims, method, small=small)
     row, _ = Whitening.objects.update_or_create(
         result_type=result_type,
         fingerprint=fingerprint,
         defaults={
-            "dimensions": dims,
+            "dimensions": projection.shape[1],
             "trained_on": count,
             "mean": mean.tobytes(),
             "projection": projection.tobytes(),
@@ -98,8 +110,18 @@ def _fit_model(model, fingerprint: str) -> Whitening | None:
         },
     )
     get_backend().whitening_changed(result_type.pk, fingerprint)
-    logger.info("Whitening of %s learned from %s vectors (%s dimensions)", model._meta.label, len(basis), dims)
+    logger.info("Whitening of %s learned from %s vectors (%s dimensions)", model._meta.label, count, projection.shape[1])
     return row
+
+
+def learn(sample: Sample, customers: Sample | None, dims: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """The whitening (``method``: 'learned' or 'pca', as ``WHITENING``) of ``sample``'s vectors, with
+    ``customers``' views joining the estimate (a small catalogue's)."""
+    basis = sample if customers is None else Sample(
+        np.vstack([sample.vectors, customers.vectors]), sample.result_ids + customers.result_ids
+    )
+    labels = basis.result_ids if method == "learned" else None
+    return fit_whitening(basis.vectors, min(dims, basis.vectors.shape[1], len(basis) - 1), labels)
 
 
 def customer_views(rows, fingerprint: str, per_image: int, limit: int = AUGMENTED_IMAGES, seed: int = 0) -> Sample | None:
@@ -107,7 +129,7 @@ def customer_views(rows, fingerprint: str, per_image: int, limit: int = AUGMENTE
     seen as customers' photos are (``QUERY_VIEWS``); None when no image could be read."""
     extractor = serving.get_extractor(fingerprint)
     rng = random.Random(seed)
-    vectors, result_ids = [], []
+    vectors, result_ids, sources = [], [], []
     ids = list(rows.order_by("pk").values_list("pk", flat=True))
     chosen = sorted(rng.sample(ids, limit)) if len(ids) > limit else ids  # spread over the catalogue, seeded
     for row in rows.filter(pk__in=chosen).select_related("content_type").order_by("pk"):
@@ -117,7 +139,8 @@ def customer_views(rows, fingerprint: str, per_image: int, limit: int = AUGMENTE
         views = [customer_view(picture, rng)[0] for _ in range(per_image)]
         vectors.append(extractor.embed_images(views, settings.QUERY_VIEWS))
         result_ids += [row.result_id] * per_image
-    return Sample(np.vstack(vectors), result_ids) if vectors else None
+        sources += [row.pk] * per_image
+    return Sample(np.vstack(vectors), result_ids, sources) if vectors else None
 
 
 def _open(row: ImageEmbedding):
@@ -135,31 +158,74 @@ def _open(row: ImageEmbedding):
         return None
 
 
-def calibrate(sample: Sample, customers: Sample | None, whitening, policy: Policy | None = None) -> Calibration | None:
-    """The calibration of this catalogue's scores, from searches whose right answer is known.
+def calibrate(
+    sample: Sample, customers: Sample | None, dims: int, method: str | None, *, small: bool = False, policy: Policy | None = None
+) -> Calibration | None:
+    """The calibration of this catalogue's scores, from searches whose right answer is known, made
+    as a customer's photo is searched: by vectors the whitening never learned from.
 
-    Each image of a product that has others is searched among the rest of the catalogue (leave one
-    out), and each customer view among the whole catalogue; the candidates' scores, as a search
-    computes them, against which is the right product. None with no such search at all.
+    Some images of products that have others are set aside (``_held_out``); the whitening (of
+    ``dims`` by ``method``, None: none) is learned again without them, and each, with its customer
+    views, is searched among the rest. Half of the other images' customer views are searched too,
+    with the image they were made from hidden where its product has others (a small catalogue's
+    whitening learns from the other half). The candidates' scores, as a search computes them,
+    against which is the right product. None with no such search at all.
     """
-    stored = transform(sample.vectors, whitening)
-    space = ArraySpace.of(stored, sample.result_ids)
-    policy = replace(policy or Policy.from_settings(), calibration=None)
     rng = random.Random(0)
-    per_product = Counter(sample.result_ids)
-    known = [n for n, result in enumerate(sample.result_ids) if per_product[result] > 1]
-    searches = [(space.without(n), stored[n], sample.result_ids[n]) for n in rng.sample(known, min(len(known), CALIBRATION_QUERIES))]
+    held = _held_out(sample, rng)
+    rest = [n for n in range(len(sample)) if sample.sources[n] not in held]
+    gallery = sample.subset(rest)
+    # (vector, answer, the gallery row of the image it was made from: hidden when its product has others)
+    queries = [(sample.vectors[n], sample.result_ids[n], None) for n in range(len(sample)) if sample.sources[n] in held]
+    learned_from = None
     if customers is not None:
-        asked = transform(customers.vectors, whitening)
-        picked = rng.sample(range(len(asked)), min(len(asked), CALIBRATION_QUERIES))
-        searches += [(space, asked[n], customers.result_ids[n]) for n in picked]
+        row_of = {source: n for n, source in enumerate(gallery.sources)}
+        images_of = Counter(gallery.result_ids)
+        seen, fit_rows = Counter(), []
+        for n, source in enumerate(customers.sources):
+            seen[source] += 1
+            if source in held or seen[source] % 2 == 0:
+                row = row_of.get(source)
+                hide = row if row is not None and images_of[customers.result_ids[n]] > 1 else None
+                queries.append((customers.vectors[n], customers.result_ids[n], hide))
+            else:
+                fit_rows.append(n)
+        learned_from = customers.subset(fit_rows) if small and fit_rows else None
+    if not queries or len(gallery) < 2:
+        return None
+    whitening = learn(gallery, learned_from, dims, method) if method else None
+    space = ArraySpace.of(transform(gallery.vectors, whitening), gallery.result_ids)
+    policy = replace(policy or Policy.from_settings(), calibration=None)
     known_answers = []
-    for where, query, answer in searches:
-        hits = rank(where, query, limit=CANDIDATES, policy=policy)
+    for query, answer, hide in rng.sample(queries, min(len(queries), 2 * CALIBRATION_QUERIES)):
+        where = space if hide is None else space.without(hide)
+        hits = rank(where, transform(query, whitening), limit=CANDIDATES, policy=policy)
         if hits:
             found = [hit.result_id for hit in hits]
             known_answers.append(([hit.score for hit in hits], found.index(answer) if answer in found else -1))
     return fit_calibration(known_answers) if known_answers else None
+
+
+def _held_out(sample: Sample, rng: random.Random) -> set:
+    """Images set aside to calibrate on: up to ``CALIBRATION_QUERIES``, of products with more than
+    one image, each product keeping at least one (one in five of its images at most, at least one).
+
+    A product's least typical images are chosen (the farthest from the mean of its others): a
+    customer's photo is taken elsewhere, where a shop's photos of one product are often a series.
+    """
+    by_result: dict[str, list[int]] = {}
+    for n, result_id in enumerate(sample.result_ids):
+        by_result.setdefault(result_id, []).append(n)
+    candidates = []
+    for rows in by_result.values():
+        if len(rows) > 1:
+            vectors = l2_normalise(sample.vectors[rows])
+            others = (vectors.sum(axis=0)[None, :] - vectors) / (len(rows) - 1)
+            typical = np.einsum("nd,nd->n", vectors, l2_normalise(others))
+            order = np.argsort(typical)
+            picked = order[: max(1, len(rows) // 5)] if len(candidates) % 2 == 0 else rng.sample(list(order), max(1, len(rows) // 5))
+            candidates += [sample.sources[rows[n]] for n in picked]
+    return set(rng.sample(candidates, min(len(candidates), CALIBRATION_QUERIES)))
 
 
 # A covariance of 512 dimensions is estimated well from this many vectors; more only costs time.
@@ -172,8 +238,12 @@ def _sample_vectors(rows, ids: np.ndarray) -> Sample:
     found = []
     for start in range(0, len(ids), 5000):
         chunk = [int(i) for i in ids[start : start + 5000]]
-        found += rows.filter(id__in=chunk).values_list("result_id", "vector")
-    return Sample(np.stack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob in found]), [r for r, _ in found])
+        found += rows.filter(id__in=chunk).values_list("id", "result_id", "vector")
+    return Sample(
+        np.stack([np.frombuffer(bytes(blob), dtype=np.float32) for _, _, blob in found]),
+        [r for _, r, _ in found],
+        [pk for pk, _, _ in found],
+    )
 
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:

@@ -1,7 +1,7 @@
 """Held-out figures that tell staff whether a trained version helps: precision by product and category.
 
 Each held-out image is a query against the training images (the gallery), ranked the way the shop
-searches (:func:`visual_search.ranking.score_matrix`): PCA whitening learned on the gallery
+searches (:func:`visual_search.ranking.score_matrix`): whitening learned on the gallery
 (``WHITENING``/``WHITENING_DIMS``) and alpha query expansion (``QUERY_EXPANSION``), so "before"
 and "after" are what customers would see.
 
@@ -30,12 +30,15 @@ def evaluate(
     whitening_dims: int | None = None,
     expansion: int = 0,
     alpha: float = 3.0,
+    learned: bool = False,
 ) -> dict:
-    """Precision figures of ``queries`` (held-out vectors) searched among ``gallery`` vectors."""
+    """Precision figures of ``queries`` (held-out vectors) searched among ``gallery`` vectors;
+    ``learned``: the whitening is learned from the gallery's products (``WHITENING="learned"``)."""
     if len(queries) == 0 or len(gallery) == 0:
         return {"queries": 0}
     policy = Policy(expansion=int(expansion), alpha=float(alpha))
-    scores = score_matrix(np.asarray(queries), np.asarray(gallery), whitening_dims=whitening_dims, policy=policy)
+    scores = score_matrix(np.asarray(queries), np.asarray(gallery), whitening_dims=whitening_dims, policy=policy,
+                          labels=list(gallery_products) if learned else None)
     k = min(10, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     qp, gp = np.asarray(query_products), np.asarray(gallery_products)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..conf import settings
-from ..embeddings import images
+from ..embeddings import images, runtime
 from ..embeddings.adapted import build_head, build_trunk, trained_blocks
 from ..embeddings.augment import augment
 from . import evaluation
@@ -129,8 +129,7 @@ def trunk_features(
         chunk_rng = random.Random(rng.random())
         return [(n, _decode(items[n], size, views, chunk_rng)) for n in chunk]
 
-    import tensorflow as tf
-
+    tf = runtime.tensorflow()
     # One traced graph for every batch size, as the extractor does: no per-op eager dispatch.
     forward = tf.function(
         lambda x: tf.cast(trunk(x, training=False), tf.float16),
@@ -186,8 +185,7 @@ def train(
     epoch; calling ``held_out_figures()`` measures the held-out figures then (the benchmark's
     learning curve; it costs a forward pass of the clean maps).
     """
-    import keras
-
+    keras = runtime.keras()
     started = time.monotonic()
     keras.utils.set_random_seed(int(options.seed))
     config = network_config(options)
@@ -272,9 +270,7 @@ class _Labels:
 
 def _training_step(head, options: TrainingOptions, labels: _Labels) -> Callable:
     """One optimiser step on a batch of maps: CosFace over products, plus over categories if any."""
-    import keras
-    import tensorflow as tf
-
+    keras, tf = runtime.keras(), runtime.tensorflow()
     n_products, n_categories = len(labels.products), len(labels.categories)
     classes = tf.Variable(tf.random.normal((options.dims, n_products), stddev=0.05, seed=options.seed), name="products")
     use_categories = n_categories > 1 and options.category_weight > 0
@@ -309,8 +305,7 @@ def _training_step(head, options: TrainingOptions, labels: _Labels) -> Callable:
 
 def _epoch(step, maps, owners, labels: _Labels, options: TrainingOptions, rng, epoch: int, progress, should_stop) -> float:
     """One pass: each training image once, in one of its views drawn at random; returns the last loss."""
-    import tensorflow as tf
-
+    tf = runtime.tensorflow()
     steps_per_epoch = labels.steps_per_epoch(options.batch_size)
     total_steps = steps_per_epoch * options.epochs
     order = np.array([rng.choice(labels.rows_of[int(n)]) for n in rng.permutation(labels.train_images)])
@@ -357,8 +352,7 @@ def _held_out_measure(head, maps: np.ndarray, owners: np.ndarray, everything: Se
 
 
 def _learning_rate(options: TrainingOptions, peak: float, total_steps: int, steps_per_epoch: int):
-    import keras
-
+    keras = runtime.keras()
     if options.schedule == "constant":
         return float(peak)
     if options.schedule != "cosine":
@@ -387,6 +381,7 @@ def evaluate_vectors(
             "whitening_dims": int(settings.WHITENING_DIMS) if settings.WHITENING else None,
             "expansion": int(settings.QUERY_EXPANSION or 0),
             "alpha": float(settings.QUERY_EXPANSION_ALPHA),
+            "learned": settings.WHITENING == "learned",
             **search,
         },
     )

@@ -44,9 +44,13 @@ class Command(BaseCommand):
         parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 2).")
         parser.add_argument("--time-limit", type=float, help="Stop after the last epoch that fits in this many seconds (default: run every epoch).")
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
-        parser.add_argument("--activate", action="store_true", help="When trained, compute every image's vector with it and switch search to it.")
+        parser.add_argument(
+            "--activate", action="store_true",
+            help="When trained, and when its held-out figures beat the model in use, compute every image's vector with it and switch search to it.",
+        )
+        parser.add_argument("--force", action="store_true", help="With --activate: switch even when the figures are not better.")
 
-    def handle(self, *args, model=None, asynchronous=False, activate=False, verbosity=1, **options):
+    def handle(self, *args, model=None, asynchronous=False, activate=False, force=False, verbosity=1, **options):
         label = self._model(model)
         keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit", "trained_blocks")
         chosen = {k: options[k] for k in keys if options.get(k) is not None}
@@ -77,8 +81,11 @@ class Command(BaseCommand):
             raise CommandError(f"Training failed: {version.error}")
         self._report(version)
         if activate:
-            with progress.Followed(self, desc="Computing vectors", show=verbosity > 0) as bar:
-                versions.activate(version, progress=bar)
+            try:
+                with progress.Followed(self, desc="Computing vectors", show=verbosity > 0) as bar:
+                    versions.activate(version, progress=bar, force=force)
+            except versions.VersionError as exc:
+                raise CommandError(f"Version {version.pk} is trained and kept, but search is unchanged. {exc}") from exc
             self.stdout.write(self.style.SUCCESS(f"Search now uses version {version.pk}. Roll back with `manage.py visual_search_versions rollback`."))
         else:
             self.stdout.write(f"Search is unchanged. Switch to it with `manage.py visual_search_versions activate {version.pk}`.")

@@ -31,6 +31,9 @@ class Command(BaseCommand):
         activate_parser = commands.add_parser("activate", help="Compute a version's vectors, then switch searches to it.")
         activate_parser.add_argument("version", type=int, help="The version's id (see `list`).")
         rollback_parser = commands.add_parser("rollback", help="Switch back to the version that was active before.")
+        activate_parser.add_argument(
+            "--force", action="store_true", help="Activate even when its held-out figures do not beat the model in use."
+        )
         for sub in (activate_parser, rollback_parser):
             sub.add_argument("--async", dest="asynchronous", action="store_true", help="Compute on the Celery workers and return at once.")
         commands.add_parser("prune", help="Delete the vectors of retired versions, keeping those a rollback needs.")
@@ -60,13 +63,13 @@ class Command(BaseCommand):
         if ready:
             self.stdout.write(f"Switch to a trained version with `manage.py visual_search_versions activate {ready[-1].pk}`.")
 
-    def _activate(self, *, version, asynchronous=False, verbosity=1, **options):
+    def _activate(self, *, version, asynchronous=False, verbosity=1, force=False, **options):
         if asynchronous:
-            result = activate(version, asynchronous=True)
+            result = activate(version, asynchronous=True, force=force)
             self._report(result, queued=result.status == ModelVersion.Status.BUILDING)
             return
         with self._bar(verbosity) as progress:
-            result = activate(version, progress=progress)
+            result = activate(version, progress=progress, force=force)
         self._report(result)
 
     def _rollback(self, *, asynchronous=False, verbosity=1, **options):
