@@ -1,7 +1,8 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
-backend against the exact one: benchmarks/results/ann.json). ``ann`` and ``training`` run only when named.
+backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API) and ``crop``
+(searching a region of the photo) run only when named.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _option(item: str) -> tuple[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--ann-sizes", default="100000,1000000", help="Catalogue sizes for the ann suite.")
@@ -63,6 +64,14 @@ def main() -> None:
 
             blocks = parse_blocks(args.trained_blocks) if args.trained_blocks else None
             figures = training.run(args.epochs, args.views, args.image_size, args.time_limit, blocks, args.curve, **overrides)
+        elif suite == "crop":
+            from . import crop
+
+            figures = crop.run()
+        elif suite == "demo":
+            from . import demo_api
+
+            figures = demo_api.run()
         elif suite == "ann":
             from . import backends_ann
 

@@ -5,7 +5,7 @@ one in the photo (P@1), or is among the first five products (hit@5). Two protoco
 
 - ``val``: the searched catalogue is the 2,640 ``train`` photos and the 81 catalogue images; the
   queries are the 296 ``val`` photos (the protocol of the training figures).
-- ``demo``: the demo shop's catalogue (4 ``train`` photos and the catalogue image per product, 405
+- ``demo``: the demo shop's catalogue (6 ``train`` photos and the catalogue image per product, 567
   images); the queries are the same 296 ``val`` photos, customer photos the shop has never seen.
 
 Vectors come from the product's own extractor (``VISUAL_SEARCH`` of the benchmark settings), one per

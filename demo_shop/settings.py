@@ -98,6 +98,8 @@ VISUAL_SEARCH = {
     # The shop's own rule, the same one its pages use: an unpublished product is never a result.
     "VISIBILITY": "demo_shop.catalogue.visibility.browsable",
     "API_FILTERS": {"category": "category__slug"},
+    # Price and currency on every result card (API, search page, similar products); thumbnails by default.
+    "RESULT_ADAPTER": "demo_shop.catalogue.results.ProductResultAdapter",
     "API_RESULT_SERIALIZER": "demo_shop.catalogue.api.ProductResultSerializer",
     "SEARCH_THROTTLE_RATE": "30/min",
     # `manage.py visual_search_train` (or the admin's "Train a new version") learns "same kind"

@@ -9,6 +9,8 @@ urlpatterns = [
     # The no-JavaScript search page; the widget's form posts here.
     path("search/", include("visual_search.urls")),
     path("api/visual-search/", include("visual_search.api.urls")),
+    # The whole project's schema, as a file for tools. People read the API's docs page instead:
+    # /api/visual-search/docs/ (visual_search.api.urls serves it, and the API's own schema/).
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -9,6 +9,10 @@ from django.core.files.storage import default_storage
 
 DATA = Path(__file__).resolve().parent.parent / "demo_shop" / "data" / "grocery_store"
 
+# tests/oscar needs django-oscar and runs on its own settings, as a second command (.ci/run):
+# DJANGO_SETTINGS_MODULE=tests.oscar.settings python -m pytest tests/oscar -m oscar
+collect_ignore = [] if os.environ.get("DJANGO_SETTINGS_MODULE") == "tests.oscar.settings" else ["oscar"]
+
 
 def photos(split: str = "train") -> dict[str, list[Path]]:
     """Real shop photos shipped with the demo, by product name."""

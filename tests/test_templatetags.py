@@ -60,7 +60,7 @@ def test_search_page_renders_results_server_side(client, shop):
     assert "2 results, best match first." in html
     assert html.index("Oatly Oat Milk") < html.index("Arla Standard Milk")
     assert "Granny Smith" not in html
-    assert f'href="/products/{shop["Oatly-Oat-Milk"].pk}/"' in html
+    assert f'/products/{shop["Oatly-Oat-Milk"].pk}/"' in html  # relative or absolute
 
 
 def test_search_page_shows_errors_with_their_status(client, shop):

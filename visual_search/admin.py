@@ -49,11 +49,13 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
             except LookupError:
                 continue
             queued += queue.enqueue(label, field, pks, force=True)
-        self.message_user(
-            request,
-            ngettext("%d image queued for recomputing.", "%d images queued for recomputing.", queued) % queued,
-            messages.SUCCESS,
-        )
+        if queue.use_celery():
+            text = ngettext("%d image queued for recomputing.", "%d images queued for recomputing.", queued) % queued
+        else:  # done in this request: say so, and what is still failing
+            text = ngettext("%d image recomputed.", "%d images recomputed.", queued) % queued
+            if failed := queryset.filter(status=ImageEmbedding.Status.FAILED).count():
+                text += " " + ngettext("%d still failed: the error column says why.", "%d still failed: the error column says why.", failed) % failed
+        self.message_user(request, text, messages.SUCCESS)
 
 
 @admin.register(Whitening)
@@ -114,7 +116,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("label", "status", "precision_at_1", "progress_display", "created_at", "activated_at")
     list_filter = ("status",)
     search_fields = ("label", "fingerprint")
-    actions = ["activate_selected", "rollback", "cancel"]
+    actions = ["activate_selected", "activate_anyway", "rollback", "cancel"]
     change_list_template = "admin/visual_search/modelversion/change_list.html"
     change_form_template = "admin/visual_search/modelversion/change_form.html"
     fields = (
@@ -147,7 +149,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
         before, after = (metrics.get(k) or {} for k in ("before", "after"))
         if "p_at_1" not in after:
             return "-"
-        return f"{_figure(before.get('p_at_1'))} → {_figure(after['p_at_1'])}"
+        figures = f"{_figure(before.get('p_at_1'))} → {_figure(after['p_at_1'])}"
+        compared = versions.comparison(obj)
+        if compared is None or obj.status == Version.ACTIVE:
+            return figures
+        verdict = _("better") if compared["better"] else _("not better")
+        return format_html("{} <strong>({})</strong>", figures, verdict)
 
     @admin.display(description=_("progress"))
     def progress_display(self, obj: ModelVersion) -> str:
@@ -201,9 +208,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, _("Select exactly one version to activate."), messages.WARNING)
             return
-        version = queryset.get()
+        self._activate(request, queryset.get(), force=False)
+
+    @admin.action(description=_("Activate the selected version even if its figures are not better"), permissions=["change"])
+    def activate_anyway(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, _("Select exactly one version to activate."), messages.WARNING)
+            return
+        self._activate(request, queryset.get(), force=True)
+
+    def _activate(self, request, version: ModelVersion, *, force: bool) -> None:
         try:
-            result = versions.activate(version, asynchronous=queue.use_celery())
+            result = versions.activate(version, asynchronous=queue.use_celery(), force=force)
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import model_ngettext
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -120,6 +121,18 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
     return queued
 
 
+def images_done(images: int, *, again: bool = False) -> str:
+    """"15 images indexed" when the work ran in this request (no Celery), "15 images queued for
+    indexing" when the workers have it: staff should know whether to wait."""
+    if queue.use_celery():
+        if again:
+            return ngettext("%d stale or failed image queued again", "%d stale or failed images queued again", images) % images
+        return ngettext("%d image queued for indexing", "%d images queued for indexing", images) % images
+    if again:
+        return ngettext("%d stale or failed image indexed again", "%d stale or failed images indexed again", images) % images
+    return ngettext("%d image indexed", "%d images indexed", images) % images
+
+
 class VisualSearchAdminMixin:
     """Adds visual search to a ``ModelAdmin``: see the module docstring."""
 
@@ -151,16 +164,29 @@ class VisualSearchAdminMixin:
 
     @admin.action(description=_("Reindex visual search"))
     def visual_search_reindex(self, request, queryset):
-        queued = queue_objects(self.model, list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, ngettext("%d image queued for visual search indexing.", "%d images queued for visual search indexing.", queued) % queued, messages.SUCCESS)
+        pks = list(queryset.values_list("pk", flat=True))
+        self._work_message(request, pks, images_done(queue_objects(self.model, pks)))
 
     @admin.action(description=_("Requeue stale and failed visual search images"))
     def visual_search_requeue_failed(self, request, queryset):
-        queued = queue_objects(self.model, list(queryset.values_list("pk", flat=True)), only=("stale", "failed"))
-        self._requeued_message(request, queued)
+        pks = list(queryset.values_list("pk", flat=True))
+        self._work_message(request, pks, images_done(queue_objects(self.model, pks, only=("stale", "failed")), again=True))
 
-    def _requeued_message(self, request, queued: int) -> None:
-        self.message_user(request, ngettext("%d stale or failed image queued again.", "%d stale or failed images queued again.", queued) % queued, messages.SUCCESS)
+    def _work_message(self, request, pks: list[Any] | None, done: str) -> None:
+        """"3 products: 15 images indexed.", and which still failed when the work ran here."""
+        text = f"{len(pks)} {model_ngettext(self.opts, len(pks))}: {done}." if pks is not None else f"{done[:1].upper()}{done[1:]}."
+        failed = 0 if queue.use_celery() else self._failed_count(pks)
+        if failed:
+            text += " " + ngettext(
+                "%(count)d %(objects)s still has a failed image: the visual search column says why.",
+                "%(count)d %(objects)s still have a failed image: the visual search column says why.",
+                failed,
+            ) % {"count": failed, "objects": model_ngettext(self.opts, failed)}
+        self.message_user(request, text, messages.WARNING if failed else messages.SUCCESS)
+
+    def _failed_count(self, pks: list[Any] | None) -> int:
+        objects = self.model._default_manager.all() if pks is None else self.model._default_manager.filter(pk__in=pks)
+        return annotate_status(objects).filter(visual_search_rank=RANKS["failed"]).count()
 
     # -- the changelist button: requeue every stale or failed image of this model -------------------
 
@@ -178,7 +204,7 @@ class VisualSearchAdminMixin:
     def visual_search_requeue_view(self, request):
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        queued = queue_objects(self.model, list(self.model._default_manager.values_list("pk", flat=True)), only=("stale", "failed"))
-        self._requeued_message(request, queued)
+        done = queue_objects(self.model, list(self.model._default_manager.values_list("pk", flat=True)), only=("stale", "failed"))
+        self._work_message(request, None, images_done(done, again=True))
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))

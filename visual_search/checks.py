@@ -26,6 +26,7 @@ from .conf import (
     NOT_IMPORTABLE,
     SPEC,
     VGG16_LAYERS,
+    WRONG_TYPE,
     Setting,
     did_you_mean,
     settings,
@@ -34,6 +35,7 @@ from .conf import (
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
 from .registry import get_registrations, registrations_for_result
+from .results import ResultAdapter
 from .training.trainer import TrainingOptions
 
 __all__ = ["DEEP_CHECKS", "VGG16_LAYERS", "check_for", "check_settings", "deep_check"]
@@ -161,6 +163,19 @@ def check_signal_processor(value: Any) -> list[checks.CheckMessage]:
 def check_result_serializer(value: Any) -> list[checks.CheckMessage]:
     """The serializer class imports (it is only built on the first search otherwise)."""
     return _check_importable(SPEC["API_RESULT_SERIALIZER"], value)
+
+
+@deep_check("RESULT_ADAPTER")
+def check_result_adapter(value: Any) -> list[checks.CheckMessage]:
+    """A :class:`ResultAdapter` subclass (it is only built on the first search otherwise)."""
+    spec = SPEC["RESULT_ADAPTER"]
+    if problems := _check_importable(spec, value):
+        return problems
+    adapter = import_string(value)
+    if isinstance(adapter, type) and issubclass(adapter, ResultAdapter):
+        return []
+    hint = "Subclass visual_search.results.ResultAdapter and name the subclass."
+    return [spec.error(f"= {value!r} is not a ResultAdapter subclass.", WRONG_TYPE, hint=hint)]
 
 
 def _check_importable(spec: Setting, value: Any) -> list[checks.CheckMessage]:

@@ -15,6 +15,12 @@ class InvalidImage(VisualSearchError, ValueError):
     code = "invalid_image"
 
 
+class InvalidBox(InvalidImage):
+    """The region of the photo to search (``box``) is malformed, empty or outside the image."""
+
+    code = "invalid_box"
+
+
 class ImageTooLarge(InvalidImage):
     """The file is larger than ``MAX_UPLOAD_BYTES`` or has more pixels than ``MAX_PIXELS``."""
 

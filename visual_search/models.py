@@ -63,7 +63,9 @@ class ImageEmbedding(models.Model):
     objects = EmbeddingQuerySet.as_manager()
 
     class Meta:
-        verbose_name = _("image embedding")
+        # Staff words in the admin's sidebar: what it is for them, not how it is computed.
+        verbose_name = _("indexed image")
+        verbose_name_plural = _("product image index")
         constraints = [
             models.UniqueConstraint(
                 fields=["content_type", "object_id", "field_name", "fingerprint"], name="visual_search_one_per_image_version"
@@ -105,7 +107,8 @@ class Whitening(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = _("whitening")
+        verbose_name = _("search tuning (whitening)")
+        verbose_name_plural = _("search tuning (whitening)")
         constraints = [models.UniqueConstraint(fields=["result_type", "fingerprint"], name="visual_search_one_whitening")]
 
     def __str__(self) -> str:
@@ -159,7 +162,8 @@ class ModelVersion(models.Model):
     activated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name = _("model version")
+        verbose_name = _("trained model version")
+        verbose_name_plural = _("trained model versions")
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(

@@ -16,7 +16,8 @@ from django.core.exceptions import FieldError, ValidationError
 
 from . import search
 from .conf import settings
-from .exceptions import ImageTooLarge, InvalidImage, UnsupportedFormat
+from .embeddings.images import Box
+from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
 from .registry import search_model, visible
 from .results import apply_filters, describe
 
@@ -47,11 +48,21 @@ def _too_large() -> PhotoSearchError:
 
 
 def check_content_length(meta: Mapping[str, Any]) -> None:
-    """Refuse a request body that cannot hold an acceptable photo, before it is read or parsed."""
+    """Refuse a request body that cannot hold an acceptable photo, before it is read or parsed.
+
+    A body must declare its length: Django reads no more than ``Content-Length`` says, and a
+    chunked body (no length, which gunicorn accepts) would be read as empty, so it gets 411 saying
+    so rather than "send a photo". A declared length over ``MAX_UPLOAD_BYTES`` gets 413 unread.
+    """
+    declared = meta.get("CONTENT_LENGTH")
+    if not declared and "chunked" in str(meta.get("HTTP_TRANSFER_ENCODING", "")).lower():
+        raise PhotoSearchError(
+            411, "length_required", "Send the photo with a Content-Length header; chunked uploads are not accepted."
+        )
     try:
-        length = int(meta.get("CONTENT_LENGTH") or 0)
+        length = int(declared or 0)
     except ValueError:
-        return
+        raise PhotoSearchError(400, "invalid_length", "The Content-Length header is not a number.") from None
     if length > max_upload_bytes() + MULTIPART_SLACK:
         raise _too_large()
 
@@ -68,6 +79,22 @@ def parse_limit(value: Any) -> int:
     if not 1 <= limit <= highest:
         raise PhotoSearchError(400, "invalid_limit", f"limit must be a whole number from 1 to {highest}.")
     return limit
+
+
+# The no-JavaScript page sends the box as four form fields; the API as one.
+BOX_FIELDS = ("box_x0", "box_y0", "box_x1", "box_y1")
+
+
+def parse_box(params: Mapping[str, Any]) -> Box | None:
+    """The region of the photo to search: ``box=x0,y0,x1,y1`` or the four ``BOX_FIELDS`` (fractions
+    of the photo, 0 to 1); None for the whole photo. 400 ``invalid_box`` when malformed."""
+    value = params.get("box")
+    if value in (None, "") and any(params.get(field) not in (None, "") for field in BOX_FIELDS):
+        value = [params.get(field) for field in BOX_FIELDS]
+    try:
+        return Box.parse(value)
+    except InvalidBox as exc:
+        raise PhotoSearchError(400, exc.code, str(exc)) from None
 
 
 def search_queryset(params: Mapping[str, Any], request=None):
@@ -92,10 +119,11 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     if getattr(upload, "size", 0) > max_upload_bytes():
         raise _too_large()
     limit = parse_limit(params.get("limit")) if limit is None else limit
+    box = parse_box(params)
     queryset = search_queryset(params, request)
     started = time.perf_counter()
     try:
-        results = search.search_by_image(upload, queryset, limit=limit)
+        results = search.search_by_image(upload, queryset, limit=limit, box=box)
     except ImageTooLarge as exc:
         raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None
     except UnsupportedFormat as exc:

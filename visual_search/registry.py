@@ -73,7 +73,9 @@ class Registration:
 _registered: dict[tuple[str, str], Registration] = {}
 
 
-def _make(model: type[models.Model], image_field: str, result: str | None) -> Registration:
+def _make(
+    model: type[models.Model], image_field: str, result: str | None, registration_class: type[Registration] | None = None
+) -> Registration:
     try:
         field = model._meta.get_field(image_field)
     except Exception as exc:
@@ -86,7 +88,7 @@ def _make(model: type[models.Model], image_field: str, result: str | None) -> Re
             f"{model.__name__}.{image_field} is a {type(field).__name__}; visual search needs an "
             "ImageField or FileField."
         )
-    registration = Registration(model=model, image_field=image_field, result=result)
+    registration = (registration_class or Registration)(model=model, image_field=image_field, result=result)
     try:
         registration.result_model  # noqa: B018 - validates the result path now, not at first search
     except Exception as exc:
@@ -94,13 +96,24 @@ def _make(model: type[models.Model], image_field: str, result: str | None) -> Re
     return registration
 
 
-def register(model: type[models.Model], image_field: str = "image", result: str | None = None) -> Registration:
+def register(
+    model: type[models.Model],
+    image_field: str = "image",
+    result: str | None = None,
+    *,
+    registration_class: type[Registration] | None = None,
+) -> Registration:
     """Make ``model.image_field`` searchable. Call it from an ``AppConfig.ready()``.
 
     ``result`` is the path (``"product"`` or ``"variant__product"``) from ``model`` to the object
     that search results return; leave it out when ``model`` is itself what customers search for.
+    ``registration_class``: a :class:`Registration` subclass that maps an image to its result its
+    own way (``result_pk`` and ``result_pk_lookup``; django-oscar's variants: a child's image stands
+    for its parent, visual_search.contrib.oscar.registration).
     """
-    registration = _make(model, image_field, result)
+    if registration_class is not None and not issubclass(registration_class, Registration):
+        raise ImproperlyConfigured(f"registration_class must be a subclass of visual_search.registry.Registration, not {registration_class!r}.")
+    registration = _make(model, image_field, result, registration_class)
     _registered[(registration.label, image_field)] = registration
     for observer in list(_observers):
         observer(registration)

@@ -2,24 +2,153 @@
 
 One place turns :class:`~visual_search.search.SearchResult` objects into plain dicts, so the JSON
 API, the server-rendered search page and the ``{% similar_products %}`` tag agree on every field.
+How a shop's objects look in those dicts (name, link, thumbnail, price...) is the shop's
+:class:`ResultAdapter`, named in ``VISUAL_SEARCH["RESULT_ADAPTER"]``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage
 from django.db import models
+from django.db.models.fields.files import FieldFile
+from django.utils.module_loading import import_string
+from PIL import Image
 
 from . import search
+from .conf import settings
+from .embeddings.images import checksum, open_image, read_bytes
 from .registry import filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
 
+# The public fields of every result (the JSON API's, in this order), and those only templates and
+# Python callers see. An adapter's extra fields may add to them, never replace them.
+BASE_KEYS = ("id", "name", "url", "image_url", "score")
+INTERNAL_KEYS = ("object", "similarity", "probability")
+RESERVED_KEYS = frozenset(BASE_KEYS + INTERNAL_KEYS)
 
-def image_urls(objects: Iterable[models.Model]) -> dict[Any, str | None]:
-    """``{pk: url}`` of each object's picture: its own registered image, else its first gallery image.
+THUMBNAIL_FOLDER = "visual_search/thumbnails"
+_THUMBNAIL_CACHE_PREFIX = "visual_search:thumbnail:"
+_THUMBNAIL_FAILED = ""  # cached for an image with no thumbnail: its original is shown
+_WARNED: set[type] = set()  # adapters whose extra() clashed with a base field
+
+
+class ResultAdapter:
+    """How a shop's objects appear in results. Subclass and name it in VISUAL_SEARCH['RESULT_ADAPTER'].
+
+    One instance serves one list of results: :meth:`prepare` sees the whole list first (fetch
+    prices or stock in one query there, not one per result), then the other methods are called
+    per object. ``describe()`` makes :meth:`url` and :meth:`thumbnail_url` absolute when it has
+    the request, and merges :meth:`extra` into each result.
+    """
+
+    @property
+    def thumbnail_size(self) -> int:
+        """The longest side in px of the default thumbnail (``THUMBNAIL_SIZE``); a subclass may set
+        ``thumbnail_size = 200`` instead."""
+        return int(settings.THUMBNAIL_SIZE)
+
+    def prepare(self, objects: Sequence[models.Model], request=None) -> None:
+        """Called once per result list, before the per-object methods: e.g.
+        ``prefetch_related_objects(objects, "stockrecords")``. The default does nothing."""
+
+    def name(self, obj: models.Model) -> str:
+        """The result's title: ``str(obj)``."""
+        return str(obj)
+
+    def url(self, obj: models.Model) -> str | None:
+        """The object's page: ``obj.get_absolute_url()`` if it has one, else None."""
+        return obj.get_absolute_url() if hasattr(obj, "get_absolute_url") else None
+
+    def thumbnail_url(self, obj: models.Model, image: FieldFile | None) -> str | None:
+        """The picture's URL; ``image`` is the one found for ``obj`` (its own, else its first gallery
+        image), or None. The default is a small cached JPEG (:func:`thumbnail`); a shop with its own
+        thumbnailer (sorl-thumbnail, easy-thumbnails) returns that one's URL here."""
+        return thumbnail(image, self.thumbnail_size)
+
+    def extra(self, obj: models.Model, request=None) -> dict[str, Any]:
+        """JSON-safe fields added to the result, e.g. ``{"price": "12.90", "currency": "SEK",
+        "available": True}``. They cannot replace the base fields (id, name, url, image_url, score)."""
+        return {}
+
+
+def result_adapter() -> ResultAdapter:
+    """A new instance of the ``RESULT_ADAPTER`` class."""
+    return import_string(settings.RESULT_ADAPTER)()
+
+
+def thumbnail(image: FieldFile | None, size: int) -> str | None:
+    """The URL of a JPEG of ``image`` at most ``size`` px on its longest side, made once; never raises.
+
+    The thumbnail is saved beside the original, in the same storage, under ``THUMBNAIL_FOLDER``,
+    named by a hash of the original's name, ``size`` and modification time (its checksum where the
+    storage has no times), so a changed image gets a new one. Which thumbnail an image has is
+    remembered in Django's cache (for CACHES' TIMEOUT), so a page of results costs no storage call.
+    An image that cannot be read (broken, too many pixels, a refused format) shows its original.
+    """
+    if not image:
+        return None
+    storage, name = image.storage, image.name
+    key = _thumbnail_cache_key(storage, name, size)
+    made = cache.get(key)
+    if made is None:
+        made = _make_thumbnail(storage, name, size)
+        cache.set(key, made)
+    return storage.url(made or name)
+
+
+def _thumbnail_cache_key(storage: Storage, name: str, size: int) -> str:
+    # Hashed: names may be longer or hold characters that memcached does not take in a key.
+    where = f"{type(storage).__module__}.{type(storage).__qualname__}|{name}|{size}"
+    return _THUMBNAIL_CACHE_PREFIX + hashlib.sha256(where.encode()).hexdigest()
+
+
+def _make_thumbnail(storage: Storage, name: str, size: int) -> str:
+    """The storage name of the thumbnail, made if missing; ``_THUMBNAIL_FAILED`` if it cannot be."""
+    try:
+        version = hashlib.sha256(f"{name}|{size}|{_file_version(storage, name)}".encode()).hexdigest()[:40]
+        target = f"{THUMBNAIL_FOLDER}/{version}.jpg"
+        if storage.exists(target):
+            return target
+        # Two processes may both get here; the second's save picks another name, and both work.
+        return storage.save(target, ContentFile(_render_thumbnail(storage, name, size)))
+    except Exception as exc:  # a broken image, a storage error: the original still shows
+        logger.warning("No thumbnail of %s (%s: %s); showing the original image", name, type(exc).__name__, exc)
+        return _THUMBNAIL_FAILED
+
+
+def _file_version(storage: Storage, name: str) -> str:
+    try:
+        return storage.get_modified_time(name).isoformat()
+    except NotImplementedError:  # storages without modification times: the bytes themselves
+        return checksum(_read(storage, name))
+
+
+def _read(storage: Storage, name: str) -> bytes:
+    with storage.open(name, "rb") as handle:
+        return read_bytes(handle, int(settings.MAX_INDEX_BYTES))
+
+
+def _render_thumbnail(storage: Storage, name: str, size: int) -> bytes:
+    """JPEG bytes: decoded as the index decodes (bounded pixels and formats, EXIF-rotated, RGB)."""
+    image = open_image(_read(storage, name), max_pixels=int(settings.MAX_PIXELS),
+                       allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size)
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85, optimize=True, progressive=True)
+    return buffer.getvalue()
+
+
+def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
+    """``{pk: file}`` of each object's picture: its own registered image, else its first gallery image.
 
     Two queries at most per registration, whatever the number of objects.
     """
@@ -27,17 +156,17 @@ def image_urls(objects: Iterable[models.Model]) -> dict[Any, str | None]:
     if not objects:
         return {}
     model = type(objects[0])
-    urls: dict[Any, str | None] = {obj.pk: None for obj in objects}
+    found: dict[Any, FieldFile | None] = {obj.pk: None for obj in objects}
     for registration in registrations_for_result(model):
-        missing = [pk for pk, url in urls.items() if url is None]
+        missing = [pk for pk, file in found.items() if file is None]
         if not missing:
             break
         field = registration.model._meta.get_field(registration.image_field)
         if registration.model is model and not registration.result:
             for obj in objects:
                 file = getattr(obj, registration.image_field)
-                if urls[obj.pk] is None and file:
-                    urls[obj.pk] = file.url
+                if found[obj.pk] is None and file:
+                    found[obj.pk] = file
             continue
         rows = (
             registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": missing})
@@ -46,28 +175,51 @@ def image_urls(objects: Iterable[models.Model]) -> dict[Any, str | None]:
             .values_list(registration.result_pk_lookup(), registration.image_field)
         )
         for pk, name in rows:
-            if urls.get(pk, "") is None:
-                urls[pk] = field.storage.url(name)
-    return urls
+            if pk in found and found[pk] is None:
+                found[pk] = field.attr_class(None, field, name)  # a file of no instance: url and open work
+    return found
+
+
+def image_urls(objects: Iterable[models.Model]) -> dict[Any, str | None]:
+    """``{pk: url}`` of each object's original picture (see :func:`images`)."""
+    return {pk: file.url if file else None for pk, file in images(objects).items()}
 
 
 def describe(results: Iterable, request=None) -> list[dict[str, Any]]:
-    """Plain dicts for ``SearchResult`` objects: object, id, name, url, image_url (absolute), score, and
-    the similarity and probability it was made of (not in the JSON unless a serializer adds them)."""
+    """Plain dicts for ``SearchResult`` objects, as the ``RESULT_ADAPTER`` shows them: object, id,
+    name, url, image_url (the thumbnail; both URLs absolute when ``request`` is given), score, the
+    similarity and probability it was made of (not in the JSON), and the adapter's extra fields."""
     results = list(results)
-    pictures = image_urls(result.object for result in results)
-    items = []
-    for result in results:
-        obj = result.object
-        url = obj.get_absolute_url() if hasattr(obj, "get_absolute_url") else None
-        image_url = pictures.get(obj.pk)
-        if request is not None and image_url:
-            image_url = request.build_absolute_uri(image_url)
-        items.append({
-            "object": obj, "id": obj.pk, "name": str(obj), "url": url, "image_url": image_url, "score": result.score,
-            "similarity": result.similarity, "probability": result.probability,
-        })
-    return items
+    objects = [result.object for result in results]
+    adapter = result_adapter()
+    adapter.prepare(objects, request)
+    pictures = images(objects)
+    return [_describe_one(adapter, result, pictures.get(result.object.pk), request) for result in results]
+
+
+def _describe_one(adapter: ResultAdapter, result, image: FieldFile | None, request) -> dict[str, Any]:
+    obj = result.object
+    item = {
+        "object": obj, "id": obj.pk, "name": adapter.name(obj), "url": _absolute(adapter.url(obj), request),
+        "image_url": _absolute(adapter.thumbnail_url(obj, image), request), "score": result.score,
+        "similarity": result.similarity, "probability": result.probability,
+    }
+    extra = adapter.extra(obj, request) or {}
+    if (clashes := RESERVED_KEYS.intersection(extra)) and type(adapter) not in _WARNED:
+        _WARNED.add(type(adapter))  # once per process, not once per result of every search
+        logger.warning("%s.extra() returned %s, which are base fields of a result; they are ignored",
+                       type(adapter).__name__, sorted(clashes))
+    return {**item, **{key: value for key, value in extra.items() if key not in RESERVED_KEYS}}
+
+
+def _absolute(url: str | None, request) -> str | None:
+    # build_absolute_uri leaves an already absolute URL (a CDN's, a bucket's) as it is.
+    return request.build_absolute_uri(url) if request is not None and url else url
+
+
+def extra_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a :func:`describe`'d result that its adapter added (what the API adds to its JSON)."""
+    return {key: value for key, value in item.items() if key not in RESERVED_KEYS}
 
 
 def apply_filters(queryset: models.QuerySet, params: Mapping[str, Any]) -> models.QuerySet:

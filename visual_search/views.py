@@ -11,16 +11,20 @@ from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
 from .photo_search import PhotoSearchError, check_content_length, confident, search_photo
-from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY
+from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message
 
 
 class SearchByPhotoView(TemplateView):
-    """GET shows the widget; POST (multipart ``image``) renders the results on the server."""
+    """GET shows the widget; POST (multipart ``image``) renders the results on the server.
+
+    Only the widget whose form was posted (``vs_widget``) shows them, in the customer's words.
+    """
 
     template_name = "visual_search/search.html"
 
     def post(self, request, *args, **kwargs):
         context = self.get_context_data(**kwargs)
+        context[WIDGET_KEY] = request.POST.get(WIDGET_FIELD) or None
         status = 200
         try:
             self.check_throttle(request)
@@ -28,7 +32,7 @@ class SearchByPhotoView(TemplateView):
             context[RESULTS_KEY] = search_photo(request.FILES.get("image"), request.POST, request)
             context[CONFIDENT_KEY] = confident(context[RESULTS_KEY])
         except PhotoSearchError as exc:
-            context[ERROR_KEY] = exc.detail
+            context[ERROR_KEY] = customer_message(exc)  # the API's detail is for developers too
             status = exc.status
         return self.render_to_response(context, status=status)
 

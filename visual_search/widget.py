@@ -1,13 +1,19 @@
-"""What the search-by-photo widget needs to render: where to post, limits, filters, results."""
+"""What the search-by-photo widget needs to render: where to post, limits, filters, results, words.
+
+A page may hold several widgets (a compact one in the navbar, an inline one on the search page):
+each gets element ids of its own, and results rendered on the server appear in one widget only.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
-from .photo_search import max_upload_bytes
+from .photo_search import PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
 
 logger = logging.getLogger("visual_search")
@@ -16,6 +22,47 @@ logger = logging.getLogger("visual_search")
 RESULTS_KEY = "visual_search_results"
 ERROR_KEY = "visual_search_error"
 CONFIDENT_KEY = "visual_search_confident"
+# The id of the widget whose form was posted (its hidden field WIDGET_FIELD), so only it shows them.
+WIDGET_KEY = "visual_search_widget"
+WIDGET_FIELD = "vs_widget"
+
+MODES = ("inline", "compact")
+DEFAULT_IDS = {"inline": "vs", "compact": "vs-compact"}
+# Ids and results already handed out while rendering one page; kept on the request.
+PAGE_STATE = "_visual_search_widgets"
+
+
+def customer_messages() -> dict[str, str]:
+    """What the page and the script say to the customer for each API error ``code`` and state.
+
+    The JSON API keeps its own ``detail`` (written for developers as much as for people); the
+    widget shows these words instead. A code missing here shows the API's ``detail``.
+    """
+    megabytes = f"{max_upload_bytes() / (1024 * 1024):g}"
+    return {
+        "required": "Choose a photo first.",
+        "invalid_image": "That file is not an image we can read. Choose a JPEG, PNG or WebP photo.",
+        "image_too_large": f"That photo is too large. Choose one under {megabytes} MB.",
+        "file_too_large": f"That photo is larger than {megabytes} MB. Choose a smaller one.",
+        "too_many_pixels": "That photo has too many pixels. Choose a smaller one.",
+        # The customer cannot fix these: the shop's widget was set up wrong. Say so kindly; the log has the rest.
+        "invalid_limit": "This search form does not work right now. Please try the search page.",
+        "invalid_filter": "This search form does not work right now. Please try the search page.",
+        "throttled": "Too many searches in a short time. Please wait a minute and try again.",
+        "unavailable": "Search by photo is not available right now. Please try again later.",
+        "network": "The search did not reach the shop. Check your connection and try again.",
+        "failed": "The search did not work this time. Please try again.",
+        "searching": "Searching…",
+        "none": "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
+        "unsure": "No confident match. Possible matches, best first.",
+    }
+
+
+def customer_message(error: PhotoSearchError) -> str:
+    """The words for a failed search on the page; throttling keeps its "try again in N seconds"."""
+    if error.code == "throttled" or error.code not in customer_messages():
+        return error.detail
+    return customer_messages()[error.code]
 
 
 def _reverse(name: str) -> str | None:
@@ -23,6 +70,42 @@ def _reverse(name: str) -> str | None:
         return reverse(name)
     except NoReverseMatch:
         return None
+
+
+def _page_state(context: Any) -> dict[str, Any]:
+    """The ids used so far on this page: on the request, else (no request) on the template context."""
+    request = context.get("request")
+    if request is not None:
+        if not hasattr(request, PAGE_STATE):
+            setattr(request, PAGE_STATE, {"ids": set(), "shown": False})
+        return getattr(request, PAGE_STATE)
+    dicts = getattr(context, "dicts", None)
+    if dicts:  # the bottom dict of a Context lives as long as the render
+        return dicts[0].setdefault(PAGE_STATE, {"ids": set(), "shown": False})
+    return {"ids": set(), "shown": False}
+
+
+def unique_id(state: dict[str, Any], wanted: str) -> str:
+    """``wanted``, or ``wanted-2``, ``wanted-3``... when a widget on the page already has it."""
+    candidate, number = wanted, 1
+    while candidate in state["ids"]:
+        number += 1
+        candidate = f"{wanted}-{number}"
+    state["ids"].add(candidate)
+    return candidate
+
+
+def _shows_results(context: Mapping[str, Any], state: dict[str, Any], widget_id: str, mode: str, main: bool) -> bool:
+    """Whether the server's results belong in this widget: the one whose form was posted; else the
+    page's ``main`` widget (a form posted from another page); else, for a form without the widget
+    field (an old template), the first inline widget. Never two widgets."""
+    if state["shown"] or (context.get(RESULTS_KEY) is None and context.get(ERROR_KEY) is None):
+        return False
+    posted = context.get(WIDGET_KEY)
+    if posted == widget_id or main or (not posted and mode == "inline"):
+        state["shown"] = True
+        return True
+    return False
 
 
 def widget_context(
@@ -33,23 +116,39 @@ def widget_context(
     limit: int | None = None,
     camera: bool = True,
     label: str | None = None,
-    widget_id: str = "vs",
+    widget_id: str | None = None,
+    mode: str = "inline",
+    heading: bool = True,
+    main: bool = False,
     **filters: Any,
 ) -> dict[str, Any]:
     """Context of ``visual_search/widget.html``.
 
-    ``action`` is where the form posts with JavaScript off (default: the ``visual_search_pages``
-    page); ``api_url`` where the script sends the photo (default: the ``visual_search`` API).
-    Keyword arguments named like an ``API_FILTERS`` parameter (``category="milk"``) narrow every
-    search from this widget; others are ignored.
+    ``mode`` is ``"inline"`` (the form, with its results below it) or ``"compact"`` (a camera
+    button that opens the form and its results in a dialog; without JavaScript a link to the
+    search page). ``action`` is where the form posts with JavaScript off (default: the
+    ``visual_search_pages`` page); ``api_url`` where the script sends the photo (default: the
+    ``visual_search`` API). ``widget_id`` is the prefix of the element ids ("vs", compact
+    "vs-compact"); a second widget on the page gets "-2" added. ``heading=False`` leaves out the
+    visible heading (the page has one); ``main=True`` marks the page's own widget, which shows
+    results posted from a widget on another page. Keyword arguments named like an
+    ``API_FILTERS`` parameter (``category="milk"``) narrow every search from this widget;
+    others are ignored.
     """
-    context = context or {}
+    context = context if context is not None else {}
     request = context.get("request")
+    if mode not in MODES:
+        logger.warning("visual_search_widget: unknown mode %r, using 'inline'; the modes are %s.", mode, ", ".join(MODES))
+        mode = "inline"
+    state = _page_state(context)
+    widget_id = unique_id(state, widget_id or DEFAULT_IDS[mode])
     action = action or _reverse("visual_search_pages:search") or (request.path if request else "")
     api_url = api_url if api_url is not None else _reverse("visual_search:search")
     if api_url is None:
         logger.warning("The visual search widget found no API URL; include visual_search.api.urls to search without reloading.")
     allowed = filter_lookups()
+    mine = _shows_results(context, state, widget_id, mode, main)
+    results = context.get(RESULTS_KEY) if mine else None
     return {
         "request": request,
         "csrf_token": context.get("csrf_token"),
@@ -57,13 +156,18 @@ def widget_context(
         "api_url": api_url or "",
         "limit": limit,
         "camera": camera,
-        "label": label,
+        "label": label or "Search by photo",
+        "heading": heading,
+        "mode": mode,
+        "compact": mode == "compact",
         "widget_id": widget_id,
+        "widget_field": WIDGET_FIELD,
         "filters": {name: value for name, value in filters.items() if name in allowed and value not in (None, "")},
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
-        "results": context.get(RESULTS_KEY),
+        "messages_json": json.dumps(customer_messages()),
+        "results": results,
         "confident": context.get(CONFIDENT_KEY, True),
-        "error": context.get(ERROR_KEY),
-        "searched": context.get(RESULTS_KEY) is not None,
+        "error": context.get(ERROR_KEY) if mine else None,
+        "searched": results is not None,
     }

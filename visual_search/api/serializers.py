@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.utils.module_loading import import_string
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..conf import settings
 from ..registry import filter_lookups
+from ..results import extra_fields
 
 
 class SearchRequestSerializer(serializers.Serializer):
     """``multipart/form-data``: the photo, how many results, and the filters the shop allows."""
 
     image = serializers.FileField(help_text="The photo: JPEG, PNG, WebP, GIF, BMP or TIFF.")
+    box = serializers.CharField(
+        required=False,
+        help_text="Search only this region of the photo: x0,y0,x1,y1, its corners as fractions of the photo's "
+        "width and height (0 to 1, after EXIF rotation), e.g. 0.25,0.1,0.75,0.9. A malformed, empty or "
+        "out-of-range box answers 400 with code invalid_box.",
+    )
 
     def get_fields(self):
         fields = super().get_fields()
@@ -36,17 +46,47 @@ class PrimaryKeyValueField(serializers.ReadOnlyField):
 
 
 class SearchResultSerializer(serializers.Serializer):
-    """One match. Subclass it to add fields (``source="object.price"``) and name the subclass in
-    ``VISUAL_SEARCH["API_RESULT_SERIALIZER"]``; ``object`` is the model instance."""
+    """One match, with the shop's own fields (price, currency, available...) after the five below.
+
+    The shop's fields are its ``VISUAL_SEARCH["RESULT_ADAPTER"]``'s ``extra()``, added as they are.
+    To add fields here instead, subclass this (``source="object.price"``; ``object`` is the model
+    instance) and name the subclass in ``VISUAL_SEARCH["API_RESULT_SERIALIZER"]``; a field declared
+    so wins over an extra field of the same name.
+    """
 
     id = PrimaryKeyValueField()
-    name = serializers.CharField(help_text="str() of the object.")
-    url = serializers.CharField(allow_null=True, help_text="Its page (get_absolute_url), or null.")
-    image_url = serializers.CharField(allow_null=True, help_text="Absolute URL of its picture, or null.")
+    name = serializers.CharField(help_text="The object's name (str() unless the shop's RESULT_ADAPTER says otherwise).")
+    url = serializers.CharField(allow_null=True, help_text="Absolute URL of its page (get_absolute_url), or null.")
+    image_url = serializers.CharField(
+        allow_null=True,
+        help_text="Absolute URL of its picture, a JPEG thumbnail at most VISUAL_SEARCH['THUMBNAIL_SIZE'] px on its "
+        "longest side (the original if none can be made), or null.",
+    )
     score = serializers.FloatField(
         help_text="The probability (0 to 1) that this is the product in the photo, calibrated on the shop's own "
         "images; with VISUAL_SEARCH['SCORE'] = 'similarity', the similarity to the query (1.0 is identical)."
     )
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if isinstance(instance, Mapping):  # a describe()'d result: add its adapter's extra fields
+            for key, value in extra_fields(instance).items():
+                data.setdefault(key, value)
+        return data
+
+
+class SearchResultSchema(OpenApiSerializerExtension):
+    """The schema of a result says it may have more properties: the shop adapter's extra fields."""
+
+    target_class = SearchResultSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": {
+            "description": "The shop's own fields (VISUAL_SEARCH['RESULT_ADAPTER']'s extra()), "
+            "e.g. price, currency, available."
+        }}
 
 
 def result_serializer_class() -> type[SearchResultSerializer]:

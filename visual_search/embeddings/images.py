@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..exceptions import ImageTooLarge, InvalidImage, UnsupportedFormat
+from ..exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
 
 RESIZE_POLICY = "fit-pad-mean-v1"
 # Caffe-style VGG16 input: BGR channels minus the ImageNet mean (as keras.applications.vgg16).
@@ -85,6 +88,55 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
         raise
     except Exception as exc:
         raise InvalidImage(f"The image file is damaged or truncated ({type(exc).__name__}: {exc}).") from None
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region of a photo as fractions of its width and height (0 to 1, after EXIF rotation):
+    ``x0, y0`` its top-left corner, ``x1, y1`` its bottom-right one."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    # Smaller than this share of a side is a slip of the finger, not a region worth searching.
+    MIN_SIDE = 0.02
+
+    @classmethod
+    def parse(cls, value: str | Sequence[float] | Box | None) -> Box | None:
+        """A box from ``"x0,y0,x1,y1"`` or four numbers; None for None or "". :class:`InvalidBox` otherwise."""
+        if value is None or isinstance(value, Box):
+            return value
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            parts = value.replace(" ", "").split(",")
+        else:
+            parts = list(value)
+        try:
+            numbers = [float(part) for part in parts]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
+            raise InvalidBox("box must be four numbers x0,y0,x1,y1: the region's corners as fractions of the photo (0 to 1).")
+        box = cls(*numbers)
+        if not all(0.0 <= n <= 1.0 for n in numbers):
+            raise InvalidBox("box must lie inside the photo: every number from 0 to 1.")
+        if box.x1 - box.x0 < cls.MIN_SIDE or box.y1 - box.y0 < cls.MIN_SIDE:
+            raise InvalidBox("box is empty: x1 must be greater than x0, and y1 greater than y0.")
+        return box
+
+    @property
+    def smaller_side(self) -> float:
+        return min(self.x1 - self.x0, self.y1 - self.y0)
+
+    def crop(self, image: Image.Image) -> Image.Image:
+        """The region of ``image`` (at least one pixel each way)."""
+        width, height = image.size
+        left, top = math.floor(self.x0 * width), math.floor(self.y0 * height)
+        right, bottom = max(left + 1, math.ceil(self.x1 * width)), max(top + 1, math.ceil(self.y1 * height))
+        return image.crop((left, top, min(right, width), min(bottom, height)))
 
 
 def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:

@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, OutputWrapper
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
-def bar(command: BaseCommand, *, desc: str, unit: str, total: int = 0, show: bool = True) -> tqdm:
-    """A tqdm bar on the command's stderr.
+def bar(command: BaseCommand, *, desc: str, unit: str, total: int = 0, show: bool = True, close_at_total: bool = True) -> tqdm:
+    """A tqdm bar on the command's stderr, that shows once however the work ends.
 
-    The bar rewrites its own line, so it writes to the stream under Django's ``OutputWrapper``.
+    The bar rewrites its own line, so it writes to the stream under Django's ``OutputWrapper``
+    (under each of them: ``call_command(..., stderr=self.stderr)`` wraps one in another, and a
+    wrapper ends every write with a newline). See :class:`Bar` for the rest.
     """
-    stream = getattr(command.stderr, "_out", sys.stderr)
-    return tqdm(total=total, unit=unit, desc=desc, disable=not show, file=stream, dynamic_ncols=True)
+    stream = command.stderr
+    while isinstance(stream, OutputWrapper):
+        stream = stream._out
+    return Bar(
+        total=total, unit=unit, desc=desc, disable=not show, file=stream or sys.stderr, dynamic_ncols=True,
+        close_at_total=close_at_total,
+    )
+
+
+class Bar(tqdm):
+    """A tqdm bar that log lines do not break, and that closes itself when its total is reached.
+
+    A log line written while the bar shows (the model loading, a whitening learned) would leave
+    the bar's line behind and the bar redrawn below it: two bars. The package's log lines go above
+    the bar instead. Closing at the total keeps the time and rate of the work counted, not of what
+    follows it (fitting the whitening); a later ``close()`` changes nothing.
+    """
+
+    def __init__(self, *args, close_at_total: bool = True, **kwargs):
+        self._logs = contextlib.ExitStack()
+        self.close_at_total = close_at_total
+        super().__init__(*args, **kwargs)
+        if not self.disable and (loggers := _console_loggers()):
+            self._logs.enter_context(logging_redirect_tqdm(loggers=loggers, tqdm_class=tqdm))
+
+    def update(self, n: float = 1) -> bool | None:
+        shown = super().update(n)
+        if self.close_at_total and self.total and self.n >= self.total:
+            self.close()
+        return shown
+
+    def close(self) -> None:
+        super().close()
+        self._logs.close()
+
+
+def _console_loggers() -> list[logging.Logger]:
+    """The package's logger and the root one, where they write to the terminal (tqdm would add a
+    handler to a logger that has none, and each line would show twice)."""
+    return [
+        logger
+        for logger in (logging.getLogger("visual_search"), logging.root)
+        if any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr) for h in logger.handlers)
+    ]
 
 
 class Followed:
@@ -28,7 +75,8 @@ class Followed:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = bar(self.command, desc=self.desc, unit=self.unit, total=total, show=self.show)
+            # The total may grow after the count reached it: this bar closes when the work ends.
+            self.bar = bar(self.command, desc=self.desc, unit=self.unit, total=total, show=self.show, close_at_total=False)
         self.bar.total = total
         self.bar.update(done - self.bar.n)
 

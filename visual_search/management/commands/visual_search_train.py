@@ -59,7 +59,7 @@ class Command(BaseCommand):
                 raise CommandError("--activate waits for training to end; leave out --async, or activate later.")
             version = start_training(label, **chosen)
             self.stdout.write(self.style.SUCCESS(f"Training version {version.pk} started in the background."))
-            self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Model versions).")
+            self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
             return
         version = ModelVersion.objects.create(
             label="Adapted", status=ModelVersion.Status.TRAINING, config={"model": label, "options": chosen}

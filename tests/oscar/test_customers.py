@@ -1,0 +1,106 @@
+"""What an Oscar shop's customers get: only browsable products, variants found through their parent,
+Oscar's prices in every result, and the pages in Oscar's layout."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.conftest import catalogue_image
+from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, ProductImage, StockRecord
+from visual_search.contrib.oscar.registration import VariantImageRegistration
+from visual_search.registry import get_registrations, search_model
+
+pytestmark = [pytest.mark.oscar, pytest.mark.django_db(transaction=True)]
+
+
+def photo(name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(f"{name}.jpg", catalogue_image(name).read_bytes(), "image/jpeg")
+
+
+def search(client, name: str) -> list[dict]:
+    response = client.post("/api/visual-search/search/", {"image": photo(name)})
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def test_installing_the_app_registers_oscars_product_images():
+    [registration] = [r for r in get_registrations() if r.label == "catalogue.productimage"]
+    assert isinstance(registration, VariantImageRegistration)
+    assert registration.image_field == "original" and registration.result_label == "catalogue.product"
+    assert search_model()._meta.label == "catalogue.Product"
+
+
+def test_a_hidden_product_never_appears(catalogue, client):
+    found = search(client, HIDDEN)
+    assert catalogue[HIDDEN].pk not in [r["id"] for r in found]
+    assert len(found) == 4  # the three public standalone products and the parent
+
+    hidden = client.get(f"/api/visual-search/products/{catalogue[HIDDEN].pk}/similar/")
+    assert hidden.status_code == 404 and hidden.json()["code"] == "not_found"
+    similar = client.get(f"/api/visual-search/products/{catalogue['Arla-Standard-Milk'].pk}/similar/").json()["results"]
+    assert catalogue[HIDDEN].pk not in [r["id"] for r in similar] and similar
+
+    page = client.post("/visual-search/", {"image": photo(HIDDEN)}).content.decode()
+    assert "Oatly Oat Milk" not in page and "Arla Standard Milk" in page
+
+
+def test_a_variants_photo_finds_its_parent_once(catalogue, client):
+    found = search(client, VARIANT)
+    ids = [r["id"] for r in found]
+    assert ids[0] == catalogue[PARENT].pk and found[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert ids.count(catalogue[PARENT].pk) == 1 and catalogue[VARIANT].pk not in ids
+    # The variant has no page of its own: Oscar shows it on the parent's.
+    assert client.get(f"/api/visual-search/products/{catalogue[VARIANT].pk}/similar/").status_code == 404
+
+
+def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
+    rows = ProductImage.objects.order_by("pk").values_list("product__id__canonical", flat=True)
+    registration = next(r for r in get_registrations() if isinstance(r, VariantImageRegistration))
+    assert list(rows) == [registration.result_pk(image) for image in ProductImage.objects.order_by("pk")]
+    assert ProductImage.objects.filter(product__id__canonical=catalogue[PARENT].pk).count() == 2
+
+
+def test_results_carry_the_strategys_price_currency_and_an_absolute_url(catalogue, client):
+    milk = search(client, "Arla-Standard-Milk")[0]
+    assert milk["id"] == catalogue["Arla-Standard-Milk"].pk
+    assert milk["price"] == "12.90" and milk["currency"] == "EUR" and milk["available"] is True
+    assert milk["url"] == f"http://testserver{catalogue['Arla-Standard-Milk'].get_absolute_url()}"
+    # No sorl-thumbnail installed: visual_search's own thumbnail, absolute too.
+    assert milk["image_url"].startswith("http://testserver/media/visual_search/thumbnails/")
+
+    parent = search(client, VARIANT)[0]
+    assert parent["price"] == "9.95" and parent["currency"] == "EUR"  # from its variant, as Oscar prices a parent
+
+    StockRecord.objects.filter(product=catalogue["Banana"]).update(num_in_stock=0)
+    banana = next(r for r in search(client, "Banana") if r["id"] == catalogue["Banana"].pk)
+    assert banana["available"] is False
+
+
+def test_the_search_page_sits_in_oscars_layout_with_one_heading(catalogue, client):
+    response = client.get("/visual-search/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'class="breadcrumb"' in html and "navbar" in html  # Oscar's layout
+    # The navbar's camera button keeps its own heading inside its closed dialog: not on the page.
+    page = re.sub(r"<dialog.*?</dialog>", "", html, flags=re.S)
+    assert len(re.findall(r"<h[1-6][^>]*>\s*Search by photo\s*</h[1-6]>", page)) == 1
+    assert 'data-vs-widget' in html
+
+    results = client.post("/visual-search/", {"image": photo("Banana")}).content.decode()
+    results_page = re.sub(r"<dialog.*?</dialog>", "", results, flags=re.S)
+    assert "Banana" in results and "2.25" in results and len(re.findall(r"<h[1-6][^>]*>\s*Search by photo", results_page)) == 1
+
+
+def test_the_navbar_has_the_camera_button(catalogue, client):
+    html = client.get("/catalogue/").content.decode()
+    assert 'href="/visual-search/"' in html and "data-vs-open" in html and "<dialog" in html  # the compact widget
+
+
+def test_the_product_page_shows_similar_products_with_prices(catalogue, client):
+    html = client.get(catalogue["Arla-Standard-Milk"].get_absolute_url()).content.decode()
+    similar = html[html.index("vs-oscar-similar"):]
+    assert "Similar products" in similar and "Granny Smith" in similar and "€3.50" in similar
+    assert "Oatly" not in similar and "Vanilla" not in similar

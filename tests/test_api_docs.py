@@ -1,0 +1,68 @@
+"""The API's docs page and schema, served by the app's own URLconf: readable in a browser, offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from django.test import Client
+from django.urls import reverse
+
+BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+@pytest.fixture
+def client():
+    return Client()
+
+
+def test_the_docs_page_is_html_that_points_at_the_schema(client):
+    response = client.get("/api/visual-search/docs/", **BROWSER)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert reverse("visual_search:docs") == "/api/visual-search/docs/"
+    assert 'href="/api/visual-search/schema/"' in page and "SwaggerUIBundle" in page
+
+
+def test_the_docs_page_loads_nothing_from_another_host(client):
+    """The sidecar package is installed (requirements.txt): every asset is served by the shop."""
+    page = client.get("/api/visual-search/docs/").content.decode()
+    assert "http://" not in page and "https://" not in page
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"):
+        url = f"/api/visual-search/docs/swagger-ui/{asset}"
+        assert url in page
+        response = client.get(url)
+        assert response.status_code == 200 and b"".join(response.streaming_content)
+    assert client.get("/api/visual-search/docs/swagger-ui/settings.py").status_code == 404
+
+
+def test_with_the_sidecar_app_installed_the_assets_are_static_files(client, settings):
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "drf_spectacular_sidecar"]
+    page = client.get("/api/visual-search/docs/").content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+
+
+def test_a_browser_is_shown_the_schema_of_the_app_api_alone(client):
+    response = client.get("/api/visual-search/schema/", **BROWSER)
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    schema = json.loads(response.content)
+    assert schema["openapi"].startswith("3.") and schema["info"]["title"] == "Visual search API"
+    assert sorted(schema["paths"]) == ["/api/visual-search/products/{id}/similar/", "/api/visual-search/search/"]
+
+
+def test_tools_still_get_yaml(client):
+    response = client.get("/api/visual-search/schema/", HTTP_ACCEPT="application/vnd.oai.openapi")
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert "/api/visual-search/search/" in yaml.safe_load(response.content)["paths"]
+    assert "/api/visual-search/search/" in yaml.safe_load(client.get("/api/visual-search/schema/?format=yaml").content)["paths"]
+
+
+def test_the_project_schema_url_still_answers_the_openapi_document(client):
+    """The project-wide view (tests/urls.py, as the demo's /schema/) is unchanged, and does not
+    list the docs' own URLs as API operations."""
+    response = client.get("/api/schema/")
+    assert response.status_code == 200 and response["Content-Type"].startswith("application/vnd.oai.openapi")
+    paths = yaml.safe_load(response.content)["paths"]
+    assert "/api/visual-search/search/" in paths
+    assert not [path for path in paths if path.startswith(("/api/visual-search/schema", "/api/visual-search/docs"))]

@@ -1,0 +1,254 @@
+"""Result cards a shop can use: absolute links, small cached thumbnails, and the shop's own fields
+(price, currency, availability) from its RESULT_ADAPTER, the same in the API, the search page and
+{% similar_products %}."""
+
+import io
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from django.core.cache import cache
+from django.core.files.storage import FileSystemStorage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.template import Context, Template
+from django.test.utils import CaptureQueriesContext
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.validation import validate_schema
+from PIL import Image
+from rest_framework import serializers
+
+from tests.conftest import catalogue_image
+from visual_search import results as results_module
+from visual_search.api.serializers import SearchResultSerializer
+from visual_search.checks import check_for
+from visual_search.results import ResultAdapter, describe
+from visual_search.search import SearchResult
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SEARCH = "/api/visual-search/search/"
+SIZE = 64  # smaller than the 198 px catalogue images, so a thumbnail is visibly smaller
+BASE = {"id", "name", "url", "image_url", "score"}
+
+
+class StockAdapter(ResultAdapter):
+    """A shop's adapter: availability from its own field, a fixed price, one prepare() per list."""
+
+    prepared: ClassVar[list[int]] = []
+
+    def prepare(self, objects, request=None):
+        StockAdapter.prepared.append(len(objects))
+
+    def extra(self, obj, request=None):
+        return {"price": "12.90", "currency": "SEK", "available": obj.in_stock}
+
+
+class ClashingAdapter(ResultAdapter):
+    def extra(self, obj, request=None):
+        return {"name": "hacked", "url": "https://evil.example/", "score": 2.0, "object": None, "badge": "new"}
+
+
+class CdnAdapter(ResultAdapter):
+    """A shop with its own thumbnailer: its absolute URL is kept as it is."""
+
+    def thumbnail_url(self, obj, image):
+        return f"https://cdn.example/{Path(image.name).name}" if image else None
+
+
+class EuroSerializer(SearchResultSerializer):
+    """An API_RESULT_SERIALIZER subclass: its declared field wins over an extra of the same name."""
+
+    currency = serializers.SerializerMethodField()
+
+    def get_currency(self, item):
+        return "EUR"
+
+
+@pytest.fixture(autouse=True)
+def card_settings(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": None, "THUMBNAIL_SIZE": SIZE}
+    StockAdapter.prepared = []
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def use_adapter(settings, adapter: type) -> None:
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RESULT_ADAPTER": f"{__name__}.{adapter.__name__}"}
+
+
+@pytest.fixture
+def shop(make_product):
+    made = {}
+    for name, in_stock in [("Arla-Standard-Milk", True), ("Oatly-Oat-Milk", False), ("Pink-Lady", True)]:
+        made[name] = make_product(name.replace("-", " "), catalogue_image(name), in_stock=in_stock)
+    return made
+
+
+def search(client, name="Pink-Lady"):
+    photo = SimpleUploadedFile("photo.jpg", catalogue_image(name).read_bytes(), content_type="image/jpeg")
+    response = client.post(SEARCH, {"image": photo})
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def thumbnails(media_root: Path) -> dict[str, int]:
+    folder = media_root / "visual_search" / "thumbnails"
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*")} if folder.exists() else {}
+
+
+def served(media_root: Path, url: str) -> Image.Image:
+    return Image.open(media_root / url.split("/media/", 1)[1])
+
+
+def test_api_urls_are_absolute_and_the_picture_is_a_small_jpeg(client, shop, media_root):
+    first = search(client)[0]
+    assert first["id"] == shop["Pink-Lady"].pk
+    assert first["url"] == f"http://testserver/products/{shop['Pink-Lady'].pk}/"
+    assert first["image_url"].startswith("http://testserver/media/visual_search/thumbnails/")
+    assert first["image_url"].endswith(".jpg")
+    with served(media_root, first["image_url"]) as image:
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert max(image.size) == SIZE  # 198 x 198 -> 64 x 64
+    assert set(first) == BASE  # the default adapter adds nothing
+
+
+def test_a_thumbnail_is_made_once_and_reused(client, shop, media_root, monkeypatch):
+    renders = []
+    original = results_module._render_thumbnail
+    monkeypatch.setattr(results_module, "_render_thumbnail", lambda *a: renders.append(a[1]) or original(*a))
+    first = search(client)
+    made = thumbnails(media_root)
+    assert len(made) == len(renders) == 3  # one per product
+    assert search(client) == first  # same URLs, from the cache: no storage call
+    cache.clear()  # a new process: the files are found in storage, not made again
+    assert search(client) == first
+    assert thumbnails(media_root) == made and len(renders) == 3
+
+
+def test_a_new_size_makes_new_thumbnails(client, shop, media_root, settings):
+    small = search(client)[0]["image_url"]
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "THUMBNAIL_SIZE": 32}
+    smaller = search(client)[0]["image_url"]
+    assert small != smaller
+    with served(media_root, smaller) as image:
+        assert max(image.size) == 32
+
+
+def test_the_thumbnail_follows_exif_orientation(make_product, media_root, rf):
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees: portrait
+    Image.new("RGB", (200, 100), (10, 120, 200)).save(buffer, "JPEG", exif=exif)
+    product = make_product("Rotated", buffer.getvalue())
+    [item] = describe([SearchResult(product, 0.5)], rf.get("/"))
+    with served(media_root, item["image_url"]) as image:
+        assert image.size == (32, 64)
+
+
+@pytest.mark.parametrize("broken", ["not an image", "too many pixels"])
+def test_an_unreadable_image_shows_the_original_and_no_error(make_product, rf, settings, caplog, jpeg_bytes, broken):
+    data = b"not an image at all"
+    if broken == "too many pixels":  # a real 80 x 60 image, over a MAX_PIXELS of 100
+        settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_PIXELS": 100}
+        data = jpeg_bytes()
+    product = make_product("Broken", data)
+    with caplog.at_level(logging.WARNING, logger="visual_search"):
+        [item] = describe([SearchResult(product, 0.5)], rf.get("/"))
+    assert item["image_url"] == f"http://testserver{product.image.url}"
+    assert "No thumbnail of products/Broken" in caplog.text
+    caplog.clear()
+    describe([SearchResult(product, 0.5)], rf.get("/"))
+    assert "No thumbnail" not in caplog.text  # the failure is remembered: not decoded on every request
+
+
+def test_an_object_without_a_picture_has_none(make_product, rf):
+    [item] = describe([SearchResult(make_product("Bare"), 0.5)], rf.get("/"))
+    assert item["image_url"] is None and item["url"].startswith("http://testserver/products/")
+
+
+def test_extra_fields_appear_in_the_api_json(client, shop, settings):
+    use_adapter(settings, StockAdapter)
+    results = search(client)
+    assert StockAdapter.prepared == [3]  # once for the list, not once per result
+    oatly = next(r for r in results if r["id"] == shop["Oatly-Oat-Milk"].pk)
+    assert oatly["price"] == "12.90" and oatly["currency"] == "SEK" and oatly["available"] is False
+    assert list(oatly)[:5] == ["id", "name", "url", "image_url", "score"]
+    similar = client.get(f"/api/visual-search/products/{shop['Pink-Lady'].pk}/similar/").json()["results"]
+    assert all({"price", "currency", "available"} <= set(r) for r in similar) and len(similar) == 2
+
+
+def test_extra_fields_cannot_replace_the_base_fields(client, shop, settings, rf):
+    use_adapter(settings, ClashingAdapter)
+    first = search(client)[0]
+    assert first["name"] == "Pink Lady" and first["url"].startswith("http://testserver/products/")
+    assert first["score"] <= 1.0 + 1e-6 and first["badge"] == "new"
+    [item] = describe([SearchResult(shop["Pink-Lady"], 0.5)], rf.get("/"))
+    assert item["object"] == shop["Pink-Lady"] and item["name"] == "Pink Lady" and item["badge"] == "new"
+
+
+def test_an_adapters_own_absolute_thumbnail_url_is_kept(client, shop, settings):
+    use_adapter(settings, CdnAdapter)
+    first = search(client)[0]
+    assert first["image_url"] == "https://cdn.example/Pink-Lady.jpg"
+    assert first["url"].startswith("http://testserver/")
+
+
+def test_a_result_serializer_subclass_keeps_working_and_wins_over_extras(client, shop, settings):
+    use_adapter(settings, StockAdapter)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_RESULT_SERIALIZER": f"{__name__}.EuroSerializer"}
+    first = search(client)[0]
+    assert first["currency"] == "EUR" and first["price"] == "12.90" and first["available"] is True
+
+
+def test_extra_fields_appear_on_the_search_page(client, shop, settings):
+    use_adapter(settings, StockAdapter)
+    photo = SimpleUploadedFile("photo.jpg", catalogue_image("Pink-Lady").read_bytes(), content_type="image/jpeg")
+    response = client.post("/search-by-photo/", {"image": photo})
+    assert response.status_code == 200
+    items = response.context["visual_search_results"]
+    assert items[0]["object"] == shop["Pink-Lady"]
+    assert {(i["name"], i["currency"], i["available"]) for i in items} == {
+        ("Pink Lady", "SEK", True), ("Arla Standard Milk", "SEK", True), ("Oatly Oat Milk", "SEK", False)
+    }
+    assert items[0]["image_url"] in response.content.decode()  # the card shows the thumbnail
+
+
+def test_extra_fields_appear_in_similar_products(shop, settings, rf):
+    use_adapter(settings, StockAdapter)
+    template = Template("{% load visual_search %}{% similar_products product limit=3 as similar %}")
+    context = Context({"product": shop["Arla-Standard-Milk"], "request": rf.get("/")})
+    template.render(context)
+    similar = context["similar"]
+    assert len(similar) == 2 and all(item["currency"] == "SEK" and "available" in item for item in similar)
+    assert all(item["url"].startswith("http://testserver/") for item in similar)
+    assert all("/media/visual_search/thumbnails/" in item["image_url"] for item in similar)
+
+
+def test_a_page_of_cached_thumbnails_costs_no_storage_call(shop, rf, monkeypatch):
+    items = [SearchResult(product, 0.5) for product in shop.values()]
+    describe(items, rf.get("/"))
+    for method in ("exists", "get_modified_time", "open", "save"):
+        monkeypatch.setattr(FileSystemStorage, method, lambda *a, **k: pytest.fail("storage was called"))
+    with CaptureQueriesContext(connection) as queries:
+        again = describe(items, rf.get("/"))
+    assert all("/thumbnails/" in item["image_url"] for item in again)
+    assert len(queries) <= 2  # the gallery lookup for products without their own image, at most
+
+
+def test_the_setting_is_checked():
+    assert check_for("RESULT_ADAPTER")("visual_search.results.ResultAdapter") == []
+    assert check_for("RESULT_ADAPTER")(f"{__name__}.StockAdapter") == []
+    assert [m.id for m in check_for("RESULT_ADAPTER")("no.such.Adapter")] == ["visual_search.E023"]
+    assert [m.id for m in check_for("RESULT_ADAPTER")(f"{__name__}.EuroSerializer")] == ["visual_search.E020"]
+    assert [m.id for m in check_for("THUMBNAIL_SIZE")(8)] == ["visual_search.E021"]
+
+
+def test_the_schema_says_results_carry_the_shops_fields():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    result = schema["components"]["schemas"]["SearchResult"]
+    assert BASE <= set(result["properties"])
+    assert "RESULT_ADAPTER" in result["additionalProperties"]["description"]

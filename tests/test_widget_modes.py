@@ -1,0 +1,216 @@
+"""The widget's two modes, its ids, where server-rendered results go, its words and its cards.
+
+HTML only (no browser): tests/test_browser.py drives the same templates in Chromium.
+"""
+
+import logging
+from collections import Counter
+from html.parser import HTMLParser
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template import Context, Template
+from django.template.loader import render_to_string
+
+from tests.conftest import catalogue_image
+from visual_search.widget import RESULTS_KEY, WIDGET_KEY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# A shop layout with django-oscar's block names and a widget of each mode in its navbar.
+SHOP_LAYOUT = """{% load visual_search %}<html><head><title>{% block title %}Shop{% endblock %}</title></head>
+<body><nav class="navbar">{% visual_search_widget mode="compact" %}{% visual_search_widget %}</nav>
+{% block header %}<div class="page-header"><h1>{% block headertext %}{% endblock %}</h1></div>{% endblock %}
+<div id="content_inner">{% block content %}{% endblock %}</div></body></html>"""
+
+
+@pytest.fixture(autouse=True)
+def web_settings(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
+    cache.clear()
+
+
+@pytest.fixture
+def shop(make_product):
+    for name, category in [("Oatly-Oat-Milk", "milk"), ("Arla-Standard-Milk", "milk"), ("Pink-Lady", "apple")]:
+        make_product(name.replace("-", " "), catalogue_image(name), category=category)
+
+
+@pytest.fixture
+def shop_layout(settings, tmp_path):
+    """The shop's own layout: visual_search/base.html extends it, as the docs tell shops to do."""
+    (tmp_path / "visual_search").mkdir()
+    (tmp_path / "layout.html").write_text(SHOP_LAYOUT)
+    (tmp_path / "visual_search" / "base.html").write_text('{% extends "layout.html" %}')
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+
+
+class Elements(HTMLParser):
+    """Every start tag's attributes, in order; the ids, and what each label points at."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    @property
+    def ids(self) -> list[str]:
+        return [attrs["id"] for _, attrs in self.tags if "id" in attrs]
+
+    @property
+    def label_targets(self) -> list[str]:
+        return [attrs["for"] for tag, attrs in self.tags if tag == "label"]
+
+
+def render(source: str, **context) -> str:
+    return Template("{% load visual_search %}" + source).render(Context(context))
+
+
+def widgets(html: str) -> list[str]:
+    """The HTML of each widget on the page, in order."""
+    parts = html.split("data-vs-widget")[1:]
+    return [part.split("</template>")[0] for part in parts]
+
+
+def assert_ids_unique_and_labels_bound(html: str) -> list[str]:
+    page = Elements(html)
+    doubles = [name for name, count in Counter(page.ids).items() if count > 1]
+    assert doubles == [], doubles
+    assert page.label_targets and set(page.label_targets) <= set(page.ids)
+    return page.ids
+
+
+def test_default_is_the_inline_widget_as_before(rf):
+    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    assert 'data-vs-mode="inline"' in html and "<dialog" not in html
+    assert '<label class="vs-button" for="vs-file">' in html and 'id="vs-title"' in html
+
+
+def test_compact_mode_is_a_link_to_the_search_page_that_opens_a_dialog(rf):
+    html = render('{% visual_search_widget mode="compact" label="Find it by photo" %}', request=rf.get("/"))
+    assert 'data-vs-mode="compact"' in html
+    assert '<a class="vs-open" href="/search-by-photo/"' in html  # what it is without JavaScript
+    assert '<span class="vs-open-label">Find it by photo</span>' in html  # its accessible name
+    assert '<dialog class="vs-dialog" id="vs-compact-dialog" aria-labelledby="vs-compact-title"' in html
+    assert 'aria-label="Close"' in html
+    # The results live inside the dialog.
+    assert html.index("<dialog") < html.index("data-vs-results") < html.index("</dialog>")
+    assert_ids_unique_and_labels_bound(html)
+
+
+def test_unknown_mode_warns_and_falls_back_to_inline(rf, caplog):
+    with caplog.at_level(logging.WARNING, logger="visual_search"):
+        html = render('{% visual_search_widget mode="popup" %}', request=rf.get("/"))
+    assert 'data-vs-mode="inline"' in html
+    assert any("unknown mode 'popup'" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("with_request", [True, False])
+def test_widgets_on_one_page_never_share_an_id(rf, with_request):
+    source = '{% visual_search_widget %}{% visual_search_widget %}{% visual_search_widget mode="compact" %}{% visual_search_widget widget_id="aisle" %}{% visual_search_widget widget_id="aisle" %}'
+    html = render(source, request=rf.get("/")) if with_request else render(source)
+    ids = assert_ids_unique_and_labels_bound(html)
+    assert {"vs", "vs-2", "vs-compact", "aisle", "aisle-2"} <= set(ids)
+    assert {"vs-file", "vs-2-file", "vs-compact-file", "aisle-file", "aisle-2-file"} <= set(ids)
+
+
+def test_a_layout_and_a_page_rendered_for_one_request_never_share_an_id(rf):
+    """The navbar's widget and the page's are rendered by different templates of one response."""
+    request = rf.get("/")
+    navbar = render("{% visual_search_widget %}", request=request)
+    page = render("{% visual_search_widget %}", request=request)
+    assert_ids_unique_and_labels_bound(navbar + page)
+
+
+def test_server_results_appear_only_in_the_widget_that_searched(rf):
+    items = [{"name": "Oatly Oat Milk", "url": "/p/1/", "image_url": None, "score": 0.9}]
+    source = '{% visual_search_widget %}{% visual_search_widget %}{% visual_search_widget mode="compact" %}'
+    for posted, expected in [("vs-2", [False, True, False]), ("vs-compact", [False, False, True]), (None, [True, False, False])]:
+        html = render(source, request=rf.get("/"), **{RESULTS_KEY: items, WIDGET_KEY: posted})
+        assert ["Oatly Oat Milk" in part for part in widgets(html)] == expected, posted
+
+
+def test_the_search_page_in_a_shop_layout(client, shop, shop_layout):
+    """Heading once (the layout's headertext), distinct ids, results only where the search came from."""
+    page = client.get("/search-by-photo/").content.decode()
+    assert page.count("Search by photo</h1>") == 1 and '<h2 class="vs-title"' not in page.split("</nav>")[1]
+    ids = assert_ids_unique_and_labels_bound(page)
+    assert ids.index("vs-compact") < ids.index("vs") < ids.index("vs-2")  # navbar, navbar, page
+
+    def search(posted: str | None) -> list[bool]:
+        photo = SimpleUploadedFile("milk.jpg", catalogue_image("Oatly-Oat-Milk").read_bytes(), content_type="image/jpeg")
+        data = {"image": photo, **({"vs_widget": posted} if posted else {})}
+        html = client.post("/search-by-photo/", data).content.decode()
+        assert_ids_unique_and_labels_bound(html)
+        return ["data-vs-list" in part for part in widgets(html)]
+
+    assert search("vs-2") == [False, False, True]  # the page's widget
+    assert search("vs") == [False, True, False]  # the navbar's inline widget
+    assert search("aisle") == [False, False, True]  # a widget of another page: the page's own (main=True)
+
+
+def test_the_plain_search_page_has_one_heading_and_its_css(client):
+    page = client.get("/search-by-photo/").content.decode()
+    assert page.count("<h1") == 1 and '<h2 class="vs-title"' not in page
+    assert '<body class="vs-page">' in page and "visual_search/widget.css" in page.split("</head>")[0]
+
+
+def test_one_status_line_says_what_the_results_are(client, shop):
+    photo = SimpleUploadedFile("milk.jpg", catalogue_image("Oatly-Oat-Milk").read_bytes(), content_type="image/jpeg")
+    html = client.post("/search-by-photo/", {"image": photo, "category": "milk"}).content.decode()
+    assert html.count("best match first") == 1 and "results found" not in html
+    status = html.split('data-vs-status role="status" aria-live="polite">')[1].split("</p>")[0]
+    assert status == "2 results, best match first."
+
+
+@pytest.mark.parametrize(
+    "data, status, words, not_words",
+    [
+        ({}, 400, "Choose a photo first.", "form field"),
+        ({"image": "html", "limit": "99999"}, 400, "This search form does not work right now.", "limit must be"),
+        ({"image": "html"}, 400, "That file is not an image we can read. Choose a JPEG, PNG or WebP photo.", "send a"),
+    ],
+)
+def test_the_page_speaks_to_customers(client, shop, data, status, words, not_words):
+    if data.get("image") == "html":
+        data = {**data, "image": SimpleUploadedFile("x.jpg", b"<html></html>")}
+    response = client.post("/search-by-photo/", data)
+    html = response.content.decode()
+    assert response.status_code == status
+    assert f'<span class="vs-error">{words}' in html and not_words not in html
+
+
+def test_the_api_keeps_its_own_error_text(client, shop):
+    body = client.post("/api/visual-search/search/", {}).json()
+    assert body["code"] == "required" and "'image'" in body["detail"]  # the page maps the code, the API stays
+
+
+def test_the_script_gets_the_same_words(rf):
+    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    assert "data-vs-messages=" in html and "&quot;required&quot;: &quot;Choose a photo first.&quot;" in html
+
+
+def shown_text(html: str) -> str:
+    """The card's text, less the elements marked ``hidden``."""
+    return "".join(part.split(">", 1)[1] for part in html.split("<span")[1:] if " hidden>" not in part.split(">", 1)[0] + ">")
+
+
+@pytest.mark.parametrize(
+    "item, shown, not_shown",
+    [
+        ({"price": "12.90", "currency": "SEK", "available": False}, ["12.90 SEK", "Out of stock"], []),
+        ({"price": "12.90", "available": True}, ["12.90<"], ["Out of stock"]),
+        ({}, [], ["Out of stock", "None"]),
+    ],
+)
+def test_cards_show_price_and_stock_when_the_result_has_them(item, shown, not_shown):
+    html = render_to_string("visual_search/result_card.html", {"item": {"name": "Milk", "url": "/m/", "score": 0.5, **item}})
+    text = shown_text(html)
+    assert all(words in text for words in shown), text
+    assert not any(words in text for words in not_shown), text
+    if "price" not in item:
+        assert 'data-vs-field="price" hidden' in html
