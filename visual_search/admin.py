@@ -194,7 +194,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         busy = any(in_progress(v) for v in ModelVersion.objects.filter(status__in=[Version.TRAINING, Version.BUILDING, Version.ACTIVE]))
-        return super().changelist_view(request, {**(extra_context or {}), "auto_refresh": self.refresh_seconds if busy else None})
+        return super().changelist_view(request, {
+            **(extra_context or {}),
+            "auto_refresh": self.refresh_seconds if busy else None,
+            "can_change_versions": self.has_change_permission(request),  # the train and roll back buttons
+        })
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         version = self.get_object(request, object_id)

@@ -7,6 +7,8 @@ Mount with ``path("search-by-photo/", include("visual_search.urls"))``. Override
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
@@ -14,10 +16,15 @@ from .photo_search import PhotoSearchError, check_content_length, confident, sea
 from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message
 
 
+@method_decorator(csrf_exempt, name="dispatch")
 class SearchByPhotoView(TemplateView):
     """GET shows the widget; POST (multipart ``image``) renders the results on the server.
 
     Only the widget whose form was posted (``vs_widget``) shows them, in the customer's words.
+
+    No CSRF token is required: a search changes nothing a forged request could abuse (it reads,
+    like a GET with a file), and a token baked into the widget's form would make a page served
+    from a cache answer 403 to every other customer. The throttle still applies.
     """
 
     template_name = "visual_search/search.html"

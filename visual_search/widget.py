@@ -45,6 +45,9 @@ def customer_messages() -> dict[str, str]:
         "image_too_large": f"That photo is too large. Choose one under {megabytes} MB.",
         "file_too_large": f"That photo is larger than {megabytes} MB. Choose a smaller one.",
         "too_many_pixels": "That photo has too many pixels. Choose a smaller one.",
+        "invalid_box": "The part of the photo to search is not valid. Search the whole photo, or draw the box again.",
+        "length_required": "This search form does not work right now. Please try the search page.",
+        "too_many_fields": "This search form does not work right now. Please try the search page.",
         # The customer cannot fix these: the shop's widget was set up wrong. Say so kindly; the log has the rest.
         "invalid_limit": "This search form does not work right now. Please try the search page.",
         "invalid_filter": "This search form does not work right now. Please try the search page.",
