@@ -1,8 +1,10 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
-backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API) and ``crop``
-(searching a region of the photo) run only when named.
+backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API), ``crop``
+(searching a region of the photo) and ``duplicates`` (DUPLICATE_THRESHOLD measured) run only when named. ``soak``
+(the production layout under load and faults: benchmarks/soak.py) runs only when named and alone,
+and exits 1 when one of its invariants fails.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _option(item: str) -> tuple[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "soak"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--ann-sizes", default="100000,1000000", help="Catalogue sizes for the ann suite.")
@@ -37,7 +39,12 @@ def main() -> None:
     parser.add_argument("--curve", action="store_true", help="Training suite: measure val P@1 after every epoch (each costs a forward pass).")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="Training suite: any other TrainingOptions field, e.g. --set learning_rate=3e-4.")
     parser.add_argument("--methods", action="store_true", help="Quality suite: also the pooling and normalisation methods against the seed (VGG16 once more per image).")
+    parser.add_argument("--minutes", type=float, default=15, help="Soak suite: how long the load and faults last (CI: 2).")
     args = parser.parse_args()
+    if "soak" in args.suites:  # its own services, processes and settings (benchmarks/soak_settings.py): run alone
+        from . import soak
+
+        raise SystemExit(soak.main(args.minutes))
 
     from .common import machine, save, setup_django
 
@@ -68,6 +75,10 @@ def main() -> None:
             from . import crop
 
             figures = crop.run()
+        elif suite == "duplicates":
+            from . import duplicates
+
+            figures = duplicates.run()
         elif suite == "demo":
             from . import demo_api
 

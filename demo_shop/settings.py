@@ -106,6 +106,19 @@ VISUAL_SEARCH = {
     # from the product's category as well as "same product" from its photos.
     "TRAINING_CATEGORY_FIELD": "category__slug",
 }
+# Search by photo in Telegram (docs/telegram.md): on when TELEGRAM_BOT_TOKEN is set (from @BotFather),
+# with TELEGRAM_WEBHOOK_SECRET as the webhook's secret token; then urls.py mounts telegram/webhook/ and
+# `manage.py visual_search_telegram set-webhook https://<public host>/telegram/webhook/` points the bot
+# there. Without a token the app is not installed, so the demo starts with no bot and no warning.
+VISUAL_SEARCH_TELEGRAM = {
+    "TOKEN": os.environ.get("TELEGRAM_BOT_TOKEN") or None,
+    "SECRET": os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None,
+    "RESULTS": 3,
+    "RATE": "10/min",
+}
+if VISUAL_SEARCH_TELEGRAM["TOKEN"]:
+    INSTALLED_APPS.append("visual_search.contrib.telegram")
+
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = False
 

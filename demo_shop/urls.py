@@ -14,3 +14,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+if "visual_search.contrib.telegram" in settings.INSTALLED_APPS:  # TELEGRAM_BOT_TOKEN is set (settings.py)
+    urlpatterns.append(path("telegram/", include("visual_search.contrib.telegram.urls")))  # telegram/webhook/

@@ -117,7 +117,7 @@ def test_search_works_with_javascript_off(demo_server, browser):
     page = context.new_page()
     page.goto(f"{demo_server}/search/")
     page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
-    page.click("button[type=submit]")
+    page.click("#vs button[type=submit]")  # the page's widget, not the header's compact one
     page.wait_for_selector(".vs-card", timeout=60_000)
     names = page.locator("#vs-results .vs-card-name").all_inner_texts()
     page.screenshot(path=str(ARTIFACTS / "search_by_photo_no_js.png"), full_page=True)

@@ -81,9 +81,10 @@ from django.test import Client
 from django.test.utils import setup_test_environment
 setup_test_environment()
 client = Client()
-for url in ["/", "/category/milk/", "/product/arla-standard-milk/", "/search/", "/schema/"]:
+for url in ["/", "/category/milk/", "/product/arla-standard-milk/", "/search/", "/schema/", "/api/visual-search/docs/"]:
     response = client.get(url)
     assert response.status_code == 200, (url, response.status_code)
+assert client.get("/api/visual-search/docs/")["Content-Type"].startswith("text/html")
 home = client.get("/").content.decode()
 assert "Klasson" in home and "MIT licence" in home and "Arla Standard Milk" in home
 product = client.get("/product/arla-standard-milk/").content.decode()

@@ -317,3 +317,23 @@ def test_rebuilding_one_model_keeps_the_other_models_vectors(pg_backend):
     call_command("visual_search_rebuild_index", "--model", "testapp.Product", verbosity=0)
     assert ids(pg_backend.search(vectors[3], **search_kwargs(limit=1))) == ["3"]
     assert ids(pg_backend.search(vectors[150], **search_kwargs(limit=1, result_type_id=other.pk))) == ["150"]
+
+
+def test_repair_puts_back_ready_rows_the_index_lost(pg_backend):
+    """A worker killed (or the database lost) between a row's commit and its add(): the sweep's
+    repair finds the ready rows the index lacks, or holds an older vector of, and adds them."""
+    from django.utils import timezone
+
+    from visual_search.models import ImageEmbedding
+
+    vectors = clustered(200)
+    rows = store(vectors)
+    pg_backend.add(rows[:150])  # the last 50 were committed but never reached the index
+    kwargs = search_kwargs(limit=1)
+    assert ids(pg_backend.search(vectors[170], **kwargs)) != ["170"]
+    # And one row recomputed after its vector was written: the index holds the older one.
+    ImageEmbedding.objects.filter(pk=rows[3].pk).update(vector=vectors[4].astype(np.float32).tobytes(), updated_at=timezone.now())
+    assert pg_backend.repair(kwargs["result_type_id"], kwargs["fingerprint"]) == 51
+    assert ids(pg_backend.search(vectors[170], **kwargs)) == ["170"]
+    assert set(ids(pg_backend.search(vectors[4], **search_kwargs(limit=2)))) == {"3", "4"}
+    assert pg_backend.repair(kwargs["result_type_id"], kwargs["fingerprint"]) == 0  # nothing left to do

@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from . import queue, training, versions
+from . import duplicates, queue, training, versions
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding, ModelVersion, Whitening
 from .registry import get_registration
@@ -21,10 +21,27 @@ from .serving import PRETRAINED_KEY
 logger = logging.getLogger("visual_search")
 
 
+class PossibleDuplicateFilter(admin.SimpleListFilter):
+    """Rows flagged as another product's image (same file, or nearly the same picture)."""
+
+    title = _("possible duplicate image")
+    parameter_name = "possible_duplicate"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return duplicates.flagged(queryset)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=duplicates.flagged().values("pk"))
+        return queryset
+
+
 @admin.register(ImageEmbedding)
 class ImageEmbeddingAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "result_type", "result_id", "status", "short_error", "fingerprint", "updated_at")
-    list_filter = ("status", "content_type", "fingerprint")
+    list_display = ("__str__", "result_type", "result_id", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
+    list_filter = ("status", PossibleDuplicateFilter, "content_type", "fingerprint")
     search_fields = ("object_id", "result_id", "error", "source_name")
     readonly_fields = [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
     actions = ["requeue"]
@@ -32,6 +49,18 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
     @admin.display(description=_("error"))
     def short_error(self, obj: ImageEmbedding) -> str:
         return obj.error[:120]
+
+    @admin.display(description=_("possible duplicate of"), ordering="-duplicate_score")
+    def possible_duplicate(self, obj: ImageEmbedding) -> str:
+        other = obj.duplicate_of
+        if other is None or other.status != ImageEmbedding.Status.READY:
+            return ""
+        name = duplicates.result_object(other)
+        same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
+        return f"{name if name is not None else other} ({obj.duplicate_score or 0:.2f}{same})"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("duplicate_of__result_type")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -10,7 +10,9 @@ and actions, so nothing of yours needs to change::
         list_display = ["name", "price"]
 
 A product's status covers its own image and its gallery images (registrations with
-``result="product"``): the worst one shows, with the reason when it failed.
+``result="product"``): the worst one shows, with the reason when it failed. A product whose image
+looks like another product's (:mod:`visual_search.duplicates`) says so in that column and on its
+page, with a filter to find them and a way to dismiss the warning.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models.functions import Cast
 from django.http import HttpResponseRedirect
+from django.middleware.csrf import get_token
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from . import queue
+from . import duplicates, queue
 from .models import ImageEmbedding
 from .registry import Registration, get_registrations
 from .reindex import select_pks
@@ -83,6 +86,32 @@ def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
     )
 
 
+def annotate_duplicates(queryset: models.QuerySet) -> models.QuerySet:
+    """Add ``visual_search_duplicate``: the id of the row its closest flagged image names (None: no warning)."""
+    rows = duplicates.flagged(embedding_rows(queryset.model)).order_by("-duplicate_score")
+    return queryset.annotate(visual_search_duplicate=models.Subquery(rows.values("duplicate_of")[:1]))
+
+
+def duplicate_words(row: ImageEmbedding) -> str:
+    """"possible duplicate of Red mug (similarity 0.97, same file)"."""
+    other = row.duplicate_of
+    name = duplicates.result_object(other) if other is not None else None
+    same = bool(row.checksum) and other is not None and other.checksum == row.checksum
+    detail = _("similarity %.2f, same file") if same else _("similarity %.2f")
+    return _("possible duplicate of %(other)s (%(detail)s)") % {
+        "other": name if name is not None else _("a deleted object"),
+        "detail": detail % (row.duplicate_score or 0.0),
+    }
+
+
+def flagged_rows(obj: models.Model) -> list[ImageEmbedding]:
+    """The object's images (own and gallery) flagged as possible duplicates, closest first."""
+    content_type = ContentType.objects.get_for_model(obj)
+    own = models.Q(content_type=content_type, object_id=str(obj.pk)) | models.Q(result_type=content_type, result_id=str(obj.pk))
+    rows = duplicates.flagged(ImageEmbedding.objects.filter(own)).select_related("duplicate_of__result_type")
+    return list(rows.order_by("-duplicate_score"))
+
+
 def status_of(obj: Any) -> str:
     rank = getattr(obj, "visual_search_rank", None)
     return next((name for name, value in RANKS.items() if value == rank), "missing")
@@ -103,6 +132,23 @@ class EmbeddingStatusFilter(admin.SimpleListFilter):
             return queryset.filter(visual_search_rank__isnull=True)
         if value in RANKS:
             return queryset.filter(visual_search_rank=RANKS[value])
+        return queryset
+
+
+class DuplicateFilter(admin.SimpleListFilter):
+    """Objects with an image that looks like another object's (same file, or nearly the same picture)."""
+
+    title = _("possible duplicate image")
+    parameter_name = "visual_search_duplicate"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(visual_search_duplicate__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(visual_search_duplicate__isnull=True)
         return queryset
 
 
@@ -137,16 +183,16 @@ class VisualSearchAdminMixin:
     """Adds visual search to a ``ModelAdmin``: see the module docstring."""
 
     change_list_template = "admin/visual_search/change_list.html"
-    visual_search_actions = ("visual_search_reindex", "visual_search_requeue_failed")
+    visual_search_actions = ("visual_search_reindex", "visual_search_requeue_failed", "visual_search_dismiss_duplicates")
 
     def get_queryset(self, request):
-        return annotate_status(super().get_queryset(request))
+        return annotate_duplicates(annotate_status(super().get_queryset(request)))
 
     def get_list_display(self, request):
         return [*super().get_list_display(request), "visual_search_status"]
 
     def get_list_filter(self, request):
-        return [*super().get_list_filter(request), EmbeddingStatusFilter]
+        return [*super().get_list_filter(request), EmbeddingStatusFilter, DuplicateFilter]
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -159,8 +205,15 @@ class VisualSearchAdminMixin:
     def visual_search_status(self, obj) -> str:
         status = status_of(obj)
         if status == "failed":
-            return format_html('<span class="vs-status-failed" title="{}">{}: {}</span>', obj.visual_search_error, LABELS[status], (obj.visual_search_error or "")[:120])
-        return format_html('<span class="vs-status-{}">{}</span>', status, LABELS[status])
+            label = format_html('<span class="vs-status-failed" title="{}">{}: {}</span>', obj.visual_search_error, LABELS[status], (obj.visual_search_error or "")[:120])
+        else:
+            label = format_html('<span class="vs-status-{}">{}</span>', status, LABELS[status])
+        if getattr(obj, "visual_search_duplicate", None) is None:
+            return label
+        rows = flagged_rows(obj)  # only for the few objects with a warning
+        if not rows:
+            return label
+        return format_html('{}<br><span class="vs-duplicate">{}</span>', label, duplicate_words(rows[0]))
 
     @admin.action(description=_("Reindex visual search"))
     def visual_search_reindex(self, request, queryset):
@@ -171,6 +224,19 @@ class VisualSearchAdminMixin:
     def visual_search_requeue_failed(self, request, queryset):
         pks = list(queryset.values_list("pk", flat=True))
         self._work_message(request, pks, images_done(queue_objects(self.model, pks, only=("stale", "failed")), again=True))
+
+    @admin.action(description=_("Dismiss possible duplicate image warnings"))
+    def visual_search_dismiss_duplicates(self, request, queryset):
+        dismissed = sum(self._dismiss(request, obj) for obj in queryset)
+        text = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
+                        "%d possible duplicates dismissed: they will not be flagged again.", dismissed) % dismissed
+        self.message_user(request, text, messages.SUCCESS)
+
+    def _dismiss(self, request, obj) -> int:
+        rows = flagged_rows(obj)
+        for row in rows:
+            duplicates.dismiss(row, row.duplicate_of, request.user)
+        return len(rows)
 
     def _work_message(self, request, pks: list[Any] | None, done: str) -> None:
         """"3 products: 15 images indexed.", and which still failed when the work ran here."""
@@ -197,7 +263,12 @@ class VisualSearchAdminMixin:
                 "visual-search-requeue/",
                 self.admin_site.admin_view(self.visual_search_requeue_view),
                 name="%s_%s_visual_search_requeue" % info,
-            )
+            ),
+            path(
+                "<path:object_id>/visual-search-not-duplicate/",
+                self.admin_site.admin_view(self.visual_search_dismiss_view),
+                name="%s_%s_visual_search_dismiss" % info,
+            ),
         ]
         return extra + super().get_urls()
 
@@ -208,3 +279,39 @@ class VisualSearchAdminMixin:
         self._work_message(request, None, images_done(done, again=True))
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))
+
+    # -- the change page: "possible duplicate of ..." with a "Not a duplicate" button ----------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            obj = self.get_object(request, object_id)
+            if obj is not None:
+                self._duplicate_warnings(request, obj)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _duplicate_warnings(self, request, obj) -> None:
+        """A warning per flagged image, shown on this very page (messages added before it renders)."""
+        info = self.model._meta.app_label, self.model._meta.model_name
+        url = reverse("admin:%s_%s_visual_search_dismiss" % info, args=[obj.pk], current_app=self.admin_site.name)
+        button = ""
+        if self.has_change_permission(request, obj):
+            button = format_html(
+                ' <form method="post" action="{}" style="display:inline"><input type="hidden" name="csrfmiddlewaretoken" '
+                'value="{}"><button type="submit" class="button">{}</button></form>',
+                url, get_token(request), _("Not a duplicate"),
+            )
+        for row in flagged_rows(obj):
+            words = duplicate_words(row)
+            text = format_html("{}{}{}", _("This image is a "), words, button)
+            self.message_user(request, text, messages.WARNING)
+
+    def visual_search_dismiss_view(self, request, object_id):
+        obj = self.get_object(request, object_id)
+        if request.method != "POST" or obj is None or not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        dismissed = self._dismiss(request, obj)
+        text = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
+                        "%d possible duplicates dismissed: they will not be flagged again.", dismissed) % dismissed
+        self.message_user(request, text, messages.SUCCESS)
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return HttpResponseRedirect(reverse("admin:%s_%s_change" % info, args=[obj.pk], current_app=self.admin_site.name))

@@ -269,6 +269,16 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("CONFIDENT_SCORE", 0.5, NUMBER, "A search is confident when its first result's probability is at "
                 "least this; below, the widget shows possible matches.", minimum=0, maximum=1),
     )),
+    ("Duplicate images", (
+        # Cosine similarity of the raw stored vectors (never whitened), where every photo looks alike
+        # (look-alikes of another product: p99 0.995). Measured on the grocery photos (benchmarks
+        # duplicates, docs/performance.md): at 0.997, 0.33 % of images flagged wrongly, precision 0.93,
+        # recall 1.0 for re-compressed and mirrored copies, 0.90 resized or cropped, 0 with a text banner.
+        # Same bytes are flagged whatever it is.
+        Setting("DUPLICATE_THRESHOLD", 0.997, (*NUMBER, NoneType), "An image whose vector is at least this similar "
+                "(cosine, 0 to 1) to another product's image is flagged as a possible duplicate when it is indexed; "
+                "None: no duplicate detection.", minimum=0, maximum=1),
+    )),
     ("Tasks", (
         Setting("BATCH_SIZE", 32, (int,), "Images embedded per VGG16 call (and per task, times four in reindexing).",
                 minimum=1),

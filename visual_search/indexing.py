@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
-from . import serving
+from . import duplicates, serving
 from .backends import get_backend
 from .batching import chunked
 from .exceptions import InvalidImage
@@ -249,6 +249,9 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
         gone = _outdated_rows(registration, checksums, *fingerprints)
     # Even with nothing ready: failed rows left the searchable set, and the backend must know.
     transaction.on_commit(lambda: get_backend().add(ready))
+    if ready:
+        # Once the backend has them: another product's image that looks the same (never raises).
+        transaction.on_commit(lambda: duplicates.detect_quietly(ready))
     if gone:
         transaction.on_commit(lambda: get_backend().remove(gone))
 

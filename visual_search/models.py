@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+
+def forget_duplicate(collector, field, sub_objs, using) -> None:
+    """``on_delete`` of ``ImageEmbedding.duplicate_of``: the rows that named the deleted one as their
+    duplicate lose it, and its score with it."""
+    collector.add_field_update(field, None, sub_objs)
+    collector.add_field_update(field.model._meta.get_field("duplicate_score"), None, sub_objs)
 
 
 class EmbeddingQuerySet(models.QuerySet):
@@ -56,6 +64,13 @@ class ImageEmbedding(models.Model):
     fingerprint = models.CharField(max_length=32, blank=True, db_index=True)
     dimensions = models.PositiveSmallIntegerField(default=0)
     vector = models.BinaryField(null=True, blank=True, editable=False)
+    # Set when the image was indexed (visual_search.duplicates): the image of another result with the
+    # same bytes or a near-identical vector, and their cosine similarity. Deleting that row clears it.
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=forget_duplicate, related_name="+", editable=False,
+        help_text=_("Another product's image that looks the same (same file, or nearly the same picture)."),
+    )
+    duplicate_score = models.FloatField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -74,7 +89,9 @@ class ImageEmbedding(models.Model):
         # Covers the backend's freshness check (count and newest updated_at of the searchable rows)
         # without reading the vectors.
         indexes = [
-            models.Index(fields=["result_type", "status", "fingerprint", "updated_at"], name="visual_search_fresh")
+            models.Index(fields=["result_type", "status", "fingerprint", "updated_at"], name="visual_search_fresh"),
+            # The duplicate check's "same bytes on another product?" (visual_search.duplicates).
+            models.Index(fields=["checksum"], name="visual_search_checksum"),
         ]
 
     def __str__(self) -> str:
@@ -86,6 +103,39 @@ class ImageEmbedding(models.Model):
         if self.vector is None:
             return None
         return np.frombuffer(bytes(self.vector), dtype=np.float32)
+
+
+class DuplicateDismissal(models.Model):
+    """Staff said two images are not duplicates: the pair is never flagged again.
+
+    Keyed by the two images (``"<content type id>:<object id>:<field>"``, in sorted order), not by
+    embedding rows, so a dismissal survives re-indexing, a model version switch and a new file.
+    """
+
+    first = models.CharField(max_length=200)
+    second = models.CharField(max_length=200)
+    dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("dismissed duplicate warning")
+        verbose_name_plural = _("dismissed duplicate warnings")
+        constraints = [models.UniqueConstraint(fields=["first", "second"], name="visual_search_one_dismissal")]
+
+    def __str__(self) -> str:
+        return f"{self.first} / {self.second}"
+
+    @staticmethod
+    def key(row: ImageEmbedding) -> str:
+        """What identifies an image across re-indexing: its object and field, not its row."""
+        return f"{row.content_type_id}:{row.object_id}:{row.field_name}"
+
+    @classmethod
+    def pair(cls, a: ImageEmbedding, b: ImageEmbedding) -> tuple[str, str]:
+        first, second = sorted((cls.key(a), cls.key(b)))
+        return first, second
 
 
 class Whitening(models.Model):

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import FieldError, ValidationError
+from django.db import DatabaseError
 
 from . import search
 from .conf import settings
@@ -28,11 +29,12 @@ MULTIPART_SLACK = 64 * 1024
 
 
 class PhotoSearchError(Exception):
-    """A search that cannot be answered: ``status`` (HTTP), ``code`` (stable) and ``detail`` (for people)."""
+    """A search that cannot be answered: ``status`` (HTTP), ``code`` (stable) and ``detail`` (for
+    people); ``retry_after`` (seconds) for a passing failure, sent as the ``Retry-After`` header."""
 
-    def __init__(self, status: int, code: str, detail: str):
+    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None):
         super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+        self.status, self.code, self.detail, self.retry_after = status, code, detail, retry_after
 
     def as_dict(self) -> dict[str, str]:
         return {"detail": self.detail, "code": self.code}
@@ -83,6 +85,7 @@ def parse_limit(value: Any) -> int:
 
 # The no-JavaScript page sends the box as four form fields; the API as one.
 BOX_FIELDS = ("box_x0", "box_y0", "box_x1", "box_y1")
+WHOLE = (0.0, 0.0, 1.0, 1.0)
 
 
 def parse_box(params: Mapping[str, Any]) -> Box | None:
@@ -90,11 +93,23 @@ def parse_box(params: Mapping[str, Any]) -> Box | None:
     of the photo, 0 to 1); None for the whole photo. 400 ``invalid_box`` when malformed."""
     value = params.get("box")
     if value in (None, "") and any(params.get(field) not in (None, "") for field in BOX_FIELDS):
-        value = [params.get(field) for field in BOX_FIELDS]
+        # A field left empty is that edge of the photo: a customer changes only the edge that matters.
+        value = [params.get(field) if params.get(field) not in (None, "") else edge for field, edge in zip(BOX_FIELDS, WHOLE)]
     try:
         return Box.parse(value)
     except InvalidBox as exc:
         raise PhotoSearchError(400, exc.code, str(exc)) from None
+
+
+# A database or index that is down usually comes back within seconds (a restart, a failover).
+RETRY_AFTER_SECONDS = 10
+
+
+def unavailable() -> PhotoSearchError:
+    """503 for a failure that is not the customer's and may pass: the database, the index, the model."""
+    return PhotoSearchError(
+        503, "unavailable", "Search by photo is not available right now; please try again later.", RETRY_AFTER_SECONDS
+    )
 
 
 def search_queryset(params: Mapping[str, Any], request=None):
@@ -104,6 +119,9 @@ def search_queryset(params: Mapping[str, Any], request=None):
         queryset.exists()  # a bad filter value (a word for a number) fails here, not mid-search
     except (ValueError, TypeError, ValidationError, FieldError) as exc:
         raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
+    except DatabaseError:
+        logger.exception("Search by photo: the database is unavailable")
+        raise unavailable() from None
     return queryset
 
 
@@ -134,6 +152,10 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
         # Weights that cannot load, TensorFlow out of memory, the index unreachable: not the
         # customer's fault and maybe passing, so 503 and the traceback in the log.
         logger.exception("Search by photo failed")
-        raise PhotoSearchError(503, "unavailable", "Search by photo is not available right now; please try again later.") from None
+        raise unavailable() from None
     logger.debug("Search by photo: %d results in %.3f s", len(results), time.perf_counter() - started)
-    return describe(results, request)
+    try:
+        return describe(results, request)
+    except DatabaseError:
+        logger.exception("Search by photo: the database is unavailable")
+        raise unavailable() from None

@@ -98,11 +98,21 @@ def thumbnail(image: FieldFile | None, size: int) -> str | None:
         return None
     storage, name = image.storage, image.name
     key = _thumbnail_cache_key(storage, name, size)
-    made = cache.get(key)
+    made = _cache_call(cache.get, key)
     if made is None:
         made = _make_thumbnail(storage, name, size)
-        cache.set(key, made)
+        _cache_call(cache.set, key, made)
     return storage.url(made or name)
+
+
+def _cache_call(method, *args):
+    """A call to Django's cache that cannot fail a search: a cache that is down (Redis restarting)
+    only costs the thumbnail a storage check."""
+    try:
+        return method(*args)
+    except Exception as exc:  # noqa: BLE001 - any cache backend's connection error
+        logger.warning("Thumbnail cache unavailable: %s", exc)
+        return None
 
 
 def _thumbnail_cache_key(storage: Storage, name: str, size: int) -> str:

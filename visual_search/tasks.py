@@ -15,10 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError
 from django.utils import timezone
 
 from . import queue
+from .backends import get_backend
 from .conf import settings
 from .indexing import index_objects
 from .models import ImageEmbedding, ModelVersion
@@ -94,8 +96,19 @@ def sweep(older_than: float | None = None) -> int:
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)
+    repair_index(fingerprints)
     fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
     return queued
+
+
+def repair_index(fingerprints) -> int:
+    """Put back in the backend any ready row it lacks (:meth:`~visual_search.backends.base.Backend.repair`)."""
+    backend, repaired = get_backend(), 0
+    for model in {registration.result_model for registration in get_registrations()}:
+        result_type = ContentType.objects.get_for_model(model)
+        for fingerprint in fingerprints:
+            repaired += backend.repair(result_type.pk, fingerprint)
+    return repaired
 
 
 @shared_task(name=queue.ACTIVATE_VERSION, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=2, max_retries=8)

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
-from .photo_search import PhotoSearchError, max_upload_bytes
+from .photo_search import BOX_FIELDS, PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
 
 logger = logging.getLogger("visual_search")
@@ -27,6 +27,11 @@ WIDGET_KEY = "visual_search_widget"
 WIDGET_FIELD = "vs_widget"
 
 MODES = ("inline", "compact")
+# The no-JavaScript form's box fields (photo_search.BOX_FIELDS' order), each with its label and
+# the photo's own edge as its value: a customer changes only the edge that matters, and the
+# untouched fields (0, 0, 1, 1) are the whole photo, which searches as no box does.
+BOX_LABELS = ("Left edge", "Top edge", "Right edge", "Bottom edge")
+BOX_EDGES = ("0", "0", "1", "1")
 DEFAULT_IDS = {"inline": "vs", "compact": "vs-compact"}
 # Ids and results already handed out while rendering one page; kept on the request.
 PAGE_STATE = "_visual_search_widgets"
@@ -169,6 +174,7 @@ def widget_context(
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
         "messages_json": json.dumps(customer_messages()),
+        "box_fields": [{"name": n, "label": t, "value": v} for n, t, v in zip(BOX_FIELDS, BOX_LABELS, BOX_EDGES)],
         "results": results,
         "confident": context.get(CONFIDENT_KEY, True),
         "error": context.get(ERROR_KEY) if mine else None,

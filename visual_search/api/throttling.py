@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from rest_framework.throttling import AnonRateThrottle
 
 from ..conf import settings
+
+logger = logging.getLogger("visual_search")
 
 
 class SearchRateThrottle(AnonRateThrottle):
@@ -23,4 +27,8 @@ class SearchRateThrottle(AnonRateThrottle):
         # Read the rate on every request, not once per class, so settings changes apply at once.
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: serve, do not fail the search
+            logger.warning("Search rate limit not checked, the cache is unavailable: %s", exc)
+            return True

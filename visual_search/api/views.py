@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
+from django.db import DatabaseError
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -19,7 +20,7 @@ from rest_framework.views import APIView
 
 from .. import search
 from ..conf import settings
-from ..photo_search import PhotoSearchError, check_content_length, confident, parse_limit, search_photo
+from ..photo_search import PhotoSearchError, check_content_length, confident, parse_limit, search_photo, unavailable
 from ..registry import filter_lookups, search_model, visible
 from ..results import apply_filters, describe
 from .serializers import (
@@ -62,8 +63,14 @@ class VisualSearchAPIView(APIView):
     schema = VisualSearchSchema()
 
     def handle_exception(self, exc):
+        if isinstance(exc, DatabaseError):  # the database is restarting or unreachable: it will pass
+            logger.exception("Visual search API: the database is unavailable")
+            exc = unavailable()
         if isinstance(exc, PhotoSearchError):
-            return Response(exc.as_dict(), status=exc.status)
+            response = Response(exc.as_dict(), status=exc.status)
+            if exc.retry_after:
+                response["Retry-After"] = str(exc.retry_after)
+            return response
         response = super().handle_exception(exc)
         if isinstance(exc, APIException) and isinstance(response.data, dict) and "detail" in response.data:
             codes = exc.get_codes()

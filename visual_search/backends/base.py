@@ -112,6 +112,14 @@ class BaseBackend:
         with self.space(result_type_id, fingerprint) as space:
             return ranking.rank(space, vector, limit=limit, restrict_to=restrict_to, exclude=exclude, policy=policy)
 
+    def repair(self, result_type_id: int, fingerprint: str) -> int:
+        """Add the ready rows of this model and fingerprint that the backend lacks, or holds an
+        older vector of; returns how many. The sweep calls it: a worker killed, or the database
+        lost, between a row's commit and its ``add`` leaves a ready row unsearchable, and no later
+        task would notice (the image is unchanged). Backends that read the rows themselves
+        (NumPy, FAISS) lack nothing: 0."""
+        return 0
+
     def reset(self) -> None:
         """Drop whatever the backend keeps of its own, to be rebuilt from the rows."""
         raise NotImplementedError

@@ -38,6 +38,8 @@ logger = logging.getLogger("visual_search")
 # pgvector's ceiling for hnsw.ef_search: one HNSW scan never yields more candidates than this.
 MAX_EF_SEARCH = 1000
 STAGE = "visual_search_pgvector_stage"
+# Rows added per statement when the sweep repairs the index.
+REPAIR_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,27 @@ class PgvectorBackend(BaseBackend):
             cursor.execute(f"SELECT id FROM {schema.GENERATIONS}")
             for (generation_id,) in cursor.fetchall():
                 cursor.execute(f"DELETE FROM {schema.vectors_table(generation_id)} WHERE embedding_id = ANY(%s)", [ids])
+
+    def repair(self, result_type_id: int, fingerprint: str) -> int:
+        """Add the ready rows missing from (or newer than) this model's generations: see the base class."""
+        rows = ImageEmbedding.objects.using(self.using)
+        table = rows.model._meta.db_table
+        missing: set[int] = set()
+        with self._cursor() as cursor:
+            for generation in self._generations(cursor, result_type_id, fingerprint):
+                cursor.execute(
+                    f"SELECT e.id FROM {table} e LEFT JOIN {generation.table} v ON v.embedding_id = e.id"
+                    " WHERE e.result_type_id = %s AND e.fingerprint = %s AND e.status = %s"
+                    " AND (v.embedding_id IS NULL OR v.updated_at < e.updated_at)",
+                    [result_type_id, fingerprint, ImageEmbedding.Status.READY.value],
+                )
+                missing.update(row_id for (row_id,) in cursor.fetchall())
+        ids = sorted(missing)
+        for start in range(0, len(ids), REPAIR_CHUNK):
+            self.add(list(rows.filter(pk__in=ids[start : start + REPAIR_CHUNK])))
+        if ids:
+            logger.warning("pgvector: %s ready vectors of %s were missing from the index; added", len(ids), fingerprint)
+        return len(ids)
 
     def reset(self) -> None:
         """Drop every generation; the ``add`` calls that follow (a rebuild) fill new ones, whose

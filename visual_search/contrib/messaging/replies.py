@@ -1,0 +1,63 @@
+"""What the bot says, in one place, and how one result reads in a chat (plain text: no markup to escape)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils.translation import gettext as _
+
+# Telegram's limit for a photo's caption; WhatsApp's and Viber's are larger.
+CAPTION_LIMIT = 1024
+
+
+def welcome() -> str:
+    return _("Hello! Send me a photo of a product and I will find it in our shop.")
+
+
+def help_text() -> str:
+    return _("I find products by photo: send me a photo of a product (a picture, or an image file).")
+
+
+def sticker() -> str:
+    return _("Nice sticker! I can only search with photos, though: send me a picture of a product.")
+
+
+def not_an_image() -> str:
+    return _("That file is not an image. Send a photo of the product (JPEG, PNG or WebP).")
+
+
+def too_large(max_bytes: int) -> str:
+    megabytes = max_bytes / (1024 * 1024)
+    return _("That photo is too large: at most %(mb)g MB. Send it as a photo rather than as a file, or send a "
+             "smaller one.") % {"mb": megabytes}
+
+
+def please_wait() -> str:
+    return _("You are sending messages faster than I can look: please wait a minute, then try again.")
+
+
+def no_results() -> str:
+    return _("I could not find anything like that in the shop. Try another photo, closer to the product.")
+
+
+def unsure() -> str:
+    return _("I am not sure I recognise it; these look the closest:")
+
+
+def failed() -> str:
+    return _("Sorry, something went wrong while searching. Please try again in a moment.")
+
+
+def caption(item: Mapping[str, Any], rank: int) -> str:
+    """``"1. Pink Lady — 12.90 SEK"``, then the product's link on its own line; the price only when
+    the shop's result adapter gives one."""
+    title = f"{rank}. {item.get('name') or ''}"
+    price = item.get("price")
+    if price not in (None, ""):
+        title += f" — {price}" + (f" {item['currency']}" if item.get("currency") else "")
+    link = item.get("url") or ""
+    room = CAPTION_LIMIT - len(link) - 1
+    if len(title) > room:
+        title = title[: max(room - 1, 0)] + "…"
+    return f"{title}\n{link}" if link else title

@@ -1,0 +1,52 @@
+"""manage.py visual_search_telegram set-webhook URL | delete-webhook | info"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from telegram.error import TelegramError
+
+from ... import client
+from ...conf import settings
+
+ALLOWED_UPDATES = ["message"]  # what the bot answers; Telegram then sends nothing else
+
+
+class Command(BaseCommand):
+    help = "Point the shop's Telegram bot at its webhook, remove the webhook, or show what Telegram knows of it."
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{set-webhook,delete-webhook,info}")
+        set_parser = actions.add_parser("set-webhook", help="Send updates to URL, with the SECRET as secret token.")
+        set_parser.add_argument("url", help="The webhook's full HTTPS URL, e.g. https://shop.example/telegram/webhook/")
+        delete_parser = actions.add_parser("delete-webhook", help="Stop sending updates to the webhook.")
+        for sub in (set_parser, delete_parser):
+            sub.add_argument("--drop-pending-updates", action="store_true", help="Forget the updates Telegram still holds.")
+        actions.add_parser("info", help="The webhook's URL, pending updates and last error, as Telegram reports them.")
+
+    def handle(self, *args, action, **options):
+        try:
+            getattr(self, "_" + action.replace("-", "_"))(**options)
+        except (TelegramError, ImproperlyConfigured) as exc:
+            raise CommandError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _set_webhook(self, url, drop_pending_updates=False, **options):
+        if not url.startswith("https://"):
+            raise CommandError(f"{url} is not an HTTPS URL: Telegram sends updates to HTTPS webhooks only.")
+        if not settings.SECRET:
+            raise CommandError("VISUAL_SEARCH_TELEGRAM['SECRET'] is not set: the webhook would refuse every update.")
+        client.call(lambda bot: bot.set_webhook(url=url, secret_token=settings.SECRET, allowed_updates=ALLOWED_UPDATES,
+                                                drop_pending_updates=drop_pending_updates))
+        self.stdout.write(self.style.SUCCESS(f"Telegram now sends the bot's messages to {url}"))
+
+    def _delete_webhook(self, drop_pending_updates=False, **options):
+        client.call(lambda bot: bot.delete_webhook(drop_pending_updates=drop_pending_updates))
+        self.stdout.write(self.style.SUCCESS("Webhook removed: Telegram keeps the bot's messages until one is set."))
+
+    def _info(self, **options):
+        info = client.call(lambda bot: bot.get_webhook_info())
+        error = f"{info.last_error_message} ({info.last_error_date:%Y-%m-%d %H:%M})" if info.last_error_message else "-"
+        rows = [("url", info.url or "(none)"), ("pending updates", str(info.pending_update_count)),
+                ("allowed updates", ", ".join(info.allowed_updates or []) or "(all)"), ("last error", error)]
+        for name, value in rows:
+            self.stdout.write(f"{name + ':':17}{value}")

@@ -1,0 +1,250 @@
+"""Possible duplicate images: the same photo (or a resized, re-compressed, mirrored copy) on two products.
+
+When an image is indexed, :func:`detect` looks for an image of *another* result (two photos of one
+product are no problem) with the same bytes (``checksum``) or a vector at least
+``DUPLICATE_THRESHOLD`` similar, and records the best on the row (``duplicate_of``,
+``duplicate_score``), on both rows of the pair. Only vectors of the current fingerprint are compared,
+as stored: raw VGG16 vectors, unit length, by cosine. The search's whitening is for ranking
+*different* photos of a product; two copies of one photo are already near-identical before it.
+
+The candidates come from the backend's nearest-neighbour search (:meth:`space
+<visual_search.backends.base.BaseBackend.space>`): a few rows per image, whatever the catalogue's
+size, then re-scored on their raw vectors. :func:`find_pairs` is the exhaustive scan behind
+``manage.py visual_search_duplicates``. Staff dismiss a pair with :func:`dismiss`
+(:class:`~visual_search.models.DuplicateDismissal`): it is not flagged again, re-indexed or not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from .backends import get_backend
+from .conf import settings
+from .embeddings.pooling import l2_normalise
+from .models import DuplicateDismissal, ImageEmbedding
+from .serving import current_fingerprint
+
+logger = logging.getLogger("visual_search")
+
+# Rows asked of the backend per image. The backend's space is whitened, where a copy is not always
+# its source's nearest: benchmarks duplicates found 149 of 150 sources within the first 16 rows, the
+# last at rank 19; a few more rows read back cost next to nothing.
+NEIGHBOURS = 32
+# Rows that named a re-indexed image as their duplicate are checked again; a bound, so one image
+# copied across a thousand products does not make one indexing batch check them all.
+RECHECK_LIMIT = 100
+# Rows compared at a time by find_pairs: 1,024 x 100k scores are 400 MB of float32.
+SCAN_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class Match:
+    """The best possible duplicate of one image: the other row, their similarity, whether same bytes."""
+
+    row_id: int
+    score: float
+    same_file: bool
+
+
+@dataclass
+class Pair:
+    """Two images of two results that look the same (as :func:`find_pairs` lists them)."""
+
+    first: ImageEmbedding
+    second: ImageEmbedding
+    score: float
+    dismissed: bool = False
+
+    @property
+    def same_file(self) -> bool:
+        return bool(self.first.checksum) and self.first.checksum == self.second.checksum
+
+
+def threshold() -> float | None:
+    """``DUPLICATE_THRESHOLD``: None switches detection off."""
+    value = settings.DUPLICATE_THRESHOLD
+    return None if value is None else float(value)
+
+
+def dismissed_keys(row: ImageEmbedding) -> set[str]:
+    """The images staff said are no duplicates of ``row``'s (their :meth:`DuplicateDismissal.key`)."""
+    key = DuplicateDismissal.key(row)
+    pairs = DuplicateDismissal.objects.filter(models.Q(first=key) | models.Q(second=key)).values_list("first", "second")
+    return {other for pair in pairs for other in pair if other != key}
+
+
+def candidates(row: ImageEmbedding) -> list[ImageEmbedding]:
+    """Ready rows of other results of ``row``'s model and fingerprint that may show the same image:
+    the same bytes, or among the backend's nearest neighbours of its vector."""
+    with get_backend().space(row.result_type_id, row.fingerprint) as space:
+        found = space.nearest(space.transform(row.array), NEIGHBOURS, space.allow(None, [row.result_id]))
+    # Two queries on one column each, so each uses its index (result_id, checksum) whatever the
+    # database's planner thinks of the others; the few rows found are filtered here.
+    rows = {other.pk: other for other in ImageEmbedding.objects.filter(result_id__in=set(found.result_ids))}
+    if row.checksum:
+        rows.update((other.pk, other) for other in ImageEmbedding.objects.filter(checksum=row.checksum))
+    return [
+        other for other in rows.values()
+        if other.status == ImageEmbedding.Status.READY and other.fingerprint == row.fingerprint
+        and other.result_type_id == row.result_type_id and other.result_id != row.result_id and other.vector is not None
+    ]
+
+
+def best_match(row: ImageEmbedding, limit: float) -> Match | None:
+    """``row``'s most similar image of another result, if the same file or at least ``limit`` similar."""
+    rows = candidates(row)
+    dismissed = dismissed_keys(row)
+    rows = [other for other in rows if DuplicateDismissal.key(other) not in dismissed]
+    if not rows:
+        return None
+    scores = l2_normalise(np.stack([other.array for other in rows])) @ l2_normalise(row.array)
+    same = np.array([bool(row.checksum) and other.checksum == row.checksum for other in rows])
+    # The same file wins whatever the score (a few pixels of float noise); then the most similar.
+    best = int(np.lexsort((-scores, ~same))[0])
+    if not same[best] and scores[best] < limit:
+        return None
+    return Match(rows[best].pk, float(min(scores[best], 1.0)), bool(same[best]))
+
+
+def detect(rows: Iterable[ImageEmbedding]) -> int:
+    """Record (or clear) the possible duplicate of each ready row of the current fingerprint.
+
+    The other image of a pair is flagged too, unless it already names a closer one. Rows that named
+    one of ``rows`` are checked again: its image may have changed. Returns how many rows are flagged.
+    """
+    limit = threshold()
+    if limit is None:
+        return 0
+    fingerprint = current_fingerprint()
+    rows = [r for r in rows if r.fingerprint == fingerprint and r.status == ImageEmbedding.Status.READY and r.vector is not None]
+    if not rows:
+        return 0
+    ids = [r.pk for r in rows]
+    rows += list(ImageEmbedding.objects.ready(fingerprint).filter(duplicate_of__in=ids).exclude(pk__in=ids)[:RECHECK_LIMIT])
+    flagged = 0
+    for row in rows:
+        match = best_match(row, limit)
+        _record(row.pk, match)
+        if match is not None:
+            flagged += 1
+            # The other side, unless it has a closer duplicate of its own.
+            ImageEmbedding.objects.filter(pk=match.row_id).filter(
+                models.Q(duplicate_of__isnull=True) | models.Q(duplicate_score__lt=match.score) | models.Q(duplicate_of=row.pk)
+            ).update(duplicate_of=row.pk, duplicate_score=match.score)
+    return flagged
+
+
+def _record(row_id: int, match: Match | None) -> None:
+    # update(), not save(): updated_at stays, so no backend sees a changed vector.
+    ImageEmbedding.objects.filter(pk=row_id).update(
+        duplicate_of=match.row_id if match else None, duplicate_score=match.score if match else None
+    )
+
+
+def detect_quietly(rows: Sequence[ImageEmbedding]) -> None:
+    """:func:`detect`, logging instead of raising: indexing never fails for a duplicate check."""
+    try:
+        detect(rows)
+    except Exception:
+        logger.exception("Duplicate image check failed for %d image(s); they are indexed all the same.", len(rows))
+
+
+def dismiss(row: ImageEmbedding, other: ImageEmbedding, user=None) -> None:
+    """Staff say ``row`` and ``other`` are different products' own images: never flag them again."""
+    first, second = DuplicateDismissal.pair(row, other)
+    DuplicateDismissal.objects.get_or_create(first=first, second=second, defaults={"dismissed_by": user})
+    pair = models.Q(pk=row.pk, duplicate_of=other.pk) | models.Q(pk=other.pk, duplicate_of=row.pk)
+    ImageEmbedding.objects.filter(pair).update(duplicate_of=None, duplicate_score=None)
+    # Either may look like a third product's image too.
+    detect_quietly([r for r in ImageEmbedding.objects.filter(pk__in=[row.pk, other.pk])])
+
+
+def flagged(queryset: models.QuerySet | None = None) -> models.QuerySet:
+    """Rows of the current fingerprint flagged as a possible duplicate of a ready row."""
+    queryset = ImageEmbedding.objects.all() if queryset is None else queryset
+    ready = ImageEmbedding.Status.READY
+    return queryset.filter(
+        fingerprint=current_fingerprint(), status=ready, duplicate_of__isnull=False, duplicate_of__status=ready
+    )
+
+
+# -- the exhaustive listing (manage.py visual_search_duplicates) ------------------------------------
+
+
+def find_pairs(
+    limit: float | None = None,
+    *,
+    result_model: type[models.Model] | None = None,
+    include_dismissed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Pair]:
+    """Every pair of images of two results that look the same, best first: one pair per two results.
+
+    Compares every ready vector of the current fingerprint with every other of its model (a NumPy
+    scan in chunks of :data:`SCAN_CHUNK`), at ``limit`` (default ``DUPLICATE_THRESHOLD``, or 1.0
+    when that is None: same files only). ``progress(done, total)`` after each chunk.
+    """
+    limit = threshold() if limit is None else limit
+    limit = 1.0 if limit is None else limit
+    rows = ImageEmbedding.objects.ready(current_fingerprint())
+    if result_model is not None:
+        rows = rows.filter(result_type=ContentType.objects.get_for_model(result_model))
+    pairs: list[Pair] = []
+    types = sorted(set(rows.values_list("result_type_id", flat=True)))
+    total = rows.count()
+    done = 0
+    for result_type_id in types:
+        pairs += _scan(rows.filter(result_type_id=result_type_id), limit, lambda n, done=done: progress and progress(done + n, total))
+        done += rows.filter(result_type_id=result_type_id).count()
+    dismissed = set(DuplicateDismissal.objects.values_list("first", "second"))
+    for pair in pairs:
+        pair.dismissed = DuplicateDismissal.pair(pair.first, pair.second) in dismissed
+    return sorted((p for p in pairs if include_dismissed or not p.dismissed), key=lambda p: (-p.same_file, -p.score))
+
+
+def _scan(rows: models.QuerySet, limit: float, progress: Callable[[int], object]) -> list[Pair]:
+    ids, results, checksums, vectors = [], [], [], []
+    for row_id, result_id, checksum, blob in rows.values_list("id", "result_id", "checksum", "vector").iterator(chunk_size=2000):
+        ids.append(row_id)
+        results.append(result_id)
+        checksums.append(checksum)
+        vectors.append(np.frombuffer(bytes(blob), dtype=np.float32))
+    if len(ids) < 2:
+        progress(len(ids))
+        return []
+    matrix = l2_normalise(np.vstack(vectors))
+    _, codes = np.unique(np.asarray(results, dtype=object).astype(str), return_inverse=True)
+    _, files = np.unique(np.asarray(checksums, dtype=object).astype(str), return_inverse=True)
+    files = np.where(np.asarray(checksums, dtype=object) == "", -1 - np.arange(len(ids)), files)  # no checksum: no match
+    best: dict[tuple[int, int], tuple[bool, float, int, int]] = {}
+    for start in range(0, len(ids), SCAN_CHUNK):
+        stop = min(start + SCAN_CHUNK, len(ids))
+        scores = matrix[start:stop] @ matrix.T
+        same = files[start:stop, None] == files[None, :]
+        hits = (scores >= limit) | same
+        hits &= codes[start:stop, None] != codes[None, :]  # another result
+        hits &= np.arange(start, stop)[:, None] < np.arange(len(ids))[None, :]  # each pair once
+        for i, j in zip(*np.nonzero(hits)):
+            i, j = int(i) + start, int(j)
+            key = (min(codes[i], codes[j]), max(codes[i], codes[j]))
+            candidate = (bool(same[i - start, j]), float(min(scores[i - start, j], 1.0)), i, j)
+            if key not in best or candidate[:2] > best[key][:2]:
+                best[key] = candidate
+        progress(stop)
+    wanted = {ids[n] for _, _, i, j in best.values() for n in (i, j)}
+    loaded = ImageEmbedding.objects.filter(pk__in=wanted).select_related("content_type", "result_type").defer("vector").in_bulk()
+    return [Pair(loaded[ids[i]], loaded[ids[j]], score) for _, score, i, j in best.values()]
+
+
+def result_object(row: ImageEmbedding) -> models.Model | None:
+    """The object a row stands for (the product), or None when it is gone."""
+    model = row.result_type.model_class()
+    if model is None:
+        return None
+    return model._default_manager.filter(pk=row.result_id).first()
