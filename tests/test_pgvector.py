@@ -337,3 +337,10 @@ def test_repair_puts_back_ready_rows_the_index_lost(pg_backend):
     assert ids(pg_backend.search(vectors[170], **kwargs)) == ["170"]
     assert set(ids(pg_backend.search(vectors[4], **search_kwargs(limit=2)))) == {"3", "4"}
     assert pg_backend.repair(kwargs["result_type_id"], kwargs["fingerprint"]) == 0  # nothing left to do
+    # A product deleted while its remove() was lost: its vector goes at the next repair.
+    ImageEmbedding.objects.filter(pk=rows[170].pk).delete()
+    pg_backend.repair(kwargs["result_type_id"], kwargs["fingerprint"])
+    with pg_backend._cursor() as cursor:
+        [generation] = pg_backend._generations(cursor, kwargs["result_type_id"], kwargs["fingerprint"])
+        cursor.execute(f"SELECT count(*) FROM {generation.table}")
+        assert cursor.fetchone()[0] == 199

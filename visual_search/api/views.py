@@ -20,7 +20,15 @@ from rest_framework.views import APIView
 
 from .. import search
 from ..conf import settings
-from ..photo_search import PhotoSearchError, check_content_length, confident, parse_limit, search_photo, unavailable
+from ..photo_search import (
+    RETRY_AFTER_SECONDS,
+    PhotoSearchError,
+    check_content_length,
+    confident,
+    parse_limit,
+    search_photo,
+    unavailable,
+)
 from ..registry import filter_lookups, search_model, visible
 from ..results import apply_filters, describe
 from .serializers import (
@@ -158,7 +166,9 @@ class SimilarView(VisualSearchAPIView):
             raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
         except Exception:
             logger.exception("Similar objects for %s %s failed", model.__name__, pk)
-            raise PhotoSearchError(503, "unavailable", "Similar products are not available right now; please try again later.") from None
+            raise PhotoSearchError(
+                503, "unavailable", "Similar products are not available right now; please try again later.", RETRY_AFTER_SECONDS
+            ) from None
         return self.results_response(describe(results, request))
 
 

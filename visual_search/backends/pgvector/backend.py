@@ -118,7 +118,8 @@ class PgvectorBackend(BaseBackend):
                 cursor.execute(f"DELETE FROM {schema.vectors_table(generation_id)} WHERE embedding_id = ANY(%s)", [ids])
 
     def repair(self, result_type_id: int, fingerprint: str) -> int:
-        """Add the ready rows missing from (or newer than) this model's generations: see the base class."""
+        """Add the ready rows missing from (or newer than) this model's generations, and drop the
+        vectors of rows gone or no longer ready: see the base class. Returns how many were added."""
         rows = ImageEmbedding.objects.using(self.using)
         table = rows.model._meta.db_table
         missing: set[int] = set()
@@ -131,6 +132,15 @@ class PgvectorBackend(BaseBackend):
                     [result_type_id, fingerprint, ImageEmbedding.Status.READY.value],
                 )
                 missing.update(row_id for (row_id,) in cursor.fetchall())
+                # And the vectors of rows deleted, or no longer ready, whose remove() was lost.
+                cursor.execute(
+                    f"DELETE FROM {generation.table} v WHERE NOT EXISTS (SELECT 1 FROM {table} e"
+                    " WHERE e.id = v.embedding_id AND e.status = %s)",
+                    [ImageEmbedding.Status.READY.value],
+                )
+                extra = cursor.rowcount
+                if extra:
+                    logger.warning("pgvector: %s vectors of rows gone or not ready were left in the index; removed", extra)
         ids = sorted(missing)
         for start in range(0, len(ids), REPAIR_CHUNK):
             self.add(list(rows.filter(pk__in=ids[start : start + REPAIR_CHUNK])))
