@@ -58,7 +58,7 @@ def test_load_demo_catalogue_loads_81_products_with_galleries_and_is_idempotent(
         categories = {row["category"] for row in csv.DictReader(open(ROOT / "demo_shop/data/grocery_store/products.csv"))}
         assert db.execute("SELECT COUNT(*) FROM catalogue_category").fetchone()[0] == len(categories)
         per_product = db.execute("SELECT COUNT(*) FROM catalogue_productimage GROUP BY product_id").fetchall()
-        assert {n for (n,) in per_product} == {4}
+        assert {n for (n,) in per_product} == {6}
         val = {hashlib.sha256(p.read_bytes()).digest() for p in (ROOT / "demo_shop/data/grocery_store/photos").rglob("val_*")}
         loaded = {hashlib.sha256(p.read_bytes()).digest() for p in (folder / "media").rglob("*.jpg")}
         assert val and not val & loaded  # the val photos stay unseen
@@ -88,7 +88,7 @@ assert client.get("/api/visual-search/docs/")["Content-Type"].startswith("text/h
 home = client.get("/").content.decode()
 assert "Klasson" in home and "MIT licence" in home and "Arla Standard Milk" in home
 product = client.get("/product/arla-standard-milk/").content.decode()
-assert "Similar products" in product and "kr" in product and product.count("/media/gallery/arla-standard-milk-") == 8
+assert "Similar products" in product and "kr" in product and product.count("/media/gallery/arla-standard-milk-") == 12
 photo = Path("demo_shop/data/grocery_store/catalogue/Arla-Standard-Milk.jpg")
 body = client.post("/api/visual-search/search/", {"image": photo.open("rb"), "category": "milk", "limit": 3}).json()
 assert body["results"][0]["name"] == "Arla Standard Milk", body
