@@ -106,18 +106,18 @@ VISUAL_SEARCH = {
     # from the product's category as well as "same product" from its photos.
     "TRAINING_CATEGORY_FIELD": "category__slug",
 }
-# Search by photo in Telegram (docs/telegram.md): on when TELEGRAM_BOT_TOKEN is set (from @BotFather),
-# with TELEGRAM_WEBHOOK_SECRET as the webhook's secret token; then urls.py mounts telegram/webhook/ and
-# `manage.py visual_search_telegram set-webhook https://<public host>/telegram/webhook/` points the bot
-# there. Without a token the app is not installed, so the demo starts with no bot and no warning.
+# Search by photo in Telegram (docs/telegram.md): the webhook is mounted at telegram/webhook/ and
+# checks the secret token of every request (a wrong one answers 403). Set TELEGRAM_BOT_TOKEN (from
+# @BotFather) and TELEGRAM_WEBHOOK_SECRET, then `manage.py visual_search_telegram set-webhook
+# https://<public host>/telegram/webhook/` points the bot there. The defaults are placeholders: the
+# demo starts without a bot, and replies to a message sent with the placeholder secret fail (logged).
 VISUAL_SEARCH_TELEGRAM = {
-    "TOKEN": os.environ.get("TELEGRAM_BOT_TOKEN") or None,
-    "SECRET": os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None,
+    "TOKEN": os.environ.get("TELEGRAM_BOT_TOKEN") or "0:set-TELEGRAM_BOT_TOKEN",
+    "SECRET": os.environ.get("TELEGRAM_WEBHOOK_SECRET") or "demo-webhook-secret-set-TELEGRAM_WEBHOOK_SECRET",
     "RESULTS": 3,
     "RATE": "10/min",
 }
-if VISUAL_SEARCH_TELEGRAM["TOKEN"]:
-    INSTALLED_APPS.append("visual_search.contrib.telegram")
+INSTALLED_APPS.append("visual_search.contrib.telegram")
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = False

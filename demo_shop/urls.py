@@ -15,5 +15,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
-if "visual_search.contrib.telegram" in settings.INSTALLED_APPS:  # TELEGRAM_BOT_TOKEN is set (settings.py)
+if "visual_search.contrib.telegram" in settings.INSTALLED_APPS:  # see VISUAL_SEARCH_TELEGRAM in settings.py
     urlpatterns.append(path("telegram/", include("visual_search.contrib.telegram.urls")))  # telegram/webhook/
