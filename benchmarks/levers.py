@@ -55,6 +55,11 @@ CONFIGS = [
     ("  learned, no query expansion", ALL, ALL, 128, 0, 0.5, True),
     ("  learned, 1 view each", ("full",), ("full",), 128, 3, 0.5, True),
     ("  learned, 2 stored views, 4 in the query", ("full", "flip"), ALL, 128, 3, 0.5, True),
+    # Speed against quality (issue 17): each query view is one more VGG16 pass the customer waits for.
+    ("  learned, 4 stored views, 1 in the query", ALL, ("full",), 128, 3, 0.5, True),
+    ("  learned, 4 stored views, 2 in the query", ALL, ("full", "flip"), 128, 3, 0.5, True),
+    ("  learned, 4 stored views, full + crop in the query", ALL, ("full", "crop"), 128, 3, 0.5, True),
+    ("  learned, 2 stored views, 2 in the query", ("full", "flip"), ("full", "flip"), 128, 3, 0.5, True),
 ]
 
 

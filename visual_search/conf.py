@@ -51,6 +51,8 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.E012": "BACKENDS has no 'default' entry.",
     "visual_search.E013": "TRAINING names an option that TrainingOptions does not have.",
     "visual_search.E014": "settings.VISUAL_SEARCH is not a dict (nothing else is checked).",
+    "visual_search.E015": "RUNTIME is an OpenVINO one but the openvino package (or, for 'openvino-int8', nncf) "
+    "is not installed.",
     "visual_search.E020": "A setting has the wrong type (or a list or dict holds an item of the wrong type).",
     "visual_search.E021": "A number is out of its range.",
     "visual_search.E022": "A value (or an item of a list) is not one of the accepted choices.",
@@ -221,6 +223,13 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         # vectors to cosine 0.9999, so it is not part of the fingerprint.
         Setting("PRECISION", "auto", (str,), "'auto' (bfloat16 where the CPU has AMX or AVX-512 BF16), or force "
                 "'float32' or 'bfloat16'.", choices=("auto", "float32", "bfloat16"), check_id="visual_search.E004"),
+        # OpenVINO runs the same network 1.8x faster for one image on a 2-core AVX-512 BF16 EPYC and
+        # int8 about 1.9x faster again, with the same vectors (cosine >= 0.99, checked on the shop's
+        # images before int8 is used): docs/performance.md. Neither is part of the fingerprint.
+        Setting("RUNTIME", "tensorflow", (str,), "What runs the network: 'tensorflow', 'openvino' (pip install "
+                "'django-visual-search[openvino]') or 'openvino-int8' (its convolutions quantised to 8 bits on the "
+                "shop's own images, once per machine, and used only if its vectors agree with TensorFlow's).",
+                choices=("tensorflow", "openvino", "openvino-int8"), check_id="visual_search.E015", deep=True),
         # Each view is one more VGG16 pass per image; visual_search.embeddings.views renders these
         # names. The catalogue's views are part of the fingerprint: changing them makes vectors stale.
         # All four lifted val P@1 from 0.351 to 0.405 (with prototypes 0.486; docs/performance.md).

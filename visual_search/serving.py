@@ -29,6 +29,7 @@ from .embeddings.spec import EmbeddingSpec, settings_fingerprint, weights_kind
 from .exceptions import WeightsUnavailable
 from .models import ModelVersion, Whitening
 from .ranking import Calibration
+from .registry import get_registrations
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
@@ -186,12 +187,40 @@ def get_extractor(version: ModelVersion | str | None = None) -> Extractor:
         version = serving_version()
     elif isinstance(version, str):
         version = _version_of(version)
-    precision = str(settings.PRECISION)
+    precision, runtime = str(settings.PRECISION), str(settings.RUNTIME)
+    calibration = calibration_inputs if runtime == "openvino-int8" else None
     if version is None:
         spec = EmbeddingSpec.from_settings()
-        return _cached(("settings", spec, precision), lambda: Extractor(spec, precision), f"VGG16 with {_weights_words(spec.weights)}")
+        return _cached(
+            ("settings", spec, precision, runtime), lambda: Extractor(spec, precision, runtime, calibration),
+            f"VGG16 with {_weights_words(spec.weights)}",
+        )
     what = f"trained model version #{version.pk} {version.label!r}"
-    return _cached((version.fingerprint, precision), lambda: Extractor(version_spec(version), precision), what)
+    return _cached(
+        (version.fingerprint, precision, runtime), lambda: Extractor(version_spec(version), precision, runtime, calibration), what
+    )
+
+
+# Images of the catalogue whose views calibrate an int8 network (RUNTIME "openvino-int8").
+CALIBRATION_IMAGES = 48
+
+
+def calibration_inputs(extractor: Extractor, limit: int = CALIBRATION_IMAGES) -> np.ndarray | None:
+    """The VGG16 inputs of the views of up to ``limit`` of the registered models' images, spread over
+    the catalogue (every n-th by primary key); None when there are none. Unreadable images are skipped."""
+    inputs = []
+    for registration in get_registrations():
+        objects = registration.model._default_manager.exclude(**{registration.image_field: ""}).order_by("pk")
+        total = objects.count()
+        step = max(1, total // limit)
+        for obj in objects[: step * limit : step]:
+            try:
+                inputs.append(extractor.prepare(registration.read_image(obj)))
+            except Exception:  # a broken or missing file is not the calibration's business
+                continue
+            if len(inputs) >= limit:
+                break
+    return np.concatenate(inputs) if inputs else None
 
 
 def _weights_words(weights: str) -> str:
@@ -222,9 +251,11 @@ def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
             extractor = _cache[key] = make()
             # Once per model and process: the first search or indexing pays for loading it.
             logger.info(
-                "Visual search model loaded in %.1f s: %s, %s px images, %s arithmetic. Searches and indexing in this "
-                "process reuse it.",
+                "Visual search model loaded in %.1f s: %s, %s px images, %s arithmetic on %s. Searches and indexing in "
+                "this process reuse it.",
                 time.monotonic() - started, what, extractor.spec.image_size, extractor.precision,
+                {"tensorflow": "TensorFlow", "openvino": "OpenVINO", "openvino-int8": "OpenVINO (int8 convolutions)"}.get(
+                    extractor.runtime, extractor.runtime),
             )
     return extractor
 

@@ -41,6 +41,7 @@ from collections.abc import Collection, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..batching import chunked
 from ..models import Whitening
 from ..ranking import Neighbours, transform
-from .base import BaseBackend, EmptySpace, group_by_result
+from .base import REBUILD_CHUNK, BaseBackend, EmptySpace, group_by_result
 from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due
 
 try:
@@ -65,6 +66,20 @@ FORMAT = "visual_search.faiss/1"
 MIN_CLUSTERED = 1_000
 # k-means learns the clusters from this many vectors per cluster (FAISS asks for 39 at least).
 TRAIN_PER_LIST = 50
+# Vectors transformed and added to the index at a time while building.
+BUILD_CHUNK = 50_000
+# Restricted searches (see FaissBackend), defaults measured by ``python -m benchmarks ann``:
+# a filter allowing at most GATHER_MAX vectors is answered by comparing the query with those vectors
+# only; a larger one scans the nearest clusters holding allowed vectors until they hold FILTER_DEPTH
+# times what an unfiltered search compares, or all of them once that is SCAN_SHARE of the allowed ones.
+GATHER_MAX = 20_000
+FILTER_DEPTH = 4.0
+SCAN_SHARE = 0.5
+# Restrictions of at least this many result ids are looked up as numbers when every result id is a
+# canonical decimal (database primary keys): a NumPy table instead of one dict lookup per id.
+NUMERIC_MIN = 64
+_POWERS = 10 ** np.arange(1, 19, dtype=np.int64)
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 def _faiss():
@@ -75,6 +90,41 @@ def _faiss():
             "visual_search.backends.faiss.FaissBackend needs FAISS: pip install django-visual-search[ann]"
         ) from exc
     return faiss
+
+
+def _matrix(blobs: Sequence) -> np.ndarray:
+    """One float32 row per stored vector (bytes or memoryview, all of one length)."""
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+
+
+def _sample(chunks: list[np.ndarray], keep: np.ndarray, size: int) -> np.ndarray:
+    """``size`` of the kept rows at random (all of them when fewer), to learn the clusters from."""
+    rows = np.flatnonzero(keep)
+    if len(rows) > size:
+        rows = np.sort(np.random.default_rng(0).choice(rows, size, replace=False))
+    parts, start = [], 0
+    for chunk in chunks:
+        low, high = np.searchsorted(rows, [start, start + len(chunk)])
+        if high > low:
+            parts.append(chunk[rows[low:high] - start])
+        start += len(chunk)
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
+def _decimals(strings: Collection, count: int) -> np.ndarray | None:
+    """``strings`` as int64 when every one is a canonical decimal (``"7"``; not ``"07"``, ``" 7"``,
+    ``"+7"``, ``"7_0"`` or ``"٧"``, which ``int()`` also reads), else None."""
+    try:
+        joined = "".join(strings)
+        if not joined.isascii():
+            return None
+        numbers = np.fromiter(map(int, strings), dtype=np.int64, count=count)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    # int() also takes signs, spaces, underscores and leading zeros: each adds a character.
+    if count and (numbers.min() < 0 or len(joined) != count + int(np.searchsorted(_POWERS, numbers, side="right").sum())):
+        return None
+    return numbers
 
 
 @dataclass
@@ -91,6 +141,10 @@ class _Index(ResultCodes):
     file: tuple | None = None  # (inode, mtime_ns, size) of the file this index was loaded from or saved to
     signature: tuple | None = None
     checked: float = 0.0
+    # Derived when a restricted search first needs them; None again after each change of ``ids``.
+    by_code: tuple | None = None  # (positions sorted by result code, where each code starts in them)
+    clusters: np.ndarray | None = None  # the IVF list of each position
+    numbers: tuple | None = None  # (result ids looked at, number -> code table or None: not all decimal)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(transform(vectors, self.whitening), dtype=np.float32)
@@ -102,15 +156,132 @@ class _Index(ResultCodes):
     def nlist(self) -> int:
         return int(self.index.nlist) if self.index is not None else 0
 
+    def changed(self) -> None:
+        """``ids``/``codes`` changed (under the write lock): what was derived from them is stale."""
+        self.by_code = self.clusters = None
+
+    def add_results(self, result_ids: list[str]) -> np.ndarray:
+        """The code of each of these result ids, numbering new ones."""
+        if not self.result_ids:  # a build: number them all at once
+            self.result_ids = list(dict.fromkeys(result_ids))
+            self.result_codes = {r: n for n, r in enumerate(self.result_ids)}
+            return np.fromiter(map(self.result_codes.__getitem__, result_ids), dtype=np.int64, count=len(result_ids))
+        codes = np.fromiter(map(self.result_codes.get, result_ids, repeat(-1)), dtype=np.int64, count=len(result_ids))
+        for n in np.flatnonzero(codes < 0).tolist():
+            codes[n] = self.code(result_ids[n])
+        return codes
+
+    def result_codes_of(self, result_ids: Collection) -> np.ndarray:
+        """The code of each result id (-1: none here)."""
+        count = len(result_ids)
+        if count >= NUMERIC_MIN:
+            table = self._number_table()
+            numbers = _decimals(result_ids, count) if table is not None else None
+            if numbers is not None:
+                codes = np.full(count, -1, dtype=np.int64)
+                known = numbers < len(table)
+                codes[known] = table[numbers[known]]
+                return codes
+        # One dict lookup per id: about 1 µs each at a million results (cache misses).
+        return np.fromiter(map(self.result_codes.get, map(str, result_ids), repeat(-1)), dtype=np.int64, count=count)
+
+    def _number_table(self) -> np.ndarray | None:
+        """``table[int(result_id)]`` is its code (-1: none) while every result id is a canonical
+        decimal (primary keys, a dense range), else None. Kept up to date as results are added."""
+        seen, table = self.numbers or (0, np.zeros(0, dtype=np.int64))
+        count = len(self.result_ids)
+        if table is None or seen >= count:
+            return table
+        numbers = _decimals(self.result_ids[seen:count], count - seen)
+        size = max(len(table), int(numbers.max()) + 1) if numbers is not None else 0
+        if numbers is None or size > 16 * count + 1024:  # not numbers, or too sparse for a table
+            self.numbers = (count, None)
+            return None
+        grown = np.full(size, -1, dtype=np.int64)  # a new array: searches may still read the old one
+        grown[: len(table)] = table
+        grown[numbers] = np.arange(seen, count)
+        self.numbers = (count, grown)
+        return grown
+
+    def _by_code(self) -> tuple[np.ndarray, np.ndarray]:
+        cached = self.by_code
+        if cached is None:
+            starts = np.zeros(len(self.result_ids) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.codes, minlength=len(starts) - 1), out=starts[1:])
+            cached = self.by_code = (np.argsort(self.codes, kind="stable"), starts)
+        return cached
+
+    def positions_of(self, codes: np.ndarray, unwanted: np.ndarray = _NONE) -> np.ndarray:
+        """The positions in ``ids`` (sorted, once each) of every vector of ``codes`` but ``unwanted`` ones."""
+        if len(codes) * 8 >= len(self.ids):  # a big share: one pass over every vector's code
+            flags = np.zeros(len(self.result_ids), dtype=bool)
+            flags[codes] = True
+            flags[unwanted] = False
+            return np.flatnonzero(flags[self.codes])
+        if len(unwanted):
+            codes = codes[~np.isin(codes, unwanted)]
+        order, starts = self._by_code()
+        codes = codes[codes < len(starts) - 1]  # results numbered since have no vector yet
+        first = starts[codes]
+        counts = starts[codes + 1] - first
+        if not len(counts) or counts.max() <= 1:  # one image per result, as most catalogues
+            return np.unique(order[first[counts == 1]])
+        first, counts = first[counts > 0], counts[counts > 0]
+        ends = np.cumsum(counts)
+        return np.unique(order[np.arange(ends[-1]) + np.repeat(first - ends + counts, counts)])
+
+    def clusters_of(self, faiss) -> np.ndarray:
+        """The IVF list each position's vector is in, read from the index's lists."""
+        cached = self.clusters
+        if cached is None:
+            lists, nlist = self.index.invlists, self.nlist
+            sizes = np.fromiter((lists.list_size(n) for n in range(nlist)), dtype=np.int64, count=nlist)
+            ids, offset = np.empty(int(sizes.sum()), dtype=np.int64), 0
+            for n in np.flatnonzero(sizes).tolist():
+                size = int(sizes[n])
+                ids[offset : offset + size] = faiss.rev_swig_ptr(lists.get_ids(n), size)
+                offset += size
+            cached = np.empty(len(self.ids), dtype=np.int32)
+            cached[np.searchsorted(self.ids, ids)] = np.repeat(np.arange(nlist, dtype=np.int32), sizes)
+            self.clusters = cached
+        return cached
+
 
 @dataclass
 class _Filter:
-    """Which vectors a search may return: all but ``banned`` results, or those in a bitmap."""
+    """Which vectors a search may return: all but ``banned`` results, or those at ``positions``.
+
+    What a search derives from its filter is kept here, for its next call (query expansion, then
+    the ranking): one filter serves one search.
+    """
 
     count: int
     banned: set[int] = field(default_factory=set)
+    positions: np.ndarray | None = None  # sorted positions in the index's ids; None: no restriction
+    vectors: np.ndarray | None = None  # the allowed vectors, gathered
+    per_cluster: np.ndarray | None = None  # how many allowed vectors each IVF list holds
     bitmap: np.ndarray | None = None  # kept alive while FAISS reads it
     selector: object = None
+
+
+@dataclass
+class _Rows:
+    """The rows of one index read for a build: ids, result ids, and raw vectors in chunks."""
+
+    ids: list = field(default_factory=list)
+    result_ids: list = field(default_factory=list)
+    vectors: list = field(default_factory=list)
+    newest: datetime | None = None
+
+    def extend(self, ids: Sequence[int], result_ids: Sequence[str], vectors: np.ndarray, newest: datetime | None) -> None:
+        self.ids.append(np.asarray(ids, dtype=np.int64))
+        self.result_ids += result_ids
+        self.vectors.append(vectors)
+        if newest is not None and (self.newest is None or newest > self.newest):
+            self.newest = newest
+
+    def __len__(self) -> int:
+        return len(self.result_ids)
 
 
 class _ReadWriteLock:
@@ -157,13 +328,21 @@ class FaissBackend(BaseBackend):
     """Approximate search with a FAISS IVF index per searchable model, persisted to ``PATH``.
 
     ``OPTIONS``: ``PATH`` (folder of the index files; default ``<BASE_DIR>/visual_search_index/<alias>``),
-    ``NPROBE`` (clusters compared per query: more is slower and closer to exact; default 16) and
-    ``LISTS`` (clusters; default ``2 * sqrt(n)``, chosen at each build).
+    ``NPROBE`` (clusters compared per query: more is slower and closer to exact; default 16),
+    ``LISTS`` (clusters; default ``2 * sqrt(n)``, chosen at each build), ``GATHER_MAX`` and
+    ``FILTER_DEPTH`` (restricted searches, below).
 
-    A ``restrict_to`` that allows a share *s* of the vectors is applied while scanning (FAISS skips
-    the others before computing a distance) over ``NPROBE / s`` clusters, so that as many allowed
-    vectors are compared as without a filter; when that reaches every cluster the search is exact
-    over the allowed vectors. A selective filter thus still gets a full top-k.
+    A search with ``restrict_to`` (a filter, the visibility rule) never widens ``NPROBE`` blindly:
+
+    * allowing at most ``GATHER_MAX`` vectors (default 20,000), it is exact: those vectors are
+      gathered from the index and compared with the query (once per search, kept for its second
+      pass);
+    * allowing more, FAISS scans the clusters nearest the query *that hold allowed vectors*, skipping
+      the others before computing any distance, until the scanned clusters hold ``FILTER_DEPTH``
+      (default 4) times as many allowed vectors as an unrestricted search compares. Allowed rows that
+      cluster together (a category) are thus still found, however far from the query. When that
+      depth is half the allowed vectors or more, every cluster holding one is scanned: exact.
+
     Needs ``pip install django-visual-search[ann]``.
     """
 
@@ -174,11 +353,14 @@ class FaissBackend(BaseBackend):
         self.faiss = _faiss()
         self.nprobe = int(options.get("NPROBE", 16))
         self.lists = options.get("LISTS")
+        self.gather_max = int(options.get("GATHER_MAX", GATHER_MAX))
+        self.filter_depth = float(options.get("FILTER_DEPTH", FILTER_DEPTH))
+        self.scan_share = SCAN_SHARE
         self._path = options.get("PATH")
         self._indexes: dict[tuple[int, str], _Index] = {}
         self._lock = threading.RLock()  # loading, building and applying changes: one thread at a time
         self._rw = _ReadWriteLock()  # searches against changes to an index in place
-        self._building: dict[tuple[int, str], list] | None = None
+        self._building: dict[tuple[int, str], _Rows] | None = None
 
     @property
     def path(self) -> Path:
@@ -196,14 +378,13 @@ class FaissBackend(BaseBackend):
                 groups.setdefault((row.result_type_id, row.fingerprint), []).append(row)
         with self._lock:
             for key, rows in groups.items():
+                vectors = _matrix([row.vector for row in rows])
                 if self._building is not None:
-                    self._building.setdefault(key, []).extend(
-                        (row.pk, row.result_id, row.updated_at, row.array) for row in rows
-                    )
+                    newest = max(row.updated_at for row in rows)
+                    self._building.setdefault(key, _Rows()).extend([row.pk for row in rows], [row.result_id for row in rows], vectors, newest)
                     continue
                 state = self._indexes.get(key)
                 if state is not None and state.index is not None:
-                    vectors = np.stack([row.array for row in rows])
                     self._put(state, np.asarray([row.pk for row in rows], dtype=np.int64), [row.result_id for row in rows], vectors)
 
     def remove(self, embedding_ids: Collection[int]) -> None:
@@ -221,23 +402,40 @@ class FaissBackend(BaseBackend):
         self.reset()  # memory only: the files stay
 
     def rebuild(self, rows, *, progress=None) -> int:
-        """Build every index from ``rows`` at once (clustering needs them all) and save the files."""
+        """Build every index from ``rows`` at once (clustering needs them all) and save the files.
+
+        As :meth:`BaseBackend.rebuild` (``reset``, the rows in chunks, ``finish``), reading tuples
+        rather than model instances: at a million rows those were a third of the build.
+        """
+        fields = ("pk", "result_type_id", "fingerprint", "result_id", "updated_at", "vector")
         with self._lock:
+            self.reset()
             self._building = {}
             try:
-                return super().rebuild(rows, progress=progress)
+                count = 0
+                for chunk in chunked(rows.order_by("pk").values_list(*fields).iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+                    groups: dict[tuple[int, str], list] = {}
+                    for row in chunk:
+                        if row[5] is not None:
+                            groups.setdefault((row[1], row[2]), []).append(row)
+                    for key, group in groups.items():
+                        self._building.setdefault(key, _Rows()).extend(
+                            [r[0] for r in group], [r[3] for r in group], _matrix([r[5] for r in group]), max(r[4] for r in group)
+                        )
+                    count += len(chunk)
+                    if progress:
+                        progress(len(chunk))
+                self.finish()
+                return count
             finally:
                 self._building = None
 
     def finish(self) -> None:
-        for (result_type_id, fingerprint), items in (self._building or {}).items():
+        building = self._building or {}
+        for result_type_id, fingerprint in list(building):
+            rows = building.pop((result_type_id, fingerprint))  # freed once its index is built
             whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
-            ids = np.fromiter((i[0] for i in items), dtype=np.int64, count=len(items))
-            result_ids, newest = [i[1] for i in items], max(i[2] for i in items)
-            vectors = np.stack([i[3] for i in items])
-            items.clear()  # the vectors are in one matrix now: free the row copies before clustering
-            state = self._build(whitening, ids, result_ids, vectors, newest)
-            del vectors
+            state = self._build(whitening, rows, rows.newest)
             with self._file_lock((result_type_id, fingerprint)):
                 self._save((result_type_id, fingerprint), state)
             self._indexes[(result_type_id, fingerprint)] = state
@@ -254,51 +452,85 @@ class FaissBackend(BaseBackend):
 
     # -- searching -----------------------------------------------------------------------------
 
-    def _probes(self, state: _Index, allowed: _Filter) -> int:
-        """``NPROBE`` clusters, widened by a filter's selectivity (all of them: exact search)."""
-        if allowed.bitmap is None:
-            return min(self.nprobe, state.nlist)
-        share = allowed.count / max(1, state.index.ntotal)
-        return min(state.nlist, math.ceil(self.nprobe / share))
-
     def _filter(self, state: _Index, restrict_to, exclude) -> _Filter:
-        unwanted = {state.result_codes[r] for r in map(str, exclude) if r in state.result_codes}
+        unwanted = state.result_codes_of(exclude) if len(exclude) else _NONE
+        unwanted = unwanted[unwanted >= 0]
         if restrict_to is None:
             # A few excluded results (find_similar's own object) are dropped from the ranking.
-            return _Filter(count=int(state.index.ntotal), banned=unwanted)
-        # One dict lookup per allowed result: at a million results this loop is most of the cost.
-        codes = state.result_codes
-        wanted = np.fromiter((codes.get(r, -1) for r in map(str, restrict_to)), dtype=np.int64, count=len(restrict_to))
-        wanted = wanted[wanted >= 0]
-        if unwanted:
-            wanted = wanted[~np.isin(wanted, np.fromiter(unwanted, dtype=np.int64))]
-        mask = np.isin(state.codes, wanted)
-        allowed_ids = state.ids[mask]
-        if not len(allowed_ids):
-            return _Filter(count=0)
-        # FAISS skips ids outside the bitmap while it scans, before computing any distance.
-        bits = np.zeros(int(state.ids[-1]) + 1, dtype=bool)
-        bits[allowed_ids] = True
-        bitmap = np.packbits(bits, bitorder="little")
-        selector = self.faiss.IDSelectorBitmap(len(bits), self.faiss.swig_ptr(bitmap))
-        return _Filter(count=len(allowed_ids), bitmap=bitmap, selector=selector)
+            return _Filter(count=int(state.index.ntotal), banned=set(unwanted.tolist()))
+        wanted = state.result_codes_of(restrict_to)
+        positions = state.positions_of(wanted[wanted >= 0], unwanted)
+        return _Filter(count=len(positions), positions=positions)
 
     def _nearest(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, exact: bool, with_vectors: bool) -> Neighbours:
         k = min(k, allowed.count)
         if k <= 0:
             return Neighbours()
-        params = self.faiss.SearchParametersIVF(nprobe=state.nlist if exact else self._probes(state, allowed))
-        if allowed.selector is not None:
-            params.sel = allowed.selector
+        if allowed.positions is None:
+            return self._unrestricted(state, query, k, allowed, exact, with_vectors)
+        if allowed.count <= self.gather_max:
+            return self._gathered(state, query, k, allowed, with_vectors)
+        return self._scanned(state, query, k, allowed, exact, with_vectors)
+
+    def _unrestricted(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, exact: bool, with_vectors: bool) -> Neighbours:
+        """``NPROBE`` clusters (all when ``exact``), then the banned results dropped."""
+        params = self.faiss.SearchParametersIVF(nprobe=state.nlist if exact else min(self.nprobe, state.nlist))
         scores, found = state.index.search(query[None], k, params=params)
         keep = found[0] >= 0
         scores, found = scores[0][keep], found[0][keep]
-        # Every allowed vector was compared when all clusters were; with fewer than k rows left
-        # after dropping excluded results, only if the scan itself came back short.
+        # Every vector was compared when all clusters were; with fewer than k rows left after
+        # dropping excluded results, only if the scan itself came back short.
         complete = params.nprobe >= state.nlist and (len(found) < k or k >= allowed.count)
         if allowed.banned:
             keep = ~np.isin(state.codes_of(found), list(allowed.banned))
             scores, found = scores[keep], found[keep]
+        return self._neighbours(state, found, scores, with_vectors, complete)
+
+    def _gathered(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, with_vectors: bool) -> Neighbours:
+        """Exact: the query against each allowed vector, gathered once per search."""
+        if allowed.vectors is None:
+            allowed.vectors = state.index.reconstruct_batch(state.ids[allowed.positions])
+        scores = allowed.vectors @ query
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        codes = state.codes[allowed.positions[top]].tolist()
+        vectors = allowed.vectors[top] if with_vectors else None
+        return Neighbours([state.result_ids[c] for c in codes], scores[top], vectors, exact=True)
+
+    def _scanned(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, exact: bool, with_vectors: bool) -> Neighbours:
+        """FAISS scans the clusters nearest the query that hold allowed vectors, skipping the others
+        before computing any distance: deep enough for ``FILTER_DEPTH``, or all of them."""
+        faiss, index, nlist = self.faiss, state.index, state.nlist
+        if allowed.per_cluster is None:
+            allowed.per_cluster = np.bincount(state.clusters_of(faiss)[allowed.positions], minlength=nlist)
+        if allowed.selector is None:
+            bits = np.zeros(int(state.ids[-1]) + 1, dtype=bool)
+            bits[state.ids[allowed.positions]] = True
+            allowed.bitmap = np.packbits(bits, bitorder="little")
+            allowed.selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(allowed.bitmap))
+        similarity, lists = index.quantizer.search(query[None], nlist)  # every cluster, nearest first
+        holding = allowed.per_cluster[lists[0]] > 0
+        similarity, lists = similarity[:, holding], lists[:, holding]
+        probes = total = lists.shape[1]
+        if not exact:
+            depth = self.filter_depth * max(self.nprobe * index.ntotal / nlist, k)
+            covered = np.cumsum(allowed.per_cluster[lists[0]])
+            needed = int(np.searchsorted(covered, depth)) + 1
+            if needed < total and covered[needed - 1] < self.scan_share * allowed.count:
+                probes = needed
+        params = faiss.SearchParametersIVF(nprobe=probes)
+        params.sel = allowed.selector
+        lists = np.ascontiguousarray(lists[:, :probes], dtype=np.int64)
+        similarity = np.ascontiguousarray(similarity[:, :probes], dtype=np.float32)
+        scores, found = np.empty((1, k), dtype=np.float32), np.empty((1, k), dtype=np.int64)
+        index.search_preassigned_c(
+            1, faiss.swig_ptr(query), k, faiss.swig_ptr(lists), faiss.swig_ptr(similarity),
+            faiss.swig_ptr(scores), faiss.swig_ptr(found), False, params,
+        )
+        keep = found[0] >= 0
+        return self._neighbours(state, found[0][keep], scores[0][keep], with_vectors, probes >= total)
+
+    def _neighbours(self, state: _Index, found: np.ndarray, scores: np.ndarray, with_vectors: bool, complete: bool) -> Neighbours:
         codes = state.codes_of(found).tolist()
         vectors = state.index.reconstruct_batch(found) if with_vectors and len(found) else None
         return Neighbours([state.result_ids[c] for c in codes], scores, vectors, exact=complete)
@@ -336,8 +568,7 @@ class FaissBackend(BaseBackend):
             changed = now.changed_since(state.newest)
             for chunk in chunked(changed.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
                 ids = np.asarray([c[0] for c in chunk], dtype=np.int64)
-                vectors = np.stack([np.frombuffer(bytes(c[2]), dtype=np.float32) for c in chunk])
-                self._put(state, ids, [c[1] for c in chunk], vectors)
+                self._put(state, ids, [c[1] for c in chunk], _matrix([c[2] for c in chunk]))
         if len(state.ids) != now.count:
             alive = np.fromiter(now.rows.values_list("id", flat=True).iterator(), dtype=np.int64)
             self._drop(state, state.ids[~np.isin(state.ids, alive)])
@@ -349,7 +580,7 @@ class FaissBackend(BaseBackend):
         ids, first = np.unique(ids[::-1], return_index=True)  # a row twice: keep its last version
         result_ids = [result_ids[::-1][i] for i in first]
         transformed = state.transform(vectors[::-1][first])
-        codes = np.asarray([state.code(r) for r in result_ids], dtype=np.int64)
+        codes = state.add_results(result_ids)
         keep = ~np.isin(state.ids, ids)
         all_ids = np.concatenate([state.ids[keep], ids])
         order = np.argsort(all_ids, kind="stable")
@@ -357,6 +588,7 @@ class FaissBackend(BaseBackend):
             state.index.remove_ids(ids)
             state.index.add_with_ids(transformed, ids)
             state.ids, state.codes = all_ids[order], np.concatenate([state.codes[keep], codes])[order]
+            state.changed()
 
     def _drop(self, state: _Index, dead: np.ndarray) -> None:
         if state.index is None or not len(dead):
@@ -365,6 +597,7 @@ class FaissBackend(BaseBackend):
         with self._rw.writing():
             state.index.remove_ids(np.ascontiguousarray(dead, dtype=np.int64))
             state.ids, state.codes = state.ids[keep], state.codes[keep]
+            state.changed()
 
     # -- building, saving, loading -------------------------------------------------------------
 
@@ -375,39 +608,60 @@ class FaissBackend(BaseBackend):
                 loaded = self._load(key, now.stamp)
                 if loaded is not None:
                     return loaded
-            ids, result_ids, vectors = [], [], []
-            for chunk in chunked(now.rows.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
-                ids += [c[0] for c in chunk]
-                result_ids += [c[1] for c in chunk]
-                vectors.append(np.stack([np.frombuffer(bytes(c[2]), dtype=np.float32) for c in chunk]))
-            matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
-            state = self._build(now.whitening, np.asarray(ids, dtype=np.int64), result_ids, matrix, now.newest)
+            rows = _Rows()
+            for chunk in chunked(now.rows.values_list("id", "result_id", "vector").iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+                rows.extend([c[0] for c in chunk], [c[1] for c in chunk], _matrix([c[2] for c in chunk]), None)
+            state = self._build(now.whitening, rows, now.newest)
             self._save(key, state)
         return state
 
-    def _build(self, whitening, ids: np.ndarray, result_ids: list[str], vectors: np.ndarray, newest) -> _Index:
+    def _build(self, whitening, rows: _Rows, newest) -> _Index:
+        """Cluster ``rows`` (consumed: each chunk of raw vectors is freed once transformed, each
+        transformed chunk once added) into a new index."""
         start = time.perf_counter()
-        state = _Index(whitening=whitening.arrays() if whitening is not None else None, newest=newest, trained_on=len(ids))
+        state = _Index(whitening=whitening.arrays() if whitening is not None else None, newest=newest)
         state.stamp = whitening.updated_at.isoformat() if whitening is not None else None
-        if not len(ids):
+        if not len(rows):
             return state
-        ids, first = np.unique(ids, return_index=True)
-        result_ids = [result_ids[i] for i in first]
-        transformed = np.concatenate([state.transform(vectors[first[s : s + 50_000]]) for s in range(0, len(ids), 50_000)])
-        nlist = self._nlist(len(ids))
+        ids = np.concatenate(rows.ids)
+        codes = state.add_results(rows.result_ids)
+        # A row read twice (changed while the rows were read) keeps its last vector.
+        order = np.argsort(ids, kind="stable")
+        last = np.r_[ids[order][1:] != ids[order][:-1], True]
+        keep = np.zeros(len(ids), dtype=bool)
+        keep[order[last]] = True
+        state.ids, state.codes = ids[order[last]], codes[order[last]]
+        state.trained_on = len(state.ids)
+        chunks, size = [], 0
+        while rows.vectors:  # whitened, unit length, in blocks; raw chunks freed as they go
+            block = []
+            while rows.vectors and sum(map(len, block)) < BUILD_CHUNK:
+                block.append(rows.vectors.pop(0))
+            chunks.append(state.transform(np.concatenate(block) if len(block) > 1 else block[0]))
+            size += len(chunks[-1])
+            del block
+        nlist = self._nlist(len(state.ids))
         faiss = self.faiss
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(transformed.shape[1]), transformed.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = transformed
-        if len(ids) > nlist * TRAIN_PER_LIST:
-            sample = transformed[np.sort(np.random.default_rng(0).choice(len(ids), nlist * TRAIN_PER_LIST, replace=False))]
-        index.train(sample)
+        dims = chunks[0].shape[1]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, nlist, faiss.METRIC_INNER_PRODUCT)
+        trained = time.perf_counter()
+        index.train(_sample(chunks, keep, nlist * TRAIN_PER_LIST if nlist > 1 else size))
+        trained = time.perf_counter() - trained
         # A hash table from id to vector: remove_ids without a full scan, and reconstruct for QE.
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        index.add_with_ids(transformed, ids)
+        offset = 0
+        while chunks:
+            chunk = chunks.pop(0)
+            part = slice(offset, offset + len(chunk))
+            offset += len(chunk)
+            mask = keep[part]
+            index.add_with_ids(chunk if mask.all() else np.ascontiguousarray(chunk[mask]), np.ascontiguousarray(ids[part][mask]))
+            del chunk
         state.index = index
-        state.ids = ids
-        state.codes = np.asarray([state.code(r) for r in result_ids], dtype=np.int64)
-        logger.info("FAISS index of %s vectors built (%s clusters) in %.1f s", len(ids), nlist, time.perf_counter() - start)
+        logger.info(
+            "FAISS index of %s vectors built (%s clusters, trained in %.1f s) in %.1f s",
+            len(state.ids), nlist, trained, time.perf_counter() - start,
+        )
         return state
 
     def _nlist(self, n: int) -> int:
@@ -502,6 +756,7 @@ class FaissBackend(BaseBackend):
         return state
 
 
+
 @dataclass(frozen=True)
 class _Space:
     """One search's view of a FAISS index (see :class:`visual_search.ranking.VectorSpace`)."""
@@ -517,11 +772,12 @@ class _Space:
 
     def result_vectors(self, result_ids) -> dict[str, np.ndarray]:
         state = self.state
-        wanted = [state.result_codes[r] for r in map(str, result_ids) if r in state.result_codes]
-        ids = state.ids[np.isin(state.codes, wanted)]
-        if not len(ids):
+        codes = state.result_codes_of(result_ids)
+        positions = state.positions_of(codes[codes >= 0])
+        if not len(positions):
             return {}
-        return group_by_result([state.result_ids[c] for c in state.codes_of(ids).tolist()], state.index.reconstruct_batch(ids))
+        vectors = state.index.reconstruct_batch(state.ids[positions])
+        return group_by_result([state.result_ids[c] for c in state.codes[positions].tolist()], vectors)
 
     def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
         return self.backend._nearest(self.state, np.ascontiguousarray(query, dtype=np.float32), k, allowed, exact, with_vectors)

@@ -21,10 +21,10 @@ from PIL import Image
 from ..batching import chunked
 from ..conf import settings
 from ..exceptions import InvalidImage
-from . import images, runtime, views
+from . import images, openvino_runtime, runtime, views
 from .adapted import build_embedding_model
 from .backbone import build_vgg16, resolve_precision
-from .pooling import l2_normalise, pool
+from .pooling import l2_normalise, pool_graph
 from .spec import EmbeddingSpec
 
 
@@ -43,39 +43,58 @@ class Embedded:
 class Extractor:
     """VGG16 convolutional features of one :class:`EmbeddingSpec`, pooled and L2-normalised.
 
-    ``precision`` ("auto", "float32" or "bfloat16") only changes speed: it is not part of the spec.
+    ``precision`` ("auto", "float32" or "bfloat16") and ``runtime`` ("tensorflow", "openvino" or
+    "openvino-int8", see :mod:`.openvino_runtime`) only change speed: they are not part of the spec.
+    ``calibration()`` gives the VGG16 inputs of some of the shop's images: only "openvino-int8" asks.
     """
 
-    def __init__(self, spec: EmbeddingSpec, precision: str = "auto"):
+    def __init__(
+        self,
+        spec: EmbeddingSpec,
+        precision: str = "auto",
+        runtime: str = "tensorflow",
+        calibration: Callable[[], np.ndarray | None] | None = None,
+    ):
         self.spec = spec
         self.precision = resolve_precision(precision)
+        self.runtime = runtime
         self.fingerprint = spec.fingerprint
-        self.model = self._build()
-        self._forward = self._compile()
+        # OpenVINO sets the arithmetic itself: it converts the float32 network.
+        self.model = self._build("float32" if runtime != "tensorflow" else self.precision)
+        self._forward = self._compile(calibration)
 
-    def _build(self):
+    def _build(self, precision: str):
         spec = self.spec
         if spec.adapted:
-            return build_embedding_model(spec.network_config, spec.trained_weights, precision=self.precision)
-        vgg16 = build_vgg16(spec.weights, image_size=spec.image_size, precision=self.precision, seed=spec.seed)
+            return build_embedding_model(spec.network_config, spec.trained_weights, precision=precision)
+        vgg16 = build_vgg16(spec.weights, image_size=spec.image_size, precision=precision, seed=spec.seed)
         return _truncate(vgg16, spec.layer)
 
-    def _vectors(self, features: np.ndarray) -> np.ndarray:
-        if self.spec.adapted:  # the trained head already pooled and projected
-            return l2_normalise(features.astype(np.float32))
-        return pool(features, self.spec.pooling, self.spec.gem_p)
-
-    def _compile(self) -> Callable:
+    def _compile(self, calibration) -> Callable[[np.ndarray], np.ndarray]:
+        """The network and its pooling as one function ``(n, size, size, 3) -> (n, d)`` (not yet unit)."""
         tf = runtime.tensorflow()
         size = self.spec.image_size
-        model = self.model
+        model, spec = self.model, self.spec
 
-        # One traced graph for every batch size: no retracing when the last batch is short.
+        # One traced graph for every batch size: no retracing when the last batch is short. The
+        # pooling runs in the graph: a batch's feature maps (200 MB for 128 views) never reach NumPy.
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
-        def forward(batch):
-            return tf.cast(model(batch, training=False), tf.float32)
+        def graph(batch):
+            features = tf.cast(model(batch, training=False), tf.float32)
+            if spec.adapted:  # the trained head already pooled and projected
+                return features
+            return pool_graph(tf, features, spec.pooling, spec.gem_p)
 
-        return forward
+        if self.runtime == "tensorflow":
+            return lambda batch: graph(batch).numpy()
+        if self.runtime not in ("openvino", "openvino-int8"):
+            raise ValueError(f"VISUAL_SEARCH['RUNTIME'] must be 'tensorflow', 'openvino' or 'openvino-int8', not {self.runtime!r}.")
+        compiled = openvino_runtime.compile_graph(
+            graph, key=self.fingerprint, precision=self.precision, int8=self.runtime == "openvino-int8",
+            calibration=(lambda: calibration(self)) if calibration is not None else None,
+        )
+        self.runtime = compiled.runtime  # what serves: int8 may have fallen back
+        return compiled.forward
 
     @property
     def dimensions(self) -> int:
@@ -85,8 +104,7 @@ class Extractor:
         """``(n, size, size, 3)`` preprocessed inputs -> ``(n, dimensions)`` unit vectors."""
         if len(batch) == 0:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        features = self._forward(np.ascontiguousarray(batch, dtype=np.float32)).numpy()
-        return self._vectors(features)
+        return l2_normalise(self._forward(np.ascontiguousarray(batch, dtype=np.float32)))
 
     def prepare(self, data: bytes, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
         """Image file bytes -> the inputs ``(views, size, size, 3)`` of its views (default: the spec's),

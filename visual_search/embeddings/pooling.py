@@ -28,6 +28,19 @@ def pool(features: np.ndarray, method: str = "gem", p: float = 3.0) -> np.ndarra
     return l2_normalise(vectors)
 
 
+def pool_graph(tf, features, method: str = "gem", p: float = 3.0):
+    """:func:`pool` inside a TensorFlow graph (``tf`` the module), without the normalisation: the
+    extractor's network ends with it, so batches of feature maps never leave the graph."""
+    if method == "avg":
+        return tf.reduce_mean(features, axis=[1, 2])
+    if method == "max":
+        return tf.reduce_max(features, axis=[1, 2])
+    if method == "gem":
+        clamped = tf.maximum(features, 1e-6)
+        return tf.pow(tf.reduce_mean(tf.pow(clamped, p), axis=[1, 2]), 1.0 / p)
+    raise ValueError(f"VISUAL_SEARCH['POOLING'] must be one of {POOLINGS}, not {method!r}.")
+
+
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
