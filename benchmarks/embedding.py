@@ -34,7 +34,7 @@ def seed_baseline(paths: list) -> float:
     return len(paths) / seconds
 
 
-def reindex_throughput(rows: list[dict], precision: str) -> float:
+def reindex_throughput(rows: list[dict], precision: str, runtime: str = "tensorflow") -> float:
     from django.conf import settings
     from django.test.utils import override_settings
 
@@ -43,16 +43,19 @@ def reindex_throughput(rows: list[dict], precision: str) -> float:
     from visual_search.models import ImageEmbedding
     from visual_search.reindex import reindex
 
-    with override_settings(VISUAL_SEARCH={**settings.VISUAL_SEARCH, "PRECISION": precision}):
-        extractor = get_extractor()
-        size = extractor.spec.image_size
-        extractor.embed_arrays(np.zeros((1, size, size, 3), np.float32))  # load once, not counted
+    with override_settings(VISUAL_SEARCH={**settings.VISUAL_SEARCH, "PRECISION": precision, "RUNTIME": runtime}):
         ImageEmbedding.objects.all().delete()
         Product.objects.all().delete()
         import visual_search
 
         with visual_search.pause_indexing(reindex_on_exit=False):
             Product.objects.bulk_create(Product(name=r["product"], image=r["file"]) for r in rows)
+        # Loaded once, not counted (an int8 network is calibrated on these products' images here).
+        extractor, load_s = timed(get_extractor)
+        size = extractor.spec.image_size
+        extractor.embed_arrays(np.zeros((1, size, size, 3), np.float32))
+        if runtime != "tensorflow":
+            print(f"  {runtime} ({extractor.runtime} serves) loaded in {load_s:.1f} s", flush=True)
         counts, seconds = timed(reindex, Product, asynchronous=False)
         assert counts["embedded"] == len(rows), counts
         return len(rows) / seconds
@@ -94,14 +97,27 @@ def adapted_version():
     return version
 
 
-def query_latency(rows: list[dict]) -> dict:
+def query_latency(rows: list[dict], runtime: str | None = None, query_views: list[str] | None = None) -> dict:
+    """p50/p95 of embedding one customer photo (20 photos after one for warm-up), with the settings'
+    runtime and query views unless given."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
     from visual_search.serving import embed_image
 
+    changes = {**({"RUNTIME": runtime} if runtime else {}), **({"QUERY_VIEWS": query_views} if query_views else {})}
     samples = []
-    for row in rows[:21]:
-        data = (dataset() / row["file"]).read_bytes()
-        samples.append(timed(embed_image, data)[1])
+    with override_settings(VISUAL_SEARCH={**settings.VISUAL_SEARCH, **changes}):
+        for row in rows[:21]:
+            data = (dataset() / row["file"]).read_bytes()
+            samples.append(timed(embed_image, data)[1])
     return percentiles(samples[1:])
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
 
 
 def run(limit: int | None = None, skip_seed: bool = False) -> dict:
@@ -128,6 +144,21 @@ def run(limit: int | None = None, skip_seed: bool = False) -> dict:
     figures["query_ms"] = query["p50_ms"]
     figures["query_p95_ms"] = query["p95_ms"]
     print(f"query photo embedding: p50 {query['p50_ms']:.0f} ms, p95 {query['p95_ms']:.0f} ms ({default})", flush=True)
+
+    # The same network run by OpenVINO (RUNTIME), and each runtime's query with one view instead of
+    # the default's four: the customer's wait against what the views add (benchmarks quality).
+    runtimes = ["tensorflow"] + (["openvino", "openvino-int8"] if openvino_installed() else [])
+    for runtime in runtimes[1:]:
+        key = runtime.replace("-", "_")
+        figures[f"reindex_{key}_img_per_s"] = reindex_throughput(rows, "auto", runtime)
+        print(f"reindex {runtime} ({default}): {figures[f'reindex_{key}_img_per_s']:.2f} img/s", flush=True)
+    figures["query_ms_by_runtime"] = {}
+    for runtime in runtimes:
+        for views in (None, ["full"]):
+            query = query_latency(rows, runtime, views)
+            name = f"{runtime}, {'1 view' if views else 'default views'}"
+            figures["query_ms_by_runtime"][name] = query["p50_ms"]
+            print(f"query photo embedding, {name}: p50 {query['p50_ms']:.0f} ms, p95 {query['p95_ms']:.0f} ms", flush=True)
 
     version = adapted_version()
     try:

@@ -50,7 +50,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ..batching import chunked
 from ..models import Whitening
-from ..ranking import Neighbours, transform
+from ..ranking import ROWS_PER_RESULT, Neighbours, transform
 from .base import REBUILD_CHUNK, BaseBackend, EmptySpace, group_by_result
 from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due
 
@@ -73,8 +73,12 @@ BUILD_CHUNK = 50_000
 # only; a larger one scans the nearest clusters holding allowed vectors until they hold FILTER_DEPTH
 # times what an unfiltered search compares, or all of them once that is SCAN_SHARE of the allowed ones.
 GATHER_MAX = 20_000
-FILTER_DEPTH = 4.0
+FILTER_DEPTH = 2.0
 SCAN_SHARE = 0.5
+SHOWN = 10
+# Gathering an allowed vector (and comparing it twice) costs about as much as a scan's look at this
+# many vectors (skipping those not allowed): gather when the scan would look at that many times more.
+GATHER_COST = 16
 # Restrictions of at least this many result ids are looked up as numbers when every result id is a
 # canonical decimal (database primary keys): a NumPy table instead of one dict lookup per id.
 NUMERIC_MIN = 64
@@ -143,7 +147,7 @@ class _Index(ResultCodes):
     checked: float = 0.0
     # Derived when a restricted search first needs them; None again after each change of ``ids``.
     by_code: tuple | None = None  # (positions sorted by result code, where each code starts in them)
-    clusters: np.ndarray | None = None  # the IVF list of each position
+    clusters: tuple | None = None  # (the IVF list of each position, how many vectors each list holds)
     numbers: tuple | None = None  # (result ids looked at, number -> code table or None: not all decimal)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
@@ -230,8 +234,8 @@ class _Index(ResultCodes):
         ends = np.cumsum(counts)
         return np.unique(order[np.arange(ends[-1]) + np.repeat(first - ends + counts, counts)])
 
-    def clusters_of(self, faiss) -> np.ndarray:
-        """The IVF list each position's vector is in, read from the index's lists."""
+    def clusters_of(self, faiss) -> tuple[np.ndarray, np.ndarray]:
+        """The IVF list of each position's vector, and the size of each list, read from the index."""
         cached = self.clusters
         if cached is None:
             lists, nlist = self.index.invlists, self.nlist
@@ -241,9 +245,9 @@ class _Index(ResultCodes):
                 size = int(sizes[n])
                 ids[offset : offset + size] = faiss.rev_swig_ptr(lists.get_ids(n), size)
                 offset += size
-            cached = np.empty(len(self.ids), dtype=np.int32)
-            cached[np.searchsorted(self.ids, ids)] = np.repeat(np.arange(nlist, dtype=np.int32), sizes)
-            self.clusters = cached
+            clusters = np.empty(len(self.ids), dtype=np.int32)
+            clusters[np.searchsorted(self.ids, ids)] = np.repeat(np.arange(nlist, dtype=np.int32), sizes)
+            cached = self.clusters = (clusters, sizes)
         return cached
 
 
@@ -260,6 +264,7 @@ class _Filter:
     positions: np.ndarray | None = None  # sorted positions in the index's ids; None: no restriction
     vectors: np.ndarray | None = None  # the allowed vectors, gathered
     per_cluster: np.ndarray | None = None  # how many allowed vectors each IVF list holds
+    gather: bool = False  # compared one by one (exact) rather than scanned by FAISS
     bitmap: np.ndarray | None = None  # kept alive while FAISS reads it
     selector: object = None
 
@@ -355,7 +360,7 @@ class FaissBackend(BaseBackend):
         self.lists = options.get("LISTS")
         self.gather_max = int(options.get("GATHER_MAX", GATHER_MAX))
         self.filter_depth = float(options.get("FILTER_DEPTH", FILTER_DEPTH))
-        self.scan_share = SCAN_SHARE
+        self.gather_cost, self.scan_share = GATHER_COST, SCAN_SHARE
         self._path = options.get("PATH")
         self._indexes: dict[tuple[int, str], _Index] = {}
         self._lock = threading.RLock()  # loading, building and applying changes: one thread at a time
@@ -468,7 +473,12 @@ class FaissBackend(BaseBackend):
             return Neighbours()
         if allowed.positions is None:
             return self._unrestricted(state, query, k, allowed, exact, with_vectors)
-        if allowed.count <= self.gather_max:
+        if allowed.per_cluster is None:
+            clusters, sizes = state.clusters_of(self.faiss)
+            allowed.per_cluster = np.bincount(clusters[allowed.positions], minlength=state.nlist)
+            scanned = int(sizes[allowed.per_cluster > 0].sum())
+            allowed.gather = allowed.count <= self.gather_max and allowed.count * self.gather_cost <= scanned
+        if allowed.gather:
             return self._gathered(state, query, k, allowed, with_vectors)
         return self._scanned(state, query, k, allowed, exact, with_vectors)
 
@@ -488,21 +498,27 @@ class FaissBackend(BaseBackend):
 
     def _gathered(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, with_vectors: bool) -> Neighbours:
         """Exact: the query against each allowed vector, gathered once per search."""
+        faiss = self.faiss
         if allowed.vectors is None:
             allowed.vectors = state.index.reconstruct_batch(state.ids[allowed.positions])
-        scores = allowed.vectors @ query
+        vectors = allowed.vectors
+        scores = np.empty(len(vectors), dtype=np.float32)  # FAISS's kernel, one thread (a BLAS call may wake others)
+        faiss.fvec_inner_products_ny(faiss.swig_ptr(scores), faiss.swig_ptr(query), faiss.swig_ptr(vectors), vectors.shape[1], len(vectors))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         codes = state.codes[allowed.positions[top]].tolist()
-        vectors = allowed.vectors[top] if with_vectors else None
-        return Neighbours([state.result_ids[c] for c in codes], scores[top], vectors, exact=True)
+        return Neighbours([state.result_ids[c] for c in codes], scores[top], vectors[top] if with_vectors else None, exact=True)
 
     def _scanned(self, state: _Index, query: np.ndarray, k: int, allowed: _Filter, exact: bool, with_vectors: bool) -> Neighbours:
         """FAISS scans the clusters nearest the query that hold allowed vectors, skipping the others
-        before computing any distance: deep enough for ``FILTER_DEPTH``, or all of them."""
+        and, in those, the vectors not allowed before computing any distance.
+
+        Not ``exact``: in rounds, the first ``FILTER_DEPTH`` times as deep as an unrestricted search
+        (in allowed vectors), the second as deep again, each next one twice the depth before, until
+        a round adds nothing to the best results (their first tenth, at least 10) or the depth
+        reaches ``SCAN_SHARE`` of the allowed vectors: then every cluster holding one (exact).
+        """
         faiss, index, nlist = self.faiss, state.index, state.nlist
-        if allowed.per_cluster is None:
-            allowed.per_cluster = np.bincount(state.clusters_of(faiss)[allowed.positions], minlength=nlist)
         if allowed.selector is None:
             bits = np.zeros(int(state.ids[-1]) + 1, dtype=bool)
             bits[state.ids[allowed.positions]] = True
@@ -510,25 +526,50 @@ class FaissBackend(BaseBackend):
             allowed.selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(allowed.bitmap))
         similarity, lists = index.quantizer.search(query[None], nlist)  # every cluster, nearest first
         holding = allowed.per_cluster[lists[0]] > 0
-        similarity, lists = similarity[:, holding], lists[:, holding]
-        probes = total = lists.shape[1]
+        similarity, lists = similarity[0][holding], lists[0][holding]
+        total = len(lists)
+        ends = [total]
         if not exact:
+            covered = np.cumsum(allowed.per_cluster[lists])
             depth = self.filter_depth * max(self.nprobe * index.ntotal / nlist, k)
-            covered = np.cumsum(allowed.per_cluster[lists[0]])
-            needed = int(np.searchsorted(covered, depth)) + 1
-            if needed < total and covered[needed - 1] < self.scan_share * allowed.count:
-                probes = needed
-        params = faiss.SearchParametersIVF(nprobe=probes)
-        params.sel = allowed.selector
-        lists = np.ascontiguousarray(lists[:, :probes], dtype=np.int64)
-        similarity = np.ascontiguousarray(similarity[:, :probes], dtype=np.float32)
+            ends = []
+            while depth < self.scan_share * allowed.count:
+                ends.append(min(total, int(np.searchsorted(covered, depth)) + 1))
+                depth *= 2
+            ends.append(total)
+        shown = min(k, SHOWN)  # the results a round must not change
+        scores = found = None
+        start = 0
+        for end in ends:
+            if end <= start:
+                continue
+            more_scores, more = self._preassigned(index, query, k, lists[start:end], similarity[start:end], allowed.selector)
+            start = end
+            if found is None:  # the first round: never trusted alone
+                scores, found = more_scores, more
+                continue
+            merged_scores, merged = np.concatenate([scores, more_scores]), np.concatenate([found, more])
+            order = np.argsort(-merged_scores, kind="stable")[:k]
+            changed = bool((order[:shown] >= len(found)).any())
+            scores, found = merged_scores[order], merged[order]
+            if not changed:
+                break
+        return self._neighbours(state, found, scores, with_vectors, start >= total)
+
+    def _preassigned(self, index, query: np.ndarray, k: int, lists: np.ndarray, similarity: np.ndarray, selector):
+        """The ``k`` allowed vectors nearest ``query`` in these ``lists`` (best first)."""
+        faiss = self.faiss
+        params = faiss.SearchParametersIVF(nprobe=len(lists))
+        params.sel = selector
+        lists = np.ascontiguousarray(lists[None], dtype=np.int64)
+        similarity = np.ascontiguousarray(similarity[None], dtype=np.float32)
         scores, found = np.empty((1, k), dtype=np.float32), np.empty((1, k), dtype=np.int64)
         index.search_preassigned_c(
             1, faiss.swig_ptr(query), k, faiss.swig_ptr(lists), faiss.swig_ptr(similarity),
             faiss.swig_ptr(scores), faiss.swig_ptr(found), False, params,
         )
         keep = found[0] >= 0
-        return self._neighbours(state, found[0][keep], scores[0][keep], with_vectors, probes >= total)
+        return scores[0][keep], found[0][keep]
 
     def _neighbours(self, state: _Index, found: np.ndarray, scores: np.ndarray, with_vectors: bool, complete: bool) -> Neighbours:
         codes = state.codes_of(found).tolist()

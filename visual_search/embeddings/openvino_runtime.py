@@ -37,6 +37,8 @@ logger = logging.getLogger("visual_search")
 MIN_COSINE = 0.99
 # Calibration: at least this many inputs (views of the shop's images), a quarter kept aside to check.
 MIN_CALIBRATION = 16
+# Operations kept in float: the pooling (and a trained head's normalisation).
+NOT_QUANTISED = ("Power", "ReduceMean", "ReduceMax", "Maximum", "Sqrt", "Divide", "NormalizeL2")
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "visual_search_openvino")
 
 
@@ -117,11 +119,15 @@ def _quantised(ov, core, model, key: str, reference, calibration):
     nncf = importlib.import_module("nncf")
     held_out = max(4, len(inputs) // 4)
     fit, check = inputs[:-held_out], inputs[-held_out:]
+    # Only the convolutions: quantising the pooling's powers and means (GeM) cost cosine 0.94
+    # instead of 0.997 on the grocery photos.
+    types = {op.get_type_name() for op in model.get_ops()}
     quantised = nncf.quantize(
         model,
         nncf.Dataset([fit[i : i + 1] for i in range(len(fit))]),
         subset_size=len(fit),
         preset=nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=nncf.IgnoredScope(types=sorted(types & set(NOT_QUANTISED))),
     )
     candidate = _forward(core.compile_model(quantised, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
     cosine = _min_cosine(reference(check), candidate(check))
