@@ -78,7 +78,7 @@ def view_vectors(views: tuple[str, ...] = ("full", "flip", "crop", "crop-flip"),
 
     # The network's identity, whatever views the settings average (each view is cached apart).
     spec = replace(EmbeddingSpec.from_settings(), views=("full",))
-    key = hashlib.sha256(f"{spec.fingerprint}:{','.join(views)}:v1".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{spec.fingerprint}:{','.join(views)}:v1{_runtime()}".encode()).hexdigest()[:10]
     rows = images()
 
     def compute() -> list[np.ndarray]:
@@ -91,6 +91,15 @@ def view_vectors(views: tuple[str, ...] = ("full", "flip", "crop", "crop-flip"),
         return out
 
     return _cached(CACHE / f"views-{key}.npy", compute, len(rows))
+
+
+def _runtime() -> str:
+    """The settings' RUNTIME where it is not TensorFlow: another runtime's vectors are cached apart
+    (they share the fingerprint, and agree only to a cosine of 0.99 or better for int8)."""
+    from visual_search.conf import settings
+
+    runtime = str(settings.RUNTIME)
+    return "" if runtime == "tensorflow" else f":{runtime}"
 
 
 def customer_vectors(rows_wanted: list[int], per_image: int = 2, seed: int = 0) -> np.ndarray:
@@ -107,7 +116,7 @@ def customer_vectors(rows_wanted: list[int], per_image: int = 2, seed: int = 0) 
     from visual_search.serving import get_extractor
 
     spec = EmbeddingSpec.from_settings()
-    key = hashlib.sha256(f"{spec.fingerprint}:{rows_wanted}:{per_image}:{seed}:v1".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{spec.fingerprint}:{rows_wanted}:{per_image}:{seed}:v1{_runtime()}".encode()).hexdigest()[:10]
 
     def compute() -> list[np.ndarray]:
         rows, rng, extractor = images(), random.Random(seed), get_extractor()

@@ -22,4 +22,6 @@ VISUAL_SEARCH = {
 }
 if os.environ.get("VISUAL_SEARCH_VIEWS"):  # e.g. "full" to measure what one view costs
     VISUAL_SEARCH["VIEWS"] = os.environ["VISUAL_SEARCH_VIEWS"].split(",")
+if os.environ.get("VISUAL_SEARCH_RUNTIME"):  # "openvino" or "openvino-int8": the quality of another runtime's vectors
+    VISUAL_SEARCH["RUNTIME"] = os.environ["VISUAL_SEARCH_RUNTIME"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}

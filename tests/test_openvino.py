@@ -57,7 +57,7 @@ def test_openvino_gives_tensorflows_vectors(spec):
     assert all(float(a.vector @ b.vector) > 0.9999 for a, b in zip(*both))
 
 
-def test_int8_is_calibrated_on_the_shops_images_checked_and_cached(spec, int8_cache, caplog):
+def test_int8_is_calibrated_on_the_shops_images_checked_and_cached(spec, int8_cache, caplog, capsys):
     calls = []
 
     def calibration(extractor):
@@ -68,6 +68,9 @@ def test_int8_is_calibrated_on_the_shops_images_checked_and_cached(spec, int8_ca
     int8 = Extractor(spec, "float32", runtime="openvino-int8", calibration=calibration)
     assert int8.runtime == "openvino-int8" and calls == [1]
     assert "int8 network calibrated on" in caplog.text
+    printed = capsys.readouterr()
+    assert "Statistics collection" not in printed.out + printed.err  # NNCF's progress bars stay out of worker logs
+    assert not [r for r in caplog.records if r.name.startswith("nncf") and r.levelno < logging.WARNING]
     assert len(list(int8_cache.glob("*.xml"))) == 1 and len(list(int8_cache.glob("*.bin"))) == 1
     reference = vectors(Extractor(spec, "float32"))
     cosines = (vectors(int8) * reference).sum(axis=1)

@@ -18,7 +18,9 @@ Nothing here reads the database: the caller passes ``calibration``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import logging
 import os
 import shutil
@@ -122,13 +124,14 @@ def _quantised(ov, core, model, key: str, reference, calibration):
     # Only the convolutions: quantising the pooling's powers and means (GeM) cost cosine 0.94
     # instead of 0.997 on the grocery photos.
     types = {op.get_type_name() for op in model.get_ops()}
-    quantised = nncf.quantize(
-        model,
-        nncf.Dataset([fit[i : i + 1] for i in range(len(fit))]),
-        subset_size=len(fit),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        ignored_scope=nncf.IgnoredScope(types=sorted(types & set(NOT_QUANTISED))),
-    )
+    with _quiet():
+        quantised = nncf.quantize(
+            model,
+            nncf.Dataset([fit[i : i + 1] for i in range(len(fit))]),
+            subset_size=len(fit),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            ignored_scope=nncf.IgnoredScope(types=sorted(types & set(NOT_QUANTISED))),
+        )
     candidate = _forward(core.compile_model(quantised, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
     cosine = _min_cosine(reference(check), candidate(check))
     if cosine < MIN_COSINE:
@@ -142,6 +145,19 @@ def _quantised(ov, core, model, key: str, reference, calibration):
     logger.info("Visual search: int8 network calibrated on %d views, cosine >= %.4f on %d others; saved to %s.",
                 len(fit), cosine, len(check), path)
     return quantised
+
+
+@contextlib.contextmanager
+def _quiet():
+    """NNCF's INFO lines and progress bars say nothing a shop can act on: our own log line sums it up."""
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
