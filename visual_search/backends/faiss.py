@@ -201,16 +201,16 @@ class _Index(ResultCodes):
     def _number_table(self) -> np.ndarray | None:
         """``table[int(result_id)]`` is its code (-1: none) while every result id is a canonical
         decimal (primary keys, a dense range), else None. Kept up to date as results are added."""
-        seen, table = self.numbers or (0, np.zeros(0, dtype=np.int64))
+        seen, table = self.numbers or (0, np.zeros(0, dtype=np.int32))
         count = len(self.result_ids)
         if table is None or seen >= count:
             return table
         numbers = _decimals(self.result_ids[seen:count], count - seen)
         size = max(len(table), int(numbers.max()) + 1) if numbers is not None else 0
-        if numbers is None or size > 16 * count + 1024:  # not numbers, or too sparse for a table
+        if numbers is None or size > 4 * count + 1024:  # not numbers, or too sparse for a table
             self.numbers = (count, None)
             return None
-        grown = np.full(size, -1, dtype=np.int64)  # a new array: searches may still read the old one
+        grown = np.full(size, -1, dtype=np.int32)  # a new array: searches may still read the old one
         grown[: len(table)] = table
         grown[numbers] = np.arange(seen, count)
         self.numbers = (count, grown)
