@@ -24,4 +24,6 @@ if os.environ.get("VISUAL_SEARCH_VIEWS"):  # e.g. "full" to measure what one vie
     VISUAL_SEARCH["VIEWS"] = os.environ["VISUAL_SEARCH_VIEWS"].split(",")
 if os.environ.get("VISUAL_SEARCH_RUNTIME"):  # "openvino" or "openvino-int8": the quality of another runtime's vectors
     VISUAL_SEARCH["RUNTIME"] = os.environ["VISUAL_SEARCH_RUNTIME"]
+if os.environ.get("VISUAL_SEARCH_QUERY_VIEWS"):  # e.g. "full": a customer's photo seen once
+    VISUAL_SEARCH["QUERY_VIEWS"] = os.environ["VISUAL_SEARCH_QUERY_VIEWS"].split(",")
 LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -80,7 +80,7 @@ GATHER_COST = 16
 # FILTER_DEPTH: a probe's first round reaches this many times the allowed vectors an unrestricted
 # search compares; rounds go on while one changes the first SHOWN results, and become an exact scan
 # once the depth reaches SCAN_SHARE of the allowed vectors.
-FILTER_DEPTH = 2.0
+FILTER_DEPTH = 3.0
 SHOWN = 10
 SCAN_SHARE = 0.5
 # Restrictions of at least this many result ids are looked up as numbers when every result id is a
@@ -354,7 +354,7 @@ class FaissBackend(BaseBackend):
       with the query (FAISS's kernel);
     * otherwise FAISS scans the clusters nearest the query *that hold allowed vectors* (a bitmap
       skips the others, and the vectors not allowed, before computing any distance), in rounds: the
-      first as deep as ``FILTER_DEPTH`` (default 2) times the allowed vectors an unrestricted search
+      first as deep as ``FILTER_DEPTH`` (default 3) times the allowed vectors an unrestricted search
       compares, the second as deep again, each next one twice as deep, until a round changes none of
       the first 10 results. Allowed rows that cluster together (a category), even far from the
       query, are thus followed until found. Once the depth reaches half the allowed vectors, every
