@@ -215,6 +215,19 @@ def test_model_failure_is_503(client, shop, monkeypatch):
     assert response.json()["code"] == "unavailable"
 
 
+@pytest.mark.parametrize("upload", [b"not an image at all", b"%PDF-1.4 a document", b"\xff\xd8\xff\xe0 truncated"])
+def test_a_bad_upload_is_refused_before_any_model_loads(client, shop, monkeypatch, upload):
+    from visual_search import serving
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for an upload that is not an image")
+
+    monkeypatch.setattr(serving, "get_extractor", no_model)
+    response = search(client, upload)
+    assert response.status_code in (400, 415), response.content
+    assert response.json()["code"] in ("invalid_image", "unsupported_format")
+
+
 def test_get_is_405_with_code(client):
     response = client.get(SEARCH)
     assert response.status_code == 405

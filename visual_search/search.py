@@ -115,8 +115,10 @@ def search_by_image(
     """
     region = Box.parse(box)
     queryset = _queryset(model_or_queryset, request)
+    # Decoded first: a broken or hostile upload is refused before any model is loaded.
+    picture = serving.decode_upload(image, region)
     extractor = serving.get_extractor()
-    vector = serving.embed_image(image, extractor, region)
+    vector = extractor.embed_picture(picture, settings.QUERY_VIEWS, region)
     return search_vector(vector, queryset, limit=limit, fingerprint=extractor.fingerprint)
 
 

@@ -11,6 +11,7 @@ one being built while a switch is in progress).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
+from PIL import Image
 from django.core.files.storage import default_storage
 
 from .conf import settings
@@ -277,5 +279,24 @@ def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None, bo
     With the serving version's extractor unless ``extractor`` is given: a search passes the one it
     then compares with, so query and catalogue vectors come from the same version.
     """
+    picture = decode_upload(source, box)
+    return (extractor or get_extractor()).embed_picture(picture, settings.QUERY_VIEWS, box)
+
+
+def decode_upload(source: bytes | BinaryIO, box: images.Box | None = None) -> Image.Image:
+    """A customer's photo decoded (RGB, EXIF-rotated), or :class:`InvalidImage` saying why: before any
+    model loads, so a junk upload to a process that has not loaded one yet costs no TensorFlow.
+
+    JPEGs are decoded at a reduced scale that still leaves the image (or ``box``) as many pixels
+    wide as the serving network reads.
+    """
     data = images.read_bytes(source, int(settings.MAX_UPLOAD_BYTES))
-    return (extractor or get_extractor()).embed_bytes(data, settings.QUERY_VIEWS, box)
+    version = serving_version()
+    size = int((version.config or {}).get("image_size") or 0) if version is not None else 0
+    size = max(size, int(settings.IMAGE_SIZE))
+    return images.open_image(
+        data,
+        max_pixels=int(settings.MAX_PIXELS),
+        allowed_formats=list(settings.ALLOWED_FORMATS),
+        draft_size=size if box is None else math.ceil(size / box.smaller_side),
+    )

@@ -119,6 +119,12 @@ class Extractor:
             image = box.crop(image)
         return views.render(image, seen_as or self.spec.views, size)
 
+    def embed_picture(self, picture: Image.Image, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
+        """One decoded RGB photo -> one vector, its views averaged; only its region ``box`` when given."""
+        if box is not None:
+            picture = box.crop(picture)
+        return views.average(self.embed_arrays(views.render(picture, seen_as or self.spec.views, self.spec.image_size)))
+
     def embed_images(self, pictures: Sequence[Image.Image], seen_as: Sequence[str] | None = None) -> np.ndarray:
         """Decoded RGB images -> ``(n, dimensions)`` vectors, each its views averaged."""
         seen_as = seen_as or self.spec.views
