@@ -102,10 +102,9 @@ def test_int8_that_disagrees_is_not_used(spec, int8_cache, caplog, monkeypatch):
 def test_the_setting_chooses_the_runtime_and_int8_calibrates_on_registered_images(settings, spec, int8_cache):
     from django.core.files.base import ContentFile
 
+    import visual_search
     from tests.testapp.models import Product
     from visual_search.serving import calibration_inputs, get_extractor
-
-    import visual_search
 
     with visual_search.pause_indexing(reindex_on_exit=False):
         for name, data in zip(PRODUCTS, photos()):

@@ -11,7 +11,6 @@ one being built while a switch is in progress).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -218,7 +217,8 @@ def calibration_inputs(extractor: Extractor, limit: int = CALIBRATION_IMAGES) ->
         for obj in objects[: step * limit : step]:
             try:
                 inputs.append(extractor.prepare(registration.read_image(obj)))
-            except Exception:  # a broken or missing file is not the calibration's business
+            except Exception as exc:  # noqa: BLE001 - a broken or missing file (any storage) is skipped, not fatal
+                logger.debug("int8 calibration skips %s %s: %s", registration.label, obj.pk, exc)
                 continue
             if len(inputs) >= limit:
                 break
@@ -298,5 +298,5 @@ def decode_upload(source: bytes | BinaryIO, box: images.Box | None = None) -> Im
         data,
         max_pixels=int(settings.MAX_PIXELS),
         allowed_formats=list(settings.ALLOWED_FORMATS),
-        draft_size=size if box is None else math.ceil(size / box.smaller_side),
+        draft_size=size if box is None else box.draft_size(size),
     )

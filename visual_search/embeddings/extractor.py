@@ -9,7 +9,6 @@ The same class runs the pretrained VGG16 (features pooled here) and a trained ve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ class Extractor:
         of the region ``box`` only when given."""
         size = self.spec.image_size
         # A JPEG is decoded at a reduced scale that still leaves the region ``size`` pixels wide.
-        draft = size if box is None else math.ceil(size / box.smaller_side)
+        draft = size if box is None else box.draft_size(size)
         image = images.open_image(
             data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=draft
         )

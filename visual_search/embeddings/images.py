@@ -131,6 +131,10 @@ class Box:
     def smaller_side(self) -> float:
         return min(self.x1 - self.x0, self.y1 - self.y0)
 
+    def draft_size(self, size: int) -> int:
+        """How wide a JPEG must be decoded for this region to still be ``size`` pixels wide."""
+        return math.ceil(size / self.smaller_side)
+
     def crop(self, image: Image.Image) -> Image.Image:
         """The region of ``image`` (at least one pixel each way)."""
         width, height = image.size

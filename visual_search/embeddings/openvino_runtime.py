@@ -79,12 +79,15 @@ def compile_graph(
     model = ov.convert_model(graph.get_concrete_function())
     core = ov.Core()
     hints = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
-    reference = _forward(core.compile_model(model, "CPU", hints))
+
+    def unquantised():
+        return _forward(core.compile_model(model, "CPU", hints))
+
     if not int8:
-        return Compiled(reference, "openvino")
-    quantised = _quantised(ov, core, model, key, reference, calibration)
+        return Compiled(unquantised(), "openvino")
+    quantised = _quantised(ov, core, model, key, unquantised, calibration)
     if quantised is None:
-        return Compiled(reference, "openvino")
+        return Compiled(unquantised(), "openvino")
     return Compiled(_forward(core.compile_model(quantised, "CPU", hints)), "openvino-int8")
 
 
@@ -106,7 +109,9 @@ def cache_path(key: str, version: str) -> str:
     return os.path.join(CACHE_DIR, f"{key}-int8-{version.replace('/', '_')}.xml")
 
 
-def _quantised(ov, core, model, key: str, reference, calibration):
+def _quantised(ov, core, model, key: str, unquantised, calibration):
+    """The int8 network: read from this machine's cache, else calibrated, checked and saved; None
+    when it cannot be calibrated or does not agree with ``unquantised()`` (compiled only to check)."""
     path = cache_path(key, ov.__version__)
     if os.path.isfile(path):
         return core.read_model(path)
@@ -133,7 +138,7 @@ def _quantised(ov, core, model, key: str, reference, calibration):
             ignored_scope=nncf.IgnoredScope(types=sorted(types & set(NOT_QUANTISED))),
         )
     candidate = _forward(core.compile_model(quantised, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
-    cosine = _min_cosine(reference(check), candidate(check))
+    cosine = _min_cosine(unquantised()(check), candidate(check))
     if cosine < MIN_COSINE:
         logger.warning(
             "Visual search: the int8 network's vectors agree with the unquantised ones to cosine %.4f only (at "
