@@ -114,15 +114,16 @@ class Extractor:
         image = images.open_image(
             data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=draft
         )
+        return self._inputs(image, seen_as, box)
+
+    def _inputs(self, picture: Image.Image, seen_as: Sequence[str] | None, box: images.Box | None) -> np.ndarray:
         if box is not None:
-            image = box.crop(image)
-        return views.render(image, seen_as or self.spec.views, size)
+            picture = box.crop(picture)
+        return views.render(picture, seen_as or self.spec.views, self.spec.image_size)
 
     def embed_picture(self, picture: Image.Image, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
         """One decoded RGB photo -> one vector, its views averaged; only its region ``box`` when given."""
-        if box is not None:
-            picture = box.crop(picture)
-        return views.average(self.embed_arrays(views.render(picture, seen_as or self.spec.views, self.spec.image_size)))
+        return views.average(self.embed_arrays(self._inputs(picture, seen_as, box)))
 
     def embed_images(self, pictures: Sequence[Image.Image], seen_as: Sequence[str] | None = None) -> np.ndarray:
         """Decoded RGB images -> ``(n, dimensions)`` vectors, each its views averaged."""

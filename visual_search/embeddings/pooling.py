@@ -14,22 +14,8 @@ from ..conf import SPEC
 POOLINGS = SPEC["POOLING"].choices  # the setting's choices are the poolings
 
 
-def pool(features: np.ndarray, method: str = "gem", p: float = 3.0) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float32)
-    if method == "avg":
-        vectors = features.mean(axis=(1, 2))
-    elif method == "max":
-        vectors = features.max(axis=(1, 2))
-    elif method == "gem":
-        clamped = np.maximum(features, 1e-6)
-        vectors = np.power(np.power(clamped, p).mean(axis=(1, 2)), 1.0 / p)
-    else:
-        raise ValueError(f"VISUAL_SEARCH['POOLING'] must be one of {POOLINGS}, not {method!r}.")
-    return l2_normalise(vectors)
-
-
 def pool_graph(tf, features, method: str = "gem", p: float = 3.0):
-    """:func:`pool` inside a TensorFlow graph (``tf`` the module), without the normalisation: the
+    """``features`` pooled inside a TensorFlow graph (``tf`` the module), not yet normalised: the
     extractor's network ends with it, so batches of feature maps never leave the graph."""
     if method == "avg":
         return tf.reduce_mean(features, axis=[1, 2])
