@@ -114,3 +114,49 @@ def test_a_catalogue_big_enough_to_whiten_alone_still_calibrates_on_customer_vie
     # the second of each image's two (the first would join a small catalogue's whitening).
     assert whitening.trained_on == 20
     assert ranking.Calibration.from_dict(whitening.calibration).fitted_on == 20
+
+
+def test_a_calibration_search_hides_the_product_s_images_most_like_its_query():
+    from visual_search.whitening import CALIBRATION_HIDE_NEAREST, Sample, _Twins
+
+    rng = np.random.default_rng(1)
+    query = rng.normal(size=8).astype(np.float32)
+    # Product "a": 8 images, the first two near-copies of the query (a series shot with it); "b": 4.
+    near = [query + 0.01 * rng.normal(size=8) for _ in range(2)]
+    vectors = np.stack(near + [rng.normal(size=8) for _ in range(10)]).astype(np.float32)
+    twins = _Twins(Sample(vectors, ["a"] * 8 + ["b"] * 4))
+    assert CALIBRATION_HIDE_NEAREST == 0.25
+    assert sorted(twins.nearest(query, "a", None)) == [0, 1]  # a quarter of 8, the nearest
+    # The image the query was made from is hidden too, and not counted in the share.
+    assert sorted(twins.nearest(query, "a", 5)) == [0, 1, 5]
+    assert twins.nearest(query, "c", None) == []  # a product the gallery has no image of
+
+
+def test_a_calibration_fitted_for_another_ranking_is_not_applied_and_gets_refitted(small_shop, settings, caplog):
+    from visual_search.serving import current_fingerprint
+    from visual_search.whitening import needs_refit
+
+    whitening = Whitening.objects.get()
+    fitted = ranking.Calibration.from_dict(whitening.calibration)
+    assert fitted.scoring == ranking.Policy.from_settings().scoring and fitted.fits(ranking.Policy.from_settings())
+    photo = photos()["Kiwi"][0].read_bytes()
+    before = [r.score for r in visual_search.search_by_image(photo, Product, limit=3)]
+    assert not needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "QUERY_EXPANSION": 2}
+    assert not fitted.fits(ranking.Policy.from_settings())
+    with caplog.at_level("WARNING", logger="visual_search"):
+        results = visual_search.search_by_image(photo, Product, limit=ranking.CANDIDATES)
+    # Scored with the default calibration meanwhile, and the sweep's check asks for a refit.
+    default = ranking.DEFAULT_CALIBRATION.probabilities([r.similarity for r in results])
+    assert [r.score for r in results] == pytest.approx(default, abs=1e-5) and results[0].score != before[0]
+    assert "visual_search_reindex --only missing" in caplog.text
+    assert needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+    reindex(Product, asynchronous=False, only=["missing"])
+    assert ranking.Calibration.from_dict(Whitening.objects.get().calibration).scoring == "expansion=2,alpha=3,prototype=0"
+
+
+def test_a_calibration_stored_before_it_recorded_its_ranking_still_loads():
+    old = {"temperature": 0.07, "none": 0.3, "fitted_on": 10, "error": 0.05}
+    calibration = ranking.Calibration.from_dict(old)
+    assert calibration.scoring == "" and calibration.fits(ranking.Policy(expansion=3))

@@ -188,6 +188,12 @@ class Policy:
             calibration=calibration,
         )
 
+    @property
+    def scoring(self) -> str:
+        """What a calibration depends on: how this policy scores (scores from another differ in scale)."""
+        alpha = f",alpha={self.alpha:g}" if self.expansion else ""
+        return f"expansion={self.expansion}{alpha},prototype={self.prototype:g}"
+
 
 # -- whitening ------------------------------------------------------------------------------------
 
@@ -429,6 +435,8 @@ class Calibration:
     none: float
     fitted_on: int = 0
     error: float | None = None
+    # The Policy.scoring the searches were ranked with ("": not recorded, before 0.2's last change).
+    scoring: str = ""
 
     def probabilities(self, similarities: Sequence[float]) -> list[float]:
         """The probability of each candidate of one search (best first) being the right product."""
@@ -437,41 +445,56 @@ class Calibration:
         return (weights[:-1] / weights.sum()).tolist()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "none": self.none, "fitted_on": self.fitted_on, "error": self.error}
+        return {"temperature": self.temperature, "none": self.none, "fitted_on": self.fitted_on, "error": self.error,
+                "scoring": self.scoring}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Calibration | None:
-        return cls(**data) if data and "temperature" in data else None
+        if not data or "temperature" not in data:
+            return None
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def fits(self, policy: Policy) -> bool:
+        """Whether this calibration was fitted on scores ranked as ``policy`` ranks (unknown: yes)."""
+        return not self.scoring or self.scoring == policy.scoring
 
 
 # The demo catalogue's, learned with the default settings, for a shop that has not learned its own
 # (docs/performance.md, "Honest scores").
-DEFAULT_CALIBRATION = Calibration(temperature=0.079, none=0.375)
+DEFAULT_CALIBRATION = Calibration(temperature=0.0575, none=0.33)
 TEMPERATURES = np.logspace(-3, 0, 61)
 NONES = np.linspace(-1.0, 1.5, 101)
 
 
-def fit_calibration(searches: Sequence[tuple[Sequence[float], int]]) -> Calibration:
+def fit_calibration(searches: Sequence[tuple[Sequence[float], int]], scoring: str = "") -> Calibration:
     """The calibration that best explains ``searches``: (candidates' similarities best first, the
-    index of the right one or -1 when it is not among them), by maximum likelihood on a grid."""
+    index of the right one or -1 when it is not among them), by maximum likelihood on a grid;
+    ``scoring``: the :attr:`Policy.scoring` they were ranked with."""
     width = max(len(s) for s, _ in searches)
     scores = np.full((len(searches), width), -np.inf)
     for n, (similarities, _) in enumerate(searches):
         scores[n, : len(similarities)] = similarities
     right = np.asarray([r for _, r in searches])
     best = (np.inf, DEFAULT_CALIBRATION.temperature, DEFAULT_CALIBRATION.none)
-    for temperature in TEMPERATURES:
-        for none in NONES:
-            logits = np.concatenate([scores, np.full((len(scores), 1), none)], axis=1) / temperature
-            top = logits.max(axis=1, keepdims=True)
-            total = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            chosen = logits[np.arange(len(logits)), np.where(right >= 0, right, width)]
-            loss = float((total - chosen).mean())
-            if loss < best[0]:
-                best = (loss, float(temperature), float(none))
-    calibration = Calibration(best[1], best[2], len(searches))
+
+    def search(temperatures, nones, best):
+        for temperature in temperatures:
+            for none in nones:
+                logits = np.concatenate([scores, np.full((len(scores), 1), none)], axis=1) / temperature
+                top = logits.max(axis=1, keepdims=True)
+                total = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+                chosen = logits[np.arange(len(logits)), np.where(right >= 0, right, width)]
+                loss = float((total - chosen).mean())
+                if loss < best[0]:
+                    best = (loss, float(temperature), float(none))
+        return best
+
+    best = search(TEMPERATURES, NONES, best)
+    # Then a finer grid around the best point (the coarse one's steps are 12 % and 0.025).
+    best = search(best[1] * np.logspace(-0.05, 0.05, 11), best[2] + np.linspace(-0.025, 0.025, 11), best)
+    calibration = Calibration(round(best[1], 4), round(best[2], 4), len(searches))
     first = np.asarray([calibration.probabilities([x for x in row if np.isfinite(x)])[0] if np.isfinite(row[0]) else 0.0 for row in scores])
-    return Calibration(best[1], best[2], len(searches), round(calibration_error(first, right == 0), 4))
+    return Calibration(calibration.temperature, calibration.none, len(searches), round(calibration_error(first, right == 0), 4), scoring)
 
 
 def calibration_error(probabilities: np.ndarray, right: np.ndarray, bins: int = 10) -> float:

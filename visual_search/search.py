@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -12,14 +13,16 @@ from django.db import models
 
 from . import serving
 from .backends import get_backend
+from .conf import settings
 from .embeddings.images import Box
 from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
-from .conf import settings
 from .ranking import DEFAULT_CALIBRATION, Policy
 from .registry import registrations_for_result, visible
 from .serving import current_fingerprint
+
+logger = logging.getLogger("visual_search")
 
 
 class NotIndexed(VisualSearchError):
@@ -83,7 +86,7 @@ def search_vector(
         limit=limit,
         restrict_to=restrict,
         exclude={str(pk) for pk in exclude},
-        policy=Policy.from_settings(serving.calibration(result_type_id, fingerprint) or DEFAULT_CALIBRATION),
+        policy=_policy(result_type_id, fingerprint),
     )
     by_probability = settings.SCORE == "probability"
     found = queryset.model._default_manager.in_bulk([_to_pk(queryset.model, h.result_id) for h in hits])
@@ -94,6 +97,30 @@ def search_vector(
             similarity, probability = round(hit.score, 6), round(hit.probability or 0.0, 6)
             results.append(SearchResult(obj, probability if by_probability else similarity, similarity, probability))
     return results
+
+
+def _policy(result_type_id: int, fingerprint: str) -> Policy:
+    """The settings' ranking with the shop's calibration, or the default one until the shop has one
+    fitted for this ranking (the next whitening fit, by the sweep or ``visual_search_reindex``)."""
+    policy = Policy.from_settings()
+    calibration = serving.calibration(result_type_id, fingerprint)
+    if calibration is not None and not calibration.fits(policy):
+        _warn_once(
+            f"The score calibration of {fingerprint[:8]} was fitted for ranking {calibration.scoring!r}, not "
+            f"{policy.scoring!r}: the default calibration is used until it is refitted (by the sweep, or now "
+            "with `manage.py visual_search_reindex --only missing`)."
+        )
+        calibration = None
+    return replace(policy, calibration=calibration or DEFAULT_CALIBRATION)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 
 def is_confident(results: list[SearchResult]) -> bool:
