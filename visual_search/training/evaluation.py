@@ -1,13 +1,14 @@
 """Held-out figures that tell staff whether a trained version helps: precision by product and category.
 
 Each held-out image is a query against the training images (the gallery), ranked the way the shop
-searches (:func:`visual_search.ranking.score_matrix`): whitening learned on the gallery
-(``WHITENING``/``WHITENING_DIMS``) and alpha query expansion (``QUERY_EXPANSION``), so "before"
-and "after" are what customers would see.
+searches: whitening learned on the gallery (``WHITENING``/``WHITENING_DIMS``), query expansion
+(``QUERY_EXPANSION``, off by default) and each product scored by its best image and its prototype
+(``PROTOTYPE_WEIGHT``, :func:`visual_search.ranking.result_scores`), so "before" and "after" are
+what customers would see.
 
-- ``p_at_1``: the first result shows the query's product;
+- ``p_at_1``: the first product shown is the query's; ``hit_at_5``: it is among the first five;
 - ``p_at_10``: share of the first 10 gallery images that show the query's product;
-- ``category_p_at_1``: the first result is in the query's category (when categories are known).
+- ``category_p_at_1``: the first image is in the query's category (when categories are known).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..ranking import Policy, score_matrix
+from ..ranking import Policy, result_scores, score_matrix
 
 
 def evaluate(
@@ -31,6 +32,7 @@ def evaluate(
     expansion: int = 0,
     alpha: float = 3.0,
     learned: bool = False,
+    prototype: float = 0.0,
 ) -> dict:
     """Precision figures of ``queries`` (held-out vectors) searched among ``gallery`` vectors;
     ``learned``: the whitening is learned from the gallery's products (``WHITENING="learned"``)."""
@@ -43,10 +45,15 @@ def evaluate(
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     qp, gp = np.asarray(query_products), np.asarray(gallery_products)
     same = gp[order] == qp[:, None]
+    names, codes = np.unique(gp.astype(str), return_inverse=True)
+    products = result_scores(np.asarray(queries), np.asarray(gallery), codes, whitening_dims=whitening_dims,
+                             policy=Policy(expansion=int(expansion), alpha=float(alpha), prototype=float(prototype)), learned=learned)
+    first = names[np.argsort(-products, axis=1, kind="stable")[:, :5]] == qp.astype(str)[:, None]
     figures = {
         "queries": int(len(qp)),
         "gallery": int(len(gp)),
-        "p_at_1": round(float(same[:, 0].mean()), 4),
+        "p_at_1": round(float(first[:, 0].mean()), 4),
+        "hit_at_5": round(float(first.any(axis=1).mean()), 4),
         "p_at_10": round(float(same.mean()), 4),
     }
     if query_categories is not None and gallery_categories is not None:
