@@ -202,7 +202,7 @@ def run(sizes=(100_000, 1_000_000), queries: int = 200, ef_searches=(40, 100, 20
         whitened = whiten(catalogue, mean, projection)
         del catalogue
         whitened_queries = whiten(query_vectors, mean, projection)
-        backend = PgvectorBackend(using=ALIAS, m=16, ef_construction=64, maintenance_work_mem="4GB")
+        backend = PgvectorBackend(using=ALIAS, maintenance_work_mem="4GB")  # the default graph
         built = build(backend, result_type_id, fingerprint)
         disk = sizes_on_disk()
         print(f"{n:>9,} vectors: rows written in {rows_s:.0f} s; build {built['build_s']:.0f} s "

@@ -111,9 +111,9 @@ def test_a_catalogue_big_enough_to_whiten_alone_still_calibrates_on_customer_vie
     reindex(Product, asynchronous=False)
     whitening = Whitening.objects.get()
     # Whitened from the 20 images alone; calibrated on customer views of each (no product has 2 images):
-    # the second of each image's two (the first would join a small catalogue's whitening).
+    # both of each image's two (a small catalogue's whitening would learn from one of them).
     assert whitening.trained_on == 20
-    assert ranking.Calibration.from_dict(whitening.calibration).fitted_on == 20
+    assert ranking.Calibration.from_dict(whitening.calibration).fitted_on == 40
 
 
 def test_a_calibration_search_hides_the_product_s_images_most_like_its_query():

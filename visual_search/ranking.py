@@ -461,7 +461,7 @@ class Calibration:
 
 # The demo catalogue's, learned with the default settings, for a shop that has not learned its own
 # (docs/performance.md, "Honest scores").
-DEFAULT_CALIBRATION = Calibration(temperature=0.0575, none=0.33)
+DEFAULT_CALIBRATION = Calibration(temperature=0.049, none=0.31)
 TEMPERATURES = np.logspace(-3, 0, 61)
 NONES = np.linspace(-1.0, 1.5, 101)
 

@@ -2,7 +2,7 @@
 
     VISUAL_SEARCH = {"BACKENDS": {"default": {
         "BACKEND": "visual_search.backends.pgvector.PgvectorBackend",
-        "OPTIONS": {"m": 16, "ef_construction": 64, "ef_search": 100},
+        "OPTIONS": {"m": 16, "ef_construction": 128, "ef_search": 100},
     }}}
 
 Needs the ``vector`` extension on the server and psycopg (``pip install

@@ -67,7 +67,8 @@ class PgvectorBackend(BaseBackend):
     """Vectors in PostgreSQL next to the ``ImageEmbedding`` rows, HNSW with cosine distance.
 
     ``OPTIONS``: ``using`` (the database alias holding the rows, ``"default"``), ``m`` and
-    ``ef_construction`` (the HNSW graph: 16 and 64), ``ef_search`` (candidates per scan, 100),
+    ``ef_construction`` (the HNSW graph: 16 and 128; pgvector's own 64 gave recall@10 0.94 where 128
+    gives 0.99 at a million vectors, for a build 1.7 times as long), ``ef_search`` (candidates per scan, 100),
     ``exact_max_rows`` (a search restricted to at most this many results is answered exactly, from
     the btree on ``result_id``, instead of filtering an HNSW scan: 20,000; see docs/performance.md for the
     measurement behind it), ``maintenance_work_mem`` (for the HNSW builds, e.g. ``"4GB"``; default:
@@ -76,7 +77,7 @@ class PgvectorBackend(BaseBackend):
 
     reset_drops_everything = True
 
-    def __init__(self, alias: str = "default", *, using: str = "default", m: int = 16, ef_construction: int = 64,
+    def __init__(self, alias: str = "default", *, using: str = "default", m: int = 16, ef_construction: int = 128,
                  ef_search: int = 100, exact_max_rows: int = 20_000, maintenance_work_mem: str | None = None, **options):
         super().__init__(alias, **options)
         connection = connections[using]
