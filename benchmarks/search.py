@@ -82,9 +82,10 @@ def run(sizes=SIZES, queries: int = 50, endpoint_queries: int = 20) -> dict:
             samples.append(time.perf_counter() - start)
         index = percentiles(samples)
         figures["index_p50_ms"][str(n)], figures["index_p99_ms"][str(n)] = index["p50_ms"], index["p99_ms"]
-        matrix = next(iter(backend._matrices.values()))
-        figures["index_bytes_per_million"] = matrix.vectors.nbytes / n * 1_000_000
-        figures["dimensions_searched"] = int(matrix.vectors.shape[1])
+        if hasattr(backend, "_matrices"):  # NumPy's (VISUAL_SEARCH_BACKEND=faiss measures FAISS instead)
+            matrix = next(iter(backend._matrices.values()))
+            figures["index_bytes_per_million"] = matrix.vectors.nbytes / n * 1_000_000
+            figures["dimensions_searched"] = int(matrix.vectors.shape[1])
         client = Client()
         samples = []
         with override_settings(ROOT_URLCONF="benchmarks.urls", VISUAL_SEARCH={**__import__("django.conf").conf.settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": None}):

@@ -26,4 +26,9 @@ if os.environ.get("VISUAL_SEARCH_RUNTIME"):  # "openvino" or "openvino-int8": th
     VISUAL_SEARCH["RUNTIME"] = os.environ["VISUAL_SEARCH_RUNTIME"]
 if os.environ.get("VISUAL_SEARCH_QUERY_VIEWS"):  # e.g. "full": a customer's photo seen once
     VISUAL_SEARCH["QUERY_VIEWS"] = os.environ["VISUAL_SEARCH_QUERY_VIEWS"].split(",")
+if os.environ.get("VISUAL_SEARCH_BACKEND") == "faiss":  # the search suite's endpoint over FAISS instead of NumPy
+    import tempfile
+
+    VISUAL_SEARCH["BACKENDS"] = {"default": {"BACKEND": "visual_search.backends.faiss.FaissBackend",
+                                             "OPTIONS": {"PATH": tempfile.mkdtemp(prefix="vs-bench-faiss-")}}}
 LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -176,9 +176,9 @@ def calibrate(
     ``dims`` by ``method``, None: none) is learned again without them, and each, with its customer
     views, is searched among the rest. The other images' customer views are searched too, with the
     image they were made from hidden where its product has others (a small catalogue's: half of
-    them, its whitening learns from the other half). Each search also hides the product's images most like
-    its query (``CALIBRATION_HIDE_NEAREST``). The candidates' scores, as a search computes them,
-    against which is the right product. None with no such search at all.
+    them, its whitening learns from the other half). Each search also hides the product's images
+    most like its query (``CALIBRATION_HIDE_NEAREST``). The candidates' scores, as a search computes
+    them, against which is the right product. None with no such search at all.
     """
     rng = random.Random(0)
     held = _held_out(sample, rng)
