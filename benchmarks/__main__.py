@@ -1,8 +1,9 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
 backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API), ``crop``
-(searching a region of the photo) and ``duplicates`` (DUPLICATE_THRESHOLD measured) run only when named. ``soak``
+(searching a region of the photo), ``duplicates`` (DUPLICATE_THRESHOLD measured) and ``views`` (cheaper and
+costlier views than the default's four) run only when named. ``soak``
 (the production layout under load and faults: benchmarks/soak.py) runs only when named and alone,
 and exits 1 when one of its invariants fails.
 """
@@ -26,9 +27,10 @@ def _option(item: str) -> tuple[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "soak"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "views", "soak"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
+    parser.add_argument("--requests", type=int, default=20, help="Search suite: photos posted to the endpoint per catalogue size (default 20; at most the 296 val photos).")
     parser.add_argument("--ann-sizes", default="100000,1000000", help="Catalogue sizes for the ann suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
     parser.add_argument("--epochs", type=int, help="Training suite: epochs (default: the product's).")
@@ -79,6 +81,10 @@ def main() -> None:
             from . import duplicates
 
             figures = duplicates.run()
+        elif suite == "views":
+            from . import views
+
+            figures = views.run()
         elif suite == "demo":
             from . import demo_api
 
@@ -92,7 +98,7 @@ def main() -> None:
         else:
             from . import search
 
-            figures = search.run([int(n) for n in args.sizes.split(",")])
+            figures = search.run([int(n) for n in args.sizes.split(",")], endpoint_queries=args.requests)
         path = save(suite, figures)
         print(f"\n{suite}:")
         for key, value in figures.items():

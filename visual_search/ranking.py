@@ -144,7 +144,10 @@ class ArraySpace:
     def nearest(self, query, k, allowed, *, exact=False, with_vectors=False) -> Neighbours:
         if not len(self.codes):
             return Neighbours()
-        scores = self.vectors @ query
+        # NumPy's own loop, not BLAS: OpenBLAS would split a big scan over every core, and its threads
+        # then spin for a while, holding the cores the next photo's VGG16 pass needs (19 -> 34 ms at
+        # 100,000 vectors; the scan alone: 1.6 ms with BLAS, 2.0 ms this way). docs/performance.md.
+        scores = np.einsum("ij,j->i", self.vectors, query)
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
         k = min(k, len(scores) if allowed is None else int(allowed.sum()))
