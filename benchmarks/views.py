@@ -29,7 +29,7 @@ from visual_search import ranking
 from visual_search.ranking import l2_normalise
 
 from .common import dataset
-from .features import CACHE, images
+from .features import CACHE, _gem, images
 from .levers import protocols
 
 # (key, view, input size, map region pooled): one GeM vector per image each.
@@ -81,7 +81,7 @@ def features() -> dict[str, np.ndarray]:
     import keras
 
     from visual_search.embeddings.backbone import build_vgg16
-    from visual_search.embeddings.images import fit_and_pad, open_image
+    from visual_search.embeddings.images import open_image
     from visual_search.embeddings.views import centre_crop, render
 
     out: dict[str, list] = {key: [] for key, *_ in RENDERS}
@@ -94,8 +94,9 @@ def features() -> dict[str, np.ndarray]:
         for start in range(0, len(rows), 8):
             chunk = rows[start : start + 8]
             pictures = [open_image((dataset() / r["file"]).read_bytes(), max_pixels=10**8, allowed_formats=allowed) for r in chunk]
-            if size < 224:  # only crops here: the crop's content at the full view's scale
-                inputs = np.stack([_rendered(centre_crop(p), view, size, fit_and_pad) for p in pictures for view in views])
+            if size < 224:  # only crops here, at the full view's scale: the centre crop seen whole (and mirrored)
+                whole = [{"crop": "full", "crop-flip": "flip"}[view] for view in views]
+                inputs = np.concatenate([render(centre_crop(p), whole, size) for p in pictures])
             else:
                 inputs = np.concatenate([render(p, views, size) for p in pictures])
             maps = np.asarray(model.predict_on_batch(inputs), dtype=np.float32).reshape(len(chunk), len(views), *model.output_shape[1:])
@@ -108,15 +109,6 @@ def features() -> dict[str, np.ndarray]:
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return arrays
-
-
-def _rendered(picture, view: str, size: int, fit_and_pad) -> np.ndarray:
-    array = fit_and_pad(picture, size)
-    return np.ascontiguousarray(array[:, ::-1]) if view.endswith("flip") else array
-
-
-def _gem(maps: np.ndarray, p: float = 3.0) -> np.ndarray:
-    return np.power(np.power(np.maximum(maps, 1e-6), p).mean(axis=(1, 2)), 1.0 / p)
 
 
 def measure(vectors: dict, keys, asked, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray) -> tuple[float, float]:
