@@ -111,3 +111,23 @@ def test_a_prototype_outvotes_one_lucky_image(gallery):
     space = MatrixSpace(vectors, ["a", "a", "a", "b", "c"])
     assert ranking.rank(space, query, limit=1, policy=ranking.Policy())[0].result_id == "b"
     assert ranking.rank(space, query, limit=1, policy=ranking.Policy(prototype=1.0))[0].result_id == "a"
+
+
+class NoBlas(np.ndarray):
+    """A matrix whose product through ``@`` (OpenBLAS, on every core) fails the test."""
+
+    def __matmul__(self, other):
+        raise AssertionError("the exact scan went through BLAS")
+
+
+def test_the_exact_scan_does_not_use_blas(gallery):
+    """OpenBLAS's threads keep spinning after a product and slow the next photo's VGG16 pass by
+    half (docs/performance.md, "The scan without BLAS threads"): the scan is NumPy's own loop,
+    with the same scores."""
+    ids = [str(n // 3) for n in range(len(gallery))]
+    plain = ranking.ArraySpace.of(gallery, ids)
+    guarded = ranking.ArraySpace(gallery.view(NoBlas), plain.codes, plain.result_ids)
+    found = guarded.nearest(gallery[4], 5, None)
+    expected = np.sort(np.asarray(gallery) @ gallery[4])[::-1][:5]
+    assert found.scores == pytest.approx(expected, abs=1e-6)
+    assert found.result_ids[0] == "1"
