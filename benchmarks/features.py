@@ -64,7 +64,12 @@ def compute(weights: str, size: int = 224, batch: int = 32) -> dict[str, np.ndar
         out["b4_gem"].append(_gem(b4))
         print(f"\r  features {min(start + batch, len(rows))}/{len(rows)}", end="", flush=True)
     print()
-    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    return save_parts(path, out)
+
+
+def save_parts(path, parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each list of ``parts`` joined into one array, all saved to ``path`` (an .npz cache) and returned."""
+    arrays = {key: np.concatenate(chunks) for key, chunks in parts.items()}
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return arrays

@@ -29,7 +29,7 @@ from visual_search import ranking
 from visual_search.ranking import l2_normalise
 
 from .common import dataset
-from .features import CACHE, _gem, images
+from .features import CACHE, _gem, images, save_parts
 from .levers import protocols
 
 # (key, view, input size, map region pooled): one GeM vector per image each.
@@ -105,10 +105,7 @@ def features() -> dict[str, np.ndarray]:
                 out[key].append(_gem(part if region is None else part[:, region, region]))
             print(f"\r  {size} px: {min(start + 8, len(rows))}/{len(rows)}", end="", flush=True)
         print()
-    arrays = {key: np.concatenate(parts) for key, parts in out.items()}
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return arrays
+    return save_parts(path, out)
 
 
 def measure(vectors: dict, keys, asked, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray) -> tuple[float, float]:
