@@ -5,6 +5,7 @@ queries are the ``val`` photos, searched among those, products ranked as a searc
 (learned whitening, prototypes). "Before" is the pretrained default (block-4 GeM at IMAGE_SIZE,
 its test-time views averaged) on the same split, from the quality suite's feature cache; "after"
 is the trained version (one view per image, as it serves), measured the same way by the trainer.
+Distilling (the default objective), the training images' "before" vectors are the targets.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def run(
               f"(plain cosine: P@1 {figures['plain']['p_at_1']:.3f}) at {time.monotonic() - started:.0f} s", flush=True)
 
     started = time.monotonic()
-    result = train(training, held, options, before=before, progress=progress, after_epoch=after_epoch if curve else None)
+    # Distillation's targets: the pretrained default's vectors of the training images (a shop's stored ones).
+    targets = features[~is_val] if options.distil else None
+    result = train(training, held, options, before=before, targets=targets, progress=progress, after_epoch=after_epoch if curve else None)
     m = result.metrics
     return {
         "weights": django_settings.VISUAL_SEARCH["WEIGHTS"],
@@ -88,5 +91,6 @@ def run(
         "training.total_s": m["seconds"],
         "training.epochs_run": m["epochs_run"],
         "training.epoch_losses": m["epoch_losses"],
+        "training.passes": m["passes"],
         **({"training.curve_p_at_1": learning_curve} if curve else {}),
     }

@@ -17,7 +17,8 @@ from tests.conftest import catalogue_image, photos
 from visual_search.models import ModelVersion
 
 PRODUCTS = ["Kiwi", "Anjou", "Banana", "Lime", "Red-Bell-Pepper", "Arla-Standard-Milk"]
-FAST = {"epochs": 1, "image_size": 64, "dims": 16, "augmented_views": 1, "held_out": 0.25}
+# The classifying objective; distillation (the default) has its own tests below.
+FAST = {"objective": "classify", "epochs": 1, "image_size": 64, "dims": 16, "augmented_views": 1, "held_out": 0.25}
 
 
 @pytest.fixture
@@ -241,3 +242,66 @@ def test_the_command_trains_the_blocks_asked_for_and_refuses_others(shop, capsys
     assert version.status == ModelVersion.Status.TRAINED, version.error
     assert version.config["trained_blocks"] == [4, 5]
     assert version.config["architecture"] == "vgg16-adapted-blocks4-5"
+
+
+# -- distillation (the default objective) -------------------------------------------------------
+
+def test_each_objective_has_its_own_defaults_and_explicit_options_win(settings):
+    from visual_search.training.trainer import TrainingOptions
+
+    distil = TrainingOptions()
+    assert distil.objective == "distil" and distil.distil
+    assert (distil.epochs, distil.image_size, distil.augmented_views, distil.learning_rate) == (4, 64, 0, 2e-4)  # IMAGE_SIZE is 64 here
+    classify = TrainingOptions(objective="classify")
+    assert (classify.epochs, classify.image_size, classify.augmented_views, classify.learning_rate) == (8, 160, 2, 4e-4)
+    assert TrainingOptions(epochs=2, image_size=96).epochs == 2 and TrainingOptions(epochs=2, image_size=96).image_size == 96
+    with pytest.raises(ValueError, match="'distil', 'classify'"):
+        TrainingOptions(objective="regress")
+
+
+@pytest.mark.parametrize("shop", [True], indirect=True)
+def test_distilling_teaches_one_pass_the_stored_vectors(shop, settings):
+    from visual_search.embeddings.adapted import build_embedding_model
+    from visual_search.embeddings.images import prepare
+    from visual_search.training.jobs import run_training, teacher_vectors
+    from visual_search.training.dataset import shop_items
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "TRAINING": {"epochs": 3, "held_out": 0.25, "learning_rate": 1e-3}}
+    targets = teacher_vectors(shop_items())
+    assert targets.shape == (30, 512) and np.isfinite(targets).all()
+    version = run_training(new_version().pk)
+    assert version.status == ModelVersion.Status.TRAINED, version.error
+    metrics = version.metrics
+    assert metrics["options"]["objective"] == "distil"
+    # A distilled network keeps the 512 pooled channels, at the serving input size, one view.
+    assert version.config["dims"] == 512 and version.config["image_size"] == 64
+    assert metrics["passes"] == {"before": [1, 64], "after": [1, 64]}
+    # Training brought the one-pass vectors closer to the stored ones.
+    agreement = metrics["agreement"]
+    assert -1.0 <= agreement["before"] < agreement["after"] <= 1.0
+    assert metrics["epoch_losses"][-1] < 1.0 and 0.0 <= metrics["after"]["p_at_1"] <= 1.0
+    # The projection stayed the identity: the served model gives its pooled vector, unit length.
+    path = default_storage.path(version.weights_file)
+    model = build_embedding_model(version.config, path, precision="float32")
+    x = prepare(catalogue_image("Lime").read_bytes(), size=64, max_pixels=10**8, allowed_formats=["JPEG"])[None]
+    got = np.asarray(model(x))
+    assert got.shape == (1, 512) and np.allclose(np.linalg.norm(got), 1.0, atol=1e-4)
+    assert (got >= 0).all()  # pooled ReLU maps, not projected
+
+
+def test_distilling_without_stored_vectors_says_what_to_do(shop):
+    from visual_search.training.jobs import run_training
+
+    version = run_training(ModelVersion.objects.create(label="t", status=ModelVersion.Status.TRAINING, config={"options": {"objective": "distil"}}).pk)
+    assert version.status == ModelVersion.Status.FAILED
+    assert "visual_search_reindex" in version.error and "classify" in version.error
+    assert version.weights_file == ""
+
+
+def test_the_command_takes_the_objective(shop):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("visual_search_train", "--objective", "regress")
+    with pytest.raises(CommandError, match="visual_search_reindex"):
+        call_command("visual_search_train", "--objective", "distil", "--epochs", "1")

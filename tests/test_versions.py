@@ -325,6 +325,16 @@ def test_a_version_that_does_not_beat_the_model_in_use_is_refused_unless_forced(
     assert "Activated Worse" in out and current_fingerprint() == version.fingerprint
 
 
+def test_a_refused_version_that_is_faster_says_how_much(catalogue, trained):
+    version = trained("Distilled", metrics={**WORSE, "passes": {"before": [4, 224], "after": [1, 224]}})
+    with pytest.raises(VersionError, match=r"4\.0x faster \(1 VGG16 pass at 224 px, against 4 at 224 px\)"):
+        activate(version)
+    slower = trained("Slower", seed=1, metrics={**WORSE, "passes": {"before": [1, 160], "after": [1, 224]}})
+    with pytest.raises(VersionError) as refused:
+        activate(slower)
+    assert "faster" not in str(refused.value)
+
+
 def test_a_version_must_beat_the_active_version_too(catalogue, trained):
     activate(trained("Good", seed=0, metrics={"before": {"p_at_1": 0.1}, "after": {"p_at_1": 0.5}}))
     with pytest.raises(VersionError, match=r"Good 50\.0%"):

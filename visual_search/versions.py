@@ -199,8 +199,24 @@ def _check_better(version: ModelVersion) -> None:
     raise VersionError(
         f"Not activating {version.label}: on its held-out photos it puts the right product first "
         f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; customers would "
-        "get worse results. Train again (more epochs, or --blocks 4,5), or activate it anyway "
+        f"get worse results.{_speed_note(version) if active_version() is None else ''} Train again (more epochs, or --blocks 4,5), or activate it anyway "
         f"(`manage.py visual_search_versions activate {version.pk} --force`)."
+    )
+
+
+def _speed_note(version: ModelVersion) -> str:
+    """How much faster ``version`` embeds than the pretrained model (its training's ``passes``), or ""."""
+    passes = (version.metrics or {}).get("passes") or {}
+    try:
+        (before, before_size), (after, after_size) = passes["before"], passes["after"]
+        cost_before, cost_after = before * before_size**2, after * after_size**2
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if cost_after >= cost_before:
+        return ""
+    return (
+        f" It embeds a photo and an image {cost_before / cost_after:.1f}x faster ({after} VGG16 pass{'es' if after != 1 else ''} "
+        f"at {after_size} px, against {before} at {before_size} px): if speed matters more to your shop, that may be worth it."
     )
 
 

@@ -78,6 +78,21 @@ def current_vectors(items) -> tuple[list, np.ndarray] | None:
     return (found, np.vstack(vectors)) if vectors else None
 
 
+def teacher_vectors(items) -> np.ndarray | None:
+    """The active model's stored vectors of ``items``, one row each (NaN where an image has none):
+    what distillation aims at. None when no image has one."""
+    stored = current_vectors(items)
+    if stored is None:
+        return None
+    found, vectors = stored
+    rows = {item.key: n for n, item in enumerate(found)}
+    targets = np.full((len(items), vectors.shape[1]), np.nan, dtype=np.float32)
+    for n, item in enumerate(items):
+        if item.key in rows:
+            targets[n] = vectors[rows[item.key]]
+    return targets
+
+
 def before_figures(training, held_out) -> dict:
     """The active model's figures on the same split, from its stored vectors (nothing recomputed)."""
     stored = current_vectors(list(training) + list(held_out))
@@ -135,7 +150,8 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
         items = shop_items(_result_model(version.config.get("model")))
         training, held_out = hold_out(items, options.held_out, options.seed)
         before = before_figures(training, held_out)
-        result = train(training, held_out, options, before=before, progress=reporter.progress, should_stop=should_stop)
+        targets = teacher_vectors(training) if options.distil else None
+        result = train(training, held_out, options, before=before, targets=targets, progress=reporter.progress, should_stop=should_stop)
         data = _weights_bytes(result.head)
         fingerprint = network_fingerprint(result.config, data)
         name = default_storage.save(f"{STORAGE_DIR}/{fingerprint}.weights.h5", ContentFile(data))

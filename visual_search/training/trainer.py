@@ -30,6 +30,7 @@ import numpy as np
 
 from ..conf import settings
 from ..embeddings import images, runtime
+from ..ranking import fit_whitening, l2_normalise, whiten
 from ..embeddings.adapted import build_head, build_trunk, trained_blocks
 from ..embeddings.augment import augment
 from . import evaluation
@@ -45,20 +46,32 @@ class Cancelled(Exception):
     """Training was asked to stop (``should_stop()`` returned True, or Ctrl-C)."""
 
 
+OBJECTIVES = ("distil", "classify")
+
+
 @dataclass
 class TrainingOptions:
-    """What to train and how; the defaults are the ones measured in docs/adapting.md."""
+    """What to train and how; the defaults are the ones measured in docs/adapting.md.
 
-    epochs: int = 8
+    ``objective``: ``"distil"`` (the default) teaches one pass of the network to give the vector
+    the model in use gives from all its test-time views (its stored vectors are the targets);
+    ``"classify"`` trains it to tell the shop's products apart (CosFace over products and
+    categories). The options left at None take the objective's measured default (see
+    :data:`OBJECTIVE_DEFAULTS`); ``image_size`` None is the serving ``IMAGE_SIZE`` when distilling.
+    """
+
+    objective: str = "distil"
+    epochs: int | None = None
     seed: int = 0
-    image_size: int = 160
+    image_size: int | None = None
+    # The projection's size (classify only: a distilled network keeps the 512 channels it pools).
     dims: int = 256
     held_out: float = 0.2
-    augmented_views: int = 2
+    augmented_views: int | None = None
     # The VGG16 blocks trained (see network.py): [4], [4, 5] or [5].
     trained_blocks: tuple = (4,)
     batch_size: int = 32
-    learning_rate: float = 4e-4
+    learning_rate: float | None = None
     head_learning_rate: float = 4e-3
     # "cosine": a linear warm-up over warmup_epochs, then cosine decay to zero at the last epoch;
     # "constant": the learning rates throughout.
@@ -70,11 +83,29 @@ class TrainingOptions:
     # Stop after the last epoch that fits in this many seconds from the start (None: all epochs).
     time_limit: float | None = None
 
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, not {self.objective!r}.")
+        for name, value in OBJECTIVE_DEFAULTS[self.objective].items():
+            if getattr(self, name) is None:
+                setattr(self, name, int(settings.IMAGE_SIZE) if value == "IMAGE_SIZE" else value)
+
+    @property
+    def distil(self) -> bool:
+        return self.objective == "distil"
+
     @classmethod
     def from_settings(cls, **overrides) -> TrainingOptions:
         defaults = {k: v for k, v in dict(settings.TRAINING).items() if k in cls.__dataclass_fields__}
         defaults.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**defaults)
+
+
+# Each objective's measured defaults (docs/adapting.md), for the options left at None.
+OBJECTIVE_DEFAULTS = {
+    "distil": {"epochs": 4, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4},
+    "classify": {"epochs": 8, "image_size": 160, "augmented_views": 2, "learning_rate": 4e-4},
+}
 
 
 @dataclass
@@ -88,6 +119,9 @@ def _architecture(blocks: tuple[int, ...]) -> str:
     return "vgg16-adapted-block5" if blocks == (5,) else "vgg16-adapted-blocks" + "-".join(map(str, blocks))
 
 
+DISTILLED_DIMS = 512
+
+
 def network_config(options: TrainingOptions) -> dict:
     """The :mod:`visual_search.embeddings.adapted` config of the model these options train (what the fingerprint covers)."""
     blocks = trained_blocks({"trained_blocks": options.trained_blocks})
@@ -96,7 +130,8 @@ def network_config(options: TrainingOptions) -> dict:
         "weights": str(settings.WEIGHTS),
         "seed": int(settings.RANDOM_SEED),
         "image_size": int(options.image_size),
-        "dims": int(options.dims),
+        # A distilled network keeps its pooled channels: its vectors are the model in use's kind.
+        "dims": DISTILLED_DIMS if options.distil else int(options.dims),
         "gem_p": float(settings.GEM_P),
         "trained_blocks": list(blocks),
     }
@@ -174,6 +209,7 @@ def train(
     options: TrainingOptions,
     *,
     before: dict | None = None,
+    targets: np.ndarray | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     after_epoch: Callable[[int, object], None] | None = None,
@@ -181,7 +217,8 @@ def train(
     """Train on ``items``; measure on ``held_out`` (searched among ``items``) after training.
 
     ``before`` (figures of the current model on the same split, see :func:`evaluation.evaluate`)
-    is stored beside the new figures. ``after_epoch(epoch, held_out_figures)`` is called after each
+    is stored beside the new figures. ``targets`` (distillation): the model in use's vectors of
+    ``items``, one row each, NaN where an image has none; those images are left out of the loss. ``after_epoch(epoch, held_out_figures)`` is called after each
     epoch; calling ``held_out_figures()`` measures the held-out figures then (the benchmark's
     learning curve; it costs a forward pass of the clean maps).
     """
@@ -189,6 +226,8 @@ def train(
     started = time.monotonic()
     keras.utils.set_random_seed(int(options.seed))
     config = network_config(options)
+    # Distilling without targets fails here, before minutes of feature maps.
+    teacher = _Teacher.of(targets, items) if options.distil else None
     trunk, vgg16 = build_trunk(config, precision=str(settings.PRECISION))
     everything = list(items) + list(held_out)
     maps, owners, views = trunk_features(
@@ -198,9 +237,14 @@ def train(
     feature_seconds = time.monotonic() - started
     labels = _Labels.of(items, everything, owners)
     head = build_head(config, vgg16, precision=str(settings.PRECISION))
-    step = _training_step(head, options, labels)
+    if teacher is not None:
+        labels.rows_of = {n: rows for n, rows in labels.rows_of.items() if n in teacher.rows}
+        step = _distil_step(head, options, labels, teacher)
+    else:
+        step = _training_step(head, options, labels)
     clean = views == 0  # each image's own view, without augmentation
     held_out_figures = _held_out_measure(head, maps[clean], owners[clean], everything, len(items))
+    agreement = {"before": teacher.agreement(head, maps[clean], owners[clean])} if teacher is not None else None
     rng = np.random.default_rng(options.seed)
     losses = []
     for epoch in range(options.epochs):
@@ -219,6 +263,8 @@ def train(
     # One view per image, as a trained version serves: the shop's test-time views, averaged through
     # the trained network, measured no better (val P@1 0.466 with four, 0.470 with one; docs/adapting.md).
     after = held_out_figures()
+    if agreement is not None:
+        agreement["after"] = teacher.agreement(head, maps[clean], owners[clean])
     metrics = {
         "options": asdict(options),
         "training_images": int(len(items)),
@@ -229,9 +275,15 @@ def train(
         "train_seconds": round(train_seconds, 1),
         "epochs_run": len(losses),
         "epoch_losses": losses,
+        # What one photo costs: VGG16 passes (the views) at the input size, before and after.
+        "passes": {"before": [len(settings.VIEWS), int(settings.IMAGE_SIZE)], "after": [1, int(options.image_size)]},
         "before": before or {},
         "after": after,
     }
+    if agreement is not None:
+        # Distilling: how close one pass comes to the model in use's vectors of the training images
+        # (mean cosine, whitened as the loss sees them), before and after.
+        metrics["agreement"] = agreement
     metrics["seconds"] = round(time.monotonic() - started, 1)
     if progress:
         progress("evaluating", 1, 1)
@@ -303,12 +355,81 @@ def _training_step(head, options: TrainingOptions, labels: _Labels) -> Callable:
         head_optimizer.apply_gradients(zip(gradients[len(conv_variables) :], head_variables))
         return loss
 
-    return step
+    def run(x, owner):
+        return step(tf.constant(x), tf.constant(labels.product_of[owner]), tf.constant(np.maximum(labels.category_of[owner], 0)))
+
+    return run
+
+
+@dataclass
+class _Teacher:
+    """What distillation aims at: each training image's vector from the model in use, whitened.
+
+    The whitening (learned from the products, as the shop's) is fitted once on those vectors and
+    applied to the student's vectors too, so the loss weighs the directions that tell products
+    apart, not the mean every image shares.
+    """
+
+    rows: dict[int, int]  # training image -> its row in ``whitened``
+    whitened: np.ndarray
+    mean: np.ndarray
+    projection: np.ndarray
+
+    @classmethod
+    def of(cls, targets: np.ndarray | None, items: Sequence[Item]) -> _Teacher:
+        have = [] if targets is None else [n for n in range(len(items)) if np.all(np.isfinite(targets[n]))]
+        products = {items[n].product for n in have}
+        if len(products) < 2 or len(have) < 3:
+            from .dataset import NotEnoughData
+
+            raise NotEnoughData(
+                f"Distillation learns from the stored vectors of the model in use, and {len(have)} of the "
+                f"{len(items)} training images have one. Run `manage.py visual_search_reindex` first, or "
+                "train with the objective 'classify' (--objective classify)."
+            )
+        vectors = l2_normalise(np.asarray(targets, dtype=np.float64)[have])
+        dims = min(int(settings.WHITENING_DIMS or 128), len(have) - 1, vectors.shape[1])
+        mean, projection = fit_whitening(vectors, dims, [items[n].product for n in have])
+        return cls({n: k for k, n in enumerate(have)}, whiten(vectors, mean, projection), mean, projection)
+
+    def agreement(self, head, maps: np.ndarray, owners: np.ndarray) -> float:
+        """The mean cosine between the head's whitened vectors of the training images (their clean
+        ``maps``) and the targets."""
+        mine = [n for n, owner in enumerate(owners) if int(owner) in self.rows]
+        vectors = whiten(embed_maps(head, maps[mine]), self.mean, self.projection)
+        targets = self.whitened[[self.rows[int(owners[n])] for n in mine]]
+        return round(float(np.mean(np.sum(vectors * targets, axis=1))), 4)
+
+
+def _distil_step(head, options: TrainingOptions, labels: _Labels, teacher: _Teacher) -> Callable:
+    """One optimiser step: the trained blocks learn to give, from one view, the whitened vector the
+    model in use gives from all its views (cosine loss); the projection stays the identity."""
+    keras, tf = runtime.keras(), runtime.tensorflow()
+    projection = head.get_layer("projection")
+    projection.set_weights([np.eye(DISTILLED_DIMS, dtype=np.float32)])
+    projection.trainable = False
+    variables = [v for v in head.trainable_variables if "projection" not in v.path]
+    steps_per_epoch = labels.steps_per_epoch(options.batch_size)
+    optimizer = keras.optimizers.Adam(_learning_rate(options, options.learning_rate, steps_per_epoch * options.epochs, steps_per_epoch))
+    mean, whitening = tf.constant(teacher.mean), tf.constant(teacher.projection)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, target):
+        with tf.GradientTape() as tape:
+            z = tf.math.l2_normalize(tf.matmul(head(x, training=True) - mean, whitening), axis=1)
+            loss = tf.reduce_mean(1.0 - tf.reduce_sum(z * target, axis=1))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def run(x, owner):
+        rows = [teacher.rows[int(n)] for n in owner]
+        return step(tf.constant(x), tf.constant(teacher.whitened[rows]))
+
+    return run
 
 
 def _epoch(step, maps, owners, labels: _Labels, options: TrainingOptions, rng, epoch: int, progress, should_stop) -> float:
     """One pass: each training image once, in one of its views drawn at random; returns the last loss."""
-    tf = runtime.tensorflow()
     steps_per_epoch = labels.steps_per_epoch(options.batch_size)
     total_steps = steps_per_epoch * options.epochs
     order = np.array([rng.choice(labels.rows_of[int(n)]) for n in rng.permutation(labels.train_images)])
@@ -316,9 +437,7 @@ def _epoch(step, maps, owners, labels: _Labels, options: TrainingOptions, rng, e
         if should_stop and should_stop():
             raise Cancelled()
         rows = order[k * options.batch_size : (k + 1) * options.batch_size]
-        x = _flip_and_crop(maps[rows].astype(np.float32), rng)
-        owner = owners[rows]
-        loss = step(tf.constant(x), tf.constant(labels.product_of[owner]), tf.constant(np.maximum(labels.category_of[owner], 0)))
+        loss = step(_flip_and_crop(maps[rows].astype(np.float32), rng), owners[rows])
         if progress:
             progress("training", epoch * steps_per_epoch + k + 1, total_steps)
     return round(float(loss), 4)

@@ -32,16 +32,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("model", nargs="?", help="The result model to train on, as app_label.ModelName (default: API_MODEL or the first registered).")
-        parser.add_argument("--epochs", type=int, help="Passes over the training images (default 8).")
+        parser.add_argument(
+            "--objective", choices=["distil", "classify"],
+            help="distil (default): one pass learns the vector the model in use gives from all its views, "
+            "for faster searches (needs its stored vectors); classify: learn to tell the products apart.",
+        )
+        parser.add_argument("--epochs", type=int, help="Passes over the training images (default 4 distilling, 8 classifying).")
         parser.add_argument("--seed", type=int, help="Seed of the held-out split, augmentation and initialisation (default 0).")
-        parser.add_argument("--image-size", type=int, help="Input size of the adapted model (default 160).")
-        parser.add_argument("--dims", type=int, help="Size of the adapted vectors (default 256).")
+        parser.add_argument("--image-size", type=int, help="Input size of the adapted model (default: IMAGE_SIZE distilling, 160 classifying).")
+        parser.add_argument("--dims", type=int, help="Size of the adapted vectors when classifying (default 256; a distilled model keeps 512).")
         parser.add_argument("--held-out", type=float, help="Share of each product's images kept out of training to measure (default 0.2).")
         parser.add_argument(
             "--blocks", dest="trained_blocks", type=_blocks,
             help="VGG16 blocks to train: 4 (default: block 4, pooled, block 5 dropped), 4,5 or 5.",
         )
-        parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 2).")
+        parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 0 distilling, 2 classifying).")
         parser.add_argument("--time-limit", type=float, help="Stop after the last epoch that fits in this many seconds (default: run every epoch).")
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
         parser.add_argument(
@@ -52,7 +57,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, model=None, asynchronous=False, activate=False, force=False, verbosity=1, **options):
         label = self._model(model)
-        keys = ("epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit", "trained_blocks")
+        keys = ("objective", "epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit", "trained_blocks")
         chosen = {k: options[k] for k in keys if options.get(k) is not None}
         if asynchronous:
             if activate:
