@@ -92,5 +92,6 @@ def run(
         "training.epochs_run": m["epochs_run"],
         "training.epoch_losses": m["epoch_losses"],
         "training.passes": m["passes"],
+        **({"training.agreement": m["agreement"]} if "agreement" in m else {}),
         **({"training.curve_p_at_1": learning_curve} if curve else {}),
     }

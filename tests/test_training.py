@@ -251,7 +251,7 @@ def test_each_objective_has_its_own_defaults_and_explicit_options_win(settings):
 
     distil = TrainingOptions()
     assert distil.objective == "distil" and distil.distil
-    assert (distil.epochs, distil.image_size, distil.augmented_views, distil.learning_rate) == (4, 64, 0, 2e-4)  # IMAGE_SIZE is 64 here
+    assert (distil.epochs, distil.image_size, distil.augmented_views, distil.learning_rate) == (3, 64, 0, 2e-4)  # IMAGE_SIZE is 64 here
     classify = TrainingOptions(objective="classify")
     assert (classify.epochs, classify.image_size, classify.augmented_views, classify.learning_rate) == (8, 160, 2, 4e-4)
     assert TrainingOptions(epochs=2, image_size=96).epochs == 2 and TrainingOptions(epochs=2, image_size=96).image_size == 96

@@ -366,8 +366,8 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "products into kinds ('category', 'category__slug'); None trains on product identity only."),
         # The defaults are the measured ones (docs/adapting.md); TrainingOptions.from_settings drops
         # unknown names, so a typo would silently train with the default: hence the check.
-        Setting("TRAINING", {}, (dict,), "Overrides of visual_search.training.trainer.TrainingOptions (epochs, "
-                "image_size, dims, held_out, augmented_views, seed...).", deep=True, deep_ids=("visual_search.E013",),
+        Setting("TRAINING", {}, (dict,), "Overrides of visual_search.training.trainer.TrainingOptions (objective, "
+                "epochs, image_size, dims, held_out, augmented_views, seed...).", deep=True, deep_ids=("visual_search.E013",),
                 rule="a dict whose keys are fields of TrainingOptions"),
     )),
 )

@@ -103,7 +103,7 @@ class TrainingOptions:
 
 # Each objective's measured defaults (docs/adapting.md), for the options left at None.
 OBJECTIVE_DEFAULTS = {
-    "distil": {"epochs": 4, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4},
+    "distil": {"epochs": 3, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4},
     "classify": {"epochs": 8, "image_size": 160, "augmented_views": 2, "learning_rate": 4e-4},
 }
 
