@@ -34,7 +34,7 @@ from ..ranking import fit_whitening, l2_normalise, whiten
 from ..embeddings.adapted import build_head, build_trunk, trained_blocks
 from ..embeddings.augment import augment
 from . import evaluation
-from .dataset import Item
+from .dataset import Item, NotEnoughData
 
 logger = logging.getLogger("visual_search")
 
@@ -380,8 +380,6 @@ class _Teacher:
         have = [] if targets is None else [n for n in range(len(items)) if np.all(np.isfinite(targets[n]))]
         products = {items[n].product for n in have}
         if len(products) < 2 or len(have) < 3:
-            from .dataset import NotEnoughData
-
             raise NotEnoughData(
                 f"Distillation learns from the stored vectors of the model in use, and {len(have)} of the "
                 f"{len(items)} training images have one. Run `manage.py visual_search_reindex` first, or "
