@@ -257,6 +257,9 @@ def test_each_objective_has_its_own_defaults_and_explicit_options_win(settings):
     assert TrainingOptions(epochs=2, image_size=96).epochs == 2 and TrainingOptions(epochs=2, image_size=96).image_size == 96
     with pytest.raises(ValueError, match="'distil', 'classify'"):
         TrainingOptions(objective="regress")
+    assert TrainingOptions().dims == 512 and TrainingOptions(objective="classify").dims == 256
+    with pytest.raises(ValueError, match="512 pooled channels.*objective 'classify'"):
+        TrainingOptions(dims=128)
 
 
 @pytest.mark.parametrize("shop", [True], indirect=True)
@@ -289,8 +292,10 @@ def test_distilling_teaches_one_pass_the_stored_vectors(shop, settings):
     assert (got >= 0).all()  # pooled ReLU maps, not projected
 
 
-def test_distilling_without_stored_vectors_says_what_to_do(shop):
+def test_distilling_without_stored_vectors_says_what_to_do(shop, settings):
     from visual_search.training.jobs import run_training
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "TRAINING": {"epochs": 1, "held_out": 0.25}}
 
     version = run_training(ModelVersion.objects.create(label="t", status=ModelVersion.Status.TRAINING, config={"options": {"objective": "distil"}}).pk)
     assert version.status == ModelVersion.Status.FAILED
@@ -298,10 +303,14 @@ def test_distilling_without_stored_vectors_says_what_to_do(shop):
     assert version.weights_file == ""
 
 
-def test_the_command_takes_the_objective(shop):
+def test_the_command_takes_the_objective(shop, settings):
     from django.core.management.base import CommandError
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "TRAINING": {"held_out": 0.25}}
 
     with pytest.raises(CommandError, match="invalid choice"):
         call_command("visual_search_train", "--objective", "regress")
     with pytest.raises(CommandError, match="visual_search_reindex"):
         call_command("visual_search_train", "--objective", "distil", "--epochs", "1")
+    with pytest.raises(CommandError, match="Training failed: dims=16: a distilled network keeps"):
+        call_command("visual_search_train", "--objective", "distil", "--dims", "16")

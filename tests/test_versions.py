@@ -335,6 +335,16 @@ def test_a_refused_version_that_is_faster_says_how_much(catalogue, trained):
     assert "faster" not in str(refused.value)
 
 
+def test_admin_shows_what_a_distilled_version_costs_and_how_close_it_came(catalogue, trained, staff_client):
+    metrics = {**WORSE, "options": {"objective": "distil"}, "passes": {"before": [4, 224], "after": [1, 224]},
+               "agreement": {"before": 0.788, "after": 0.88}}
+    version = trained("Distilled", metrics=metrics)
+    page = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
+    assert "VGG16 passes per image" in page and "4 × 224 px" in page and "1 × 224 px" in page and "4.0x faster" in page
+    assert "Agreement with the model in use" in page and "0.788" in page and "+0.092" in page
+    assert "distil (one pass learns the views" in page
+
+
 def test_a_version_must_beat_the_active_version_too(catalogue, trained):
     activate(trained("Good", seed=0, metrics={"before": {"p_at_1": 0.1}, "after": {"p_at_1": 0.5}}))
     with pytest.raises(VersionError, match=r"Good 50\.0%"):

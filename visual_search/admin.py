@@ -127,6 +127,25 @@ def _figure(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _cost_rows(metrics: dict) -> list[tuple]:
+    """Rows for what a photo costs before and after (VGG16 passes), and, distilling, how close one
+    pass came to the model in use's vectors."""
+    rows = []
+    passes = metrics.get("passes") or {}
+    try:
+        (n_before, size_before), (n_after, size_after) = passes["before"], passes["after"]
+        speed = (n_before * size_before**2) / (n_after * size_after**2)
+        rows.append((_("VGG16 passes per image"), f"{n_before} × {size_before} px", f"{n_after} × {size_after} px",
+                     _("%(x).1fx faster") % {"x": speed} if speed > 1 else _("%(x).1fx slower") % {"x": 1 / speed} if speed < 1 else ""))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        pass
+    agreement = metrics.get("agreement") or {}
+    if isinstance(agreement.get("before"), (int, float)) and isinstance(agreement.get("after"), (int, float)):
+        rows.append((_("Agreement with the model in use (training images)"), _figure(agreement["before"]), _figure(agreement["after"]),
+                     f"{agreement['after'] - agreement['before']:+.3f}"))
+    return rows
+
+
 def in_progress(version: ModelVersion) -> bool:
     """Training, computing vectors, or (the active one) switching back to the pretrained model."""
     return version.status in (Version.TRAINING, Version.BUILDING) or bool((version.progress or {}).get(PRETRAINED_KEY))
@@ -205,7 +224,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 if isinstance(before.get(key), (int, float)) and isinstance(after.get(key), (int, float)) and key.startswith(("p_", "category_")):
                     change = f"{after[key] - before[key]:+.3f}"
                 rows.append((label, _figure(before.get(key)), _figure(after.get(key)), change))
+        rows += _cost_rows(metrics)
         facts = [(label, _figure(metrics[key])) for key, label in FACTS if key in metrics]
+        objective = (metrics.get("options") or {}).get("objective")
+        if objective:
+            facts.insert(0, (_("Objective"), {"distil": _("distil (one pass learns the views' vectors)"), "classify": _("classify (tell the products apart)")}.get(objective, objective)))
         if not rows and not facts:
             return _("None yet: the figures appear when training ends.")
         table = format_html(

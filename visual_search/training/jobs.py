@@ -140,7 +140,10 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
     """
     version = ModelVersion.objects.get(pk=version_id)
     requested = dict(version.config.get("options") or {})
-    options = TrainingOptions.from_settings(**requested)
+    try:
+        options = TrainingOptions.from_settings(**requested)
+    except (TypeError, ValueError) as exc:  # options that do not go together: the reason, not a traceback
+        return _failed(version, str(exc))
     reporter = _Reporter(version, callback=progress)
 
     def should_stop() -> bool:

@@ -64,8 +64,8 @@ class TrainingOptions:
     epochs: int | None = None
     seed: int = 0
     image_size: int | None = None
-    # The projection's size (classify only: a distilled network keeps the 512 channels it pools).
-    dims: int = 256
+    # The projection's size (classify; a distilled network keeps the 512 channels it pools).
+    dims: int | None = None
     held_out: float = 0.2
     augmented_views: int | None = None
     # The VGG16 blocks trained (see network.py): [4], [4, 5] or [5].
@@ -86,6 +86,11 @@ class TrainingOptions:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, not {self.objective!r}.")
+        if self.distil and self.dims not in (None, DISTILLED_DIMS):
+            raise ValueError(
+                f"dims={self.dims}: a distilled network keeps VGG16's {DISTILLED_DIMS} pooled channels, so its "
+                "vectors are of the model in use's kind. Leave dims out, or train with objective 'classify'."
+            )
         for name, value in OBJECTIVE_DEFAULTS[self.objective].items():
             if getattr(self, name) is None:
                 setattr(self, name, int(settings.IMAGE_SIZE) if value == "IMAGE_SIZE" else value)
@@ -103,8 +108,8 @@ class TrainingOptions:
 
 # Each objective's measured defaults (docs/adapting.md), for the options left at None.
 OBJECTIVE_DEFAULTS = {
-    "distil": {"epochs": 3, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4},
-    "classify": {"epochs": 8, "image_size": 160, "augmented_views": 2, "learning_rate": 4e-4},
+    "distil": {"epochs": 3, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4, "dims": 512},
+    "classify": {"epochs": 8, "image_size": 160, "augmented_views": 2, "learning_rate": 4e-4, "dims": 256},
 }
 
 
@@ -131,7 +136,7 @@ def network_config(options: TrainingOptions) -> dict:
         "seed": int(settings.RANDOM_SEED),
         "image_size": int(options.image_size),
         # A distilled network keeps its pooled channels: its vectors are the model in use's kind.
-        "dims": DISTILLED_DIMS if options.distil else int(options.dims),
+        "dims": int(options.dims),
         "gem_p": float(settings.GEM_P),
         "trained_blocks": list(blocks),
     }
