@@ -146,6 +146,7 @@ def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_pr
     call_command("visual_search_train", "--epochs", "2", "--seed", "3", "--time-limit", "0.001")
     out = capsys.readouterr().out
     assert "Trained version" in out
+    assert "VGG16 passes per image 1 x 64 px -> 1 x 64 px\n" in out  # classifying at the same size: no faster
     assert "product precision@1" in out and "->" in out
     assert "Search is unchanged" in out and "visual_search_versions activate" in out
     assert "run visual_search_reindex to compare" in out
@@ -290,6 +291,17 @@ def test_distilling_teaches_one_pass_the_stored_vectors(shop, settings):
     got = np.asarray(model(x))
     assert got.shape == (1, 512) and np.allclose(np.linalg.norm(got), 1.0, atol=1e-4)
     assert (got >= 0).all()  # pooled ReLU maps, not projected
+
+    # Activated (forced: three epochs need not beat the model in use), it serves searches.
+    from visual_search.models import ImageEmbedding
+    from visual_search.search import find_similar
+    from visual_search.serving import current_fingerprint
+    from visual_search.versions import activate
+
+    activate(version, force=True)
+    assert current_fingerprint() == version.fingerprint
+    assert ImageEmbedding.objects.ready(version.fingerprint).count() == 30
+    assert len(find_similar(shop[0], limit=3)) == 3
 
 
 def test_distilling_without_stored_vectors_says_what_to_do(shop, settings):
