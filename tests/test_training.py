@@ -315,6 +315,15 @@ def test_distilling_without_stored_vectors_says_what_to_do(shop, settings):
     assert version.weights_file == ""
 
 
+def test_distilling_from_vectors_of_another_kind_says_what_to_do(settings):
+    from visual_search.training.dataset import Item, NotEnoughData
+    from visual_search.training.trainer import TrainingOptions, train
+
+    items = [Item(None, str(n), str(n % 3), None, lambda: b"") for n in range(6)]
+    with pytest.raises(NotEnoughData, match="model in use gives 16-d ones.*rollback"):
+        train(items, [], TrainingOptions(epochs=1), targets=np.ones((6, 16), dtype=np.float32))
+
+
 def test_the_command_takes_the_objective(shop, settings):
     from django.core.management.base import CommandError
 

@@ -30,9 +30,9 @@ import numpy as np
 
 from ..conf import settings
 from ..embeddings import images, runtime
-from ..ranking import fit_whitening, l2_normalise, whiten
 from ..embeddings.adapted import build_head, build_trunk, trained_blocks
 from ..embeddings.augment import augment
+from ..ranking import fit_whitening, l2_normalise, whiten
 from . import evaluation
 from .dataset import Item, NotEnoughData
 
@@ -223,8 +223,8 @@ def train(
 
     ``before`` (figures of the current model on the same split, see :func:`evaluation.evaluate`)
     is stored beside the new figures. ``targets`` (distillation): the model in use's vectors of
-    ``items``, one row each, NaN where an image has none; those images are left out of the loss. ``after_epoch(epoch, held_out_figures)`` is called after each
-    epoch; calling ``held_out_figures()`` measures the held-out figures then (the benchmark's
+    ``items``, one row each, NaN where an image has none; those images are left out of the loss.
+    ``after_epoch(epoch, held_out_figures)`` is called after each epoch; calling ``held_out_figures()`` measures the held-out figures then (the benchmark's
     learning curve; it costs a forward pass of the clean maps).
     """
     keras = runtime.keras()
@@ -389,6 +389,13 @@ class _Teacher:
                 f"Distillation learns from the stored vectors of the model in use, and {len(have)} of the "
                 f"{len(items)} training images have one. Run `manage.py visual_search_reindex` first, or "
                 "train with the objective 'classify' (--objective classify)."
+            )
+        if targets.shape[1] != DISTILLED_DIMS:
+            raise NotEnoughData(
+                f"Distillation teaches the network the {DISTILLED_DIMS}-d vectors of VGG16's pooled channels, and the "
+                f"model in use gives {targets.shape[1]}-d ones (a version trained with 'classify' is active). Roll "
+                "back to the pretrained model first (`manage.py visual_search_versions rollback`), or train with "
+                "the objective 'classify'."
             )
         vectors = l2_normalise(np.asarray(targets, dtype=np.float64)[have])
         dims = min(int(settings.WHITENING_DIMS or 128), len(have) - 1, vectors.shape[1])
