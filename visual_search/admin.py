@@ -131,14 +131,11 @@ def _cost_rows(metrics: dict) -> list[tuple]:
     """Rows for what a photo costs before and after (VGG16 passes), and, distilling, how close one
     pass came to the model in use's vectors."""
     rows = []
-    passes = metrics.get("passes") or {}
-    try:
-        (n_before, size_before), (n_after, size_after) = passes["before"], passes["after"]
-        speed = (n_before * size_before**2) / (n_after * size_after**2)
+    cost = versions.cost_change(metrics)
+    if cost is not None:
+        (n_before, size_before), (n_after, size_after), speed = cost
         rows.append((_("VGG16 passes per image"), f"{n_before} × {size_before} px", f"{n_after} × {size_after} px",
                      _("%(x).1fx faster") % {"x": speed} if speed > 1 else _("%(x).1fx slower") % {"x": 1 / speed} if speed < 1 else ""))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        pass
     agreement = metrics.get("agreement") or {}
     if isinstance(agreement.get("before"), (int, float)) and isinstance(agreement.get("after"), (int, float)):
         rows.append((_("Agreement with the model in use (training images)"), _figure(agreement["before"]), _figure(agreement["after"]),

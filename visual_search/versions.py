@@ -204,18 +204,25 @@ def _check_better(version: ModelVersion) -> None:
     )
 
 
+def cost_change(metrics: dict | None) -> tuple[tuple[int, int], tuple[int, int], float] | None:
+    """What embedding an image costs before and after a training, from its ``metrics["passes"]``:
+    ``((passes, px) before, (passes, px) after, how many times faster after is)``, or None."""
+    try:
+        (n_before, size_before), (n_after, size_after) = (metrics or {})["passes"]["before"], (metrics or {})["passes"]["after"]
+        speed = (n_before * size_before**2) / (n_after * size_after**2)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return (int(n_before), int(size_before)), (int(n_after), int(size_after)), float(speed)
+
+
 def _speed_note(version: ModelVersion) -> str:
     """How much faster ``version`` embeds than the pretrained model (its training's ``passes``), or ""."""
-    passes = (version.metrics or {}).get("passes") or {}
-    try:
-        (before, before_size), (after, after_size) = passes["before"], passes["after"]
-        cost_before, cost_after = before * before_size**2, after * after_size**2
-    except (KeyError, TypeError, ValueError):
+    cost = cost_change(version.metrics)
+    if cost is None or cost[2] <= 1:
         return ""
-    if cost_after >= cost_before:
-        return ""
+    (before, before_size), (after, after_size), speed = cost
     return (
-        f" It embeds a photo and an image {cost_before / cost_after:.1f}x faster ({after} VGG16 pass{'es' if after != 1 else ''} "
+        f" It embeds a photo and an image {speed:.1f}x faster ({after} VGG16 pass{'es' if after != 1 else ''} "
         f"at {after_size} px, against {before} at {before_size} px): if speed matters more to your shop, that may be worth it."
     )
 

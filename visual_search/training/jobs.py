@@ -78,10 +78,12 @@ def current_vectors(items) -> tuple[list, np.ndarray] | None:
     return (found, np.vstack(vectors)) if vectors else None
 
 
-def teacher_vectors(items) -> np.ndarray | None:
+def teacher_vectors(items, stored: tuple[list, np.ndarray] | None = None) -> np.ndarray | None:
     """The active model's stored vectors of ``items``, one row each (NaN where an image has none):
-    what distillation aims at. None when no image has one."""
-    stored = current_vectors(items)
+    what distillation aims at. None when no image has one. ``stored``: :func:`current_vectors` of
+    these items or more, when already read."""
+    if stored is None:
+        stored = current_vectors(items)
     if stored is None:
         return None
     found, vectors = stored
@@ -93,9 +95,11 @@ def teacher_vectors(items) -> np.ndarray | None:
     return targets
 
 
-def before_figures(training, held_out) -> dict:
-    """The active model's figures on the same split, from its stored vectors (nothing recomputed)."""
-    stored = current_vectors(list(training) + list(held_out))
+def before_figures(training, held_out, stored: tuple[list, np.ndarray] | None = None) -> dict:
+    """The active model's figures on the same split, from its stored vectors (nothing recomputed);
+    ``stored``: :func:`current_vectors` of these items, when already read."""
+    if stored is None:
+        stored = current_vectors(list(training) + list(held_out))
     if stored is None:
         return {"note": "No stored vectors of the active model: run visual_search_reindex to compare."}
     found, vectors = stored
@@ -152,8 +156,9 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
     try:
         items = shop_items(_result_model(version.config.get("model")))
         training, held_out = hold_out(items, options.held_out, options.seed)
-        before = before_figures(training, held_out)
-        targets = teacher_vectors(training) if options.distil else None
+        stored = current_vectors(list(training) + list(held_out))  # read once: "before", and distillation's targets
+        before = before_figures(training, held_out, stored)
+        targets = teacher_vectors(training, stored) if options.distil else None
         result = train(training, held_out, options, before=before, targets=targets, progress=reporter.progress, should_stop=should_stop)
         data = _weights_bytes(result.head)
         fingerprint = network_fingerprint(result.config, data)

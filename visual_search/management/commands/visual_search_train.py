@@ -107,10 +107,9 @@ class Command(BaseCommand):
             if key in after:
                 old = before.get(key)
                 self.stdout.write(f"  {name:<22} {'-' if old is None else f'{old:.3f}'} -> {after[key]:.3f}")
-        passes = metrics.get("passes") or {}
-        if passes.get("before") and passes.get("after"):
-            (n_before, size_before), (n_after, size_after) = passes["before"], passes["after"]
-            speed = (n_before * size_before**2) / (n_after * size_after**2)
+        cost = versions.cost_change(metrics)
+        if cost is not None:
+            (n_before, size_before), (n_after, size_after), speed = cost
             pace = f" ({speed:.1f}x faster)" if speed > 1 else f" ({1 / speed:.1f}x slower)" if speed < 1 else ""
             self.stdout.write(f"  {'VGG16 passes per image':<22} {n_before} x {size_before} px -> {n_after} x {size_after} px{pace}")
         if before.get("note"):
