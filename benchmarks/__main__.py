@@ -1,4 +1,4 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--trained-version] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
 backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API), ``crop``
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--requests", type=int, default=20, help="Search suite: photos posted to the endpoint per catalogue size (default 20; at most the 296 val photos).")
+    parser.add_argument("--trained-version", action="store_true", help="Search suite: with a trained version of the default training options active (a distilled one: one pass per photo).")
     parser.add_argument("--ann-sizes", default="100000,1000000", help="Catalogue sizes for the ann suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
     parser.add_argument("--epochs", type=int, help="Training suite: epochs (default: the product's).")
@@ -98,7 +99,24 @@ def main() -> None:
         else:
             from . import search
 
-            figures = search.run([int(n) for n in args.sizes.split(",")], endpoint_queries=args.requests)
+            sizes = [int(n) for n in args.sizes.split(",")]
+            if args.trained_version:
+                # A trained version of the default training options' network serves (weights
+                # untrained: the time does not depend on them); a distilled one is one pass.
+                from .embedding import adapted_version
+
+                version = adapted_version()
+                try:
+                    figures = search.run(sizes, endpoint_queries=args.requests)
+                    figures["trained_version"] = {k: version.config[k] for k in ("image_size", "trained_blocks", "dims")}
+                finally:
+                    from visual_search.versions import forget_serving_version
+
+                    version.delete()
+                    forget_serving_version()
+                suite = "search-trained-version"
+            else:
+                figures = search.run(sizes, endpoint_queries=args.requests)
         path = save(suite, figures)
         print(f"\n{suite}:")
         for key, value in figures.items():
