@@ -106,9 +106,11 @@ class TrainingOptions:
         return cls(**defaults)
 
 
+# A distilled network's vectors: VGG16's pooled block-4 (or block-5) channels, unprojected.
+DISTILLED_DIMS = 512
 # Each objective's measured defaults (docs/adapting.md), for the options left at None.
 OBJECTIVE_DEFAULTS = {
-    "distil": {"epochs": 3, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4, "dims": 512},
+    "distil": {"epochs": 3, "image_size": "IMAGE_SIZE", "augmented_views": 0, "learning_rate": 2e-4, "dims": DISTILLED_DIMS},
     "classify": {"epochs": 8, "image_size": 160, "augmented_views": 2, "learning_rate": 4e-4, "dims": 256},
 }
 
@@ -122,9 +124,6 @@ class TrainingResult:
 
 def _architecture(blocks: tuple[int, ...]) -> str:
     return "vgg16-adapted-block5" if blocks == (5,) else "vgg16-adapted-blocks" + "-".join(map(str, blocks))
-
-
-DISTILLED_DIMS = 512
 
 
 def network_config(options: TrainingOptions) -> dict:
@@ -224,8 +223,9 @@ def train(
     ``before`` (figures of the current model on the same split, see :func:`evaluation.evaluate`)
     is stored beside the new figures. ``targets`` (distillation): the model in use's vectors of
     ``items``, one row each, NaN where an image has none; those images are left out of the loss.
-    ``after_epoch(epoch, held_out_figures)`` is called after each epoch; calling ``held_out_figures()`` measures the held-out figures then (the benchmark's
-    learning curve; it costs a forward pass of the clean maps).
+    ``after_epoch(epoch, held_out_figures)`` is called after each epoch; calling
+    ``held_out_figures()`` measures the held-out figures then (the benchmark's learning curve; it
+    costs a forward pass of the clean maps).
     """
     keras = runtime.keras()
     started = time.monotonic()
@@ -249,7 +249,7 @@ def train(
         step = _training_step(head, options, labels)
     clean = views == 0  # each image's own view, without augmentation
     held_out_figures = _held_out_measure(head, maps[clean], owners[clean], everything, len(items))
-    agreement = {"before": teacher.agreement(head, maps[clean], owners[clean])} if teacher is not None else None
+    agreement = {"before": teacher.agreement(embed_maps(head, maps[clean]), owners[clean])} if teacher is not None else None
     rng = np.random.default_rng(options.seed)
     losses = []
     for epoch in range(options.epochs):
@@ -267,9 +267,10 @@ def train(
         progress("evaluating", 0, 1)
     # One view per image, as a trained version serves: the shop's test-time views, averaged through
     # the trained network, measured no better (val P@1 0.466 with four, 0.470 with one; docs/adapting.md).
-    after = held_out_figures()
+    vectors = embed_maps(head, maps[clean])  # one forward pass for the held-out figures and the agreement
+    after = held_out_figures(vectors=vectors)
     if agreement is not None:
-        agreement["after"] = teacher.agreement(head, maps[clean], owners[clean])
+        agreement["after"] = teacher.agreement(vectors, owners[clean])
     metrics = {
         "options": asdict(options),
         "training_images": int(len(items)),
@@ -402,11 +403,11 @@ class _Teacher:
         mean, projection = fit_whitening(vectors, dims, [items[n].product for n in have])
         return cls({n: k for k, n in enumerate(have)}, whiten(vectors, mean, projection), mean, projection)
 
-    def agreement(self, head, maps: np.ndarray, owners: np.ndarray) -> float:
-        """The mean cosine between the head's whitened vectors of the training images (their clean
-        ``maps``) and the targets."""
+    def agreement(self, vectors: np.ndarray, owners: np.ndarray) -> float:
+        """The mean cosine between the network's whitened vectors (of the images ``owners`` names)
+        and the targets, over the training images among them."""
         mine = [n for n, owner in enumerate(owners) if int(owner) in self.rows]
-        vectors = whiten(embed_maps(head, maps[mine]), self.mean, self.projection)
+        vectors = whiten(vectors[mine], self.mean, self.projection)
         targets = self.whitened[[self.rows[int(owners[n])] for n in mine]]
         return round(float(np.mean(np.sum(vectors * targets, axis=1))), 4)
 
@@ -469,8 +470,8 @@ def _held_out_measure(head, maps: np.ndarray, owners: np.ndarray, everything: Se
     query expansion) under ``"plain"``. ``maps`` and ``owners``: each image's clean view."""
     gallery = owners < n_training
 
-    def held_out_figures(plain: bool = False) -> dict:
-        vectors = embed_maps(head, maps)
+    def held_out_figures(plain: bool = False, vectors: np.ndarray | None = None) -> dict:
+        vectors = embed_maps(head, maps) if vectors is None else vectors
         args = (
             vectors[~gallery], [everything[n] for n in owners[~gallery]],
             vectors[gallery], [everything[n] for n in owners[gallery]],
