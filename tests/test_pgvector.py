@@ -344,3 +344,62 @@ def test_repair_puts_back_ready_rows_the_index_lost(pg_backend):
         [generation] = pg_backend._generations(cursor, kwargs["result_type_id"], kwargs["fingerprint"])
         cursor.execute(f"SELECT count(*) FROM {generation.table}")
         assert cursor.fetchone()[0] == 199
+
+
+def test_a_change_committed_while_the_old_image_is_stored_is_never_overwritten(pg_backend, monkeypatch):
+    """The race a soak run found: a task read "the image is still X", a change to Y committed and
+    marked the row pending, then the task wrote X's vector over it as ready. Once the rows are
+    locked before the image is read, the change waits for the task's commit and wins."""
+    import threading
+
+    from django.core.files.base import ContentFile
+    from django.db import connections
+
+    import visual_search
+    from tests.conftest import catalogue_image
+    from tests.testapp.models import Product
+    from visual_search import indexing
+    from visual_search.models import ImageEmbedding
+    from visual_search.registry import registrations_for_model
+
+    registration = registrations_for_model(Product)[0]
+    old, new = catalogue_image("Banana").read_bytes(), catalogue_image("Red-Bell-Pepper").read_bytes()
+    product = Product(name="Banana")
+    product.image.save("banana.jpg", ContentFile(old), save=False)
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        product.save()
+    changed = threading.Event()
+
+    def change() -> None:  # the shop's admin, on its own connection, while the task stores
+        try:
+            with visual_search.pause_indexing(reindex_on_exit=False):
+                other = Product.objects.get(pk=product.pk)
+                other.image.save("pepper.jpg", ContentFile(new))
+            changed.set()
+        finally:
+            for alias in connections:
+                connections[alias].close()
+
+    manager = ImageEmbedding.objects
+    original = manager.update_or_create
+    started: list[threading.Thread] = []
+
+    def store_after_a_change(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread() and not started:
+            started.append(threading.Thread(target=change))
+            started[0].start()
+            changed.wait(3)  # the change commits here, unless the task's lock holds it back
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(manager, "update_or_create", store_after_a_change)
+    indexing.index_objects(registration, [product.pk])
+    started[0].join(30)
+    monkeypatch.setattr(manager, "update_or_create", original)
+    assert changed.is_set()
+    product.refresh_from_db()
+    assert "pepper" in product.image.name
+    row = ImageEmbedding.objects.get(object_id=str(product.pk), field_name="image")
+    assert row.status == "pending", "the old image's vector was stored over the change"
+    indexing.index_objects(registration, [product.pk])
+    row.refresh_from_db()
+    assert row.status == "ready" and row.source_name == product.image.name

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import router, transaction
 
 from . import duplicates, serving
 from .backends import get_backend
@@ -107,7 +107,7 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     if outdated:
         ImageEmbedding.objects.filter(pk__in=outdated).delete()
     if touched:
-        transaction.on_commit(lambda: get_backend().remove(touched))  # no longer searchable
+        transaction.on_commit(lambda: get_backend().remove(touched), using=router.db_for_write(ImageEmbedding))  # no longer searchable
     return len(touched) > len(outdated)
 
 
@@ -121,7 +121,7 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
     ids = list(rows.values_list("id", flat=True))
     if ids:
         rows.delete()
-        transaction.on_commit(lambda: get_backend().remove(ids))
+        transaction.on_commit(lambda: get_backend().remove(ids), using=router.db_for_write(ImageEmbedding))
     return ids
 
 
@@ -197,16 +197,28 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
 
 def _store(registration, objects, existing, outcomes, fingerprint, dimensions, report: IndexReport, fingerprints) -> None:
     """Write one batch's outcomes, each row whole in one statement: never half-indexed."""
-    # The image may have changed while we computed: keep only vectors of the image still there.
-    current = {
-        str(pk): name
-        for pk, name in registration.model._default_manager.filter(pk__in=[o.key for o in outcomes]).values_list(
-            "pk", registration.image_field
-        )
-    }
     result_type = ContentType.objects.get_for_model(registration.result_model)
+    keys = [o.key for o in outcomes]
+    using = router.db_for_write(ImageEmbedding)  # the rows' database, which a shop may route elsewhere
     ready, checksums = [], {}
-    with transaction.atomic():
+    with transaction.atomic(using=using):
+        # The image may have changed while we computed: keep only vectors of the image still there.
+        # Read the objects' images only once this version's rows are locked: a change that commits
+        # after the read must then wait to mark its row pending, so it is never overwritten with a
+        # vector of the image it replaced (on SQLite the IMMEDIATE transaction does the same).
+        list(
+            ImageEmbedding.objects.select_for_update()
+            .filter(content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
+                    object_id__in=keys, fingerprint=fingerprint)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        current = {
+            str(pk): name
+            for pk, name in registration.model._default_manager.using(router.db_for_write(registration.model))
+            .filter(pk__in=keys)
+            .values_list("pk", registration.image_field)
+        }
         for outcome in outcomes:
             pk, obj = outcome.key, objects[outcome.key]
             name = image_name(obj, registration)
@@ -248,12 +260,12 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                 ready.append(row)
         gone = _outdated_rows(registration, checksums, *fingerprints)
     # Even with nothing ready: failed rows left the searchable set, and the backend must know.
-    transaction.on_commit(lambda: get_backend().add(ready))
+    transaction.on_commit(lambda: get_backend().add(ready), using=using)
     if ready:
         # Once the backend has them: another product's image that looks the same (never raises).
-        transaction.on_commit(lambda: duplicates.detect_quietly(ready))
+        transaction.on_commit(lambda: duplicates.detect_quietly(ready), using=using)
     if gone:
-        transaction.on_commit(lambda: get_backend().remove(gone))
+        transaction.on_commit(lambda: get_backend().remove(gone), using=using)
 
 
 def _outdated_rows(registration: Registration, checksums: dict[str, str | None], indexing: set[str], keep: set[str]) -> list[int]:
