@@ -247,12 +247,38 @@ def test_the_command_trains_the_blocks_asked_for_and_refuses_others(shop, capsys
 
 # -- distillation (the default objective) -------------------------------------------------------
 
+def test_a_small_shop_distils_for_more_epochs_a_big_one_for_at_least_three():
+    from visual_search.training.trainer import DISTIL_MIN_EPOCHS, distil_epochs
+
+    assert distil_epochs(2721) == DISTIL_MIN_EPOCHS == 3  # the grocery benchmark's measured default
+    assert distil_epochs(100_000) == 3
+    assert distil_epochs(486) == 17  # the demo: about as many images seen as the benchmark's three epochs
+    assert distil_epochs(486) * 486 >= 8000 > (distil_epochs(486) - 1) * 486
+    assert distil_epochs(0) >= 3
+
+
+def test_distilling_without_epochs_runs_as_many_as_its_images_call_for(shop, monkeypatch):
+    """The default options: the epochs are chosen once the images with targets are known."""
+    from visual_search.training import trainer
+    from visual_search.training.dataset import shop_items
+
+    items = shop_items()  # 30 images
+    targets = np.random.default_rng(0).standard_normal((len(items), 512)).astype(np.float32)
+    options = trainer.TrainingOptions(image_size=64)
+    assert options.epochs is None
+    monkeypatch.setattr(trainer, "DISTIL_IMAGES_SEEN", 100)  # 100 / 30 images: 4 epochs
+    seen = []
+    result = trainer.train(items, [], options, targets=targets, after_epoch=lambda epoch, _: seen.append(epoch))
+    assert seen == [1, 2, 3, 4] and result.metrics["epochs_run"] == 4
+    assert result.metrics["options"]["epochs"] == 4
+
 def test_each_objective_has_its_own_defaults_and_explicit_options_win(settings):
     from visual_search.training.trainer import TrainingOptions
 
     distil = TrainingOptions()
     assert distil.objective == "distil" and distil.distil
-    assert (distil.epochs, distil.image_size, distil.augmented_views, distil.learning_rate) == (3, 64, 0, 2e-4)  # IMAGE_SIZE is 64 here
+    # IMAGE_SIZE is 64 here; a distillation's epochs depend on how many images it trains on.
+    assert (distil.epochs, distil.image_size, distil.augmented_views, distil.learning_rate) == (None, 64, 0, 2e-4)
     classify = TrainingOptions(objective="classify")
     assert (classify.epochs, classify.image_size, classify.augmented_views, classify.learning_rate) == (8, 160, 2, 4e-4)
     assert TrainingOptions(epochs=2, image_size=96).epochs == 2 and TrainingOptions(epochs=2, image_size=96).image_size == 96

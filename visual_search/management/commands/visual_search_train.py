@@ -37,7 +37,7 @@ class Command(BaseCommand):
             help="distil (default): one pass learns the vector the model in use gives from all its views, "
             "for faster searches (needs its stored vectors); classify: learn to tell the products apart.",
         )
-        parser.add_argument("--epochs", type=int, help="Passes over the training images (default 3 distilling, 8 classifying).")
+        parser.add_argument("--epochs", type=int, help="Passes over the training images (default: distilling, enough to see about 8,000 images and at least 3; classifying, 8).")
         parser.add_argument("--seed", type=int, help="Seed of the held-out split, augmentation and initialisation (default 0).")
         parser.add_argument("--image-size", type=int, help="Input size of the adapted model (default: IMAGE_SIZE distilling, 160 classifying).")
         parser.add_argument("--dims", type=int, help="Size of the adapted vectors when classifying (default 256; a distilled model keeps 512).")
