@@ -310,6 +310,12 @@ def test_distilling_teaches_one_pass_the_stored_vectors(shop, settings):
     agreement = metrics["agreement"]
     assert -1.0 <= agreement["before"] < agreement["after"] <= 1.0
     assert metrics["epoch_losses"][-1] < 1.0 and 0.0 <= metrics["after"]["p_at_1"] <= 1.0
+    # The change in P@1, paired on the same held-out photos (6 here), with its noise.
+    difference = metrics["difference"]
+    assert difference["photos"] == metrics["after"]["queries"] == 6
+    assert difference["p_at_1"] == pytest.approx(metrics["after"]["p_at_1"] - metrics["before"]["p_at_1"], abs=1e-3)
+    assert difference["standard_error"] >= 0 and isinstance(difference["within_noise"], bool)
+    assert "first_right" not in metrics["before"] and "first_right" not in metrics["after"]
     # The projection stayed the identity: the served model gives its pooled vector, unit length.
     path = default_storage.path(version.weights_file)
     model = build_embedding_model(version.config, path, precision="float32")
@@ -328,6 +334,22 @@ def test_distilling_teaches_one_pass_the_stored_vectors(shop, settings):
     assert current_fingerprint() == version.fingerprint
     assert ImageEmbedding.objects.ready(version.fingerprint).count() == 30
     assert len(find_similar(shop[0], limit=3)) == 3
+
+
+def test_the_paired_difference_and_its_noise():
+    from visual_search.training.evaluation import paired_difference
+
+    before = {n: n < 50 for n in range(100)}  # right on 50 of 100 photos
+    same = paired_difference(before, dict(before))
+    assert same == {"p_at_1": 0.0, "standard_error": 0.0, "photos": 100, "within_noise": True}
+    three_more = paired_difference(before, {n: n < 53 for n in range(100)})
+    assert three_more["p_at_1"] == 0.03 and 0.015 < three_more["standard_error"] < 0.02 and three_more["within_noise"]
+    twenty_more = paired_difference(before, {n: n < 70 for n in range(100)})
+    assert twenty_more["p_at_1"] == 0.2 and not twenty_more["within_noise"]
+    # Swapping which photos are right changes nothing on average but adds noise.
+    swapped = paired_difference(before, {n: n >= 50 for n in range(100)})
+    assert swapped["p_at_1"] == 0.0 and swapped["standard_error"] > 0.09 and swapped["within_noise"]
+    assert paired_difference(before, {1000: True}) is None and paired_difference(None, before) is None
 
 
 def test_distilling_without_stored_vectors_says_what_to_do(shop, settings):
@@ -361,3 +383,14 @@ def test_the_command_takes_the_objective(shop, settings):
         call_command("visual_search_train", "--objective", "distil", "--epochs", "1")
     with pytest.raises(CommandError, match="Training failed: dims=16: a distilled network keeps"):
         call_command("visual_search_train", "--objective", "distil", "--dims", "16")
+
+
+@pytest.mark.parametrize("shop", [True], indirect=True)
+def test_the_command_says_whether_the_change_is_more_than_the_noise(shop, settings, capsys):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "TRAINING": {"held_out": 0.25, "epochs": 1}}
+    call_command("visual_search_train")
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "difference" in line)
+    assert "one standard error" in line and "over 6 photos" in line
+    assert line.endswith(("within the noise", "more than the noise"))
+    assert out.index("product precision@1") < out.index("difference") < out.index("product precision@10")

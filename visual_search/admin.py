@@ -136,6 +136,11 @@ def _cost_rows(metrics: dict) -> list[tuple]:
         (n_before, size_before), (n_after, size_after), speed = cost
         rows.append((_("VGG16 passes per image"), f"{n_before} × {size_before} px", f"{n_after} × {size_after} px",
                      _("%(x).1fx faster") % {"x": speed} if speed > 1 else _("%(x).1fx slower") % {"x": 1 / speed} if speed < 1 else ""))
+    difference = metrics.get("difference") or {}
+    if isinstance(difference.get("standard_error"), (int, float)):
+        rows.append((_("Precision@1 change, paired (± one standard error)"), "", "",
+                     f"{difference['p_at_1']:+.3f} ± {difference['standard_error']:.3f} "
+                     + (_("(within the noise)") if difference.get("within_noise") else _("(more than the noise)"))))
     agreement = metrics.get("agreement") or {}
     if isinstance(agreement.get("before"), (int, float)) and isinstance(agreement.get("after"), (int, float)):
         rows.append((_("Agreement with the model in use (training images)"), _figure(agreement["before"]), _figure(agreement["after"]),
@@ -199,6 +204,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if compared is None or obj.status == Version.ACTIVE:
             return figures
         verdict = _("better") if compared["better"] else _("not better")
+        if compared.get("difference", {}).get("within_noise") and compared["after"] != compared["serving"]:
+            verdict = _("%(verdict)s, within the noise") % {"verdict": verdict}
         return format_html("{} <strong>({})</strong>", figures, verdict)
 
     @admin.display(description=_("progress"))

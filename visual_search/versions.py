@@ -176,7 +176,8 @@ def comparison(version: ModelVersion) -> dict[str, Any] | None:
     ``{"after": its P@1, "serving": the P@1 of the model in use, "serving_name": which model that
     is, "better": bool}``. The model in use is the pretrained one ("before", measured on the same
     photos at training time) or, when a trained version is active, the better of that and the
-    active version's own held-out P@1.
+    active version's own held-out P@1. Compared with "before", also ``"difference"``: the paired
+    change on those photos and its standard error (:func:`~visual_search.training.evaluation.paired_difference`).
     """
     metrics = version.metrics or {}
     after = (metrics.get("after") or {}).get("p_at_1")
@@ -189,7 +190,23 @@ def comparison(version: ModelVersion) -> dict[str, Any] | None:
         theirs = ((active.metrics or {}).get("after") or {}).get("p_at_1")
         if isinstance(theirs, (int, float)) and theirs > serving:
             serving, name = float(theirs), str(active.label)
-    return {"after": float(after), "serving": serving, "serving_name": name, "better": float(after) > serving}
+    figures = {"after": float(after), "serving": serving, "serving_name": name, "better": float(after) > serving}
+    difference = metrics.get("difference")
+    if serving == float(before) and isinstance(difference, dict) and isinstance(difference.get("standard_error"), (int, float)):
+        figures["difference"] = difference
+    return figures
+
+
+def noise_note(figures: dict) -> str:
+    """" The difference, -3.7 points, is within the noise of 81 photos (one standard error: 3.0)." or ""."""
+    difference = figures.get("difference")
+    if not difference:
+        return ""
+    verdict = "within" if difference.get("within_noise") else "more than"
+    return (
+        f" The difference, {100 * difference['p_at_1']:+.1f} points, is {verdict} the noise of {difference['photos']} "
+        f"photos (one standard error: {100 * difference['standard_error']:.1f} points)."
+    )
 
 
 def _check_better(version: ModelVersion) -> None:
@@ -199,7 +216,7 @@ def _check_better(version: ModelVersion) -> None:
     raise VersionError(
         f"Not activating {version.label}: on its held-out photos it puts the right product first "
         f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; customers would "
-        f"get worse results.{_speed_note(version) if active_version() is None else ''} Train again (more epochs, or --blocks 4,5), or activate it anyway "
+        f"get worse results.{noise_note(figures)}{_speed_note(version) if active_version() is None else ''} Train again (more epochs, or --blocks 4,5), or activate it anyway "
         f"(`manage.py visual_search_versions activate {version.pk} --force`)."
     )
 

@@ -9,11 +9,14 @@ what customers would see.
 - ``p_at_1``: the first product shown is the query's; ``hit_at_5``: it is among the first five;
 - ``p_at_10``: share of the first 10 gallery images that show the query's product;
 - ``category_p_at_1``: the first image is in the query's category (when categories are known).
+
+:func:`paired_difference` says whether two models' P@1 on the same photos differ by more than the
+noise of that many photos.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -33,9 +36,11 @@ def evaluate(
     alpha: float = 3.0,
     learned: bool = False,
     prototype: float = 0.0,
+    per_query: bool = False,
 ) -> dict:
     """Precision figures of ``queries`` (held-out vectors) searched among ``gallery`` vectors;
-    ``learned``: the whitening is learned from the gallery's products (``WHITENING="learned"``)."""
+    ``learned``: the whitening is learned from the gallery's products (``WHITENING="learned"``);
+    ``per_query``: also ``"first_right"``, whether each query's first product was right."""
     if len(queries) == 0 or len(gallery) == 0:
         return {"queries": 0}
     policy = Policy(expansion=int(expansion), alpha=float(alpha))
@@ -60,4 +65,31 @@ def evaluate(
         qc, gc = np.asarray(query_categories), np.asarray(gallery_categories)
         figures["category_p_at_1"] = round(float((gc[order[:, 0]] == qc).mean()), 4)
         figures["category_p_at_10"] = round(float((gc[order] == qc[:, None]).mean()), 4)
+    if per_query:
+        figures["first_right"] = [bool(x) for x in first[:, 0]]
     return figures
+
+
+def paired_difference(before: Mapping | None, after: Mapping | None) -> dict | None:
+    """How much more often ``after`` puts the right product first than ``before`` on the photos both
+    measured (each a mapping photo -> first result right), with the standard error of that
+    difference, or None when fewer than two photos are shared.
+
+    ``{"p_at_1": mean difference, "standard_error": ..., "photos": n, "within_noise": bool}``:
+    within the noise when the difference is under two standard errors (about 95 % of the
+    differences two equally good models would show on these photos).
+    """
+    if not before or not after:
+        return None
+    shared = [key for key in after if key in before]
+    if len(shared) < 2:
+        return None
+    changes = np.array([float(after[key]) - float(before[key]) for key in shared])
+    difference = float(changes.mean())
+    error = float(changes.std(ddof=1) / np.sqrt(len(changes)))
+    return {
+        "p_at_1": round(difference, 4),
+        "standard_error": round(error, 4),
+        "photos": len(changes),
+        "within_noise": bool(abs(difference) < 2 * error or difference == 0.0),
+    }

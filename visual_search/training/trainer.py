@@ -284,7 +284,10 @@ def train(
     # One view per image, as a trained version serves: the shop's test-time views, averaged through
     # the trained network, measured no better (val P@1 0.466 with four, 0.470 with one; docs/adapting.md).
     vectors = embed_maps(head, maps[clean])  # one forward pass for the held-out figures and the agreement
-    after = held_out_figures(vectors=vectors)
+    after = held_out_figures(vectors=vectors, per_query=True)
+    before = dict(before or {})
+    # Paired on the same photos: is the change in P@1 more than the noise of that many photos?
+    difference = evaluation.paired_difference(before.pop("first_right", None), after.pop("first_right", None))
     if agreement is not None:
         agreement["after"] = teacher.agreement(vectors, owners[clean])
     metrics = {
@@ -299,9 +302,11 @@ def train(
         "epoch_losses": losses,
         # What one photo costs: VGG16 passes (the views) at the input size, before and after.
         "passes": {"before": [len(settings.VIEWS), int(settings.IMAGE_SIZE)], "after": [1, int(options.image_size)]},
-        "before": before or {},
+        "before": before,
         "after": after,
     }
+    if difference is not None:
+        metrics["difference"] = difference
     if agreement is not None:
         # Distilling: how close one pass comes to the model in use's vectors of the training images
         # (mean cosine, whitened as the loss sees them), before and after.
@@ -486,13 +491,15 @@ def _held_out_measure(head, maps: np.ndarray, owners: np.ndarray, everything: Se
     query expansion) under ``"plain"``. ``maps`` and ``owners``: each image's clean view."""
     gallery = owners < n_training
 
-    def held_out_figures(plain: bool = False, vectors: np.ndarray | None = None) -> dict:
+    def held_out_figures(plain: bool = False, vectors: np.ndarray | None = None, per_query: bool = False) -> dict:
         vectors = embed_maps(head, maps) if vectors is None else vectors
         args = (
             vectors[~gallery], [everything[n] for n in owners[~gallery]],
             vectors[gallery], [everything[n] for n in owners[gallery]],
         )
-        figures = evaluate_vectors(*args)
+        figures = evaluate_vectors(*args, per_query=per_query)
+        if per_query:  # each held-out image (Item) -> its first product was right
+            figures["first_right"] = dict(zip(args[1], figures.get("first_right", [])))
         if plain:
             figures["plain"] = evaluate_vectors(*args, whitening_dims=None, expansion=0, prototype=0.0)
         return figures

@@ -107,6 +107,11 @@ class Command(BaseCommand):
             if key in after:
                 old = before.get(key)
                 self.stdout.write(f"  {name:<22} {'-' if old is None else f'{old:.3f}'} -> {after[key]:.3f}")
+            if key == "p_at_1" and metrics.get("difference"):
+                difference = metrics["difference"]
+                verdict = "within the noise" if difference["within_noise"] else "more than the noise"
+                self.stdout.write(f"  {'  difference':<22} {difference['p_at_1']:+.3f}, one standard error "
+                                  f"{difference['standard_error']:.3f} over {difference['photos']} photos: {verdict}")
         cost = versions.cost_change(metrics)
         if cost is not None:
             (n_before, size_before), (n_after, size_after), speed = cost
