@@ -45,7 +45,8 @@ def run(
     served = [view_names.VIEWS.index(v) for v in settings.VIEWS]
     features = l2_normalise(view_vectors()[:, served].mean(axis=1))
     is_val = np.array([r["split"] == "val" for r in rows])
-    before = evaluate_vectors(features[is_val], held, features[~is_val], training)
+    before = evaluate_vectors(features[is_val], held, features[~is_val], training, per_query=True)
+    before["first_right"] = dict(zip(held, before["first_right"]))  # paired with the trained model's: the noise
     before["model"] = f"pretrained, {len(served)} views at {settings.IMAGE_SIZE}px"
     options = TrainingOptions.from_settings(
         epochs=epochs, augmented_views=views, image_size=image_size, time_limit=time_limit, trained_blocks=trained_blocks, **overrides
@@ -93,5 +94,6 @@ def run(
         "training.epoch_losses": m["epoch_losses"],
         "training.passes": m["passes"],
         **({"training.agreement": m["agreement"]} if "agreement" in m else {}),
+        **({"training.difference": m["difference"]} if "difference" in m else {}),
         **({"training.curve_p_at_1": learning_curve} if curve else {}),
     }

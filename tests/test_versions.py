@@ -348,11 +348,11 @@ def test_admin_shows_what_a_distilled_version_costs_and_how_close_it_came(catalo
 def test_a_refusal_says_whether_the_difference_is_within_the_noise(catalogue, trained, staff_client):
     within = {"p_at_1": -0.037, "standard_error": 0.03, "photos": 81, "within_noise": True}
     version = trained("Close", metrics={**WORSE, "difference": within})
-    with pytest.raises(VersionError, match=r"The difference, -3\.7 points, is within the noise of 81 photos \(one standard error: 3\.0 points\)"):
+    with pytest.raises(VersionError, match=r"40\.0%; it is not shown to be better\. The difference, -3\.7 points, is within the noise of 81 photos \(one standard error: 3\.0 points\)"):
         activate(version)
     beyond = {"p_at_1": -0.1, "standard_error": 0.02, "photos": 296, "within_noise": False}
     worse = trained("Worse", seed=1, metrics={**WORSE, "difference": beyond})
-    with pytest.raises(VersionError, match=r"-10\.0 points, is more than the noise of 296 photos"):
+    with pytest.raises(VersionError, match=r"customers would get worse results\. The difference, -10\.0 points, is more than the noise of 296 photos"):
         activate(worse)
     with pytest.raises(VersionError) as refused:  # a version trained before the figure existed
         activate(trained("Old", seed=2, metrics=WORSE))

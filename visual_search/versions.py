@@ -198,7 +198,9 @@ def comparison(version: ModelVersion) -> dict[str, Any] | None:
 
 
 def noise_note(figures: dict) -> str:
-    """" The difference, -3.7 points, is within the noise of 81 photos (one standard error: 3.0)." or ""."""
+    """What the paired difference of :func:`comparison` says, as a sentence, or "" without one:
+    " The difference, -3.7 points, is within the noise of 81 photos (one standard error: 3.3 points)."
+    """
     difference = figures.get("difference")
     if not difference:
         return ""
@@ -213,11 +215,14 @@ def _check_better(version: ModelVersion) -> None:
     figures = comparison(version)
     if figures is None or figures["better"]:
         return
+    within_noise = bool((figures.get("difference") or {}).get("within_noise"))
+    # Within the noise it is not better, but not shown to be worse either: say so, not "worse".
+    verdict = "it is not shown to be better." if within_noise else "customers would get worse results."
     raise VersionError(
         f"Not activating {version.label}: on its held-out photos it puts the right product first "
-        f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; customers would "
-        f"get worse results.{noise_note(figures)}{_speed_note(version) if active_version() is None else ''} Train again (more epochs, or --blocks 4,5), or activate it anyway "
-        f"(`manage.py visual_search_versions activate {version.pk} --force`)."
+        f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; {verdict}"
+        f"{noise_note(figures)}{_speed_note(version) if active_version() is None else ''} Train again (more epochs, "
+        f"or --blocks 4,5), or activate it anyway (`manage.py visual_search_versions activate {version.pk} --force`)."
     )
 
 
