@@ -128,7 +128,7 @@ def _architecture(blocks: tuple[int, ...]) -> str:
 
 
 # Distilling sees about this many training images in all (epochs x images), and at least
-# DISTIL_MIN_EPOCHS epochs. Measured (docs/adapting.md): 2,640 grocery images plateau at 3 epochs
+# DISTIL_MIN_EPOCHS epochs. Measured (docs/adapting.md): 2,721 grocery images plateau at 3 epochs
 # (8k images seen); the demo's 486 went 0.543 / 0.593 / 0.617 held-out P@1 at 3 / 10 / 20 epochs.
 # The training time is about the same for any shop below 2,700 images.
 DISTIL_IMAGES_SEEN = 8000
