@@ -24,6 +24,7 @@ from visual_search import ranking
 from visual_search.embeddings import views as view_names
 from visual_search.embeddings.pooling import l2_normalise
 
+from . import reranking
 from .common import RESULTS, dataset
 from .features import customer_vectors, images, view_vectors
 
@@ -112,6 +113,8 @@ def run() -> dict:
             results[f"{protocol}: {config[0].strip()}"] = figures
             views = f"{figures['stored_views']}/{figures['query_views']}"
             print(f"  {config[0]:44s} {figures['p_at_1']:6.3f} {figures['hit_at_5']:6.3f} {views:>7s}", flush=True)
+        g, q = (l2_normalise(vectors[mask].mean(axis=1)) for mask in (gallery, queries))
+        results[f"{protocol}: re-ranking"] = reranking.run(q, g, products[gallery], products[queries])
         print("  honest scores (calibrated on the catalogue, with or without customer views; checked on the queries):")
         for config in [c for c in CONFIGS if c[0] in HONEST]:
             for with_customers in (False, True):
@@ -121,7 +124,9 @@ def run() -> dict:
                 results[f"{protocol}: {name}: scores"] = figures
                 curves[f"{protocol} catalogue, {name}"] = CURVES.pop(name)
                 print(f"    {name:58s} ECE {figures['top1_calibration_error']:.3f} (a perfect calibration: "
-                      f"{figures['perfect_calibration_error_mean']:.3f})  right {figures['mean_score_right']:.3f}"
+                      f"{figures['perfect_calibration_error_mean']:.3f}; noise taken out, L2: "
+                      f"{figures['debiased_l2_calibration_error']:.3f}, perfect {figures['perfect_debiased_l2_calibration_error_mean']:.3f})"
+                      f"  right {figures['mean_score_right']:.3f}"
                       f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
     default = {k: v for k, v in curves.items() if f"{DEFAULT} + customer views" in k}
@@ -174,13 +179,18 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
     # What a perfectly calibrated score with these values would measure on this many queries
     # (right drawn at exactly the stated probabilities): the ECE's own noise.
     rng = np.random.default_rng(0)
-    perfect = np.asarray([ranking.calibration_error(top, rng.random(len(top)) < top) for _ in range(2000)])
+    draws = [rng.random(len(top)) < top for _ in range(2000)]
+    perfect = np.asarray([ranking.calibration_error(top, drawn) for drawn in draws])
+    perfect_debiased = np.asarray([debiased_calibration_error(top, drawn) for drawn in draws])
     CURVES[f"{config[0].strip()}{' + customer views' if customers is not None else ''}"] = (top, right)
     return {
         "calibration": calibration.as_dict(),
         "top1_calibration_error": round(ranking.calibration_error(top, right), 4),
         "perfect_calibration_error_mean": round(float(perfect.mean()), 4),
         "perfect_calibration_error_at_most_0.05": round(float((perfect <= 0.05).mean()), 3),
+        "debiased_l2_calibration_error": round(debiased_calibration_error(top, right), 4),
+        "perfect_debiased_l2_calibration_error_mean": round(float(perfect_debiased.mean()), 4),
+        "perfect_debiased_l2_calibration_error_p90": round(float(np.percentile(perfect_debiased, 90)), 4),
         "mean_score": round(float(top.mean()), 4),
         "mean_score_right": round(float(top[right].mean()), 4),
         "mean_score_wrong": round(float(top[~right].mean()), 4),
@@ -189,6 +199,26 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
         "right_when_confident_at_0.5": round(float(right[top >= 0.5].mean()), 4) if (top >= 0.5).any() else None,
         "right_when_unsure_at_0.5": round(float(right[top < 0.5].mean()), 4) if (top < 0.5).any() else None,
     }
+
+
+def debiased_calibration_error(probabilities: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
+    """The calibration error with the sampling noise of few queries taken out: the debiased
+    estimator of the binned L2 (root-mean-square) calibration error of Kumar, Liang and Ma
+    ("Verified uncertainty calibration", NeurIPS 2019). Each bin's squared gap between stated and
+    observed is reduced by the variance its observed rate has from sampling alone. An L2 error is
+    at least the L1 one (the ECE) for the same true calibration, so this estimates an upper bound
+    of the true ECE; it is itself noisy (see the perfect draws beside it)."""
+    probabilities, right = np.asarray(probabilities, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        if count < 2:
+            continue
+        observed = right[members].mean()
+        total += members.mean() * ((probabilities[members].mean() - observed) ** 2 - observed * (1 - observed) / (count - 1))
+    return float(np.sqrt(max(total, 0.0)))
 
 
 def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path) -> None:
