@@ -73,6 +73,17 @@ def test_limit_and_its_bounds(client, shop):
         assert "limit" in response.json()["detail"]
 
 
+def test_limit_and_filters_in_the_query_string_count_as_in_the_form(client, shop):
+    photo = catalogue_image("Banana").read_bytes()
+    assert len(client.post(f"{SEARCH}?limit=2", {"image": upload(photo)}).json()["results"]) == 2
+    response = client.post(f"{SEARCH}?limit=0", {"image": upload(photo)})
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_limit")
+    # The form wins over the query string.
+    assert len(client.post(f"{SEARCH}?limit=2", {"image": upload(photo), "limit": 3}).json()["results"]) == 3
+    names = {r["name"] for r in client.post(f"{SEARCH}?category=milk", {"image": upload(photo)}).json()["results"]}
+    assert names == {"Arla Standard Milk", "Oatly Oat Milk"}
+
+
 def test_category_filter_keeps_only_that_category(client, shop):
     response = search(client, catalogue_image("Granny-Smith").read_bytes(), category="milk")
     assert response.status_code == 200

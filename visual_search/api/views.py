@@ -132,8 +132,9 @@ class SearchView(VisualSearchAPIView):
         serializer = SearchRequestSerializer(data=data)
         if not serializer.is_valid():
             raise _validation_error(serializer.errors)
+        # The form's fields, else the query string's (?limit=5&category=milk): limit as the filters.
         params = {**request.query_params.dict(), **{k: v for k, v in data.items() if k != "image"}}
-        items = search_photo(upload, params, request, limit=serializer.validated_data.get("limit") or parse_limit(None))
+        items = search_photo(upload, params, request, limit=serializer.validated_data.get("limit"))
         return self.results_response(items, confident=confident(items))
 
 
