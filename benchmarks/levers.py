@@ -129,6 +129,7 @@ def run() -> dict:
                       f"  right {figures['mean_score_right']:.3f}"
                       f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
+    results.update(one_image_shops(rows, vectors, products))
     default = {k: v for k, v in curves.items() if f"{DEFAULT} + customer views" in k}
     reliability_diagram(default, DIAGRAM)
     print(f"  reliability diagram of the default: {DIAGRAM}")
@@ -199,6 +200,33 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
         "right_when_confident_at_0.5": round(float(right[top >= 0.5].mean()), 4) if (top >= 0.5).any() else None,
         "right_when_unsure_at_0.5": round(float(right[top < 0.5].mean()), 4) if (top < 0.5).any() else None,
     }
+
+
+def one_image_shops(rows: list[dict], vectors: np.ndarray, products: np.ndarray) -> dict:
+    """Shops with one image per product (the catalogue images of 20, 30 and all 81 products, the
+    subsets seeded): the default's scores as such a shop's own calibration makes them, checked on
+    the val photos of its products. What a customer sees in the most common small shop."""
+    from visual_search.whitening import Sample
+
+    split = np.array([r["split"] for r in rows])
+    catalogue = np.flatnonzero(split == "catalogue")
+    config = next(c for c in CONFIGS if c[0] == DEFAULT)
+    rng, results = np.random.default_rng(1), {}
+    print("\n  one image per product (the catalogue images only; queries: the val photos of those products):")
+    for count in (20, 30, 81):
+        chosen = catalogue if count == len(catalogue) else np.sort(rng.choice(catalogue, count, replace=False))
+        gallery = np.zeros(len(rows), dtype=bool)
+        gallery[chosen] = True
+        queries = (split == "val") & np.isin(products, products[chosen])
+        views = customer_vectors([int(n) for n in chosen], per_image=2)
+        customers = Sample(views, [products[n] for n in chosen for _ in range(2)], [int(n) for n in chosen for _ in range(2)])
+        figures = honest_scores(vectors, products, gallery, queries, config, customers)
+        CURVES.clear()
+        results[f"one image per product: {count} products"] = figures
+        print(f"    {count:2d} products, {int(queries.sum())} photos: P@1 {figures['p_at_1']:.3f}, first result's stated "
+              f"probability {figures['mean_score']:.3f} on average, ECE {figures['top1_calibration_error']:.3f}, "
+              f"confident {figures['confident_share_at_0.5']:.2f} (calibration: {figures['calibration'].get('basis')})", flush=True)
+    return results
 
 
 def debiased_calibration_error(probabilities: np.ndarray, right: np.ndarray, bins: int = 10) -> float:

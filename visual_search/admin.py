@@ -16,6 +16,7 @@ from . import duplicates, queue, training, versions
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding, ModelVersion, Whitening
 from .registry import get_registration
+from .whitening import describe_scores
 from .serving import PRETRAINED_KEY
 
 logger = logging.getLogger("visual_search")
@@ -91,9 +92,13 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
 class WhiteningAdmin(admin.ModelAdmin):
     """Read-only: whitenings are learned by visual_search_reindex and the sweep."""
 
-    list_display = ("result_type", "fingerprint", "dimensions", "trained_on", "updated_at")
-    readonly_fields = ("result_type", "fingerprint", "dimensions", "trained_on", "updated_at")
+    list_display = ("result_type", "fingerprint", "dimensions", "trained_on", "scores", "updated_at")
+    readonly_fields = ("result_type", "fingerprint", "dimensions", "trained_on", "scores", "calibration", "updated_at")
     exclude = ("mean", "projection")
+
+    @admin.display(description=_("scores"))
+    def scores(self, obj: Whitening) -> str:
+        return describe_scores(obj)
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -29,7 +29,7 @@ from .embeddings import images
 from .embeddings.augment import customer_view
 from .embeddings.pooling import l2_normalise
 from .models import ImageEmbedding, Whitening
-from .ranking import CANDIDATES, ArraySpace, Calibration, Policy, fit_calibration, fit_whitening, rank, transform
+from .ranking import CANDIDATES, CHANCE_CALIBRATION, ArraySpace, Calibration, Policy, fit_calibration, fit_whitening, rank, transform
 from .registry import get_registration, get_registrations
 from .serving import current_fingerprint
 
@@ -51,6 +51,12 @@ CALIBRATION_IMAGES, CALIBRATION_VIEWS = 200, 2
 # the 296 val photos): the mean stated probability of first results above how often they were right
 # by +0.062 (val catalogue) and +0.055 (demo) without it, +0.016 and +0.019 with it.
 CALIBRATION_HIDE_NEAREST = 0.25
+# A calibration is learned only from searches whose right product can be found by another image
+# than the query's own: a customer view of a product's only image, searched while that image is
+# there, finds it every time, unlike a customer's photo (measured: stated 0.999, right 0.125). With
+# fewer such searches than this, the scores are CHANCE_CALIBRATION's: not enough to fit two
+# parameters on, and a shop of one image per product has none at all.
+CALIBRATION_MIN_SEARCHES = 20
 
 
 @dataclass
@@ -178,7 +184,10 @@ def calibrate(
     image they were made from hidden where its product has others (a small catalogue's: half of
     them, its whitening learns from the other half). Each search also hides the product's images
     most like its query (``CALIBRATION_HIDE_NEAREST``). The candidates' scores, as a search computes
-    them, against which is the right product. None with no such search at all.
+    them, against which is the right product. A customer view of a product's only image is not
+    searched (it would find that image every time); with fewer than ``CALIBRATION_MIN_SEARCHES``
+    searches left, :data:`~visual_search.ranking.CHANCE_CALIBRATION`. None when there is nothing
+    to search (no customer views, no product with two images): searches use the default.
     """
     rng = random.Random(0)
     held = _held_out(sample, rng)
@@ -195,16 +204,21 @@ def calibrate(
             seen[source] += 1
             if source in held or not small or seen[source] % 2 == 0:
                 row = row_of.get(source)
-                hide = row if row is not None and images_of[customers.result_ids[n]] > 1 else None
-                queries.append((customers.vectors[n], customers.result_ids[n], hide))
+                if row is not None and images_of[customers.result_ids[n]] < 2:
+                    continue  # its product's only image: found every time, unlike by a customer's photo
+                queries.append((customers.vectors[n], customers.result_ids[n], row))
             else:
                 fit_rows.append(n)
         learned_from = customers.subset(fit_rows) if small and fit_rows else None
-    if not queries or len(gallery) < 2:
-        return None
+    policy = replace(policy or Policy.from_settings(), calibration=None)
+    if len(gallery) < 2 or (not queries and customers is None):
+        return None  # nothing to search (WHITENING_AUGMENT 0 and one image per product): the default
+    if len(queries) < CALIBRATION_MIN_SEARCHES:
+        logger.info("Scores not calibrated: %s searches with a known answer, %s needed; add a second photo of "
+                    "some products", len(queries), CALIBRATION_MIN_SEARCHES)
+        return replace(CHANCE_CALIBRATION, fitted_on=len(queries), scoring=policy.scoring)
     whitening = learn(gallery, learned_from, dims, method) if method else None
     space = ArraySpace.of(transform(gallery.vectors, whitening), gallery.result_ids)
-    policy = replace(policy or Policy.from_settings(), calibration=None)
     twins = _Twins(gallery)
     known_answers = []
     for query, answer, hide in rng.sample(queries, min(len(queries), 2 * CALIBRATION_QUERIES)):
@@ -215,6 +229,23 @@ def calibrate(
             found = [hit.result_id for hit in hits]
             known_answers.append(([hit.score for hit in hits], found.index(answer) if answer in found else -1))
     return fit_calibration(known_answers, policy.scoring) if known_answers else None
+
+
+def describe_scores(row: Whitening) -> str:
+    """What a whitening row's calibration makes of the scores, for staff: how it was learned, or
+    why it could not be and what to do."""
+    calibration = Calibration.from_dict(row.calibration)
+    if calibration is None:
+        return "Default calibration (measured on the grocery photos): this catalogue gave no search with a known answer."
+    if calibration.basis == "chance":
+        return (
+            f"Not calibrated: {calibration.fitted_on} searches with a known answer, {CALIBRATION_MIN_SEARCHES} needed "
+            "(a product's second image makes them). Every result gets about the same probability and searches "
+            "say 'no confident match'. Add a second photo, one like a customer's, to some products; the next "
+            "whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
+        )
+    error = f", calibration error {calibration.error:.3f} on them" if calibration.error is not None else ""
+    return f"Calibrated on {calibration.fitted_on} searches with a known answer{error}."
 
 
 class _Twins:
