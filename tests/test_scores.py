@@ -198,6 +198,30 @@ def test_a_calibration_fitted_for_another_ranking_is_not_applied_and_gets_refitt
     assert ranking.Calibration.from_dict(Whitening.objects.get().calibration).scoring == "expansion=2,alpha=3,prototype=0"
 
 
+def test_a_calibration_stored_before_it_recorded_its_basis_is_fitted_again(small_shop):
+    from visual_search.serving import current_fingerprint
+    from visual_search.whitening import needs_refit
+
+    whitening = Whitening.objects.get()
+    assert not needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+    # 0.2.0's: fitted, perhaps on customer views of a product's only image, with no basis recorded.
+    whitening.calibration = {"temperature": 0.0009, "none": -1.025, "fitted_on": 20, "error": 0.0065, "scoring": whitening.calibration["scoring"]}
+    whitening.save()
+    assert needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+    # The command the upgrade notes name fits it although no image is missing.
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("visual_search_reindex", "--only", "missing", stdout=out)
+    assert "Nothing to index" in out.getvalue() and "score calibration learned again for 1 model." in out.getvalue()
+    assert Whitening.objects.get().calibration["basis"] == "chance"
+    status = StringIO()
+    call_command("visual_search_status", stdout=status)
+    assert "Scores of testapp.product: Not calibrated" in status.getvalue()
+
+
 def test_a_calibration_stored_before_it_recorded_its_ranking_still_loads():
     old = {"temperature": 0.07, "none": 0.3, "fitted_on": 10, "error": 0.05}
     calibration = ranking.Calibration.from_dict(old)

@@ -313,12 +313,16 @@ def _sample_vectors(rows, ids: np.ndarray) -> Sample:
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     """True when there is no whitening yet, the catalogue grew by ``WHITENING_REFIT_GROWTH``, or its
-    calibration was fitted for another ranking (``QUERY_EXPANSION``, ``PROTOTYPE_WEIGHT``)."""
+    calibration was fitted for another ranking (``QUERY_EXPANSION``, ``PROTOTYPE_WEIGHT``) or before
+    it recorded its ``basis`` (0.2.0's, which may have learned from customer views of a product's
+    only image: see ``CALIBRATION_MIN_SEARCHES``)."""
     small = ready < int(settings.WHITENING_MIN_VECTORS)
     if not settings.WHITENING or ready < 2 or (small and not int(settings.WHITENING_AUGMENT)):
         return False
     row = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).only("trained_on", "calibration").first()
     if row is None or ready >= row.trained_on * (1 + float(settings.WHITENING_REFIT_GROWTH)):
+        return True
+    if row.calibration and "basis" not in row.calibration:
         return True
     # Scores ranked another way (QUERY_EXPANSION, PROTOTYPE_WEIGHT changed) need their own calibration.
     calibration = Calibration.from_dict(row.calibration)

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
+from ...whitening import fit_if_needed
 from .. import model_from_label, progress
 
 
@@ -30,7 +31,12 @@ class Command(BaseCommand):
             raise CommandError(f"--only takes {', '.join(SELECTIONS)}; got {only!r}.")
         total = count_pks(model_class, selection)
         if total == 0:
+            # Still learn the whitening and score calibration where they are due (none yet, the
+            # catalogue grew, the ranking settings changed, fitted by an older release).
+            whitened = fit_if_needed()
             self.stdout.write("Nothing to index. `manage.py visual_search_status` shows the state of each model.")
+            if whitened:
+                self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {_models(len(whitened))}."))
             return
         if asynchronous:
             counts = reindex(model_class, only=selection, asynchronous=True, force=force)
@@ -47,6 +53,8 @@ class Command(BaseCommand):
                 f"removed {counts['removed']}."
             )
         )
+        if counts.get("whitened"):
+            self.stdout.write(f"Whitening and score calibration learned again for {_models(counts['whitened'])}.")
         if counts["failed"]:
             self.stdout.write("See why with `manage.py visual_search_status --failed`; fix the images, then run `--only failed`.")
         if counts["retry"]:
@@ -63,3 +71,7 @@ class Command(BaseCommand):
     def _run(self, model, selection, force, total, verbosity):
         with progress.bar(self, desc="Embedding", unit="img", total=total, show=verbosity > 0) as bar:
             return reindex(model, only=selection, asynchronous=False, force=force, progress=bar.update)
+
+
+def _models(count: int) -> str:
+    return f"{count} model" if count == 1 else f"{count} models"
