@@ -8,8 +8,10 @@ stored embedding: backends apply the stored map to the catalogue and to each que
 
 A catalogue smaller than ``WHITENING_MIN_VECTORS`` is too small to estimate a covariance from
 alone: its images are seen ``WHITENING_AUGMENT`` more times as a customer would photograph them
-(:mod:`visual_search.embeddings.augment`), and those vectors join the estimate. They are also the
-searches whose answer is known that calibrate the scores of a shop with one image per product.
+(:mod:`visual_search.embeddings.augment`), and those vectors join the estimate. They are also
+searches whose answer is known that calibrate the scores, where their product has another image to
+be found by; a shop of one image per product has no such search, and gets
+:data:`~visual_search.ranking.CHANCE_CALIBRATION` (see :func:`calibrate`).
 """
 
 from __future__ import annotations
