@@ -17,6 +17,7 @@ _API = {
     "pause_indexing": "visual_search.signals",
     "search_by_image": "visual_search.search",
     "find_similar": "visual_search.search",
+    "warm_up": "visual_search.search",
     "SearchResult": "visual_search.search",
     "NotIndexed": "visual_search.search",
     "NotSearchable": "visual_search.search",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
@@ -10,6 +11,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from PIL import Image
 
 from . import serving
 from .backends import get_backend
@@ -19,7 +21,7 @@ from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
 from .ranking import DEFAULT_CALIBRATION, Policy
-from .registry import registrations_for_result, visible
+from .registry import get_registrations, registrations_for_result, visible
 from .serving import current_fingerprint
 
 logger = logging.getLogger("visual_search")
@@ -173,3 +175,33 @@ def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySe
 
 def _to_pk(model: type[models.Model], value: str) -> Any:
     return model._meta.pk.to_python(value)
+
+
+def warm_up() -> dict[str, float]:
+    """Load now what the first photo search of a process would: the network (and run it once, so
+    its graph is built) and each searchable model's index. Call it where a web process starts,
+    before it takes requests (gunicorn's ``post_worker_init``: ``deploy/gunicorn.conf.py``), so that
+    no customer waits for it. Never raises: a part that cannot load now (the database not migrated
+    yet, the weights missing) is logged, and the first search loads it as it would have.
+
+    Returns the seconds each part took: ``{"network": ..., "index": ...}`` (a part that failed is
+    left out).
+    """
+    took: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        extractor = serving.get_extractor()
+        vector = extractor.embed_picture(Image.new("RGB", (64, 64), (128, 128, 128)), settings.QUERY_VIEWS, None)
+        took["network"] = round(time.perf_counter() - started, 3)
+    except Exception:
+        logger.warning("Visual search warm-up: the network could not be loaded now; the first search will load it", exc_info=True)
+        return took
+    started = time.perf_counter()
+    try:
+        for model in {registration.result_model for registration in get_registrations()}:
+            search_vector(vector, model, limit=1, fingerprint=extractor.fingerprint)
+        took["index"] = round(time.perf_counter() - started, 3)
+    except Exception:
+        logger.warning("Visual search warm-up: the index could not be loaded now; the first search will load it", exc_info=True)
+    logger.info("Visual search warmed up: %s", ", ".join(f"{part} {seconds:.1f} s" for part, seconds in took.items()))
+    return took
