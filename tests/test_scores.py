@@ -226,3 +226,11 @@ def test_a_calibration_stored_before_it_recorded_its_ranking_still_loads():
     old = {"temperature": 0.07, "none": 0.3, "fitted_on": 10, "error": 0.05}
     calibration = ranking.Calibration.from_dict(old)
     assert calibration.scoring == "" and calibration.fits(ranking.Policy(expansion=3))
+
+
+def test_staff_see_how_the_scores_are_calibrated_in_the_admin(small_shop, admin_client):
+    whitening = Whitening.objects.get()
+    listing = admin_client.get("/admin/visual_search/whitening/").content.decode()
+    assert "Not calibrated: 0 searches with a known answer" in listing
+    page = admin_client.get(f"/admin/visual_search/whitening/{whitening.pk}/change/").content.decode()
+    assert "Add a second photo, one like a customer" in page
