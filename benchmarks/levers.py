@@ -226,6 +226,28 @@ def one_image_shops(rows: list[dict], vectors: np.ndarray, products: np.ndarray)
         print(f"    {count:2d} products, {int(queries.sum())} photos: P@1 {figures['p_at_1']:.3f}, first result's stated "
               f"probability {figures['mean_score']:.3f} on average, ECE {figures['top1_calibration_error']:.3f}, "
               f"confident {figures['confident_share_at_0.5']:.2f} (calibration: {figures['calibration'].get('basis')})", flush=True)
+    # The same 81 products with the catalogue image and 1, 2, 3 of the demo's shop photos each: what
+    # a second (third, fourth) image per product does to the calibration.
+    demo, _ = protocols(rows)["demo"]
+    wanted = [int(n) for n in np.flatnonzero(demo)]
+    views = customer_vectors(wanted, per_image=2)  # the demo's, cached by the protocols above
+    position = {n: i for i, n in enumerate(wanted)}
+    print("  the catalogue image and shop photos of each of the 81 products (queries: the 296 val photos):")
+    for photos in (1, 2, 3):
+        chosen = sorted(n for product in np.unique(products[wanted]) for n in (
+            [n for n in wanted if products[n] == product and split[n] == "catalogue"]
+            + [n for n in wanted if products[n] == product and split[n] == "train"][:photos]))
+        gallery = np.zeros(len(rows), dtype=bool)
+        gallery[chosen] = True
+        picked = [2 * position[n] + k for n in chosen for k in (0, 1)]
+        customers = Sample(views[picked], [products[n] for n in chosen for _ in range(2)], [n for n in chosen for _ in range(2)])
+        figures = honest_scores(vectors, products, gallery, split == "val", config, customers)
+        CURVES.clear()
+        results[f"catalogue image and {photos} shop photos per product"] = figures
+        print(f"    + {photos} shop photo{'s' if photos > 1 else ''} each ({len(chosen)} images): P@1 {figures['p_at_1']:.3f}, "
+              f"stated {figures['mean_score']:.3f} on average, ECE {figures['top1_calibration_error']:.3f}, "
+              f"confident {figures['confident_share_at_0.5']:.2f} (calibration: {figures['calibration'].get('basis')}, "
+              f"{figures['calibration'].get('fitted_on')} searches)", flush=True)
     return results
 
 

@@ -233,4 +233,4 @@ def test_staff_see_how_the_scores_are_calibrated_in_the_admin(small_shop, admin_
     listing = admin_client.get("/admin/visual_search/whitening/").content.decode()
     assert "Not calibrated: 0 searches with a known answer" in listing
     page = admin_client.get(f"/admin/visual_search/whitening/{whitening.pk}/change/").content.decode()
-    assert "Add a second photo, one like a customer" in page
+    assert "Add photos like a customer" in page

@@ -243,8 +243,9 @@ def describe_scores(row: Whitening) -> str:
         return (
             f"Not calibrated: {calibration.fitted_on} searches with a known answer, {CALIBRATION_MIN_SEARCHES} needed "
             "(a product's second image makes them). Every result gets about the same probability and searches "
-            "say 'no confident match'. Add a second photo, one like a customer's, to some products; the next "
-            "whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
+            "say 'no confident match'. Add photos like a customer's (on a shelf, in a hand) to your products: "
+            "with three or more images of each, the scores measured as honest as the demo's. The next whitening "
+            "fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
         )
     error = f", calibration error {calibration.error:.3f} on them" if calibration.error is not None else ""
     return f"Calibrated on {calibration.fitted_on} searches with a known answer{error}."
