@@ -16,8 +16,8 @@ from . import duplicates, queue, training, versions
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding, ModelVersion, Whitening
 from .registry import get_registration
-from .whitening import describe_scores
 from .serving import PRETRAINED_KEY
+from .whitening import describe_scores
 
 logger = logging.getLogger("visual_search")
 

@@ -216,8 +216,8 @@ def calibrate(
     if len(gallery) < 2 or (not queries and customers is None):
         return None  # nothing to search (WHITENING_AUGMENT 0 and one image per product): the default
     if len(queries) < CALIBRATION_MIN_SEARCHES:
-        logger.info("Scores not calibrated: %s searches with a known answer, %s needed; add a second photo of "
-                    "some products", len(queries), CALIBRATION_MIN_SEARCHES)
+        logger.info("Scores not calibrated: %s searches with a known answer, %s needed; add photos like a "
+                    "customer's to the products", len(queries), CALIBRATION_MIN_SEARCHES)
         return replace(CHANCE_CALIBRATION, fitted_on=len(queries), scoring=policy.scoring)
     whitening = learn(gallery, learned_from, dims, method) if method else None
     space = ArraySpace.of(transform(gallery.vectors, whitening), gallery.result_ids)
