@@ -50,6 +50,20 @@ def test_the_dashboard_page_lists_counts_statuses_and_reasons(catalogue, broken,
     assert "Vanilla" not in products  # variants are shown through their parent
     assert html.count('name="csrfmiddlewaretoken"') >= 2  # the two buttons post with CSRF
 
+    assert 'id="vs-scores"' not in html  # no whitening learned in these settings: nothing to say yet
+    from django.contrib.contenttypes.models import ContentType
+
+    from visual_search.models import Whitening
+    from visual_search.ranking import CHANCE_CALIBRATION
+    from visual_search.serving import current_fingerprint
+
+    Whitening.objects.create(
+        result_type=ContentType.objects.get(app_label="catalogue", model="product"), fingerprint=current_fingerprint(),
+        dimensions=1, trained_on=6, mean=b"", projection=b"", calibration=CHANCE_CALIBRATION.as_dict(),
+    )
+    scores = client.get(STATUS).content.decode()
+    assert 'id="vs-scores"' in scores and "Not calibrated" in scores and "Add photos like a customer" in scores
+
     failed = client.get(STATUS, {"status": "failed"}).content.decode()
     listed = failed[failed.index('id="vs-products"'):]
     assert "Banana" in listed and "Granny Smith" not in listed
