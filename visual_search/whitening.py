@@ -233,6 +233,13 @@ def calibrate(
     return fit_calibration(known_answers, policy.scoring) if known_answers else None
 
 
+def score_notes(fingerprint: str | None = None) -> list[tuple[str, str]]:
+    """``("app_label.model", describe_scores(...))`` for each searchable model with a whitening of
+    ``fingerprint`` (default: the current one): what staff read in the status command and dashboards."""
+    rows = Whitening.objects.filter(fingerprint=fingerprint or current_fingerprint()).select_related("result_type")
+    return [(f"{row.result_type.app_label}.{row.result_type.model}", describe_scores(row)) for row in rows]
+
+
 def describe_scores(row: Whitening) -> str:
     """What a whitening row's calibration makes of the scores, for staff: how it was learned, or
     why it could not be and what to do."""

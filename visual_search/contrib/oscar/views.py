@@ -18,11 +18,9 @@ from django.views.generic import ListView, View
 from oscar.core.loading import get_model
 
 from visual_search.admin_mixins import LABELS, RANKS, annotate_status, queue_objects, status_of
-from visual_search.models import Whitening
 from visual_search.reindex import status_counts
-from visual_search.serving import current_fingerprint
 from visual_search.views import SearchByPhotoView
-from visual_search.whitening import describe_scores
+from visual_search.whitening import score_notes
 
 STATUS_URL = "visual_search_oscar:visual-search-status"
 # Who may press the buttons: staff who may change products (superusers may do anything).
@@ -63,10 +61,7 @@ class StatusView(ListView):
             status=self.request.GET.get("status", ""),
             can_change=self.request.user.has_perms(["catalogue.change_product"]),
             # How the scores customers see are calibrated, or why not and what to do (one image per product).
-            scores=[
-                (f"{w.result_type.app_label}.{w.result_type.model}", describe_scores(w))
-                for w in Whitening.objects.filter(fingerprint=current_fingerprint()).select_related("result_type")
-            ],
+            scores=score_notes(),
         )
         return context
 

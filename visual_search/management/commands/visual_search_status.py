@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
-from ...models import ImageEmbedding, Whitening
+from ...models import ImageEmbedding
 from ...reindex import status_counts
 from ...serving import active_version, current_fingerprint
 from ...versions import fingerprint_summary
-from ...whitening import describe_scores
+from ...whitening import score_notes
 
 COLUMNS = ("model", "objects", "ready", "pending", "failed", "stale", "missing")
 
@@ -41,8 +41,8 @@ class Command(BaseCommand):
         todo = sum(r["pending"] + r["stale"] + r["missing"] for r in rows)
         if todo:
             self.stdout.write(f"{todo} images need work: `manage.py visual_search_reindex --only missing,stale,pending`.")
-        for whitening in Whitening.objects.filter(fingerprint=current_fingerprint()).select_related("result_type"):
-            self.stdout.write(f"Scores of {whitening.result_type.app_label}.{whitening.result_type.model}: {describe_scores(whitening)}")
+        for model, text in score_notes():
+            self.stdout.write(f"Scores of {model}: {text}")
         self._versions()
         if failed:
             for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
