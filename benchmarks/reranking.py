@@ -31,27 +31,20 @@ from visual_search.embeddings.pooling import l2_normalise
 from visual_search.training.evaluation import paired_difference
 
 
-def product_scores(similarities: np.ndarray, codes: np.ndarray, *, votes: int = 1) -> np.ndarray:
-    """``(q, products)``: each product's score from its images' ``(q, g)`` similarities, the mean of
-    its ``votes`` best (1: its best image, as the default)."""
-    n = int(codes.max()) + 1
-    columns = []
-    for code in range(n):
-        mine = similarities[:, codes == code]
-        if votes == 1:
-            columns.append(mine.max(axis=1))
-        else:
-            columns.append(np.sort(mine, axis=1)[:, -min(votes, mine.shape[1]) :].mean(axis=1))
-    return np.stack(columns, axis=1)
-
-
-def with_prototypes(best: np.ndarray, queries: np.ndarray, gallery: np.ndarray, codes: np.ndarray, weight: float) -> np.ndarray:
-    """The default's fusion of best-image scores with the products' prototypes."""
-    if not weight:
-        return best
-    n = int(codes.max()) + 1
-    prototypes = np.stack([ranking.prototype(gallery[codes == code]) for code in range(n)])
-    return ranking.fuse(best, queries @ prototypes.T, weight)
+def product_scores(
+    similarities: np.ndarray, codes: np.ndarray, *, votes: int = 1, weight: float = 0.0, queries: np.ndarray | None = None,
+    gallery: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(q, products)`` from the images' ``(q, g)`` similarities, scored as the default scores them
+    (:func:`visual_search.ranking.scores_by_result`: the best image, fused by ``weight`` with the
+    prototype of ``gallery`` compared with ``queries``); with ``votes`` > 1, the mean of a product's
+    ``votes`` best images in place of its best."""
+    if votes > 1:
+        similarities = similarities.copy()
+        for code in range(int(codes.max()) + 1):
+            mine = codes == code
+            similarities[:, mine] = np.sort(similarities[:, mine], axis=1)[:, -votes:].mean(axis=1, keepdims=True)
+    return ranking.scores_by_result(similarities, queries, gallery, codes, weight)
 
 
 def augmented_database(gallery: np.ndarray, k: int, power: float = 3.0) -> np.ndarray:
@@ -157,7 +150,7 @@ def run(queries: np.ndarray, gallery: np.ndarray, gallery_products: np.ndarray, 
         return {"p_at_1": round(float(right[:, 0].mean()), 4), "hit_at_5": round(float(right.any(axis=1).mean()), 4)}, first
 
     started = time.perf_counter()
-    default, default_first = figures(with_prototypes(product_scores(queries @ gallery.T, codes), queries, gallery, codes, prototype))
+    default, default_first = figures(product_scores(queries @ gallery.T, codes, weight=prototype, queries=queries, gallery=gallery))
     default["ms_per_query"] = round(1000 * (time.perf_counter() - started) / len(queries), 3)
     results = {"the default (best image + prototype 0.5)": default}
     print(f"  re-ranking, each against the default over the same {len(queries)} photos:")
@@ -168,7 +161,7 @@ def run(queries: np.ndarray, gallery: np.ndarray, gallery_products: np.ndarray, 
         stored = augmented_database(gallery, augment) if augment else gallery
         once = time.perf_counter() - started
         started = time.perf_counter()
-        scores = with_prototypes(product_scores(similarities(queries, stored), codes, votes=votes), queries, stored, codes, weight)
+        scores = product_scores(similarities(queries, stored), codes, votes=votes, weight=weight, queries=queries, gallery=stored)
         measured, first = figures(scores)
         measured["ms_per_query"] = round(1000 * (time.perf_counter() - started) / len(queries), 3)
         measured["once_s"] = round(once, 3)

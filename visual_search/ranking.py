@@ -396,14 +396,19 @@ def result_scores(
     """
     labels = codes if learned else None
     queries, gallery = held_out_space(queries, gallery, whitening_dims=whitening_dims, policy=policy, labels=labels)
-    scores = queries @ gallery.T
+    return scores_by_result(queries @ gallery.T, queries, gallery, codes, policy.prototype)
+
+
+def scores_by_result(scores: np.ndarray, queries: np.ndarray, gallery: np.ndarray, codes: np.ndarray, weight: float) -> np.ndarray:
+    """``(q, results)`` from image scores ``(q, g)``: each result's best image's score, fused by
+    ``weight`` with its prototype's similarity to the query (vectors as compared: whitened)."""
     codes = np.asarray(codes)
     n = int(codes.max()) + 1
     best = np.stack([scores[:, codes == code].max(axis=1) for code in range(n)], axis=1)
-    if not policy.prototype:
+    if not weight:
         return best
     prototypes = np.stack([prototype(gallery[codes == code]) for code in range(n)])
-    return fuse(best, queries @ prototypes.T, policy.prototype)
+    return fuse(best, queries @ prototypes.T, weight)
 
 
 def expand_against(queries: np.ndarray, gallery: np.ndarray, policy: Policy) -> np.ndarray:
