@@ -146,11 +146,17 @@ HONEST = {CONFIGS[0][0], "+ prototypes 0.5", "  learned, query expansion 3", DEF
 
 def _customers(rows: list[dict], products: np.ndarray):
     """Two customer views of each of the demo's catalogue images (in both protocols' catalogues)."""
-    from visual_search.whitening import Sample
-
     gallery, _ = protocols(rows)["demo"]
     wanted = [int(n) for n in np.flatnonzero(gallery)]
-    return Sample(customer_vectors(wanted, per_image=2), [products[n] for n in wanted for _ in range(2)], [n for n in wanted for _ in range(2)])
+    return _views_of(customer_vectors(wanted, per_image=2), wanted, products)
+
+
+def _views_of(views: np.ndarray, made_from: list[int], products: np.ndarray, per_image: int = 2):
+    """A Sample of customer views, ``per_image`` of each row of ``made_from`` in turn (as
+    :func:`customer_vectors` returns them), each answering its image's product."""
+    from visual_search.whitening import Sample
+
+    return Sample(views, [products[n] for n in made_from for _ in range(per_image)], [int(n) for n in made_from for _ in range(per_image)])
 
 
 def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray, config: tuple, customers=None) -> dict:
@@ -206,8 +212,6 @@ def one_image_shops(rows: list[dict], vectors: np.ndarray, products: np.ndarray)
     """Shops with one image per product (the catalogue images of 20, 30 and all 81 products, the
     subsets seeded): the default's scores as such a shop's own calibration makes them, checked on
     the val photos of its products. What a customer sees in the most common small shop."""
-    from visual_search.whitening import Sample
-
     split = np.array([r["split"] for r in rows])
     catalogue = np.flatnonzero(split == "catalogue")
     config = next(c for c in CONFIGS if c[0] == DEFAULT)
@@ -218,8 +222,8 @@ def one_image_shops(rows: list[dict], vectors: np.ndarray, products: np.ndarray)
         gallery = np.zeros(len(rows), dtype=bool)
         gallery[chosen] = True
         queries = (split == "val") & np.isin(products, products[chosen])
-        views = customer_vectors([int(n) for n in chosen], per_image=2)
-        customers = Sample(views, [products[n] for n in chosen for _ in range(2)], [int(n) for n in chosen for _ in range(2)])
+        made_from = [int(n) for n in chosen]
+        customers = _views_of(customer_vectors(made_from, per_image=2), made_from, products)
         figures = honest_scores(vectors, products, gallery, queries, config, customers)
         CURVES.clear()
         results[f"one image per product: {count} products"] = figures
@@ -240,7 +244,7 @@ def one_image_shops(rows: list[dict], vectors: np.ndarray, products: np.ndarray)
         gallery = np.zeros(len(rows), dtype=bool)
         gallery[chosen] = True
         picked = [2 * position[n] + k for n in chosen for k in (0, 1)]
-        customers = Sample(views[picked], [products[n] for n in chosen for _ in range(2)], [n for n in chosen for _ in range(2)])
+        customers = _views_of(views[picked], chosen, products)
         figures = honest_scores(vectors, products, gallery, split == "val", config, customers)
         CURVES.clear()
         results[f"catalogue image and {photos} shop photos per product"] = figures
