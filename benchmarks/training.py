@@ -45,8 +45,8 @@ def run(
     served = [view_names.VIEWS.index(v) for v in settings.VIEWS]
     features = l2_normalise(view_vectors()[:, served].mean(axis=1))
     is_val = np.array([r["split"] == "val" for r in rows])
+    # per_query: each val photo's first product right or not, paired with the trained model's (the noise).
     before = evaluate_vectors(features[is_val], held, features[~is_val], training, per_query=True)
-    before["first_right"] = dict(zip(held, before["first_right"]))  # paired with the trained model's: the noise
     before["model"] = f"pretrained, {len(served)} views at {settings.IMAGE_SIZE}px"
     options = TrainingOptions.from_settings(
         epochs=epochs, augmented_views=views, image_size=image_size, time_limit=time_limit, trained_blocks=trained_blocks, **overrides

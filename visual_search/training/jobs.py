@@ -106,9 +106,8 @@ def before_figures(training, held_out, stored: tuple[list, np.ndarray] | None = 
     held = {item.key for item in held_out}
     q = [n for n, item in enumerate(found) if item.key in held]
     g = [n for n, item in enumerate(found) if item.key not in held]
+    # per_query: each held-out image -> its first product was right, to pair with the trained version's (the trainer drops it).
     figures = evaluate_vectors(vectors[q], [found[n] for n in q], vectors[g], [found[n] for n in g], per_query=True)
-    # Each held-out image -> its first product was right, to pair with the trained version's (the trainer drops it).
-    figures["first_right"] = dict(zip([found[n] for n in q], figures.get("first_right", [])))
     if len(q) < len(held_out):
         figures["note"] = f"{len(held_out) - len(q)} held-out images had no stored vector and are not counted."
     return figures

@@ -498,8 +498,6 @@ def _held_out_measure(head, maps: np.ndarray, owners: np.ndarray, everything: Se
             vectors[gallery], [everything[n] for n in owners[gallery]],
         )
         figures = evaluate_vectors(*args, per_query=per_query)
-        if per_query:  # each held-out image (Item) -> its first product was right
-            figures["first_right"] = dict(zip(args[1], figures.get("first_right", [])))
         if plain:
             figures["plain"] = evaluate_vectors(*args, whitening_dims=None, expansion=0, prototype=0.0)
         return figures
@@ -524,9 +522,11 @@ def evaluate_vectors(
     queries: np.ndarray, query_items: Sequence[Item], gallery: np.ndarray, gallery_items: Sequence[Item], **search
 ) -> dict:
     """:func:`evaluation.evaluate` with the shop's search settings (whitening, query expansion),
-    or those in ``search`` (``whitening_dims``, ``expansion``)."""
+    or those in ``search`` (``whitening_dims``, ``expansion``). With ``per_query=True``,
+    ``"first_right"`` maps each query item to whether its first product was right (what
+    :func:`evaluation.paired_difference` pairs)."""
     with_categories = all(i.category is not None for i in list(query_items) + list(gallery_items))
-    return evaluation.evaluate(
+    figures = evaluation.evaluate(
         queries,
         [i.product for i in query_items],
         gallery,
@@ -542,3 +542,6 @@ def evaluate_vectors(
             **search,
         },
     )
+    if "first_right" in figures:
+        figures["first_right"] = dict(zip(query_items, figures["first_right"]))
+    return figures
