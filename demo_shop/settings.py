@@ -63,7 +63,9 @@ DATABASES = {
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LANGUAGE_CODE = "en"
+# The widget, the search page and the bot speak English, German and French (visual_search/locale);
+# DEMO_SHOP_LANGUAGE=de shows them in German. The demo's own pages stay English.
+LANGUAGE_CODE = os.environ.get("DEMO_SHOP_LANGUAGE", "en")
 TIME_ZONE = "Europe/Stockholm"
 USE_I18N = True
 USE_TZ = True

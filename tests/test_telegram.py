@@ -12,6 +12,7 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import translation
 
 from tests.conftest import catalogue_image
 from tests.telegram.fake_api import TOKEN, FakeBotAPI
@@ -118,6 +119,28 @@ def test_what_is_not_a_photo_gets_a_helpful_sentence_and_nothing_is_fetched(clie
     assert post(client, update(message)).status_code == 200
     assert api.methods() == ["sendMessage"]
     assert api.sent()[0] == {"chat_id": str(CHAT), "text": answer}
+
+
+@pytest.mark.parametrize("language, expected", [("de", "de"), ("fr-CA", "fr"), ("pt-br", "pt-br"), ("xx", "en-us"), ("", "en-us")])
+def test_the_bot_answers_in_the_customers_language_when_the_shop_offers_it(client, api, settings, language, expected):
+    settings.LANGUAGE_CODE = "en-us"
+    body = update({"text": "/start"})
+    body["message"]["from"]["language_code"] = language
+    assert post(client, body).status_code == 200
+    with translation.override(expected):
+        welcome = replies.welcome()
+    assert api.sent()[0]["text"] == welcome
+    if expected in ("de", "fr"):  # shipped catalogues: not the English words
+        assert welcome != replies.welcome()
+
+
+def test_a_shop_that_offers_only_english_answers_in_english(client, api, settings):
+    settings.LANGUAGE_CODE, settings.LANGUAGES = "en", [("en", "English")]
+    body = update({"text": "/start"})
+    body["message"]["from"]["language_code"] = "de"
+    post(client, body)
+    with translation.override("en"):
+        assert api.sent()[0]["text"] == replies.welcome() == "Hello! Send me a photo of a product and I will find it in our shop."
 
 
 def test_a_photo_over_the_size_limit_is_refused_before_any_download(client, api, settings):

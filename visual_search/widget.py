@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
+from .conf import settings
 from .photo_search import BOX_FIELDS, PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
 
@@ -30,40 +32,75 @@ MODES = ("inline", "compact")
 # The no-JavaScript form's box fields (photo_search.BOX_FIELDS' order), each with its label and
 # the photo's own edge as its value: a customer changes only the edge that matters, and the
 # untouched fields (0, 0, 1, 1) are the whole photo, which searches as no box does.
-BOX_LABELS = ("Left edge", "Top edge", "Right edge", "Bottom edge")
+BOX_LABELS = (gettext_lazy("Left edge"), gettext_lazy("Top edge"), gettext_lazy("Right edge"), gettext_lazy("Bottom edge"))
 BOX_EDGES = ("0", "0", "1", "1")
 DEFAULT_IDS = {"inline": "vs", "compact": "vs-compact"}
 # Ids and results already handed out while rendering one page; kept on the request.
 PAGE_STATE = "_visual_search_widgets"
 
 
-def customer_messages() -> dict[str, str]:
-    """What the page and the script say to the customer for each API error ``code`` and state.
+def customer_messages(limit: int | None = None) -> dict[str, Any]:
+    """What the page and the script say to the customer for each API error ``code`` and state, in
+    the active language (``visual_search/locale``; docs/customers.md#languages).
 
     The JSON API keeps its own ``detail`` (written for developers as much as for people); the
-    widget shows these words instead. A code missing here shows the API's ``detail``.
+    widget shows these words instead. A code missing here shows the API's ``detail``. The script
+    fills in ``{percent}`` and the box's ``{x0}``... itself; ``results`` holds the status line for
+    each count the widget can show (1 to its ``limit``, default ``API_DEFAULT_LIMIT``), so that languages
+    with several plural forms read right without a JavaScript catalogue.
     """
     megabytes = f"{max_upload_bytes() / (1024 * 1024):g}"
+    setup = _("This search form does not work right now. Please try the search page.")
+    try:
+        most = max(1, min(int(limit or settings.API_DEFAULT_LIMIT), int(settings.API_MAX_LIMIT)))
+    except (TypeError, ValueError):  # a template's limit="many": the API says so when searching
+        most = int(settings.API_DEFAULT_LIMIT)
     return {
-        "required": "Choose a photo first.",
-        "invalid_image": "That file is not an image we can read. Choose a JPEG, PNG or WebP photo.",
-        "image_too_large": f"That photo is too large. Choose one under {megabytes} MB.",
-        "file_too_large": f"That photo is larger than {megabytes} MB. Choose a smaller one.",
-        "too_many_pixels": "That photo has too many pixels. Choose a smaller one.",
-        "invalid_box": "The part of the photo to search is not valid. Search the whole photo, or draw the box again.",
-        "length_required": "This search form does not work right now. Please try the search page.",
-        "too_many_fields": "This search form does not work right now. Please try the search page.",
+        "required": _("Choose a photo first."),
+        "invalid_image": _("That file is not an image we can read. Choose a JPEG, PNG or WebP photo."),
+        "image_too_large": _("That photo is too large. Choose one under %(megabytes)s MB.") % {"megabytes": megabytes},
+        "file_too_large": _("That photo is larger than %(megabytes)s MB. Choose a smaller one.") % {"megabytes": megabytes},
+        "too_many_pixels": _("That photo has too many pixels. Choose a smaller one."),
+        "invalid_box": _("The part of the photo to search is not valid. Search the whole photo, or draw the box again."),
+        "length_required": setup,
+        "too_many_fields": setup,
         # The customer cannot fix these: the shop's widget was set up wrong. Say so kindly; the log has the rest.
-        "invalid_limit": "This search form does not work right now. Please try the search page.",
-        "invalid_filter": "This search form does not work right now. Please try the search page.",
-        "throttled": "Too many searches in a short time. Please wait a minute and try again.",
-        "unavailable": "Search by photo is not available right now. Please try again later.",
-        "network": "The search did not reach the shop. Check your connection and try again.",
-        "failed": "The search did not work this time. Please try again.",
-        "searching": "Searching…",
-        "none": "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
-        "unsure": "No confident match. Possible matches, best first.",
+        "invalid_limit": setup,
+        "invalid_filter": setup,
+        "throttled": _("Too many searches in a short time. Please wait a minute and try again."),
+        "unavailable": _("Search by photo is not available right now. Please try again later."),
+        "network": _("The search did not reach the shop. Check your connection and try again."),
+        "failed": _("The search did not work this time. Please try again."),
+        "searching": _("Searching…"),
+        "none": none_found(),
+        "unsure": unsure(),
+        "results": {str(count): results_found(count) for count in range(1, most + 1)},
+        # {percent} is a whole number: 87 for a score of 0.87.
+        "match": _("{percent}% match"),
+        "box_whole": _("The box covers the whole photo."),
+        # {x0} to {x1} and {y0} to {y1}: the box's edges as percentages of the photo ("25%").
+        "box_where": _("The box covers {x0} to {x1} across and {y0} to {y1} down the photo."),
     }
+
+
+def none_found() -> str:
+    return _("Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.")
+
+
+def unsure() -> str:
+    return _("No confident match. Possible matches, best first.")
+
+
+def results_found(count: int) -> str:
+    """The status line over ``count`` confident results."""
+    return ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", count) % {"count": count}
+
+
+def match_percent(score: float | None) -> str:
+    """A result's score as the cards show it: "87% match" (in the active language)."""
+    if score is None:
+        return ""
+    return _("{percent}% match").format(percent=round(float(score) * 100))
 
 
 def customer_message(error: PhotoSearchError) -> str:
@@ -164,7 +201,7 @@ def widget_context(
         "api_url": api_url or "",
         "limit": limit,
         "camera": camera,
-        "label": label or "Search by photo",
+        "label": label or _("Search by photo"),
         "heading": heading,
         "mode": mode,
         "compact": mode == "compact",
@@ -173,7 +210,7 @@ def widget_context(
         "filters": {name: value for name, value in filters.items() if name in allowed and value not in (None, "")},
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
-        "messages_json": json.dumps(customer_messages()),
+        "messages_json": json.dumps(customer_messages(limit), ensure_ascii=False),
         "box_fields": [{"name": n, "label": t, "value": v} for n, t, v in zip(BOX_FIELDS, BOX_LABELS, BOX_EDGES)],
         "results": results,
         "confident": context.get(CONFIDENT_KEY, True),

@@ -10,7 +10,7 @@ from django.template.library import parse_bits
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import widget_context
+from ..widget import match_percent, widget_context
 
 register = template.Library()
 
@@ -19,6 +19,15 @@ register = template.Library()
 def visual_search_widget(context, **options):
     """``{% visual_search_widget camera=True limit=12 category=category.slug %}``: see :func:`widget_context`."""
     return widget_context(context, **options)
+
+
+@register.filter
+def vs_match(score):
+    """``{{ item.score|vs_match }}``: "87% match", in the active language; nothing for no score."""
+    try:
+        return match_percent(score)
+    except (TypeError, ValueError):
+        return ""
 
 
 class SimilarProductsNode(template.Node):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 
 from django.apps import apps
+from django.conf import settings as django_settings
+from django.utils import translation
 
 from visual_search.exceptions import ImageTooLarge, InvalidImage
 from visual_search.registry import search_model
@@ -25,8 +27,26 @@ logger = logging.getLogger("visual_search")
 START_COMMANDS = ("/start", "/help")
 
 
+def language_of(message: IncomingMessage) -> str:
+    """The language to answer in: the customer's (as the service tells it, ``"de"``, ``"pt-br"``) when
+    the shop offers it (``settings.LANGUAGES``, as ``LocaleMiddleware`` chooses for a browser), else
+    the shop's ``LANGUAGE_CODE``."""
+    if message.language:
+        try:
+            return translation.get_supported_language_variant(message.language.replace("_", "-").lower())
+        except LookupError:
+            pass
+    return django_settings.LANGUAGE_CODE
+
+
 def handle(messenger: Messenger, message: IncomingMessage, site_url: str | None = None, limited: bool = False) -> None:
-    """Answer ``message``: "please wait" when ``limited``, results for a photo, a helpful sentence otherwise."""
+    """Answer ``message`` in the customer's language (:func:`language_of`): "please wait" when
+    ``limited``, results for a photo, a helpful sentence otherwise."""
+    with translation.override(language_of(message)):
+        _answer(messenger, message, site_url, limited)
+
+
+def _answer(messenger: Messenger, message: IncomingMessage, site_url: str | None, limited: bool) -> None:
     try:
         if limited:
             messenger.reply_text(message, replies.please_wait())

@@ -15,12 +15,24 @@
     failed: "The search did not work this time. Please try again.",
     searching: "Searching…",
     none: "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
-    unsure: "No confident match. Possible matches, best first."
+    unsure: "No confident match. Possible matches, best first.",
+    results: {},
+    result: "{count} result, best match first.",
+    results_other: "{count} results, best match first.",
+    match: "{percent}% match",
+    box_whole: "The box covers the whole photo.",
+    box_where: "The box covers {x0} to {x1} across and {y0} to {y1} down the photo."
   };
+  // The server's words (in the page's language) have {name} holes the script fills in.
+  function format(text, values) {
+    return String(text).replace(/\{(\w+)\}/g, function (hole, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : hole;
+    });
+  }
   // Fields a card shows its own way (price with currency, "Out of stock"), not as plain text.
   var SPECIAL = { price: true, available: true };
 
-  function setField(card, name, value) {
+  function setField(card, name, value, messages) {
     card.querySelectorAll('[data-vs-field="' + name + '"]').forEach(function (el) {
       if (el.tagName === "A") { el.href = value || "#"; return; }
       if (el.tagName === "IMG") {
@@ -28,16 +40,16 @@
         return;
       }
       if (el.dataset.vsFormat === "percent" && typeof value === "number") {
-        el.textContent = Math.round(value * 100) + "% match";
+        el.textContent = format(messages.match, { percent: Math.round(value * 100) });
         return;
       }
       el.textContent = value === null || value === undefined ? "" : String(value);
     });
   }
 
-  function fillCard(card, result) {
+  function fillCard(card, result, messages) {
     Object.keys(result).forEach(function (name) {
-      if (!SPECIAL[name]) { setField(card, name, result[name]); }
+      if (!SPECIAL[name]) { setField(card, name, result[name], messages); }
     });
     var price = result.price;
     var hasPrice = price !== null && price !== undefined && price !== "";
@@ -150,8 +162,9 @@
   // fields, which a plain form post (no fetch) sends.
   CropBox.prototype.settle = function () {
     var v = this.value;
-    this.where.textContent = this.isWhole() ? "The box covers the whole photo." :
-      "The box covers " + percent(v.x0) + " to " + percent(v.x1) + " across and " + percent(v.y0) + " to " + percent(v.y1) + " down the photo.";
+    var messages = this.widget.messages;
+    this.where.textContent = this.isWhole() ? messages.box_whole :
+      format(messages.box_where, { x0: percent(v.x0), x1: percent(v.x1), y0: percent(v.y0), y1: percent(v.y1) });
     var numbers = [v.x0, v.y0, v.x1, v.y1];
     this.fields.forEach(function (field, i) { field.value = String(Math.round(numbers[i] * 10000) / 10000); });
   };
@@ -522,11 +535,13 @@
     list.setAttribute("data-vs-list", "");
     var self = this;
     results.forEach(function (result) {
-      list.appendChild(fillCard(self.template.content.firstElementChild.cloneNode(true), result));
+      list.appendChild(fillCard(self.template.content.firstElementChild.cloneNode(true), result, self.messages));
     });
     this.results.appendChild(list);
     if (confident) {
-      this.say(results.length + (results.length === 1 ? " result" : " results") + ", best match first.");
+      var count = results.length;
+      // One line per count from the server (plural forms differ between languages); else English.
+      this.say(this.messages.results[count] || format(count === 1 ? this.messages.result : this.messages.results_other, { count: count }));
     } else {
       this.say(this.messages.unsure);
     }

@@ -1,0 +1,190 @@
+"""Customers read the widget, the search page, the cards and the bot in the shop's language.
+
+``visual_search/locale`` ships German and French. The widget's script gets its words from the
+server (``data-vs-messages``), so a shop needs no JavaScript catalogue. The catalogue checks
+(complete, compiled, every marked string in it) need GNU gettext (``apt-get install gettext``,
+which .ci/run does); the browser test needs Debian's chromium, as tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import gettext
+import html as html_lib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template import Context, Template
+from django.template.loader import render_to_string
+from django.utils import translation
+from django.utils.translation import gettext as _, ngettext
+
+from tests.conftest import catalogue_image
+from tests.test_browser import browser, demo_server, phone, serve, val_photo  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "visual_search"
+LOCALES = sorted(p.name for p in (PACKAGE / "locale").iterdir() if (p / "LC_MESSAGES" / "django.po").exists())
+MSGFMT = shutil.which("msgfmt")
+needs_gettext = pytest.mark.skipif(MSGFMT is None, reason="GNU gettext is not installed (apt-get install gettext)")
+
+
+def widget(**context) -> str:
+    return Template("{% load visual_search %}{% visual_search_widget %}").render(Context(context))
+
+
+def messages_of(page: str) -> dict:
+    return json.loads(html_lib.unescape(re.search(r'data-vs-messages="([^"]*)"', page).group(1)))
+
+
+def test_german_and_french_ship():
+    assert {"de", "fr"} <= set(LOCALES)
+    for language in LOCALES:
+        assert (PACKAGE / "locale" / language / "LC_MESSAGES" / "django.mo").exists(), language
+
+
+@pytest.mark.parametrize("language", ["de", "fr"])
+def test_the_widget_speaks_the_active_language(rf, language):
+    english = widget(request=rf.get("/"))
+    with translation.override(language):
+        page = widget(request=rf.get("/"))
+        words = [_("Search by photo"), _("Choose a photo"), _("Take a photo"), _("Whole photo"), _("Search part of the photo")]
+        messages = messages_of(page)
+        two = ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2}
+    for word in words:
+        assert word in page and word not in english, word
+    assert f'lang="{language}"' in page and 'lang="en' in english
+    assert "Search by photo" not in page and "Choose a photo" not in page
+    # The script's words: the same catalogue, with the holes it fills in kept.
+    assert messages["results"]["2"] == two and two != "2 results, best match first."
+    assert messages["required"] != messages_of(english)["required"]
+    assert "{percent}" in messages["match"] and messages["match"] != "{percent}% match"
+    assert all(hole in messages["box_where"] for hole in ("{x0}", "{x1}", "{y0}", "{y1}"))
+    # One status line per count the widget can show: its limit, else the API's default.
+    assert set(messages["results"]) == {str(n) for n in range(1, 13)}
+    with translation.override(language):
+        assert set(messages_of(Template("{% load visual_search %}{% visual_search_widget limit=4 %}").render(Context({})))["results"]) == {"1", "2", "3", "4"}
+
+
+def test_a_limit_that_is_not_a_number_still_renders(rf):
+    page = Template("{% load visual_search %}{% visual_search_widget limit='many' %}").render(Context({"request": rf.get("/")}))
+    assert set(messages_of(page)["results"]) == {str(n) for n in range(1, 13)}
+
+
+def test_cards_and_status_line_in_german():
+    items = [{"name": "Banane", "url": "/p/1/", "image_url": "", "score": 0.874}, {"name": "Mango", "url": "/p/2/", "image_url": "", "score": 0.05}]
+    with translation.override("de"):
+        status = render_to_string("visual_search/status.html", {"items": items, "confident": True})
+        unsure = render_to_string("visual_search/status.html", {"items": items, "confident": False})
+        card = render_to_string("visual_search/result_card.html", {"item": {**items[0], "available": False}})
+        expected = (_("{percent}% match").format(percent=87), _("Out of stock"),
+                    _("No confident match. Possible matches, best first."))
+        two = ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2}
+    assert status == two and "results" not in status
+    assert expected[0] in card and "match" not in card and expected[1] in card
+    assert expected[2] in unsure and "Possible matches" not in unsure
+
+
+def test_the_search_page_declares_its_language(client, settings):
+    settings.LANGUAGE_CODE = "fr"
+    page = client.get("/search-by-photo/").content.decode()
+    assert '<html lang="fr">' in page
+    with translation.override("fr"):
+        assert f"<title>{_('Search by photo')}</title>" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_server_rendered_search_in_german(client, settings, make_product):
+    settings.LANGUAGE_CODE = "de"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": None}
+    cache.clear()
+    for name in ("Oatly-Oat-Milk", "Arla-Standard-Milk"):
+        make_product(name.replace("-", " "), catalogue_image(name))
+    photo = SimpleUploadedFile("milk.jpg", catalogue_image("Oatly-Oat-Milk").read_bytes(), content_type="image/jpeg")
+    page = client.post("/search-by-photo/", {"image": photo}).content.decode()
+    status = page.split('data-vs-status role="status" aria-live="polite">')[1].split("</p>")[0]
+    with translation.override("de"):
+        assert status in (ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2},
+                          f'<span class="vs-unsure">{_("No confident match. Possible matches, best first.")}</span>')
+        match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"\d+")
+    assert len(re.findall(match, page)) == 2
+    # Without a photo: the customer's words for the error, in German.
+    with translation.override("de"):
+        required = _("Choose a photo first.")
+    assert required != "Choose a photo first." and required in client.post("/search-by-photo/", {}).content.decode()
+
+
+# -- the catalogues ------------------------------------------------------------------------------
+
+
+def compile_catalogue(po: Path, mo: Path) -> str:
+    """msgfmt's statistics for ``po`` (compiled to ``mo``); fails on a format error."""
+    done = subprocess.run([MSGFMT, "--check", "--statistics", "-o", str(mo), str(po)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+@needs_gettext
+@pytest.mark.parametrize("language", LOCALES)
+def test_each_catalogue_is_complete_and_its_mo_compiled_from_it(tmp_path, language):
+    folder = PACKAGE / "locale" / language / "LC_MESSAGES"
+    statistics = compile_catalogue(folder / "django.po", tmp_path / "django.mo")
+    assert "untranslated" not in statistics and "fuzzy" not in statistics, statistics
+    with open(tmp_path / "django.mo", "rb") as fresh, open(folder / "django.mo", "rb") as shipped:
+        assert gettext.GNUTranslations(shipped)._catalog == gettext.GNUTranslations(fresh)._catalog, (
+            f"visual_search/locale/{language}/LC_MESSAGES/django.mo is stale: run `django-admin compilemessages` in visual_search/")
+
+
+@needs_gettext
+def test_every_marked_string_is_translated(tmp_path):
+    """makemessages over a copy of the package adds no string the catalogues lack, and leaves none fuzzy."""
+    if shutil.which("xgettext") is None:
+        pytest.skip("xgettext is not installed (apt-get install gettext)")
+    copy = tmp_path / "visual_search"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "static"))
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": str(Path(MSGFMT).parent) + ":/usr/bin:/bin"}
+    # As `django-admin makemessages` run in the package: not `python -m django`, whose first path entry
+    # (the package folder) would make visual_search/queue.py shadow the standard library's queue.
+    admin = "import sys; del sys.path[0]; from django.core.management import execute_from_command_line as run; run(['django-admin', *sys.argv[1:]])"
+    arguments = [sys.executable, "-c", admin, "makemessages", "--no-obsolete", *[f"-l{language}" for language in LOCALES]]
+    subprocess.run(arguments, cwd=copy, env=env, check=True, capture_output=True, timeout=300)
+    for language in LOCALES:
+        statistics = compile_catalogue(copy / "locale" / language / "LC_MESSAGES" / "django.po", tmp_path / f"{language}.mo")
+        assert "untranslated" not in statistics and "fuzzy" not in statistics, (
+            f"{language}: {statistics.strip()}; run `django-admin makemessages -l {language}` in visual_search/ and translate")
+
+
+# -- in a browser: the script's words ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def german_demo(demo_server):
+    with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": "de"}) as served:
+        yield served
+
+
+@pytest.mark.browser
+def test_the_script_speaks_german(german_demo, browser):
+    with translation.override("de"):
+        hint, searching = _("Take or choose a photo of a product."), _("Searching…")
+        match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"\d+")
+        statuses = {ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", n) % {"count": n}
+                    for n in range(1, 13)} | {_("No confident match. Possible matches, best first.")}
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{german_demo}/search/")
+    assert hint in page.locator("#vs-hint").inner_text()
+    assert page.locator("#vs").get_attribute("lang") == "de"  # the demo's own pages stay English
+    page.set_input_files("#vs-file", str(val_photo("Banana")))
+    page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+    page.wait_for_function("document.getElementById('vs-status').innerText !== " + json.dumps(searching), timeout=60_000)
+    assert page.locator("#vs-status").inner_text() in statuses
+    scores = page.locator("#vs-results .vs-card-score").all_inner_texts()
+    assert scores and all(re.fullmatch(match, score) for score in scores), scores
+    context.close()
