@@ -2,11 +2,13 @@
 
 Environment variables (all optional): DJANGO_SECRET_KEY, DJANGO_DEBUG (default 1),
 DEMO_SHOP_DB and DEMO_SHOP_MEDIA (paths, for tests), CELERY_BROKER_URL (switches indexing to
-Celery workers), VISUAL_SEARCH_WEIGHTS and VISUAL_SEARCH_IMAGE_SIZE.
+Celery workers), VISUAL_SEARCH_WEIGHTS, VISUAL_SEARCH_IMAGE_SIZE and DEMO_SHOP_LANGUAGE (en, de, fr).
 """
 
 import os
 from pathlib import Path
+
+import django
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # the repository root, beside manage.py
 
@@ -59,7 +61,8 @@ DATABASES = {
         "NAME": os.environ.get("DEMO_SHOP_DB", BASE_DIR / "db.sqlite3"),
         # IMMEDIATE: a transaction takes the write lock when it begins, so one that reads then writes
         # waits for a worker's write (timeout) instead of failing at once with "database is locked".
-        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        # Django 5.1+; on 4.2 the timeout alone.
+        "OPTIONS": {"timeout": 30, **({"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {})},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

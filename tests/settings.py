@@ -6,6 +6,8 @@ Integration tests (``-m integration``) switch to a real Redis broker and Celery 
 import os
 import tempfile
 
+import django
+
 SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -54,7 +56,8 @@ DATABASES = {
         "TEST": {"NAME": _TEST_DB},
         # IMMEDIATE: a transaction takes the write lock when it begins, so one that reads then writes
         # waits for a worker's write (timeout) instead of failing at once with "database is locked".
-        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        # Django 5.1+; on 4.2 the timeout alone.
+        "OPTIONS": {"timeout": 30, **({"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {})},
     }
 }
 MEDIA_ROOT = os.environ.get("VISUAL_SEARCH_TEST_MEDIA", os.path.join(tempfile.gettempdir(), "visual_search_test_media"))

@@ -127,8 +127,10 @@ def _decimals(strings: Collection, count: int) -> np.ndarray | None:
         joined = " ".join(strings)
     except TypeError:
         return None
-    if not joined.isascii():
-        return None
+    # Only digits and spaces: anything else is no decimal, and NumPy before 2.3 warns (deprecated)
+    # where it stops parsing.
+    if not joined.isascii() or not joined.replace(" ", "").isdigit():
+        return np.zeros(0, dtype=np.int64) if count == 0 and not joined else None
     try:
         numbers = np.fromstring(joined, dtype=np.int64, sep=" ")
     except ValueError:
