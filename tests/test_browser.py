@@ -259,3 +259,30 @@ def test_without_javascript_customers_read_customer_words(demo_server, browser, 
     shot(page, f"no_js_{size}.png")
     context.close()
 
+
+
+def axe_violations(page) -> list[str]:
+    """axe-core's (Deque's accessibility rules, WCAG 2 A and AA) violations on the page as it is now,
+    one line each. axe-core comes in the axe-playwright-python wheel."""
+    import importlib.resources
+
+    page.add_script_tag(content=importlib.resources.files("axe_playwright_python").joinpath("axe.min.js").read_text())
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}" for v in result["violations"]]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_no_accessibility_violations_before_during_and_after_a_search(demo_server, browser, size):
+    pytest.importorskip("axe_playwright_python")
+    context = sized(browser, size)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    assert axe_violations(page) == []
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert axe_violations(page) == []  # the preview, the box over it, the results
+    page.goto(f"{demo_server}/")
+    page.locator("[data-vs-open]").first.click()  # the compact widget's dialog
+    page.wait_for_selector("dialog[open]")
+    assert axe_violations(page) == []
+    context.close()
