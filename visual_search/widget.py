@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,8 +73,8 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),
         "searching": _("Searching…"),
-        "none": none_found(),
-        "unsure": unsure(),
+        "none": _("Nothing looks like that photo. Try another angle, or a photo with the product filling the frame."),
+        "unsure": _("No confident match. Possible matches, best first."),
         "results": {str(count): results_found(count) for count in range(1, most + 1)},
         # {percent} is a whole number: 87 for a score of 0.87.
         "match": _("{percent}% match"),
@@ -83,24 +84,17 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
     }
 
 
-def none_found() -> str:
-    return _("Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.")
-
-
-def unsure() -> str:
-    return _("No confident match. Possible matches, best first.")
-
-
 def results_found(count: int) -> str:
     """The status line over ``count`` confident results."""
     return ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", count) % {"count": count}
 
 
 def match_percent(score: float | None) -> str:
-    """A result's score as the cards show it: "87% match" (in the active language)."""
+    """A result's score as the cards show it: "87% match" (in the active language), rounded half up
+    as the script's ``Math.round`` does."""
     if score is None:
         return ""
-    return _("{percent}% match").format(percent=round(float(score) * 100))
+    return _("{percent}% match").format(percent=math.floor(float(score) * 100 + 0.5))
 
 
 def customer_message(error: PhotoSearchError) -> str:
