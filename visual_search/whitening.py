@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
+from django.utils.translation import gettext as _
 
 from . import serving
 from .backends import get_backend
@@ -114,7 +115,7 @@ def _fit_model(model, fingerprint: str) -> Whitening | None:
     dims, method = int(settings.WHITENING_DIMS), settings.WHITENING
     mean, projection = learn(sample, customers if small else None, dims, method)
     calibration = calibrate(sample, customers, dims, method, small=small)
-    row, _ = Whitening.objects.update_or_create(
+    row, _created = Whitening.objects.update_or_create(
         result_type=result_type,
         fingerprint=fingerprint,
         defaults={
@@ -241,21 +242,23 @@ def score_notes(fingerprint: str | None = None) -> list[tuple[str, str]]:
 
 
 def describe_scores(row: Whitening) -> str:
-    """What a whitening row's calibration makes of the scores, for staff: how it was learned, or
-    why it could not be and what to do."""
+    """What a whitening row's calibration makes of the scores, for staff (in the active language):
+    how it was learned, or why it could not be and what to do."""
     calibration = Calibration.from_dict(row.calibration)
     if calibration is None:
-        return "Default calibration (measured on the grocery photos): this catalogue gave no search with a known answer."
+        return _("Default calibration (measured on the grocery photos): this catalogue gave no search with a known answer.")
     if calibration.basis == "chance":
-        return (
-            f"Not calibrated: {calibration.fitted_on} searches with a known answer, {CALIBRATION_MIN_SEARCHES} needed "
+        return _(
+            "Not calibrated: %(searches)d searches with a known answer, %(needed)d needed "
             "(a product's second image makes them). Every result gets about the same probability and searches "
             "say 'no confident match'. Add photos like a customer's (on a shelf, in a hand) to your products: "
             "with three or more images of each, the scores measured as honest as the demo's. The next whitening "
             "fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
-        )
-    error = f", calibration error {calibration.error:.3f} on them" if calibration.error is not None else ""
-    return f"Calibrated on {calibration.fitted_on} searches with a known answer{error}."
+        ) % {"searches": calibration.fitted_on, "needed": CALIBRATION_MIN_SEARCHES}
+    if calibration.error is not None:
+        return _("Calibrated on %(searches)d searches with a known answer, calibration error %(error).3f on them.") % {
+            "searches": calibration.fitted_on, "error": calibration.error}
+    return _("Calibrated on %(searches)d searches with a known answer.") % {"searches": calibration.fitted_on}
 
 
 class _Twins:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, no_translations
 
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
 from ...models import ImageEmbedding
@@ -20,6 +20,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--failed", action="store_true", help="List each failed image with its reason.")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     def handle(self, *args, failed=False, **options):
         info = EmbeddingSpec.from_settings().describe()
         version = active_version()
