@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _, ngettext
 
 from tests.conftest import catalogue_image
 from tests.test_browser import browser, demo_server, phone, serve, val_photo  # noqa: F401 (fixtures)
+from visual_search.widget import match_percent
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "visual_search"
@@ -72,6 +73,12 @@ def test_the_widget_speaks_the_active_language(rf, language):
         assert set(messages_of(Template("{% load visual_search %}{% visual_search_widget limit=4 %}").render(Context({})))["results"]) == {"1", "2", "3", "4"}
 
 
+@pytest.mark.parametrize("score, shown", [(0.874, "87% match"), (0.875, "88% match"), (0.005, "1% match"), (0.004, "<1% match"),
+                                          (0.0, "0% match"), (1.0, "100% match"), (None, "")])
+def test_a_card_reads_a_chance_that_rounds_to_nothing_as_under_one_percent(score, shown):
+    assert match_percent(score) == shown
+
+
 def test_a_limit_that_is_not_a_number_still_renders(rf):
     page = Template("{% load visual_search %}{% visual_search_widget limit='many' %}").render(Context({"request": rf.get("/")}))
     assert set(messages_of(page)["results"]) == {str(n) for n in range(1, 13)}
@@ -112,7 +119,7 @@ def test_server_rendered_search_in_german(client, settings, make_product):
     with translation.override("de"):
         assert status in (ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2},
                           f'<span class="vs-unsure">{_("No confident match. Possible matches, best first.")}</span>')
-        match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"\d+")
+        match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"(?:\d+|&lt;1)")
     assert len(re.findall(match, page)) == 2
     # Without a photo: the customer's words for the error, in German.
     with translation.override("de"):
@@ -173,7 +180,7 @@ def german_demo(demo_server):
 def test_the_script_speaks_german(german_demo, browser):
     with translation.override("de"):
         hint, searching = _("Take or choose a photo of a product."), _("Searching…")
-        match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"\d+")
+        match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"(?:\d+|<1)")
         statuses = {ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", n) % {"count": n}
                     for n in range(1, 13)} | {_("No confident match. Possible matches, best first.")}
     context = phone(browser)

@@ -91,10 +91,13 @@ def results_found(count: int) -> str:
 
 def match_percent(score: float | None) -> str:
     """A result's score as the cards show it: "87% match" (in the active language), rounded half up
-    as the script's ``Math.round`` does."""
+    as the script's ``Math.round`` does; "<1% match" for a chance above 0 that rounds to 0 (a
+    possible match is not a certain miss)."""
     if score is None:
         return ""
-    return _("{percent}% match").format(percent=math.floor(float(score) * 100 + 0.5))
+    score = float(score)
+    percent = math.floor(score * 100 + 0.5)
+    return _("{percent}% match").format(percent="<1" if percent == 0 and score > 0 else percent)
 
 
 def customer_message(error: PhotoSearchError) -> str:

@@ -40,7 +40,9 @@
         return;
       }
       if (el.dataset.vsFormat === "percent" && typeof value === "number") {
-        el.textContent = format(messages.match, { percent: Math.round(value * 100) });
+        var percent = Math.round(value * 100);
+        // A chance above 0 that rounds to 0 reads "<1% match": a possible match is not a certain miss.
+        el.textContent = format(messages.match, { percent: percent === 0 && value > 0 ? "<1" : percent });
         return;
       }
       el.textContent = value === null || value === undefined ? "" : String(value);
