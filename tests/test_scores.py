@@ -92,6 +92,13 @@ def test_a_small_shop_with_a_second_photo_of_its_products_calibrates_on_them(sma
     reindex(Product, asynchronous=False)
     calibration = ranking.Calibration.from_dict(Whitening.objects.get().calibration)
     assert calibration.basis == "searches" and calibration.fitted_on >= 20 and calibration.error is not None
+    # Two images a product: its searches find their product by one image, a customer's by two.
+    # Staff are told the scores understate and what to do.
+    from visual_search.whitening import describe_scores
+
+    assert calibration.images_per_product == 2
+    note = describe_scores(Whitening.objects.get())
+    assert note.startswith("Calibrated on ") and "about 2 images each: the scores understate" in note
     results = visual_search.search_by_image(photos()["Kiwi"][1].read_bytes(), Product, limit=10)
     assert all(0.0 <= r.score <= 1.0 for r in results) and sum(r.score for r in results) <= 1.0 + 1e-6
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
@@ -114,6 +121,20 @@ def test_a_customer_view_of_a_product_s_only_image_is_never_a_calibration_search
                   [f"p{n}" for n in range(30)] * 2, list(range(60)))
     fitted = calibrate(both, customers, 8, "pca", small=False)
     assert fitted.basis == "searches" and fitted.fitted_on >= CALIBRATION_MIN_SEARCHES
+    assert fitted.images_per_product == 2
+
+
+def test_staff_are_told_when_few_images_per_product_make_the_scores_understate():
+    from visual_search.models import Whitening as Row
+    from visual_search.whitening import FEW_IMAGES, describe_scores
+
+    def note(images):
+        calibration = ranking.Calibration(0.05, 0.3, fitted_on=300, error=0.06, images_per_product=images)
+        return describe_scores(Row(calibration=calibration.as_dict()))
+
+    assert "understate" in note(2) and "about 2 images each" in note(2) and "about 3.5 images each" in note(3.5)
+    assert "understate" not in note(FEW_IMAGES) and "understate" not in note(None)  # None: fitted before it was recorded
+    assert note(FEW_IMAGES) == "Calibrated on 300 searches with a known answer, calibration error 0.060 on them."
 
 
 def test_confident_follows_the_threshold(small_shop, client, settings):

@@ -448,6 +448,9 @@ class Calibration:
     # The Policy.scoring the searches were ranked with ("": not recorded, before 0.2's last change).
     scoring: str = ""
     basis: str = "searches"
+    # How many images the catalogue's products had (the median) when it was fitted: with fewer
+    # than FEW_IMAGES the scores understate (see visual_search.whitening.FEW_IMAGES).
+    images_per_product: float | None = None
 
     def probabilities(self, similarities: Sequence[float]) -> list[float]:
         """The probability of each candidate of one search (best first) being the right product."""
@@ -457,7 +460,7 @@ class Calibration:
 
     def as_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "none": self.none, "fitted_on": self.fitted_on, "error": self.error,
-                "scoring": self.scoring, "basis": self.basis}
+                "scoring": self.scoring, "basis": self.basis, "images_per_product": self.images_per_product}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Calibration | None:
