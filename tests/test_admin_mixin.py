@@ -61,7 +61,8 @@ def test_columns_filters_and_actions_are_added_to_the_shops_own(model_admin, sta
     filters = model_admin.get_list_filter(request)
     assert filters[0] == "category" and filters[1].parameter_name == "visual_search"
     actions = model_admin.get_actions(request)
-    assert actions["visual_search_reindex"][2] == "Reindex visual search"
+    action = actions["visual_search_reindex"]  # Django 6.1: an Action; before, a (function, name, description) tuple
+    assert (action.description if hasattr(action, "description") else action[2]) == "Reindex visual search"
     assert "visual_search_requeue_failed" in actions
 
 

@@ -1,6 +1,7 @@
 """The widget, the server-rendered search page (JavaScript off) and {% similar_products %}."""
 
 import logging
+import re
 
 import pytest
 from django.core.cache import cache
@@ -129,3 +130,24 @@ def test_templates_are_overridable(shop, settings, tmp_path):
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
     html = render("{% similar_products product limit=1 %}", product=shop["Granny-Smith"])
     assert html.startswith("<") and html.endswith(">") and "vs-card" not in html
+
+
+@pytest.mark.parametrize("source, words", [
+    ("{% similar_products %}", "did not receive value(s) for the argument(s): 'obj'"),
+    ("{% similar_products product colour='red' %}", "unexpected keyword argument 'colour'"),
+    ("{% similar_products product 4 limit=2 %}", "multiple values for keyword argument 'limit'"),
+    ("{% similar_products limit=2 product %}", "positional argument(s) after some keyword argument(s)"),
+    ("{% similar_products a b c d e %}", "too many positional arguments"),
+])
+def test_similar_products_says_what_is_wrong_with_its_arguments(source, words):
+    from django.template import TemplateSyntaxError
+
+    with pytest.raises(TemplateSyntaxError, match=re.escape(words)):
+        render(source)
+
+
+def test_similar_products_takes_its_arguments_by_keyword_too(shop, rf):
+    product = shop["Oatly-Oat-Milk"]
+    by_position = render("{% similar_products product 2 as similar %}{{ similar|length }}", product=product)
+    by_keyword = render("{% similar_products obj=product limit=2 as similar %}{{ similar|length }}", product=product)
+    assert by_position.strip() == by_keyword.strip() == "2"

@@ -194,8 +194,10 @@ class VisualSearchAdminMixin:
     def get_list_filter(self, request):
         return [*super().get_list_filter(request), EmbeddingStatusFilter, DuplicateFilter]
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
+    def get_actions(self, request, action_location=None):
+        # Django 6.1 passes where the actions show (action_location); earlier Djangos know no such argument.
+        where = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **where)
         if self.has_change_permission(request):
             for name in self.visual_search_actions:
                 actions[name] = self.get_action(name)

@@ -6,7 +6,6 @@ Thin wrappers: the work is in :mod:`visual_search.widget` and :func:`visual_sear
 from __future__ import annotations
 
 from django import template
-from django.template.library import parse_bits
 from django.template.loader import render_to_string
 
 from ..results import similar_items
@@ -35,16 +34,44 @@ class SimilarProductsNode(template.Node):
         self.args, self.kwargs, self.target_var = args, kwargs, target_var
 
     def render(self, context):
-        args = [arg.resolve(context) for arg in self.args]
-        kwargs = {key: value.resolve(context) for key, value in self.kwargs.items()}
-        template_name = kwargs.pop("template", None) or "visual_search/similar_products.html"
-        if len(args) > 3:  # positional template
-            template_name = args.pop()
-        items = similar_items(*args, request=context.get("request"), **kwargs)
+        # Positional arguments by PARAMS' order, then the keyword ones (the parser allows no overlap).
+        values = dict(zip(PARAMS, (arg.resolve(context) for arg in self.args)))
+        values.update((key, value.resolve(context)) for key, value in self.kwargs.items())
+        obj = values.pop("obj")
+        template_name = values.pop("template", None) or "visual_search/similar_products.html"
+        items = similar_items(obj, request=context.get("request"), **values)
         if self.target_var:
             context[self.target_var] = items
             return ""
-        return render_to_string(template_name, {"items": items, "object": args[0] if args else None, "request": context.get("request")})
+        return render_to_string(template_name, {"items": items, "object": obj, "request": context.get("request")})
+
+
+# {% similar_products %}'s arguments, in order (similar_items has the defaults).
+PARAMS = ("obj", "limit", "queryset", "template")
+
+
+def parse_arguments(parser, bits: list[str], name: str = "similar_products"):
+    """Positional then ``key=value`` arguments of a tag, each compiled as a filter expression; the
+    errors name the tag, as Django's simple tags do. (Not ``django.template.library.parse_bits``:
+    private, and its signature changed in Django 6.)"""
+    args, kwargs = [], {}
+    for bit in bits:
+        key, equals, value = bit.partition("=")
+        if equals and key.isidentifier():
+            if key not in PARAMS:
+                raise template.TemplateSyntaxError(f"'{name}' received unexpected keyword argument '{key}'")
+            if key in kwargs or PARAMS.index(key) < len(args):
+                raise template.TemplateSyntaxError(f"'{name}' received multiple values for keyword argument '{key}'")
+            kwargs[key] = parser.compile_filter(value)
+        elif kwargs:
+            raise template.TemplateSyntaxError(f"'{name}' received some positional argument(s) after some keyword argument(s)")
+        else:
+            args.append(parser.compile_filter(bit))
+    if len(args) > len(PARAMS):
+        raise template.TemplateSyntaxError(f"'{name}' received too many positional arguments")
+    if not args and "obj" not in kwargs:
+        raise template.TemplateSyntaxError(f"'{name}' did not receive value(s) for the argument(s): 'obj'")
+    return args, kwargs
 
 
 @register.tag
@@ -60,8 +87,5 @@ def similar_products(parser, token):
     if len(bits) >= 2 and bits[-2] == "as":
         target_var = bits[-1]
         bits = bits[:-2]
-    args, kwargs = parse_bits(
-        parser, bits, params=["obj", "limit", "queryset", "template"], varargs=None, varkw=None,
-        defaults=(4, None, None), kwonly=[], kwonly_defaults=None, takes_context=False, name="similar_products",
-    )
+    args, kwargs = parse_arguments(parser, bits)
     return SimilarProductsNode(args, kwargs, target_var)
