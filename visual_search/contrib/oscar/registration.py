@@ -36,7 +36,7 @@ class Canonical(models.Transform):
     def as_sql(self, compiler, connection):
         product_id, params = compiler.compile(self.lhs)
         product = apps.get_model("catalogue", "Product")  # lhs may be ProductImage.product_id (a trimmed join)
-        quote = compiler.quote_name_unless_alias
+        quote = connection.ops.quote_name  # table and column names, never aliases
         table, pk = quote(product._meta.db_table), quote(product._meta.pk.column)
         parent = quote(product._meta.get_field("parent").column)
         sql = f"COALESCE((SELECT vs_p.{parent} FROM {table} vs_p WHERE vs_p.{pk} = {product_id}), {product_id})"
