@@ -23,11 +23,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import translation
-from django.utils.translation import gettext as _, ngettext
+from django.utils.translation import gettext as _
 
 from tests.conftest import catalogue_image
 from tests.test_browser import browser, demo_server, phone, serve, val_photo  # noqa: F401 (fixtures)
-from visual_search.widget import match_percent
+from visual_search.widget import match_percent, results_found
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "visual_search"
@@ -57,7 +57,7 @@ def test_the_widget_speaks_the_active_language(rf, language):
         page = widget(request=rf.get("/"))
         words = [_("Search by photo"), _("Choose a photo"), _("Take a photo"), _("Whole photo"), _("Search part of the photo")]
         messages = messages_of(page)
-        two = ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2}
+        two = results_found(2)
     for word in words:
         assert word in page and word not in english, word
     assert f'lang="{language}"' in page and 'lang="en' in english
@@ -92,7 +92,7 @@ def test_cards_and_status_line_in_german():
         card = render_to_string("visual_search/result_card.html", {"item": {**items[0], "available": False}})
         expected = (_("{percent}% match").format(percent=87), _("Out of stock"),
                     _("No confident match. Possible matches, best first."))
-        two = ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2}
+        two = results_found(2)
     assert status == two and "results" not in status
     assert expected[0] in card and "match" not in card and expected[1] in card
     assert expected[2] in unsure and "Possible matches" not in unsure
@@ -117,7 +117,7 @@ def test_server_rendered_search_in_german(client, settings, make_product):
     page = client.post("/search-by-photo/", {"image": photo}).content.decode()
     status = page.split('data-vs-status role="status" aria-live="polite">')[1].split("</p>")[0]
     with translation.override("de"):
-        assert status in (ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", 2) % {"count": 2},
+        assert status in (results_found(2),
                           f'<span class="vs-unsure">{_("No confident match. Possible matches, best first.")}</span>')
         match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"(?:\d+|&lt;1)")
     assert len(re.findall(match, page)) == 2
@@ -181,7 +181,7 @@ def test_the_script_speaks_german(german_demo, browser):
     with translation.override("de"):
         hint, searching = _("Take or choose a photo of a product."), _("Searching…")
         match = re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"(?:\d+|<1)")
-        statuses = {ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", n) % {"count": n}
+        statuses = {results_found(n)
                     for n in range(1, 13)} | {_("No confident match. Possible matches, best first.")}
     context = phone(browser)
     page = context.new_page()

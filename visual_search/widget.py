@@ -102,9 +102,8 @@ def match_percent(score: float | None) -> str:
 
 def customer_message(error: PhotoSearchError) -> str:
     """The words for a failed search on the page; throttling keeps its "try again in N seconds"."""
-    if error.code == "throttled" or error.code not in customer_messages():
-        return error.detail
-    return customer_messages()[error.code]
+    words = customer_messages().get(error.code)
+    return error.detail if error.code == "throttled" or words is None else words
 
 
 def _reverse(name: str) -> str | None:

@@ -7,10 +7,11 @@ import re
 
 import pytest
 from django.utils import translation
-from django.utils.translation import gettext as _, ngettext
+from django.utils.translation import gettext as _
 
 from tests.oscar.test_customers import photo
 from tests.oscar.test_staff import STATUS, user
+from visual_search.widget import results_found
 
 pytestmark = [pytest.mark.oscar, pytest.mark.django_db(transaction=True)]
 
@@ -31,7 +32,7 @@ def test_the_search_page_and_its_results_are_german_in_a_german_oscar_shop(catal
     results = client.post("/visual-search/", {"image": photo("Banana")}).content.decode()
     # The page's widget holds the results (the navbar's camera button has a widget of its own).
     status = [part.split("</p>")[0] for part in results.split('data-vs-status role="status" aria-live="polite">')[1:] if part.split("</p>")[0]][0]
-    counts = {ngettext("%(count)d result, best match first.", "%(count)d results, best match first.", n) % {"count": n} for n in range(1, 13)}
+    counts = {results_found(n) for n in range(1, 13)}
     assert status in counts or _("No confident match. Possible matches, best first.") in status
     assert re.search(re.escape(_("{percent}% match")).replace(re.escape("{percent}"), r"(?:\d+|&lt;1)"), results)
     assert "% match" not in results and "Banana" in results
