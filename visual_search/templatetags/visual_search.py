@@ -43,7 +43,9 @@ class SimilarProductsNode(template.Node):
         if self.target_var:
             context[self.target_var] = items
             return ""
-        return render_to_string(template_name, {"items": items, "object": obj, "request": context.get("request")})
+        # Look-alikes of a product have no photo to be "the product in": their cards show no "% match".
+        context_data = {"items": items, "object": obj, "request": context.get("request"), "show_score": False}
+        return render_to_string(template_name, context_data)
 
 
 # {% similar_products %}'s arguments, in order (similar_items has the defaults).
