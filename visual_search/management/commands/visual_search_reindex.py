@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-
 from django.core.management.base import BaseCommand, CommandError
 
+from ...exceptions import WeightsUnavailable
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
 from ...whitening import fit_if_needed
@@ -46,7 +46,10 @@ class Command(BaseCommand):
                 self.stderr.write("Some could not be queued (is the broker running?); they stay pending for the sweep.")
             self.stdout.write("Follow progress with `manage.py visual_search_status`.")
             return
-        counts = self._run(model_class, selection, force, total, verbosity)
+        try:
+            counts = self._run(model_class, selection, force, total, verbosity)
+        except WeightsUnavailable as exc:
+            raise CommandError(f"{exc} Nothing was lost: the images stay pending; run this command again once the weights load.") from exc
         self.stdout.write(
             self.style.SUCCESS(
                 f"Embedded {counts['embedded']}, unchanged {counts['unchanged']}, failed {counts['failed']}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from ...exceptions import WeightsUnavailable
 from ...models import ModelVersion
 from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
 from ..progress import Followed
@@ -41,7 +42,7 @@ class Command(BaseCommand):
     def handle(self, *args, action, verbosity=1, **options):
         try:
             getattr(self, f"_{action}")(verbosity=verbosity, **options)
-        except VersionError as exc:
+        except (VersionError, WeightsUnavailable) as exc:
             raise CommandError(str(exc)) from exc
 
     def _list(self, **options):

@@ -21,7 +21,8 @@
     results_other: "{count} results, best match first.",
     match: "{percent}% match",
     box_whole: "The box covers the whole photo.",
-    box_where: "The box covers {x0} to {x1} across and {y0} to {y1} down the photo."
+    box_where: "The box covers {x0} to {x1} across and {y0} to {y1} down the photo.",
+    percent: "{n}%"
   };
   // The server's words (in the page's language) have {name} holes the script fills in.
   function format(text, values) {
@@ -85,7 +86,8 @@
 
   function whole() { return { x0: 0, y0: 0, x1: 1, y1: 1 }; }
   function clamp(value, low, high) { return Math.min(Math.max(value, low), high); }
-  function percent(value) { return Math.round(value * 100) + "%"; }
+  // One edge of the box as a share of the photo, written as the shop's language writes it ("25 %").
+  function percent(value, messages) { return format(messages.percent || "{n}%", { n: Math.round(value * 100) }); }
 
   function CropBox(widget, crop) {
     this.widget = widget;
@@ -166,7 +168,7 @@
     var v = this.value;
     var messages = this.widget.messages;
     this.where.textContent = this.isWhole() ? messages.box_whole :
-      format(messages.box_where, { x0: percent(v.x0), x1: percent(v.x1), y0: percent(v.y0), y1: percent(v.y1) });
+      format(messages.box_where, { x0: percent(v.x0, messages), x1: percent(v.x1, messages), y0: percent(v.y0, messages), y1: percent(v.y1, messages) });
     var numbers = [v.x0, v.y0, v.x1, v.y1];
     this.fields.forEach(function (field, i) { field.value = String(Math.round(numbers[i] * 10000) / 10000); });
   };
