@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
@@ -39,11 +41,65 @@ class PossibleDuplicateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class _IndexChangeList(ChangeList):
+    """The index's list page: each row's result object (the product) fetched once per model for
+    the whole page, not once per row."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        by_type: dict[int, list[ImageEmbedding]] = {}
+        for row in self.result_list:
+            by_type.setdefault(row.result_type_id, []).append(row)
+        for rows in by_type.values():
+            model = rows[0].result_type.model_class()
+            found = {}
+            if model is not None:
+                found = {str(obj.pk): obj for obj in model._default_manager.filter(pk__in={r.result_id for r in rows})}
+            for row in rows:
+                row.result_object = found.get(row.result_id)
+
+
+# A search of the index by the products' own names finds the rows of at most this many products.
+SEARCH_RESULTS = 1000
+
+
 @admin.register(ImageEmbedding)
 class ImageEmbeddingAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "result_type", "result_id", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
-    list_filter = ("status", PossibleDuplicateFilter, "content_type", "fingerprint")
+    list_display = ("__str__", "result", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
+    list_filter = ("status", PossibleDuplicateFilter, ("content_type", admin.RelatedOnlyFieldListFilter), "fingerprint")
     search_fields = ("object_id", "result_id", "error", "source_name")
+
+    def get_changelist(self, request, **kwargs):
+        return _IndexChangeList
+
+    @admin.display(description=_("result"), ordering="result_id")
+    def result(self, obj: ImageEmbedding) -> str:
+        """The product a match on this image shows (linked to its admin page), or its id when gone."""
+        found = getattr(obj, "result_object", None)
+        if found is None:
+            return f"{obj.result_type.app_labeled_name} #{obj.result_id}"
+        meta = found._meta
+        if found.__class__ in self.admin_site._registry:
+            url = reverse(f"{self.admin_site.name}:{meta.app_label}_{meta.model_name}_change", args=[found.pk])
+            return format_html('<a href="{}">{}</a>', url, found)
+        return str(found)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Also by the products' own names: the search fields of each result model's admin, when
+        it has one here (typing "Lime" finds Lime's images)."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if not search_term:
+            return found, may_have_duplicates
+        for result_type_id in set(queryset.order_by().values_list("result_type_id", flat=True).distinct()):
+            model = ContentType.objects.get_for_id(result_type_id).model_class()
+            model_admin = self.admin_site._registry.get(model)
+            if model_admin is None or not model_admin.get_search_fields(request):
+                continue
+            matched, _duplicates = model_admin.get_search_results(request, model._default_manager.all(), search_term)
+            pks = [str(pk) for pk in matched.order_by().values_list("pk", flat=True).distinct()[:SEARCH_RESULTS]]
+            if pks:
+                found = found | queryset.filter(result_type_id=result_type_id, result_id__in=pks)
+        return found, may_have_duplicates
     readonly_fields = [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
     actions = ["requeue"]
 
@@ -61,7 +117,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         return f"{name if name is not None else other} ({obj.duplicate_score or 0:.2f}{same})"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("duplicate_of__result_type")
+        return super().get_queryset(request).select_related("content_type", "result_type", "duplicate_of__result_type")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,0 +1,84 @@
+"""The package's own *Product image index* admin page, as staff use it: which product each image
+stands for, found by that product's name, filtered by the models that are indexed."""
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import path
+
+import visual_search
+from visual_search.admin import ImageEmbeddingAdmin
+from visual_search.models import ImageEmbedding
+from visual_search.reindex import reindex
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product, ProductImage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+INDEX = "/shopadmin/visual_search/imageembedding/"
+
+
+class ProductAdmin(admin.ModelAdmin):
+    search_fields = ["name"]
+
+
+@pytest.fixture
+def staff_client(client, settings):
+    import tests.urls
+
+    site = admin.AdminSite(name="shopadmin")
+    site.register(Product, ProductAdmin)
+    site.register(ImageEmbedding, ImageEmbeddingAdmin)
+    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
+def catalogue(make_product):
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        lime = make_product("Persian lime", catalogue_image("Lime"))
+        mango = make_product("Mango", catalogue_image("Mango"))
+        shelf = ProductImage(product=lime)
+        shelf.image.save("lime-shelf.jpg", ContentFile(photos()["Lime"][0].read_bytes()))
+    reindex(asynchronous=False)
+    return lime, mango
+
+
+def rows(page: str) -> int:
+    return page.count('class="action-select"')
+
+
+def test_each_image_shows_its_product_linked_to_the_product_s_page(staff_client, catalogue):
+    lime, mango = catalogue
+    page = staff_client.get(INDEX).content.decode()
+    assert rows(page) == 3
+    assert f'<a href="/shopadmin/testapp/product/{lime.pk}/change/">Persian lime</a>' in page
+    assert page.count(f'href="/shopadmin/testapp/product/{lime.pk}/change/"') == 2  # its own image and the shelf photo
+    assert f'<a href="/shopadmin/testapp/product/{mango.pk}/change/">Mango</a>' in page
+
+
+def test_the_page_costs_the_same_queries_for_more_rows(staff_client, catalogue, make_product):
+    with CaptureQueriesContext(connection) as three:
+        staff_client.get(INDEX)
+    make_product("Kiwi", catalogue_image("Kiwi"))
+    make_product("Lemon", catalogue_image("Lemon"))
+    with CaptureQueriesContext(connection) as five:
+        assert rows(staff_client.get(INDEX).content.decode()) == 5
+    assert len(five) == len(three), [q["sql"] for q in five]
+
+
+def test_staff_find_a_product_s_images_by_its_name(staff_client, catalogue):
+    page = staff_client.get(INDEX, {"q": "persian"}).content.decode()  # in no file name: by the product's name
+    assert rows(page) == 2 and ">Mango</a>" not in page
+    assert rows(staff_client.get(INDEX, {"q": "mango"}).content.decode()) == 1
+    assert rows(staff_client.get(INDEX, {"q": "lime-shelf"}).content.decode()) == 1  # the file name, as before
+    assert rows(staff_client.get(INDEX, {"q": "papaya"}).content.decode()) == 0
+
+
+def test_the_model_filter_lists_only_the_indexed_models(staff_client, catalogue):
+    page = staff_client.get(INDEX).content.decode()
+    filters = page.split('id="changelist-filter"')[1]
+    assert "product image" in filters.lower() and "log entry" not in filters.lower() and "permission" not in filters.lower()
