@@ -107,6 +107,24 @@ def test_changelist_with_status_filter(client, site, staff, shop, settings):
     assert "1 stale or failed image indexed again." in response.content.decode()  # no Celery: done in the request
 
 
+def test_the_change_page_says_why_its_image_failed_and_what_to_do(client, site, staff, shop, settings):
+    from django.urls import path
+
+    import tests.urls
+
+    good, bad, bare = shop
+    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+    client.force_login(staff)
+    page = client.get(f"/shopadmin/testapp/product/{bad.pk}/change/").content.decode()
+    assert 'class="error"' in page and "Visual search could not index an image of this product: " in page
+    assert "not an image" in page and "Replace the image and save" in page
+    for fine in (good, bare):
+        assert "Visual search could not index" not in client.get(f"/shopadmin/testapp/product/{fine.pk}/change/").content.decode()
+    # Replaced and saved: indexed again, and the page says nothing more.
+    bad.image.save("fixed.jpg", ContentFile(catalogue_image("Kiwi").read_bytes()))
+    assert "Visual search could not index" not in client.get(f"/shopadmin/testapp/product/{bad.pk}/change/").content.decode()
+
+
 def test_reindex_action_queues_with_force(model_admin, staff, shop, monkeypatch):
     import visual_search.queue
 

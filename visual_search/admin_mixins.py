@@ -282,14 +282,22 @@ class VisualSearchAdminMixin:
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))
 
-    # -- the change page: "possible duplicate of ..." with a "Not a duplicate" button ----------------
+    # -- the change page: why an image failed; "possible duplicate of ..." with a "Not a duplicate" button
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "GET":
             obj = self.get_object(request, object_id)
             if obj is not None:
+                self._failure_message(request, obj)
                 self._duplicate_warnings(request, obj)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _failure_message(self, request, obj) -> None:
+        """Where staff can fix it: why an image of this object could not be indexed."""
+        if status_of(obj) == "failed":
+            text = _("Visual search could not index an image of this %(object)s: %(error)s Replace the image and save: "
+                     "it is indexed again.") % {"object": self.opts.verbose_name, "error": obj.visual_search_error or ""}
+            self.message_user(request, text, messages.ERROR)
 
     def _duplicate_warnings(self, request, obj) -> None:
         """A warning per flagged image, shown on this very page (messages added before it renders)."""
