@@ -150,3 +150,23 @@ def test_requeue_action_takes_only_failed_and_stale(model_admin, staff, shop, em
         "3 products: 2 stale or failed images indexed again. 1 product still has a failed image: the visual search column says why."
     ]
     assert ImageEmbedding.objects.for_object(good).get().fingerprint != "old-model"
+
+
+def test_the_status_and_duplicate_columns_look_each_product_up_by_index(db):
+    """One subquery per product row: each must find the product's images through an index on
+    object_id or result_id. Before, SQLite scanned every row of the fingerprint per product, and a
+    20,000-product shop's list filtered by status took minutes."""
+    from django.db import connection
+
+    from visual_search.admin_mixins import annotate_duplicates
+
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    sql, params = annotate_duplicates(annotate_status(Product.objects.all())).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = [row[-1] for row in cursor.fetchall()]
+    lookups = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and "testapp_product" not in step]
+    assert lookups, plan
+    for step in lookups:
+        assert "PRIMARY KEY" in step or "object_id=?" in step or "result_id=?" in step, plan

@@ -92,6 +92,9 @@ class ImageEmbedding(models.Model):
             models.Index(fields=["result_type", "status", "fingerprint", "updated_at"], name="visual_search_fresh"),
             # The duplicate check's "same bytes on another product?" (visual_search.duplicates).
             models.Index(fields=["checksum"], name="visual_search_checksum"),
+            # An object's rows as the result of its gallery's images: the admin's status column and
+            # filter look them up once per product (with result_type alone, a scan of every row).
+            models.Index(fields=["result_type", "result_id", "fingerprint", "status"], name="visual_search_result"),
         ]
 
     def __str__(self) -> str:
