@@ -1,9 +1,10 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--trained-version] [--ann-sizes 100000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [admin] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--trained-version] [--ann-sizes 100000] [--admin-sizes 1000,20000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
 backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API), ``crop``
-(searching a region of the photo), ``duplicates`` (DUPLICATE_THRESHOLD measured) and ``views`` (cheaper and
-costlier views than the default's four) run only when named. ``soak``
+(searching a region of the photo), ``duplicates`` (DUPLICATE_THRESHOLD measured), ``views`` (cheaper and
+costlier views than the default's four) and ``admin`` (the staff's list pages at 1,000 and 20,000
+products) run only when named. ``soak``
 (the production layout under load and faults: benchmarks/soak.py) runs only when named and alone,
 and exits 1 when one of its invariants fails.
 """
@@ -27,12 +28,13 @@ def _option(item: str) -> tuple[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "views", "soak"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "views", "admin", "soak"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--requests", type=int, default=20, help="Search suite: photos posted to the endpoint per catalogue size (default 20; at most the 296 val photos).")
     parser.add_argument("--trained-version", action="store_true", help="Search suite: with a trained version of the default training options active (a distilled one: one pass per photo).")
     parser.add_argument("--ann-sizes", default="100000,1000000", help="Catalogue sizes for the ann suite.")
+    parser.add_argument("--admin-sizes", default="1000,20000", help="Products for the admin suite.")
     parser.add_argument("--skip-seed", action="store_true", help="Skip the slow one-image-at-a-time baseline.")
     parser.add_argument("--epochs", type=int, help="Training suite: epochs (default: the product's).")
     parser.add_argument("--views", type=int, help="Training suite: augmented views per image (default: the product's).")
@@ -82,6 +84,10 @@ def main() -> None:
             from . import duplicates
 
             figures = duplicates.run()
+        elif suite == "admin":
+            from . import admin
+
+            figures = admin.run([int(n) for n in args.admin_sizes.split(",")])
         elif suite == "views":
             from . import views
 
