@@ -819,8 +819,13 @@ def plot(figures: dict, path: Path = PLOT) -> Path:
     draw = ImageDraw.Draw(image)
     seconds = max(figures["minutes"] * 60, samples[-1][0] if samples else 1)
     peak = max([max(s[1:]) for s in samples] + [1.0]) * 1.1
-    x = lambda t: left + (width - left - right) * t / seconds
-    y = lambda mb: height - bottom - (height - top - bottom) * mb / peak
+
+    def x(t):
+        return left + (width - left - right) * t / seconds
+
+    def y(mb):
+        return height - bottom - (height - top - bottom) * mb / peak
+
     shades = {"redis_down": (255, 220, 220), "postgres_restart": (215, 225, 255), "version_switch": (220, 245, 220)}
     for phase, colour in shades.items():
         for begin, end in figures["windows"][phase]:
@@ -834,7 +839,7 @@ def plot(figures: dict, path: Path = PLOT) -> Path:
     for t in range(0, int(seconds) + 1, max(10, int(seconds / 8) // 10 * 10)):
         draw.text((x(t) - 8, height - bottom + 6), f"{t}s", fill="black")
     lines = [("web: gunicorn, 2 workers", 1, (0, 0, 0)), ("celery worker a", 2, (200, 80, 0)), ("celery worker b", 3, (0, 90, 200))]
-    for label, column, colour in lines:
+    for _label, column, colour in lines:
         points = [(x(s[0]), y(s[column])) for s in samples]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)

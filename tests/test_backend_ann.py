@@ -384,7 +384,7 @@ def test_each_plan_of_a_restricted_search(weak, index_dir):
         used = []
         for method in ("_gathered", "_scanned"):
             original = getattr(backend, method)
-            setattr(backend, method, lambda *a, _m=method, _o=original, **kw: used.append(_m) or _o(*a, **kw))
+            setattr(backend, method, lambda *a, _m=method, _o=original, _used=used, **kw: _used.append(_m) or _o(*a, **kw))
         assert_exact(backend.search(query, limit=10, restrict_to=allowed, **where), truth)
         assert used and set(used) == {"_gathered" if name == "gather" else "_scanned"}, name
 

@@ -201,7 +201,7 @@ def _truncate(vgg16, layer: str):
     try:
         output = vgg16.get_layer(layer).output
     except ValueError as exc:
-        names = ", ".join(l.name for l in vgg16.layers[1:])
+        names = ", ".join(each.name for each in vgg16.layers[1:])
         raise ValueError(f"VISUAL_SEARCH['LAYER'] = {layer!r} is not a VGG16 layer; use one of: {names}.") from exc
     return keras.Model(vgg16.input, output, name=f"vgg16_to_{layer}")
 
