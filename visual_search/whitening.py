@@ -262,8 +262,8 @@ def describe_scores(row: Whitening) -> str:
             "Not calibrated: %(searches)d searches with a known answer, %(needed)d needed "
             "(a product's second image makes them). Every result gets about the same probability and searches "
             "say 'no confident match'. Add photos like a customer's (on a shelf, in a hand) to your products: "
-            "with three or more images of each, the scores measured as honest as the demo's. The next whitening "
-            "fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
+            "with three or more images of each, scores measured honest on the grocery photos this package is tested "
+            "with. The next whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
         ) % {"searches": calibration.fitted_on, "needed": CALIBRATION_MIN_SEARCHES}
     if calibration.error is not None:
         text = _("Calibrated on %(searches)d searches with a known answer, calibration error %(error).3f on them.") % {
