@@ -68,6 +68,8 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
     list_display = ("__str__", "result", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
     list_filter = ("status", PossibleDuplicateFilter, ("content_type", admin.RelatedOnlyFieldListFilter), "fingerprint")
     search_fields = ("object_id", "result_id", "error", "source_name")
+    readonly_fields = [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
+    actions = ["requeue"]
 
     def get_changelist(self, request, **kwargs):
         return _IndexChangeList
@@ -100,8 +102,6 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
             if pks:
                 found = found | queryset.filter(result_type_id=result_type_id, result_id__in=pks)
         return found, may_have_duplicates
-    readonly_fields = [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
-    actions = ["requeue"]
 
     @admin.display(description=_("error"))
     def short_error(self, obj: ImageEmbedding) -> str:
