@@ -66,3 +66,41 @@ def test_the_cache_down_leaves_searches_working(client, shop, monkeypatch, setti
     assert response.status_code == 200 and response.json()["results"][0]["name"] == "Kiwi"
     assert response.json()["results"][0]["image_url"]  # the thumbnail, made without its cache
     assert "rate limit not checked" in caplog.text and "Thumbnail cache unavailable" in caplog.text
+
+
+def test_an_image_change_whose_row_was_never_marked_is_stale_and_the_sweep_repairs_it(shop, monkeypatch):
+    """Under autocommit a product's save commits before its post_save marks the row pending. The
+    database gone between the two (the soak's PostgreSQL restart) left a ready row of the old file
+    that nothing recomputed: searches matched the product on a photo it no longer shows."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+
+    from visual_search import signals
+    from visual_search.models import ImageEmbedding
+    from visual_search.reindex import count_pks, select_pks, status_counts
+    from visual_search.registry import get_registration
+    from visual_search.tasks import sweep
+
+    lime = shop["Lime"]
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(signals, "mark_pending", database_gone)
+    with pytest.raises(OperationalError):
+        lime.image.save("lime-now-a-kiwi.jpg", ContentFile(catalogue_image("Kiwi").read_bytes()))
+    monkeypatch.undo()
+    lime.refresh_from_db()
+    row = ImageEmbedding.objects.for_object(lime).get()
+    assert lime.image.name.endswith(".jpg") and "lime-now-a-kiwi" in lime.image.name  # the save committed...
+    assert row.status == "ready" and row.source_name != lime.image.name  # ...its row still describes the old file
+    registration = get_registration("testapp.product", "image")
+    assert select_pks(registration, ["stale"]) == [lime.pk] and count_pks(only=["stale"]) == 1
+    assert {t["model"]: t["stale"] for t in status_counts()}["testapp.product.image"] == 1
+    assert select_pks(registration, ["missing", "failed", "pending"]) == []  # nothing else would have found it
+    sweep()
+    row = ImageEmbedding.objects.for_object(lime).get()
+    kiwi = hashlib.sha256(catalogue_image("Kiwi").read_bytes()).hexdigest()
+    assert row.status == "ready" and row.source_name == lime.image.name and row.checksum == kiwi
+    assert select_pks(registration, ["stale"]) == []

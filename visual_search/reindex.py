@@ -24,7 +24,8 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
     """Primary keys of ``registration.model`` objects to index.
 
     ``only`` narrows to objects whose image has no row at all (``missing``), rows of other models
-    but none of the current one (``stale``: the settings changed), a failed attempt (``failed``) or
+    but none of the current one, or a current one made from another file (``stale``: the settings
+    changed, or the image did and its row was never marked), a failed attempt (``failed``) or
     an unfinished one (``pending``) of the current or a building version; None means all. A
     retired version's rows beside current ones are not stale: they wait for a rollback. Objects
     without an image are left out.
@@ -42,7 +43,7 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
     wanted: set[str] = set()
     have_current, have_any = _object_ids(rows, current_fingerprint())
     if "stale" in only:
-        wanted |= have_any - have_current
+        wanted |= (have_any - have_current) | _renamed(registration, rows, current_fingerprint())
     for status in ("failed", "pending"):
         if status in only:
             wanted |= set(rows.filter(status=status, fingerprint__in=indexing_fingerprints()).values_list("object_id", flat=True))
@@ -50,6 +51,18 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
     if "missing" in only:
         wanted |= {str(pk) for pk in all_pks if str(pk) not in have_any}
     return [pk for pk in all_pks if str(pk) in wanted]
+
+
+def _renamed(registration: Registration, rows: models.QuerySet, fingerprint: str) -> set[str]:
+    """Object ids whose image is no longer the one their current row was made from: the save that
+    changed it committed, but marking the row pending did not (the database went away between the
+    two, under autocommit). Nothing else would ever recompute such a row."""
+    done = rows.filter(fingerprint=fingerprint).exclude(status=ImageEmbedding.Status.PENDING).exclude(source_name="")
+    made_from = dict(done.values_list("object_id", "source_name"))  # a pending row is already on its way
+    if not made_from:
+        return set()
+    now = registration.model._default_manager.values_list("pk", registration.image_field)
+    return {str(pk) for pk, name in now if str(pk) in made_from and name and made_from[str(pk)] != name}
 
 
 def _object_ids(rows: models.QuerySet, fingerprint: str) -> tuple[set[str], set[str]]:
@@ -105,7 +118,8 @@ def count_pks(model: type[models.Model] | None = None, only: Iterable[str] | Non
 
 def status_counts() -> list[dict[str, Any]]:
     """Per registration: objects with an image; their rows of the current fingerprint ready,
-    pending or failed; images with only other models' rows (``stale``) or none (``missing``);
+    pending or failed; images with only other models' rows, or a current one made from another file
+    (``stale``), or none (``missing``);
     and rows of other versions kept beside the current ones (``other_versions``)."""
     fingerprint = current_fingerprint()
     table = []
@@ -117,6 +131,7 @@ def status_counts() -> list[dict[str, Any]]:
         current = rows.filter(fingerprint=fingerprint)
         by_status = dict(current.values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
         have_current, have_any = _object_ids(rows, fingerprint)
+        stale = (have_any - have_current) | _renamed(registration, rows, fingerprint)
         table.append(
             {
                 "model": f"{registration.label}.{registration.image_field}",
@@ -124,7 +139,7 @@ def status_counts() -> list[dict[str, Any]]:
                 "ready": by_status.get("ready", 0),
                 "pending": by_status.get("pending", 0),
                 "failed": by_status.get("failed", 0),
-                "stale": len(with_image & (have_any - have_current)),
+                "stale": len(with_image & stale),
                 "missing": len(with_image - have_any),
                 "other_versions": rows.exclude(fingerprint=fingerprint).count(),
             }
