@@ -43,6 +43,28 @@ def catalogue_image(product: str) -> Path:
     return DATA / "catalogue" / f"{product}.jpg"
 
 
+def serve_admin_site(settings, site) -> None:
+    """Serve a test's own ``AdminSite`` (named "shopadmin") at /shopadmin/, beside the test project's URLs."""
+    from django.urls import path
+
+    import tests.urls
+
+    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+
+
+def staff_on_site(client, settings, registrations) -> object:
+    """``client`` logged in as a new superuser on an ``AdminSite`` of ``{model: ModelAdmin}``, served."""
+    from django.contrib import admin
+    from django.contrib.auth.models import User
+
+    site = admin.AdminSite(name="shopadmin")
+    for model, model_admin in registrations.items():
+        site.register(model, model_admin)
+    serve_admin_site(settings, site)
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    return client
+
+
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")

@@ -8,7 +8,7 @@ from django.test import RequestFactory
 
 from visual_search.admin_mixins import VisualSearchAdminMixin, annotate_status, status_of
 from visual_search.models import ImageEmbedding
-from tests.conftest import catalogue_image
+from tests.conftest import catalogue_image, serve_admin_site
 from tests.testapp.models import Product, ProductImage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,12 +85,8 @@ def test_a_failed_gallery_image_shows_on_its_product(shop):
 
 
 def test_changelist_with_status_filter(client, site, staff, shop, settings):
-    from django.urls import path
-
-    import tests.urls
-
     good, bad, bare = shop
-    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+    serve_admin_site(settings, site)
     client.force_login(staff)
     page = client.get("/shopadmin/testapp/product/")
     assert page.status_code == 200
@@ -108,12 +104,8 @@ def test_changelist_with_status_filter(client, site, staff, shop, settings):
 
 
 def test_the_change_page_says_why_its_image_failed_and_what_to_do(client, site, staff, shop, settings):
-    from django.urls import path
-
-    import tests.urls
-
     good, bad, bare = shop
-    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
+    serve_admin_site(settings, site)
     client.force_login(staff)
     page = client.get(f"/shopadmin/testapp/product/{bad.pk}/change/").content.decode()
     assert 'class="error"' in page and "Visual search could not index an image of this product: " in page

@@ -5,13 +5,11 @@ import logging
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.management import call_command
-from django.urls import path
 from PIL import Image
 
-from tests.conftest import catalogue_image, photos
+from tests.conftest import catalogue_image, photos, staff_on_site
 from tests.testapp.models import Product, ProductImage
 from visual_search import duplicates
 from visual_search.admin import ImageEmbeddingAdmin
@@ -182,14 +180,7 @@ class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
 
 @pytest.fixture
 def client_on_site(client, settings):
-    import tests.urls
-
-    site = admin.AdminSite(name="shopadmin")
-    site.register(Product, ProductAdmin)
-    site.register(ImageEmbedding, ImageEmbeddingAdmin)
-    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
-    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
-    return client
+    return staff_on_site(client, settings, {Product: ProductAdmin, ImageEmbedding: ImageEmbeddingAdmin})
 
 
 @pytest.fixture

@@ -3,17 +3,15 @@ stands for, found by that product's name, filtered by the models that are indexe
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import path
 
 import visual_search
 from visual_search.admin import ImageEmbeddingAdmin
 from visual_search.models import ImageEmbedding
 from visual_search.reindex import reindex
-from tests.conftest import catalogue_image, photos
+from tests.conftest import catalogue_image, photos, staff_on_site
 from tests.testapp.models import Product, ProductImage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,14 +24,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 @pytest.fixture
 def staff_client(client, settings):
-    import tests.urls
-
-    site = admin.AdminSite(name="shopadmin")
-    site.register(Product, ProductAdmin)
-    site.register(ImageEmbedding, ImageEmbeddingAdmin)
-    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": [path("shopadmin/", site.urls), *tests.urls.urlpatterns]})
-    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
-    return client
+    return staff_on_site(client, settings, {Product: ProductAdmin, ImageEmbedding: ImageEmbeddingAdmin})
 
 
 @pytest.fixture
