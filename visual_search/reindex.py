@@ -41,9 +41,10 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
         content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field
     )
     wanted: set[str] = set()
-    have_current, have_any = _object_ids(rows, current_fingerprint())
+    fingerprint = current_fingerprint()
+    have_current, have_any = _object_ids(rows, fingerprint)
     if "stale" in only:
-        wanted |= (have_any - have_current) | _renamed(registration, rows, current_fingerprint())
+        wanted |= (have_any - have_current) | _renamed(registration, rows, fingerprint)
     for status in ("failed", "pending"):
         if status in only:
             wanted |= set(rows.filter(status=status, fingerprint__in=indexing_fingerprints()).values_list("object_id", flat=True))
