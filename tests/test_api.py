@@ -4,6 +4,7 @@ import io
 
 import pytest
 from django.core.cache import cache
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
@@ -99,7 +100,6 @@ def test_filters_not_in_api_filters_are_ignored(client, shop):
 def test_gallery_image_is_the_picture_of_a_product_without_its_own(client, shop, settings):
     bare = Product.objects.create(name="Loose Banana", category="fruit")
     gallery = ProductImage(product=bare)
-    from django.core.files.base import ContentFile
 
     gallery.image.save("loose-banana.jpg", ContentFile(photos()["Banana"][0].read_bytes()))
     results = search(client, photos()["Banana"][0].read_bytes()).json()["results"]
@@ -139,6 +139,26 @@ def test_similar_to_product_without_embedding_is_409(client, shop):
     assert response.status_code == 409
     body = response.json()
     assert body["results"] == [] and body["code"] == "not_indexed" and "not indexed" in body["detail"]
+    assert body["state"] == "missing" and "Retry-After" not in response
+
+
+def test_similar_409_says_whether_waiting_helps(client, shop):
+    """A failed image answers "failed" (waiting changes nothing), a queued one "pending" with Retry-After."""
+    from visual_search.models import ImageEmbedding
+
+    broken = Product.objects.create(name="Broken photo")
+    broken.image.save("broken.jpg", ContentFile(b"not a JPEG at all" * 50), save=True)
+    assert ImageEmbedding.objects.for_result(broken).get().status == ImageEmbedding.Status.FAILED
+    response = client.get(f"/api/visual-search/products/{broken.pk}/similar/")
+    assert response.status_code == 409 and "Retry-After" not in response
+    body = response.json()
+    assert body["state"] == "failed" and "could not be indexed" in body["detail"] and "replaces the image" in body["detail"]
+
+    banana = shop["Banana"]
+    ImageEmbedding.objects.for_result(banana).update(status=ImageEmbedding.Status.PENDING)
+    response = client.get(f"/api/visual-search/products/{banana.pk}/similar/")
+    assert response.status_code == 409 and response["Retry-After"] == "10"
+    assert response.json()["state"] == "pending" and "try again" in response.json()["detail"]
 
 
 # -- bad input: a clear 4xx and a message, never a 500 ---------------------------------------

@@ -28,7 +28,16 @@ logger = logging.getLogger("visual_search")
 
 
 class NotIndexed(VisualSearchError):
-    """The object has no ready embedding yet (pending, failed, or never indexed)."""
+    """The object has no ready embedding yet (pending, failed, or never indexed).
+
+    ``state`` says which: ``"pending"`` (queued, or made by another version of the network and
+    being recomputed: it will be searchable soon), ``"failed"`` (its images could not be read:
+    nothing changes until an image is replaced) or ``"missing"`` (no image to compare).
+    """
+
+    def __init__(self, message: str, state: str = "missing"):
+        super().__init__(message)
+        self.state = state
 
 
 class NotSearchable(VisualSearchError, LookupError):
@@ -156,11 +165,23 @@ def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarr
     rows = ImageEmbedding.objects.for_result(obj).ready(fingerprint or current_fingerprint()).values_list("vector", flat=True)
     vectors = [np.frombuffer(bytes(blob), dtype=np.float32) for blob in rows]
     if not vectors:
+        state = _unindexed_state(obj)
         raise NotIndexed(
-            f"{obj._meta.verbose_name} {obj.pk} has no ready image embedding yet; "
-            "run manage.py visual_search_status to see why."
+            f"{obj._meta.verbose_name} {obj.pk} has no ready image embedding yet ({state}); "
+            "run manage.py visual_search_status to see why.",
+            state,
         )
     return l2_normalise(np.mean(vectors, axis=0))
+
+
+def _unindexed_state(obj: models.Model) -> str:
+    """Why ``obj`` has no ready vector: ``"pending"``, ``"failed"`` or ``"missing"`` (see :class:`NotIndexed`)."""
+    statuses = set(ImageEmbedding.objects.for_result(obj).values_list("status", flat=True))
+    if statuses & {ImageEmbedding.Status.PENDING, ImageEmbedding.Status.READY}:  # ready: another version's, being recomputed
+        return "pending"
+    if ImageEmbedding.Status.FAILED in statuses:
+        return "failed"
+    return "missing"
 
 
 def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None, request=None) -> list[SearchResult]:

@@ -106,6 +106,13 @@ class SearchResponseSerializer(ResultsSerializer):
 
 class SimilarResponseSerializer(ResultsSerializer):
     detail = serializers.CharField(required=False, help_text="Why there are no results (409: not indexed yet).")
+    code = serializers.CharField(required=False, help_text="409: not_indexed.")
+    state = serializers.ChoiceField(
+        ["pending", "failed", "missing"],
+        required=False,
+        help_text="409: pending (being indexed: try again, after Retry-After), failed (the image could not be "
+        "read: nothing changes until the shop replaces it) or missing (no image, or never indexed).",
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

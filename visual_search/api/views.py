@@ -160,9 +160,8 @@ class SimilarView(VisualSearchAPIView):
         queryset = apply_filters(shown, request.query_params)
         try:
             results = search.find_similar(obj, limit=limit, queryset=queryset)
-        except search.NotIndexed:
-            detail = f"This {model._meta.verbose_name} has no searchable image yet (not indexed, pending or failed); try again later."
-            return Response({"results": [], "detail": detail, "code": "not_indexed"}, status=status.HTTP_409_CONFLICT)
+        except search.NotIndexed as exc:
+            return _not_indexed(model, exc.state)
         except (ValueError, TypeError) as exc:
             raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
         except Exception:
@@ -171,6 +170,23 @@ class SimilarView(VisualSearchAPIView):
                 503, "unavailable", "Similar products are not available right now; please try again later.", RETRY_AFTER_SECONDS
             ) from None
         return self.results_response(describe(results, request))
+
+
+NOT_INDEXED = {
+    "pending": "This {name}'s image is being indexed (not indexed yet); try again in a minute.",
+    "failed": "This {name}'s image could not be indexed (not indexed: the file could not be read); "
+    "there are similar products once the shop replaces the image.",
+    "missing": "This {name} is not indexed: it has no image yet, or its images have not been indexed.",
+}
+
+
+def _not_indexed(model, state: str) -> Response:
+    """409 ``not_indexed``: no results, and ``state`` (pending, failed, missing) says whether waiting helps."""
+    detail = NOT_INDEXED[state].format(name=model._meta.verbose_name)
+    response = Response({"results": [], "detail": detail, "code": "not_indexed", "state": state}, status=status.HTTP_409_CONFLICT)
+    if state == "pending":
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _get_object(queryset, pk):
