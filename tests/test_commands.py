@@ -54,6 +54,16 @@ def test_weights_that_do_not_load_are_one_clear_error_and_lose_nothing(imported,
         catalogue_image("Kiwi").read_bytes()))
     [record] = [r for r in caplog.records if "stay pending" in r.getMessage()]
     assert record.levelname == "ERROR" and record.exc_info is None and "not a Keras VGG16" in record.getMessage()
+    # In a Celery worker: the task ends (no traceback, no retry loop), the rows wait for the sweep.
+    from visual_search.tasks import embed_objects
+
+    caplog.clear()
+    pks = [product.pk for product in imported]
+    outcome = embed_objects.apply(args=("testapp.product", "image", pks))
+    assert outcome.successful() and outcome.result["pending"] == len(pks) and "not a Keras VGG16" in outcome.result["error"]
+    [record] = [r for r in caplog.records if "stay pending" in r.getMessage()]
+    assert record.levelname == "ERROR" and record.exc_info is None
+    assert not ImageEmbedding.objects.exclude(status="pending").exists()
 
 
 def test_only_failed_retries_just_those(imported):

@@ -22,6 +22,7 @@ from django.utils import timezone
 from . import queue
 from .backends import get_backend
 from .conf import settings
+from .exceptions import WeightsUnavailable
 from .indexing import index_objects
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
@@ -57,7 +58,14 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     ``fingerprint`` (a version being built: see :func:`visual_search.versions.activate`).
     """
     fingerprints = [fingerprint] if fingerprint else None
-    report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
+    try:
+        report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
+    except WeightsUnavailable as exc:
+        # The setup, not these objects, and no retry helps until it is fixed: one line that says
+        # what to do, no traceback per task. The rows stay pending; the sweep (on worker start and
+        # from beat) queues them again.
+        logger.error("Visual search could not index %s %s ids: the rows stay pending. %s", label, len(pks), exc)
+        return {"embedded": 0, "unchanged": 0, "failed": 0, "removed": 0, "retry": 0, "pending": len(pks), "error": str(exc)}
     if report.retry:
         # Only the images that could not be read go round again; the rest are stored.
         raise self.retry(
