@@ -63,6 +63,34 @@ def test_the_sweep_refits_once_the_catalogue_grew(catalogue, make_product, setti
     assert Whitening.objects.get().trained_on == 31
 
 
+def test_the_sweep_refits_once_the_catalogue_shrank(catalogue):
+    from visual_search.tasks import sweep
+
+    reindex(Product, asynchronous=False)
+    Product.objects.filter(name__in=["Lime photo 0", "Lime photo 1", "Kiwi photo 0"]).delete()
+    sweep()
+    assert Whitening.objects.get().trained_on == 24  # 21 ready: within WHITENING_REFIT_GROWTH
+    Product.objects.filter(name="Kiwi photo 1").delete()
+    sweep()
+    assert Whitening.objects.get().trained_on == 20  # 24 / 1.2: it learned from products that are gone
+
+
+def test_unreadable_images_are_left_out_of_the_fit_in_one_log_line(catalogue, caplog, settings):
+    import logging
+    import os
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 1}  # customer views: files read
+    reindex(Product, asynchronous=False)
+    for name in ("Lime photo 0", "Kiwi photo 0", "Lemon photo 1"):
+        os.remove(Product.objects.get(name=name).image.path)
+    Whitening.objects.all().delete()
+    with caplog.at_level(logging.INFO, logger="visual_search"):
+        visual_search.whitening.fit_if_needed()
+    assert Whitening.objects.get().trained_on == 24  # the stored vectors still count
+    [line] = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert line.startswith("Whitening: 3 of 24 sampled images left out") and "(and 2 more)" in line
+
+
 def test_whitening_can_be_switched_off(catalogue, settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": None}
     reindex(Product, asynchronous=False)

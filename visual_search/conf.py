@@ -266,7 +266,7 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("WHITENING_MIN_VECTORS", 300, (int,), "Whitening is fitted from the stored vectors alone once this "
                 "many are ready; before, with customer views added (WHITENING_AUGMENT).", minimum=2),
         Setting("WHITENING_REFIT_GROWTH", 0.2, NUMBER, "Whitening is fitted again when the catalogue has grown by "
-                "this fraction (0.2 = 20 %).", minimum=0),
+                "this fraction (0.2 = 20 %), or shrunk by as much (from 120 images to 100 or fewer).", minimum=0),
         # Each customer view costs one VGG16 pass per QUERY_VIEWS view when the whitening is fitted
         # (at most 300 images are seen so: 2 views x 4 = 8 passes an image, as much as indexing two
         # more images); they also calibrate the scores (visual_search.whitening). 0: neither.

@@ -156,30 +156,34 @@ def customer_views(rows, fingerprint: str, per_image: int, limit: int = AUGMENTE
     vectors, result_ids, sources = [], [], []
     ids = list(rows.order_by("pk").values_list("pk", flat=True))
     chosen = sorted(rng.sample(ids, limit)) if len(ids) > limit else ids  # spread over the catalogue, seeded
+    left_out: list[str] = []
     for row in rows.filter(pk__in=chosen).select_related("content_type").order_by("pk"):
-        picture = _open(row)
+        try:
+            picture = _open(row)
+        except Exception as exc:  # a bad or missing file only leaves this image out
+            left_out.append(f"{row.content_type} #{row.object_id}: {exc}")
+            continue
         if picture is None:
             continue
         views = [customer_view(picture, rng)[0] for _ in range(per_image)]
         vectors.append(extractor.embed_images(views, settings.QUERY_VIEWS))
         result_ids += [row.result_id] * per_image
         sources += [row.pk] * per_image
+    if left_out:  # one line, not one per file: a catalogue that lost its media folder has thousands
+        more = f" (and {len(left_out) - 1} more)" if len(left_out) > 1 else ""
+        logger.info("Whitening: %s of %s sampled images left out, as unreadable: %s%s", len(left_out), len(chosen), left_out[0], more)
     return Sample(np.vstack(vectors), result_ids, sources) if vectors else None
 
 
 def _open(row: ImageEmbedding):
-    """The decoded image of an embedding row, or None (object gone, image unreadable)."""
+    """The decoded image of an embedding row, None when its object is gone; raises when unreadable."""
     content_type = row.content_type
-    try:
-        registration = get_registration(f"{content_type.app_label}.{content_type.model}", row.field_name)
-        obj = registration.model._default_manager.filter(pk=row.object_id).first()
-        if obj is None:
-            return None
-        data = images.read_bytes(registration.read_image(obj), int(settings.MAX_INDEX_BYTES))
-        return images.open_image(data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS))
-    except Exception as exc:  # a bad or missing file only leaves this image out
-        logger.info("Whitening: image of %s #%s left out: %s", content_type, row.object_id, exc)
+    registration = get_registration(f"{content_type.app_label}.{content_type.model}", row.field_name)
+    obj = registration.model._default_manager.filter(pk=row.object_id).first()
+    if obj is None:
         return None
+    data = images.read_bytes(registration.read_image(obj), int(settings.MAX_INDEX_BYTES))
+    return images.open_image(data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS))
 
 
 def calibrate(
@@ -344,7 +348,7 @@ def _sample_vectors(rows, ids: np.ndarray) -> Sample:
 
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
-    """True when there is no whitening yet, the catalogue grew by ``WHITENING_REFIT_GROWTH``, or its
+    """True when there is no whitening yet, the catalogue grew (or shrank) by ``WHITENING_REFIT_GROWTH``, or its
     calibration was fitted for another ranking (``QUERY_EXPANSION``, ``PROTOTYPE_WEIGHT``) or before
     it recorded its ``basis`` (0.2.0's, which may have learned from customer views of a product's
     only image: see ``CALIBRATION_MIN_SEARCHES``)."""
@@ -352,7 +356,9 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     if not settings.WHITENING or ready < 2 or (small and not int(settings.WHITENING_AUGMENT)):
         return False
     row = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).only("trained_on", "calibration").first()
-    if row is None or ready >= row.trained_on * (1 + float(settings.WHITENING_REFIT_GROWTH)):
+    growth = 1 + float(settings.WHITENING_REFIT_GROWTH)
+    if row is None or ready >= row.trained_on * growth or ready * growth <= row.trained_on:
+        # Shrunk as much: it learned from (and its calibration counted) products that are gone.
         return True
     if row.calibration and "basis" not in row.calibration:
         return True
@@ -362,7 +368,7 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
 
 
 def fit_if_needed(fingerprint: str | None = None) -> list:
-    """Fit the whitening of every searchable model that has none yet or has grown (see ``needs_refit``).
+    """Fit the whitening of every searchable model that has none yet or has grown or shrunk (see ``needs_refit``).
 
     For the current fingerprint, or for ``fingerprint`` (a model version about to be activated).
     """
