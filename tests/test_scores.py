@@ -30,6 +30,26 @@ def test_probabilities_are_in_0_1_fall_with_similarity_and_sum_to_less_than_1():
         assert calibration.probabilities(better)[n] > chances[n]
 
 
+def test_few_images_per_product_mix_in_the_default_curve_and_stay_probabilities():
+    assert ranking.prior_weight(None) == 0.0 and ranking.prior_weight(ranking.PRIOR_IMAGES) == 0.0
+    assert ranking.prior_weight(2) == 0.75 and ranking.prior_weight(4) == 0.5 and ranking.prior_weight(30) == 0.0
+    # A fit on few-image searches states next to nothing; mixed, the first result gets what the
+    # default curve gives it, in proportion.
+    own = ranking.Calibration(temperature=0.05, none=1.2, images_per_product=2)
+    mixed = ranking.Calibration(temperature=0.05, none=1.2, images_per_product=2, prior=0.75)
+    similarities = np.linspace(0.9, 0.1, 10)
+    first = (own.probabilities(similarities)[0], ranking.DEFAULT_CALIBRATION.probabilities(similarities)[0])
+    assert mixed.probabilities(similarities)[0] == pytest.approx(0.25 * first[0] + 0.75 * first[1])
+    chances = mixed.probabilities(similarities)
+    assert all(0.0 <= p <= 1.0 for p in chances) and sum(chances) < 1.0 and chances == sorted(chances, reverse=True)
+    for n in range(10):
+        better = similarities.copy()
+        better[n] += 0.05
+        assert mixed.probabilities(better)[n] > chances[n]
+    assert ranking.Calibration.from_dict(mixed.as_dict()) == mixed
+    assert ranking.Calibration.from_dict(own.as_dict()).prior == 0.0  # stored before: no mix
+
+
 def test_calibration_learns_how_sharp_the_shop_s_scores_are():
     rng = np.random.default_rng(0)
     truth = ranking.Calibration(temperature=0.05, none=0.4)
@@ -96,9 +116,10 @@ def test_a_small_shop_with_a_second_photo_of_its_products_calibrates_on_them(sma
     # Staff are told the scores understate and what to do.
     from visual_search.whitening import describe_scores
 
-    assert calibration.images_per_product == 2
+    assert calibration.images_per_product == 2 and calibration.prior == ranking.prior_weight(2) == 0.75
     note = describe_scores(Whitening.objects.get())
-    assert note.startswith("Calibrated on ") and "about 2 images each: the scores understate" in note
+    assert note.startswith("Calibrated on ") and "about 2 images each: too few for your own searches alone" in note
+    assert "75 % of each score comes from the curve measured on the grocery photos" in note
     results = visual_search.search_by_image(photos()["Kiwi"][1].read_bytes(), Product, limit=10)
     assert all(0.0 <= r.score <= 1.0 for r in results) and sum(r.score for r in results) <= 1.0 + 1e-6
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
@@ -247,6 +268,24 @@ def test_a_calibration_stored_before_it_recorded_its_ranking_still_loads():
     old = {"temperature": 0.07, "none": 0.3, "fitted_on": 10, "error": 0.05}
     calibration = ranking.Calibration.from_dict(old)
     assert calibration.scoring == "" and calibration.fits(ranking.Policy(expansion=3))
+
+
+def test_a_few_image_calibration_stored_before_the_default_curve_was_mixed_in_is_fitted_again(small_shop):
+    from visual_search.serving import current_fingerprint
+    from visual_search.whitening import needs_refit
+
+    whitening = Whitening.objects.get()
+    fitted = {"temperature": 0.0009, "none": 1.5, "fitted_on": 243, "error": 0.05, "scoring": whitening.calibration["scoring"],
+              "basis": "searches", "images_per_product": 2.0}
+    whitening.calibration = fitted
+    whitening.save()
+    assert needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+    whitening.calibration = {**fitted, "prior": 0.75}
+    whitening.save()
+    assert not needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+    whitening.calibration = {**fitted, "images_per_product": 8.0}  # enough images: nothing to mix in
+    whitening.save()
+    assert not needs_refit(whitening.result_type_id, current_fingerprint(), 20)
 
 
 def test_staff_see_how_the_scores_are_calibrated_in_the_admin(small_shop, admin_client):

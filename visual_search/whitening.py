@@ -32,7 +32,18 @@ from .embeddings import images
 from .embeddings.augment import customer_view
 from .embeddings.pooling import l2_normalise
 from .models import ImageEmbedding, Whitening
-from .ranking import CANDIDATES, CHANCE_CALIBRATION, ArraySpace, Calibration, Policy, fit_calibration, fit_whitening, rank, transform
+from .ranking import (
+    CANDIDATES,
+    CHANCE_CALIBRATION,
+    ArraySpace,
+    Calibration,
+    Policy,
+    fit_calibration,
+    fit_whitening,
+    prior_weight,
+    rank,
+    transform,
+)
 from .registry import get_registration, get_registrations
 from .serving import current_fingerprint
 
@@ -65,7 +76,8 @@ CALIBRATION_MIN_SEARCHES = 20
 # (benchmarks quality, the 81 products with the catalogue image and 1, 2, 3 shop photos each, the
 # 296 val photos) the first result's stated probability was 0.016, 0.269 and 0.457 on average where
 # it came true 0.324, 0.402 and 0.470 of the time. Below this many images per product (the
-# median), staff are told the scores understate (describe_scores).
+# median), staff were told the scores understate (describe_scores); now the default curve
+# is mixed in instead (ranking.prior_weight), and staff are told by how much.
 FEW_IMAGES = 4
 
 
@@ -245,7 +257,7 @@ def calibrate(
     if not known_answers:
         return None
     images = float(np.median(list(Counter(sample.result_ids).values())))
-    return replace(fit_calibration(known_answers, policy.scoring), images_per_product=images)
+    return replace(fit_calibration(known_answers, policy.scoring), images_per_product=images, prior=prior_weight(images))
 
 
 def score_notes(fingerprint: str | None = None) -> list[tuple[str, str]]:
@@ -275,7 +287,14 @@ def describe_scores(row: Whitening) -> str:
     else:
         text = _("Calibrated on %(searches)d searches with a known answer.") % {"searches": calibration.fitted_on}
     images = calibration.images_per_product
-    if images is not None and images < FEW_IMAGES:
+    if calibration.prior > 0:
+        text += " " + _(
+            "Your products have about %(images)g images each: too few for your own searches alone to calibrate "
+            "the scores (they would understate how often the first result is right), so %(share)d %% of each score "
+            "comes from the curve measured on the grocery photos this package is tested with. Add photos like a "
+            "customer's (on a shelf, in a hand): the more images a product has, the more the scores are your catalogue's own."
+        ) % {"images": images, "share": round(100 * calibration.prior)}
+    elif images is not None and images < FEW_IMAGES:  # fitted before the default curve was mixed in
         text += " " + _(
             "Your products have about %(images)g images each: the scores understate how often the first result is "
             "right, so searches say 'no confident match' more often than they should. Add photos like a customer's "
@@ -362,6 +381,8 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
         return True
     if row.calibration and "basis" not in row.calibration:
         return True
+    if row.calibration.get("basis") == "searches" and "prior" not in row.calibration and prior_weight(row.calibration.get("images_per_product")) > 0:
+        return True  # few images per product, fitted before the default curve was mixed in
     # Scores ranked another way (QUERY_EXPANSION, PROTOTYPE_WEIGHT changed) need their own calibration.
     calibration = Calibration.from_dict(row.calibration)
     return calibration is not None and not calibration.fits(Policy.from_settings())
