@@ -76,3 +76,29 @@ def test_a_rule_that_does_not_import_is_a_system_check_error(settings):
 
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.nowhere.rule"}
     assert [m.id for m in check_settings()] == ["visual_search.E023"]
+
+
+def test_a_rule_that_cannot_take_model_and_request_is_a_system_check_error(settings):
+    from visual_search.checks import check_settings
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.testapp.visibility.one_argument"}
+    [message] = check_settings()
+    assert message.id == "visual_search.E023" and "cannot be called as rule(model, request)" in message.msg
+
+
+@pytest.mark.parametrize("rule", ["takes_a_queryset", "forgets_to_return"])
+def test_a_rule_that_fails_shows_customers_nothing_and_says_why_in_the_log(shop, client, settings, caplog, rule):
+    """No 500 page and nothing hidden shown: 503 "unavailable" everywhere, the log names the rule's fault."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": f"tests.testapp.visibility.{rule}"}
+    response = client.post("/api/visual-search/search/", {"image": photo("Banana")})
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    assert "is called as rule(model, request)" in caplog.text and f"visibility.{rule}" in caplog.text
+    assert client.get(f"/api/visual-search/products/{shop['Banana'].pk}/similar/").status_code == 503
+    page = client.post("/search-by-photo/", {"image": photo("Banana")})
+    assert page.status_code == 503 and b"Banana" not in page.content
+    with pytest.raises(visual_search.registry.VisibilityRuleError, match="returns a QuerySet of that model"):
+        visual_search.search_by_image(catalogue_image("Banana").read_bytes(), Product, request=object())
+    # The template tag shows nothing rather than break the page.
+    html = Template("{% load visual_search %}{% similar_products product as similar %}{{ similar|length }}").render(
+        Context({"product": shop["Banana"], "request": None}))
+    assert html.strip() == "0"

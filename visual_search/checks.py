@@ -9,6 +9,7 @@ package (does a class import, does a model exist), by the one function registere
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from .conf import (
 )
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
-from .registry import get_registrations, registrations_for_result
+from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
 from .results import ResultAdapter
 from .training.trainer import TrainingOptions
 
@@ -231,10 +232,19 @@ def _check_importable(spec: Setting, value: Any) -> list[checks.CheckMessage]:
 
 @deep_check("VISIBILITY")
 def check_visibility(value: Any) -> list[checks.CheckMessage]:
-    """None, or a function that imports (it is only called on the first search otherwise)."""
+    """None, or a function of ``(model, request)`` that imports (it is only called on the first search otherwise)."""
     if value is None:
         return []
-    return _check_importable(SPEC["VISIBILITY"], value)
+    if problems := _check_importable(SPEC["VISIBILITY"], value):
+        return problems
+    rule = import_string(value)
+    try:
+        inspect.signature(rule).bind(None, None)
+    except TypeError:
+        return [SPEC["VISIBILITY"].error(f"= {value!r} cannot be called as rule(model, request). {VISIBILITY_HOW}", NOT_IMPORTABLE)]
+    except ValueError:  # no signature to read (a builtin): it is called and judged at the first search
+        pass
+    return []
 
 
 @deep_check("ALLOWED_FORMATS")

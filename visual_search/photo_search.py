@@ -19,7 +19,7 @@ from . import search
 from .conf import settings
 from .embeddings.images import Box
 from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
-from .registry import search_model, visible
+from .registry import VisibilityRuleError, search_model, visible
 from .results import apply_filters, describe
 
 logger = logging.getLogger("visual_search")
@@ -112,9 +112,19 @@ def unavailable() -> PhotoSearchError:
     )
 
 
+def shown_to(model, request=None):
+    """:func:`~visual_search.registry.visible`, a failing ``VISIBILITY`` rule answered as 503: the
+    customer sees nothing hidden and no 500 page, the log says what is wrong with the rule."""
+    try:
+        return visible(model, request)
+    except VisibilityRuleError:
+        logger.exception("Visual search: the shop's VISIBILITY rule failed; answering 503 until it is fixed")
+        raise PhotoSearchError(503, "unavailable", "Search by photo is not available right now; please try again later.") from None
+
+
 def search_queryset(params: Mapping[str, Any], request=None):
     """The objects this customer may see (``VISIBILITY``), narrowed by the allowed filters in ``params``."""
-    queryset = apply_filters(visible(search_model(), request), params)
+    queryset = apply_filters(shown_to(search_model(), request), params)
     try:
         queryset.exists()  # a bad filter value (a word for a number) fails here, not mid-search
     except (ValueError, TypeError, ValidationError, FieldError) as exc:

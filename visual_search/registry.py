@@ -18,7 +18,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.db import DatabaseError, models
 from django.utils.module_loading import import_string
 
 from .conf import settings
@@ -206,15 +206,40 @@ def search_model() -> type[models.Model]:
     return registrations[0].result_model
 
 
+class VisibilityRuleError(ImproperlyConfigured):
+    """The shop's ``VISIBILITY`` rule raised, or returned something else than a QuerySet of the model."""
+
+
+VISIBILITY_HOW = (
+    "The rule is called as rule(model, request), with request None outside a customer's request, and "
+    "returns a QuerySet of that model, e.g. def browsable(model, request): return model.objects.filter(is_public=True)."
+)
+
+
 def visible(model: type[models.Model], request: Any = None) -> models.QuerySet:
     """What customers may see of ``model``: the shop's ``VISIBILITY`` rule, else every object.
 
-    Read at each call, so an object hidden a moment ago is already left out.
+    Read at each call, so an object hidden a moment ago is already left out. A rule that fails
+    raises :class:`VisibilityRuleError`, saying what the rule is called with (a database error
+    passes as it is: it may pass).
     """
     rule = settings.VISIBILITY
     if not rule:
         return model._default_manager.all()
-    return import_string(rule)(model, request)
+    try:
+        shown = import_string(rule)(model, request)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        raise VisibilityRuleError(
+            f"VISUAL_SEARCH['VISIBILITY'] = {rule!r} failed for {model._meta.label}: {type(exc).__name__}: {exc}. {VISIBILITY_HOW}"
+        ) from exc
+    if not isinstance(shown, models.QuerySet) or shown.model._meta.concrete_model is not model._meta.concrete_model:
+        raise VisibilityRuleError(
+            f"VISUAL_SEARCH['VISIBILITY'] = {rule!r} returned {type(shown).__name__} for {model._meta.label}, "
+            f"not a QuerySet of it. {VISIBILITY_HOW}"
+        )
+    return shown
 
 
 def filter_lookups() -> dict[str, str]:

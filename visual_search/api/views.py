@@ -27,9 +27,10 @@ from ..photo_search import (
     confident,
     parse_limit,
     search_photo,
+    shown_to,
     unavailable,
 )
-from ..registry import filter_lookups, search_model, visible
+from ..registry import filter_lookups, search_model
 from ..results import apply_filters, describe
 from .serializers import (
     ErrorSerializer,
@@ -155,7 +156,7 @@ class SimilarView(VisualSearchAPIView):
     def get(self, request, pk, *args, **kwargs):
         model = search_model()
         limit = parse_limit(request.query_params.get("limit"))
-        shown = visible(model, request)  # a hidden object is not found, nor found similar
+        shown = shown_to(model, request)  # a hidden object is not found, nor found similar
         obj = _get_object(shown, pk)
         queryset = apply_filters(shown, request.query_params)
         try:
