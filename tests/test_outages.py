@@ -104,3 +104,22 @@ def test_an_image_change_whose_row_was_never_marked_is_stale_and_the_sweep_repai
     kiwi = hashlib.sha256(catalogue_image("Kiwi").read_bytes()).hexdigest()
     assert row.status == "ready" and row.source_name == lime.image.name and row.checksum == kiwi
     assert select_pks(registration, ["stale"]) == []
+
+
+def test_products_saved_without_signals_are_indexed_by_the_sweep(shop):
+    """bulk_create (a catalogue import) sends no post_save: no row, nothing queued. The sweep finds them."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from tests.testapp.models import Product
+    from visual_search.models import ImageEmbedding
+    from visual_search.tasks import sweep
+
+    names = [default_storage.save(f"products/import-{name}.jpg", ContentFile(catalogue_image(name).read_bytes())) for name in ("Banana", "Mango")]
+    imported = Product.objects.bulk_create([Product(name=f"Imported {n}", image=name) for n, name in enumerate(names)])
+    pks = [p.pk for p in Product.objects.filter(name__startswith="Imported")]
+    assert len(imported) == 2 and not ImageEmbedding.objects.filter(object_id__in=[str(pk) for pk in pks]).exists()
+    assert sweep() == 2
+    rows = ImageEmbedding.objects.filter(object_id__in=[str(pk) for pk in pks])
+    assert sorted(rows.values_list("status", flat=True)) == ["ready", "ready"]
+    assert sweep() == 0  # nothing left: the second sweep queues nothing

@@ -78,11 +78,13 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
 
 @shared_task(name=queue.SWEEP, acks_late=True)
 def sweep(older_than: float | None = None) -> int:
-    """Queue every pending row older than ``SWEEP_AFTER_SECONDS`` and every stale image again.
+    """Queue every pending row older than ``SWEEP_AFTER_SECONDS``, every stale image again, and
+    every image with no row at all.
 
     Runs on worker start and periodically (add it to Celery beat): rows left pending while the
-    broker was down, or images made stale by a settings change (no row of the current model),
-    get computed with no manual step. A retired version's rows beside current ones are left
+    broker was down, images made stale by a settings change (no row of the current model), and
+    objects saved without signals (``bulk_create``, ``QuerySet.update``, raw SQL imports) get
+    computed with no manual step. A retired version's rows beside current ones are left
     alone (they wait for a rollback); pending rows of a version no longer being built are deleted,
     since nothing would ever compute them.
     """
@@ -100,7 +102,7 @@ def sweep(older_than: float | None = None) -> int:
         pending = rows.filter(status=ImageEmbedding.Status.PENDING)
         pending.exclude(fingerprint__in=fingerprints).delete()
         old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", flat=True)
-        pks = list(dict.fromkeys([*old, *map(str, select_pks(registration, ["stale"]))]))
+        pks = list(dict.fromkeys([*old, *map(str, select_pks(registration, ["stale", "missing"]))]))
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)
