@@ -144,21 +144,52 @@ def test_requeue_action_takes_only_failed_and_stale(model_admin, staff, shop, em
     assert ImageEmbedding.objects.for_object(good).get().fingerprint != "old-model"
 
 
-def test_the_status_and_duplicate_columns_look_each_product_up_by_index(db):
+@pytest.mark.parametrize("model_name", ["Product", "Gadget"])  # an integer key, a UUID one (dashes put in)
+def test_the_status_and_duplicate_columns_look_each_product_up_by_index(db, model_name):
     """One subquery per product row: each must find the product's images through an index on
     object_id or result_id. Before, SQLite scanned every row of the fingerprint per product, and a
     20,000-product shop's list filtered by status took minutes."""
     from django.db import connection
 
+    from tests.testapp import models as shop_models
     from visual_search.admin_mixins import annotate_duplicates
 
     if connection.vendor != "sqlite":
         pytest.skip("reads SQLite's query plan")
-    sql, params = annotate_duplicates(annotate_status(Product.objects.all())).query.sql_with_params()
+    model = getattr(shop_models, model_name)
+    sql, params = annotate_duplicates(annotate_status(model.objects.all())).query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
         plan = [row[-1] for row in cursor.fetchall()]
-    lookups = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and "testapp_product" not in step]
+    lookups = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and model._meta.db_table not in step]
     assert lookups, plan
     for step in lookups:
         assert "PRIMARY KEY" in step or "object_id=?" in step or "result_id=?" in step, plan
+
+
+def test_a_shop_whose_keys_are_uuids_sees_each_object_s_status(settings, client, jpeg_bytes):
+    """SQLite stores a UUID as 32 hex digits, the rows as str(uuid): every gadget read "Not indexed"."""
+    from django.db import connection
+
+    from tests.conftest import staff_on_site
+    from tests.testapp.models import Gadget
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MODELS": [
+        *settings.VISUAL_SEARCH["MODELS"], {"model": "testapp.Gadget", "image_field": "photo"}]}
+    ready, broken = Gadget(name="Red gadget"), Gadget(name="Broken gadget")
+    ready.photo.save("red.jpg", ContentFile(jpeg_bytes()))
+    broken.photo.save("broken.jpg", ContentFile(b"not a jpeg"))
+    Gadget.objects.create(name="No photo")
+    assert ImageEmbedding.objects.for_object(ready).get().status == "ready"
+    assert not connection.features.has_native_uuid_field  # the case that failed: SQLite
+    ranks = {g.name: status_of(g) for g in annotate_status(Gadget.objects.all())}
+    assert ranks == {"Red gadget": "ready", "Broken gadget": "failed", "No photo": "missing"}, ranks
+
+    class GadgetAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
+        list_display = ["name"]
+
+    staff = staff_on_site(client, settings, {Gadget: GadgetAdmin})
+    page = staff.get("/shopadmin/testapp/gadget/").content.decode()
+    assert page.count("Not indexed") == 2 and "Ready" in page and "Failed" in page  # the filter, and "No photo"
+    failed = staff.get("/shopadmin/testapp/gadget/?visual_search=failed").content.decode()
+    assert "Broken gadget" in failed and "Red gadget" not in failed

@@ -281,7 +281,8 @@ def describe_scores(row: Whitening) -> str:
             "with three or more images of each, scores measured honest on the grocery photos this package is tested "
             "with. The next whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
         ) % {"searches": calibration.fitted_on, "needed": CALIBRATION_MIN_SEARCHES}
-    if calibration.error is not None:
+    # Mixed with the default curve, the fit's own error on its searches describes no score a customer sees.
+    if calibration.error is not None and not calibration.prior:
         text = _("Calibrated on %(searches)d searches with a known answer, calibration error %(error).3f on them.") % {
             "searches": calibration.fitted_on, "error": calibration.error}
     else:

@@ -1,5 +1,7 @@
 """A shop's own models, as the app finds them: nothing visual-search specific in here."""
 
+import uuid
+
 from django.db import models
 
 
@@ -19,3 +21,14 @@ class Product(models.Model):
 class ProductImage(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
     image = models.ImageField(upload_to="gallery/")
+
+
+class Gadget(models.Model):
+    """A shop whose primary keys are UUIDs (stored as 32 hex digits where the database has no uuid type)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    photo = models.ImageField(upload_to="gadgets/", blank=True)
+
+    def __str__(self):
+        return self.name
