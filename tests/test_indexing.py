@@ -126,6 +126,52 @@ def test_gallery_images_of_one_product_make_one_result_scored_by_the_best(make_p
     assert results[0].object == milk and results[0].score == pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("update_fields", [None, ["product"]])
+def test_a_gallery_image_moved_to_another_product_stands_for_that_product(make_product, update_fields):
+    """Only the foreign key changes (two products merged, a photo filed under the wrong one): the
+    rows said the old product, so a customer's photo of it kept finding the product it left."""
+    oatly = make_product("Oatly Oat Milk", catalogue_image("Oatly-Oat-Milk"))
+    arla = make_product("Arla Standard Milk")  # no image of its own: the moved photo is its only one
+    shelf = ProductImage(product=oatly)
+    shelf.image.save("shelf.jpg", ContentFile(photos()["Arla-Standard-Milk"][0].read_bytes()))
+    assert row(shelf).result_id == str(oatly.pk)
+    query = photos()["Arla-Standard-Milk"][0].read_bytes()
+    assert visual_search.search_by_image(query, Product, limit=1)[0].object == oatly
+
+    moved = ProductImage.objects.get(pk=shelf.pk)  # loaded as a shop's form or admin would
+    moved.product = arla
+    moved.save(update_fields=update_fields)
+    assert row(moved).result_id == str(arla.pk) and row(moved).status == "ready"
+    first = visual_search.search_by_image(query, Product, limit=1)[0]
+    assert first.object == arla and first.score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_move_no_signal_saw_is_picked_up_by_a_reindex_without_recomputing(make_product, embed_calls):
+    """QuerySet.update() sends no signal: a reindex finds the image unchanged and the result moved,
+    and the index (here NumPy's matrix, in other processes too) learns the new result."""
+    oatly = make_product("Oatly Oat Milk", catalogue_image("Oatly-Oat-Milk"))
+    arla = make_product("Arla Standard Milk")
+    shelf = ProductImage(product=oatly)
+    shelf.image.save("shelf.jpg", ContentFile(photos()["Arla-Standard-Milk"][0].read_bytes()))
+    query = photos()["Arla-Standard-Milk"][0].read_bytes()
+    assert visual_search.search_by_image(query, Product, limit=1)[0].object == oatly
+    ProductImage.objects.filter(pk=shelf.pk).update(product=arla)
+    before = sum(embed_calls)
+    call_command("visual_search_reindex", "testapp.ProductImage", stdout=__import__("io").StringIO())
+    assert sum(embed_calls) == before  # nothing recomputed
+    assert row(shelf).result_id == str(arla.pk)
+    assert visual_search.search_by_image(query, Product, limit=1)[0].object == arla
+
+
+def test_saving_a_gallery_image_unchanged_computes_nothing(make_product, embed_calls):
+    oatly = make_product("Oatly Oat Milk", catalogue_image("Oatly-Oat-Milk"))
+    shelf = ProductImage(product=oatly)
+    shelf.image.save("shelf.jpg", ContentFile(photos()["Oatly-Oat-Milk"][0].read_bytes()))
+    before = sum(embed_calls)
+    ProductImage.objects.get(pk=shelf.pk).save()
+    assert sum(embed_calls) == before
+
+
 def test_stored_images_too_big_fail_without_decoding(make_product, settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_PIXELS": 100}
     product = make_product("Huge", catalogue_image("Lemon"))

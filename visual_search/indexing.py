@@ -18,6 +18,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import router, transaction
+from django.utils import timezone
 
 from . import duplicates, serving
 from .backends import get_backend
@@ -230,8 +231,14 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                 report.unchanged.append(pk)
                 row = existing[pk]
                 result_id = str(registration.result_pk(obj))
-                if row.source_name != name or row.result_id != result_id:
-                    ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name, result_id=result_id)
+                if row.result_id != result_id:
+                    # Moved to another object (a deeper relation changed, or while indexing was
+                    # paused): a newer updated_at makes every process's index read the row again.
+                    ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name, result_id=result_id, updated_at=timezone.now())
+                    if row.status == Status.READY:
+                        ready.append(ImageEmbedding.objects.get(pk=row.pk))
+                elif row.source_name != name:
+                    ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name)
                 continue
             values = {"result_type": result_type, "result_id": str(registration.result_pk(obj)), "source_name": name}
             if outcome.vector is not None:

@@ -91,7 +91,11 @@ class SignalProcessor:
     # -- handlers ---------------------------------------------------------------------------
 
     def handle_init(self, sender, instance, **kwargs) -> None:
-        instance.__dict__[_SEEN] = {r.image_field: _name(instance, r) for r in registrations_for_model(sender)}
+        seen = instance.__dict__[_SEEN] = {}
+        for registration in registrations_for_model(sender):
+            seen[registration.image_field] = _name(instance, registration)
+            if registration.result:
+                seen[_result_key(registration)] = _result_of(instance, registration)
 
     def handle_save(self, sender, instance, created=False, raw=False, update_fields=None, using=None, **kwargs) -> None:
         if raw:
@@ -99,10 +103,18 @@ class SignalProcessor:
         seen = instance.__dict__.setdefault(_SEEN, {})
         for registration in registrations_for_model(sender):
             field = registration.image_field
-            if update_fields is not None and field not in update_fields:
-                continue
             name = _name(instance, registration)
-            if not created and field in seen and seen[field] == name:
+            image_saved = update_fields is None or field in update_fields
+            changed = image_saved and (created or field not in seen or seen[field] != name)
+            if registration.result:
+                # A gallery image moved to another product (its foreign key changed, the file did
+                # not): its rows must stand for the new product, or searches keep finding the old one.
+                key, result = _result_key(registration), _result_of(instance, registration)
+                first_hop = registration.result.split("__")[0]
+                if (update_fields is None or first_hop in update_fields) and key in seen and seen[key] != result:
+                    changed = changed or (not created and bool(name))
+                seen[key] = result
+            if not changed:
                 continue
             seen[field] = name
             self.image_changed(registration, instance, name, using or router.db_for_write(sender))
@@ -129,6 +141,17 @@ class SignalProcessor:
 
     def schedule(self, label: str, image_field: str, pks: list) -> None:
         queue.enqueue(label, image_field, pks)
+
+
+def _result_key(registration: Registration) -> str:
+    return f"{registration.image_field}:result"
+
+
+def _result_of(instance, registration: Registration):
+    """The first step towards the object a match stands for (``"product"``: ``product_id``), as
+    loaded, without a query; a deeper move (``"variant__product"``: the variant's) is not seen here."""
+    field = instance._meta.get_field(registration.result.split("__")[0])
+    return instance.__dict__.get(getattr(field, "attname", field.name))
 
 
 def _name(instance, registration: Registration) -> str:
