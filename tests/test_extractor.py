@@ -125,3 +125,28 @@ def test_views_are_averaged_and_part_of_the_fingerprint(settings, db):
     assert extractor.embed_bytes(data, ["full"]) == pytest.approx(full, abs=1e-5)
     with pytest.raises(ValueError, match="Views must be some of"):
         extractor.embed_bytes(data, ["sideways"])
+
+
+def test_weights_that_did_not_load_are_not_tried_again_for_a_minute(monkeypatch, tmp_path, settings, db):
+    """A sweep's hundreds of tasks, or every customer's search, would each wait for a failed load."""
+    from visual_search import serving
+
+    not_weights = tmp_path / "vgg16_notop.h5"
+    not_weights.write_bytes(b"an HTML error page saved as the weights")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WEIGHTS": str(not_weights)}
+    loads = []
+    real = serving.Extractor
+
+    def counting(*args, **kwargs):
+        loads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serving, "Extractor", counting)
+    for _ in range(3):
+        with pytest.raises(WeightsUnavailable, match="not a Keras VGG16"):
+            serving.get_extractor()
+    assert len(loads) == 1
+    monkeypatch.setattr(serving, "RETRY_WEIGHTS_AFTER", 0.0)  # a minute later: tried again
+    with pytest.raises(WeightsUnavailable):
+        serving.get_extractor()
+    assert len(loads) == 2

@@ -37,6 +37,7 @@ class VisualSearchConfig(AppConfig):
             if setting != "VISUAL_SEARCH":
                 return
             backends.forget_backends()
+            serving.forget_failures()
             try:
                 setup_signal_processor()
             except ImproperlyConfigured:

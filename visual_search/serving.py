@@ -237,6 +237,17 @@ def _weights_words(weights: str) -> str:
     return f"the weights in {weights}"
 
 
+# Weights that did not load are not tried again for this long in a process: a sweep's hundreds
+# of tasks, or every customer's search, would each wait for a download that cannot happen.
+RETRY_WEIGHTS_AFTER = 60.0
+_failed: dict[tuple, tuple[float, WeightsUnavailable]] = {}
+
+
+def forget_failures(**kwargs: Any) -> None:
+    """Try weights that failed again on next use (connected to settings changes)."""
+    _failed.clear()
+
+
 def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
     key = (os.getpid(), *key)
     extractor = _cache.get(key)
@@ -245,12 +256,20 @@ def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
     with _lock:
         extractor = _cache.get(key)
         if extractor is None:
+            failed = _failed.get(key)
+            if failed is not None and time.monotonic() - failed[0] < RETRY_WEIGHTS_AFTER:
+                raise failed[1]
             for old in [k for k in _cache if k[0] != key[0] or (k[1] == key[1] == "settings")]:
                 del _cache[old]  # another process's (forked), or the settings changed
             while len(_cache) >= MAX_MODELS:
                 del _cache[next(iter(_cache))]
             started = time.monotonic()
-            extractor = _cache[key] = make()
+            try:
+                extractor = _cache[key] = make()
+            except WeightsUnavailable as exc:
+                _failed[key] = (time.monotonic(), exc)
+                raise
+            _failed.pop(key, None)
             # Once per model and process: the first search or indexing pays for loading it.
             logger.info(
                 "Visual search model loaded in %.1f s: %s, %s px images, %s arithmetic on %s. Searches and indexing in "

@@ -10,6 +10,7 @@ retry with exponential backoff.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,19 @@ TASK_OPTIONS = {
 }
 
 
+WEIGHTS_ERROR_EVERY = 300.0
+_weights_error_logged: dict[str, float] = {}
+
+
+def _log_weights_error(label: str, count: int, exc: Exception) -> None:
+    now, message = time.monotonic(), str(exc)
+    last = _weights_error_logged.get(message)
+    level = logging.DEBUG if last is not None and now - last < WEIGHTS_ERROR_EVERY else logging.ERROR
+    if level == logging.ERROR:
+        _weights_error_logged[message] = now
+    logger.log(level, "Visual search could not index %s %s ids: the rows stay pending. %s", label, count, message)
+
+
 class RetryLater(Exception):
     """Some images of a batch could not be read for a reason that may pass."""
 
@@ -63,8 +77,9 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     except WeightsUnavailable as exc:
         # The setup, not these objects, and no retry helps until it is fixed: one line that says
         # what to do, no traceback per task. The rows stay pending; the sweep (on worker start and
-        # from beat) queues them again.
-        logger.error("Visual search could not index %s %s ids: the rows stay pending. %s", label, len(pks), exc)
+        # from beat) queues them again. A sweep of 20,000 pending images is 600 tasks: the same
+        # message is an ERROR once per WEIGHTS_ERROR_EVERY seconds in a process, DEBUG in between.
+        _log_weights_error(label, len(pks), exc)
         return {"embedded": 0, "unchanged": 0, "failed": 0, "removed": 0, "retry": 0, "pending": len(pks), "error": str(exc)}
     if report.retry:
         # Only the images that could not be read go round again; the rest are stored.
