@@ -129,6 +129,37 @@ def test_unseen_shelf_photo_finds_its_product(demo_server, browser):
     context.close()
 
 
+def phone_camera_photo(path: Path) -> Path:
+    """The val photo as a phone's camera would save it: 6500 x 6500 px (42 megapixels, over
+    MAX_PIXELS), with sensor noise, 18 MB (over MAX_UPLOAD_BYTES)."""
+    import numpy as np
+    from PIL import Image
+
+    big = np.asarray(Image.open(val_photo(PRODUCT)).convert("RGB").resize((6500, 6500), Image.Resampling.BICUBIC)).astype(np.int16)
+    noise = np.random.default_rng(0).integers(-12, 13, size=big.shape, dtype=np.int16)
+    Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=95)
+    return path
+
+
+def test_a_phone_s_big_photo_is_shrunk_before_it_is_sent(demo_server, browser, tmp_path):
+    """Sent as it is, such a photo was refused twice over ("larger than 10 MB", then too many
+    pixels); the widget now sends a 2048 px JPEG, a twentieth of the upload, and it finds its product."""
+    photo = phone_camera_photo(tmp_path / "IMG_0001.jpg")
+    assert photo.stat().st_size > 10 * 1024 * 1024
+    context = phone(browser)
+    page = context.new_page()
+    sent = []
+    page.on("request", lambda r: sent.append(len(r.post_data_buffer or b"")) if "/api/visual-search/search/" in r.url else None)
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(photo))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
+    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    assert len(sent) == 1 and sent[0] < 2 * 1024 * 1024, sent
+    assert page.evaluate("document.querySelector('#vs [data-vs-preview]').naturalWidth") == 2048
+    context.close()
+
+
 def test_search_works_with_javascript_off(demo_server, browser):
     context = phone(browser, javascript=False)
     page = context.new_page()

@@ -310,6 +310,46 @@
     this.reset();
   };
 
+  // The longest side of the photo the widget sends: the box may pick a tenth of it and still
+  // give the network (224 px) every pixel it uses.
+  var MAX_SIDE = 2048;
+  var SMALL_BYTES = 1500000; // a JPEG, PNG or WebP under this and under MAX_SIDE goes as it is
+
+  // The photo as it will be sent: ``file`` itself, or a JPEG of at most MAX_SIDE px (alpha over
+  // white, as the server does; the browser applies the EXIF rotation when it draws).
+  function shrink(file) {
+    var plain = /^image\/(jpeg|png|webp)$/.test(file.type || "");
+    if (!window.Promise || !window.URL || !URL.createObjectURL || !window.HTMLCanvasElement || !HTMLCanvasElement.prototype.toBlob) {
+      return window.Promise ? Promise.resolve(file) : { then: function (next) { next(file); } };
+    }
+    return new Promise(function (resolve) {
+      var url = URL.createObjectURL(file);
+      var image = new Image();
+      function done(result) { URL.revokeObjectURL(url); resolve(result); }
+      image.onerror = function () { done(file); }; // HEIC in Chrome, a broken file: the server says what is wrong
+      image.onload = function () {
+        var width = image.naturalWidth, height = image.naturalHeight;
+        var scale = Math.min(1, MAX_SIDE / Math.max(width, height, 1));
+        if (scale === 1 && plain && file.size <= SMALL_BYTES) { done(file); return; }
+        var canvas = document.createElement("canvas");
+        canvas.width = Math.max(1, Math.round(width * scale));
+        canvas.height = Math.max(1, Math.round(height * scale));
+        var context = canvas.getContext("2d");
+        if (!context) { done(file); return; }
+        context.fillStyle = "#fff";
+        context.fillRect(0, 0, canvas.width, canvas.height);
+        context.imageSmoothingQuality = "high";
+        context.drawImage(image, 0, 0, canvas.width, canvas.height);
+        canvas.toBlob(function (blob) {
+          if (!blob || (scale === 1 && blob.size >= file.size)) { done(file); return; }
+          var name = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
+          done(window.File ? new File([blob], name, { type: "image/jpeg" }) : blob);
+        }, "image/jpeg", 0.9);
+      };
+      image.src = url;
+    });
+  }
+
   function Widget(root) {
     this.root = root;
     this.mode = root.dataset.vsMode || "inline";
@@ -456,19 +496,28 @@
   };
 
   Widget.prototype.choose = function (file) {
+    var self = this;
     if (!file) { return; }
     if (file.type && file.type.indexOf("image/") !== 0) {
       this.say(this.messages.invalid_image || "That file is not an image; choose a JPEG, PNG or WebP photo.", true);
       return;
     }
-    if (this.maxBytes && file.size > this.maxBytes) {
+    // A phone's photo (3 to 20 MB, up to 200 megapixels) is made a 2048 px JPEG here first: a
+    // fraction of the upload on a mobile network, and never refused for its size; the server
+    // reduces every photo to 224 px anyway. One the browser cannot draw is sent as it is.
+    this.say(this.messages.searching);
+    shrink(file).then(function (sent) { self.chosen(sent); });
+  };
+
+  Widget.prototype.chosen = function (sent) {
+    if (this.maxBytes && sent.size > this.maxBytes) {
       this.say(this.messages.file_too_large || "That photo is larger than " + this.form.dataset.maxMb + " MB; choose a smaller one.", true);
       return;
     }
-    this.file = file;
+    this.file = sent;
     if (this.preview && window.URL && URL.createObjectURL) {
       if (this.preview.dataset.url) { URL.revokeObjectURL(this.preview.dataset.url); }
-      this.preview.dataset.url = URL.createObjectURL(file);
+      this.preview.dataset.url = URL.createObjectURL(sent);
       this.preview.src = this.preview.dataset.url;
       this.preview.hidden = false;
       if (this.crop) { this.crop.show(); } // a new photo: the whole of it again
