@@ -492,7 +492,7 @@ def _softmax_with_none(similarities: Sequence[float], temperature: float, none: 
 # two, the shop's own by its images per product over PRIOR_IMAGES, was chosen on photos the shop
 # never had (the grocery train photos outside the demo; the 81 products with the catalogue image
 # and 1, 2, 3 shop photos each: calibration error of the first result 0.476 -> 0.076, 0.205 -> 0.047,
-# 0.046 -> 0.024) and checked on the 296 val photos (0.309 -> 0.098, 0.133 -> 0.078, 0.071 -> 0.052);
+# 0.046 -> 0.024) and checked on the 296 val photos (0.309 -> 0.098, 0.133 -> 0.079, 0.071 -> 0.052);
 # `python -m benchmarks quality`, docs/performance.md "Honest scores".
 PRIOR_IMAGES = 8
 

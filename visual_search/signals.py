@@ -110,10 +110,10 @@ class SignalProcessor:
                 # A gallery image moved to another product (its foreign key changed, the file did
                 # not): its rows must stand for the new product, or searches keep finding the old one.
                 key, result = _result_key(registration), _result_of(instance, registration)
-                first_hop = registration.result.split("__")[0]
-                if (update_fields is None or first_hop in update_fields) and key in seen and seen[key] != result:
-                    changed = changed or (not created and bool(name))
-                seen[key] = result
+                if update_fields is None or registration.result.split("__")[0] in update_fields:
+                    if key in seen and seen[key] != result:
+                        changed = changed or (not created and bool(name))
+                    seen[key] = result
             if not changed:
                 continue
             seen[field] = name
