@@ -99,7 +99,12 @@ def test_an_image_change_whose_row_was_never_marked_is_stale_and_the_sweep_repai
     assert select_pks(registration, ["stale"]) == [lime.pk] and count_pks(only=["stale"]) == 1
     assert {t["model"]: t["stale"] for t in status_counts()}["testapp.product.image"] == 1
     assert select_pks(registration, ["missing", "failed", "pending"]) == []  # nothing else would have found it
+    from visual_search.admin_mixins import annotate_status, status_of
+
+    assert status_of(annotate_status(type(lime).objects.filter(pk=lime.pk)).get()) == "stale"  # the admin's column too
+    assert status_of(annotate_status(type(lime).objects.exclude(pk=lime.pk)).first()) == "ready"
     sweep()
+    assert status_of(annotate_status(type(lime).objects.filter(pk=lime.pk)).get()) == "ready"
     row = ImageEmbedding.objects.for_object(lime).get()
     kiwi = hashlib.sha256(catalogue_image("Kiwi").read_bytes()).hexdigest()
     assert row.status == "ready" and row.source_name == lime.image.name and row.checksum == kiwi

@@ -99,6 +99,7 @@ def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
     rows = embedding_rows(queryset.model).filter(models.Q(fingerprint=fingerprint) | ~models.Exists(has_current))
     rank = models.Case(
         models.When(~models.Q(fingerprint=fingerprint), then=models.Value(RANKS["stale"])),
+        *_renamed(queryset.model),
         models.When(status=Status.FAILED, then=models.Value(RANKS["failed"])),
         models.When(status=Status.PENDING, then=models.Value(RANKS["pending"])),
         default=models.Value(RANKS["ready"]),
@@ -108,6 +109,24 @@ def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
         visual_search_rank=models.Subquery(rows.annotate(rank=rank).order_by("rank").values("rank")[:1]),
         visual_search_error=models.Subquery(rows.filter(status=Status.FAILED).order_by("pk").values("error")[:1]),
     )
+
+
+def _renamed(model: type[models.Model]) -> list[models.When]:
+    """Stale too: a finished row of the object's own image made from another file than the one it
+    has now (its save committed, marking the row did not: see :func:`visual_search.reindex.select_pks`).
+    A gallery image's file is in another table: the sweep finds those."""
+    content_type = ContentType.objects.get_for_model(model)
+    finished = ~models.Q(status=Status.PENDING) & ~models.Q(source_name="")
+    return [
+        models.When(
+            models.Q(content_type=content_type, field_name=registration.image_field)
+            & finished
+            & ~models.Q(source_name=models.OuterRef(registration.image_field)),
+            then=models.Value(RANKS["stale"]),
+        )
+        for registration in get_registrations()
+        if registration.model is model
+    ]
 
 
 def annotate_duplicates(queryset: models.QuerySet) -> models.QuerySet:
