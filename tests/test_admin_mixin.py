@@ -193,3 +193,35 @@ def test_a_shop_whose_keys_are_uuids_sees_each_object_s_status(settings, client,
     assert page.count("Not indexed") == 2 and "Ready" in page and "Failed" in page  # the filter, and "No photo"
     failed = staff.get("/shopadmin/testapp/gadget/?visual_search=failed").content.decode()
     assert "Broken gadget" in failed and "Red gadget" not in failed
+
+
+def test_without_celery_a_big_selection_is_not_indexed_in_the_request(model_admin, staff, shop, monkeypatch, client, settings, embed_calls):
+    """Thousands of images in a staff member's request outlast the web server's timeout: the
+    request dies half way. Nothing is started; the message names the command that does it."""
+    import visual_search.queue
+
+    monkeypatch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 1)
+    request = request_for(staff, "post")
+    model_admin.visual_search_reindex(request, Product.objects.all())
+    assert [str(m) for m in request._messages] == [
+        "Nothing was started: without Celery, the 2 images would be indexed in this request, longer than a web "
+        "request may take. Run `manage.py visual_search_reindex` (it shows its progress), or set up Celery workers."
+    ]
+    assert embed_calls == []
+    request = request_for(staff, "post")
+    ImageEmbedding.objects.update(fingerprint="old-model")
+    model_admin.visual_search_requeue_failed(request, Product.objects.all())
+    assert "`manage.py visual_search_reindex --only stale,failed`" in str(list(request._messages)[0])
+    # The index admin's "Recompute" action too.
+    from visual_search.admin import ImageEmbeddingAdmin
+
+    index_admin = ImageEmbeddingAdmin(ImageEmbedding, admin.AdminSite())
+    request = request_for(staff, "post")
+    index_admin.requeue(request, ImageEmbedding.objects.all())
+    assert str(list(request._messages)[0]).startswith("Nothing was started") and embed_calls == []
+    # With Celery the workers take any number.
+    monkeypatch.setattr(visual_search.queue, "use_celery", lambda: True)
+    monkeypatch.setattr(visual_search.queue, "send", lambda *args, **kwargs: None)
+    request = request_for(staff, "post")
+    model_admin.visual_search_reindex(request, Product.objects.all())
+    assert [str(m) for m in request._messages] == ["3 products: 2 images queued for indexing."]

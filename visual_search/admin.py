@@ -128,13 +128,19 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         for row in queryset.select_related("content_type"):
             label = f"{row.content_type.app_label}.{row.content_type.model}"
             groups.setdefault((label, row.field_name), []).append(row.object_id)
-        queued = 0
+        known = {}
         for (label, field), pks in groups.items():
             try:
                 get_registration(label, field)
             except LookupError:
                 continue
-            queued += queue.enqueue(label, field, pks, force=True)
+            known[(label, field)] = pks
+        try:
+            queue.check_in_request(sum(len(pks) for pks in known.values()))
+        except queue.TooMuchForARequest as exc:
+            self.message_user(request, exc.words(), messages.WARNING)
+            return
+        queued = sum(queue.enqueue(label, field, pks, force=True) for (label, field), pks in known.items())
         if queue.use_celery():
             text = ngettext("%d image queued for recomputing.", "%d images queued for recomputing.", queued) % queued
         else:  # done in this request: say so, and what is still failing

@@ -206,15 +206,17 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
     """Queue (``force=True``) the images of objects ``pks`` of ``model``: their own and their gallery's.
 
     ``only`` keeps the images in those states (``("stale", "failed")``); returns how many were queued.
+    Without Celery, more than ``queue.IN_REQUEST_IMAGES`` raise :class:`~visual_search.queue.TooMuchForARequest` first.
     """
-    queued = 0
+    work = []
     for registration in related_registrations(model):
         if registration.model is model and not registration.result:
             objects = registration.model._default_manager.filter(pk__in=pks)
         else:
             objects = registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": pks})
-        queued += queue.enqueue(registration.label, registration.image_field, select_pks(registration, only, objects), force=True)
-    return queued
+        work.append((registration, select_pks(registration, only, objects)))
+    queue.check_in_request(sum(len(selected) for _, selected in work), only)
+    return sum(queue.enqueue(registration.label, registration.image_field, selected, force=True) for registration, selected in work)
 
 
 def images_done(images: int, *, again: bool = False) -> str:
@@ -269,13 +271,19 @@ class VisualSearchAdminMixin:
 
     @admin.action(description=_("Reindex visual search"))
     def visual_search_reindex(self, request, queryset):
-        pks = list(queryset.values_list("pk", flat=True))
-        self._work_message(request, pks, images_done(queue_objects(self.model, pks)))
+        self._queue(request, list(queryset.values_list("pk", flat=True)), None)
 
     @admin.action(description=_("Requeue stale and failed visual search images"))
     def visual_search_requeue_failed(self, request, queryset):
-        pks = list(queryset.values_list("pk", flat=True))
-        self._work_message(request, pks, images_done(queue_objects(self.model, pks, only=("stale", "failed")), again=True))
+        self._queue(request, list(queryset.values_list("pk", flat=True)), ("stale", "failed"))
+
+    def _queue(self, request, pks: list[Any], only: tuple[str, ...] | None, *, whole_model: bool = False) -> None:
+        try:
+            done = queue_objects(self.model, pks, only=only)
+        except queue.TooMuchForARequest as exc:
+            self.message_user(request, exc.words(), messages.WARNING)
+            return
+        self._work_message(request, None if whole_model else pks, images_done(done, again=only is not None))
 
     @admin.action(description=_("Dismiss possible duplicate image warnings"))
     def visual_search_dismiss_duplicates(self, request, queryset):
@@ -327,8 +335,7 @@ class VisualSearchAdminMixin:
     def visual_search_requeue_view(self, request):
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        done = queue_objects(self.model, list(self.model._default_manager.values_list("pk", flat=True)), only=("stale", "failed"))
-        self._work_message(request, None, images_done(done, again=True))
+        self._queue(request, list(self.model._default_manager.values_list("pk", flat=True)), ("stale", "failed"), whole_model=True)
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))
 

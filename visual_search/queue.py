@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings as django_settings
+from django.utils.translation import gettext
 
 from .batching import chunked
 from .conf import settings
@@ -94,3 +95,32 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
         logger.exception("Visual search indexing of %s %s failed; the rows stay pending", label, pks)
         return 0
     return len(pks) - len(report.retry)
+
+
+# Without Celery the work runs in the staff member's request. Beyond this many images it would
+# outlast a web server's timeout (gunicorn's 30 s: about 200 images at the default's 7 a second on
+# 2 cores without AMX, after the first request's 5 s of loading VGG16), killing the request half
+# way; staff are told to run the command instead.
+IN_REQUEST_IMAGES = 100
+
+
+class TooMuchForARequest(Exception):
+    """More images than :data:`IN_REQUEST_IMAGES` to index in a request, without Celery: nothing was started."""
+
+    def __init__(self, images: int, only: tuple[str, ...] | None):
+        super().__init__(f"{images} images to index in the request")
+        self.images, self.only = images, only
+
+    def words(self) -> str:
+        """What staff read: why nothing was started, and the command that does it."""
+        command = "manage.py visual_search_reindex" + (f" --only {','.join(self.only)}" if self.only else "")
+        return gettext(
+            "Nothing was started: without Celery, the %(count)d images would be indexed in this request, longer than a "
+            "web request may take. Run `%(command)s` (it shows its progress), or set up Celery workers."
+        ) % {"count": self.images, "command": command}
+
+
+def check_in_request(images: int, only: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`TooMuchForARequest` when, without Celery, ``images`` would be indexed in a web request."""
+    if images > IN_REQUEST_IMAGES and not use_celery():
+        raise TooMuchForARequest(images, only)

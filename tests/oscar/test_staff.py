@@ -83,6 +83,17 @@ def test_the_buttons_queue_work_for_staff_who_may_change_products(catalogue, bro
     assert all(after[pk] > when for pk, when in before)  # every ready image was recomputed
 
 
+def test_without_celery_the_whole_catalogue_is_not_indexed_in_the_request(catalogue, client, monkeypatch):
+    import visual_search.queue
+
+    monkeypatch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 3)
+    client.force_login(user("editor", staff=True, perms=("catalogue.change_product",)))
+    before = dict(ImageEmbedding.objects.values_list("pk", "updated_at"))
+    page = client.post(f"{STATUS}reindex/", follow=True).content.decode()
+    assert "Nothing was started: without Celery, the 6 images" in page and "manage.py visual_search_reindex" in page
+    assert dict(ImageEmbedding.objects.values_list("pk", "updated_at")) == before
+
+
 def test_others_get_403_and_anonymous_users_the_login_page(catalogue, client):
     client.force_login(user("customer"))
     assert client.get(STATUS).status_code == 403

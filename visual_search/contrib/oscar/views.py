@@ -18,6 +18,7 @@ from django.views.generic import ListView, View
 from oscar.core.loading import get_model
 
 from visual_search.admin_mixins import LABELS, RANKS, annotate_status, queue_objects, status_of
+from visual_search.queue import TooMuchForARequest
 from visual_search.reindex import status_counts
 from visual_search.views import SearchByPhotoView
 from visual_search.whitening import score_notes
@@ -73,8 +74,12 @@ class QueueView(View):
 
     def post(self, request):
         Product = get_model("catalogue", "Product")
-        queued = queue_objects(Product, list(Product.objects.values_list("pk", flat=True)), only=self.only)
-        messages.success(request, self.done_message(queued))
+        try:
+            queued = queue_objects(Product, list(Product.objects.values_list("pk", flat=True)), only=self.only)
+        except TooMuchForARequest as exc:
+            messages.warning(request, exc.words())
+        else:
+            messages.success(request, self.done_message(queued))
         return HttpResponseRedirect(reverse(STATUS_URL))
 
     def done_message(self, queued: int) -> str:
