@@ -264,6 +264,13 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     detail = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
     assert "Precision@1 by product" in detail and "+0.210" in detail
 
+    import visual_search.queue
+
+    with pytest.MonkeyPatch.context() as patch:  # without Celery, a catalogue too big to build in the request
+        patch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 1)
+        page = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True).content.decode()
+        assert "Nothing was started" in page and f"manage.py visual_search_versions activate {version.pk}" in page
+        assert ModelVersion.objects.get(pk=version.pk).status == "trained"
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     assert "Searches now use Shop v1" in response.content.decode()
     assert ModelVersion.objects.get(pk=version.pk).status == "active"

@@ -348,7 +348,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def _activate(self, request, version: ModelVersion, *, force: bool) -> None:
         try:
+            if not queue.use_celery():  # computed in this request: not more than it may take
+                images = sum(len(pks) for _, pks in versions.images_to_build(version.fingerprint))
+                queue.check_in_request(images, command=f"manage.py visual_search_versions activate {version.pk}" + (" --force" if force else ""))
             result = versions.activate(version, asynchronous=queue.use_celery(), force=force)
+        except queue.TooMuchForARequest as exc:
+            self.message_user(request, exc.words(), messages.WARNING)
+            return
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return

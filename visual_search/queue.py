@@ -107,20 +107,22 @@ IN_REQUEST_IMAGES = 100
 class TooMuchForARequest(Exception):
     """More images than :data:`IN_REQUEST_IMAGES` to index in a request, without Celery: nothing was started."""
 
-    def __init__(self, images: int, only: tuple[str, ...] | None):
+    def __init__(self, images: int, command: str):
         super().__init__(f"{images} images to index in the request")
-        self.images, self.only = images, only
+        self.images, self.command = images, command
 
     def words(self) -> str:
         """What staff read: why nothing was started, and the command that does it."""
-        command = "manage.py visual_search_reindex" + (f" --only {','.join(self.only)}" if self.only else "")
+        command = self.command
         return gettext(
             "Nothing was started: without Celery, the %(count)d images would be indexed in this request, longer than a "
             "web request may take. Run `%(command)s` (it shows its progress), or set up Celery workers."
         ) % {"count": self.images, "command": command}
 
 
-def check_in_request(images: int, only: tuple[str, ...] | None = None) -> None:
-    """Raise :class:`TooMuchForARequest` when, without Celery, ``images`` would be indexed in a web request."""
+def check_in_request(images: int, only: tuple[str, ...] | None = None, command: str | None = None) -> None:
+    """Raise :class:`TooMuchForARequest` when, without Celery, ``images`` would be indexed in a web
+    request; its message names ``command`` (default: ``visual_search_reindex``, with ``--only``)."""
     if images > IN_REQUEST_IMAGES and not use_celery():
-        raise TooMuchForARequest(images, only)
+        command = command or "manage.py visual_search_reindex" + (f" --only {','.join(only)}" if only else "")
+        raise TooMuchForARequest(images, command)
