@@ -105,10 +105,11 @@ def parse_box(params: Mapping[str, Any]) -> Box | None:
 RETRY_AFTER_SECONDS = 10
 
 
-def unavailable() -> PhotoSearchError:
-    """503 for a failure that is not the customer's and may pass: the database, the index, the model."""
+def unavailable(retry_after: int | None = RETRY_AFTER_SECONDS) -> PhotoSearchError:
+    """503 for a failure that is not the customer's: the database, the index, the model (which may
+    pass: ``Retry-After``), or the shop's own setup (``retry_after=None``)."""
     return PhotoSearchError(
-        503, "unavailable", "Search by photo is not available right now; please try again later.", RETRY_AFTER_SECONDS
+        503, "unavailable", "Search by photo is not available right now; please try again later.", retry_after
     )
 
 
@@ -119,7 +120,7 @@ def shown_to(model, request=None):
         return visible(model, request)
     except VisibilityRuleError:
         logger.exception("Visual search: the shop's VISIBILITY rule failed; answering 503 until it is fixed")
-        raise PhotoSearchError(503, "unavailable", "Search by photo is not available right now; please try again later.") from None
+        raise unavailable(retry_after=None) from None
 
 
 def search_queryset(params: Mapping[str, Any], request=None):

@@ -113,11 +113,10 @@ class TooMuchForARequest(Exception):
 
     def words(self) -> str:
         """What staff read: why nothing was started, and the command that does it."""
-        command = self.command
         return gettext(
             "Nothing was started: without Celery, the %(count)d images would be indexed in this request, longer than a "
             "web request may take. Run `%(command)s` (it shows its progress), or set up Celery workers."
-        ) % {"count": self.images, "command": command}
+        ) % {"count": self.images, "command": self.command}
 
 
 def check_in_request(images: int, only: tuple[str, ...] | None = None, command: str | None = None) -> None:

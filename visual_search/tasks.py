@@ -24,7 +24,7 @@ from . import queue
 from .backends import get_backend
 from .conf import settings
 from .exceptions import WeightsUnavailable
-from .indexing import index_objects
+from .indexing import IndexReport, index_objects
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
@@ -80,7 +80,7 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
         # from beat) queues them again. A sweep of 20,000 pending images is 600 tasks: the same
         # message is an ERROR once per WEIGHTS_ERROR_EVERY seconds in a process, DEBUG in between.
         _log_weights_error(label, len(pks), exc)
-        return {"embedded": 0, "unchanged": 0, "failed": 0, "removed": 0, "retry": 0, "pending": len(pks), "error": str(exc)}
+        return {**IndexReport().as_dict(), "pending": len(pks), "error": str(exc)}
     if report.retry:
         # Only the images that could not be read go round again; the rest are stored.
         raise self.retry(
