@@ -37,6 +37,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "demo_shop.catalogue.middleware.content_security_policy",  # no inline script or style anywhere (see the module)
 ]
 ROOT_URLCONF = "demo_shop.urls"
 WSGI_APPLICATION = "demo_shop.wsgi.application"

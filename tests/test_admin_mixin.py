@@ -92,6 +92,8 @@ def test_changelist_with_status_filter(client, site, staff, shop, settings):
     assert page.status_code == 200
     html = page.content.decode()
     assert "Requeue stale and failed images" in html and "Not indexed" in html
+    # Styled by the app's stylesheet, not style="" (which a Content-Security-Policy refuses).
+    assert "/static/visual_search/admin.css" in html and 'class="button vs-tool-button"' in html and "style=" not in html.split("<body")[1]
     failed = client.get("/shopadmin/testapp/product/?visual_search=failed").content.decode()
     assert "Broken" in failed and "Pink Lady" not in failed
     missing = client.get("/shopadmin/testapp/product/?visual_search=missing").content.decode()

@@ -235,6 +235,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("label", "fingerprint")
     actions = ["activate_selected", "activate_anyway", "rollback", "cancel"]
     change_list_template = "admin/visual_search/modelversion/change_list.html"
+
+    class Media:
+        css = {"all": ["visual_search/admin.css"]}  # the object tools' buttons
+
     change_form_template = "admin/visual_search/modelversion/change_form.html"
     fields = (
         "label", "status", "progress_display", "metrics_table", "error", "fingerprint", "weights_file",

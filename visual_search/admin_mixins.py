@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import model_ngettext
 from django.contrib.contenttypes.models import ContentType
@@ -237,6 +238,11 @@ class VisualSearchAdminMixin:
     change_list_template = "admin/visual_search/change_list.html"
     visual_search_actions = ("visual_search_reindex", "visual_search_requeue_failed", "visual_search_dismiss_duplicates")
 
+    @property
+    def media(self):
+        # The buttons' styles (a stylesheet, not style="": a Content-Security-Policy keeps them).
+        return super().media + forms.Media(css={"all": ["visual_search/admin.css"]})
+
     def get_queryset(self, request):
         return annotate_duplicates(annotate_status(super().get_queryset(request)))
 
@@ -363,7 +369,7 @@ class VisualSearchAdminMixin:
         button = ""
         if self.has_change_permission(request, obj):
             button = format_html(
-                ' <form method="post" action="{}" style="display:inline"><input type="hidden" name="csrfmiddlewaretoken" '
+                ' <form method="post" action="{}" class="vs-inline-form"><input type="hidden" name="csrfmiddlewaretoken" '
                 'value="{}"><button type="submit" class="button">{}</button></form>',
                 url, get_token(request), _("Not a duplicate"),
             )

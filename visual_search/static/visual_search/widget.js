@@ -315,38 +315,59 @@
   var MAX_SIDE = 2048;
   var SMALL_BYTES = 1500000; // a JPEG, PNG or WebP under this and under MAX_SIDE goes as it is
 
+  // The photo drawn, as { source, width, height, close }: an <img> from a blob: URL (every browser
+  // applies the EXIF rotation), else an ImageBitmap, which needs no URL: a Content-Security-Policy
+  // whose img-src leaves out blob: refuses the first, not the second. null where neither can draw
+  // it (HEIC in Chrome, a broken file).
+  function decode(file) {
+    return new Promise(function (resolve) {
+      var url = URL.createObjectURL(file);
+      var image = new Image();
+      function bitmap() {
+        if (!window.createImageBitmap) { resolve(null); return; }
+        try {
+          createImageBitmap(file, { imageOrientation: "from-image" }).then(function (drawn) {
+            resolve({ source: drawn, width: drawn.width, height: drawn.height, close: function () { drawn.close(); } });
+          }, function () { resolve(null); });
+        } catch (error) { resolve(null); }
+      }
+      image.onload = function () {
+        URL.revokeObjectURL(url);
+        resolve({ source: image, width: image.naturalWidth, height: image.naturalHeight, close: function () {} });
+      };
+      image.onerror = function () { URL.revokeObjectURL(url); bitmap(); };
+      image.src = url;
+    });
+  }
+
   // The photo as it will be sent: ``file`` itself, or a JPEG of at most MAX_SIDE px (alpha over
-  // white, as the server does; the browser applies the EXIF rotation when it draws).
+  // white, as the server does; the EXIF rotation applied).
   function shrink(file) {
     var plain = /^image\/(jpeg|png|webp)$/.test(file.type || "");
     if (!window.Promise || !window.URL || !URL.createObjectURL || !window.HTMLCanvasElement || !HTMLCanvasElement.prototype.toBlob) {
       return window.Promise ? Promise.resolve(file) : { then: function (next) { next(file); } };
     }
-    return new Promise(function (resolve) {
-      var url = URL.createObjectURL(file);
-      var image = new Image();
-      function done(result) { URL.revokeObjectURL(url); resolve(result); }
-      image.onerror = function () { done(file); }; // HEIC in Chrome, a broken file: the server says what is wrong
-      image.onload = function () {
-        var width = image.naturalWidth, height = image.naturalHeight;
-        var scale = Math.min(1, MAX_SIDE / Math.max(width, height, 1));
-        if (scale === 1 && plain && file.size <= SMALL_BYTES) { done(file); return; }
-        var canvas = document.createElement("canvas");
-        canvas.width = Math.max(1, Math.round(width * scale));
-        canvas.height = Math.max(1, Math.round(height * scale));
-        var context = canvas.getContext("2d");
-        if (!context) { done(file); return; }
-        context.fillStyle = "#fff";
-        context.fillRect(0, 0, canvas.width, canvas.height);
-        context.imageSmoothingQuality = "high";
-        context.drawImage(image, 0, 0, canvas.width, canvas.height);
+    return decode(file).then(function (drawn) {
+      if (!drawn) { return file; } // the server says what is wrong with it
+      var scale = Math.min(1, MAX_SIDE / Math.max(drawn.width, drawn.height, 1));
+      if (scale === 1 && plain && file.size <= SMALL_BYTES) { drawn.close(); return file; }
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(drawn.width * scale));
+      canvas.height = Math.max(1, Math.round(drawn.height * scale));
+      var context = canvas.getContext("2d");
+      if (!context) { drawn.close(); return file; }
+      context.fillStyle = "#fff";
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.imageSmoothingQuality = "high";
+      context.drawImage(drawn.source, 0, 0, canvas.width, canvas.height);
+      drawn.close();
+      return new Promise(function (resolve) {
         canvas.toBlob(function (blob) {
-          if (!blob || (scale === 1 && blob.size >= file.size)) { done(file); return; }
+          if (!blob || (scale === 1 && blob.size >= file.size)) { resolve(file); return; }
           var name = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
-          done(window.File ? new File([blob], name, { type: "image/jpeg" }) : blob);
+          resolve(window.File ? new File([blob], name, { type: "image/jpeg" }) : blob);
         }, "image/jpeg", 0.9);
-      };
-      image.src = url;
+      });
     });
   }
 
@@ -373,6 +394,12 @@
     this.abort = null;
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
+    if (this.preview) {
+      var self = this;
+      // The browser cannot show the photo (HEIC in Chrome; a Content-Security-Policy whose img-src
+      // leaves out blob:): no broken picture with a box on it; the whole photo is searched.
+      this.preview.addEventListener("error", function () { self.unseen(); });
+    }
     this.bind();
     this.bindDialog();
   }
@@ -523,6 +550,16 @@
       if (this.crop) { this.crop.show(); } // a new photo: the whole of it again
     }
     this.search();
+  };
+
+  Widget.prototype.unseen = function () {
+    if (!this.preview.dataset.url) { return; }
+    this.preview.hidden = true;
+    if (this.crop) {
+      this.crop.crop.hidden = true;
+      this.crop.value = whole();
+      this.crop.settle();
+    }
   };
 
   Widget.prototype.formData = function () {
