@@ -383,6 +383,12 @@ def test_admin_says_which_versions_are_better_and_refuses_a_worse_one(catalogue,
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     assert "Not activating Worse" in response.content.decode()
     assert ModelVersion.objects.get(pk=version.pk).status == "trained"
+    import visual_search.queue
+
+    with pytest.MonkeyPatch.context() as patch:  # too big for the request, and refused anyway: the refusal is what helps
+        patch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 1)
+        page = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True).content.decode()
+        assert "Not activating Worse" in page and "Nothing was started" not in page
     response = staff_client.post(URL, {"action": "activate_anyway", "_selected_action": [version.pk]}, follow=True)
     assert "Searches now use Worse" in response.content.decode()
     assert current_fingerprint() == version.fingerprint

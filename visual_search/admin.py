@@ -352,6 +352,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def _activate(self, request, version: ModelVersion, *, force: bool) -> None:
         try:
+            versions.check_activation(version, force=force)  # refused anyway: say why, not how many images
             if not queue.use_celery():  # computed in this request: not more than it may take
                 images = sum(len(pks) for _, pks in versions.images_to_build(version.fingerprint))
                 queue.check_in_request(images, command=f"manage.py visual_search_versions activate {version.pk}" + (" --force" if force else ""))

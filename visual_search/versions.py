@@ -112,11 +112,17 @@ def activate(
     """
     if not isinstance(version, ModelVersion):
         version = _get(version)
+    check_activation(version, force=force)
+    return _run(_Target(version, version.fingerprint, version), keep_previous=False, progress=progress, asynchronous=asynchronous)
+
+
+def check_activation(version: ModelVersion, *, force: bool = False) -> None:
+    """Raise :class:`VersionError` if :func:`activate` would refuse ``version`` (its status; unless
+    ``force``, figures that do not beat the model in use): before anything is counted or queued."""
     version.refresh_from_db()
     _check_activatable(version)
     if not force:
         _check_better(version)
-    return _run(_Target(version, version.fingerprint, version), keep_previous=False, progress=progress, asynchronous=asynchronous)
 
 
 def rollback(*, progress: Progress | None = None, asynchronous: bool = False) -> ModelVersion | None:
