@@ -202,6 +202,25 @@ def test_a_policy_that_refuses_blob_images_still_searches_and_shrinks(demo_serve
     context.close()
 
 
+def test_an_iphone_s_heic_photo_finds_its_product_in_chromium(demo_server, browser, tmp_path):
+    """Chromium cannot draw HEIC: no broken preview, the file goes as it is, and the server decodes
+    it (the [heif] extra, in requirements.txt)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    photo = tmp_path / "IMG_0003.HEIC"
+    pillow_heif.from_pillow(Image.open(val_photo(PRODUCT)).convert("RGB")).save(photo, quality=90)
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", {"name": photo.name, "mimeType": "image/heic", "buffer": photo.read_bytes()})
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
+    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    assert page.locator("#vs [data-vs-preview]").is_hidden() and page.locator("#vs [data-vs-crop]").is_hidden()
+    context.close()
+
+
 def test_search_works_with_javascript_off(demo_server, browser):
     context = phone(browser, javascript=False)
     page = context.new_page()

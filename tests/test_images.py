@@ -152,3 +152,41 @@ def test_byte_limit_is_checked_before_reading_everything():
     with pytest.raises(ImageTooLarge, match="larger than"):
         images.read_bytes(stream, 1000)
     assert stream.tell() == 1001
+
+
+def heic(image, exif=None) -> bytes:
+    """``image`` saved as an iPhone does: HEIC (pillow-heif, the [heif] extra)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buffer, quality=90, **({"exif": exif.tobytes()} if exif is not None else {}))
+    return buffer.getvalue()
+
+
+def test_heic_photos_are_decoded_with_the_heif_extra(photo):
+    """An iPhone's photo chosen in Chrome or Firefox (which cannot redraw HEIC as a JPEG) is sent as
+    it is: with "HEIF" allowed and pillow-heif installed, it is the same picture as its PNG."""
+    upright = photo.resize((120, 80))
+    data = heic(upright)
+    assert images.is_heic(data) and not images.is_heic(encode(upright, "PNG"))
+    a = prepare(encode(upright, "PNG"))
+    b = images.prepare(data, size=64, max_pixels=40_000_000, allowed_formats=[*ALLOWED, "HEIF"])
+    assert np.abs(a - b).mean() < 6
+    # Turned by its orientation once, not twice.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    c = images.prepare(heic(upright.transpose(Image.Transpose.ROTATE_90), exif), size=64, max_pixels=40_000_000, allowed_formats=[*ALLOWED, "HEIF"])
+    assert np.abs(a - c).mean() < 6
+    # Its size is checked from the header, before decoding.
+    with pytest.raises(ImageTooLarge, match="120x80 pixels"):
+        images.prepare(data, size=64, max_pixels=100, allowed_formats=["HEIF"])
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        images.prepare(data[: len(data) // 2], size=64, max_pixels=40_000_000, allowed_formats=["HEIF"])
+
+
+def test_heic_without_heif_says_so(photo, monkeypatch):
+    data = heic(photo.resize((60, 40)))
+    with pytest.raises(UnsupportedFormat, match="HEIC photos .an iPhone camera's format. are not accepted here; send a JPEG"):
+        prepare(data)  # "HEIF" not allowed
+    monkeypatch.setattr(images, "heif_support", lambda: False)
+    with pytest.raises(UnsupportedFormat, match="HEIC photos"):
+        images.prepare(data, size=64, max_pixels=40_000_000, allowed_formats=[*ALLOWED, "HEIF"])

@@ -60,7 +60,11 @@ RELEASED_DEFAULTS = {
 }
 
 # Defaults changed on purpose, each with its line in docs/upgrading.md: {key: (0.1's, now)}.
-CHANGED_DEFAULTS = {"WHITENING": ("pca", "learned"), "QUERY_EXPANSION": (3, 0)}
+CHANGED_DEFAULTS = {
+    "WHITENING": ("pca", "learned"),
+    "QUERY_EXPANSION": (3, 0),
+    "ALLOWED_FORMATS": (["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"], ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF"]),
+}
 
 
 def test_the_released_keys_and_defaults_are_kept():

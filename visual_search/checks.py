@@ -35,6 +35,7 @@ from .conf import (
     settings,
     unknown_key_warnings,
 )
+from .embeddings import images
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
 from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
@@ -254,8 +255,15 @@ def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
     if problems := spec.validate(value):
         return problems
     Image.init()  # registers every plugin, so Image.OPEN is complete
-    unknown = [name for name in value if name.upper() not in {*Image.OPEN, "MPO"}]
-    return [spec.error(f"has {unknown!r}, not Pillow format names.", NOT_A_CHOICE)] if unknown else []
+    unknown = [name for name in value if name.upper() not in {*Image.OPEN, "MPO", images.HEIF}]
+    if unknown:
+        return [spec.error(f"has {unknown!r}, not Pillow format names.", NOT_A_CHOICE)]
+    # The default lists HEIF too: without pillow-heif, HEIC photos are refused saying so. A list of
+    # the shop's own that names it expects them decoded.
+    if value != spec.default and images.HEIF in (name.upper() for name in value) and not images.heif_support():
+        return [spec.error("has 'HEIF', but pillow-heif, which decodes HEIC photos, is not installed.", NOT_A_CHOICE,
+                           hint="pip install 'django-visual-search[heif]', or take 'HEIF' out of the list.")]
+    return []
 
 
 @deep_check("API_MODEL")

@@ -22,6 +22,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
 
+try:  # the [heif] extra: HEIC photos, decoded without registering with Pillow (see open_image)
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+
 RESIZE_POLICY = "fit-pad-mean-v1"
 # Caffe-style VGG16 input: BGR channels minus the ImageNet mean (as keras.applications.vgg16).
 MEAN_RGB = (123.68, 116.779, 103.939)
@@ -52,31 +57,55 @@ def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# HEIC, an iPhone camera's format (the HEIF container with HEVC pictures): the ftyp box's brands.
+HEIF = "HEIF"
+_HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
+
+
+def is_heic(data: bytes) -> bool:
+    """Whether ``data`` is a HEIC file (major brand, or a generic HEIF brand listing heic), by its ftyp box."""
+    if data[4:8] != b"ftyp":
+        return False
+    brand = data[8:12]
+    box = data[8:max(12, min(int.from_bytes(data[:4], "big"), 64))]
+    return brand in _HEIC_BRANDS or (brand in (b"mif1", b"msf1") and any(b in box for b in _HEIC_BRANDS))
+
+
+def heif_support() -> bool:
+    """Whether HEIC can be decoded here: the optional pillow-heif (``django-visual-search[heif]``)."""
+    return pillow_heif is not None
+
+
+def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
+    """A HEIC photo decoded by pillow-heif, its size checked from the header first. The picture's
+    own rotation is applied (and the EXIF orientation reset to 1, so it is not applied twice)."""
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        width, height = heif.size
+    except Exception as exc:
+        raise InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).") from None
+    _check_size(width, height, max_pixels)
+    try:
+        return heif.to_pillow()
+    except Exception as exc:
+        raise InvalidImage(f"The image file is damaged or truncated ({type(exc).__name__}: {exc}).") from None
+
+
 def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draft_size: int | None = None) -> Image.Image:
     """Decode ``data`` into an RGB image, or raise :class:`InvalidImage` saying why.
 
     Only the ``allowed_formats`` decoders are tried, so formats that run outside programs
     (EPS starts Ghostscript) or are not raster images (SVG) are refused before they are parsed.
-    Dimensions are checked from the header, before pixels are decompressed.
+    Dimensions are checked from the header, before pixels are decompressed. ``"HEIF"`` among them
+    decodes HEIC photos with pillow-heif where it is installed.
     """
-    formats = [f.upper() for f in allowed_formats if f.upper() != "MPO"]  # MPO is opened by JPEG
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=formats)
-    except UnidentifiedImageError:
-        raise _unidentified(data, formats) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"The image has too many pixels (more than {max_pixels:,}).") from None
-    except Exception as exc:  # Pillow raises many types on hostile headers
-        raise InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).") from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise InvalidImage("The image has no pixels.")
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"The image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted. Send a smaller one."
-        )
+    allowed = [f.upper() for f in allowed_formats]
+    if is_heic(data):  # not through Pillow's registry: the shop's own ImageFields are left as they are
+        if HEIF not in allowed or not heif_support():
+            raise UnsupportedFormat("HEIC photos (an iPhone camera's format) are not accepted here; send a JPEG, PNG or WebP photo.")
+        image = _open_heic(data, max_pixels=max_pixels)
+    else:
+        image = _open_pillow(data, [f for f in allowed if f not in ("MPO", HEIF)], max_pixels)  # MPO is opened by JPEG
     try:
         if draft_size and image.format == "JPEG":
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= draft_size: much faster.
@@ -88,6 +117,31 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
         raise
     except Exception as exc:
         raise InvalidImage(f"The image file is damaged or truncated ({type(exc).__name__}: {exc}).") from None
+
+
+def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Image:
+    """``data`` opened (its header read, no pixels yet) by one of Pillow's ``formats``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=formats)
+    except UnidentifiedImageError:
+        raise _unidentified(data, formats) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"The image has too many pixels (more than {max_pixels:,}).") from None
+    except Exception as exc:  # Pillow raises many types on hostile headers
+        raise InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).") from None
+    _check_size(*image.size, max_pixels)
+    return image
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise InvalidImage("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted. Send a smaller one."
+        )
 
 
 @dataclass(frozen=True)
