@@ -181,6 +181,11 @@ def test_heic_photos_are_decoded_with_the_heif_extra(photo):
         images.prepare(data, size=64, max_pixels=100, allowed_formats=["HEIF"])
     with pytest.raises(InvalidImage, match="damaged or truncated"):
         images.prepare(data[: len(data) // 2], size=64, max_pixels=40_000_000, allowed_formats=["HEIF"])
+    # A header that declares 60000 x 60000 pixels is refused before any is decoded.
+    at = data.find(b"ispe") + 8
+    bomb = data[:at] + struct.pack(">II", 60000, 60000) + data[at + 8:]
+    with pytest.raises(ImageTooLarge, match="60000x60000 pixels"):
+        images.prepare(bomb, size=64, max_pixels=40_000_000, allowed_formats=["HEIF"])
 
 
 def test_heic_without_heif_says_so(photo, monkeypatch):
