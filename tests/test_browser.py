@@ -141,6 +141,19 @@ def phone_camera_photo(path: Path) -> Path:
     return path
 
 
+def search_and_find(page, server: str, photo) -> list[int]:
+    """Search ``photo`` (a path, or Playwright's file dict) on the search page; assert its product is
+    among the first TOP. Returns the bytes each upload's body had, as Chromium reports them."""
+    sent = []
+    page.on("request", lambda r: sent.append(len(r.post_data_buffer or b"")) if "/api/visual-search/search/" in r.url else None)
+    page.goto(f"{server}/search/")
+    page.set_input_files("#vs-file", photo if isinstance(photo, dict) else str(photo))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
+    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    return sent
+
+
 def test_a_phone_s_big_photo_is_shrunk_before_it_is_sent(demo_server, browser, tmp_path):
     """Sent as it is, such a photo was refused twice over ("larger than 10 MB", then too many
     pixels); the widget now sends a 2048 px JPEG, a twentieth of the upload, and it finds its product."""
@@ -148,13 +161,7 @@ def test_a_phone_s_big_photo_is_shrunk_before_it_is_sent(demo_server, browser, t
     assert photo.stat().st_size > 10 * 1024 * 1024
     context = phone(browser)
     page = context.new_page()
-    sent = []
-    page.on("request", lambda r: sent.append(len(r.post_data_buffer or b"")) if "/api/visual-search/search/" in r.url else None)
-    page.goto(f"{demo_server}/search/")
-    page.set_input_files("#vs-file", str(photo))
-    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
-    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
-    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    sent = search_and_find(page, demo_server, photo)
     assert len(sent) == 1 and sent[0] < 2 * 1024 * 1024, sent
     assert page.evaluate("document.querySelector('#vs [data-vs-preview]').naturalWidth") == 2048
     context.close()
@@ -189,13 +196,7 @@ def test_a_policy_that_refuses_blob_images_still_searches_and_shrinks(demo_serve
 
     context.route(f"{demo_server}/search/", strict)
     page = context.new_page()
-    sent = []
-    page.on("request", lambda r: sent.append(len(r.post_data_buffer or b"")) if "/api/visual-search/search/" in r.url else None)
-    page.goto(f"{demo_server}/search/")
-    page.set_input_files("#vs-file", str(photo))
-    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
-    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
-    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    sent = search_and_find(page, demo_server, photo)
     # The canvas's JPEG is in memory, so its bytes are seen: a 2048 px JPEG, not the 18 MB file.
     assert len(sent) == 1 and 100_000 < sent[0] < 2 * 1024 * 1024, sent
     assert page.locator("#vs [data-vs-preview]").is_hidden() and page.locator("#vs [data-vs-crop]").is_hidden()
@@ -212,11 +213,7 @@ def test_an_iphone_s_heic_photo_finds_its_product_in_chromium(demo_server, brows
     pillow_heif.from_pillow(Image.open(val_photo(PRODUCT)).convert("RGB")).save(photo, quality=90)
     context = phone(browser)
     page = context.new_page()
-    page.goto(f"{demo_server}/search/")
-    page.set_input_files("#vs-file", {"name": photo.name, "mimeType": "image/heic", "buffer": photo.read_bytes()})
-    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
-    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
-    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    search_and_find(page, demo_server, {"name": photo.name, "mimeType": "image/heic", "buffer": photo.read_bytes()})
     assert page.locator("#vs [data-vs-preview]").is_hidden() and page.locator("#vs [data-vs-crop]").is_hidden()
     context.close()
 
