@@ -201,6 +201,8 @@ def test_bad_images_answer_4xx_with_a_message(client, shop, data, name, status, 
     body = response.json()
     assert body["code"] == code
     assert words.lower() in body["detail"].lower()
+    # A refused kind of file is named for the customer's words: "SVG files are not accepted here."
+    assert body.get("format") == (words if status == 415 else None)
 
 
 def test_missing_field_is_400(client, shop):

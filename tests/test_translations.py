@@ -127,6 +127,9 @@ def test_server_rendered_search_in_german(client, settings, make_product):
     with translation.override("de"):
         required = _("Choose a photo first.")
     assert required != "Choose a photo first." and required in client.post("/search-by-photo/", {}).content.decode()
+    # A refused kind of file is named in German too (the API's detail, for developers, is English).
+    svg = SimpleUploadedFile("plan.svg", b'<svg xmlns="http://www.w3.org/2000/svg"></svg>')
+    assert "SVG-Dateien werden hier nicht angenommen." in client.post("/search-by-photo/", {"image": svg}).content.decode()
 
 
 # -- the catalogues ------------------------------------------------------------------------------

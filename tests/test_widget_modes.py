@@ -175,11 +175,14 @@ def test_one_status_line_says_what_the_results_are(client, shop):
         ({}, 400, "Choose a photo first.", "form field"),
         ({"image": "html", "limit": "99999"}, 400, "This search form does not work right now.", "limit must be"),
         ({"image": "html"}, 400, "That file is not an image we can read. Choose a JPEG, PNG or WebP photo.", "send a"),
+        ({"image": "svg"}, 415, "SVG files are not accepted here. Choose a JPEG, PNG or WebP photo.", "drawings"),
     ],
 )
 def test_the_page_speaks_to_customers(client, shop, data, status, words, not_words):
     if data.get("image") == "html":
         data = {**data, "image": SimpleUploadedFile("x.jpg", b"<html></html>")}
+    if data.get("image") == "svg":
+        data = {**data, "image": SimpleUploadedFile("x.svg", b'<svg xmlns="http://www.w3.org/2000/svg"></svg>')}
     response = client.post("/search-by-photo/", data)
     html = response.content.decode()
     assert response.status_code == status

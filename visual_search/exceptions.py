@@ -28,9 +28,14 @@ class ImageTooLarge(InvalidImage):
 
 
 class UnsupportedFormat(InvalidImage):
-    """A real image in a format that is not in ``ALLOWED_FORMATS`` (SVG, EPS, PDF...)."""
+    """A real image in a format that is not in ``ALLOWED_FORMATS`` (SVG, EPS, PDF...); ``kind``
+    names it ("SVG", "HEIC", a Pillow format name) for the customer's words."""
 
     code = "unsupported_format"
+
+    def __init__(self, message: str, kind: str = ""):
+        super().__init__(message)
+        self.kind = kind
 
 
 class WeightsUnavailable(VisualSearchError):

@@ -30,14 +30,15 @@ MULTIPART_SLACK = 64 * 1024
 
 class PhotoSearchError(Exception):
     """A search that cannot be answered: ``status`` (HTTP), ``code`` (stable) and ``detail`` (for
-    people); ``retry_after`` (seconds) for a passing failure, sent as the ``Retry-After`` header."""
+    people); ``retry_after`` (seconds) for a passing failure, sent as the ``Retry-After`` header;
+    ``format`` (415 only) names the refused kind of file ("SVG", "HEIC") for the customer's words."""
 
-    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None):
+    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None, format: str = ""):
         super().__init__(detail)
-        self.status, self.code, self.detail, self.retry_after = status, code, detail, retry_after
+        self.status, self.code, self.detail, self.retry_after, self.format = status, code, detail, retry_after, format
 
     def as_dict(self) -> dict[str, str]:
-        return {"detail": self.detail, "code": self.code}
+        return {"detail": self.detail, "code": self.code, **({"format": self.format} if self.format else {})}
 
 
 def max_upload_bytes() -> int:
@@ -156,7 +157,7 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     except ImageTooLarge as exc:
         raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None
     except UnsupportedFormat as exc:
-        raise PhotoSearchError(415, exc.code, str(exc)) from None
+        raise PhotoSearchError(415, exc.code, str(exc), format=exc.kind) from None
     except InvalidImage as exc:
         raise PhotoSearchError(400, exc.code, str(exc)) from None
     except Exception:

@@ -59,6 +59,8 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
     return {
         "required": _("Choose a photo first."),
         "invalid_image": _("That file is not an image we can read. Choose a JPEG, PNG or WebP photo."),
+        # {format} is the kind of file refused, as the API's "format" names it: SVG, PDF, HEIC...
+        "unsupported_format": _("{format} files are not accepted here. Choose a JPEG, PNG or WebP photo."),
         "image_too_large": _("That photo is too large. Choose one under %(megabytes)s MB.") % {"megabytes": megabytes},
         "file_too_large": _("That photo is larger than %(megabytes)s MB. Choose a smaller one.") % {"megabytes": megabytes},
         "too_many_pixels": _("That photo has too many pixels. Choose a smaller one."),
@@ -106,6 +108,8 @@ def match_percent(score: float | None) -> str:
 def customer_message(error: PhotoSearchError) -> str:
     """The words for a failed search on the page; throttling keeps its "try again in N seconds"."""
     words = customer_messages().get(error.code)
+    if error.code == "unsupported_format":
+        return words.format(format=error.format) if error.format else error.detail
     return error.detail if error.code == "throttled" or words is None else words
 
 

@@ -120,3 +120,6 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField(help_text="e.g. required, invalid_image, unsupported_format, file_too_large, throttled")
+    format = serializers.CharField(
+        required=False, help_text="415 unsupported_format only: the kind of file refused (SVG, EPS, PDF, HEIC, or Pillow's name)."
+    )

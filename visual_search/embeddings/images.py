@@ -102,7 +102,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
     allowed = [f.upper() for f in allowed_formats]
     if is_heic(data):  # not through Pillow's registry: the shop's own ImageFields are left as they are
         if HEIF not in allowed or not heif_support():
-            raise UnsupportedFormat("HEIC photos (an iPhone camera's format) are not accepted here; send a JPEG, PNG or WebP photo.")
+            raise UnsupportedFormat("HEIC photos (an iPhone camera's format) are not accepted here; send a JPEG, PNG or WebP photo.", "HEIC")
         image = _open_heic(data, max_pixels=max_pixels)
     else:
         image = _open_pillow(data, [f for f in allowed if f not in ("MPO", HEIF)], max_pixels)  # MPO is opened by JPEG
@@ -200,18 +200,18 @@ class Box:
 def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
     head = data[:512].lstrip().lower()
     if head.startswith(b"%!ps") or data[:4] == b"\xc5\xd0\xd3\xc6":
-        return UnsupportedFormat("EPS/PostScript files are not accepted; send a JPEG, PNG or WebP photo.")
+        return UnsupportedFormat("EPS/PostScript files are not accepted; send a JPEG, PNG or WebP photo.", "EPS")
     if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in data[:2048].lower()):
-        return UnsupportedFormat("SVG drawings are not accepted; send a JPEG, PNG or WebP photo.")
+        return UnsupportedFormat("SVG drawings are not accepted; send a JPEG, PNG or WebP photo.", "SVG")
     if head.startswith(b"%pdf"):
-        return UnsupportedFormat("PDF files are not accepted; send a JPEG, PNG or WebP photo.")
+        return UnsupportedFormat("PDF files are not accepted; send a JPEG, PNG or WebP photo.", "PDF")
     try:
         with Image.open(io.BytesIO(data)) as other:  # identify only: does not load pixels
             kind = other.format
     except Exception:
         kind = None
     if kind:
-        return UnsupportedFormat(f"{kind} images are not accepted; use one of: {', '.join(formats)}.")
+        return UnsupportedFormat(f"{kind} images are not accepted; use one of: {', '.join(formats)}.", kind)
     return InvalidImage("The file is not an image we can read; send a JPEG, PNG or WebP photo.")
 
 

@@ -512,13 +512,16 @@
     this.status.appendChild(span);
   };
 
-  // The customer's words for an API error: by its stable code, never the developer's detail,
-  // except where the detail names what to do with this very file (a format, a size).
+  // The customer's words for an API error: by its stable code, never the developer's detail; a
+  // refused kind of file is named ("SVG files are not accepted here"), by the API's "format".
   Widget.prototype.errorMessage = function (body, status) {
     var code = body && body.code;
-    if (code && code !== "unsupported_format" && this.messages[code]) { return this.messages[code]; }
+    if (code === "unsupported_format") {
+      if (body.format && this.messages.unsupported_format) { return format(this.messages.unsupported_format, { format: body.format }); }
+      return body.detail || this.messages.failed;
+    }
+    if (code && this.messages[code]) { return this.messages[code]; }
     if (status === 429) { return this.messages.throttled || this.messages.failed; }
-    if (code === "unsupported_format" && body.detail) { return body.detail; }
     return this.messages.failed;
   };
 
