@@ -164,7 +164,18 @@ def test_a_file_that_is_not_really_an_image_gets_the_app_message(client, api, sh
     api.files["fake"] = b"this is not a picture"
     post(client, update({"document": {"file_id": "fake", "file_unique_id": "f", "mime_type": "image/jpeg", "file_size": 21}}))
     assert api.methods() == ["getFile", "download", "sendMessage"]
-    assert api.sent()[0]["text"]  # InvalidImage's own sentence for customers
+    assert api.sent()[0]["text"] == replies.unreadable() == "I could not read that image. Send a photo of the product (JPEG, PNG or WebP)."
+
+
+def test_a_refused_kind_of_file_is_named_in_the_customer_s_language(client, api, shop, settings):
+    """A drawing sent as a file, by a German customer: German words, not the API's English detail."""
+    api.files["plan"] = b'<svg xmlns="http://www.w3.org/2000/svg"></svg>'
+    body = update({"document": {"file_id": "plan", "file_unique_id": "p", "mime_type": "image/svg+xml", "file_size": 45}})
+    body["message"]["from"]["language_code"] = "de"
+    post(client, body)
+    with translation.override("de"):
+        expected = replies.unreadable("SVG")
+    assert api.sent()[0]["text"] == expected and expected.startswith("SVG-Dateien")
 
 
 @pytest.mark.parametrize("secret", [None, "wrong", SECRET + "x"])

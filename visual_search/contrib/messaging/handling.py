@@ -81,8 +81,8 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
     except (FileTooLarge, ImageTooLarge):
         messenger.reply_text(message, replies.too_large(limit))
         return
-    except InvalidImage as exc:  # its message is written for customers
-        messenger.reply_text(message, str(exc))
+    except InvalidImage as exc:  # its own sentence is English: the customer's language instead
+        messenger.reply_text(message, replies.unreadable(getattr(exc, "kind", "")))
         return
     except Exception:
         logger.exception("%s: search by photo for chat %s failed", messenger.name, message.chat_id)

@@ -27,6 +27,13 @@ def not_an_image() -> str:
     return _("That file is not an image. Send a photo of the product (JPEG, PNG or WebP).")
 
 
+def unreadable(kind: str = "") -> str:
+    """A file the search cannot read: of a refused ``kind`` ("SVG", "HEIC"...), or damaged."""
+    if kind:
+        return _("%(format)s files are not accepted: send a photo of the product (JPEG, PNG or WebP).") % {"format": kind}
+    return _("I could not read that image. Send a photo of the product (JPEG, PNG or WebP).")
+
+
 def too_large(max_bytes: int) -> str:
     megabytes = max_bytes / (1024 * 1024)
     return _("That photo is too large: at most %(mb)g MB. Send it as a photo rather than as a file, or send a "
