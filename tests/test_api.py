@@ -161,6 +161,22 @@ def test_similar_409_says_whether_waiting_helps(client, shop):
     assert response.json()["state"] == "pending" and "try again" in response.json()["detail"]
 
 
+def test_vectors_of_another_version_are_pending_only_where_the_sweep_runs(client, shop, settings):
+    """Made by another model (settings changed, a version rolled back): Celery's sweep recomputes
+    them, so "pending"; without Celery nothing does until visual_search_reindex, so "missing",
+    without a Retry-After that would have a client poll for ever."""
+    from visual_search.models import ImageEmbedding
+
+    banana = shop["Banana"]
+    ImageEmbedding.objects.for_result(banana).update(fingerprint="an-older-model")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}
+    response = client.get(f"/api/visual-search/products/{banana.pk}/similar/")
+    assert response.status_code == 409 and response.json()["state"] == "missing" and "Retry-After" not in response
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    response = client.get(f"/api/visual-search/products/{banana.pk}/similar/")
+    assert response.json()["state"] == "pending" and response["Retry-After"] == "10"
+
+
 # -- bad input: a clear 4xx and a message, never a 500 ---------------------------------------
 
 

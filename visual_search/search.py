@@ -33,11 +33,14 @@ class NotIndexed(VisualSearchError):
     ``state`` says which: ``"pending"`` (queued, or made by another version of the network and
     being recomputed: it will be searchable soon), ``"failed"`` (its images could not be read:
     nothing changes until an image is replaced) or ``"missing"`` (no image to compare).
+    ``stale``: "pending" only because its vectors were made by another version, which the sweep
+    recomputes where Celery runs it (without Celery, only ``visual_search_reindex`` does).
     """
 
-    def __init__(self, message: str, state: str = "missing"):
+    def __init__(self, message: str, state: str = "missing", stale: bool = False):
         super().__init__(message)
         self.state = state
+        self.stale = stale
 
 
 class NotSearchable(VisualSearchError, LookupError):
@@ -165,23 +168,27 @@ def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarr
     rows = ImageEmbedding.objects.for_result(obj).ready(fingerprint or current_fingerprint()).values_list("vector", flat=True)
     vectors = [np.frombuffer(bytes(blob), dtype=np.float32) for blob in rows]
     if not vectors:
-        state = _unindexed_state(obj)
+        state, stale = _unindexed_state(obj)
         raise NotIndexed(
             f"{obj._meta.verbose_name} {obj.pk} has no ready image embedding yet ({state}); "
             "run manage.py visual_search_status to see why.",
             state,
+            stale,
         )
     return l2_normalise(np.mean(vectors, axis=0))
 
 
-def _unindexed_state(obj: models.Model) -> str:
-    """Why ``obj`` has no ready vector: ``"pending"``, ``"failed"`` or ``"missing"`` (see :class:`NotIndexed`)."""
+def _unindexed_state(obj: models.Model) -> tuple[str, bool]:
+    """Why ``obj`` has no ready vector: ``"pending"``, ``"failed"`` or ``"missing"``, and whether
+    "pending" means only vectors of another version (see :class:`NotIndexed`)."""
     statuses = set(ImageEmbedding.objects.for_result(obj).values_list("status", flat=True))
-    if statuses & {ImageEmbedding.Status.PENDING, ImageEmbedding.Status.READY}:  # ready: another version's, being recomputed
-        return "pending"
+    if ImageEmbedding.Status.PENDING in statuses:
+        return "pending", False
+    if ImageEmbedding.Status.READY in statuses:  # another version's: the sweep recomputes it
+        return "pending", True
     if ImageEmbedding.Status.FAILED in statuses:
-        return "failed"
-    return "missing"
+        return "failed", False
+    return "missing", False
 
 
 def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None, request=None) -> list[SearchResult]:

@@ -18,7 +18,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import search
+from .. import queue, search
 from ..conf import settings
 from ..photo_search import (
     RETRY_AFTER_SECONDS,
@@ -162,7 +162,10 @@ class SimilarView(VisualSearchAPIView):
         try:
             results = search.find_similar(obj, limit=limit, queryset=queryset)
         except search.NotIndexed as exc:
-            return _not_indexed(model, exc.state)
+            # Another version's vectors wait for the sweep, which only Celery runs: without it,
+            # waiting does not help (manage.py visual_search_reindex does).
+            stuck = exc.stale and not queue.use_celery()
+            return _not_indexed(model, "missing" if stuck else exc.state)
         except (ValueError, TypeError) as exc:
             raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
         except Exception:
