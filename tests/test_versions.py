@@ -261,6 +261,7 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     page = staff_client.get(URL).content.decode()
     assert "Shop v1" in page and "0.130 → 0.340" in page and "Train a new version" in page
     assert 'http-equiv="refresh"' not in page
+    assert "/static/visual_search/admin.css" in page and 'class="button vs-tool-button"' in page  # no style="": CSP
     detail = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
     assert "Precision@1 by product" in detail and "+0.210" in detail
 

@@ -235,10 +235,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("label", "fingerprint")
     actions = ["activate_selected", "activate_anyway", "rollback", "cancel"]
     change_list_template = "admin/visual_search/modelversion/change_list.html"
-
-    class Media:
-        css = {"all": ["visual_search/admin.css"]}  # the object tools' buttons
-
     change_form_template = "admin/visual_search/modelversion/change_form.html"
     fields = (
         "label", "status", "progress_display", "metrics_table", "error", "fingerprint", "weights_file",
@@ -247,6 +243,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = fields[1:]
     # Seconds between reloads of a page that shows a version in progress.
     refresh_seconds = 5
+
+    class Media:
+        css = {"all": ["visual_search/admin.css"]}  # the object tools' buttons
 
     def has_add_permission(self, request) -> bool:
         return False  # versions come from training: the "Train a new version" button
