@@ -28,7 +28,8 @@ def camera_photos(count: int) -> list:
     from .common import dataset, photo_rows
 
     rng = np.random.default_rng(0)
-    rows = photo_rows("val")[:: max(1, len(photo_rows("val")) // count)][:count]
+    val = photo_rows("val")
+    rows = val[:: max(1, len(val) // count)][:count]
     photos = []
     for row in rows:
         big = np.asarray(Image.open(dataset() / row["file"]).convert("RGB").resize(PHONE, Image.Resampling.BICUBIC)).astype(np.int16)

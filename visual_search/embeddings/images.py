@@ -83,7 +83,7 @@ def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
         width, height = heif.size
     except Exception as exc:
-        raise InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).") from None
+        raise _unreadable_header(exc) from None
     _check_size(width, height, max_pixels)
     try:
         return heif.to_pillow()
@@ -130,9 +130,13 @@ def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Imag
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"The image has too many pixels (more than {max_pixels:,}).") from None
     except Exception as exc:  # Pillow raises many types on hostile headers
-        raise InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).") from None
+        raise _unreadable_header(exc) from None
     _check_size(*image.size, max_pixels)
     return image
+
+
+def _unreadable_header(exc: Exception) -> InvalidImage:
+    return InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).")
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
