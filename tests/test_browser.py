@@ -95,17 +95,25 @@ def demo_server(tmp_path_factory):
         yield served
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
+@contextmanager
+def chromium():
+    """Debian's Chromium, headless, through playwright; skips the test where either is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
 
 
 def phone(browser, javascript=True, csp=False):
@@ -330,6 +338,68 @@ def test_inline_widget_beside_a_compact_one(demo_server, browser, size):
     assert page.locator("h1").count() == 1  # the page's heading, once
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
     shot(page, f"inline_results_{size}.png")
+    context.close()
+
+
+def in_a_search_form(page, url: str, widget: str) -> None:
+    """Serve ``url`` with the widget whose markup starts with ``widget`` written inside a shop's
+    text search form (a GET form: a box before the widget, a Search button after it), as a shop
+    does that puts the camera button beside its search box in its header template."""
+
+    def nest(route):
+        response = route.fetch()
+        body = response.text()
+        start = body.index(widget)
+        end = body.index("</script>", start) + len("</script>")
+        body = (
+            body[:start] + '<form class="shop-search" action="/text-search/" method="get"><input name="q" value="milk">'
+            + body[start:end] + '<button id="shop-search" type="submit">Search</button></form>' + body[end:]
+        )
+        route.fulfill(response=response, body=body)
+
+    page.route(url, nest)
+
+
+SHOP_FORM_FIELDS = "Array.from(new FormData(document.querySelector('form.shop-search')).keys())"
+
+
+def test_compact_widget_inside_the_shop_s_search_form(demo_server, browser):
+    """HTML drops a <form> written inside another: the compact widget's dialog waits in a
+    <template> until the script makes it, so its form stays its own."""
+    context = phone(browser)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    in_a_search_form(page, f"{demo_server}/", '<div class="header-search">')
+    page.goto(f"{demo_server}/")
+    assert page.evaluate(SHOP_FORM_FIELDS) == ["q"]  # not the widget's CSRF token, file or box fields
+    page.locator("[data-vs-open]").click()
+    assert page.evaluate("document.getElementById('vs-compact-dialog').open")
+    page.set_input_files("#vs-compact-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-compact-results [data-vs-list] .vs-card", timeout=60_000)
+    assert page.url == f"{demo_server}/"  # searched in the dialog: neither form was submitted
+    page.keyboard.press("Escape")
+    page.locator("#shop-search").click()  # the shop's own search still sends its own field only
+    page.wait_for_url("**/text-search/**")
+    assert page.url == f"{demo_server}/text-search/?q=milk"
+    assert errors == []
+    context.close()
+
+
+def test_an_inline_widget_inside_a_form_says_why_and_leaves_the_form_alone(demo_server, browser):
+    context = phone(browser)
+    page = context.new_page()
+    console = []
+    page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+    in_a_search_form(page, f"{demo_server}/search/", '<div class="vs-widget vs-inline"')
+    page.goto(f"{demo_server}/search/")
+    # The browser dropped the widget's own form: rather than a widget that cannot search, none,
+    # and the developer reads why in the console. The outer form gets none of its fields.
+    assert page.locator("#vs").is_hidden()
+    assert page.evaluate(SHOP_FORM_FIELDS) == ["q"]
+    assert any("#vs is inside another <form>" in text and 'mode="compact"' in text for text in console), console
+    page.locator("[data-vs-open]").click()  # the page's other widget still starts
+    assert page.evaluate("document.getElementById('vs-compact-dialog').open")
     context.close()
 
 

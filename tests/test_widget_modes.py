@@ -98,8 +98,10 @@ def test_compact_mode_is_a_link_to_the_search_page_that_opens_a_dialog(rf):
     assert '<span class="vs-open-label">Find it by photo</span>' in html  # its accessible name
     assert '<dialog class="vs-dialog" id="vs-compact-dialog" aria-labelledby="vs-compact-title"' in html
     assert 'aria-label="Close"' in html
-    # The results live inside the dialog.
-    assert html.index("<dialog") < html.index("data-vs-results") < html.index("</dialog>")
+    # The results live inside the dialog, which waits in a <template> for the script: there its form
+    # stays its own when the button sits inside the shop's search form (tests/test_browser.py).
+    assert html.index("<template data-vs-dialog-template>") < html.index("<dialog") < html.index("<form")
+    assert html.index("<dialog") < html.index("data-vs-results") < html.index("</dialog>") < html.rindex("</template>")
     assert_ids_unique_and_labels_bound(html)
 
 

@@ -374,7 +374,12 @@
   function Widget(root) {
     this.root = root;
     this.mode = root.dataset.vsMode || "inline";
+    // Compact mode: the dialog waits in a <template>, where its <form> stays its own even when the
+    // button sits inside the shop's search <form>; made from script, a form inside a form works.
+    var held = root.querySelector("template[data-vs-dialog-template]");
+    if (held) { held.parentNode.replaceChild(document.importNode(held.content, true), held); }
     this.form = root.querySelector("form");
+    if (!this.form) { throw new InsideForm(root); }
     this.inputs = root.querySelectorAll('input[type="file"]');
     this.preview = root.querySelector("[data-vs-preview]");
     this.status = root.querySelector("[data-vs-status]");
@@ -640,11 +645,28 @@
     }
   };
 
+  // An inline widget written inside another <form>: HTML dropped the widget's own form, so its
+  // fields would go with the outer form (the CSRF token in a GET search's address, say).
+  function InsideForm(root) {
+    this.root = root;
+    this.message = "Visual search: the widget #" + root.id + " is inside another <form>, and HTML drops " +
+      "a <form> written inside a form, so the widget has none. Move {% visual_search_widget %} out of " +
+      "that form, or use mode=\"compact\" (a camera button), which works inside one.";
+  }
+
   function init() {
     document.querySelectorAll("[data-vs-widget]").forEach(function (root) {
-      if (!root.vsWidget) {
+      if (root.vsWidget !== undefined) { return; }
+      try {
         root.vsWidget = new Widget(root);
         widgets.push(root.vsWidget);
+      } catch (error) {
+        root.vsWidget = null; // tried once; the page's other widgets still start
+        if (!(error instanceof InsideForm)) { window.setTimeout(function () { throw error; }); return; }
+        // Customers get no widget that cannot work, and the outer form none of its fields.
+        root.querySelectorAll("input, button, select, textarea").forEach(function (el) { el.disabled = true; });
+        root.hidden = true;
+        if (window.console) { console.error(error.message); }
       }
     });
   }

@@ -1,0 +1,45 @@
+"""An Oscar shop in Debian's Chromium, with Oscar's own stylesheets: what customers see of the
+camera button. Marked ``browser`` too: needs ``apt-get install chromium`` and playwright."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_browser import chromium
+
+pytestmark = [pytest.mark.oscar, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# WCAG 2.1 AA, non-text contrast (1.4.11): a control's icon against what is behind it, 3:1 at least.
+CONTRAST = """el => {
+  const rgba = c => c.match(/[\\d.]+/g).map(Number);
+  const behind = node => {
+    for (; node; node = node.parentElement) {
+      const c = rgba(getComputedStyle(node).backgroundColor);
+      if (c.length < 4 || c[3] > 0) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const back = behind(el), fore = rgba(getComputedStyle(el).color);
+  const alpha = fore.length > 3 ? fore[3] : 1;
+  const seen = fore.slice(0, 3).map((v, i) => v * alpha + back[i] * (1 - alpha));
+  const lum = c => c.map(v => v / 255).map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const [a, b] = [lum(seen), lum(back)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
+
+def test_the_camera_button_stands_out_on_oscars_dark_navbar(catalogue, live_server):
+    # Playwright's loop is started after the catalogue is made and stopped before the database is
+    # flushed: Django refuses database calls while an event loop runs in the thread.
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(live_server.url) else route.abort())
+        page.goto(f"{live_server.url}/catalogue/")
+        button = page.locator(".navbar-dark [data-vs-open]")
+        assert button.count() == 1 and button.is_visible()
+        # Bootstrap colours a navbar's links and .navbar-text only: the button was the body's dark
+        # text on the dark bar (1.3:1) until its wrapper became .navbar-text.
+        assert button.evaluate(CONTRAST) >= 3
+        button.click()
+        assert page.evaluate("document.getElementById('vs-compact-dialog').open")
