@@ -142,10 +142,14 @@ def test_weights_that_did_not_load_are_not_tried_again_for_a_minute(monkeypatch,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(serving, "Extractor", counting)
+    depths = []
     for _ in range(3):
-        with pytest.raises(WeightsUnavailable, match="not a Keras VGG16"):
+        with pytest.raises(WeightsUnavailable, match="not a Keras VGG16") as raised:
             serving.get_extractor()
+        depths.append(len(raised.traceback))
     assert len(loads) == 1
+    # Each remembered failure is raised afresh: its traceback does not grow with every call.
+    assert depths[1] == depths[2]
     monkeypatch.setattr(serving, "RETRY_WEIGHTS_AFTER", 0.0)  # a minute later: tried again
     with pytest.raises(WeightsUnavailable):
         serving.get_extractor()

@@ -115,6 +115,19 @@ def test_pause_indexing_queues_in_batches_on_exit(make_product, embed_calls, set
     assert {row(p).status for p in products} == {"ready"}
 
 
+def test_pause_indexing_as_a_decorator_embeds_nothing(make_product, embed_calls):
+    """How a shop's own test that imports products skips embedding (docs/installation.md)."""
+
+    @visual_search.pause_indexing(reindex_on_exit=False)
+    def import_feed():
+        return [make_product(name, catalogue_image(name)) for name in ["Lemon", "Lime"]]
+
+    products = import_feed()
+    assert embed_calls == [] and {row(p).status for p in products} == {"pending"}
+    later = make_product("Mango", catalogue_image("Mango"))  # outside it, indexing is back
+    assert embed_calls == [1] and row(later).status == "ready"
+
+
 def test_gallery_images_of_one_product_make_one_result_scored_by_the_best(make_product):
     milk = make_product("Arla Standard Milk", catalogue_image("Arla-Standard-Milk"))
     for path in photos()["Arla-Standard-Milk"][:3]:

@@ -258,7 +258,9 @@ def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
         if extractor is None:
             failed = _failed.get(key)
             if failed is not None and time.monotonic() - failed[0] < RETRY_WEIGHTS_AFTER:
-                raise failed[1]
+                # A new exception each time: raising the stored one again would add this call's
+                # frames to its traceback, which a sweep's hundreds of tasks would keep growing.
+                raise type(failed[1])(*failed[1].args)
             for old in [k for k in _cache if k[0] != key[0] or (k[1] == key[1] == "settings")]:
                 del _cache[old]  # another process's (forked), or the settings changed
             while len(_cache) >= MAX_MODELS:

