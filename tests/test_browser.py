@@ -386,6 +386,24 @@ def test_compact_widget_inside_the_shop_s_search_form(demo_server, browser):
     context.close()
 
 
+def test_a_widget_swapped_into_the_page_later_starts(demo_server, browser):
+    """htmx, Turbo or a shop's own script put a widget's markup in the page without running its
+    <script> tag again (here: its element alone, as htmx's hx-select does); it still searches."""
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/")
+    page.evaluate("""async () => {
+        const html = await (await fetch("/search/")).text();
+        const widget = new DOMParser().parseFromString(html, "text/html").querySelector(".vs-inline");
+        document.querySelector("main").insertAdjacentHTML("beforeend", '<div id="swapped">' + widget.outerHTML + '</div>');
+    }""")
+    page.wait_for_function("document.querySelector('#swapped [data-vs-widget]').vsWidget")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert page.url == f"{demo_server}/"  # searched by the script, not posted to the search page
+    context.close()
+
+
 def test_an_inline_widget_inside_a_form_says_why_and_leaves_the_form_alone(demo_server, browser):
     context = phone(browser)
     page = context.new_page()

@@ -484,6 +484,7 @@
   function pasteTarget() {
     var active = document.activeElement;
     var i;
+    widgets = widgets.filter(function (widget) { return widget.root.isConnected !== false; }); // swapped out
     for (i = 0; i < widgets.length; i++) {
       if (widgets[i].dialog && widgets[i].dialog.open) { return widgets[i]; }
     }
@@ -676,5 +677,17 @@
     document.addEventListener("DOMContentLoaded", init);
   } else {
     init();
+  }
+  // Widgets put in the page later (htmx, Turbo, Unpoly, a script's innerHTML), whose own <script>
+  // tag did not run again, start by themselves.
+  function holdsWidget(node) {
+    return node.nodeType === 1 && (node.hasAttribute("data-vs-widget") || node.querySelector("[data-vs-widget]") !== null);
+  }
+  if (window.MutationObserver) {
+    new MutationObserver(function (records) {
+      for (var i = 0; i < records.length; i++) {
+        if (Array.prototype.some.call(records[i].addedNodes, holdsWidget)) { init(); return; }
+      }
+    }).observe(document.documentElement, { childList: true, subtree: true });
   }
 })();
