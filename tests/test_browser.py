@@ -134,6 +134,10 @@ def test_unseen_shelf_photo_finds_its_product(demo_server, browser):
     assert PRODUCT.replace("-", " ") in names[:TOP], names
     assert page.locator("#vs [data-vs-preview]").is_visible()
     assert "best match first" in page.locator("#vs-status").inner_text() or "Possible matches" in page.locator("#vs-status").inner_text()
+    # The photo and its box fill a phone's screen: the answer is brought up, the first card's top
+    # on screen under the status line (it was below the screen, unseen).
+    page.wait_for_function("document.querySelector('#vs-results .vs-card').getBoundingClientRect().top < innerHeight - 40")
+    assert page.evaluate("document.getElementById('vs-status').getBoundingClientRect().top") >= 0
     # Nothing wider than the phone: no sideways scrolling.
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     context.close()
@@ -301,6 +305,14 @@ def test_compact_widget_opens_a_dialog_that_searches_and_closes(demo_server, bro
     page.set_input_files("#vs-compact-file", str(val_photo(PRODUCT)))
     page.wait_for_selector("#vs-compact-results [data-vs-list] .vs-card", timeout=60_000)
     assert page.locator("#vs-compact-results .vs-card").count() > 0  # the ranking: test_unseen_shelf_photo...
+    # The answer is on screen, under the dialog's title bar, which is opaque: what scrolls under it
+    # (the photo's box, the results) does not show through its title.
+    page.wait_for_function("""() => {
+        const card = document.querySelector('#vs-compact-results .vs-card').getBoundingClientRect();
+        const bar = document.querySelector('#vs-compact-dialog .vs-dialog-bar').getBoundingClientRect();
+        return card.top < innerHeight - 40 && card.top >= bar.bottom - 1;
+    }""")
+    assert page.evaluate("getComputedStyle(document.querySelector('#vs-compact-dialog .vs-dialog-bar')).backgroundColor") not in ("transparent", "rgba(0, 0, 0, 0)")
     # Results only in the widget that searched: the aisle's widget on this page stays empty.
     assert page.locator("#aisle-results .vs-card").count() == 0 and page.locator("#aisle-status").inner_text() == ""
     status = page.locator("#vs-compact-status").inner_text()

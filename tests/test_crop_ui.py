@@ -236,6 +236,8 @@ def test_the_box_chooses_which_product_is_searched(demo_server, browser, tmp_pat
     page.set_input_files(f"{root}-file", str(photo))
     settle(page, widget, requests, 0)
     assert sent(page)[0].get("box") is None  # the whole photo: the same search as without a box
+    # The answer was brought up, maybe taking the photo's top off the screen: the customer scrolls back.
+    page.locator(f"{root} [data-vs-stage]").evaluate("el => el.scrollIntoView({block: 'center', behavior: 'instant'})")
     stage = page.locator(f"{root} [data-vs-stage]").bounding_box()
     assert abs(stage["width"] / stage["height"] - 2) < 0.05, stage  # 600 x 300 as displayed, even when stored 300 x 600
     shown = page.locator(f"{root} [data-vs-box]").bounding_box()

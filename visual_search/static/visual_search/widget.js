@@ -551,6 +551,7 @@
       return;
     }
     this.file = sent;
+    this.revealing = true; // this photo's first answer is brought into view (not the box's later ones)
     if (this.preview && window.URL && URL.createObjectURL) {
       if (this.preview.dataset.url) { URL.revokeObjectURL(this.preview.dataset.url); }
       this.preview.dataset.url = URL.createObjectURL(sent);
@@ -619,7 +620,21 @@
       if (!latest()) { return; }
       self.results.setAttribute("aria-busy", "false");
       self.root.classList.remove("vs-busy");
+      self.reveal();
     });
+  };
+
+  // On a phone the customer's photo and its box fill the screen, and the answer to a new photo came
+  // below it, unseen. The status line (results or error) is brought up, with the first results under
+  // it; a box moved afterwards searches again without moving the page under the finger.
+  Widget.prototype.reveal = function () {
+    if (!this.revealing) { return; }
+    this.revealing = false;
+    var line = this.status.getBoundingClientRect();
+    var view = this.dialog && this.dialog.open ? this.dialog.getBoundingClientRect() : { bottom: window.innerHeight || document.documentElement.clientHeight };
+    if (line.bottom <= view.bottom - 48 || !this.status.scrollIntoView) { return; } // seen, with a card's top below it
+    var still = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    this.status.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
   };
 
   // One status line says what the results are; the list below holds only the cards.
