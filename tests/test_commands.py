@@ -39,6 +39,15 @@ def test_status_then_reindex_with_progress(imported):
     assert "Embedded 0, unchanged 3, failed 1" in out
 
 
+def test_in_a_log_the_progress_is_whole_lines(imported):
+    """Not a terminal (cron, a container's log, CI): each state of the bar is a line of its own,
+    not carriage-return redraws that make one endless line. tests/test_quiet.py: a terminal."""
+    _, err = run("visual_search_reindex", "--only", "pending")
+    assert "\r" not in err
+    bars = [line for line in err.splitlines() if line.startswith("Embedding:")]
+    assert bars[0].startswith("Embedding:   0%") and bars[-1].startswith("Embedding: 100%") and "4/4" in bars[-1], err
+
+
 def test_weights_that_do_not_load_are_one_clear_error_and_lose_nothing(imported, settings, tmp_path, caplog):
     not_weights = tmp_path / "vgg16_notop.h5"
     not_weights.write_bytes(b"an HTML error page saved as the weights")

@@ -61,6 +61,39 @@ call_command("visual_search_reindex", "--force", stdout=OutputWrapper(sys.stdout
 """
 
 
+def on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``args`` with stderr on a pseudo-terminal 120 columns wide, as a shop's shell does (the
+    bars redraw their line there; in a pipe they write whole lines). Returns the exit status, stdout,
+    and stderr with the terminal's line ends made plain newlines (carriage returns kept)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = {master: b"", process.stdout.fileno(): b""}
+    open_fds = set(chunks)
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], 600)
+        assert ready, "the command did not finish in 10 minutes"
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # the terminal's other end closed (Linux: EIO)
+                data = b""
+            if data:
+                chunks[fd] += data
+            else:
+                open_fds.discard(fd)
+    os.close(master)
+    returncode = process.wait(timeout=60)
+    return returncode, chunks[process.stdout.fileno()].decode(), chunks[master].decode().replace("\r\n", "\n")
+
+
 def test_a_management_command_tells_each_thing_once(tmp_path):
     (tmp_path / "quiet_settings.py").write_text(SETTINGS)
     (tmp_path / "run.py").write_text(SCRIPT)
@@ -72,10 +105,8 @@ def test_a_management_command_tells_each_thing_once(tmp_path):
         "VISUAL_SEARCH_TEST_MEDIA": str(tmp_path / "media"),
     }
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the app's own default must do
-    run = subprocess.run([sys.executable, str(tmp_path / "run.py")], cwd=ROOT, env=env, capture_output=True, timeout=600, check=False)
-    # Bytes, decoded by hand: text=True would turn the bar's carriage returns into newlines.
-    err, out = run.stderr.decode(), run.stdout.decode()
-    assert run.returncode == 0, err
+    returncode, out, err = on_a_terminal([sys.executable, str(tmp_path / "run.py")], env)
+    assert returncode == 0, err
 
     assert err.count("visual_search.W001") == 1 and err.count("edge detection") == 1, err
     for chatter in ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "I0000"):

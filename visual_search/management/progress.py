@@ -21,10 +21,23 @@ def bar(command: BaseCommand, *, desc: str, unit: str, total: int = 0, show: boo
     stream = command.stderr
     while isinstance(stream, OutputWrapper):
         stream = stream._out
+    stream = stream or sys.stderr
+    terminal = _is_terminal(stream)
     return Bar(
-        total=total, unit=unit, desc=desc, disable=not show, file=stream or sys.stderr, dynamic_ncols=True,
-        close_at_total=close_at_total,
+        total=total, unit=unit, desc=desc, disable=not show, file=stream, dynamic_ncols=terminal,
+        mininterval=0.1 if terminal else LOG_LINE_EVERY, close_at_total=close_at_total, lines=not terminal,
     )
+
+
+# Not a terminal (cron, a container's or a CI job's log): a whole line this often, and at the end.
+LOG_LINE_EVERY = 30.0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 class Bar(tqdm):
@@ -36,9 +49,10 @@ class Bar(tqdm):
     follows it (fitting the whitening); a later ``close()`` changes nothing.
     """
 
-    def __init__(self, *args, close_at_total: bool = True, **kwargs):
+    def __init__(self, *args, close_at_total: bool = True, lines: bool = False, **kwargs):
         self._logs = contextlib.ExitStack()
         self.close_at_total = close_at_total
+        self.lines = lines
         super().__init__(*args, **kwargs)
         if not self.disable and (loggers := _console_loggers()):
             self._logs.enter_context(logging_redirect_tqdm(loggers=loggers, tqdm_class=tqdm))
@@ -52,6 +66,22 @@ class Bar(tqdm):
     def close(self) -> None:
         super().close()
         self._logs.close()
+
+    # Not a terminal: a log keeps every carriage-return redraw on one endless line, which a log
+    # collector shows only when it ends. There, each state shown is a line of its own.
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if not self.lines:
+            return super().display(msg, pos)
+        if msg == "":
+            return False  # tqdm clearing its line: nothing to clear in a log
+        # close() marks the bar disabled, shows it a last time, then ends the line itself.
+        self.fp.write((str(self) if msg is None else msg) + ("" if self.disable else "\n"))
+        self.fp.flush()
+        return True
+
+    def clear(self, nolock: bool = False) -> None:
+        if not self.lines:
+            super().clear(nolock)
 
 
 def _console_loggers() -> list[logging.Logger]:
