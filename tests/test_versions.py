@@ -262,6 +262,7 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     assert "Shop v1" in page and "0.130 → 0.340" in page and "Train a new version" in page
     assert 'http-equiv="refresh"' not in page
     assert "/static/visual_search/admin.css" in page and 'class="button vs-tool-button"' in page  # no style="": CSP
+    assert "Roll back to the previous version</button>" not in page  # nothing is active: nothing to go back to
     detail = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
     assert "Precision@1 by product" in detail and "+0.210" in detail
 
@@ -275,6 +276,7 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     assert "Searches now use Shop v1" in response.content.decode()
     assert ModelVersion.objects.get(pk=version.pk).status == "active"
+    assert "Roll back to the previous version</button>" in staff_client.get(URL).content.decode()
     response = staff_client.post(f"{URL}rollback/", follow=True)
     assert "pretrained model" in response.content.decode()
     assert current_fingerprint() == settings_fingerprint()

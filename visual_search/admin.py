@@ -326,6 +326,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "auto_refresh": self.refresh_seconds if busy else None,
             "can_change_versions": self.has_change_permission(request),  # the train and roll back buttons
+            "can_roll_back": versions.active_version() is not None,  # else there is nothing to go back to
         })
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
