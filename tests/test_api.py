@@ -230,7 +230,14 @@ def test_missing_field_is_400(client, shop):
 def test_json_body_is_415(client, shop):
     response = client.post(SEARCH, {"image": "x"}, content_type="application/json")
     assert response.status_code == 415
-    assert response.json()["code"] == "unsupported_media_type"
+    assert response.json() == {
+        "detail": "Send the photo as multipart/form-data, in the field 'image' (this request was 'application/json'): "
+        "curl -F image=@photo.jpg <this URL>.",
+        "code": "unsupported_media_type",
+    }
+    # The photo's bytes as the body: the same answer, naming what was sent.
+    response = client.post(SEARCH, catalogue_image("Banana").read_bytes(), content_type="image/jpeg")
+    assert response.status_code == 415 and "'image/jpeg'" in response.json()["detail"]
 
 
 def test_oversized_upload_is_413_before_decoding(client, shop, settings, monkeypatch):

@@ -13,7 +13,7 @@ from django.db import DatabaseError
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -75,6 +75,13 @@ class VisualSearchAPIView(APIView):
         if isinstance(exc, DatabaseError):  # the database is restarting or unreachable: it will pass
             logger.exception("Visual search API: the database is unavailable")
             exc = unavailable()
+        if isinstance(exc, UnsupportedMediaType) and MultiPartParser in self.parser_classes:
+            # A JSON body with the photo in base64, or the photo's bytes alone: say what works.
+            exc = PhotoSearchError(
+                415, "unsupported_media_type",
+                f"Send the photo as multipart/form-data, in the field 'image' (this request was {self.request.content_type!r}): "
+                "curl -F image=@photo.jpg <this URL>.",
+            )
         if isinstance(exc, PhotoSearchError):
             response = Response(exc.as_dict(), status=exc.status)
             if exc.retry_after:
