@@ -416,6 +416,19 @@ def test_a_widget_swapped_into_the_page_later_starts(demo_server, browser):
     context.close()
 
 
+def test_without_dialog_support_the_camera_button_stays_a_link(demo_server, browser):
+    """A browser without <dialog> (Safari before 15.4) would have shown the closed dialog, form
+    and all, in the shop's header; the button is the link to the search page there."""
+    context = phone(browser)
+    page = context.new_page()
+    page.add_init_script("delete window.HTMLDialogElement")
+    page.goto(f"{demo_server}/")
+    assert page.locator("#vs-compact-dialog").count() == 0 and page.locator("#vs-compact-file").count() == 0
+    page.locator("[data-vs-open]").click()
+    page.wait_for_url("**/search/")
+    context.close()
+
+
 def test_an_inline_widget_inside_a_form_says_why_and_leaves_the_form_alone(demo_server, browser):
     context = phone(browser)
     page = context.new_page()

@@ -673,6 +673,10 @@
   function init() {
     document.querySelectorAll("[data-vs-widget]").forEach(function (root) {
       if (root.vsWidget !== undefined) { return; }
+      if (typeof window.HTMLDialogElement !== "function" && root.querySelector("template[data-vs-dialog-template]")) {
+        root.vsWidget = null; // no <dialog> (Safari before 15.4): the camera button stays a link to the search page
+        return;
+      }
       try {
         root.vsWidget = new Widget(root);
         widgets.push(root.vsWidget);
