@@ -425,3 +425,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         self.rollback(request)
         return self._back()
+
+
+def register_on(site: admin.AdminSite) -> None:
+    """Show the package's pages (the image index, search tuning, model versions) on another
+    :class:`~django.contrib.admin.AdminSite` too, for a shop whose staff use their own site::
+
+        # shop/admin.py
+        staff_site = admin.AdminSite(name="staff")
+        visual_search.admin.register_on(staff_site)
+
+    Django's ``admin.site`` has them already. Models the site has registered are left alone.
+    """
+    for model, model_admin in ((ImageEmbedding, ImageEmbeddingAdmin), (Whitening, WhiteningAdmin), (ModelVersion, ModelVersionAdmin)):
+        if not site.is_registered(model):
+            site.register(model, model_admin)
