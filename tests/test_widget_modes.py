@@ -221,3 +221,19 @@ def test_cards_show_price_and_stock_when_the_result_has_them(item, shown, not_sh
     assert not any(words in text for words in not_shown), text
     if "price" not in item:
         assert 'data-vs-field="price" hidden' in html
+
+
+def test_numbers_the_script_and_the_server_read_are_never_localized(rf, settings):
+    """A shop showing prices as "1,299.00" sets USE_THOUSAND_SEPARATOR: Django then wrote the upload
+    limit as "10,485,760" (German: "10.485.760"), which the script read as 10 bytes, refusing every
+    photo as larger than 10 MB; a numeric filter went back as "1.234", a value that matches nothing."""
+    from django.utils import translation
+
+    settings.USE_THOUSAND_SEPARATOR = True
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}}
+    for language in ("en", "de"):
+        with translation.override(language):
+            html = render("{% visual_search_widget category=1234 limit=8 %}", request=rf.get("/"))
+        assert 'data-max-bytes="10485760"' in html, language
+        assert '<input type="hidden" name="category" value="1234">' in html and 'name="limit" value="8"' in html, language
+        assert "bis zu 10 MB" in html if language == "de" else "up to 10 MB" in html  # words stay the customer's
