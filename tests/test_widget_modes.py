@@ -237,3 +237,19 @@ def test_numbers_the_script_and_the_server_read_are_never_localized(rf, settings
         assert 'data-max-bytes="10485760"' in html, language
         assert '<input type="hidden" name="category" value="1234">' in html and 'name="limit" value="8"' in html, language
         assert "bis zu 10 MB" in html if language == "de" else "up to 10 MB" in html  # words stay the customer's
+
+
+@pytest.mark.parametrize("tag, sent, said", [
+    ("{% visual_search_widget limit=60 %}", 'name="limit" value="50"', "limit=60 is outside 1 to API_MAX_LIMIT (50)"),
+    ('{% visual_search_widget limit="a dozen" %}', None, "limit='a dozen' is not a whole number"),
+    ("{% visual_search_widget catgory='milk' %}", None, "catgory= is neither an option nor a filter"),
+])
+def test_a_widget_the_api_would_refuse_says_so_in_the_log_and_still_searches(rf, caplog, tag, sent, said):
+    """limit=60 posted 60, which the API refuses: every search said "This search form does not work
+    right now" and nothing said why. A misspelt filter searched the whole catalogue, silently."""
+    with caplog.at_level(logging.WARNING, logger="visual_search"):
+        html = render(tag, request=rf.get("/"))
+    assert said in caplog.text
+    limits = re.findall(r'name="limit" value="[^"]*"', html)
+    assert limits == ([sent] if sent else [])
+    assert "catgory" not in html

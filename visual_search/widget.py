@@ -156,6 +156,25 @@ def _shows_results(context: Mapping[str, Any], state: dict[str, Any], widget_id:
     return False
 
 
+def _usable_limit(limit: Any) -> int | None:
+    """The widget's ``limit`` as the API takes it: a limit the API refuses would fail every search
+    with "this search form does not work", so it is brought within 1 to ``API_MAX_LIMIT``, with a
+    warning; None (the API's default) for none or for one that is not a number."""
+    if limit in (None, ""):
+        return None
+    most = int(settings.API_MAX_LIMIT)
+    try:
+        number = int(limit)
+    except (TypeError, ValueError):
+        logger.warning("visual_search_widget: limit=%r is not a whole number; using the default (API_DEFAULT_LIMIT).", limit)
+        return None
+    if not 1 <= number <= most:
+        logger.warning("visual_search_widget: limit=%s is outside 1 to API_MAX_LIMIT (%s), which the API refuses; using %s.",
+                       number, most, min(max(number, 1), most))
+        return min(max(number, 1), most)
+    return number
+
+
 def widget_context(
     context: Any = None,
     *,
@@ -181,7 +200,8 @@ def widget_context(
     visible heading (the page has one); ``main=True`` marks the page's own widget, which shows
     results posted from a widget on another page. Keyword arguments named like an
     ``API_FILTERS`` parameter (``category="milk"``) narrow every search from this widget;
-    others are ignored.
+    others are ignored with a warning in the log, as is a ``limit`` the API would refuse (brought
+    within 1 to ``API_MAX_LIMIT``).
     """
     context = context if context is not None else {}
     request = context.get("request")
@@ -195,6 +215,13 @@ def widget_context(
     if api_url is None:
         logger.warning("The visual search widget found no API URL; include visual_search.api.urls to search without reloading.")
     allowed = filter_lookups()
+    unknown = sorted(name for name in filters if name not in allowed)
+    if unknown:  # a typo (catgory=...) would search the whole catalogue without a word
+        logger.warning(
+            "visual_search_widget: %s is neither an option nor a filter named in VISUAL_SEARCH['API_FILTERS'] (%s); ignored.",
+            ", ".join(f"{name}=" for name in unknown), ", ".join(sorted(allowed)) or "none",
+        )
+    limit = _usable_limit(limit)
     mine = _shows_results(context, state, widget_id, mode, main)
     results = context.get(RESULTS_KEY) if mine else None
     return {
