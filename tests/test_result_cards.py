@@ -252,3 +252,14 @@ def test_the_schema_says_results_carry_the_shops_fields():
     result = schema["components"]["schemas"]["SearchResult"]
     assert BASE <= set(result["properties"])
     assert "RESULT_ADAPTER" in result["additionalProperties"]["description"]
+
+
+def test_a_result_without_a_page_is_a_card_not_a_link_to_nowhere():
+    """A model without get_absolute_url gives "url": null: the card used to be a link to "#",
+    which scrolled the customer to the top of the page. The script does the same (no href)."""
+    from django.template.loader import render_to_string
+
+    with_page = render_to_string("visual_search/result_card.html", {"item": {"name": "Banana", "url": "/p/1/", "score": 0.5}})
+    without = render_to_string("visual_search/result_card.html", {"item": {"name": "Banana", "url": None, "score": 0.5}})
+    assert '<a class="vs-card-link" href="/p/1/"' in with_page
+    assert '<a class="vs-card-link" data-vs-field="url">' in without and 'href="#"' not in without

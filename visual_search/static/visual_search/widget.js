@@ -35,7 +35,11 @@
 
   function setField(card, name, value, messages) {
     card.querySelectorAll('[data-vs-field="' + name + '"]').forEach(function (el) {
-      if (el.tagName === "A") { el.href = value || "#"; return; }
+      if (el.tagName === "A") {
+        // No page for it (a model without get_absolute_url): a card, not a link that leads nowhere.
+        if (value) { el.href = value; } else { el.removeAttribute("href"); }
+        return;
+      }
       if (el.tagName === "IMG") {
         if (value) { el.src = value; } else { el.removeAttribute("src"); el.classList.add("vs-no-image"); }
         return;
