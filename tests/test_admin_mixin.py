@@ -202,7 +202,7 @@ def test_without_celery_a_big_selection_is_not_indexed_in_the_request(model_admi
     request dies half way. Nothing is started; the message names the command that does it."""
     import visual_search.queue
 
-    monkeypatch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 1)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "IN_REQUEST_IMAGES": 1}
     request = request_for(staff, "post")
     model_admin.visual_search_reindex(request, Product.objects.all())
     assert [str(m) for m in request._messages] == [
@@ -221,6 +221,12 @@ def test_without_celery_a_big_selection_is_not_indexed_in_the_request(model_admi
     request = request_for(staff, "post")
     index_admin.requeue(request, ImageEmbedding.objects.all())
     assert str(list(request._messages)[0]).startswith("Nothing was started") and embed_calls == []
+    # A shop whose web server allows more sets the limit (VISUAL_SEARCH["IN_REQUEST_IMAGES"]).
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "IN_REQUEST_IMAGES": 2}
+    request = request_for(staff, "post")
+    model_admin.visual_search_reindex(request, Product.objects.all())
+    assert "2 images indexed" in str(list(request._messages)[0]) and embed_calls
+    embed_calls.clear()
     # With Celery the workers take any number.
     monkeypatch.setattr(visual_search.queue, "use_celery", lambda: True)
     monkeypatch.setattr(visual_search.queue, "send", lambda *args, **kwargs: None)

@@ -93,6 +93,8 @@ BAD_VALUES = [
     ("BACKENDS", {"default": {"BACKEND": "visual_search.conf.Setting"}}, "visual_search.E005"),
     ("BACKENDS", {"default": {**NUMPY, "OPTION": {}}}, "visual_search.E005"),
     ("BACKENDS", {"default": "numpy"}, "visual_search.E005"),
+    ("IN_REQUEST_IMAGES", -1, "visual_search.E021"),
+    ("IN_REQUEST_IMAGES", "many", "visual_search.E020"),
     ("IMAGE_SIZE", 16, "visual_search.E006"),
     ("IMAGE_SIZE", True, "visual_search.E006"),
     ("IMAGE_SIZE", "224", "visual_search.E006"),

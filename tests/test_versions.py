@@ -266,10 +266,10 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     detail = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
     assert "Precision@1 by product" in detail and "+0.210" in detail
 
-    import visual_search.queue
+    from django.conf import settings as django_settings
+    from django.test import override_settings
 
-    with pytest.MonkeyPatch.context() as patch:  # without Celery, a catalogue too big to build in the request
-        patch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 1)
+    with override_settings(VISUAL_SEARCH={**django_settings.VISUAL_SEARCH, "IN_REQUEST_IMAGES": 1}):  # without Celery, a catalogue too big to build in the request
         page = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True).content.decode()
         assert "Nothing was started" in page and f"manage.py visual_search_versions activate {version.pk}" in page
         assert ModelVersion.objects.get(pk=version.pk).status == "trained"
@@ -386,10 +386,10 @@ def test_admin_says_which_versions_are_better_and_refuses_a_worse_one(catalogue,
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     assert "Not activating Worse" in response.content.decode()
     assert ModelVersion.objects.get(pk=version.pk).status == "trained"
-    import visual_search.queue
+    from django.conf import settings as django_settings
+    from django.test import override_settings
 
-    with pytest.MonkeyPatch.context() as patch:  # too big for the request, and refused anyway: the refusal is what helps
-        patch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 1)
+    with override_settings(VISUAL_SEARCH={**django_settings.VISUAL_SEARCH, "IN_REQUEST_IMAGES": 1}):  # too big for the request, and refused anyway: the refusal is what helps
         page = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True).content.decode()
         assert "Not activating Worse" in page and "Nothing was started" not in page
     response = staff_client.post(URL, {"action": "activate_anyway", "_selected_action": [version.pk]}, follow=True)

@@ -299,6 +299,11 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("QUEUE", None, (str, NoneType), "The Celery queue of the package's tasks; None: Celery's default."),
         Setting("SWEEP_AFTER_SECONDS", 300, NUMBER, "Pending rows older than this many seconds are re-queued by the "
                 "sweep task.", minimum=0),
+        # gunicorn's 30 s: about 200 images at 7 a second on 2 cores without AMX, after 5 s of loading VGG16.
+        Setting("IN_REQUEST_IMAGES", 100, (int,), "Without Celery, the most images an admin or dashboard button "
+                "indexes in the staff member's own request; beyond it nothing is started and the message names the "
+                "management command (a longer request would outlast the web server's timeout half way). 0: never "
+                "in a request.", minimum=0),
         # Bounds how stale a web process's view of the index can be.
         Setting("REFRESH_INTERVAL", 1.0, NUMBER, "How often (seconds) a process asks the database whether other "
                 "processes changed the vectors before a search; 0: before every search.", minimum=0),

@@ -97,15 +97,16 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
     return len(pks) - len(report.retry)
 
 
-# Without Celery the work runs in the staff member's request. Beyond this many images it would
-# outlast a web server's timeout (gunicorn's 30 s: about 200 images at the default's 7 a second on
-# 2 cores without AMX, after the first request's 5 s of loading VGG16), killing the request half
-# way; staff are told to run the command instead.
+# Without Celery the work runs in the staff member's request. Beyond VISUAL_SEARCH["IN_REQUEST_IMAGES"]
+# images it would outlast a web server's timeout (gunicorn's 30 s: about 200 images at the default's
+# 7 a second on 2 cores without AMX, after the first request's 5 s of loading VGG16), killing the
+# request half way; staff are told to run the command instead. The setting's default (this name was
+# the limit itself before 2026-12-04):
 IN_REQUEST_IMAGES = 100
 
 
 class TooMuchForARequest(Exception):
-    """More images than :data:`IN_REQUEST_IMAGES` to index in a request, without Celery: nothing was started."""
+    """More images than ``VISUAL_SEARCH["IN_REQUEST_IMAGES"]`` to index in a request, without Celery: nothing was started."""
 
     def __init__(self, images: int, command: str):
         super().__init__(f"{images} images to index in the request")
@@ -122,6 +123,6 @@ class TooMuchForARequest(Exception):
 def check_in_request(images: int, only: tuple[str, ...] | None = None, command: str | None = None) -> None:
     """Raise :class:`TooMuchForARequest` when, without Celery, ``images`` would be indexed in a web
     request; its message names ``command`` (default: ``visual_search_reindex``, with ``--only``)."""
-    if images > IN_REQUEST_IMAGES and not use_celery():
+    if images > int(settings.IN_REQUEST_IMAGES) and not use_celery():
         command = command or "manage.py visual_search_reindex" + (f" --only {','.join(only)}" if only else "")
         raise TooMuchForARequest(images, command)

@@ -83,10 +83,8 @@ def test_the_buttons_queue_work_for_staff_who_may_change_products(catalogue, bro
     assert all(after[pk] > when for pk, when in before)  # every ready image was recomputed
 
 
-def test_without_celery_the_whole_catalogue_is_not_indexed_in_the_request(catalogue, client, monkeypatch):
-    import visual_search.queue
-
-    monkeypatch.setattr(visual_search.queue, "IN_REQUEST_IMAGES", 3)
+def test_without_celery_the_whole_catalogue_is_not_indexed_in_the_request(catalogue, client, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "IN_REQUEST_IMAGES": 3}
     client.force_login(user("editor", staff=True, perms=("catalogue.change_product",)))
     before = dict(ImageEmbedding.objects.values_list("pk", "updated_at"))
     page = client.post(f"{STATUS}reindex/", follow=True).content.decode()
