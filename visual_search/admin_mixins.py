@@ -207,7 +207,7 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
     """Queue (``force=True``) the images of objects ``pks`` of ``model``: their own and their gallery's.
 
     ``only`` keeps the images in those states (``("stale", "failed")``); returns how many were queued.
-    Without Celery, more than ``queue.IN_REQUEST_IMAGES`` raise :class:`~visual_search.queue.TooMuchForARequest` first.
+    Without Celery, more than ``VISUAL_SEARCH["IN_REQUEST_IMAGES"]`` raise :class:`~visual_search.queue.TooMuchForARequest` first.
     """
     work = []
     for registration in related_registrations(model):
