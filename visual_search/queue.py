@@ -98,11 +98,9 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
 
 
 # Without Celery the work runs in the staff member's request. Beyond VISUAL_SEARCH["IN_REQUEST_IMAGES"]
-# images it would outlast a web server's timeout (gunicorn's 30 s: about 200 images at the default's
-# 7 a second on 2 cores without AMX, after the first request's 5 s of loading VGG16), killing the
-# request half way; staff are told to run the command instead. The setting's default (this name was
-# the limit itself before 2026-12-04):
-IN_REQUEST_IMAGES = 100
+# images (100) it would outlast a web server's timeout (gunicorn's 30 s: about 200 images at the
+# default's 7 a second on 2 cores without AMX, after the first request's 5 s of loading VGG16),
+# killing the request half way; staff are told to run the command instead.
 
 
 class TooMuchForARequest(Exception):

@@ -168,11 +168,11 @@ def _usable_limit(limit: Any) -> int | None:
     except (TypeError, ValueError):
         logger.warning("visual_search_widget: limit=%r is not a whole number; using the default (API_DEFAULT_LIMIT).", limit)
         return None
-    if not 1 <= number <= most:
+    usable = min(max(number, 1), most)
+    if usable != number:
         logger.warning("visual_search_widget: limit=%s is outside 1 to API_MAX_LIMIT (%s), which the API refuses; using %s.",
-                       number, most, min(max(number, 1), most))
-        return min(max(number, 1), most)
-    return number
+                       number, most, usable)
+    return usable
 
 
 def widget_context(
