@@ -668,7 +668,6 @@
   // An inline widget written inside another <form>: HTML dropped the widget's own form, so its
   // fields would go with the outer form (the CSRF token in a GET search's address, say).
   function InsideForm(root) {
-    this.root = root;
     this.message = "Visual search: the widget #" + root.id + " is inside another <form>, and HTML drops " +
       "a <form> written inside a form, so the widget has none. Move {% visual_search_widget %} out of " +
       "that form, or use mode=\"compact\" (a camera button), which works inside one.";
