@@ -63,6 +63,19 @@ def test_own_catalogue_image_comes_first(client, shop):
     assert set(results[0]) >= {"id", "name", "url", "image_url", "score"}
 
 
+def test_search_without_its_trailing_slash_answers_in_place(client, shop, settings):
+    """APPEND_SLASH answered a POST to ``search`` with a 301, which HTTP clients follow with a GET:
+    the photo was lost and the answer was a 405. The path without its slash searches too, and the
+    schema still documents one path (test_api_docs.py)."""
+    settings.APPEND_SLASH = True
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.common.CommonMiddleware"]
+    response = client.post(SEARCH.rstrip("/"), {"image": upload(catalogue_image("Banana").read_bytes()), "limit": 2})
+    assert response.status_code == 200, response.content
+    assert [r["id"] for r in response.json()["results"]][:1] == [shop["Banana"].pk]
+    assert len(response.json()["results"]) == 2
+    assert client.get(SEARCH.rstrip("/")).json()["code"] == "method_not_allowed"
+
+
 def test_limit_and_its_bounds(client, shop):
     photo = catalogue_image("Banana").read_bytes()
     assert len(search(client, photo, limit=2).json()["results"]) == 2

@@ -10,8 +10,19 @@ from .views import SearchView, SimilarView
 
 app_name = "visual_search"
 
+
+class SearchWithoutSlashView(SearchView):
+    """``search`` without its slash, answered in place. Django's APPEND_SLASH would answer a POST
+    there with a redirect, and HTTP clients (curl -L, requests, fetch) follow a 301 with a GET: the
+    photo was lost and the answer was "Method GET not allowed". Not in the schema: one path is
+    documented, ``search/``."""
+
+    schema = None
+
+
 urlpatterns = [
     path("search/", SearchView.as_view(), name="search"),
+    path("search", SearchWithoutSlashView.as_view()),
     path("products/<str:pk>/similar/", SimilarView.as_view(), name="similar"),
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
