@@ -81,3 +81,18 @@ def test_the_project_schema_url_still_answers_the_openapi_document(client):
     paths = yaml.safe_load(response.content)["paths"]
     assert "/api/visual-search/search/" in paths
     assert not [path for path in paths if path.startswith(("/api/visual-search/schema", "/api/visual-search/docs"))]
+
+
+@pytest.mark.parametrize("url", ["/api/visual-search/schema/", "/api/schema/"])
+def test_the_photo_is_a_file_in_the_schema(client, settings, url):
+    """``format: binary``, so that the docs page's "Try it out" offers a file picker and generated
+    clients (openapi-python-client, openapi-generator) upload bytes; drf-spectacular's default for
+    a FileField, ``format: uri``, made both send a string. The formats named are the shop's."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "HEIF"]}
+    schema = yaml.safe_load(client.get(url, HTTP_ACCEPT="application/vnd.oai.openapi").content)
+    body = schema["paths"]["/api/visual-search/search/"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    request = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    image = request["properties"]["image"]
+    assert (image["type"], image["format"]) == ("string", "binary")
+    assert "JPEG, PNG, WebP or HEIC" in image["description"] and "TIFF" not in image["description"]
+    assert request["required"] == ["image"]

@@ -14,29 +14,52 @@ from ..registry import filter_lookups
 from ..results import extra_fields
 
 
+# Pillow's format names as customers know them.
+FORMAT_NAMES = {"WEBP": "WebP", "HEIF": "HEIC"}
+
+
+@extend_schema_field({"type": "string", "format": "binary"})
+class PhotoField(serializers.FileField):
+    """An uploaded file. The schema says ``format: binary``: drf-spectacular writes a FileField as
+    ``format: uri`` (how it is read back) unless ``COMPONENT_SPLIT_REQUEST`` is on, and the docs
+    page then offered a text box for the photo, and generated clients sent a string."""
+
+
+def allowed_formats_text() -> str:
+    names = [FORMAT_NAMES.get(str(name).upper(), str(name).upper()) for name in settings.ALLOWED_FORMATS]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 class SearchRequestSerializer(serializers.Serializer):
     """``multipart/form-data``: the photo, how many results, and the filters the shop allows."""
 
-    image = serializers.FileField(help_text="The photo: JPEG, PNG, WebP, GIF, BMP or TIFF.")
-    box = serializers.CharField(
-        required=False,
-        help_text="Search only this region of the photo: x0,y0,x1,y1, its corners as fractions of the photo's "
-        "width and height (0 to 1, after EXIF rotation), e.g. 0.25,0.1,0.75,0.9. A malformed, empty or "
-        "out-of-range box answers 400 with code invalid_box.",
-    )
+    image = PhotoField()
 
     def get_fields(self):
         fields = super().get_fields()
+        fields["image"].help_text = f"The photo, as a file: {allowed_formats_text()} (ALLOWED_FORMATS)."
+        # The examples are what the docs page's "Try it out" fills in: values that search the whole
+        # photo (its generic "string" was a malformed box, answered 400, and a filter no object
+        # matches). Annotated here: DRF copies a declared field without its attributes.
+        fields["box"] = extend_schema_field({"type": "string", "example": "0,0,1,1"})(serializers.CharField(
+            required=False,
+            help_text="Search only this region of the photo: x0,y0,x1,y1, its corners as fractions of the photo's "
+            "width and height (0 to 1, after EXIF rotation), e.g. 0.25,0.1,0.75,0.9. A malformed, empty or "
+            "out-of-range box answers 400 with code invalid_box.",
+        ))
         # Built here, not on the class, so API_DEFAULT_LIMIT and API_MAX_LIMIT are read per request.
-        fields["limit"] = serializers.IntegerField(
+        limit = {"type": "integer", "minimum": 1, "maximum": int(settings.API_MAX_LIMIT), "example": int(settings.API_DEFAULT_LIMIT)}
+        fields["limit"] = extend_schema_field(limit)(serializers.IntegerField(
             required=False,
             min_value=1,
             max_value=int(settings.API_MAX_LIMIT),
             help_text=f"How many results (default {settings.API_DEFAULT_LIMIT}).",
-        )
+        ))
         # The filters are the shop's (VISUAL_SEARCH["API_FILTERS"]), so the schema lists the real ones.
         for parameter, lookup in filter_lookups().items():
-            fields[parameter] = serializers.CharField(required=False, help_text=f"Only objects whose {lookup} is this value.")
+            fields[parameter] = extend_schema_field({"type": "string", "example": ""})(
+                serializers.CharField(required=False, help_text=f"Only objects whose {lookup} is this value.")
+            )
         return fields
 
 
