@@ -416,6 +416,34 @@ def test_a_widget_swapped_into_the_page_later_starts(demo_server, browser):
     context.close()
 
 
+def test_a_customer_who_signed_in_in_another_tab_can_still_search(demo_server, browser):
+    """Signing in rotates the CSRF token: the page left open in the first tab kept the old one, and a
+    signed-in customer's searches there were refused (403, "did not work, try again") until a reload.
+    The script sends the cookie's current token."""
+    script = (
+        "from django.contrib.auth.models import User; "
+        "u = User.objects.filter(username='tab-tester').first() or User.objects.create_user('tab-tester', password='pw', is_staff=True); "
+        "u.is_staff = True; u.set_password('pw'); u.save()"
+    )
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=demo_server.env, check=True, timeout=120)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    shop = context.new_page()
+    shop.goto(f"{demo_server}/search/")
+    shop.wait_for_function("document.querySelector('.vs-inline[data-vs-widget]').vsWidget")
+    other_tab = context.new_page()
+    other_tab.goto(f"{demo_server}/admin/login/")
+    other_tab.fill("#id_username", "tab-tester")
+    other_tab.fill("#id_password", "pw")
+    other_tab.click("input[type=submit]")
+    other_tab.wait_for_url(f"{demo_server}/admin/")
+    answers = []
+    shop.on("response", lambda response: answers.append(response.status) if "/api/visual-search/search/" in response.url else None)
+    shop.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    shop.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert answers == [200]
+    context.close()
+
+
 def test_a_result_without_a_page_is_not_a_link(demo_server, browser):
     """"url": null (a model without get_absolute_url): the script's card has no href, not "#"."""
     context = phone(browser)

@@ -47,6 +47,18 @@ def test_widget_is_an_accessible_form_that_works_without_javascript(rf):
     assert "visual_search/widget.js" in html and "visual_search/widget.css" in html
 
 
+@pytest.mark.parametrize(
+    ("csrf", "cookie"),
+    [({}, "csrftoken"), ({"CSRF_COOKIE_NAME": "shop_csrf"}, "shop_csrf"), ({"CSRF_COOKIE_HTTPONLY": True}, ""), ({"CSRF_USE_SESSIONS": True}, "")],
+)
+def test_widget_names_the_csrf_cookie_its_script_may_read(rf, settings, csrf, cookie):
+    """The script sends the cookie's current token (the page's goes stale at sign-in); where the
+    cookie cannot be read it is told none, and uses the page's (tests/test_browser.py)."""
+    for name, value in csrf.items():
+        setattr(settings, name, value)
+    assert f'data-csrf-cookie="{cookie}"' in render("{% visual_search_widget %}", request=rf.get("/"))
+
+
 def test_widget_without_camera(rf):
     assert "capture=" not in render("{% visual_search_widget camera=False %}", request=rf.get("/"))
 

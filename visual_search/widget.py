@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
@@ -227,6 +228,8 @@ def widget_context(
     return {
         "request": request,
         "csrf_token": context.get("csrf_token"),
+        # The cookie the script reads the current token from (widget.js, csrfToken); none where it cannot.
+        "csrf_cookie": "" if django_settings.CSRF_USE_SESSIONS or django_settings.CSRF_COOKIE_HTTPONLY else django_settings.CSRF_COOKIE_NAME,
         "action": action,
         "api_url": api_url or "",
         "limit": limit,

@@ -579,12 +579,29 @@
   Widget.prototype.formData = function () {
     var data = new FormData();
     this.form.querySelectorAll('input[type="hidden"]').forEach(function (input) {
-      if (!input.hasAttribute("data-vs-page-only")) { data.append(input.name, input.value); }
+      // The CSRF token goes in the header (csrfToken), never the body, where Django would read it first.
+      if (!input.hasAttribute("data-vs-page-only") && input.name !== "csrfmiddlewaretoken") { data.append(input.name, input.value); }
     });
     data.append("image", this.file, this.file.name || "photo.jpg");
     var box = this.crop ? this.crop.param() : "";
     if (box) { data.append("box", box); }
     return data;
+  };
+
+  // The CSRF token to send: the cookie's, read now, else the one the page was rendered with. The
+  // page's goes stale when the customer signs in (in another tab: Django rotates the token) or when
+  // the widget came from a cached fragment, and a signed-in customer's searches were refused (403)
+  // until the page was reloaded. data-csrf-cookie is CSRF_COOKIE_NAME, empty where the script
+  // cannot read it (CSRF_COOKIE_HTTPONLY, CSRF_USE_SESSIONS); an overridden template without it: Django's default.
+  Widget.prototype.csrfToken = function () {
+    var name = this.form.hasAttribute("data-csrf-cookie") ? this.form.getAttribute("data-csrf-cookie") : "csrftoken";
+    var cookies = name ? document.cookie.split(";") : [];
+    for (var i = 0; i < cookies.length; i++) {
+      var pair = cookies[i].replace(/^\s+/, "");
+      if (pair.indexOf(name + "=") === 0) { return decodeURIComponent(pair.slice(name.length + 1)); }
+    }
+    var input = this.form.querySelector('input[name="csrfmiddlewaretoken"]');
+    return input ? input.value : "";
   };
 
   Widget.prototype.search = function () {
@@ -594,7 +611,7 @@
       this.inputs[this.inputs.length - 1].focus();
       return;
     }
-    var token = this.form.querySelector('input[name="csrfmiddlewaretoken"]');
+    var token = this.csrfToken();
     // A new search (the box moved again) replaces the one still running: only the latest answers.
     var number = ++this.searches;
     if (this.abort) { this.abort.abort(); }
@@ -606,7 +623,7 @@
     fetch(this.apiUrl, {
       method: "POST",
       body: this.formData(),
-      headers: token ? { "X-CSRFToken": token.value, "Accept": "application/json" } : { "Accept": "application/json" },
+      headers: token ? { "X-CSRFToken": token, "Accept": "application/json" } : { "Accept": "application/json" },
       credentials: "same-origin",
       signal: this.abort ? this.abort.signal : undefined
     }).catch(function () {
