@@ -7,6 +7,9 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.views import APIView
 
 from tests.conftest import catalogue_image, photos
 from tests.testapp.models import Product, ProductImage
@@ -74,6 +77,44 @@ def test_search_without_its_trailing_slash_answers_in_place(client, shop, settin
     assert [r["id"] for r in response.json()["results"]][:1] == [shop["Banana"].pk]
     assert len(response.json()["results"]) == 2
     assert client.get(SEARCH.rstrip("/")).json()["code"] == "method_not_allowed"
+
+
+class ShoutingRenderer(JSONRenderer):
+    """A project's own default renderer that rewrites keys, as a camelCase renderer does."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        def shout(value):
+            if isinstance(value, dict):
+                return {key.upper(): shout(item) for key, item in value.items()}
+            return [shout(item) for item in value] if isinstance(value, list) else value
+
+        return super().render(shout(data), accepted_media_type, renderer_context)
+
+
+@pytest.fixture
+def project_drf_defaults(monkeypatch):
+    """A project's REST_FRAMEWORK defaults, as DRF applies them: to APIView's class attributes, when
+    DRF is imported (cookiecutter-django's IsAuthenticated; a key-rewriting renderer)."""
+    monkeypatch.setattr(APIView, "permission_classes", [IsAuthenticated])
+    monkeypatch.setattr(APIView, "renderer_classes", [ShoutingRenderer])
+
+
+def test_the_project_s_drf_defaults_do_not_shut_customers_out(client, shop, project_drf_defaults):
+    response = search(client, catalogue_image("Banana").read_bytes(), limit=2)
+    assert response.status_code == 200, response.content
+    assert set(response.json()) == {"results", "confident"}
+    assert set(response.json()["results"][0]) >= {"id", "name", "url", "image_url", "score"}
+    similar = client.get(f"/api/visual-search/products/{shop['Banana'].pk}/similar/")
+    assert similar.status_code == 200 and "image_url" in similar.json()["results"][0]
+
+
+def test_api_permission_classes_may_ask_customers_to_sign_in(client, shop, settings, django_user_model):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"]}
+    refused = search(client, catalogue_image("Banana").read_bytes())
+    assert refused.status_code == 403 and refused.json()["code"] == "not_authenticated"
+    assert client.get(f"/api/visual-search/products/{shop['Banana'].pk}/similar/").status_code == 403
+    client.force_login(django_user_model.objects.create_user("customer", password="pw"))
+    assert search(client, catalogue_image("Banana").read_bytes()).status_code == 200
 
 
 def test_limit_and_its_bounds(client, shop):

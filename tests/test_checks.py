@@ -123,6 +123,8 @@ BAD_VALUES = [
     ("ALLOWED_FORMATS", ["JPEG", "SVG"], "visual_search.E022"),
     ("SIGNAL_PROCESSOR", "no.such.SignalProcessor", "visual_search.E023"),
     ("API_RESULT_SERIALIZER", "visual_search.api.serializers.NoSuchSerializer", "visual_search.E023"),
+    ("API_PERMISSION_CLASSES", "rest_framework.permissions.AllowAny", "visual_search.E020"),
+    ("API_PERMISSION_CLASSES", ["rest_framework.permissions.IsAuthenticaed"], "visual_search.E023"),
 ]
 
 

@@ -208,6 +208,20 @@ def check_result_serializer(value: Any) -> list[checks.CheckMessage]:
     return _check_importable(SPEC["API_RESULT_SERIALIZER"], value)
 
 
+@deep_check("API_PERMISSION_CLASSES")
+def check_permission_classes(value: Any) -> list[checks.CheckMessage]:
+    """Each permission class imports (a search would fail with a 500 otherwise)."""
+    spec = SPEC["API_PERMISSION_CLASSES"]
+    if problems := spec.validate(value):
+        return problems
+    for path in value:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            return [spec.error(f"= {value!r}: {path!r} does not import: {exc}", NOT_IMPORTABLE)]
+    return []
+
+
 @deep_check("RESULT_ADAPTER")
 def check_result_adapter(value: Any) -> list[checks.CheckMessage]:
     """A :class:`ResultAdapter` subclass (it is only built on the first search otherwise)."""

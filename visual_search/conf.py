@@ -362,6 +362,12 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("API_RESULT_SERIALIZER", "visual_search.api.serializers.SearchResultSerializer", (str,), "Dotted "
                 "path of a SearchResultSerializer subclass that adds fields (price, brand...).", deep=True,
                 deep_ids=(NOT_IMPORTABLE,), rule="the dotted path of an importable class"),
+        # The project's REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] is often IsAuthenticated (cookiecutter-django's
+        # is), meant for its own APIs: it refused every search by a customer who had not signed in.
+        Setting("API_PERMISSION_CLASSES", ["rest_framework.permissions.AllowAny"], SEQUENCE, "Dotted paths of the DRF "
+                "permission classes of the JSON API (search/ and similar/), whatever the project's "
+                "DEFAULT_PERMISSION_CLASSES; the default lets every customer search, and VISIBILITY decides what each sees.",
+                items=(str,), deep=True, deep_ids=(NOT_IMPORTABLE,), rule="a list of dotted paths of DRF permission classes"),
         # Each search runs VGG16 once (0.08 to 0.35 s of CPU on 2 cores, docs/performance.md), so an open
         # endpoint needs a limit.
         Setting("SEARCH_THROTTLE_RATE", "30/min", (str, NoneType), "Anonymous search-by-photo requests per client, "

@@ -71,6 +71,8 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # The customer cannot fix these: the shop's widget was set up wrong. Say so kindly; the log has the rest.
         "invalid_limit": setup,
         "invalid_filter": setup,
+        # API_PERMISSION_CLASSES asks customers to sign in (IsAuthenticated): DRF answers not_authenticated.
+        "not_authenticated": _("Sign in to search by photo."),
         "throttled": _("Too many searches in a short time. Please wait a minute and try again."),
         "unavailable": _("Search by photo is not available right now. Please try again later."),
         "network": _("The search did not reach the shop. Check your connection and try again."),

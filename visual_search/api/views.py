@@ -10,11 +10,13 @@ import logging
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from django.db import DatabaseError
+from django.utils.module_loading import import_string
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -70,6 +72,14 @@ class VisualSearchAPIView(APIView):
 
     # Set here so that @extend_schema on the views below extends it, not the settings' default.
     schema = VisualSearchSchema()
+    # DRF's own defaults, whatever the project's DEFAULT_RENDERER_CLASSES: the keys are the documented
+    # ones that the widget reads ("image_url"; a camelCase renderer wrote "imageUrl").
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+
+    def get_permissions(self):
+        # VISUAL_SEARCH["API_PERMISSION_CLASSES"], read per request; not the project's DRF default,
+        # which is often meant for its own APIs (IsAuthenticated) and would shut customers out.
+        return [import_string(path)() for path in settings.API_PERMISSION_CLASSES]
 
     def handle_exception(self, exc):
         if isinstance(exc, DatabaseError):  # the database is restarting or unreachable: it will pass
