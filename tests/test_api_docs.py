@@ -96,3 +96,24 @@ def test_the_photo_is_a_file_in_the_schema(client, settings, url):
     assert (image["type"], image["format"]) == ("string", "binary")
     assert "JPEG, PNG, WebP or HEIC" in image["description"] and "TIFF" not in image["description"]
     assert request["required"] == ["image"]
+
+
+def test_the_schema_needs_no_rest_framework_settings():
+    """Without ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]`` the operations' schemas were built on DRF's
+    own AutoSchema (the class is read when the views are imported, hence a fresh process) and the
+    schema answered 500: the docs page said "Failed to load API definition"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import django, json; django.setup()\n"
+        "from django.test import Client\n"
+        "r = Client(raise_request_exception=False).get('/api/visual-search/schema/', HTTP_ACCEPT='application/json')\n"
+        "print(r.status_code, sorted(json.loads(r.content)['paths']) if r.status_code == 200 else '')\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.plain_drf_settings"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "200 ['/api/visual-search/products/{id}/similar/', '/api/visual-search/search/']", run.stderr[-2000:]
