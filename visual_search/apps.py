@@ -26,7 +26,13 @@ class VisualSearchConfig(AppConfig):
         from .signals import setup_signal_processor
         from .workers import connect_worker_signals
 
-        setup_signal_processor()
+        try:
+            setup_signal_processor()
+        except ImproperlyConfigured:
+            # A MODELS entry names no model, or no such field: the system checks say which, and what
+            # to write (visual_search.E001), before manage.py runs anything; a traceback here stopped
+            # every command, check included. Models registered from code later still connect.
+            pass
         connect_worker_signals()
         # A version switch made by this process is followed at once (other processes: REFRESH_INTERVAL).
         for signal in (post_save, post_delete):

@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, models
 from django.utils.module_loading import import_string
 
-from .conf import settings
+from .conf import did_you_mean, settings
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,11 @@ def _make(
     try:
         field = model._meta.get_field(image_field)
     except Exception as exc:
+        files = [f.name for f in model._meta.get_fields() if isinstance(f, models.FileField)]
+        hint = did_you_mean(image_field, files) or (f"; its file fields: {', '.join(files)}." if files else "; it has no ImageField.")
         raise ImproperlyConfigured(
             f"visual_search.register({model.__name__}, image_field={image_field!r}): "
-            f"{model.__name__} has no field {image_field!r}."
+            f"{model.__name__} has no field {image_field!r}{hint}"
         ) from exc
     if not isinstance(field, models.FileField):
         raise ImproperlyConfigured(
@@ -92,7 +94,11 @@ def _make(
     try:
         registration.result_model  # noqa: B018 - validates the result path now, not at first search
     except Exception as exc:
-        raise ImproperlyConfigured(f"{model.__name__}: result={result!r} is not a relation path.") from exc
+        relations = [f.name for f in model._meta.get_fields() if f.is_relation and (f.many_to_one or f.one_to_one) and f.concrete]
+        raise ImproperlyConfigured(
+            f"{model.__name__}: result={result!r} is not a relation path{did_you_mean(result, relations) or ''} "
+            f"(its foreign keys: {', '.join(relations) or 'none'}; several hops as 'variant__product')."
+        ) from exc
     return registration
 
 
@@ -158,10 +164,14 @@ def _from_settings() -> list[Registration]:
         try:
             model = apps.get_model(entry["model"])
         except (LookupError, KeyError, ValueError) as exc:
-            raise ImproperlyConfigured(
-                f"VISUAL_SEARCH['MODELS'] entry {entry!r}: no such model. Use 'app_label.ModelName'."
-            ) from exc
-        found.append(_make(model, entry.get("image_field", "image"), entry.get("result")))
+            labels = [model._meta.label for model in apps.get_models()]
+            hint = did_you_mean(entry.get("model"), labels) or "; use 'app_label.ModelName', e.g. 'shop.Product'."
+            raise ImproperlyConfigured(f"VISUAL_SEARCH['MODELS'] entry {entry!r}: no such model{hint}") from exc
+        try:
+            found.append(_make(model, entry.get("image_field", "image"), entry.get("result")))
+        except ImproperlyConfigured as exc:  # named as the shop wrote it, not as register() would be called
+            problem = str(exc).split(": ", 1)[-1]
+            raise ImproperlyConfigured(f"VISUAL_SEARCH['MODELS'] entry {entry!r}: {problem}") from exc
     _from_settings_cache = (key, found)
     return found
 
