@@ -153,7 +153,8 @@ def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, 
 
 
 def test_every_id_has_a_failing_case():
-    tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001"}
+    tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001",
+                    "visual_search.E040", "visual_search.W010", "visual_search.W011"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
 
@@ -250,3 +251,45 @@ def test_a_wrong_models_entry_is_a_check_error_not_a_traceback(tmp_path, entry, 
     run = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "(visual_search.E001) VISUAL_SEARCH['MODELS'] entry" in run.stderr and words in run.stderr
+
+
+def test_rest_framework_missing_from_installed_apps_is_an_error(settings):
+    """A browser opening an API URL got a 500 (TemplateDoesNotExist rest_framework/api.html), and
+    check said nothing."""
+    from visual_search.checks import check_project
+
+    assert check_project() == []
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    [error] = check_project()
+    assert error.id == "visual_search.E040" and "'rest_framework'" in error.hint
+
+
+def test_a_broker_without_the_project_s_celery_app_is_a_warning(settings, monkeypatch):
+    """The README's Celery set-up without the __init__.py line: Celery's default app, which has no
+    broker, would publish to amqp://localhost while the log blamed a broker that was running."""
+    from celery import Celery
+
+    from visual_search import checks as vs_checks, queue
+
+    unconfigured = Celery("default", set_as_current=False)
+    monkeypatch.setattr(queue, "current_app", unconfigured)
+    settings.CELERY_BROKER_URL = "redis://localhost:6390/0"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": None}
+    [warning] = vs_checks.check_project()
+    assert warning.id == "visual_search.W010" and "from .celery import app as celery_app" in warning.hint
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}
+    assert vs_checks.check_project() == []  # never queued, never published
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": None}
+    configured = Celery("shop", set_as_current=False)
+    configured.conf.broker_url = "redis://localhost:6390/0"
+    monkeypatch.setattr(queue, "current_app", configured)
+    assert vs_checks.check_project() == []
+
+
+def test_the_search_page_s_urls_left_out_is_a_warning(settings):
+    from visual_search.checks import check_urls
+
+    assert check_urls() == []
+    settings.ROOT_URLCONF = "tests.urls_api_only"
+    [warning] = check_urls()
+    assert warning.id == "visual_search.W011" and "include('visual_search.urls')" in warning.hint

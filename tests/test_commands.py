@@ -39,6 +39,18 @@ def test_status_then_reindex_with_progress(imported):
     assert "Embedded 0, unchanged 3, failed 1" in out
 
 
+def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 2}
+    run("visual_search_reindex", "--only", "pending")
+    from visual_search.models import Whitening
+
+    Whitening.objects.all().delete()
+    out, _ = run("visual_search_status")
+    assert "The whitening and score calibration are due" in out and "visual_search_reindex --only missing" in out
+    run("visual_search_reindex", "--only", "missing")
+    assert "are due" not in run("visual_search_status")[0]
+
+
 def test_in_a_log_the_progress_is_whole_lines(imported):
     """Not a terminal (cron, a container's log, CI): each state of the bar is a line of its own,
     not carriage-return redraws that make one endless line. tests/test_quiet.py: a terminal."""
@@ -99,6 +111,27 @@ def test_async_without_a_broker_runs_in_process_when_asked(imported, settings):
     # ASYNC is False in the test settings: --async still queues, i.e. runs each batch eagerly.
     assert "Queued" in out
     assert ImageEmbedding.objects.filter(status="ready").count() == 3
+
+
+def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkeypatch):
+    """It printed "Queued 0 of 3" in green and exited 0; with the project's Celery app not imported,
+    it blamed the broker."""
+    from celery import Celery
+
+    from visual_search import queue
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(queue, "send", refuse)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    with pytest.raises(CommandError, match=r"Queued 0 of \d+ images.*stay pending.*Is the broker running\?"):
+        run("visual_search_reindex", "--async")
+    settings.CELERY_BROKER_URL = "redis://localhost:6390/0"
+    monkeypatch.setattr(queue, "current_app", Celery("default", set_as_current=False))
+    with pytest.raises(CommandError, match=r"from \.celery import app as celery_app"):
+        run("visual_search_reindex", "--async")
+    assert not ImageEmbedding.objects.filter(status="ready").exists()
 
 
 def test_errors_name_what_to_do(db):

@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from visual_search import checks as visual_search_checks
 from visual_search.checks import DEEP_CHECKS, check_for, deep_check
-from visual_search.conf import CHECK_IDS, DEFAULTS, KINDS, SPEC, render_reference
+from visual_search.conf import CHECK_IDS, DEFAULTS, KINDS, PROJECT_IDS, SPEC, render_reference
 from visual_search.conf import settings as visual_search_settings
 from visual_search.embeddings.pooling import POOLINGS
 from visual_search.training.trainer import TrainingOptions
@@ -107,7 +107,7 @@ def test_the_id_table_lists_every_id_the_code_uses():
     used = set(re.findall(r"visual_search\.[EWI]\d{3}", sources))
     assert used == set(CHECK_IDS)
     by_key = {i for spec in SPEC.values() for i in spec.ids}
-    assert by_key | {"visual_search.E014", "visual_search.W002"} == set(CHECK_IDS)
+    assert by_key | {"visual_search.E014", "visual_search.W002", *PROJECT_IDS} == set(CHECK_IDS)
 
 
 def test_the_id_scheme():
@@ -116,6 +116,7 @@ def test_the_id_scheme():
     assert all(int(i[-3:]) < 20 for i in own) and len(own) == sum(1 for s in SPEC.values() if s.check_id)
     assert all(20 <= int(i[-3:]) < 40 for i in KINDS)
     assert all(i[-4] in "EWI" for i in CHECK_IDS)
+    assert all(40 <= int(i[-3:]) < 60 if i[-4] == "E" else 10 <= int(i[-3:]) < 20 for i in PROJECT_IDS)
 
 
 def test_the_spec_names_what_the_code_accepts():

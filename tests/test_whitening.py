@@ -63,6 +63,37 @@ def test_the_sweep_refits_once_the_catalogue_grew(catalogue, make_product, setti
     assert Whitening.objects.get().trained_on == 31
 
 
+def test_without_beat_the_workers_learn_the_whitening_after_a_wave_of_indexing(catalogue, settings, monkeypatch):
+    """Only the sweep (beat, "optional") and visual_search_reindex learned it: a shop whose worker
+    indexed its products never got a whitening or scores, and every search said "no confident match".
+    A task that embeds images now queues one fit, put off while images are still being indexed."""
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+
+    from visual_search import queue, tasks
+
+    cache.delete(queue.FIT_QUEUED_KEY)
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append((name, options.get("countdown"))))
+    monkeypatch.setattr(tasks, "current_app", SimpleNamespace(conf=SimpleNamespace(task_always_eager=False)))
+    ids = [str(p.pk) for p in Product.objects.all()]
+    tasks.embed_objects.run("testapp.product", "image", ids[:12])
+    assert Whitening.objects.count() == 0  # 12 ready: due (WHITENING_MIN_VECTORS), queued, not fitted in the task
+    assert sent == [(queue.FIT_WHITENING, queue.FIT_DELAY)]
+    tasks.embed_objects.run("testapp.product", "image", ids[12:20])
+    assert len(sent) == 1  # one fit queued for the wave
+    ImageEmbedding.objects.filter(object_id__in=ids[20:]).update(status="pending")
+    assert tasks.fit_whitening.run() == 0 and Whitening.objects.count() == 0
+    assert sent[-1] == (queue.FIT_WHITENING, queue.FIT_DELAY)  # put off: images are still being indexed
+    tasks.embed_objects.run("testapp.product", "image", ids[20:])
+    assert tasks.fit_whitening.run() == 1
+    assert Whitening.objects.get().trained_on == 24
+    sent.clear()
+    tasks.embed_objects.run("testapp.product", "image", ids[:1], force=True)
+    assert sent == []  # not due again until the catalogue grows by WHITENING_REFIT_GROWTH
+
+
 def test_the_sweep_refits_once_the_catalogue_shrank(catalogue):
     from visual_search.tasks import sweep
 

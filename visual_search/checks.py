@@ -18,6 +18,7 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 from PIL import Image
 from rest_framework.throttling import SimpleRateThrottle
@@ -38,6 +39,7 @@ from .conf import (
 from .embeddings import images
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
+from .queue import celery_app_missing
 from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
 from .results import ResultAdapter
 from .training.trainer import TrainingOptions
@@ -77,6 +79,44 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         return [checks.Error(str(exc), hint="Make it a dict: VISUAL_SEARCH = {'MODELS': [...]}.", id=NOT_A_DICT)]
     messages = [message for name in SPEC for message in check_for(name)(getattr(settings, name))]
     return messages + unknown_key_warnings(keys)
+
+
+@checks.register()
+def check_project(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The project around the settings: DRF installed, Celery's app loaded where a broker is set."""
+    messages: list[checks.CheckMessage] = []
+    if not apps.is_installed("rest_framework"):
+        messages.append(checks.Error(
+            "'rest_framework' is not in INSTALLED_APPS: the visual search API cannot render its error pages "
+            "(a browser opening an API URL gets a 500: TemplateDoesNotExist rest_framework/api.html).",
+            hint="Add 'rest_framework' to INSTALLED_APPS (docs/installation.md).", id="visual_search.E040",
+        ))
+    if settings.ASYNC is not False and celery_app_missing():
+        messages.append(checks.Warning(
+            "CELERY_BROKER_URL is set, but this process has no Celery app configured from your settings: "
+            "saved images would be queued on Celery's default broker, amqp://localhost, and never indexed.",
+            hint="Import your Celery app in your project's __init__.py: `from .celery import app as celery_app` "
+            "(docs/celery.md); or set VISUAL_SEARCH['ASYNC'] = False to index in-process.", id="visual_search.W010",
+        ))
+    return messages
+
+
+@checks.register(checks.Tags.urls)
+def check_urls(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The search page is reachable: the widget's form and the camera button's link go there."""
+    try:
+        reverse("visual_search_pages:search")
+    except NoReverseMatch:
+        return [checks.Warning(
+            "The search page's URLs are not included: without JavaScript the widget posts the photo to the page "
+            "it is on, where it is lost, and the camera button's link goes nowhere.",
+            hint="Add path('search-by-photo/', include('visual_search.urls')) to your URLconf (django-oscar: "
+            "visual_search.contrib.oscar.urls); silence visual_search.W011 if you use no widget.",
+            id="visual_search.W011",
+        )]
+    except Exception:  # noqa: BLE001 - a URLconf that does not load is reported by Django's own URL checks
+        return []
+    return []
 
 
 @deep_check("MODELS")

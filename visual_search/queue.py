@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.utils.translation import gettext
 
 from .batching import chunked
@@ -28,6 +29,14 @@ EMBED_OBJECTS = "visual_search.embed_objects"
 SWEEP = "visual_search.sweep"
 ACTIVATE_VERSION = "visual_search.activate_version"
 TRAIN_MODEL = "visual_search.train_model"
+FIT_WHITENING = "visual_search.fit_whitening"
+
+# After a wave of indexing (products added, a bulk upload), one whitening and score calibration fit
+# on the workers: queued FIT_DELAY seconds after the image that made it due, put off while images
+# are still being indexed, so that it learns from all of them once (a fit searches customer-like
+# views of up to 200 images: about two minutes of VGG16 on 2 cores).
+FIT_DELAY = 60
+FIT_QUEUED_KEY = "visual_search:fit_whitening_queued"
 
 # Publishing to a broker that is down: a couple of quick tries, then give up (rows stay pending).
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
@@ -42,6 +51,25 @@ def use_celery() -> bool:
     return bool(current_app.conf.broker_url)
 
 
+CELERY_APP_MISSING = (
+    "CELERY_BROKER_URL is set, but this process has no Celery app configured from your settings: import "
+    "it in your project's __init__.py (`from .celery import app as celery_app`, docs/celery.md), or tasks "
+    "go to Celery's default broker, amqp://localhost."
+)
+
+
+def celery_app_missing() -> bool:
+    """Whether ``CELERY_BROKER_URL`` is set while the Celery app in use has no broker: the project's
+    app was never imported (the ``__init__.py`` line of Celery's Django set-up), so Celery's default
+    app would publish to amqp://localhost, whatever the settings say."""
+    return bool(getattr(django_settings, "CELERY_BROKER_URL", None)) and not current_app.conf.broker_url
+
+
+def broker_problem(exc: BaseException) -> str:
+    """What to say when a task could not be published."""
+    return CELERY_APP_MISSING if celery_app_missing() else f"{exc}; is the broker running?"
+
+
 def send(name: str, args: Sequence[Any] = (), **options: Any) -> None:
     """Queue the Celery task ``name`` (one of the names above) with ``apply_async`` options.
 
@@ -53,6 +81,32 @@ def send(name: str, args: Sequence[Any] = (), **options: Any) -> None:
         task.apply_async(args=tuple(args), **options)
     else:
         current_app.send_task(name, args=tuple(args), **options)
+
+
+def schedule_fit() -> bool:
+    """Queue one whitening fit on the Celery workers, unless one is queued already. Without beat
+    nothing else would learn it until someone ran ``visual_search_reindex``, and every search said
+    "no confident match". Returns whether it was queued."""
+    try:
+        if not cache.add(FIT_QUEUED_KEY, True, timeout=FIT_DELAY * 30):
+            return False
+    except Exception:  # the cache is down: queue it anyway; the task checks again whether it is due
+        logger.debug("No cache to tell whether a whitening fit is queued", exc_info=True)
+    try:
+        send(FIT_WHITENING, countdown=FIT_DELAY, queue=settings.QUEUE, retry=True, retry_policy=PUBLISH_RETRY)
+    except Exception as exc:
+        fit_unqueued()
+        logger.warning("Could not queue the visual search whitening fit: %s The sweep or visual_search_reindex learns it.", broker_problem(exc))
+        return False
+    return True
+
+
+def fit_unqueued() -> None:
+    """The queued fit has started (or could not be queued): the next wave may queue one."""
+    try:
+        cache.delete(FIT_QUEUED_KEY)
+    except Exception:
+        logger.debug("No cache to clear the queued whitening fit", exc_info=True)
 
 
 def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False, fingerprint: str | None = None) -> int:
@@ -75,11 +129,11 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
             done += len(batch)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
             logger.warning(
-                "Could not queue visual search work for %s (%s ids): %s. The rows stay pending; "
-                "the sweep task queues them again once the broker is back.",
+                "Could not queue visual search work for %s (%s ids): %s The rows stay pending; "
+                "the sweep task queues them again once tasks can be sent.",
                 label,
                 len(batch),
-                exc,
+                broker_problem(exc),
             )
     return done
 

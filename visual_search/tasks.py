@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import current_app, shared_task
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError
 from django.utils import timezone
@@ -32,7 +32,7 @@ from .reindex import select_pks
 from .serving import indexing_fingerprints
 from .training.jobs import run_training
 from .versions import build_step
-from .whitening import fit_if_needed
+from .whitening import fit_due, fit_if_needed
 
 logger = logging.getLogger("visual_search")
 
@@ -81,6 +81,8 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
         # message is an ERROR once per WEIGHTS_ERROR_EVERY seconds in a process, DEBUG in between.
         _log_weights_error(label, len(pks), exc)
         return {**IndexReport().as_dict(), "pending": len(pks), "error": str(exc)}
+    if (report.embedded or report.removed) and not fingerprint:
+        _fit_when_due()
     if report.retry:
         # Only the images that could not be read go round again; the rest are stored.
         raise self.retry(
@@ -89,6 +91,38 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
             countdown=min(600, 2 ** (self.request.retries + 1)),
         )
     return report.as_dict()
+
+
+def _fit_when_due() -> None:
+    """After images were embedded or removed: queue a whitening fit if the catalogue now needs one."""
+    if current_app.conf.task_always_eager:
+        return  # tests running tasks in their own process: no fit of minutes after each batch
+    try:
+        due = fit_due()
+    except DatabaseError:
+        logger.warning("Could not tell whether the visual search whitening is due; the sweep will", exc_info=True)
+        return
+    if due:
+        queue.schedule_fit()
+
+
+@shared_task(name=queue.FIT_WHITENING, acks_late=True)
+def fit_whitening() -> int:
+    """Learn the whitening and score calibration where they are due (:func:`fit_if_needed`), once
+    the indexing that made them due has finished: put off while images are still pending."""
+    busy = ImageEmbedding.objects.filter(
+        status=ImageEmbedding.Status.PENDING,
+        fingerprint__in=indexing_fingerprints(),
+        updated_at__gte=timezone.now() - timedelta(seconds=float(settings.SWEEP_AFTER_SECONDS)),
+    ).exists()
+    if busy:
+        queue.send(queue.FIT_WHITENING, countdown=queue.FIT_DELAY, queue=settings.QUEUE)
+        return 0
+    queue.fit_unqueued()
+    fitted = fit_if_needed()
+    if fitted:
+        logger.info("Visual search whitening and score calibration learned again for %s model(s)", len(fitted))
+    return len(fitted)
 
 
 @shared_task(name=queue.SWEEP, acks_late=True)

@@ -389,6 +389,19 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     return calibration is not None and not calibration.fits(Policy.from_settings())
 
 
+def fit_due(fingerprint: str | None = None) -> bool:
+    """Whether :func:`fit_if_needed` would fit anything: a count and a row per searchable model."""
+    if not settings.WHITENING:
+        return False
+    fingerprint = fingerprint or current_fingerprint()
+    for model in {r.result_model for r in get_registrations()}:
+        result_type = ContentType.objects.get_for_model(model)
+        ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).count()
+        if needs_refit(result_type.pk, fingerprint, ready):
+            return True
+    return False
+
+
 def fit_if_needed(fingerprint: str | None = None) -> list:
     """Fit the whitening of every searchable model that has none yet or has grown or shrunk (see ``needs_refit``).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from ...exceptions import WeightsUnavailable
+from ...queue import CELERY_APP_MISSING, celery_app_missing
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
 from ...whitening import fit_if_needed
@@ -41,9 +42,12 @@ class Command(BaseCommand):
         if asynchronous:
             counts = reindex(model_class, only=selection, asynchronous=True, force=force)
             queued = counts.get("queued", 0)
+            if queued < total:  # a cron job must see it: exit status 1
+                why = CELERY_APP_MISSING if celery_app_missing() else "Is the broker running? The log says why."
+                raise CommandError(
+                    f"Queued {queued} of {total} images for the Celery workers; the others stay pending for the sweep. {why}"
+                )
             self.stdout.write(self.style.SUCCESS(f"Queued {queued} of {total} images for the Celery workers."))
-            if queued < total:
-                self.stderr.write("Some could not be queued (is the broker running?); they stay pending for the sweep.")
             self.stdout.write("Follow progress with `manage.py visual_search_status`.")
             return
         try:

@@ -9,7 +9,7 @@ from ...models import ImageEmbedding
 from ...reindex import status_counts
 from ...serving import active_version, current_fingerprint
 from ...versions import fingerprint_summary
-from ...whitening import score_notes
+from ...whitening import fit_due, score_notes
 
 COLUMNS = ("model", "objects", "ready", "pending", "failed", "stale", "missing")
 
@@ -41,9 +41,16 @@ class Command(BaseCommand):
             self.stdout.write("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
         todo = sum(r["pending"] + r["stale"] + r["missing"] for r in rows)
         if todo:
-            self.stdout.write(f"{todo} images need work: `manage.py visual_search_reindex --only missing,stale,pending`.")
+            images = "1 image needs" if todo == 1 else f"{todo} images need"
+            self.stdout.write(f"{images} work: `manage.py visual_search_reindex --only missing,stale,pending`.")
         for model, text in score_notes():
             self.stdout.write(f"Scores of {model}: {text}")
+        if fit_due():
+            self.stdout.write(
+                "The whitening and score calibration are due (none yet, or the catalogue changed since): until then "
+                "scores are the default calibration's. The Celery workers learn them after indexing, and the sweep "
+                "does; `manage.py visual_search_reindex --only missing` learns them now."
+            )
         self._versions()
         if failed:
             for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
