@@ -194,7 +194,7 @@ def pair(make_product):
 def test_the_change_page_warns_and_its_button_dismisses(client_on_site, pair):
     _, second = pair
     page = client_on_site.get(f"/shopadmin/testapp/product/{second.pk}/change/").content.decode()
-    assert "This image is a possible duplicate of Pink Lady (similarity 1.00, same file)" in page
+    assert "This image is a possible duplicate of Pink Lady (similarity 1.000, same file)" in page
     assert "Not a duplicate" in page
     url = f"/shopadmin/testapp/product/{second.pk}/visual-search-not-duplicate/"
     assert client_on_site.get(url).status_code == 403  # POST only
@@ -210,7 +210,7 @@ def test_the_list_column_filter_and_action(client_on_site, pair):
     first, _ = pair
     listing = client_on_site.get("/shopadmin/testapp/product/").content.decode()
     assert "possible duplicate image" in listing  # the filter's title
-    assert "possible duplicate of Apple copy (similarity 1.00, same file)" in listing
+    assert "possible duplicate of Apple copy (similarity 1.000, same file)" in listing
     flagged = client_on_site.get("/shopadmin/testapp/product/?visual_search_duplicate=yes").content.decode()
     assert "Apple copy" in flagged and "Soy milk" not in flagged
     clean = client_on_site.get("/shopadmin/testapp/product/?visual_search_duplicate=no").content.decode()
@@ -226,7 +226,15 @@ def test_the_list_column_filter_and_action(client_on_site, pair):
 
 def test_the_index_admin_column_and_filter(client_on_site, pair):
     page = client_on_site.get("/shopadmin/visual_search/imageembedding/?possible_duplicate=yes").content.decode()
-    assert "Possible duplicate of" in page and "Pink Lady (1.00, same file)" in page
+    assert "Possible duplicate of" in page and "Pink Lady (1.000, same file)" in page
     assert page.count('class="action-select"') == 2
     page = client_on_site.get("/shopadmin/visual_search/imageembedding/?possible_duplicate=no").content.decode()
     assert page.count('class="action-select"') == 1
+
+
+@pytest.mark.parametrize(("score", "shown"), [(0.99749, "0.997"), (0.99999, "0.999"), (1.0, "1.000"), (None, "0.000")])
+def test_a_duplicate_s_similarity_never_reads_identical_unless_it_is(score, shown):
+    """Pairs are flagged from 0.997: at two decimals, rounded, every flagged pair read "1.00"."""
+    from visual_search.duplicates import shown_similarity
+
+    assert f"{shown_similarity(score):.3f}" == shown

@@ -114,7 +114,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
             return ""
         name = duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
-        return f"{name if name is not None else other} ({obj.duplicate_score or 0:.2f}{same})"
+        return f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("content_type", "result_type", "duplicate_of__result_type")

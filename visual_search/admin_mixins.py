@@ -148,11 +148,12 @@ def duplicate_words(row: ImageEmbedding) -> str:
     other = row.duplicate_of
     name = duplicates.result_object(other) if other is not None else None
     same = bool(row.checksum) and other is not None and other.checksum == row.checksum
-    detail = _("similarity %.2f, same file") if same else _("similarity %.2f")
+    detail = _("similarity %.3f, same file") if same else _("similarity %.3f")
     return _("possible duplicate of %(other)s (%(detail)s)") % {
         "other": name if name is not None else _("a deleted object"),
-        "detail": detail % (row.duplicate_score or 0.0),
+        "detail": detail % duplicates.shown_similarity(row.duplicate_score),
     }
+
 
 
 def flagged_rows(obj: models.Model) -> list[ImageEmbedding]:

@@ -17,6 +17,7 @@ size, then re-scored on their raw vectors. :func:`find_pairs` is the exhaustive 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -248,3 +249,10 @@ def result_object(row: ImageEmbedding) -> models.Model | None:
     if model is None:
         return None
     return model._default_manager.filter(pk=row.result_id).first()
+
+
+def shown_similarity(score: float | None) -> float:
+    """A duplicate's similarity as staff read it (three decimals), rounded down: two different photos
+    are flagged from DUPLICATE_THRESHOLD (0.997) and all read "1.00" at two decimals; none reads
+    1.000 unless it is."""
+    return math.floor((score or 0.0) * 1000) / 1000
