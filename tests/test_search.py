@@ -62,6 +62,14 @@ def test_unregistered_model_says_how_to_register(db):
         visual_search.search_by_image(b"x", User)
 
 
+def test_searching_a_gallery_model_names_its_result_model(db):
+    """ProductImage is registered with result="product": it said "register it", which it is."""
+    from tests.testapp.models import ProductImage
+
+    with pytest.raises(visual_search.NotSearchable, match=r"its images find Product objects.*search Product instead"):
+        visual_search.search_by_image(b"x", ProductImage)
+
+
 def test_vectors_of_another_fingerprint_are_stale_and_never_compared(catalogue, settings):
     before = current_fingerprint()
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "POOLING": "avg"}

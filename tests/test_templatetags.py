@@ -102,6 +102,14 @@ def test_similar_products_renders_cards_without_itself(shop, rf):
     assert "vs-card-score" not in html and "match" not in html
 
 
+def test_two_similar_lists_on_a_page_have_their_own_heading_ids(shop, rf):
+    """Both were "vs-similar-title": aria-labelledby of the second named the first's heading."""
+    html = render("{% similar_products a limit=1 %}{% similar_products b limit=1 %}",
+                  a=shop["Arla-Standard-Milk"], b=shop["Pink-Lady"], request=rf.get("/"))
+    assert re.findall(r'<h2 id="([^"]+)"', html) == ["vs-similar-title", "vs-similar-title-2"]
+    assert re.findall(r'aria-labelledby="([^"]+)"', html) == ["vs-similar-title", "vs-similar-title-2"]
+
+
 def test_similar_products_queryset_and_as_forms(shop):
     product = shop["Arla-Standard-Milk"]
     milk = Product.objects.filter(category="milk")

@@ -32,6 +32,10 @@ class Registration:
     image_field: str
     result: str | None = None
 
+    def __str__(self) -> str:
+        """"shop.product.image", as staff read it in logs and commands."""
+        return f"{self.label}.{self.image_field}"
+
     @property
     def label(self) -> str:
         return self.model._meta.label_lower

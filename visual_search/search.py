@@ -21,7 +21,7 @@ from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
 from .ranking import DEFAULT_CALIBRATION, Policy
-from .registry import get_registrations, registrations_for_result, visible
+from .registry import get_registrations, registrations_for_model, registrations_for_result, visible
 from .serving import current_fingerprint
 
 logger = logging.getLogger("visual_search")
@@ -69,6 +69,13 @@ def _queryset(model_or_queryset, request=None) -> models.QuerySet:
     else:
         queryset = model_or_queryset._default_manager.all()
     if not registrations_for_result(queryset.model):
+        # A gallery model registered with result="product" finds products: say which to search.
+        results = sorted({r.result_model.__name__ for r in registrations_for_model(queryset.model)})
+        if results:
+            raise NotSearchable(
+                f"{queryset.model.__name__} is registered so that its images find {' and '.join(results)} objects "
+                f"(its result): search {results[0]} instead, e.g. visual_search.search_by_image(data, {results[0]})."
+            )
         raise NotSearchable(
             f"{queryset.model.__name__} is not searchable: register it (or an image model whose "
             "result it is) in VISUAL_SEARCH['MODELS'] or with visual_search.register()."

@@ -44,7 +44,13 @@ class SimilarProductsNode(template.Node):
             context[self.target_var] = items
             return ""
         # Look-alikes of a product have no photo to be "the product in": their cards show no "% match".
-        context_data = {"items": items, "object": obj, "request": context.get("request"), "show_score": False}
+        # Its heading's id, unique on the page: a product page may show two of these lists.
+        request = context.get("request")
+        holder = request.__dict__ if request is not None else context.render_context
+        seen = holder.setdefault("_visual_search_similar_lists", [])
+        seen.append(obj)
+        title_id = "vs-similar-title" if len(seen) == 1 else f"vs-similar-title-{len(seen)}"
+        context_data = {"items": items, "object": obj, "request": context.get("request"), "show_score": False, "title_id": title_id}
         return render_to_string(template_name, context_data)
 
 
