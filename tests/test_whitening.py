@@ -86,6 +86,8 @@ def test_without_beat_the_workers_learn_the_whitening_after_a_wave_of_indexing(c
     ImageEmbedding.objects.filter(object_id__in=ids[20:]).update(status="pending")
     assert tasks.fit_whitening.run() == 0 and Whitening.objects.count() == 0
     assert sent[-1] == (queue.FIT_WHITENING, queue.FIT_DELAY)  # put off: images are still being indexed
+    assert tasks.fit_whitening.run(postponed=tasks.FIT_MAX_POSTPONED) == 1  # not for ever: an import that never ends
+    Whitening.objects.all().delete()
     tasks.embed_objects.run("testapp.product", "image", ids[20:])
     assert tasks.fit_whitening.run() == 1
     assert Whitening.objects.get().trained_on == 24

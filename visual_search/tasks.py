@@ -106,17 +106,22 @@ def _fit_when_due() -> None:
         queue.schedule_fit()
 
 
+# A catalogue that never stops growing (a long import) still gets a fit after this many put-offs.
+FIT_MAX_POSTPONED = 30
+
+
 @shared_task(name=queue.FIT_WHITENING, acks_late=True)
-def fit_whitening() -> int:
+def fit_whitening(postponed: int = 0) -> int:
     """Learn the whitening and score calibration where they are due (:func:`fit_if_needed`), once
-    the indexing that made them due has finished: put off while images are still pending."""
+    the indexing that made them due has finished: put off while images are still pending (at most
+    ``FIT_MAX_POSTPONED`` times)."""
     busy = ImageEmbedding.objects.filter(
         status=ImageEmbedding.Status.PENDING,
         fingerprint__in=indexing_fingerprints(),
         updated_at__gte=timezone.now() - timedelta(seconds=float(settings.SWEEP_AFTER_SECONDS)),
     ).exists()
-    if busy:
-        queue.send(queue.FIT_WHITENING, countdown=queue.FIT_DELAY, queue=settings.QUEUE)
+    if busy and postponed < FIT_MAX_POSTPONED:
+        queue.send(queue.FIT_WHITENING, (postponed + 1,), countdown=queue.FIT_DELAY, queue=settings.QUEUE)
         return 0
     queue.fit_unqueued()
     fitted = fit_if_needed()
