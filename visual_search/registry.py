@@ -78,30 +78,39 @@ _registered: dict[tuple[str, str], Registration] = {}
 
 
 def _make(
-    model: type[models.Model], image_field: str, result: str | None, registration_class: type[Registration] | None = None
+    model: type[models.Model],
+    image_field: str,
+    result: str | None,
+    registration_class: type[Registration] | None = None,
+    where: str | None = None,
 ) -> Registration:
+    """A checked registration. ``where`` names what declared it in each error (a ``MODELS`` entry);
+    without it, each error names it as before (the ``register()`` call, the model)."""
+
+    def refused(problem: str, default_where: str | None) -> ImproperlyConfigured:
+        named = where or default_where
+        return ImproperlyConfigured(f"{named}: {problem}" if named else problem)
+
     try:
         field = model._meta.get_field(image_field)
     except Exception as exc:
         files = [f.name for f in model._meta.get_fields() if isinstance(f, models.FileField)]
         hint = did_you_mean(image_field, files) or (f"; its file fields: {', '.join(files)}." if files else "; it has no ImageField.")
-        raise ImproperlyConfigured(
-            f"visual_search.register({model.__name__}, image_field={image_field!r}): "
-            f"{model.__name__} has no field {image_field!r}{hint}"
-        ) from exc
+        call = f"visual_search.register({model.__name__}, image_field={image_field!r})"
+        raise refused(f"{model.__name__} has no field {image_field!r}{hint}", call) from exc
     if not isinstance(field, models.FileField):
-        raise ImproperlyConfigured(
-            f"{model.__name__}.{image_field} is a {type(field).__name__}; visual search needs an "
-            "ImageField or FileField."
+        raise refused(
+            f"{model.__name__}.{image_field} is a {type(field).__name__}; visual search needs an ImageField or FileField.", None
         )
     registration = (registration_class or Registration)(model=model, image_field=image_field, result=result)
     try:
         registration.result_model  # noqa: B018 - validates the result path now, not at first search
     except Exception as exc:
         relations = [f.name for f in model._meta.get_fields() if f.is_relation and (f.many_to_one or f.one_to_one) and f.concrete]
-        raise ImproperlyConfigured(
-            f"{model.__name__}: result={result!r} is not a relation path{did_you_mean(result, relations) or ''} "
-            f"(its foreign keys: {', '.join(relations) or 'none'}; several hops as 'variant__product')."
+        raise refused(
+            f"result={result!r} is not a relation path{did_you_mean(result, relations) or ''} "
+            f"(its foreign keys: {', '.join(relations) or 'none'}; several hops as 'variant__product').",
+            model.__name__,
         ) from exc
     return registration
 
@@ -171,11 +180,8 @@ def _from_settings() -> list[Registration]:
             labels = [model._meta.label for model in apps.get_models()]
             hint = did_you_mean(entry.get("model"), labels) or "; use 'app_label.ModelName', e.g. 'shop.Product'."
             raise ImproperlyConfigured(f"VISUAL_SEARCH['MODELS'] entry {entry!r}: no such model{hint}") from exc
-        try:
-            found.append(_make(model, entry.get("image_field", "image"), entry.get("result")))
-        except ImproperlyConfigured as exc:  # named as the shop wrote it, not as register() would be called
-            problem = str(exc).split(": ", 1)[-1]
-            raise ImproperlyConfigured(f"VISUAL_SEARCH['MODELS'] entry {entry!r}: {problem}") from exc
+        # Its errors name the entry as the shop wrote it, not as register() would be called.
+        found.append(_make(model, entry.get("image_field", "image"), entry.get("result"), where=f"VISUAL_SEARCH['MODELS'] entry {entry!r}"))
     _from_settings_cache = (key, found)
     return found
 

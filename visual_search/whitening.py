@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -389,17 +390,22 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     return calibration is not None and not calibration.fits(Policy.from_settings())
 
 
-def fit_due(fingerprint: str | None = None) -> bool:
-    """Whether :func:`fit_if_needed` would fit anything: a count and a row per searchable model."""
+def _due(fingerprint: str | None) -> Iterator[type]:
+    """Each searchable model whose whitening is due (see ``needs_refit``) for ``fingerprint``
+    (default: the current one): a count and a row per model."""
     if not settings.WHITENING:
-        return False
+        return
     fingerprint = fingerprint or current_fingerprint()
     for model in {r.result_model for r in get_registrations()}:
         result_type = ContentType.objects.get_for_model(model)
         ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).count()
         if needs_refit(result_type.pk, fingerprint, ready):
-            return True
-    return False
+            yield model
+
+
+def fit_due(fingerprint: str | None = None) -> bool:
+    """Whether :func:`fit_if_needed` would fit anything."""
+    return next(_due(fingerprint), None) is not None
 
 
 def fit_if_needed(fingerprint: str | None = None) -> list:
@@ -410,10 +416,4 @@ def fit_if_needed(fingerprint: str | None = None) -> list:
     if not settings.WHITENING:
         return []
     fingerprint = fingerprint or current_fingerprint()
-    saved = []
-    for model in {r.result_model for r in get_registrations()}:
-        result_type = ContentType.objects.get_for_model(model)
-        ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).count()
-        if needs_refit(result_type.pk, fingerprint, ready):
-            saved += fit(model, fingerprint)
-    return saved
+    return [saved for model in list(_due(fingerprint)) for saved in fit(model, fingerprint)]

@@ -47,10 +47,9 @@ class SimilarProductsNode(template.Node):
         # Its heading's id, unique on the page: a product page may show two of these lists.
         request = context.get("request")
         holder = request.__dict__ if request is not None else context.render_context
-        seen = holder.setdefault("_visual_search_similar_lists", [])
-        seen.append(obj)
-        title_id = "vs-similar-title" if len(seen) == 1 else f"vs-similar-title-{len(seen)}"
-        context_data = {"items": items, "object": obj, "request": context.get("request"), "show_score": False, "title_id": title_id}
+        count = holder["_visual_search_similar_lists"] = holder.get("_visual_search_similar_lists", 0) + 1
+        title_id = "vs-similar-title" if count == 1 else f"vs-similar-title-{count}"
+        context_data = {"items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id}
         return render_to_string(template_name, context_data)
 
 
