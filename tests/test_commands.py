@@ -39,6 +39,24 @@ def test_status_then_reindex_with_progress(imported):
     assert "Embedded 0, unchanged 3, failed 1" in out
 
 
+def test_status_does_not_ask_for_a_reindex_while_the_workers_have_the_images(imported, settings):
+    """With Celery, rows pending for less than SWEEP_AFTER_SECONDS are a worker's: the status said
+    to run an in-process reindex of them, doing the workers' job twice."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out, _ = run("visual_search_status")
+    assert "4 images are queued for the Celery workers" in out and "need work" not in out
+    ImageEmbedding.objects.filter(object_id=str(imported[0].pk)).update(updated_at=timezone.now() - timedelta(hours=1))
+    out, _ = run("visual_search_status")
+    assert "3 images are queued" in out and "1 image needs work: `manage.py visual_search_reindex" in out
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}  # in-process: all of them are to do
+    out, _ = run("visual_search_status")
+    assert "queued" not in out and "4 images need work" in out
+
+
 def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 2}
     run("visual_search_reindex", "--only", "pending")

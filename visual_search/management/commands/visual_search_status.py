@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.management.base import BaseCommand, no_translations
+from django.utils import timezone
+
+from ... import queue
+from ...conf import settings
 
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
 from ...models import ImageEmbedding
@@ -40,6 +46,15 @@ class Command(BaseCommand):
         for row in rows:
             self.stdout.write("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
         todo = sum(r["pending"] + r["stale"] + r["missing"] for r in rows)
+        queued = self._queued()
+        if queued:
+            todo -= queued
+            images = "1 image is" if queued == 1 else f"{queued} images are"
+            self.stdout.write(
+                f"{images} queued for the Celery workers (pending for less than SWEEP_AFTER_SECONDS, "
+                f"{settings.SWEEP_AFTER_SECONDS:g} s): a worker indexes them, nothing to do here; if no worker "
+                "is running, start one (`celery -A yourproject worker`)."
+            )
         if todo:
             images = "1 image needs" if todo == 1 else f"{todo} images need"
             self.stdout.write(f"{images} work: `manage.py visual_search_reindex --only missing,stale,pending`.")
@@ -55,6 +70,17 @@ class Command(BaseCommand):
         if failed:
             for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
                 self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {row.error}")
+
+    @staticmethod
+    def _queued() -> int:
+        """Pending rows of the current fingerprint that a worker should be taking now: queued through
+        Celery less than ``SWEEP_AFTER_SECONDS`` ago (older ones are the sweep's, or need a reindex)."""
+        if not queue.use_celery():
+            return 0
+        recent = timezone.now() - timedelta(seconds=float(settings.SWEEP_AFTER_SECONDS))
+        return ImageEmbedding.objects.filter(
+            status=ImageEmbedding.Status.PENDING, fingerprint=current_fingerprint(), updated_at__gte=recent
+        ).count()
 
     def _versions(self) -> None:
         """Rows of other fingerprints: versions being built, kept for a rollback, or stale."""
