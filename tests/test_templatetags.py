@@ -110,6 +110,15 @@ def test_two_similar_lists_on_a_page_have_their_own_heading_ids(shop, rf):
     assert re.findall(r'aria-labelledby="([^"]+)"', html) == ["vs-similar-title", "vs-similar-title-2"]
 
 
+def test_similar_products_without_its_heading_under_the_page_s_own(shop, rf):
+    """A page that writes its own heading above the list showed two ("You may also like", then
+    "Similar products"): heading=False leaves the list's out and names the section for screen readers."""
+    html = render("<h2>You may also like</h2>{% similar_products product limit=2 heading=False %}",
+                  product=shop["Arla-Standard-Milk"], request=rf.get("/"))
+    assert html.count("<h2") == 1 and 'aria-label="Similar products"' in html and "aria-labelledby" not in html
+    assert html.count('class="vs-card"') == 2
+
+
 def test_similar_products_queryset_and_as_forms(shop):
     product = shop["Arla-Standard-Milk"]
     milk = Product.objects.filter(category="milk")
@@ -160,7 +169,7 @@ def test_templates_are_overridable(shop, settings, tmp_path):
     ("{% similar_products product colour='red' %}", "unexpected keyword argument 'colour'"),
     ("{% similar_products product 4 limit=2 %}", "multiple values for keyword argument 'limit'"),
     ("{% similar_products limit=2 product %}", "positional argument(s) after some keyword argument(s)"),
-    ("{% similar_products a b c d e %}", "too many positional arguments"),
+    ("{% similar_products a b c d e f %}", "too many positional arguments"),
 ])
 def test_similar_products_says_what_is_wrong_with_its_arguments(source, words):
     from django.template import TemplateSyntaxError

@@ -39,6 +39,7 @@ class SimilarProductsNode(template.Node):
         values.update((key, value.resolve(context)) for key, value in self.kwargs.items())
         obj = values.pop("obj")
         template_name = values.pop("template", None) or "visual_search/similar_products.html"
+        heading = values.pop("heading", True)
         items = similar_items(obj, request=context.get("request"), **values)
         if self.target_var:
             context[self.target_var] = items
@@ -49,12 +50,15 @@ class SimilarProductsNode(template.Node):
         holder = request.__dict__ if request is not None else context.render_context
         count = holder["_visual_search_similar_lists"] = holder.get("_visual_search_similar_lists", 0) + 1
         title_id = "vs-similar-title" if count == 1 else f"vs-similar-title-{count}"
-        context_data = {"items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id}
+        context_data = {
+            "items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id,
+            "heading": bool(heading),
+        }
         return render_to_string(template_name, context_data)
 
 
 # {% similar_products %}'s arguments, in order (similar_items has the defaults).
-PARAMS = ("obj", "limit", "queryset", "template")
+PARAMS = ("obj", "limit", "queryset", "template", "heading")
 
 
 def parse_arguments(parser, bits: list[str], name: str = "similar_products"):
@@ -86,7 +90,8 @@ def similar_products(parser, token):
     """Objects that look like ``obj``, rendered server-side; an error or no embedding renders nothing.
 
     ``{% similar_products product limit=4 queryset=in_stock %}`` renders
-    ``visual_search/similar_products.html``; ``{% similar_products product limit=4 as similar %}``
+    ``visual_search/similar_products.html`` (``heading=False``: without its "Similar products"
+    heading, for a page that has one); ``{% similar_products product limit=4 as similar %}``
     puts the list of result dicts (object, id, name, url, image_url, score) in ``similar``.
     """
     bits = token.split_contents()[1:]
