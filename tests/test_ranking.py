@@ -58,6 +58,32 @@ def test_restriction_and_exclusion(gallery):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+@pytest.mark.parametrize("prototype", [0.0, 0.5])
+def test_a_result_s_chance_does_not_grow_when_the_right_product_is_hidden(gallery, prototype):
+    """A score is the chance that the result is the product in the photo: hiding that product (a
+    customer may not see it, or filtered it out) must not hand its share to a wrong one. Normalised
+    over the visible results only, the second product of its own photo read 0.50 and "confident"."""
+    ids = [f"p{n // 3}" for n in range(60)]
+    space = MatrixSpace(gallery, ids)
+    calibration = ranking.Calibration(temperature=0.05, none=0.6)
+    policy = ranking.Policy(prototype=prototype, calibration=calibration)
+    everyone = ranking.rank(space, gallery[0], limit=12, policy=policy)
+    assert everyone[0].result_id == "p0"
+    visible = {f"p{n}" for n in range(1, 20)}
+    shown = ranking.rank(space, gallery[0], limit=12, restrict_to=visible, policy=policy)
+    assert [h.result_id for h in shown] == [h.result_id for h in everyone[1:]] + [shown[-1].result_id]
+    for hidden_first, restricted in zip(everyone[1:], shown):
+        assert restricted.probability == pytest.approx(hidden_first.probability)
+    # The last one was beyond the unrestricted search's candidates: weighed against them too.
+    assert 0 < shown[-1].probability <= shown[-2].probability
+    # A restriction that keeps the right product changes nobody's chance.
+    kept = ranking.rank(space, gallery[0], limit=12, restrict_to={"p0", "p1", "p2", "p3", "p4", "p5"}, policy=policy)
+    chances = {h.result_id: h.probability for h in everyone}
+    assert kept[0].result_id == "p0"
+    for hit in kept:
+        assert hit.probability == pytest.approx(chances.get(hit.result_id, hit.probability))
+
+
 def test_one_query_ranks_as_the_held_out_measurement_does(gallery):
     """rank() (a search) and score_matrix() (training evaluation, benchmarks) are the same ranking."""
     policy = ranking.Policy(expansion=3, alpha=3.0)

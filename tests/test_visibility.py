@@ -42,6 +42,17 @@ def test_search_by_photo_never_shows_a_hidden_product(shop, client):
     assert "Oatly Oat Milk" not in page and "Arla Standard Milk" in page
 
 
+def test_a_hidden_product_s_photo_makes_no_other_product_likelier(shop, client, settings):
+    """The scores a customer reads are the chances the whole catalogue gives: the photo of a hidden
+    product keeps that product's share out of view instead of handing it to a wrong one (which read
+    "confident" at 0.50 where the hidden product itself scored 0.94)."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SCORE": "probability"}
+    shown = client.post("/api/visual-search/search/", {"image": photo(HIDDEN)}).json()
+    everyone = {r.object.name: r.score for r in visual_search.search_by_image(catalogue_image(HIDDEN).read_bytes(), Product)}
+    assert everyone["Oatly Oat Milk"] == max(everyone.values())
+    assert {r["name"]: r["score"] for r in shown["results"]} == pytest.approx({n: p for n, p in everyone.items() if n != "Oatly Oat Milk"}, abs=1e-5)
+
+
 def test_a_hidden_product_has_no_similar_page_and_is_never_similar(shop, client):
     hidden = client.get(f"/api/visual-search/products/{shop[HIDDEN].pk}/similar/")
     assert hidden.status_code == 404 and hidden.json()["code"] == "not_found"

@@ -25,7 +25,7 @@ search uses them lives here, once, for every backend, the training evaluation an
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -326,7 +326,15 @@ def rank(
         hits = _with_prototypes(space, query, hits, policy.prototype)
     if policy.calibration is not None:
         candidates = hits[: max(limit, CANDIDATES)]
-        chances = policy.calibration.probabilities([hit.score for hit in candidates])
+        rivals = None
+        if restrict_to is not None:
+            # The chance that a result is the product in the photo does not depend on which products
+            # this customer may see or filtered for: the rivals are the whole catalogue's candidates.
+            # (Normalised over the allowed ones alone, a hidden product's share went to the others:
+            # its own photo made a wrong product "confident".)
+            everyone = rank(space, vector, limit=max(limit, CANDIDATES), exclude=exclude, policy=replace(policy, calibration=None))
+            rivals = [hit.score for hit in everyone]
+        chances = policy.calibration.probabilities([hit.score for hit in candidates], rivals=rivals)
         hits = [Hit(hit.result_id, hit.score, chance) for hit, chance in zip(candidates, chances)]
     return hits[:limit]
 
@@ -456,11 +464,16 @@ class Calibration:
     # prior_weight.
     prior: float = 0.0
 
-    def probabilities(self, similarities: Sequence[float]) -> list[float]:
-        """The probability of each candidate of one search (best first) being the right product."""
-        own = _softmax_with_none(similarities, self.temperature, self.none)
+    def probabilities(self, similarities: Sequence[float], rivals: Sequence[float] | None = None) -> list[float]:
+        """The probability of each candidate of one search (best first) being the right product.
+
+        ``rivals``: the similarities of the whole catalogue's candidates when ``similarities`` are
+        those of a restricted search (a filter, what a customer may see); each result is then weighed
+        against them, as the unrestricted search would weigh it.
+        """
+        own = _softmax_with_none(similarities, self.temperature, self.none, rivals)
         if self.prior > 0:
-            default = _softmax_with_none(similarities, DEFAULT_CALIBRATION.temperature, DEFAULT_CALIBRATION.none)
+            default = _softmax_with_none(similarities, DEFAULT_CALIBRATION.temperature, DEFAULT_CALIBRATION.none, rivals)
             own = (1 - self.prior) * own + self.prior * default
         return own.tolist()
 
@@ -480,10 +493,22 @@ class Calibration:
         return not self.scoring or self.scoring == policy.scoring
 
 
-def _softmax_with_none(similarities: Sequence[float], temperature: float, none: float) -> np.ndarray:
-    logits = np.append(np.asarray(similarities, dtype=np.float64), none) / temperature
-    weights = np.exp(logits - logits.max())
-    return weights[:-1] / weights.sum()
+def _softmax_with_none(
+    similarities: Sequence[float], temperature: float, none: float, rivals: Sequence[float] | None = None
+) -> np.ndarray:
+    """Each similarity's share of exp(s / temperature) among the candidates and "none of these";
+    with ``rivals``, the candidates are those (each result's share is its weight over theirs)."""
+    own = np.asarray(similarities, dtype=np.float64)
+    if rivals is None:
+        logits = np.append(own, none) / temperature
+        weights = np.exp(logits - logits.max())
+        return weights[:-1] / weights.sum()
+    field = np.append(np.asarray(rivals, dtype=np.float64), none) / temperature
+    top = max(field.max(), own.max() / temperature if len(own) else field.max())
+    total = np.exp(field - top).sum()
+    weights = np.exp(own / temperature - top)
+    # A result beyond the whole catalogue's candidates is not among the rivals: count it in too.
+    return weights / (total + np.where(own < min(rivals, default=np.inf), weights, 0.0))
 
 
 # A shop's own calibration searches hide the image they search with, so with few images per
