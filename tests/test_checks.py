@@ -26,6 +26,14 @@ def test_defaults_of_the_test_project_pass(settings):
     assert check_settings() == []
 
 
+def test_a_proxy_registered_beside_its_concrete_model_is_an_error(settings):
+    """Both index the same rows: the status counted each object twice, and each save went twice."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MODELS": [
+        *settings.VISUAL_SEARCH["MODELS"], {"model": "testapp.FeaturedProduct", "image_field": "image"}]}
+    [error] = check_settings()
+    assert error.id == "visual_search.E001" and "testapp.product.image and testapp.featuredproduct.image are the same images" in error.msg
+
+
 def test_bad_settings_are_reported(settings, tmp_path):
     assert "visual_search.E001" in ids({"MODELS": [{"model": "nope.Nothing"}]}, settings)
     assert "visual_search.E002" in ids({"WEIGHTS": str(tmp_path / "missing.h5")}, settings)

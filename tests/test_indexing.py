@@ -8,7 +8,7 @@ from django.db import transaction
 import visual_search
 from visual_search.models import ImageEmbedding
 from tests.conftest import catalogue_image, photos
-from tests.testapp.models import Product, ProductImage
+from tests.testapp.models import DigitalProduct, FeaturedProduct, Product, ProductImage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,6 +26,34 @@ def test_saved_product_gets_a_ready_unit_vector(make_product):
     vector = embedding.array
     assert vector.shape == (512,) and vector.dtype.name == "float32"
     assert abs(float((vector**2).sum()) - 1.0) < 1e-4
+
+
+def test_a_child_of_a_registered_model_is_indexed_as_it(db):
+    """Multi-table inheritance: Django sends a DigitalProduct's signals with DigitalProduct as the
+    sender, never Product; the child was saved and left unindexed ("missing") for ever."""
+    child = DigitalProduct(name="Banana e-book", download_url="https://example.com/banana")
+    child.image.save("banana.jpg", ContentFile(catalogue_image("Banana").read_bytes()))
+    embedding = ImageEmbedding.objects.for_object(child).get()
+    assert embedding.status == "ready" and embedding.content_type.model == "product" and embedding.result_id == str(child.pk)
+    found = visual_search.search_by_image(catalogue_image("Banana").read_bytes(), Product)
+    assert found[0].object.pk == child.pk
+    child.delete()
+    assert not ImageEmbedding.objects.exists()
+
+
+def test_a_proxy_registered_on_its_own_is_indexed_whichever_class_saves(db, settings):
+    """A proxy's rows are its concrete model's: registered alone, saves through the proxy found no
+    registration (labels compared), and saves through the concrete class were never connected."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MODELS": [{"model": "testapp.FeaturedProduct", "image_field": "image"}]}
+    featured, plain = FeaturedProduct(name="Lemon"), Product(name="Lime")
+    featured.image.save("lemon.jpg", ContentFile(catalogue_image("Lemon").read_bytes()))
+    plain.image.save("lime.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+    assert ImageEmbedding.objects.for_object(featured).get().status == "ready"
+    assert ImageEmbedding.objects.for_object(plain).get().status == "ready"
+    found = visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), FeaturedProduct)
+    assert found[0].object.name == "Lemon" and isinstance(found[0].object, FeaturedProduct)
+    plain.delete()
+    assert ImageEmbedding.objects.count() == 1
 
 
 def test_saving_again_with_the_same_image_computes_nothing(make_product, embed_calls):

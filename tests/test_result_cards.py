@@ -169,6 +169,21 @@ def test_an_object_without_a_picture_has_none(make_product, rf):
     assert item["image_url"] is None and item["url"].startswith("http://testserver/products/")
 
 
+def test_a_product_without_its_own_image_shows_its_gallery_s_first_in_the_gallery_s_order(make_product, monkeypatch):
+    """The card showed the oldest gallery image whatever the gallery's Meta.ordering (a primary
+    flag, a position) said: a shop that chose another first image never saw it in the results."""
+    from django.core.files.base import ContentFile
+
+    from tests.testapp.models import ProductImage
+
+    product = make_product("Apple")
+    for name in ("Granny-Smith", "Pink-Lady"):
+        ProductImage(product=product).image.save(f"{name}.jpg", ContentFile(catalogue_image(name).read_bytes()))
+    assert "Granny-Smith" in results_module.images([product])[product.pk].name  # no ordering: the oldest
+    monkeypatch.setattr(ProductImage._meta, "ordering", ["-pk"])
+    assert "Pink-Lady" in results_module.images([product])[product.pk].name
+
+
 def test_extra_fields_appear_in_the_api_json(client, shop, settings):
     use_adapter(settings, StockAdapter)
     results = search(client)

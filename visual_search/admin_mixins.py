@@ -22,7 +22,6 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import model_ngettext
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db import connections, models, router
 from django.db.models.functions import Cast, Coalesce, Concat, Substr
@@ -33,8 +32,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext
 
 from . import duplicates, queue
-from .models import ImageEmbedding
-from .registry import Registration, get_registrations
+from .models import ImageEmbedding, content_types_of, type_is
+from .registry import Registration, get_registrations, registrations_for_model
 from .reindex import select_pks
 from .serving import current_fingerprint
 
@@ -60,9 +59,9 @@ def _own_and_gallery(model: type[models.Model]) -> tuple[models.Q, models.Q]:
     """The outer object's own images, and the images whose result it is (its gallery, and its own
     image again where it is its own result); each an index's prefix, so that a subquery per object
     is a lookup, not a scan."""
-    content_type = ContentType.objects.get_for_model(model)
+    types = content_types_of(model)
     pk = _pk_as_text(model)
-    return models.Q(content_type=content_type, object_id=pk), models.Q(result_type=content_type, result_id=pk)
+    return type_is("content_type", types) & models.Q(object_id=pk), type_is("result_type", types) & models.Q(result_id=pk)
 
 
 def _pk_as_text(model: type[models.Model]):
@@ -116,17 +115,16 @@ def _renamed(model: type[models.Model]) -> list[models.When]:
     """Stale too: a finished row of the object's own image made from another file than the one it
     has now (its save committed, marking the row did not: see :func:`visual_search.reindex.select_pks`).
     A gallery image's file is in another table: the sweep finds those."""
-    content_type = ContentType.objects.get_for_model(model)
     finished = ~models.Q(status=Status.PENDING) & ~models.Q(source_name="")
+    own_type = type_is("content_type", content_types_of(model))
     return [
         models.When(
-            models.Q(content_type=content_type, field_name=registration.image_field)
+            own_type & models.Q(field_name=registration.image_field)
             & finished
             & ~models.Q(source_name=models.OuterRef(registration.image_field)),
             then=models.Value(RANKS["stale"]),
         )
-        for registration in get_registrations()
-        if registration.model is model
+        for registration in registrations_for_model(model)
     ]
 
 
@@ -158,8 +156,8 @@ def duplicate_words(row: ImageEmbedding) -> str:
 
 def flagged_rows(obj: models.Model) -> list[ImageEmbedding]:
     """The object's images (own and gallery) flagged as possible duplicates, closest first."""
-    content_type = ContentType.objects.get_for_model(obj)
-    own = models.Q(content_type=content_type, object_id=str(obj.pk)) | models.Q(result_type=content_type, result_id=str(obj.pk))
+    types = content_types_of(obj)
+    own = (type_is("content_type", types) & models.Q(object_id=str(obj.pk))) | (type_is("result_type", types) & models.Q(result_id=str(obj.pk)))
     rows = duplicates.flagged(ImageEmbedding.objects.filter(own)).select_related("duplicate_of__result_type")
     return list(rows.order_by("-duplicate_score"))
 

@@ -129,10 +129,20 @@ def check_models(value: Any) -> list[checks.CheckMessage]:
         if isinstance(entry, dict) and ("model" not in entry or set(entry) - MODEL_ENTRY_KEYS):
             return [spec.error(f"entry {entry!r} needs 'model' and may have only {sorted(MODEL_ENTRY_KEYS)}.")]
     try:
-        get_registrations()
+        registrations = get_registrations()
     except ImproperlyConfigured as exc:
         hint = "Each entry (and register() call) needs a model, one of its file fields, and a relation path as result."
         return [checks.Error(str(exc), hint=hint, id=spec.check_id)]
+    seen: dict[tuple[type, str], str] = {}
+    for registration in registrations:
+        key = (registration.model._meta.concrete_model, registration.image_field)
+        if key in seen:
+            return [checks.Error(
+                f"{seen[key]}.{registration.image_field} and {registration.label}.{registration.image_field} are the same "
+                "images: a proxy model's rows are its concrete model's, so both would index and count them.",
+                hint="Register one of them (searching either finds the same objects).", id=spec.check_id,
+            )]
+        seen[key] = registration.label
     return []
 
 

@@ -16,13 +16,26 @@ def forget_duplicate(collector, field, sub_objs, using) -> None:
     collector.add_field_update(field.model._meta.get_field("duplicate_score"), None, sub_objs)
 
 
+def content_types_of(obj: models.Model | type[models.Model]) -> list[ContentType]:
+    """The content types an object's rows may be stored under (an object or its model): its concrete
+    model's, and those of the parents it inherits from by multi-table inheritance (a registered
+    ``Product``'s child ``DigitalProduct`` is indexed as that ``Product``, same primary key)."""
+    model = obj if isinstance(obj, type) else type(obj)
+    return [ContentType.objects.get_for_model(m) for m in (model, *model._meta.get_parent_list())]
+
+
+def type_is(field: str, types: list[ContentType]) -> models.Q:
+    """``field`` is one of ``types``: an equality where there is one (an index's prefix either way)."""
+    return models.Q(**{field: types[0]}) if len(types) == 1 else models.Q(**{f"{field}__in": types})
+
+
 class EmbeddingQuerySet(models.QuerySet):
     def for_object(self, obj: models.Model) -> EmbeddingQuerySet:
-        return self.filter(content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk))
+        return self.filter(type_is("content_type", content_types_of(obj)), object_id=str(obj.pk))
 
     def for_result(self, obj: models.Model) -> EmbeddingQuerySet:
         """Rows whose matches stand for ``obj`` (its own images and its gallery's)."""
-        return self.filter(result_type=ContentType.objects.get_for_model(obj), result_id=str(obj.pk))
+        return self.filter(type_is("result_type", content_types_of(obj)), result_id=str(obj.pk))
 
     def ready(self, fingerprint: str) -> EmbeddingQuerySet:
         """Vectors of ``fingerprint``: searchable when it is the current one."""

@@ -194,9 +194,18 @@ def get_registrations() -> list[Registration]:
 
 
 def registrations_for_model(model: type[models.Model]) -> list[Registration]:
-    """Registrations whose indexed model is ``model`` (or its concrete parent)."""
-    label = model._meta.concrete_model._meta.label_lower
-    return [r for r in get_registrations() if r.label == label]
+    """Registrations whose indexed rows ``model``'s objects are: the registered model, a proxy of
+    it or of its concrete model (they share its rows), or a subclass by multi-table inheritance (a
+    ``DigitalProduct`` is a registered ``Product`` too)."""
+    return [r for r in get_registrations() if issubclass(model, r.model._meta.concrete_model)]
+
+
+def models_sharing_rows(model: type[models.Model]) -> list[type[models.Model]]:
+    """The installed models whose saves and deletes are those of a registered ``model``'s rows (see
+    :func:`registrations_for_model`): Django sends a model's signals with the saved object's own
+    class, a proxy's or a child's, never its registered parent's."""
+    concrete = model._meta.concrete_model
+    return [model, *(m for m in apps.get_models() if m is not model and issubclass(m, concrete))]
 
 
 def registrations_for_result(model: type[models.Model]) -> list[Registration]:

@@ -158,7 +158,8 @@ def _render_thumbnail(storage: Storage, name: str, size: int) -> bytes:
 
 
 def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
-    """``{pk: file}`` of each object's picture: its own registered image, else its first gallery image.
+    """``{pk: file}`` of each object's picture: its own registered image, else its first gallery image
+    (in the gallery model's ``Meta.ordering``, then the oldest first).
 
     Two queries at most per registration, whatever the number of objects.
     """
@@ -181,7 +182,8 @@ def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
         rows = (
             registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": missing})
             .exclude(**{registration.image_field: ""})
-            .order_by("pk")
+            # The gallery's own order first (Meta.ordering: a primary flag, a position), then the oldest.
+            .order_by(*registration.model._meta.ordering, "pk")
             .values_list(registration.result_pk_lookup(), registration.image_field)
         )
         for pk, name in rows:

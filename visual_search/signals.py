@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from . import queue
 from .conf import settings
 from .indexing import mark_pending, remove_object
-from .registry import Registration, get_registrations, registrations_for_model, subscribe, unsubscribe
+from .registry import Registration, get_registrations, models_sharing_rows, registrations_for_model, subscribe, unsubscribe
 
 _SEEN = "_visual_search_seen"
 _paused: contextvars.ContextVar[list | None] = contextvars.ContextVar("visual_search_paused", default=None)
@@ -69,10 +69,11 @@ class SignalProcessor:
         # models registered from code later are still connected.
         subscribe(self.registered)
         for registration in get_registrations():
-            self.connect(registration.model)
+            self.registered(registration)
 
     def registered(self, registration: Registration) -> None:
-        self.connect(registration.model)
+        for model in models_sharing_rows(registration.model):
+            self.connect(model)
 
     def connect(self, model: type) -> None:
         if model in self.models:

@@ -32,3 +32,16 @@ class Gadget(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class FeaturedProduct(Product):
+    """A proxy: the same rows as Product, registered on its own by some shops."""
+
+    class Meta:
+        proxy = True
+
+
+class DigitalProduct(Product):
+    """Multi-table inheritance: a Product too, saved with its own class as the signals' sender."""
+
+    download_url = models.URLField(blank=True)

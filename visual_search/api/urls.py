@@ -23,7 +23,8 @@ class SearchWithoutSlashView(SearchView):
 urlpatterns = [
     path("search/", SearchView.as_view(), name="search"),
     path("search", SearchWithoutSlashView.as_view()),
-    path("products/<str:pk>/similar/", SimilarView.as_view(), name="similar"),
+    # path: a shop's string keys (SKUs) may hold a slash, which a client sends as %2F.
+    path("products/<path:pk>/similar/", SimilarView.as_view(), name="similar"),
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
     path("docs/swagger-ui/<str:name>", SwaggerUIAssetView.as_view(), name="docs-asset"),
