@@ -137,6 +137,22 @@ def test_unseen_shelf_photo_finds_its_product(demo_server, browser):
     context.close()
 
 
+def test_the_search_asks_for_the_page_s_language_not_the_browser_s(demo_server, browser):
+    """Under i18n_patterns with the API mounted outside them, the API's names and links followed the
+    browser's Accept-Language: a French page in an English browser listed /en/ links. The widget
+    now asks in the page's language (its lang attribute, the active language)."""
+    context = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    asked = []
+    page.on("request", lambda r: asked.append(r.headers.get("accept-language")) if "/api/visual-search/search/" in r.url else None)
+    page.goto(f"{demo_server}/search/")
+    language = page.get_attribute("#vs", "lang")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert language and not language.startswith("de") and asked == [language], (language, asked)
+    context.close()
+
+
 def phone_camera_photo(path: Path) -> Path:
     """The val photo as a phone's camera would save it: 6500 x 6500 px (42 megapixels, over
     MAX_PIXELS), with sensor noise, 18 MB (over MAX_UPLOAD_BYTES)."""

@@ -604,6 +604,16 @@
     return input ? input.value : "";
   };
 
+  // The page's language: the results' names and links in it, where the API is mounted outside
+  // i18n_patterns (Django's LocaleMiddleware then reads Accept-Language; a browser sends its own).
+  Widget.prototype.headers = function (token) {
+    var headers = { "Accept": "application/json" };
+    var language = this.root.getAttribute("lang");
+    if (language) { headers["Accept-Language"] = language; }
+    if (token) { headers["X-CSRFToken"] = token; }
+    return headers;
+  };
+
   Widget.prototype.search = function () {
     var self = this;
     if (!this.file) {
@@ -623,7 +633,7 @@
     fetch(this.apiUrl, {
       method: "POST",
       body: this.formData(),
-      headers: token ? { "X-CSRFToken": token, "Accept": "application/json" } : { "Accept": "application/json" },
+      headers: this.headers(token),
       credentials: "same-origin",
       signal: this.abort ? this.abort.signal : undefined
     }).catch(function () {
