@@ -65,6 +65,8 @@ def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     Whitening.objects.all().delete()
     out, _ = run("visual_search_status")
     assert "The whitening and score calibration are due" in out and "visual_search_reindex --only missing" in out
+    # In-process (the test settings): no worker or sweep will, so it does not say they will.
+    assert "Celery workers learn" not in out and "Without Celery nothing learns them by itself" in out
     run("visual_search_reindex", "--only", "missing")
     assert "are due" not in run("visual_search_status")[0]
 

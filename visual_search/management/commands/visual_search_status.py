@@ -61,10 +61,14 @@ class Command(BaseCommand):
         for model, text in score_notes():
             self.stdout.write(f"Scores of {model}: {text}")
         if fit_due():
+            who = (
+                "The Celery workers learn them after indexing, and the sweep does; "
+                if queue.use_celery()
+                else "Without Celery nothing learns them by itself: run this after adding products, or daily from cron: "
+            )
             self.stdout.write(
                 "The whitening and score calibration are due (none yet, or the catalogue changed since): until then "
-                "scores are the default calibration's. The Celery workers learn them after indexing, and the sweep "
-                "does; `manage.py visual_search_reindex --only missing` learns them now."
+                f"scores are the default calibration's. {who}`manage.py visual_search_reindex --only missing` learns them now."
             )
         self._versions()
         if failed:
