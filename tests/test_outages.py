@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 from django.db.models import QuerySet
 
@@ -128,3 +129,24 @@ def test_products_saved_without_signals_are_indexed_by_the_sweep(shop):
     rows = ImageEmbedding.objects.filter(object_id__in=[str(pk) for pk in pks])
     assert sorted(rows.values_list("status", flat=True)) == ["ready", "ready"]
     assert sweep() == 0  # nothing left: the second sweep queues nothing
+
+
+def test_a_backend_that_fails_after_the_commit_never_fails_the_shop_s_save(shop, monkeypatch, caplog):
+    """pgvector without its extension (a database user that may not create it): dropping the old
+    vectors after the commit raised ImproperlyConfigured from on_commit, so every product save and
+    delete raised (a 500 in the admin) after the product's row was written."""
+    from django.core.files.base import ContentFile
+
+    from visual_search import indexing
+    from visual_search.models import ImageEmbedding
+
+    class Broken:
+        def remove(self, ids):
+            raise ImproperlyConfigured("The pgvector backend needs the PostgreSQL 'vector' extension")
+
+    monkeypatch.setattr(indexing, "get_backend", lambda: Broken())
+    product = shop["Lime"]
+    product.image.save("other.jpg", ContentFile(catalogue_image("Pink-Lady").read_bytes()))  # marks, then drops
+    assert "could not drop 1 vector(s)" in caplog.text
+    product.delete()
+    assert not ImageEmbedding.objects.for_object(product).exists()

@@ -108,8 +108,22 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     if outdated:
         ImageEmbedding.objects.filter(pk__in=outdated).delete()
     if touched:
-        transaction.on_commit(lambda: get_backend().remove(touched), using=router.db_for_write(ImageEmbedding))  # no longer searchable
+        transaction.on_commit(lambda: remove_from_backend(touched), using=router.db_for_write(ImageEmbedding))  # no longer searchable
     return len(touched) > len(outdated)
+
+
+def remove_from_backend(ids: list[int]) -> None:
+    """Take rows' vectors out of the search backend after the commit that changed them. A backend
+    that fails (pgvector without its extension, its database down) is logged, never raised: the
+    shop's save has committed (raising from on_commit made it a 500 in the admin all the same), the
+    rows are right, and the sweep drops the vectors of rows no longer ready from the backend."""
+    try:
+        get_backend().remove(ids)
+    except Exception:  # noqa: BLE001 - any backend's failure; the traceback goes to the log
+        logger.exception(
+            "Visual search: the search backend could not drop %s vector(s) of images just changed or deleted; "
+            "the sweep (or `manage.py visual_search_rebuild_index`) drops them once the backend works", len(ids)
+        )
 
 
 def remove_object(registration: Registration, pk: Any) -> list[int]:
@@ -122,7 +136,7 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
     ids = list(rows.values_list("id", flat=True))
     if ids:
         rows.delete()
-        transaction.on_commit(lambda: get_backend().remove(ids), using=router.db_for_write(ImageEmbedding))
+        transaction.on_commit(lambda: remove_from_backend(ids), using=router.db_for_write(ImageEmbedding))
     return ids
 
 
@@ -272,7 +286,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
         # Once the backend has them: another product's image that looks the same (never raises).
         transaction.on_commit(lambda: duplicates.detect_quietly(ready), using=using)
     if gone:
-        transaction.on_commit(lambda: get_backend().remove(gone), using=using)
+        transaction.on_commit(lambda: remove_from_backend(gone), using=using)
 
 
 def _outdated_rows(registration: Registration, checksums: dict[str, str | None], indexing: set[str], keep: set[str]) -> list[int]:

@@ -78,7 +78,8 @@ def ensure_schema(connection) -> None:
             raise ImproperlyConfigured(
                 "The pgvector backend needs the PostgreSQL 'vector' extension, which this server does not "
                 "have: install pgvector (https://github.com/pgvector/pgvector, e.g. apt-get install "
-                "postgresql-16-pgvector), then run `python manage.py migrate visual_search`."
+                "postgresql-16-pgvector from the PostgreSQL apt repository, or the pgvector/pgvector Docker image), "
+                "then restart the web and worker processes."
             )
         try:
             cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -87,7 +88,8 @@ def ensure_schema(connection) -> None:
             raise ImproperlyConfigured(
                 "The pgvector backend could not create its tables "
                 f"({exc}). Run `CREATE EXTENSION vector;` as a superuser in database "
-                f"{connection.settings_dict['NAME']!r}, then `python manage.py migrate visual_search`."
+                f"{connection.settings_dict['NAME']!r} (creating an extension needs one), then restart the web and "
+                "worker processes: the backend creates its tables on first use."
             ) from exc
 
 

@@ -317,7 +317,11 @@
   // The longest side of the photo the widget sends: the box may pick a tenth of it and still
   // give the network (224 px) every pixel it uses.
   var MAX_SIDE = 2048;
-  var SMALL_BYTES = 1500000; // a JPEG, PNG or WebP under this and under MAX_SIDE goes as it is
+  // A JPEG, PNG or WebP under this and under MAX_SIDE goes as it is: under the 1 MB that a proxy
+  // in front of the shop refuses by default (nginx's client_max_body_size), with the form around it.
+  var SMALL_BYTES = 900000;
+  // A proxy refused the upload all the same (413 without the API's answer): sent again once, this small.
+  var RETRY_SIDE = 1280;
 
   // The photo drawn, as { source, width, height, close }: an <img> from a blob: URL (every browser
   // applies the EXIF rotation), else an ImageBitmap, which needs no URL: a Content-Security-Policy
@@ -345,16 +349,18 @@
   }
 
   // The photo as it will be sent: ``file`` itself, or a JPEG of at most MAX_SIDE px (alpha over
-  // white, as the server does; the EXIF rotation applied).
-  function shrink(file) {
+  // white, as the server does; the EXIF rotation applied). With ``side``, a JPEG of at most that
+  // many px whatever the file was.
+  function shrink(file, side) {
+    var most = side || MAX_SIDE;
     var plain = /^image\/(jpeg|png|webp)$/.test(file.type || "");
     if (!window.Promise || !window.URL || !URL.createObjectURL || !window.HTMLCanvasElement || !HTMLCanvasElement.prototype.toBlob) {
       return window.Promise ? Promise.resolve(file) : { then: function (next) { next(file); } };
     }
     return decode(file).then(function (drawn) {
       if (!drawn) { return file; } // the server says what is wrong with it
-      var scale = Math.min(1, MAX_SIDE / Math.max(drawn.width, drawn.height, 1));
-      if (scale === 1 && plain && file.size <= SMALL_BYTES) { drawn.close(); return file; }
+      var scale = Math.min(1, most / Math.max(drawn.width, drawn.height, 1));
+      if (!side && scale === 1 && plain && file.size <= SMALL_BYTES) { drawn.close(); return file; }
       var canvas = document.createElement("canvas");
       canvas.width = Math.max(1, Math.round(drawn.width * scale));
       canvas.height = Math.max(1, Math.round(drawn.height * scale));
@@ -370,7 +376,7 @@
           if (!blob || (scale === 1 && blob.size >= file.size)) { resolve(file); return; }
           var name = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
           resolve(window.File ? new File([blob], name, { type: "image/jpeg" }) : blob);
-        }, "image/jpeg", 0.9);
+        }, "image/jpeg", side ? 0.85 : 0.9);
       });
     });
   }
@@ -532,6 +538,8 @@
     }
     if (code && this.messages[code]) { return this.messages[code]; }
     if (status === 429) { return this.messages.throttled || this.messages.failed; }
+    // Refused by a proxy in front of the shop (the API's own 413s carry their code).
+    if (status === 413) { return this.messages.upload_too_large || this.messages.failed; }
     return this.messages.failed;
   };
 
@@ -555,6 +563,7 @@
       return;
     }
     this.file = sent;
+    this.resent = false; // a new photo may go again once, smaller, if a proxy refuses it
     this.revealing = true; // this photo's first answer is brought into view (not the box's later ones)
     if (this.preview && window.URL && URL.createObjectURL) {
       if (this.preview.dataset.url) { URL.revokeObjectURL(this.preview.dataset.url); }
@@ -639,11 +648,20 @@
     }).catch(function () {
       throw new Error(self.messages.network);
     }).then(function (response) {
+      if (response.status === 413 && !self.resent) {
+        // A proxy's body limit under the app's (nginx: 1 MB by default): the photo goes again, smaller.
+        self.resent = true;
+        return shrink(self.file, RETRY_SIDE).then(function (smaller) {
+          if (latest()) { self.file = smaller; self.search(); }
+          return { again: true };
+        });
+      }
       return response.json().catch(function () { return {}; }).then(function (body) {
         if (!response.ok) { throw new Error(self.errorMessage(body, response.status)); }
         return body;
       });
     }).then(function (body) {
+      if (body.again) { return; }
       if (latest()) { self.render(body.results || [], body.confident !== false); }
     }).catch(function (error) {
       if (latest()) { self.say(error.message || self.messages.failed, true); }
