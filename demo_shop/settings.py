@@ -127,6 +127,9 @@ INSTALLED_APPS.append("visual_search.contrib.telegram")
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = False
+if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis"):
+    # With workers, a cache the processes share (the whitening fit queued once, one search throttle).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL}}
 
 LOGGING = {
     "version": 1,

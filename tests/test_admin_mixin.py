@@ -91,7 +91,7 @@ def test_changelist_with_status_filter(client, site, staff, shop, settings):
     page = client.get("/shopadmin/testapp/product/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert "Requeue stale and failed images" in html and "Not indexed" in html
+    assert "Index missing, stale and failed images" in html and "Not indexed" in html
     # Styled by the app's stylesheet, not style="" (which a Content-Security-Policy refuses).
     assert "/static/visual_search/admin.css" in html and 'class="button vs-tool-button"' in html and "style=" not in html.split("<body")[1]
     failed = client.get("/shopadmin/testapp/product/?visual_search=failed").content.decode()
@@ -100,9 +100,14 @@ def test_changelist_with_status_filter(client, site, staff, shop, settings):
     assert "No photo" in missing and "Broken" not in missing
     # The changelist button: POST only.
     assert client.get("/shopadmin/testapp/product/visual-search-requeue/").status_code == 403
+    # A product written without a signal (bulk_create, loaddata): "Not indexed", and the button
+    # indexes it too (it answered "0 stale or failed images queued again" to a whole loaddata).
+    good_file = ImageEmbedding.objects.for_object(good).get().source_name
+    [imported] = Product.objects.bulk_create([Product(name="Imported", image=good_file)])
     response = client.post("/shopadmin/testapp/product/visual-search-requeue/", follow=True)
     assert response.redirect_chain[-1][0] == "/shopadmin/testapp/product/"
-    assert "1 stale or failed image indexed again." in response.content.decode()  # no Celery: done in the request
+    assert "2 images indexed." in response.content.decode()  # no Celery: done in the request
+    assert ImageEmbedding.objects.for_object(imported).get().status == "ready"
 
 
 def test_the_change_page_says_why_its_image_failed_and_what_to_do(client, site, staff, shop, settings):
@@ -207,7 +212,7 @@ def test_without_celery_a_big_selection_is_not_indexed_in_the_request(model_admi
     model_admin.visual_search_reindex(request, Product.objects.all())
     assert [str(m) for m in request._messages] == [
         "Nothing was started: without Celery, the 2 images would be indexed in this request, longer than a web "
-        "request may take. Run `manage.py visual_search_reindex` (it shows its progress), or set up Celery workers."
+        "request may take. Run `manage.py visual_search_reindex --force` (it shows its progress), or set up Celery workers."
     ]
     assert embed_calls == []
     request = request_for(staff, "post")

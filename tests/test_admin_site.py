@@ -52,3 +52,17 @@ def test_the_package_pages_and_buttons_work_on_the_shop_s_own_admin_site(staff, 
     response = staff.post("/staff/testapp/product/", {"action": "visual_search_reindex", "_selected_action": [product.pk]}, follow=True)
     assert response.redirect_chain == [("/staff/testapp/product/", 302)] and "1 image indexed" in response.content.decode()
     assert staff.post("/staff/visual_search/modelversion/rollback/", follow=True).redirect_chain == [("/staff/visual_search/modelversion/", 302)]
+
+
+def test_the_learned_whitening_is_read_only_for_staff(staff, make_product):
+    """Documented read-only, it offered "Delete selected" and an editable page: a deleted one left
+    the scores on the default curve until the next fit."""
+    make_product("Banana", catalogue_image("Banana"))
+    Whitening.objects.create(result_type=ImageEmbedding.objects.get().result_type, fingerprint="f", dimensions=2,
+                             trained_on=3, mean=b"", projection=b"")
+    page = staff.get("/staff/visual_search/whitening/").content.decode()
+    assert "delete_selected" not in page and 'name="action"' not in page
+    whitening = Whitening.objects.get()
+    assert staff.get(f"/staff/visual_search/whitening/{whitening.pk}/delete/").status_code == 403
+    assert staff.post(f"/staff/visual_search/whitening/{whitening.pk}/change/", {}).status_code == 403
+    assert staff.get(f"/staff/visual_search/whitening/{whitening.pk}/change/").status_code == 200  # still viewable

@@ -162,7 +162,7 @@ def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, 
 
 def test_every_id_has_a_failing_case():
     tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001",
-                    "visual_search.E040", "visual_search.W010", "visual_search.W011"}
+                    "visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
 
@@ -282,6 +282,7 @@ def test_a_broker_without_the_project_s_celery_app_is_a_warning(settings, monkey
     unconfigured = Celery("default", set_as_current=False)
     monkeypatch.setattr(queue, "current_app", unconfigured)
     settings.CELERY_BROKER_URL = "redis://localhost:6390/0"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://localhost:6390/1"}}
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": None}
     [warning] = vs_checks.check_project()
     assert warning.id == "visual_search.W010" and "from .celery import app as celery_app" in warning.hint
@@ -292,6 +293,19 @@ def test_a_broker_without_the_project_s_celery_app_is_a_warning(settings, monkey
     configured.conf.broker_url = "redis://localhost:6390/0"
     monkeypatch.setattr(queue, "current_app", configured)
     assert vs_checks.check_project() == []
+
+
+def test_celery_with_a_cache_of_each_process_is_a_warning(settings):
+    """With Django's default LocMemCache, the "queue the whitening fit once" key was per process:
+    both processes of a worker of concurrency 2 queued the same fit and ran it side by side."""
+    from visual_search import checks as vs_checks
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    [warning] = vs_checks.check_project()
+    assert warning.id == "visual_search.W012" and "RedisCache" in warning.hint
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}
+    assert vs_checks.check_project() == []  # in-process: one process
 
 
 def test_the_search_page_s_urls_left_out_is_a_warning(settings):

@@ -48,13 +48,32 @@ def test_status_does_not_ask_for_a_reindex_while_the_workers_have_the_images(imp
 
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
     out, _ = run("visual_search_status")
-    assert "4 images are queued for the Celery workers" in out and "need work" not in out
+    assert "4 images have been pending for less than SWEEP_AFTER_SECONDS" in out and "need work" not in out
     ImageEmbedding.objects.filter(object_id=str(imported[0].pk)).update(updated_at=timezone.now() - timedelta(hours=1))
     out, _ = run("visual_search_status")
-    assert "3 images are queued" in out and "1 image needs work: `manage.py visual_search_reindex" in out
+    assert "3 images have been pending" in out
+    assert "1 image needs work: the sweep queues it at its next run" in out and "visual_search_reindex --async --only" in out
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}  # in-process: all of them are to do
     out, _ = run("visual_search_status")
-    assert "queued" not in out and "4 images need work" in out
+    assert "pending for less" not in out and "4 images need work: `manage.py visual_search_reindex --only missing,stale,pending`" in out
+
+
+def test_ctrl_c_says_how_far_it_got_and_how_to_go_on(imported, monkeypatch):
+    """Ctrl-C dumped TensorFlow's KeyboardInterrupt traceback and nothing else."""
+    from visual_search.management.commands import visual_search_reindex as command
+
+    def interrupted(model, only, asynchronous, force, progress):
+        progress(2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "reindex", interrupted)
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex", "--only", "pending")
+    assert str(raised.value) == (
+        "Interrupted after 2 of 4 images. Nothing is half-written: run "
+        "`manage.py visual_search_reindex --only pending` to go on with the rest."
+    )
+    assert raised.value.returncode == 130
 
 
 def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):

@@ -165,6 +165,14 @@ class WhiteningAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    # Read-only, as documented: no "Delete selected" in its list (a deleted one left the scores on
+    # the default curve until the next fit), no editable page.
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
 
 # The held-out figures the trainer stores in ``metrics["before"]`` / ``metrics["after"]``.
 FIGURES = [

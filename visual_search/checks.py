@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.apps import AppConfig, apps
+from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import NoReverseMatch, reverse
@@ -39,7 +40,7 @@ from .conf import (
 from .embeddings import images
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
-from .queue import celery_app_missing
+from .queue import celery_app_missing, use_celery
 from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
 from .results import ResultAdapter
 from .training.trainer import TrainingOptions
@@ -98,7 +99,21 @@ def check_project(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any)
             hint="Import your Celery app in your project's __init__.py: `from .celery import app as celery_app` "
             "(docs/celery.md); or set VISUAL_SEARCH['ASYNC'] = False to index in-process.", id="visual_search.W010",
         ))
+    cache = getattr(django_settings, "CACHES", {}).get("default", {}).get("BACKEND", "")
+    if use_celery() and cache.rsplit(".", 1)[-1] in PER_PROCESS_CACHES:
+        messages.append(checks.Warning(
+            f"Work goes to Celery, but the default cache is {cache.rsplit('.', 1)[-1]}, one per process: each worker "
+            "process queues its own whitening fit after an import (the same fit, side by side), and each web process "
+            "counts SEARCH_THROTTLE_RATE on its own.",
+            hint="Put CACHES['default'] on Redis, shared by the web processes and workers: "
+            "{'BACKEND': 'django.core.cache.backends.redis.RedisCache', 'LOCATION': 'redis://...'} (docs/celery.md).",
+            id="visual_search.W012",
+        ))
     return messages
+
+
+# Caches that web processes and workers do not share.
+PER_PROCESS_CACHES = ("LocMemCache", "DummyCache")
 
 
 @checks.register(checks.Tags.urls)

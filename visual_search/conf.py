@@ -66,9 +66,11 @@ CHECK_IDS: dict[str, str] = {
     "imported in your project's __init__.py): tasks would go to Celery's default, amqp://localhost.",
     "visual_search.W011": "The search page's URLs (visual_search.urls) are not included: without JavaScript the widget, and the "
     "camera button's link, have no page to go to.",
+    "visual_search.W012": "Work goes to Celery while the default cache is per process (LocMemCache, DummyCache): each worker "
+    "process queues its own whitening fit, and each web process counts the photo-search throttle on its own.",
 }
 # The ids of the project checks (checks.check_project), not of one VISUAL_SEARCH key.
-PROJECT_IDS = ("visual_search.E040", "visual_search.W010", "visual_search.W011")
+PROJECT_IDS = ("visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012")
 WRONG_TYPE = "visual_search.E020"
 OUT_OF_RANGE = "visual_search.E021"
 NOT_A_CHOICE = "visual_search.E022"

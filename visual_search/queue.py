@@ -176,5 +176,6 @@ def check_in_request(images: int, only: tuple[str, ...] | None = None, command: 
     """Raise :class:`TooMuchForARequest` when, without Celery, ``images`` would be indexed in a web
     request; its message names ``command`` (default: ``visual_search_reindex``, with ``--only``)."""
     if images > int(settings.IN_REQUEST_IMAGES) and not use_celery():
-        command = command or "manage.py visual_search_reindex" + (f" --only {','.join(only)}" if only else "")
+        # The same work: everything selected is recomputed (force), or only the images in those states.
+        command = command or "manage.py visual_search_reindex " + (f"--only {','.join(only)}" if only else "--force")
         raise TooMuchForARequest(images, command)

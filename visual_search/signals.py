@@ -36,9 +36,10 @@ def pause_indexing(reindex_on_exit: bool = True) -> Iterator[None]:
                 Product.objects.create(...)
 
     On exit the objects saved inside are queued in batches (one task per ``BATCH_SIZE``), which is
-    much faster than one task per save. With ``reindex_on_exit=False`` nothing is queued now: the
-    Celery sweep indexes them (they are *missing*), or ``manage.py visual_search_reindex --only
-    missing`` does.
+    much faster than one task per save. With ``reindex_on_exit=False`` nothing is queued now: their
+    rows wait, *pending* (new objects and changed images alike); the Celery sweep queues them once
+    they are older than ``SWEEP_AFTER_SECONDS``, or ``manage.py visual_search_reindex --only
+    pending`` indexes them.
     """
     touched: list[tuple[str, str, object]] = []
     token = _paused.set(touched)

@@ -50,8 +50,17 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Queued {queued} of {total} images for the Celery workers."))
             self.stdout.write("Follow progress with `manage.py visual_search_status`.")
             return
+        self.done = 0
         try:
             counts = self._run(model_class, selection, force, total, verbosity)
+        except KeyboardInterrupt:
+            # Ctrl-C: TensorFlow's traceback said nothing useful. Each batch commits whole, so what
+            # was done is kept and the rest is still selected by the same command.
+            again = "--only missing,stale,pending" if force or not selection else f"--only {','.join(selection)}"
+            raise CommandError(
+                f"Interrupted after {self.done} of {total} images. Nothing is half-written: run "
+                f"`manage.py visual_search_reindex {again}` to go on with the rest.", returncode=130,
+            ) from None
         except WeightsUnavailable as exc:
             raise CommandError(f"{exc} Nothing was lost: the images stay pending; run this command again once the weights load.") from exc
         self.stdout.write(
@@ -77,7 +86,11 @@ class Command(BaseCommand):
 
     def _run(self, model, selection, force, total, verbosity):
         with progress.bar(self, desc="Embedding", unit="img", total=total, show=verbosity > 0) as bar:
-            return reindex(model, only=selection, asynchronous=False, force=force, progress=bar.update)
+            def advance(images: int = 1) -> None:
+                self.done += images
+                bar.update(images)
+
+            return reindex(model, only=selection, asynchronous=False, force=force, progress=advance)
 
 
 def _models(count: int) -> str:

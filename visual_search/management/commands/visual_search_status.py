@@ -46,18 +46,27 @@ class Command(BaseCommand):
         for row in rows:
             self.stdout.write("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
         todo = sum(r["pending"] + r["stale"] + r["missing"] for r in rows)
-        queued = self._queued()
-        if queued:
-            todo -= queued
-            images = "1 image is" if queued == 1 else f"{queued} images are"
+        celery = queue.use_celery()
+        recent = self._recently_pending() if celery else 0
+        if recent:
+            todo -= recent
+            images = "1 image has" if recent == 1 else f"{recent} images have"
             self.stdout.write(
-                f"{images} queued for the Celery workers (pending for less than SWEEP_AFTER_SECONDS, "
-                f"{settings.SWEEP_AFTER_SECONDS:g} s): a worker indexes them, nothing to do here; if no worker "
-                "is running, start one (`celery -A yourproject worker`)."
+                f"{images} been pending for less than SWEEP_AFTER_SECONDS ({settings.SWEEP_AFTER_SECONDS:g} s): "
+                "queued for the Celery workers when they were saved, or waiting for the sweep (which queues "
+                "those still pending after that); nothing to do but keep a worker running "
+                "(`celery -A yourproject worker`)."
             )
         if todo:
             images = "1 image needs" if todo == 1 else f"{todo} images need"
-            self.stdout.write(f"{images} work: `manage.py visual_search_reindex --only missing,stale,pending`.")
+            if celery:
+                self.stdout.write(
+                    f"{images} work: the sweep queues it at its next run (CELERY_BEAT_SCHEDULE), or "
+                    "`manage.py visual_search_reindex --async --only missing,stale,pending` queues it for the "
+                    "workers now (without --async, this process does the work)."
+                )
+            else:
+                self.stdout.write(f"{images} work: `manage.py visual_search_reindex --only missing,stale,pending`.")
         for model, text in score_notes():
             self.stdout.write(f"Scores of {model}: {text}")
         if fit_due():
@@ -76,11 +85,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {row.error}")
 
     @staticmethod
-    def _queued() -> int:
-        """Pending rows of the current fingerprint that a worker should be taking now: queued through
-        Celery less than ``SWEEP_AFTER_SECONDS`` ago (older ones are the sweep's, or need a reindex)."""
-        if not queue.use_celery():
-            return 0
+    def _recently_pending() -> int:
+        """Pending rows of the current fingerprint marked less than ``SWEEP_AFTER_SECONDS`` ago: a
+        save queued them for the workers, or (a paused import) the sweep will; older ones need work."""
         recent = timezone.now() - timedelta(seconds=float(settings.SWEEP_AFTER_SECONDS))
         return ImageEmbedding.objects.filter(
             status=ImageEmbedding.Status.PENDING, fingerprint=current_fingerprint(), updated_at__gte=recent
