@@ -90,13 +90,17 @@ def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     assert "are due" not in run("visual_search_status")[0]
 
 
-def test_in_a_log_the_progress_is_whole_lines(imported):
+def test_in_a_log_the_progress_is_whole_lines(imported, monkeypatch):
     """Not a terminal (cron, a container's log, CI): each state of the bar is a line of its own,
     not carriage-return redraws that make one endless line. tests/test_quiet.py: a terminal."""
+    from visual_search.management import progress
+
+    monkeypatch.setattr(progress, "LOG_LINE_EVERY", 0.0)  # a line at every update, as a long run writes them
     _, err = run("visual_search_reindex", "--only", "pending")
     assert "\r" not in err
     bars = [line for line in err.splitlines() if line.startswith("Embedding:")]
     assert bars[0].startswith("Embedding:   0%") and bars[-1].startswith("Embedding: 100%") and "4/4" in bars[-1], err
+    assert sum(line.startswith("Embedding: 100%") for line in bars) == 1, err  # not once by update() and again by close()
 
 
 def test_weights_that_do_not_load_are_one_clear_error_and_lose_nothing(imported, settings, tmp_path, caplog):
