@@ -78,6 +78,14 @@ def test_a_result_s_chance_does_not_grow_when_the_right_product_is_hidden(galler
     assert 0 < shown[-1].probability <= shown[-2].probability
     # A restriction that keeps the right product changes nobody's chance.
     kept = ranking.rank(space, gallery[0], limit=12, restrict_to={"p0", "p1", "p2", "p3", "p4", "p5"}, policy=policy)
+    # A restriction that hides none of the candidates (a visibility rule that hides a few products
+    # elsewhere) is the unrestricted ranking: one index pass, not two.
+    space.calls.clear()
+    ranking.rank(space, gallery[0], limit=12, policy=policy)
+    one_pass = len(space.calls)
+    space.calls.clear()
+    assert ranking.rank(space, gallery[0], limit=12, restrict_to=set(ids), policy=policy) == everyone
+    assert len(space.calls) == one_pass
     chances = {h.result_id: h.probability for h in everyone}
     assert kept[0].result_id == "p0"
     for hit in kept:

@@ -25,7 +25,7 @@ search uses them lives here, once, for every backend, the training evaluation an
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -310,6 +310,33 @@ def rank(
     if limit <= 0:
         return []
     policy = policy or Policy.from_settings()
+    if policy.calibration is None:
+        return _ranked(space, vector, limit, restrict_to, exclude, policy)[:limit]
+    shown = max(limit, CANDIDATES)
+    rivals = None
+    if restrict_to is None:
+        hits = _ranked(space, vector, limit, None, exclude, policy)
+    else:
+        # The chance that a result is the product in the photo does not depend on which products
+        # this customer may see or filtered for: each is weighed against the whole catalogue's
+        # candidates. (Normalised over the allowed ones alone, a hidden product's share went to the
+        # others: its own photo made a wrong product "confident".)
+        everyone = _ranked(space, vector, shown, None, exclude, policy)[:shown]
+        rivals = [hit.score for hit in everyone]
+        if all(hit.result_id in restrict_to for hit in everyone):
+            hits = everyone  # none of them is hidden: the restricted ranking is this one (one index pass)
+        else:
+            hits = _ranked(space, vector, limit, restrict_to, exclude, policy)
+    candidates = hits[:shown]
+    chances = policy.calibration.probabilities([hit.score for hit in candidates], rivals=rivals)
+    return [Hit(hit.result_id, hit.score, chance) for hit, chance in zip(candidates, chances)][:limit]
+
+
+def _ranked(
+    space: VectorSpace, vector: np.ndarray, limit: int, restrict_to: Collection[str] | None, exclude: Collection[str], policy: Policy
+) -> list[Hit]:
+    """:func:`rank`'s results before their probabilities, best first: at least ``limit`` of them
+    where there are (the shortlist the prototypes re-score, the candidates the calibration weighs)."""
     allowed = space.allow(restrict_to, exclude)
     query = space.transform(np.asarray(vector, dtype=np.float32))
     if policy.expansion > 0:
@@ -324,19 +351,7 @@ def rank(
         k, exact = k * ROWS_PER_RESULT, True
     if policy.prototype > 0:
         hits = _with_prototypes(space, query, hits, policy.prototype)
-    if policy.calibration is not None:
-        candidates = hits[: max(limit, CANDIDATES)]
-        rivals = None
-        if restrict_to is not None:
-            # The chance that a result is the product in the photo does not depend on which products
-            # this customer may see or filtered for: the rivals are the whole catalogue's candidates.
-            # (Normalised over the allowed ones alone, a hidden product's share went to the others:
-            # its own photo made a wrong product "confident".)
-            everyone = rank(space, vector, limit=max(limit, CANDIDATES), exclude=exclude, policy=replace(policy, calibration=None))
-            rivals = [hit.score for hit in everyone]
-        chances = policy.calibration.probabilities([hit.score for hit in candidates], rivals=rivals)
-        hits = [Hit(hit.result_id, hit.score, chance) for hit, chance in zip(candidates, chances)]
-    return hits[:limit]
+    return hits
 
 
 # Results re-scored with their prototype: the best-image ranking's first ones, enough that the
