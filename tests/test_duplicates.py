@@ -238,3 +238,25 @@ def test_a_duplicate_s_similarity_never_reads_identical_unless_it_is(score, show
     from visual_search.duplicates import shown_similarity
 
     assert f"{shown_similarity(score):.3f}" == shown
+
+
+def test_a_page_of_possible_duplicates_costs_the_same_queries_however_many_rows(client_on_site, pair, make_product):
+    """Each flagged row looked up its warning and the other product on its own: 206 queries for a
+    page of possible duplicates in a 3,000-product shop. Now a fixed number per page."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries(url):
+        with CaptureQueriesContext(connection) as captured:
+            page = client_on_site.get(url).content.decode()
+        return len(captured), page
+
+    few, _ = queries("/shopadmin/testapp/product/?visual_search_duplicate=yes")
+    few_index, _ = queries("/shopadmin/visual_search/imageembedding/?possible_duplicate=yes")
+    for n in range(4):  # four more copies of the same photo: each flagged as a duplicate
+        make_product(f"Copy {n}", catalogue_image("Pink-Lady"))
+    many, page = queries("/shopadmin/testapp/product/?visual_search_duplicate=yes")
+    assert page.count("possible duplicate of Pink Lady") >= 4
+    assert many == few, (few, many)
+    many_index, page = queries("/shopadmin/visual_search/imageembedding/?possible_duplicate=yes")
+    assert page.count("Pink Lady (1.000, same file)") >= 4 and many_index == few_index, (few_index, many_index)

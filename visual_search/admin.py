@@ -47,16 +47,14 @@ class _IndexChangeList(ChangeList):
 
     def get_results(self, request):
         super().get_results(request)
-        by_type: dict[int, list[ImageEmbedding]] = {}
-        for row in self.result_list:
-            by_type.setdefault(row.result_type_id, []).append(row)
-        for rows in by_type.values():
-            model = rows[0].result_type.model_class()
-            found = {}
-            if model is not None:
-                found = {str(obj.pk): obj for obj in model._default_manager.filter(pk__in={r.result_id for r in rows})}
-            for row in rows:
-                row.result_object = found.get(row.result_id)
+        rows = list(self.result_list)
+        found = duplicates.result_objects(rows)
+        others = [row.duplicate_of for row in rows if row.duplicate_of is not None]
+        named = duplicates.result_objects(others)  # the "possible duplicate of" column's products
+        for row in rows:
+            row.result_object = found[row.pk]
+            if row.duplicate_of is not None:
+                row.duplicate_of.result_object = named[row.duplicate_of.pk]
 
 
 # A search of the index by the products' own names finds the rows of at most this many products.
@@ -112,7 +110,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         other = obj.duplicate_of
         if other is None or other.status != ImageEmbedding.Status.READY:
             return ""
-        name = duplicates.result_object(other)
+        name = other.result_object if hasattr(other, "result_object") else duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
         return f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
 

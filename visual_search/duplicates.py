@@ -243,6 +243,22 @@ def _scan(rows: models.QuerySet, limit: float, progress: Callable[[int], object]
     return [Pair(loaded[ids[i]], loaded[ids[j]], score) for _, score, i, j in best.values()]
 
 
+def result_objects(rows: Iterable[ImageEmbedding]) -> dict[int, models.Model | None]:
+    """``{row.pk: object}`` of :func:`result_object` for many rows: one query per result model (a
+    list page of flagged images asked once per row)."""
+    by_type: dict[int, list[ImageEmbedding]] = {}
+    for row in rows:
+        by_type.setdefault(row.result_type_id, []).append(row)
+    found: dict[int, models.Model | None] = {}
+    for same_type in by_type.values():
+        model = same_type[0].result_type.model_class()
+        objects = {}
+        if model is not None:
+            objects = {str(obj.pk): obj for obj in model._default_manager.filter(pk__in={r.result_id for r in same_type})}
+        found.update((row.pk, objects.get(row.result_id)) for row in same_type)
+    return found
+
+
 def result_object(row: ImageEmbedding) -> models.Model | None:
     """The object a row stands for (the product), or None when it is gone."""
     model = row.result_type.model_class()
