@@ -2,6 +2,8 @@
 
 import io
 
+from urllib.parse import quote
+
 import pytest
 from django.core.cache import cache
 from django.core.files.base import ContentFile
@@ -182,8 +184,8 @@ def test_similar_with_category_filter(client, shop):
 
 def test_similar_to_unknown_product_is_404(client, shop):
     # "AB-100/2": a SKU with a slash (sent as %2F) found no route: Django's HTML 404, not the API's JSON.
-    for pk in (999999, "abc", "AB-100/2"):
-        response = client.get(f"/api/visual-search/products/{pk.replace('/', '%2F') if isinstance(pk, str) else pk}/similar/")
+    for pk in (999999, "abc", "AB-100/2", "A\nB"):  # a newline: no route at all with Django's path converter
+        response = client.get(f"/api/visual-search/products/{quote(str(pk), safe='')}/similar/")
         assert response.status_code == 404
         assert response.json() == {"detail": f"No product with id {pk}.", "code": "not_found"}
 
