@@ -110,7 +110,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         other = obj.duplicate_of
         if other is None or other.status != ImageEmbedding.Status.READY:
             return ""
-        name = other.result_object if hasattr(other, "result_object") else duplicates.result_object(other)
+        name = duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
         return f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
 

@@ -144,9 +144,7 @@ def annotate_duplicates(queryset: models.QuerySet) -> models.QuerySet:
 def duplicate_words(row: ImageEmbedding) -> str:
     """"possible duplicate of Red mug (similarity 0.97, same file)"."""
     other = row.duplicate_of
-    name = None
-    if other is not None:
-        name = other.result_object if hasattr(other, "result_object") else duplicates.result_object(other)
+    name = duplicates.result_object(other) if other is not None else None
     same = bool(row.checksum) and other is not None and other.checksum == row.checksum
     detail = _("similarity %.3f, same file") if same else _("similarity %.3f")
     return _("possible duplicate of %(other)s (%(detail)s)") % {
@@ -323,15 +321,15 @@ class VisualSearchAdminMixin:
 
     @admin.action(description=_("Requeue stale and failed visual search images"))
     def visual_search_requeue_failed(self, request, queryset):
-        self._queue(request, list(queryset.values_list("pk", flat=True)), ("stale", "failed"))
+        self._queue(request, list(queryset.values_list("pk", flat=True)), ("stale", "failed"), again=True)
 
-    def _queue(self, request, pks: list[Any], only: tuple[str, ...] | None, *, whole_model: bool = False, again: bool | None = None) -> None:
+    def _queue(self, request, pks: list[Any], only: tuple[str, ...] | None, *, whole_model: bool = False, again: bool = False) -> None:
         try:
             done = queue_objects(self.model, pks, only=only)
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)
             return
-        self._work_message(request, None if whole_model else pks, images_done(done, again=only is not None if again is None else again))
+        self._work_message(request, None if whole_model else pks, images_done(done, again=again))
 
     @admin.action(description=_("Dismiss possible duplicate image warnings"))
     def visual_search_dismiss_duplicates(self, request, queryset):
@@ -386,7 +384,7 @@ class VisualSearchAdminMixin:
         # Every image that is not ready and not being done: never indexed (a bulk_create, a loaddata,
         # an import with indexing paused), made from another file, or failed. (It left the first out:
         # after a loaddata of 100 products, 100 read "Not indexed" and it answered "0 queued".)
-        self._queue(request, list(self.model._default_manager.values_list("pk", flat=True)), ("missing", "stale", "failed"), whole_model=True, again=False)
+        self._queue(request, list(self.model._default_manager.values_list("pk", flat=True)), ("missing", "stale", "failed"), whole_model=True)
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info, current_app=self.admin_site.name))
 

@@ -260,11 +260,11 @@ def result_objects(rows: Iterable[ImageEmbedding]) -> dict[int, models.Model | N
 
 
 def result_object(row: ImageEmbedding) -> models.Model | None:
-    """The object a row stands for (the product), or None when it is gone."""
-    model = row.result_type.model_class()
-    if model is None:
-        return None
-    return model._default_manager.filter(pk=row.result_id).first()
+    """The object a row stands for (the product), or None when it is gone: the one a list page
+    fetched for all its rows (``row.result_object``, by :func:`result_objects`) where it did."""
+    if hasattr(row, "result_object"):
+        return row.result_object
+    return result_objects([row])[row.pk]
 
 
 def shown_similarity(score: float | None) -> float:

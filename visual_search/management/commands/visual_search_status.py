@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from ... import queue
 from ...conf import settings
-
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
 from ...models import ImageEmbedding
 from ...reindex import status_counts
@@ -72,7 +71,7 @@ class Command(BaseCommand):
         if fit_due():
             who = (
                 "The Celery workers learn them after indexing, and the sweep does; "
-                if queue.use_celery()
+                if celery
                 else "Without Celery nothing learns them by itself: run this after adding products, or daily from cron: "
             )
             self.stdout.write(
