@@ -41,6 +41,6 @@ def test_the_search_page_and_its_results_are_german_in_a_german_oscar_shop(catal
 def test_the_dashboard_page_is_german(catalogue, client, german):
     client.force_login(user("redakteur", staff=True, perms=("catalogue.change_product",)))
     html = client.get(STATUS).content.decode()
-    for words in ("Visual search", "Indexed images", "Requeue failed and stale images", "Reindex every product image", "Why it failed"):
+    for words in ("Visual search", "Indexed images", "Index missing, stale and failed images", "Reindex every product image", "Why it failed"):
         assert _(words) != words and _(words) in html, words
     assert _("Dashboard") in html  # Oscar's breadcrumb, German too

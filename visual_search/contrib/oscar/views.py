@@ -13,11 +13,10 @@ from django.contrib import messages
 from django.db.models import F
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.translation import ngettext
 from django.views.generic import ListView, View
 from oscar.core.loading import get_model
 
-from visual_search.admin_mixins import LABELS, RANKS, annotate_status, queue_objects, status_of
+from visual_search.admin_mixins import LABELS, RANKS, annotate_status, images_done, queue_objects, status_of
 from visual_search.queue import TooMuchForARequest
 from visual_search.reindex import status_counts
 from visual_search.views import SearchByPhotoView
@@ -82,8 +81,10 @@ class QueueView(View):
             messages.success(request, self.done_message(queued))
         return HttpResponseRedirect(reverse(STATUS_URL))
 
-    def done_message(self, queued: int) -> str:
-        return ngettext("%d image queued for visual search.", "%d images queued for visual search.", queued) % queued
+    def done_message(self, images: int) -> str:
+        """"7 images queued for indexing." with Celery, "7 images indexed." when the work ran here."""
+        done = images_done(images)
+        return f"{done[:1].upper()}{done[1:]}."
 
 
 class ReindexView(QueueView):
@@ -91,9 +92,11 @@ class ReindexView(QueueView):
 
 
 class RequeueFailedView(QueueView):
-    """Queue again the images that failed, or whose vectors belong to another model (stale)."""
+    """Index every image that is not ready and not being done: never indexed (a ``bulk_create``, a
+    fixture, an import with indexing paused), made from another file or model (stale), or failed.
 
-    only = ("stale", "failed")
+    The admin's "Index missing, stale and failed images" button. (It once left the never-indexed
+    out: after a ``loaddata``, every product read "Not indexed" and the button answered "0 queued".)
+    """
 
-    def done_message(self, queued: int) -> str:
-        return ngettext("%d stale or failed image queued again.", "%d stale or failed images queued again.", queued) % queued
+    only = ("missing", "stale", "failed")
