@@ -119,6 +119,20 @@ def test_api_permission_classes_may_ask_customers_to_sign_in(client, shop, setti
     assert search(client, catalogue_image("Banana").read_bytes()).status_code == 200
 
 
+def test_a_signed_in_customer_s_search_needs_no_csrf_token(shop, django_user_model):
+    """A shop's own front end posts with fetch(), which sends the session cookie on its own origin:
+    a signed-in customer's search was refused for want of a CSRF token (403), anonymous ones not.
+    A search changes nothing; the customer is still recognised."""
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(django_user_model.objects.create_user("customer", password="pw"))
+    response = search(browser, catalogue_image("Banana").read_bytes(), limit=2)
+    assert response.status_code == 200, response.content
+    assert response.json()["results"][0]["id"] == shop["Banana"].pk
+    assert browser.post(f"/api/visual-search/products/{shop['Banana'].pk}/similar/").status_code == 405  # GET only, as before
+
+
 def test_limit_and_its_bounds(client, shop):
     photo = catalogue_image("Banana").read_bytes()
     assert len(search(client, photo, limit=2).json()["results"]) == 2

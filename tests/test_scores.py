@@ -101,6 +101,46 @@ def test_a_small_shop_gets_whitening_and_calibrated_scores(small_shop):
     assert describe_scores(whitening).startswith("Not calibrated: 0 searches with a known answer, 20 needed")
 
 
+def test_the_chance_calibration_is_sure_of_a_copy_only():
+    chance = ranking.CHANCE_CALIBRATION
+    flat = chance.probabilities([0.7, 0.5, 0.4])
+    assert max(flat) < 0.4 and flat == sorted(flat, reverse=True)  # no copy: about the same chance each
+    copy = chance.probabilities([0.95, 0.5, 0.4])
+    assert copy[0] == pytest.approx(ranking.COPY_PROBABILITY) and sum(copy) <= 1.0
+    assert copy[1] > copy[2] and copy[1] < 0.02  # the others keep their order and share what is left
+    # The copy's product is hidden from this customer (a restricted search): nobody else is it.
+    hidden = chance.probabilities([0.5, 0.4], rivals=[0.95, 0.5, 0.4])
+    assert hidden == pytest.approx(copy[1:])
+    # The same picture on two products: they share the copy's probability.
+    twins = chance.probabilities([0.95, 0.95, 0.4])
+    assert twins[0] == twins[1] == pytest.approx(ranking.COPY_PROBABILITY / 2) and sum(twins) <= 1.0
+
+
+def test_a_small_shop_is_sure_of_a_copy_of_its_own_image(small_shop):
+    """One image per product: a customer's photo gets about the same chance for each candidate,
+    but the shop's own picture sent back (the product page's photo, a re-compressed or mirrored
+    copy) is that product, and the scores say so (it read "9 % match" for its own photo)."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from visual_search.search import is_confident
+
+    original = catalogue_image("Kiwi").read_bytes()
+    picture = Image.open(io.BytesIO(original)).convert("RGB")
+    mirrored = io.BytesIO()
+    ImageOps.mirror(picture).save(mirrored, "JPEG", quality=70)
+    for copy in (original, mirrored.getvalue()):
+        results = visual_search.search_by_image(copy, Product, limit=10)
+        assert results[0].object == small_shop["Kiwi"]
+        assert results[0].similarity >= ranking.COPY_SIMILARITY
+        assert results[0].probability == pytest.approx(ranking.COPY_PROBABILITY) and is_confident(results)
+        assert all(r.probability < 0.01 for r in results[1:]) and sum(r.probability for r in results) <= 1.0
+    # A customer's photo of it is not a copy: no more than chance, never confident.
+    results = visual_search.search_by_image(photos()["Kiwi"][0].read_bytes(), Product, limit=10)
+    assert results[0].similarity < ranking.COPY_SIMILARITY and not is_confident(results)
+
+
 def test_a_small_shop_with_a_second_photo_of_its_products_calibrates_on_them(small_shop):
     from django.core.files.base import ContentFile
 

@@ -278,7 +278,7 @@ def describe_scores(row: Whitening) -> str:
         return _(
             "Not calibrated: %(searches)d searches with a known answer, %(needed)d needed "
             "(a product's second image makes them). Every result gets about the same probability and searches "
-            "say 'no confident match'. Add photos like a customer's (on a shelf, in a hand) to your products: "
+            "say 'no confident match', unless the photo is a copy of one of your images. Add photos like a customer's (on a shelf, in a hand) to your products: "
             "with three or more images of each, scores measured honest on the grocery photos this package is tested "
             "with. The next whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
         ) % {"searches": calibration.fitted_on, "needed": CALIBRATION_MIN_SEARCHES}

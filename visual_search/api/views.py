@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -79,6 +80,10 @@ def documented(**kwargs):
     return decorate
 
 
+def _nothing_to_protect(request) -> None:
+    """``SessionAuthentication.enforce_csrf`` for the API's views, which change nothing."""
+
+
 class VisualSearchAPIView(APIView):
     """Answers every error as ``{"detail", "code"}``: DRF's own (429, 415, 405) and ours."""
 
@@ -87,6 +92,17 @@ class VisualSearchAPIView(APIView):
     # DRF's own defaults, whatever the project's DEFAULT_RENDERER_CLASSES: the keys are the documented
     # ones that the widget reads ("image_url"; a camelCase renderer wrote "imageUrl").
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+
+    def get_authenticators(self):
+        # A search changes nothing, so it needs no CSRF token: DRF's session authentication refused
+        # a signed-in customer's search without one (403 "CSRF cookie not set"), in a shop's own
+        # front end whose fetch() sends the session cookie, while every anonymous search worked.
+        # The customer is still recognised (API_PERMISSION_CLASSES, VISIBILITY); other schemes are kept.
+        authenticators = super().get_authenticators()
+        for authenticator in authenticators:
+            if isinstance(authenticator, SessionAuthentication):
+                authenticator.enforce_csrf = _nothing_to_protect
+        return authenticators
 
     def get_permissions(self):
         # VISUAL_SEARCH["API_PERMISSION_CLASSES"], read per request; not the project's DRF default,
