@@ -336,6 +336,23 @@ def test_the_command_sets_shows_and_deletes_the_webhook(api):
     assert api.calls[-1][0] == "deleteWebhook" and api.calls[-1][1]["drop_pending_updates"] == "true"
 
 
+def test_the_command_refuses_a_url_that_is_not_the_webhook(api):
+    calls = len(api.calls)
+    with pytest.raises(CommandError, match="serves it at /telegram/webhook/"):
+        run_command("set-webhook", "https://shop.example/wrong/path/")
+    assert len(api.calls) == calls  # Telegram was not told
+    # Without its slash, or behind a proxy's prefix, it is the webhook: set, and answered.
+    for url in ("https://shop.example/telegram/webhook", "https://shop.example/shop/telegram/webhook/"):
+        assert url in run_command("set-webhook", url)
+    assert "dropped" in run_command("delete-webhook", "--drop-pending-updates")
+
+
+def test_the_webhook_answers_without_its_slash(client):
+    response = client.post(WEBHOOK.rstrip("/"), data=json.dumps({"update_id": 1}), content_type="application/json",
+                           HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=SECRET)
+    assert response.status_code == 200  # not APPEND_SLASH's redirect, which Telegram does not follow
+
+
 def test_the_command_refuses_http_and_reports_api_errors(api):
     with pytest.raises(CommandError, match="HTTPS"):
         run_command("set-webhook", "http://shop.example/telegram/webhook/")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import NoReverseMatch, reverse
 from telegram.error import TelegramError
 
 from ... import client
@@ -35,13 +38,15 @@ class Command(BaseCommand):
             raise CommandError(f"{url} is not an HTTPS URL: Telegram sends updates to HTTPS webhooks only.")
         if not settings.SECRET:
             raise CommandError("VISUAL_SEARCH_TELEGRAM['SECRET'] is not set: the webhook would refuse every update.")
+        check_webhook_path(url)
         client.call(lambda bot: bot.set_webhook(url=url, secret_token=settings.SECRET, allowed_updates=ALLOWED_UPDATES,
                                                 drop_pending_updates=drop_pending_updates))
         self.stdout.write(self.style.SUCCESS(f"Telegram now sends the bot's messages to {url}"))
 
     def _delete_webhook(self, drop_pending_updates=False, **options):
         client.call(lambda bot: bot.delete_webhook(drop_pending_updates=drop_pending_updates))
-        self.stdout.write(self.style.SUCCESS("Webhook removed: Telegram keeps the bot's messages until one is set."))
+        kept = "the updates it held are dropped" if drop_pending_updates else "Telegram keeps the bot's messages until one is set"
+        self.stdout.write(self.style.SUCCESS(f"Webhook removed: {kept}."))
 
     def _info(self, **options):
         info = client.call(lambda bot: bot.get_webhook_info())
@@ -50,3 +55,24 @@ class Command(BaseCommand):
                 ("allowed updates", ", ".join(info.allowed_updates or []) or "(all)"), ("last error", error)]
         for name, value in rows:
             self.stdout.write(f"{name + ':':17}{value}")
+
+
+def check_webhook_path(url: str) -> None:
+    """Refuse a URL whose path this project does not serve as the webhook: Telegram would post the
+    customers' messages to a 404 (or a redirect, which it does not follow) and the bot would be silent.
+    The path may have a prefix the project does not see (a proxy's, ``FORCE_SCRIPT_NAME``)."""
+    try:
+        served = reverse("visual_search_telegram:webhook")
+    except NoReverseMatch:
+        raise CommandError(
+            "This project does not serve the webhook: add path(\"telegram/\", include(\"visual_search.contrib.telegram.urls\")) "
+            "to your urlpatterns, then give its full HTTPS URL."
+        ) from None
+    wanted = served.rstrip("/")
+    served = wanted + "/"  # reverse() leaves the optional slash out
+    if not urlsplit(url).path.rstrip("/").endswith(wanted):
+        raise CommandError(
+            f"{url} is not the webhook: this project serves it at {served} (for instance "
+            f"https://{urlsplit(url).netloc}{served}). Telegram would post the customers' messages where "
+            "nothing answers them."
+        )
