@@ -120,6 +120,19 @@ def test_a_new_process_loads_the_saved_index_without_clustering_again(synthetic,
     assert later._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])].index.ntotal == 2000
 
 
+def test_the_saved_index_is_readable_by_the_shop_s_other_processes(synthetic, index_dir):
+    """A rebuild run by a deploy user or root left a file only its owner could read (0600), and the
+    web processes, another user, failed on it."""
+    import os
+    import stat
+
+    ann(index_dir).search(clustered(1, seed=5)[0], limit=5, **synthetic)
+    (saved,) = index_dir.glob("*.faiss")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o666 & ~mask
+
+
 def test_an_unreadable_file_is_built_again(synthetic, index_dir, caplog):
     query = clustered(1, seed=11)[0]
     before = ann(index_dir).search(query, limit=5, **synthetic)
@@ -219,12 +232,17 @@ def test_rebuild_command_fills_the_new_backend_without_recomputing(shop, setting
 def test_rebuild_command_of_one_model_and_of_the_numpy_backend(shop):
     out = io.StringIO()
     call_command("visual_search_rebuild_index", "--backend", "ann", "--model", "testapp.Product", stdout=out, stderr=io.StringIO())
-    assert "filled: 40 stored vectors of testapp.Product" in out.getvalue()
+    assert "filled: 40 stored vectors of testapp.Product." in out.getvalue()
     out = io.StringIO()
     call_command("visual_search_rebuild_index", stdout=out, stderr=io.StringIO())
     assert "read from the database on each search: 40 stored vectors" in out.getvalue()
     with pytest.raises(CommandError, match="not searchable"):
         call_command("visual_search_rebuild_index", "--model", "auth.User")
+    # A gallery model, whose matches stand for the product: its vectors are the product's.
+    out = io.StringIO()
+    call_command("visual_search_rebuild_index", "--backend", "ann", "--model", "testapp.ProductImage", stdout=out, stderr=io.StringIO())
+    assert "testapp.ProductImage's images are searched as testapp.Product" in out.getvalue()
+    assert "filled: 40 stored vectors of testapp.Product." in out.getvalue()
 
 
 def test_rebuild_command_names_the_configured_aliases(shop):

@@ -14,6 +14,7 @@ from tests.conftest import demo_environment
 from visual_search import checks as visual_search_checks
 from visual_search.checks import check_settings
 from visual_search.conf import CHECK_IDS, SPEC, WRONG_TYPE
+from visual_search.backends.base import BaseBackend
 from visual_search.exceptions import WeightsUnavailable
 
 
@@ -162,6 +163,7 @@ def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, 
 
 def test_every_id_has_a_failing_case():
     tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001",
+                    "visual_search.E016", "visual_search.W003",
                     "visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
@@ -193,6 +195,30 @@ def test_a_missing_default_backend_is_not_an_unloadable_one(reported):
         "visual_search.E005",
         "visual_search.E012",
     ]
+
+
+def test_a_misspelt_backend_option_is_a_warning_naming_the_closest(reported):
+    """FAISS read its OPTIONS with .get: "NPROB" was ignored and NPROBE's default searched."""
+    faiss = "visual_search.backends.faiss.FaissBackend"
+    [warning] = reported(BACKENDS={"default": {"BACKEND": faiss, "OPTIONS": {"NPROB": 4, "PATH": "/tmp/x"}}})
+    assert warning.id == "visual_search.W003" and warning.level == checks.WARNING
+    assert "'NPROB', which FaissBackend does not read; did you mean 'NPROBE'?" in warning.msg and "NPROBE" in warning.hint
+    assert [m.id for m in reported(BACKENDS={"default": {**NUMPY, "OPTIONS": {"nprobe": 4}}})] == ["visual_search.W003"]
+    # A backend of the shop's own declares nothing: nothing is checked.
+    assert reported(BACKENDS={"default": {"BACKEND": "tests.test_checks.OwnBackend", "OPTIONS": {"anything": 1}}}) == []
+
+
+def test_pgvector_on_a_database_that_is_not_postgresql_is_an_error(reported):
+    """It passed the checks and answered every search 503 "try again later"."""
+    pgvector = {"BACKEND": "visual_search.backends.pgvector.PgvectorBackend"}
+    [error] = reported(BACKENDS={"default": pgvector})
+    assert error.id == "visual_search.E016" and "needs a PostgreSQL database" in error.msg and "sqlite" in error.msg
+    [error] = reported(BACKENDS={"default": {**pgvector, "OPTIONS": {"using": "vectors"}}})
+    assert error.id == "visual_search.E016" and "'vectors' is not a database in DATABASES" in error.msg
+
+
+class OwnBackend(BaseBackend):
+    pass
 
 
 def test_an_unknown_key_is_a_warning_naming_the_closest_setting(reported):

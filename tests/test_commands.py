@@ -30,6 +30,10 @@ def test_status_then_reindex_with_progress(imported):
     out, _ = run("visual_search_status")
     assert "testapp.product.image" in out
     assert "4 images need work" in out
+    from visual_search.conf import settings
+
+    # What the fingerprint covers, views included: after an upgrade, what changed says why vectors are stale.
+    assert f"{len(settings.VIEWS)} view" in out.splitlines()[0] and ", ".join(settings.VIEWS) in out.splitlines()[0]
     out, err = run("visual_search_reindex", "--only", "pending")
     assert "Embedded 3, unchanged 0, failed 1" in out
     assert "4/4" in err  # the progress bar

@@ -26,10 +26,12 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from .backends.base import BaseBackend
 from .conf import (
+    BACKEND_UNUSABLE,
     NOT_A_CHOICE,
     NOT_A_DICT,
     NOT_IMPORTABLE,
     SPEC,
+    UNKNOWN_BACKEND_OPTION,
     VGG16_LAYERS,
     WRONG_TYPE,
     Setting,
@@ -258,7 +260,19 @@ def _check_backend(alias: str, config: dict) -> list[checks.CheckMessage]:
         return [spec.error(f"[{alias!r}] cannot be loaded: {exc}")]
     if not (isinstance(backend, type) and issubclass(backend, BaseBackend)):
         return [spec.error(f"[{alias!r}]['BACKEND'] = {path!r} is not a BaseBackend subclass.")]
-    return []
+    options = config.get("OPTIONS", {})
+    problems: list[checks.CheckMessage] = [
+        spec.error(f"[{alias!r}]: {problem}", BACKEND_UNUSABLE, hint=problem) for problem in backend.setup_problems(options)
+    ]
+    known = backend.option_names
+    for name in sorted(set(options) - set(known), key=str) if known is not None else ():
+        problems.append(checks.Warning(
+            f"VISUAL_SEARCH['BACKENDS'][{alias!r}]['OPTIONS'] has {name!r}, which {backend.__name__} does not read"
+            f"{did_you_mean(name, known)}",
+            hint=f"{backend.__name__} reads these OPTIONS: {', '.join(known) or 'none'}; any other is ignored.",
+            id=UNKNOWN_BACKEND_OPTION,
+        ))
+    return problems
 
 
 @deep_check("SIGNAL_PROCESSOR")

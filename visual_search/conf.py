@@ -54,6 +54,8 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.E014": "settings.VISUAL_SEARCH is not a dict (nothing else is checked).",
     "visual_search.E015": "RUNTIME is an OpenVINO one but the openvino package (or, for 'openvino-int8', nncf) "
     "is not installed.",
+    "visual_search.E016": "BACKENDS: an entry's backend cannot work in this project (pgvector's database is not PostgreSQL).",
+    "visual_search.W003": "BACKENDS: an entry's OPTIONS has a key its backend does not read (the message names the closest one).",
     "visual_search.E020": "A setting has the wrong type (or a list or dict holds an item of the wrong type).",
     "visual_search.E021": "A number is out of its range.",
     "visual_search.E022": "A value (or an item of a list) is not one of the accepted choices.",
@@ -76,6 +78,8 @@ OUT_OF_RANGE = "visual_search.E021"
 NOT_A_CHOICE = "visual_search.E022"
 NOT_IMPORTABLE = "visual_search.E023"
 UNKNOWN_KEY = "visual_search.W002"
+BACKEND_UNUSABLE = "visual_search.E016"
+UNKNOWN_BACKEND_OPTION = "visual_search.W003"
 NOT_A_DICT = "visual_search.E014"
 KINDS = (WRONG_TYPE, OUT_OF_RANGE, NOT_A_CHOICE, NOT_IMPORTABLE)
 
@@ -322,7 +326,7 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("BACKENDS", {"default": {"BACKEND": "visual_search.backends.numpy.NumpyBackend", "OPTIONS": {}}},
                 (dict,), "The vector indexes by alias, like DATABASES: {'BACKEND': dotted path of a BaseBackend, "
                 "'OPTIONS': {keyword arguments}}.", items=(dict,), check_id="visual_search.E005", deep=True,
-                deep_ids=("visual_search.E012",),
+                deep_ids=("visual_search.E012", "visual_search.E016", "visual_search.W003"),
                 rule="a dict with a 'default' alias; each entry a dict with 'BACKEND', the dotted path of a "
                 "BaseBackend subclass, and optionally 'OPTIONS', a dict"),
         # Pluggable like haystack's, so a shop can index models it cannot edit (see signals.py).

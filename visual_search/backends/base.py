@@ -57,9 +57,19 @@ class BaseBackend:
     # model must rebuild that model's vectors only (whitening_changed), never reset the whole backend.
     reset_drops_everything = False
 
+    # The OPTIONS keys this backend reads: ``check`` warns of any other (a misspelt one was ignored,
+    # and its default used). None: not declared (a backend of your own), nothing checked.
+    option_names: tuple[str, ...] | None = None
+
     def __init__(self, alias: str = "default", **options):
         self.alias = alias
         self.options = options
+
+    @classmethod
+    def setup_problems(cls, options: dict) -> list[str]:
+        """What keeps this backend from working in this project with these ``OPTIONS`` (``check``
+        reports each as an error before the first search would fail); none by default."""
+        return []
 
     def add(self, embeddings: Sequence) -> None:
         """Index (or re-index) these ready ``ImageEmbedding`` rows."""

@@ -90,6 +90,13 @@ _POWERS = 10 ** np.arange(1, 19, dtype=np.int64)
 _NONE = np.zeros(0, dtype=np.int64)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, as nothing else reads it portably)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _faiss():
     try:
         import faiss
@@ -366,6 +373,7 @@ class FaissBackend(BaseBackend):
     """
 
     reads_rows = False
+    option_names = ("NPROBE", "LISTS", "GATHER_MAX", "FILTER_DEPTH", "PATH")
 
     def __init__(self, alias: str = "default", **options):
         super().__init__(alias, **options)
@@ -740,7 +748,12 @@ class FaissBackend(BaseBackend):
     @contextmanager
     def _file_lock(self, key):
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self._file(key).with_suffix(".lock"), "a") as handle:
+        lock = self._file(key).with_suffix(".lock")
+        try:
+            handle = open(lock, "a")
+        except PermissionError:  # made by another user (a rebuild run as root): a shared lock works read-only
+            handle = open(lock)
+        with handle:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -759,6 +772,9 @@ class FaissBackend(BaseBackend):
                 self._write(handle, state)
                 handle.flush()
                 os.fsync(handle.fileno())
+            # NamedTemporaryFile makes it 0600: after a rebuild run by a deploy user or root, the web
+            # processes could not read the index. Made as open() would make it, by the umask.
+            os.chmod(temporary, 0o666 & ~_umask())
             os.replace(temporary, self._file(key))
         except BaseException:
             if temporary is not None and os.path.exists(temporary):

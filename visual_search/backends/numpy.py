@@ -41,6 +41,7 @@ class NumpyBackend(BaseBackend):
     """The default backend: exact, in-process, no service needed. Right up to ~1M vectors."""
 
     reads_rows = True
+    option_names = ()
 
     def __init__(self, alias: str = "default", **options):
         super().__init__(alias, **options)

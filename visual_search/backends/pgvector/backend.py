@@ -76,6 +76,16 @@ class PgvectorBackend(BaseBackend):
     """
 
     reset_drops_everything = True
+    option_names = ("using", "m", "ef_construction", "ef_search", "exact_max_rows", "maintenance_work_mem")
+
+    @classmethod
+    def setup_problems(cls, options: dict) -> list[str]:
+        """The database named by ``using`` must be PostgreSQL (every search answered 503 otherwise)."""
+        using = options.get("using", "default")
+        if using not in connections.databases:
+            return [f"OPTIONS['using'] = {using!r} is not a database in DATABASES."]
+        connection = connections[using]
+        return [] if connection.vendor == "postgresql" else [schema.postgresql_required(connection)]
 
     def __init__(self, alias: str = "default", *, using: str = "default", m: int = 16, ef_construction: int = 128,
                  ef_search: int = 100, exact_max_rows: int = 20_000, maintenance_work_mem: str | None = None, **options):

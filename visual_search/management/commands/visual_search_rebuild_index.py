@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ...backends import get_backend
 from ...conf import settings
 from ...models import ImageEmbedding
-from ...registry import registrations_for_result
+from ...registry import registrations_for_model, registrations_for_result
 from ...serving import current_fingerprint, kept_fingerprints
 from .. import model_from_label, progress
 
@@ -35,7 +35,9 @@ class Command(BaseCommand):
         # The vectors in use and those a switch or rollback would need (kept model versions).
         rows = ImageEmbedding.objects.filter(status=ImageEmbedding.Status.READY, fingerprint__in=kept_fingerprints() | {current_fingerprint()})
         if model:
-            rows = rows.filter(result_type=ContentType.objects.get_for_model(self._model(model)))
+            searched = self._model(model)
+            model = searched._meta.label
+            rows = rows.filter(result_type=ContentType.objects.get_for_model(searched))
         total = rows.count()
         name = f"{backend!r} ({type(index).__module__}.{type(index).__name__})"
         with progress.bar(self, desc="Filling", unit="vec", total=total, show=verbosity > 0) as bar:
@@ -60,6 +62,12 @@ class Command(BaseCommand):
 
     def _model(self, label):
         model = model_from_label(label)
-        if not registrations_for_result(model):
-            raise CommandError(f"{label} is not searchable: no registration in VISUAL_SEARCH['MODELS'] returns it.")
-        return model
+        if registrations_for_result(model):
+            return model
+        # An image model (a gallery) whose matches stand for another: its vectors are indexed as that one's.
+        results = {r.result_model for r in registrations_for_model(model)}
+        if len(results) == 1:
+            (result,) = results
+            self.stdout.write(f"{label}'s images are searched as {result._meta.label}: rebuilding {result._meta.label}'s vectors.")
+            return result
+        raise CommandError(f"{label} is not searchable: no registration in VISUAL_SEARCH['MODELS'] returns it.")

@@ -30,7 +30,12 @@ class Command(BaseCommand):
         info = EmbeddingSpec.from_settings().describe()
         version = active_version()
         if version is None:
-            self.stdout.write(f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, {info['pooling']} pooling")
+            # Every part of the fingerprint: after an upgrade, the part that changed says why vectors are stale.
+            views = info.get("views", ["full"])
+            self.stdout.write(
+                f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, "
+                f"{info['pooling']} pooling, {len(views)} view{'s' if len(views) > 1 else ''} ({', '.join(views)})"
+            )
         else:
             self.stdout.write(
                 f"Current fingerprint {version.fingerprint}: model version #{version.pk} {version.label!r} "
