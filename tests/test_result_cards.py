@@ -218,6 +218,20 @@ def test_a_result_serializer_subclass_keeps_working_and_wins_over_extras(client,
     assert first["currency"] == "EUR" and first["price"] == "12.90" and first["available"] is True
 
 
+def test_the_openapi_schema_describes_the_result_serializer_subclass(settings):
+    """The schema described the base serializer: a client generated from it had no typed currency."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_RESULT_SERIALIZER": f"{__name__}.EuroSerializer"}
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    for path, method in (("/api/visual-search/search/", "post"), ("/api/visual-search/products/{id}/similar/", "get")):
+        response = schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        results = schema["components"]["schemas"][response.rsplit("/", 1)[1]]["properties"]["results"]["items"]["$ref"]
+        item = schema["components"]["schemas"][results.rsplit("/", 1)[1]]
+        assert {"id", "name", "url", "image_url", "score", "currency"} <= set(item["properties"])
+        assert "additionalProperties" in item  # the adapter's extras, still allowed
+
+
 def test_extra_fields_appear_on_the_search_page(client, shop, settings):
     use_adapter(settings, StockAdapter)
     photo = SimpleUploadedFile("photo.jpg", catalogue_image("Pink-Lady").read_bytes(), content_type="image/jpeg")

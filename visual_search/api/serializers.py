@@ -119,6 +119,13 @@ def result_serializer_class() -> type[SearchResultSerializer]:
 class ResultsSerializer(serializers.Serializer):
     results = SearchResultSerializer(many=True, help_text="Best match first.")
 
+    def get_fields(self):
+        # The configured API_RESULT_SERIALIZER, read when the schema is made: the schema described the
+        # base class, and a client generated from it had no typed price or category.
+        fields = super().get_fields()
+        fields["results"] = result_serializer_class()(many=True, help_text="Best match first.")
+        return fields
+
 
 class SearchResponseSerializer(ResultsSerializer):
     confident = serializers.BooleanField(
