@@ -80,6 +80,7 @@ def test_the_buttons_queue_work_for_staff_who_may_change_products(catalogue, bro
     page = response.content.decode()
     # The never-indexed image and the failed one; no broker here, so the work ran in the request.
     assert "2 images indexed." in page, page[page.find("alert"):][:300]
+    assert "1 product still has a failed image: the list below says why." in page  # the broken one, again
     assert ImageEmbedding.objects.filter(object_id=str(catalogue["Granny-Smith"].images.get().pk), status="ready").exists()
     assert list(ImageEmbedding.objects.filter(pk__in=[pk for pk, _ in before]).values_list("pk", "updated_at")) == before
 

@@ -13,9 +13,11 @@ from django.contrib import messages
 from django.db.models import F
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.translation import ngettext
 from django.views.generic import ListView, View
 from oscar.core.loading import get_model
 
+from visual_search import queue
 from visual_search.admin_mixins import LABELS, RANKS, annotate_status, images_done, queue_objects, status_of
 from visual_search.queue import TooMuchForARequest
 from visual_search.reindex import status_counts
@@ -79,6 +81,12 @@ class QueueView(View):
             messages.warning(request, exc.words())
         else:
             messages.success(request, self.done_message(queued))
+            if not queue.use_celery():  # the work ran here: say which still failed
+                failed = annotate_status(Product.objects.browsable_dashboard()).filter(visual_search_rank=RANKS["failed"]).count()
+                if failed:
+                    messages.warning(request, ngettext(
+                        "%d product still has a failed image: the list below says why.",
+                        "%d products still have a failed image: the list below says why.", failed) % failed)
         return HttpResponseRedirect(reverse(STATUS_URL))
 
     def done_message(self, images: int) -> str:
