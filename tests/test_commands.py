@@ -66,7 +66,7 @@ def test_ctrl_c_says_how_far_it_got_and_how_to_go_on(imported, monkeypatch):
     """Ctrl-C dumped TensorFlow's KeyboardInterrupt traceback and nothing else."""
     from visual_search.management.commands import visual_search_reindex as command
 
-    def interrupted(model, only, asynchronous, force, progress):
+    def interrupted(model, only, asynchronous, force, progress, fit=True):
         progress(2)
         raise KeyboardInterrupt
 
@@ -88,9 +88,12 @@ def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     Whitening.objects.all().delete()
     out, _ = run("visual_search_status")
     assert "The whitening and score calibration are due" in out and "visual_search_reindex --only missing" in out
+    assert "until then scores are the default calibration's" in out  # none learned before
     # In-process (the test settings): no worker or sweep will, so it does not say they will.
     assert "Celery workers learn" not in out and "Without Celery nothing learns them by itself" in out
-    run("visual_search_reindex", "--only", "missing")
+    # The fit takes a while after the progress bar: the command says so before, not after a silent minute.
+    out, _ = run("visual_search_reindex", "--only", "missing")
+    assert out.index("Learning the whitening and score calibration") < out.index("learned again for 1 model")
     assert "are due" not in run("visual_search_status")[0]
 
 

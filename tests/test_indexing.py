@@ -130,6 +130,7 @@ def test_corrupt_image_fails_with_a_reason_and_the_batch_goes_on(make_product, s
         assert embedding.status == "failed" and embedding.vector is None
         assert embedding.error
     assert "damaged or truncated" in row(bad).error
+    assert "Error" in row(bad).error  # staff read what the decoder said (a customer's search does not)
     assert "not an image" in row(html).error
 
 

@@ -14,6 +14,16 @@ class InvalidImage(VisualSearchError, ValueError):
 
     code = "invalid_image"
 
+    def __init__(self, message: str = "", *args, technical: str = ""):
+        super().__init__(message, *args)
+        # What the decoder said ("OSError: image file is truncated..."): for staff (the row's failure
+        # reason, the log), not for a customer, who reads ``str(exc)``.
+        self.technical = technical
+
+    @property
+    def for_staff(self) -> str:
+        return f"{self} ({self.technical})" if self.technical else str(self)
+
 
 class InvalidBox(InvalidImage):
     """The region of the photo to search (``box``) is malformed, empty or outside the image."""

@@ -265,7 +265,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                 )
                 report.embedded.append(pk)
             elif isinstance(outcome.error, (InvalidImage, FileNotFoundError)):
-                reason = str(outcome.error)
+                reason = outcome.error.for_staff if isinstance(outcome.error, InvalidImage) else str(outcome.error)
                 if isinstance(outcome.error, FileNotFoundError):
                     reason = f"The image file {name!r} is missing from storage."
                 values.update(status=Status.FAILED, error=reason, checksum=outcome.checksum or "", vector=None, dimensions=0)

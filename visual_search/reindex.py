@@ -82,6 +82,7 @@ def reindex(
     asynchronous: bool | None = None,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    fit: bool = True,
 ) -> dict[str, int]:
     """(Re)index registered objects; returns counts by outcome (or ``queued`` when asynchronous).
 
@@ -109,7 +110,7 @@ def reindex(
                 progress(len(batch))
     if not asynchronous:
         counts.update(report.as_dict())
-        counts["whitened"] = len(fit_if_needed())
+        counts["whitened"] = len(fit_if_needed()) if fit else 0
     return counts
 
 

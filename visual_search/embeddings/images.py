@@ -88,7 +88,7 @@ def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         return heif.to_pillow()
     except Exception as exc:
-        raise InvalidImage(f"The image file is damaged or truncated ({type(exc).__name__}: {exc}).") from None
+        raise InvalidImage("The image file is damaged or truncated.", technical=f"{type(exc).__name__}: {exc}") from None
 
 
 def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draft_size: int | None = None) -> Image.Image:
@@ -116,7 +116,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
     except InvalidImage:
         raise
     except Exception as exc:
-        raise InvalidImage(f"The image file is damaged or truncated ({type(exc).__name__}: {exc}).") from None
+        raise InvalidImage("The image file is damaged or truncated.", technical=f"{type(exc).__name__}: {exc}") from None
 
 
 def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Image:
@@ -136,7 +136,7 @@ def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Imag
 
 
 def _unreadable_header(exc: Exception) -> InvalidImage:
-    return InvalidImage(f"The image file is damaged or truncated: its header cannot be read ({type(exc).__name__}).")
+    return InvalidImage("The image file is damaged or truncated: its header cannot be read.", technical=type(exc).__name__)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:

@@ -8,7 +8,7 @@ from ...exceptions import WeightsUnavailable
 from ...queue import CELERY_APP_MISSING, celery_app_missing
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
-from ...whitening import fit_if_needed
+from ...whitening import fit_due, fit_if_needed
 from .. import model_from_label, progress
 
 
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         if total == 0:
             # Still learn the whitening and score calibration where they are due (none yet, the
             # catalogue grew, the ranking settings changed, fitted by an older release).
-            whitened = fit_if_needed()
+            whitened = self._fit(verbosity)
             self.stdout.write("Nothing to index. `manage.py visual_search_status` shows the state of each model.")
             if whitened:
                 self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {_models(len(whitened))}."))
@@ -90,7 +90,17 @@ class Command(BaseCommand):
                 self.done += images
                 bar.update(images)
 
-            return reindex(model, only=selection, asynchronous=False, force=force, progress=advance)
+            counts = reindex(model, only=selection, asynchronous=False, force=force, progress=advance, fit=False)
+        counts["whitened"] = len(self._fit(verbosity))
+        return counts
+
+    def _fit(self, verbosity: int) -> list:
+        """The whitening and calibration fits that are due, said first: they take up to a minute or
+        two after the progress bar ends (customer views of the images go through VGG16 again)."""
+        if verbosity > 0 and fit_due():
+            self.stdout.write("Learning the whitening and score calibration (up to a minute or two)...")
+            self.stdout.flush()
+        return fit_if_needed()
 
 
 def _models(count: int) -> str:

@@ -71,7 +71,8 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(f"{images} work: `manage.py visual_search_reindex --only missing,stale,pending`.")
-        for model, text in score_notes():
+        notes = score_notes()
+        for model, text in notes:
             self.stdout.write(f"Scores of {model}: {text}")
         if fit_due():
             who = (
@@ -79,9 +80,11 @@ class Command(BaseCommand):
                 if celery
                 else "Without Celery nothing learns them by itself: run this after adding products, or daily from cron: "
             )
+            # Searches keep what was learned before until the new fit (search._policy); none yet: the default's.
+            meanwhile = "searches use the ones learned before" if notes else "scores are the default calibration's"
             self.stdout.write(
                 "The whitening and score calibration are due (none yet, or the catalogue changed since): until then "
-                f"scores are the default calibration's. {who}`manage.py visual_search_reindex --only missing` learns them now."
+                f"{meanwhile}. {who}`manage.py visual_search_reindex --only missing` learns them now."
             )
         self._versions()
         if failed:
