@@ -133,6 +133,24 @@ def test_a_signed_in_customer_s_search_needs_no_csrf_token(shop, django_user_mod
     assert browser.post(f"/api/visual-search/products/{shop['Banana'].pk}/similar/").status_code == 405  # GET only, as before
 
 
+def test_while_every_vector_is_being_recomputed_a_search_is_503_not_an_empty_answer(client, shop, settings):
+    """An upgrade that changes the fingerprint leaves nothing to search until the reindex: customers
+    read "Nothing looks like that photo. Try another angle", as if it were their photo."""
+    from visual_search.models import ImageEmbedding
+
+    from visual_search.backends import get_backend
+
+    ImageEmbedding.objects.update(fingerprint="0.1's")
+    get_backend().reset()  # as a new process, or a settings change, finds it
+    response = search(client, catalogue_image("Banana").read_bytes())
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    assert "being updated" in response.json()["detail"] and response["Retry-After"] == "60"
+    # A shop with nothing indexed at all: an empty answer, as before.
+    ImageEmbedding.objects.all().delete()
+    response = search(client, catalogue_image("Banana").read_bytes())
+    assert response.status_code == 200 and response.json()["results"] == []
+
+
 def test_limit_and_its_bounds(client, shop):
     photo = catalogue_image("Banana").read_bytes()
     assert len(search(client, photo, limit=2).json()["results"]) == 2

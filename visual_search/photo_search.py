@@ -165,6 +165,10 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
         # customer's fault and maybe passing, so 503 and the traceback in the log.
         logger.exception("Search by photo failed")
         raise unavailable() from None
+    if not results and search.being_indexed(queryset.model):
+        # Nothing to search yet (an upgrade recomputing every vector): not "nothing looks like that
+        # photo", which told customers to try another angle.
+        raise PhotoSearchError(503, "unavailable", "Search by photo is being updated; please try again in a few minutes.", 60)
     logger.debug("Search by photo: %d results in %.3f s", len(results), time.perf_counter() - started)
     try:
         return describe(results, request)

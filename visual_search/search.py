@@ -185,6 +185,17 @@ def object_vector(obj: models.Model, fingerprint: str | None = None) -> np.ndarr
     return l2_normalise(np.mean(vectors, axis=0))
 
 
+def being_indexed(model: type[models.Model]) -> bool:
+    """Whether ``model`` has no vector to search yet while some are on their way: none ready for
+    the current model, and images pending or made by another one (an upgrade that changed the
+    fingerprint, recomputing at its start; a catalogue being indexed for the first time)."""
+    rows = ImageEmbedding.objects.filter(result_type=ContentType.objects.get_for_model(model))
+    fingerprint = current_fingerprint()
+    if rows.filter(fingerprint=fingerprint, status=ImageEmbedding.Status.READY).exists():
+        return False
+    return rows.filter(models.Q(status=ImageEmbedding.Status.PENDING) | ~models.Q(fingerprint=fingerprint)).exists()
+
+
 def _unindexed_state(obj: models.Model) -> tuple[str, bool]:
     """Why ``obj`` has no ready vector: ``"pending"``, ``"failed"`` or ``"missing"``, and whether
     "pending" means only vectors of another version (see :class:`NotIndexed`)."""
