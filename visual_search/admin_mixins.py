@@ -244,6 +244,11 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
     return sum(queue.enqueue(registration.label, registration.image_field, selected, force=True) for registration, selected in work)
 
 
+def failed_count(objects: models.QuerySet) -> int:
+    """How many of ``objects`` have a failed image (their worst status, as the status column shows)."""
+    return annotate_status(objects).filter(visual_search_rank=RANKS["failed"]).count()
+
+
 def images_done(images: int, *, again: bool = False) -> str:
     """"15 images indexed" when the work ran in this request (no Celery), "15 images queued for
     indexing" when the workers have it: staff should know whether to wait."""
@@ -358,7 +363,7 @@ class VisualSearchAdminMixin:
 
     def _failed_count(self, pks: list[Any] | None) -> int:
         objects = self.model._default_manager.all() if pks is None else self.model._default_manager.filter(pk__in=pks)
-        return annotate_status(objects).filter(visual_search_rank=RANKS["failed"]).count()
+        return failed_count(objects)
 
     # -- the changelist button: index every missing, stale or failed image of this model ------------
 

@@ -18,7 +18,7 @@ from django.views.generic import ListView, View
 from oscar.core.loading import get_model
 
 from visual_search import queue
-from visual_search.admin_mixins import LABELS, RANKS, annotate_status, images_done, queue_objects, status_of
+from visual_search.admin_mixins import LABELS, RANKS, annotate_status, failed_count, images_done, queue_objects, status_of
 from visual_search.queue import TooMuchForARequest
 from visual_search.reindex import status_counts
 from visual_search.views import SearchByPhotoView
@@ -82,7 +82,7 @@ class QueueView(View):
         else:
             messages.success(request, self.done_message(queued))
             if not queue.use_celery():  # the work ran here: say which still failed
-                failed = annotate_status(Product.objects.browsable_dashboard()).filter(visual_search_rank=RANKS["failed"]).count()
+                failed = failed_count(Product.objects.browsable_dashboard())
                 if failed:
                     messages.warning(request, ngettext(
                         "%d product still has a failed image: the list below says why.",
