@@ -106,12 +106,13 @@ def parse_box(params: Mapping[str, Any]) -> Box | None:
 RETRY_AFTER_SECONDS = 10
 
 
-def unavailable(retry_after: int | None = RETRY_AFTER_SECONDS) -> PhotoSearchError:
+def unavailable(
+    retry_after: int | None = RETRY_AFTER_SECONDS,
+    message: str = "Search by photo is not available right now; please try again later.",
+) -> PhotoSearchError:
     """503 for a failure that is not the customer's: the database, the index, the model (which may
-    pass: ``Retry-After``), or the shop's own setup (``retry_after=None``)."""
-    return PhotoSearchError(
-        503, "unavailable", "Search by photo is not available right now; please try again later.", retry_after
-    )
+    pass: ``Retry-After``), the shop's own setup (``retry_after=None``), or an index being rebuilt."""
+    return PhotoSearchError(503, "unavailable", message, retry_after)
 
 
 def shown_to(model, request=None):
@@ -168,7 +169,7 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     if not results and search.being_indexed(queryset.model):
         # Nothing to search yet (an upgrade recomputing every vector): not "nothing looks like that
         # photo", which told customers to try another angle.
-        raise PhotoSearchError(503, "unavailable", "Search by photo is being updated; please try again in a few minutes.", 60)
+        raise unavailable(60, "Search by photo is being updated; please try again in a few minutes.")
     logger.debug("Search by photo: %d results in %.3f s", len(results), time.perf_counter() - started)
     try:
         return describe(results, request)

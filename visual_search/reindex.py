@@ -15,7 +15,7 @@ from .models import ImageEmbedding
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
 from .serving import current_fingerprint, indexing_fingerprints
-from .whitening import fit_if_needed
+from .whitening import fit_due, fit_if_needed
 
 SELECTIONS = ("missing", "stale", "failed", "pending")
 
@@ -82,13 +82,15 @@ def reindex(
     asynchronous: bool | None = None,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
-    fit: bool = True,
+    before_fit: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """(Re)index registered objects; returns counts by outcome (or ``queued`` when asynchronous).
 
     ``model`` (or ``queryset``) limits the work to one model; ``only`` to some objects (see
     :func:`select_pks`). ``asynchronous=True`` queues Celery tasks of ``BATCH_SIZE`` ids; False
     runs in this process in batches, calling ``progress(n)`` after each; None follows ``ASYNC``.
+    In this process, the whitening and calibration fits that are due follow, ``before_fit()``
+    called first (they take a minute or two: a command says so).
     """
     if queryset is not None:
         model = queryset.model
@@ -110,7 +112,9 @@ def reindex(
                 progress(len(batch))
     if not asynchronous:
         counts.update(report.as_dict())
-        counts["whitened"] = len(fit_if_needed()) if fit else 0
+        if before_fit and fit_due():
+            before_fit()
+        counts["whitened"] = len(fit_if_needed())
     return counts
 
 

@@ -8,7 +8,6 @@ from ...exceptions import WeightsUnavailable
 from ...queue import CELERY_APP_MISSING, celery_app_missing
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
-from ...whitening import fit_due, fit_if_needed
 from .. import model_from_label, progress
 
 
@@ -34,10 +33,10 @@ class Command(BaseCommand):
         if total == 0:
             # Still learn the whitening and score calibration where they are due (none yet, the
             # catalogue grew, the ranking settings changed, fitted by an older release).
-            whitened = self._fit(verbosity)
+            counts = reindex(model_class, only=selection, asynchronous=False, before_fit=self._fitting if verbosity > 0 else None)
             self.stdout.write("Nothing to index. `manage.py visual_search_status` shows the state of each model.")
-            if whitened:
-                self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {_models(len(whitened))}."))
+            if counts["whitened"]:
+                self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {_models(counts['whitened'])}."))
             return
         if asynchronous:
             counts = reindex(model_class, only=selection, asynchronous=True, force=force)
@@ -90,17 +89,20 @@ class Command(BaseCommand):
                 self.done += images
                 bar.update(images)
 
-            counts = reindex(model, only=selection, asynchronous=False, force=force, progress=advance, fit=False)
-        counts["whitened"] = len(self._fit(verbosity))
-        return counts
+            def fitting() -> None:
+                bar.close()
+                self._fitting()
 
-    def _fit(self, verbosity: int) -> list:
-        """The whitening and calibration fits that are due, said first: they take up to a minute or
-        two after the progress bar ends (customer views of the images go through VGG16 again)."""
-        if verbosity > 0 and fit_due():
-            self.stdout.write("Learning the whitening and score calibration (up to a minute or two)...")
-            self.stdout.flush()
-        return fit_if_needed()
+            return reindex(
+                model, only=selection, asynchronous=False, force=force, progress=advance,
+                before_fit=fitting if verbosity > 0 else None,
+            )
+
+    def _fitting(self) -> None:
+        """Said before the whitening and calibration fits: they take up to a minute or two after
+        the progress bar ends (customers' views of the images go through VGG16 again)."""
+        self.stdout.write("Learning the whitening and score calibration (up to a minute or two)...")
+        self.stdout.flush()
 
 
 def _models(count: int) -> str:

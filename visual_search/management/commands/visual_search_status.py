@@ -27,11 +27,12 @@ class Command(BaseCommand):
 
     @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     def handle(self, *args, failed=False, **options):
-        info = EmbeddingSpec.from_settings().describe()
+        spec = EmbeddingSpec.from_settings()
+        info = spec.describe()
         version = active_version()
         if version is None:
             # Every part of the fingerprint: after an upgrade, the part that changed says why vectors are stale.
-            views = info.get("views", ["full"])
+            views = spec.views
             self.stdout.write(
                 f"Current fingerprint {current_fingerprint()}: {info['weights']}, {info['image_size']}px, {info['layer']}, "
                 f"{info['pooling']} pooling, {len(views)} view{'s' if len(views) > 1 else ''} ({', '.join(views)})"
