@@ -158,8 +158,10 @@ def test_limit_and_its_bounds(client, shop):
     for bad in (0, 51, "many"):
         response = search(client, photo, limit=bad)
         assert response.status_code == 400
-        assert response.json()["code"] == "invalid_limit"
-        assert "limit" in response.json()["detail"]
+        # Worded as similar/'s answer (the form's field said "limit: Ensure this value is...").
+        assert response.json() == {"detail": "limit must be a whole number from 1 to 50.", "code": "invalid_limit"}
+        similar = client.get(f"/api/visual-search/products/{shop['Banana'].pk}/similar/?limit={bad}")
+        assert similar.status_code == 400 and similar.json() == response.json()
 
 
 def test_limit_and_filters_in_the_query_string_count_as_in_the_form(client, shop):
@@ -317,6 +319,28 @@ def test_missing_field_is_400(client, shop):
     assert response.json() == {"detail": "Send a photo in the multipart field 'image'.", "code": "required"}
 
 
+def test_a_blank_photo_is_refused_not_matched(client, shop, jpeg_bytes):
+    """A lens cap's photo (one colour all over) "matched" every product at 44 %: nothing to search."""
+    for colour in ((255, 255, 255), (3, 3, 3), (200, 30, 30)):
+        response = search(client, jpeg_bytes(colour, (640, 480)))
+        assert response.status_code == 400
+        assert response.json() == {
+            "detail": "The photo is blank (one colour all over); send a photo with the product in view.",
+            "code": "blank_image",
+        }
+    # A box drawn over the photo's empty margin: the part searched is blank, the photo is not.
+    picture = Image.new("RGB", (600, 300), "white")
+    picture.paste(Image.open(catalogue_image("Banana")).convert("RGB").resize((300, 300)), (0, 0))
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG")
+    response = search(client, buffer.getvalue(), box="0.6,0.1,0.9,0.9")
+    assert (response.status_code, response.json()["code"]) == (400, "blank_image")
+    assert response.json()["detail"].startswith("The part of the photo to search is blank")
+    assert search(client, buffer.getvalue(), box="0,0,0.5,1").status_code == 200
+    # The least varied picture of the grocery dataset (a white garlic bulb on white) is searched.
+    assert search(client, catalogue_image("Garlic").read_bytes()).status_code == 200
+
+
 def test_json_body_is_415(client, shop):
     response = client.post(SEARCH, {"image": "x"}, content_type="application/json")
     assert response.status_code == 415
@@ -325,6 +349,11 @@ def test_json_body_is_415(client, shop):
         "curl -F image=@photo.jpg <this URL>.",
         "code": "unsupported_media_type",
     }
+    # A URL-encoded form (an HTML form without enctype="multipart/form-data") cannot carry the
+    # photo: it was 400 "required", which did not say why the photo was missing.
+    response = client.post(SEARCH, "image=photo.jpg&limit=3", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
+    assert "'application/x-www-form-urlencoded'" in response.json()["detail"]
     # The photo's bytes as the body: the same answer, naming what was sent.
     response = client.post(SEARCH, catalogue_image("Banana").read_bytes(), content_type="image/jpeg")
     assert response.status_code == 415 and "'image/jpeg'" in response.json()["detail"]

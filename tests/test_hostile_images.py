@@ -52,7 +52,8 @@ def exif_rotated() -> bytes:
 def corpus() -> dict[str, tuple[bytes, bool]]:
     """name -> (bytes, supported)."""
     jpeg, png = encode(photo(), "JPEG"), encode(photo(), "PNG")
-    frames = [Image.new("RGB", (64, 64), c) for c in [(200, 0, 0), (0, 0, 200)]]
+    # Frames with something in them: a frame of one colour is refused as blank (blank_image).
+    frames = [photo().resize((64, 64)), photo().resize((64, 64)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     return {
         "empty": (b"", False),
         "html-named-jpg": (b"<!doctype html><html><body><script>alert(1)</script></body></html>", False),

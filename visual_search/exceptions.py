@@ -37,6 +37,13 @@ class ImageTooLarge(InvalidImage):
     code = "image_too_large"
 
 
+class BlankImage(InvalidImage):
+    """A photo (or the region of it searched) of one colour all over: a lens cap, a blank page.
+    Every product would be an equally poor match, and its scores read like a real search's."""
+
+    code = "blank_image"
+
+
 class UnsupportedFormat(InvalidImage):
     """A real image in a format that is not in ``ALLOWED_FORMATS`` (SVG, EPS, PDF...); ``kind``
     names it ("SVG", "HEIC", a Pillow format name) for the customer's words."""

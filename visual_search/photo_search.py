@@ -80,8 +80,13 @@ def parse_limit(value: Any) -> int:
     except (TypeError, ValueError):
         limit = 0
     if not 1 <= limit <= highest:
-        raise PhotoSearchError(400, "invalid_limit", f"limit must be a whole number from 1 to {highest}.")
+        raise invalid_limit()
     return limit
+
+
+def invalid_limit() -> PhotoSearchError:
+    """400 ``invalid_limit``, worded the same by every endpoint and every way the limit is sent."""
+    return PhotoSearchError(400, "invalid_limit", f"limit must be a whole number from 1 to {int(settings.API_MAX_LIMIT)}.")
 
 
 # The no-JavaScript page sends the box as four form fields; the API as one.

@@ -16,7 +16,7 @@ from PIL import Image
 from . import serving
 from .backends import get_backend
 from .conf import settings
-from .embeddings.images import Box
+from .embeddings.images import Box, check_not_blank
 from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
@@ -165,6 +165,7 @@ def search_by_image(
     queryset = _queryset(model_or_queryset, request)
     # Decoded first: a broken or hostile upload is refused before any model is loaded.
     picture = serving.decode_upload(image, region)
+    check_not_blank(picture, region)  # a lens cap's photo "matched" every product at 44 %
     extractor = serving.get_extractor()
     vector = extractor.embed_picture(picture, settings.QUERY_VIEWS, region)
     return search_vector(vector, queryset, limit=limit, fingerprint=extractor.fingerprint)

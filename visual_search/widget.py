@@ -65,6 +65,7 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         "image_too_large": _("That photo is too large. Choose one under %(megabytes)s MB.") % {"megabytes": megabytes},
         "file_too_large": _("That photo is larger than %(megabytes)s MB. Choose a smaller one.") % {"megabytes": megabytes},
         "too_many_pixels": _("That photo has too many pixels. Choose a smaller one."),
+        "blank_image": _("That photo looks blank. Take one with the product in view."),
         # A proxy in front of the shop refused the upload's size, even sent again smaller.
         "upload_too_large": _("That photo is too large to send here. Choose a smaller one."),
         "invalid_box": _("The part of the photo to search is not valid. Search the whole photo, or draw the box again."),

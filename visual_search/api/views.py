@@ -16,7 +16,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, UnsupportedMediaType
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +28,7 @@ from ..photo_search import (
     PhotoSearchError,
     check_content_length,
     confident,
+    invalid_limit,
     parse_limit,
     search_photo,
     shown_to,
@@ -139,7 +140,9 @@ class VisualSearchAPIView(APIView):
 class SearchView(VisualSearchAPIView):
     """Search by photo: the objects that look most like the uploaded photo, best first."""
 
-    parser_classes = [MultiPartParser, FormParser]
+    # Multipart only: a URL-encoded form (an HTML form without enctype) cannot carry the photo, and
+    # answered 400 "required"; it is 415, saying how to send it, as JSON and bare bytes are.
+    parser_classes = [MultiPartParser]
     throttle_classes = [SearchRateThrottle]
 
     @documented(
@@ -251,7 +254,7 @@ def _validation_error(errors: dict) -> PhotoSearchError:
     message = messages[0] if isinstance(messages, list) else messages
     code = getattr(message, "code", "invalid")
     if field == "limit":
-        return PhotoSearchError(400, "invalid_limit", f"limit: {message}")
+        return invalid_limit()
     if field == "image":
         return PhotoSearchError(400, "required" if code == "required" else "invalid_image", f"image: {message}")
     return PhotoSearchError(400, "invalid", f"{field}: {message}")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
-from ..exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from ..exceptions import BlankImage, ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
 
 try:  # the [heif] extra: HEIC photos, decoded without registering with Pillow (see open_image)
     import pillow_heif
@@ -199,6 +199,22 @@ class Box:
         left, top = math.floor(self.x0 * width), math.floor(self.y0 * height)
         right, bottom = max(left + 1, math.ceil(self.x1 * width)), max(top + 1, math.ceil(self.y1 * height))
         return image.crop((left, top, min(right, width), min(bottom, height)))
+
+
+# A photo none of whose colour channels varies by this much (0 to 255, standard deviation over a
+# 64 px thumbnail) shows nothing to search for. The least varied of the grocery dataset's 3,017
+# photos and catalogue images (a white garlic bulb on white) varies by 18.7.
+BLANK_STDDEV = 4.0
+
+
+def check_not_blank(image: Image.Image, box: Box | None = None) -> None:
+    """:class:`BlankImage` when ``image`` (its region ``box``) is one colour all over."""
+    region = box.crop(image) if box is not None else image
+    thumbnail = region.convert("RGB")
+    thumbnail.thumbnail((64, 64))
+    if max(ImageStat.Stat(thumbnail).stddev) < BLANK_STDDEV:
+        where = "The part of the photo to search" if box is not None else "The photo"
+        raise BlankImage(f"{where} is blank (one colour all over); send a photo with the product in view.")
 
 
 def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
