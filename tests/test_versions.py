@@ -241,6 +241,37 @@ def test_command_lists_activates_rolls_back_and_prunes(catalogue, trained):
         run("activate", "12345")
 
 
+def test_prune_removes_the_faiss_files_of_pruned_versions_only(catalogue, trained, settings, tmp_path):
+    pytest.importorskip("faiss")
+    from django.contrib.contenttypes.models import ContentType
+
+    folder = tmp_path / "index"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0,
+                              "BACKENDS": {"default": {"BACKEND": "visual_search.backends.faiss.FaissBackend", "OPTIONS": {"PATH": str(folder)}}}}
+    product = ContentType.objects.get_for_model(Product).pk
+    version = trained("Shop v1")
+    activate(version)
+    assert search("Lemon")[0].object == catalogue["Lemon"]  # builds the version's index file
+    rollback()
+    assert search("Lemon")[0].object == catalogue["Lemon"]  # and the pretrained model's
+    old, pretrained = folder / f"{product}-{version.fingerprint}.faiss", folder / f"{product}-{settings_fingerprint()}.faiss"
+    assert old.exists() and pretrained.exists()
+    building = trained("Next", seed=1)
+    ModelVersion.objects.filter(pk=building.pk).update(status="building")  # its build has written a file already
+    (folder / f"{product}-{building.fingerprint}.faiss").write_bytes(b"in progress")
+    unrelated = folder / "notes.txt"
+    unrelated.write_text("not ours")
+
+    out, _ = run("prune")
+    assert f"Deleted {len(NAMES)} vectors of fingerprint {version.fingerprint}" in out
+    assert "Removed 1 index file of pruned versions" in out
+    assert not old.exists() and not old.with_suffix(".lock").exists()
+    assert pretrained.exists() and (folder / f"{product}-{building.fingerprint}.faiss").exists() and unrelated.exists()
+    assert search("Lemon")[0].object == catalogue["Lemon"]  # the version in use still answers
+    out, _ = run("prune")
+    assert "Nothing to prune" in out and "index file" not in out
+
+
 def call_status():
     out, err = io.StringIO(), io.StringIO()
     call_command("visual_search_status", stdout=out, stderr=err)

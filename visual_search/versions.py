@@ -497,23 +497,33 @@ def _queue(work, fingerprint: str) -> None:
 
 # -- housekeeping ---------------------------------------------------------------------------------------
 
-def prune() -> dict[str, int]:
-    """Delete the rows and whitenings of fingerprints no search, build or rollback needs.
+class Pruned(dict):
+    """What :func:`prune` deleted: the rows per fingerprint (the dict itself, as before), and in
+    ``files`` how many index files the backend removed (FAISS: this machine's ``PATH``)."""
+
+    files: int = 0
+
+
+def prune() -> Pruned:
+    """Delete the rows and whitenings of fingerprints no search, build or rollback needs, and the
+    index files the backend keeps of them (:meth:`~visual_search.backends.base.BaseBackend.forget_fingerprints`).
 
     Keeps the active and building versions' vectors and those :func:`rollback` returns to; a
     retired version pruned can still be activated again (its vectors are then computed anew).
-    Returns the rows deleted per fingerprint.
+    Files of a fingerprint whose rows an earlier prune deleted, or another machine's prune, go too:
+    they are as unused. Returns the rows deleted per fingerprint, with ``files``.
     """
     keep = set(indexing_fingerprints())
     target = rollback_fingerprint()
     if target:
         keep.add(target)
     gone = ImageEmbedding.objects.exclude(fingerprint__in=keep)
-    counts = {fp: n for fp, n in _count_by_fingerprint(gone).items()}
+    counts = Pruned(_count_by_fingerprint(gone))
     if counts:
         gone.delete()
         Whitening.objects.exclude(fingerprint__in=keep).delete()
         _expire()
+    counts.files = get_backend().forget_fingerprints(keep)
     return counts
 
 
