@@ -311,9 +311,27 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     response = staff_client.post(f"{URL}rollback/", follow=True)
     assert "pretrained model" in response.content.decode()
     assert current_fingerprint() == settings_fingerprint()
+    assert ModelVersion.objects.get(pk=version.pk).progress["stage"] == "done"  # it held the return: done, not building
+    assert '<td class="field-progress_display">Retired</td>' in staff_client.get(URL).content.decode()
     response = staff_client.post(f"{URL}rollback/", follow=True)
     assert "Nothing to roll back" in response.content.decode()
     assert staff_client.get(f"{URL}rollback/").status_code == 403
+
+
+def test_admin_shows_a_version_that_is_not_in_progress_as_what_it_is(staff_client, db):
+    """A stage left by work that ended (a database of an earlier release kept "building" on a
+    retired version) is not shown as if it were still running."""
+    retired = ModelVersion.objects.create(label="Old", status="retired", progress={"stage": "building", "done": 6, "total": 6, "keep_previous": True})
+    failed = ModelVersion.objects.create(label="Again", status="retired", progress={"stage": "failed", "done": 2, "total": 6})
+    trained_one = ModelVersion.objects.create(label="New", status="trained", progress={"stage": "trained", "done": 1, "total": 1})
+    building = ModelVersion.objects.create(label="Next", status="building", progress={"stage": "building", "done": 2, "total": 6})
+    page = staff_client.get(URL).content.decode()
+    cells = {v.label: f'<td class="field-progress_display">{shown}</td>'
+             for v, shown in ((retired, "Retired"), (failed, "failed"), (trained_one, "trained"), (building, "building 2/6"))}
+    for label, cell in cells.items():
+        assert cell in page, label
+    detail = staff_client.get(f"{URL}{retired.pk}/change/").content.decode()
+    assert "building" not in detail.split("field-progress_display", 1)[1][:200]
 
 
 def test_admin_train_button_and_cancel(staff_client, monkeypatch, db):

@@ -407,7 +407,8 @@ def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
         state = {"stage": "done", "done": target.holder.progress.get("done", 0), "total": target.holder.progress.get("total", 0)}
         if old is not None:
             old.status = Status.RETIRED
-            old.progress = {k: v for k, v in (old.progress or {}).items() if k != PRETRAINED_KEY}
+            # The holder of a return to the pretrained model: that build is done, not "building".
+            old.progress = {**{k: v for k, v in (old.progress or {}).items() if k != PRETRAINED_KEY}, "stage": "done"}
             old.save(update_fields=["status", "progress"])
         new = None
         if target.version is not None:
