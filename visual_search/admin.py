@@ -375,6 +375,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)
             return
+        except versions.NotBetter as exc:
+            # The figures compared, and the way out here: the action that forces it, not a command line.
+            self.message_user(request, f"{exc.reason} " + _(
+                "To switch to it anyway, select it and choose the action “%(action)s”. Or train a new version "
+                "(more epochs can help) and compare its figures."
+            ) % {"action": self.activate_anyway.short_description}, messages.ERROR)
+            return
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return

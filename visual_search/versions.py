@@ -72,6 +72,17 @@ class VersionError(VisualSearchError):
     """A version cannot be activated, or there is nothing to roll back to; the message says why."""
 
 
+class NotBetter(VersionError):
+    """:func:`activate` refused a version whose held-out figures do not beat the model in use.
+
+    ``reason`` says why, with the figures compared (:func:`comparison`, in ``figures``), without
+    the command-line way out that the message adds, so the admin can offer its own."""
+
+    def __init__(self, message: str, *, reason: str, version: ModelVersion, figures: dict[str, Any]):
+        super().__init__(message)
+        self.reason, self.version, self.figures = reason, version, figures
+
+
 def rollback_fingerprint() -> str | None:
     """The fingerprint :func:`rollback` returns to, or None when no version is active."""
     active = active_version()
@@ -224,11 +235,15 @@ def _check_better(version: ModelVersion) -> None:
     within_noise = bool((figures.get("difference") or {}).get("within_noise"))
     # Within the noise it is not better, but not shown to be worse either: say so, not "worse".
     verdict = "it is not shown to be better." if within_noise else "customers would get worse results."
-    raise VersionError(
+    reason = (
         f"Not activating {version.label}: on its held-out photos it puts the right product first "
         f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; {verdict}"
-        f"{noise_note(figures)}{_speed_note(version) if active_version() is None else ''} Train again (more epochs, "
-        f"or --blocks 4,5), or activate it anyway (`manage.py visual_search_versions activate {version.pk} --force`)."
+        f"{noise_note(figures)}{_speed_note(version) if active_version() is None else ''}"
+    )
+    raise NotBetter(
+        f"{reason} Train again (more epochs, or --blocks 4,5), or activate it anyway "
+        f"(`manage.py visual_search_versions activate {version.pk} --force`).",
+        reason=reason, version=version, figures=figures,
     )
 
 
@@ -561,6 +576,7 @@ def fingerprint_summary() -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "NotBetter",
     "VersionError",
     "activate",
     "active_version",
