@@ -150,6 +150,8 @@ def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_pr
     assert "product precision@1" in out and "->" in out
     assert "Search is unchanged" in out and "visual_search_versions activate" in out
     assert "run visual_search_reindex to compare" in out
+    assert "Training stopped early, after 1 of 2 epochs: another would have passed the time limit of 0.001 s." in out
+    assert "raise --time-limit, or lower --epochs (--epochs 1 fits this time)" in out
     version = ModelVersion.objects.get()
     assert version.status == ModelVersion.Status.TRAINED  # the broken image was left out, not fatal
     assert version.metrics["options"]["seed"] == 3 and version.metrics["options"]["epochs"] == 2
@@ -181,7 +183,9 @@ def test_train_and_activate_switches_search_to_the_new_vectors(shop, capsys):
     call_command("visual_search_train", "--epochs", "1", "--activate", "--force")
     version = ModelVersion.objects.get()
     assert version.status == ModelVersion.Status.ACTIVE
-    assert "Search now uses version" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Search now uses version" in out
+    assert "stopped early" not in out  # no --time-limit: every epoch ran, nothing to say
     assert current_fingerprint() == version.fingerprint
     assert ImageEmbedding.objects.ready(version.fingerprint).count() == 30
     assert ImageEmbedding.objects.ready(version.fingerprint).first().dimensions == 16

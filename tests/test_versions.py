@@ -241,6 +241,37 @@ def test_command_lists_activates_rolls_back_and_prunes(catalogue, trained):
         run("activate", "12345")
 
 
+def test_prune_removes_the_faiss_files_of_pruned_versions_only(catalogue, trained, settings, tmp_path):
+    pytest.importorskip("faiss")
+    from django.contrib.contenttypes.models import ContentType
+
+    folder = tmp_path / "index"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0,
+                              "BACKENDS": {"default": {"BACKEND": "visual_search.backends.faiss.FaissBackend", "OPTIONS": {"PATH": str(folder)}}}}
+    product = ContentType.objects.get_for_model(Product).pk
+    version = trained("Shop v1")
+    activate(version)
+    assert search("Lemon")[0].object == catalogue["Lemon"]  # builds the version's index file
+    rollback()
+    assert search("Lemon")[0].object == catalogue["Lemon"]  # and the pretrained model's
+    old, pretrained = folder / f"{product}-{version.fingerprint}.faiss", folder / f"{product}-{settings_fingerprint()}.faiss"
+    assert old.exists() and pretrained.exists()
+    building = trained("Next", seed=1)
+    ModelVersion.objects.filter(pk=building.pk).update(status="building")  # its build has written a file already
+    (folder / f"{product}-{building.fingerprint}.faiss").write_bytes(b"in progress")
+    unrelated = folder / "notes.txt"
+    unrelated.write_text("not ours")
+
+    out, _ = run("prune")
+    assert f"Deleted {len(NAMES)} vectors of fingerprint {version.fingerprint}" in out
+    assert "Removed 1 index file of pruned versions" in out
+    assert not old.exists() and not old.with_suffix(".lock").exists()
+    assert pretrained.exists() and (folder / f"{product}-{building.fingerprint}.faiss").exists() and unrelated.exists()
+    assert search("Lemon")[0].object == catalogue["Lemon"]  # the version in use still answers
+    out, _ = run("prune")
+    assert "Nothing to prune" in out and "index file" not in out
+
+
 def call_status():
     out, err = io.StringIO(), io.StringIO()
     call_command("visual_search_status", stdout=out, stderr=err)
@@ -280,9 +311,27 @@ def test_admin_lists_versions_and_activates_and_rolls_back(catalogue, trained, s
     response = staff_client.post(f"{URL}rollback/", follow=True)
     assert "pretrained model" in response.content.decode()
     assert current_fingerprint() == settings_fingerprint()
+    assert ModelVersion.objects.get(pk=version.pk).progress["stage"] == "done"  # it held the return: done, not building
+    assert '<td class="field-progress_display">Retired</td>' in staff_client.get(URL).content.decode()
     response = staff_client.post(f"{URL}rollback/", follow=True)
     assert "Nothing to roll back" in response.content.decode()
     assert staff_client.get(f"{URL}rollback/").status_code == 403
+
+
+def test_admin_shows_a_version_that_is_not_in_progress_as_what_it_is(staff_client, db):
+    """A stage left by work that ended (a database of an earlier release kept "building" on a
+    retired version) is not shown as if it were still running."""
+    retired = ModelVersion.objects.create(label="Old", status="retired", progress={"stage": "building", "done": 6, "total": 6, "keep_previous": True})
+    failed = ModelVersion.objects.create(label="Again", status="retired", progress={"stage": "failed", "done": 2, "total": 6})
+    trained_one = ModelVersion.objects.create(label="New", status="trained", progress={"stage": "trained", "done": 1, "total": 1})
+    building = ModelVersion.objects.create(label="Next", status="building", progress={"stage": "building", "done": 2, "total": 6})
+    page = staff_client.get(URL).content.decode()
+    cells = {v.label: f'<td class="field-progress_display">{shown}</td>'
+             for v, shown in ((retired, "Retired"), (failed, "failed"), (trained_one, "trained"), (building, "building 2/6"))}
+    for label, cell in cells.items():
+        assert cell in page, label
+    detail = staff_client.get(f"{URL}{retired.pk}/change/").content.decode()
+    assert "building" not in detail.split("field-progress_display", 1)[1][:200]
 
 
 def test_admin_train_button_and_cancel(staff_client, monkeypatch, db):
@@ -384,7 +433,11 @@ def test_admin_says_which_versions_are_better_and_refuses_a_worse_one(catalogue,
     page = staff_client.get(URL).content.decode()
     assert "0.400 → 0.300 <strong>(not better)</strong>" in page
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
-    assert "Not activating Worse" in response.content.decode()
+    [refusal] = [str(m) for m in response.context["messages"]]
+    # Why (the figures compared), and what staff can do here: the forcing action, not a command line.
+    assert refusal.startswith("Not activating Worse: on its held-out photos it puts the right product first 30.0% of the time, the pretrained model 40.0%")
+    assert "choose the action “Activate the selected version even if its figures are not better”" in refusal
+    assert "manage.py" not in refusal and "--force" not in refusal
     assert ModelVersion.objects.get(pk=version.pk).status == "trained"
     from django.conf import settings as django_settings
     from django.test import override_settings

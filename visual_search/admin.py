@@ -192,6 +192,8 @@ FACTS = [
     ("seconds", _("Total time (s)")),
 ]
 Version = ModelVersion.Status
+# Stages of ``ModelVersion.progress`` that tell how the last training or build ended.
+ENDED_STAGES = ("trained", "done", "failed", "cancelled")
 
 
 def _figure(value) -> str:
@@ -291,9 +293,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
         progress = obj.progress or {}
         if not progress.get("stage"):
             return "-"
-        if progress.get("total") and in_progress(obj):
-            return f"{progress['stage']} {progress.get('done', 0)}/{progress['total']}"
-        return str(progress["stage"])
+        if in_progress(obj):
+            if progress.get("total"):
+                return f"{progress['stage']} {progress.get('done', 0)}/{progress['total']}"
+            return str(progress["stage"])
+        # Not in progress: the stage left by the last work on it may be a running one (a retired
+        # version's progress still said "building" from the return to the pretrained model it
+        # held). Only how that work ended is worth showing; otherwise what the version is now.
+        if progress["stage"] in ENDED_STAGES and (progress["stage"] != "done" or obj.status == Version.ACTIVE):
+            return str(progress["stage"])
+        return obj.get_status_display()
 
     @admin.display(description=_("held-out figures"))
     def metrics_table(self, obj: ModelVersion) -> str:
@@ -365,6 +374,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
             result = versions.activate(version, asynchronous=queue.use_celery(), force=force)
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)
+            return
+        except versions.NotBetter as exc:
+            # The figures compared, and the way out here: the action that forces it, not a command line.
+            self.message_user(request, f"{exc.reason} " + _(
+                "To switch to it anyway, select it and choose the action “%(action)s”. Or train a new version "
+                "(more epochs can help) and compare its figures."
+            ) % {"action": self.activate_anyway.short_description}, messages.ERROR)
             return
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)

@@ -72,6 +72,17 @@ class VersionError(VisualSearchError):
     """A version cannot be activated, or there is nothing to roll back to; the message says why."""
 
 
+class NotBetter(VersionError):
+    """:func:`activate` refused a version whose held-out figures do not beat the model in use.
+
+    ``reason`` says why, with the figures compared (:func:`comparison`, in ``figures``), without
+    the command-line way out that the message adds, so the admin can offer its own."""
+
+    def __init__(self, message: str, *, reason: str, version: ModelVersion, figures: dict[str, Any]):
+        super().__init__(message)
+        self.reason, self.version, self.figures = reason, version, figures
+
+
 def rollback_fingerprint() -> str | None:
     """The fingerprint :func:`rollback` returns to, or None when no version is active."""
     active = active_version()
@@ -224,11 +235,15 @@ def _check_better(version: ModelVersion) -> None:
     within_noise = bool((figures.get("difference") or {}).get("within_noise"))
     # Within the noise it is not better, but not shown to be worse either: say so, not "worse".
     verdict = "it is not shown to be better." if within_noise else "customers would get worse results."
-    raise VersionError(
+    reason = (
         f"Not activating {version.label}: on its held-out photos it puts the right product first "
         f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; {verdict}"
-        f"{noise_note(figures)}{_speed_note(version) if active_version() is None else ''} Train again (more epochs, "
-        f"or --blocks 4,5), or activate it anyway (`manage.py visual_search_versions activate {version.pk} --force`)."
+        f"{noise_note(figures)}{_speed_note(version) if active_version() is None else ''}"
+    )
+    raise NotBetter(
+        f"{reason} Train again (more epochs, or --blocks 4,5), or activate it anyway "
+        f"(`manage.py visual_search_versions activate {version.pk} --force`).",
+        reason=reason, version=version, figures=figures,
     )
 
 
@@ -407,7 +422,8 @@ def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
         state = {"stage": "done", "done": target.holder.progress.get("done", 0), "total": target.holder.progress.get("total", 0)}
         if old is not None:
             old.status = Status.RETIRED
-            old.progress = {k: v for k, v in (old.progress or {}).items() if k != PRETRAINED_KEY}
+            # The holder of a return to the pretrained model: that build is done, not "building".
+            old.progress = {**{k: v for k, v in (old.progress or {}).items() if k != PRETRAINED_KEY}, "stage": "done"}
             old.save(update_fields=["status", "progress"])
         new = None
         if target.version is not None:
@@ -497,23 +513,33 @@ def _queue(work, fingerprint: str) -> None:
 
 # -- housekeeping ---------------------------------------------------------------------------------------
 
-def prune() -> dict[str, int]:
-    """Delete the rows and whitenings of fingerprints no search, build or rollback needs.
+class Pruned(dict):
+    """What :func:`prune` deleted: the rows per fingerprint (the dict itself, as before), and in
+    ``files`` how many index files the backend removed (FAISS: this machine's ``PATH``)."""
+
+    files: int = 0
+
+
+def prune() -> Pruned:
+    """Delete the rows and whitenings of fingerprints no search, build or rollback needs, and the
+    index files the backend keeps of them (:meth:`~visual_search.backends.base.BaseBackend.forget_fingerprints`).
 
     Keeps the active and building versions' vectors and those :func:`rollback` returns to; a
     retired version pruned can still be activated again (its vectors are then computed anew).
-    Returns the rows deleted per fingerprint.
+    Files of a fingerprint whose rows an earlier prune deleted, or another machine's prune, go too:
+    they are as unused. Returns the rows deleted per fingerprint, with ``files``.
     """
     keep = set(indexing_fingerprints())
     target = rollback_fingerprint()
     if target:
         keep.add(target)
     gone = ImageEmbedding.objects.exclude(fingerprint__in=keep)
-    counts = {fp: n for fp, n in _count_by_fingerprint(gone).items()}
+    counts = Pruned(_count_by_fingerprint(gone))
     if counts:
         gone.delete()
         Whitening.objects.exclude(fingerprint__in=keep).delete()
         _expire()
+    counts.files = get_backend().forget_fingerprints(keep)
     return counts
 
 
@@ -550,6 +576,7 @@ def fingerprint_summary() -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "NotBetter",
     "VersionError",
     "activate",
     "active_version",

@@ -83,6 +83,14 @@ class BaseBackend:
         """Forget what this process keeps in memory, so the next search reads the stored state
         again (a switch of model version). Unlike :meth:`reset`, never drops persistent data."""
 
+    def forget_fingerprints(self, keep: Collection[str]) -> int:
+        """Delete what the backend stores of its own for every fingerprint not in ``keep``, and
+        return how many stores (files) went. :func:`~visual_search.versions.prune` calls it once
+        the rows of those fingerprints are deleted: nothing searches them any more, and a store
+        left behind would grow the disk with every retrained version. The default keeps nothing
+        of its own: 0."""
+        return 0
+
     def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
         """The ``Whitening`` of this model was just (re)learned, in this process.
 

@@ -428,6 +428,34 @@ class FaissBackend(BaseBackend):
     def expire(self) -> None:
         self.reset()  # memory only: the files stay
 
+    def forget_fingerprints(self, keep: Collection[str]) -> int:
+        """Delete this machine's index files (and their locks) of every fingerprint not in ``keep``.
+
+        Only files named as this backend names them (``<result type>-<fingerprint>.faiss``) are
+        touched, so the files of the versions in use or being built stay. Each machine has its own
+        ``PATH``: run ``visual_search_versions prune`` on each to free them all.
+        """
+        keep = set(keep)
+        removed = 0
+        with self._lock:
+            for key in [key for key in self._indexes if key[1] not in keep]:
+                del self._indexes[key]
+            if not self.path.is_dir():
+                return 0
+            for file in sorted(self.path.glob("*-*.faiss")):
+                result_type, _, fingerprint = file.stem.partition("-")
+                if not result_type.isdigit() or not fingerprint or fingerprint in keep:
+                    continue
+                key = (int(result_type), fingerprint)
+                with self._file_lock(key):  # not while a process still writes it
+                    try:
+                        file.unlink()
+                        removed += 1
+                    except FileNotFoundError:
+                        pass  # another process pruned it first
+                self._file(key).with_suffix(".lock").unlink(missing_ok=True)
+        return removed
+
     def rebuild(self, rows, *, progress=None) -> int:
         """Build every index from ``rows`` at once (clustering needs them all) and save the files.
 

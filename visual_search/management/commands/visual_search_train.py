@@ -119,6 +119,20 @@ class Command(BaseCommand):
             self.stdout.write(f"  {'VGG16 passes per image':<22} {n_before} x {size_before} px -> {n_after} x {size_after} px{pace}")
         if before.get("note"):
             self.stdout.write(f"  ({before['note']})")
+        self._time_limit(metrics)
+
+    def _time_limit(self, metrics):
+        """Say so when --time-limit cut the epochs short: the log line alone went unseen, and the
+        figures above are of fewer epochs than asked for."""
+        options = metrics.get("options") or {}
+        run, planned, limit = metrics.get("epochs_run"), options.get("epochs"), options.get("time_limit")
+        if not limit or not isinstance(run, int) or not isinstance(planned, int) or run >= planned:
+            return
+        self.stdout.write(self.style.WARNING(
+            f"Training stopped early, after {run} of {planned} epochs: another would have passed the time limit "
+            f"of {limit:g} s. The figures above are of those {run}. To train every epoch, raise --time-limit, "
+            f"or lower --epochs (--epochs {run} fits this time)."
+        ))
 
     def _model(self, label):
         if not label:

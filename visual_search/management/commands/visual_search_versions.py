@@ -91,11 +91,17 @@ class Command(BaseCommand):
     def _prune(self, **options):
         keep = rollback_fingerprint()
         counts = prune()
+        files = (
+            f" Removed {counts.files} index file{'s' if counts.files != 1 else ''} of pruned versions from this machine's index folder."
+            if counts.files else ""
+        )
         if not counts:
-            self.stdout.write("Nothing to prune: only the vectors in use and those a rollback needs are stored.")
+            self.stdout.write(f"Nothing to prune: only the vectors in use and those a rollback needs are stored.{files}")
             return
         for fingerprint, n in sorted(counts.items()):
             self.stdout.write(f"Deleted {n} vectors of fingerprint {fingerprint or '(none)'}.")
+        if files:
+            self.stdout.write(files.strip())
         kept = f" and those of {keep}, which `rollback` returns to" if keep else ""
         self.stdout.write(self.style.SUCCESS(f"Kept the vectors in use{kept}. A pruned version can still be activated: its vectors are computed again."))
 
