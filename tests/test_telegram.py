@@ -84,31 +84,88 @@ def add_photo(api, file_id: str, product: str) -> int:
     return len(api.files[file_id])
 
 
-def test_a_photo_gets_the_right_product_first_with_photo_price_and_link(client, api, shop):
+def album(params: dict) -> list[dict]:
+    """The pictures of a sendMediaGroup call, each with its caption and its URL or uploaded bytes."""
+    media = json.loads(params["media"])
+    for item in media:
+        if item["media"].startswith("attach://"):
+            item["bytes"] = params[item["media"][len("attach://"):]]
+    return media
+
+
+def test_a_photo_gets_one_album_with_the_right_product_first_its_price_match_and_link(client, api, shop):
     size = add_photo(api, "pink", "Pink-Lady")
     response = post(client, photo("pink", size))
     assert response.status_code == 200 and response.json() == {}
-    # The largest rendition that fits was fetched, then downloaded from the file path.
-    assert api.methods()[:2] == ["getFile", "download"] and api.calls[0][1]["file_id"] == "pink"
-    sent = api.sent("sendPhoto")
-    assert len(sent) == 3
+    # "sending photo..." at once, then the largest rendition that fits, fetched and downloaded.
+    assert api.methods()[:3] == ["sendChatAction", "getFile", "download"] and api.calls[1][1]["file_id"] == "pink"
+    assert api.calls[0][1] == {"chat_id": str(CHAT), "action": "upload_photo"}
+    # One album of the three results, not a message each.
+    assert "sendPhoto" not in api.methods() and len(api.sent("sendMediaGroup")) == 1
+    [params] = api.sent("sendMediaGroup")
+    pictures = album(params)
     pink = shop["Pink-Lady"]
-    assert sent[0]["chat_id"] == str(CHAT)
-    assert sent[0]["caption"] == f"1. Pink Lady — {pink.pk}.90 SEK\nhttp://testserver/products/{pink.pk}/"
-    assert sent[0]["photo"].startswith("http://testserver/media/visual_search/thumbnails/")
-    assert [p["caption"].split("\n")[0][:2] for p in sent] == ["1.", "2.", "3."]
+    assert params["chat_id"] == str(CHAT) and "reply_parameters" not in params  # a private chat: no quote
+    assert len(pictures) == 3 and {p["type"] for p in pictures} == {"photo"}
+    title, link = pictures[0]["caption"].split("\n")
+    assert title.startswith(f"1. Pink Lady — {pink.pk}.90 SEK · ") and title.endswith("% match")
+    assert link == f"http://testserver/products/{pink.pk}/"
+    assert [p["caption"].split("\n")[0][:2] for p in pictures] == ["1.", "2.", "3."]
+    # testserver is no host Telegram can reach: the thumbnails are uploaded from the storage.
+    assert all(p["bytes"][:2] == b"\xff\xd8" for p in pictures)  # JPEGs
+
+
+def test_on_a_public_host_telegram_fetches_the_thumbnails_itself(client, api, shop, settings):
+    settings.VISUAL_SEARCH_TELEGRAM = {**settings.VISUAL_SEARCH_TELEGRAM, "SITE_URL": "https://shop.example"}
+    post(client, photo("pink", add_photo(api, "pink", "Pink-Lady")))
+    pictures = album(api.sent("sendMediaGroup")[0])
+    assert all(p["media"].startswith("https://shop.example/media/visual_search/thumbnails/") for p in pictures)
+
+
+def test_a_host_telegram_cannot_fetch_from_is_uploaded_from_storage_and_remembered(client, api, shop, settings, caplog):
+    settings.VISUAL_SEARCH_TELEGRAM = {**settings.VISUAL_SEARCH_TELEGRAM, "SITE_URL": "https://shop.example"}
+    api.fail("sendMediaGroup", "400:Bad Request: failed to get HTTP URL content")
+    size = add_photo(api, "pink", "Pink-Lady")
+    with caplog.at_level(logging.WARNING, logger="visual_search"):
+        post(client, photo("pink", size))
+    first, second = (album(params) for params in api.sent("sendMediaGroup"))
+    assert first[0]["media"].startswith("https://") and all("bytes" in p for p in second)
+    assert "could not fetch the pictures" in caplog.text
+    assert [m["text"] for m in api.sent("sendMessage")] in ([], [replies.unsure()])  # no results as text
+    # The next search does not try the URLs again.
+    post(client, photo("pink", size))
+    assert len(api.sent("sendMediaGroup")) == 3 and all("bytes" in p for p in album(api.sent("sendMediaGroup")[-1]))
+
+
+def test_a_single_result_is_one_photo(client, api, shop, settings):
+    settings.VISUAL_SEARCH_TELEGRAM = {**settings.VISUAL_SEARCH_TELEGRAM, "RESULTS": 1}
+    post(client, photo("pink", add_photo(api, "pink", "Pink-Lady")))  # an album needs two
+    [sent] = api.sent("sendPhoto")
+    assert sent["caption"].startswith("1. Pink Lady — ") and not api.sent("sendMediaGroup")
+
+
+def test_in_a_group_the_answers_reply_to_the_customer_s_photo(client, api, shop):
+    body = photo("pink", add_photo(api, "pink", "Pink-Lady"))
+    body["message"].update(message_id=77, chat={"id": -100123, "type": "supergroup", "title": "Shop fans"})
+    post(client, body)
+    text = update({"text": "/help", "message_id": 78, "chat": {"id": -100123, "type": "group", "title": "Fans"}})
+    post(client, text)
+    replies_to = [json.loads(params["reply_parameters"])["message_id"] for params in api.sent()]
+    assert replies_to[-1] == 78 and set(replies_to[:-1]) == {77} and api.sent("sendMediaGroup")
 
 
 def test_an_image_sent_as_a_file_gets_results(client, api, shop):
     size = add_photo(api, "banana-doc", "Banana")
     post(client, update({"document": {"file_id": "banana-doc", "file_unique_id": "d", "file_name": "IMG_1.JPG",
                                       "mime_type": "image/jpeg", "file_size": size}}))
-    assert api.sent("sendPhoto")[0]["caption"].startswith("1. Banana — ")
+    assert album(api.sent("sendMediaGroup")[0])[0]["caption"].startswith("1. Banana — ")
 
 
 @pytest.mark.parametrize("message, answer", [
     ({"text": "hello"}, replies.help_text()),
     ({"text": "/start"}, replies.welcome()),
+    ({"text": "/help"}, replies.usage()),
+    ({"text": "/help@ShopBot"}, replies.usage()),
     ({"sticker": {"file_id": "s", "file_unique_id": "s", "width": 512, "height": 512, "is_animated": False,
                   "is_video": False, "type": "regular"}}, replies.sticker()),
     ({"document": {"file_id": "pdf", "file_unique_id": "f", "file_name": "list.pdf", "mime_type": "application/pdf",
@@ -119,6 +176,11 @@ def test_what_is_not_a_photo_gets_a_helpful_sentence_and_nothing_is_fetched(clie
     assert post(client, update(message)).status_code == 200
     assert api.methods() == ["sendMessage"]
     assert api.sent()[0] == {"chat_id": str(CHAT), "text": answer}
+
+
+def test_help_says_how_to_search_and_start_greets():
+    assert replies.usage() != replies.welcome()
+    assert "Crop" in replies.usage() and "% match" in replies.usage() and "JPEG" in replies.usage()
 
 
 @pytest.mark.parametrize("language, expected", [("de", "de"), ("fr-CA", "fr"), ("pt-br", "pt-br"), ("xx", "en-us"), ("", "en-us")])
@@ -157,13 +219,13 @@ def test_a_file_getfile_reports_too_large_is_refused_unread(client, api):
     api.files["sly"] = b"x"
     api.file_sizes["sly"] = 30 * 1024 * 1024  # the update did not say; getFile does
     post(client, update({"document": {"file_id": "sly", "file_unique_id": "s", "mime_type": "image/jpeg"}}))
-    assert api.methods() == ["getFile", "sendMessage"] and "too large" in api.sent()[0]["text"]
+    assert api.methods() == ["sendChatAction", "getFile", "sendMessage"] and "too large" in api.sent()[0]["text"]
 
 
 def test_a_file_that_is_not_really_an_image_gets_the_app_message(client, api, shop):
     api.files["fake"] = b"this is not a picture"
     post(client, update({"document": {"file_id": "fake", "file_unique_id": "f", "mime_type": "image/jpeg", "file_size": 21}}))
-    assert api.methods() == ["getFile", "download", "sendMessage"]
+    assert api.methods() == ["sendChatAction", "getFile", "download", "sendMessage"]
     assert api.sent()[0]["text"] == replies.unreadable() == "I could not read that image. Send a photo of the product (JPEG, PNG or WebP)."
 
 
@@ -176,6 +238,19 @@ def test_a_refused_kind_of_file_is_named_in_the_customer_s_language(client, api,
     with translation.override("de"):
         expected = replies.unreadable("SVG")
     assert api.sent()[0]["text"] == expected and expected.startswith("SVG-Dateien")
+    assert api.methods() == ["sendMessage"]  # refused as the update announced it: nothing downloaded
+
+
+@pytest.mark.parametrize("document", [
+    {"mime_type": "image/svg+xml", "file_name": "logo.svg"},
+    {"file_name": "plan.SVG"},  # no type: its name says it
+    {"mime_type": "image/vnd.adobe.photoshop", "file_name": "mockup.psd"},
+])
+def test_an_unsupported_image_format_is_refused_before_any_download(client, api, document):
+    post(client, update({"document": {"file_id": "doc", "file_unique_id": "d", "file_size": 4000, **document}}))
+    assert api.methods() == ["sendMessage"]
+    text = api.sent()[0]["text"]
+    assert text == replies.unreadable(text.split(" ")[0]) and "JPEG, PNG or WebP" in text
 
 
 @pytest.mark.parametrize("secret", [None, "wrong", SECRET + "x"])
@@ -249,19 +324,20 @@ def test_a_400_is_logged_and_nothing_breaks(client, api, caplog):
     assert "chat not found" in caplog.text.lower()
 
 
-def test_a_picture_telegram_cannot_fetch_goes_out_as_text(client, api, shop, caplog):
+def test_pictures_telegram_refuses_go_out_as_one_text(client, api, shop, caplog):
     size = add_photo(api, "pink", "Pink-Lady")
-    api.fail("sendPhoto", "400")
+    api.fail("sendMediaGroup", "400:Bad Request: PHOTO_INVALID_DIMENSIONS")
     with caplog.at_level(logging.WARNING, logger="visual_search"):
         post(client, photo("pink", size))
-    assert any(m["text"].startswith("1. Pink Lady — ") for m in api.sent("sendMessage"))
-    assert len(api.sent("sendPhoto")) == 3 and "refused the picture" in caplog.text
+    [text] = [m["text"] for m in api.sent("sendMessage") if m["text"].startswith("1. ")]
+    assert text.startswith("1. Pink Lady — ") and "\n\n2. " in text and "\n\n3. " in text
+    assert len(api.sent("sendMediaGroup")) == 1 and "refused the pictures" in caplog.text
 
 
 def test_a_photo_too_large_in_full_is_searched_in_a_smaller_rendition(client, api, shop):
     api.files["thumb"] = catalogue_image("Pink-Lady").read_bytes()
     post(client, photo("huge", 25 * 1024 * 1024))
-    assert api.calls[0][1]["file_id"] == "thumb" and len(api.sent("sendPhoto")) == 3
+    assert api.calls[1][1]["file_id"] == "thumb" and len(album(api.sent("sendMediaGroup")[0])) == 3
 
 
 def test_a_lost_connection_is_logged_and_the_webhook_still_answers(client, api, shop, caplog):
@@ -271,7 +347,7 @@ def test_a_lost_connection_is_logged_and_the_webhook_still_answers(client, api, 
     with caplog.at_level(logging.WARNING, logger="visual_search"):
         assert post(client, photo("pink", size)).status_code == 200  # getFile: the failure reply is lost too
         assert post(client, update({"text": "hello"})).status_code == 200
-    assert api.methods() == ["getFile", "sendMessage", "sendMessage"]
+    assert api.methods() == ["sendChatAction", "getFile", "sendMessage", "sendMessage"]
     assert "search by photo for chat 4242 failed" in caplog.text and "NetworkError" in caplog.text
 
 
@@ -295,7 +371,7 @@ def test_with_celery_the_task_gets_json_safe_arguments(client, api, shop, settin
     [(name, args)] = sent
     assert name == HANDLE_MESSAGE
     handle_message(*args)  # as the worker runs it
-    assert api.sent("sendPhoto")[0]["caption"].startswith("1. Pink Lady — ")
+    assert album(api.sent("sendMediaGroup")[0])[0]["caption"].startswith("1. Pink Lady — ")
 
 
 def test_a_broker_that_is_down_falls_back_to_a_thread(api, settings, monkeypatch):

@@ -18,7 +18,8 @@ TOKEN = "123456:TEST-token_abc"
 
 class FakeBotAPI:
     """``url`` is the API_URL to configure; ``calls`` lists ``(method, params, time)``; ``files`` maps a
-    file_id to its bytes; ``fail(method, *outcomes)`` scripts the next answers ("429:N", "400", "drop")."""
+    file_id to its bytes; ``fail(method, *outcomes)`` scripts the next answers ("429:N", "400", "400:its
+    description", "drop")."""
 
     def __init__(self, token: str = TOKEN):
         self.token = token
@@ -50,8 +51,8 @@ class FakeBotAPI:
         return [method for method, _, _ in self.calls]
 
     def sent(self, method: str | None = None) -> list[dict]:
-        """The params of every successful-looking reply call (sendMessage, sendPhoto), in order."""
-        wanted = (method,) if method else ("sendMessage", "sendPhoto")
+        """The params of every reply call (sendMessage, sendPhoto, sendMediaGroup), in order."""
+        wanted = (method,) if method else ("sendMessage", "sendPhoto", "sendMediaGroup")
         return [params for name, params, _ in self.calls if name in wanted]
 
     def wait_for(self, method: str, count: int = 1, timeout: float = 60) -> list[dict]:
@@ -109,8 +110,9 @@ class FakeBotAPI:
                     seconds = int(outcome.split(":")[1])
                     return self._reply(429, {"ok": False, "error_code": 429, "parameters": {"retry_after": seconds},
                                              "description": f"Too Many Requests: retry after {seconds}"})
-                if outcome == "400":
-                    return self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
+                if outcome and outcome.startswith("400"):
+                    description = outcome[4:] or "Bad Request: chat not found"
+                    return self._reply(400, {"ok": False, "error_code": 400, "description": description})
                 return self._reply(200, {"ok": True, "result": self._result(method, params)})
 
             def _params(self, body: bytes) -> dict:
@@ -119,7 +121,9 @@ class FakeBotAPI:
                     return json.loads(body or b"{}")
                 if kind.startswith("multipart/form-data"):
                     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {kind}\r\n\r\n".encode() + body)
-                    return {part.get_param("name", header="content-disposition"): part.get_content()
+                    # Files as bytes; fields as UTF-8 text (python-telegram-bot names no charset).
+                    return {part.get_param("name", header="content-disposition"):
+                            part.get_payload(decode=True) if part.get_filename() else part.get_payload(decode=True).decode()
                             for part in message.iter_parts()}
                 return dict(parse_qsl(body.decode()))
 
@@ -137,6 +141,11 @@ class FakeBotAPI:
                     photo = [{"file_id": "sent", "file_unique_id": "sent", "width": 320, "height": 240}]
                     return {"message_id": len(fake.calls), "date": now, "chat": chat, "photo": photo,
                             "caption": params.get("caption", "")}
+                if method == "sendMediaGroup":
+                    photo = [{"file_id": "sent", "file_unique_id": "sent", "width": 320, "height": 240}]
+                    return [{"message_id": len(fake.calls) * 100 + i, "date": now, "chat": chat, "photo": photo,
+                             "media_group_id": str(len(fake.calls)), "caption": item.get("caption", "")}
+                            for i, item in enumerate(json.loads(params["media"]))]
                 if method == "setWebhook":
                     fake.webhook = {"url": params["url"], "allowed_updates": json.loads(params.get("allowed_updates", "[]"))}
                     return True

@@ -12,6 +12,7 @@ from django.apps import apps
 from django.conf import settings as django_settings
 from django.utils import translation
 
+from visual_search.conf import settings as visual_search_settings
 from visual_search.exceptions import ImageTooLarge, InvalidImage
 from visual_search.registry import search_model
 from visual_search.results import describe
@@ -24,7 +25,18 @@ from .site import site_request
 
 logger = logging.getLogger("visual_search")
 
-START_COMMANDS = ("/start", "/help")
+START_COMMANDS = ("/start",)
+HELP_COMMANDS = ("/help",)
+
+# The Pillow format of each image MIME type a service may announce, to refuse a format before its
+# download. A type not listed here is fetched, and the decoder decides.
+MIME_FORMATS = {
+    "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF",
+    "image/webp": "WEBP", "image/bmp": "BMP", "image/x-ms-bmp": "BMP", "image/tiff": "TIFF",
+    "image/heic": "HEIF", "image/heif": "HEIF", "image/avif": "AVIF", "image/svg+xml": "SVG",
+    "image/x-icon": "ICO", "image/vnd.microsoft.icon": "ICO", "image/vnd.adobe.photoshop": "PSD",
+    "image/x-eps": "EPS", "application/postscript": "EPS", "image/jp2": "JPEG2000",
+}
 
 
 def language_of(message: IncomingMessage) -> str:
@@ -60,7 +72,10 @@ def _answer(messenger: Messenger, message: IncomingMessage, site_url: str | None
 
 def answer_to(message: IncomingMessage) -> str:
     """The sentence for what is not a photo to search."""
-    if message.kind == TEXT and message.text.strip().lower().startswith(START_COMMANDS):
+    command = message.text.strip().lower() if message.kind == TEXT else ""
+    if command.startswith(HELP_COMMANDS):
+        return replies.usage()
+    if command.startswith(START_COMMANDS):
         return replies.welcome()
     if message.kind == STICKER:
         return replies.sticker()
@@ -73,6 +88,9 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
     limit = messenger.max_photo_bytes
     if message.file_size and message.file_size > limit:
         messenger.reply_text(message, replies.too_large(limit))
+        return
+    if refused := refused_format(message.mime_type):
+        messenger.reply_text(message, replies.unreadable(refused))
         return
     try:
         photo = messenger.download(message)
@@ -94,6 +112,14 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
     if not is_confident(results):
         messenger.reply_text(message, replies.unsure())
     messenger.reply_with_results(message, describe(results, request))
+
+
+def refused_format(mime_type: str) -> str:
+    """The format ("SVG") of a file the search would refuse, as the service announced its type; ""
+    when it may be searched. Saves downloading a file only to refuse it."""
+    kind = MIME_FORMATS.get(mime_type.split(";")[0].strip().lower(), "")
+    allowed = {str(name).upper() for name in visual_search_settings.ALLOWED_FORMATS}
+    return "" if not kind or kind in allowed else kind
 
 
 def searched_model(messenger: Messenger):

@@ -31,6 +31,9 @@ class IncomingMessage:
     file_size: int | None = None  # as the service announced it, before any download
     mime_type: str = ""
     language: str = ""  # the customer's language code, when the service tells it
+    # The message to answer as a reply, where a chat has several people (a Telegram group): there a
+    # bare answer would not say whose photo it is. Empty in a one-to-one chat.
+    reply_to: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

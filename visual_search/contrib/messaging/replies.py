@@ -7,6 +7,8 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
+from visual_search.widget import match_percent
+
 # Telegram's limit for a photo's caption; WhatsApp's and Viber's are larger.
 CAPTION_LIMIT = 1024
 
@@ -17,6 +19,14 @@ def welcome() -> str:
 
 def help_text() -> str:
     return _("I find products by photo: send me a photo of a product (a picture, or an image file).")
+
+
+def usage() -> str:
+    """The answer to /help: how to get a good answer, and what the "% match" of a result means."""
+    return _("Send me a photo of a product, as a photo or as an image file (JPEG, PNG or WebP). Crop it to the "
+             "product, or take it close up with little else in the picture: I compare the whole photo. Each "
+             "result says how likely it is the product in your photo (\"87% match\"); when none is likely, I "
+             "say so and show the closest ones.")
 
 
 def sticker() -> str:
@@ -57,12 +67,14 @@ def failed() -> str:
 
 
 def caption(item: Mapping[str, Any], rank: int) -> str:
-    """``"1. Pink Lady — 12.90 SEK"``, then the product's link on its own line; the price only when
-    the shop's result adapter gives one."""
+    """``"1. Pink Lady — 12.90 SEK · 87% match"``, then the product's link on its own line; the price
+    only when the shop's result adapter gives one, the match as the web cards word it."""
     title = f"{rank}. {item.get('name') or ''}"
     price = item.get("price")
     if price not in (None, ""):
         title += f" — {price}" + (f" {item['currency']}" if item.get("currency") else "")
+    if item.get("score") is not None:
+        title += f" · {match_percent(item['score'])}"
     link = item.get("url") or ""
     room = CAPTION_LIMIT - len(link) - 1
     if len(title) > room:

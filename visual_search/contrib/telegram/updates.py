@@ -6,11 +6,13 @@ even for updates of a newer Bot API than the installed library knows.
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
 from visual_search.contrib.messaging.messages import FILE, OTHER, PHOTO, STICKER, TEXT, IncomingMessage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic")
+GROUP_CHATS = ("group", "supergroup")  # where several people talk: answers are replies to their photo
 
 
 def incoming_message(update: Any, max_bytes: int) -> IncomingMessage | None:
@@ -22,6 +24,8 @@ def incoming_message(update: Any, max_bytes: int) -> IncomingMessage | None:
     sender = message.get("from") if isinstance(message.get("from"), dict) else {}
     common = {"chat_id": str(chat["id"]), "event_id": str(update.get("update_id", "")),
               "language": str(sender.get("language_code") or "")}
+    if chat.get("type") in GROUP_CHATS and message.get("message_id") is not None:
+        common["reply_to"] = str(message["message_id"])
     return IncomingMessage(**common, **_content(message, max_bytes))
 
 
@@ -34,7 +38,7 @@ def _content(message: dict, max_bytes: int) -> dict[str, Any]:
         document = message["document"]
         kind = PHOTO if is_image(document) else FILE
         return {"kind": kind, "file_id": str(document.get("file_id", "")), "file_size": document.get("file_size"),
-                "mime_type": str(document.get("mime_type") or "")}
+                "mime_type": document_type(document)}
     if isinstance(message.get("sticker"), dict):
         return {"kind": STICKER}
     if isinstance(message.get("text"), str):
@@ -53,7 +57,14 @@ def pick_photo_size(sizes: list, max_bytes: int) -> dict:
 
 def is_image(document: dict) -> bool:
     """An image sent "as a file": by its MIME type, else by its name."""
-    mime = str(document.get("mime_type") or "").lower()
+    mime = document_type(document)
     if mime:
         return mime.startswith("image/")
     return str(document.get("file_name") or "").lower().endswith(IMAGE_EXTENSIONS)
+
+
+def document_type(document: dict) -> str:
+    """The document's MIME type as Telegram gives it, else as its name says ("plan.svg": an SVG), so
+    that a format the search refuses is refused before any download."""
+    mime = str(document.get("mime_type") or "").lower()
+    return mime or (mimetypes.guess_type(str(document.get("file_name") or ""))[0] or "")
