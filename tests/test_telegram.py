@@ -229,6 +229,14 @@ def test_a_file_that_is_not_really_an_image_gets_the_app_message(client, api, sh
     assert api.sent()[0]["text"] == replies.unreadable() == "I could not read that image. Send a photo of the product (JPEG, PNG or WebP)."
 
 
+def test_a_blank_photo_is_asked_again_not_matched(client, api, shop, jpeg_bytes):
+    """A lens cap's photo is one colour all over: "that looks blank", not products at 44 %."""
+    api.files["cap"] = jpeg_bytes((4, 4, 4), (640, 480))
+    post(client, update({"photo": [{"file_id": "cap", "file_unique_id": "c", "width": 640, "height": 480, "file_size": 2000}]}))
+    assert api.methods() == ["sendChatAction", "getFile", "download", "sendMessage"]
+    assert api.sent()[0]["text"] == replies.blank() == "That photo looks blank. Take one with the product in view."
+
+
 def test_a_refused_kind_of_file_is_named_in_the_customer_s_language(client, api, shop, settings):
     """A drawing sent as a file, by a German customer: German words, not the API's English detail."""
     api.files["plan"] = b'<svg xmlns="http://www.w3.org/2000/svg"></svg>'

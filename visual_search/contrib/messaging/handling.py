@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.utils import translation
 
 from visual_search.conf import settings as visual_search_settings
-from visual_search.exceptions import ImageTooLarge, InvalidImage
+from visual_search.exceptions import BlankImage, ImageTooLarge, InvalidImage
 from visual_search.registry import search_model
 from visual_search.results import describe
 from visual_search.search import is_confident, search_by_image
@@ -98,6 +98,9 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
         results = search_by_image(photo, searched_model(messenger), limit=int(messenger.settings.RESULTS), request=request)
     except (FileTooLarge, ImageTooLarge):
         messenger.reply_text(message, replies.too_large(limit))
+        return
+    except BlankImage:  # a lens cap: "could not read that image" would be wrong
+        messenger.reply_text(message, replies.blank())
         return
     except InvalidImage as exc:  # its own sentence is English: the customer's language instead
         messenger.reply_text(message, replies.unreadable(getattr(exc, "kind", "")))

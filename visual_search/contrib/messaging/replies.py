@@ -44,6 +44,10 @@ def unreadable(kind: str = "") -> str:
     return _("I could not read that image. Send a photo of the product (JPEG, PNG or WebP).")
 
 
+def blank() -> str:
+    return _("That photo looks blank. Take one with the product in view.")
+
+
 def too_large(max_bytes: int) -> str:
     megabytes = max_bytes / (1024 * 1024)
     return _("That photo is too large: at most %(mb)g MB. Send it as a photo rather than as a file, or send a "
