@@ -163,6 +163,34 @@ def test_async_without_a_broker_runs_in_process_when_asked(imported, settings):
     assert ImageEmbedding.objects.filter(status="ready").count() == 3
 
 
+def test_images_queued_for_the_workers_count_as_pending_not_missing(imported, settings, monkeypatch):
+    """`--async` (and the admin's buttons, the sweep) queued never-indexed images without a row: the
+    status said "missing" until a worker got to them, and each sweep queued them all again."""
+    from visual_search import queue, tasks
+
+    run("visual_search_reindex")  # in-process: three ready, the broken one failed
+    before = dict(ImageEmbedding.objects.values_list("object_id", "updated_at"))
+    ImageEmbedding.objects.filter(object_id=str(imported[0].pk)).delete()  # never indexed, as a bulk import
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args, **kwargs: sent.append(args[2]))
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out, _ = run("visual_search_reindex", "--async")
+    assert "Queued 4 of 4 images" in out
+    rows = {row.object_id: row for row in ImageEmbedding.objects.all()}
+    assert rows[str(imported[0].pk)].status == "pending"
+    # What was there is left as it was: a ready vector stays searchable until a worker replaces it.
+    assert [rows[str(p.pk)].status for p in imported[1:]] == ["ready", "ready", "failed"]
+    assert all(rows[str(p.pk)].updated_at == before[str(p.pk)] for p in imported[1:])
+    out, _ = run("visual_search_status")
+    assert "1 image has been pending for less than SWEEP_AFTER_SECONDS" in out
+    table = dict(zip(out.split("\n")[1].split(), out.split("\n")[2].split()))
+    assert (table["pending"], table["missing"]) == ("1", "0")
+    # The sweep leaves it to the worker it was queued for, until SWEEP_AFTER_SECONDS have passed.
+    sent.clear()
+    tasks.sweep()
+    assert sent == []
+
+
 def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkeypatch):
     """It printed "Queued 0 of 3" in green and exited 0; with the project's Celery app not imported,
     it blamed the broker."""

@@ -112,6 +112,43 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     return len(touched) > len(outdated)
 
 
+def mark_queued(registration: Registration, pks: Sequence[Any]) -> int:
+    """Pending rows for those of ``pks`` with no row of an indexing fingerprint yet (never indexed,
+    or only by another model), as work for them is queued: ``visual_search_status`` and the admin
+    count them pending, not missing or stale, and the sweep queues them again only once they have
+    waited ``SWEEP_AFTER_SECONDS`` (a lost task), not at each of its runs. An existing row is left
+    as it is: a ready vector stays searchable until its recomputation replaces it. Returns how many
+    rows were made."""
+    fingerprints = indexing_fingerprints()
+    content_type = ContentType.objects.get_for_model(registration.model)
+    keys = {str(pk) for pk in pks}
+    have = set(
+        ImageEmbedding.objects.filter(
+            content_type=content_type, field_name=registration.image_field, object_id__in=keys, fingerprint__in=fingerprints
+        ).values_list("object_id", "fingerprint")
+    )
+    if len(have) == len(keys) * len(fingerprints):
+        return 0
+    field = registration.image_field
+    objects = (
+        registration.model._default_manager.filter(pk__in=[pk for pk in pks])
+        .exclude(**{f"{field}__isnull": True}).exclude(**{field: ""})
+        .values_list("pk", registration.result_pk_lookup())
+    )
+    result_type = ContentType.objects.get_for_model(registration.result_model)
+    rows = [
+        ImageEmbedding(
+            content_type=content_type, object_id=str(pk), field_name=field, fingerprint=fingerprint,
+            result_type=result_type, result_id=str(result_pk), status=Status.PENDING,
+        )
+        for pk, result_pk in objects if result_pk is not None
+        for fingerprint in fingerprints if (str(pk), fingerprint) not in have
+    ]
+    # A worker may make the same row meanwhile: its row wins.
+    ImageEmbedding.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
 def remove_from_backend(ids: list[int]) -> None:
     """Take rows' vectors out of the search backend after the commit that changed them. A backend
     that fails (pgvector without its extension, its database down) is logged, never raised: the

@@ -19,7 +19,7 @@ from django.utils.translation import gettext
 from .batching import chunked
 from .conf import settings
 from .exceptions import WeightsUnavailable
-from .indexing import index_objects
+from .indexing import index_objects, mark_queued
 from .registry import get_registration
 
 logger = logging.getLogger("visual_search")
@@ -112,8 +112,9 @@ def fit_unqueued() -> None:
 def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = False, fingerprint: str | None = None) -> int:
     """Schedule embedding of ``pks``: Celery tasks of ``BATCH_SIZE`` ids, or in-process when no broker.
 
-    Never raises: a save must not fail because the broker is down. Rows stay pending and the
-    sweep picks them up when it is back. Returns how many objects were scheduled (or done).
+    Never raises: a save must not fail because the broker is down. Rows stay pending (those of
+    objects never indexed are made pending first, :func:`~visual_search.indexing.mark_queued`) and
+    the sweep picks them up when it is back. Returns how many objects were scheduled (or done).
     ``fingerprint`` limits the work to one model version (see ``embed_objects``).
     """
     pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
@@ -123,6 +124,8 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
         return _run_in_process(label, image_field, pks, force, fingerprint)
     done = 0
     for batch in chunked(pks, int(settings.BATCH_SIZE)):
+        if fingerprint is None:  # a model version's build counts its own progress
+            _mark_queued(label, image_field, batch)
         try:
             args = (label, image_field, batch, force) + ((fingerprint,) if fingerprint else ())
             send(EMBED_OBJECTS, args, queue=settings.QUEUE, retry=True, retry_policy=PUBLISH_RETRY)
@@ -136,6 +139,13 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
                 broker_problem(exc),
             )
     return done
+
+
+def _mark_queued(label: str, image_field: str, pks: list) -> None:
+    try:
+        mark_queued(get_registration(label, image_field), pks)
+    except Exception:  # the database: the work is queued all the same, and shows as missing
+        logger.warning("Could not mark %s images of %s pending before queueing them", len(pks), label, exc_info=True)
 
 
 def _run_in_process(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None = None) -> int:
