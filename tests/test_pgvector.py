@@ -100,8 +100,9 @@ def clustered(n: int, seed: int = 0, clusters: int = 40) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def store(vectors: np.ndarray, result_ids=None, start: int = 0) -> list:
-    """Ready ImageEmbedding rows (one image each, result ``str(i)`` unless given) for Product."""
+def store(vectors: np.ndarray, result_ids=None, start: int = 0, fingerprint: str | None = None) -> list:
+    """Ready ImageEmbedding rows (one image each, result ``str(i)`` unless given) for Product, of
+    the fingerprint in use unless given."""
     from django.contrib.contenttypes.models import ContentType
 
     from tests.testapp.models import Product
@@ -109,7 +110,7 @@ def store(vectors: np.ndarray, result_ids=None, start: int = 0) -> list:
     from visual_search.models import ImageEmbedding
 
     ct = ContentType.objects.get_for_model(Product)
-    fingerprint = current_fingerprint()
+    fingerprint = fingerprint or current_fingerprint()
     rows = [
         ImageEmbedding(content_type=ct, object_id=str(start + i), field_name="image", result_type=ct,
                        result_id=str(result_ids[i] if result_ids is not None else start + i), status="ready",
@@ -299,6 +300,93 @@ def test_a_version_switch_gives_pgvector_the_target_versions_vectors(pg_backend)
     assert pg_backend.search(vectors[3], **search_kwargs(limit=1)) == []
     versions._fill_backend(search_kwargs()["fingerprint"], skip=set())
     assert ids(pg_backend.search(vectors[3], **search_kwargs(limit=1))) == ["3"]
+
+
+def _generations() -> tuple[list[tuple[str, str, bool]], int]:
+    """``(fingerprint, state, has its table)`` of every generation listed, and how many vector tables exist."""
+    from visual_search.backends.pgvector import schema
+
+    with connections["pgvector"].cursor() as cursor:
+        cursor.execute(
+            f"SELECT fingerprint, state, to_regclass('visual_search_pgvector_' || id) IS NOT NULL FROM {schema.GENERATIONS}"
+            " ORDER BY fingerprint, state"
+        )
+        listed = cursor.fetchall()
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^visual_search_pgvector_[0-9]+$'")
+        return listed, cursor.fetchone()[0]
+
+
+def test_prune_drops_the_tables_of_pruned_fingerprints_only(pg_backend):
+    """`visual_search_versions prune` deletes a retired version's rows; its generations (one table
+    each) go too, or every retired version's vectors would stay in PostgreSQL for ever. Never those
+    of the fingerprint in use or of a version being built, live or building (a refit half-way)."""
+    import io
+
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from visual_search.backends.pgvector import PgvectorBackend
+    from visual_search.models import ModelVersion
+
+    kwargs = search_kwargs(limit=1)
+    current, retired, building = kwargs["fingerprint"], "a" * 32, "b" * 32
+    vectors = clustered(300)
+    pg_backend.add(store(vectors))
+    pg_backend.add(store(vectors[:100], fingerprint=retired))
+    pg_backend.add(store(vectors[:50], fingerprint=building))
+    ModelVersion.objects.create(label="Next", status="building", fingerprint=building)
+    with transaction.atomic(using="pgvector"), pg_backend._cursor() as cursor:
+        # Whitening refits half-way: of the version in use, and of the retired one.
+        pg_backend._create(cursor, kwargs["result_type_id"], current, DIMS, state="building")
+        pg_backend._create(cursor, kwargs["result_type_id"], retired, DIMS, state="building")
+    other = PgvectorBackend(using="pgvector_other")  # another process, which searched the retired version
+    assert ids(other.search(vectors[3], **{**kwargs, "fingerprint": retired})) == ["3"]
+    assert _generations()[1] == 5
+
+    out = io.StringIO()
+    call_command("visual_search_versions", "prune", stdout=out)
+    assert f"Deleted 100 vectors of fingerprint {retired}" in out.getvalue()
+    assert "Removed 2 vector tables of pruned versions from PostgreSQL" in out.getvalue()
+    kept = sorted([(current, "building", True), (current, "live", True), (building, "live", True)])
+    assert _generations() == (kept, 3)
+    assert ids(pg_backend.search(vectors[3], **kwargs)) == ["3"]  # the version in use still answers
+    assert ids(other.search(vectors[7], **{**kwargs, "fingerprint": building})) == ["7"]
+    assert other.search(vectors[3], **{**kwargs, "fingerprint": retired}) == []  # its table gone: nothing, no error
+
+    out = io.StringIO()
+    call_command("visual_search_versions", "prune", stdout=out)
+    assert "Nothing to prune" in out.getvalue() and "table" not in out.getvalue()
+    assert _generations() == (kept, 3)
+
+
+def test_prune_waits_for_a_refit_of_a_fingerprint_it_drops(pg_backend):
+    """A refit holds its model's lock while it fills the next generation; dropping that table
+    under it would break the refit. The prune waits, then drops what the refit left."""
+    import threading
+
+    from visual_search.backends.pgvector.backend import _lock_key
+
+    kwargs = search_kwargs()
+    retired = "a" * 32
+    pg_backend.add(store(clustered(50), fingerprint=retired))
+    dropped: list[int] = []
+
+    def prune() -> None:
+        try:
+            dropped.append(pg_backend.forget_fingerprints({kwargs["fingerprint"]}))
+        finally:
+            connections.close_all()
+
+    key = _lock_key("refit", kwargs["result_type_id"], retired)
+    with connections["pgvector_other"].cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [key])  # a refit of the retired version, running
+        thread = threading.Thread(target=prune)
+        thread.start()
+        thread.join(1)
+        assert thread.is_alive() and _generations()[1] == 1
+        cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+    thread.join(30)
+    assert dropped == [1] and _generations() == ([], 0)
 
 
 def test_rebuilding_one_model_keeps_the_other_models_vectors(pg_backend):

@@ -515,19 +515,35 @@ def _queue(work, fingerprint: str) -> None:
 
 class Pruned(dict):
     """What :func:`prune` deleted: the rows per fingerprint (the dict itself, as before), and in
-    ``files`` how many index files the backend removed (FAISS: this machine's ``PATH``)."""
+    ``stores`` how many stores of its own the backend removed (FAISS: index files in this machine's
+    ``PATH``; pgvector: generation tables), which ``store_names`` names as the backend does
+    (:attr:`~visual_search.backends.base.BaseBackend.store_names`)."""
 
-    files: int = 0
+    stores: int = 0
+    store_names: tuple[str, str, str] = ("store", "stores", "")
+
+    @property
+    def files(self) -> int:
+        """``stores``, under the name it had when FAISS files were the only stores."""
+        return self.stores
+
+    def stores_removed(self) -> str:
+        """E.g. "Removed 2 vector tables of pruned versions from PostgreSQL."; "" when none were."""
+        if not self.stores:
+            return ""
+        one, several, where = self.store_names
+        return f"Removed {self.stores} {one if self.stores == 1 else several} of pruned versions{' ' + where if where else ''}."
 
 
 def prune() -> Pruned:
-    """Delete the rows and whitenings of fingerprints no search, build or rollback needs, and the
-    index files the backend keeps of them (:meth:`~visual_search.backends.base.BaseBackend.forget_fingerprints`).
+    """Delete the rows and whitenings of fingerprints no search, build or rollback needs, and what
+    the backend stores of them (:meth:`~visual_search.backends.base.BaseBackend.forget_fingerprints`:
+    FAISS index files, pgvector tables).
 
     Keeps the active and building versions' vectors and those :func:`rollback` returns to; a
     retired version pruned can still be activated again (its vectors are then computed anew).
-    Files of a fingerprint whose rows an earlier prune deleted, or another machine's prune, go too:
-    they are as unused. Returns the rows deleted per fingerprint, with ``files``.
+    Stores of a fingerprint whose rows an earlier prune deleted, or another machine's prune, go too:
+    they are as unused. Returns the rows deleted per fingerprint, with ``stores``.
     """
     keep = set(indexing_fingerprints())
     target = rollback_fingerprint()
@@ -539,7 +555,8 @@ def prune() -> Pruned:
         gone.delete()
         Whitening.objects.exclude(fingerprint__in=keep).delete()
         _expire()
-    counts.files = get_backend().forget_fingerprints(keep)
+    backend = get_backend()
+    counts.stores, counts.store_names = backend.forget_fingerprints(keep), backend.store_names
     return counts
 
 

@@ -57,6 +57,10 @@ class BaseBackend:
     # model must rebuild that model's vectors only (whitening_changed), never reset the whole backend.
     reset_drops_everything = False
 
+    # What forget_fingerprints() deletes, as `visual_search_versions prune` reports it: one, several,
+    # and where from (may be empty).
+    store_names: tuple[str, str, str] = ("store", "stores", "")
+
     # The OPTIONS keys this backend reads: ``check`` warns of any other (a misspelt one was ignored,
     # and its default used). None: not declared (a backend of your own), nothing checked.
     option_names: tuple[str, ...] | None = None
@@ -85,10 +89,11 @@ class BaseBackend:
 
     def forget_fingerprints(self, keep: Collection[str]) -> int:
         """Delete what the backend stores of its own for every fingerprint not in ``keep``, and
-        return how many stores (files) went. :func:`~visual_search.versions.prune` calls it once
-        the rows of those fingerprints are deleted: nothing searches them any more, and a store
-        left behind would grow the disk with every retrained version. The default keeps nothing
-        of its own: 0."""
+        return how many stores (as :attr:`store_names` names them: FAISS files, pgvector tables)
+        went. :func:`~visual_search.versions.prune` calls it once the rows of those fingerprints
+        are deleted: nothing searches them any more, and a store left behind would grow the disk
+        with every retrained version. Never touch a kept fingerprint's, and let a build or refit
+        of a dropped one running meanwhile finish first. The default keeps nothing of its own: 0."""
         return 0
 
     def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:

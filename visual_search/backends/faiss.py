@@ -374,6 +374,7 @@ class FaissBackend(BaseBackend):
 
     reads_rows = False
     option_names = ("NPROBE", "LISTS", "GATHER_MAX", "FILTER_DEPTH", "PATH")
+    store_names = ("index file", "index files", "from this machine's index folder")
 
     def __init__(self, alias: str = "default", **options):
         super().__init__(alias, **options)

@@ -76,6 +76,7 @@ class PgvectorBackend(BaseBackend):
     """
 
     reset_drops_everything = True
+    store_names = ("vector table", "vector tables", "from PostgreSQL")
     option_names = ("using", "m", "ef_construction", "ef_search", "exact_max_rows", "maintenance_work_mem")
 
     @classmethod
@@ -187,22 +188,53 @@ class PgvectorBackend(BaseBackend):
     def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
         """The whitening of this model was (re)learned: build the next generation from the rows,
         then swap it in. Searches use the previous one, consistently, until the swap."""
-        # One refit at a time per model (a second one waits, then builds from the newer whitening):
-        # two builds swapping concurrently would drop each other's tables.
+        with self._refitting(result_type_id, fingerprint):
+            self._rebuild_generation(result_type_id, fingerprint)
+
+    @contextlib.contextmanager
+    def _refitting(self, result_type_id: int, fingerprint: str):
+        """Hold this model's refit lock (every connection, every process). One refit at a time per
+        model (a second one waits, then builds from the newer whitening): two builds swapping
+        concurrently would drop each other's tables. A prune takes it too, so it never drops the
+        generation a refit is still filling."""
         key = _lock_key("refit", result_type_id, fingerprint)
         with self._cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", [key])
         try:
-            self._rebuild_generation(result_type_id, fingerprint)
+            yield
         finally:
             with self._cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+    def forget_fingerprints(self, keep: Collection[str]) -> int:
+        """Drop the generations (their vector tables and catalogue rows) of every fingerprint not
+        in ``keep``, and return how many went: ``visual_search_versions prune`` after deleting the
+        rows of those fingerprints, so their vectors do not stay in PostgreSQL for ever.
+
+        Each model and fingerprint goes the way a refit drops the generation it replaces: under the
+        refit lock (a refit of it running now finishes first, then its new generation goes too),
+        in one transaction. The generations of a kept fingerprint, live or building, are never
+        touched. A process still searching a dropped generation reads the live one again and finds
+        none: no results (the rows are gone too), no error.
+        """
+        keep = set(keep)
+        with self._cursor() as cursor:
+            cursor.execute(f"SELECT DISTINCT result_type_id, fingerprint FROM {schema.GENERATIONS} ORDER BY 1, 2")
+            models = [(result_type_id, fingerprint) for result_type_id, fingerprint in cursor.fetchall() if fingerprint not in keep]
+        dropped = 0
+        for result_type_id, fingerprint in models:
+            with self._refitting(result_type_id, fingerprint):
+                dropped += self._drop_generations(result_type_id, fingerprint)
+        if dropped:
+            logger.info("pgvector: dropped %s generations of %s pruned fingerprints", dropped, len({fp for _, fp in models}))
+        return dropped
 
     def _rebuild_generation(self, result_type_id: int, fingerprint: str) -> None:
         rows = ImageEmbedding.objects.using(self.using).ready(fingerprint).filter(result_type_id=result_type_id)
         first = rows.only("vector").first()
         if first is None:
-            return self._drop_generations(result_type_id, fingerprint)
+            self._drop_generations(result_type_id, fingerprint)
+            return
         with transaction.atomic(using=self.using), self._cursor() as cursor:
             generation = self._create(cursor, result_type_id, fingerprint, len(first.array), state="building")
         chunk = []
@@ -296,18 +328,23 @@ class PgvectorBackend(BaseBackend):
         cursor.execute(f"ANALYZE {schema.vectors_table(generation_id)}")
         self._live_seen.clear()  # now indexed, with a row count
 
-    def _drop_generations(self, result_type_id: int, fingerprint: str) -> None:
+    def _drop_generations(self, result_type_id: int, fingerprint: str) -> int:
+        """Drop every generation of this model and fingerprint, in one transaction; how many.
+        Call it holding the refit lock (:meth:`_refitting`)."""
         with transaction.atomic(using=self.using), self._cursor() as cursor:
             cursor.execute(
                 f"SELECT id FROM {schema.GENERATIONS} WHERE result_type_id = %s AND fingerprint = %s",
                 [result_type_id, fingerprint],
             )
-            for (generation_id,) in cursor.fetchall():
+            generations = [generation_id for (generation_id,) in cursor.fetchall()]
+            for generation_id in generations:
                 self._drop(cursor, generation_id)
+        return len(generations)
 
     def _drop(self, cursor, generation_id: int) -> None:
         cursor.execute(f"DROP TABLE IF EXISTS {schema.vectors_table(generation_id)}")
         cursor.execute(f"DELETE FROM {schema.GENERATIONS} WHERE id = %s", [generation_id])
+        self._whitenings.pop(generation_id, None)
         self._live_seen.clear()
 
     # -- reading ---------------------------------------------------------------------------------

@@ -91,17 +91,14 @@ class Command(BaseCommand):
     def _prune(self, **options):
         keep = rollback_fingerprint()
         counts = prune()
-        files = (
-            f" Removed {counts.files} index file{'s' if counts.files != 1 else ''} of pruned versions from this machine's index folder."
-            if counts.files else ""
-        )
+        stores = counts.stores_removed()  # the backend's index files or tables of pruned fingerprints
         if not counts:
-            self.stdout.write(f"Nothing to prune: only the vectors in use and those a rollback needs are stored.{files}")
+            self.stdout.write(f"Nothing to prune: only the vectors in use and those a rollback needs are stored.{' ' + stores if stores else ''}")
             return
         for fingerprint, n in sorted(counts.items()):
             self.stdout.write(f"Deleted {n} vectors of fingerprint {fingerprint or '(none)'}.")
-        if files:
-            self.stdout.write(files.strip())
+        if stores:
+            self.stdout.write(stores)
         kept = f" and those of {keep}, which `rollback` returns to" if keep else ""
         self.stdout.write(self.style.SUCCESS(f"Kept the vectors in use{kept}. A pruned version can still be activated: its vectors are computed again."))
 
