@@ -212,6 +212,28 @@ def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkey
     assert not ImageEmbedding.objects.filter(status="ready").exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_database_not_migrated_yet_says_to_migrate(imported):
+    """Right after `pip install -U`, before `migrate`: the database's own error ("no such column")
+    was all a command said."""
+    from django.core.management import call_command
+
+    from visual_search.management import unapplied_migrations
+
+    assert unapplied_migrations() == []
+    call_command("migrate", "visual_search", "0008", verbosity=0)
+    try:
+        with pytest.raises(CommandError) as raised:
+            run("visual_search_reindex")
+        assert str(raised.value) == (
+            "The database lacks visual search's migrations 0009_duplicates, 0010_result_index: run `python manage.py "
+            "migrate` (after an upgrade, see docs/upgrading.md), then this command again."
+        )
+    finally:
+        call_command("migrate", "visual_search", verbosity=0)
+    assert "Embedded 3" in run("visual_search_reindex")[0]
+
+
 def test_errors_name_what_to_do(db):
     with pytest.raises(CommandError, match="app_label.ModelName"):
         run("visual_search_reindex", "nope")

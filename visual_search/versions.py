@@ -522,11 +522,6 @@ class Pruned(dict):
     stores: int = 0
     store_names: tuple[str, str, str] = ("store", "stores", "")
 
-    @property
-    def files(self) -> int:
-        """``stores``, under the name it had when FAISS files were the only stores."""
-        return self.stores
-
     def stores_removed(self) -> str:
         """E.g. "Removed 2 vector tables of pruned versions from PostgreSQL."; "" when none were."""
         if not self.stores:

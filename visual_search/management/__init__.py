@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.apps import apps
 from django.core.management.base import CommandError
+from django.db import DatabaseError, connections, router
+from django.db.migrations.executor import MigrationExecutor
+
+from ..models import ImageEmbedding
 
 
 def model_from_label(label: str):
@@ -12,3 +18,34 @@ def model_from_label(label: str):
         return apps.get_model(label)
     except (LookupError, ValueError) as exc:
         raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+
+
+def explain_unmigrated(handle):
+    """A command's ``handle``, whose database error from a table or column that visual search's
+    migrations have not made yet (the step after ``pip install -U``) says what to do: the database's
+    own words ("no such column: visual_search_imageembedding.duplicate_of_id") did not."""
+
+    @functools.wraps(handle)
+    def checked(self, *args, **options):
+        try:
+            return handle(self, *args, **options)
+        except DatabaseError as exc:
+            waiting = unapplied_migrations()
+            if not waiting:
+                raise
+            raise CommandError(
+                f"The database lacks visual search's migration{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: "
+                "run `python manage.py migrate` (after an upgrade, see docs/upgrading.md), then this command again."
+            ) from exc
+
+    return checked
+
+
+def unapplied_migrations() -> list[str]:
+    """The names of visual search's migrations not applied to its database ([] when it cannot tell)."""
+    try:
+        executor = MigrationExecutor(connections[router.db_for_write(ImageEmbedding)])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError:
+        return []
+    return [migration.name for migration, backwards in plan if migration.app_label == "visual_search" and not backwards]

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import settings
 from ...duplicates import Pair, find_pairs, result_object
+from .. import explain_unmigrated
 from ..progress import Followed
 
 COLUMNS = ("product", "image", "other product", "other image", "similarity", "note")
@@ -29,6 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Only the images of this searchable model, app_label.ModelName (default: all).")
         parser.add_argument("--include-dismissed", action="store_true", help="Also list the pairs staff dismissed.")
 
+    @explain_unmigrated
     def handle(self, *args, threshold=None, model=None, include_dismissed=False, **options):
         if threshold is not None and not 0 <= threshold <= 1:
             raise CommandError("--threshold must be from 0 to 1.")

@@ -15,7 +15,7 @@ from ...conf import settings
 from ...models import ImageEmbedding
 from ...registry import registrations_for_model, registrations_for_result
 from ...serving import current_fingerprint, kept_fingerprints
-from .. import model_from_label, progress
+from .. import explain_unmigrated, model_from_label, progress
 
 
 class Command(BaseCommand):
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             "--model", help="Only the vectors that stand for this searchable model, as app_label.ModelName (default: all)."
         )
 
+    @explain_unmigrated
     def handle(self, *args, backend="default", model=None, verbosity=1, **options):
         if backend not in settings.BACKENDS:
             known = ", ".join(repr(a) for a in settings.BACKENDS) or "none"

@@ -8,7 +8,7 @@ from ...exceptions import WeightsUnavailable
 from ...queue import CELERY_APP_MISSING, celery_app_missing
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, reindex
-from .. import model_from_label, progress
+from .. import explain_unmigrated, model_from_label, progress
 
 
 class Command(BaseCommand):
@@ -24,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Queue Celery tasks instead of working here.")
         parser.add_argument("--force", action="store_true", help="Recompute even images whose bytes did not change.")
 
+    @explain_unmigrated
     def handle(self, *args, model=None, only="", asynchronous=False, force=False, verbosity=1, **options):
         model_class = self._model(model)
         selection = [s.strip() for s in only.split(",") if s.strip()] or None

@@ -15,6 +15,7 @@ from ...reindex import status_counts
 from ...serving import active_version, current_fingerprint
 from ...versions import fingerprint_summary
 from ...whitening import fit_due, score_notes
+from .. import explain_unmigrated
 
 COLUMNS = ("model", "objects", "ready", "pending", "failed", "stale", "missing")
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--failed", action="store_true", help="List each failed image with its reason.")
 
     @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
+    @explain_unmigrated
     def handle(self, *args, failed=False, **options):
         spec = EmbeddingSpec.from_settings()
         info = spec.describe()

@@ -11,7 +11,7 @@ from ... import versions
 from ...embeddings.adapted import parse_blocks
 from ...models import ModelVersion
 from ...training.jobs import run_training, start_training
-from .. import model_from_label, progress
+from .. import explain_unmigrated, model_from_label, progress
 
 STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
 
@@ -55,6 +55,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--force", action="store_true", help="With --activate: switch even when the figures are not better.")
 
+    @explain_unmigrated
     def handle(self, *args, model=None, asynchronous=False, activate=False, force=False, verbosity=1, **options):
         label = self._model(model)
         keys = ("objective", "epochs", "seed", "image_size", "dims", "held_out", "augmented_views", "time_limit", "trained_blocks")

@@ -8,6 +8,7 @@ from django.utils import timezone
 from ...exceptions import WeightsUnavailable
 from ...models import ModelVersion
 from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
+from .. import explain_unmigrated
 from ..progress import Followed
 
 COLUMNS = ("id", "label", "status", "fingerprint", "P@1 before", "P@1 after", "created", "activated")
@@ -39,6 +40,7 @@ class Command(BaseCommand):
             sub.add_argument("--async", dest="asynchronous", action="store_true", help="Compute on the Celery workers and return at once.")
         commands.add_parser("prune", help="Delete the vectors of retired versions, keeping those a rollback needs.")
 
+    @explain_unmigrated
     def handle(self, *args, action, verbosity=1, **options):
         try:
             getattr(self, f"_{action}")(verbosity=verbosity, **options)
