@@ -163,7 +163,7 @@ def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, 
 
 def test_every_id_has_a_failing_case():
     tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001",
-                    "visual_search.E016", "visual_search.W003",
+                    "visual_search.E016", "visual_search.W003", "visual_search.W004",
                     "visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
@@ -195,6 +195,12 @@ def test_a_missing_default_backend_is_not_an_unloadable_one(reported):
         "visual_search.E005",
         "visual_search.E012",
     ]
+
+
+def test_a_key_longer_than_an_index_row_holds_is_a_warning(reported):
+    [warning] = reported(MODELS=[{"model": "testapp.Leaflet", "image_field": "picture"}, {"model": "testapp.Gadget", "image_field": "photo"}])
+    assert warning.id == "visual_search.W004" and warning.level == checks.WARNING
+    assert warning.msg.startswith("testapp.Leaflet's primary key 'code' holds up to 100 characters; visual search stores ids of at most 64")
 
 
 def test_a_misspelt_backend_option_is_a_warning_naming_the_closest(reported):

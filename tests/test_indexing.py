@@ -41,6 +41,23 @@ def test_a_child_of_a_registered_model_is_indexed_as_it(db):
     assert not ImageEmbedding.objects.exists()
 
 
+def test_a_key_longer_than_a_row_holds_is_logged_never_a_failed_save(db, settings, caplog):
+    """An id of more than 64 characters failed the row's write: on PostgreSQL the shop's own save of
+    the object (a DataError in its transaction), and in a reindex the whole batch, for ever."""
+    from tests.testapp.models import Leaflet
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MODELS": [{"model": "testapp.Leaflet", "image_field": "picture"}]}
+    long, short = Leaflet(code="spring-" + "x" * 70), Leaflet(code="summer")
+    long.picture.save("long.jpg", ContentFile(catalogue_image("Lemon").read_bytes()))
+    short.picture.save("short.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+    assert list(ImageEmbedding.objects.values_list("object_id", "status")) == [("summer", "ready")]
+    assert "its key has 77 characters, and visual search stores ids of at most 64" in caplog.text
+    from visual_search.reindex import reindex
+
+    report = reindex(Leaflet, asynchronous=False, force=True)
+    assert (report["embedded"], report["failed"]) == (1, 1)
+
+
 def test_a_proxy_registered_on_its_own_is_indexed_whichever_class_saves(db, settings):
     """A proxy's rows are its concrete model's: registered alone, saves through the proxy found no
     registration (labels compared), and saves through the concrete class were never connected."""

@@ -19,6 +19,7 @@ from django.apps import AppConfig, apps
 from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import models
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 from PIL import Image
@@ -27,6 +28,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from .backends.base import BaseBackend
 from .conf import (
     BACKEND_UNUSABLE,
+    LONG_KEYS,
     NOT_A_CHOICE,
     NOT_A_DICT,
     NOT_IMPORTABLE,
@@ -42,6 +44,7 @@ from .conf import (
 from .embeddings import images
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
+from .indexing import ID_LENGTH
 from .queue import celery_app_missing, use_celery
 from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
 from .results import ResultAdapter
@@ -160,7 +163,24 @@ def check_models(value: Any) -> list[checks.CheckMessage]:
                 hint="Register one of them (searching either finds the same objects).", id=spec.check_id,
             )]
         seen[key] = registration.label
-    return []
+    return _long_keys(registrations)
+
+
+def _long_keys(registrations) -> list[checks.CheckMessage]:
+    """W004: keys that may be longer than an ImageEmbedding row holds: such objects are never indexed."""
+    warnings = []
+    for model in dict.fromkeys(m for r in registrations for m in (r.model, r.result_model)):
+        key = model._meta.pk
+        length = None if isinstance(key, models.TextField) else getattr(key, "max_length", 0)
+        if length is None or (length or 0) > ID_LENGTH:
+            warnings.append(checks.Warning(
+                f"{model._meta.label}'s primary key {key.name!r} holds up to {length or 'any number of'} characters; "
+                f"visual search stores ids of at most {ID_LENGTH}: an object whose key is longer is never indexed "
+                "(the log says which).",
+                hint=f"Keep its keys to {ID_LENGTH} characters (an integer or UUID key always fits).",
+                obj=model, id=LONG_KEYS,
+            ))
+    return warnings
 
 
 @deep_check("WEIGHTS")

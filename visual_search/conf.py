@@ -55,6 +55,8 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.E015": "RUNTIME is an OpenVINO one but the openvino package (or, for 'openvino-int8', nncf) "
     "is not installed.",
     "visual_search.E016": "BACKENDS: an entry's backend cannot work in this project (pgvector's database is not PostgreSQL).",
+    "visual_search.W004": "MODELS: a registered model's (or its result's) primary key may be longer than the 64 characters "
+    "an index row holds for an id: such objects are never indexed.",
     "visual_search.W003": "BACKENDS: an entry's OPTIONS has a key its backend does not read (the message names the closest one).",
     "visual_search.E020": "A setting has the wrong type (or a list or dict holds an item of the wrong type).",
     "visual_search.E021": "A number is out of its range.",
@@ -80,6 +82,7 @@ NOT_IMPORTABLE = "visual_search.E023"
 UNKNOWN_KEY = "visual_search.W002"
 BACKEND_UNUSABLE = "visual_search.E016"
 UNKNOWN_BACKEND_OPTION = "visual_search.W003"
+LONG_KEYS = "visual_search.W004"
 NOT_A_DICT = "visual_search.E014"
 KINDS = (WRONG_TYPE, OUT_OF_RANGE, NOT_A_CHOICE, NOT_IMPORTABLE)
 
@@ -205,7 +208,7 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         # ``visual_search.register()`` adds to the same registry; registry.py reads the entries.
         Setting("MODELS", [], SEQUENCE, "The searchable image fields: {'model': 'app.Model', 'image_field': "
                 "'image', 'result': None | 'path__to__owner'} dicts, or 'app.Model' strings (image_field 'image').",
-                items=(str, dict), check_id="visual_search.E001", deep=True,
+                items=(str, dict), check_id="visual_search.E001", deep=True, deep_ids=("visual_search.W004",),
                 rule="a list of 'app_label.ModelName' strings or dicts with 'model' and optionally 'image_field' "
                 "(a FileField or ImageField) and 'result' (a relation path)"),
     )),

@@ -74,6 +74,22 @@ def row_key(registration: Registration, obj) -> dict:
     }
 
 
+# The longest id (of an object, of its result) an ImageEmbedding row holds; ``check`` warns of
+# registered models whose keys may be longer (visual_search.W004).
+ID_LENGTH = ImageEmbedding._meta.get_field("object_id").max_length
+
+
+def too_long_id(registration: Registration, obj) -> str:
+    """Why ``obj`` cannot be indexed for the length of its key (or its result's), or ""."""
+    for whose, pk in (("its key", obj.pk), ("its result's key", registration.result_pk(obj))):
+        if pk is not None and len(str(pk)) > ID_LENGTH:
+            return (
+                f"{registration.label} {str(obj.pk)[:40]!r}... is not indexed: {whose} has {len(str(pk))} characters, "
+                f"and visual search stores ids of at most {ID_LENGTH}."
+            )
+    return ""
+
+
 def mark_pending(registration: Registration, obj, name: str) -> bool:
     """Record that ``obj``'s image ``name`` must be (re)computed, in the caller's transaction.
 
@@ -84,6 +100,9 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     """
     result_pk = registration.result_pk(obj)
     if result_pk is None:
+        return False
+    if why := too_long_id(registration, obj):  # a row could not hold it: the shop's save must not fail
+        logger.error(why)
         return False
     fingerprints = indexing_fingerprints()
     rows = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("fingerprint", "status", "source_name", "result_id")
@@ -141,7 +160,7 @@ def mark_queued(registration: Registration, pks: Sequence[Any]) -> int:
             content_type=content_type, object_id=str(pk), field_name=field, fingerprint=fingerprint,
             result_type=result_type, result_id=str(result_pk), status=Status.PENDING,
         )
-        for pk, result_pk in objects if result_pk is not None
+        for pk, result_pk in objects if result_pk is not None and max(len(str(pk)), len(str(result_pk))) <= ID_LENGTH
         for fingerprint in fingerprints if (str(pk), fingerprint) not in have
     ]
     # A worker may make the same row meanwhile: its row wins.
@@ -209,6 +228,11 @@ def index_objects(
             if remove_object(registration, pk):
                 report.removed.append(str(pk))
             objects.pop(str(pk), None)
+    for pk, obj in list(objects.items()):
+        if why := too_long_id(registration, obj):  # its row would fail the whole batch's transaction
+            logger.error(why)
+            report.failed[pk] = why
+            del objects[pk]
     if not objects:
         return report
     fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()

@@ -34,6 +34,13 @@ class Gadget(models.Model):
         return self.name
 
 
+class Leaflet(models.Model):
+    """A shop whose keys are long codes: longer than the 64 characters an ImageEmbedding id holds."""
+
+    code = models.CharField(primary_key=True, max_length=100)
+    picture = models.ImageField(upload_to="leaflets/", blank=True)
+
+
 class FeaturedProduct(Product):
     """A proxy: the same rows as Product, registered on its own by some shops."""
 
