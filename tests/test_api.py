@@ -4,6 +4,7 @@ import io
 
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 from django.core.cache import cache
 from django.core.files.base import ContentFile
@@ -337,6 +338,11 @@ def test_a_blank_photo_is_refused_not_matched(client, shop, jpeg_bytes):
     assert (response.status_code, response.json()["code"]) == (400, "blank_image")
     assert response.json()["detail"].startswith("The part of the photo to search is blank")
     assert search(client, buffer.getvalue(), box="0,0,0.5,1").status_code == 200
+    # Fine texture that averages out to grey in a thumbnail (here noise, as a close-up of grains) is searched.
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, "JPEG", quality=90)
+    assert search(client, buffer.getvalue()).status_code == 200
     # The least varied picture of the grocery dataset (a white garlic bulb on white) is searched.
     assert search(client, catalogue_image("Garlic").read_bytes()).status_code == 200
 

@@ -208,13 +208,17 @@ BLANK_STDDEV = 4.0
 
 
 def check_not_blank(image: Image.Image, box: Box | None = None) -> None:
-    """:class:`BlankImage` when ``image`` (its region ``box``) is one colour all over."""
-    region = box.crop(image) if box is not None else image
-    thumbnail = region.convert("RGB")
-    thumbnail.thumbnail((64, 64))
-    if max(ImageStat.Stat(thumbnail).stddev) < BLANK_STDDEV:
-        where = "The part of the photo to search" if box is not None else "The photo"
-        raise BlankImage(f"{where} is blank (one colour all over); send a photo with the product in view.")
+    """:class:`BlankImage` when ``image`` (its region ``box``) is one colour all over.
+
+    Measured on two 64 px thumbnails: one averaged (a product small in the frame counts) and one of
+    sampled pixels (fine texture counts: averaged, a close-up of grains or noise reads flat)."""
+    region = (box.crop(image) if box is not None else image).convert("RGB")
+    for resample in (Image.Resampling.BOX, Image.Resampling.NEAREST):
+        thumbnail = region.resize((min(64, region.width), min(64, region.height)), resample)
+        if max(ImageStat.Stat(thumbnail).stddev) >= BLANK_STDDEV:
+            return
+    where = "The part of the photo to search" if box is not None else "The photo"
+    raise BlankImage(f"{where} is blank (one colour all over); send a photo with the product in view.")
 
 
 def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
