@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import browser_demo_environment
 
@@ -300,6 +301,23 @@ def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     page.set_input_files("#vs-file", {"name": "photo.png", "mimeType": "image/png", "buffer": fake.read_bytes()})
     page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
     assert "SVG" in page.locator("#vs-status").inner_text()
+    context.close()
+
+
+def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server, browser, tmp_path):
+    # A blank photo after a good one: "That photo looks blank" stood above the good photo's cards,
+    # which read as this photo's results (a pear at "100% match" under a white picture).
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (800, 600), "white").save(blank, "JPEG")
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+    page.set_input_files("#vs-file", str(blank))
+    page.wait_for_selector("#vs-status .vs-error", timeout=60_000)
+    assert "blank" in page.locator("#vs-status").inner_text()
+    assert page.locator("#vs-results .vs-card").count() == 0
     context.close()
 
 
