@@ -321,6 +321,21 @@ def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server,
     context.close()
 
 
+@pytest.mark.parametrize("path", ["/", "/search/", f"/product/{PRODUCT.lower()}/"])
+def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server, browser, path):
+    # The header's "Search by photo" label never wrapped (the widget's visually-hidden nowrap) and
+    # the header row never wrapped: at 200% text the page was 521 px wide on a 320 px phone, and
+    # the search dialog opened half off the screen.
+    context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.add_init_script("document.addEventListener('DOMContentLoaded', () => { document.documentElement.style.fontSize = '200%'; document.body.style.fontSize = '32px'; })")
+    page.goto(f"{demo_server}{path}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    label = page.locator(".header-search .vs-open").bounding_box()
+    assert label["x"] >= 0 and label["x"] + label["width"] <= 320
+    context.close()
+
+
 def test_product_page_shows_similar_products(demo_server, browser):
     context = phone(browser)
     page = context.new_page()
