@@ -336,6 +336,22 @@ def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server
     context.close()
 
 
+@pytest.mark.parametrize(("text", "columns"), [("100%", 2), ("200%", 1)])
+def test_a_phone_shows_two_cards_a_row_and_one_at_large_text(demo_server, browser, text, columns):
+    # Two columns were forced at any text size: at 200% the names broke inside words ("Anjo u").
+    context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    # The demo's body is 16px: both it and the root are scaled, as a phone's text size does.
+    page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ document.documentElement.style.fontSize = '{text}'; document.body.style.fontSize = '{16 * int(text[:-1]) // 100}px'; }})")
+    page.goto(f"{demo_server}/product/{PRODUCT.lower()}/")
+    tracks = page.evaluate("getComputedStyle(document.querySelector('.vs-similar .vs-grid')).gridTemplateColumns")
+    assert len(tracks.split()) == columns, tracks
+    names = page.locator(".vs-similar .vs-card-name")
+    for i in range(names.count()):  # no word broken over two lines
+        assert names.nth(i).evaluate("el => el.scrollWidth <= el.clientWidth")
+    context.close()
+
+
 def test_product_page_shows_similar_products(demo_server, browser):
     context = phone(browser)
     page = context.new_page()
