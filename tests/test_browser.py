@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import browser_demo_environment
 
@@ -300,6 +301,54 @@ def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     page.set_input_files("#vs-file", {"name": "photo.png", "mimeType": "image/png", "buffer": fake.read_bytes()})
     page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
     assert "SVG" in page.locator("#vs-status").inner_text()
+    context.close()
+
+
+def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server, browser, tmp_path):
+    # A blank photo after a good one: "That photo looks blank" stood above the good photo's cards,
+    # which read as this photo's results (a pear at "100% match" under a white picture).
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (800, 600), "white").save(blank, "JPEG")
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+    page.set_input_files("#vs-file", str(blank))
+    page.wait_for_selector("#vs-status .vs-error", timeout=60_000)
+    assert "blank" in page.locator("#vs-status").inner_text()
+    assert page.locator("#vs-results .vs-card").count() == 0
+    context.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/search/", f"/product/{PRODUCT.lower()}/"])
+def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server, browser, path):
+    # The header's "Search by photo" label never wrapped (the widget's visually-hidden nowrap) and
+    # the header row never wrapped: at 200% text the page was 521 px wide on a 320 px phone, and
+    # the search dialog opened half off the screen.
+    context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.add_init_script("document.addEventListener('DOMContentLoaded', () => { document.documentElement.style.fontSize = '200%'; document.body.style.fontSize = '32px'; })")
+    page.goto(f"{demo_server}{path}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    label = page.locator(".header-search .vs-open").bounding_box()
+    assert label["x"] >= 0 and label["x"] + label["width"] <= 320
+    context.close()
+
+
+@pytest.mark.parametrize(("text", "columns"), [("100%", 2), ("200%", 1)])
+def test_a_phone_shows_two_cards_a_row_and_one_at_large_text(demo_server, browser, text, columns):
+    # Two columns were forced at any text size: at 200% the names broke inside words ("Anjo u").
+    context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    # The demo's body is 16px: both it and the root are scaled, as a phone's text size does.
+    page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ document.documentElement.style.fontSize = '{text}'; document.body.style.fontSize = '{16 * int(text[:-1]) // 100}px'; }})")
+    page.goto(f"{demo_server}/product/{PRODUCT.lower()}/")
+    tracks = page.evaluate("getComputedStyle(document.querySelector('.vs-similar .vs-grid')).gridTemplateColumns")
+    assert len(tracks.split()) == columns, tracks
+    names = page.locator(".vs-similar .vs-card-name")
+    for i in range(names.count()):  # no word broken over two lines
+        assert names.nth(i).evaluate("el => el.scrollWidth <= el.clientWidth")
     context.close()
 
 

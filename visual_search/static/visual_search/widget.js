@@ -664,7 +664,11 @@
       if (body.again) { return; }
       if (latest()) { self.render(body.results || [], body.confident !== false); }
     }).catch(function (error) {
-      if (latest()) { self.say(error.message || self.messages.failed, true); }
+      if (!latest()) { return; }
+      // A new photo that failed (blank, unreadable, refused): the last photo's cards would read as
+      // its results under the error. A moved box that failed keeps them: they are this photo's.
+      if (self.revealing) { self.results.textContent = ""; }
+      self.say(error.message || self.messages.failed, true);
     }).then(function () {
       if (!latest()) { return; }
       self.results.setAttribute("aria-busy", "false");
