@@ -318,6 +318,8 @@ def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server,
     page.wait_for_selector("#vs-status .vs-error", timeout=60_000)
     assert "blank" in page.locator("#vs-status").inner_text()
     assert page.locator("#vs-results .vs-card").count() == 0
+    # Nor is the refused photo left in the box with "drag the box": a crop of it is refused too.
+    assert page.locator("[data-vs-preview]").first.is_hidden() and page.locator(".vs-crop").first.is_hidden()
     context.close()
 
 

@@ -543,6 +543,9 @@
     return this.messages.failed;
   };
 
+  // The API's codes for a photo it refuses as it is (not a moved box, not the network).
+  var PHOTO_ERRORS = ["invalid_image", "unsupported_format", "blank_image", "too_many_pixels", "image_too_large", "file_too_large"];
+
   Widget.prototype.choose = function (file) {
     var self = this;
     if (!file) { return; }
@@ -657,7 +660,11 @@
         });
       }
       return response.json().catch(function () { return {}; }).then(function (body) {
-        if (!response.ok) { throw new Error(self.errorMessage(body, response.status)); }
+        if (!response.ok) {
+          var failure = new Error(self.errorMessage(body, response.status));
+          failure.photo = PHOTO_ERRORS.indexOf(body && body.code) !== -1;
+          throw failure;
+        }
         return body;
       });
     }).then(function (body) {
@@ -668,6 +675,12 @@
       // A new photo that failed (blank, unreadable, refused): the last photo's cards would read as
       // its results under the error. A moved box that failed keeps them: they are this photo's.
       if (self.revealing) { self.results.textContent = ""; }
+      if (error.photo) {
+        // The photo itself was refused: its preview and box (with "drag the box") would offer a
+        // crop that is refused again. Gone, and searching again asks for another photo.
+        self.unseen();
+        self.file = null;
+      }
       self.say(error.message || self.messages.failed, true);
     }).then(function () {
       if (!latest()) { return; }
