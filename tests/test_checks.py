@@ -35,6 +35,16 @@ def test_a_proxy_registered_beside_its_concrete_model_is_an_error(settings):
     assert error.id == "visual_search.E001" and "testapp.product.image and testapp.featuredproduct.image are the same images" in error.msg
 
 
+def test_api_model_naming_a_gallery_model_says_which_model_to_name(settings):
+    """ProductImage is registered (result "product"): "is not searchable. Register it" sent the shop to
+    register what it had registered already."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_MODEL": "testapp.ProductImage"}
+    [message] = check_settings()
+    assert message.id == "visual_search.E007"
+    assert "registered so that its images find testapp.Product objects" in message.msg
+    assert message.hint.startswith("Set VISUAL_SEARCH['API_MODEL'] = 'testapp.Product'")
+
+
 def test_bad_settings_are_reported(settings, tmp_path):
     assert "visual_search.E001" in ids({"MODELS": [{"model": "nope.Nothing"}]}, settings)
     assert "visual_search.E002" in ids({"WEIGHTS": str(tmp_path / "missing.h5")}, settings)

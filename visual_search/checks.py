@@ -43,7 +43,7 @@ from .embeddings import images
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
 from .queue import celery_app_missing, use_celery
-from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
+from .registry import VISIBILITY_HOW, get_registrations, registrations_for_model, registrations_for_result
 from .results import ResultAdapter
 from .training.trainer import TrainingOptions
 
@@ -373,10 +373,20 @@ def check_api_model(value: Any) -> list[checks.CheckMessage]:
         return [spec.error(f"= {value!r}: no such model.", hint="Use 'app_label.ModelName'.")]
     try:
         searchable = registrations_for_result(model)
+        # A gallery model registered with result="product": its matches are products, not images.
+        results = sorted({r.result_model._meta.label for r in registrations_for_model(model)} - {model._meta.label})
     except ImproperlyConfigured as exc:  # nothing is searchable while MODELS is broken (E001)
         return [spec.error(f"= {value!r} is not searchable until MODELS is fixed: {exc}")]
+    if searchable:
+        return []
+    if results:
+        return [spec.error(
+            f"= {value!r} is registered so that its images find {' and '.join(results)} objects (its result), "
+            "so searches never return it.",
+            hint=f"Set VISUAL_SEARCH['API_MODEL'] = {results[0]!r}, or leave it out: the first registration's result model.",
+        )]
     hint = "Register it, or an image model whose result it is, in VISUAL_SEARCH['MODELS']."
-    return [] if searchable else [spec.error(f"= {value!r} is not searchable.", hint=hint)]
+    return [spec.error(f"= {value!r} is not searchable.", hint=hint)]
 
 
 @deep_check("SEARCH_THROTTLE_RATE")
