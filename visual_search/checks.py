@@ -8,6 +8,7 @@ package (does a class import, does a model exist), by the one function registere
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import os
@@ -329,9 +330,24 @@ def check_visibility(value: Any) -> list[checks.CheckMessage]:
     """None, or a function of ``(model, request)`` that imports (it is only called on the first search otherwise)."""
     if value is None:
         return []
-    if problems := _check_importable(SPEC["VISIBILITY"], value):
+    spec = SPEC["VISIBILITY"]
+    if problems := spec.validate(value):
+        return problems
+    if (module := _module(value)) is not None:  # "shop.visibility": the module, not its function
+        named = [f"{value}.{name}" for name in _functions(module)][:3]
+        hint = f"Add the function's name: {' or '.join(map(repr, named))}." if named else None
+        return [spec.error(f"= {value!r} names a module, not a function in it.", NOT_IMPORTABLE, hint=hint)]
+    module_path, _, name = value.rpartition(".")
+    if (module := _module(module_path)) is not None and not hasattr(module, name):
+        close = difflib.get_close_matches(name, _functions(module), n=1)
+        if close:
+            return [spec.error(f"= {value!r} does not import: {module_path} has no {name!r}; did you mean "
+                               f"'{module_path}.{close[0]}'?", NOT_IMPORTABLE)]
+    if problems := _check_importable(spec, value):
         return problems
     rule = import_string(value)
+    if inspect.isclass(rule):
+        return [spec.error(f"= {value!r} is a class. {VISIBILITY_HOW}", NOT_IMPORTABLE)]
     try:
         inspect.signature(rule).bind(None, None)
     except TypeError:
@@ -339,6 +355,20 @@ def check_visibility(value: Any) -> list[checks.CheckMessage]:
     except ValueError:  # no signature to read (a builtin): it is called and judged at the first search
         pass
     return []
+
+
+def _module(path: str) -> Any:
+    """The module ``path`` names, or None (not a module, or it does not import)."""
+    try:
+        return importlib.import_module(path) if path else None
+    except ImportError:
+        return None
+
+
+def _functions(module: Any) -> list[str]:
+    """The public functions defined in ``module`` (candidates for a rule's name)."""
+    return [name for name, value in vars(module).items()
+            if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")]
 
 
 @deep_check("ALLOWED_FORMATS")
