@@ -19,7 +19,7 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.conf import settings as django_settings
 from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 from PIL import Image
@@ -354,6 +354,32 @@ def check_visibility(value: Any) -> list[checks.CheckMessage]:
         return [SPEC["VISIBILITY"].error(f"= {value!r} cannot be called as rule(model, request). {VISIBILITY_HOW}", NOT_IMPORTABLE)]
     except ValueError:  # no signature to read (a builtin): it is called and judged at the first search
         pass
+    return _visibility_rule_fails(spec, value, rule)
+
+
+def _visibility_rule_fails(spec: Setting, value: str, rule: Callable) -> list[checks.CheckMessage]:
+    """The rule, called as a search calls it, names no field the searched models lack: a gallery model
+    registered without its ``result`` was searched itself, and the shop's rule (``is_active=True``)
+    made every search answer 503. Only a FieldError counts: building a QuerySet touches no database,
+    and whatever else the rule needs (the database, a request) is judged at the first search."""
+    try:
+        registrations = get_registrations()
+        searched = {r.result_model: r for r in registrations}
+    except ImproperlyConfigured:
+        return []  # E001 says what to fix first
+    for model, registration in searched.items():
+        try:
+            rule(model, None)
+        except FieldError as exc:
+            hint = VISIBILITY_HOW
+            relations = [f.name for f in model._meta.get_fields() if f.many_to_one and f.concrete]
+            if registration.result_model is registration.model and relations:
+                entry = {"model": model._meta.label, "image_field": registration.image_field, "result": relations[0]}
+                hint = (f"{model._meta.label} is registered without a result, so searches return its own objects; if its "
+                        f"images stand for a product, register {entry}.")
+            return [spec.error(f"= {value!r} fails for {model._meta.label}, which searches return: {exc}", NOT_IMPORTABLE, hint=hint)]
+        except Exception:  # noqa: BLE001 - judged at the first search, where the log says why
+            continue
     return []
 
 
