@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.test.utils import isolate_apps
 
 from tests.conftest import demo_environment
 from visual_search import checks as visual_search_checks
@@ -33,6 +35,43 @@ def test_a_proxy_registered_beside_its_concrete_model_is_an_error(settings):
         *settings.VISUAL_SEARCH["MODELS"], {"model": "testapp.FeaturedProduct", "image_field": "image"}]}
     [error] = check_settings()
     assert error.id == "visual_search.E001" and "testapp.product.image and testapp.featuredproduct.image are the same images" in error.msg
+
+
+def test_api_model_naming_a_gallery_model_says_which_model_to_name(settings):
+    """ProductImage is registered (result "product"): "is not searchable. Register it" sent the shop to
+    register what it had registered already."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_MODEL": "testapp.ProductImage"}
+    [message] = check_settings()
+    assert message.id == "visual_search.E007"
+    assert "registered so that its images find testapp.Product objects" in message.msg
+    assert message.hint.startswith("Set VISUAL_SEARCH['API_MODEL'] = 'testapp.Product'")
+
+
+@isolate_apps("tests.testapp")
+def test_a_product_whose_photos_are_in_a_gallery_model_gets_the_entry_to_write():
+    """A shop's Product keeps its photos in a ProductImage model: registering the Product said only
+    'it has no ImageField', not which entry makes the gallery images stand for their product."""
+    from django.db import models
+
+    from visual_search.registry import _make
+
+    class Shoe(models.Model):
+        name = models.CharField(max_length=20)
+
+        class Meta:
+            app_label = "testapp"
+
+    class ShoePhoto(models.Model):
+        shoe = models.ForeignKey(Shoe, on_delete=models.CASCADE)
+        picture = models.ImageField()
+
+        class Meta:
+            app_label = "testapp"
+
+    with pytest.raises(ImproperlyConfigured) as raised:
+        _make(Shoe, "image", None)
+    assert ("it has no ImageField, but testapp.ShoePhoto holds its images: register {'model': 'testapp.ShoePhoto', "
+            "'image_field': 'picture', 'result': 'shoe'} instead") in str(raised.value)
 
 
 def test_bad_settings_are_reported(settings, tmp_path):

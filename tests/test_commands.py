@@ -243,3 +243,32 @@ def test_errors_name_what_to_do(db):
         run("visual_search_reindex", "--only", "everything")
     out, _ = run("visual_search_reindex")
     assert "Nothing to index" in out
+
+
+def test_reindex_names_the_product_whose_photos_are_a_registered_gallery(make_product, settings):
+    """A shop whose Product has no image field registers only its ProductImage gallery, with
+    result "product"; README's `visual_search_reindex shop.Product --only ...` answered "not
+    registered" although the admin's action on the same products reindexed their photos."""
+    from django.core.files.base import ContentFile
+
+    from tests.testapp.models import ProductImage
+
+    settings.VISUAL_SEARCH = {
+        **settings.VISUAL_SEARCH,
+        "MODELS": [{"model": "testapp.ProductImage", "image_field": "image", "result": "product"}],
+    }
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        lemon = make_product("Lemon")
+        for name in ["Lemon", "Lime"]:
+            ProductImage(product=lemon).image.save(f"{name}.jpg", ContentFile(catalogue_image(name).read_bytes()))
+    out, _ = run("visual_search_reindex", "testapp.Product", "--only", "pending")
+    assert "Embedded 2, unchanged 0, failed 0" in out
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex", "auth.User")
+    assert "Registered: testapp.ProductImage (result testapp.Product)" in str(raised.value)
+
+
+def test_a_wrong_app_label_gets_the_model_it_meant(db):
+    """The README's examples say shop.Product; a shop's app is called something else."""
+    with pytest.raises(CommandError, match=r"No model 'shop.Product'; did you mean 'testapp.Product'\?"):
+        run("visual_search_reindex", "shop.Product")

@@ -97,6 +97,37 @@ def test_a_rule_that_cannot_take_model_and_request_is_a_system_check_error(setti
     assert message.id == "visual_search.E023" and "cannot be called as rule(model, request)" in message.msg
 
 
+@pytest.mark.parametrize(("path", "says"), [
+    # The module alone: Django's words were 'Module "tests.testapp" does not define a "visibility" attribute/class'.
+    ("tests.testapp.visibility", "names a module, not a function in it"),
+    ("tests.testapp.visibility.in_stok", "did you mean 'tests.testapp.visibility.in_stock'?"),
+    # A class takes any arguments; called, it made a model instance, and every search answered 503.
+    ("tests.testapp.models.Product", "is a class"),
+])
+def test_a_rule_path_that_misses_the_function_says_which_to_name(settings, path, says):
+    from visual_search.checks import check_settings
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": path}
+    [message] = check_settings()
+    assert message.id == "visual_search.E023" and says in message.msg
+    if path == "tests.testapp.visibility":
+        assert "'tests.testapp.visibility.in_stock'" in message.hint
+
+
+def test_a_gallery_registered_without_its_result_fails_the_rule_at_check_time(settings):
+    """"MODELS": ["testapp.ProductImage"] passed every check; then the shop's rule (a filter on the
+    product's fields) raised FieldError at every search, which answered 503 to every customer."""
+    from visual_search.checks import check_settings
+
+    settings.VISUAL_SEARCH = {
+        **settings.VISUAL_SEARCH, "MODELS": ["testapp.ProductImage"], "VISIBILITY": "tests.testapp.visibility.in_stock",
+    }
+    [message] = check_settings()
+    assert message.id == "visual_search.E023"
+    assert "fails for testapp.ProductImage, which searches return: Cannot resolve keyword 'in_stock'" in message.msg
+    assert "register {'model': 'testapp.ProductImage', 'image_field': 'image', 'result': 'product'}" in message.hint
+
+
 @pytest.mark.parametrize("rule", ["takes_a_queryset", "forgets_to_return"])
 def test_a_rule_that_fails_shows_customers_nothing_and_says_why_in_the_log(shop, client, settings, caplog, rule):
     """No 500 page and nothing hidden shown: 503 "unavailable" everywhere, the log names the rule's fault."""

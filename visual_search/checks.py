@@ -8,6 +8,7 @@ package (does a class import, does a model exist), by the one function registere
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import os
@@ -18,7 +19,7 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.conf import settings as django_settings
 from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import models
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
@@ -46,7 +47,7 @@ from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
 from .indexing import ID_LENGTH
 from .queue import celery_app_missing, use_celery
-from .registry import VISIBILITY_HOW, get_registrations, registrations_for_result
+from .registry import VISIBILITY_HOW, get_registrations, registrations_for_model, registrations_for_result
 from .results import ResultAdapter
 from .training.trainer import TrainingOptions
 
@@ -349,16 +350,71 @@ def check_visibility(value: Any) -> list[checks.CheckMessage]:
     """None, or a function of ``(model, request)`` that imports (it is only called on the first search otherwise)."""
     if value is None:
         return []
-    if problems := _check_importable(SPEC["VISIBILITY"], value):
+    spec = SPEC["VISIBILITY"]
+    if problems := spec.validate(value):
+        return problems
+    if (module := _module(value)) is not None:  # "shop.visibility": the module, not its function
+        named = [f"{value}.{name}" for name in _functions(module)][:3]
+        hint = f"Add the function's name: {' or '.join(map(repr, named))}." if named else None
+        return [spec.error(f"= {value!r} names a module, not a function in it.", NOT_IMPORTABLE, hint=hint)]
+    module_path, _, name = value.rpartition(".")
+    if (module := _module(module_path)) is not None and not hasattr(module, name):
+        close = difflib.get_close_matches(name, _functions(module), n=1)
+        if close:
+            return [spec.error(f"= {value!r} does not import: {module_path} has no {name!r}; did you mean "
+                               f"'{module_path}.{close[0]}'?", NOT_IMPORTABLE)]
+    if problems := _check_importable(spec, value):
         return problems
     rule = import_string(value)
+    if inspect.isclass(rule):
+        return [spec.error(f"= {value!r} is a class. {VISIBILITY_HOW}", NOT_IMPORTABLE)]
     try:
         inspect.signature(rule).bind(None, None)
     except TypeError:
         return [SPEC["VISIBILITY"].error(f"= {value!r} cannot be called as rule(model, request). {VISIBILITY_HOW}", NOT_IMPORTABLE)]
     except ValueError:  # no signature to read (a builtin): it is called and judged at the first search
         pass
+    return _visibility_rule_fails(spec, value, rule)
+
+
+def _visibility_rule_fails(spec: Setting, value: str, rule: Callable) -> list[checks.CheckMessage]:
+    """The rule, called as a search calls it, names no field the searched models lack: a gallery model
+    registered without its ``result`` was searched itself, and the shop's rule (``is_active=True``)
+    made every search answer 503. Only a FieldError counts: building a QuerySet touches no database,
+    and whatever else the rule needs (the database, a request) is judged at the first search."""
+    try:
+        registrations = get_registrations()
+        searched = {r.result_model: r for r in registrations}
+    except ImproperlyConfigured:
+        return []  # E001 says what to fix first
+    for model, registration in searched.items():
+        try:
+            rule(model, None)
+        except FieldError as exc:
+            hint = VISIBILITY_HOW
+            relations = [f.name for f in model._meta.get_fields() if f.many_to_one and f.concrete]
+            if registration.result_model is registration.model and relations:
+                entry = {"model": model._meta.label, "image_field": registration.image_field, "result": relations[0]}
+                hint = (f"{model._meta.label} is registered without a result, so searches return its own objects; if its "
+                        f"images stand for a product, register {entry}.")
+            return [spec.error(f"= {value!r} fails for {model._meta.label}, which searches return: {exc}", NOT_IMPORTABLE, hint=hint)]
+        except Exception:  # noqa: BLE001 - judged at the first search, where the log says why
+            continue
     return []
+
+
+def _module(path: str) -> Any:
+    """The module ``path`` names, or None (not a module, or it does not import)."""
+    try:
+        return importlib.import_module(path) if path else None
+    except ImportError:
+        return None
+
+
+def _functions(module: Any) -> list[str]:
+    """The public functions defined in ``module`` (candidates for a rule's name)."""
+    return [name for name, value in vars(module).items()
+            if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")]
 
 
 @deep_check("ALLOWED_FORMATS")
@@ -393,10 +449,20 @@ def check_api_model(value: Any) -> list[checks.CheckMessage]:
         return [spec.error(f"= {value!r}: no such model.", hint="Use 'app_label.ModelName'.")]
     try:
         searchable = registrations_for_result(model)
+        # A gallery model registered with result="product": its matches are products, not images.
+        results = sorted({r.result_model._meta.label for r in registrations_for_model(model)} - {model._meta.label})
     except ImproperlyConfigured as exc:  # nothing is searchable while MODELS is broken (E001)
         return [spec.error(f"= {value!r} is not searchable until MODELS is fixed: {exc}")]
+    if searchable:
+        return []
+    if results:
+        return [spec.error(
+            f"= {value!r} is registered so that its images find {' and '.join(results)} objects (its result), "
+            "so searches never return it.",
+            hint=f"Set VISUAL_SEARCH['API_MODEL'] = {results[0]!r}, or leave it out: the first registration's result model.",
+        )]
     hint = "Register it, or an image model whose result it is, in VISUAL_SEARCH['MODELS']."
-    return [] if searchable else [spec.error(f"= {value!r} is not searchable.", hint=hint)]
+    return [spec.error(f"= {value!r} is not searchable.", hint=hint)]
 
 
 @deep_check("SEARCH_THROTTLE_RATE")

@@ -77,6 +77,20 @@ class Registration:
 _registered: dict[tuple[str, str], Registration] = {}
 
 
+def _gallery_hint(model: type[models.Model]) -> str:
+    """Said of a model without a file field: the gallery model that holds its photos, if one does (a
+    ``ProductImage`` with a foreign key to the ``Product`` registered by mistake), as an entry to use."""
+    for relation in model._meta.related_objects:
+        if not relation.one_to_many:
+            continue
+        files = [f.name for f in relation.related_model._meta.get_fields() if isinstance(f, models.FileField)]
+        if files:
+            entry = {"model": relation.related_model._meta.label, "image_field": files[0], "result": relation.field.name}
+            return (f"; it has no ImageField, but {relation.related_model._meta.label} holds its images: register "
+                    f"{entry} instead, so that its matches stand for their {model.__name__}.")
+    return "; it has no ImageField."
+
+
 def _make(
     model: type[models.Model],
     image_field: str,
@@ -95,7 +109,7 @@ def _make(
         field = model._meta.get_field(image_field)
     except Exception as exc:
         files = [f.name for f in model._meta.get_fields() if isinstance(f, models.FileField)]
-        hint = did_you_mean(image_field, files) or (f"; its file fields: {', '.join(files)}." if files else "; it has no ImageField.")
+        hint = did_you_mean(image_field, files) or (f"; its file fields: {', '.join(files)}." if files else _gallery_hint(model))
         call = f"visual_search.register({model.__name__}, image_field={image_field!r})"
         raise refused(f"{model.__name__} has no field {image_field!r}{hint}", call) from exc
     if not isinstance(field, models.FileField):

@@ -94,7 +94,9 @@ def reindex(
     """
     if queryset is not None:
         model = queryset.model
-    registrations = [r for r in get_registrations() if model is None or r.model is model]
+        registrations = [r for r in get_registrations() if r.model is model]
+    else:
+        registrations = registrations_named(model)
     if not registrations:
         raise ValueError(f"{model.__name__ if model else 'No model'} is not registered with visual search.")
     if asynchronous is None:
@@ -119,7 +121,17 @@ def reindex(
 
 
 def count_pks(model: type[models.Model] | None = None, only: Iterable[str] | None = None) -> int:
-    return sum(len(select_pks(r, only)) for r in get_registrations() if model is None or r.model is model)
+    return sum(len(select_pks(r, only)) for r in registrations_named(model))
+
+
+def registrations_named(model: type[models.Model] | None) -> list[Registration]:
+    """The registrations ``reindex(model)`` works on: every one for None; the model's own; for a
+    result model that is not registered itself (a ``Product`` whose photos are a registered
+    ``ProductImage`` gallery), the registrations whose matches stand for it."""
+    registrations = get_registrations()
+    if model is None:
+        return registrations
+    return [r for r in registrations if r.model is model] or [r for r in registrations if r.result_model is model]
 
 
 def status_counts() -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 
 from django.apps import apps
@@ -17,7 +18,13 @@ def model_from_label(label: str):
     try:
         return apps.get_model(label)
     except (LookupError, ValueError) as exc:
-        raise CommandError(f"No model {label!r}; use app_label.ModelName.") from exc
+        labels = {m._meta.label.lower(): m._meta.label for m in apps.get_models()}
+        # A wrong app label ("shop.Product" in a shop whose app is "store") is matched by its model name.
+        by_name = [m._meta.label for m in apps.get_models() if m.__name__.lower() == label.rpartition(".")[2].lower()]
+        close = difflib.get_close_matches(label.lower(), list(labels), n=1)
+        guess = by_name[0] if len(by_name) == 1 else labels[close[0]] if close else None
+        hint = f"did you mean {guess!r}?" if guess else "use app_label.ModelName."
+        raise CommandError(f"No model {label!r}; {hint}") from exc
 
 
 def explain_unmigrated(handle):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ...exceptions import WeightsUnavailable
 from ...queue import CELERY_APP_MISSING, celery_app_missing
 from ...registry import get_registrations
-from ...reindex import SELECTIONS, count_pks, reindex
+from ...reindex import SELECTIONS, count_pks, registrations_named, reindex
 from .. import explain_unmigrated, model_from_label, progress
 
 
@@ -15,7 +15,11 @@ class Command(BaseCommand):
     help = "Compute visual search embeddings for registered models, with a progress bar, or queue them on Celery."
 
     def add_arguments(self, parser):
-        parser.add_argument("model", nargs="?", help="Only this model, as app_label.ModelName (default: every registered model).")
+        parser.add_argument(
+            "model", nargs="?",
+            help="Only this model, as app_label.ModelName (default: every registered model); a result model that is "
+            "not registered itself (a product whose gallery model is) stands for the images registered for it.",
+        )
         parser.add_argument(
             "--only",
             default="",
@@ -80,8 +84,15 @@ class Command(BaseCommand):
         if not label:
             return None
         model = model_from_label(label)
-        if not any(r.model is model for r in get_registrations()):
-            raise CommandError(f"{label} is not registered with visual search (VISUAL_SEARCH['MODELS']).")
+        if not registrations_named(model):
+            registered = ", ".join(
+                r.model._meta.label + (f" (result {r.result_model._meta.label})" if r.result_model is not r.model else "")
+                for r in get_registrations()
+            )
+            raise CommandError(
+                f"{model._meta.label} is not registered with visual search (VISUAL_SEARCH['MODELS']), nor the result of a "
+                f"registration. Registered: {registered or 'nothing yet'}."
+            )
         return model
 
     def _run(self, model, selection, force, total, verbosity):
