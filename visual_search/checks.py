@@ -172,8 +172,10 @@ def _long_keys(registrations) -> list[checks.CheckMessage]:
     warnings = []
     for model in dict.fromkeys(m for r in registrations for m in (r.model, r.result_model)):
         key = model._meta.pk
-        length = None if isinstance(key, models.TextField) else getattr(key, "max_length", 0)
-        if length is None or (length or 0) > ID_LENGTH:
+        if not isinstance(key, (models.CharField, models.TextField)):  # numbers and UUIDs always fit
+            continue
+        length = None if isinstance(key, models.TextField) else key.max_length  # None: unbounded (PostgreSQL)
+        if length is None or length > ID_LENGTH:
             warnings.append(checks.Warning(
                 f"{model._meta.label}'s primary key {key.name!r} holds up to {length or 'any number of'} characters; "
                 f"visual search stores ids of at most {ID_LENGTH}: an object whose key is longer is never indexed "
