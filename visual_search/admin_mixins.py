@@ -32,7 +32,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext
 
 from . import duplicates, queue
-from .models import ImageEmbedding, content_types_of, type_is
+from .batching import chunked
+from .models import DuplicateDismissal, ImageEmbedding, content_types_of, type_is
 from .registry import Registration, get_registrations, registrations_for_model
 from .reindex import select_pks
 from .serving import current_fingerprint
@@ -40,6 +41,8 @@ from .serving import current_fingerprint
 Status = ImageEmbedding.Status
 # The worst status of an object's images wins the column: one failed gallery photo needs a look.
 RANKS = {"failed": 0, "pending": 1, "stale": 2, "ready": 3}
+# Objects whose flagged rows the "dismiss" action fetches at once.
+DISMISS_CHUNK = 500
 LABELS = {"failed": _("Failed"), "pending": _("Pending"), "stale": _("Stale"), "ready": _("Ready"), "missing": _("Not indexed")}
 
 
@@ -338,7 +341,20 @@ class VisualSearchAdminMixin:
 
     @admin.action(description=_("Dismiss possible duplicate image warnings"))
     def visual_search_dismiss_duplicates(self, request, queryset):
-        dismissed = sum(self._dismiss(request, obj) for obj in queryset)
+        # Only the selected objects with a warning, their flagged rows fetched a page at a time: it
+        # was two queries per selected object, flagged or not ("select all 20,000": minutes).
+        if "visual_search_duplicate" not in queryset.query.annotations:
+            queryset = annotate_duplicates(queryset)
+        dismissed, done = 0, set()
+        warned = list(queryset.filter(visual_search_duplicate__isnull=False).order_by().values_list("pk", flat=True))
+        for pks in chunked(warned, DISMISS_CHUNK):
+            for rows in flagged_rows_of(list(self.model._default_manager.filter(pk__in=pks))).values():
+                for row in rows:
+                    pair = DuplicateDismissal.pair(row, row.duplicate_of)
+                    if pair not in done:  # both products of a pair selected: dismissed once
+                        done.add(pair)
+                        duplicates.dismiss(row, row.duplicate_of, request.user)
+                        dismissed += 1
         text = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
                         "%d possible duplicates dismissed: they will not be flagged again.", dismissed) % dismissed
         self.message_user(request, text, messages.SUCCESS)
