@@ -264,3 +264,34 @@ def test_queueing_many_objects_makes_their_pending_rows_in_a_few_queries(setting
     assert [len(batch) for batch in sent] == [8] * 40
     assert ImageEmbedding.objects.filter(status="pending").count() == 320
     assert len(captured) < 15, [q["sql"][:100] for q in captured]  # 40 tasks
+
+
+def test_status_and_selections_are_counted_by_the_database_not_in_python():
+    """visual_search_status and the sweep read every product's key and every row's object id into
+    sets: 60 MB and two seconds at 100,000 products, on each sweep. Their memory no longer grows
+    with the catalogue."""
+    import tracemalloc
+
+    from tests.testapp.models import Product
+    from visual_search.reindex import select_pks, status_counts
+    from visual_search.registry import get_registration
+
+    registration = get_registration("testapp.product", "image")
+
+    def peak() -> int:
+        tracemalloc.start()
+        try:
+            table = status_counts()
+            assert select_pks(registration, ["stale", "failed", "pending"]) == []
+            return tracemalloc.get_traced_memory()[1], table[0]
+        finally:
+            tracemalloc.stop()
+
+    Product.objects.bulk_create([Product(name=f"Imported {i}", image=f"products/imported-{i}.jpg") for i in range(100)])
+    peak()  # warm: the first call compiles and caches what every call needs
+    small, table = peak()
+    assert (table["objects"], table["missing"]) == (100, 100)
+    Product.objects.bulk_create([Product(name=f"More {i}", image=f"products/more-{i}.jpg") for i in range(5000)])
+    large, table = peak()
+    assert (table["objects"], table["missing"]) == (5100, 5100)
+    assert large < small + 100_000, (small, large)

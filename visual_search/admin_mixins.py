@@ -23,8 +23,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import model_ngettext
 from django.core.exceptions import PermissionDenied
-from django.db import connections, models, router
-from django.db.models.functions import Cast, Coalesce, Concat, Substr
+from django.db import models
+from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.urls import path, reverse
@@ -33,7 +33,7 @@ from django.utils.translation import gettext_lazy as _, ngettext
 
 from . import duplicates, queue
 from .batching import chunked
-from .models import DuplicateDismissal, ImageEmbedding, content_types_of, type_is
+from .models import DuplicateDismissal, ImageEmbedding, content_types_of, pk_as_text, type_is
 from .registry import Registration, get_registrations, registrations_for_model
 from .reindex import select_pks
 from .serving import current_fingerprint
@@ -63,26 +63,8 @@ def _own_and_gallery(model: type[models.Model]) -> tuple[models.Q, models.Q]:
     image again where it is its own result); each an index's prefix, so that a subquery per object
     is a lookup, not a scan."""
     types = content_types_of(model)
-    pk = _pk_as_text(model)
+    pk = pk_as_text(model)
     return type_is("content_type", types) & models.Q(object_id=pk), type_is("result_type", types) & models.Q(result_id=pk)
-
-
-def _pk_as_text(model: type[models.Model]):
-    """The outer object's primary key as its rows store it, ``str(pk)``, computed in SQL.
-
-    A cast is that for integers and strings. A UUID is stored as 32 hex digits where the database
-    has no uuid type (SQLite, MySQL), where ``str()`` writes 8-4-4-4-12 with dashes: the dashes are
-    put in on the outer side, so that the lookup in the rows' index stays a lookup.
-    """
-    field = model._meta.pk
-    while field.is_relation:  # multi-table inheritance: the parent's key
-        field = field.target_field
-    text = Cast(models.OuterRef("pk"), output_field=models.CharField())
-    if isinstance(field, models.UUIDField) and not connections[router.db_for_read(model)].features.has_native_uuid_field:
-        dash = models.Value("-")
-        parts = [Substr(text, start, length) for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
-        return Concat(parts[0], dash, parts[1], dash, parts[2], dash, parts[3], dash, parts[4], output_field=models.CharField())
-    return text
 
 
 def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
