@@ -272,3 +272,55 @@ def test_a_wrong_app_label_gets_the_model_it_meant(db):
     """The README's examples say shop.Product; a shop's app is called something else."""
     with pytest.raises(CommandError, match=r"No model 'shop.Product'; did you mean 'testapp.Product'\?"):
         run("visual_search_reindex", "shop.Product")
+
+
+def test_queueing_many_objects_makes_their_pending_rows_in_a_few_queries(settings, monkeypatch):
+    """The admin's "select all" then "Reindex" with Celery: the pending rows were made task by task,
+    five queries each (15,000 queries in the request for 100,000 products)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.testapp.models import Product
+    from visual_search import queue
+
+    Product.objects.bulk_create([Product(name=f"Imported {i}", image=f"products/imported-{i}.jpg") for i in range(320)])
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args, **kwargs: sent.append(args[2]))
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "BATCH_SIZE": 8}
+    pks = list(Product.objects.order_by("pk").values_list("pk", flat=True))
+    with CaptureQueriesContext(connection) as captured:
+        assert queue.enqueue("testapp.product", "image", pks) == 320
+    assert [len(batch) for batch in sent] == [8] * 40
+    assert ImageEmbedding.objects.filter(status="pending").count() == 320
+    assert len(captured) < 15, [q["sql"][:100] for q in captured]  # 40 tasks
+
+
+def test_status_and_selections_are_counted_by_the_database_not_in_python():
+    """visual_search_status and the sweep read every product's key and every row's object id into
+    sets: 60 MB and two seconds at 100,000 products, on each sweep. Their memory no longer grows
+    with the catalogue."""
+    import tracemalloc
+
+    from tests.testapp.models import Product
+    from visual_search.reindex import select_pks, status_counts
+    from visual_search.registry import get_registration
+
+    registration = get_registration("testapp.product", "image")
+
+    def peak() -> int:
+        tracemalloc.start()
+        try:
+            table = status_counts()
+            assert select_pks(registration, ["stale", "failed", "pending"]) == []
+            return tracemalloc.get_traced_memory()[1], table[0]
+        finally:
+            tracemalloc.stop()
+
+    Product.objects.bulk_create([Product(name=f"Imported {i}", image=f"products/imported-{i}.jpg") for i in range(100)])
+    peak()  # warm: the first call compiles and caches what every call needs
+    small, table = peak()
+    assert (table["objects"], table["missing"]) == (100, 100)
+    Product.objects.bulk_create([Product(name=f"More {i}", image=f"products/more-{i}.jpg") for i in range(5000)])
+    large, table = peak()
+    assert (table["objects"], table["missing"]) == (5100, 5100)
+    assert large < small + 100_000, (small, large)

