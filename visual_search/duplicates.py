@@ -106,8 +106,10 @@ def best_match(row: ImageEmbedding, limit: float) -> Match | None:
         return None
     scores = l2_normalise(np.stack([other.array for other in rows])) @ l2_normalise(row.array)
     same = np.array([bool(row.checksum) and other.checksum == row.checksum for other in rows])
-    # The same file wins whatever the score (a few pixels of float noise); then the most similar.
-    best = int(np.lexsort((-scores, ~same))[0])
+    # The same file wins whatever the score (a few pixels of float noise), and of several copies of
+    # it the first indexed (the original, whichever order the database returned them in); else the
+    # most similar.
+    best = min(range(len(rows)), key=lambda i: (not same[i], rows[i].pk if same[i] else 0, -scores[i], rows[i].pk))
     if not same[best] and scores[best] < limit:
         return None
     return Match(rows[best].pk, float(min(scores[best], 1.0)), bool(same[best]))
