@@ -115,7 +115,12 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         return f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("content_type", "result_type", "duplicate_of__result_type")
+        # Not the vectors (2 KB a row, and again for each row's duplicate): nothing here shows them.
+        return (
+            super().get_queryset(request)
+            .select_related("content_type", "result_type", "duplicate_of__result_type")
+            .defer("vector", "duplicate_of__vector")
+        )
 
     def has_add_permission(self, request) -> bool:
         return False
