@@ -146,6 +146,7 @@ def test_tensorflow_start_up_lines_below_the_level_are_dropped():
 @pytest.mark.django_db
 def test_admin_actions_say_indexed_when_done_and_queued_when_the_workers_have_it(monkeypatch, make_product, jpeg_bytes):
     assert images_done(15) == "15 images indexed" and images_done(1, again=True) == "1 stale or failed image indexed again"
+    assert images_done(0) == "no image needed indexing: each is indexed or on its way"  # was "0 images indexed"
     product = make_product("Red", jpeg_bytes())
     request = RequestFactory().post("/")
     request.session, request.user = {}, None

@@ -236,7 +236,10 @@ def failed_count(objects: models.QuerySet) -> int:
 
 def images_done(images: int, *, again: bool = False) -> str:
     """"15 images indexed" when the work ran in this request (no Celery), "15 images queued for
-    indexing" when the workers have it: staff should know whether to wait."""
+    indexing" when the workers have it: staff should know whether to wait; "no image needed indexing"
+    for none (it read "0 images indexed", as if something had failed)."""
+    if not images:
+        return str(_("no image needed indexing: each is indexed or on its way"))
     if queue.use_celery():
         if again:
             return ngettext("%d stale or failed image queued again", "%d stale or failed images queued again", images) % images
