@@ -334,21 +334,25 @@ class VisualSearchAdminMixin:
         warned = list(queryset.filter(visual_search_duplicate__isnull=False).order_by().values_list("pk", flat=True))
         for pks in chunked(warned, DISMISS_CHUNK):
             for rows in flagged_rows_of(list(self.model._default_manager.filter(pk__in=pks))).values():
-                for row in rows:
-                    pair = DuplicateDismissal.pair(row, row.duplicate_of)
-                    if pair not in done:  # both products of a pair selected: dismissed once
-                        done.add(pair)
-                        duplicates.dismiss(row, row.duplicate_of, request.user)
-                        dismissed += 1
+                dismissed += self._dismiss(request, rows, done)
+        self._dismissed_message(request, dismissed)
+
+    def _dismiss(self, request, rows: list[ImageEmbedding], done: set) -> int:
+        """Dismiss the warnings of ``rows``, each pair once (both products of a pair may be
+        selected: ``done`` holds the pairs dismissed so far); returns how many were."""
+        dismissed = 0
+        for row in rows:
+            pair = DuplicateDismissal.pair(row, row.duplicate_of)
+            if pair not in done:
+                done.add(pair)
+                duplicates.dismiss(row, row.duplicate_of, request.user)
+                dismissed += 1
+        return dismissed
+
+    def _dismissed_message(self, request, dismissed: int) -> None:
         text = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
                         "%d possible duplicates dismissed: they will not be flagged again.", dismissed) % dismissed
         self.message_user(request, text, messages.SUCCESS)
-
-    def _dismiss(self, request, obj) -> int:
-        rows = flagged_rows(obj)
-        for row in rows:
-            duplicates.dismiss(row, row.duplicate_of, request.user)
-        return len(rows)
 
     def _work_message(self, request, pks: list[Any] | None, done: str) -> None:
         """"3 products: 15 images indexed.", and which still failed when the work ran here."""
@@ -431,9 +435,6 @@ class VisualSearchAdminMixin:
         obj = self.get_object(request, object_id)
         if request.method != "POST" or obj is None or not self.has_change_permission(request, obj):
             raise PermissionDenied
-        dismissed = self._dismiss(request, obj)
-        text = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
-                        "%d possible duplicates dismissed: they will not be flagged again.", dismissed) % dismissed
-        self.message_user(request, text, messages.SUCCESS)
+        self._dismissed_message(request, self._dismiss(request, flagged_rows(obj), set()))
         info = self.model._meta.app_label, self.model._meta.model_name
         return HttpResponseRedirect(reverse("admin:%s_%s_change" % info, args=[obj.pk], current_app=self.admin_site.name))
