@@ -43,6 +43,23 @@ def test_status_then_reindex_with_progress(imported):
     assert "Embedded 0, unchanged 3, failed 1" in out
 
 
+def test_status_names_the_project_s_celery_app_in_the_worker_command(imported, settings, monkeypatch):
+    """Staff were told to run `celery -A yourproject worker` word for word: the project's app, in
+    Celery's Django layout (``Celery("shop")`` in the ``shop`` package), is named; a name that is no
+    module keeps the placeholder, as `-A` would not find it."""
+    from celery import Celery
+
+    from visual_search import queue
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    monkeypatch.setattr(queue, "current_app", Celery("demo_shop", set_as_current=False))
+    out, _ = run("visual_search_status")
+    assert "(`celery -A demo_shop worker`)" in out
+    monkeypatch.setattr(queue, "current_app", Celery("no_such_project", set_as_current=False))
+    out, _ = run("visual_search_status")
+    assert "(`celery -A yourproject worker`)" in out
+
+
 def test_status_does_not_ask_for_a_reindex_while_the_workers_have_the_images(imported, settings):
     """With Celery, rows pending for less than SWEEP_AFTER_SECONDS are a worker's: the status said
     to run an in-process reindex of them, doing the workers' job twice."""

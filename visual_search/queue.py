@@ -7,6 +7,7 @@ the Celery task module imports it: :mod:`visual_search.tasks` defines them under
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -63,6 +64,18 @@ def celery_app_missing() -> bool:
     app was never imported (the ``__init__.py`` line of Celery's Django set-up), so Celery's default
     app would publish to amqp://localhost, whatever the settings say."""
     return bool(getattr(django_settings, "CELERY_BROKER_URL", None)) and not current_app.conf.broker_url
+
+
+def worker_command() -> str:
+    """The command that starts a worker for this project's Celery app: ``Celery("shop")`` in the
+    ``shop`` package (Celery's Django layout) -> ``celery -A shop worker``. A placeholder where the
+    app's name is not an importable module, as `-A` would not find it."""
+    name = current_app.main
+    try:
+        found = bool(name) and importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    return f"celery -A {name if found else 'yourproject'} worker"
 
 
 def broker_problem(exc: BaseException) -> str:

@@ -62,7 +62,7 @@ class Command(BaseCommand):
                 f"{images} been pending for less than SWEEP_AFTER_SECONDS ({settings.SWEEP_AFTER_SECONDS:g} s): "
                 "queued for the Celery workers when they were saved, or waiting for the sweep (which queues "
                 "those still pending after that); nothing to do but keep a worker running "
-                "(`celery -A yourproject worker`)."
+                f"(`{queue.worker_command()}`)."
             )
         if todo:
             images = "1 image needs" if todo == 1 else f"{todo} images need"
