@@ -232,6 +232,21 @@ def test_the_index_admin_column_and_filter(client_on_site, pair):
     assert page.count('class="action-select"') == 1
 
 
+def test_the_index_admin_shows_both_images_of_a_possible_duplicate(client_on_site, pair):
+    """Staff had a product's name and "0.997" to judge a pair by: each row shows its image, the
+    column the other image, and the row's page both side by side with a link to the other row."""
+    first, second = pair
+    mine = ImageEmbedding.objects.get(object_id=str(second.pk))
+    theirs = ImageEmbedding.objects.get(object_id=str(first.pk))
+    assert mine.duplicate_of_id == theirs.pk
+    page = client_on_site.get("/shopadmin/visual_search/imageembedding/?possible_duplicate=yes").content.decode()
+    assert page.count(f'<img src="{second.image.url}"') == 2  # its own row and the other's column
+    assert page.count(f'<img src="{first.image.url}"') == 2
+    page = client_on_site.get(f"/shopadmin/visual_search/imageembedding/{mine.pk}/change/").content.decode()
+    assert f'<img src="{second.image.url}"' in page and f'<img src="{first.image.url}"' in page
+    assert f'href="/shopadmin/visual_search/imageembedding/{theirs.pk}/change/"' in page
+
+
 @pytest.mark.parametrize(("score", "shown"), [(0.99749, "0.997"), (0.99999, "0.999"), (1.0, "1.000"), (None, "0.000")])
 def test_a_duplicate_s_similarity_never_reads_identical_unless_it_is(score, shown):
     """Pairs are flagged from 0.997: at two decimals, rounded, every flagged pair read "1.00"."""

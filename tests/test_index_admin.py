@@ -51,6 +51,22 @@ def test_each_image_shows_its_product_linked_to_the_product_s_page(staff_client,
     assert f'<a href="/shopadmin/testapp/product/{mango.pk}/change/">Mango</a>' in page
 
 
+def test_each_row_shows_its_image_and_one_without_a_file_none(staff_client, catalogue):
+    """Staff saw "Testapp | product #3.image (failed)": which picture failed, or which of a
+    product's photos a row is, needed the file name looked up by hand."""
+    lime, _ = catalogue
+    shelf = ProductImage.objects.get(product=lime)
+    page = staff_client.get(INDEX).content.decode()
+    assert f'<img src="{lime.image.url}"' in page and f'<img src="{shelf.image.url}"' in page
+    assert page.count('<img src="/media/') == 3
+    ImageEmbedding.objects.filter(object_id=str(shelf.pk)).update(source_name="")  # never computed
+    page = staff_client.get(INDEX).content.decode()
+    assert page.count('<img src="/media/') == 2 and rows(page) == 3
+    row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    assert f'<img src="{lime.image.url}"' in page and 'width="240"' in page
+
+
 def test_the_page_costs_the_same_queries_for_more_rows(staff_client, catalogue, make_product):
     with CaptureQueriesContext(connection) as three:
         staff_client.get(INDEX)

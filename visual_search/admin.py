@@ -61,12 +61,38 @@ class _IndexChangeList(ChangeList):
 SEARCH_RESULTS = 1000
 
 
+def image_url(row: ImageEmbedding) -> str:
+    """Where the file a row was computed from is served (its field's storage), from the row alone:
+    no query per row. "" when there is none to show (never computed, a model or field gone, a
+    storage that serves no URLs)."""
+    model = row.content_type.model_class() if row.source_name else None
+    try:
+        return model._meta.get_field(row.field_name).storage.url(row.source_name) if model else ""
+    except Exception:  # FieldDoesNotExist, a storage's NotImplementedError or its own errors
+        logger.debug("No URL for the image of %s", row, exc_info=True)
+        return ""
+
+
+def thumbnail(row: ImageEmbedding, size: int = 64) -> str:
+    """The row's image, small and linked to the file (staff judge a failure or a possible
+    duplicate by eye); "" without one."""
+    url = image_url(row)
+    if not url:
+        return ""
+    return format_html(
+        '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" loading="lazy" width="{}" height="{}" '
+        'style="object-fit: contain; vertical-align: middle"></a>',
+        url, url, size, size,
+    )
+
+
 @admin.register(ImageEmbedding)
 class ImageEmbeddingAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "result", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
+    list_display = ("image", "__str__", "result", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
+    list_display_links = ("__str__",)
     list_filter = ("status", PossibleDuplicateFilter, ("content_type", admin.RelatedOnlyFieldListFilter), "fingerprint")
     search_fields = ("object_id", "result_id", "error", "source_name")
-    readonly_fields = [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
+    readonly_fields = ["image_preview"] + [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
     actions = ["requeue"]
 
     def get_changelist(self, request, **kwargs):
@@ -101,6 +127,22 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
                 found = found | queryset.filter(result_type_id=result_type_id, result_id__in=pks)
         return found, may_have_duplicates
 
+    @admin.display(description=_("image"))
+    def image(self, obj: ImageEmbedding) -> str:
+        return thumbnail(obj)
+
+    @admin.display(description=_("image"))
+    def image_preview(self, obj: ImageEmbedding) -> str:
+        """The image, and beside it the one it may duplicate: staff compare them by eye."""
+        mine = thumbnail(obj, 240)
+        other = obj.duplicate_of
+        if not mine or other is None or other.status != ImageEmbedding.Status.READY or not (theirs := thumbnail(other, 240)):
+            return mine
+        url = reverse(f"{self.admin_site.name}:visual_search_imageembedding_change", args=[other.pk])
+        return format_html(
+            '{} {}<br>{} <a href="{}">{}</a>', mine, theirs, _("On the right, the image it may duplicate:"), url, other
+        )
+
     @admin.display(description=_("error"))
     def short_error(self, obj: ImageEmbedding) -> str:
         return obj.error[:120]
@@ -112,13 +154,15 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
             return ""
         name = duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
-        return f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
+        words = f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
+        picture = thumbnail(other, 48)
+        return format_html("{} {}", picture, words) if picture else words
 
     def get_queryset(self, request):
         # Not the vectors (2 KB a row, and again for each row's duplicate): nothing here shows them.
         return (
             super().get_queryset(request)
-            .select_related("content_type", "result_type", "duplicate_of__result_type")
+            .select_related("content_type", "result_type", "duplicate_of__content_type", "duplicate_of__result_type")
             .defer("vector", "duplicate_of__vector")
         )
 
