@@ -196,6 +196,9 @@ def test_the_change_page_warns_and_its_button_dismisses(client_on_site, pair):
     page = client_on_site.get(f"/shopadmin/testapp/product/{second.pk}/change/").content.decode()
     assert "This image is a possible duplicate of Pink Lady (similarity 1.000, same file)" in page
     assert "Not a duplicate" in page
+    first = pair[0]  # both pictures in the warning: a copy, or two products that look alike?
+    warning = page.split("This image is a possible duplicate")[0].rsplit("<li", 1)[1] + page.split("This image is a possible duplicate")[1].split("</li>")[0]
+    assert f'<img src="{second.image.url}"' in warning and f'<img src="{first.image.url}"' in warning
     url = f"/shopadmin/testapp/product/{second.pk}/visual-search-not-duplicate/"
     assert client_on_site.get(url).status_code == 403  # POST only
     response = client_on_site.post(url, follow=True)

@@ -61,31 +61,6 @@ class _IndexChangeList(ChangeList):
 SEARCH_RESULTS = 1000
 
 
-def image_url(row: ImageEmbedding) -> str:
-    """Where the file a row was computed from is served (its field's storage), from the row alone:
-    no query per row. "" when there is none to show (never computed, a model or field gone, a
-    storage that serves no URLs)."""
-    model = row.content_type.model_class() if row.source_name else None
-    try:
-        return model._meta.get_field(row.field_name).storage.url(row.source_name) if model else ""
-    except Exception:  # FieldDoesNotExist, a storage's NotImplementedError or its own errors
-        logger.debug("No URL for the image of %s", row, exc_info=True)
-        return ""
-
-
-def thumbnail(row: ImageEmbedding, size: int = 64) -> str:
-    """The row's image, small and linked to the file (staff judge a failure or a possible
-    duplicate by eye); "" without one."""
-    url = image_url(row)
-    if not url:
-        return ""
-    return format_html(
-        '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" loading="lazy" width="{}" height="{}" '
-        'style="object-fit: contain; vertical-align: middle"></a>',
-        url, url, size, size,
-    )
-
-
 @admin.register(ImageEmbedding)
 class ImageEmbeddingAdmin(admin.ModelAdmin):
     list_display = ("image", "__str__", "result", "status", "short_error", "possible_duplicate", "fingerprint", "updated_at")
@@ -129,14 +104,14 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("image"))
     def image(self, obj: ImageEmbedding) -> str:
-        return thumbnail(obj)
+        return obj.thumbnail()
 
     @admin.display(description=_("image"))
     def image_preview(self, obj: ImageEmbedding) -> str:
         """The image, and beside it the one it may duplicate: staff compare them by eye."""
-        mine = thumbnail(obj, 240)
+        mine = obj.thumbnail(240)
         other = obj.duplicate_of
-        if not mine or other is None or other.status != ImageEmbedding.Status.READY or not (theirs := thumbnail(other, 240)):
+        if not mine or other is None or other.status != ImageEmbedding.Status.READY or not (theirs := other.thumbnail(240)):
             return mine
         url = reverse(f"{self.admin_site.name}:visual_search_imageembedding_change", args=[other.pk])
         return format_html(
@@ -155,7 +130,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         name = duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
         words = f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
-        picture = thumbnail(other, 48)
+        picture = other.thumbnail(48)
         return format_html("{} {}", picture, words) if picture else words
 
     def get_queryset(self, request):

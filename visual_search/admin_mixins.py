@@ -157,7 +157,7 @@ def flagged_rows_of(objects: list[models.Model]) -> dict[Any, list[ImageEmbeddin
     types = content_types_of(objects[0])
     type_ids = {t.pk for t in types}
     own = (type_is("content_type", types) & models.Q(object_id__in=list(by_text))) | (type_is("result_type", types) & models.Q(result_id__in=list(by_text)))
-    rows = list(duplicates.flagged(ImageEmbedding.objects.filter(own)).select_related("duplicate_of__result_type").order_by("-duplicate_score"))
+    rows = list(duplicates.flagged(ImageEmbedding.objects.filter(own)).select_related("content_type", "duplicate_of__content_type", "duplicate_of__result_type").order_by("-duplicate_score"))
     named = duplicates.result_objects([row.duplicate_of for row in rows if row.duplicate_of is not None])
     for row in rows:
         if row.duplicate_of is not None:
@@ -428,7 +428,9 @@ class VisualSearchAdminMixin:
             )
         for row in flagged_rows(obj):
             words = duplicate_words(row)
-            text = format_html("{}{}{}", _("This image is a "), words, button)
+            # Both pictures, so staff can tell a copy from two products that look alike.
+            theirs = row.duplicate_of.thumbnail(48) if row.duplicate_of is not None else ""
+            text = format_html("{} {}{} {}{}", row.thumbnail(48), _("This image is a "), words, theirs, button)
             self.message_user(request, text, messages.WARNING)
 
     def visual_search_dismiss_view(self, request, object_id):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, models, router
 from django.db.models.functions import Cast, Concat, Substr
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+
+logger = logging.getLogger("visual_search")
 
 
 def forget_duplicate(collector, field, sub_objs, using) -> None:
@@ -132,6 +137,29 @@ class ImageEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.status})"
+
+    def image_url(self) -> str:
+        """Where the file this row was computed from is served (its field's storage), from the row
+        alone: no query beyond its content type. "" when there is none to show (never computed, a
+        model or field gone, a storage that serves no URLs)."""
+        model = self.content_type.model_class() if self.source_name else None
+        try:
+            return model._meta.get_field(self.field_name).storage.url(self.source_name) if model else ""
+        except Exception:  # FieldDoesNotExist, a storage's NotImplementedError or its own errors
+            logger.debug("No URL for the image of %s", self, exc_info=True)
+            return ""
+
+    def thumbnail(self, size: int = 64) -> str:
+        """The image, small and linked to the file, for the admin (staff judge a failure or a
+        possible duplicate by eye); "" without one."""
+        url = self.image_url()
+        if not url:
+            return ""
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" loading="lazy" width="{}" height="{}" '
+            'style="object-fit: contain; vertical-align: middle"></a>',
+            url, url, size, size,
+        )
 
     @property
     def array(self) -> np.ndarray | None:
