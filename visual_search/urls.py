@@ -1,4 +1,4 @@
-"""The server-rendered search page: ``path("search-by-photo/", include("visual_search.urls"))``."""
+"""The server-rendered search page: ``path("visual-search/", include("visual_search.urls"))`` (as the README mounts it)."""
 
 from django.urls import path
 

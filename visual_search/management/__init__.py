@@ -11,6 +11,7 @@ from django.db import DatabaseError, connections, router
 from django.db.migrations.executor import MigrationExecutor
 
 from ..models import ImageEmbedding
+from ..registry import registrations_for_model, registrations_for_result
 
 
 def model_from_label(label: str):
@@ -25,6 +26,24 @@ def model_from_label(label: str):
         guess = by_name[0] if len(by_name) == 1 else labels[close[0]] if close else None
         hint = f"did you mean {guess!r}?" if guess else "use app_label.ModelName."
         raise CommandError(f"No model {label!r}; {hint}") from exc
+
+
+def searchable_model(command, label: str, doing: str):
+    """The searchable model ``label`` names: a result model, or the one an image model's matches
+    stand for (a gallery's product: its rows are filed under that one; ``doing`` says what is done
+    then, e.g. "rebuilding {model}'s vectors"). A model that no registration returns is a CommandError, not an
+    empty answer: a nightly ``visual_search_duplicates --model shop.ProductImage`` said "no possible
+    duplicate images" and exited 0 whatever the catalogue held."""
+    model = model_from_label(label)
+    if registrations_for_result(model):
+        return model
+    # An image model (a gallery) whose matches stand for another: its vectors are indexed as that one's.
+    results = {r.result_model for r in registrations_for_model(model)}
+    if len(results) == 1:
+        (result,) = results
+        command.stdout.write(f"{label}'s images are searched as {result._meta.label}: {doing.format(model=result._meta.label)}.")
+        return result
+    raise CommandError(f"{label} is not searchable: no registration in VISUAL_SEARCH['MODELS'] returns it.")
 
 
 def explain_unmigrated(handle):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import settings
 from ...duplicates import Pair, find_pairs, result_object
-from .. import explain_unmigrated
+from .. import explain_unmigrated, searchable_model
 from ..progress import Followed
 
 COLUMNS = ("product", "image", "other product", "other image", "similarity", "note")
@@ -36,10 +35,7 @@ class Command(BaseCommand):
             raise CommandError("--threshold must be from 0 to 1.")
         result_model = None
         if model:
-            try:
-                result_model = apps.get_model(model)
-            except (LookupError, ValueError) as exc:
-                raise CommandError(f"No model {model!r}: use app_label.ModelName.") from exc
+            result_model = searchable_model(self, model, "comparing {model}'s images")
         with Followed(self, desc="Comparing images", show=options.get("verbosity", 1) > 0) as progress:
             pairs = find_pairs(threshold, result_model=result_model, include_dismissed=include_dismissed, progress=progress)
         limit = threshold if threshold is not None else settings.DUPLICATE_THRESHOLD

@@ -13,9 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 from ...backends import get_backend
 from ...conf import settings
 from ...models import ImageEmbedding
-from ...registry import registrations_for_model, registrations_for_result
 from ...serving import current_fingerprint, kept_fingerprints
-from .. import explain_unmigrated, model_from_label, progress
+from .. import explain_unmigrated, progress, searchable_model
 
 
 class Command(BaseCommand):
@@ -36,7 +35,7 @@ class Command(BaseCommand):
         # The vectors in use and those a switch or rollback would need (kept model versions).
         rows = ImageEmbedding.objects.filter(status=ImageEmbedding.Status.READY, fingerprint__in=kept_fingerprints() | {current_fingerprint()})
         if model:
-            searched = self._model(model)
+            searched = searchable_model(self, model, "rebuilding {model}'s vectors")
             model = searched._meta.label
             rows = rows.filter(result_type=ContentType.objects.get_for_model(searched))
         total = rows.count()
@@ -60,15 +59,3 @@ class Command(BaseCommand):
                 "No embedding was recomputed."
             )
         )
-
-    def _model(self, label):
-        model = model_from_label(label)
-        if registrations_for_result(model):
-            return model
-        # An image model (a gallery) whose matches stand for another: its vectors are indexed as that one's.
-        results = {r.result_model for r in registrations_for_model(model)}
-        if len(results) == 1:
-            (result,) = results
-            self.stdout.write(f"{label}'s images are searched as {result._meta.label}: rebuilding {result._meta.label}'s vectors.")
-            return result
-        raise CommandError(f"{label} is not searchable: no registration in VISUAL_SEARCH['MODELS'] returns it.")
