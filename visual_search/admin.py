@@ -259,8 +259,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     Activating computes the version's vectors for every image before searches switch to it: on the
     Celery workers when Celery is used (the page follows the progress), otherwise in the request
-    itself, which may take minutes on a large catalogue (``manage.py visual_search_versions
-    activate ID`` shows a progress bar instead).
+    itself for up to ``IN_REQUEST_IMAGES`` images (beyond, nothing starts and the message names
+    ``manage.py visual_search_versions activate ID``, which shows a progress bar).
     """
 
     list_display = ("label", "status", "precision_at_1", "progress_display", "created_at", "activated_at")
