@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 import numpy as np
+from django.apps import apps
 
 from .. import ranking
 from ..batching import chunked
@@ -99,11 +100,24 @@ class BaseBackend:
     def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
         """The ``Whitening`` of this model was just (re)learned, in this process.
 
-        Every transformed vector changes. The default drops what this process keeps (the NumPy
-        backend reloads now, other processes notice the new ``updated_at`` within
-        ``REFRESH_INTERVAL``); a backend that stores transformed vectors rewrites them instead.
+        Every transformed vector changes. A backend that reads the rows itself (``reads_rows``:
+        NumPy) drops what this process keeps and reloads; other processes notice the new
+        ``updated_at`` within ``REFRESH_INTERVAL``. Any other backend keeps its own copy, so by
+        default this model's ready rows of ``fingerprint`` are handed to :meth:`add` again (in
+        chunks of ``REBUILD_CHUNK``), then :meth:`finish`: the default used to call :meth:`reset`,
+        which left a backend of a shop's own, keeping vectors in its own store, empty after every
+        whitening refit. Override it to rewrite the vectors in place (pgvector) or rebuild lazily
+        (FAISS).
         """
-        self.reset()
+        if self.reads_rows:
+            self.reset()
+            return
+        # Through the app registry: this module is importable before Django is set up (no models).
+        embeddings = apps.get_model("visual_search", "ImageEmbedding").objects
+        rows = embeddings.ready(fingerprint).filter(result_type_id=result_type_id).order_by("pk")
+        for chunk in chunked(rows.iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+            self.add(chunk)
+        self.finish()
 
     def space(self, result_type_id: int, fingerprint: str) -> contextlib.AbstractContextManager[VectorSpace]:
         """The stored vectors of one searchable model and fingerprint, as a :class:`~visual_search.ranking.VectorSpace`.
