@@ -16,7 +16,7 @@ from tests.conftest import demo_environment
 from visual_search import checks as visual_search_checks
 from visual_search.checks import check_settings
 from visual_search.conf import CHECK_IDS, SPEC, WRONG_TYPE
-from visual_search.backends.base import BaseBackend
+from visual_search.backends.base import BaseBackend, EmptySpace, holding
 from visual_search.exceptions import WeightsUnavailable
 
 
@@ -263,7 +263,32 @@ def test_pgvector_on_a_database_that_is_not_postgresql_is_an_error(reported):
 
 
 class OwnBackend(BaseBackend):
-    pass
+    def add(self, rows):
+        pass
+
+    def remove(self, ids):
+        pass
+
+    def reset(self):
+        pass
+
+    def space(self, result_type_id, fingerprint):
+        return holding(EmptySpace())
+
+
+class HalfWrittenBackend(BaseBackend):
+    def add(self, rows):
+        pass
+
+
+def test_a_backend_of_the_shops_own_that_lacks_a_method_is_an_error_naming_it(reported):
+    """A backend without space() passed the checks; the first search failed with a bare
+    NotImplementedError (answered 503), saying neither which method nor where it is described."""
+    [error] = reported(BACKENDS={"default": {"BACKEND": "tests.test_checks.HalfWrittenBackend"}})
+    assert error.id == "visual_search.E005"
+    assert "does not implement remove(), reset(), space()" in error.msg and "Writing a backend" in error.hint
+    with pytest.raises(NotImplementedError, match="HalfWrittenBackend does not implement space"):
+        HalfWrittenBackend().space(1, "f")
 
 
 def test_an_unknown_key_is_a_warning_naming_the_closest_setting(reported):

@@ -78,11 +78,11 @@ class BaseBackend:
 
     def add(self, embeddings: Sequence) -> None:
         """Index (or re-index) these ready ``ImageEmbedding`` rows."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement add(): docs/backends.md, 'Writing a backend'.")
 
     def remove(self, embedding_ids: Collection[int]) -> None:
         """Forget these ``ImageEmbedding`` ids."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement remove(): docs/backends.md, 'Writing a backend'.")
 
     def expire(self) -> None:
         """Forget what this process keeps in memory, so the next search reads the stored state
@@ -124,7 +124,7 @@ class BaseBackend:
 
         A context manager: what it yields stays consistent (one index, one whitening) until it exits.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement space(): docs/backends.md, 'Writing a backend'.")
 
     def search(
         self,
@@ -159,7 +159,7 @@ class BaseBackend:
 
     def reset(self) -> None:
         """Drop whatever the backend keeps of its own, to be rebuilt from the rows."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement reset(): docs/backends.md, 'Writing a backend'.")
 
     def finish(self) -> None:
         """Called by :meth:`rebuild` after the last ``add``: build or save an index here if need be."""
