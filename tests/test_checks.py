@@ -124,6 +124,28 @@ def test_registering_a_missing_field_says_which(settings):
         visual_search.register(Product, image_field="name")
 
 
+def test_a_model_you_dont_own_is_registered_by_its_label(db):
+    """MODELS takes 'app_label.ModelName'; register('testapp.Gadget') raised AttributeError "'str'
+    object has no attribute '_meta'", which said neither what register() takes nor what to do."""
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    import visual_search
+    from tests.testapp.models import Gadget
+    from visual_search.registry import get_registrations
+
+    try:
+        registration = visual_search.register("testapp.Gadget", image_field="photo")
+        assert registration.model is Gadget and registration in get_registrations()
+    finally:
+        visual_search.unregister("testapp.Gadget")
+    assert all(r.model is not Gadget for r in get_registrations())
+    with pytest.raises(ImproperlyConfigured, match=r"register\('testapp.Gadgte'\): no such model; did you mean 'testapp.Gadget'"):
+        visual_search.register("testapp.Gadgte", image_field="photo")
+    with pytest.raises(ImproperlyConfigured, match="takes a model class or an 'app_label.ModelName' label"):
+        visual_search.register(Gadget(), image_field="photo")
+
+
 # ---- One id per kind of error, one check per key (issue 12) -------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
