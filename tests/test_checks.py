@@ -16,7 +16,7 @@ from tests.conftest import demo_environment
 from visual_search import checks as visual_search_checks
 from visual_search.checks import check_settings
 from visual_search.conf import CHECK_IDS, SPEC, WRONG_TYPE
-from visual_search.backends.base import BaseBackend
+from visual_search.backends.base import BaseBackend, EmptySpace, holding
 from visual_search.exceptions import WeightsUnavailable
 
 
@@ -122,6 +122,28 @@ def test_registering_a_missing_field_says_which(settings):
         visual_search.register(Product, image_field="photo")
     with pytest.raises(ImproperlyConfigured, match="ImageField or FileField"):
         visual_search.register(Product, image_field="name")
+
+
+def test_a_model_you_dont_own_is_registered_by_its_label(db):
+    """MODELS takes 'app_label.ModelName'; register('testapp.Gadget') raised AttributeError "'str'
+    object has no attribute '_meta'", which said neither what register() takes nor what to do."""
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    import visual_search
+    from tests.testapp.models import Gadget
+    from visual_search.registry import get_registrations
+
+    try:
+        registration = visual_search.register("testapp.Gadget", image_field="photo")
+        assert registration.model is Gadget and registration in get_registrations()
+    finally:
+        visual_search.unregister("testapp.Gadget")
+    assert all(r.model is not Gadget for r in get_registrations())
+    with pytest.raises(ImproperlyConfigured, match=r"register\('testapp.Gadgte'\): no such model; did you mean 'testapp.Gadget'"):
+        visual_search.register("testapp.Gadgte", image_field="photo")
+    with pytest.raises(ImproperlyConfigured, match="takes a model class or an 'app_label.ModelName' label"):
+        visual_search.register(Gadget(), image_field="photo")
 
 
 # ---- One id per kind of error, one check per key (issue 12) -------------------------------------
@@ -263,7 +285,32 @@ def test_pgvector_on_a_database_that_is_not_postgresql_is_an_error(reported):
 
 
 class OwnBackend(BaseBackend):
-    pass
+    def add(self, rows):
+        pass
+
+    def remove(self, ids):
+        pass
+
+    def reset(self):
+        pass
+
+    def space(self, result_type_id, fingerprint):
+        return holding(EmptySpace())
+
+
+class HalfWrittenBackend(BaseBackend):
+    def add(self, rows):
+        pass
+
+
+def test_a_backend_of_the_shops_own_that_lacks_a_method_is_an_error_naming_it(reported):
+    """A backend without space() passed the checks; the first search failed with a bare
+    NotImplementedError (answered 503), saying neither which method nor where it is described."""
+    [error] = reported(BACKENDS={"default": {"BACKEND": "tests.test_checks.HalfWrittenBackend"}})
+    assert error.id == "visual_search.E005"
+    assert "does not implement remove(), reset(), space()" in error.msg and "Writing a backend" in error.hint
+    with pytest.raises(NotImplementedError, match="HalfWrittenBackend does not implement space"):
+        HalfWrittenBackend().space(1, "f")
 
 
 def test_an_unknown_key_is_a_warning_naming_the_closest_setting(reported):

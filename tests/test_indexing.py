@@ -7,6 +7,7 @@ from django.db import transaction
 
 import visual_search
 from visual_search.models import ImageEmbedding
+from visual_search.signals import SignalProcessor
 from tests.conftest import catalogue_image, photos
 from tests.testapp.models import DigitalProduct, FeaturedProduct, Product, ProductImage
 
@@ -158,6 +159,25 @@ def test_pause_indexing_queues_in_batches_on_exit(make_product, embed_calls, set
         assert embed_calls == []
         assert {row(p).status for p in products} == {"pending"}
     assert embed_calls == [4, 1]
+    assert {row(p).status for p in products} == {"ready"}
+
+
+class RecordingProcessor(SignalProcessor):
+    scheduled: list = []
+
+    def schedule(self, label, image_field, pks):
+        RecordingProcessor.scheduled.append((label, image_field, list(pks)))
+        super().schedule(label, image_field, pks)
+
+
+def test_pause_indexing_queues_through_the_processors_schedule(make_product, settings):
+    """docs/installation.md: a shop overrides SignalProcessor.schedule() to change how work is
+    queued; the bulk import's queueing on exit went around it, straight to the queue."""
+    RecordingProcessor.scheduled = []
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SIGNAL_PROCESSOR": "tests.test_indexing.RecordingProcessor"}
+    with visual_search.pause_indexing():
+        products = [make_product(name, catalogue_image(name)) for name in ["Lemon", "Lime"]]
+    assert RecordingProcessor.scheduled == [("testapp.product", "image", [p.pk for p in products])]
     assert {row(p).status for p in products} == {"ready"}
 
 

@@ -130,3 +130,18 @@ def test_freshness_is_checked_at_most_every_refresh_interval(catalogue, settings
     web.search(query, result_type_id=ct, fingerprint=current_fingerprint(), limit=1)
     with django_assert_max_num_queries(0):
         web.search(query, result_type_id=ct, fingerprint=current_fingerprint(), limit=1)
+
+
+def test_every_error_the_python_api_is_documented_to_raise_is_importable_from_the_package():
+    """README and docs/installation.md: search_by_image raises WeightsUnavailable (no weights) and
+    VisibilityRuleError (a broken rule), but a shop's own view could catch them only by importing
+    visual_search.exceptions and visual_search.registry, internal modules."""
+    from visual_search.exceptions import VisualSearchError, WeightsUnavailable
+    from visual_search.registry import VisibilityRuleError
+
+    assert visual_search.WeightsUnavailable is WeightsUnavailable
+    assert visual_search.VisibilityRuleError is VisibilityRuleError
+    assert visual_search.VisualSearchError is VisualSearchError
+    for name in ["InvalidImage", "ImageTooLarge", "UnsupportedFormat", "NotIndexed", "NotSearchable", "WeightsUnavailable"]:
+        assert issubclass(getattr(visual_search, name), visual_search.VisualSearchError)
+        assert name in visual_search.__all__

@@ -24,6 +24,9 @@ _API = {
     "InvalidImage": "visual_search.exceptions",
     "ImageTooLarge": "visual_search.exceptions",
     "UnsupportedFormat": "visual_search.exceptions",
+    "WeightsUnavailable": "visual_search.exceptions",
+    "VisualSearchError": "visual_search.exceptions",
+    "VisibilityRuleError": "visual_search.registry",
 }
 
 __all__ = sorted(_API)

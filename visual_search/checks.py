@@ -57,6 +57,8 @@ Check = Callable[[Any], list[checks.CheckMessage]]
 DEEP_CHECKS: dict[str, Check] = {}
 MODEL_ENTRY_KEYS = {"model", "image_field", "result"}
 BACKEND_ENTRY_KEYS = {"BACKEND", "OPTIONS"}
+# What every backend writes (docs/backends.md, "Writing a backend"); the rest has defaults.
+BACKEND_METHODS = ("add", "remove", "reset", "space")
 
 
 def deep_check(name: str) -> Callable[[Check], Check]:
@@ -283,6 +285,13 @@ def _check_backend(alias: str, config: dict) -> list[checks.CheckMessage]:
         return [spec.error(f"[{alias!r}] cannot be loaded: {exc}")]
     if not (isinstance(backend, type) and issubclass(backend, BaseBackend)):
         return [spec.error(f"[{alias!r}]['BACKEND'] = {path!r} is not a BaseBackend subclass.")]
+    if missing := [name for name in BACKEND_METHODS if getattr(backend, name) is getattr(BaseBackend, name)]:
+        # Else the first save, or the first search, failed with a bare NotImplementedError (a 503).
+        return [spec.error(
+            f"[{alias!r}]['BACKEND'] = {path!r} does not implement {', '.join(f'{name}()' for name in missing)}.",
+            hint="A backend implements add(rows), remove(ids), reset() and space(result_type_id, fingerprint): "
+            "docs/backends.md, 'Writing a backend'.",
+        )]
     options = config.get("OPTIONS", {})
     problems: list[checks.CheckMessage] = [
         spec.error(f"[{alias!r}]: {problem}", BACKEND_UNUSABLE, hint=problem) for problem in backend.setup_problems(options)

@@ -41,7 +41,8 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.E003": "POOLING is not one of the poolings.",
     "visual_search.E004": "PRECISION is not 'auto', 'float32' or 'bfloat16'.",
     "visual_search.E005": "BACKENDS: an entry cannot be loaded (not a dict with a 'BACKEND' dotted path and "
-    "an 'OPTIONS' dict, the class does not import, or it is not a BaseBackend).",
+    "an 'OPTIONS' dict, the class does not import, it is not a BaseBackend, or it lacks one of add, remove, "
+    "reset and space).",
     "visual_search.E006": "IMAGE_SIZE is not an int of at least 32 (VGG16's smallest input).",
     "visual_search.E007": "API_MODEL does not name a searchable model (no such model, or not registered as "
     "a model or a result).",

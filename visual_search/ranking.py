@@ -106,10 +106,11 @@ class ArraySpace:
         self._result_codes = result_codes  # result id -> code, built on first use when not given
 
     @classmethod
-    def of(cls, vectors: np.ndarray, result_ids: Sequence[str]) -> ArraySpace:
-        """From transformed vectors and the result id of each."""
+    def of(cls, vectors: np.ndarray, result_ids: Sequence[str], whitening: Whitening | None = None) -> ArraySpace:
+        """From transformed vectors, the result id of each, and the whitening that transformed them
+        (queries are transformed with it)."""
         names, codes = np.unique(np.asarray(result_ids, dtype=object).astype(str), return_inverse=True)
-        return cls(np.asarray(vectors, dtype=np.float32), codes, list(names))
+        return cls(np.asarray(vectors, dtype=np.float32), codes, list(names), whitening)
 
     def without(self, row: int) -> ArraySpace:
         """The same space with ``row`` hidden (shares the arrays)."""

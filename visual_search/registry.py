@@ -129,14 +129,29 @@ def _make(
     return registration
 
 
+def _model(model: type[models.Model] | str, call: str) -> type[models.Model]:
+    """``model`` itself, or the model an ``"app_label.ModelName"`` label names (as in ``MODELS``)."""
+    if isinstance(model, type) and issubclass(model, models.Model):
+        return model
+    if isinstance(model, str):
+        try:
+            return apps.get_model(model)
+        except (LookupError, ValueError) as exc:
+            labels = [known._meta.label for known in apps.get_models()]
+            hint = did_you_mean(model, labels) or "; use 'app_label.ModelName', e.g. 'shop.Product'."
+            raise ImproperlyConfigured(f"visual_search.{call}({model!r}): no such model{hint}") from exc
+    raise ImproperlyConfigured(f"visual_search.{call}() takes a model class or an 'app_label.ModelName' label, not {model!r}.")
+
+
 def register(
-    model: type[models.Model],
+    model: type[models.Model] | str,
     image_field: str = "image",
     result: str | None = None,
     *,
     registration_class: type[Registration] | None = None,
 ) -> Registration:
-    """Make ``model.image_field`` searchable. Call it from an ``AppConfig.ready()``.
+    """Make ``model.image_field`` searchable. Call it from an ``AppConfig.ready()``. ``model`` is the
+    class or its ``"app_label.ModelName"`` label, as in ``MODELS``.
 
     ``result`` is the path (``"product"`` or ``"variant__product"``) from ``model`` to the object
     that search results return; leave it out when ``model`` is itself what customers search for.
@@ -146,7 +161,7 @@ def register(
     """
     if registration_class is not None and not issubclass(registration_class, Registration):
         raise ImproperlyConfigured(f"registration_class must be a subclass of visual_search.registry.Registration, not {registration_class!r}.")
-    registration = _make(model, image_field, result, registration_class)
+    registration = _make(_model(model, "register"), image_field, result, registration_class)
     _registered[(registration.label, image_field)] = registration
     for observer in list(_observers):
         observer(registration)
@@ -167,9 +182,9 @@ def unsubscribe(observer: Callable[[Registration], None]) -> None:
         _observers.remove(observer)
 
 
-def unregister(model: type[models.Model], image_field: str | None = None) -> None:
+def unregister(model: type[models.Model] | str, image_field: str | None = None) -> None:
     """Stop indexing ``model`` (all its fields, or just ``image_field``) registered by :func:`register`."""
-    label = model._meta.label_lower
+    label = _model(model, "unregister")._meta.label_lower
     for key in [k for k in _registered if k[0] == label and image_field in (None, k[1])]:
         del _registered[key]
 

@@ -51,8 +51,12 @@ def pause_indexing(reindex_on_exit: bool = True) -> Iterator[None]:
         groups: dict[tuple[str, str], list] = {}
         for label, field, pk in touched:
             groups.setdefault((label, field), []).append(pk)
+        # Through the configured processor's schedule(), as a save outside the pause: a shop that
+        # overrides it (its own queue, an outbox) also gets its bulk imports.
+        processor = get_signal_processor()
+        schedule = processor.schedule if processor is not None else queue.enqueue
         for (label, field), pks in groups.items():
-            queue.enqueue(label, field, list(dict.fromkeys(pks)))
+            schedule(label, field, list(dict.fromkeys(pks)))
 
 
 class SignalProcessor:

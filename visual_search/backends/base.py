@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 import numpy as np
+from django.apps import apps
 
 from .. import ranking
 from ..batching import chunked
@@ -77,11 +78,11 @@ class BaseBackend:
 
     def add(self, embeddings: Sequence) -> None:
         """Index (or re-index) these ready ``ImageEmbedding`` rows."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement add(): docs/backends.md, 'Writing a backend'.")
 
     def remove(self, embedding_ids: Collection[int]) -> None:
         """Forget these ``ImageEmbedding`` ids."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement remove(): docs/backends.md, 'Writing a backend'.")
 
     def expire(self) -> None:
         """Forget what this process keeps in memory, so the next search reads the stored state
@@ -99,18 +100,31 @@ class BaseBackend:
     def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
         """The ``Whitening`` of this model was just (re)learned, in this process.
 
-        Every transformed vector changes. The default drops what this process keeps (the NumPy
-        backend reloads now, other processes notice the new ``updated_at`` within
-        ``REFRESH_INTERVAL``); a backend that stores transformed vectors rewrites them instead.
+        Every transformed vector changes. A backend that reads the rows itself (``reads_rows``:
+        NumPy) drops what this process keeps and reloads; other processes notice the new
+        ``updated_at`` within ``REFRESH_INTERVAL``. Any other backend keeps its own copy, so by
+        default this model's ready rows of ``fingerprint`` are handed to :meth:`add` again (in
+        chunks of ``REBUILD_CHUNK``), then :meth:`finish`: the default used to call :meth:`reset`,
+        which left a backend of a shop's own, keeping vectors in its own store, empty after every
+        whitening refit. Override it to rewrite the vectors in place (pgvector) or rebuild lazily
+        (FAISS).
         """
-        self.reset()
+        if self.reads_rows:
+            self.reset()
+            return
+        # Through the app registry: this module is importable before Django is set up (no models).
+        embeddings = apps.get_model("visual_search", "ImageEmbedding").objects
+        rows = embeddings.ready(fingerprint).filter(result_type_id=result_type_id).order_by("pk")
+        for chunk in chunked(rows.iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+            self.add(chunk)
+        self.finish()
 
     def space(self, result_type_id: int, fingerprint: str) -> contextlib.AbstractContextManager[VectorSpace]:
         """The stored vectors of one searchable model and fingerprint, as a :class:`~visual_search.ranking.VectorSpace`.
 
         A context manager: what it yields stays consistent (one index, one whitening) until it exits.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement space(): docs/backends.md, 'Writing a backend'.")
 
     def search(
         self,
@@ -145,7 +159,7 @@ class BaseBackend:
 
     def reset(self) -> None:
         """Drop whatever the backend keeps of its own, to be rebuilt from the rows."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement reset(): docs/backends.md, 'Writing a backend'.")
 
     def finish(self) -> None:
         """Called by :meth:`rebuild` after the last ``add``: build or save an index here if need be."""

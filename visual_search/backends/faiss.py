@@ -429,6 +429,11 @@ class FaissBackend(BaseBackend):
     def expire(self) -> None:
         self.reset()  # memory only: the files stay
 
+    def whitening_changed(self, result_type_id: int, fingerprint: str) -> None:
+        """Forget the indexes in memory: the next search finds the file made with the old
+        whitening unusable and builds a new one from the rows."""
+        self.reset()
+
     def forget_fingerprints(self, keep: Collection[str]) -> int:
         """Delete this machine's index files (and their locks) of every fingerprint not in ``keep``.
 
