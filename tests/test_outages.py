@@ -150,3 +150,33 @@ def test_a_backend_that_fails_after_the_commit_never_fails_the_shop_s_save(shop,
     assert "could not drop 1 vector(s)" in caplog.text
     product.delete()
     assert not ImageEmbedding.objects.for_object(product).exists()
+
+
+def test_the_broker_down_costs_one_try_not_one_per_batch(db, make_product, settings, monkeypatch, caplog):
+    """Redis gone while staff indexed a selection of the catalogue from the admin: every batch of
+    ids tried the broker again (three connection attempts each, 0.5 s when refused, the connect
+    timeout each when the host is unreachable), so the request hung for minutes and the log had
+    a warning per batch. The first failure now settles it: the rest are only marked pending."""
+    import kombu.exceptions
+
+    import visual_search
+    from visual_search import queue
+    from visual_search.models import ImageEmbedding
+
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"P{n}", catalogue_image("Lime")) for n in range(40)]
+    ImageEmbedding.objects.all().delete()  # never indexed: enqueue makes their pending rows
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "BATCH_SIZE": 4}
+    tries = []
+
+    def down(name, args=(), **options):
+        tries.append(args)
+        raise kombu.exceptions.OperationalError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(queue, "send", down)
+    monkeypatch.setattr(queue, "MARK_BATCHES", 2)  # several rounds of marking, as 100,000 ids make
+    assert queue.enqueue("testapp.product", "image", [p.pk for p in products]) == 0
+    assert len(tries) == 1
+    assert ImageEmbedding.objects.filter(status="pending").count() == 40  # all of them wait for the sweep
+    warnings = [r.getMessage() for r in caplog.records if "Could not queue" in r.getMessage()]
+    assert len(warnings) == 1 and "40 ids" in warnings[0] and "is the broker running?" in warnings[0]
