@@ -162,6 +162,8 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
     except (TypeError, ValueError) as exc:  # options that do not go together: the reason, not a traceback
         return _failed(version, str(exc))
     reporter = _Reporter(version, callback=progress)
+    # Alive from now on (a job that waited long in the queue must not look stalled before its first progress).
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**(version.progress or {}), "at": time.time()})
 
     def should_stop() -> bool:
         return bool(interrupted and interrupted()) or reporter.should_stop()
