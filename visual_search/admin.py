@@ -19,6 +19,7 @@ from .exceptions import VisualSearchError
 from .models import ImageEmbedding, ModelVersion, Whitening
 from .registry import get_registration
 from .serving import PRETRAINED_KEY
+from .training.jobs import STALLED_AFTER, stalled
 from .whitening import describe_scores
 
 logger = logging.getLogger("visual_search")
@@ -414,8 +415,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel training or switching"), permissions=["change"])
     def cancel(self, request, queryset):
-        from .training.jobs import STALLED_AFTER, stalled
-
         chosen = [v for v in queryset if in_progress(v)]
         # No process is left to read the flag of a stalled one (see jobs.stalled): ended here.
         dead = [v.pk for v in chosen if stalled(v)]
