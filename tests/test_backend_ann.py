@@ -229,6 +229,23 @@ def test_rebuild_command_fills_the_new_backend_without_recomputing(shop, setting
     assert [r.score for r in found] == pytest.approx([r.score for r in expected], abs=1e-5)
 
 
+def test_rebuild_command_on_a_full_disk_says_so_and_what_to_do(shop, monkeypatch):
+    """The rebuild the warning above asks for ended in an OSError traceback when the disk was full."""
+    import errno
+
+    from django.core.management.base import CommandError
+
+    def no_space(self, handle, state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FaissBackend, "_write", no_space)
+    with pytest.raises(CommandError) as raised:
+        call_command("visual_search_rebuild_index", "--backend", "ann", stdout=io.StringIO(), stderr=io.StringIO())
+    message = str(raised.value)
+    assert "No space left on device" in message and "run this command again" in message
+    assert "nothing stored was lost" in message
+
+
 def test_rebuild_command_of_one_model_and_of_the_numpy_backend(shop):
     out = io.StringIO()
     call_command("visual_search_rebuild_index", "--backend", "ann", "--model", "testapp.Product", stdout=out, stderr=io.StringIO())
@@ -515,3 +532,24 @@ def test_a_cold_load_holds_the_catalogue_about_twice_at_most():
         tracemalloc.stop()
     assert space.vectors.shape == (n, dims)
     assert peak < 2.5 * size, (peak / size)
+
+
+def test_a_full_disk_when_saving_the_index_still_answers_the_search(synthetic, index_dir, caplog):
+    """The disk filled up while a web process built the index on its first search: writing the file
+    raised ENOSPC out of the search (a 500 for each customer, the index clustered again, in vain, on
+    each request). The index in memory answers; the file is written by a later build."""
+    import errno
+
+    query = clustered(1, seed=13)[0]
+    truth = ann(index_dir / "elsewhere").search(query, limit=5, **synthetic)
+    full = ann(index_dir)
+
+    def no_space(handle, state):
+        handle.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    full._write = no_space
+    assert full.search(query, limit=5, **synthetic) == truth
+    assert "No space left on device" in caplog.text and "could not save" in caplog.text
+    assert not list(index_dir.glob("*.faiss")) and not list(index_dir.glob(".tmp-*"))
+    assert full.search(query, limit=5, **synthetic) == truth  # from memory: no second clustering

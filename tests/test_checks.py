@@ -225,7 +225,8 @@ def test_a_bad_value_gets_exactly_one_message_with_its_id(reported, key, value, 
 def test_every_id_has_a_failing_case():
     tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001",
                     "visual_search.E016", "visual_search.W003", "visual_search.W004",
-                    "visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012"}
+                    "visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012",
+                    "visual_search.W013"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
 
@@ -424,6 +425,25 @@ def test_celery_with_a_cache_of_each_process_is_a_warning(settings):
     assert warning.id == "visual_search.W012" and "RedisCache" in warning.hint
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}
     assert vs_checks.check_project() == []  # in-process: one process
+
+
+def test_celery_beside_sqlite_without_immediate_transactions_is_a_warning(settings, monkeypatch):
+    """A shop on SQLite with a worker: staff saving a product while the worker stored a batch got
+    "database is locked" at once (a 500), the advice only in docs/celery.md."""
+    import django
+
+    from visual_search import checks as vs_checks
+
+    if django.VERSION < (5, 1):
+        pytest.skip("transaction_mode is Django 5.1+")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}}
+    assert vs_checks.check_project() == []  # the tests' settings: IMMEDIATE
+    monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {"timeout": 30})
+    [warning] = vs_checks.check_project()
+    assert warning.id == "visual_search.W013" and "database is locked" in warning.msg and "'IMMEDIATE'" in warning.hint
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": False}
+    assert vs_checks.check_project() == []  # in-process: no worker writes beside the web
 
 
 def test_the_search_page_s_urls_left_out_is_a_warning(settings):

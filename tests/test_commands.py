@@ -79,6 +79,26 @@ def test_status_does_not_ask_for_a_reindex_while_the_workers_have_the_images(imp
     assert "pending for less" not in out and "4 images need work: `manage.py visual_search_reindex --only missing,stale,pending`" in out
 
 
+def test_status_says_what_to_do_about_failed_images(imported, settings):
+    """Media not shared with the workers: every image a worker indexed failed "missing from
+    storage", and the status showed a count in a column, no word of why or what to do; nothing
+    retries a failed image by itself, even once the storage is fixed."""
+    from visual_search.serving import current_fingerprint
+
+    rows = ImageEmbedding.objects.filter(fingerprint=current_fingerprint())
+    rows.filter(object_id=str(imported[0].pk)).update(status="failed", error="The image file 'p/Lemon.jpg' is missing from storage.")
+    rows.filter(object_id=str(imported[3].pk)).update(status="failed", error="This file is not an image.")
+    out, _ = run("visual_search_status")
+    assert "2 images failed: `manage.py visual_search_status --failed` lists why" in out and "missing from storage" not in out
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}  # the workers read the images
+    out, _ = run("visual_search_status")
+    assert "nothing retries them by itself" in out and "`manage.py visual_search_reindex --only failed`" in out
+    assert "1 of them is missing from storage" in out and "the Celery workers do not read the same media storage" in out
+    rows.filter(object_id=str(imported[0].pk)).update(status="ready", error="")
+    out, _ = run("visual_search_status")
+    assert "1 image failed" in out and "missing from storage" not in out
+
+
 def test_ctrl_c_says_how_far_it_got_and_how_to_go_on(imported, monkeypatch):
     """Ctrl-C dumped TensorFlow's KeyboardInterrupt traceback and nothing else."""
     from visual_search.management.commands import visual_search_reindex as command

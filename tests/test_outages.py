@@ -150,3 +150,84 @@ def test_a_backend_that_fails_after_the_commit_never_fails_the_shop_s_save(shop,
     assert "could not drop 1 vector(s)" in caplog.text
     product.delete()
     assert not ImageEmbedding.objects.for_object(product).exists()
+
+
+def test_the_broker_down_costs_one_try_not_one_per_batch(db, make_product, settings, monkeypatch, caplog):
+    """Redis gone while staff indexed a selection of the catalogue from the admin: every batch of
+    ids tried the broker again (three connection attempts each, 0.5 s when refused, the connect
+    timeout each when the host is unreachable), so the request hung for minutes and the log had
+    a warning per batch. The first failure now settles it: the rest are only marked pending."""
+    import kombu.exceptions
+
+    import visual_search
+    from visual_search import queue
+    from visual_search.models import ImageEmbedding
+
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"P{n}", catalogue_image("Lime")) for n in range(40)]
+    ImageEmbedding.objects.all().delete()  # never indexed: enqueue makes their pending rows
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "BATCH_SIZE": 4}
+    tries = []
+
+    def down(name, args=(), **options):
+        tries.append(args)
+        raise kombu.exceptions.OperationalError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(queue, "send", down)
+    monkeypatch.setattr(queue, "MARK_BATCHES", 2)  # several rounds of marking, as 100,000 ids make
+    assert queue.enqueue("testapp.product", "image", [p.pk for p in products]) == 0
+    assert len(tries) == 1
+    assert ImageEmbedding.objects.filter(status="pending").count() == 40  # all of them wait for the sweep
+    warnings = [r.getMessage() for r in caplog.records if "Could not queue" in r.getMessage()]
+    assert len(warnings) == 1 and "40 ids" in warnings[0] and "is the broker running?" in warnings[0]
+
+
+def test_a_batch_past_the_soft_time_limit_is_split_not_retried_whole(db, monkeypatch, caplog):
+    """A shop's global task_soft_time_limit shorter than one batch on a slow CPU worker: the task
+    died with a SoftTimeLimitExceeded traceback, the rows stayed pending, and the sweep queued the
+    same batch again to die the same way, for ever. It now goes round in halves, down to one image,
+    and one image that alone passes the limit says so and what to do."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from visual_search import queue, tasks
+
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append(args))
+
+    def too_slow(registration, pks, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(tasks, "index_objects", too_slow)
+    outcome = tasks.embed_objects.apply(args=("testapp.product", "image", [1, 2, 3, 4, 5]))
+    assert outcome.successful() and outcome.result["pending"] == 5
+    assert sent == [("testapp.product", "image", [1, 2], False), ("testapp.product", "image", [3, 4, 5], False)]
+    assert "split into 2 tasks" in caplog.text and "BATCH_SIZE" in caplog.text
+    sent.clear()
+    caplog.clear()
+    outcome = tasks.embed_objects.apply(args=("testapp.product", "image", [7], False, "fp"))
+    assert outcome.successful() and outcome.result["pending"] == 1 and not sent
+    [record] = [r for r in caplog.records if "time limit" in r.getMessage()]
+    assert record.levelname == "ERROR" and "task_soft_time_limit" in record.getMessage() and "stays pending" in record.getMessage()
+
+
+def test_the_soft_time_limit_while_decoding_is_not_a_damaged_image(shop, monkeypatch):
+    """The limit struck while Pillow decoded a good photo: the decoder's catch-all took it for a
+    broken file, and the row was marked failed "damaged or truncated", for staff to chase."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from PIL import ImageFile
+
+    from visual_search import queue, tasks
+    from visual_search.models import ImageEmbedding
+
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append(args))
+
+    def slow(self, *args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", slow)
+    pks = [product.pk for product in shop.values()]
+    outcome = tasks.embed_objects.apply(args=("testapp.product", "image", pks, True))
+    assert outcome.successful() and outcome.result["pending"] == 2
+    assert not ImageEmbedding.objects.filter(status="failed").exists()
+    assert sent == [("testapp.product", "image", pks[:1], True), ("testapp.product", "image", pks[1:], True)]

@@ -357,6 +357,39 @@ def test_admin_train_button_and_cancel(staff_client, monkeypatch, db):
     assert "still training" in response.content.decode()
 
 
+def test_a_training_whose_process_died_can_be_cancelled(staff_client):
+    """The web process training in a thread was restarted (a deploy, gunicorn's max-requests), or
+    the OOM killer took `visual_search_train`: the version said "training" for ever, "Cancel" only
+    set a flag no process read (while saying it stops within seconds), and it could not be deleted.
+    One with no sign of life for STALLED_AFTER seconds is now marked cancelled at once."""
+    import time
+
+    from visual_search.training import jobs
+
+    dead = ModelVersion.objects.create(
+        label="Dead", status="training", progress={"stage": "training", "done": 3, "total": 40, "at": time.time() - 2 * jobs.STALLED_AFTER}
+    )
+    alive = ModelVersion.objects.create(label="Alive", status="training", progress={"stage": "training", "done": 3, "total": 40, "at": time.time()})
+    response = staff_client.post(URL, {"action": "cancel", "_selected_action": [dead.pk, alive.pk]}, follow=True)
+    page = response.content.decode()
+    assert "Cancel requested for 1 version" in page
+    assert "1 version had shown no progress for 15 minutes" in page and "marked cancelled" in page
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "cancelled" and "no progress" in dead.error
+    assert alive.status == "training" and alive.cancel_requested
+    assert staff_client.get(f"{URL}{dead.pk}/delete/").status_code == 200  # staff can now tidy it away
+
+
+def test_training_progress_carries_a_sign_of_life():
+    from visual_search.training import jobs
+
+    version = ModelVersion.objects.create(label="Adapted", status="training")
+    jobs._Reporter(version).progress("features", 1, 10)
+    version.refresh_from_db()
+    assert not jobs.stalled(version) and version.progress["at"] > 0
+
+
 def test_each_process_reads_the_active_version_at_most_every_refresh_interval(trained, settings, django_assert_max_num_queries):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 60}
     version = trained()

@@ -19,6 +19,7 @@ from .exceptions import VisualSearchError
 from .models import ImageEmbedding, ModelVersion, Whitening
 from .registry import get_registration
 from .serving import PRETRAINED_KEY
+from .training.jobs import STALLED_AFTER, stalled
 from .whitening import describe_scores
 
 logger = logging.getLogger("visual_search")
@@ -433,15 +434,33 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel training or switching"), permissions=["change"])
     def cancel(self, request, queryset):
-        ids = [v.pk for v in queryset if in_progress(v)]
-        count = ModelVersion.objects.filter(pk__in=ids).update(cancel_requested=True)
-        self.message_user(
-            request,
-            ngettext("Cancel requested for %d version: it stops within seconds; searches are not affected.", "Cancel requested for %d versions: they stop within seconds; searches are not affected.", count) % count
-            if count
-            else _("None of the selected versions is training or switching: nothing to cancel."),
-            messages.SUCCESS if count else messages.WARNING,
+        chosen = [v for v in queryset if in_progress(v)]
+        # No process is left to read the flag of a stalled one (see jobs.stalled): ended here.
+        dead = [v.pk for v in chosen if stalled(v)]
+        minutes = STALLED_AFTER // 60
+        ended = ModelVersion.objects.filter(pk__in=dead, status=Version.TRAINING).update(
+            status=Version.CANCELLED, progress={"stage": "cancelled"},
+            error=f"Cancelled after no progress for {minutes} minutes: the process training it had stopped.",
         )
+        count = ModelVersion.objects.filter(pk__in=[v.pk for v in chosen if v.pk not in dead]).update(cancel_requested=True)
+        if ended:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d version had shown no progress for %(minutes)d minutes (the process training it stopped: a restart, or out of memory): marked cancelled. Train again to start over.",
+                    "%(count)d versions had shown no progress for %(minutes)d minutes (the process training them stopped: a restart, or out of memory): marked cancelled. Train again to start over.",
+                    ended,
+                ) % {"count": ended, "minutes": minutes},
+                messages.WARNING,
+            )
+        if count or not ended:
+            self.message_user(
+                request,
+                ngettext("Cancel requested for %d version: it stops within seconds; searches are not affected.", "Cancel requested for %d versions: they stop within seconds; searches are not affected.", count) % count
+                if count
+                else _("None of the selected versions is training or switching: nothing to cancel."),
+                messages.SUCCESS if count else messages.WARNING,
+            )
 
     # -- the changelist buttons: train a new version, roll back -----------------------------------------------
 

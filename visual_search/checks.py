@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import django
 from django.apps import AppConfig, apps
 from django.conf import settings as django_settings
 from django.core import checks
@@ -117,6 +118,17 @@ def check_project(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any)
             "{'BACKEND': 'django.core.cache.backends.redis.RedisCache', 'LOCATION': 'redis://...'} (docs/celery.md).",
             id="visual_search.W012",
         ))
+    if use_celery() and django.VERSION >= (5, 1):
+        for alias, database in getattr(django_settings, "DATABASES", {}).items():
+            if database.get("ENGINE", "").endswith("sqlite3") and (database.get("OPTIONS") or {}).get("transaction_mode") != "IMMEDIATE":
+                messages.append(checks.Warning(
+                    f"Work goes to Celery while DATABASES[{alias!r}] is SQLite without transaction_mode 'IMMEDIATE': a "
+                    "product saved while a worker writes its vectors can fail at once with \"database is locked\" (a 500 "
+                    "in the admin), and a worker's batch with it.",
+                    hint=f"DATABASES[{alias!r}]['OPTIONS'] = {{'timeout': 30, 'transaction_mode': 'IMMEDIATE'}} "
+                    "(docs/celery.md#sqlite-with-workers); or PostgreSQL.",
+                    id="visual_search.W013",
+                ))
     return messages
 
 

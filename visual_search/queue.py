@@ -135,11 +135,26 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
         return 0
     if not use_celery():
         return _run_in_process(label, image_field, pks, force, fingerprint)
-    done, size = 0, int(settings.BATCH_SIZE)
+    done, unsent, problem, size = 0, 0, None, int(settings.BATCH_SIZE)
     for marked in chunked(pks, size * MARK_BATCHES):
         if fingerprint is None:  # a model version's build counts its own progress
             _mark_queued(label, image_field, marked)
-        done += _send_batches(label, image_field, marked, size, force, fingerprint)
+        if problem is not None:  # the broker failed once: the others are only marked, for the sweep
+            unsent += len(marked)
+            continue
+        sent, problem = _send_batches(label, image_field, marked, size, force, fingerprint)
+        done += sent
+        unsent += len(marked) - sent
+    if problem is not None:
+        # One line for the whole call: a selection of 100,000 tried the broker once per batch (three
+        # connection attempts each), holding an admin request for minutes, and logged each time.
+        logger.warning(
+            "Could not queue visual search work for %s (%s ids): %s The rows stay pending; "
+            "the sweep task queues them again once tasks can be sent.",
+            label,
+            unsent,
+            problem,
+        )
     return done
 
 
@@ -148,7 +163,9 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
 MARK_BATCHES = 50
 
 
-def _send_batches(label: str, image_field: str, pks: list, size: int, force: bool, fingerprint: str | None) -> int:
+def _send_batches(label: str, image_field: str, pks: list, size: int, force: bool, fingerprint: str | None) -> tuple[int, str | None]:
+    """Send ``pks`` in tasks of ``size``; returns how many were sent and, if the broker failed,
+    why (the batches after the failed one are not tried)."""
     done = 0
     for batch in chunked(pks, size):
         try:
@@ -156,14 +173,8 @@ def _send_batches(label: str, image_field: str, pks: list, size: int, force: boo
             send(EMBED_OBJECTS, args, queue=settings.QUEUE, retry=True, retry_policy=PUBLISH_RETRY)
             done += len(batch)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
-            logger.warning(
-                "Could not queue visual search work for %s (%s ids): %s The rows stay pending; "
-                "the sweep task queues them again once tasks can be sent.",
-                label,
-                len(batch),
-                broker_problem(exc),
-            )
-    return done
+            return done, broker_problem(exc)
+    return done, None
 
 
 def _mark_queued(label: str, image_field: str, pks: list) -> None:

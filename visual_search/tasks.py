@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError
 from django.utils import timezone
@@ -23,6 +24,7 @@ from django.utils import timezone
 from . import queue
 from .backends import get_backend
 from .conf import settings
+from .embeddings import images
 from .exceptions import WeightsUnavailable
 from .indexing import IndexReport, index_objects
 from .models import ImageEmbedding, ModelVersion
@@ -35,6 +37,9 @@ from .versions import build_step
 from .whitening import fit_due, fit_if_needed
 
 logger = logging.getLogger("visual_search")
+
+# A soft time limit striking while an image is decoded is the task's, not the image's: not "damaged".
+images.PASS_THROUGH = (*images.PASS_THROUGH, SoftTimeLimitExceeded)
 
 TASK_OPTIONS = {
     "acks_late": True,
@@ -81,6 +86,11 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
         # message is an ERROR once per WEIGHTS_ERROR_EVERY seconds in a process, DEBUG in between.
         _log_weights_error(label, len(pks), exc)
         return {**IndexReport().as_dict(), "pending": len(pks), "error": str(exc)}
+    except SoftTimeLimitExceeded:
+        # Nothing of the batch was stored (each batch commits whole). Retried whole, or by the
+        # sweep, it would pass the limit again, for ever: it goes round in halves instead.
+        _split(label, image_field, list(pks), force, fingerprint)
+        return {**IndexReport().as_dict(), "pending": len(pks), "error": "soft time limit"}
     if (report.embedded or report.removed) and not fingerprint:
         _fit_when_due()
     if report.retry:
@@ -91,6 +101,30 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
             countdown=min(600, 2 ** (self.request.retries + 1)),
         )
     return report.as_dict()
+
+
+def _split(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None) -> None:
+    """Queue ``pks`` again as two tasks, after a batch passed the task's soft time limit."""
+    if len(pks) == 1:
+        logger.error(
+            "Visual search: embedding %s %s alone took longer than the task's soft time limit; it stays pending. "
+            "Raise task_soft_time_limit (and task_time_limit) for the visual search tasks, or give the workers "
+            "more CPU; then `manage.py visual_search_reindex --only pending`.",
+            label, pks[0],
+        )
+        return
+    half = len(pks) // 2
+    try:
+        for part in (pks[:half], pks[half:]):
+            queue.send(queue.EMBED_OBJECTS, (label, image_field, part, force) + ((fingerprint,) if fingerprint else ()), queue=settings.QUEUE)
+    except Exception as exc:  # the broker: the rows stay pending for the sweep
+        logger.warning("Could not queue visual search work for %s (%s ids): %s", label, len(pks), queue.broker_problem(exc))
+        return
+    logger.warning(
+        "Visual search: a batch of %s %s images passed the task's soft time limit; split into 2 tasks. Lower "
+        "VISUAL_SEARCH['BATCH_SIZE'] or raise task_soft_time_limit so that a batch fits.",
+        len(pks), label,
+    )
 
 
 def _fit_when_due() -> None:

@@ -62,3 +62,24 @@ def test_rolled_back_save_runs_no_task(broker, start_worker, make_product):
     kept = make_product("Kept", catalogue_image("Mango"))
     wait_for(lambda: ImageEmbedding.objects.for_object(kept).filter(status="ready").exists(), what="the kept product")
     assert ImageEmbedding.objects.count() == 1
+
+
+def test_redis_restarted_empty_mid_batch_then_all_computed(broker, redis_server, start_worker, make_product, celery_env, settings):
+    """Redis restarted without persistence while a worker ran a batch: the tasks queued behind it
+    were gone with it, and the rows stayed pending until beat's sweep (minutes later, where beat
+    runs) or a worker restart. The worker now sweeps when it connects again."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 4}
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "2"
+    worker = start_worker("w")
+    gallery = [p for paths in photos().values() for p in paths][:12]
+    with visual_search.pause_indexing():
+        for n, path in enumerate(gallery):
+            make_product(f"Product {n}", path)
+    time.sleep(2)
+    redis_server.stop()  # --save '' --appendonly no: it comes back empty
+    time.sleep(4)
+    assert counts()["pending"] > 0, "the worker finished before Redis went away"
+    redis_server.start()
+    wait_for(lambda: counts()["ready"] == len(gallery), timeout=120, what=f"all ready (now {counts()})")
+    assert ImageEmbedding.objects.count() == len(gallery)
+    assert "connected to the broker again" in worker.log.read_text()

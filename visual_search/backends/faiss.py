@@ -709,7 +709,17 @@ class FaissBackend(BaseBackend):
             for chunk in chunked(now.rows.values_list("id", "result_id", "vector").iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
                 rows.extend([c[0] for c in chunk], [c[1] for c in chunk], _matrix([c[2] for c in chunk]), None)
             state = self._build(now.whitening, rows, now.newest)
-            self._save(key, state)
+            try:
+                self._save(key, state)
+            except OSError as exc:
+                # A full disk or a read-only folder must not fail the search that built it (a 500
+                # for each customer, clustering again each time): it answers from memory.
+                logger.warning(
+                    "Visual search could not save the FAISS index in %s (%s); it is kept in this process's "
+                    "memory, and each other process builds its own until there is room: free disk space "
+                    "or fix the folder's permissions, then run `manage.py visual_search_rebuild_index`.",
+                    self.path, exc,
+                )
         return state
 
     def _build(self, whitening, rows: _Rows, newest) -> _Index:

@@ -176,6 +176,8 @@ class Extractor:
                 outcome.skipped = True
                 return outcome, None
             return outcome, self.prepare(data)
+        except images.PASS_THROUGH:
+            raise
         except Exception as exc:  # InvalidImage, or a storage error the caller classifies
             outcome.error = exc
             return outcome, None

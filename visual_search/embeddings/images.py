@@ -34,6 +34,12 @@ MEAN_BGR = np.array(MEAN_RGB[::-1], dtype=np.float32)
 _PAD_COLOUR = tuple(round(c) for c in MEAN_RGB)
 
 
+# Exceptions no image causes, which must not be taken for a damaged file: a Celery task's soft time
+# limit, raised wherever the worker is when it strikes (the Celery layer adds it: embeddings know
+# no Celery). An empty tuple catches nothing.
+PASS_THROUGH: tuple[type[BaseException], ...] = ()
+
+
 def read_bytes(source: bytes | BinaryIO, max_bytes: int) -> bytes:
     """Read at most ``max_bytes`` from ``source``; refuse larger input before decoding anything."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -82,11 +88,15 @@ def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
         width, height = heif.size
+    except PASS_THROUGH:
+        raise
     except Exception as exc:
         raise _unreadable_header(exc) from None
     _check_size(width, height, max_pixels)
     try:
         return heif.to_pillow()
+    except PASS_THROUGH:
+        raise
     except Exception as exc:
         raise InvalidImage("The image file is damaged or truncated.", technical=f"{type(exc).__name__}: {exc}") from None
 
@@ -115,6 +125,8 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
         return to_rgb(image)
     except InvalidImage:
         raise
+    except PASS_THROUGH:
+        raise
     except Exception as exc:
         raise InvalidImage("The image file is damaged or truncated.", technical=f"{type(exc).__name__}: {exc}") from None
 
@@ -129,6 +141,8 @@ def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Imag
         raise _unidentified(data, formats) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"The image has too many pixels (more than {max_pixels:,}).") from None
+    except PASS_THROUGH:
+        raise
     except Exception as exc:  # Pillow raises many types on hostile headers
         raise _unreadable_header(exc) from None
     _check_size(*image.size, max_pixels)

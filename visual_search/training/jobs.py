@@ -34,6 +34,17 @@ logger = logging.getLogger("visual_search")
 STORAGE_DIR = "visual_search/models"
 
 
+# A training version that wrote no progress for this long has no process left (a web process restarted
+# mid-thread, a worker or command killed): the admin's "Cancel" then marks it cancelled at once.
+STALLED_AFTER = 15 * 60
+
+
+def stalled(version: ModelVersion) -> bool:
+    """Whether ``version`` says it is training but showed no sign of life for ``STALLED_AFTER`` seconds."""
+    at = (version.progress or {}).get("at")
+    return version.status == ModelVersion.Status.TRAINING and isinstance(at, (int, float)) and time.time() - at > STALLED_AFTER
+
+
 def start_training(model_label: str | None = None, **options) -> ModelVersion:
     """Create a version in ``training`` state and train it in the background; returns it at once."""
     options = {k: v for k, v in options.items() if v is not None}
@@ -41,7 +52,7 @@ def start_training(model_label: str | None = None, **options) -> ModelVersion:
         label=f"Adapted {timezone.localtime():%Y-%m-%d %H:%M}",
         status=ModelVersion.Status.TRAINING,
         config={"model": model_label, "options": options},
-        progress={"stage": "queued", "done": 0, "total": 0},
+        progress={"stage": "queued", "done": 0, "total": 0, "at": time.time()},
     )
     if queue.use_celery():
         queue.send(queue.TRAIN_MODEL, (version.pk,), queue=settings.QUEUE)
@@ -127,7 +138,8 @@ class _Reporter:
         now = time.monotonic()
         if now - self._written >= self.every or done == total:
             self._written = now
-            ModelVersion.objects.filter(pk=self.version.pk).update(progress={"stage": stage, "done": done, "total": total})
+            # "at": a sign of life, so a version whose process died can be told apart (stalled()).
+            ModelVersion.objects.filter(pk=self.version.pk).update(progress={"stage": stage, "done": done, "total": total, "at": time.time()})
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -150,6 +162,8 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
     except (TypeError, ValueError) as exc:  # options that do not go together: the reason, not a traceback
         return _failed(version, str(exc))
     reporter = _Reporter(version, callback=progress)
+    # Alive from now on (a job that waited long in the queue must not look stalled before its first progress).
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**(version.progress or {}), "at": time.time()})
 
     def should_stop() -> bool:
         return bool(interrupted and interrupted()) or reporter.should_stop()

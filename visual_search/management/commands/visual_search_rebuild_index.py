@@ -51,7 +51,14 @@ class Command(BaseCommand):
                     count += n
                     bar.update(n)
             else:
-                count = index.rebuild(rows, progress=bar.update)
+                try:
+                    count = index.rebuild(rows, progress=bar.update)
+                except OSError as exc:  # a full disk, a read-only folder: the index file, not the vectors
+                    raise CommandError(
+                        f"Could not write the index of backend {name}: {exc}. The vectors are stored in the "
+                        "database, so nothing stored was lost: free disk space (or fix the folder's permissions) "
+                        "and run this command again."
+                    ) from exc
         what = "read from the database on each search" if index.reads_rows else "filled"
         self.stdout.write(
             self.style.SUCCESS(

@@ -74,6 +74,7 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(f"{images} work: `manage.py visual_search_reindex --only missing,stale,pending`.")
+        self._failed(sum(r["failed"] for r in rows), listed=failed, celery=celery)
         notes = score_notes()
         for model, text in notes:
             self.stdout.write(f"Scores of {model}: {text}")
@@ -93,6 +94,26 @@ class Command(BaseCommand):
         if failed:
             for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
                 self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {row.error}")
+
+    def _failed(self, count: int, listed: bool, celery: bool) -> None:
+        """Why failed images stay failed and what to do: nothing retries them by itself."""
+        if not count:
+            return
+        images = "1 image failed" if count == 1 else f"{count} images failed"
+        where = "listed below" if listed else "`manage.py visual_search_status --failed` lists why"
+        self.stdout.write(
+            f"{images}: {where}; nothing retries them by itself. Once the images (or the storage) are "
+            "fixed, `manage.py visual_search_reindex --only failed` does them again."
+        )
+        missing = ImageEmbedding.objects.filter(
+            status=ImageEmbedding.Status.FAILED, fingerprint=current_fingerprint(), error__endswith="is missing from storage."
+        ).count()
+        if missing and celery:
+            self.stdout.write(
+                f"{missing} of them {'is' if missing == 1 else 'are'} missing from storage: if the files are there for the "
+                "web servers, the Celery workers do not read the same media storage (MEDIA_ROOT on a volume they share, "
+                "or S3: docs/deployment.md)."
+            )
 
     @staticmethod
     def _recently_pending() -> int:
