@@ -117,6 +117,21 @@ def test_ctrl_c_says_how_far_it_got_and_how_to_go_on(imported, monkeypatch):
     assert raised.value.returncode == 130
 
 
+def test_ctrl_c_while_queueing_says_what_happens_to_the_rest(imported, monkeypatch):
+    """Ctrl-C during `--async` (queueing 100,000 images takes seconds) dumped kombu's traceback."""
+    from visual_search.management.commands import visual_search_reindex as command
+
+    def interrupted(model, only, asynchronous, force):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "reindex", interrupted)
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex", "--async", "--only", "pending")
+    assert "Interrupted while queueing" in str(raised.value)
+    assert "`manage.py visual_search_reindex --async --only missing,stale,pending`" in str(raised.value)
+    assert raised.value.returncode == 130
+
+
 def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 2}
     run("visual_search_reindex", "--only", "pending")

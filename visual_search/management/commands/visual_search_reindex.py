@@ -44,7 +44,16 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {_models(counts['whitened'])}."))
             return
         if asynchronous:
-            counts = reindex(model_class, only=selection, asynchronous=True, force=force)
+            try:
+                counts = reindex(model_class, only=selection, asynchronous=True, force=force)
+            except KeyboardInterrupt:
+                # Ctrl-C while sending: kombu's traceback said nothing useful. What was sent is the
+                # workers'; rows marked pending are the sweep's; the same command sends the rest.
+                raise CommandError(
+                    "Interrupted while queueing. The tasks sent are the workers' and images marked pending are "
+                    "queued again by the sweep; run `manage.py visual_search_reindex --async --only "
+                    "missing,stale,pending` to queue the rest now.", returncode=130,
+                ) from None
             queued = counts.get("queued", 0)
             if queued < total:  # a cron job must see it: exit status 1
                 why = CELERY_APP_MISSING if celery_app_missing() else "Is the broker running? The log says why."
