@@ -381,6 +381,28 @@ def test_a_training_whose_process_died_can_be_cancelled(staff_client):
     assert staff_client.get(f"{URL}{dead.pk}/delete/").status_code == 200  # staff can now tidy it away
 
 
+def test_a_stalled_training_says_so_in_the_list_and_the_command(staff_client):
+    """A dead training read "training 3/40" in the admin's list and `visual_search_versions list`
+    for ever: staff waited; it now says its process has stopped and what to do."""
+    import time
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from visual_search.training import jobs
+
+    ModelVersion.objects.create(label="Dead", status="training", progress={"stage": "training", "done": 3, "total": 40, "at": time.time() - 2 * jobs.STALLED_AFTER})
+    ModelVersion.objects.create(label="Alive", status="training", progress={"stage": "training", "done": 5, "total": 40, "at": time.time()})
+    page = staff_client.get(URL).content.decode()
+    assert page.count("no progress for over 15 minutes: its process has stopped; select it and Cancel") == 1
+    assert "training 5/40" in page
+    out = StringIO()
+    call_command("visual_search_versions", "list", stdout=out)
+    dead_line = next(line for line in out.getvalue().splitlines() if "Dead" in line)
+    assert "its process has stopped; cancel it in the admin" in dead_line
+    assert "has stopped" not in next(line for line in out.getvalue().splitlines() if "Alive" in line)
+
+
 def test_training_progress_carries_a_sign_of_life():
     from visual_search.training import jobs
 

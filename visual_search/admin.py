@@ -319,6 +319,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         progress = obj.progress or {}
         if not progress.get("stage"):
             return "-"
+        if stalled(obj):  # its process died: "training" would read as if it still went on
+            return _("%(stage)s, no progress for over %(minutes)d minutes: its process has stopped; select it and Cancel") % {
+                "stage": progress["stage"], "minutes": STALLED_AFTER // 60}
         if in_progress(obj):
             if progress.get("total"):
                 return f"{progress['stage']} {progress.get('done', 0)}/{progress['total']}"

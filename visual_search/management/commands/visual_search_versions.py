@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from ...exceptions import WeightsUnavailable
 from ...models import ModelVersion
+from ...training.jobs import STALLED_AFTER, stalled
 from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
 from .. import explain_unmigrated
 from ..progress import Followed
@@ -121,6 +122,8 @@ class Command(BaseCommand):
 
 def _progress(version: ModelVersion) -> str:
     progress = version.progress or {}
+    if stalled(version):
+        return f" (no progress for over {STALLED_AFTER // 60} minutes: its process has stopped; cancel it in the admin, then train again)"
     if version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.BUILDING) and progress.get("total"):
         return f" ({progress.get('stage', '')} {progress.get('done', 0)}/{progress['total']})"
     return ""
