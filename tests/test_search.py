@@ -132,6 +132,17 @@ def test_freshness_is_checked_at_most_every_refresh_interval(catalogue, settings
         web.search(query, result_type_id=ct, fingerprint=current_fingerprint(), limit=1)
 
 
+def test_a_shop_s_own_view_tells_a_catalogue_being_indexed_from_no_match(make_product):
+    """The API answers 503 while the first vectors are on their way; a shop's own view had only
+    an empty list, and the test for it was not public."""
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        make_product("Lime", catalogue_image("Lime"))
+    assert visual_search.being_indexed(Product) is True
+    reindex(asynchronous=False)
+    assert visual_search.being_indexed(Product) is False
+    assert "being_indexed" in visual_search.__all__
+
+
 def test_every_error_the_python_api_is_documented_to_raise_is_importable_from_the_package():
     """README and docs/installation.md: search_by_image raises WeightsUnavailable (no weights) and
     VisibilityRuleError (a broken rule), but a shop's own view could catch them only by importing

@@ -18,6 +18,7 @@ _API = {
     "search_by_image": "visual_search.search",
     "find_similar": "visual_search.search",
     "warm_up": "visual_search.search",
+    "being_indexed": "visual_search.search",
     "SearchResult": "visual_search.search",
     "NotIndexed": "visual_search.search",
     "NotSearchable": "visual_search.search",
