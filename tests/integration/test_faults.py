@@ -13,6 +13,15 @@ from tests.testapp.models import Product
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
+def add_products(make_product, count):
+    """``count`` products, one shop photo each, queued together when the pause ends; their photos."""
+    gallery = [p for paths in photos().values() for p in paths][:count]
+    with visual_search.pause_indexing():
+        for n, path in enumerate(gallery):
+            make_product(f"Product {n}", path)
+    return gallery
+
+
 def counts():
     return {s: ImageEmbedding.objects.filter(status=s).count() for s in ("pending", "ready", "failed")}
 
@@ -21,10 +30,7 @@ def test_worker_killed_mid_batch_loses_nothing(broker, start_worker, make_produc
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 4}
     celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "1.5"
     worker = start_worker("doomed")
-    gallery = [p for paths in photos().values() for p in paths][:24]
-    with visual_search.pause_indexing():
-        for n, path in enumerate(gallery):
-            make_product(f"Product {n}", path)
+    gallery = add_products(make_product, 24)
     wait_for(lambda: counts()["ready"] >= 4, timeout=90, what="the first batch")
     worker.kill()
     at_kill = counts()
@@ -71,10 +77,7 @@ def test_redis_restarted_empty_mid_batch_then_all_computed(broker, redis_server,
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 4}
     celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "2"
     worker = start_worker("w")
-    gallery = [p for paths in photos().values() for p in paths][:12]
-    with visual_search.pause_indexing():
-        for n, path in enumerate(gallery):
-            make_product(f"Product {n}", path)
+    gallery = add_products(make_product, 12)
     time.sleep(2)
     redis_server.stop()  # --save '' --appendonly no: it comes back empty
     time.sleep(4)
