@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 
 from ..conf import settings
@@ -22,6 +23,14 @@ class SearchRateThrottle(AnonRateThrottle):
 
     def get_rate(self) -> str | None:
         return settings.SEARCH_THROTTLE_RATE
+
+    def get_ident(self, request) -> str:
+        # DRF's own, without REST_FRAMEWORK["NUM_PROXIES"], counts by the whole X-Forwarded-For header
+        # when there is one: a header the client writes, so a script sending a new one per request was
+        # never throttled. Without NUM_PROXIES no proxy is trusted: the connection's address counts.
+        if api_settings.NUM_PROXIES is None:
+            return request.META.get("REMOTE_ADDR") or ""
+        return super().get_ident(request)
 
     def allow_request(self, request, view) -> bool:
         # Read the rate on every request, not once per class, so settings changes apply at once.

@@ -1,0 +1,35 @@
+"""Attacks on the customer paths that the other tests do not try (see docs/security.md)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from tests.conftest import catalogue_image
+from tests.test_api import SEARCH, shop, upload  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def throttled(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "2/min"}
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_throttle(client, shop):  # noqa: F811
+    """Without NUM_PROXIES, DRF counted by the whole X-Forwarded-For header: a new one per request, never throttled."""
+    photo = catalogue_image("Banana").read_bytes()
+    codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(3)]
+    assert codes == [200, 200, 429]
+    page = [client.post("/search-by-photo/", {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"10.0.1.{n}").status_code for n in range(2)]
+    assert page == [429, 429]  # the page counts in the same bucket
+
+
+def test_num_proxies_still_reads_the_proxy_s_address(client, shop, settings):  # noqa: F811
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}  # DRF reloads its settings
+    photo = catalogue_image("Banana").read_bytes()
+    codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"6.6.6.6, 10.0.0.{n}").status_code for n in range(3)]
+    assert codes == [200, 200, 200]  # three customers behind one proxy, each with its own bucket
