@@ -33,3 +33,33 @@ def test_num_proxies_still_reads_the_proxy_s_address(client, shop, settings):  #
     photo = catalogue_image("Banana").read_bytes()
     codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"6.6.6.6, 10.0.0.{n}").status_code for n in range(3)]
     assert codes == [200, 200, 200]  # three customers behind one proxy, each with its own bucket
+
+
+class UnreadBody:
+    """A request body that records whether anything read it (a huge upload still on the wire)."""
+
+    def __init__(self):
+        self.read_bytes = 0
+
+    def read(self, size=-1):
+        self.read_bytes += 1 if size else 0
+        return b"x" * (size if size and size > 0 else 1024)
+
+    def readline(self, size=-1):
+        return self.read(size)
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"CONTENT_LENGTH": str(500 * 1024 * 1024)}, 413),  # "500 MB coming"
+    ({"HTTP_TRANSFER_ENCODING": "chunked"}, 411),  # no length: Django would read it as empty
+])
+def test_the_search_page_refuses_a_huge_or_chunked_upload_before_reading_it(client, headers, status):
+    """The page parsed the whole form (request.POST, for its widget's id) before checking the length:
+    a 500 MB body was read and spooled to disk; a chunked one was read as empty ("choose a photo")."""
+    body = UnreadBody()
+    response = client.generic(
+        "POST", "/search-by-photo/", b"",
+        **{"wsgi.input": body, "CONTENT_TYPE": "multipart/form-data; boundary=BoUnDaRy", **headers},
+    )
+    assert response.status_code == status
+    assert body.read_bytes == 0
