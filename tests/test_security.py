@@ -63,3 +63,24 @@ def test_the_search_page_refuses_a_huge_or_chunked_upload_before_reading_it(clie
     )
     assert response.status_code == status
     assert body.read_bytes == 0
+
+
+def test_viewing_staff_cannot_recompute_the_index_from_its_admin_page(client, make_product):
+    """The index's "Recompute the selected embeddings" needed no permission beyond view: a clerk
+    could "select all" and set every worker recomputing the whole catalogue."""
+    from django.contrib.auth.models import Permission, User
+
+    from visual_search.models import ImageEmbedding
+
+    make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    before = list(ImageEmbedding.objects.values_list("pk", "updated_at"))
+    clerk = User.objects.create_user("clerk", "clerk@example.com", "pw", is_staff=True)
+    clerk.user_permissions.set(Permission.objects.filter(codename="view_imageembedding"))
+    client.force_login(clerk)
+    page = "/admin/visual_search/imageembedding/"
+    assert client.get(page).status_code == 200  # may look
+    assert 'value="requeue"' not in client.get(page).content.decode()  # not offered
+    client.post(page, {"action": "requeue", "_selected_action": [pk for pk, _ in before]})
+    assert list(ImageEmbedding.objects.values_list("pk", "updated_at")) == before  # nothing recomputed
+    clerk.user_permissions.add(Permission.objects.get(codename="change_imageembedding"))
+    assert 'value="requeue"' in client.get(page).content.decode()
