@@ -84,3 +84,16 @@ def test_viewing_staff_cannot_recompute_the_index_from_its_admin_page(client, ma
     assert list(ImageEmbedding.objects.values_list("pk", "updated_at")) == before  # nothing recomputed
     clerk.user_permissions.add(Permission.objects.get(codename="change_imageembedding"))
     assert 'value="requeue"' in client.get(page).content.decode()
+
+
+def test_signing_up_does_not_escape_the_throttle(client, shop):  # noqa: F811
+    """Signed-in customers were not limited at all: a script signed up once and searched without end."""
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_user("script", "s@example.com", "pw"))
+    photo = catalogue_image("Banana").read_bytes()
+    codes = [client.post(SEARCH, {"image": upload(photo)}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert client.post("/search-by-photo/", {"image": upload(photo)}).status_code == 429
+    client.logout()  # the address's own bucket is another
+    assert client.post(SEARCH, {"image": upload(photo)}).status_code == 200
