@@ -97,3 +97,38 @@ def test_signing_up_does_not_escape_the_throttle(client, shop):  # noqa: F811
     assert client.post("/search-by-photo/", {"image": upload(photo)}).status_code == 429
     client.logout()  # the address's own bucket is another
     assert client.post(SEARCH, {"image": upload(photo)}).status_code == 200
+
+
+def scan_bomb(copies: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated ``copies`` times: libjpeg decodes each one
+    over the whole image (a warning, not an error), so a few MB cost minutes of CPU. Its smallest
+    scan is repeated: a few bytes."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = (np.random.default_rng(0).random((1000, 1000, 3)) * 40 + 100).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", progressive=True, quality=30)
+    data = buffer.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    scans = [data[start:end] for start, end in zip(starts, [*starts[1:], len(data) - 2])]  # to the next, or to the end
+    return data[:-2] + min(scans, key=len) * copies + data[-2:]
+
+
+def test_a_jpeg_of_countless_scans_is_refused_before_decoding(client, shop):  # noqa: F811
+    """A progressive JPEG "scan bomb" under the upload limit took minutes of CPU per search."""
+    import time
+
+    from visual_search.embeddings.images import MAX_JPEG_SCANS, open_image
+    from visual_search.exceptions import InvalidImage
+
+    assert open_image(scan_bomb(MAX_JPEG_SCANS - 20), max_pixels=40_000_000, allowed_formats=["JPEG"]).size == (1000, 1000)
+    bomb = scan_bomb(200_000)
+    started = time.perf_counter()
+    with pytest.raises(InvalidImage, match="200,0"):
+        open_image(bomb, max_pixels=40_000_000, allowed_formats=["JPEG"])
+    assert time.perf_counter() - started < 1  # it took 40 s
+    response = client.post(SEARCH, {"image": upload(bomb)})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_image"
