@@ -132,3 +132,28 @@ def test_a_jpeg_of_countless_scans_is_refused_before_decoding(client, shop):  # 
     assert time.perf_counter() - started < 1  # it took 40 s
     response = client.post(SEARCH, {"image": upload(bomb)})
     assert response.status_code == 400 and response.json()["code"] == "invalid_image"
+
+
+def test_one_ipv6_network_is_one_client(client, shop):  # noqa: F811
+    """Each IPv6 address was its own bucket: a script on one machine has 2**64 of them (its /64)."""
+    photo = catalogue_image("Banana").read_bytes()
+    codes = [client.post(SEARCH, {"image": upload(photo)}, REMOTE_ADDR=f"2001:db8:1:2::{n:x}").status_code for n in range(3)]
+    assert codes == [200, 200, 429]
+    assert client.post(SEARCH, {"image": upload(photo)}, REMOTE_ADDR="2001:db8:1:3::1").status_code == 200  # another network
+
+
+def test_a_proxy_header_that_is_no_address_counts_by_the_connection(client, shop, settings):  # noqa: F811
+    """With NUM_PROXIES larger than the proxies in front, the counted entry is the client's own text."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 2}
+    photo = catalogue_image("Banana").read_bytes()
+    codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"junk {n}").status_code for n in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_the_bucket_of_an_address():
+    from visual_search.api.throttling import client_network
+
+    assert client_network("203.0.113.9") == "203.0.113.9"
+    assert client_network("::ffff:203.0.113.9") == "203.0.113.9"
+    assert client_network("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert client_network("not an address") is None and client_network(None) is None

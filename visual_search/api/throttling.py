@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from rest_framework.settings import api_settings
@@ -36,9 +37,9 @@ class SearchRateThrottle(AnonRateThrottle):
         # DRF's own, without REST_FRAMEWORK["NUM_PROXIES"], counts by the whole X-Forwarded-For header
         # when there is one: a header the client writes, so a script sending a new one per request was
         # never throttled. Without NUM_PROXIES no proxy is trusted: the connection's address counts.
-        if api_settings.NUM_PROXIES is None:
-            return request.META.get("REMOTE_ADDR") or ""
-        return super().get_ident(request)
+        remote = request.META.get("REMOTE_ADDR") or ""
+        ident = remote if api_settings.NUM_PROXIES is None else super().get_ident(request)
+        return client_network(ident) or client_network(remote) or "unknown"
 
     def allow_request(self, request, view) -> bool:
         # Read the rate on every request, not once per class, so settings changes apply at once.
@@ -49,3 +50,17 @@ class SearchRateThrottle(AnonRateThrottle):
         except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: serve, do not fail the search
             logger.warning("Search rate limit not checked, the cache is unavailable: %s", exc)
             return True
+
+
+def client_network(address: str | None) -> str | None:
+    """The throttle's bucket for a client address: an IPv4 address itself, an IPv6 one's /64 (one
+    customer's network, whose 2**64 addresses a script could otherwise take one by one); None for
+    what is no address (a proxy's header written by the client: memcached refused such keys, and
+    an unavailable cache lets every search through)."""
+    try:
+        ip = ipaddress.ip_address(str(address or "").strip())
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return f"{ipaddress.ip_network(f'{ip}/64', strict=False).network_address}/64"
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
