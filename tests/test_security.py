@@ -157,3 +157,26 @@ def test_the_bucket_of_an_address():
     assert client_network("::ffff:203.0.113.9") == "203.0.113.9"
     assert client_network("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
     assert client_network("not an address") is None and client_network(None) is None
+
+
+def test_viewing_staff_are_not_offered_the_index_button_they_may_not_press(client, make_product, settings):
+    """The product list showed "Index missing, stale and failed images" to staff with view only: 403 when pressed."""
+    from django.contrib import admin
+    from django.contrib.auth.models import Permission, User
+
+    from tests.conftest import serve_admin_site
+    from tests.test_admin_mixin import ProductAdmin
+    from tests.testapp.models import Product
+
+    site = admin.AdminSite(name="shopadmin")
+    site.register(Product, ProductAdmin)
+    serve_admin_site(settings, site)
+    make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    clerk = User.objects.create_user("clerk", "clerk@example.com", "pw", is_staff=True)
+    clerk.user_permissions.set(Permission.objects.filter(codename="view_product"))
+    client.force_login(clerk)
+    page = client.get("/shopadmin/testapp/product/").content.decode()
+    assert "Pink Lady" in page and "Index missing, stale and failed images" not in page
+    assert client.post("/shopadmin/testapp/product/visual-search-requeue/").status_code == 403
+    clerk.user_permissions.add(Permission.objects.get(codename="change_product"))
+    assert "Index missing, stale and failed images" in client.get("/shopadmin/testapp/product/").content.decode()
