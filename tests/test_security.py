@@ -180,3 +180,22 @@ def test_viewing_staff_are_not_offered_the_index_button_they_may_not_press(clien
     assert client.post("/shopadmin/testapp/product/visual-search-requeue/").status_code == 403
     clerk.user_permissions.add(Permission.objects.get(codename="change_product"))
     assert "Index missing, stale and failed images" in client.get("/shopadmin/testapp/product/").content.decode()
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(document.cookie)", " JaVa\tScRiPt:alert(1)", "data:text/html,<script>alert(1)</script>"])
+def test_a_product_link_that_is_script_is_shown_without_a_link(client, make_product, monkeypatch, rf, link):
+    """A result's url went into the cards' href as it was: clicking a card ran the script in the shop's page."""
+    from django.template import Context, Template
+
+    from tests.testapp.models import Product
+
+    monkeypatch.setattr(Product, "get_absolute_url", lambda self: link if self.name == "Pink Lady" else f"/products/{self.pk}/")
+    make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    banana = make_product("Banana", catalogue_image("Banana"))
+    found = {r["name"]: r["url"] for r in client.post(SEARCH, {"image": upload(catalogue_image("Pink-Lady").read_bytes())}).json()["results"]}
+    assert found == {"Pink Lady": None, "Banana": f"http://testserver/products/{banana.pk}/"}
+    page = client.post("/search-by-photo/", {"image": upload(catalogue_image("Pink-Lady").read_bytes())}).content.decode()
+    assert "cript:" not in page.lower() and "data:text" not in page
+    cards = Template("{% load visual_search %}{% similar_products p %}").render(Context({"p": banana, "request": rf.get("/")}))
+    assert "Pink Lady" in cards and "cript:" not in cards.lower() and "data:text" not in cards
+    assert client.get(f"/api/visual-search/products/{banana.pk}/similar/").json()["results"][0]["url"] is None
