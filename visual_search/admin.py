@@ -145,7 +145,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description=_("Recompute the selected embeddings"))
+    @admin.action(description=_("Recompute the selected embeddings"), permissions=["change"])
     def requeue(self, request, queryset):
         groups: dict[tuple[str, str], list[str]] = {}
         # The ids alone: the rows with their vectors were 390 MB and 20 s for "select all" of 100,000.

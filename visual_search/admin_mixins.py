@@ -388,6 +388,11 @@ class VisualSearchAdminMixin:
         ]
         return extra + super().get_urls()
 
+    def changelist_view(self, request, extra_context=None):
+        # The "Index missing, stale and failed images" button, for staff who may press it (403 for the others).
+        extra_context = {**(extra_context or {}), "visual_search_can_queue": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
     def visual_search_requeue_view(self, request):
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied

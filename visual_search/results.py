@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.cache import cache
 from django.core.files.base import ContentFile
@@ -212,7 +214,7 @@ def describe(results: Iterable, request=None) -> list[dict[str, Any]]:
 def _describe_one(adapter: ResultAdapter, result, image: FieldFile | None, request) -> dict[str, Any]:
     obj = result.object
     item = {
-        "object": obj, "id": obj.pk, "name": adapter.name(obj), "url": _absolute(adapter.url(obj), request),
+        "object": obj, "id": obj.pk, "name": adapter.name(obj), "url": _absolute(_web_link(adapter.url(obj)), request),
         "image_url": _absolute(adapter.thumbnail_url(obj, image), request), "score": result.score,
         "similarity": result.similarity, "probability": result.probability,
     }
@@ -222,6 +224,26 @@ def _describe_one(adapter: ResultAdapter, result, image: FieldFile | None, reque
         logger.warning("%s.extra() returned %s, which are base fields of a result; they are ignored",
                        type(adapter).__name__, sorted(clashes))
     return {**item, **{key: value for key, value in extra.items() if key not in RESERVED_KEYS}}
+
+
+# What a browser ignores in a link: spaces and control characters before it, tabs and newlines in it.
+_IGNORED_IN_LINKS = re.compile(r"[\x00-\x20]")
+
+
+def _web_link(url: str | None) -> str | None:
+    """``url`` when it leads to a web page (http, https or a path), else None: a ``javascript:`` URL
+    (a feed-imported product link, say) in a card's href ran script in the shop's pages when clicked
+    (the widget, the search page, similar products). Logged, so the shop finds the product."""
+    if not url:
+        return url
+    try:
+        scheme = urlsplit(_IGNORED_IN_LINKS.sub("", str(url))).scheme.lower()
+    except ValueError:  # "http://[::1": no link a browser follows either
+        scheme = "?"
+    if scheme in ("", "http", "https"):
+        return url
+    logger.warning("A result's url %r is not a web page (scheme %r): shown without a link", str(url)[:80], scheme)
+    return None
 
 
 def _absolute(url: str | None, request) -> str | None:

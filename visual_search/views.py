@@ -31,11 +31,11 @@ class SearchByPhotoView(TemplateView):
 
     def post(self, request, *args, **kwargs):
         context = self.get_context_data(**kwargs)
-        context[WIDGET_KEY] = request.POST.get(WIDGET_FIELD) or None
         status = 200
         try:
             self.check_throttle(request)
-            check_content_length(request.META)
+            check_content_length(request.META)  # before request.POST reads (and spools) the body
+            context[WIDGET_KEY] = request.POST.get(WIDGET_FIELD) or None
             context[RESULTS_KEY] = search_photo(request.FILES.get("image"), request.POST, request)
             context[CONFIDENT_KEY] = confident(context[RESULTS_KEY])
         except PhotoSearchError as exc:

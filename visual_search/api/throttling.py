@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
+from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 
 from ..conf import settings
@@ -12,16 +14,32 @@ logger = logging.getLogger("visual_search")
 
 
 class SearchRateThrottle(AnonRateThrottle):
-    """Anonymous searches per client IP at ``VISUAL_SEARCH["SEARCH_THROTTLE_RATE"]`` ("30/min").
+    """Searches per client IP at ``VISUAL_SEARCH["SEARCH_THROTTLE_RATE"]`` ("30/min"), per account
+    for signed-in customers.
 
-    ``None`` switches it off. Signed-in users are not limited. Counts live in Django's default
-    cache, so with several web processes use a shared cache (Redis, Memcached).
+    ``None`` switches it off. Signed-in customers were not limited at all, and signing up to a shop
+    costs a script nothing. Counts live in Django's default cache, so with several web processes use
+    a shared cache (Redis, Memcached).
     """
 
     scope = "visual_search"
 
     def get_rate(self) -> str | None:
         return settings.SEARCH_THROTTLE_RATE
+
+    def get_cache_key(self, request, view) -> str:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return self.cache_format % {"scope": self.scope, "ident": f"user-{user.pk}"}
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def get_ident(self, request) -> str:
+        # DRF's own, without REST_FRAMEWORK["NUM_PROXIES"], counts by the whole X-Forwarded-For header
+        # when there is one: a header the client writes, so a script sending a new one per request was
+        # never throttled. Without NUM_PROXIES no proxy is trusted: the connection's address counts.
+        remote = request.META.get("REMOTE_ADDR") or ""
+        ident = remote if api_settings.NUM_PROXIES is None else super().get_ident(request)
+        return client_network(ident) or client_network(remote) or "unknown"
 
     def allow_request(self, request, view) -> bool:
         # Read the rate on every request, not once per class, so settings changes apply at once.
@@ -32,3 +50,17 @@ class SearchRateThrottle(AnonRateThrottle):
         except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: serve, do not fail the search
             logger.warning("Search rate limit not checked, the cache is unavailable: %s", exc)
             return True
+
+
+def client_network(address: str | None) -> str | None:
+    """The throttle's bucket for a client address: an IPv4 address itself, an IPv6 one's /64 (one
+    customer's network, whose 2**64 addresses a script could otherwise take one by one); None for
+    what is no address (a proxy's header written by the client: memcached refused such keys, and
+    an unavailable cache lets every search through)."""
+    try:
+        ip = ipaddress.ip_address(str(address or "").strip())
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return f"{ipaddress.ip_network(f'{ip}/64', strict=False).network_address}/64"
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
