@@ -20,12 +20,31 @@ def throttled(settings):
 
 
 def test_a_forged_x_forwarded_for_does_not_escape_the_throttle(client, shop):  # noqa: F811
-    """Without NUM_PROXIES, DRF counted by the whole X-Forwarded-For header: a new one per request, never throttled."""
+    """Without NUM_PROXIES, DRF counted by the whole X-Forwarded-For header: a new one per request,
+    never throttled. A client on the internet (a public address) is counted by its connection."""
     photo = catalogue_image("Banana").read_bytes()
-    codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(3)]
+    direct = {"REMOTE_ADDR": "93.184.216.34"}
+    codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"10.0.0.{n}", **direct).status_code for n in range(3)]
     assert codes == [200, 200, 429]
-    page = [client.post("/search-by-photo/", {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"10.0.1.{n}").status_code for n in range(2)]
+    page = [client.post("/search-by-photo/", {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"10.0.1.{n}", **direct).status_code for n in range(2)]
     assert page == [429, 429]  # the page counts in the same bucket
+
+
+def test_behind_a_proxy_each_customer_counts_apart_and_a_forged_entry_gains_nothing(client, shop):  # noqa: F811
+    """Reading only the connection's address would put every customer behind nginx (127.0.0.1, or a
+    private network) in one bucket: the address the proxy appended, the header's last entry, counts."""
+    photo = catalogue_image("Banana").read_bytes()
+    for proxy in ("127.0.0.1", "10.1.2.3"):
+        cache.clear()
+        codes = [client.post(SEARCH, {"image": upload(photo)}, REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code for n in range(3)]
+        assert codes == [200, 200, 200], proxy  # three customers
+    cache.clear()
+    # One customer writing its own first entry: the proxy appends the address it saw, which counts.
+    codes = [
+        client.post(SEARCH, {"image": upload(photo)}, REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"10.9.9.{n}, 198.51.100.50").status_code
+        for n in range(3)
+    ]
+    assert codes == [200, 200, 429]
 
 
 def test_num_proxies_still_reads_the_proxy_s_address(client, shop, settings):  # noqa: F811

@@ -36,9 +36,9 @@ class SearchRateThrottle(AnonRateThrottle):
     def get_ident(self, request) -> str:
         # DRF's own, without REST_FRAMEWORK["NUM_PROXIES"], counts by the whole X-Forwarded-For header
         # when there is one: a header the client writes, so a script sending a new one per request was
-        # never throttled. Without NUM_PROXIES no proxy is trusted: the connection's address counts.
+        # never throttled. Without NUM_PROXIES, see nearest_client().
         remote = request.META.get("REMOTE_ADDR") or ""
-        ident = remote if api_settings.NUM_PROXIES is None else super().get_ident(request)
+        ident = nearest_client(request, remote) if api_settings.NUM_PROXIES is None else super().get_ident(request)
         return client_network(ident) or client_network(remote) or "unknown"
 
     def allow_request(self, request, view) -> bool:
@@ -50,6 +50,24 @@ class SearchRateThrottle(AnonRateThrottle):
         except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: serve, do not fail the search
             logger.warning("Search rate limit not checked, the cache is unavailable: %s", exc)
             return True
+
+
+def nearest_client(request, remote: str) -> str:
+    """The customer's address without ``NUM_PROXIES``: where the connection comes from a proxy on
+    this host or a private network (nginx, a load balancer, a container network: loopback,
+    private or link-local addresses), the address that proxy saw, the last entry of
+    ``X-Forwarded-For`` (entries before it are the client's own text); else the connection's own
+    address, as a client on the internet writes that header itself. A shop behind a proxy thus
+    counts each customer apart with no setting, and a forged header gains nothing."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    if forwarded.strip() and (ip.is_private or ip.is_loopback or ip.is_link_local):
+        return forwarded.split(",")[-1].strip()
+    return remote
 
 
 def client_network(address: str | None) -> str | None:
