@@ -439,3 +439,13 @@ def test_the_checks(settings):
     }
     warning = [m for m in checks.check_settings() if m.id == "visual_search_whatsapp.W001"][0]
     assert "APP_SECRET" in warning.msg
+
+
+def test_a_picture_outside_the_storage_is_sent_as_its_link_only_from_a_public_host():
+    from visual_search.contrib.whatsapp.messenger import WhatsAppMessenger
+
+    messenger = WhatsAppMessenger()
+    assert messenger.image_of("https://cdn.example.com/p/1.jpg") == {"link": "https://cdn.example.com/p/1.jpg"}
+    assert messenger.image_of("https://10.0.0.5/p/1.jpg") is None  # Meta cannot reach it, and it is not in the storage
+    assert messenger.image_of("http://cdn.example.com/p/1.jpg") is None  # links over HTTPS only
+    assert messenger.image_of("") is None
