@@ -449,3 +449,33 @@ def test_a_picture_outside_the_storage_is_sent_as_its_link_only_from_a_public_ho
     assert messenger.image_of("https://10.0.0.5/p/1.jpg") is None  # Meta cannot reach it, and it is not in the storage
     assert messenger.image_of("http://cdn.example.com/p/1.jpg") is None  # links over HTTPS only
     assert messenger.image_of("") is None
+
+
+def run_command(*args) -> str:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from visual_search.contrib.whatsapp.management.commands.visual_search_whatsapp import Command
+
+    out = StringIO()
+    call_command(Command(), *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_command_shows_the_number_and_subscribes_the_app(api):
+    info = run_command("info")
+    assert "+1 555-000-1111" in info and "Test Shop" in info and "GREEN" in info and "token works" in info
+    assert api.calls[-1][0] == "number" and "verified_name" in api.calls[-1][1]["fields"]
+    assert "account 102290129340398" in run_command("subscribe", "102290129340398")
+    assert api.calls[-1][:2] == ("subscribe", {"waba_id": "102290129340398"})
+
+
+def test_the_command_says_what_to_do_about_a_bad_token(api, settings):
+    from django.core.management.base import CommandError
+
+    settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "ACCESS_TOKEN": "expired"}
+    with pytest.raises(CommandError, match="System User's permanent token"):
+        run_command("info")
+    with pytest.raises(CommandError, match="not a WhatsApp Business Account ID"):
+        run_command("subscribe", "my-account")

@@ -21,7 +21,8 @@ VERSION = "v23.0"
 
 class FakeGraphAPI:
     """``url`` is the API_URL to configure; ``calls`` lists ``(kind, params, time)`` where kind is
-    "media-info", "download", "upload", "read" or "messages"; ``files`` maps a media id to its bytes;
+    "media-info", "download", "upload", "read", "messages", "number" or
+    "subscribe"; ``files`` maps a media id to its bytes;
     ``fail(kind, *outcomes)`` scripts the next answers: "190", "130429", "131047"... (a Graph error with
     that code), "429:N" (HTTP 429, Retry-After N), "drop"."""
 
@@ -92,6 +93,13 @@ class FakeGraphAPI:
                 prefix = f"/{VERSION}/"
                 media_id = parts.path[len(prefix):]
                 query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+                if media_id == PHONE_NUMBER_ID:
+                    if self._scripted("number", query):
+                        return None
+                    return self._json(200, {"id": PHONE_NUMBER_ID, "display_phone_number": "+1 555-000-1111",
+                                            "verified_name": "Test Shop", "quality_rating": "GREEN",
+                                            "code_verification_status": "NOT_VERIFIED", "platform_type": "CLOUD_API",
+                                            "throughput": {"level": "STANDARD"}})
                 if self._scripted("media-info", {"media_id": media_id, **query}):
                     return None
                 if media_id not in fake.files:
@@ -113,6 +121,10 @@ class FakeGraphAPI:
                         fake._uploads += 1
                         media_id = f"up{fake._uploads}"
                     return self._json(200, {"id": media_id})
+                if path.endswith("/subscribed_apps"):
+                    if self._scripted("subscribe", {"waba_id": path.split("/")[2]}):
+                        return None
+                    return self._json(200, {"success": True})
                 if path != f"/{VERSION}/{PHONE_NUMBER_ID}/messages":
                     return self._error(400, 100, "Unsupported post request")
                 params = json.loads(body or b"{}")
