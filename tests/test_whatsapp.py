@@ -422,6 +422,8 @@ def test_the_payload_is_read_without_surprises():
 
 
 def test_the_checks(settings):
+    assert [m.id for m in checks.check_settings()] == ["visual_search_whatsapp.W002"]  # the tests' 'inline'
+    settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "BACKGROUND": None}
     assert checks.check_settings() == []
     settings.VISUAL_SEARCH_WHATSAPP = {"PHONE_NUMBER_ID": "+46 70", "RESULTS": 0, "API_VERSION": "23", "API_URL": "graph",
                                        "PHONE_LANGUAGES": {"DE": "de"}, "APP_SECERT": "x"}
@@ -479,3 +481,16 @@ def test_the_command_says_what_to_do_about_a_bad_token(api, settings):
         run_command("info")
     with pytest.raises(CommandError, match="not a WhatsApp Business Account ID"):
         run_command("subscribe", "my-account")
+
+
+@pytest.mark.parametrize("body", [
+    {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
+        "metadata": "x", "messages": [{"from": CUSTOMER, "id": "w1", "type": "text", "text": "not a dict"}]}}]}]},
+    {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": PHONE_NUMBER_ID}, "messages": [{"from": CUSTOMER, "id": "w2", "type": None}],
+        "statuses": ["x", {"status": "failed", "errors": "?"}]}}]}]},
+])
+def test_an_odd_payload_is_answered_200_without_a_crash(client, api, body, settings):
+    settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "PHONE_LANGUAGES": "de"}  # malformed too
+    assert post(client, body).status_code == 200
+    assert all(m["text"]["body"] == replies.help_text() for m in api.sent())

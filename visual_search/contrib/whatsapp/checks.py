@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from django.conf import settings as django_settings
 from django.core import checks
 
 from visual_search.conf import did_you_mean
@@ -19,6 +20,7 @@ CHECK_IDS = {
     "visual_search_whatsapp.E004": "VERIFY_TOKEN is missing: Meta cannot verify the webhook.",
     "visual_search_whatsapp.E005": "Another key has a value of the wrong type or out of range.",
     "visual_search_whatsapp.W001": "A key that is not a setting (the message names the closest one).",
+    "visual_search_whatsapp.W002": "BACKGROUND 'inline' without DEBUG: the webhook answers Meta only after the search.",
 }
 
 
@@ -50,6 +52,12 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                                "Set a long random string, e.g. python -c \"import secrets; print(secrets.token_urlsafe(32))\", "
                                "and type the same in WhatsApp > Configuration > Webhook.",
                                "visual_search_whatsapp.E004"))
+    if settings.BACKGROUND == "inline" and not django_settings.DEBUG:
+        messages.append(checks.Warning(
+            f"{SETTING}['BACKGROUND'] = 'inline': the webhook answers Meta only after fetching, searching and replying "
+            "(seconds); Meta retries deliveries it waits too long for, and the customer waits with the web process.",
+            hint="Leave BACKGROUND out (None): Celery when the project uses it, else a thread. 'inline' is for tests.",
+            id="visual_search_whatsapp.W002"))
     return messages + _other_keys()
 
 

@@ -37,8 +37,10 @@ def incoming_messages(body: Any, phone_number_id: str, phone_languages: Mapping[
     """The customers' messages to the business number ``phone_number_id`` in a delivery. Messages to
     another number of the same WhatsApp account are left alone (logged): another app answers them."""
     found = []
+    if not isinstance(phone_languages, Mapping):  # a malformed setting (visual_search_whatsapp.E005): no guess
+        phone_languages = {}
     for value in changes(body):
-        to = str((value.get("metadata") or {}).get("phone_number_id") or "")
+        to = str(_dict(value.get("metadata")).get("phone_number_id") or "")
         messages = [m for m in value.get("messages") or () if isinstance(m, dict) and m.get("from")]
         if messages and to != str(phone_number_id):
             logger.info("WhatsApp: %s message(s) to phone number id %s, not the configured %s; ignored",
@@ -48,7 +50,7 @@ def incoming_messages(body: Any, phone_number_id: str, phone_languages: Mapping[
             if message.get("type") in IGNORED_TYPES:
                 continue
             found.append(IncomingMessage(chat_id=str(message["from"]), event_id=str(message.get("id") or ""),
-                                         language=language_of(str(message["from"]), phone_languages or {}),
+                                         language=language_of(str(message["from"]), phone_languages),
                                          **_content(message)))
         for status in value.get("statuses") or ():
             if isinstance(status, dict) and status.get("status") == "failed":
@@ -60,7 +62,7 @@ def incoming_messages(body: Any, phone_number_id: str, phone_languages: Mapping[
 def _content(message: dict) -> dict[str, Any]:
     kind = message.get("type")
     wamid = str(message.get("id") or "")
-    media = message.get(kind) if isinstance(message.get(kind), dict) else {}
+    media = _dict(message.get(kind)) if isinstance(kind, str) else {}
     if kind == "image":
         # Quoted in the answer: a customer sending several photos sees which results answer which.
         return {"kind": PHOTO, "file_id": str(media.get("id") or ""), "mime_type": str(media.get("mime_type") or "image/jpeg"),
@@ -72,9 +74,13 @@ def _content(message: dict) -> dict[str, Any]:
     if kind == "sticker":
         return {"kind": STICKER}
     if kind == "text":
-        text = str((message.get("text") or {}).get("body") or "")
+        text = str(_dict(message.get("text")).get("body") or "")
         return {"kind": TEXT, "text": "/help" if text.strip().lower() in HELP_WORDS else text}
     return {"kind": OTHER}  # audio, video, location, contacts, buttons, unsupported...
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def document_type(document: dict) -> str:

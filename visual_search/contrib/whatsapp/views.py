@@ -70,7 +70,12 @@ class WebhookView(View):
         except ValueError:
             return HttpResponseBadRequest("Not JSON.")
         site_url = messenger.settings.SITE_URL or request.build_absolute_uri("/")
-        for message in incoming_messages(body, str(messenger.settings.PHONE_NUMBER_ID or ""), messenger.settings.PHONE_LANGUAGES):
+        try:
+            messages = incoming_messages(body, str(messenger.settings.PHONE_NUMBER_ID or ""), messenger.settings.PHONE_LANGUAGES)
+        except Exception:  # a payload of a shape not foreseen: logged, and 200, or Meta would send it again for days
+            logger.exception("WhatsApp: could not read a delivery: %.500s", request.body)
+            return JsonResponse({})
+        for message in messages:
             try:
                 inbox.receive(messenger, message, site_url=site_url)
             except Exception:  # never a 500: Meta would deliver the whole batch again
