@@ -124,6 +124,19 @@ VISUAL_SEARCH_TELEGRAM = {
     "RATE": "10/min",
 }
 INSTALLED_APPS.append("visual_search.contrib.telegram")
+# Search by photo in WhatsApp (docs/whatsapp.md): the webhook is mounted at whatsapp/webhook/ and
+# checks Meta's signature of every delivery (an unsigned one answers 403). Set the four variables
+# from Meta's app dashboard, then give https://<public host>/whatsapp/webhook/ and the verify token
+# to WhatsApp > Configuration. The defaults are placeholders: the demo starts without a number.
+VISUAL_SEARCH_WHATSAPP = {
+    "ACCESS_TOKEN": os.environ.get("WHATSAPP_ACCESS_TOKEN") or "set-WHATSAPP_ACCESS_TOKEN",
+    "PHONE_NUMBER_ID": os.environ.get("WHATSAPP_PHONE_NUMBER_ID") or "0",
+    "APP_SECRET": os.environ.get("WHATSAPP_APP_SECRET") or "set-WHATSAPP_APP_SECRET",
+    "VERIFY_TOKEN": os.environ.get("WHATSAPP_VERIFY_TOKEN") or "demo-verify-token-set-WHATSAPP_VERIFY_TOKEN",
+    "RESULTS": 3,
+    "RATE": "10/min",
+}
+INSTALLED_APPS.append("visual_search.contrib.whatsapp")
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = False

@@ -17,3 +17,5 @@ urlpatterns = [
 
 if "visual_search.contrib.telegram" in settings.INSTALLED_APPS:  # see VISUAL_SEARCH_TELEGRAM in settings.py
     urlpatterns.append(path("telegram/", include("visual_search.contrib.telegram.urls")))  # telegram/webhook/
+if "visual_search.contrib.whatsapp" in settings.INSTALLED_APPS:  # see VISUAL_SEARCH_WHATSAPP in settings.py
+    urlpatterns.append(path("whatsapp/", include("visual_search.contrib.whatsapp.urls")))  # whatsapp/webhook/

@@ -31,8 +31,8 @@ class IncomingMessage:
     file_size: int | None = None  # as the service announced it, before any download
     mime_type: str = ""
     language: str = ""  # the customer's language code, when the service tells it
-    # The message to answer as a reply, where a chat has several people (a Telegram group): there a
-    # bare answer would not say whose photo it is. Empty in a one-to-one chat.
+    # The message the answer quotes, where a bare answer would not say which message it answers: in a
+    # chat of several people (a Telegram group), or a photo among several (WhatsApp). Empty otherwise.
     reply_to: str = ""
 
     def as_dict(self) -> dict[str, Any]:

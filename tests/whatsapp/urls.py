@@ -1,0 +1,5 @@
+from django.urls import include, path
+
+urlpatterns = [
+    path("whatsapp/", include("visual_search.contrib.whatsapp.urls")),
+]
