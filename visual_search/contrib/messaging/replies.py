@@ -84,3 +84,14 @@ def caption(item: Mapping[str, Any], rank: int) -> str:
     if len(title) > room:
         title = title[: max(room - 1, 0)] + "…"
     return f"{title}\n{link}" if link else title
+
+
+def joined(texts: list[str], limit: int) -> list[str]:
+    """``texts`` in as few messages of at most ``limit`` characters as they fit, a blank line between."""
+    messages: list[str] = []
+    for text in texts:
+        if messages and len(messages[-1]) + 2 + len(text) <= limit:
+            messages[-1] += "\n\n" + text
+        else:
+            messages.append(text[:limit])
+    return messages

@@ -5,14 +5,12 @@ each picture's caption: name, price, "% match", link), answering the photo in a 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from django.core.cache import cache
-from django.core.files.storage import default_storage
 from telegram import Bot, InputMediaPhoto, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
@@ -20,6 +18,8 @@ from telegram.error import BadRequest, TelegramError
 from visual_search.contrib.messaging import replies
 from visual_search.contrib.messaging.messages import IncomingMessage
 from visual_search.contrib.messaging.messenger import FileTooLarge, Messenger
+from visual_search.contrib.messaging.pictures import is_private_host, stored_bytes
+from visual_search.contrib.messaging.replies import joined
 
 from . import client
 from .conf import DEFAULTS, GETFILE_LIMIT, SETTING
@@ -35,7 +35,6 @@ UNREACHABLE_FOR = 3600
 _UNREACHABLE_KEY = "visual_search:telegram:unreachable:"
 # Telegram's 400s for a picture URL it could not fetch (and not for a bad chat, say).
 _FETCH_ERRORS = ("http url", "url content", "web page", "webpage")
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
 
 class TelegramMessenger(Messenger):
@@ -147,35 +146,7 @@ def picture_of(url: str) -> str | bytes | None:
     host = (urlsplit(url).hostname or "").lower()
     if not (is_private_host(host) or _cache_get(_UNREACHABLE_KEY + _hashed(host))):
         return url
-    return stored_bytes(url)
-
-
-def is_private_host(host: str) -> bool:
-    """A host no server on the internet can reach: localhost, a name without a dot ("web", a container's),
-    a local suffix, a private or loopback address."""
-    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES) or "." not in host.strip("[]").replace(":", "."):
-        return True
-    try:
-        return not ipaddress.ip_address(host.strip("[]")).is_global
-    except ValueError:
-        return False
-
-
-def stored_bytes(url: str) -> bytes | None:
-    """The file ``url`` serves from the default storage (``MEDIA_URL``...), as bytes; None when the URL
-    is not the storage's (a CDN's, a shop's own thumbnailer's elsewhere) or the file cannot be read."""
-    try:
-        base = urlsplit(default_storage.url("")).path
-        path = unquote(urlsplit(url).path)
-        if not base.endswith("/") or not path.startswith(base):
-            return None
-        name = path[len(base):]
-        with default_storage.open(name, "rb") as handle:
-            data = handle.read(UPLOAD_LIMIT + 1)
-    except Exception as exc:  # noqa: BLE001 - any storage's error: the result still goes out, as text
-        logger.warning("Cannot read the picture %s from the storage (%s: %s)", url, type(exc).__name__, exc)
-        return None
-    return data if 0 < len(data) <= UPLOAD_LIMIT else None
+    return stored_bytes(url, UPLOAD_LIMIT)
 
 
 def is_fetch_error(exc: BadRequest) -> bool:
@@ -197,17 +168,6 @@ def remember_unreachable(urls: list[str]) -> bool:
             except Exception as exc:  # noqa: BLE001 - a cache that is down: the storage is used this time only
                 logger.warning("Cannot remember that Telegram cannot fetch from %s: %s", host, exc)
     return new
-
-
-def joined(texts: list[str], limit: int) -> list[str]:
-    """``texts`` in as few messages of at most ``limit`` characters as they fit, a blank line between."""
-    messages: list[str] = []
-    for text in texts:
-        if messages and len(messages[-1]) + 2 + len(text) <= limit:
-            messages[-1] += "\n\n" + text
-        else:
-            messages.append(text[:limit])
-    return messages
 
 
 def _cache_get(key: str) -> Any:

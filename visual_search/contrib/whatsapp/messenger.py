@@ -24,6 +24,7 @@ from visual_search.contrib.messaging import replies
 from visual_search.contrib.messaging.messages import IncomingMessage
 from visual_search.contrib.messaging.messenger import FileTooLarge, Messenger
 from visual_search.contrib.messaging.pictures import is_private_host, stored_bytes
+from visual_search.contrib.messaging.replies import joined
 
 from . import client
 from .client import GraphAPIError
@@ -164,17 +165,6 @@ def image_type(data: bytes) -> str:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "image/png"
     return ""
-
-
-def joined(texts: list[str], limit: int) -> list[str]:
-    """``texts`` in as few messages of at most ``limit`` characters as they fit, a blank line between."""
-    messages: list[str] = []
-    for text in texts:
-        if messages and len(messages[-1]) + 2 + len(text) <= limit:
-            messages[-1] += "\n\n" + text
-        else:
-            messages.append(text[:limit])
-    return messages
 
 
 def _cache_get(key: str) -> Any:
