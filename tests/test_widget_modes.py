@@ -156,6 +156,25 @@ def test_the_search_page_in_a_shop_layout(client, shop, shop_layout):
     assert search("aisle") == [False, False, True]  # a widget of another page: the page's own (main=True)
 
 
+def test_a_throttled_search_answers_in_the_widget_that_searched(client, shop, shop_layout, settings):
+    """"Too many searches" shows where the customer pressed Search (the navbar's compact widget's
+    dialog), not in the page's inline widgets only: the posted widget is read before the throttle
+    refuses."""
+    from django.core.cache import cache
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "1/min"}
+    cache.clear()
+    try:
+        for expected in (200, 429):
+            photo = SimpleUploadedFile("milk.jpg", catalogue_image("Oatly-Oat-Milk").read_bytes(), content_type="image/jpeg")
+            response = client.post("/search-by-photo/", {"image": photo, "vs_widget": "vs-compact"})
+            assert response.status_code == expected
+        parts = widgets(re.sub(r'data-vs-messages="[^"]*"', "", response.content.decode()))
+        assert "Too many searches" in parts[0] and "Too many searches" not in parts[1]  # the compact one only
+    finally:
+        cache.clear()
+
+
 def test_the_plain_search_page_has_one_heading_and_its_css(client):
     page = client.get("/search-by-photo/").content.decode()
     assert page.count("<h1") == 1 and '<h2 class="vs-title"' not in page

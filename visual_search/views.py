@@ -33,9 +33,9 @@ class SearchByPhotoView(TemplateView):
         context = self.get_context_data(**kwargs)
         status = 200
         try:
-            self.check_throttle(request)
             check_content_length(request.META)  # before request.POST reads (and spools) the body
-            context[WIDGET_KEY] = request.POST.get(WIDGET_FIELD) or None
+            context[WIDGET_KEY] = request.POST.get(WIDGET_FIELD) or None  # the widget that shows the answer
+            self.check_throttle(request)
             context[RESULTS_KEY] = search_photo(request.FILES.get("image"), request.POST, request)
             context[CONFIDENT_KEY] = confident(context[RESULTS_KEY])
         except PhotoSearchError as exc:
