@@ -10,13 +10,14 @@ import time
 from collections import defaultdict, deque
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote
+
+from tests.local_server import LocalServer, QuietHandler
 
 TOKEN = "123456:TEST-token_abc"
 
 
-class FakeBotAPI:
+class FakeBotAPI(LocalServer):
     """``url`` is the API_URL to configure; ``calls`` lists ``(method, params, time)``; ``files`` maps a
     file_id to its bytes; ``fail(method, *outcomes)`` scripts the next answers ("429:N", "400", "400:its
     description", "drop")."""
@@ -30,19 +31,7 @@ class FakeBotAPI:
         self.delay: dict[str, float] = {}
         self.webhook: dict = {}
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda request, address: None  # a dropped connection is on purpose
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(self._handler())
 
     def fail(self, method: str, *outcomes: str) -> None:
         self.failures[method].extend(outcomes)
@@ -70,12 +59,7 @@ class FakeBotAPI:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 prefix = f"/file/bot{fake.token}/"
                 self.path = unquote(self.path)  # python-telegram-bot quotes the token's ':'

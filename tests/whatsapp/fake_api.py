@@ -11,15 +11,16 @@ import time
 from collections import defaultdict, deque
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_server import LocalServer, QuietHandler
 
 TOKEN = "EAAG-test-token"
 PHONE_NUMBER_ID = "106540352242922"
 VERSION = "v23.0"
 
 
-class FakeGraphAPI:
+class FakeGraphAPI(LocalServer):
     """``url`` is the API_URL to configure; ``calls`` lists ``(kind, params, time)`` where kind is
     "media-info", "download", "upload", "read", "messages", "number" or
     "subscribe"; ``files`` maps a media id to its bytes;
@@ -34,19 +35,7 @@ class FakeGraphAPI:
         self.delay: dict[str, float] = {}
         self._uploads = 0
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda request, address: None
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(self._handler())
 
     def fail(self, kind: str, *outcomes: str) -> None:
         self.failures[kind].extend(outcomes)
@@ -72,12 +61,7 @@ class FakeGraphAPI:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 parts = urlsplit(self.path)
                 if not self._authorised():
