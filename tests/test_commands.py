@@ -320,6 +320,22 @@ def test_reindex_names_the_product_whose_photos_are_a_registered_gallery(make_pr
     assert "Registered: testapp.ProductImage (result testapp.Product)" in str(raised.value)
 
 
+def test_reindex_of_a_registered_product_covers_its_registered_gallery_too(make_product):
+    """Product registered for its main image and ProductImage for its gallery (tests/settings.py):
+    `visual_search_reindex testapp.Product` did the main images only, while the product admin's
+    reindex action on the same products did both, and staff took the gallery for indexed."""
+    from django.core.files.base import ContentFile
+
+    from tests.testapp.models import ProductImage
+
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        lemon = make_product("Lemon", catalogue_image("Lemon"))
+        ProductImage(product=lemon).image.save("Lime.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+    out, _ = run("visual_search_reindex", "testapp.Product")
+    assert "Embedded 2, unchanged 0, failed 0" in out
+    assert set(ImageEmbedding.objects.filter(status="ready").values_list("content_type__model", flat=True)) == {"product", "productimage"}
+
+
 def test_a_wrong_app_label_gets_the_model_it_meant(db):
     """The README's examples say shop.Product; a shop's app is called something else."""
     with pytest.raises(CommandError, match=r"No model 'shop.Product'; did you mean 'testapp.Product'\?"):

@@ -17,8 +17,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "model", nargs="?",
-            help="Only this model, as app_label.ModelName (default: every registered model); a result model that is "
-            "not registered itself (a product whose gallery model is) stands for the images registered for it.",
+            help="Only this model, as app_label.ModelName (default: every registered model): its own images and those "
+            "of models registered with it as their result (a product's gallery).",
         )
         parser.add_argument(
             "--only",
