@@ -208,3 +208,48 @@ def test_the_script_speaks_german(german_demo, browser):
             x0=edge[0], x1=edge[1], y0=edge[2], y1=edge[3])
     assert "95\u00a0%" in where and page.locator("#vs [data-vs-box-where]").inner_text() == where
     context.close()
+
+
+# -- a multilingual shop: LocaleMiddleware, i18n_patterns, the API outside them ------------------
+
+
+@pytest.fixture
+def multilingual(settings):
+    settings.ROOT_URLCONF = "tests.urls_i18n"
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE[:1], "django.middleware.locale.LocaleMiddleware", *settings.MIDDLEWARE[1:]]
+    settings.LANGUAGES = [("de", "Deutsch"), ("fr", "Français"), ("en", "English")]
+    settings.LANGUAGE_CODE = "en"
+    return settings
+
+
+def api_language(client, **headers) -> tuple[str, str]:
+    """The language the API answered in: its Content-Language, and DRF's own 405 words."""
+    response = client.get("/api/visual-search/search/", HTTP_ACCEPT="application/json", **headers)
+    assert response.status_code == 405
+    return response["Content-Language"], response.json()["detail"]
+
+
+@pytest.mark.parametrize("cookie", [None, "de"])
+def test_the_api_outside_i18n_patterns_answers_in_the_language_the_widget_asks_for(client, multilingual, cookie):
+    """The widget on a French page asks with ``Accept-Language: fr``. Under
+    ``i18n_patterns(prefix_default_language=False)`` the unprefixed API was answered in LANGUAGE_CODE
+    whatever it asked, and a language cookie (German, from an earlier set_language) won over it: a
+    French page listed English or German names and links to those pages."""
+    if cookie:
+        client.cookies[multilingual.LANGUAGE_COOKIE_NAME] = cookie
+    assert 'lang="fr"' in client.get("/fr/search-by-photo/").content.decode()
+    with translation.override("fr"):
+        french = _('Method "{method}" not allowed.').format(method="GET")
+    assert french != 'Method "GET" not allowed.'
+    assert api_language(client, HTTP_ACCEPT_LANGUAGE="fr") == ("fr", french)
+    # Without the header (another client), or asking for a language the shop does not offer: Django's
+    # choice (LANGUAGE_CODE for an unprefixed URL under prefix_default_language=False).
+    assert api_language(client)[0] == "en"
+    assert api_language(client, HTTP_ACCEPT_LANGUAGE="ja, fr-CA;q=0.5")[0] == "fr"
+    assert api_language(client, HTTP_ACCEPT_LANGUAGE="ja")[0] == "en"
+
+
+
+def test_a_shop_without_locale_middleware_keeps_its_language(client):
+    response = client.get("/api/visual-search/search/", HTTP_ACCEPT="application/json", HTTP_ACCEPT_LANGUAGE="fr")
+    assert response.json()["detail"] == 'Method "GET" not allowed.' and "Content-Language" not in response

@@ -10,6 +10,7 @@ import logging
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from django.db import DatabaseError
+from django.utils import translation
 from django.utils.module_loading import import_string
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -85,6 +86,34 @@ def _nothing_to_protect(request) -> None:
     """``SessionAuthentication.enforce_csrf`` for the API's views, which change nothing."""
 
 
+def requested_language(request) -> str | None:
+    """The language ``Accept-Language`` asks for, where LocaleMiddleware runs and the API's URL has no
+    language prefix; else None (the middleware's choice stands).
+
+    The widget asks in its page's language. Django's own order let a language cookie (an earlier
+    set_language) win over it, and under ``i18n_patterns(..., prefix_default_language=False)`` every
+    unprefixed URL, the API's too, was answered in LANGUAGE_CODE: a French page listed English names
+    and links to the English pages. A language the shop does not offer is skipped."""
+    header = request.META.get("HTTP_ACCEPT_LANGUAGE", "")
+    if not header or not hasattr(request, "LANGUAGE_CODE") or translation.get_language_from_path(request.path_info):
+        return None
+    weighted = []
+    for position, part in enumerate(header.split(",")):
+        code, _semicolon, parameters = part.strip().partition(";")
+        try:
+            quality = float(parameters.strip()[2:]) if parameters.strip().startswith("q=") else 1.0
+        except ValueError:
+            quality = 0.0
+        if code and code != "*" and quality > 0:
+            weighted.append((-quality, position, code.strip()))
+    for _quality, _position, code in sorted(weighted):
+        try:
+            return translation.get_supported_language_variant(code.lower())
+        except LookupError:
+            continue
+    return None
+
+
 class VisualSearchAPIView(APIView):
     """Answers every error as ``{"detail", "code"}``: DRF's own (429, 415, 405) and ours."""
 
@@ -109,6 +138,13 @@ class VisualSearchAPIView(APIView):
         # VISUAL_SEARCH["API_PERMISSION_CLASSES"], read per request; not the project's DRF default,
         # which is often meant for its own APIs (IsAuthenticated) and would shut customers out.
         return [import_string(path)() for path in settings.API_PERMISSION_CLASSES]
+
+    def initial(self, request, *args, **kwargs):
+        language = requested_language(request)
+        if language:
+            translation.activate(language)
+            request.LANGUAGE_CODE = language
+        super().initial(request, *args, **kwargs)
 
     def handle_exception(self, exc):
         if isinstance(exc, DatabaseError):  # the database is restarting or unreachable: it will pass
