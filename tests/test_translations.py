@@ -253,3 +253,26 @@ def test_the_api_outside_i18n_patterns_answers_in_the_language_the_widget_asks_f
 def test_a_shop_without_locale_middleware_keeps_its_language(client):
     response = client.get("/api/visual-search/search/", HTTP_ACCEPT="application/json", HTTP_ACCEPT_LANGUAGE="fr")
     assert response.json()["detail"] == 'Method "GET" not allowed.' and "Content-Language" not in response
+
+
+@pytest.mark.django_db
+def test_management_commands_stay_english_in_a_german_shop(settings):
+    """Commands run in the shop's language (Django activates LANGUAGE_CODE); only
+    visual_search_status asked for English, and `visual_search_versions list` printed "Trainiert"
+    and "Aktiv" in its English table in a German shop."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from visual_search.models import ModelVersion
+
+    settings.LANGUAGE_CODE = "de"
+    ModelVersion.objects.create(label="Adapted", status="trained", progress={"stage": "trained", "done": 1, "total": 1})
+    out = StringIO()
+    with translation.override("de"):
+        german = str(ModelVersion.Status.TRAINED.label)
+        assert german != "Trained"
+        call_command("visual_search_versions", "list", stdout=out)
+        assert translation.get_language() == "de"  # the caller's language is given back
+    line = next(line for line in out.getvalue().splitlines() if "Adapted" in line)
+    assert "Trained" in line and german not in line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from ...conf import settings
 from ...duplicates import Pair, find_pairs, result_object
@@ -29,6 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Only the images of this searchable model, app_label.ModelName (default: all).")
         parser.add_argument("--include-dismissed", action="store_true", help="Also list the pairs staff dismissed.")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     @explain_unmigrated
     def handle(self, *args, threshold=None, model=None, include_dismissed=False, **options):
         if threshold is not None and not 0 <= threshold <= 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from django.contrib.contenttypes.models import ContentType
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from ...backends import get_backend
 from ...conf import settings
@@ -26,6 +26,7 @@ class Command(BaseCommand):
             "--model", help="Only the vectors that stand for this searchable model, as app_label.ModelName (default: all)."
         )
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     @explain_unmigrated
     def handle(self, *args, backend="default", model=None, verbosity=1, **options):
         if backend not in settings.BACKENDS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from ...exceptions import WeightsUnavailable
 from ...queue import CELERY_APP_MISSING, celery_app_missing
@@ -28,6 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Queue Celery tasks instead of working here.")
         parser.add_argument("--force", action="store_true", help="Recompute even images whose bytes did not change.")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     @explain_unmigrated
     def handle(self, *args, model=None, only="", asynchronous=False, force=False, verbosity=1, **options):
         model_class = self._model(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from ... import versions
 from ...embeddings.adapted import parse_blocks
@@ -55,6 +55,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--force", action="store_true", help="With --activate: switch even when the figures are not better.")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     @explain_unmigrated
     def handle(self, *args, model=None, asynchronous=False, activate=False, force=False, verbosity=1, **options):
         label = self._model(model)

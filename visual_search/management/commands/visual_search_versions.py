@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.utils import timezone
 
 from ...exceptions import WeightsUnavailable
@@ -41,6 +41,7 @@ class Command(BaseCommand):
             sub.add_argument("--async", dest="asynchronous", action="store_true", help="Compute on the Celery workers and return at once.")
         commands.add_parser("prune", help="Delete the vectors of retired versions, keeping those a rollback needs.")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     @explain_unmigrated
     def handle(self, *args, action, verbosity=1, **options):
         try:

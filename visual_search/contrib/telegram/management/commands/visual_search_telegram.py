@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.urls import NoReverseMatch, reverse
 from telegram.error import TelegramError
 
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             sub.add_argument("--drop-pending-updates", action="store_true", help="Forget the updates Telegram still holds.")
         actions.add_parser("info", help="The webhook's URL, pending updates and last error, as Telegram reports them.")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     def handle(self, *args, action, **options):
         try:
             getattr(self, "_" + action.replace("-", "_"))(**options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from ... import client
 from ...client import GraphAPIError
@@ -23,6 +23,7 @@ class Command(BaseCommand):
         subscribe = actions.add_parser("subscribe", help="Subscribe this app to a WhatsApp Business Account's webhooks.")
         subscribe.add_argument("waba_id", help="The WhatsApp Business Account ID (WhatsApp > API Setup)")
 
+    @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     def handle(self, *args, action, **options):
         try:
             getattr(self, "_" + action)(**options)
