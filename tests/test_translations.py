@@ -276,3 +276,23 @@ def test_management_commands_stay_english_in_a_german_shop(settings):
         assert translation.get_language() == "de"  # the caller's language is given back
     line = next(line for line in out.getvalue().splitlines() if "Adapted" in line)
     assert "Trained" in line and german not in line
+
+
+@pytest.mark.parametrize("language", ["de", "fr"])
+def test_a_throttled_search_on_the_search_page_is_told_in_the_shop_s_language(client, settings, language):
+    """The page showed the API's English "Too many searches from your connection. Try again in 60
+    seconds." on a German or French page; the widget's script said it in the page's language."""
+    settings.LANGUAGE_CODE = language
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "1/min"}
+    cache.clear()
+    assert client.post("/search-by-photo/", {}).status_code == 400  # counted: "Choose a photo first."
+    response = client.post("/search-by-photo/", {})
+    page = html_lib.unescape(response.content.decode())
+    seconds = int(re.search(r"(\d+)", page.split("vs-error", 1)[1]).group(1)) if "vs-error" in page else 0
+    with translation.override(language):
+        expected = translation.ngettext(
+            "Too many searches in a short time. Please try again in %(seconds)d second.",
+            "Too many searches in a short time. Please try again in %(seconds)d seconds.", 60) % {"seconds": 60}
+    assert response.status_code == 429 and "Too many searches" not in page and "Try again" not in page
+    assert expected.replace("60", str(seconds)) in page and 55 <= seconds <= 61, page
+    cache.clear()

@@ -50,5 +50,6 @@ class SearchByPhotoView(TemplateView):
         throttle = SearchRateThrottle()
         if not throttle.allow_request(request, self):
             wait = throttle.wait()
-            seconds = f" Try again in {int(wait) + 1} seconds." if wait else ""
-            raise PhotoSearchError(429, "throttled", f"Too many searches from your connection.{seconds}")
+            seconds = int(wait) + 1 if wait else None
+            again = f" Try again in {seconds} seconds." if seconds else ""
+            raise PhotoSearchError(429, "throttled", f"Too many searches from your connection.{again}", retry_after=seconds)

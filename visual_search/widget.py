@@ -112,11 +112,18 @@ def match_percent(score: float | None) -> str:
 
 
 def customer_message(error: PhotoSearchError) -> str:
-    """The words for a failed search on the page; throttling keeps its "try again in N seconds"."""
+    """The words for a failed search on the page, in the active language; throttling keeps its "try
+    again in N seconds" (``retry_after``)."""
     words = customer_messages().get(error.code)
     if error.code == "unsupported_format":
         return words.format(format=error.format) if error.format else error.detail
-    return error.detail if error.code == "throttled" or words is None else words
+    if error.code == "throttled" and error.retry_after:
+        return ngettext(
+            "Too many searches in a short time. Please try again in %(seconds)d second.",
+            "Too many searches in a short time. Please try again in %(seconds)d seconds.",
+            error.retry_after,
+        ) % {"seconds": error.retry_after}
+    return error.detail if words is None else words
 
 
 def _reverse(name: str) -> str | None:
