@@ -503,3 +503,24 @@ def test_admin_says_which_versions_are_better_and_refuses_a_worse_one(catalogue,
     response = staff_client.post(URL, {"action": "activate_anyway", "_selected_action": [version.pk]}, follow=True)
     assert "Searches now use Worse" in response.content.decode()
     assert current_fingerprint() == version.fingerprint
+
+
+def test_german_staff_read_a_refusal_and_the_progress_in_german(catalogue, trained, staff_client, settings):
+    """The admin's refusal began in English ("Not activating Worse: ... 30.0% of the time") and went
+    on in German; "Cannot activate" and the progress column ("building 2/6") were English too."""
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = "de"
+    version = trained("Worse", metrics={**WORSE, "difference": {"p_at_1": -0.1, "standard_error": 0.02, "photos": 296, "within_noise": False}})
+    response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
+    [refusal] = [str(m) for m in response.context["messages"]]
+    assert refusal.startswith("Worse wird nicht aktiviert:") and "30,0\u00a0%" in refusal and "40,0\u00a0%" in refusal, refusal
+    assert "das vortrainierte Modell" in refusal and "-10,0 Punkten" in refusal and "Not activating" not in refusal
+    ModelVersion.objects.create(label="Next", status="building", progress={"stage": "building", "done": 2, "total": 6})
+    listing = staff_client.get(URL).content.decode()
+    with translation.override("de"):
+        building = translation.pgettext("version stage", "building")
+    assert building != "building" and f"{building} 2/6" in listing and "building 2/6" not in listing
+    response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
+    [busy] = [str(m) for m in response.context["messages"]]
+    assert busy.startswith("Ein Wechsel läuft bereits (Next ") and "2/6 Bilder" in busy, busy

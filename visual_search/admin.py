@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext_lazy as _, ngettext
+from django.utils.translation import gettext_lazy as _, ngettext, pgettext_lazy
 
 from . import duplicates, queue, training, versions
 from .exceptions import VisualSearchError
@@ -220,6 +220,22 @@ FACTS = [
 Version = ModelVersion.Status
 # Stages of ``ModelVersion.progress`` that tell how the last training or build ended.
 ENDED_STAGES = ("trained", "done", "failed", "cancelled")
+# How a version's progress["stage"] (an internal word, stored) reads to staff, in their language.
+STAGES = {
+    "queued": pgettext_lazy("version stage", "queued"),
+    "features": pgettext_lazy("version stage", "features"),
+    "training": pgettext_lazy("version stage", "training"),
+    "evaluating": pgettext_lazy("version stage", "evaluating"),
+    "building": pgettext_lazy("version stage", "building"),
+    "trained": pgettext_lazy("version stage", "trained"),
+    "done": pgettext_lazy("version stage", "done"),
+    "failed": pgettext_lazy("version stage", "failed"),
+    "cancelled": pgettext_lazy("version stage", "cancelled"),
+}
+
+
+def stage_label(stage) -> str:
+    return str(STAGES.get(stage, stage))
 
 
 def _figure(value) -> str:
@@ -321,16 +337,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return "-"
         if stalled(obj):  # its process died: "training" would read as if it still went on
             return _("%(stage)s, no progress for over %(minutes)d minutes: its process has stopped; select it and Cancel") % {
-                "stage": progress["stage"], "minutes": STALLED_AFTER // 60}
+                "stage": stage_label(progress["stage"]), "minutes": STALLED_AFTER // 60}
         if in_progress(obj):
             if progress.get("total"):
-                return f"{progress['stage']} {progress.get('done', 0)}/{progress['total']}"
-            return str(progress["stage"])
+                return f"{stage_label(progress['stage'])} {progress.get('done', 0)}/{progress['total']}"
+            return stage_label(progress["stage"])
         # Not in progress: the stage left by the last work on it may be a running one (a retired
         # version's progress still said "building" from the return to the pretrained model it
         # held). Only how that work ended is worth showing; otherwise what the version is now.
         if progress["stage"] in ENDED_STAGES and (progress["stage"] != "done" or obj.status == Version.ACTIVE):
-            return str(progress["stage"])
+            return stage_label(progress["stage"])
         return obj.get_status_display()
 
     @admin.display(description=_("held-out figures"))

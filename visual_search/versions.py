@@ -29,7 +29,9 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Count
-from django.utils import timezone
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from . import queue
 from .backends import get_backend
@@ -104,7 +106,7 @@ class _Target:
 
     @property
     def name(self) -> str:
-        return str(self.version.label) if self.version is not None else "the pretrained model"
+        return str(self.version.label) if self.version is not None else _("the pretrained model")
 
 
 def activate(
@@ -146,10 +148,10 @@ def rollback(*, progress: Progress | None = None, asynchronous: bool = False) ->
 
     current = active_version()
     if current is None:
-        raise VersionError(
+        raise VersionError(_(
             "Nothing to roll back to: no trained version is active, searches already use the pretrained "
             "model the settings describe. `manage.py visual_search_versions list` shows the versions."
-        )
+        ))
     _check_no_build(current)
     target = current.previous
     if target is None:
@@ -162,7 +164,8 @@ def rollback(*, progress: Progress | None = None, asynchronous: bool = False) ->
         _run(_Target(None, settings_fingerprint(), current), keep_previous=True, progress=progress, asynchronous=asynchronous)
         return None
     if target.status not in (Status.RETIRED, Status.TRAINED) or not target.weights_file:
-        raise VersionError(f"Cannot roll back to {target}: it is {target.get_status_display().lower()}. Activate another version instead.")
+        raise VersionError(_("Cannot roll back to %(version)s: it is %(status)s. Activate another version instead.") % {
+            "version": target, "status": target.get_status_display().lower()})
     return _run(_Target(target, target.fingerprint, target), keep_previous=True, progress=progress, asynchronous=asynchronous)
 
 
@@ -170,20 +173,20 @@ def _get(pk: int) -> ModelVersion:
     try:
         return ModelVersion.objects.get(pk=pk)
     except ModelVersion.DoesNotExist:
-        raise VersionError(f"There is no model version {pk}: `manage.py visual_search_versions list` shows them.") from None
+        raise VersionError(_("There is no model version %(pk)s: `manage.py visual_search_versions list` shows them.") % {"pk": pk}) from None
 
 
 def _check_activatable(version: ModelVersion) -> None:
     why = {
-        Status.ACTIVE: "it is already active",
-        Status.TRAINING: "it is still training; activate it once it is trained",
-        Status.FAILED: f"its training failed ({version.error or 'no reason recorded'}); train a new version",
-        Status.CANCELLED: "its training was cancelled; train a new version",
-    }.get(version.status)
+        Status.ACTIVE: lambda: _("it is already active"),
+        Status.TRAINING: lambda: _("it is still training; activate it once it is trained"),
+        Status.FAILED: lambda: _("its training failed (%(reason)s); train a new version") % {"reason": version.error or _("no reason recorded")},
+        Status.CANCELLED: lambda: _("its training was cancelled; train a new version"),
+    }.get(version.status, lambda: None)()
     if why is None and not (version.fingerprint and version.weights_file):
-        why = "it has no trained weights"
+        why = _("it has no trained weights")
     if why:
-        raise VersionError(f"Cannot activate {version}: {why}.")
+        raise VersionError(_("Cannot activate %(version)s: %(why)s.") % {"version": version, "why": why})
     _check_no_build(version)
 
 
@@ -201,7 +204,7 @@ def comparison(version: ModelVersion) -> dict[str, Any] | None:
     before = (metrics.get("before") or {}).get("p_at_1")
     if not isinstance(after, (int, float)) or not isinstance(before, (int, float)):
         return None
-    serving, name = float(before), "the pretrained model"
+    serving, name = float(before), _("the pretrained model")
     active = active_version()
     if active is not None and active.pk != version.pk:
         theirs = ((active.metrics or {}).get("after") or {}).get("p_at_1")
@@ -221,11 +224,16 @@ def noise_note(figures: dict) -> str:
     difference = figures.get("difference")
     if not difference:
         return ""
-    verdict = "within" if difference.get("within_noise") else "more than"
-    return (
-        f" The difference, {100 * difference['p_at_1']:+.1f} points, is {verdict} the noise of {difference['photos']} "
-        f"photos (one standard error: {100 * difference['standard_error']:.1f} points)."
-    )
+    figures = {
+        "difference": ("-" if difference["p_at_1"] < 0 else "+") + _decimal(abs(100 * difference["p_at_1"])),
+        "photos": difference["photos"],
+        "error": _decimal(100 * difference["standard_error"]),
+    }
+    if difference.get("within_noise"):
+        text = _("The difference, %(difference)s points, is within the noise of %(photos)s photos (one standard error: %(error)s points).")
+    else:
+        text = _("The difference, %(difference)s points, is more than the noise of %(photos)s photos (one standard error: %(error)s points).")
+    return " " + text % figures
 
 
 def _check_better(version: ModelVersion) -> None:
@@ -234,17 +242,29 @@ def _check_better(version: ModelVersion) -> None:
         return
     within_noise = bool((figures.get("difference") or {}).get("within_noise"))
     # Within the noise it is not better, but not shown to be worse either: say so, not "worse".
-    verdict = "it is not shown to be better." if within_noise else "customers would get worse results."
-    reason = (
-        f"Not activating {version.label}: on its held-out photos it puts the right product first "
-        f"{figures['after']:.1%} of the time, {figures['serving_name']} {figures['serving']:.1%}; {verdict}"
-        f"{noise_note(figures)}{_speed_note(version) if active_version() is None else ''}"
-    )
+    verdict = _("it is not shown to be better.") if within_noise else _("customers would get worse results.")
+    reason = _(
+        "Not activating %(label)s: on its held-out photos it puts the right product first %(after)s of the time, "
+        "%(serving_name)s %(serving)s; %(verdict)s"
+    ) % {"label": version.label, "after": _percent(figures["after"]), "serving_name": figures["serving_name"],
+         "serving": _percent(figures["serving"]), "verdict": verdict}
+    reason += noise_note(figures) + (_speed_note(version) if active_version() is None else "")
     raise NotBetter(
-        f"{reason} Train again (more epochs, or --blocks 4,5), or activate it anyway "
-        f"(`manage.py visual_search_versions activate {version.pk} --force`).",
+        reason + " " + _("Train again (more epochs, or --blocks 4,5), or activate it anyway "
+                         "(`manage.py visual_search_versions activate %(pk)s --force`).") % {"pk": version.pk},
         reason=reason, version=version, figures=figures,
     )
+
+
+def _percent(share: float) -> str:
+    """``0.3`` as the active language writes a percentage with one decimal: "30.0%", "30,0\u00a0%"."""
+    return _("{n}%").format(n=_decimal(100 * share))
+
+
+def _decimal(number: float) -> str:
+    """``number`` with one decimal, rounded, as the active language writes it: "3.7", "3,7".
+    (``number_format`` cuts a float's digits off: 3.6999... read "3.6".)"""
+    return formats.number_format(round(number, 1), 1)
 
 
 def cost_change(metrics: dict | None) -> tuple[tuple[int, int], tuple[int, int], float] | None:
@@ -264,10 +284,13 @@ def _speed_note(version: ModelVersion) -> str:
     if cost is None or cost[2] <= 1:
         return ""
     (before, before_size), (after, after_size), speed = cost
-    return (
-        f" It embeds a photo and an image {speed:.1f}x faster ({after} VGG16 pass{'es' if after != 1 else ''} "
-        f"at {after_size} px, against {before} at {before_size} px): if speed matters more to your shop, that may be worth it."
-    )
+    return " " + ngettext(
+        "It embeds a photo and an image %(speed)sx faster (%(after)d VGG16 pass at %(after_size)d px, against %(before)d "
+        "at %(before_size)d px): if speed matters more to your shop, that may be worth it.",
+        "It embeds a photo and an image %(speed)sx faster (%(after)d VGG16 passes at %(after_size)d px, against %(before)d "
+        "at %(before_size)d px): if speed matters more to your shop, that may be worth it.",
+        after,
+    ) % {"speed": _decimal(speed), "after": after, "after_size": after_size, "before": before, "before_size": before_size}
 
 
 def _check_no_build(version: ModelVersion) -> None:
@@ -276,10 +299,9 @@ def _check_no_build(version: ModelVersion) -> None:
     if other is None and active is not None and (active.progress or {}).get(PRETRAINED_KEY):
         other = active
     if other is not None:
-        raise VersionError(
-            f"A switch is already in progress ({other}, {(other.progress or {}).get('done', 0)}/{(other.progress or {}).get('total', 0)} "
-            "images); wait for it to finish, or cancel it first."
-        )
+        raise VersionError(_(
+            "A switch is already in progress (%(version)s, %(done)s/%(total)s images); wait for it to finish, or cancel it first."
+        ) % {"version": other, "done": (other.progress or {}).get("done", 0), "total": (other.progress or {}).get("total", 0)})
 
 
 def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool) -> ModelVersion:
@@ -289,7 +311,8 @@ def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asy
             queue.send(queue.ACTIVATE_VERSION, (_task_id(target), keep_previous), queue=settings.QUEUE)
         except Exception as exc:  # the broker is unreachable
             _abandon(target, f"Could not queue the build: {exc}")
-            raise VersionError(f"Could not queue the activation of {target.name} ({exc}); is the broker running?") from exc
+            raise VersionError(_("Could not queue the activation of %(name)s (%(error)s); is the broker running?") % {
+                "name": target.name, "error": exc}) from exc
         target.holder.refresh_from_db()
         return target.holder
     try:
@@ -356,7 +379,7 @@ def _build(target: _Target, progress: Progress | None) -> None:
     """Compute the target's vectors here, pass after pass until no image lacks one."""
 
     done, chunk = 0, int(settings.BATCH_SIZE) * 4
-    for _ in range(MAX_PASSES):
+    for _attempt in range(MAX_PASSES):
         work = images_to_build(target.fingerprint)
         remaining = sum(len(pks) for _, pks in work)
         if not remaining:
@@ -375,10 +398,13 @@ def _build(target: _Target, progress: Progress | None) -> None:
             break  # a whole pass and not one image could be read
     left = sum(len(pks) for _, pks in images_to_build(target.fingerprint))
     if left:
-        message = (
-            f"{left} images still have no vector of {target.name} (unreadable, or changed all the time); "
-            "nothing was switched. Check the storage, then activate again: what is done is kept."
-        )
+        message = ngettext(
+            "%(count)d image still has no vector of %(name)s (unreadable, or changed all the time); "
+            "nothing was switched. Check the storage, then activate again: what is done is kept.",
+            "%(count)d images still have no vector of %(name)s (unreadable, or changed all the time); "
+            "nothing was switched. Check the storage, then activate again: what is done is kept.",
+            left,
+        ) % {"count": left, "name": target.name}
         _abandon(target, message)
         raise VersionError(message)
 
@@ -392,7 +418,7 @@ def _save_progress(target: _Target, done: int, total: int, **extra) -> None:
 def _stop_if_cancelled(target: _Target) -> None:
     if ModelVersion.objects.filter(pk=target.holder.pk, cancel_requested=True).exists():
         _abandon(target, "", stage="cancelled")
-        raise VersionError(f"Switching to {target.name} was cancelled; searches still use the active version.")
+        raise VersionError(_("Switching to %(name)s was cancelled; searches still use the active version.") % {"name": target.name})
 
 
 def _abandon(target: _Target, reason: str, stage: str = "failed") -> None:
@@ -487,7 +513,11 @@ def build_step(version_id: int | None, keep_previous: bool) -> float | None:
     passes = int(state.get("passes", 0))
     if not queued_once or idle >= IDLE_CHECKS:
         if passes >= MAX_PASSES:
-            _abandon(target, f"{remaining} images could not get a vector of {target.name} after {passes} tries; nothing was switched.")
+            _abandon(target, ngettext(
+                "%(count)d image could not get a vector of %(name)s after %(passes)d tries; nothing was switched.",
+                "%(count)d images could not get a vector of %(name)s after %(passes)d tries; nothing was switched.",
+                remaining,
+            ) % {"count": remaining, "name": target.name, "passes": passes})
             return None
         _queue(work, target.fingerprint)
         idle, passes = 0, passes + 1
