@@ -110,3 +110,25 @@ def test_recompute_reads_the_rows_ids_not_their_vectors(catalogue, monkeypatch):
     assert sorted(len(args[2]) for args in sent) == [1, 2]  # the gallery's image, the products'
     reads = [q["sql"] for q in captured if q["sql"].startswith("SELECT") and "visual_search_imageembedding" in q["sql"]]
     assert reads and not [sql for sql in reads if '"vector"' in sql], reads
+
+
+def test_german_staff_read_the_index_s_columns_and_fields_in_german(staff_client, catalogue, settings):
+    """The index's columns and its change page read "UPDATED AT", "Field name", "Duplicate score"
+    and "(ready)" in an otherwise German admin, and a similarity "0.997" where German writes 0,997."""
+    from django.utils import translation
+
+    from visual_search.admin_mixins import duplicate_words
+
+    settings.LANGUAGE_CODE = "de"
+    lime, mango = catalogue
+    row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    listing = staff_client.get(INDEX).content.decode()
+    detail = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    assert "Aktualisiert am" in listing and "Updated at" not in listing
+    for english, german in (("Field name", "Feldname"), ("Duplicate score", "Duplikat-Ähnlichkeit"), ("Created at", "Erstellt am")):
+        assert german in detail and english not in detail, english
+    assert "(ready)" not in detail and "(Bereit)" in detail
+    other = ImageEmbedding.objects.get(object_id=str(mango.pk), content_type__model="product")
+    ImageEmbedding.objects.filter(pk=row.pk).update(duplicate_of=other, duplicate_score=0.9975)
+    with translation.override("de"):
+        assert "(Ähnlichkeit 0,997)" in duplicate_words(ImageEmbedding.objects.get(pk=row.pk))

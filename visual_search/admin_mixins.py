@@ -27,6 +27,7 @@ from django.db import models
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
+from django.utils import formats
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext
@@ -131,10 +132,11 @@ def duplicate_words(row: ImageEmbedding) -> str:
     other = row.duplicate_of
     name = duplicates.result_object(other) if other is not None else None
     same = bool(row.checksum) and other is not None and other.checksum == row.checksum
-    detail = _("similarity %.3f, same file") if same else _("similarity %.3f")
+    detail = _("similarity %s, same file") if same else _("similarity %s")
     return _("possible duplicate of %(other)s (%(detail)s)") % {
         "other": name if name is not None else _("a deleted object"),
-        "detail": detail % duplicates.shown_similarity(row.duplicate_score),
+        # As the staff's language writes it: "0.997", "0,997".
+        "detail": detail % formats.number_format(duplicates.shown_similarity(row.duplicate_score), 3),
     }
 
 

@@ -89,29 +89,29 @@ class ImageEmbedding(models.Model):
         READY = "ready", _("Ready")
         FAILED = "failed", _("Failed")
 
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
-    object_id = models.CharField(max_length=64)
-    field_name = models.CharField(max_length=100)
-    result_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
-    result_id = models.CharField(max_length=64, db_index=True)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("content type"))
+    object_id = models.CharField(_("object id"), max_length=64)
+    field_name = models.CharField(_("field name"), max_length=100)
+    result_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("result type"))
+    result_id = models.CharField(_("result id"), max_length=64, db_index=True)
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True, help_text=_("Why the last attempt failed."))
-    source_name = models.CharField(max_length=500, blank=True, help_text=_("Storage name of the image embedded."))
-    checksum = models.CharField(max_length=64, blank=True, help_text=_("SHA-256 of the image bytes embedded."))
-    fingerprint = models.CharField(max_length=32, blank=True, db_index=True)
-    dimensions = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(_("error"), blank=True, help_text=_("Why the last attempt failed."))
+    source_name = models.CharField(_("source name"), max_length=500, blank=True, help_text=_("Storage name of the image embedded."))
+    checksum = models.CharField(_("checksum"), max_length=64, blank=True, help_text=_("SHA-256 of the image bytes embedded."))
+    fingerprint = models.CharField(_("fingerprint"), max_length=32, blank=True, db_index=True)
+    dimensions = models.PositiveSmallIntegerField(_("dimensions"), default=0)
     vector = models.BinaryField(null=True, blank=True, editable=False)
     # Set when the image was indexed (visual_search.duplicates): the image of another result with the
     # same bytes or a near-identical vector, and their cosine similarity. Deleting that row clears it.
     duplicate_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=forget_duplicate, related_name="+", editable=False,
-        help_text=_("Another product's image that looks the same (same file, or nearly the same picture)."),
+        help_text=_("Another product's image that looks the same (same file, or nearly the same picture)."), verbose_name=_("duplicate of"),
     )
-    duplicate_score = models.FloatField(null=True, blank=True, editable=False)
+    duplicate_score = models.FloatField(_("duplicate score"), null=True, blank=True, editable=False)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, db_index=True)
 
     objects = EmbeddingQuerySet.as_manager()
 
@@ -136,7 +136,7 @@ class ImageEmbedding(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.status})"
+        return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.get_status_display()})"
 
     def image_url(self) -> str:
         """Where the file this row was computed from is served (its field's storage), from the row
@@ -209,16 +209,16 @@ class Whitening(models.Model):
     to the catalogue and to each query alike. See :mod:`visual_search.whitening`.
     """
 
-    result_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
-    fingerprint = models.CharField(max_length=32)
-    dimensions = models.PositiveSmallIntegerField()
-    trained_on = models.PositiveIntegerField(help_text=_("How many vectors it was learned from."))
+    result_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("result type"))
+    fingerprint = models.CharField(_("fingerprint"), max_length=32)
+    dimensions = models.PositiveSmallIntegerField(_("dimensions"))
+    trained_on = models.PositiveIntegerField(_("trained on"), help_text=_("How many vectors it was learned from."))
     mean = models.BinaryField()
     projection = models.BinaryField()
     # How this model's similarities become probabilities (visual_search.ranking.Calibration), learned
     # with the whitening on the shop's own images; empty: the default calibration.
-    calibration = models.JSONField(default=dict, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    calibration = models.JSONField(_("calibration"), default=dict, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("search tuning (whitening)")
@@ -251,29 +251,29 @@ class ModelVersion(models.Model):
         ACTIVE = "active", _("Active")
         RETIRED = "retired", _("Retired")
 
-    label = models.CharField(max_length=100)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
+    label = models.CharField(_("label"), max_length=100)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.TRAINING)
     # Identifies the vectors this version makes (set once trained); like ImageEmbedding.fingerprint.
-    fingerprint = models.CharField(max_length=32, blank=True, db_index=True)
+    fingerprint = models.CharField(_("fingerprint"), max_length=32, blank=True, db_index=True)
     # Name in Django's default storage of the trained weights (the fine-tuned block and head), so
     # every web server and worker reads the same file.
-    weights_file = models.CharField(max_length=500, blank=True)
+    weights_file = models.CharField(_("weights file"), max_length=500, blank=True)
     # How it was built and trained: base weights, image size, layers, dimensions, epochs, seed...
-    config = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(_("config"), default=dict, blank=True)
     # Before/after figures on the held-out images, training time (see training.evaluation).
-    metrics = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(_("metrics"), default=dict, blank=True)
     # {"stage", "done", "total", "message"}: what the admin shows while it trains or builds.
-    progress = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
+    progress = models.JSONField(_("progress"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    cancel_requested = models.BooleanField(_("cancel requested"), default=False)
     # The version that was active when this one was activated (None: the pretrained model); what
     # rolling back returns to.
-    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    previous_fingerprint = models.CharField(max_length=32, blank=True)
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("previous"))
+    previous_fingerprint = models.CharField(_("previous fingerprint"), max_length=32, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    trained_at = models.DateTimeField(null=True, blank=True)
-    activated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    trained_at = models.DateTimeField(_("trained at"), null=True, blank=True)
+    activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("trained model version")
