@@ -296,3 +296,17 @@ def test_a_throttled_search_on_the_search_page_is_told_in_the_shop_s_language(cl
     assert response.status_code == 429 and "Too many searches" not in page and "Try again" not in page
     assert expected.replace("60", str(seconds)) in page and 55 <= seconds <= 61, page
     cache.clear()
+
+
+@pytest.mark.django_db
+def test_the_api_s_english_detail_names_the_model_in_english(client, multilingual, monkeypatch):
+    """A shop's translated verbose name (``_("product")``) went into the API's English detail in the
+    client's language: "No Produkt with id 999999." (here the package's own "indexed image")."""
+    from django.utils.translation import gettext_lazy
+
+    from tests.testapp.models import Product
+
+    monkeypatch.setattr(Product._meta, "verbose_name", gettext_lazy("indexed image"))
+    response = client.get("/api/visual-search/products/999999/similar/", HTTP_ACCEPT_LANGUAGE="de")
+    assert response.status_code == 404 and response["Content-Language"] == "de"
+    assert response.json()["detail"] == "No indexed image with id 999999."

@@ -268,9 +268,16 @@ NOT_INDEXED = {
 }
 
 
+def english_name(model) -> str:
+    """The model's verbose name in the API's English ``detail``: a shop's ``_("product")`` read
+    "This Produkt's image is being indexed" to a client asking in German."""
+    with translation.override("en"):
+        return str(model._meta.verbose_name)
+
+
 def _not_indexed(model, state: str) -> Response:
     """409 ``not_indexed``: no results, and ``state`` (pending, failed, missing) says whether waiting helps."""
-    detail = NOT_INDEXED[state].format(name=model._meta.verbose_name)
+    detail = NOT_INDEXED[state].format(name=english_name(model))
     response = Response({"results": [], "detail": detail, "code": "not_indexed", "state": state}, status=status.HTTP_409_CONFLICT)
     if state == "pending":
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -282,7 +289,7 @@ def _get_object(queryset, pk):
     try:
         return queryset.get(pk=pk)
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
-        raise PhotoSearchError(404, "not_found", f"No {model._meta.verbose_name} with id {pk!s}.") from None
+        raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
 
 
 def _validation_error(errors: dict) -> PhotoSearchError:
