@@ -524,3 +524,16 @@ def test_german_staff_read_a_refusal_and_the_progress_in_german(catalogue, train
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     [busy] = [str(m) for m in response.context["messages"]]
     assert busy.startswith("Ein Wechsel läuft bereits (Next ") and "2/6 Bilder" in busy, busy
+
+
+def test_german_staff_read_a_version_s_figures_with_decimal_commas(catalogue, trained, staff_client, settings):
+    """The figures read "0.400 → 0.300", "+0.092" and "4.0x faster" in a German admin."""
+    settings.LANGUAGE_CODE = "de"
+    metrics = {**WORSE, "passes": {"before": [4, 224], "after": [1, 224]}, "agreement": {"before": 0.788, "after": 0.88},
+               "difference": {"p_at_1": -0.037, "standard_error": 0.03, "photos": 81, "within_noise": True}}
+    version = trained("Distilled", metrics=metrics)
+    listing = staff_client.get(URL).content.decode()
+    assert "0,400 → 0,300" in listing and "0.400" not in listing
+    page = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
+    assert "0,788" in page and "+0,092" in page and "4,0-mal schneller" in page and "-0,037 ± 0,030" in page
+    assert "0.788" not in page and "4.0x" not in page

@@ -11,6 +11,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import formats
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _, ngettext, pgettext_lazy
 
@@ -130,7 +131,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
             return ""
         name = duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
-        words = f"{name if name is not None else other} ({duplicates.shown_similarity(obj.duplicate_score):.3f}{same})"
+        words = f"{name if name is not None else other} ({_number(duplicates.shown_similarity(obj.duplicate_score))}{same})"
         picture = other.thumbnail(48)
         return format_html("{} {}", picture, words) if picture else words
 
@@ -240,8 +241,18 @@ def stage_label(stage) -> str:
 
 def _figure(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return _number(value)
     return "-" if value is None else str(value)
+
+
+def _number(value: float, places: int = 3) -> str:
+    """``value`` rounded to ``places`` decimals, as the staff's language writes it: "0.400", "0,400"."""
+    return formats.number_format(round(value, places), places)
+
+
+def _signed(value: float) -> str:
+    """A change, with its sign: "+0.092", "-0,037"."""
+    return ("-" if value < 0 else "+") + _number(abs(value))
 
 
 def _cost_rows(metrics: dict) -> list[tuple]:
@@ -252,16 +263,16 @@ def _cost_rows(metrics: dict) -> list[tuple]:
     if cost is not None:
         (n_before, size_before), (n_after, size_after), speed = cost
         rows.append((_("VGG16 passes per image"), f"{n_before} × {size_before} px", f"{n_after} × {size_after} px",
-                     _("%(x).1fx faster") % {"x": speed} if speed > 1 else _("%(x).1fx slower") % {"x": 1 / speed} if speed < 1 else ""))
+                     _("%(x)sx faster") % {"x": _number(speed, 1)} if speed > 1 else _("%(x)sx slower") % {"x": _number(1 / speed, 1)} if speed < 1 else ""))
     difference = metrics.get("difference") or {}
     if isinstance(difference.get("standard_error"), (int, float)):
         rows.append((_("Precision@1 change, paired (± one standard error)"), "", "",
-                     f"{difference['p_at_1']:+.3f} ± {difference['standard_error']:.3f} "
+                     f"{_signed(difference['p_at_1'])} ± {_number(difference['standard_error'])} "
                      + (_("(within the noise)") if difference.get("within_noise") else _("(more than the noise)"))))
     agreement = metrics.get("agreement") or {}
     if isinstance(agreement.get("before"), (int, float)) and isinstance(agreement.get("after"), (int, float)):
         rows.append((_("Agreement with the model in use (training images)"), _figure(agreement["before"]), _figure(agreement["after"]),
-                     f"{agreement['after'] - agreement['before']:+.3f}"))
+                     _signed(agreement["after"] - agreement["before"])))
     return rows
 
 
@@ -358,7 +369,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             if key in before or key in after:
                 change = ""
                 if isinstance(before.get(key), (int, float)) and isinstance(after.get(key), (int, float)) and key.startswith(("p_", "category_")):
-                    change = f"{after[key] - before[key]:+.3f}"
+                    change = _signed(after[key] - before[key])
                 rows.append((label, _figure(before.get(key)), _figure(after.get(key)), change))
         rows += _cost_rows(metrics)
         facts = [(label, _figure(metrics[key])) for key, label in FACTS if key in metrics]
