@@ -338,6 +338,27 @@ def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server
     context.close()
 
 
+@pytest.mark.parametrize("path", ["/search/", f"/product/{PRODUCT.lower()}/"])
+def test_a_small_phone_s_header_scrolls_away_and_covers_nothing(demo_server, browser, path):
+    # The demo's sticky header, wrapped at 200% text on a 320 px phone, stayed over the top 365 of
+    # 640 px: more than half the screen, over the text and the focused field scrolled under it.
+    context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.add_init_script("document.addEventListener('DOMContentLoaded', () => { document.documentElement.style.fontSize = '200%'; document.body.style.fontSize = '32px'; })")
+    page.goto(f"{demo_server}{path}")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    page.wait_for_timeout(100)
+    assert page.evaluate("document.querySelector('.site-header').getBoundingClientRect().bottom") <= 0
+    context.close()
+    # A desktop keeps it at hand, and what the keyboard focuses stops below it.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo_server}{path}")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    assert page.evaluate("document.querySelector('.site-header').getBoundingClientRect().top") == 0
+    context.close()
+
+
 @pytest.mark.parametrize(("text", "columns"), [("100%", 2), ("200%", 1)])
 def test_a_phone_shows_two_cards_a_row_and_one_at_large_text(demo_server, browser, text, columns):
     # Two columns were forced at any text size: at 200% the names broke inside words ("Anjo u").
