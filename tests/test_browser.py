@@ -292,6 +292,26 @@ def test_search_works_with_javascript_off(demo_server, browser):
     context.close()
 
 
+@pytest.mark.parametrize("javascript", [False, True])
+def test_the_chosen_photo_is_named_without_javascript(demo_server, browser, javascript):
+    # Without the script there is no preview, and the file field was hidden behind its label: after
+    # choosing, nothing on the page said a photo was chosen, or which. The browser's own field now
+    # shows its name between "Choose a photo" and "Search"; with the script the preview does that.
+    context = phone(browser, javascript=javascript)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    field = page.locator("#vs-file").bounding_box()
+    if javascript:
+        assert field["width"] <= 1
+    else:
+        label = page.locator("label[for=vs-file]").bounding_box()
+        search = page.locator("#vs button[type=submit]").bounding_box()
+        assert field["width"] > 100 and field["height"] >= 16
+        assert label["y"] < field["y"] < search["y"]
+    context.close()
+
+
 def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     fake = tmp_path / "photo.png"
     fake.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
