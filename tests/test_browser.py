@@ -312,6 +312,26 @@ def test_the_chosen_photo_is_named_without_javascript(demo_server, browser, java
     context.close()
 
 
+def test_a_refused_part_of_the_photo_leaves_the_keyboard_on_choose_a_photo(demo_server, browser):
+    # A box moved by the keyboard onto a part the server refuses (blank_image: a plain wall) takes
+    # the photo and its box away. The focus was on the box and fell to the page's <body>: a
+    # keyboard or screen reader customer was back at the top, told of the error but not where to go.
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    page.route("**/api/visual-search/**", lambda route: route.fulfill(
+        status=400, json={"code": "blank_image", "detail": "The image is blank."}))
+    page.focus("#vs [data-vs-box]")
+    page.keyboard.press("Shift+ArrowLeft")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#vs [data-vs-status] .vs-error")
+    assert page.locator(".vs-crop").first.is_hidden()
+    assert page.evaluate("document.activeElement.id") == "vs-file"
+    context.close()
+
+
 def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     fake = tmp_path / "photo.png"
     fake.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
