@@ -457,6 +457,9 @@ def test_admin_shows_what_a_distilled_version_costs_and_how_close_it_came(catalo
     assert "VGG16 passes per image" in page and "4 × 224 px" in page and "1 × 224 px" in page and "4.0x faster" in page
     assert "Agreement with the model in use" in page and "0.788" in page and "+0.092" in page
     assert "distil (one pass learns the views" in page
+    # Each figure's name heads its row (a screen reader says which figure a number is); no empty header.
+    assert '<th scope="row">VGG16 passes per image</th>' in page and '<th scope="row">Objective</th>' in page
+    assert "<th></th>" not in page and '<th scope="col">Before</th>' in page
 
 
 def test_a_refusal_says_whether_the_difference_is_within_the_noise(catalogue, trained, staff_client):
