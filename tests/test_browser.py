@@ -332,6 +332,38 @@ def test_a_refused_part_of_the_photo_leaves_the_keyboard_on_choose_a_photo(demo_
     context.close()
 
 
+def focus_ring_is_cut_off(page, selector: str) -> bool:
+    """Whether the focus ring of ``selector`` (focused by the keyboard) reaches outside an ancestor
+    that clips it (overflow other than visible): then part of it, or all, is not drawn."""
+    page.locator(selector).first.focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")  # :focus-visible, as a keyboard focuses
+    return page.evaluate("""() => {
+        const el = document.activeElement, style = getComputedStyle(el);
+        if (style.outlineStyle === "none") return true;
+        const out = parseFloat(style.outlineOffset) + parseFloat(style.outlineWidth);
+        const r = el.getBoundingClientRect();
+        for (let box = el.parentElement; box; box = box.parentElement) {
+            if (getComputedStyle(box).overflow === "visible") continue;
+            const c = box.getBoundingClientRect();
+            return r.left - out < c.left || r.top - out < c.top || r.right + out > c.right || r.bottom + out > c.bottom;
+        }
+        return false;
+    }""")
+
+
+def test_a_focused_card_shows_its_focus_ring(demo_server, browser):
+    # The cards' links fill cards with overflow: hidden, which cut off the ring drawn outside the
+    # link: tabbing through results, similar products or the demo's aisles showed no focus at all.
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo_server}/product/{PRODUCT.lower()}/")
+    assert not focus_ring_is_cut_off(page, ".vs-similar .vs-card-link")
+    page.goto(f"{demo_server}/")
+    assert not focus_ring_is_cut_off(page, "main .card a")
+    context.close()
+
+
 def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     fake = tmp_path / "photo.png"
     fake.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
