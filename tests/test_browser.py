@@ -364,6 +364,18 @@ def test_a_focused_card_shows_its_focus_ring(demo_server, browser):
     context.close()
 
 
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_demo_s_category_links_show_their_focus_ring(demo_server, browser, size):
+    # The category pills sit in a list that scrolls sideways, which clips what is drawn outside
+    # it: the focused first pill's ring had no top and no left side.
+    context = browser.new_context(viewport={"width": 360, "height": 780} if size == "phone" else {"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo_server}/")
+    assert not focus_ring_is_cut_off(page, "nav.categories a")
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    context.close()
+
+
 def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     fake = tmp_path / "photo.png"
     fake.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
