@@ -292,13 +292,16 @@ def test_search_works_with_javascript_off(demo_server, browser):
     context.close()
 
 
-@pytest.mark.parametrize("javascript", [False, True])
+@pytest.mark.parametrize("javascript", [False, True, "loading"])
 def test_the_chosen_photo_is_named_without_javascript(demo_server, browser, javascript):
     # Without the script there is no preview, and the file field was hidden behind its label: after
     # choosing, nothing on the page said a photo was chosen, or which. The browser's own field now
     # shows its name between "Choose a photo" and "Search"; with the script the preview does that.
-    context = phone(browser, javascript=javascript)
+    # "loading": JavaScript on, the widget's script not run yet (here: never): no field flashes up.
+    context = phone(browser, javascript=javascript is not False)
     page = context.new_page()
+    if javascript == "loading":
+        page.route("**/widget.js", lambda route: route.abort())
     page.goto(f"{demo_server}/search/")
     page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
     field = page.locator("#vs-file").bounding_box()
