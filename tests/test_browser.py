@@ -292,6 +292,93 @@ def test_search_works_with_javascript_off(demo_server, browser):
     context.close()
 
 
+@pytest.mark.parametrize("javascript", [False, True, "loading"])
+def test_the_chosen_photo_is_named_without_javascript(demo_server, browser, javascript):
+    # Without the script there is no preview, and the file field was hidden behind its label: after
+    # choosing, nothing on the page said a photo was chosen, or which. The browser's own field now
+    # shows its name between "Choose a photo" and "Search"; with the script the preview does that.
+    # "loading": JavaScript on, the widget's script not run yet (here: never): no field flashes up.
+    context = phone(browser, javascript=javascript is not False)
+    page = context.new_page()
+    if javascript == "loading":
+        page.route("**/widget.js", lambda route: route.abort())
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    field = page.locator("#vs-file").bounding_box()
+    if javascript:
+        assert field["width"] <= 1
+    else:
+        label = page.locator("label[for=vs-file]").bounding_box()
+        search = page.locator("#vs button[type=submit]").bounding_box()
+        assert field["width"] > 100 and field["height"] >= 16
+        assert label["y"] < field["y"] < search["y"]
+    context.close()
+
+
+def test_a_refused_part_of_the_photo_leaves_the_keyboard_on_choose_a_photo(demo_server, browser):
+    # A box moved by the keyboard onto a part the server refuses (blank_image: a plain wall) takes
+    # the photo and its box away. The focus was on the box and fell to the page's <body>: a
+    # keyboard or screen reader customer was back at the top, told of the error but not where to go.
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    page.route("**/api/visual-search/**", lambda route: route.fulfill(
+        status=400, json={"code": "blank_image", "detail": "The image is blank."}))
+    page.focus("#vs [data-vs-box]")
+    page.keyboard.press("Shift+ArrowLeft")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#vs [data-vs-status] .vs-error")
+    assert page.locator(".vs-crop").first.is_hidden()
+    assert page.evaluate("document.activeElement.id") == "vs-file"
+    context.close()
+
+
+def focus_ring_is_cut_off(page, selector: str) -> bool:
+    """Whether the focus ring of ``selector`` (focused by the keyboard) reaches outside an ancestor
+    that clips it (overflow other than visible): then part of it, or all, is not drawn."""
+    page.locator(selector).first.focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")  # :focus-visible, as a keyboard focuses
+    return page.evaluate("""() => {
+        const el = document.activeElement, style = getComputedStyle(el);
+        if (style.outlineStyle === "none") return true;
+        const out = parseFloat(style.outlineOffset) + parseFloat(style.outlineWidth);
+        const r = el.getBoundingClientRect();
+        for (let box = el.parentElement; box; box = box.parentElement) {
+            if (getComputedStyle(box).overflow === "visible") continue;
+            const c = box.getBoundingClientRect();
+            return r.left - out < c.left || r.top - out < c.top || r.right + out > c.right || r.bottom + out > c.bottom;
+        }
+        return false;
+    }""")
+
+
+def test_a_focused_card_shows_its_focus_ring(demo_server, browser):
+    # The cards' links fill cards with overflow: hidden, which cut off the ring drawn outside the
+    # link: tabbing through results, similar products or the demo's aisles showed no focus at all.
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo_server}/product/{PRODUCT.lower()}/")
+    assert not focus_ring_is_cut_off(page, ".vs-similar .vs-card-link")
+    page.goto(f"{demo_server}/")
+    assert not focus_ring_is_cut_off(page, "main .card a")
+    context.close()
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_demo_s_category_links_show_their_focus_ring(demo_server, browser, size):
+    # The category pills sit in a list that scrolls sideways, which clips what is drawn outside
+    # it: the focused first pill's ring had no top and no left side.
+    context = browser.new_context(viewport={"width": 360, "height": 780} if size == "phone" else {"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo_server}/")
+    assert not focus_ring_is_cut_off(page, "nav.categories a")
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    context.close()
+
+
 def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     fake = tmp_path / "photo.png"
     fake.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
@@ -335,6 +422,27 @@ def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
     label = page.locator(".header-search .vs-open").bounding_box()
     assert label["x"] >= 0 and label["x"] + label["width"] <= 320
+    context.close()
+
+
+@pytest.mark.parametrize("path", ["/search/", f"/product/{PRODUCT.lower()}/"])
+def test_a_small_phone_s_header_scrolls_away_and_covers_nothing(demo_server, browser, path):
+    # The demo's sticky header, wrapped at 200% text on a 320 px phone, stayed over the top 365 of
+    # 640 px: more than half the screen, over the text and the focused field scrolled under it.
+    context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.add_init_script("document.addEventListener('DOMContentLoaded', () => { document.documentElement.style.fontSize = '200%'; document.body.style.fontSize = '32px'; })")
+    page.goto(f"{demo_server}{path}")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    page.wait_for_timeout(100)
+    assert page.evaluate("document.querySelector('.site-header').getBoundingClientRect().bottom") <= 0
+    context.close()
+    # A desktop keeps it at hand, and what the keyboard focuses stops below it.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo_server}{path}")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    assert page.evaluate("document.querySelector('.site-header').getBoundingClientRect().top") == 0
     context.close()
 
 

@@ -101,6 +101,8 @@ assert first["image_url"].startswith("http://testserver/media/visual_search/thum
 assert first["price"] == f"{Product.objects.get(pk=first['id']).price:.2f}" and first["currency"] == "SEK", first
 page = client.post("/search/", {"image": photo.open("rb")})
 assert page.status_code == 200 and "Arla Standard Milk" in page.content.decode()
+# The demo's own search page title says the outcome first (a screen reader hears it as the page loads).
+assert "<title>12 results, best match first. – Search by photo · Fresh &amp; Local grocery</title>" in page.content.decode(), page.content.decode()[:400]
 # Unpublished, the product is gone from its page, search by photo and the similar endpoint at once.
 from demo_shop.catalogue.models import Product
 milk = Product.objects.get(slug="arla-standard-milk")

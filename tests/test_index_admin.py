@@ -67,6 +67,21 @@ def test_each_row_shows_its_image_and_one_without_a_file_none(staff_client, cata
     assert f'<img src="{lime.image.url}"' in page and 'width="240"' in page
 
 
+def test_each_image_link_is_named_for_a_screen_reader(staff_client, catalogue):
+    """The thumbnails are links with only a picture in them, and the picture had alt="": a screen
+    reader read a list of "link, link, link" (axe: link-name), on the list and the row's page."""
+    import re
+
+    lime, _ = catalogue
+    page = staff_client.get(INDEX).content.decode()
+    alts = re.findall(r'<a href="/media/[^"]*" target="_blank" rel="noopener"><img [^>]*alt="([^"]*)"', page)
+    assert len(alts) == 3 and all(alts)
+    assert f"Image {lime.image.name.rsplit('/', 1)[-1]} (opens in a new tab)" in alts
+    row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    assert 'alt=""' not in page.split('id="content"', 1)[1]
+
+
 def test_the_page_costs_the_same_queries_for_more_rows(staff_client, catalogue, make_product):
     with CaptureQueriesContext(connection) as three:
         staff_client.get(INDEX)

@@ -348,7 +348,14 @@ def test_admin_train_button_and_cancel(staff_client, monkeypatch, db):
     response = staff_client.post(f"{URL}train/", follow=True)
     page = response.content.decode()
     assert started == [None] and "Training started as “Adapted today”" in page
-    assert "training 3/40" in page and 'http-equiv="refresh"' in page  # follows the progress
+    # Follows the progress, but not by <meta http-equiv="refresh">, which reloaded every 5 s whatever
+    # staff were doing (a screen reader read the page again from the top; a chosen action was lost):
+    # a script reloads only while the page is idle, and says so with a button that stops it.
+    assert "training 3/40" in page and 'http-equiv="refresh"' not in page
+    assert 'src="/static/visual_search/admin_refresh.js" defer data-vs-refresh="5"' in page
+    assert "This page updates itself every 5 seconds while a version is in progress." in page and 'data-vs-refresh-stop="Stop updating"' in page
+    detail = staff_client.get(f"{URL}{ModelVersion.objects.get().pk}/change/").content.decode()
+    assert 'http-equiv="refresh"' not in detail and 'data-vs-refresh="5"' in detail
     version = ModelVersion.objects.get()
     response = staff_client.post(URL, {"action": "cancel", "_selected_action": [version.pk]}, follow=True)
     assert "Cancel requested for 1 version" in response.content.decode()
@@ -457,6 +464,9 @@ def test_admin_shows_what_a_distilled_version_costs_and_how_close_it_came(catalo
     assert "VGG16 passes per image" in page and "4 × 224 px" in page and "1 × 224 px" in page and "4.0x faster" in page
     assert "Agreement with the model in use" in page and "0.788" in page and "+0.092" in page
     assert "distil (one pass learns the views" in page
+    # Each figure's name heads its row (a screen reader says which figure a number is); no empty header.
+    assert '<th scope="row">VGG16 passes per image</th>' in page and '<th scope="row">Objective</th>' in page
+    assert "<th></th>" not in page and '<th scope="col">Before</th>' in page
 
 
 def test_a_refusal_says_whether_the_difference_is_within_the_noise(catalogue, trained, staff_client):

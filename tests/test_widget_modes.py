@@ -187,9 +187,13 @@ def test_one_status_line_says_what_the_results_are(client, shop, settings):
     photo = SimpleUploadedFile("milk.jpg", catalogue_image("Oatly-Oat-Milk").read_bytes(), content_type="image/jpeg")
     html = client.post("/search-by-photo/", {"image": photo, "category": "milk"}).content.decode()
     shown = re.sub(r'data-vs-messages="[^"]*"', "", html)  # the script's words for every count are not shown
-    assert shown.count("best match first") == 1 and "results found" not in html
+    body = shown.split("</head>", 1)[1]  # the page's title says it too (below)
+    assert body.count("best match first") == 1 and "results found" not in html
     status = html.split('data-vs-status role="status" aria-live="polite">')[1].split("</p>")[0]
     assert status == "2 results, best match first."
+    # The new page's title says it first: a screen reader read "Search by photo" and the form again.
+    assert "<title>2 results, best match first. – Search by photo</title>" in html
+    assert "<title>Search by photo</title>" in client.get("/search-by-photo/").content.decode()  # nothing searched
 
 
 @pytest.mark.parametrize(
@@ -210,6 +214,7 @@ def test_the_page_speaks_to_customers(client, shop, data, status, words, not_wor
     html = response.content.decode()
     assert response.status_code == status
     assert f'<span class="vs-error">{words}' in html and not_words not in html
+    assert re.search(f"<title>{re.escape(words)}[^<]* – Search by photo</title>", html)  # said first as the page loads
 
 
 def test_the_api_keeps_its_own_error_text(client, shop):

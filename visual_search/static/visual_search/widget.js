@@ -582,7 +582,11 @@
     if (!this.preview.dataset.url) { return; }
     this.preview.hidden = true;
     if (this.crop) {
+      // The keyboard was on the box (or "Whole photo"), hidden now: it would fall to the page's
+      // <body>. It goes to "Choose a photo", what the error asks for next.
+      var focused = this.crop.crop.contains(document.activeElement);
       this.crop.crop.hidden = true;
+      if (focused) { this.inputs[this.inputs.length - 1].focus(); }
       this.crop.value = whole();
       this.crop.settle();
     }
