@@ -638,3 +638,32 @@ def test_no_accessibility_violations_before_during_and_after_a_search(demo_serve
     page.wait_for_selector("dialog[open]")
     assert axe_violations(page) == []
     context.close()
+
+
+def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(demo_server, browser):
+    """A hung server (or a phone's connection dead without an error) left "Searching…" and the busy
+    state for ever, and the customer's way out was choosing the photo again. Now the line says the
+    search is still going, then that the shop did not answer, with "Try again", which searches the
+    same photo again (the page's clock is run forward)."""
+    context = phone(browser)
+    page = context.new_page()
+    held = []
+    page.route("**/api/visual-search/search/", lambda route: held.append(route))  # never answered
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_function("document.getElementById('vs').classList.contains('vs-busy')")
+    assert page.locator("#vs [data-vs-retry]").is_hidden()
+    page.clock.run_for(9_000)
+    assert "Still searching" in page.locator("#vs-status").inner_text()
+    page.clock.run_for(60_000)
+    page.wait_for_selector("#vs-status .vs-error")
+    assert "did not answer in time" in page.locator("#vs-status").inner_text()
+    assert not page.evaluate("document.getElementById('vs').classList.contains('vs-busy')")
+    retry = page.locator("#vs [data-vs-retry]")
+    assert retry.is_visible() and retry.inner_text() == "Try again"
+    page.unroute("**/api/visual-search/search/")
+    retry.click()
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert retry.is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()

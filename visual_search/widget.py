@@ -81,6 +81,10 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),
         "searching": _("Searching…"),
+        # Shown while a search on a slow connection goes on; the search is still running.
+        "slow": _("Still searching… A slow connection can take a minute."),
+        "timeout": _("The shop did not answer in time. Your photo is kept: try again."),
+        "retry": _("Try again"),
         "none": _("Nothing looks like that photo. Try another angle, or a photo with the product filling the frame."),
         "unsure": _("No confident match. Possible matches, best first."),
         "results": {str(count): results_found(count) for count in range(1, most + 1)},

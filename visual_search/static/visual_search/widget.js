@@ -14,6 +14,9 @@
     network: "The search did not reach the shop. Check your connection and try again.",
     failed: "The search did not work this time. Please try again.",
     searching: "Searching…",
+    slow: "Still searching… A slow connection can take a minute.",
+    timeout: "The shop did not answer in time. Your photo is kept: try again.",
+    retry: "Try again",
     none: "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
     unsure: "No confident match. Possible matches, best first.",
     results: {},
@@ -445,6 +448,18 @@
       var files = event.dataTransfer && event.dataTransfer.files;
       if (files && files[0]) { self.choose(files[0]); }
     });
+    // "Try again" after a search the network or the shop failed: the same photo and box, not chosen again.
+    this.retry = this.root.querySelector("[data-vs-retry]");
+    if (!this.retry) {
+      this.retry = document.createElement("button");
+      this.retry.type = "button";
+      this.retry.className = "vs-button vs-retry";
+      this.retry.setAttribute("data-vs-retry", "");
+      this.retry.hidden = true;
+      this.status.parentNode.insertBefore(this.retry, this.status.nextSibling);
+    }
+    this.retry.textContent = this.messages.retry;
+    this.retry.addEventListener("click", function () { self.search(); });
     this.form.addEventListener("submit", function (event) {
       if (!self.apiUrl || !window.fetch || !window.FormData) { return; } // plain form post
       event.preventDefault();
@@ -520,7 +535,9 @@
     }
   });
 
-  Widget.prototype.say = function (message, isError) {
+  // ``retry``: the "Try again" button is shown under the line (a failure the network or the shop caused).
+  Widget.prototype.say = function (message, isError, retry) {
+    if (this.retry) { this.retry.hidden = !retry; }
     this.status.textContent = "";
     var span = document.createElement("span");
     if (isError) { span.className = "vs-error"; }
@@ -626,6 +643,19 @@
     return headers;
   };
 
+  // A search on a slow connection says it is still going after SLOW_MS; one the shop never answers
+  // (a hung server, a connection dead without an error) ends after WAIT_MS plus the upload's time
+  // at SLOW_RATE bytes a second, with "Try again", not "Searching…" for ever.
+  var SLOW_MS = 8000;
+  var WAIT_MS = 45000;
+  var SLOW_RATE = 25000;
+
+  function retryable(message) {
+    var error = new Error(message);
+    error.retry = true;
+    return error;
+  }
+
   Widget.prototype.search = function () {
     var self = this;
     if (!this.file) {
@@ -642,6 +672,12 @@
     this.say(this.messages.searching);
     this.results.setAttribute("aria-busy", "true");
     this.root.classList.add("vs-busy");
+    var controller = this.abort, timedOut = false;
+    var slow = window.setTimeout(function () { if (latest()) { self.say(self.messages.slow); } }, SLOW_MS);
+    var limit = window.setTimeout(function () {
+      timedOut = true;
+      if (controller) { controller.abort(); }
+    }, WAIT_MS + 1000 * (this.file.size || 0) / SLOW_RATE);
     fetch(this.apiUrl, {
       method: "POST",
       body: this.formData(),
@@ -649,7 +685,7 @@
       credentials: "same-origin",
       signal: this.abort ? this.abort.signal : undefined
     }).catch(function () {
-      throw new Error(self.messages.network);
+      throw retryable(timedOut ? self.messages.timeout : self.messages.network);
     }).then(function (response) {
       if (response.status === 413 && !self.resent) {
         // A proxy's body limit under the app's (nginx: 1 MB by default): the photo goes again, smaller.
@@ -659,10 +695,16 @@
           return { again: true };
         });
       }
-      return response.json().catch(function () { return {}; }).then(function (body) {
+      return response.json().catch(function () {
+        // A refusal without the API's JSON (a proxy's page) is said by its status; an answer whose
+        // body was cut off (the connection dropped, the time ran out) is not "nothing found".
+        if (response.ok) { throw retryable(timedOut ? self.messages.timeout : self.messages.network); }
+        return {};
+      }).then(function (body) {
         if (!response.ok) {
           var failure = new Error(self.errorMessage(body, response.status));
           failure.photo = PHOTO_ERRORS.indexOf(body && body.code) !== -1;
+          failure.retry = response.status >= 500 || response.status === 429;
           throw failure;
         }
         return body;
@@ -681,8 +723,10 @@
         self.unseen();
         self.file = null;
       }
-      self.say(error.message || self.messages.failed, true);
+      self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
     }).then(function () {
+      window.clearTimeout(slow);
+      window.clearTimeout(limit);
       if (!latest()) { return; }
       self.results.setAttribute("aria-busy", "false");
       self.root.classList.remove("vs-busy");
