@@ -667,3 +667,21 @@ def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(de
     page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
     assert retry.is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
     context.close()
+
+
+def test_a_search_made_offline_says_so_and_goes_again_once_back_online(demo_server, browser):
+    """Offline, the customer read "did not reach the shop. Check your connection" and had to search
+    again by hand once the connection was back; now the line says the phone is offline, and the
+    same photo is searched by itself when it is online again."""
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    context.set_offline(True)
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    assert "You are offline" in page.locator("#vs-status").inner_text()
+    assert page.locator("#vs [data-vs-retry]").is_visible()
+    context.set_offline(False)
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert page.locator("#vs [data-vs-retry]").is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()

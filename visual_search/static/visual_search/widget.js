@@ -17,6 +17,7 @@
     slow: "Still searching… A slow connection can take a minute.",
     timeout: "The shop did not answer in time. Your photo is kept: try again.",
     retry: "Try again",
+    offline: "You are offline. The search starts again when you are back online.",
     none: "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
     unsure: "No confident match. Possible matches, best first.",
     results: {},
@@ -460,6 +461,10 @@
     }
     this.retry.textContent = this.messages.retry;
     this.retry.addEventListener("click", function () { self.search(); });
+    // A search that failed offline goes again by itself once the phone is back online.
+    window.addEventListener("online", function () {
+      if (self.offline && self.file && self.root.isConnected !== false) { self.search(); }
+    });
     this.form.addEventListener("submit", function (event) {
       if (!self.apiUrl || !window.fetch || !window.FormData) { return; } // plain form post
       event.preventDefault();
@@ -669,6 +674,7 @@
     if (this.abort) { this.abort.abort(); }
     this.abort = window.AbortController ? new AbortController() : null;
     function latest() { return number === self.searches; }
+    this.offline = false;
     this.say(this.messages.searching);
     this.results.setAttribute("aria-busy", "true");
     this.root.classList.add("vs-busy");
@@ -685,6 +691,11 @@
       credentials: "same-origin",
       signal: this.abort ? this.abort.signal : undefined
     }).catch(function () {
+      if (!timedOut && navigator.onLine === false) {
+        var offline = retryable(self.messages.offline);
+        offline.offline = true;
+        throw offline;
+      }
       throw retryable(timedOut ? self.messages.timeout : self.messages.network);
     }).then(function (response) {
       if (response.status === 413 && !self.resent) {
@@ -723,6 +734,7 @@
         self.unseen();
         self.file = null;
       }
+      self.offline = Boolean(error.offline);
       self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
     }).then(function () {
       window.clearTimeout(slow);
