@@ -685,3 +685,33 @@ def test_a_search_made_offline_says_so_and_goes_again_once_back_online(demo_serv
     page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
     assert page.locator("#vs [data-vs-retry]").is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
     context.close()
+
+
+def test_a_photo_chosen_after_a_big_one_is_the_one_searched(demo_server, browser):
+    """A 12-megapixel photo takes longer to shrink than a small photo chosen just after it: the big
+    one came back last, over the small one, its preview and its results the customer's answer to
+    the photo chosen later."""
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.wait_for_function("document.getElementById('vs').vsWidget")
+    page.evaluate("""async () => {
+        const canvas = document.createElement("canvas");
+        canvas.width = 4032; canvas.height = 3024;
+        const context = canvas.getContext("2d");
+        for (let i = 0; i < 400; i++) { context.fillStyle = `hsl(${i * 37 % 360} 70% 50%)`; context.fillRect((i * 97) % 4000, (i * 53) % 3000, 300, 200); }
+        const big = await new Promise(done => canvas.toBlob(done, "image/jpeg", 0.95));
+        const shelf = await createImageBitmap(big, { resizeWidth: 320, resizeHeight: 240 });
+        canvas.width = 320; canvas.height = 240;
+        canvas.getContext("2d").drawImage(shelf, 0, 0);
+        const small = await new Promise(done => canvas.toBlob(done, "image/jpeg", 0.9));
+        const widget = document.getElementById("vs").vsWidget;
+        widget.choose(new File([big], "big.jpg", { type: "image/jpeg" }));
+        widget.choose(new File([small], "small.jpg", { type: "image/jpeg" }));
+    }""")
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    page.wait_for_timeout(3_000)  # the big photo, had it come back, would have searched again by now
+    page.wait_for_function("!document.getElementById('vs').classList.contains('vs-busy')", timeout=60_000)
+    assert page.evaluate("document.querySelector('#vs [data-vs-preview]').naturalWidth") == 320
+    assert page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()

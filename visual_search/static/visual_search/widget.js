@@ -410,6 +410,8 @@
     } catch (error) { /* keep the fallbacks */ }
     this.file = null;
     this.searches = 0; // the latest search's number: an older answer is dropped
+    this.picks = 0; // the latest photo chosen: an older one still shrinking is dropped
+    this.shrinking = false;
     this.abort = null;
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
@@ -578,8 +580,16 @@
     // A phone's photo (3 to 20 MB, up to 200 megapixels) is made a 2048 px JPEG here first: a
     // fraction of the upload on a mobile network, and never refused for its size; the server
     // reduces every photo to 224 px anyway. One the browser cannot draw is sent as it is.
+    // Only the last photo chosen is searched: a 12-megapixel photo takes longer to shrink than a
+    // small one chosen after it, and came back over it (its preview and its results).
+    var pick = ++this.picks;
+    this.shrinking = true;
     this.say(this.messages.searching);
-    shrink(file).then(function (sent) { self.chosen(sent); });
+    shrink(file).then(function (sent) {
+      if (pick !== self.picks) { return; }
+      self.shrinking = false;
+      self.chosen(sent);
+    });
   };
 
   Widget.prototype.chosen = function (sent) {
@@ -663,6 +673,7 @@
 
   Widget.prototype.search = function () {
     var self = this;
+    if (this.shrinking) { return; } // a photo just chosen: it searches once it is made small
     if (!this.file) {
       this.say(this.messages.required, true);
       this.inputs[this.inputs.length - 1].focus();
