@@ -747,3 +747,22 @@ def test_on_slow_3g_a_phone_s_portrait_photo_goes_as_a_small_jpeg(demo_server, b
     names = page.locator("#vs-results .vs-card-name").all_inner_texts()
     assert PRODUCT.replace("-", " ") in names[:TOP], names
     context.close()
+
+
+def test_a_heic_photo_a_shop_cannot_decode_is_refused_at_once_not_after_its_upload(demo_server, browser):
+    """Without pillow-heif a HEIC photo Chromium cannot convert was sent whole (3 MB: a minute on 3G)
+    to hear "HEIC files are not accepted here". The widget now says it at once and sends nothing
+    (the demo decodes HEIC: the page is made to say it does not)."""
+    context = phone(browser)
+    page = context.new_page()
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/visual-search/search/" in r.url else None)
+    page.goto(f"{demo_server}/search/")
+    assert page.get_attribute("#vs form", "data-accepts-heic") == "1"
+    page.evaluate("document.querySelector('#vs form').setAttribute('data-accepts-heic', '0')")
+    page.set_input_files("#vs-file", {"name": "IMG_0005.HEIC", "mimeType": "image/heic", "buffer": b"\0\0\0\x18ftypheic" + bytes(3000)})
+    page.wait_for_selector("#vs-status .vs-error", timeout=10_000)
+    assert "HEIC files are not accepted here" in page.locator("#vs-status").inner_text()
+    page.wait_for_timeout(500)
+    assert sent == [] and page.locator("#vs [data-vs-retry]").is_hidden()
+    context.close()

@@ -17,6 +17,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
 from .conf import settings
+from .embeddings.images import HEIF, heif_support
 from .photo_search import BOX_FIELDS, PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
 
@@ -253,6 +254,9 @@ def widget_context(
         "filters": {name: value for name, value in filters.items() if name in allowed and value not in (None, "")},
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
+        # Whether a HEIC photo the browser cannot turn into a JPEG (Chrome, Firefox) is decoded here:
+        # where not, the widget says so at once instead of sending megabytes to hear it.
+        "accepts_heic": HEIF in (str(name).upper() for name in settings.ALLOWED_FORMATS) and heif_support(),
         "messages_json": json.dumps(customer_messages(limit), ensure_ascii=False),
         "box_fields": [{"name": n, "label": t, "value": v} for n, t, v in zip(BOX_FIELDS, BOX_LABELS, BOX_EDGES)],
         "results": results,
