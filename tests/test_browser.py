@@ -746,3 +746,131 @@ def test_no_accessibility_violations_before_during_and_after_a_search(demo_serve
     page.wait_for_selector("dialog[open]")
     assert axe_violations(page) == []
     context.close()
+
+
+def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(demo_server, browser):
+    """A hung server (or a phone's connection dead without an error) left "Searching…" and the busy
+    state for ever, and the customer's way out was choosing the photo again. Now the line says the
+    search is still going, then that the shop did not answer, with "Try again", which searches the
+    same photo again (the page's clock is run forward)."""
+    context = phone(browser)
+    page = context.new_page()
+    held = []
+    page.route("**/api/visual-search/search/", lambda route: held.append(route))  # never answered
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_function("document.getElementById('vs').classList.contains('vs-busy')")
+    assert page.locator("#vs [data-vs-retry]").is_hidden()
+    page.clock.run_for(9_000)
+    assert "Still searching" in page.locator("#vs-status").inner_text()
+    page.clock.run_for(60_000)
+    page.wait_for_selector("#vs-status .vs-error")
+    assert "did not answer in time" in page.locator("#vs-status").inner_text()
+    assert not page.evaluate("document.getElementById('vs').classList.contains('vs-busy')")
+    retry = page.locator("#vs [data-vs-retry]")
+    assert retry.is_visible() and retry.inner_text() == "Try again"
+    page.unroute("**/api/visual-search/search/")
+    retry.click()
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert retry.is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()
+
+
+def test_a_search_made_offline_says_so_and_goes_again_once_back_online(demo_server, browser):
+    """Offline, the customer read "did not reach the shop. Check your connection" and had to search
+    again by hand once the connection was back; now the line says the phone is offline, and the
+    same photo is searched by itself when it is online again."""
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    context.set_offline(True)
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    assert "You are offline" in page.locator("#vs-status").inner_text()
+    assert page.locator("#vs [data-vs-retry]").is_visible()
+    context.set_offline(False)
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert page.locator("#vs [data-vs-retry]").is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()
+
+
+def test_a_photo_chosen_after_a_big_one_is_the_one_searched(demo_server, browser):
+    """A 12-megapixel photo takes longer to shrink than a small photo chosen just after it: the big
+    one came back last, over the small one, its preview and its results the customer's answer to
+    the photo chosen later."""
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.wait_for_function("document.getElementById('vs').vsWidget")
+    page.evaluate("""async () => {
+        const canvas = document.createElement("canvas");
+        canvas.width = 4032; canvas.height = 3024;
+        const context = canvas.getContext("2d");
+        for (let i = 0; i < 400; i++) { context.fillStyle = `hsl(${i * 37 % 360} 70% 50%)`; context.fillRect((i * 97) % 4000, (i * 53) % 3000, 300, 200); }
+        const big = await new Promise(done => canvas.toBlob(done, "image/jpeg", 0.95));
+        const shelf = await createImageBitmap(big, { resizeWidth: 320, resizeHeight: 240 });
+        canvas.width = 320; canvas.height = 240;
+        canvas.getContext("2d").drawImage(shelf, 0, 0);
+        const small = await new Promise(done => canvas.toBlob(done, "image/jpeg", 0.9));
+        const widget = document.getElementById("vs").vsWidget;
+        widget.choose(new File([big], "big.jpg", { type: "image/jpeg" }));
+        widget.choose(new File([small], "small.jpg", { type: "image/jpeg" }));
+    }""")
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    page.wait_for_timeout(3_000)  # the big photo, had it come back, would have searched again by now
+    page.wait_for_function("!document.getElementById('vs').classList.contains('vs-busy')", timeout=60_000)
+    assert page.evaluate("document.querySelector('#vs [data-vs-preview]').naturalWidth") == 320
+    assert page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()
+
+
+def test_on_slow_3g_a_phone_s_portrait_photo_goes_as_a_small_jpeg(demo_server, browser, tmp_path):
+    """On 3G (Chromium's network emulation: 400 kbit/s, 400 ms) a 12-megapixel portrait photo, turned
+    by its EXIF orientation, went as a 2048 px JPEG of 500 to 800 KB: 16 s of upload. It now goes as
+    a 1280 px one, a third of the bytes, still upright, and its product is found."""
+    import numpy as np
+
+    photo = tmp_path / "IMG_0004.jpg"
+    upright = Image.open(val_photo(PRODUCT)).convert("RGB").resize((3024, 4032), Image.Resampling.BICUBIC)
+    stored = np.asarray(upright.transpose(Image.Transpose.ROTATE_90)).astype(np.int16)  # as the sensor saw it
+    noise = np.random.default_rng(0).integers(-8, 9, size=stored.shape, dtype=np.int16)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise to show
+    Image.fromarray(np.clip(stored + noise, 0, 255).astype(np.uint8)).save(photo, "JPEG", quality=92, exif=exif.tobytes())
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.wait_for_function("document.getElementById('vs').vsWidget")
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 400, "downloadThroughput": 50_000, "uploadThroughput": 50_000})
+    page.evaluate("""() => { const send = window.fetch; window.sent = [];
+        window.fetch = function (url, options) { window.sent.push(options.body.get("image").size); return send.apply(this, arguments); }; }""")
+    page.set_input_files("#vs-file", str(photo))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=90_000)
+    sent = page.evaluate("window.sent")
+    assert len(sent) == 1 and sent[0] < 400_000, sent
+    assert page.evaluate("[document.querySelector('#vs [data-vs-preview]').naturalWidth, document.querySelector('#vs [data-vs-preview]').naturalHeight]") == [960, 1280]
+    names = page.locator("#vs-results .vs-card-name").all_inner_texts()
+    assert PRODUCT.replace("-", " ") in names[:TOP], names
+    context.close()
+
+
+def test_a_heic_photo_a_shop_cannot_decode_is_refused_at_once_not_after_its_upload(demo_server, browser):
+    """Without pillow-heif a HEIC photo Chromium cannot convert was sent whole (3 MB: a minute on 3G)
+    to hear "HEIC files are not accepted here". The widget now says it at once and sends nothing
+    (the demo decodes HEIC: the page is made to say it does not)."""
+    context = phone(browser)
+    page = context.new_page()
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/visual-search/search/" in r.url else None)
+    page.goto(f"{demo_server}/search/")
+    assert page.get_attribute("#vs form", "data-accepts-heic") == "1"
+    page.evaluate("document.querySelector('#vs form').setAttribute('data-accepts-heic', '0')")
+    page.set_input_files("#vs-file", {"name": "IMG_0005.HEIC", "mimeType": "image/heic", "buffer": b"\0\0\0\x18ftypheic" + bytes(3000)})
+    page.wait_for_selector("#vs-status .vs-error", timeout=10_000)
+    assert "HEIC files are not accepted here" in page.locator("#vs-status").inner_text()
+    page.wait_for_timeout(500)
+    assert sent == [] and page.locator("#vs [data-vs-retry]").is_hidden()
+    context.close()

@@ -279,3 +279,17 @@ def test_a_widget_the_api_would_refuse_says_so_in_the_log_and_still_searches(rf,
     limits = re.findall(r'name="limit" value="[^"]*"', html)
     assert limits == ([sent] if sent else [])
     assert "catgory" not in html
+
+
+def test_the_widget_says_whether_the_shop_decodes_heic_photos(rf, settings, monkeypatch):
+    """The script refuses at once a HEIC photo the browser cannot convert where the shop cannot
+    decode it, instead of sending megabytes to hear it: the form says which (``data-accepts-heic``)."""
+    from visual_search import widget
+
+    monkeypatch.setattr(widget, "heif_support", lambda: True)
+    assert 'data-accepts-heic="1"' in render("{% visual_search_widget %}", request=rf.get("/"))
+    monkeypatch.setattr(widget, "heif_support", lambda: False)  # no pillow-heif
+    assert 'data-accepts-heic="0"' in render("{% visual_search_widget %}", request=rf.get("/"))
+    monkeypatch.setattr(widget, "heif_support", lambda: True)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP"]}
+    assert 'data-accepts-heic="0"' in render("{% visual_search_widget %}", request=rf.get("/"))

@@ -17,6 +17,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
 from .conf import settings
+from .embeddings.images import HEIF, heif_support
 from .photo_search import BOX_FIELDS, PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
 
@@ -81,6 +82,11 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),
         "searching": _("Searching…"),
+        # Shown while a search on a slow connection goes on; the search is still running.
+        "slow": _("Still searching… A slow connection can take a minute."),
+        "timeout": _("The shop did not answer in time. Your photo is kept: try again."),
+        "retry": _("Try again"),
+        "offline": _("You are offline. The search starts again when you are back online."),
         "none": _("Nothing looks like that photo. Try another angle, or a photo with the product filling the frame."),
         "unsure": _("No confident match. Possible matches, best first."),
         "results": {str(count): results_found(count) for count in range(1, most + 1)},
@@ -255,6 +261,9 @@ def widget_context(
         "filters": {name: value for name, value in filters.items() if name in allowed and value not in (None, "")},
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
+        # Whether a HEIC photo the browser cannot turn into a JPEG (Chrome, Firefox) is decoded here:
+        # where not, the widget says so at once instead of sending megabytes to hear it.
+        "accepts_heic": HEIF in (str(name).upper() for name in settings.ALLOWED_FORMATS) and heif_support(),
         "messages_json": json.dumps(customer_messages(limit), ensure_ascii=False),
         "box_fields": [{"name": n, "label": t, "value": v} for n, t, v in zip(BOX_FIELDS, BOX_LABELS, BOX_EDGES)],
         "results": results,

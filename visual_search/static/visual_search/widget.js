@@ -13,7 +13,12 @@
     required: "Choose a photo first.",
     network: "The search did not reach the shop. Check your connection and try again.",
     failed: "The search did not work this time. Please try again.",
+    unsupported_format: "{format} files are not accepted here. Choose a JPEG, PNG or WebP photo.",
     searching: "Searching…",
+    slow: "Still searching… A slow connection can take a minute.",
+    timeout: "The shop did not answer in time. Your photo is kept: try again.",
+    retry: "Try again",
+    offline: "You are offline. The search starts again when you are back online.",
     none: "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
     unsure: "No confident match. Possible matches, best first.",
     results: {},
@@ -322,6 +327,17 @@
   var SMALL_BYTES = 900000;
   // A proxy refused the upload all the same (413 without the API's answer): sent again once, this small.
   var RETRY_SIDE = 1280;
+  // On a slow connection (the browser's estimate: 2G or 3G, or the customer's data saver) the photo
+  // goes at most this large, and as it is only under SLOW_BYTES: a 2048 px JPEG (500 to 800 KB) took
+  // 16 s at 3G's 400 kbit/s up, a 1280 px one takes a third of that. A box over a fifth of the photo
+  // still has the 224 px the server uses.
+  var SLOW_SIDE = 1280;
+  var SLOW_BYTES = 300000;
+
+  function slowNetwork() {
+    var connection = navigator.connection;
+    return Boolean(connection && (connection.saveData || /2g|3g/.test(connection.effectiveType || "")));
+  }
 
   // The photo drawn, as { source, width, height, close }: an <img> from a blob: URL (every browser
   // applies the EXIF rotation), else an ImageBitmap, which needs no URL: a Content-Security-Policy
@@ -352,7 +368,8 @@
   // white, as the server does; the EXIF rotation applied). With ``side``, a JPEG of at most that
   // many px whatever the file was.
   function shrink(file, side) {
-    var most = side || MAX_SIDE;
+    var slow = !side && slowNetwork();
+    var most = side || (slow ? SLOW_SIDE : MAX_SIDE);
     var plain = /^image\/(jpeg|png|webp)$/.test(file.type || "");
     if (!window.Promise || !window.URL || !URL.createObjectURL || !window.HTMLCanvasElement || !HTMLCanvasElement.prototype.toBlob) {
       return window.Promise ? Promise.resolve(file) : { then: function (next) { next(file); } };
@@ -360,7 +377,7 @@
     return decode(file).then(function (drawn) {
       if (!drawn) { return file; } // the server says what is wrong with it
       var scale = Math.min(1, most / Math.max(drawn.width, drawn.height, 1));
-      if (!side && scale === 1 && plain && file.size <= SMALL_BYTES) { drawn.close(); return file; }
+      if (!side && scale === 1 && plain && file.size <= (slow ? SLOW_BYTES : SMALL_BYTES)) { drawn.close(); return file; }
       var canvas = document.createElement("canvas");
       canvas.width = Math.max(1, Math.round(drawn.width * scale));
       canvas.height = Math.max(1, Math.round(drawn.height * scale));
@@ -376,7 +393,7 @@
           if (!blob || (scale === 1 && blob.size >= file.size)) { resolve(file); return; }
           var name = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
           resolve(window.File ? new File([blob], name, { type: "image/jpeg" }) : blob);
-        }, "image/jpeg", side ? 0.85 : 0.9);
+        }, "image/jpeg", side || slow ? 0.85 : 0.9);
       });
     });
   }
@@ -406,6 +423,8 @@
     } catch (error) { /* keep the fallbacks */ }
     this.file = null;
     this.searches = 0; // the latest search's number: an older answer is dropped
+    this.picks = 0; // the latest photo chosen: an older one still shrinking is dropped
+    this.shrinking = false;
     this.abort = null;
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
@@ -444,6 +463,22 @@
       event.preventDefault();
       var files = event.dataTransfer && event.dataTransfer.files;
       if (files && files[0]) { self.choose(files[0]); }
+    });
+    // "Try again" after a search the network or the shop failed: the same photo and box, not chosen again.
+    this.retry = this.root.querySelector("[data-vs-retry]");
+    if (!this.retry) {
+      this.retry = document.createElement("button");
+      this.retry.type = "button";
+      this.retry.className = "vs-button vs-retry";
+      this.retry.setAttribute("data-vs-retry", "");
+      this.retry.hidden = true;
+      this.status.parentNode.insertBefore(this.retry, this.status.nextSibling);
+    }
+    this.retry.textContent = this.messages.retry;
+    this.retry.addEventListener("click", function () { self.search(); });
+    // A search that failed offline goes again by itself once the phone is back online.
+    window.addEventListener("online", function () {
+      if (self.offline && self.file && self.root.isConnected !== false) { self.search(); }
     });
     this.form.addEventListener("submit", function (event) {
       if (!self.apiUrl || !window.fetch || !window.FormData) { return; } // plain form post
@@ -520,7 +555,9 @@
     }
   });
 
-  Widget.prototype.say = function (message, isError) {
+  // ``retry``: the "Try again" button is shown under the line (a failure the network or the shop caused).
+  Widget.prototype.say = function (message, isError, retry) {
+    if (this.retry) { this.retry.hidden = !retry; }
     this.status.textContent = "";
     var span = document.createElement("span");
     if (isError) { span.className = "vs-error"; }
@@ -556,11 +593,31 @@
     // A phone's photo (3 to 20 MB, up to 200 megapixels) is made a 2048 px JPEG here first: a
     // fraction of the upload on a mobile network, and never refused for its size; the server
     // reduces every photo to 224 px anyway. One the browser cannot draw is sent as it is.
+    // Only the last photo chosen is searched: a 12-megapixel photo takes longer to shrink than a
+    // small one chosen after it, and came back over it (its preview and its results).
+    var pick = ++this.picks;
+    this.shrinking = true;
     this.say(this.messages.searching);
-    shrink(file).then(function (sent) { self.chosen(sent); });
+    shrink(file).then(function (sent) {
+      if (pick !== self.picks) { return; }
+      self.shrinking = false;
+      self.chosen(sent);
+    });
   };
 
+  // A HEIC photo (an iPhone's) by its type or name.
+  function isHeic(file) {
+    return /^image\/hei[cf]/i.test(file.type || "") || /\.hei[cf]$/i.test(file.name || "");
+  }
+
   Widget.prototype.chosen = function (sent) {
+    // A HEIC photo the browser could not make a JPEG of (Chrome, Firefox), for a shop that cannot
+    // decode HEIC (no pillow-heif): said at once, where it took the whole upload (a minute on 3G)
+    // to hear it. An overridden widget.html without data-accepts-heic sends it as before.
+    if (isHeic(sent) && this.form.getAttribute("data-accepts-heic") === "0") {
+      this.say(format(this.messages.unsupported_format, { format: "HEIC" }), true);
+      return;
+    }
     if (this.maxBytes && sent.size > this.maxBytes) {
       this.say(this.messages.file_too_large || "That photo is larger than " + this.form.dataset.maxMb + " MB; choose a smaller one.", true);
       return;
@@ -630,8 +687,22 @@
     return headers;
   };
 
+  // A search on a slow connection says it is still going after SLOW_MS; one the shop never answers
+  // (a hung server, a connection dead without an error) ends after WAIT_MS plus the upload's time
+  // at SLOW_RATE bytes a second, with "Try again", not "Searching…" for ever.
+  var SLOW_MS = 8000;
+  var WAIT_MS = 45000;
+  var SLOW_RATE = 25000;
+
+  function retryable(message) {
+    var error = new Error(message);
+    error.retry = true;
+    return error;
+  }
+
   Widget.prototype.search = function () {
     var self = this;
+    if (this.shrinking) { return; } // a photo just chosen: it searches once it is made small
     if (!this.file) {
       this.say(this.messages.required, true);
       this.inputs[this.inputs.length - 1].focus();
@@ -643,9 +714,16 @@
     if (this.abort) { this.abort.abort(); }
     this.abort = window.AbortController ? new AbortController() : null;
     function latest() { return number === self.searches; }
+    this.offline = false;
     this.say(this.messages.searching);
     this.results.setAttribute("aria-busy", "true");
     this.root.classList.add("vs-busy");
+    var controller = this.abort, timedOut = false;
+    var slow = window.setTimeout(function () { if (latest()) { self.say(self.messages.slow); } }, SLOW_MS);
+    var limit = window.setTimeout(function () {
+      timedOut = true;
+      if (controller) { controller.abort(); }
+    }, WAIT_MS + 1000 * (this.file.size || 0) / SLOW_RATE);
     fetch(this.apiUrl, {
       method: "POST",
       body: this.formData(),
@@ -653,7 +731,12 @@
       credentials: "same-origin",
       signal: this.abort ? this.abort.signal : undefined
     }).catch(function () {
-      throw new Error(self.messages.network);
+      if (!timedOut && navigator.onLine === false) {
+        var offline = retryable(self.messages.offline);
+        offline.offline = true;
+        throw offline;
+      }
+      throw retryable(timedOut ? self.messages.timeout : self.messages.network);
     }).then(function (response) {
       if (response.status === 413 && !self.resent) {
         // A proxy's body limit under the app's (nginx: 1 MB by default): the photo goes again, smaller.
@@ -663,10 +746,16 @@
           return { again: true };
         });
       }
-      return response.json().catch(function () { return {}; }).then(function (body) {
+      return response.json().catch(function () {
+        // A refusal without the API's JSON (a proxy's page) is said by its status; an answer whose
+        // body was cut off (the connection dropped, the time ran out) is not "nothing found".
+        if (response.ok) { throw retryable(timedOut ? self.messages.timeout : self.messages.network); }
+        return {};
+      }).then(function (body) {
         if (!response.ok) {
           var failure = new Error(self.errorMessage(body, response.status));
           failure.photo = PHOTO_ERRORS.indexOf(body && body.code) !== -1;
+          failure.retry = response.status >= 500 || response.status === 429;
           throw failure;
         }
         return body;
@@ -685,8 +774,11 @@
         self.unseen();
         self.file = null;
       }
-      self.say(error.message || self.messages.failed, true);
+      self.offline = Boolean(error.offline);
+      self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
     }).then(function () {
+      window.clearTimeout(slow);
+      window.clearTimeout(limit);
       if (!latest()) { return; }
       self.results.setAttribute("aria-busy", "false");
       self.root.classList.remove("vs-busy");
