@@ -825,6 +825,21 @@ def test_a_photo_chosen_after_a_big_one_is_the_one_searched(demo_server, browser
     context.close()
 
 
+def test_a_photo_the_browser_fails_to_draw_is_sent_as_it_is_not_searching_for_ever(demo_server, browser, tmp_path):
+    """Making the photo small failed (drawImage threw: a canvas past the browser's limits): the widget
+    stayed on "Searching…", and a search pressed after it was ignored as "still shrinking"."""
+    photo = tmp_path / "big.jpg"
+    Image.open(val_photo(PRODUCT)).convert("RGB").resize((3000, 2250)).save(photo, "JPEG", quality=80)
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.wait_for_function("document.getElementById('vs').vsWidget")
+    page.evaluate("() => { CanvasRenderingContext2D.prototype.drawImage = () => { throw new DOMException('too big', 'InvalidStateError'); }; }")
+    page.set_input_files("#vs-file", str(photo))
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    context.close()
+
+
 def test_on_slow_3g_a_phone_s_portrait_photo_goes_as_a_small_jpeg(demo_server, browser, tmp_path):
     """On 3G (Chromium's network emulation: 400 kbit/s, 400 ms) a 12-megapixel portrait photo, turned
     by its EXIF orientation, went as a 2048 px JPEG of 500 to 800 KB: 16 s of upload. It now goes as

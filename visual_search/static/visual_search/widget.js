@@ -395,6 +395,11 @@
           resolve(window.File ? new File([blob], name, { type: "image/jpeg" }) : blob);
         }, "image/jpeg", side || slow ? 0.85 : 0.9);
       });
+    }).then(null, function () {
+      // Drawing failed (a canvas past the browser's limits, memory): the photo goes as it is, where
+      // the widget stayed on "Searching…" and, since only a photo made small can be searched, never
+      // searched again until the page was reloaded.
+      return file;
     });
   }
 
