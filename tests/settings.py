@@ -87,6 +87,9 @@ VISUAL_SEARCH = {
     "PROTOTYPE_WEIGHT": 0.0,
     "SEARCH_THROTTLE_RATE": os.environ.get("VISUAL_SEARCH_TEST_THROTTLE", "30/min"),
 }
+# Integration tests whose workers must share a cache (the start-up sweep's lock) name a Redis for it.
+if os.environ.get("VISUAL_SEARCH_TEST_CACHE"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["VISUAL_SEARCH_TEST_CACHE"]}}
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

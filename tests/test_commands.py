@@ -278,8 +278,8 @@ def test_a_database_not_migrated_yet_says_to_migrate(imported):
         with pytest.raises(CommandError) as raised:
             run("visual_search_reindex")
         assert str(raised.value) == (
-            "The database lacks visual search's migrations 0009_duplicates, 0010_result_index, 0011_staff_labels: "
-            "run `python manage.py "
+            "The database lacks visual search's migrations 0009_duplicates, 0010_result_index, 0011_staff_labels, "
+            "0012_embed_attempts: run `python manage.py "
             "migrate` (after an upgrade, see docs/upgrading.md), then this command again."
         )
     finally:

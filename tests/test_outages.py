@@ -231,3 +231,67 @@ def test_the_soft_time_limit_while_decoding_is_not_a_damaged_image(shop, monkeyp
     assert outcome.successful() and outcome.result["pending"] == 2
     assert not ImageEmbedding.objects.filter(status="failed").exists()
     assert sent == [("testapp.product", "image", pks[:1], True), ("testapp.product", "image", pks[1:], True)]
+
+
+def test_an_image_alone_past_the_soft_time_limit_is_failed_after_max_attempts(shop, monkeypatch, settings):
+    """One image that alone passes the soft time limit stayed pending, and every sweep queued it
+    again to time out again, a worker's slot each time, for ever. Its row now counts the unfinished
+    attempts; at MAX_EMBED_ATTEMPTS it is failed with a reason staff can act on, the sweep leaves it,
+    and a manual reindex tries again."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from visual_search import queue, tasks
+    from visual_search.models import ImageEmbedding
+    from visual_search.reindex import reindex
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_EMBED_ATTEMPTS": 2}
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append(args))
+    monkeypatch.setattr(queue, "use_celery", lambda: True)
+    slow, other = shop["Lime"], shop["Kiwi"]
+    ImageEmbedding.objects.for_object(slow).update(status="pending")
+    original = tasks.index_objects
+
+    def too_slow(registration, pks, **kwargs):
+        if str(slow.pk) in map(str, pks):
+            raise SoftTimeLimitExceeded()
+        return original(registration, pks, **kwargs)
+
+    monkeypatch.setattr(tasks, "index_objects", too_slow)
+    # A batch that passes the limit is split: no image's fault, nothing counted.
+    tasks.embed_objects.apply(args=("testapp.product", "image", [slow.pk, other.pk]))
+    assert ImageEmbedding.objects.for_object(slow).get().embed_attempts == 0
+    for attempts in (1, 2):  # the sweep queues it alone, and it times out alone
+        tasks.embed_objects.apply(args=("testapp.product", "image", [slow.pk]))
+        assert ImageEmbedding.objects.for_object(slow).get().embed_attempts == attempts
+    sent.clear()
+    outcome = tasks.embed_objects.apply(args=("testapp.product", "image", [slow.pk]))
+    assert outcome.successful() and outcome.result["failed"] == 1
+    row = ImageEmbedding.objects.for_object(slow).get()
+    assert row.status == "failed" and row.error.startswith("Took longer than the time limit 2 times")
+    assert "visual_search_reindex --only failed" in row.error and not sent
+    assert tasks.sweep(older_than=0) == 0  # left alone
+
+    reindex(only=["failed"], asynchronous=True)  # staff raised the limit: by hand, it is tried again
+    assert ImageEmbedding.objects.for_object(slow).get().embed_attempts == 0
+    assert [args[2] for args in sent] == [[slow.pk]]
+
+
+def test_a_batch_whose_worker_was_killed_sends_its_unfinished_images_alone(shop, monkeypatch):
+    """The hard time limit kills the worker's process mid-batch; the message comes back (acks late)
+    and the sweep queues the rows again: the same batch died again each time. An image a task
+    started and never finished now goes in a task of its own, and the others are computed."""
+    from visual_search import queue, tasks
+    from visual_search.models import ImageEmbedding
+
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append(args))
+    killer, good = shop["Lime"], shop["Kiwi"]
+    ImageEmbedding.objects.update(status="pending", checksum="")
+    ImageEmbedding.objects.for_object(killer).update(embed_attempts=1)  # what the killed task left
+    outcome = tasks.embed_objects.apply(args=("testapp.product", "image", [killer.pk, good.pk]))
+    assert outcome.successful() and outcome.result["embedded"] == 1
+    assert sent == [("testapp.product", "image", [killer.pk], False)]
+    assert ImageEmbedding.objects.for_object(good).get().status == "ready"
+    assert ImageEmbedding.objects.for_object(good).get().embed_attempts == 0
+    assert ImageEmbedding.objects.for_object(killer).get().embed_attempts == 1  # not counted: not tried here

@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _, ngettext, pgettext_lazy
 
 from . import duplicates, queue, training, versions
 from .exceptions import VisualSearchError
+from .indexing import reset_attempts
 from .models import ImageEmbedding, ModelVersion, Whitening
 from .registry import get_registration
 from .serving import PRETRAINED_KEY
@@ -165,6 +166,8 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)
             return
+        for (label, field), pks in known.items():  # asked for by hand: images given up are tried again
+            reset_attempts(get_registration(label, field), pks)
         queued = sum(queue.enqueue(label, field, pks, force=True) for (label, field), pks in known.items())
         if queue.use_celery():
             text = ngettext("%d image queued for recomputing.", "%d images queued for recomputing.", queued) % queued

@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy as _, ngettext
 
 from . import duplicates, queue
 from .batching import chunked
+from .indexing import reset_attempts
 from .models import DuplicateDismissal, ImageEmbedding, content_types_of, pk_as_text, type_is
 from .registry import Registration, get_registrations, registrations_for_model
 from .reindex import select_pks
@@ -228,6 +229,8 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
             objects = registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": pks})
         work.append((registration, select_pks(registration, only, objects)))
     queue.check_in_request(sum(len(selected) for _, selected in work), only)
+    for registration, selected in work:  # asked for by hand: images given up after MAX_EMBED_ATTEMPTS are tried again
+        reset_attempts(registration, selected)
     return sum(queue.enqueue(registration.label, registration.image_field, selected, force=True) for registration, selected in work)
 
 

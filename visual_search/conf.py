@@ -319,6 +319,10 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("QUEUE", None, (str, NoneType), "The Celery queue of the package's tasks; None: Celery's default."),
         Setting("SWEEP_AFTER_SECONDS", 300, NUMBER, "Pending rows older than this many seconds are re-queued by the "
                 "sweep task.", minimum=0),
+        Setting("MAX_EMBED_ATTEMPTS", 3, (int,), "How many tasks may start computing an image and not finish it "
+                "(it alone passed Celery's soft time limit, or the worker process was killed: the hard time limit, "
+                "out of memory) before its row is marked failed, with the reason, instead of being queued again "
+                "by every sweep. A manual reindex of the image tries again.", minimum=1),
         # gunicorn's 30 s: about 200 images at 7 a second on 2 cores without AMX, after 5 s of loading VGG16.
         Setting("IN_REQUEST_IMAGES", 100, (int,), "Without Celery, the most images an admin or dashboard button "
                 "indexes in the staff member's own request; beyond it nothing is started and the message names the "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import router, transaction
+from django.db import models, router, transaction
 from django.utils import timezone
 
 from . import duplicates, serving
@@ -113,16 +113,15 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
         row = existing.get(fingerprint)
         if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
             continue
-        row, _ = ImageEmbedding.objects.update_or_create(
-            **row_key(registration, obj),
-            fingerprint=fingerprint,
-            defaults={
-                "result_type": ContentType.objects.get_for_model(registration.result_model),
-                "result_id": str(result_pk),
-                "status": Status.PENDING,
-                "error": "",
-            },
-        )
+        defaults = {
+            "result_type": ContentType.objects.get_for_model(registration.result_model),
+            "result_id": str(result_pk),
+            "status": Status.PENDING,
+            "error": "",
+        }
+        if row is None or row.status != Status.PENDING:  # another image (or a failed one saved again): tried afresh
+            defaults["embed_attempts"] = 0
+        row, _ = ImageEmbedding.objects.update_or_create(**row_key(registration, obj), fingerprint=fingerprint, defaults=defaults)
         touched.append(row.pk)
     if outdated:
         ImageEmbedding.objects.filter(pk__in=outdated).delete()
@@ -315,7 +314,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                 elif row.source_name != name:
                     ImageEmbedding.objects.filter(pk=row.pk).update(source_name=name)
                 continue
-            values = {"result_type": result_type, "result_id": str(registration.result_pk(obj)), "source_name": name}
+            values = {"result_type": result_type, "result_id": str(registration.result_pk(obj)), "source_name": name, "embed_attempts": 0}
             if outcome.vector is not None:
                 values.update(
                     status=Status.READY,
@@ -372,3 +371,87 @@ def _outdated_rows(registration: Registration, checksums: dict[str, str | None],
     if gone:
         ImageEmbedding.objects.filter(pk__in=gone).delete()
     return gone
+
+
+# Attempts: a task that starts computing images counts one attempt on their rows, and takes it back
+# when it ends with them (stored, failed, or left for a retry). What is left counted was never
+# finished: the image alone passed Celery's soft time limit, or the worker process was killed (the
+# hard time limit, OOM). Those go on their own next time; at MAX_EMBED_ATTEMPTS the row is failed.
+
+
+@dataclass
+class Attempt:
+    """What :func:`begin_attempt` decided for a task's ids."""
+
+    here: list[Any]  # to compute in this task (each counted one attempt)
+    alone: list[Any]  # unfinished before: each goes in a task of its own
+    given_up: list[str]  # failed now, at the limit
+    counted: list[int] = field(default_factory=list)  # the rows counted, for end_attempt
+
+
+def gave_up_reason(attempts: int) -> str:
+    """The failure reason of an image given up after ``attempts`` unfinished tasks: for staff."""
+    from django.utils.translation import gettext
+
+    return gettext(
+        "Took longer than the time limit %(count)d times (or its worker process was killed while computing it); it is "
+        "not tried again by itself. Raise the Celery time limits of the visual search tasks (task_soft_time_limit, "
+        "task_time_limit) or give the workers more CPU or memory, check the image file (a very large picture?), then "
+        "reindex it (the admin's action, or `manage.py visual_search_reindex --only failed`)."
+    ) % {"count": attempts}
+
+
+def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: Sequence[str] | None, limit: int) -> Attempt:
+    """Before a task computes ``pks``: fail the pending rows at ``limit`` unfinished attempts, set
+    aside (when there are several ids) those with any, and count one attempt on the rest's rows."""
+    fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()
+    rows = ImageEmbedding.objects.filter(
+        content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
+        object_id__in=[str(pk) for pk in pks], fingerprint__in=fingerprints, embed_attempts__gt=0,
+    )
+    tried = {}
+    for row_id, object_id, status, attempts in rows.values_list("id", "object_id", "status", "embed_attempts"):
+        tried.setdefault(object_id, []).append((row_id, status, attempts))
+    given_up, done = [], set()
+    for object_id, found in tried.items():
+        if max(attempts for _, _, attempts in found) < limit:
+            continue
+        done.add(object_id)
+        for row_id, status, attempts in found:
+            if status == Status.PENDING:
+                ImageEmbedding.objects.filter(pk=row_id, status=Status.PENDING).update(
+                    status=Status.FAILED, error=gave_up_reason(attempts), vector=None, dimensions=0, updated_at=timezone.now()
+                )
+                given_up.append(object_id)
+                logger.error("%s %s: given up after %s unfinished attempts (time limit, or worker killed)", registration.label, object_id, attempts)
+            else:  # a ready (or failed) image recomputed by force: it keeps what it has
+                ImageEmbedding.objects.filter(pk=row_id).update(embed_attempts=0)
+                logger.error("%s %s: not recomputed after %s unfinished attempts; it keeps its row", registration.label, object_id, attempts)
+    remaining = [pk for pk in pks if str(pk) not in done]
+    alone = [pk for pk in remaining if str(pk) in tried] if len(remaining) > 1 else []
+    here = [pk for pk in remaining if pk not in alone]
+    counted = list(
+        ImageEmbedding.objects.filter(
+            content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
+            object_id__in=[str(pk) for pk in here], fingerprint__in=fingerprints,
+        ).values_list("id", flat=True)
+    )
+    if counted:
+        counted_rows = ImageEmbedding.objects.filter(pk__in=counted)
+        counted_rows.filter(status=Status.PENDING).update(embed_attempts=models.F("embed_attempts") + 1, updated_at=timezone.now())
+        counted_rows.exclude(status=Status.PENDING).update(embed_attempts=models.F("embed_attempts") + 1)
+    return Attempt(here=here, alone=alone, given_up=list(dict.fromkeys(given_up)), counted=counted)
+
+
+def end_attempt(attempt: Attempt) -> None:
+    """The task ended with its images (whatever became of them): take back the attempts it counted."""
+    if attempt.counted:
+        ImageEmbedding.objects.filter(pk__in=attempt.counted, embed_attempts__gt=0).update(embed_attempts=models.F("embed_attempts") - 1)
+
+
+def reset_attempts(registration: Registration, pks: Sequence[Any]) -> int:
+    """A manual reindex: the images' unfinished attempts start from 0 again."""
+    return ImageEmbedding.objects.filter(
+        content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
+        object_id__in=[str(pk) for pk in pks], embed_attempts__gt=0,
+    ).update(embed_attempts=0)

@@ -111,6 +111,13 @@ class ImageEmbedding(models.Model):
     )
     duplicate_score = models.FloatField(_("duplicate score"), null=True, blank=True, editable=False)
 
+    # Tasks that started computing this image and never finished it (the soft time limit struck with
+    # it alone, or the worker process was killed: the hard time limit, OOM). Back to 0 once a task
+    # ends with it; at VISUAL_SEARCH["MAX_EMBED_ATTEMPTS"] the row is failed (visual_search.attempts).
+    embed_attempts = models.PositiveSmallIntegerField(
+        _("embedding attempts"), default=0, editable=False, help_text=_("Tasks that started computing this image and did not finish it.")
+    )
+
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True, db_index=True)
 

@@ -10,7 +10,7 @@ from django.db import models
 
 from .batching import chunked
 from .conf import settings
-from .indexing import IndexReport, index_objects
+from .indexing import IndexReport, index_objects, reset_attempts
 from .models import ImageEmbedding, pk_as_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
@@ -106,6 +106,7 @@ def reindex(
     report = IndexReport()
     for registration in registrations:
         pks = select_pks(registration, only, queryset if queryset is not None and queryset.model is registration.model else None)
+        reset_attempts(registration, pks)  # asked for by hand: images given up after MAX_EMBED_ATTEMPTS are tried again
         if asynchronous:
             counts["queued"] = counts.get("queued", 0) + enqueue(registration.label, registration.image_field, pks, force)
             continue

@@ -26,7 +26,7 @@ from .backends import get_backend
 from .conf import settings
 from .embeddings import images
 from .exceptions import WeightsUnavailable
-from .indexing import IndexReport, index_objects
+from .indexing import IndexReport, begin_attempt, end_attempt, index_objects
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
@@ -77,9 +77,17 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     ``fingerprint`` (a version being built: see :func:`visual_search.versions.activate`).
     """
     fingerprints = [fingerprint] if fingerprint else None
+    registration = get_registration(label, image_field)
+    attempt = begin_attempt(registration, pks, fingerprints, int(settings.MAX_EMBED_ATTEMPTS))
+    for pk in attempt.alone:  # a task started it and never finished: on its own, not to sink a batch again
+        _send(label, image_field, [pk], force, fingerprint)
+    if not attempt.here:
+        return {**IndexReport().as_dict(), "failed": len(attempt.given_up), "alone": len(attempt.alone)}
+    pks = attempt.here
     try:
-        report = index_objects(get_registration(label, image_field), pks, force=force, fingerprints=fingerprints)
+        report = index_objects(registration, pks, force=force, fingerprints=fingerprints)
     except WeightsUnavailable as exc:
+        end_attempt(attempt)
         # The setup, not these objects, and no retry helps until it is fixed: one line that says
         # what to do, no traceback per task. The rows stay pending; the sweep (on worker start and
         # from beat) queues them again. A sweep of 20,000 pending images is 600 tasks: the same
@@ -88,9 +96,16 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
         return {**IndexReport().as_dict(), "pending": len(pks), "error": str(exc)}
     except SoftTimeLimitExceeded:
         # Nothing of the batch was stored (each batch commits whole). Retried whole, or by the
-        # sweep, it would pass the limit again, for ever: it goes round in halves instead.
+        # sweep, it would pass the limit again, for ever: it goes round in halves instead. One image
+        # alone keeps its attempt: at MAX_EMBED_ATTEMPTS it is failed, not swept again for ever.
+        if len(pks) > 1:
+            end_attempt(attempt)
         _split(label, image_field, list(pks), force, fingerprint)
         return {**IndexReport().as_dict(), "pending": len(pks), "error": "soft time limit"}
+    except BaseException:
+        _end_quietly(attempt)
+        raise
+    end_attempt(attempt)
     if (report.embedded or report.removed) and not fingerprint:
         _fit_when_due()
     if report.retry:
@@ -103,13 +118,28 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     return report.as_dict()
 
 
+def _end_quietly(attempt) -> None:
+    """The task failed (a retry follows): take back its attempts if the database lets us."""
+    try:
+        end_attempt(attempt)
+    except DatabaseError:
+        logger.debug("Could not take back the attempts of a failed visual search task", exc_info=True)
+
+
+def _send(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None) -> None:
+    try:
+        queue.send(queue.EMBED_OBJECTS, (label, image_field, pks, force) + ((fingerprint,) if fingerprint else ()), queue=settings.QUEUE)
+    except Exception as exc:  # the broker: the rows stay pending for the sweep
+        logger.warning("Could not queue visual search work for %s (%s ids): %s", label, len(pks), queue.broker_problem(exc))
+
+
 def _split(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None) -> None:
     """Queue ``pks`` again as two tasks, after a batch passed the task's soft time limit."""
     if len(pks) == 1:
         logger.error(
             "Visual search: embedding %s %s alone took longer than the task's soft time limit; it stays pending. "
             "Raise task_soft_time_limit (and task_time_limit) for the visual search tasks, or give the workers "
-            "more CPU; then `manage.py visual_search_reindex --only pending`.",
+            "more CPU. After VISUAL_SEARCH['MAX_EMBED_ATTEMPTS'] such attempts it is marked failed.",
             label, pks[0],
         )
         return

@@ -5,19 +5,73 @@ from __future__ import annotations
 import logging
 
 from celery import bootsteps
-from celery.signals import celeryd_init, worker_ready
+from celery.signals import celeryd_init, worker_ready, worker_shutdown
+from django.core.cache import cache
 
 from . import queue
 
 logger = logging.getLogger("visual_search")
+
+# Workers that start (or reconnect) within this many seconds of each other share one sweep: a deploy
+# restarting 4 workers queued every pending image 4 times, and copies that ran side by side on two
+# workers both computed it. Held in Django's cache, which the workers must share (docs/celery.md).
+START_SWEEP_WINDOW = 60
+START_SWEEP_KEY = "visual_search:start_sweep"
+RECONNECT_SWEEP_KEY = "visual_search:reconnect_sweep"  # its own: a reconnect is never the start's event
+# Set while a worker (by its node name) runs, deleted when it shuts down: found at its next start, its
+# last run was killed (OOM, the hard time limit of its main process, a lost machine), and it sweeps at
+# once whatever the window says, for the batch it held.
+RUNNING_KEY = "visual_search:worker_running:{}"
+RUNNING_TIMEOUT = 7 * 24 * 3600
+
+
+def _first_in_window(key: str = START_SWEEP_KEY) -> bool:
+    """Whether no other worker queued its start-up (or reconnect) sweep in the last ``START_SWEEP_WINDOW`` seconds."""
+    try:
+        return bool(cache.add(key, True, timeout=START_SWEEP_WINDOW))
+    except Exception:  # the cache is down: sweep all the same (at worst once more per worker)
+        logger.debug("No cache to tell whether another worker swept just now", exc_info=True)
+        return True
+
+
+def _was_killed(hostname: str | None) -> bool:
+    """Whether the last run of worker ``hostname`` ended without shutting down; marks this run as running."""
+    if not hostname:
+        return False
+    try:
+        killed = not cache.add(RUNNING_KEY.format(hostname), True, timeout=RUNNING_TIMEOUT)
+        if killed:
+            cache.touch(RUNNING_KEY.format(hostname), RUNNING_TIMEOUT)
+        return killed
+    except Exception:
+        logger.debug("No cache to tell how this worker's last run ended", exc_info=True)
+        return False
+
+
+def _shut_down(sender=None, **kwargs) -> None:
+    """The worker stops cleanly: its next start is an ordinary one (see :func:`_was_killed`)."""
+    try:
+        cache.delete(RUNNING_KEY.format(getattr(sender, "hostname", None)))
+    except Exception:
+        logger.debug("No cache to note this worker's shutdown", exc_info=True)
 
 
 def _sweep_on_start(sender=None, **kwargs) -> None:
     """When a worker starts, queue whatever was left pending (broker down, worker killed).
 
     Pending rows of any age count here: whatever queued them before is gone or will find the
-    work done (tasks skip unchanged images).
+    work done (tasks skip unchanged images). Once for the workers that start together: another
+    worker's sweep of the last ``START_SWEEP_WINDOW`` seconds covers this start too, unless this
+    worker's last run was killed (its batch is to be queued again now).
     """
+    killed = _was_killed(getattr(sender, "hostname", None))
+    if not _first_in_window() and not killed:
+        logger.info("Visual search: another worker queued the sweep less than %s s ago; not queueing it again", START_SWEEP_WINDOW)
+        return
+    _queue_sweep()
+
+
+def _queue_sweep() -> None:
     try:
         queue.send(queue.SWEEP, kwargs={"older_than": 0})
     except Exception as exc:
@@ -37,8 +91,9 @@ class SweepOnReconnect(bootsteps.StartStopStep):
     def start(self, c) -> None:
         # The first connection's sweep is worker_ready's (its callback is still to be called then).
         if c.restart_count > 0 and c.init_callback is None:
-            logger.info("Visual search: connected to the broker again; queueing the sweep for work it may have lost")
-            _sweep_on_start()
+            if _first_in_window(RECONNECT_SWEEP_KEY):
+                logger.info("Visual search: connected to the broker again; queueing the sweep for work it may have lost")
+                _queue_sweep()
 
 
 def _add_consumer_step(sender=None, instance=None, **kwargs) -> None:
@@ -49,4 +104,5 @@ def _add_consumer_step(sender=None, instance=None, **kwargs) -> None:
 
 def connect_worker_signals() -> None:
     worker_ready.connect(_sweep_on_start, weak=False, dispatch_uid="visual_search.sweep_on_start")
+    worker_shutdown.connect(_shut_down, weak=False, dispatch_uid="visual_search.worker_shut_down")
     celeryd_init.connect(_add_consumer_step, weak=False, dispatch_uid="visual_search.sweep_on_reconnect")

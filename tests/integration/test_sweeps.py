@@ -1,0 +1,69 @@
+"""The sweeps on a bad day: several workers starting together (a deploy), an image too slow for the
+time limit, a worker process killed by the hard time limit."""
+
+import os
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+import visual_search
+from visual_search.models import ImageEmbedding
+from tests.conftest import photos
+from tests.integration.conftest import wait_for
+from tests.integration.test_many_workers import embedded_by, settle
+from tests.testapp.models import Product
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+def received_lines(worker, task: str) -> int:
+    return sum(1 for line in worker.log.read_text().splitlines() if f"Task {task}[" in line and "received" in line.split("]", 1)[-1])
+
+def pending_for_long(make_product, count: int) -> list[Product]:
+    """``count`` products whose rows were queued an hour ago and never computed (the broker lost them)."""
+    from visual_search.indexing import mark_queued
+    from visual_search.registry import get_registration
+
+    paths = [p for paths in photos().values() for p in paths][:count]
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"Product {n}", path) for n, path in enumerate(paths)]
+    mark_queued(get_registration("testapp.product", "image"), [p.pk for p in products])
+    ImageEmbedding.objects.update(status="pending", updated_at=timezone.now() - timedelta(hours=1))
+    assert ImageEmbedding.objects.filter(status="pending").count() == count
+    return products
+
+def test_workers_starting_together_queue_each_pending_image_once(broker, redis_server, start_worker, make_product, celery_env):
+    """A deploy restarts every worker: each one's start-up sweep queued every pending image, so 4
+    workers queued 50,000 pending images 4 times, and two copies running side by side both computed
+    the image. One start-up sweep now serves the workers that start together."""
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    products = pending_for_long(make_product, int(os.environ.get("VISUAL_SEARCH_TEST_PENDING", "16")))
+    workers = [start_worker(f"w{n}", wait=False) for n in range(int(os.environ.get("VISUAL_SEARCH_TEST_WORKERS", "2")))]
+    for worker in workers:
+        worker.wait_ready()
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=180, what="all ready")
+    settle(workers, quiet=4)
+    tasks, computed = received_lines_all(workers), embedded_by(workers)
+    print(f"MEASURE start-up: {len(products)} pending, {len(workers)} workers: {tasks} embed tasks, {computed} embedded")
+    assert received_lines_all(workers, "visual_search.sweep") == 1
+    assert tasks == -(-len(products) // 8)  # the workers' BATCH_SIZE (tests/settings.py)
+    assert computed == len(products)
+
+def received_lines_all(workers, task: str = "visual_search.embed_objects") -> int:
+    return sum(received_lines(w, task) for w in workers)
+
+
+def test_a_worker_killed_and_restarted_at_once_still_sweeps(broker, redis_server, start_worker, make_product, celery_env):
+    """The shared start-up sweep must not hold back the one a killed worker needs: restarted seconds
+    after its first start (inside the window), its batch is queued again at once, not after beat's
+    sweep or Redis's visibility timeout (an hour)."""
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "30"
+    products = pending_for_long(make_product, 4)
+    worker = start_worker("w")
+    wait_for(lambda: "embed_objects" in worker.log.read_text(), timeout=60, what="the batch to start")
+    worker.kill()  # mid-batch: the message is held until the visibility timeout
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
+    again = start_worker("w")
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=90, what="all ready")
+    assert received_lines_all([again], "visual_search.sweep") == 1
