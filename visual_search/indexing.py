@@ -19,6 +19,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, router, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from . import duplicates, serving
 from .backends import get_backend
@@ -391,8 +392,6 @@ class Attempt:
 
 def gave_up_reason(attempts: int) -> str:
     """The failure reason of an image given up after ``attempts`` unfinished tasks: for staff."""
-    from django.utils.translation import gettext
-
     return gettext(
         "Took longer than the time limit %(count)d times (or its worker process was killed while computing it); it is "
         "not tried again by itself. Raise the Celery time limits of the visual search tasks (task_soft_time_limit, "
