@@ -142,9 +142,9 @@ def mark_queued(registration: Registration, pks: Sequence[Any]) -> int:
     content_type = ContentType.objects.get_for_model(registration.model)
     keys = {str(pk) for pk in pks}
     have = set(
-        ImageEmbedding.objects.filter(
-            content_type=content_type, field_name=registration.image_field, object_id__in=keys, fingerprint__in=fingerprints
-        ).values_list("object_id", "fingerprint")
+        ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        .filter(object_id__in=keys, fingerprint__in=fingerprints)
+        .values_list("object_id", "fingerprint")
     )
     if len(have) == len(keys) * len(fingerprints):
         return 0
@@ -184,11 +184,7 @@ def remove_from_backend(ids: list[int]) -> None:
 
 def remove_object(registration: Registration, pk: Any) -> list[int]:
     """Delete the rows (of every version) of one object's image field; returns the ids removed."""
-    rows = ImageEmbedding.objects.filter(
-        content_type=ContentType.objects.get_for_model(registration.model),
-        object_id=str(pk),
-        field_name=registration.image_field,
-    )
+    rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=str(pk))
     ids = list(rows.values_list("id", flat=True))
     if ids:
         rows.delete()
@@ -246,12 +242,11 @@ def index_objects(
 
 def _index_version(registration: Registration, objects: dict, fingerprint: str, force: bool, batch_size, fingerprints) -> IndexReport:
     report = IndexReport()
-    content_type = ContentType.objects.get_for_model(registration.model)
     existing = {
         row.object_id: row
-        for row in ImageEmbedding.objects.filter(
-            content_type=content_type, field_name=registration.image_field, object_id__in=list(objects), fingerprint=fingerprint
-        ).defer("vector")
+        for row in ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        .filter(object_id__in=list(objects), fingerprint=fingerprint)
+        .defer("vector")
     }
 
     def unchanged(pk: str, checksum: str) -> bool:
@@ -284,8 +279,8 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
         # vector of the image it replaced (on SQLite the IMMEDIATE transaction does the same).
         list(
             ImageEmbedding.objects.select_for_update()
-            .filter(content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
-                    object_id__in=keys, fingerprint=fingerprint)
+            .of_field(registration.model, registration.image_field)
+            .filter(object_id__in=keys, fingerprint=fingerprint)
             .order_by("pk")
             .values_list("pk", flat=True)
         )
@@ -359,11 +354,11 @@ def _outdated_rows(registration: Registration, checksums: dict[str, str | None],
     """
     if not checksums:
         return []
-    rows = ImageEmbedding.objects.filter(
-        content_type=ContentType.objects.get_for_model(registration.model),
-        field_name=registration.image_field,
-        object_id__in=list(checksums),
-    ).exclude(fingerprint__in=indexing)
+    rows = (
+        ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        .filter(object_id__in=list(checksums))
+        .exclude(fingerprint__in=indexing)
+    )
     gone = [
         row_id
         for row_id, object_id, fp, checksum in rows.values_list("id", "object_id", "fingerprint", "checksum")
@@ -404,13 +399,15 @@ def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: 
     """Before a task computes ``pks``: fail the pending rows at ``limit`` unfinished attempts, set
     aside (when there are several ids) those with any, and count one attempt on the rest's rows."""
     fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()
-    rows = ImageEmbedding.objects.filter(
-        content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
-        object_id__in=[str(pk) for pk in pks], fingerprint__in=fingerprints, embed_attempts__gt=0,
+    rows = list(
+        ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        .filter(object_id__in=[str(pk) for pk in pks], fingerprint__in=fingerprints)
+        .values_list("id", "object_id", "status", "embed_attempts")
     )
     tried = {}
-    for row_id, object_id, status, attempts in rows.values_list("id", "object_id", "status", "embed_attempts"):
-        tried.setdefault(object_id, []).append((row_id, status, attempts))
+    for row_id, object_id, status, attempts in rows:
+        if attempts > 0:
+            tried.setdefault(object_id, []).append((row_id, status, attempts))
     given_up, done = [], set()
     for object_id, found in tried.items():
         if max(attempts for _, _, attempts in found) < limit:
@@ -429,12 +426,8 @@ def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: 
     remaining = [pk for pk in pks if str(pk) not in done]
     alone = [pk for pk in remaining if str(pk) in tried] if len(remaining) > 1 else []
     here = [pk for pk in remaining if pk not in alone]
-    counted = list(
-        ImageEmbedding.objects.filter(
-            content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
-            object_id__in=[str(pk) for pk in here], fingerprint__in=fingerprints,
-        ).values_list("id", flat=True)
-    )
+    keys = {str(pk) for pk in here}
+    counted = [row_id for row_id, object_id, _, _ in rows if object_id in keys]
     if counted:
         counted_rows = ImageEmbedding.objects.filter(pk__in=counted)
         counted_rows.filter(status=Status.PENDING).update(embed_attempts=models.F("embed_attempts") + 1, updated_at=timezone.now())
@@ -450,7 +443,8 @@ def end_attempt(attempt: Attempt) -> None:
 
 def reset_attempts(registration: Registration, pks: Sequence[Any]) -> int:
     """A manual reindex: the images' unfinished attempts start from 0 again."""
-    return ImageEmbedding.objects.filter(
-        content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field,
-        object_id__in=[str(pk) for pk in pks], embed_attempts__gt=0,
-    ).update(embed_attempts=0)
+    return (
+        ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        .filter(object_id__in=[str(pk) for pk in pks], embed_attempts__gt=0)
+        .update(embed_attempts=0)
+    )

@@ -56,6 +56,10 @@ def pk_as_text(model: type[models.Model]):
 
 
 class EmbeddingQuerySet(models.QuerySet):
+    def of_field(self, model: type[models.Model], field_name: str) -> EmbeddingQuerySet:
+        """Rows of one registration: the images in ``model``'s field ``field_name`` (every version's)."""
+        return self.filter(content_type=ContentType.objects.get_for_model(model), field_name=field_name)
+
     def for_object(self, obj: models.Model) -> EmbeddingQuerySet:
         return self.filter(type_is("content_type", content_types_of(obj)), object_id=str(obj.pk))
 

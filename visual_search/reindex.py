@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from .batching import chunked
@@ -54,11 +53,7 @@ def _conditions(registration: Registration, fingerprint: str) -> dict[str, model
     """Each selection as a condition on ``registration.model``'s objects (subqueries on their rows,
     each an index's prefix): the sets of object ids these were read into took 60 MB and two seconds
     of each ``visual_search_status`` and sweep at 100,000 products."""
-    rows = ImageEmbedding.objects.filter(
-        content_type=ContentType.objects.get_for_model(registration.model),
-        field_name=registration.image_field,
-        object_id=pk_as_text(registration.model),
-    )
+    rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=pk_as_text(registration.model))
     current = rows.filter(fingerprint=fingerprint)
     # A finished current row made from another file than the object's image now: the save that
     # changed it committed, but marking the row pending did not (the database went away between the
@@ -145,9 +140,7 @@ def status_counts() -> list[dict[str, Any]]:
     fingerprint = current_fingerprint()
     table = []
     for registration in get_registrations():
-        rows = ImageEmbedding.objects.filter(
-            content_type=ContentType.objects.get_for_model(registration.model), field_name=registration.image_field
-        )
+        rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field)
         with_image = _with_image(registration, registration.model._default_manager.all())
         conditions = _conditions(registration, fingerprint)
         by_status = dict(rows.filter(fingerprint=fingerprint).values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))

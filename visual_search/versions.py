@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Count
 from django.utils import formats, timezone
@@ -356,7 +355,7 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
     work = []
     for registration in get_registrations():
         field = registration.image_field
-        rows = ImageEmbedding.objects.filter(content_type=ContentType.objects.get_for_model(registration.model), field_name=field)
+        rows = ImageEmbedding.objects.of_field(registration.model, field)
         built = {
             oid: rest
             for oid, *rest in rows.filter(fingerprint=fingerprint, status__in=settled).values_list("object_id", "source_name", "result_id", "checksum")
