@@ -5,6 +5,7 @@ default storage like the trainer does), so every path runs the network it will r
 """
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ from visual_search.serving import get_extractor
 from visual_search.embeddings.spec import settings_fingerprint
 from visual_search.serving import current_fingerprint
 from visual_search.embeddings.images import checksum
+from visual_search.indexing import index_objects
 from visual_search.models import ImageEmbedding, ModelVersion
+from visual_search.registry import get_registration
 from visual_search.versions import VersionError, activate, rollback, version_fingerprint
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,12 +178,67 @@ def test_the_asynchronous_build_checks_until_done_then_switches(catalogue, train
     version = trained()
     versions._start(versions._Target(version, version.fingerprint, version), keep_previous=False)
     assert versions.indexing_fingerprints() == [settings_fingerprint(), version.fingerprint]
-    assert versions.build_step(version.pk, False) == versions.CHECK_EVERY_SECONDS  # queued the work
+    assert versions.build_step(version.pk, False).after == versions.CHECK_EVERY_SECONDS  # queued the work
     assert ModelVersion.objects.get(pk=version.pk).status == "building"
     assert versions.build_step(version.pk, False) is None  # nothing left: switched
     version.refresh_from_db()
     assert version.status == "active" and rows_of(version.fingerprint).count() == len(NAMES)
     assert version.progress["done"] == version.progress["total"] == len(NAMES)
+
+
+def test_a_check_sent_again_replaces_the_lost_one_and_the_build_switches_once(catalogue, trained, monkeypatch):
+    """A worker killed while it held the build's next check (a countdown task): Redis gives that
+    message back only after its visibility timeout (an hour by default). The sweep sends the check
+    again under a new name; the lost one, if it comes back, stops instead of running beside it."""
+    from visual_search import queue
+    from visual_search.tasks import sweep
+
+    sent = []
+    monkeypatch.setattr(queue, "use_celery", lambda: True)
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append((name, args)))
+    version = trained()
+    versions._start(versions._Target(version, version.fingerprint, version), keep_previous=False, step="first")
+    following = versions.build_step(version.pk, False, "first")
+    assert following.after == versions.CHECK_EVERY_SECONDS and following.step not in (None, "first")
+    assert versions.build_step(version.pk, False, "first") is None  # a copy of a check already done: stops
+
+    assert versions.resume_stalled_builds() == 0  # checked a moment ago: not stalled
+    sent.clear()
+    sweep(older_than=0)  # a worker's start: its check is sent again at once
+    resent = [args for name, args in sent if name == queue.ACTIVATE_VERSION]
+    assert len(resent) == 1 and resent[0][:2] == (version.pk, False) and resent[0][2] != following.step
+    assert versions.build_step(version.pk, False, following.step) is None  # the lost check came back: it stops
+
+    # The images are computed; the check sent again switches; a second copy of it switches nothing more.
+    index_objects(get_registration("testapp.product", "image"), list(Product.objects.values_list("pk", flat=True)), fingerprints=[version.fingerprint])
+    active_before = ModelVersion.objects.filter(status="active").count()
+    assert versions.build_step(version.pk, False, resent[0][2]) is None
+    version.refresh_from_db()
+    assert version.status == "active" and active_before == 0
+    assert versions.build_step(version.pk, False, resent[0][2]) is None
+    # Two checks that both found nothing left before either switched: the second switches nothing.
+    versions._finish(versions._Target(version, version.fingerprint, version), keep_previous=False)
+    version.refresh_from_db()
+    assert version.status == "active" and version.previous is None and ModelVersion.objects.filter(status="active").count() == 1
+
+
+def test_a_build_switching_or_built_here_is_not_sent_again(catalogue, trained, monkeypatch):
+    from visual_search import queue
+
+    sent = []
+    monkeypatch.setattr(queue, "use_celery", lambda: True)
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append(args))
+    version = trained()
+    target = versions._Target(version, version.fingerprint, version)
+    versions._start(target, keep_previous=False)  # built by a command in its own process: no named checks
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**version.progress, "checked_at": 0})
+    assert versions.resume_stalled_builds(0) == 0 and sent == []
+    versions._start(target, keep_previous=True, step="a")
+    switching = {**ModelVersion.objects.get(pk=version.pk).progress, "left": 0}
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**switching, "checked_at": 1})  # fitting its whitening
+    assert versions.resume_stalled_builds(0) == 1 and sent[0] == (version.pk, True, ModelVersion.objects.get(pk=version.pk).progress["step"])
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**switching, "checked_at": time.time() - 60})
+    assert versions.resume_stalled_builds(0) == 0  # a switch may take minutes: left alone
 
 
 def test_sweep_and_status_treat_retired_rows_as_another_version(catalogue, trained):

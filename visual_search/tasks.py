@@ -33,7 +33,7 @@ from .registry import get_registration, get_registrations
 from .reindex import select_pks
 from .serving import indexing_fingerprints
 from .training.jobs import run_training
-from .versions import build_step
+from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
 from .whitening import fit_due, fit_if_needed
 
 logger = logging.getLogger("visual_search")
@@ -226,6 +226,8 @@ def sweep(older_than: float | None = None) -> int:
         logger.info("Sweep queued %s images", queued)
     repair_index(fingerprints)
     fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
+    # A model switch whose next check was lost with a killed worker (at a worker's start: at once).
+    resume_stalled_builds(0 if older_than == 0 else STALLED_AFTER_SECONDS)
     return queued
 
 
@@ -240,17 +242,18 @@ def repair_index(fingerprints) -> int:
 
 
 @shared_task(name=queue.ACTIVATE_VERSION, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=2, max_retries=8)
-def activate_version(version_id: int | None, keep_previous: bool = False) -> dict:
+def activate_version(version_id: int | None, keep_previous: bool = False, step: str | None = None) -> dict:
     """Build a model version's vectors on the workers, then switch searches to it.
 
     Queued by ``activate(..., asynchronous=True)`` (``version_id`` None: back to the pretrained
     model). Each run checks what is left (the missing vectors themselves are ``embed_objects``
     tasks spread over the workers), stores the progress on the version, and queues itself again
-    a few seconds later until nothing is left; then the switch is one transaction.
+    a few seconds later until nothing is left; then the switch is one transaction. ``step`` names
+    the check: the sweep sends a lost one again under a new name (``resume_stalled_builds``).
     """
-    again = build_step(version_id, keep_previous)
+    again = build_step(version_id, keep_previous, step)
     if again is not None:
-        activate_version.apply_async(args=(version_id, keep_previous), countdown=again, queue=settings.QUEUE)
+        activate_version.apply_async(args=(version_id, keep_previous, again.step), countdown=again.after, queue=settings.QUEUE)
     return {"version": version_id, "finished": again is None}
 
 

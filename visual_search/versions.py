@@ -22,6 +22,8 @@ the settings describe); :func:`prune` deletes the vectors no rollback needs. The
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +66,12 @@ MAX_PASSES = 5
 # checks without progress (a lost task, an unreadable image), at most MAX_PASSES times.
 CHECK_EVERY_SECONDS = 5.0
 IDLE_CHECKS = 6
+# The sweep sends a build's next check again when the last one is older than this (beat's sweep;
+# a worker start after a kill sends it at once): the worker that held it may have been killed, and
+# the broker gives such a message back only after its visibility timeout (Redis: an hour by default).
+STALLED_AFTER_SECONDS = 60.0
+# ... and when the build was switching (whitening fit, then the switch): that may take minutes.
+SWITCH_STALLED_AFTER_SECONDS = 900.0
 
 # The fingerprint of a trained version (its network config and weights); kept under this name.
 version_fingerprint = network_fingerprint
@@ -304,10 +312,11 @@ def _check_no_build(version: ModelVersion) -> None:
 
 
 def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool) -> ModelVersion:
-    _start(target, keep_previous)
-    if asynchronous and queue.use_celery():
+    asynchronous = asynchronous and queue.use_celery()
+    _start(target, keep_previous, _new_step() if asynchronous else None)
+    if asynchronous:
         try:
-            queue.send(queue.ACTIVATE_VERSION, (_task_id(target), keep_previous), queue=settings.QUEUE)
+            queue.send(queue.ACTIVATE_VERSION, (_task_id(target), keep_previous, target.holder.progress["step"]), queue=settings.QUEUE)
         except Exception as exc:  # the broker is unreachable
             _abandon(target, f"Could not queue the build: {exc}")
             raise VersionError(_("Could not queue the activation of %(name)s (%(error)s); is the broker running?") % {
@@ -329,9 +338,11 @@ def _task_id(target: _Target) -> int | None:
     return target.version.pk if target.version is not None else None
 
 
-def _start(target: _Target, keep_previous: bool) -> None:
+def _start(target: _Target, keep_previous: bool, step: str | None = None) -> None:
     """Make the target an indexing fingerprint: from now on changed images get its vector too."""
-    state = {"stage": "building", "done": 0, "total": 0, "keep_previous": keep_previous}
+    state = {"stage": "building", "done": 0, "total": 0, "keep_previous": keep_previous, "checked_at": time.time()}
+    if step is not None:  # built by the workers: its checks are named (build_step)
+        state["step"] = step
     if target.version is None:
         state[PRETRAINED_KEY] = target.fingerprint
         ModelVersion.objects.filter(pk=target.holder.pk).update(progress=state, cancel_requested=False)
@@ -408,10 +419,18 @@ def _build(target: _Target, progress: Progress | None) -> None:
         raise VersionError(message)
 
 
-def _save_progress(target: _Target, done: int, total: int, **extra) -> None:
+def _save_progress(target: _Target, done: int, total: int, *, expect: str | None = None, **extra) -> bool:
+    """Store the build's progress; with ``expect``, only while the build's check is still that one
+    (see :func:`build_step`): False when another check took over."""
     holder = ModelVersion.objects.filter(pk=target.holder.pk)
     state = {**(holder.values_list("progress", flat=True).first() or {}), "stage": "building", "done": done, "total": total, **extra}
-    holder.update(progress=state)
+    if expect is not None:
+        holder = holder.filter(progress__step=expect)
+    return bool(holder.update(progress={**state, "checked_at": time.time()}))
+
+
+def _new_step() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def _stop_if_cancelled(target: _Target) -> None:
@@ -443,6 +462,12 @@ def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
     _fill_backend(target.fingerprint, skip=refitted)
     target.holder.refresh_from_db()
     with transaction.atomic():
+        # A check sent again by the sweep (resume_stalled_builds) may have switched meanwhile.
+        holder = ModelVersion.objects.select_for_update().get(pk=target.holder.pk)
+        building = holder.status == Status.BUILDING if target.version is not None else bool((holder.progress or {}).get(PRETRAINED_KEY))
+        if not building:
+            logger.info("%s: already switched by another check", target.name)
+            return holder
         old = ModelVersion.objects.select_for_update().filter(status=Status.ACTIVE).first()
         state = {"stage": "done", "done": target.holder.progress.get("done", 0), "total": target.holder.progress.get("total", 0)}
         if old is not None:
@@ -485,16 +510,29 @@ def _expire() -> None:
     get_backend().expire()
 
 
-def build_step(version_id: int | None, keep_previous: bool) -> float | None:
+@dataclass(frozen=True)
+class NextCheck:
+    after: float  # seconds
+    step: str | None  # what the next check is called (None: a check queued before steps were named)
+
+
+def build_step(version_id: int | None, keep_previous: bool, step: str | None = None) -> NextCheck | None:
     """One check of an asynchronous build (the ``visual_search.activate_version`` task).
 
     The first check queues the missing vectors as ``embed_objects`` tasks, spread over the
     workers; later ones count what is left, queue it again when nothing moved for a while, and
-    switch once nothing is left. Returns in how many seconds to check again, or None when done.
+    switch once nothing is left. Returns when to check again, or None when done.
+
+    Each check is named (``step``, kept in the build's progress) and names the next one: a check
+    whose name is no longer the build's was replaced by one the sweep sent again
+    (:func:`resume_stalled_builds`), and stops, so one chain of checks goes on.
     """
     target = _async_target(version_id)
     if target is None:
         return None  # cancelled, failed or finished meanwhile
+    if step is not None and (target.holder.progress or {}).get("step") != step:
+        logger.info("%s: this check was replaced by a later one; stopping it", target.name)
+        return None
     if target.holder.cancel_requested:
         _abandon(target, "", stage="cancelled")
         return None
@@ -503,8 +541,9 @@ def build_step(version_id: int | None, keep_previous: bool) -> float | None:
     state = target.holder.progress or {}
     if not remaining:
         total = max(int(state.get("total") or 0), int(state.get("done") or 0))
-        _save_progress(target, total, total, left=0)
-        _finish(target, keep_previous)
+        # The same name: this check, delivered again after its worker died, may still switch.
+        if _save_progress(target, total, total, expect=step, left=0):
+            _finish(target, keep_previous)
         return None
     total = max(int(state.get("total") or 0), remaining, int(state.get("done") or 0) + remaining)
     queued_once = "left" in state
@@ -520,8 +559,52 @@ def build_step(version_id: int | None, keep_previous: bool) -> float | None:
             return None
         _queue(work, target.fingerprint)
         idle, passes = 0, passes + 1
-    _save_progress(target, total - remaining, total, left=remaining, idle=idle, passes=passes)
-    return CHECK_EVERY_SECONDS
+    following = _new_step() if step is not None else None
+    named = {"step": following} if following is not None else {}
+    if not _save_progress(target, total - remaining, total, expect=step, left=remaining, idle=idle, passes=passes, **named):
+        return None  # replaced meanwhile: that check goes on
+    return NextCheck(CHECK_EVERY_SECONDS, following)
+
+
+def resume_stalled_builds(stalled_after: float = STALLED_AFTER_SECONDS) -> int:
+    """Send again the next check of each asynchronous build last checked more than
+    ``stalled_after`` seconds ago (the sweep's part; 0 on a worker start). Returns how many.
+
+    The check was held by a worker that was killed, or lost with the broker: Redis hands such a
+    message back only after its visibility timeout, and until then nothing switched. The one sent
+    here gets a new name, so the lost one stops if it comes back (:func:`build_step`). A build that
+    was switching is left alone for ``SWITCH_STALLED_AFTER_SECONDS`` (fitting its whitening)."""
+    if not queue.use_celery():
+        return 0
+    resumed, now = 0, time.time()
+    for target in _builds_in_progress():
+        state = target.holder.progress or {}
+        if "step" not in state:
+            continue  # built here by a command or the admin (its progress says how far), or queued before checks were named
+        wait = SWITCH_STALLED_AFTER_SECONDS if state.get("left") == 0 else stalled_after
+        late = now - float(state.get("checked_at") or 0)
+        if late < wait:
+            continue
+        step = _new_step()
+        rows = ModelVersion.objects.filter(pk=target.holder.pk, progress__step=state["step"])
+        if not rows.update(progress={**state, "step": step, "checked_at": now}):
+            continue  # a check ran meanwhile: not stalled
+        try:
+            queue.send(queue.ACTIVATE_VERSION, (_task_id(target), bool(state.get("keep_previous")), step), queue=settings.QUEUE)
+        except Exception as exc:  # the broker went away: the next sweep tries again
+            logger.warning("Switching to %s: could not send its next check again (%s)", target.name, exc)
+            continue
+        logger.warning("Switching to %s: its last check was %.0f s ago (its worker killed?); checking again now", target.name, late)
+        resumed += 1
+    return resumed
+
+
+def _builds_in_progress() -> list[_Target]:
+    targets = [_Target(v, v.fingerprint, v) for v in ModelVersion.objects.filter(status=Status.BUILDING)]
+    holder = active_version()
+    if holder is not None and (holder.progress or {}).get(PRETRAINED_KEY):
+        targets.append(_Target(None, settings_fingerprint(), holder))
+    return targets
 
 
 def _async_target(version_id: int | None) -> _Target | None:

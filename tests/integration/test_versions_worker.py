@@ -41,3 +41,38 @@ def test_asynchronous_activation_and_rollback_on_a_worker(broker, start_worker, 
     assert rollback(asynchronous=True) is None
     wait_for(lambda: not ModelVersion.objects.filter(status="active").exists(), timeout=120, what="the rollback")
     assert ModelVersion.objects.get(pk=version.pk).status == "retired"
+
+
+def held_checks(redis_server) -> int:
+    """Messages of the build's check that a worker took and has not acknowledged (kombu's Redis
+    transport keeps them in its ``unacked`` hash until the visibility timeout gives them back)."""
+    import redis
+
+    held = redis.Redis(port=redis_server.port).hvals("unacked")
+    return sum(b"visual_search.activate_version" in message for message in held)
+
+
+def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
+    broker, redis_server, start_worker, make_product, trained, celery_env, settings
+):
+    """Redis gives a killed worker's messages back after its visibility timeout (an hour by
+    default, and these tests leave it so): the check it held would have waited that long. The next
+    worker's start-up sweep sends it again, and the switch goes on within seconds."""
+    start_worker("before")
+    for name in NAMES:
+        make_product(name, catalogue_image(name))
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(NAMES), timeout=120, what="pretrained vectors")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 1}
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "3"  # each task waits: the worker is killed while it holds the check
+    doomed = start_worker("doomed", concurrency=2)
+    version = trained()
+    activate(version, asynchronous=True)
+    wait_for(lambda: "left" in ModelVersion.objects.get(pk=version.pk).progress and held_checks(redis_server), timeout=120,
+             what="the first check done, the next one held by the worker")
+    doomed.kill()
+    assert ModelVersion.objects.get(pk=version.pk).status == "building" and held_checks(redis_server) == 1
+
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
+    start_worker("doomed")  # restarted, as systemd or Kubernetes does
+    wait_for(lambda: ModelVersion.objects.get(pk=version.pk).status == "active", timeout=90, what="the switch (without the sweep: an hour)")
+    assert ImageEmbedding.objects.filter(fingerprint=version.fingerprint, status="ready").count() == len(NAMES)
