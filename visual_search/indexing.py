@@ -91,11 +91,12 @@ def too_long_id(registration: Registration, obj) -> str:
     return ""
 
 
-def mark_pending(registration: Registration, obj, name: str) -> bool:
+def mark_pending(registration: Registration, obj, name: str, *, new_file: bool = False) -> bool:
     """Record that ``obj``'s image ``name`` must be (re)computed, in the caller's transaction.
 
     One pending row per indexing fingerprint (the active version, and any being built). Returns
-    False when every one already holds a vector of that very file: nothing to do. A pending row is
+    False when every one already holds a vector of that very file: nothing to do, unless
+    ``new_file`` (a file just stored under the name the row has: a storage that overwrites). A pending row is
     not searched, so a product never matches on a photo it no longer shows; rows of other versions
     that describe another file are deleted (a rollback will compute the image again).
     """
@@ -108,11 +109,11 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     fingerprints = indexing_fingerprints()
     rows = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("fingerprint", "status", "source_name", "result_id")
     existing = {row.fingerprint: row for row in rows}
-    outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and row.source_name != name]
+    outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and (new_file or row.source_name != name)]
     touched = list(outdated)
     for fingerprint in fingerprints:
         row = existing.get(fingerprint)
-        if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
+        if not new_file and row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
             continue
         defaults = {
             "result_type": ContentType.objects.get_for_model(registration.result_model),
