@@ -78,6 +78,19 @@ def test_a_storage_error_that_passes_is_retried_not_failed(bucket):
     assert bucket.reads.count("products/milk.jpg") == 2
 
 
+def test_a_file_missing_from_the_bucket_fails_with_what_to_do(bucket):
+    """Older django-storages S3 releases raise botocore's ClientError (404) for a missing key, no
+    FileNotFoundError: the task retried it 8 times, the sweep queued it again for ever, and staff
+    never read that the file is missing. An error of a file that is there is still retried."""
+    bucket.missing_as_client_error = True
+    milk = product("milk", "Arla-Standard-Milk")
+    bucket.delete("products/milk.jpg")
+    result = embed_objects.apply(args=("testapp.product", "image", [milk.pk], True))
+    assert result.successful()
+    assert row(milk).status == "failed"
+    assert "missing from storage" in row(milk).error
+
+
 def test_result_urls_are_signed_afresh_for_each_page(bucket, rf, monkeypatch):
     """Signed URLs expire (an hour by default): none may be remembered, or the next customer gets broken pictures."""
     milk = product("milk", "Arla-Standard-Milk")

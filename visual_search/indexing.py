@@ -24,6 +24,7 @@ from django.utils.translation import gettext
 from . import duplicates, serving
 from .backends import get_backend
 from .batching import chunked
+from .embeddings import images
 from .exceptions import InvalidImage
 from .models import ImageEmbedding
 from .registry import Registration
@@ -195,7 +196,32 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
 
 def image_reader(obj, registration: Registration):
     """A function that reads the bytes of ``obj``'s image from its storage (when it is called)."""
-    return lambda: registration.read_image(obj)
+    return lambda: read_or_missing(obj, registration)
+
+
+def read_or_missing(obj, registration: Registration) -> bytes:
+    """``registration.read_image(obj)``; a read error of a file the storage says it has not is
+    :class:`FileNotFoundError`, whatever the storage raised.
+
+    Storages may say "no such file" in their own words: older releases of django-storages' S3
+    backend raise botocore's ``ClientError`` (404), a shop's own storage its SDK's error. Taken for
+    an error that may pass, a missing file was retried by every task and every sweep, for ever, and
+    staff never read that it is missing. Errors of a file that exists (or whose storage cannot answer
+    now) stay what they were: retried.
+    """
+    try:
+        return registration.read_image(obj)
+    except (InvalidImage, FileNotFoundError, *images.PASS_THROUGH):
+        raise
+    except Exception as exc:
+        file = getattr(obj, registration.image_field)
+        try:
+            missing = not file.storage.exists(file.name)
+        except Exception:  # noqa: BLE001 - the storage cannot answer either: the read's error stands
+            missing = False
+        if missing:
+            raise FileNotFoundError(f"{file.name} is not in the storage ({type(exc).__name__}: {exc})") from exc
+        raise
 
 
 def index_objects(
