@@ -5,8 +5,11 @@ The product's image field has a storage of its own here (``STORAGES`` aliases, D
 the default one: everything must go through the field's storage. See tests/remote_storage.py.
 """
 
+import time
+
 import pytest
 from django.core.cache import cache
+from django.core.cache.backends import locmem
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
@@ -15,10 +18,10 @@ from django.template import Context, Template
 
 import visual_search
 from tests.conftest import catalogue_image
-from tests.remote_storage import RemoteStorage, expiry
+from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
-from visual_search.results import describe
+from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
 from visual_search.tasks import embed_objects
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,10 +110,23 @@ def test_result_urls_are_signed_afresh_for_each_page(bucket, rf, monkeypatch):
     assert expiry(row(milk).image_url()) > later
 
 
+def test_a_thumbnail_not_made_for_a_storage_error_is_tried_again_soon(bucket, monkeypatch):
+    """A bucket that timed out once was remembered as "no thumbnail" for the cache's TIMEOUT (for
+    ever with None): every card showed the full-size original, megabytes each, on every page."""
+    milk = product("milk", "Arla-Standard-Milk")
+    image = Product.objects.get(pk=milk.pk).image
+    original = f"{BUCKET}products/milk.jpg?"
+    bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+    assert thumbnail(image, 64).startswith(original)
+    calls = len(bucket.calls)
+    assert thumbnail(image, 64).startswith(original) and len(bucket.calls) == calls  # not at every page
+    later = time.time() + THUMBNAIL_RETRY_AFTER + 1
+    monkeypatch.setattr(locmem.time, "time", lambda: later)
+    assert thumbnail(image, 64).startswith(f"{BUCKET}visual_search/thumbnails/")
+
+
 def test_a_thumbnail_reads_its_original_once(bucket, monkeypatch):
     milk = product("milk", "Arla-Standard-Milk")
-    from visual_search.results import thumbnail
-
     bucket.reads.clear()
     assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
     assert bucket.reads == ["products/milk.jpg"]
