@@ -5,6 +5,7 @@ The product's image field has a storage of its own here (``STORAGES`` aliases, D
 the default one: everything must go through the field's storage. See tests/remote_storage.py.
 """
 
+import io
 import time
 
 import pytest
@@ -92,6 +93,20 @@ def test_a_file_missing_from_the_bucket_fails_with_what_to_do(bucket):
     assert result.successful()
     assert row(milk).status == "failed"
     assert "missing from storage" in row(milk).error
+
+
+def test_a_missing_file_says_what_to_do(bucket, settings):
+    """The reason staff read in the admin's error column said only that the file is missing."""
+    milk = product("milk", "Arla-Standard-Milk")
+    bucket.delete("products/milk.jpg")
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    error = row(milk).error
+    assert error.startswith("The image file 'products/milk.jpg' is missing from storage.")
+    assert "Upload the image again" in error and "visual_search_reindex --only failed" in error
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out = io.StringIO()
+    call_command("visual_search_status", stdout=out)
+    assert "1 of them is missing from storage" in out.getvalue()
 
 
 def test_result_urls_are_signed_afresh_for_each_page(bucket, rf, monkeypatch):

@@ -194,6 +194,19 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
     return ids
 
 
+# The words ``visual_search_status`` finds missing files by, in the reason of every failed row.
+MISSING_FROM_STORAGE = "is missing from storage."
+
+
+def missing_reason(name: str) -> str:
+    """The failure reason of an image whose file is not in its storage: for staff, with what to do."""
+    return f"The image file {name!r} {MISSING_FROM_STORAGE} " + gettext(
+        "Upload the image again, or reindex it once the file is back (`manage.py "
+        "visual_search_reindex --only failed`). If the shop's pages show the image, the Celery workers do not read "
+        "the same media storage as the web servers (STORAGES, MEDIA_ROOT)."
+    )
+
+
 def image_reader(obj, registration: Registration):
     """A function that reads the bytes of ``obj``'s image from its storage (when it is called)."""
     return lambda: read_or_missing(obj, registration)
@@ -350,7 +363,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
             elif isinstance(outcome.error, (InvalidImage, FileNotFoundError)):
                 reason = outcome.error.for_staff if isinstance(outcome.error, InvalidImage) else str(outcome.error)
                 if isinstance(outcome.error, FileNotFoundError):
-                    reason = f"The image file {name!r} is missing from storage."
+                    reason = missing_reason(name)
                 values.update(status=Status.FAILED, error=reason, checksum=outcome.checksum or "", vector=None, dimensions=0)
                 report.failed[pk] = reason
                 logger.warning("%s %s: image not indexed: %s", registration.label, pk, reason)
