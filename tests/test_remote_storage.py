@@ -140,11 +140,23 @@ def test_a_thumbnail_not_made_for_a_storage_error_is_tried_again_soon(bucket, mo
     assert thumbnail(image, 64).startswith(f"{BUCKET}visual_search/thumbnails/")
 
 
-def test_a_thumbnail_reads_its_original_once(bucket, monkeypatch):
+def no_modification_times(name):
+    raise NotImplementedError("subclasses of Storage must provide a get_modified_time() method")
+
+
+@pytest.mark.parametrize("times", [True, False], ids=["modification-times", "no-modification-times"])
+def test_a_thumbnail_reads_its_original_once(bucket, monkeypatch, times):
+    """A storage without modification times (an FTP's, a database's) had the original downloaded
+    twice: once for its checksum (what names the thumbnail), once more to make the thumbnail."""
     milk = product("milk", "Arla-Standard-Milk")
+    if not times:
+        monkeypatch.setattr(bucket, "get_modified_time", no_modification_times)
     bucket.reads.clear()
     assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
     assert bucket.reads == ["products/milk.jpg"]
+    cache.clear()  # another process: the thumbnail is found in the storage, not made again
+    assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
+    assert bucket.reads == ["products/milk.jpg"] * (1 if times else 2)
 
 
 def test_reindex_command_on_a_bucket(bucket):

@@ -133,12 +133,14 @@ def _make_thumbnail(storage: Storage, name: str, size: int) -> tuple[str, tuple[
     """The storage name of the thumbnail, made if missing, or ``_THUMBNAIL_FAILED`` if it cannot
     be; and how long to remember that (``()``: the cache's ``TIMEOUT``)."""
     try:
-        version = hashlib.sha256(f"{name}|{size}|{_file_version(storage, name)}".encode()).hexdigest()[:40]
+        stamp, data = _file_version(storage, name)
+        version = hashlib.sha256(f"{name}|{size}|{stamp}".encode()).hexdigest()[:40]
         target = f"{THUMBNAIL_FOLDER}/{version}.jpg"
         if storage.exists(target):
             return target, ()
         # Two processes may both get here; the second's save picks another name, and both work.
-        return storage.save(target, ContentFile(_render_thumbnail(storage, name, size))), ()
+        data = _read(storage, name) if data is None else data
+        return storage.save(target, ContentFile(_render_thumbnail(data, size))), ()
     except InvalidImage as exc:  # a broken image: the original still shows, for as long as the cache keeps it
         logger.warning("No thumbnail of %s (%s: %s); showing the original image", name, type(exc).__name__, exc)
         return _THUMBNAIL_FAILED, ()
@@ -148,11 +150,14 @@ def _make_thumbnail(storage: Storage, name: str, size: int) -> tuple[str, tuple[
         return _THUMBNAIL_FAILED, (THUMBNAIL_RETRY_AFTER,)
 
 
-def _file_version(storage: Storage, name: str) -> str:
+def _file_version(storage: Storage, name: str) -> tuple[str, bytes | None]:
+    """What tells this file from the one the name held before, and its bytes if they had to be read
+    for it (kept for the thumbnail: read once over the network, not twice)."""
     try:
-        return storage.get_modified_time(name).isoformat()
+        return storage.get_modified_time(name).isoformat(), None
     except NotImplementedError:  # storages without modification times: the bytes themselves
-        return checksum(_read(storage, name))
+        data = _read(storage, name)
+        return checksum(data), data
 
 
 def _read(storage: Storage, name: str) -> bytes:
@@ -160,9 +165,9 @@ def _read(storage: Storage, name: str) -> bytes:
         return read_bytes(handle, int(settings.MAX_INDEX_BYTES))
 
 
-def _render_thumbnail(storage: Storage, name: str, size: int) -> bytes:
+def _render_thumbnail(data: bytes, size: int) -> bytes:
     """JPEG bytes: decoded as the index decodes (bounded pixels and formats, EXIF-rotated, RGB)."""
-    image = open_image(_read(storage, name), max_pixels=int(settings.MAX_PIXELS),
+    image = open_image(data, max_pixels=int(settings.MAX_PIXELS),
                        allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
