@@ -10,10 +10,12 @@ with an error of the storage's own rather than ``FileNotFoundError``.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from django.core.files import File
 from django.core.files.storage import InMemoryStorage
 
 BUCKET = "https://shop-media.bucket.example/"
@@ -28,6 +30,19 @@ class ClientError(Exception):
         self.code = code
 
 
+class CountingFile(File):
+    """A file read from the bucket: what its reads returned is added to ``storage.bytes_read``."""
+
+    def __init__(self, file, name, storage):
+        super().__init__(file, name)
+        self.storage = storage
+
+    def read(self, *args):
+        data = super().read(*args)
+        self.storage.bytes_read += len(data)
+        return data
+
+
 class RemoteStorage(InMemoryStorage):
     """An object store: see the module's docstring. ``now`` is the clock the signatures use."""
 
@@ -37,6 +52,7 @@ class RemoteStorage(InMemoryStorage):
         self.missing_as_client_error = missing_as_client_error
         self.fail_next: dict[str, list[BaseException]] = {}  # method -> errors raised by its next calls
         self.reads: list[str] = []  # names opened, in order
+        self.bytes_read = 0  # what callers read of them
         self.calls: list[str] = []  # every remote call: "open name", "exists name", "mtime name"
         self.now = time.time
 
@@ -58,7 +74,8 @@ class RemoteStorage(InMemoryStorage):
         self.reads.append(name)
         if self.missing_as_client_error and not super().exists(name):
             raise ClientError(404, "Not Found")
-        return super()._open(name, mode)
+        with super()._open(name, mode) as handle:
+            return CountingFile(io.BytesIO(handle.read()), name, self)
 
     def exists(self, name):
         self._fail("exists", name)

@@ -109,6 +109,16 @@ def test_a_missing_file_says_what_to_do(bucket, settings):
     assert "1 of them is missing from storage" in out.getvalue()
 
 
+def test_a_file_too_large_to_index_is_not_read_whole(bucket, settings):
+    """The worker read the whole file into memory, then refused it for its size: a 300 MB TIFF
+    uploaded by mistake held 300 MB in each worker process that tried it."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_INDEX_BYTES": 100_000}
+    big = Product(name="poster")
+    big.image.save("poster.jpg", ContentFile(catalogue_image("Lemon").read_bytes() + b"\0" * 1_000_000))
+    assert row(big).status == "failed" and "larger than" in row(big).error
+    assert bucket.bytes_read <= 100_001
+
+
 def test_result_urls_are_signed_afresh_for_each_page(bucket, rf, monkeypatch):
     """Signed URLs expire (an hour by default): none may be remembered, or the next customer gets broken pictures."""
     milk = product("milk", "Arla-Standard-Milk")

@@ -68,10 +68,11 @@ class Registration:
         return f"{self.result}__pk" if self.result else "pk"
 
     def read_image(self, obj: models.Model) -> bytes:
-        """The bytes of ``obj``'s image, read from its storage now."""
+        """The bytes of ``obj``'s image, read from its storage now: at most one byte more than
+        ``MAX_INDEX_BYTES``, enough to refuse a larger file without holding it whole in memory."""
         file = getattr(obj, self.image_field)
         with file.storage.open(file.name, "rb") as handle:
-            return handle.read()
+            return handle.read(int(settings.MAX_INDEX_BYTES) + 1)
 
 
 _registered: dict[tuple[str, str], Registration] = {}
