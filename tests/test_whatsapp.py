@@ -206,6 +206,23 @@ def test_an_uploaded_picture_is_reused_by_the_next_search(client, api, shop):
     assert api.kinds().count("upload") == 3 and len([m for m in api.sent() if m["type"] == "image"]) == 6
 
 
+def test_an_uploaded_picture_from_a_bucket_with_signed_urls_is_reused(client, api, settings, make_product, monkeypatch):
+    """Media on a private bucket: every thumbnail URL is signed afresh (a new query string each
+    second), so a cache keyed by the whole URL never matched, and every reply uploaded its pictures again."""
+    from django.core.files.storage import storages
+
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "tests.remote_storage.RemoteStorage"}}
+    bucket = storages["default"]
+    for name in ("Pink-Lady", "Granny-Smith", "Banana"):
+        make_product(name.replace("-", " "), catalogue_image(name))
+    add_photo(api, "pink", "Pink-Lady")
+    post(client, image("pink"))
+    later = bucket.now() + 60
+    monkeypatch.setattr(bucket, "now", lambda: later)  # the next customer, a minute later
+    post(client, image("pink"))
+    assert api.kinds().count("upload") == 3 and len([m for m in api.sent() if m["type"] == "image"]) == 6
+
+
 def test_a_picture_whatsapp_refuses_goes_out_as_text(client, api, shop, caplog):
     add_photo(api, "pink", "Pink-Lady")
     api.fail("upload", "131053")

@@ -36,6 +36,11 @@ class ImageTooLarge(InvalidImage):
 
     code = "image_too_large"
 
+    @classmethod
+    def over(cls, max_bytes: int) -> "ImageTooLarge":
+        """The error of a file of more than ``max_bytes`` bytes."""
+        return cls(f"The image is larger than {max_bytes // (1024 * 1024) or 1} MB; send a smaller one.")
+
 
 class BlankImage(InvalidImage):
     """A photo (or the region of it searched) of one colour all over: a lens cap, a blank page.

@@ -24,6 +24,7 @@ from django.utils.translation import gettext
 from . import duplicates, serving
 from .backends import get_backend
 from .batching import chunked
+from .embeddings import images
 from .exceptions import InvalidImage
 from .models import ImageEmbedding
 from .registry import Registration
@@ -91,11 +92,12 @@ def too_long_id(registration: Registration, obj) -> str:
     return ""
 
 
-def mark_pending(registration: Registration, obj, name: str) -> bool:
+def mark_pending(registration: Registration, obj, name: str, *, new_file: bool = False) -> bool:
     """Record that ``obj``'s image ``name`` must be (re)computed, in the caller's transaction.
 
     One pending row per indexing fingerprint (the active version, and any being built). Returns
-    False when every one already holds a vector of that very file: nothing to do. A pending row is
+    False when every one already holds a vector of that very file: nothing to do, unless
+    ``new_file`` (a file just stored under the name the row has: a storage that overwrites). A pending row is
     not searched, so a product never matches on a photo it no longer shows; rows of other versions
     that describe another file are deleted (a rollback will compute the image again).
     """
@@ -108,11 +110,11 @@ def mark_pending(registration: Registration, obj, name: str) -> bool:
     fingerprints = indexing_fingerprints()
     rows = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("fingerprint", "status", "source_name", "result_id")
     existing = {row.fingerprint: row for row in rows}
-    outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and row.source_name != name]
+    outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and (new_file or row.source_name != name)]
     touched = list(outdated)
     for fingerprint in fingerprints:
         row = existing.get(fingerprint)
-        if row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
+        if not new_file and row is not None and row.status != Status.PENDING and row.source_name == name and row.result_id == str(result_pk):
             continue
         defaults = {
             "result_type": ContentType.objects.get_for_model(registration.result_model),
@@ -192,9 +194,47 @@ def remove_object(registration: Registration, pk: Any) -> list[int]:
     return ids
 
 
+# The words ``visual_search_status`` finds missing files by, in the reason of every failed row.
+MISSING_FROM_STORAGE = "is missing from storage."
+
+
+def missing_reason(name: str) -> str:
+    """The failure reason of an image whose file is not in its storage: for staff, with what to do."""
+    return f"The image file {name!r} {MISSING_FROM_STORAGE} " + gettext(
+        "Upload the image again, or reindex it once the file is back (`manage.py "
+        "visual_search_reindex --only failed`). If the shop's pages show the image, the Celery workers do not read "
+        "the same media storage as the web servers (STORAGES, MEDIA_ROOT)."
+    )
+
+
 def image_reader(obj, registration: Registration):
     """A function that reads the bytes of ``obj``'s image from its storage (when it is called)."""
-    return lambda: registration.read_image(obj)
+    return lambda: read_or_missing(obj, registration)
+
+
+def read_or_missing(obj, registration: Registration) -> bytes:
+    """``registration.read_image(obj)``; a read error of a file the storage says it has not is
+    :class:`FileNotFoundError`, whatever the storage raised.
+
+    Storages may say "no such file" in their own words: older releases of django-storages' S3
+    backend raise botocore's ``ClientError`` (404), a shop's own storage its SDK's error. Taken for
+    an error that may pass, a missing file was retried by every task and every sweep, for ever, and
+    staff never read that it is missing. Errors of a file that exists (or whose storage cannot answer
+    now) stay what they were: retried.
+    """
+    try:
+        return registration.read_image(obj)
+    except (InvalidImage, FileNotFoundError, *images.PASS_THROUGH):
+        raise
+    except Exception as exc:
+        file = getattr(obj, registration.image_field)
+        try:
+            missing = not file.storage.exists(file.name)
+        except Exception:  # noqa: BLE001 - the storage cannot answer either: the read's error stands
+            missing = False
+        if missing:
+            raise FileNotFoundError(f"{file.name} is not in the storage ({type(exc).__name__}: {exc})") from exc
+        raise
 
 
 def index_objects(
@@ -323,7 +363,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
             elif isinstance(outcome.error, (InvalidImage, FileNotFoundError)):
                 reason = outcome.error.for_staff if isinstance(outcome.error, InvalidImage) else str(outcome.error)
                 if isinstance(outcome.error, FileNotFoundError):
-                    reason = f"The image file {name!r} is missing from storage."
+                    reason = missing_reason(name)
                 values.update(status=Status.FAILED, error=reason, checksum=outcome.checksum or "", vector=None, dimensions=0)
                 report.failed[pk] = reason
                 logger.warning("%s %s: image not indexed: %s", registration.label, pk, reason)

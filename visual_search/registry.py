@@ -22,6 +22,7 @@ from django.db import DatabaseError, models
 from django.utils.module_loading import import_string
 
 from .conf import did_you_mean, settings
+from .exceptions import ImageTooLarge
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,23 @@ class Registration:
         return f"{self.result}__pk" if self.result else "pk"
 
     def read_image(self, obj: models.Model) -> bytes:
-        """The bytes of ``obj``'s image, read from its storage now."""
-        file = getattr(obj, self.image_field)
+        """The bytes of ``obj``'s image, read from its storage now: at most one byte more than
+        ``MAX_INDEX_BYTES``, enough to refuse a larger file without holding it whole in memory.
+        A file whose storage tells its size on opening (S3's, from the request that opens it) is
+        refused unread: S3's file object downloads the whole object at its first read."""
+        file, limit = getattr(obj, self.image_field), int(settings.MAX_INDEX_BYTES)
         with file.storage.open(file.name, "rb") as handle:
-            return handle.read()
+            if _size(handle) > limit:
+                raise ImageTooLarge.over(limit)
+            return handle.read(limit + 1)
+
+
+def _size(handle) -> int:
+    """The size an opened file announces, 0 when it cannot tell."""
+    try:
+        return int(handle.size or 0)
+    except Exception:  # noqa: BLE001 - a file object without a size (any storage's)
+        return 0
 
 
 _registered: dict[tuple[str, str], Registration] = {}

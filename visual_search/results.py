@@ -27,6 +27,7 @@ from PIL import Image
 from . import search
 from .conf import settings
 from .embeddings.images import checksum, open_image, read_bytes
+from .exceptions import InvalidImage
 from .registry import filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
@@ -40,6 +41,11 @@ RESERVED_KEYS = frozenset(BASE_KEYS + INTERNAL_KEYS)
 THUMBNAIL_FOLDER = "visual_search/thumbnails"
 _THUMBNAIL_CACHE_PREFIX = "visual_search:thumbnail:"
 _THUMBNAIL_FAILED = ""  # cached for an image with no thumbnail: its original is shown
+# A thumbnail not made for a storage error (a bucket timing out, a connection reset) is tried again
+# after this many seconds, not after the cache's TIMEOUT (often hours, or never with None): every
+# card showed the full-size original until then. Not at once either: a storage that is down would
+# cost each page of results one failing call per card.
+THUMBNAIL_RETRY_AFTER = 60
 _WARNED: set[type] = set()  # adapters whose extra() clashed with a base field
 
 
@@ -102,8 +108,8 @@ def thumbnail(image: FieldFile | None, size: int) -> str | None:
     key = _thumbnail_cache_key(storage, name, size)
     made = _cache_call(cache.get, key)
     if made is None:
-        made = _make_thumbnail(storage, name, size)
-        _cache_call(cache.set, key, made)
+        made, remember_for = _make_thumbnail(storage, name, size)
+        _cache_call(cache.set, key, made, *remember_for)
     return storage.url(made or name)
 
 
@@ -123,25 +129,35 @@ def _thumbnail_cache_key(storage: Storage, name: str, size: int) -> str:
     return _THUMBNAIL_CACHE_PREFIX + hashlib.sha256(where.encode()).hexdigest()
 
 
-def _make_thumbnail(storage: Storage, name: str, size: int) -> str:
-    """The storage name of the thumbnail, made if missing; ``_THUMBNAIL_FAILED`` if it cannot be."""
+def _make_thumbnail(storage: Storage, name: str, size: int) -> tuple[str, tuple[int, ...]]:
+    """The storage name of the thumbnail, made if missing, or ``_THUMBNAIL_FAILED`` if it cannot
+    be; and how long to remember that (``()``: the cache's ``TIMEOUT``)."""
     try:
-        version = hashlib.sha256(f"{name}|{size}|{_file_version(storage, name)}".encode()).hexdigest()[:40]
+        stamp, data = _file_version(storage, name)
+        version = hashlib.sha256(f"{name}|{size}|{stamp}".encode()).hexdigest()[:40]
         target = f"{THUMBNAIL_FOLDER}/{version}.jpg"
         if storage.exists(target):
-            return target
+            return target, ()
         # Two processes may both get here; the second's save picks another name, and both work.
-        return storage.save(target, ContentFile(_render_thumbnail(storage, name, size)))
-    except Exception as exc:  # a broken image, a storage error: the original still shows
+        data = _read(storage, name) if data is None else data
+        return storage.save(target, ContentFile(_render_thumbnail(data, size))), ()
+    except InvalidImage as exc:  # a broken image: the original still shows, for as long as the cache keeps it
         logger.warning("No thumbnail of %s (%s: %s); showing the original image", name, type(exc).__name__, exc)
-        return _THUMBNAIL_FAILED
+        return _THUMBNAIL_FAILED, ()
+    except Exception as exc:  # noqa: BLE001 - a storage's error (S3 timing out): tried again soon
+        logger.warning("No thumbnail of %s for now (%s: %s); showing the original image, trying again in %s s",
+                       name, type(exc).__name__, exc, THUMBNAIL_RETRY_AFTER)
+        return _THUMBNAIL_FAILED, (THUMBNAIL_RETRY_AFTER,)
 
 
-def _file_version(storage: Storage, name: str) -> str:
+def _file_version(storage: Storage, name: str) -> tuple[str, bytes | None]:
+    """What tells this file from the one the name held before, and its bytes if they had to be read
+    for it (kept for the thumbnail: read once over the network, not twice)."""
     try:
-        return storage.get_modified_time(name).isoformat()
+        return storage.get_modified_time(name).isoformat(), None
     except NotImplementedError:  # storages without modification times: the bytes themselves
-        return checksum(_read(storage, name))
+        data = _read(storage, name)
+        return checksum(data), data
 
 
 def _read(storage: Storage, name: str) -> bytes:
@@ -149,9 +165,9 @@ def _read(storage: Storage, name: str) -> bytes:
         return read_bytes(handle, int(settings.MAX_INDEX_BYTES))
 
 
-def _render_thumbnail(storage: Storage, name: str, size: int) -> bytes:
+def _render_thumbnail(data: bytes, size: int) -> bytes:
     """JPEG bytes: decoded as the index decodes (bounded pixels and formats, EXIF-rotated, RGB)."""
-    image = open_image(_read(storage, name), max_pixels=int(settings.MAX_PIXELS),
+    image = open_image(data, max_pixels=int(settings.MAX_PIXELS),
                        allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()

@@ -5,7 +5,9 @@ can replace it, e.g. with one that only queues work from an outbox, without touc
 Handlers are connected only for registered models. They skip fixture loading (``raw`` saves),
 respect ``update_fields``, compare the image's storage name with the one seen when the object was
 loaded (an unchanged image schedules nothing), and schedule work with ``transaction.on_commit``:
-a rolled-back save queues nothing, and the task only gets ids.
+a rolled-back save queues nothing, and the task only gets ids. A file uploaded in the save (an
+admin form's, an API's) counts as a change even under the same name: storages that overwrite
+(S3's default ``AWS_S3_FILE_OVERWRITE = True``) keep the name and replace the photo.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+from django.core.files import File
 from django.db import router, transaction
 from django.db.models import signals
 from django.utils.module_loading import import_string
@@ -86,6 +89,7 @@ class SignalProcessor:
         self.models.add(model)
         uid = f"visual_search:{model._meta.label_lower}"
         signals.post_init.connect(self.handle_init, sender=model, dispatch_uid=uid, weak=False)
+        signals.pre_save.connect(self.handle_pre_save, sender=model, dispatch_uid=uid, weak=False)
         signals.post_save.connect(self.handle_save, sender=model, dispatch_uid=uid, weak=False)
         signals.post_delete.connect(self.handle_delete, sender=model, dispatch_uid=uid, weak=False)
 
@@ -93,7 +97,7 @@ class SignalProcessor:
         unsubscribe(self.registered)
         for model in self.models:
             uid = f"visual_search:{model._meta.label_lower}"
-            for signal in (signals.post_init, signals.post_save, signals.post_delete):
+            for signal in (signals.post_init, signals.pre_save, signals.post_save, signals.post_delete):
                 signal.disconnect(sender=model, dispatch_uid=uid)
         self.models.clear()
 
@@ -106,6 +110,15 @@ class SignalProcessor:
             if registration.result:
                 seen[_result_key(registration)] = _result_of(instance, registration)
 
+    def handle_pre_save(self, sender, instance, raw=False, **kwargs) -> None:
+        # Before the field stores the file: only now is an uploaded one told from the name it had.
+        if raw:
+            return
+        seen = instance.__dict__.setdefault(_SEEN, {})
+        for registration in registrations_for_model(sender):
+            if _uploading(instance, registration):
+                seen[_uploaded_key(registration)] = True
+
     def handle_save(self, sender, instance, created=False, raw=False, update_fields=None, using=None, **kwargs) -> None:
         if raw:
             return
@@ -114,7 +127,8 @@ class SignalProcessor:
             field = registration.image_field
             name = _name(instance, registration)
             image_saved = update_fields is None or field in update_fields
-            changed = image_saved and (created or field not in seen or seen[field] != name)
+            uploaded = seen.get(_uploaded_key(registration), False)
+            changed = image_saved and (created or field not in seen or seen[field] != name or uploaded)
             if registration.result:
                 # A gallery image moved to another product (its foreign key changed, the file did
                 # not): its rows must stand for the new product, or searches keep finding the old one.
@@ -124,9 +138,13 @@ class SignalProcessor:
                         changed = changed or (not created and bool(name))
                     seen[key] = result
             if not changed:
+                seen.pop(_uploaded_key(registration), None)
                 continue
             seen[field] = name
-            self.image_changed(registration, instance, name, using or router.db_for_write(sender))
+            try:
+                self.image_changed(registration, instance, name, using or router.db_for_write(sender))
+            finally:
+                seen.pop(_uploaded_key(registration), None)
 
     def handle_delete(self, sender, instance, **kwargs) -> None:
         for registration in registrations_for_model(sender):
@@ -139,7 +157,7 @@ class SignalProcessor:
         if not name:
             remove_object(registration, instance.pk)
             return
-        if not mark_pending(registration, instance, name):
+        if not mark_pending(registration, instance, name, new_file=uploaded_in_this_save(instance, registration)):
             return
         paused = _paused.get()
         if paused is not None:
@@ -161,6 +179,22 @@ def _result_of(instance, registration: Registration):
     loaded, without a query; a deeper move (``"variant__product"``: the variant's) is not seen here."""
     field = instance._meta.get_field(registration.result.split("__")[0])
     return instance.__dict__.get(getattr(field, "attname", field.name))
+
+
+def _uploaded_key(registration: Registration) -> str:
+    return f"{registration.image_field}:uploaded"
+
+
+def _uploading(instance, registration: Registration) -> bool:
+    """Whether the save stores a new file in the image field (a form's upload, a ``ContentFile``):
+    a file not yet committed to the storage."""
+    value = instance.__dict__.get(registration.image_field)
+    return isinstance(value, File) and not getattr(value, "_committed", False)
+
+
+def uploaded_in_this_save(instance, registration: Registration) -> bool:
+    """Whether the save being handled stored a file uploaded into the image field, whatever its name."""
+    return bool(instance.__dict__.get(_SEEN, {}).get(_uploaded_key(registration)))
 
 
 def _name(instance, registration: Registration) -> str:

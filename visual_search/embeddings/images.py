@@ -52,7 +52,7 @@ def read_bytes(source: bytes | BinaryIO, max_bytes: int) -> bytes:
                 pass
         data = source.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ImageTooLarge(f"The image is larger than {max_bytes // (1024 * 1024) or 1} MB; send a smaller one.")
+        raise ImageTooLarge.over(max_bytes)
     if not data:
         raise InvalidImage("The file is empty; send a JPEG, PNG or WebP photo.")
     return data

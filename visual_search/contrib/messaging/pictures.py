@@ -26,16 +26,26 @@ def is_private_host(host: str) -> bool:
         return False
 
 
+def stored_name(url: str) -> str | None:
+    """The name in the default storage of the file ``url`` serves (its path under the storage's own
+    URL, ``MEDIA_URL``...), or None when the URL is not the storage's. A signed URL's query string
+    (a private bucket's, new on every page) is no part of it: one file, one name."""
+    base = urlsplit(default_storage.url("")).path
+    path = unquote(urlsplit(url).path)
+    if not base.endswith("/") or not path.startswith(base):
+        return None
+    return path[len(base):]
+
+
 def stored_bytes(url: str, limit: int) -> bytes | None:
     """The file ``url`` serves from the default storage (``MEDIA_URL``...), as bytes; None when the URL
     is not the storage's (a CDN's, a shop's own thumbnailer's elsewhere), the file cannot be read, or
     it is over ``limit`` bytes."""
     try:
-        base = urlsplit(default_storage.url("")).path
-        path = unquote(urlsplit(url).path)
-        if not base.endswith("/") or not path.startswith(base):
+        name = stored_name(url)
+        if name is None:
             return None
-        with default_storage.open(path[len(base):], "rb") as handle:
+        with default_storage.open(name, "rb") as handle:
             data = handle.read(limit + 1)
     except Exception as exc:  # noqa: BLE001 - any storage's error: the result still goes out, as text
         logger.warning("Cannot read the picture %s from the storage (%s: %s)", url, type(exc).__name__, exc)

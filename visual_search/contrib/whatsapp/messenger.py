@@ -23,7 +23,7 @@ from django.core.cache import cache
 from visual_search.contrib.messaging import replies
 from visual_search.contrib.messaging.messages import IncomingMessage
 from visual_search.contrib.messaging.messenger import FileTooLarge, Messenger
-from visual_search.contrib.messaging.pictures import is_private_host, stored_bytes
+from visual_search.contrib.messaging.pictures import is_private_host, stored_bytes, stored_name
 from visual_search.contrib.messaging.replies import joined
 
 from . import client
@@ -112,7 +112,7 @@ class WhatsAppMessenger(Messenger):
         public host that is not, None for none (the result goes out as text)."""
         if not url.startswith(("http://", "https://")):
             return None
-        key = _UPLOADED_KEY + hashlib.sha256(f"{self.settings.PHONE_NUMBER_ID}:{url}".encode()).hexdigest()[:40]
+        key = _UPLOADED_KEY + hashlib.sha256(f"{self.settings.PHONE_NUMBER_ID}:{_picture_key(url)}".encode()).hexdigest()[:40]
         media_id = _cache_get(key)
         if media_id:
             return {"id": media_id}
@@ -165,6 +165,17 @@ def image_type(data: bytes) -> str:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "image/png"
     return ""
+
+
+def _picture_key(url: str) -> str:
+    """What an uploaded picture is remembered by: its file in the storage, else its URL. A private
+    bucket signs each URL afresh (a new query string every second): keyed by the whole URL, no
+    upload was ever reused, and each reply uploaded its pictures again."""
+    try:
+        name = stored_name(url)
+    except Exception:  # noqa: BLE001 - a storage that makes no URL here: the URL itself
+        name = None
+    return f"storage:{name}" if name is not None else url
 
 
 def _cache_get(key: str) -> Any:

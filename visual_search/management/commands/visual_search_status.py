@@ -10,6 +10,7 @@ from django.utils import timezone
 from ... import queue
 from ...conf import settings
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
+from ...indexing import MISSING_FROM_STORAGE
 from ...models import ImageEmbedding
 from ...reindex import status_counts
 from ...serving import active_version, current_fingerprint
@@ -106,7 +107,7 @@ class Command(BaseCommand):
             "fixed, `manage.py visual_search_reindex --only failed` does them again."
         )
         missing = ImageEmbedding.objects.filter(
-            status=ImageEmbedding.Status.FAILED, fingerprint=current_fingerprint(), error__endswith="is missing from storage."
+            status=ImageEmbedding.Status.FAILED, fingerprint=current_fingerprint(), error__contains=MISSING_FROM_STORAGE
         ).count()
         if missing and celery:
             self.stdout.write(

@@ -1,0 +1,177 @@
+"""A shop whose media live on an object store (django-storages' S3, GCS, Azure): no local paths,
+signed URLs that expire, a name saved again overwriting its file, errors that pass, slow reads.
+
+The product's image field has a storage of its own here (``STORAGES`` aliases, Django 4.2+), not
+the default one: everything must go through the field's storage. See tests/remote_storage.py.
+"""
+
+import io
+import time
+
+import pytest
+from django.core.cache import cache
+from django.core.cache.backends import locmem
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.forms import modelform_factory
+from django.template import Context, Template
+
+import visual_search
+from tests.conftest import catalogue_image
+from tests.remote_storage import BUCKET, RemoteStorage, expiry
+from tests.testapp.models import Product, ProductImage
+from visual_search.models import ImageEmbedding
+from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
+from visual_search.tasks import embed_objects
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """The products' and gallery images' storage: one bucket, as ``storage=storages["products"]``."""
+    storage = RemoteStorage()
+    for model in (Product, ProductImage):
+        monkeypatch.setattr(model._meta.get_field("image"), "storage", storage)
+    cache.clear()
+    yield storage
+    cache.clear()
+
+
+def row(obj):
+    return ImageEmbedding.objects.for_object(obj).get(field_name="image")
+
+
+def product(name, picture):
+    item = Product(name=name)
+    item.image.save(f"{name}.jpg", ContentFile(catalogue_image(picture).read_bytes()))
+    return item
+
+
+def test_a_product_saved_to_a_bucket_is_indexed_and_found_without_local_paths(bucket):
+    milk = product("milk", "Arla-Standard-Milk")
+    assert bucket.exists("products/milk.jpg") and row(milk).status == "ready"
+    found = visual_search.search_by_image(catalogue_image("Arla-Standard-Milk").read_bytes(), Product)
+    assert found[0].object.pk == milk.pk
+
+
+def test_a_photo_uploaded_again_under_the_same_name_is_embedded_again(bucket):
+    """S3's default AWS_S3_FILE_OVERWRITE = True (GCS's file_overwrite too): staff upload a new
+    photo named as the old one, the file is replaced, and the product's name of it is unchanged."""
+    milk = product("milk", "Arla-Standard-Milk")
+    before = row(milk).checksum
+    # As the admin's change form does it: the object loaded, the upload saved through a ModelForm.
+    form = modelform_factory(Product, fields=["name", "image"])(
+        {"name": "milk"}, {"image": SimpleUploadedFile("milk.jpg", catalogue_image("Banana").read_bytes())},
+        instance=Product.objects.get(pk=milk.pk),
+    )
+    milk = form.save()
+    assert milk.image.name == "products/milk.jpg"  # overwritten in place
+    assert row(milk).status == "ready" and row(milk).checksum != before
+    found = visual_search.search_by_image(catalogue_image("Banana").read_bytes(), Product)
+    assert found[0].object.pk == milk.pk and found[0].similarity > 0.99
+
+
+def test_a_storage_error_that_passes_is_retried_not_failed(bucket):
+    milk = product("milk", "Arla-Standard-Milk")
+    ImageEmbedding.objects.update(status="pending", checksum="")
+    bucket.fail_next["open"] = [ConnectionError("Connection reset by peer")]
+    embed_objects.apply(args=("testapp.product", "image", [milk.pk], True))
+    assert row(milk).status == "ready"
+    assert bucket.reads.count("products/milk.jpg") == 2
+
+
+def test_a_file_missing_from_the_bucket_fails_with_what_to_do(bucket):
+    """Older django-storages S3 releases raise botocore's ClientError (404) for a missing key, no
+    FileNotFoundError: the task retried it 8 times, the sweep queued it again for ever, and staff
+    never read that the file is missing. An error of a file that is there is still retried."""
+    bucket.missing_as_client_error = True
+    milk = product("milk", "Arla-Standard-Milk")
+    bucket.delete("products/milk.jpg")
+    result = embed_objects.apply(args=("testapp.product", "image", [milk.pk], True))
+    assert result.successful()
+    assert row(milk).status == "failed"
+    assert "missing from storage" in row(milk).error
+
+
+def test_a_missing_file_says_what_to_do(bucket, settings):
+    """The reason staff read in the admin's error column said only that the file is missing."""
+    milk = product("milk", "Arla-Standard-Milk")
+    bucket.delete("products/milk.jpg")
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    error = row(milk).error
+    assert error.startswith("The image file 'products/milk.jpg' is missing from storage.")
+    assert "Upload the image again" in error and "visual_search_reindex --only failed" in error
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out = io.StringIO()
+    call_command("visual_search_status", stdout=out)
+    assert "1 of them is missing from storage" in out.getvalue()
+
+
+def test_a_file_too_large_to_index_is_not_read_whole(bucket, settings):
+    """The worker read the whole file into memory, then refused it for its size: a 300 MB TIFF
+    uploaded by mistake was downloaded whole by each worker process that tried it. Its size is known
+    on opening (S3: the HEAD request its file object makes), before any byte is downloaded."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_INDEX_BYTES": 100_000}
+    big = Product(name="poster")
+    big.image.save("poster.jpg", ContentFile(catalogue_image("Lemon").read_bytes() + b"\0" * 1_000_000))
+    assert row(big).status == "failed" and "larger than" in row(big).error
+    assert bucket.bytes_read == 0
+
+
+def test_result_urls_are_signed_afresh_for_each_page(bucket, rf, monkeypatch):
+    """Signed URLs expire (an hour by default): none may be remembered, or the next customer gets broken pictures."""
+    milk = product("milk", "Arla-Standard-Milk")
+    product("banana", "Banana")
+    found = visual_search.find_similar(milk, limit=2)
+    first = describe(found)
+    later = bucket.now() + 7200
+    monkeypatch.setattr(bucket, "now", lambda: later)
+    again = describe(visual_search.find_similar(milk, limit=2))
+    assert all(expiry(item["image_url"]) > later for item in again)
+    assert first[0]["image_url"] != again[0]["image_url"]
+    html = Template("{% load visual_search %}{% similar_products milk limit=2 as similar %}{% for s in similar %}{{ s.image_url }}{% endfor %}").render(Context({"milk": milk}))
+    assert f"X-Expires={int(later) + 3600}" in html.replace("&amp;", "&")
+    assert expiry(row(milk).image_url()) > later
+
+
+def test_a_thumbnail_not_made_for_a_storage_error_is_tried_again_soon(bucket, monkeypatch):
+    """A bucket that timed out once was remembered as "no thumbnail" for the cache's TIMEOUT (for
+    ever with None): every card showed the full-size original, megabytes each, on every page."""
+    milk = product("milk", "Arla-Standard-Milk")
+    image = Product.objects.get(pk=milk.pk).image
+    original = f"{BUCKET}products/milk.jpg?"
+    bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+    assert thumbnail(image, 64).startswith(original)
+    calls = len(bucket.calls)
+    assert thumbnail(image, 64).startswith(original) and len(bucket.calls) == calls  # not at every page
+    later = time.time() + THUMBNAIL_RETRY_AFTER + 1
+    monkeypatch.setattr(locmem.time, "time", lambda: later)
+    assert thumbnail(image, 64).startswith(f"{BUCKET}visual_search/thumbnails/")
+
+
+def no_modification_times(name):
+    raise NotImplementedError("subclasses of Storage must provide a get_modified_time() method")
+
+
+@pytest.mark.parametrize("times", [True, False], ids=["modification-times", "no-modification-times"])
+def test_a_thumbnail_reads_its_original_once(bucket, monkeypatch, times):
+    """A storage without modification times (an FTP's, a database's) had the original downloaded
+    twice: once for its checksum (what names the thumbnail), once more to make the thumbnail."""
+    milk = product("milk", "Arla-Standard-Milk")
+    if not times:
+        monkeypatch.setattr(bucket, "get_modified_time", no_modification_times)
+    bucket.reads.clear()
+    assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
+    assert bucket.reads == ["products/milk.jpg"]
+    cache.clear()  # another process: the thumbnail is found in the storage, not made again
+    assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
+    assert bucket.reads == ["products/milk.jpg"] * (1 if times else 2)
+
+
+def test_reindex_command_on_a_bucket(bucket):
+    milk = product("milk", "Arla-Standard-Milk")
+    bucket.reads.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert row(milk).status == "ready" and bucket.reads == ["products/milk.jpg"]
