@@ -78,6 +78,7 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     """
     fingerprints = [fingerprint] if fingerprint else None
     registration = get_registration(label, image_field)
+    started = time.monotonic()
     attempt = begin_attempt(registration, pks, fingerprints, int(settings.MAX_EMBED_ATTEMPTS))
     for pk in attempt.alone:  # a task started it and never finished: on its own, not to sink a batch again
         _send(label, image_field, [pk], force, fingerprint)
@@ -102,8 +103,11 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
             end_attempt(attempt)
         _split(label, image_field, list(pks), force, fingerprint)
         return {**IndexReport().as_dict(), "pending": len(pks), "error": "soft time limit"}
-    except BaseException:
-        _end_quietly(attempt)
+    except BaseException as exc:
+        # SystemExit: the pool ends this process. A cold shutdown's is not the images' fault; the
+        # hard time limit's (SIGTERM, then SIGKILL 0.1 s later) is, and keeps its attempts.
+        if not (isinstance(exc, SystemExit) and _past_hard_limit(self, started)):
+            _end_quietly(attempt)
         raise
     end_attempt(attempt)
     if (report.embedded or report.removed) and not fingerprint:
@@ -116,6 +120,16 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
             countdown=min(600, 2 ** (self.request.retries + 1)),
         )
     return report.as_dict()
+
+
+def _past_hard_limit(task, started: float) -> bool:
+    """Whether the task has run for about its hard time limit (Celery's ``task_time_limit``)."""
+    hard = (task.request.timelimit or (None, None))[0] or task.time_limit or task.app.conf.task_time_limit
+    return bool(hard) and time.monotonic() - started >= float(hard) - HARD_LIMIT_MARGIN
+
+
+# The pool's timer runs from when the process took the job, a little before the task's own clock.
+HARD_LIMIT_MARGIN = 1.0
 
 
 def _end_quietly(attempt) -> None:
