@@ -26,7 +26,7 @@ from .backends import get_backend
 from .conf import settings
 from .embeddings import images
 from .exceptions import WeightsUnavailable
-from .indexing import IndexReport, begin_attempt, end_attempt, index_objects
+from .indexing import IndexReport, begin_attempt, end_attempt, hold_attempt, index_objects
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
@@ -80,6 +80,7 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     registration = get_registration(label, image_field)
     started = time.monotonic()
     attempt = begin_attempt(registration, pks, fingerprints, int(settings.MAX_EMBED_ATTEMPTS))
+    hold_attempt(attempt, self.request.id)
     for pk in attempt.alone:  # a task started it and never finished: on its own, not to sink a batch again
         _send(label, image_field, [pk], force, fingerprint)
     if not attempt.here:
@@ -104,8 +105,8 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
         _split(label, image_field, list(pks), force, fingerprint)
         return {**IndexReport().as_dict(), "pending": len(pks), "error": "soft time limit"}
     except BaseException as exc:
-        # SystemExit: the pool ends this process. A cold shutdown's is not the images' fault; the
-        # hard time limit's (SIGTERM, then SIGKILL 0.1 s later) is, and keeps its attempts.
+        # SystemExit: the pool ends this process. A shutdown's (a deploy) is not the images' fault;
+        # the hard time limit's (SIGTERM, then SIGKILL 0.1 s later) is, and keeps its attempts.
         if not (isinstance(exc, SystemExit) and _past_hard_limit(self, started)):
             _end_quietly(attempt)
         raise

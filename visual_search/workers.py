@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import bootsteps
-from celery.signals import celeryd_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.worker import state
 from django.core.cache import cache
 
 from . import queue
+from .indexing import take_back
 
 logger = logging.getLogger("visual_search")
 
@@ -54,6 +56,19 @@ def _shut_down(sender=None, **kwargs) -> None:
         cache.delete(RUNNING_KEY.format(getattr(sender, "hostname", None)))
     except Exception:
         logger.debug("No cache to note this worker's shutdown", exc_info=True)
+
+
+def _take_back_attempts(sender=None, **kwargs) -> None:
+    """The worker begins to shut down (warm or cold): a deploy, not the images, stops the batches it
+    computes. Take back their attempts now, before a stop timeout's SIGKILL (systemd, docker, Kubernetes)
+    can end them unfinished: three deploys during a long reindex failed healthy images as too slow."""
+    for request in list(state.active_requests):
+        if request.name != queue.EMBED_OBJECTS:
+            continue
+        try:
+            take_back(request.id)
+        except Exception:  # the cache or the database: the attempts stay counted, as for a kill
+            logger.warning("Visual search: could not take back the attempts of task %s on shutdown", request.id, exc_info=True)
 
 
 def _sweep_on_start(sender=None, **kwargs) -> None:
@@ -105,4 +120,5 @@ def _add_consumer_step(sender=None, instance=None, **kwargs) -> None:
 def connect_worker_signals() -> None:
     worker_ready.connect(_sweep_on_start, weak=False, dispatch_uid="visual_search.sweep_on_start")
     worker_shutdown.connect(_shut_down, weak=False, dispatch_uid="visual_search.worker_shut_down")
+    worker_shutting_down.connect(_take_back_attempts, weak=False, dispatch_uid="visual_search.take_back_attempts")
     celeryd_init.connect(_add_consumer_step, weak=False, dispatch_uid="visual_search.sweep_on_reconnect")

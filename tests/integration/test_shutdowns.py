@@ -30,6 +30,24 @@ def pool_children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.parametrize("stop", ["cold", "term-then-kill"])
+def test_a_deploy_stopping_a_worker_mid_batch_counts_no_attempt(broker, start_worker, make_product, celery_env, stop):
+    """A cold shutdown (SIGQUIT, a second Ctrl+C), or SIGTERM then SIGKILL when the stop's timeout
+    runs out (systemd, docker stop, Kubernetes): each counted an unfinished attempt on every image of
+    the batches held, and after MAX_EMBED_ATTEMPTS deploys during a long reindex healthy images were
+    failed with "Took longer than the time limit"."""
+    worker, row = computing(make_product, start_worker, celery_env)
+    if stop == "cold":
+        os.kill(worker.process.pid, signal.SIGQUIT)
+        worker.process.wait(30)
+    else:
+        os.kill(worker.process.pid, signal.SIGTERM)
+        wait_for(lambda: "Warm shutdown" in worker.log.read_text(), timeout=10, what="the warm shutdown")
+        worker.kill()
+    assert row.get().embed_attempts == 0
+    assert row.get().status == "pending"
+
+
 def test_a_pool_process_killed_mid_batch_still_counts_an_attempt(broker, start_worker, make_product, celery_env):
     """The OOM killer (or the hard time limit) killing the process computing it: that image may be
     the cause, and its attempt stays counted."""
