@@ -212,7 +212,8 @@ def fit_whitening(postponed: int = 0) -> int:
 @shared_task(name=queue.SWEEP, acks_late=True)
 def sweep(older_than: float | None = None) -> int:
     """Queue every pending row older than ``SWEEP_AFTER_SECONDS``, every stale image again, and
-    every image with no row at all.
+    every image with no row at all, but none that a task still waiting in a Redis broker holds
+    (:func:`~visual_search.queue.waiting_in_broker`).
 
     Runs on worker start and periodically (add it to Celery beat): rows left pending while the
     broker was down, images made stale by a settings change (no row of the current model), and
@@ -225,6 +226,9 @@ def sweep(older_than: float | None = None) -> int:
         older_than = float(settings.SWEEP_AFTER_SECONDS)
     cutoff = timezone.now() - timedelta(seconds=older_than)
     fingerprints = indexing_fingerprints()
+    # A long backlog (a reindex of 20,000 images) waits in the broker past SWEEP_AFTER_SECONDS: its
+    # rows were queued again at each sweep, and by a worker starting meanwhile. Not lost: left alone.
+    waiting = queue.waiting_in_broker(older_than)
     queued = 0
     for registration in get_registrations():
         rows = ImageEmbedding.objects.filter(
@@ -234,8 +238,11 @@ def sweep(older_than: float | None = None) -> int:
         )
         pending = rows.filter(status=ImageEmbedding.Status.PENDING)
         pending.exclude(fingerprint__in=fingerprints).delete()
-        old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", flat=True)
-        pks = list(dict.fromkeys([*old, *map(str, select_pks(registration, ["stale", "missing"]))]))
+        old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", "fingerprint")
+        held = (waiting or {}).get((registration.label, registration.image_field), set())
+        old = [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
+        others = [pk for pk in map(str, select_pks(registration, ["stale", "missing"])) if (pk, None) not in held]
+        pks = list(dict.fromkeys([*old, *others]))
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)

@@ -67,3 +67,31 @@ def test_a_worker_killed_and_restarted_at_once_still_sweeps(broker, redis_server
     again = start_worker("w")
     wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=90, what="all ready")
     assert received_lines_all([again], "visual_search.sweep") == 1
+
+
+def test_the_sweeps_leave_a_backlog_waiting_in_the_broker(broker, start_worker, make_product, celery_env):
+    """A reindex queued more than the workers do in SWEEP_AFTER_SECONDS: beat's sweep queued every
+    row still waiting in Redis again (and each later sweep once more: a backlog of an hour went round
+    about six times), and a worker started meanwhile queued the whole backlog again. A pending row
+    that no message holds (lost) is still queued."""
+    from visual_search import queue
+    from visual_search.indexing import mark_queued
+    from visual_search.registry import get_registration
+    from visual_search.tasks import sweep
+
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "1.5"
+    paths = [p for paths in photos().values() for p in paths][:33]
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"Product {n}", path) for n, path in enumerate(paths)]
+    mark_queued(get_registration("testapp.product", "image"), [products[0].pk])  # pending; its message lost
+    backlog = queue.enqueue("testapp.product", "image", [p.pk for p in products[1:]])
+    ImageEmbedding.objects.update(updated_at=timezone.now() - timedelta(hours=1))  # all waited past SWEEP_AFTER_SECONDS
+
+    sweep()  # beat's, while the backlog waits: the lost row only
+    worker = start_worker("w")  # its start-up sweep (queued behind the backlog): nothing more
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=120, what="all ready")
+    settle([worker], quiet=3)
+    tasks = received_lines(worker, "visual_search.embed_objects")
+    print(f"MEASURE backlog: {len(products)} pending ({backlog} in the broker): {tasks} embed tasks, {embedded_by([worker])} embedded")
+    assert tasks == -(-backlog // 8) + 1  # the backlog's (BATCH_SIZE 8), and the lost row's
+    assert embedded_by([worker]) == len(products)
