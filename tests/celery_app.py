@@ -40,3 +40,14 @@ if _embed_delay:
             return index_objects(*args, **kwargs)
 
         tasks.index_objects = slow_index_objects
+
+# Test hook: the workers' liveness notes, in seconds (visual_search.workers.HEARTBEAT), shorter.
+_heartbeat = float(os.environ.get("VISUAL_SEARCH_TEST_HEARTBEAT", "0") or 0)
+if _heartbeat:
+    from celery.signals import worker_init
+
+    @worker_init.connect(weak=False)
+    def _short_heartbeat(**kwargs):
+        from visual_search import workers
+
+        workers.HEARTBEAT, workers.HEARTBEAT_TIMEOUT = _heartbeat, 3 * _heartbeat

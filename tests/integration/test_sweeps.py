@@ -95,3 +95,21 @@ def test_the_sweeps_leave_a_backlog_waiting_in_the_broker(broker, start_worker, 
     print(f"MEASURE backlog: {len(products)} pending ({backlog} in the broker): {tasks} embed tasks, {embedded_by([worker])} embedded")
     assert tasks == -(-backlog // 8) + 1  # the backlog's (BATCH_SIZE 8), and the lost row's
     assert embedded_by([worker]) == len(products)
+
+
+def test_a_worker_killed_and_replaced_under_another_name_is_swept_for(broker, redis_server, start_worker, make_product, celery_env):
+    """The killed-worker check keyed on the node name: a worker killed mid-batch and replaced by one
+    with another name (containers with random host names, celery -n worker-%h-%i) inside the shared
+    start-up sweep's minute swept nothing, and its batch waited for beat's sweep (SWEEP_AFTER_SECONDS
+    and more) or Redis's visibility timeout (an hour). A worker whose liveness note lapsed is now
+    noticed by the others, whatever their names."""
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    celery_env["VISUAL_SEARCH_TEST_HEARTBEAT"] = "1"
+    celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "60"
+    products = pending_for_long(make_product, 4)
+    doomed = start_worker("doomed")  # its start-up sweep opens the shared minute
+    wait_for(lambda: ImageEmbedding.objects.filter(embed_attempts=1).count() == len(products), timeout=60, what="the batch to start")
+    doomed.kill()
+    celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "0"
+    start_worker("replacement")
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=60, what="all ready")
