@@ -122,10 +122,12 @@ def waiting_in_broker(delivered_within: float) -> Waiting | None:
                 return None
             channel = connection.default_channel
             client, queue = channel.client, settings.QUEUE or current_app.conf.task_default_queue
-            payloads = [json.loads(raw) for priority in channel.priority_steps for raw in _all(client, channel._q_for_pri(queue, priority))]
-            recent = client.zrangebyscore(channel.unacked_index_key, time.time() - delivered_within, "+inf") if delivered_within > 0 else []
+            lists = [_key(client, "LRANGE", channel._q_for_pri(queue, priority)) for priority in channel.priority_steps]
+            payloads = [json.loads(raw) for key in lists for raw in _all(client, key)]
+            since = time.time() - delivered_within
+            recent = client.zrangebyscore(_key(client, "ZRANGEBYSCORE", channel.unacked_index_key), since, "+inf") if delivered_within > 0 else []
             if recent:
-                payloads += [json.loads(raw)[0] for raw in client.hmget(channel.unacked_key, recent) if raw]
+                payloads += [json.loads(raw)[0] for raw in client.hmget(_key(client, "HMGET", channel.unacked_key), recent) if raw]
     except Exception:  # noqa: BLE001 - kombu's and redis-py's errors alike: then nobody can tell
         logger.debug("Could not read what waits in the broker", exc_info=True)
         return None
@@ -137,6 +139,13 @@ def waiting_in_broker(delivered_within: float) -> Waiting | None:
             fingerprint = args[4] if len(args) > 4 else None
             waiting.setdefault((label, image_field), set()).update((str(pk), fingerprint) for pk in pks)
     return waiting
+
+
+def _key(client, command: str, key: str) -> str:
+    """``key`` as ``command`` must name it: kombu's client adds the transport's ``global_keyprefix``
+    to the keys of the commands kombu itself sends, not to those of the others."""
+    prefix = getattr(client, "global_keyprefix", "")
+    return key if not prefix or command in getattr(client, "PREFIXED_SIMPLE_COMMANDS", ()) else prefix + key
 
 
 def _all(client, key: str) -> list:

@@ -5,6 +5,7 @@ import os
 from datetime import timedelta
 
 import pytest
+import redis
 from django.utils import timezone
 
 import visual_search
@@ -113,3 +114,23 @@ def test_a_worker_killed_and_replaced_under_another_name_is_swept_for(broker, re
     celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "0"
     start_worker("replacement")
     wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=60, what="all ready")
+
+
+@pytest.mark.parametrize("prefix", ["", "shop:"])
+def test_what_waits_in_redis_is_read_with_the_transport_s_key_prefix(broker, redis_server, prefix):
+    """kombu's global_keyprefix (one Redis shared by several projects) prefixes the queue's keys; the
+    sweep's reading of what waits must find them there, or it queues the whole backlog again."""
+    from visual_search import queue
+
+    def connect_anew(options):
+        broker.conf.broker_transport_options = options
+        broker._pool, broker.amqp._producer_pool = None, None  # the pools were made with the old options
+
+    connect_anew({"global_keyprefix": prefix} if prefix else {})
+    try:
+        queue.send(queue.EMBED_OBJECTS, ("testapp.product", "image", [7, "8"], False))
+        queue.send(queue.EMBED_OBJECTS, ("testapp.product", "image", [9], False, "fp"))
+        assert redis.Redis(port=redis_server.port).exists(f"{prefix}celery")
+        assert queue.waiting_in_broker(60) == {("testapp.product", "image"): {("7", None), ("8", None), ("9", "fp")}}
+    finally:
+        connect_anew({})
