@@ -20,3 +20,34 @@ if _delay:
     @task_prerun.connect(weak=False)
     def _slow_down(**kwargs):
         time.sleep(_delay)
+
+# Test hook: slow the embedding itself (after the task has counted its attempt), so the shutdown
+# tests can stop a worker while it computes.
+_embed_delay = float(os.environ.get("VISUAL_SEARCH_TEST_EMBED_DELAY", "0") or 0)
+if _embed_delay:
+    import time
+
+    from celery.signals import worker_process_init
+
+    @worker_process_init.connect(weak=False)
+    def _slow_embedding(**kwargs):
+        from visual_search import tasks
+
+        index_objects = tasks.index_objects
+
+        def slow_index_objects(*args, **kwargs):
+            time.sleep(_embed_delay)
+            return index_objects(*args, **kwargs)
+
+        tasks.index_objects = slow_index_objects
+
+# Test hook: the workers' liveness notes, in seconds (visual_search.workers.HEARTBEAT), shorter.
+_heartbeat = float(os.environ.get("VISUAL_SEARCH_TEST_HEARTBEAT", "0") or 0)
+if _heartbeat:
+    from celery.signals import worker_init
+
+    @worker_init.connect(weak=False)
+    def _short_heartbeat(**kwargs):
+        from visual_search import workers
+
+        workers.HEARTBEAT, workers.HEARTBEAT_TIMEOUT = _heartbeat, 3 * _heartbeat

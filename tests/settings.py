@@ -93,6 +93,9 @@ if os.environ.get("VISUAL_SEARCH_TEST_CACHE"):
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Integration tests of Celery's hard time limit set one for their workers.
+if os.environ.get("VISUAL_SEARCH_TEST_TIME_LIMIT"):
+    CELERY_TASK_TIME_LIMIT = float(os.environ["VISUAL_SEARCH_TEST_TIME_LIMIT"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
@@ -295,3 +296,30 @@ def test_a_batch_whose_worker_was_killed_sends_its_unfinished_images_alone(shop,
     assert ImageEmbedding.objects.for_object(good).get().status == "ready"
     assert ImageEmbedding.objects.for_object(good).get().embed_attempts == 0
     assert ImageEmbedding.objects.for_object(killer).get().embed_attempts == 1  # not counted: not tried here
+
+
+def test_a_worker_never_takes_itself_for_dead(settings, monkeypatch):
+    """Each worker notes itself alive and sweeps for listed workers whose note lapsed. With a cache
+    that keeps nothing (DummyCache) its own note is never found: it must not sweep every 10 seconds."""
+    from visual_search import workers
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    queued = []
+    monkeypatch.setattr(workers, "_queue_sweep", lambda **kwargs: queued.append(kwargs))
+    workers._heartbeat("w1@host")
+    assert queued == []
+
+
+def test_a_listed_worker_whose_note_lapsed_is_swept_for_once(settings, monkeypatch):
+    from visual_search import workers
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "heartbeats"}}
+    queued = []
+    monkeypatch.setattr(workers, "_queue_sweep", lambda **kwargs: queued.append(kwargs))
+    workers._heartbeat("a@host")
+    workers._heartbeat("b@host")
+    assert queued == []
+    cache.delete(workers.ALIVE_KEY.format("a@host"))  # a's note lapsed: killed
+    workers._heartbeat("b@host")
+    workers._heartbeat("c@host")
+    assert queued == [{"older_than": workers.HEARTBEAT_TIMEOUT - workers.HEARTBEAT}]

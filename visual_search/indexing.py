@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
 from django.db import models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -423,6 +424,7 @@ class Attempt:
     alone: list[Any]  # unfinished before: each goes in a task of its own
     given_up: list[str]  # failed now, at the limit
     counted: list[int] = field(default_factory=list)  # the rows counted, for end_attempt
+    held: str = ""  # the cache key under which they are noted (hold_attempt), or "" where not noted
 
 
 def gave_up_reason(attempts: int) -> str:
@@ -476,9 +478,50 @@ def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: 
 
 
 def end_attempt(attempt: Attempt) -> None:
-    """The task ended with its images (whatever became of them): take back the attempts it counted."""
-    if attempt.counted:
-        ImageEmbedding.objects.filter(pk__in=attempt.counted, embed_attempts__gt=0).update(embed_attempts=models.F("embed_attempts") - 1)
+    """The task ended with its images (whatever became of them): take back the attempts it counted,
+    unless a worker shutting down took them back already (:func:`take_back`)."""
+    if attempt.held:
+        try:
+            if not cache.delete(attempt.held):
+                return
+        except Exception:  # the cache is down: the attempts are this task's to take back
+            logger.debug("No cache to tell whether a shutdown took this task's attempts back", exc_info=True)
+    _uncount(attempt.counted)
+
+
+def _uncount(row_ids: list[int]) -> None:
+    if row_ids:
+        ImageEmbedding.objects.filter(pk__in=row_ids, embed_attempts__gt=0).update(embed_attempts=models.F("embed_attempts") - 1)
+
+
+# Noted for longer than any task runs; a key left by a killed task only expires.
+ATTEMPT_KEY = "visual_search:attempt:{}"
+ATTEMPT_NOTED_FOR = 24 * 3600
+
+
+def hold_attempt(attempt: Attempt, holder: str) -> None:
+    """Note in Django's cache the rows ``attempt`` counted, under ``holder`` (a Celery task id), so
+    that the worker's main process can take them back if it is stopped while the task runs."""
+    if not attempt.counted or not holder:
+        return
+    key = ATTEMPT_KEY.format(holder)
+    try:
+        cache.set(key, attempt.counted, timeout=ATTEMPT_NOTED_FOR)
+        if cache.get(key) is not None:  # not a DummyCache: whoever deletes the key takes the attempts back
+            attempt.held = key
+    except Exception:
+        logger.debug("No cache to note this task's attempts", exc_info=True)
+
+
+def take_back(holder: str) -> int:
+    """A worker shutting down on purpose while task ``holder`` computes: take back the attempts it
+    counted (once: the task, if it ends after all, finds them taken). Returns how many rows."""
+    key = ATTEMPT_KEY.format(holder)
+    row_ids = cache.get(key)
+    if not row_ids or not cache.delete(key):
+        return 0
+    _uncount(row_ids)
+    return len(row_ids)
 
 
 def reset_attempts(registration: Registration, pks: Sequence[Any]) -> int:

@@ -7,8 +7,11 @@ the Celery task module imports it: :mod:`visual_search.tasks` defines them under
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,6 +19,7 @@ from celery import current_app
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.utils.translation import gettext
+from kombu.serialization import loads, prepare_accept_content
 
 from .batching import chunked
 from .conf import settings
@@ -94,6 +98,78 @@ def send(name: str, args: Sequence[Any] = (), **options: Any) -> None:
         task.apply_async(args=tuple(args), **options)
     else:
         current_app.send_task(name, args=tuple(args), **options)
+
+
+# The sweep reads what waits in a Redis broker this many messages at a time.
+PEEK_CHUNK = 1000
+
+Waiting = dict[tuple[str, str], set[tuple[str, str | None]]]
+
+
+def waiting_in_broker(delivered_within: float) -> Waiting | None:
+    """The objects of ``embed_objects`` tasks that the broker still holds for a worker: in the queue,
+    or handed to a worker less than ``delivered_within`` seconds ago and not yet acknowledged (that
+    worker runs or reserved it; one handed out longer ago may have died with its worker). By
+    ``(label, image_field)``: ``(object id, fingerprint or None for every indexing one)``.
+
+    Read from Redis, without taking anything (the queue's lists and the unacknowledged messages
+    kombu keeps). None where the broker cannot tell: not Redis, unreachable, or its layout unknown.
+    The sweep then queues as it did before it could tell.
+    """
+    try:
+        with current_app.connection_for_read() as connection:
+            if connection.transport.driver_type != "redis":
+                return None
+            channel = connection.default_channel
+            client, queue = channel.client, settings.QUEUE or current_app.conf.task_default_queue
+            lists = [_key(client, "LRANGE", channel._q_for_pri(queue, priority)) for priority in channel.priority_steps]
+            payloads = [json.loads(raw) for key in lists for raw in _all(client, key)]
+            since = time.time() - delivered_within
+            recent = client.zrangebyscore(_key(client, "ZRANGEBYSCORE", channel.unacked_index_key), since, "+inf") if delivered_within > 0 else []
+            if recent:
+                payloads += [json.loads(raw)[0] for raw in client.hmget(_key(client, "HMGET", channel.unacked_key), recent) if raw]
+    except Exception:  # noqa: BLE001 - kombu's and redis-py's errors alike: then nobody can tell
+        logger.debug("Could not read what waits in the broker", exc_info=True)
+        return None
+    waiting: Waiting = {}
+    for payload in payloads:
+        args = _embed_args(payload)
+        if args:
+            label, image_field, pks = args[:3]
+            fingerprint = args[4] if len(args) > 4 else None
+            waiting.setdefault((label, image_field), set()).update((str(pk), fingerprint) for pk in pks)
+    return waiting
+
+
+def _key(client, command: str, key: str) -> str:
+    """``key`` as ``command`` must name it: kombu's client adds the transport's ``global_keyprefix``
+    to the keys of the commands kombu itself sends, not to those of the others."""
+    prefix = getattr(client, "global_keyprefix", "")
+    return key if not prefix or command in getattr(client, "PREFIXED_SIMPLE_COMMANDS", ()) else prefix + key
+
+
+def _all(client, key: str) -> list:
+    """Every item of a Redis list, a chunk at a time. Items pushed meanwhile shift the rest on (read
+    twice at worst); items taken from the other end are gone (delivered): none is skipped."""
+    items, start = [], 0
+    while chunk := client.lrange(key, start, start + PEEK_CHUNK - 1):
+        items += chunk
+        start += PEEK_CHUNK
+    return items
+
+
+def _embed_args(payload: dict) -> list | None:
+    """The arguments of a queued ``embed_objects`` message (Celery's message protocol 2), else None."""
+    try:
+        if payload.get("headers", {}).get("task") != EMBED_OBJECTS:
+            return None
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = loads(body, payload["content-type"], payload["content-encoding"], accept=prepare_accept_content(current_app.conf.accept_content))[0]
+        return list(args) if len(args) >= 3 else None
+    except Exception:  # noqa: BLE001 - another protocol, a serializer not accepted: not ours to read
+        return None
 
 
 def schedule_fit() -> bool:

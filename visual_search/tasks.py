@@ -26,7 +26,7 @@ from .backends import get_backend
 from .conf import settings
 from .embeddings import images
 from .exceptions import WeightsUnavailable
-from .indexing import IndexReport, begin_attempt, end_attempt, index_objects
+from .indexing import IndexReport, begin_attempt, end_attempt, hold_attempt, index_objects
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
@@ -78,7 +78,9 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
     """
     fingerprints = [fingerprint] if fingerprint else None
     registration = get_registration(label, image_field)
+    started = time.monotonic()
     attempt = begin_attempt(registration, pks, fingerprints, int(settings.MAX_EMBED_ATTEMPTS))
+    hold_attempt(attempt, self.request.id)
     for pk in attempt.alone:  # a task started it and never finished: on its own, not to sink a batch again
         _send(label, image_field, [pk], force, fingerprint)
     if not attempt.here:
@@ -102,8 +104,11 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
             end_attempt(attempt)
         _split(label, image_field, list(pks), force, fingerprint)
         return {**IndexReport().as_dict(), "pending": len(pks), "error": "soft time limit"}
-    except BaseException:
-        _end_quietly(attempt)
+    except BaseException as exc:
+        # SystemExit: the pool ends this process. A shutdown's (a deploy) is not the images' fault;
+        # the hard time limit's (SIGTERM, then SIGKILL 0.1 s later) is, and keeps its attempts.
+        if not (isinstance(exc, SystemExit) and _past_hard_limit(self, started)):
+            _end_quietly(attempt)
         raise
     end_attempt(attempt)
     if (report.embedded or report.removed) and not fingerprint:
@@ -116,6 +121,16 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
             countdown=min(600, 2 ** (self.request.retries + 1)),
         )
     return report.as_dict()
+
+
+def _past_hard_limit(task, started: float) -> bool:
+    """Whether the task has run for about its hard time limit (Celery's ``task_time_limit``)."""
+    hard = (task.request.timelimit or (None, None))[0] or task.time_limit or task.app.conf.task_time_limit
+    return bool(hard) and time.monotonic() - started >= float(hard) - HARD_LIMIT_MARGIN
+
+
+# The pool's timer runs from when the process took the job, a little before the task's own clock.
+HARD_LIMIT_MARGIN = 1.0
 
 
 def _end_quietly(attempt) -> None:
@@ -197,7 +212,8 @@ def fit_whitening(postponed: int = 0) -> int:
 @shared_task(name=queue.SWEEP, acks_late=True)
 def sweep(older_than: float | None = None) -> int:
     """Queue every pending row older than ``SWEEP_AFTER_SECONDS``, every stale image again, and
-    every image with no row at all.
+    every image with no row at all, but none that a task still waiting in a Redis broker holds
+    (:func:`~visual_search.queue.waiting_in_broker`).
 
     Runs on worker start and periodically (add it to Celery beat): rows left pending while the
     broker was down, images made stale by a settings change (no row of the current model), and
@@ -210,6 +226,9 @@ def sweep(older_than: float | None = None) -> int:
         older_than = float(settings.SWEEP_AFTER_SECONDS)
     cutoff = timezone.now() - timedelta(seconds=older_than)
     fingerprints = indexing_fingerprints()
+    # A long backlog (a reindex of 20,000 images) waits in the broker past SWEEP_AFTER_SECONDS: its
+    # rows were queued again at each sweep, and by a worker starting meanwhile. Not lost: left alone.
+    waiting = queue.waiting_in_broker(older_than)
     queued = 0
     for registration in get_registrations():
         rows = ImageEmbedding.objects.filter(
@@ -219,8 +238,11 @@ def sweep(older_than: float | None = None) -> int:
         )
         pending = rows.filter(status=ImageEmbedding.Status.PENDING)
         pending.exclude(fingerprint__in=fingerprints).delete()
-        old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", flat=True)
-        pks = list(dict.fromkeys([*old, *map(str, select_pks(registration, ["stale", "missing"]))]))
+        old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", "fingerprint")
+        held = (waiting or {}).get((registration.label, registration.image_field), set())
+        old = [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
+        others = [pk for pk in map(str, select_pks(registration, ["stale", "missing"])) if (pk, None) not in held]
+        pks = list(dict.fromkeys([*old, *others]))
         queued += enqueue(registration.label, registration.image_field, pks)
     if queued:
         logger.info("Sweep queued %s images", queued)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import bootsteps
-from celery.signals import celeryd_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.worker import state
 from django.core.cache import cache
 
 from . import queue
+from .indexing import take_back
 
 logger = logging.getLogger("visual_search")
 
@@ -23,6 +26,17 @@ RECONNECT_SWEEP_KEY = "visual_search:reconnect_sweep"  # its own: a reconnect is
 # once whatever the window says, for the batch it held.
 RUNNING_KEY = "visual_search:worker_running:{}"
 RUNNING_TIMEOUT = 7 * 24 * 3600
+# That check keys on the name: a killed worker replaced by one of another name (containers with random
+# host names, celery -n worker-%h-%i) was never noticed, and its batch waited for beat's sweep or the
+# broker's visibility timeout (an hour). So each worker also notes itself alive every HEARTBEAT seconds
+# (the note lasts HEARTBEAT_TIMEOUT) in a list of the running workers; the first worker to find one
+# listed whose note lapsed (killed: a clean shutdown leaves the list) takes it off and queues the sweep.
+# A minute: a main process busy for a while (the solo pool computes in it) is not taken for dead.
+HEARTBEAT = 10.0
+HEARTBEAT_TIMEOUT = 60.0
+ALIVE_KEY = "visual_search:worker_alive:{}"
+WORKERS_KEY = "visual_search:workers"
+WORKERS_LOCK = "visual_search:workers_lock"
 
 
 def _first_in_window(key: str = START_SWEEP_KEY) -> bool:
@@ -49,11 +63,66 @@ def _was_killed(hostname: str | None) -> bool:
 
 
 def _shut_down(sender=None, **kwargs) -> None:
-    """The worker stops cleanly: its next start is an ordinary one (see :func:`_was_killed`)."""
+    """The worker stops cleanly: its next start is an ordinary one (see :func:`_was_killed`), and
+    the others do not take it for dead (:func:`_heartbeat`)."""
+    hostname = getattr(sender, "hostname", None)
     try:
-        cache.delete(RUNNING_KEY.format(getattr(sender, "hostname", None)))
+        cache.delete(RUNNING_KEY.format(hostname))
+        _listed(lambda names: names.discard(hostname))
+        cache.delete(ALIVE_KEY.format(hostname))
     except Exception:
         logger.debug("No cache to note this worker's shutdown", exc_info=True)
+
+
+def _listed(change):
+    """Apply ``change`` to the set of running workers' names, under a lock; returns what it returns."""
+    for _ in range(50):
+        if cache.add(WORKERS_LOCK, True, timeout=5):
+            try:
+                names = set(cache.get(WORKERS_KEY) or ())
+                result = change(names)
+                cache.set(WORKERS_KEY, names, timeout=RUNNING_TIMEOUT)
+                return result
+            finally:
+                cache.delete(WORKERS_LOCK)
+        time.sleep(0.1)
+    return None
+
+
+def _heartbeat(hostname: str) -> None:
+    """Note this worker alive; queue the sweep for any listed worker whose note lapsed (it was killed)."""
+
+    def take_off_the_dead(names: set) -> set:
+        names.add(hostname)
+        alive = cache.get_many([ALIVE_KEY.format(name) for name in names])
+        dead = {name for name in names if name != hostname and ALIVE_KEY.format(name) not in alive}
+        names -= dead
+        return dead
+
+    try:
+        cache.set(ALIVE_KEY.format(hostname), True, timeout=HEARTBEAT_TIMEOUT)
+        dead = _listed(take_off_the_dead)
+    except Exception:
+        logger.debug("No cache to note this worker alive", exc_info=True)
+        return
+    if dead:
+        logger.warning("Visual search: worker %s stopped without shutting down; queueing the sweep for the work it held", ", ".join(sorted(dead)))
+        # Its rows were last touched before it died, at least this long ago; tasks that live workers
+        # started since are left to them.
+        _queue_sweep(older_than=HEARTBEAT_TIMEOUT - HEARTBEAT)
+
+
+def _take_back_attempts(sender=None, **kwargs) -> None:
+    """The worker begins to shut down (warm or cold): a deploy, not the images, stops the batches it
+    computes. Take back their attempts now, before a stop timeout's SIGKILL (systemd, docker, Kubernetes)
+    can end them unfinished: three deploys during a long reindex failed healthy images as too slow."""
+    for request in list(state.active_requests):
+        if request.name != queue.EMBED_OBJECTS:
+            continue
+        try:
+            take_back(request.id)
+        except Exception:  # the cache or the database: the attempts stay counted, as for a kill
+            logger.warning("Visual search: could not take back the attempts of task %s on shutdown", request.id, exc_info=True)
 
 
 def _sweep_on_start(sender=None, **kwargs) -> None:
@@ -64,16 +133,22 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
     worker's sweep of the last ``START_SWEEP_WINDOW`` seconds covers this start too, unless this
     worker's last run was killed (its batch is to be queued again now).
     """
-    killed = _was_killed(getattr(sender, "hostname", None))
+    hostname = getattr(sender, "hostname", None)
+    killed = _was_killed(hostname)
+    if hostname:
+        _heartbeat(hostname)
+        timer = getattr(sender, "timer", None)
+        if timer is not None:
+            timer.call_repeatedly(HEARTBEAT, _heartbeat, (hostname,))
     if not _first_in_window() and not killed:
         logger.info("Visual search: another worker queued the sweep less than %s s ago; not queueing it again", START_SWEEP_WINDOW)
         return
     _queue_sweep()
 
 
-def _queue_sweep() -> None:
+def _queue_sweep(older_than: float = 0) -> None:
     try:
-        queue.send(queue.SWEEP, kwargs={"older_than": 0})
+        queue.send(queue.SWEEP, kwargs={"older_than": older_than})
     except Exception as exc:
         logger.warning("Could not queue the visual search sweep on worker start: %s", exc)
 
@@ -105,4 +180,5 @@ def _add_consumer_step(sender=None, instance=None, **kwargs) -> None:
 def connect_worker_signals() -> None:
     worker_ready.connect(_sweep_on_start, weak=False, dispatch_uid="visual_search.sweep_on_start")
     worker_shutdown.connect(_shut_down, weak=False, dispatch_uid="visual_search.worker_shut_down")
+    worker_shutting_down.connect(_take_back_attempts, weak=False, dispatch_uid="visual_search.take_back_attempts")
     celeryd_init.connect(_add_consumer_step, weak=False, dispatch_uid="visual_search.sweep_on_reconnect")

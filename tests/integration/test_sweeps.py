@@ -5,6 +5,7 @@ import os
 from datetime import timedelta
 
 import pytest
+import redis
 from django.utils import timezone
 
 import visual_search
@@ -67,3 +68,69 @@ def test_a_worker_killed_and_restarted_at_once_still_sweeps(broker, redis_server
     again = start_worker("w")
     wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=90, what="all ready")
     assert received_lines_all([again], "visual_search.sweep") == 1
+
+
+def test_the_sweeps_leave_a_backlog_waiting_in_the_broker(broker, start_worker, make_product, celery_env):
+    """A reindex queued more than the workers do in SWEEP_AFTER_SECONDS: beat's sweep queued every
+    row still waiting in Redis again (and each later sweep once more: a backlog of an hour went round
+    about six times), and a worker started meanwhile queued the whole backlog again. A pending row
+    that no message holds (lost) is still queued."""
+    from visual_search import queue
+    from visual_search.indexing import mark_queued
+    from visual_search.registry import get_registration
+    from visual_search.tasks import sweep
+
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "1.5"
+    paths = [p for paths in photos().values() for p in paths][:33]
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"Product {n}", path) for n, path in enumerate(paths)]
+    mark_queued(get_registration("testapp.product", "image"), [products[0].pk])  # pending; its message lost
+    backlog = queue.enqueue("testapp.product", "image", [p.pk for p in products[1:]])
+    ImageEmbedding.objects.update(updated_at=timezone.now() - timedelta(hours=1))  # all waited past SWEEP_AFTER_SECONDS
+
+    sweep()  # beat's, while the backlog waits: the lost row only
+    worker = start_worker("w")  # its start-up sweep (queued behind the backlog): nothing more
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=120, what="all ready")
+    settle([worker], quiet=3)
+    tasks = received_lines(worker, "visual_search.embed_objects")
+    print(f"MEASURE backlog: {len(products)} pending ({backlog} in the broker): {tasks} embed tasks, {embedded_by([worker])} embedded")
+    assert tasks == -(-backlog // 8) + 1  # the backlog's (BATCH_SIZE 8), and the lost row's
+    assert embedded_by([worker]) == len(products)
+
+
+def test_a_worker_killed_and_replaced_under_another_name_is_swept_for(broker, redis_server, start_worker, make_product, celery_env):
+    """The killed-worker check keyed on the node name: a worker killed mid-batch and replaced by one
+    with another name (containers with random host names, celery -n worker-%h-%i) inside the shared
+    start-up sweep's minute swept nothing, and its batch waited for beat's sweep (SWEEP_AFTER_SECONDS
+    and more) or Redis's visibility timeout (an hour). A worker whose liveness note lapsed is now
+    noticed by the others, whatever their names."""
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    celery_env["VISUAL_SEARCH_TEST_HEARTBEAT"] = "1"
+    celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "60"
+    products = pending_for_long(make_product, 4)
+    doomed = start_worker("doomed")  # its start-up sweep opens the shared minute
+    wait_for(lambda: ImageEmbedding.objects.filter(embed_attempts=1).count() == len(products), timeout=60, what="the batch to start")
+    doomed.kill()
+    celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "0"
+    start_worker("replacement")
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=60, what="all ready")
+
+
+@pytest.mark.parametrize("prefix", ["", "shop:"])
+def test_what_waits_in_redis_is_read_with_the_transport_s_key_prefix(broker, redis_server, prefix):
+    """kombu's global_keyprefix (one Redis shared by several projects) prefixes the queue's keys; the
+    sweep's reading of what waits must find them there, or it queues the whole backlog again."""
+    from visual_search import queue
+
+    def connect_anew(options):
+        broker.conf.broker_transport_options = options
+        broker._pool, broker.amqp._producer_pool = None, None  # the pools were made with the old options
+
+    connect_anew({"global_keyprefix": prefix} if prefix else {})
+    try:
+        queue.send(queue.EMBED_OBJECTS, ("testapp.product", "image", [7, "8"], False))
+        queue.send(queue.EMBED_OBJECTS, ("testapp.product", "image", [9], False, "fp"))
+        assert redis.Redis(port=redis_server.port).exists(f"{prefix}celery")
+        assert queue.waiting_in_broker(60) == {("testapp.product", "image"): {("7", None), ("8", None), ("9", "fp")}}
+    finally:
+        connect_anew({})
