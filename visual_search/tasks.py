@@ -220,10 +220,13 @@ def sweep(older_than: float | None = None) -> int:
     objects saved without signals (``bulk_create``, ``QuerySet.update``, raw SQL imports) get
     computed with no manual step. A retired version's rows beside current ones are left
     alone (they wait for a rollback); pending rows of a version no longer being built are deleted,
-    since nothing would ever compute them.
+    since nothing would ever compute them. First, a model switch whose next check was lost (a killed
+    worker held it) is checked again: at once where ``older_than`` is under a minute (a worker
+    starts, or one was found dead), else after a minute without a check.
     """
     if older_than is None:
         older_than = float(settings.SWEEP_AFTER_SECONDS)
+    resume_stalled_builds(0 if older_than < STALLED_AFTER_SECONDS else STALLED_AFTER_SECONDS)
     cutoff = timezone.now() - timedelta(seconds=older_than)
     fingerprints = indexing_fingerprints()
     # A long backlog (a reindex of 20,000 images) waits in the broker past SWEEP_AFTER_SECONDS: its
@@ -248,8 +251,6 @@ def sweep(older_than: float | None = None) -> int:
         logger.info("Sweep queued %s images", queued)
     repair_index(fingerprints)
     fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
-    # A model switch whose next check was lost with a killed worker (at a worker's start: at once).
-    resume_stalled_builds(0 if older_than == 0 else STALLED_AFTER_SECONDS)
     return queued
 
 

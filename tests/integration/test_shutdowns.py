@@ -42,7 +42,10 @@ def test_a_deploy_stopping_a_worker_mid_batch_counts_no_attempt(broker, start_wo
         worker.process.wait(30)
     else:
         os.kill(worker.process.pid, signal.SIGTERM)
-        wait_for(lambda: "Warm shutdown" in worker.log.read_text(), timeout=10, what="the warm shutdown")
+        # A stop timeout is seconds at least (systemd's 90 s, Kubernetes' 30 s): the attempt is taken
+        # back as the shutdown begins, while the batch still computes; then the SIGKILL.
+        wait_for(lambda: row.get().embed_attempts == 0, timeout=15, what="the attempt taken back as the shutdown begins")
+        assert worker.process.poll() is None, "the worker stopped before the kill: not what the test means"
         worker.kill()
     assert row.get().embed_attempts == 0
     assert row.get().status == "pending"
