@@ -190,7 +190,7 @@ def test_a_check_sent_again_replaces_the_lost_one_and_the_build_switches_once(ca
     """A worker killed while it held the build's next check (a countdown task): Redis gives that
     message back only after its visibility timeout (an hour by default). The sweep sends the check
     again under a new name; the lost one, if it comes back, stops instead of running beside it."""
-    from visual_search import queue
+    from visual_search import queue, workers
     from visual_search.tasks import sweep
 
     sent = []
@@ -204,7 +204,8 @@ def test_a_check_sent_again_replaces_the_lost_one_and_the_build_switches_once(ca
 
     assert versions.resume_stalled_builds() == 0  # checked a moment ago: not stalled
     sent.clear()
-    sweep(older_than=0)  # a worker's start: its check is sent again at once
+    # The sweep queued for a worker found dead (a worker's start-up sweep: older_than=0): at once.
+    sweep(older_than=workers.HEARTBEAT_TIMEOUT - workers.HEARTBEAT)
     resent = [args for name, args in sent if name == queue.ACTIVATE_VERSION]
     assert len(resent) == 1 and resent[0][:2] == (version.pk, False) and resent[0][2] != following.step
     assert versions.build_step(version.pk, False, following.step) is None  # the lost check came back: it stops
