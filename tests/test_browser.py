@@ -410,6 +410,32 @@ def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server,
     context.close()
 
 
+@pytest.mark.parametrize("upload", [
+    {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"shopping list"},
+    {"name": "receipt.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 receipt"},
+])
+def test_a_file_refused_before_sending_takes_the_last_photo_s_results_away(demo_server, browser, upload):
+    # A file the browser says is not an image, chosen after a good search: the refusal stood above
+    # the last photo's twelve cards and its preview, which read as this file's results.
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+    page.set_input_files("#vs-file", upload)
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    # One thing said (the status line), and nothing left that reads as this file's results.
+    assert "not an image" in page.locator("#vs-status").inner_text()
+    assert page.locator("#vs-results").inner_text().strip() == ""
+    assert page.locator("#vs-results").get_attribute("aria-busy") == "false"
+    assert page.locator("#vs [data-vs-preview]").is_hidden() and page.locator("#vs .vs-crop").is_hidden()
+    assert page.locator("#vs [data-vs-retry]").is_hidden()
+    # "Search" now asks for a photo: the refused file is not searched, nor the last photo again.
+    page.click("#vs [data-vs-submit]")
+    assert "Choose a photo first" in page.locator("#vs-status").inner_text()
+    context.close()
+
+
 @pytest.mark.parametrize("path", ["/", "/search/", f"/product/{PRODUCT.lower()}/"])
 def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server, browser, path):
     # The header's "Search by photo" label never wrapped (the widget's visually-hidden nowrap) and

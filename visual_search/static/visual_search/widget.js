@@ -592,7 +592,7 @@
     var self = this;
     if (!file) { return; }
     if (file.type && file.type.indexOf("image/") !== 0) {
-      this.say(this.messages.invalid_image || "That file is not an image; choose a JPEG, PNG or WebP photo.", true);
+      this.refuse(this.messages.invalid_image || "That file is not an image; choose a JPEG, PNG or WebP photo.");
       return;
     }
     // A phone's photo (3 to 20 MB, up to 200 megapixels) is made a 2048 px JPEG here first: a
@@ -610,6 +610,25 @@
     });
   };
 
+  // A new file refused here, before it is sent (not an image, a HEIC the shop cannot read, too
+  // large). The last photo's cards stayed under the refusal and read as this file's results (a
+  // PDF "found" milk at 50% match), and its preview and box still searched it. They go, as for a
+  // photo the shop refuses; a search or a shrinking photo still under way is dropped with them.
+  Widget.prototype.refuse = function (message) {
+    this.picks++;
+    this.searches++;
+    this.shrinking = false;
+    if (this.abort) { this.abort.abort(); this.abort = null; }
+    if (this.crop) { clearTimeout(this.crop.timer); }
+    this.results.textContent = "";
+    this.results.setAttribute("aria-busy", "false");
+    this.root.classList.remove("vs-busy");
+    this.unseen();
+    this.file = null;
+    this.offline = false;
+    this.say(message, true);
+  };
+
   // A HEIC photo (an iPhone's) by its type or name.
   function isHeic(file) {
     return /^image\/hei[cf]/i.test(file.type || "") || /\.hei[cf]$/i.test(file.name || "");
@@ -620,11 +639,11 @@
     // decode HEIC (no pillow-heif): said at once, where it took the whole upload (a minute on 3G)
     // to hear it. An overridden widget.html without data-accepts-heic sends it as before.
     if (isHeic(sent) && this.form.getAttribute("data-accepts-heic") === "0") {
-      this.say(format(this.messages.unsupported_format, { format: "HEIC" }), true);
+      this.refuse(format(this.messages.unsupported_format, { format: "HEIC" }));
       return;
     }
     if (this.maxBytes && sent.size > this.maxBytes) {
-      this.say(this.messages.file_too_large || "That photo is larger than " + this.form.dataset.maxMb + " MB; choose a smaller one.", true);
+      this.refuse(this.messages.file_too_large || "That photo is larger than " + this.form.dataset.maxMb + " MB; choose a smaller one.");
       return;
     }
     this.file = sent;
