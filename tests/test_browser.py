@@ -803,6 +803,44 @@ def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(de
     context.close()
 
 
+def test_a_throttled_search_says_when_to_try_again_and_waits_until_then(demo_server, browser):
+    """The API's 429 carries Retry-After (DRF's throttle: whole seconds). The line said "wait a
+    minute" whatever it said, and "Try again" went at once, to be refused again (and counted
+    again). Now the line says when, in the page's language, and "Try again" sends nothing before
+    then: greyed, aria-disabled but focusable, a press says the time left (the page's clock is
+    run forward)."""
+    context = phone(browser)
+    page = context.new_page()
+    sent = []
+
+    def throttled(route):
+        sent.append(route.request.url)
+        route.fulfill(status=429, headers={"Retry-After": "37"}, content_type="application/json",
+                      body='{"detail": "Request was throttled. Expected available in 37 seconds.", "code": "throttled"}')
+
+    page.route("**/api/visual-search/search/", throttled)
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    status, retry = page.locator("#vs-status"), page.locator("#vs [data-vs-retry]")
+    assert status.inner_text() == "Too many searches in a short time. Please try again in 37 seconds."
+    assert retry.is_visible() and retry.get_attribute("aria-disabled") == "true"
+    page.clock.run_for(20_000)
+    retry.click(force=True)  # a customer's press; playwright itself waits while a button is aria-disabled
+    assert len(sent) == 1  # nothing sent before the time
+    # The page's clock still runs by itself besides: a second may have gone.
+    assert status.inner_text() in [f"Too many searches in a short time. Please try again in {n} seconds." for n in (16, 17)]
+    assert page.evaluate("document.activeElement.hasAttribute('data-vs-retry')")  # the focus stays on it
+    page.clock.run_for(18_000)
+    assert retry.get_attribute("aria-disabled") is None
+    page.unroute("**/api/visual-search/search/")
+    retry.click()
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert retry.is_hidden() and len(sent) == 1
+    context.close()
+
+
 def test_a_search_made_offline_says_so_and_goes_again_once_back_online(demo_server, browser):
     """Offline, the customer read "did not reach the shop. Check your connection" and had to search
     again by hand once the connection was back; now the line says the phone is offline, and the

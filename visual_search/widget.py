@@ -78,6 +78,9 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # API_PERMISSION_CLASSES asks customers to sign in (IsAuthenticated): DRF answers not_authenticated.
         "not_authenticated": _("Sign in to search by photo."),
         "throttled": _("Too many searches in a short time. Please wait a minute and try again."),
+        # {when} is the time to wait as the customer's browser writes it in this language:
+        # "in 30 seconds", "in 2 minutes" (German "in 30 Sekunden", French "dans 30 secondes").
+        "throttled_wait": _("Too many searches in a short time. Please try again {when}."),
         "unavailable": _("Search by photo is not available right now. Please try again later."),
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),

@@ -431,6 +431,8 @@
     this.picks = 0; // the latest photo chosen: an older one still shrinking is dropped
     this.shrinking = false;
     this.abort = null;
+    this.waitUntil = 0; // a throttled search: nothing is sent before this time (ms)
+    this.waitTimer = null;
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
     if (this.preview) {
@@ -732,6 +734,12 @@
       this.inputs[this.inputs.length - 1].focus();
       return;
     }
+    if (this.waitUntil > Date.now()) {
+      // Sent now it would only be refused again, and count against the customer once more.
+      if (this.revealing) { this.results.textContent = ""; } // a new photo: the last one's cards are not its
+      this.say(this.waitWords(), true, true);
+      return;
+    }
     var token = this.csrfToken();
     // A new search (the box moved again) replaces the one still running: only the latest answers.
     var number = ++this.searches;
@@ -780,6 +788,7 @@
           var failure = new Error(self.errorMessage(body, response.status));
           failure.photo = PHOTO_ERRORS.indexOf(body && body.code) !== -1;
           failure.retry = response.status >= 500 || response.status === 429;
+          failure.wait = response.status === 429 ? retryAfter(response.headers.get("Retry-After")) : 0;
           throw failure;
         }
         return body;
@@ -799,6 +808,10 @@
         self.file = null;
       }
       self.offline = Boolean(error.offline);
+      if (error.wait) {
+        self.wait(error.wait);
+        error.message = self.waitWords();
+      }
       self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
     }).then(function () {
       window.clearTimeout(slow);
@@ -808,6 +821,45 @@
       self.root.classList.remove("vs-busy");
       self.reveal();
     });
+  };
+
+  // Seconds to wait from a 429's Retry-After (DRF sends whole seconds; HTTP also allows a date),
+  // 0 when it says nothing usable.
+  function retryAfter(value) {
+    if (!value) { return 0; }
+    var seconds = /^\s*\d+\s*$/.test(value) ? parseInt(value, 10) : (Date.parse(value) - Date.now()) / 1000;
+    return seconds > 0 ? Math.ceil(seconds) : 0;
+  }
+
+  // "in 37 seconds", "in 2 minutes", in the page's language with its plural forms (the browser's
+  // Intl), or "" where the browser cannot say it.
+  function inTime(seconds, language) {
+    if (!window.Intl || !Intl.RelativeTimeFormat) { return ""; }
+    try {
+      var when = new Intl.RelativeTimeFormat(language || undefined, { numeric: "always" });
+      if (seconds <= 90) { return when.format(seconds, "second"); }
+      if (seconds <= 90 * 60) { return when.format(Math.ceil(seconds / 60), "minute"); }
+      return when.format(Math.ceil(seconds / 3600), "hour");
+    } catch (error) { return ""; }
+  }
+
+  // The throttled line with the time still to wait; without Intl, the words without a time.
+  Widget.prototype.waitWords = function () {
+    var left = Math.max(1, Math.ceil((this.waitUntil - Date.now()) / 1000));
+    var when = inTime(left, this.root.getAttribute("lang"));
+    if (when && this.messages.throttled_wait) { return format(this.messages.throttled_wait, { when: when }); }
+    return this.messages.throttled || this.messages.failed;
+  };
+
+  // A search refused for coming too often (429) with the time to wait: "Try again" stays, greyed
+  // and aria-disabled (still focusable: a press says the time left) until then, and nothing is
+  // sent before; it went at once and was refused again, counting against the customer once more.
+  Widget.prototype.wait = function (seconds) {
+    var retry = this.retry;
+    this.waitUntil = Date.now() + seconds * 1000;
+    retry.setAttribute("aria-disabled", "true");
+    window.clearTimeout(this.waitTimer);
+    this.waitTimer = window.setTimeout(function () { retry.removeAttribute("aria-disabled"); }, seconds * 1000);
   };
 
   // On a phone the customer's photo and its box fill the screen, and the answer to a new photo came
