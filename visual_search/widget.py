@@ -99,6 +99,10 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # {x0} to {x1} and {y0} to {y1}: the box's edges as percentages of the photo ("25%"), each
         # written as "percent" says.
         "box_where": _("The box covers {x0} to {x1} across and {y0} to {y1} down the photo."),
+        # What a screen reader hears as a key moves the box: only the edges that moved, written as
+        # "percent" says ("5% to 100% across").
+        "box_across": _("{x0} to {x1} across"),
+        "box_down": _("{y0} to {y1} down"),
         # {n} is a whole number: one edge of the box as a share of the photo, 25 for a quarter.
         "percent": _("{n}%"),
     }

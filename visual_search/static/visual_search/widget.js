@@ -27,6 +27,8 @@
     match: "{percent}% match",
     box_whole: "The box covers the whole photo.",
     box_where: "The box covers {x0} to {x1} across and {y0} to {y1} down the photo.",
+    box_across: "{x0} to {x1} across",
+    box_down: "{y0} to {y1} down",
     percent: "{n}%"
   };
   // The server's words (in the page's language) have {name} holes the script fills in.
@@ -105,6 +107,10 @@
     this.box = crop.querySelector("[data-vs-box]");
     this.hole = crop.querySelector("[data-vs-hole]");
     this.where = crop.querySelector("[data-vs-box-where]");
+    // What a screen reader hears as the box moves (polite, live): one short line per change. The
+    // box's description (where) is not live: it was, and with "Searching…" and the results' line
+    // a key press made three announcements. A widget.html overridden before it: where is live.
+    this.said = crop.querySelector("[data-vs-box-said]");
     this.wholeButton = crop.querySelector("[data-vs-whole]");
     this.fields = widget.form.querySelectorAll("[data-vs-box-field]");
     this.value = whole();
@@ -146,10 +152,10 @@
     return [v.x0, v.y0, v.x1, v.y1].map(function (n) { return String(Math.round(n * 10000) / 10000); }).join(",");
   };
 
-  CropBox.prototype.reset = function () {
+  CropBox.prototype.reset = function (quiet) {
     this.value = whole();
     this.draw();
-    this.settle();
+    this.settle("", quiet);
   };
 
   // The smallest side along x ("width") or y ("height"), as a share of the photo.
@@ -171,22 +177,26 @@
     if (this.wholeButton) { this.wholeButton.disabled = this.isWhole(); }
   };
 
-  // Once the box stops: say where it is (screen readers), and copy it into the form's number
-  // fields, which a plain form post (no fetch) sends.
-  CropBox.prototype.settle = function () {
+  // Once the box stops: describe where it is (screen readers), say so (``short``: only the edges
+  // a key moved, "5% to 100% across"), and copy it into the form's number fields, which a plain
+  // form post (no fetch) sends. ``quiet``: nothing said (a new photo: the status line speaks).
+  CropBox.prototype.settle = function (short, quiet) {
     var v = this.value;
     var messages = this.widget.messages;
-    this.where.textContent = this.isWhole() ? messages.box_whole :
-      format(messages.box_where, { x0: percent(v.x0, messages), x1: percent(v.x1, messages), y0: percent(v.y0, messages), y1: percent(v.y1, messages) });
+    var edges = { x0: percent(v.x0, messages), x1: percent(v.x1, messages), y0: percent(v.y0, messages), y1: percent(v.y1, messages) };
+    var full = this.isWhole() ? messages.box_whole : format(messages.box_where, edges);
+    this.where.textContent = full;
+    if (this.said && !quiet) { this.said.textContent = short && !this.isWhole() && messages[short] ? format(messages[short], edges) : full; }
     var numbers = [v.x0, v.y0, v.x1, v.y1];
     this.fields.forEach(function (field, i) { field.value = String(Math.round(numbers[i] * 10000) / 10000); });
   };
 
-  // Search again with the box, after `delay` ms; a newer change restarts the wait.
+  // Search again with the box, after `delay` ms; a newer change restarts the wait. Quietly: the
+  // box's own line has said what changed.
   CropBox.prototype.changed = function (delay) {
     var widget = this.widget;
     clearTimeout(this.timer);
-    this.timer = setTimeout(function () { widget.search(); }, delay);
+    this.timer = setTimeout(function () { widget.search(true); }, delay);
   };
 
   // Where a pointer is, as fractions of the photo (not clamped).
@@ -290,7 +300,7 @@
     if (v.x0 === f.x0 && v.y0 === f.y0 && v.x1 === f.x1 && v.y1 === f.y1) { return; }
     this.value = v;
     this.draw();
-    this.settle();
+    this.settle(arrow[0] ? "box_across" : "box_down");
     this.changed(KEY_DELAY);
   };
 
@@ -316,7 +326,7 @@
 
   CropBox.prototype.show = function () {
     this.crop.hidden = false;
-    this.reset();
+    this.reset(true);
   };
 
   // The longest side of the photo the widget sends: the box may pick a tenth of it and still
@@ -563,8 +573,10 @@
   });
 
   // ``retry``: the "Try again" button is shown under the line (a failure the network or the shop caused).
+  // The line already saying it (the box moved, the same count of results): left alone, not said again.
   Widget.prototype.say = function (message, isError, retry) {
     if (this.retry) { this.retry.hidden = !retry; }
+    if (!isError && this.status.textContent === message && !this.status.querySelector(".vs-error")) { return; }
     this.status.textContent = "";
     var span = document.createElement("span");
     if (isError) { span.className = "vs-error"; }
@@ -671,7 +683,7 @@
       this.crop.crop.hidden = true;
       if (focused) { this.inputs[this.inputs.length - 1].focus(); }
       this.crop.value = whole();
-      this.crop.settle();
+      this.crop.settle("", true);
     }
   };
 
@@ -726,7 +738,9 @@
     return error;
   }
 
-  Widget.prototype.search = function () {
+  // ``quiet``: a search the box started. Its "Searching…" is not said (the results dim while it
+  // runs), nor its outcome when the status line already says it: the box's line spoke.
+  Widget.prototype.search = function (quiet) {
     var self = this;
     if (this.shrinking) { return; } // a photo just chosen: it searches once it is made small
     if (!this.file) {
@@ -747,7 +761,7 @@
     this.abort = window.AbortController ? new AbortController() : null;
     function latest() { return number === self.searches; }
     this.offline = false;
-    this.say(this.messages.searching);
+    if (quiet !== true || this.status.querySelector(".vs-error")) { this.say(this.messages.searching); }
     this.results.setAttribute("aria-busy", "true");
     this.root.classList.add("vs-busy");
     var controller = this.abort, timedOut = false;
