@@ -451,6 +451,30 @@ def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server
     context.close()
 
 
+def test_the_widget_s_icons_grow_with_the_text_on_a_small_phone(demo_server, browser):
+    # The camera and close icons stayed 22 and 20 px (their width and height attributes) while a
+    # phone's 200 % text doubled the words beside them; the close button's own font was the
+    # browser's 13 px for buttons, not the page's. Now both are sized in em, and still fit 320 px.
+    sizes = {}
+    for text in ("100%", "200%"):
+        context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+        page = context.new_page()
+        page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ document.documentElement.style.fontSize = '{text}'; document.body.style.fontSize = '{16 * int(text[:-1]) // 100}px'; }})")
+        page.goto(f"{demo_server}/search/")
+        camera = page.locator(".header-search .vs-open-icon").bounding_box()
+        page.locator(".header-search .vs-open").click()
+        close = page.locator("dialog[open] .vs-close")
+        sizes[text] = (camera["width"], close.locator("svg").bounding_box()["width"])
+        button = close.bounding_box()
+        assert button["width"] >= 44 and button["height"] >= 44 and button["x"] + button["width"] <= 320
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320
+        shot(page, f"icons-dialog-{text[:-1]}-320.png")
+        context.close()
+    for normal, large in zip(sizes["100%"], sizes["200%"]):
+        assert abs(large - 2 * normal) <= 1, sizes
+    assert all(18 <= width <= 24 for width in sizes["100%"]), sizes  # at a plain text size, about as before
+
+
 @pytest.mark.parametrize("path", ["/search/", f"/product/{PRODUCT.lower()}/"])
 def test_a_small_phone_s_header_scrolls_away_and_covers_nothing(demo_server, browser, path):
     # The demo's sticky header, wrapped at 200% text on a 320 px phone, stayed over the top 365 of
