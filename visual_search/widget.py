@@ -10,10 +10,12 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.urls import NoReverseMatch, reverse
+from django.utils import formats
 from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
 from .conf import settings
@@ -105,7 +107,33 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         "box_down": _("{y0} to {y1} down"),
         # {n} is a whole number: one edge of the box as a share of the photo, 25 for a quarter.
         "percent": _("{n}%"),
+        # Not words: how this language writes a number, for the prices of the cards the script makes.
+        "number": number_shape(),
     }
+
+
+def number_shape() -> dict[str, Any]:
+    """How the active language writes a number (Django's formats: ``DECIMAL_SEPARATOR``,
+    ``THOUSAND_SEPARATOR`` and ``NUMBER_GROUPING``, grouped only under ``USE_THOUSAND_SEPARATOR``),
+    so the script writes a price the JSON carries as a number as :func:`price_text` does."""
+    grouping = formats.get_format("NUMBER_GROUPING") if django_settings.USE_THOUSAND_SEPARATOR else 0
+    return {
+        "decimal": str(formats.get_format("DECIMAL_SEPARATOR")),
+        "thousands": str(formats.get_format("THOUSAND_SEPARATOR")),
+        "grouping": grouping if isinstance(grouping, int) else list(grouping),
+    }
+
+
+def price_text(price: Any) -> str:
+    """A result's price as every card writes it, the server's and the script's alike: a string as
+    the shop's adapter gave it ("12,90", already the customer's way); a number with two decimals in
+    the active language (``number_shape``: "12,90" on a German page). A ``Decimal("12.90")`` goes
+    into the JSON as the number 12.9: the script wrote "12.9" where the page wrote "12,90"."""
+    if price is None:
+        return ""
+    if isinstance(price, (int, float, Decimal)) and not isinstance(price, bool):
+        return formats.number_format(price, 2)
+    return str(price)
 
 
 def results_found(count: int) -> str:

@@ -61,6 +61,31 @@
     });
   }
 
+  // A number written as the shop's Django writes it (django.utils.numberformat): two decimals, the
+  // language's decimal separator, and its thousands grouped only where the shop groups them.
+  function number(value, shape) {
+    shape = shape || {};
+    var parts = Math.abs(value).toFixed(2).split(".");
+    var whole = shape.grouping && shape.thousands ? grouped(parts[0], shape.grouping, shape.thousands) : parts[0];
+    return (value < 0 ? "-" : "") + whole + (shape.decimal || ".") + parts[1];
+  }
+
+  // Django's grouping: a size repeated, or sizes from the right ([3, 2, 0]: 0 repeats the last).
+  function grouped(digits, grouping, separator) {
+    var intervals = typeof grouping === "number" ? [grouping, 0] : grouping.slice();
+    var active = intervals.shift(), out = "", count = 0;
+    for (var i = digits.length - 1; i >= 0; i--) {
+      if (count && count === active) {
+        if (intervals.length) { active = intervals.shift() || active; }
+        out = separator + out;
+        count = 0;
+      }
+      out = digits.charAt(i) + out;
+      count++;
+    }
+    return out;
+  }
+
   function fillCard(card, result, messages) {
     Object.keys(result).forEach(function (name) {
       if (!SPECIAL[name]) { setField(card, name, result[name], messages); }
@@ -69,7 +94,9 @@
     var hasPrice = price !== null && price !== undefined && price !== "";
     card.querySelectorAll('[data-vs-field="price"]').forEach(function (el) {
       var currency = result.currency || el.dataset.vsCurrency || "";
-      el.textContent = hasPrice ? String(price) + (currency ? " " + currency : "") : "";
+      // A Decimal price comes as a JSON number (12.9 for 12.90): written as the page writes it.
+      var text = typeof price === "number" && isFinite(price) ? number(price, messages.number) : String(price);
+      el.textContent = hasPrice ? text + (currency ? " " + currency : "") : "";
       el.hidden = !hasPrice;
     });
     card.querySelectorAll('[data-vs-field="available"]').forEach(function (el) {
