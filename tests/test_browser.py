@@ -154,6 +154,29 @@ def test_the_search_asks_for_the_page_s_language_not_the_browser_s(demo_server, 
     context.close()
 
 
+# What the API answers for a shop whose RESULT_ADAPTER gives a Decimal("1234.50") price: a JSON
+# number (DRF's encoder; tests/test_result_cards.py checks it), 1234.5.
+DECIMAL_PRICE_ANSWER = (
+    '{"results": [{"id": 1, "name": "Oatly Oat Milk", "url": null, "image_url": null, "score": 0.9,'
+    ' "price": 1234.5, "currency": "SEK"}], "confident": true}'
+)
+
+
+@pytest.mark.parametrize(("language", "written"), [("en", "1234.50 SEK"), ("de", "1234,50 SEK")])
+def test_a_decimal_price_on_a_card_is_written_as_the_page_writes_it(demo_server, browser, language, written):
+    """The script wrote the JSON's 1234.5 as "1234.5 SEK" where the no-JavaScript page's card for the
+    same Decimal reads "1234,50 SEK" on a German page (tests/test_result_cards.py): the same now."""
+    with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": language}) as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.route("**/api/visual-search/search/", lambda route: route.fulfill(status=200, content_type="application/json", body=DECIMAL_PRICE_ANSWER))
+        page.goto(f"{server}/search/")
+        page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+        page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+        assert page.locator("#vs-results .vs-card-price").inner_text() == written
+        context.close()
+
+
 @pytest.mark.parametrize("refusals", [1, 2])
 def test_a_proxy_that_refuses_the_upload_s_size_gets_it_again_smaller(demo_server, browser, tmp_path, refusals):
     """nginx refuses bodies over 1 MB by default (the app allows 10): a 1.2 MB photo went as it was,
@@ -410,6 +433,32 @@ def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server,
     context.close()
 
 
+@pytest.mark.parametrize("upload", [
+    {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"shopping list"},
+    {"name": "receipt.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 receipt"},
+])
+def test_a_file_refused_before_sending_takes_the_last_photo_s_results_away(demo_server, browser, upload):
+    # A file the browser says is not an image, chosen after a good search: the refusal stood above
+    # the last photo's twelve cards and its preview, which read as this file's results.
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+    page.set_input_files("#vs-file", upload)
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    # One thing said (the status line), and nothing left that reads as this file's results.
+    assert "not an image" in page.locator("#vs-status").inner_text()
+    assert page.locator("#vs-results").inner_text().strip() == ""
+    assert page.locator("#vs-results").get_attribute("aria-busy") == "false"
+    assert page.locator("#vs [data-vs-preview]").is_hidden() and page.locator("#vs .vs-crop").is_hidden()
+    assert page.locator("#vs [data-vs-retry]").is_hidden()
+    # "Search" now asks for a photo: the refused file is not searched, nor the last photo again.
+    page.click("#vs [data-vs-submit]")
+    assert "Choose a photo first" in page.locator("#vs-status").inner_text()
+    context.close()
+
+
 @pytest.mark.parametrize("path", ["/", "/search/", f"/product/{PRODUCT.lower()}/"])
 def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server, browser, path):
     # The header's "Search by photo" label never wrapped (the widget's visually-hidden nowrap) and
@@ -423,6 +472,30 @@ def test_a_small_phone_at_twice_the_text_size_never_scrolls_sideways(demo_server
     label = page.locator(".header-search .vs-open").bounding_box()
     assert label["x"] >= 0 and label["x"] + label["width"] <= 320
     context.close()
+
+
+def test_the_widget_s_icons_grow_with_the_text_on_a_small_phone(demo_server, browser):
+    # The camera and close icons stayed 22 and 20 px (their width and height attributes) while a
+    # phone's 200 % text doubled the words beside them; the close button's own font was the
+    # browser's 13 px for buttons, not the page's. Now both are sized in em, and still fit 320 px.
+    sizes = {}
+    for text in ("100%", "200%"):
+        context = browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, is_mobile=True, has_touch=True)
+        page = context.new_page()
+        page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ document.documentElement.style.fontSize = '{text}'; document.body.style.fontSize = '{16 * int(text[:-1]) // 100}px'; }})")
+        page.goto(f"{demo_server}/search/")
+        camera = page.locator(".header-search .vs-open-icon").bounding_box()
+        page.locator(".header-search .vs-open").click()
+        close = page.locator("dialog[open] .vs-close")
+        sizes[text] = (camera["width"], close.locator("svg").bounding_box()["width"])
+        button = close.bounding_box()
+        assert button["width"] >= 44 and button["height"] >= 44 and button["x"] + button["width"] <= 320
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320
+        shot(page, f"icons-dialog-{text[:-1]}-320.png")
+        context.close()
+    for normal, large in zip(sizes["100%"], sizes["200%"]):
+        assert abs(large - 2 * normal) <= 1, sizes
+    assert all(18 <= width <= 24 for width in sizes["100%"]), sizes  # at a plain text size, about as before
 
 
 @pytest.mark.parametrize("path", ["/search/", f"/product/{PRODUCT.lower()}/"])
@@ -774,6 +847,44 @@ def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(de
     retry.click()
     page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
     assert retry.is_hidden() and page.locator("#vs-results [data-vs-list]").count() == 1
+    context.close()
+
+
+def test_a_throttled_search_says_when_to_try_again_and_waits_until_then(demo_server, browser):
+    """The API's 429 carries Retry-After (DRF's throttle: whole seconds). The line said "wait a
+    minute" whatever it said, and "Try again" went at once, to be refused again (and counted
+    again). Now the line says when, in the page's language, and "Try again" sends nothing before
+    then: greyed, aria-disabled but focusable, a press says the time left (the page's clock is
+    run forward)."""
+    context = phone(browser)
+    page = context.new_page()
+    sent = []
+
+    def throttled(route):
+        sent.append(route.request.url)
+        route.fulfill(status=429, headers={"Retry-After": "37"}, content_type="application/json",
+                      body='{"detail": "Request was throttled. Expected available in 37 seconds.", "code": "throttled"}')
+
+    page.route("**/api/visual-search/search/", throttled)
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    status, retry = page.locator("#vs-status"), page.locator("#vs [data-vs-retry]")
+    assert status.inner_text() == "Too many searches in a short time. Please try again in 37 seconds."
+    assert retry.is_visible() and retry.get_attribute("aria-disabled") == "true"
+    page.clock.run_for(20_000)
+    retry.click(force=True)  # a customer's press; playwright itself waits while a button is aria-disabled
+    assert len(sent) == 1  # nothing sent before the time
+    # The page's clock still runs by itself besides: a second may have gone.
+    assert status.inner_text() in [f"Too many searches in a short time. Please try again in {n} seconds." for n in (16, 17)]
+    assert page.evaluate("document.activeElement.hasAttribute('data-vs-retry')")  # the focus stays on it
+    page.clock.run_for(18_000)
+    assert retry.get_attribute("aria-disabled") is None
+    page.unroute("**/api/visual-search/search/")
+    retry.click()
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert retry.is_hidden() and len(sent) == 1
     context.close()
 
 

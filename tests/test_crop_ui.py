@@ -111,7 +111,9 @@ def test_the_box_has_its_name_its_keys_and_its_live_description(rf):
     assert 'tabindex="0"' in box and 'aria-label="Part of the photo to search"' in box
     assert 'aria-describedby="vs-box-keys vs-box-where"' in box
     assert re.search(r'id="vs-box-keys">[^<]*<span class="vs-keys"> Arrow keys move it, Shift and arrow keys resize it\.', html)
-    assert 'id="vs-box-where" data-vs-box-where aria-live="polite"' in html
+    # The description is not live (a key press was said three times); one short live line is.
+    assert 'id="vs-box-where" data-vs-box-where>' in html
+    assert '<p class="vs-visually-hidden" data-vs-box-said aria-live="polite"></p>' in html
     assert html.count("data-vs-handle=") == 8 and ">Whole photo</button>" in html
 
 
@@ -300,4 +302,65 @@ def test_the_box_chooses_which_product_is_searched(demo_server, browser, tmp_pat
     page.wait_for_selector(f"{root}-status .vs-error")
     assert page.locator(f"{root}-status").inner_text() == (
         "The part of the photo to search is not valid. Search the whole photo, or draw the box again.")
+    context.close()
+
+
+# What a screen reader would say: each change of a live region's text (aria-live, role="status"),
+# leaving out what is aria-hidden. No screen reader runs here; these regions are what they read.
+RECORD_SPOKEN = """() => {
+  window.vsSpoken = [];
+  const text = (el) => { const c = el.cloneNode(true); c.querySelectorAll('[aria-hidden="true"]').forEach((n) => n.remove()); return c.textContent.trim(); };
+  document.querySelectorAll('[aria-live], [role="status"]').forEach((region) => {
+    let last = text(region);
+    new MutationObserver(() => {
+      const now = text(region);
+      if (now && now !== last) { window.vsSpoken.push(now); }
+      last = now;
+    }).observe(region, {subtree: true, childList: true, characterData: true});
+  });
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("size", SIZES)
+def test_a_key_that_moves_the_box_is_said_once_and_briefly(demo_server, browser, tmp_path, size):  # noqa: F811
+    # One arrow key was said three times: the box's whole description ("The box covers 0% to 95%
+    # across and 0% to 100% down the photo."), "Searching…" and the results' line again. Now: the
+    # edges that moved, once; the search it starts dims the results and says nothing new.
+    photo = tmp_path / "two_products.jpg"
+    photo.write_bytes(side_by_side())
+    context = sized(browser, size)
+    page = context.new_page()
+    requests, answers = [], []
+
+    def same_answer(route):
+        # The box's searches answer as the photo's did: the results' line has nothing new to say.
+        if answers:
+            route.fulfill(status=200, content_type="application/json", body=answers[0])
+        else:
+            route.continue_()
+
+    page.route("**/api/visual-search/search/", same_answer)
+    page.on("request", lambda r: requests.append(r) if r.method == "POST" and "/api/visual-search/search/" in r.url else None)
+    page.goto(demo_server + "/search/")
+    with page.expect_response("**/api/visual-search/search/", timeout=90_000) as answer:
+        page.set_input_files("#vs-file", str(photo))
+    answers.append(answer.value.text())
+    settle(page, "vs", requests, 0)
+    assert "best match first" in page.locator("#vs-status").inner_text() or "Possible matches" in page.locator("#vs-status").inner_text()
+    page.evaluate(RECORD_SPOKEN)
+    page.focus("#vs [data-vs-box]")
+    page.keyboard.press("Shift+ArrowLeft")  # the right side one step in
+    settle(page, "vs", requests, 1)
+    assert page.evaluate("window.vsSpoken") == ["0% to 95% across"]
+    # The full description stays for the box's focus.
+    assert page.locator("#vs [data-vs-box-where]").inner_text() == "The box covers 0% to 95% across and 0% to 100% down the photo."
+    page.keyboard.press("ArrowDown")  # the whole photo's height: nothing moves, nothing is said
+    page.keyboard.press("Shift+ArrowUp")  # the bottom one step up
+    settle(page, "vs", requests, 2)
+    assert page.evaluate("window.vsSpoken") == ["0% to 95% across", "0% to 95% down"]
+    assert len(requests) == 3
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#vs [data-vs-stage]").evaluate("el => el.scrollIntoView({block: 'center', behavior: 'instant'})")
+    page.screenshot(path=str(SHOTS / f"box-said-{size}.png"))
     context.close()

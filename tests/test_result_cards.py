@@ -4,6 +4,7 @@
 
 import io
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,7 +14,9 @@ from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.template import Context, Template
+from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
+from django.utils import translation
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 from PIL import Image
@@ -43,6 +46,13 @@ class StockAdapter(ResultAdapter):
 
     def extra(self, obj, request=None):
         return {"price": "12.90", "currency": "SEK", "available": obj.in_stock}
+
+
+class DecimalAdapter(ResultAdapter):
+    """A shop whose adapter hands over the model's DecimalField as it is."""
+
+    def extra(self, obj, request=None):
+        return {"price": Decimal("1234.50"), "currency": "SEK"}
 
 
 class ClashingAdapter(ResultAdapter):
@@ -243,6 +253,39 @@ def test_extra_fields_appear_on_the_search_page(client, shop, settings):
         ("Pink Lady", "SEK", True), ("Arla Standard Milk", "SEK", True), ("Oatly Oat Milk", "SEK", False)
     }
     assert items[0]["image_url"] in response.content.decode()  # the card shows the thumbnail
+
+
+def card_price(html: str) -> str:
+    return html.split('data-vs-field="price"', 1)[1].split(">", 1)[1].split("</span>", 1)[0]
+
+
+@pytest.mark.parametrize(("language", "grouped", "written"), [
+    ("en", False, "1234.50 SEK"), ("de", False, "1234,50 SEK"), ("fr", False, "1234,50 SEK"),
+    ("en", True, "1,234.50 SEK"), ("de", True, "1.234,50 SEK"),
+])
+def test_a_decimal_price_is_written_alike_by_the_page_and_the_script(client, shop, settings, language, grouped, written):
+    """A Decimal price goes into the JSON as a number (1234.5: the JSON's shape is kept); the script
+    wrote that as "1234.5 SEK" where the no-JavaScript page wrote "1234,50 SEK". Both write the shop's
+    format now: the page here; the script from the same shape, in tests/test_browser.py."""
+    use_adapter(settings, DecimalAdapter)
+    settings.USE_THOUSAND_SEPARATOR = grouped
+    assert search(client)[0]["price"] == 1234.5  # a number, as before
+    with translation.override(language):
+        page = render_to_string("visual_search/result_card.html", {"item": {"name": "Oat milk", "price": Decimal("1234.50"), "currency": "SEK"}})
+        assert card_price(page) == written
+        # What the script is told, in the widget's data-vs-messages: the same language's separators.
+        widget = Template("{% load visual_search %}{% visual_search_widget %}").render(Context({}))
+    decimal = {"en": ".", "de": ",", "fr": ","}[language]
+    assert f'&quot;decimal&quot;: &quot;{decimal}&quot;' in widget
+    assert f'&quot;grouping&quot;: {3 if grouped else 0}' in widget
+
+
+def test_a_price_the_adapter_wrote_as_text_is_shown_as_it_came(settings):
+    settings.USE_THOUSAND_SEPARATOR = True
+    with translation.override("de"):
+        for price in ("12.90", "12,90", "ab 9 €"):
+            page = render_to_string("visual_search/result_card.html", {"item": {"name": "Oat milk", "price": price}})
+            assert card_price(page) == price
 
 
 def test_extra_fields_appear_in_similar_products(shop, settings, rf):

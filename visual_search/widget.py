@@ -10,10 +10,12 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.urls import NoReverseMatch, reverse
+from django.utils import formats
 from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
 from .conf import settings
@@ -78,6 +80,9 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # API_PERMISSION_CLASSES asks customers to sign in (IsAuthenticated): DRF answers not_authenticated.
         "not_authenticated": _("Sign in to search by photo."),
         "throttled": _("Too many searches in a short time. Please wait a minute and try again."),
+        # {when} is the time to wait as the customer's browser writes it in this language:
+        # "in 30 seconds", "in 2 minutes" (German "in 30 Sekunden", French "dans 30 secondes").
+        "throttled_wait": _("Too many searches in a short time. Please try again {when}."),
         "unavailable": _("Search by photo is not available right now. Please try again later."),
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),
@@ -96,9 +101,39 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # {x0} to {x1} and {y0} to {y1}: the box's edges as percentages of the photo ("25%"), each
         # written as "percent" says.
         "box_where": _("The box covers {x0} to {x1} across and {y0} to {y1} down the photo."),
+        # What a screen reader hears as a key moves the box: only the edges that moved, written as
+        # "percent" says ("5% to 100% across").
+        "box_across": _("{x0} to {x1} across"),
+        "box_down": _("{y0} to {y1} down"),
         # {n} is a whole number: one edge of the box as a share of the photo, 25 for a quarter.
         "percent": _("{n}%"),
+        # Not words: how this language writes a number, for the prices of the cards the script makes.
+        "number": number_shape(),
     }
+
+
+def number_shape() -> dict[str, Any]:
+    """How the active language writes a number (Django's formats: ``DECIMAL_SEPARATOR``,
+    ``THOUSAND_SEPARATOR`` and ``NUMBER_GROUPING``, grouped only under ``USE_THOUSAND_SEPARATOR``),
+    so the script writes a price the JSON carries as a number as :func:`price_text` does."""
+    grouping = formats.get_format("NUMBER_GROUPING") if django_settings.USE_THOUSAND_SEPARATOR else 0
+    return {
+        "decimal": str(formats.get_format("DECIMAL_SEPARATOR")),
+        "thousands": str(formats.get_format("THOUSAND_SEPARATOR")),
+        "grouping": grouping if isinstance(grouping, int) else list(grouping),
+    }
+
+
+def price_text(price: Any) -> str:
+    """A result's price as every card writes it, the server's and the script's alike: a string as
+    the shop's adapter gave it ("12,90", already the customer's way); a number with two decimals in
+    the active language (``number_shape``: "12,90" on a German page). A ``Decimal("12.90")`` goes
+    into the JSON as the number 12.9: the script wrote "12.9" where the page wrote "12,90"."""
+    if price is None:
+        return ""
+    if isinstance(price, (int, float, Decimal)) and not isinstance(price, bool):
+        return formats.number_format(price, 2)
+    return str(price)
 
 
 def results_found(count: int) -> str:

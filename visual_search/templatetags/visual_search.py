@@ -9,7 +9,7 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import match_percent, widget_context
+from ..widget import match_percent, price_text, widget_context
 
 register = template.Library()
 
@@ -27,6 +27,12 @@ def vs_match(score):
         return match_percent(score)
     except (TypeError, ValueError):
         return ""
+
+
+@register.filter
+def vs_price(price):
+    """``{{ item.price|vs_price }}``: the price as the script's cards write it (see ``price_text``)."""
+    return price_text(price)
 
 
 class SimilarProductsNode(template.Node):

@@ -27,6 +27,8 @@
     match: "{percent}% match",
     box_whole: "The box covers the whole photo.",
     box_where: "The box covers {x0} to {x1} across and {y0} to {y1} down the photo.",
+    box_across: "{x0} to {x1} across",
+    box_down: "{y0} to {y1} down",
     percent: "{n}%"
   };
   // The server's words (in the page's language) have {name} holes the script fills in.
@@ -59,6 +61,31 @@
     });
   }
 
+  // A number written as the shop's Django writes it (django.utils.numberformat): two decimals, the
+  // language's decimal separator, and its thousands grouped only where the shop groups them.
+  function number(value, shape) {
+    shape = shape || {};
+    var parts = Math.abs(value).toFixed(2).split(".");
+    var whole = shape.grouping && shape.thousands ? grouped(parts[0], shape.grouping, shape.thousands) : parts[0];
+    return (value < 0 ? "-" : "") + whole + (shape.decimal || ".") + parts[1];
+  }
+
+  // Django's grouping: a size repeated, or sizes from the right ([3, 2, 0]: 0 repeats the last).
+  function grouped(digits, grouping, separator) {
+    var intervals = typeof grouping === "number" ? [grouping, 0] : grouping.slice();
+    var active = intervals.shift(), out = "", count = 0;
+    for (var i = digits.length - 1; i >= 0; i--) {
+      if (count && count === active) {
+        if (intervals.length) { active = intervals.shift() || active; }
+        out = separator + out;
+        count = 0;
+      }
+      out = digits.charAt(i) + out;
+      count++;
+    }
+    return out;
+  }
+
   function fillCard(card, result, messages) {
     Object.keys(result).forEach(function (name) {
       if (!SPECIAL[name]) { setField(card, name, result[name], messages); }
@@ -67,7 +94,9 @@
     var hasPrice = price !== null && price !== undefined && price !== "";
     card.querySelectorAll('[data-vs-field="price"]').forEach(function (el) {
       var currency = result.currency || el.dataset.vsCurrency || "";
-      el.textContent = hasPrice ? String(price) + (currency ? " " + currency : "") : "";
+      // A Decimal price comes as a JSON number (12.9 for 12.90): written as the page writes it.
+      var text = typeof price === "number" && isFinite(price) ? number(price, messages.number) : String(price);
+      el.textContent = hasPrice ? text + (currency ? " " + currency : "") : "";
       el.hidden = !hasPrice;
     });
     card.querySelectorAll('[data-vs-field="available"]').forEach(function (el) {
@@ -105,6 +134,10 @@
     this.box = crop.querySelector("[data-vs-box]");
     this.hole = crop.querySelector("[data-vs-hole]");
     this.where = crop.querySelector("[data-vs-box-where]");
+    // What a screen reader hears as the box moves (polite, live): one short line per change. The
+    // box's description (where) is not live: it was, and with "Searching…" and the results' line
+    // a key press made three announcements. A widget.html overridden before it: where is live.
+    this.said = crop.querySelector("[data-vs-box-said]");
     this.wholeButton = crop.querySelector("[data-vs-whole]");
     this.fields = widget.form.querySelectorAll("[data-vs-box-field]");
     this.value = whole();
@@ -146,10 +179,10 @@
     return [v.x0, v.y0, v.x1, v.y1].map(function (n) { return String(Math.round(n * 10000) / 10000); }).join(",");
   };
 
-  CropBox.prototype.reset = function () {
+  CropBox.prototype.reset = function (quiet) {
     this.value = whole();
     this.draw();
-    this.settle();
+    this.settle("", quiet);
   };
 
   // The smallest side along x ("width") or y ("height"), as a share of the photo.
@@ -171,22 +204,26 @@
     if (this.wholeButton) { this.wholeButton.disabled = this.isWhole(); }
   };
 
-  // Once the box stops: say where it is (screen readers), and copy it into the form's number
-  // fields, which a plain form post (no fetch) sends.
-  CropBox.prototype.settle = function () {
+  // Once the box stops: describe where it is (screen readers), say so (``short``: only the edges
+  // a key moved, "5% to 100% across"), and copy it into the form's number fields, which a plain
+  // form post (no fetch) sends. ``quiet``: nothing said (a new photo: the status line speaks).
+  CropBox.prototype.settle = function (short, quiet) {
     var v = this.value;
     var messages = this.widget.messages;
-    this.where.textContent = this.isWhole() ? messages.box_whole :
-      format(messages.box_where, { x0: percent(v.x0, messages), x1: percent(v.x1, messages), y0: percent(v.y0, messages), y1: percent(v.y1, messages) });
+    var edges = { x0: percent(v.x0, messages), x1: percent(v.x1, messages), y0: percent(v.y0, messages), y1: percent(v.y1, messages) };
+    var full = this.isWhole() ? messages.box_whole : format(messages.box_where, edges);
+    this.where.textContent = full;
+    if (this.said && !quiet) { this.said.textContent = short && !this.isWhole() && messages[short] ? format(messages[short], edges) : full; }
     var numbers = [v.x0, v.y0, v.x1, v.y1];
     this.fields.forEach(function (field, i) { field.value = String(Math.round(numbers[i] * 10000) / 10000); });
   };
 
-  // Search again with the box, after `delay` ms; a newer change restarts the wait.
+  // Search again with the box, after `delay` ms; a newer change restarts the wait. Quietly: the
+  // box's own line has said what changed.
   CropBox.prototype.changed = function (delay) {
     var widget = this.widget;
     clearTimeout(this.timer);
-    this.timer = setTimeout(function () { widget.search(); }, delay);
+    this.timer = setTimeout(function () { widget.search(true); }, delay);
   };
 
   // Where a pointer is, as fractions of the photo (not clamped).
@@ -290,7 +327,7 @@
     if (v.x0 === f.x0 && v.y0 === f.y0 && v.x1 === f.x1 && v.y1 === f.y1) { return; }
     this.value = v;
     this.draw();
-    this.settle();
+    this.settle(arrow[0] ? "box_across" : "box_down");
     this.changed(KEY_DELAY);
   };
 
@@ -316,7 +353,7 @@
 
   CropBox.prototype.show = function () {
     this.crop.hidden = false;
-    this.reset();
+    this.reset(true);
   };
 
   // The longest side of the photo the widget sends: the box may pick a tenth of it and still
@@ -431,6 +468,8 @@
     this.picks = 0; // the latest photo chosen: an older one still shrinking is dropped
     this.shrinking = false;
     this.abort = null;
+    this.waitUntil = 0; // a throttled search: nothing is sent before this time (ms)
+    this.waitTimer = null;
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
     if (this.preview) {
@@ -561,8 +600,10 @@
   });
 
   // ``retry``: the "Try again" button is shown under the line (a failure the network or the shop caused).
+  // The line already saying it (the box moved, the same count of results): left alone, not said again.
   Widget.prototype.say = function (message, isError, retry) {
     if (this.retry) { this.retry.hidden = !retry; }
+    if (!isError && this.status.textContent === message && !this.status.querySelector(".vs-error")) { return; }
     this.status.textContent = "";
     var span = document.createElement("span");
     if (isError) { span.className = "vs-error"; }
@@ -592,7 +633,7 @@
     var self = this;
     if (!file) { return; }
     if (file.type && file.type.indexOf("image/") !== 0) {
-      this.say(this.messages.invalid_image || "That file is not an image; choose a JPEG, PNG or WebP photo.", true);
+      this.refuse(this.messages.invalid_image || "That file is not an image; choose a JPEG, PNG or WebP photo.");
       return;
     }
     // A phone's photo (3 to 20 MB, up to 200 megapixels) is made a 2048 px JPEG here first: a
@@ -610,6 +651,25 @@
     });
   };
 
+  // A new file refused here, before it is sent (not an image, a HEIC the shop cannot read, too
+  // large). The last photo's cards stayed under the refusal and read as this file's results (a
+  // PDF "found" milk at 50% match), and its preview and box still searched it. They go, as for a
+  // photo the shop refuses; a search or a shrinking photo still under way is dropped with them.
+  Widget.prototype.refuse = function (message) {
+    this.picks++;
+    this.searches++;
+    this.shrinking = false;
+    if (this.abort) { this.abort.abort(); this.abort = null; }
+    if (this.crop) { clearTimeout(this.crop.timer); }
+    this.results.textContent = "";
+    this.results.setAttribute("aria-busy", "false");
+    this.root.classList.remove("vs-busy");
+    this.unseen();
+    this.file = null;
+    this.offline = false;
+    this.say(message, true);
+  };
+
   // A HEIC photo (an iPhone's) by its type or name.
   function isHeic(file) {
     return /^image\/hei[cf]/i.test(file.type || "") || /\.hei[cf]$/i.test(file.name || "");
@@ -620,11 +680,11 @@
     // decode HEIC (no pillow-heif): said at once, where it took the whole upload (a minute on 3G)
     // to hear it. An overridden widget.html without data-accepts-heic sends it as before.
     if (isHeic(sent) && this.form.getAttribute("data-accepts-heic") === "0") {
-      this.say(format(this.messages.unsupported_format, { format: "HEIC" }), true);
+      this.refuse(format(this.messages.unsupported_format, { format: "HEIC" }));
       return;
     }
     if (this.maxBytes && sent.size > this.maxBytes) {
-      this.say(this.messages.file_too_large || "That photo is larger than " + this.form.dataset.maxMb + " MB; choose a smaller one.", true);
+      this.refuse(this.messages.file_too_large || "That photo is larger than " + this.form.dataset.maxMb + " MB; choose a smaller one.");
       return;
     }
     this.file = sent;
@@ -650,7 +710,7 @@
       this.crop.crop.hidden = true;
       if (focused) { this.inputs[this.inputs.length - 1].focus(); }
       this.crop.value = whole();
-      this.crop.settle();
+      this.crop.settle("", true);
     }
   };
 
@@ -705,12 +765,20 @@
     return error;
   }
 
-  Widget.prototype.search = function () {
+  // ``quiet``: a search the box started. Its "Searching…" is not said (the results dim while it
+  // runs), nor its outcome when the status line already says it: the box's line spoke.
+  Widget.prototype.search = function (quiet) {
     var self = this;
     if (this.shrinking) { return; } // a photo just chosen: it searches once it is made small
     if (!this.file) {
       this.say(this.messages.required, true);
       this.inputs[this.inputs.length - 1].focus();
+      return;
+    }
+    if (this.waitUntil > Date.now()) {
+      // Sent now it would only be refused again, and count against the customer once more.
+      if (this.revealing) { this.results.textContent = ""; } // a new photo: the last one's cards are not its
+      this.say(this.waitWords(), true, true);
       return;
     }
     var token = this.csrfToken();
@@ -720,7 +788,7 @@
     this.abort = window.AbortController ? new AbortController() : null;
     function latest() { return number === self.searches; }
     this.offline = false;
-    this.say(this.messages.searching);
+    if (quiet !== true || this.status.querySelector(".vs-error")) { this.say(this.messages.searching); }
     this.results.setAttribute("aria-busy", "true");
     this.root.classList.add("vs-busy");
     var controller = this.abort, timedOut = false;
@@ -761,6 +829,7 @@
           var failure = new Error(self.errorMessage(body, response.status));
           failure.photo = PHOTO_ERRORS.indexOf(body && body.code) !== -1;
           failure.retry = response.status >= 500 || response.status === 429;
+          failure.wait = response.status === 429 ? retryAfter(response.headers.get("Retry-After")) : 0;
           throw failure;
         }
         return body;
@@ -780,6 +849,10 @@
         self.file = null;
       }
       self.offline = Boolean(error.offline);
+      if (error.wait) {
+        self.wait(error.wait);
+        error.message = self.waitWords();
+      }
       self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
     }).then(function () {
       window.clearTimeout(slow);
@@ -789,6 +862,45 @@
       self.root.classList.remove("vs-busy");
       self.reveal();
     });
+  };
+
+  // Seconds to wait from a 429's Retry-After (DRF sends whole seconds; HTTP also allows a date),
+  // 0 when it says nothing usable.
+  function retryAfter(value) {
+    if (!value) { return 0; }
+    var seconds = /^\s*\d+\s*$/.test(value) ? parseInt(value, 10) : (Date.parse(value) - Date.now()) / 1000;
+    return seconds > 0 ? Math.ceil(seconds) : 0;
+  }
+
+  // "in 37 seconds", "in 2 minutes", in the page's language with its plural forms (the browser's
+  // Intl), or "" where the browser cannot say it.
+  function inTime(seconds, language) {
+    if (!window.Intl || !Intl.RelativeTimeFormat) { return ""; }
+    try {
+      var when = new Intl.RelativeTimeFormat(language || undefined, { numeric: "always" });
+      if (seconds <= 90) { return when.format(seconds, "second"); }
+      if (seconds <= 90 * 60) { return when.format(Math.ceil(seconds / 60), "minute"); }
+      return when.format(Math.ceil(seconds / 3600), "hour");
+    } catch (error) { return ""; }
+  }
+
+  // The throttled line with the time still to wait; without Intl, the words without a time.
+  Widget.prototype.waitWords = function () {
+    var left = Math.max(1, Math.ceil((this.waitUntil - Date.now()) / 1000));
+    var when = inTime(left, this.root.getAttribute("lang"));
+    if (when && this.messages.throttled_wait) { return format(this.messages.throttled_wait, { when: when }); }
+    return this.messages.throttled || this.messages.failed;
+  };
+
+  // A search refused for coming too often (429) with the time to wait: "Try again" stays, greyed
+  // and aria-disabled (still focusable: a press says the time left) until then, and nothing is
+  // sent before; it went at once and was refused again, counting against the customer once more.
+  Widget.prototype.wait = function (seconds) {
+    var retry = this.retry;
+    this.waitUntil = Date.now() + seconds * 1000;
+    retry.setAttribute("aria-disabled", "true");
+    window.clearTimeout(this.waitTimer);
+    this.waitTimer = window.setTimeout(function () { retry.removeAttribute("aria-disabled"); }, seconds * 1000);
   };
 
   // On a phone the customer's photo and its box fill the screen, and the answer to a new photo came
