@@ -888,6 +888,60 @@ def test_a_throttled_search_says_when_to_try_again_and_waits_until_then(demo_ser
     context.close()
 
 
+def small_phone(browser):
+    """The smallest phone the widget is made for: 320 px wide."""
+    return browser.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2, has_touch=True, is_mobile=True, bypass_csp=True)
+
+
+UPLOAD_SHOTS = Path(os.environ.get("VISUAL_SEARCH_UPLOAD_SHOTS", "/tmp/lab/shots-upload"))
+
+
+def upload_shot(page, name):
+    UPLOAD_SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(UPLOAD_SHOTS / name))
+
+
+def test_a_search_the_shop_cannot_answer_for_a_while_goes_again_by_itself_once(demo_server, browser):
+    """A 503 (the shop's model loading, its database restarting, its index rebuilt) carries
+    Retry-After. The line said "try again later" and "Try again" went at once, to get 503 again.
+    Now the line says when, "Try again" sends nothing before then, and the same photo goes again by
+    itself once the wait is over: once only; a second 503 leaves "Try again" to the customer (the
+    page's clock is run forward)."""
+    context = small_phone(browser)
+    page = context.new_page()
+    sent = []
+
+    def unavailable(route):
+        sent.append(route.request.url)
+        route.fulfill(status=503, headers={"Retry-After": "10"}, content_type="application/json",
+                      body='{"detail": "Search by photo is not available right now; please try again later.", "code": "unavailable"}')
+
+    page.route("**/api/visual-search/search/", unavailable)
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    upload_shot(page, "unavailable-503.png")
+    status, retry = page.locator("#vs-status"), page.locator("#vs [data-vs-retry]")
+    assert status.inner_text() == "Search by photo is not available right now. It searches again by itself in 10 seconds."
+    assert retry.is_visible() and retry.get_attribute("aria-disabled") == "true"
+    page.clock.run_for(4_000)
+    retry.click(force=True)
+    assert len(sent) == 1  # nothing sent before the time
+    page.clock.run_for(7_000)  # the wait is over: it goes by itself, and gets 503 again
+    page.wait_for_function("document.querySelector('#vs-status').textContent.includes('Please try again in')", timeout=30_000)
+    assert len(sent) == 2
+    assert status.inner_text() in [f"Search by photo is not available right now. Please try again in {n} seconds." for n in (9, 10)]
+    page.clock.run_for(30_000)
+    assert len(sent) == 2  # not again by itself
+    assert retry.get_attribute("aria-disabled") is None
+    page.unroute("**/api/visual-search/search/")
+    retry.click()
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert retry.is_hidden()
+    context.close()
+
+
 def test_a_search_made_offline_says_so_and_goes_again_once_back_online(demo_server, browser):
     """Offline, the customer read "did not reach the shop. Check your connection" and had to search
     again by hand once the connection was back; now the line says the phone is offline, and the

@@ -470,6 +470,8 @@
     this.abort = null;
     this.waitUntil = 0; // a throttled search: nothing is sent before this time (ms)
     this.waitTimer = null;
+    this.waitKind = ""; // "throttled" (429) or "unavailable" (503)
+    this.waitAgain = false; // the search goes by itself when the wait is over
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
     if (this.preview) {
@@ -767,7 +769,8 @@
 
   // ``quiet``: a search the box started. Its "Searching…" is not said (the results dim while it
   // runs), nor its outcome when the status line already says it: the box's line spoke.
-  Widget.prototype.search = function (quiet) {
+  // ``automatic``: the widget's own try once a 503's wait is over (it does not go by itself again).
+  Widget.prototype.search = function (quiet, automatic) {
     var self = this;
     if (this.shrinking) { return; } // a photo just chosen: it searches once it is made small
     if (!this.file) {
@@ -829,7 +832,10 @@
           var failure = new Error(self.errorMessage(body, response.status));
           failure.photo = PHOTO_ERRORS.indexOf(body && body.code) !== -1;
           failure.retry = response.status >= 500 || response.status === 429;
-          failure.wait = response.status === 429 ? retryAfter(response.headers.get("Retry-After")) : 0;
+          // Throttled (429), or the shop's search down for a while (503: the model loading, the
+          // database restarting, the index rebuilt): its Retry-After says when trying helps.
+          failure.wait = response.status === 429 || response.status === 503 ? retryAfter(response.headers.get("Retry-After")) : 0;
+          failure.unavailable = response.status === 503;
           throw failure;
         }
         return body;
@@ -850,7 +856,11 @@
       }
       self.offline = Boolean(error.offline);
       if (error.wait) {
-        self.wait(error.wait);
+        // The shop's search down for a while: the same photo goes again by itself once, when the
+        // wait is over. The customer chose it to search it, and came back to a line that said
+        // "try again" (a press at once got 503 again). Once only: each try sends the photo again,
+        // on a phone's data, to a shop that may stay down; then "Try again" is theirs to press.
+        self.wait(error.wait, error.unavailable ? "unavailable" : "throttled", error.unavailable && !automatic);
         error.message = self.waitWords();
       }
       self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
@@ -884,23 +894,34 @@
     } catch (error) { return ""; }
   }
 
-  // The throttled line with the time still to wait; without Intl, the words without a time.
+  // The line with the time still to wait (throttled, or unavailable: saying whether the search
+  // goes again by itself); without Intl, the words without a time.
   Widget.prototype.waitWords = function () {
     var left = Math.max(1, Math.ceil((this.waitUntil - Date.now()) / 1000));
     var when = inTime(left, this.root.getAttribute("lang"));
-    if (when && this.messages.throttled_wait) { return format(this.messages.throttled_wait, { when: when }); }
-    return this.messages.throttled || this.messages.failed;
+    var kind = this.waitKind === "unavailable" ? (this.waitAgain ? "unavailable_again" : "unavailable_wait") : "throttled_wait";
+    if (when && this.messages[kind]) { return format(this.messages[kind], { when: when }); }
+    return this.messages[this.waitKind || "throttled"] || this.messages.failed;
   };
 
-  // A search refused for coming too often (429) with the time to wait: "Try again" stays, greyed
-  // and aria-disabled (still focusable: a press says the time left) until then, and nothing is
-  // sent before; it went at once and was refused again, counting against the customer once more.
-  Widget.prototype.wait = function (seconds) {
-    var retry = this.retry;
+  // A search refused for coming too often (429) or while the shop's search is down (503), with
+  // the time to wait: "Try again" stays, greyed and aria-disabled (still focusable: a press says
+  // the time left) until then, and nothing is sent before; it went at once and was refused again
+  // (a 429 counting against the customer once more). ``kind``: "throttled" or "unavailable";
+  // ``again``: the search goes by itself when the wait is over.
+  Widget.prototype.wait = function (seconds, kind, again) {
+    var self = this, retry = this.retry;
     this.waitUntil = Date.now() + seconds * 1000;
+    this.waitKind = kind || "throttled";
+    this.waitAgain = Boolean(again);
     retry.setAttribute("aria-disabled", "true");
     window.clearTimeout(this.waitTimer);
-    this.waitTimer = window.setTimeout(function () { retry.removeAttribute("aria-disabled"); }, seconds * 1000);
+    this.waitTimer = window.setTimeout(function () {
+      var again = self.waitAgain;
+      self.waitAgain = false;
+      retry.removeAttribute("aria-disabled");
+      if (again && self.file && self.root.isConnected !== false) { self.search(false, true); }
+    }, seconds * 1000);
   };
 
   // On a phone the customer's photo and its box fill the screen, and the answer to a new photo came
