@@ -942,6 +942,46 @@ def test_a_search_the_shop_cannot_answer_for_a_while_goes_again_by_itself_once(d
     context.close()
 
 
+def test_moving_the_box_while_throttled_says_nothing_again_and_searches_when_the_wait_is_over(demo_server, browser):
+    """While a 429's wait ran, each move of the box wrote the whole line again ("Too many searches
+    in a short time. Please try again in 31 seconds."), which a screen reader read out at every
+    key, after the box's own line; and the move was dropped. Now the line is left alone, and the
+    box's last place is searched once the wait is over (the page's clock is run forward)."""
+    context = small_phone(browser)
+    page = context.new_page()
+    sent = []
+
+    def throttled(route):
+        sent.append(route.request.url)
+        route.fulfill(status=429, headers={"Retry-After": "37"}, content_type="application/json",
+                      body='{"detail": "Request was throttled. Expected available in 37 seconds.", "code": "throttled"}')
+
+    page.route("**/api/visual-search/search/", throttled)
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    page.evaluate("""() => { window.statusChanges = 0;
+        new MutationObserver(records => { window.statusChanges += records.length; })
+            .observe(document.getElementById("vs-status"), {childList: true, subtree: true, characterData: true}); }""")
+    page.focus("#vs [data-vs-box]")
+    page.clock.run_for(5_000)
+    for key in ("Shift+ArrowLeft", "Shift+ArrowUp"):
+        page.keyboard.press(key)
+        page.clock.run_for(1_000)  # past the box's 700 ms: its search is asked for
+    upload_shot(page, "throttled-box-moved.png")
+    assert page.evaluate("window.statusChanges") == 0
+    assert page.locator("#vs [data-vs-box-said]").inner_text() == "0% to 95% down"  # the box's own short line
+    assert len(sent) == 1
+    page.unroute("**/api/visual-search/search/")
+    boxes = []
+    page.on("request", lambda r: boxes.append(r) if "/api/visual-search/search/" in r.url else None)
+    page.clock.run_for(32_000)  # the wait is over: the box's place is searched
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+    assert len(boxes) == 1
+    context.close()
+
+
 def test_a_search_made_offline_says_so_and_goes_again_once_back_online(demo_server, browser):
     """Offline, the customer read "did not reach the shop. Check your connection" and had to search
     again by hand once the connection was back; now the line says the phone is offline, and the

@@ -781,6 +781,12 @@
     if (this.waitUntil > Date.now()) {
       // Sent now it would only be refused again, and count against the customer once more.
       if (this.revealing) { this.results.textContent = ""; } // a new photo: the last one's cards are not its
+      if (quiet === true) {
+        // The box moved: the results follow it when the wait is over. The line, which has said
+        // the wait, is left alone: written again it was read out whole at every move of the box.
+        this.waitAgain = true;
+        if (this.status.querySelector(".vs-error")) { return; }
+      }
       this.say(this.waitWords(), true, true);
       return;
     }
