@@ -727,16 +727,17 @@ def test_a_result_without_a_page_is_not_a_link(demo_server, browser):
     context = phone(browser)
     page = context.new_page()
     # The API's answer with every url null (playwright cannot replay a request that holds a file,
-    # so the page's fetch is wrapped instead).
+    # so the page's XMLHttpRequest is wrapped instead).
     page.add_init_script("""
-        const send = window.fetch;
-        window.fetch = async (...args) => {
-            const response = await send(...args);
-            const body = await response.clone().json().catch(() => null);
-            if (!body || !body.results) return response;
+        const read = Object.getOwnPropertyDescriptor(XMLHttpRequest.prototype, "responseText").get;
+        Object.defineProperty(XMLHttpRequest.prototype, "responseText", {get() {
+            const text = read.call(this);
+            let body = null;
+            try { body = JSON.parse(text); } catch (error) { return text; }
+            if (!body || !body.results) return text;
             body.results.forEach(result => { result.url = null; });
-            return new Response(JSON.stringify(body), {status: response.status, headers: response.headers});
-        };
+            return JSON.stringify(body);
+        }});
     """)
     page.goto(f"{demo_server}/search/")
     page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
@@ -1065,8 +1066,8 @@ def test_on_slow_3g_a_phone_s_portrait_photo_goes_as_a_small_jpeg(demo_server, b
     cdp = context.new_cdp_session(page)
     cdp.send("Network.enable")
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 400, "downloadThroughput": 50_000, "uploadThroughput": 50_000})
-    page.evaluate("""() => { const send = window.fetch; window.sent = [];
-        window.fetch = function (url, options) { window.sent.push(options.body.get("image").size); return send.apply(this, arguments); }; }""")
+    page.evaluate("""() => { const send = XMLHttpRequest.prototype.send; window.sent = [];
+        XMLHttpRequest.prototype.send = function (body) { window.sent.push(body.get("image").size); return send.apply(this, arguments); }; }""")
     page.set_input_files("#vs-file", str(photo))
     page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=90_000)
     sent = page.evaluate("window.sent")
@@ -1074,6 +1075,51 @@ def test_on_slow_3g_a_phone_s_portrait_photo_goes_as_a_small_jpeg(demo_server, b
     assert page.evaluate("[document.querySelector('#vs [data-vs-preview]').naturalWidth, document.querySelector('#vs [data-vs-preview]').naturalHeight]") == [960, 1280]
     names = page.locator("#vs-results .vs-card-name").all_inner_texts()
     assert PRODUCT.replace("-", " ") in names[:TOP], names
+    context.close()
+
+
+def test_a_slow_upload_shows_how_far_it_is_without_reading_out_every_percent(demo_server, browser, tmp_path):
+    """On a slow connection (Chromium's network emulation: 200 kbit/s up) "Searching…" stood still
+    for the whole upload (a 1 MB photo at 400 kbit/s: 20 s), and nothing said the search was
+    moving. A bar under the status line now shows how far the upload is (role progressbar,
+    aria-valuenow), outside the live status line, which says nothing per percent; it goes once the
+    photo is sent."""
+    import numpy as np
+
+    photo = tmp_path / "shelf.jpg"
+    base = np.asarray(Image.open(val_photo(PRODUCT)).convert("RGB").resize((1000, 750)), dtype=np.int16)
+    noise = np.random.default_rng(1).integers(-24, 25, size=base.shape, dtype=np.int16)
+    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(photo, "JPEG", quality=80)
+    assert 100_000 < photo.stat().st_size < 300_000  # sent as it is, even on a slow connection
+    context = small_phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.wait_for_function("document.getElementById('vs').vsWidget")
+    assert page.locator("#vs [data-vs-progress]").count() == 1  # hidden until an upload takes more than a moment
+    page.evaluate("""() => { window.said = []; window.shown = [];
+        const status = document.getElementById("vs-status");
+        new MutationObserver(() => { window.said.push(status.textContent); }).observe(status, {childList: true, subtree: true, characterData: true});
+        const bar = document.querySelector("#vs [data-vs-progress]");
+        new MutationObserver(() => { if (!bar.hidden) window.shown.push(Number(bar.getAttribute("aria-valuenow"))); })
+            .observe(bar, {attributes: true}); }""")
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 400, "downloadThroughput": 50_000, "uploadThroughput": 25_000})
+    page.set_input_files("#vs-file", str(photo))
+    page.wait_for_function("""() => { const bar = document.querySelector("#vs [data-vs-progress]");
+        return !bar.hidden && Number(bar.getAttribute("aria-valuenow")) >= 30; }""", timeout=60_000)
+    upload_shot(page, "slow-upload-progress.png")
+    bar = page.locator("#vs [data-vs-progress]")
+    assert bar.get_attribute("role") == "progressbar" and bar.get_attribute("aria-label") == "Sending your photo"
+    assert page.evaluate("document.querySelector('#vs [data-vs-progress]').closest('[aria-live]')") is None
+    seen = page.evaluate("(() => { const r = document.querySelector('#vs [data-vs-progress]').getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })()")
+    assert seen  # brought up from under the photo, where the customer would not see it move
+    page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=90_000)
+    assert bar.is_hidden()
+    shown, said = page.evaluate("window.shown"), page.evaluate("window.said")
+    assert len(set(shown)) >= 3 and shown == sorted(shown) and 0 <= shown[0] and shown[-1] < 100, shown
+    assert not any("%" in line for line in said), said  # the live line never read a percent out
+    assert len(set(said)) <= 4, said  # "Searching…", perhaps "Still searching…", the results' line
     context.close()
 
 

@@ -154,11 +154,11 @@ PAGES = {"inline": ("/search/", "vs"), "compact": ("/category/milk/", "vs-compac
 # the fields of each FormData it sends (page.on("request") counts the requests themselves).
 RECORD_FORMS = """
 window.vsSent = [];
-const send = window.fetch;
-window.fetch = function (url, options) {
-  if (options && options.body instanceof FormData) {
+const send = XMLHttpRequest.prototype.send;
+XMLHttpRequest.prototype.send = function (body) {
+  if (body instanceof FormData) {
     const fields = {};
-    for (const [name, value] of options.body.entries()) {
+    for (const [name, value] of body.entries()) {
       fields[name] = value instanceof File ? {file: value.name, size: value.size} : value;
     }
     window.vsSent.push(fields);

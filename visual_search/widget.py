@@ -95,6 +95,8 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         "slow": _("Still searching… A slow connection can take a minute."),
         "timeout": _("The shop did not answer in time. Your photo is kept: try again."),
         "retry": _("Try again"),
+        # The name of the bar that shows how far the photo's upload is (on a slow connection).
+        "uploading": _("Sending your photo"),
         "offline": _("You are offline. The search starts again when you are back online."),
         "none": _("Nothing looks like that photo. Try another angle, or a photo with the product filling the frame."),
         "unsure": _("No confident match. Possible matches, best first."),

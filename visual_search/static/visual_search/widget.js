@@ -18,6 +18,7 @@
     slow: "Still searching… A slow connection can take a minute.",
     timeout: "The shop did not answer in time. Your photo is kept: try again.",
     retry: "Try again",
+    uploading: "Sending your photo",
     offline: "You are offline. The search starts again when you are back online.",
     none: "Nothing looks like that photo. Try another angle, or a photo with the product filling the frame.",
     unsure: "No confident match. Possible matches, best first.",
@@ -521,13 +522,28 @@
       this.status.parentNode.insertBefore(this.retry, this.status.nextSibling);
     }
     this.retry.textContent = this.messages.retry;
+    // How far a slow upload is (uploaded); under the status line, outside its live region.
+    this.progress = this.root.querySelector("[data-vs-progress]");
+    if (!this.progress) {
+      this.progress = document.createElement("div");
+      this.progress.className = "vs-progress";
+      this.progress.setAttribute("data-vs-progress", "");
+      this.progress.setAttribute("role", "progressbar");
+      this.progress.setAttribute("aria-valuemin", "0");
+      this.progress.setAttribute("aria-valuemax", "100");
+      this.progress.setAttribute("aria-valuenow", "0");
+      this.progress.setAttribute("aria-label", this.messages.uploading);
+      this.progress.appendChild(document.createElement("span")).className = "vs-progress-bar";
+      this.progress.hidden = true;
+      this.status.parentNode.insertBefore(this.progress, this.status.nextSibling);
+    }
     this.retry.addEventListener("click", function () { self.search(); });
     // A search that failed offline goes again by itself once the phone is back online.
     window.addEventListener("online", function () {
       if (self.offline && self.file && self.root.isConnected !== false) { self.search(); }
     });
     this.form.addEventListener("submit", function (event) {
-      if (!self.apiUrl || !window.fetch || !window.FormData) { return; } // plain form post
+      if (!self.apiUrl || !window.Promise || !window.FormData) { return; } // plain form post
       event.preventDefault();
       self.search();
     });
@@ -666,6 +682,7 @@
     this.results.textContent = "";
     this.results.setAttribute("aria-busy", "false");
     this.root.classList.remove("vs-busy");
+    this.uploaded(null);
     this.unseen();
     this.file = null;
     this.offline = false;
@@ -761,6 +778,40 @@
   var WAIT_MS = 45000;
   var SLOW_RATE = 25000;
 
+  // An upload still going after this long (a photo on 3G: 1 MB takes 20 s at 400 kbit/s) shows how
+  // far it is; a quicker one shows nothing, not a bar that flashes.
+  var PROGRESS_MS = 1000;
+
+  // The photo posted with XMLHttpRequest: fetch says nothing of an upload's progress, and on a
+  // slow connection "Searching…" stood still for the whole upload. It answers as fetch does (a
+  // promise of { ok, status, headers.get, json }) and fails as fetch does (a rejection: the
+  // network failed, or ``options.signal`` aborted it); ``progress(loaded, total)`` as it goes.
+  function post(url, options, progress) {
+    return new Promise(function (resolve, reject) {
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      Object.keys(options.headers || {}).forEach(function (name) { xhr.setRequestHeader(name, options.headers[name]); });
+      if (xhr.upload && progress) {
+        xhr.upload.onprogress = function (event) { if (event.lengthComputable) { progress(event.loaded, event.total); } };
+        xhr.upload.onload = function () { progress(1, 1); };
+      }
+      xhr.onload = function () {
+        resolve({
+          ok: xhr.status >= 200 && xhr.status < 300,
+          status: xhr.status,
+          headers: { get: function (name) { return xhr.getResponseHeader(name); } },
+          json: function () { return new Promise(function (done) { done(JSON.parse(xhr.responseText)); }); }
+        });
+      };
+      xhr.onerror = xhr.onabort = xhr.ontimeout = function () { reject(new TypeError("The search did not complete.")); };
+      if (options.signal) {
+        if (options.signal.aborted) { reject(new TypeError("Aborted.")); return; }
+        options.signal.addEventListener("abort", function () { xhr.abort(); });
+      }
+      xhr.send(options.body);
+    });
+  }
+
   function retryable(message) {
     var error = new Error(message);
     error.retry = true;
@@ -806,12 +857,13 @@
       timedOut = true;
       if (controller) { controller.abort(); }
     }, WAIT_MS + 1000 * (this.file.size || 0) / SLOW_RATE);
-    fetch(this.apiUrl, {
-      method: "POST",
+    var started = Date.now();
+    post(this.apiUrl, {
       body: this.formData(),
       headers: this.headers(token),
-      credentials: "same-origin",
       signal: this.abort ? this.abort.signal : undefined
+    }, function (loaded, total) {
+      if (latest()) { self.uploaded(loaded >= total || Date.now() - started < PROGRESS_MS ? null : loaded / total); }
     }).catch(function () {
       if (!timedOut && navigator.onLine === false) {
         var offline = retryable(self.messages.offline);
@@ -874,10 +926,32 @@
       window.clearTimeout(slow);
       window.clearTimeout(limit);
       if (!latest()) { return; }
+      self.uploaded(null);
       self.results.setAttribute("aria-busy", "false");
       self.root.classList.remove("vs-busy");
       self.reveal();
     });
+  };
+
+  // How far the photo's upload is: a bar under the status line (``share`` 0 to 1), hidden for
+  // null. Not live: a screen reader hears "Searching…" once and the result, not every percent;
+  // the bar's value (aria-valuenow) is there to be read when the customer looks for it.
+  Widget.prototype.uploaded = function (share) {
+    var bar = this.progress;
+    if (!bar) { return; }
+    if (share === null) { bar.hidden = true; return; }
+    var percent = Math.min(99, Math.floor(share * 100));
+    if (bar.hidden && this.revealing) {
+      // A new photo's upload: on a phone the photo fills the screen, and the line and the bar
+      // under it were below it, unseen, for the whole upload.
+      bar.hidden = false;
+      this.bringUp();
+    }
+    bar.hidden = false;
+    if (bar.getAttribute("aria-valuenow") !== String(percent)) {
+      bar.setAttribute("aria-valuenow", String(percent));
+      bar.firstChild.style.width = percent + "%";
+    }
   };
 
   // Seconds to wait from a 429's Retry-After (DRF sends whole seconds; HTTP also allows a date),
@@ -936,6 +1010,11 @@
   Widget.prototype.reveal = function () {
     if (!this.revealing) { return; }
     this.revealing = false;
+    this.bringUp();
+  };
+
+  // The status line (and what is under it) brought into view, unless it is seen already.
+  Widget.prototype.bringUp = function () {
     var line = this.status.getBoundingClientRect();
     var view = this.dialog && this.dialog.open ? this.dialog.getBoundingClientRect() : { bottom: window.innerHeight || document.documentElement.clientHeight };
     if (line.bottom <= view.bottom - 48 || !this.status.scrollIntoView) { return; } // seen, with a card's top below it
