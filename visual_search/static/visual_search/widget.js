@@ -791,7 +791,9 @@
       var xhr = new XMLHttpRequest();
       xhr.open("POST", url);
       Object.keys(options.headers || {}).forEach(function (name) { xhr.setRequestHeader(name, options.headers[name]); });
-      if (xhr.upload && progress) {
+      // Only to the page's own origin: an upload listener makes a cross-origin request "non-simple",
+      // and the browser would first send a preflight the shop's API (CORS) may not answer.
+      if (xhr.upload && progress && sameOrigin(url)) {
         xhr.upload.onprogress = function (event) { if (event.lengthComputable) { progress(event.loaded, event.total); } };
         xhr.upload.onload = function () { progress(1, 1); };
       }
@@ -810,6 +812,10 @@
       }
       xhr.send(options.body);
     });
+  }
+
+  function sameOrigin(url) {
+    try { return new URL(url, window.location.href).origin === window.location.origin; } catch (error) { return false; }
   }
 
   function retryable(message) {
