@@ -6,9 +6,12 @@ the default one: everything must go through the field's storage. See tests/remot
 """
 
 import io
+import re
 import time
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from django.contrib import admin
 from django.core.cache import cache
 from django.core.cache.backends import locmem
 from django.core.files.base import ContentFile
@@ -16,9 +19,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.forms import modelform_factory
 from django.template import Context, Template
+from PIL import Image
 
 import visual_search
-from tests.conftest import catalogue_image
+from visual_search.admin import ImageEmbeddingAdmin
+from visual_search.admin_mixins import VisualSearchAdminMixin
+from tests.conftest import catalogue_image, staff_on_site
 from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
@@ -43,10 +49,19 @@ def row(obj):
     return ImageEmbedding.objects.for_object(obj).get(field_name="image")
 
 
-def product(name, picture):
+def product(name, picture, data=None):
     item = Product(name=name)
-    item.image.save(f"{name}.jpg", ContentFile(catalogue_image(picture).read_bytes()))
+    item.image.save(f"{name}.jpg", ContentFile(data or catalogue_image(picture).read_bytes()))
     return item
+
+
+def camera_photo(picture, side=2400):
+    """A catalogue picture as a shop uploads it: a camera's JPEG, thousands of px a side."""
+    image = Image.open(catalogue_image(picture)).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
+    grain = Image.effect_noise((side, side), 24).convert("RGB")  # a sensor's noise: what makes photos megabytes
+    buffer = io.BytesIO()
+    Image.blend(image, grain, 0.15).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
 
 
 def test_a_product_saved_to_a_bucket_is_indexed_and_found_without_local_paths(bucket):
@@ -175,3 +190,51 @@ def test_reindex_command_on_a_bucket(bucket):
     bucket.reads.clear()
     call_command("visual_search_reindex", "--force", verbosity=0)
     assert row(milk).status == "ready" and bucket.reads == ["products/milk.jpg"]
+
+
+class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
+    list_display = ["name"]
+
+
+def pictures(page: str, bucket) -> tuple[list[str], int]:
+    """The bucket's files a staff page shows as pictures, and the bytes a browser downloads for them."""
+    names = [unquote(urlsplit(src.replace("&amp;", "&")).path)[len(urlsplit(BUCKET).path):]
+             for src in re.findall(r'<img src="([^"]+)"', page) if src.startswith(BUCKET)]
+    return names, sum(bucket.size(name) for name in names)
+
+
+def test_staff_pages_show_thumbnails_not_the_originals(bucket, client, settings):
+    """The image index (100 rows a page, each with its picture and its duplicate's) and the product's
+    duplicate warnings showed each original as <img src>: on a bucket, staff's browsers downloaded
+    every full-size product photo to show it 48 to 240 px wide. They show the result cards' thumbnails."""
+    staff = staff_on_site(client, settings, {Product: ProductAdmin, ImageEmbedding: ImageEmbeddingAdmin})
+    apple = camera_photo("Pink-Lady")
+    first = product("pink-lady", "Pink-Lady", apple)
+    copy = product("apple-copy", "Pink-Lady", apple)
+    for name in ("Arla-Standard-Milk", "Banana", "Lemon", "Mango"):
+        product(name.lower(), name, camera_photo(name))
+    originals = sum(bucket.size(f"products/{name}") for name in bucket.listdir("products")[1])
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    shown, downloaded = pictures(page, bucket)
+    assert len(shown) == 8  # six rows, and each of the pair in the other's duplicate column
+    assert all(name.startswith("visual_search/thumbnails/") for name in shown), shown
+    assert downloaded < originals / 3, (downloaded, originals)
+    assert page.count(f'href="{BUCKET}products/') == 8  # each picture still links to the file
+    mine = row(copy)
+    page = staff.get(f"/shopadmin/visual_search/imageembedding/{mine.pk}/change/").content.decode()
+    shown, _ = pictures(page, bucket)
+    assert len(shown) == 2 and all(name.startswith("visual_search/thumbnails/") for name in shown)
+    page = staff.get(f"/shopadmin/testapp/product/{copy.pk}/change/").content.decode()
+    assert "This image is a possible duplicate of" in page
+    shown, _ = pictures(page, bucket)
+    assert len(shown) == 2 and all(name.startswith("visual_search/thumbnails/") for name in shown)
+    assert row(first).status == "ready"
+
+
+def test_a_staff_picture_that_cannot_be_made_small_shows_the_original(bucket, client, settings):
+    """As on result cards: a storage error (tried again soon) shows the file, never a broken picture."""
+    staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
+    product("milk", "Arla-Standard-Milk")
+    bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    assert pictures(page, bucket)[0] == ["products/milk.jpg"]

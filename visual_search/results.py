@@ -104,7 +104,13 @@ def thumbnail(image: FieldFile | None, size: int) -> str | None:
     """
     if not image:
         return None
-    storage, name = image.storage, image.name
+    return stored_thumbnail(image.storage, image.name, size)
+
+
+def stored_thumbnail(storage: Storage, name: str, size: int) -> str:
+    """:func:`thumbnail` of the file ``name`` in ``storage`` (the admin's previews of index rows,
+    which have a file name and its field's storage, not a ``FieldFile``); the original's URL when
+    no thumbnail can be made."""
     key = _thumbnail_cache_key(storage, name, size)
     made = _cache_call(cache.get, key)
     if made is None:
