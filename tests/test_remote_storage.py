@@ -5,6 +5,7 @@ The product's image field has a storage of its own here (``STORAGES`` aliases, D
 the default one: everything must go through the field's storage. See tests/remote_storage.py.
 """
 
+import hashlib
 import io
 import re
 import time
@@ -15,6 +16,7 @@ from django.contrib import admin
 from django.core.cache import cache
 from django.core.cache.backends import locmem
 from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.forms import modelform_factory
@@ -28,7 +30,7 @@ from tests.conftest import catalogue_image, staff_on_site
 from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
-from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
+from visual_search.results import THUMBNAIL_RETRY_AFTER, _thumbnail_cache_key, describe, thumbnail
 from visual_search.tasks import embed_objects
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -238,3 +240,31 @@ def test_a_staff_picture_that_cannot_be_made_small_shows_the_original(bucket, cl
     bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
     page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
     assert pictures(page, bucket)[0] == ["products/milk.jpg"]
+
+
+def test_two_buckets_of_one_storage_class_keep_their_own_thumbnails(bucket):
+    """Which thumbnail an image has was remembered by the storage's class and the file's name: a
+    gallery in another bucket (S3Storage(bucket_name="gallery") beside the products' S3Storage), or
+    two shops' buckets, with a file of the same name got the first one's thumbnail name, a picture
+    missing from their own bucket (or the other's photo where that name exists there too)."""
+    gallery = RemoteStorage(base_url="https://shop-gallery.bucket.example/")
+    for storage, picture in ((bucket, "Arla-Standard-Milk"), (gallery, "Banana")):
+        storage.save("products/milk.jpg", ContentFile(catalogue_image(picture).read_bytes()))
+    mine = thumbnail(Product(image="products/milk.jpg").image, 64)
+    shelf = ProductImage(image="products/milk.jpg")
+    shelf.image.storage = gallery
+    theirs = thumbnail(shelf.image, 64)
+    assert theirs.startswith("https://shop-gallery.bucket.example/visual_search/thumbnails/")
+    name = urlsplit(theirs).path.lstrip("/")
+    assert gallery.exists(name), "the gallery's card shows a thumbnail its bucket does not have"
+    with gallery.open(name) as handle:
+        assert Image.open(handle).getpixel((32, 32)) != Image.open(bucket.open(urlsplit(mine).path.lstrip("/"))).getpixel((32, 32))
+
+
+def test_a_storage_built_from_settings_alone_keeps_its_thumbnail_cache_keys():
+    """Thumbnails remembered before the key told storages apart are found again after an upgrade:
+    a storage given no arguments (MEDIA_ROOT's, S3Storage configured by AWS_* settings) is keyed as before."""
+    plain = FileSystemStorage()
+    before = hashlib.sha256(b"django.core.files.storage.filesystem.FileSystemStorage|products/milk.jpg|320").hexdigest()
+    assert _thumbnail_cache_key(plain, "products/milk.jpg", 320).endswith(before)
+    assert _thumbnail_cache_key(FileSystemStorage(location="/srv/gallery"), "products/milk.jpg", 320) != _thumbnail_cache_key(plain, "products/milk.jpg", 320)
