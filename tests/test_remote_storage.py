@@ -16,7 +16,7 @@ from django.contrib import admin
 from django.core.cache import cache
 from django.core.cache.backends import locmem
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.forms import modelform_factory
@@ -26,6 +26,7 @@ from PIL import Image
 import visual_search
 from visual_search.admin import ImageEmbeddingAdmin
 from visual_search.admin_mixins import VisualSearchAdminMixin
+from visual_search.contrib.messaging.pictures import stored_bytes
 from tests.conftest import catalogue_image, staff_on_site
 from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
@@ -268,3 +269,22 @@ def test_a_storage_built_from_settings_alone_keeps_its_thumbnail_cache_keys():
     before = hashlib.sha256(b"django.core.files.storage.filesystem.FileSystemStorage|products/milk.jpg|320").hexdigest()
     assert _thumbnail_cache_key(plain, "products/milk.jpg", 320).endswith(before)
     assert _thumbnail_cache_key(FileSystemStorage(location="/srv/gallery"), "products/milk.jpg", 320) != _thumbnail_cache_key(plain, "products/milk.jpg", 320)
+
+
+@pytest.mark.parametrize("default", ["media-root", "another-bucket"])
+def test_messengers_upload_pictures_from_the_image_field_s_own_storage(bucket, settings, default):
+    """Telegram (from a host it cannot fetch from) and WhatsApp (always) upload each result's
+    thumbnail from the shop's storage: it was looked up in the default storage only, where a field
+    with a storage of its own has none of its files, and the results went out as links or text. A
+    default storage on another bucket, with a file of that very name, gave the other file."""
+    if default == "another-bucket":
+        settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "tests.remote_storage.RemoteStorage",
+                                                              "OPTIONS": {"base_url": "https://shop-other.bucket.example/"}}}
+    milk = product("milk", "Arla-Standard-Milk")
+    url = thumbnail(Product.objects.get(pk=milk.pk).image, 64)
+    name = urlsplit(url).path.lstrip("/")
+    if default == "another-bucket":
+        storages["default"].save(name, ContentFile(b"\xff\xd8 another shop's picture"))
+    with bucket.open(name) as handle:
+        assert stored_bytes(url, 10**6) == handle.read()
+    assert stored_bytes(url.replace("shop-media", "elsewhere"), 10**6) is None  # no storage of the shop's
