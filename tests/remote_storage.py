@@ -44,10 +44,11 @@ class CountingFile(File):
 
 
 class RemoteStorage(InMemoryStorage):
-    """An object store: see the module's docstring. ``now`` is the clock the signatures use."""
+    """An object store: see the module's docstring. ``now`` is the clock the signatures use; another
+    ``base_url`` is another bucket (S3Storage(bucket_name=...)), with files of its own."""
 
-    def __init__(self, *, overwrite: bool = True, missing_as_client_error: bool = False, **kwargs):
-        super().__init__(base_url=BUCKET, **kwargs)
+    def __init__(self, *, overwrite: bool = True, missing_as_client_error: bool = False, base_url: str = BUCKET, **kwargs):
+        super().__init__(base_url=base_url, **kwargs)
         self.overwrite = overwrite
         self.missing_as_client_error = missing_as_client_error
         self.fail_next: dict[str, list[BaseException]] = {}  # method -> errors raised by its next calls

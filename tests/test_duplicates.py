@@ -211,7 +211,8 @@ def test_the_change_page_warns_and_its_button_dismisses(client_on_site, pair):
     assert "Not a duplicate" in page
     first = pair[0]  # both pictures in the warning: a copy, or two products that look alike?
     warning = page.split("This image is a possible duplicate")[0].rsplit("<li", 1)[1] + page.split("This image is a possible duplicate")[1].split("</li>")[0]
-    assert f'<img src="{second.image.url}"' in warning and f'<img src="{first.image.url}"' in warning
+    assert f'<a href="{second.image.url}"' in warning and f'<a href="{first.image.url}"' in warning
+    assert warning.count('<img src="/media/visual_search/thumbnails/') == 2
     url = f"/shopadmin/testapp/product/{second.pk}/visual-search-not-duplicate/"
     assert client_on_site.get(url).status_code == 403  # POST only
     response = client_on_site.post(url, follow=True)
@@ -256,10 +257,11 @@ def test_the_index_admin_shows_both_images_of_a_possible_duplicate(client_on_sit
     theirs = ImageEmbedding.objects.get(object_id=str(first.pk))
     assert mine.duplicate_of_id == theirs.pk
     page = client_on_site.get("/shopadmin/visual_search/imageembedding/?possible_duplicate=yes").content.decode()
-    assert page.count(f'<img src="{second.image.url}"') == 2  # its own row and the other's column
-    assert page.count(f'<img src="{first.image.url}"') == 2
+    assert page.count(f'<a href="{second.image.url}"') == 2  # its own row and the other's column
+    assert page.count(f'<a href="{first.image.url}"') == 2
     page = client_on_site.get(f"/shopadmin/visual_search/imageembedding/{mine.pk}/change/").content.decode()
-    assert f'<img src="{second.image.url}"' in page and f'<img src="{first.image.url}"' in page
+    assert f'<a href="{second.image.url}"' in page and f'<a href="{first.image.url}"' in page
+    assert page.count('<img src="/media/visual_search/thumbnails/') == 2
     assert f'href="/shopadmin/visual_search/imageembedding/{theirs.pk}/change/"' in page
 
 

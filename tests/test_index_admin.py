@@ -57,14 +57,16 @@ def test_each_row_shows_its_image_and_one_without_a_file_none(staff_client, cata
     lime, _ = catalogue
     shelf = ProductImage.objects.get(product=lime)
     page = staff_client.get(INDEX).content.decode()
-    assert f'<img src="{lime.image.url}"' in page and f'<img src="{shelf.image.url}"' in page
-    assert page.count('<img src="/media/') == 3
+    # Each the result cards' small picture, linked to the file.
+    assert f'<a href="{lime.image.url}"' in page and f'<a href="{shelf.image.url}"' in page
+    assert page.count('<img src="/media/visual_search/thumbnails/') == 3
     ImageEmbedding.objects.filter(object_id=str(shelf.pk)).update(source_name="")  # never computed
     page = staff_client.get(INDEX).content.decode()
-    assert page.count('<img src="/media/') == 2 and rows(page) == 3
+    assert page.count('<img src="/media/visual_search/thumbnails/') == 2 and rows(page) == 3
     row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
     page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
-    assert f'<img src="{lime.image.url}"' in page and 'width="240"' in page
+    assert f'<a href="{lime.image.url}"' in page and 'width="240"' in page
+    assert '<img src="/media/visual_search/thumbnails/' in page
 
 
 def test_each_image_link_is_named_for_a_screen_reader(staff_client, catalogue):

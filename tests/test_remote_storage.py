@@ -5,24 +5,33 @@ The product's image field has a storage of its own here (``STORAGES`` aliases, D
 the default one: everything must go through the field's storage. See tests/remote_storage.py.
 """
 
+import hashlib
 import io
+import re
 import time
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from django.contrib import admin
 from django.core.cache import cache
 from django.core.cache.backends import locmem
 from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.forms import modelform_factory
 from django.template import Context, Template
+from PIL import Image
 
 import visual_search
-from tests.conftest import catalogue_image
+from visual_search.admin import ImageEmbeddingAdmin
+from visual_search.admin_mixins import VisualSearchAdminMixin
+from visual_search.contrib.messaging.pictures import stored_bytes
+from tests.conftest import catalogue_image, staff_on_site
 from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
-from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
+from visual_search.results import THUMBNAIL_RETRY_AFTER, _thumbnail_cache_key, describe, thumbnail
 from visual_search.tasks import embed_objects
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,10 +52,19 @@ def row(obj):
     return ImageEmbedding.objects.for_object(obj).get(field_name="image")
 
 
-def product(name, picture):
+def product(name, picture, data=None):
     item = Product(name=name)
-    item.image.save(f"{name}.jpg", ContentFile(catalogue_image(picture).read_bytes()))
+    item.image.save(f"{name}.jpg", ContentFile(data or catalogue_image(picture).read_bytes()))
     return item
+
+
+def camera_photo(picture, side=2400):
+    """A catalogue picture as a shop uploads it: a camera's JPEG, thousands of px a side."""
+    image = Image.open(catalogue_image(picture)).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
+    grain = Image.effect_noise((side, side), 24).convert("RGB")  # a sensor's noise: what makes photos megabytes
+    buffer = io.BytesIO()
+    Image.blend(image, grain, 0.15).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
 
 
 def test_a_product_saved_to_a_bucket_is_indexed_and_found_without_local_paths(bucket):
@@ -175,3 +193,98 @@ def test_reindex_command_on_a_bucket(bucket):
     bucket.reads.clear()
     call_command("visual_search_reindex", "--force", verbosity=0)
     assert row(milk).status == "ready" and bucket.reads == ["products/milk.jpg"]
+
+
+class ProductAdmin(VisualSearchAdminMixin, admin.ModelAdmin):
+    list_display = ["name"]
+
+
+def pictures(page: str, bucket) -> tuple[list[str], int]:
+    """The bucket's files a staff page shows as pictures, and the bytes a browser downloads for them."""
+    names = [unquote(urlsplit(src.replace("&amp;", "&")).path)[len(urlsplit(BUCKET).path):]
+             for src in re.findall(r'<img src="([^"]+)"', page) if src.startswith(BUCKET)]
+    return names, sum(bucket.size(name) for name in names)
+
+
+def test_staff_pages_show_thumbnails_not_the_originals(bucket, client, settings):
+    """The image index (100 rows a page, each with its picture and its duplicate's) and the product's
+    duplicate warnings showed each original as <img src>: on a bucket, staff's browsers downloaded
+    every full-size product photo to show it 48 to 240 px wide. They show the result cards' thumbnails."""
+    staff = staff_on_site(client, settings, {Product: ProductAdmin, ImageEmbedding: ImageEmbeddingAdmin})
+    apple = camera_photo("Pink-Lady")
+    first = product("pink-lady", "Pink-Lady", apple)
+    copy = product("apple-copy", "Pink-Lady", apple)
+    for name in ("Arla-Standard-Milk", "Banana", "Lemon", "Mango"):
+        product(name.lower(), name, camera_photo(name))
+    originals = sum(bucket.size(f"products/{name}") for name in bucket.listdir("products")[1])
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    shown, downloaded = pictures(page, bucket)
+    assert len(shown) == 8  # six rows, and each of the pair in the other's duplicate column
+    assert all(name.startswith("visual_search/thumbnails/") for name in shown), shown
+    assert downloaded < originals / 3, (downloaded, originals)
+    assert page.count(f'href="{BUCKET}products/') == 8  # each picture still links to the file
+    mine = row(copy)
+    page = staff.get(f"/shopadmin/visual_search/imageembedding/{mine.pk}/change/").content.decode()
+    shown, _ = pictures(page, bucket)
+    assert len(shown) == 2 and all(name.startswith("visual_search/thumbnails/") for name in shown)
+    page = staff.get(f"/shopadmin/testapp/product/{copy.pk}/change/").content.decode()
+    assert "This image is a possible duplicate of" in page
+    shown, _ = pictures(page, bucket)
+    assert len(shown) == 2 and all(name.startswith("visual_search/thumbnails/") for name in shown)
+    assert row(first).status == "ready"
+
+
+def test_a_staff_picture_that_cannot_be_made_small_shows_the_original(bucket, client, settings):
+    """As on result cards: a storage error (tried again soon) shows the file, never a broken picture."""
+    staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
+    product("milk", "Arla-Standard-Milk")
+    bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    assert pictures(page, bucket)[0] == ["products/milk.jpg"]
+
+
+def test_two_buckets_of_one_storage_class_keep_their_own_thumbnails(bucket):
+    """Which thumbnail an image has was remembered by the storage's class and the file's name: a
+    gallery in another bucket (S3Storage(bucket_name="gallery") beside the products' S3Storage), or
+    two shops' buckets, with a file of the same name got the first one's thumbnail name, a picture
+    missing from their own bucket (or the other's photo where that name exists there too)."""
+    gallery = RemoteStorage(base_url="https://shop-gallery.bucket.example/")
+    for storage, picture in ((bucket, "Arla-Standard-Milk"), (gallery, "Banana")):
+        storage.save("products/milk.jpg", ContentFile(catalogue_image(picture).read_bytes()))
+    mine = thumbnail(Product(image="products/milk.jpg").image, 64)
+    shelf = ProductImage(image="products/milk.jpg")
+    shelf.image.storage = gallery
+    theirs = thumbnail(shelf.image, 64)
+    assert theirs.startswith("https://shop-gallery.bucket.example/visual_search/thumbnails/")
+    name = urlsplit(theirs).path.lstrip("/")
+    assert gallery.exists(name), "the gallery's card shows a thumbnail its bucket does not have"
+    with gallery.open(name) as handle:
+        assert Image.open(handle).getpixel((32, 32)) != Image.open(bucket.open(urlsplit(mine).path.lstrip("/"))).getpixel((32, 32))
+
+
+def test_a_storage_built_from_settings_alone_keeps_its_thumbnail_cache_keys():
+    """Thumbnails remembered before the key told storages apart are found again after an upgrade:
+    a storage given no arguments (MEDIA_ROOT's, S3Storage configured by AWS_* settings) is keyed as before."""
+    plain = FileSystemStorage()
+    before = hashlib.sha256(b"django.core.files.storage.filesystem.FileSystemStorage|products/milk.jpg|320").hexdigest()
+    assert _thumbnail_cache_key(plain, "products/milk.jpg", 320).endswith(before)
+    assert _thumbnail_cache_key(FileSystemStorage(location="/srv/gallery"), "products/milk.jpg", 320) != _thumbnail_cache_key(plain, "products/milk.jpg", 320)
+
+
+@pytest.mark.parametrize("default", ["media-root", "another-bucket"])
+def test_messengers_upload_pictures_from_the_image_field_s_own_storage(bucket, settings, default):
+    """Telegram (from a host it cannot fetch from) and WhatsApp (always) upload each result's
+    thumbnail from the shop's storage: it was looked up in the default storage only, where a field
+    with a storage of its own has none of its files, and the results went out as links or text. A
+    default storage on another bucket, with a file of that very name, gave the other file."""
+    if default == "another-bucket":
+        settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "tests.remote_storage.RemoteStorage",
+                                                              "OPTIONS": {"base_url": "https://shop-other.bucket.example/"}}}
+    milk = product("milk", "Arla-Standard-Milk")
+    url = thumbnail(Product.objects.get(pk=milk.pk).image, 64)
+    name = urlsplit(url).path.lstrip("/")
+    if default == "another-bucket":
+        storages["default"].save(name, ContentFile(b"\xff\xd8 another shop's picture"))
+    with bucket.open(name) as handle:
+        assert stored_bytes(url, 10**6) == handle.read()
+    assert stored_bytes(url.replace("shop-media", "elsewhere"), 10**6) is None  # no storage of the shop's

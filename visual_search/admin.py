@@ -15,7 +15,7 @@ from django.utils import formats
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _, ngettext, pgettext_lazy
 
-from . import duplicates, queue, training, versions
+from . import duplicates, previews, queue, training, versions
 from .exceptions import VisualSearchError
 from .indexing import reset_attempts
 from .models import ImageEmbedding, ModelVersion, Whitening
@@ -107,14 +107,14 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("image"))
     def image(self, obj: ImageEmbedding) -> str:
-        return obj.thumbnail()
+        return previews.thumbnail(obj)
 
     @admin.display(description=_("image"))
     def image_preview(self, obj: ImageEmbedding) -> str:
         """The image, and beside it the one it may duplicate: staff compare them by eye."""
-        mine = obj.thumbnail(240)
+        mine = previews.thumbnail(obj, 240)
         other = obj.duplicate_of
-        if not mine or other is None or other.status != ImageEmbedding.Status.READY or not (theirs := other.thumbnail(240)):
+        if not mine or other is None or other.status != ImageEmbedding.Status.READY or not (theirs := previews.thumbnail(other, 240)):
             return mine
         url = reverse(f"{self.admin_site.name}:visual_search_imageembedding_change", args=[other.pk])
         return format_html(
@@ -133,7 +133,7 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
         name = duplicates.result_object(other)
         same = _(", same file") if obj.checksum and obj.checksum == other.checksum else ""
         words = f"{name if name is not None else other} ({_number(duplicates.shown_similarity(obj.duplicate_score))}{same})"
-        picture = other.thumbnail(48)
+        picture = previews.thumbnail(other, 48)
         return format_html("{} {}", picture, words) if picture else words
 
     def get_queryset(self, request):

@@ -32,7 +32,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext
 
-from . import duplicates, queue
+from . import duplicates, previews, queue
 from .batching import chunked
 from .indexing import reset_attempts
 from .models import DuplicateDismissal, ImageEmbedding, content_types_of, pk_as_text, type_is
@@ -439,8 +439,8 @@ class VisualSearchAdminMixin:
         for row in flagged_rows(obj):
             words = duplicate_words(row)
             # Both pictures, so staff can tell a copy from two products that look alike.
-            theirs = row.duplicate_of.thumbnail(48) if row.duplicate_of is not None else ""
-            text = format_html("{} {}{} {}{}", row.thumbnail(48), _("This image is a "), words, theirs, button)
+            theirs = previews.thumbnail(row.duplicate_of, 48) if row.duplicate_of is not None else ""
+            text = format_html("{} {}{} {}{}", previews.thumbnail(row, 48), _("This image is a "), words, theirs, button)
             self.message_user(request, text, messages.WARNING)
 
     def visual_search_dismiss_view(self, request, object_id):

@@ -8,6 +8,8 @@ import posixpath
 import numpy as np
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldDoesNotExist
+from django.core.files.storage import Storage
 from django.db import connections, models, router
 from django.db.models.functions import Cast, Concat, Substr
 from django.utils.html import format_html
@@ -150,30 +152,42 @@ class ImageEmbedding(models.Model):
     def __str__(self) -> str:
         return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.get_status_display()})"
 
+    def image_storage(self) -> Storage | None:
+        """The storage of the file this row was computed from (its field's, which may not be the
+        default one); None when there is no file or the model or field is gone."""
+        model = self.content_type.model_class() if self.source_name else None
+        try:
+            return model._meta.get_field(self.field_name).storage if model else None
+        except FieldDoesNotExist:
+            return None
+
     def image_url(self) -> str:
         """Where the file this row was computed from is served (its field's storage), from the row
         alone: no query beyond its content type. "" when there is none to show (never computed, a
         model or field gone, a storage that serves no URLs)."""
-        model = self.content_type.model_class() if self.source_name else None
+        storage = self.image_storage()
         try:
-            return model._meta.get_field(self.field_name).storage.url(self.source_name) if model else ""
-        except Exception:  # FieldDoesNotExist, a storage's NotImplementedError or its own errors
+            return storage.url(self.source_name) if storage is not None else ""
+        except Exception:  # a storage's NotImplementedError or its own errors
             logger.debug("No URL for the image of %s", self, exc_info=True)
             return ""
 
-    def thumbnail(self, size: int = 64) -> str:
-        """The image, small and linked to the file, for the admin (staff judge a failure or a
-        possible duplicate by eye); "" without one."""
+    def thumbnail(self, size: int = 64, *, src: str | None = None) -> str:
+        """The image, shown ``size`` px wide and linked to the file, for the admin (staff judge a
+        failure or a possible duplicate by eye); "" without one. ``src`` is the picture shown: a
+        small copy of the file (the admin passes :func:`visual_search.previews.thumbnail`'s), else
+        the file itself."""
         url = self.image_url()
         if not url:
             return ""
+        src = src or url
         # The picture is the link's only content: its alt is the link's name for a screen reader
         # (alt="" left staff a list of 100 links each read "link"), and it says a new tab opens.
         name = _("Image %(file)s (opens in a new tab)") % {"file": posixpath.basename(self.source_name)}
         return format_html(
             '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" loading="lazy" width="{}" height="{}" '
             'style="object-fit: contain; vertical-align: middle"></a>',
-            url, url, name, size, size,
+            url, src, name, size, size,
         )
 
     @property

@@ -104,7 +104,13 @@ def thumbnail(image: FieldFile | None, size: int) -> str | None:
     """
     if not image:
         return None
-    storage, name = image.storage, image.name
+    return stored_thumbnail(image.storage, image.name, size)
+
+
+def stored_thumbnail(storage: Storage, name: str, size: int) -> str:
+    """:func:`thumbnail` of the file ``name`` in ``storage`` (the admin's previews of index rows,
+    which have a file name and its field's storage, not a ``FieldFile``); the original's URL when
+    no thumbnail can be made."""
     key = _thumbnail_cache_key(storage, name, size)
     made = _cache_call(cache.get, key)
     if made is None:
@@ -126,7 +132,33 @@ def _cache_call(method, *args):
 def _thumbnail_cache_key(storage: Storage, name: str, size: int) -> str:
     # Hashed: names may be longer or hold characters that memcached does not take in a key.
     where = f"{type(storage).__module__}.{type(storage).__qualname__}|{name}|{size}"
+    if identity := _storage_identity(storage):
+        where += f"|{identity}"
     return _THUMBNAIL_CACHE_PREFIX + hashlib.sha256(where.encode()).hexdigest()
+
+
+# Arguments of a storage that say who may use it, not where its files are: left out of its identity,
+# so that rotating a key does not make every thumbnail be looked up again.
+_CREDENTIALS = re.compile(r"key|secret|token|password|credential|sas|session", re.IGNORECASE)
+
+
+def _storage_identity(storage: Storage) -> str:
+    """Which storage of its class ``storage`` is: the arguments it was made with (a bucket's name, a
+    location, STORAGES' OPTIONS), credentials left out; "" for one made from settings alone.
+
+    Two buckets of one class (a gallery field's ``S3Storage(bucket_name="gallery")`` beside the
+    default one) shared the cache key of a file name, and one showed the other's thumbnail name: a
+    missing picture. A storage made with no arguments (``MEDIA_ROOT``'s, an ``S3Storage`` configured
+    by ``AWS_*`` settings: one per project) keeps the key it had before, so an upgrade does not make
+    every remembered thumbnail be looked up again.
+    """
+    deconstruct = getattr(storage, "deconstruct", None)
+    if deconstruct is None:  # not @deconstructible: where it says its files are
+        found = {attr: getattr(storage, attr, None) for attr in ("bucket_name", "azure_container", "location", "base_url")}
+        return repr(sorted((attr, str(value)) for attr, value in found.items() if value))
+    _path, args, kwargs = deconstruct()
+    kept = sorted((key, repr(value)) for key, value in kwargs.items() if not _CREDENTIALS.search(key))
+    return repr((tuple(map(repr, args)), kept)) if args or kept else ""
 
 
 def _make_thumbnail(storage: Storage, name: str, size: int) -> tuple[str, tuple[int, ...]]:
