@@ -54,6 +54,22 @@ def openvino():
         ) from exc
 
 
+# OpenVINO's converter sends usage telemetry (openvino-telemetry: a process forked to post to Google
+# Analytics) unless the machine's user opted out. From a shop's web or worker process that is a
+# network call nobody asked for, and forking a process with threads can hang it: a test run stopped
+# there for good. The converter's own stand-in (used where the package is missing) sends nothing.
+TELEMETRY_USERS = ("openvino.tools.ovc.telemetry_utils", "openvino.tools.ovc.convert_impl")
+
+
+def _no_telemetry() -> None:
+    try:
+        stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
+        for name in TELEMETRY_USERS:
+            importlib.import_module(name).tm = stub
+    except ImportError:  # another OpenVINO layout: left as it is
+        logger.debug("OpenVINO's converter telemetry could not be turned off", exc_info=True)
+
+
 @dataclass
 class Compiled:
     """A network compiled by OpenVINO: ``forward(batch) -> outputs``, and what it runs."""
@@ -76,6 +92,7 @@ def compile_graph(
     "float32" or "bfloat16", the arithmetic of what is not quantised.
     """
     ov = openvino()
+    _no_telemetry()
     model = ov.convert_model(graph.get_concrete_function())
     core = ov.Core()
     hints = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
