@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import RESULTS, machine, percentiles
+from .common import RESULTS, insert_ready_rows, machine, percentiles
 
 SIZES = (100_000, 1_000_000)
 GATHER_CAP = 200_000  # the forced gather plan is measured up to this many allowed rows
@@ -76,12 +76,7 @@ def fill(n: int, centres: np.ndarray) -> np.ndarray:
         vectors = clustered(count, rng, centres, labels=labels)
         stamps = [datetime.fromtimestamp(first + start + i, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for i in range(count)]
         with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO visual_search_imageembedding (content_type_id, object_id, field_name, result_type_id, result_id,"
-                " status, error, source_name, checksum, fingerprint, dimensions, vector, created_at, updated_at)"
-                " VALUES (%s, %s, 'image', %s, %s, 'ready', '', '', '', %s, %s, %s, %s, %s)",
-                [(ct, str(start + i + 1), ct, str(start + i + 1), fingerprint, DIMS, vectors[i].tobytes(), stamps[i], stamps[i]) for i in range(count)],
-            )
+            insert_ready_rows(cursor, [(ct, str(start + i + 1), fingerprint, DIMS, vectors[i].tobytes(), stamps[i], stamps[i]) for i in range(count)])
     return np.concatenate(labels)
 
 

@@ -52,6 +52,20 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "bf16_native": cpu_supports_bfloat16()}
 
 
+def insert_ready_rows(cursor, rows) -> None:
+    """Write index rows straight into the table, far faster than the ORM for a million: ``rows`` of
+    (content type id, object id, fingerprint, dimensions, vector bytes, created, updated), each
+    ready, its own result, for the field ``image``. Every NOT NULL column is named: a column added
+    by a migration must be added here (``embed_attempts`` was not, and the suites stopped)."""
+    cursor.executemany(
+        "INSERT INTO visual_search_imageembedding (content_type_id, object_id, field_name, result_type_id, result_id,"
+        " status, error, source_name, checksum, fingerprint, dimensions, vector, embed_attempts, created_at, updated_at)"
+        " VALUES (%s, %s, 'image', %s, %s, 'ready', '', '', '', %s, %s, %s, 0, %s, %s)",
+        [(ct, object_id, ct, object_id, fingerprint, dims, vector, created, updated)
+         for ct, object_id, fingerprint, dims, vector, created, updated in rows],
+    )
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     value = fn(*args, **kwargs)

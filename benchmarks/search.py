@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .common import dataset, percentiles, photo_rows
+from .common import dataset, insert_ready_rows, percentiles, photo_rows
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 
@@ -38,12 +38,7 @@ def fill(n: int, dims: int = 512) -> None:
         vectors = rng.standard_normal((count, dims)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO visual_search_imageembedding (content_type_id, object_id, field_name, result_type_id, result_id,"
-                " status, error, source_name, checksum, fingerprint, dimensions, vector, created_at, updated_at)"
-                " VALUES (%s, %s, 'image', %s, %s, 'ready', '', '', '', %s, %s, %s, %s, %s)",
-                [(ct, str(start + i + 1), ct, str(start + i + 1), fingerprint, dims, vectors[i].tobytes(), now, now) for i in range(count)],
-            )
+            insert_ready_rows(cursor, [(ct, str(start + i + 1), fingerprint, dims, vectors[i].tobytes(), now, now) for i in range(count)])
 
 
 def run(sizes=SIZES, queries: int = 50, endpoint_queries: int = 20) -> dict:
