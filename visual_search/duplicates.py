@@ -75,32 +75,80 @@ def threshold() -> float | None:
 
 def dismissed_keys(row: ImageEmbedding) -> set[str]:
     """The images staff said are no duplicates of ``row``'s (their :meth:`DuplicateDismissal.key`)."""
-    key = DuplicateDismissal.key(row)
-    pairs = DuplicateDismissal.objects.filter(models.Q(first=key) | models.Q(second=key)).values_list("first", "second")
-    return {other for pair in pairs for other in pair if other != key}
+    return dismissed_of([row])[DuplicateDismissal.key(row)]
+
+
+def dismissed_of(rows: Sequence[ImageEmbedding]) -> dict[str, set[str]]:
+    """:func:`dismissed_keys` of each of ``rows``, by its key, in one query."""
+    keys = {DuplicateDismissal.key(row) for row in rows}
+    found: dict[str, set[str]] = {key: set() for key in keys}
+    for first, second in DuplicateDismissal.objects.filter(models.Q(first__in=keys) | models.Q(second__in=keys)).values_list("first", "second"):
+        if first in found:
+            found[first].add(second)
+        if second in found:
+            found[second].add(first)
+    return found
 
 
 def candidates(row: ImageEmbedding) -> list[ImageEmbedding]:
     """Ready rows of other results of ``row``'s model and fingerprint that may show the same image:
     the same bytes, or among the backend's nearest neighbours of its vector."""
-    with get_backend().space(row.result_type_id, row.fingerprint) as space:
-        found = space.nearest(space.transform(row.array), NEIGHBOURS, space.allow(None, [row.result_id]))
+    return candidates_of([row])[row.pk]
+
+
+def candidates_of(rows: Sequence[ImageEmbedding]) -> dict[int, list[ImageEmbedding]]:
+    """:func:`candidates` of each of ``rows``, by primary key: one backend space per model, and the
+    rows found read in two queries for all of them (a reindex checks a batch at a time)."""
+    neighbours: dict[int, list[str]] = {}
+    for (type_id, fingerprint), group in _grouped(rows).items():
+        with get_backend().space(type_id, fingerprint) as space:
+            for row in group:
+                found = space.nearest(space.transform(row.array), NEIGHBOURS, space.allow(None, [row.result_id]))
+                neighbours[row.pk] = list(found.result_ids)
     # Two queries on one column each, so each uses its index (result_id, checksum) whatever the
     # database's planner thinks of the others; the few rows found are filtered here.
-    rows = {other.pk: other for other in ImageEmbedding.objects.filter(result_id__in=set(found.result_ids))}
-    if row.checksum:
-        rows.update((other.pk, other) for other in ImageEmbedding.objects.filter(checksum=row.checksum))
-    return [
-        other for other in rows.values()
-        if other.status == ImageEmbedding.Status.READY and other.fingerprint == row.fingerprint
-        and other.result_type_id == row.result_type_id and other.result_id != row.result_id and other.vector is not None
-    ]
+    by_result: dict[str, list[ImageEmbedding]] = {}
+    for other in _in_chunks(ImageEmbedding.objects, "result_id", {i for ids in neighbours.values() for i in ids}):
+        by_result.setdefault(other.result_id, []).append(other)
+    by_checksum: dict[str, list[ImageEmbedding]] = {}
+    for other in _in_chunks(ImageEmbedding.objects, "checksum", {row.checksum for row in rows if row.checksum}):
+        by_checksum.setdefault(other.checksum, []).append(other)
+    found_of = {}
+    for row in rows:
+        others = {other.pk: other for result_id in neighbours[row.pk] for other in by_result.get(result_id, ())}
+        if row.checksum:
+            others.update((other.pk, other) for other in by_checksum.get(row.checksum, ()))
+        found_of[row.pk] = [
+            other for other in others.values()
+            if other.status == ImageEmbedding.Status.READY and other.fingerprint == row.fingerprint
+            and other.result_type_id == row.result_type_id and other.result_id != row.result_id and other.vector is not None
+        ]
+    return found_of
+
+
+# Values per IN (...) query: SQLite before 3.32 allows 999 parameters in all.
+IN_CHUNK = 900
+
+
+def _in_chunks(manager, column: str, values: set[str]) -> Iterable[ImageEmbedding]:
+    values = sorted(values)
+    for start in range(0, len(values), IN_CHUNK):
+        yield from manager.filter(**{f"{column}__in": values[start : start + IN_CHUNK]})
+
+
+def _grouped(rows: Sequence[ImageEmbedding]) -> dict[tuple[int, str], list[ImageEmbedding]]:
+    groups: dict[tuple[int, str], list[ImageEmbedding]] = {}
+    for row in rows:
+        groups.setdefault((row.result_type_id, row.fingerprint), []).append(row)
+    return groups
 
 
 def best_match(row: ImageEmbedding, limit: float) -> Match | None:
     """``row``'s most similar image of another result, if the same file or at least ``limit`` similar."""
-    rows = candidates(row)
-    dismissed = dismissed_keys(row)
+    return _best(row, candidates(row), dismissed_keys(row), limit)
+
+
+def _best(row: ImageEmbedding, rows: list[ImageEmbedding], dismissed: set[str], limit: float) -> Match | None:
     rows = [other for other in rows if DuplicateDismissal.key(other) not in dismissed]
     if not rows:
         return None
@@ -120,6 +168,8 @@ def detect(rows: Iterable[ImageEmbedding]) -> int:
 
     The other image of a pair is flagged too, unless it already names a closer one. Rows that named
     one of ``rows`` are checked again: its image may have changed. Returns how many rows are flagged.
+    The candidates and dismissals of all the rows are read first (a few queries for the batch);
+    the flags are then written row by row, in order, as each row's outcome may change the next's.
     """
     limit = threshold()
     if limit is None:
@@ -130,12 +180,16 @@ def detect(rows: Iterable[ImageEmbedding]) -> int:
         return 0
     ids = [r.pk for r in rows]
     rows += list(ImageEmbedding.objects.ready(fingerprint).filter(duplicate_of__in=ids).exclude(pk__in=ids)[:RECHECK_LIMIT])
+    found, dismissed = candidates_of(rows), dismissed_of(rows)
     flagged = 0
+    touched: set[int] = set()  # rows flagged here as the other image of a pair
     for row in rows:
-        match = best_match(row, limit)
-        _record(row.pk, match)
+        match = _best(row, found[row.pk], dismissed[DuplicateDismissal.key(row)], limit)
+        if match is not None or row.duplicate_of_id is not None or row.pk in touched:
+            _record(row.pk, match)  # a row read with no flag, and given none here, is left alone
         if match is not None:
             flagged += 1
+            touched.add(match.row_id)
             # The other side, unless it has a closer duplicate of its own.
             ImageEmbedding.objects.filter(pk=match.row_id).filter(
                 models.Q(duplicate_of__isnull=True) | models.Q(duplicate_score__lt=match.score) | models.Q(duplicate_of=row.pk)
