@@ -62,7 +62,20 @@ def test_openvino_gives_tensorflows_vectors(spec, monkeypatch):
     assert all(float(a.vector @ b.vector) > 0.9999 for a, b in zip(*both))
 
 
-def test_int8_is_calibrated_on_the_shops_images_checked_and_cached(spec, int8_cache, caplog, capsys):
+class Recording:
+    """Stands for NNCF's telemetry as a shop's process has it (under pytest NNCF turns its own off)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append(name)
+
+
+def test_int8_is_calibrated_on_the_shops_images_checked_and_cached(spec, int8_cache, caplog, capsys, monkeypatch):
+    decorator = pytest.importorskip("nncf.telemetry.decorator")
+    telemetry = Recording()
+    monkeypatch.setattr(decorator, "telemetry", telemetry)
     calls = []
 
     def calibration(extractor):
@@ -73,6 +86,7 @@ def test_int8_is_calibrated_on_the_shops_images_checked_and_cached(spec, int8_ca
     int8 = Extractor(spec, "float32", runtime="openvino-int8", calibration=calibration)
     assert int8.runtime == "openvino-int8" and calls == [1]
     assert "int8 network calibrated on" in caplog.text
+    assert telemetry.calls == []  # NNCF's quantisation sent no usage telemetry either
     printed = capsys.readouterr()
     assert "Statistics collection" not in printed.out + printed.err  # NNCF's progress bars stay out of worker logs
     assert not [r for r in caplog.records if r.name.startswith("nncf") and r.levelno < logging.WARNING]

@@ -54,11 +54,13 @@ def openvino():
         ) from exc
 
 
-# OpenVINO's converter sends usage telemetry (openvino-telemetry: a process forked to post to Google
-# Analytics) unless the machine's user opted out. From a shop's web or worker process that is a
-# network call nobody asked for, and forking a process with threads can hang it: a test run stopped
-# there for good. The converter's own stand-in (used where the package is missing) sends nothing.
+# OpenVINO's converter and NNCF's quantisation send usage telemetry (openvino-telemetry: a process
+# forked to post to Google Analytics) unless the machine's user opted out. From a shop's web or
+# worker process that is a network call nobody asked for, and forking a process with threads can
+# hang it: a test run stopped there for good. Each package's own stand-in (used where
+# openvino-telemetry is missing) takes its place and sends nothing.
 TELEMETRY_USERS = ("openvino.tools.ovc.telemetry_utils", "openvino.tools.ovc.convert_impl")
+NNCF_TELEMETRY_USER = "nncf.telemetry.decorator"  # tracked_function reads its module's ``telemetry``
 
 
 def _no_telemetry() -> None:
@@ -68,6 +70,14 @@ def _no_telemetry() -> None:
             importlib.import_module(name).tm = stub
     except ImportError:  # another OpenVINO layout: left as it is
         logger.debug("OpenVINO's converter telemetry could not be turned off", exc_info=True)
+
+
+def _no_nncf_telemetry() -> None:
+    try:
+        stub = importlib.import_module("nncf.telemetry.wrapper").NNCFTelemetryStub
+        importlib.import_module(NNCF_TELEMETRY_USER).telemetry = stub()
+    except (ImportError, AttributeError):  # another NNCF layout: left as it is
+        logger.debug("NNCF's telemetry could not be turned off", exc_info=True)
 
 
 @dataclass
@@ -141,6 +151,7 @@ def _quantised(ov, core, model, key: str, unquantised, calibration):
         )
         return None
     nncf = importlib.import_module("nncf")
+    _no_nncf_telemetry()
     held_out = max(4, len(inputs) // 4)
     fit, check = inputs[:-held_out], inputs[-held_out:]
     # Only the convolutions: quantising the pooling's powers and means (GeM) cost cosine 0.94
