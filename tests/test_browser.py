@@ -851,26 +851,16 @@ def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(de
     context.close()
 
 
+THROTTLED = '{"detail": "Request was throttled. Expected available in 37 seconds.", "code": "throttled"}'
+
+
 def test_a_throttled_search_says_when_to_try_again_and_waits_until_then(demo_server, browser):
     """The API's 429 carries Retry-After (DRF's throttle: whole seconds). The line said "wait a
     minute" whatever it said, and "Try again" went at once, to be refused again (and counted
     again). Now the line says when, in the page's language, and "Try again" sends nothing before
     then: greyed, aria-disabled but focusable, a press says the time left (the page's clock is
     run forward)."""
-    context = phone(browser)
-    page = context.new_page()
-    sent = []
-
-    def throttled(route):
-        sent.append(route.request.url)
-        route.fulfill(status=429, headers={"Retry-After": "37"}, content_type="application/json",
-                      body='{"detail": "Request was throttled. Expected available in 37 seconds.", "code": "throttled"}')
-
-    page.route("**/api/visual-search/search/", throttled)
-    page.clock.install()
-    page.goto(f"{demo_server}/search/")
-    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
-    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    context, page, sent = refused(browser, demo_server, 429, 37, THROTTLED, device=phone)
     status, retry = page.locator("#vs-status"), page.locator("#vs [data-vs-retry]")
     assert status.inner_text() == "Too many searches in a short time. Please try again in 37 seconds."
     assert retry.is_visible() and retry.get_attribute("aria-disabled") == "true"
@@ -912,26 +902,35 @@ def upload_shot(page, name):
     page.screenshot(path=str(UPLOAD_SHOTS / name), full_page=True)
 
 
+def refused(browser, demo_server, status, retry_after, body, device=None):
+    """A phone's page (``small_phone`` unless another ``device``) whose photo searches all get
+    ``status`` with ``Retry-After``, the page's clock installed, and a photo chosen and refused.
+    Returns the context, the page and the list of the searches sent (one so far)."""
+    context = (device or small_phone)(browser)
+    page = context.new_page()
+    sent = []
+
+    def refuse(route):
+        sent.append(route.request.url)
+        route.fulfill(status=status, headers={"Retry-After": str(retry_after)}, content_type="application/json", body=body)
+
+    page.route("**/api/visual-search/search/", refuse)
+    page.clock.install()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    return context, page, sent
+
+
 def test_a_search_the_shop_cannot_answer_for_a_while_goes_again_by_itself_once(demo_server, browser):
     """A 503 (the shop's model loading, its database restarting, its index rebuilt) carries
     Retry-After. The line said "try again later" and "Try again" went at once, to get 503 again.
     Now the line says when, "Try again" sends nothing before then, and the same photo goes again by
     itself once the wait is over: once only; a second 503 leaves "Try again" to the customer (the
     page's clock is run forward)."""
-    context = small_phone(browser)
-    page = context.new_page()
-    sent = []
-
-    def unavailable(route):
-        sent.append(route.request.url)
-        route.fulfill(status=503, headers={"Retry-After": "10"}, content_type="application/json",
-                      body='{"detail": "Search by photo is not available right now; please try again later.", "code": "unavailable"}')
-
-    page.route("**/api/visual-search/search/", unavailable)
-    page.clock.install()
-    page.goto(f"{demo_server}/search/")
-    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
-    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    context, page, sent = refused(
+        browser, demo_server, 503, 10,
+        '{"detail": "Search by photo is not available right now; please try again later.", "code": "unavailable"}')
     upload_shot(page, "unavailable-503.png")
     status, retry = page.locator("#vs-status"), page.locator("#vs [data-vs-retry]")
     assert status.inner_text() == "Search by photo is not available right now. It searches again by itself in 10 seconds."
@@ -959,20 +958,7 @@ def test_moving_the_box_while_throttled_says_nothing_again_and_searches_when_the
     in a short time. Please try again in 31 seconds."), which a screen reader read out at every
     key, after the box's own line; and the move was dropped. Now the line is left alone, and the
     box's last place is searched once the wait is over (the page's clock is run forward)."""
-    context = small_phone(browser)
-    page = context.new_page()
-    sent = []
-
-    def throttled(route):
-        sent.append(route.request.url)
-        route.fulfill(status=429, headers={"Retry-After": "37"}, content_type="application/json",
-                      body='{"detail": "Request was throttled. Expected available in 37 seconds.", "code": "throttled"}')
-
-    page.route("**/api/visual-search/search/", throttled)
-    page.clock.install()
-    page.goto(f"{demo_server}/search/")
-    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
-    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    context, page, sent = refused(browser, demo_server, 429, 37, THROTTLED)
     page.evaluate("""() => { window.statusChanges = 0;
         new MutationObserver(records => { window.statusChanges += records.length; })
             .observe(document.getElementById("vs-status"), {childList: true, subtree: true, characterData: true}); }""")
