@@ -46,6 +46,29 @@ def test_the_database_down_answers_503_with_retry_after(client, shop, monkeypatc
     assert response["Retry-After"] == "10"
 
 
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_the_database_down_on_the_search_page_says_when_to_try_again(client, shop, monkeypatch, settings, language):
+    """The page without the widget's script said "Please try again later." for a 503 that knew
+    when (Retry-After 10), and sent no Retry-After; the API and the script both say when."""
+    import html
+
+    from django.utils import translation
+
+    def down(self):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    settings.LANGUAGE_CODE = language
+    monkeypatch.setattr(QuerySet, "exists", down)
+    response = client.post("/search-by-photo/", {"image": photo()})
+    assert response.status_code == 503 and response["Retry-After"] == "10"
+    with translation.override(language):
+        expected = translation.ngettext(
+            "Search by photo is not available right now. Please try again in %(seconds)d second.",
+            "Search by photo is not available right now. Please try again in %(seconds)d seconds.", 10) % {"seconds": 10}
+    assert (language == "en") == (expected == "Search by photo is not available right now. Please try again in 10 seconds.")
+    assert expected in html.unescape(response.content.decode())
+
+
 def test_the_database_down_for_similar_answers_503_with_retry_after(client, shop, monkeypatch):
     import visual_search.api.views as views
 

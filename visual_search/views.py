@@ -31,7 +31,7 @@ class SearchByPhotoView(TemplateView):
 
     def post(self, request, *args, **kwargs):
         context = self.get_context_data(**kwargs)
-        status = 200
+        status, retry_after = 200, None
         try:
             check_content_length(request.META)  # before request.POST reads (and spools) the body
             context[WIDGET_KEY] = request.POST.get(WIDGET_FIELD) or None  # the widget that shows the answer
@@ -40,8 +40,11 @@ class SearchByPhotoView(TemplateView):
             context[CONFIDENT_KEY] = confident(context[RESULTS_KEY])
         except PhotoSearchError as exc:
             context[ERROR_KEY] = customer_message(exc)  # the API's detail is for developers too
-            status = exc.status
-        return self.render_to_response(context, status=status)
+            status, retry_after = exc.status, exc.retry_after
+        response = self.render_to_response(context, status=status)
+        if status in (429, 503) and retry_after:  # as the API says it: a proxy or crawler may wait too
+            response["Retry-After"] = str(retry_after)
+        return response
 
     def check_throttle(self, request) -> None:
         """The API's anonymous rate limit applies here too: the same VGG16 work per request."""

@@ -159,8 +159,8 @@ def match_percent(score: float | None) -> str:
 
 
 def customer_message(error: PhotoSearchError) -> str:
-    """The words for a failed search on the page, in the active language; throttling keeps its "try
-    again in N seconds" (``retry_after``)."""
+    """The words for a failed search on the page, in the active language; throttling and a passing
+    unavailability keep their "try again in N seconds" (``retry_after``)."""
     words = customer_messages().get(error.code)
     if error.code == "unsupported_format":
         return words.format(format=error.format) if error.format else error.detail
@@ -168,6 +168,12 @@ def customer_message(error: PhotoSearchError) -> str:
         return ngettext(
             "Too many searches in a short time. Please try again in %(seconds)d second.",
             "Too many searches in a short time. Please try again in %(seconds)d seconds.",
+            error.retry_after,
+        ) % {"seconds": error.retry_after}
+    if error.code == "unavailable" and error.retry_after:
+        return ngettext(
+            "Search by photo is not available right now. Please try again in %(seconds)d second.",
+            "Search by photo is not available right now. Please try again in %(seconds)d seconds.",
             error.retry_after,
         ) % {"seconds": error.retry_after}
     return error.detail if words is None else words
