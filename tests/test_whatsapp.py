@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import logging
@@ -221,6 +222,24 @@ def test_an_uploaded_picture_from_a_bucket_with_signed_urls_is_reused(client, ap
     monkeypatch.setattr(bucket, "now", lambda: later)  # the next customer, a minute later
     post(client, image("pink"))
     assert api.kinds().count("upload") == 3 and len([m for m in api.sent() if m["type"] == "image"]) == 6
+
+
+def test_two_buckets_files_of_one_name_are_uploaded_apart(monkeypatch):
+    """A gallery field on its own bucket beside the default one: a file of the same name in each was
+    remembered by its name alone, and WhatsApp was sent the first bucket's picture for the second's."""
+    from tests.remote_storage import RemoteStorage
+    from visual_search.contrib.messaging import pictures
+    from visual_search.contrib.whatsapp import messenger
+
+    products = RemoteStorage(base_url="https://products.example-bucket.com/")
+    gallery = RemoteStorage(base_url="https://gallery.example-bucket.com/")
+    monkeypatch.setattr(pictures, "_storages", lambda: [products, gallery])
+    for storage in (products, gallery):
+        storage.save("photos/1.jpg", io.BytesIO(catalogue_image("Banana").read_bytes()))
+    first, second = products.url("photos/1.jpg"), gallery.url("photos/1.jpg")
+    assert messenger._picture_key(first) != messenger._picture_key(second)
+    products.now = lambda: time.time() + 60  # signed again a minute later: the same picture
+    assert messenger._picture_key(products.url("photos/1.jpg")) == messenger._picture_key(first)
 
 
 def test_a_picture_whatsapp_refuses_goes_out_as_text(client, api, shop, caplog):

@@ -168,14 +168,16 @@ def image_type(data: bytes) -> str:
 
 
 def _picture_key(url: str) -> str:
-    """What an uploaded picture is remembered by: its file in the storage, else its URL. A private
-    bucket signs each URL afresh (a new query string every second): keyed by the whole URL, no
-    upload was ever reused, and each reply uploaded its pictures again."""
+    """What an uploaded picture is remembered by: for a file of the shop's storages, its URL without
+    the query string, else the whole URL. A private bucket signs each URL afresh (a new query string
+    every second): keyed by the whole URL, no upload was ever reused, and each reply uploaded its
+    pictures again. Keyed by the file's name alone, two buckets' files of one name shared an upload,
+    and a reply showed the other bucket's picture; the URL's host and path tell them apart."""
     try:
         name = stored_name(url)
     except Exception:  # noqa: BLE001 - a storage that makes no URL here: the URL itself
         name = None
-    return f"storage:{name}" if name is not None else url
+    return "storage:" + urlsplit(url)._replace(query="", fragment="").geturl() if name is not None else url
 
 
 def _cache_get(key: str) -> Any:
