@@ -108,10 +108,10 @@ def candidates_of(rows: Sequence[ImageEmbedding]) -> dict[int, list[ImageEmbeddi
     # Two queries on one column each, so each uses its index (result_id, checksum) whatever the
     # database's planner thinks of the others; the few rows found are filtered here.
     by_result: dict[str, list[ImageEmbedding]] = {}
-    for other in _in_chunks(ImageEmbedding.objects, "result_id", {i for ids in neighbours.values() for i in ids}):
+    for other in _in_chunks("result_id", {i for ids in neighbours.values() for i in ids}):
         by_result.setdefault(other.result_id, []).append(other)
     by_checksum: dict[str, list[ImageEmbedding]] = {}
-    for other in _in_chunks(ImageEmbedding.objects, "checksum", {row.checksum for row in rows if row.checksum}):
+    for other in _in_chunks("checksum", {row.checksum for row in rows if row.checksum}):
         by_checksum.setdefault(other.checksum, []).append(other)
     found_of = {}
     for row in rows:
@@ -130,10 +130,11 @@ def candidates_of(rows: Sequence[ImageEmbedding]) -> dict[int, list[ImageEmbeddi
 IN_CHUNK = 900
 
 
-def _in_chunks(manager, column: str, values: set[str]) -> Iterable[ImageEmbedding]:
+def _in_chunks(column: str, values: set[str]) -> Iterable[ImageEmbedding]:
+    """The rows whose ``column`` is one of ``values``, in queries of at most ``IN_CHUNK`` values."""
     values = sorted(values)
     for start in range(0, len(values), IN_CHUNK):
-        yield from manager.filter(**{f"{column}__in": values[start : start + IN_CHUNK]})
+        yield from ImageEmbedding.objects.filter(**{f"{column}__in": values[start : start + IN_CHUNK]})
 
 
 def _grouped(rows: Sequence[ImageEmbedding]) -> dict[tuple[int, str], list[ImageEmbedding]]:
