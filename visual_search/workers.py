@@ -11,9 +11,11 @@ from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import celeryd_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import state
 from django.core.cache import cache
+from django.db import connections
 
 from . import queue
 from .indexing import take_back
+from .versions import resume_stalled_builds
 
 logger = logging.getLogger("visual_search")
 
@@ -151,8 +153,23 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
         _beat_repeatedly(sender, hostname)
     if not _first_in_window() and not killed:
         logger.info("Visual search: another worker queued the sweep less than %s s ago; not queueing it again", START_SWEEP_WINDOW)
+        _resume_builds()
         return
     _queue_sweep()
+
+
+def _resume_builds() -> None:
+    """Send again the next check of a model switch in progress, as the start-up sweep would have.
+
+    This worker may replace one killed while it held that check (under another name, so nothing
+    here says so): left to the sweep queued for the dead worker, the switch waited a minute more.
+    Sent twice (several workers starting), the older check stops (:func:`build_step`)."""
+    try:
+        resume_stalled_builds(0)
+    except Exception:  # the database: beat's sweep, or the one for a dead worker, sends it
+        logger.warning("Visual search: could not check for a model switch to resume on worker start", exc_info=True)
+    finally:
+        connections.close_all()  # none held open by the main process
 
 
 def _beat_repeatedly(consumer, hostname: str) -> None:
