@@ -195,8 +195,12 @@ def _heartbeat_thread(hostname: str) -> None:
 def _queue_sweep(older_than: float = 0) -> None:
     try:
         queue.send(queue.SWEEP, kwargs={"older_than": older_than})
-    except Exception as exc:
-        logger.warning("Could not queue the visual search sweep on worker start: %s", exc)
+    except Exception as exc:  # on start, on a reconnect, or for a dead worker: one message for all three
+        logger.warning(
+            "Could not queue the visual search sweep: %s Pending images wait for beat's sweep or the next worker start; "
+            "once the broker is back, `manage.py visual_search_reindex --async --only pending` queues them now.",
+            queue.broker_problem(exc),
+        )
 
 
 class SweepOnReconnect(bootsteps.StartStopStep):
