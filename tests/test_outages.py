@@ -346,3 +346,19 @@ def test_a_listed_worker_whose_note_lapsed_is_swept_for_once(settings, monkeypat
     workers._heartbeat("b@host")
     workers._heartbeat("c@host")
     assert queued == [{"older_than": workers.HEARTBEAT_TIMEOUT - workers.HEARTBEAT}]
+
+
+def test_a_sweep_that_cannot_be_queued_says_why_and_what_to_do(monkeypatch, caplog):
+    """The sweep for a worker found dead (and on a reconnect) said "Could not queue ... on worker
+    start: [Errno 111] Connection refused": neither when, nor that the images wait, nor what to run."""
+    from visual_search import queue, workers
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(queue, "send", refused)
+    with caplog.at_level("WARNING", logger="visual_search"):
+        workers._queue_sweep(older_than=workers.HEARTBEAT_TIMEOUT - workers.HEARTBEAT)
+    [message] = [record.getMessage() for record in caplog.records]
+    assert "on worker start" not in message
+    assert "is the broker running?" in message and "visual_search_reindex --async --only pending" in message

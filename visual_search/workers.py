@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from celery import bootsteps
+from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import celeryd_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import state
 from django.core.cache import cache
+from django.db import connections
 
 from . import queue
 from .indexing import take_back
+from .versions import resume_stalled_builds
 
 logger = logging.getLogger("visual_search")
 
@@ -31,12 +35,18 @@ RUNNING_TIMEOUT = 7 * 24 * 3600
 # broker's visibility timeout (an hour). So each worker also notes itself alive every HEARTBEAT seconds
 # (the note lasts HEARTBEAT_TIMEOUT) in a list of the running workers; the first worker to find one
 # listed whose note lapsed (killed: a clean shutdown leaves the list) takes it off and queues the sweep.
-# A minute: a main process busy for a while (the solo pool computes in it) is not taken for dead.
+# A minute: a main process busy for a while is not taken for dead. The note is written by the main
+# process's timer, which waits while that process runs a task: with --pool solo (tasks run in the main
+# process) a batch longer than a minute made the worker look dead, and its batch was queued a second
+# time. There the note comes from a thread of its own (:func:`_heartbeat_thread`).
 HEARTBEAT = 10.0
 HEARTBEAT_TIMEOUT = 60.0
 ALIVE_KEY = "visual_search:worker_alive:{}"
 WORKERS_KEY = "visual_search:workers"
 WORKERS_LOCK = "visual_search:workers_lock"
+# Set when the worker shuts down: stops the heartbeat thread of a solo-pool worker.
+_stopped = threading.Event()
+_beating: list[threading.Thread] = []
 
 
 def _first_in_window(key: str = START_SWEEP_KEY) -> bool:
@@ -66,6 +76,9 @@ def _shut_down(sender=None, **kwargs) -> None:
     """The worker stops cleanly: its next start is an ordinary one (see :func:`_was_killed`), and
     the others do not take it for dead (:func:`_heartbeat`)."""
     hostname = getattr(sender, "hostname", None)
+    _stopped.set()
+    for thread in _beating:  # its last note, if it is writing one, before the notes are deleted
+        thread.join(timeout=5)
     try:
         cache.delete(RUNNING_KEY.format(hostname))
         _listed(lambda names: names.discard(hostname))
@@ -137,20 +150,57 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
     killed = _was_killed(hostname)
     if hostname:
         _heartbeat(hostname)
-        timer = getattr(sender, "timer", None)
-        if timer is not None:
-            timer.call_repeatedly(HEARTBEAT, _heartbeat, (hostname,))
+        _beat_repeatedly(sender, hostname)
     if not _first_in_window() and not killed:
         logger.info("Visual search: another worker queued the sweep less than %s s ago; not queueing it again", START_SWEEP_WINDOW)
+        _resume_builds()
         return
     _queue_sweep()
+
+
+def _resume_builds() -> None:
+    """Send again the next check of a model switch in progress, as the start-up sweep would have.
+
+    This worker may replace one killed while it held that check (under another name, so nothing
+    here says so): left to the sweep queued for the dead worker, the switch waited a minute more.
+    Sent twice (several workers starting), the older check stops (:func:`build_step`)."""
+    try:
+        resume_stalled_builds(0)
+    except Exception:  # the database: beat's sweep, or the one for a dead worker, sends it
+        logger.warning("Visual search: could not check for a model switch to resume on worker start", exc_info=True)
+    finally:
+        connections.close_all()  # none held open by the main process
+
+
+def _beat_repeatedly(consumer, hostname: str) -> None:
+    """Note this worker alive every ``HEARTBEAT`` seconds: from the worker's timer, or from a thread
+    where tasks run in the main process (the solo pool), so that a long batch does not stop the notes."""
+    if isinstance(getattr(consumer, "pool", None), SoloPool):
+        _stopped.clear()
+        thread = threading.Thread(target=_heartbeat_thread, args=(hostname,), name="visual-search-heartbeat", daemon=True)
+        _beating[:] = [thread]
+        thread.start()
+        return
+    timer = getattr(consumer, "timer", None)
+    if timer is not None:
+        timer.call_repeatedly(HEARTBEAT, _heartbeat, (hostname,))
+
+
+def _heartbeat_thread(hostname: str) -> None:
+    """Note worker ``hostname`` alive until it shuts down (:func:`_shut_down`)."""
+    while not _stopped.wait(HEARTBEAT):
+        _heartbeat(hostname)
 
 
 def _queue_sweep(older_than: float = 0) -> None:
     try:
         queue.send(queue.SWEEP, kwargs={"older_than": older_than})
-    except Exception as exc:
-        logger.warning("Could not queue the visual search sweep on worker start: %s", exc)
+    except Exception as exc:  # on start, on a reconnect, or for a dead worker: one message for all three
+        logger.warning(
+            "Could not queue the visual search sweep: %s Pending images wait for beat's sweep or the next worker start; "
+            "once the broker is back, `manage.py visual_search_reindex --async --only pending` queues them now.",
+            queue.broker_problem(exc),
+        )
 
 
 class SweepOnReconnect(bootsteps.StartStopStep):

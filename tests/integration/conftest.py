@@ -77,15 +77,16 @@ class RedisServer:
 
 
 class Worker:
-    """One ``celery worker`` process (prefork, its own children), logging to a file."""
+    """One ``celery worker`` process (prefork, its own children, unless ``pool`` says), logging to a file."""
 
-    def __init__(self, env: dict, log: Path, name: str, concurrency: int = 1):
+    def __init__(self, env: dict, log: Path, name: str, concurrency: int = 1, pool: str = "prefork", options: tuple = ()):
         self.log = log
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-                "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "INFO",
+                "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "INFO",
                 "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle", "--prefetch-multiplier", "1",
+                *options,
             ],
             cwd=ROOT,
             env=env,
@@ -181,8 +182,8 @@ def redis_server_flush(server: RedisServer) -> None:
 def start_worker(celery_env, integration_dirs, request):
     workers: list[Worker] = []
 
-    def start(name: str = "w1", concurrency: int = 1, wait: bool = True) -> Worker:
-        worker = Worker(celery_env, integration_dirs / f"{request.node.name}-{name}.log", name, concurrency)
+    def start(name: str = "w1", concurrency: int = 1, wait: bool = True, pool: str = "prefork", options: tuple = ()) -> Worker:
+        worker = Worker(celery_env, integration_dirs / f"{request.node.name}-{name}.log", name, concurrency, pool, options)
         workers.append(worker)
         if wait:
             worker.wait_ready()

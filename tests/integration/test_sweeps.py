@@ -2,6 +2,7 @@
 time limit, a worker process killed by the hard time limit."""
 
 import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -134,3 +135,21 @@ def test_what_waits_in_redis_is_read_with_the_transport_s_key_prefix(broker, red
         assert queue.waiting_in_broker(60) == {("testapp.product", "image"): {("7", None), ("8", None), ("9", "fp")}}
     finally:
         connect_anew({})
+
+
+def test_a_solo_pool_worker_busy_past_the_heartbeat_timeout_is_not_taken_for_dead(broker, redis_server, start_worker, celery_env):
+    """With --pool solo a task runs in the worker's main process, whose timer wrote the liveness note:
+    a batch longer than HEARTBEAT_TIMEOUT (a minute) stopped the notes, another worker took the busy
+    one for dead and queued the sweep for its work (its images computed twice, attempts counted).
+    Here every task waits 3 heartbeat timeouts; the other worker must see the solo one alive."""
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    celery_env["VISUAL_SEARCH_TEST_HEARTBEAT"] = "1"  # HEARTBEAT_TIMEOUT 3 s
+    redis.Redis(port=redis_server.port, db=1).flushdb()  # no worker listed, no sweep noted, by earlier tests
+    watcher = start_worker("watcher", options=("--queues", "nothing"))  # takes no task: only watches the notes
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "9"
+    solo = start_worker("solo", pool="solo")  # runs the start-up sweep (queued by the watcher): 9 s in its main process
+    wait_for(lambda: any("visual_search.sweep[" in line and "succeeded" in line for line in solo.log.read_text().splitlines()),
+             timeout=60, what="the sweep to end")
+    time.sleep(3)  # a note that lapsed during the task is found by the watcher's next one
+    assert "stopped without shutting down" not in watcher.log.read_text() + solo.log.read_text()
+    assert received_lines_all([solo], "visual_search.sweep") == 1

@@ -76,3 +76,41 @@ def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
     start_worker("doomed")  # restarted, as systemd or Kubernetes does
     wait_for(lambda: ModelVersion.objects.get(pk=version.pk).status == "active", timeout=90, what="the switch (without the sweep: an hour)")
     assert ImageEmbedding.objects.filter(fingerprint=version.fingerprint, status="ready").count() == len(NAMES)
+
+
+def test_a_worker_replaced_under_another_name_resumes_the_switch_at_once(
+    broker, redis_server, start_worker, make_product, trained, celery_env, settings
+):
+    """A worker killed while it held the switch's next check, replaced under another name (random
+    container host names) less than a minute after another worker's start: the replacement's start-up
+    sweep was skipped (another worker's covered the minute) and nothing else says a worker was killed,
+    so the switch waited for the sweep queued for the dead worker (its note lapsing: about 70 s).
+    The replacement now sends the check again as it starts."""
+    import redis
+
+    from visual_search import workers
+
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    shared = redis.Redis(port=redis_server.port, db=1)
+    shared.flushdb()  # no worker listed, no sweep noted, by earlier tests
+    start_worker("before")
+    for name in NAMES:
+        make_product(name, catalogue_image(name))
+    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(NAMES), timeout=120, what="pretrained vectors")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 1}
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "3"
+    doomed = start_worker("doomed", concurrency=2)
+    version = trained()
+    activate(version, asynchronous=True)
+    wait_for(lambda: "left" in ModelVersion.objects.get(pk=version.pk).progress and held_checks(redis_server), timeout=120,
+             what="the first check done, the next one held by the worker")
+    doomed.kill()
+    held = ModelVersion.objects.get(pk=version.pk).progress["step"]
+
+    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
+    shared.set(f":1:{workers.START_SWEEP_KEY}", 1, ex=workers.START_SWEEP_WINDOW)  # another worker started just now (a deploy)
+    replacement = start_worker("replacement")
+    wait_for(lambda: ModelVersion.objects.get(pk=version.pk).progress.get("step") != held, timeout=20,
+             what="the check sent again (without it: the dead worker's sweep, about 70 s)")
+    assert "not queueing it again" in replacement.log.read_text()
+    wait_for(lambda: ModelVersion.objects.get(pk=version.pk).status == "active", timeout=120, what="the switch")
