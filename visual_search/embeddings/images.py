@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from ..exceptions import BlankImage, ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from . import structure
 
 try:  # the [heif] extra: HEIC photos, decoded without registering with Pillow (see open_image)
     import pillow_heif
@@ -133,6 +134,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
 
 def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Image:
     """``data`` opened (its header read, no pixels yet) by one of Pillow's ``formats``."""
+    structure.check(data, formats)  # before Pillow parses the pieces one by one
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
