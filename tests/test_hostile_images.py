@@ -7,7 +7,10 @@ good products of the same batch are unaffected.
 
 import io
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 import zlib
 
 import numpy as np
@@ -187,3 +190,26 @@ def test_ordinary_files_of_every_format_have_few_pieces(name):
     picture = Image.open(catalogue_image(name)).convert("RGB")
     for fmt, options in [("JPEG", {"progressive": True}), ("PNG", {}), ("GIF", {"comment": b"x" * 5000}), ("TIFF", {"compression": "raw"})]:
         images.open_image(encode(picture, fmt, **options), max_pixels=40_000_000, allowed_formats=[fmt])
+
+
+PEAK_MEMORY = """
+import resource, sys
+from visual_search.embeddings import images
+images.open_image(open(sys.argv[1], "rb").read(), max_pixels=40_000_000, allowed_formats=["PNG"], draft_size=224)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_a_large_transparent_png_decodes_in_the_memory_of_an_opaque_one(tmp_path):
+    """A 36-megapixel PNG of a few hundred KB: RGBA took three more full-size copies (800 MB at 40 MP)."""
+    side = 6000
+    ramp = np.tile(np.arange(side, dtype=np.uint16) % 256, (side, 1)).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([ramp, ramp.T, ramp, np.full_like(ramp, 200)]), "RGBA")
+    peaks = {}
+    for mode in ("RGBA", "RGB"):
+        path = tmp_path / f"{mode}.png"
+        rgba.convert(mode).save(path, compress_level=1)
+        run = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        peaks[mode] = int(run.stdout.split()[-1])
+    assert peaks["RGBA"] - peaks["RGB"] < 64 * 1024, peaks  # KiB
