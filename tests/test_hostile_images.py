@@ -7,6 +7,10 @@ good products of the same batch are unaffected.
 
 import io
 import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
 import zlib
 
 import numpy as np
@@ -16,6 +20,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 import visual_search
+from visual_search.embeddings import images, structure
+from visual_search.exceptions import InvalidImage
 from visual_search.models import ImageEmbedding
 from visual_search.reindex import reindex
 from tests.conftest import catalogue_image
@@ -41,6 +47,41 @@ def bomb(width=50_000, height=50_000) -> bytes:
 
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(
         b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+# More pieces than structure.MAX_PIECES: with a real photo after them, each decoded before
+# (0.1 to 0.3 s here; 10 MB of them 2 to 12 s of CPU and up to 840 MB).
+FLOOD = 120_000
+
+
+def floods() -> dict[str, bytes]:
+    """Files whose structure, not their pixels, keeps Pillow busy: a real picture after many empty pieces."""
+    jpeg, png, gif = encode(photo(), "JPEG"), encode(photo(), "PNG"), encode(photo().resize((64, 64)), "GIF")
+    first_picture = gif.index(b"\x2c", 13 + 768)
+    return {
+        "jpeg-comment-flood": jpeg[:2] + b"\xff\xfe\x00\x02" * FLOOD + jpeg[2:],
+        "jpeg-fill-byte-flood": jpeg[:2] + b"\xff" * FLOOD + jpeg[2:],
+        "png-chunk-flood": png[:33] + png_chunk(b"raNd", b"") * FLOOD + png[33:],
+        "gif-sub-block-flood": gif[:first_picture] + b"\x21\xfe" + b"\x01X" * FLOOD + b"\x00" + gif[first_picture:],
+        "tiff-strip-flood": tiff_strips(FLOOD),
+    }
+
+
+def tiff_strips(count: int) -> bytes:
+    """A 1 x ``count`` grey TIFF of one-row strips, every strip the same byte."""
+    def entry(tag, kind, number, value):
+        return struct.pack("<HHII", tag, kind, number, value)
+
+    arrays = 8 + 2 + 9 * 12 + 4
+    entries = [entry(256, 4, 1, 1), entry(257, 4, 1, count), entry(258, 3, 1, 8), entry(259, 3, 1, 1),
+               entry(262, 3, 1, 1), entry(273, 3, count, arrays), entry(277, 3, 1, 1), entry(278, 4, 1, 1),
+               entry(279, 3, count, arrays + 2 * count)]
+    return (b"II*\x00" + struct.pack("<IH", 8, len(entries)) + b"".join(entries) + b"\0\0\0\0"
+            + struct.pack(f"<{count}H", *[100] * count) + struct.pack(f"<{count}H", *[1] * count))
 
 
 def exif_rotated() -> bytes:
@@ -70,6 +111,7 @@ def corpus() -> dict[str, tuple[bytes, bool]]:
         "animated-gif": (encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100), True),
         "webp": (encode(photo(), "WEBP"), True),
         "exif-rotated-jpeg": (exif_rotated(), True),
+        **{name: (data, False) for name, data in floods().items()},
     }
 
 
@@ -131,3 +173,43 @@ def test_exif_rotated_photo_embeds_like_the_upright_one():
     sideways = extractor.embed_bytes(encode(photo().transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95))
     assert float(upright @ rotated) > 0.99
     assert float(upright @ rotated) > float(upright @ sideways)
+
+
+@pytest.mark.parametrize("name", list(floods()))
+def test_a_file_of_many_empty_pieces_is_refused_before_pillow_walks_them(name):
+    data = floods()[name]
+    started = time.process_time()
+    with pytest.raises(InvalidImage, match="built to be slow") as refused:
+        images.open_image(data, max_pixels=40_000_000, allowed_formats=["JPEG", "PNG", "GIF", "TIFF"])
+    assert time.process_time() - started < 0.5
+    assert f"at most {structure.MAX_PIECES:,}" in refused.value.for_staff
+
+
+@pytest.mark.parametrize("name", ["Arla-Standard-Milk", "Lemon"])
+def test_ordinary_files_of_every_format_have_few_pieces(name):
+    picture = Image.open(catalogue_image(name)).convert("RGB")
+    for fmt, options in [("JPEG", {"progressive": True}), ("PNG", {}), ("GIF", {"comment": b"x" * 5000}), ("TIFF", {"compression": "raw"})]:
+        images.open_image(encode(picture, fmt, **options), max_pixels=40_000_000, allowed_formats=[fmt])
+
+
+PEAK_MEMORY = """
+import resource, sys
+from visual_search.embeddings import images
+images.open_image(open(sys.argv[1], "rb").read(), max_pixels=40_000_000, allowed_formats=["PNG"], draft_size=224)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_a_large_transparent_png_decodes_in_the_memory_of_an_opaque_one(tmp_path):
+    """A 36-megapixel PNG of a few hundred KB: RGBA took three more full-size copies (800 MB at 40 MP)."""
+    side = 6000
+    ramp = np.tile(np.arange(side, dtype=np.uint16) % 256, (side, 1)).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([ramp, ramp.T, ramp, np.full_like(ramp, 200)]), "RGBA")
+    peaks = {}
+    for mode in ("RGBA", "RGB"):
+        path = tmp_path / f"{mode}.png"
+        rgba.convert(mode).save(path, compress_level=1)
+        run = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        peaks[mode] = int(run.stdout.split()[-1])
+    assert peaks["RGBA"] - peaks["RGB"] < 64 * 1024, peaks  # KiB

