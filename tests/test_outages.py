@@ -362,3 +362,22 @@ def test_a_sweep_that_cannot_be_queued_says_why_and_what_to_do(monkeypatch, capl
     [message] = [record.getMessage() for record in caplog.records]
     assert "on worker start" not in message
     assert "is the broker running?" in message and "visual_search_reindex --async --only pending" in message
+
+
+@pytest.mark.parametrize("reads, warned", [(["visual_search"], True), (["visual_search", "celery"], False), (["celery"], False)])
+def test_a_worker_that_reads_only_the_queue_says_the_sweeps_go_unread(settings, caplog, monkeypatch, reads, warned):
+    """With QUEUE set, the sweeps go to Celery's default queue (a backlog in QUEUE must not hold them
+    up). A shop whose only worker read QUEUE (as docs/celery.md suggested for the embedding) never
+    ran one, and nothing said so."""
+    from types import SimpleNamespace
+
+    from visual_search import workers
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "QUEUE": "visual_search"}
+    consumer = SimpleNamespace(task_consumer=SimpleNamespace(queues=[SimpleNamespace(name=name) for name in reads]),
+                               app=SimpleNamespace(conf=SimpleNamespace(task_default_queue="celery")))
+    monkeypatch.setattr(workers, "_queue_sweep", lambda **kwargs: None)
+    monkeypatch.setattr(workers, "_resume_builds", lambda: None)
+    with caplog.at_level("WARNING", logger="visual_search"):
+        workers._sweep_on_start(consumer)  # the worker is ready
+    assert ("`-Q visual_search,celery`" in caplog.text) is warned

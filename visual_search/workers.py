@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import connections
 
 from . import queue
+from .conf import settings
 from .indexing import take_back
 from .versions import resume_stalled_builds
 
@@ -147,6 +148,7 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
     worker's last run was killed (its batch is to be queued again now).
     """
     hostname = getattr(sender, "hostname", None)
+    _warn_if_sweeps_go_unread(sender)
     killed = _was_killed(hostname)
     if hostname:
         _heartbeat(hostname)
@@ -156,6 +158,24 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
         _resume_builds()
         return
     _queue_sweep()
+
+
+def _warn_if_sweeps_go_unread(consumer) -> None:
+    """Say so when this worker reads ``QUEUE`` but not Celery's default queue, where the sweeps go
+    (beat's, and those queued when a worker starts or is found dead: so that a backlog in ``QUEUE``
+    does not hold them up). A shop whose only workers read ``QUEUE`` never ran a sweep: pending
+    images were never queued again, and a sweep message piled up every five minutes."""
+    try:
+        consumed = {declared.name for declared in consumer.task_consumer.queues}
+        default = consumer.app.conf.task_default_queue
+    except AttributeError:  # not a worker's consumer (a test's stand-in, another pool's layout)
+        return
+    if settings.QUEUE and settings.QUEUE in consumed and default not in consumed:
+        logger.warning(
+            "Visual search: this worker reads VISUAL_SEARCH['QUEUE'] (%r) but not Celery's default queue %r, where the "
+            "sweep goes. Unless another worker reads %r, pending images are never queued again: start this one with "
+            "`-Q %s,%s` (docs/celery.md).", settings.QUEUE, default, default, settings.QUEUE, default,
+        )
 
 
 def _resume_builds() -> None:
