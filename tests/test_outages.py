@@ -83,10 +83,10 @@ def test_the_database_down_for_similar_answers_503_with_retry_after(client, shop
 
 def test_the_cache_down_leaves_searches_working(client, shop, monkeypatch, settings, caplog):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "30/min"}
-    import visual_search.results as results
+    import visual_search.thumbnails as thumbnails
 
     monkeypatch.setattr(SearchRateThrottle, "cache", DownCache())
-    monkeypatch.setattr(results, "cache", DownCache())
+    monkeypatch.setattr(thumbnails, "cache", DownCache())
     response = client.post(SEARCH, {"image": photo("Kiwi")})
     assert response.status_code == 200 and response.json()["results"][0]["name"] == "Kiwi"
     assert response.json()["results"][0]["image_url"]  # the thumbnail, made without its cache

@@ -13,7 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from django.contrib import admin
-from django.core.cache import cache
+from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache, caches
 from django.core.cache.backends import locmem
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, storages
@@ -25,13 +26,16 @@ from PIL import Image
 
 import visual_search
 from visual_search.admin import ImageEmbeddingAdmin
+from visual_search import previews
 from visual_search.admin_mixins import VisualSearchAdminMixin
+from visual_search.conf import settings as visual_search_settings
 from visual_search.contrib.messaging.pictures import stored_bytes
 from tests.conftest import catalogue_image, staff_on_site
 from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
-from visual_search.results import THUMBNAIL_RETRY_AFTER, _thumbnail_cache_key, describe, thumbnail
+from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
+from visual_search.thumbnails import cache_key
 from visual_search.tasks import embed_objects
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -238,9 +242,17 @@ def test_a_staff_picture_that_cannot_be_made_small_shows_the_original(bucket, cl
     """As on result cards: a storage error (tried again soon) shows the file, never a broken picture."""
     staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
     product("milk", "Arla-Standard-Milk")
+    forget_thumbnails(bucket)  # indexed before indexing made them: the page makes its own
     bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
     page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
     assert pictures(page, bucket)[0] == ["products/milk.jpg"]
+
+
+def forget_thumbnails(storage):
+    """As before indexing made thumbnails: none in the storage, none remembered."""
+    for name in storage.listdir("visual_search/thumbnails")[1] if storage.exists("visual_search/thumbnails") else []:
+        storage.delete(f"visual_search/thumbnails/{name}")
+    cache.clear()
 
 
 def test_two_buckets_of_one_storage_class_keep_their_own_thumbnails(bucket):
@@ -267,8 +279,8 @@ def test_a_storage_built_from_settings_alone_keeps_its_thumbnail_cache_keys():
     a storage given no arguments (MEDIA_ROOT's, S3Storage configured by AWS_* settings) is keyed as before."""
     plain = FileSystemStorage()
     before = hashlib.sha256(b"django.core.files.storage.filesystem.FileSystemStorage|products/milk.jpg|320").hexdigest()
-    assert _thumbnail_cache_key(plain, "products/milk.jpg", 320).endswith(before)
-    assert _thumbnail_cache_key(FileSystemStorage(location="/srv/gallery"), "products/milk.jpg", 320) != _thumbnail_cache_key(plain, "products/milk.jpg", 320)
+    assert cache_key(plain, "products/milk.jpg", 320).endswith(before)
+    assert cache_key(FileSystemStorage(location="/srv/gallery"), "products/milk.jpg", 320) != cache_key(plain, "products/milk.jpg", 320)
 
 
 @pytest.mark.parametrize("default", ["media-root", "another-bucket"])
@@ -288,3 +300,121 @@ def test_messengers_upload_pictures_from_the_image_field_s_own_storage(bucket, s
     with bucket.open(name) as handle:
         assert stored_bytes(url, 10**6) == handle.read()
     assert stored_bytes(url.replace("shop-media", "elsewhere"), 10**6) is None  # no storage of the shop's
+
+
+def thumbnail_of(name, storage):
+    """The thumbnail of ``name`` that the cache remembers at THUMBNAIL_SIZE, or None."""
+    return cache.get(cache_key(storage, name, int(visual_search_settings.THUMBNAIL_SIZE)))
+
+
+def test_indexing_makes_the_thumbnail_so_no_page_downloads_the_original(bucket, client, settings):
+    """Pages made each thumbnail the first time they showed it: a staff page of 100 index rows
+    downloaded 100 camera photos from the bucket in one request, and a customer's first search after
+    a reindex waited for its results' thumbnails. The indexing task makes it, from the bytes it read."""
+    staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
+    bucket.reads.clear()
+    milk = product("milk", "Arla-Standard-Milk", camera_photo("Arla-Standard-Milk"))
+    product("banana", "Banana", camera_photo("Banana"))
+    assert bucket.reads == ["products/milk.jpg", "products/banana.jpg"]  # the original read once, to embed it
+    made = thumbnail_of("products/milk.jpg", bucket)
+    assert made and made.startswith("visual_search/thumbnails/") and bucket.exists(made)
+    with bucket.open(made) as handle:
+        assert max(Image.open(handle).size) == visual_search_settings.THUMBNAIL_SIZE
+    bucket.reads.clear()
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    found = describe(visual_search.search_by_image(catalogue_image("Arla-Standard-Milk").read_bytes(), Product))
+    assert bucket.reads == [], "a page or a search opened an original"
+    thumbs = sorted([made, thumbnail_of("products/banana.jpg", bucket)])
+    assert sorted(pictures(page, bucket)[0]) == thumbs
+    assert found[0]["id"] == milk.pk and sorted(urlsplit(item["image_url"]).path.lstrip("/") for item in found) == thumbs
+    bucket.reads.clear()
+    cache.clear()  # the cache forgot (its TIMEOUT): the thumbnail is found in the bucket, not made again
+    staff.get("/shopadmin/visual_search/imageembedding/")
+    assert bucket.reads == []
+
+
+def test_a_thumbnail_that_cannot_be_made_while_indexing_does_not_fail_the_image(bucket, monkeypatch, caplog):
+    """A bucket refusing the thumbnail's upload (or its modification time) leaves the image indexed,
+    and the page makes the thumbnail when it first shows it, as before."""
+    saved = bucket._save
+
+    def refuse_thumbnails(name, content):
+        if name.startswith("visual_search/thumbnails/"):
+            raise ConnectionError("Connection reset by peer")
+        return saved(name, content)
+
+    monkeypatch.setattr(bucket, "_save", refuse_thumbnails)
+    with caplog.at_level("WARNING", logger="visual_search"):
+        milk = product("milk", "Arla-Standard-Milk")
+        bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+        banana = product("banana", "Banana")
+    assert row(milk).status == row(banana).status == "ready"
+    assert "No thumbnail of products/milk.jpg made while indexing (ConnectionError: Connection reset" in caplog.text
+    assert "No thumbnail of products/banana.jpg made while indexing (ConnectionError: Read timed out" in caplog.text
+    assert thumbnail_of("products/milk.jpg", bucket) is None
+    monkeypatch.setattr(bucket, "_save", saved)
+    assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, visual_search_settings.THUMBNAIL_SIZE)
+
+
+def test_a_photo_uploaded_again_under_the_same_name_gets_its_own_thumbnail(bucket, client, settings):
+    """The cache remembered the thumbnail by the file's name: a photo replaced under the same name
+    (S3's AWS_S3_FILE_OVERWRITE) showed the old picture on cards and staff pages until it expired."""
+    staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
+    milk = product("milk", "Arla-Standard-Milk")
+    forget_thumbnails(bucket)  # a thumbnail made by a page, as before
+    [before] = pictures(staff.get("/shopadmin/visual_search/imageembedding/").content.decode(), bucket)[0]
+    form = modelform_factory(Product, fields=["name", "image"])(
+        {"name": "milk"}, {"image": SimpleUploadedFile("milk.jpg", catalogue_image("Banana").read_bytes())},
+        instance=Product.objects.get(pk=milk.pk),
+    )
+    form.save()
+    [after] = pictures(staff.get("/shopadmin/visual_search/imageembedding/").content.decode(), bucket)[0]
+    assert after != before and after == thumbnail_of("products/milk.jpg", bucket)
+    with bucket.open(after) as new, bucket.open("products/milk.jpg") as original:
+        assert Image.open(new).convert("RGB").resize((8, 8)).getpixel((4, 4)) == pytest.approx(
+            Image.open(original).convert("RGB").resize((8, 8)).getpixel((4, 4)), abs=12)
+
+
+class CountingCache:
+    """Round-trips to the cache: a get_many is one, whatever it does inside."""
+
+    def __init__(self, cache, monkeypatch):
+        self.calls = []
+        self._busy = False
+        for method in ("get", "get_many", "set", "set_many", "add", "delete"):
+            monkeypatch.setattr(cache, method, self._counted(method, getattr(cache, method)))
+
+    def _counted(self, method, original):
+        def call(*args, **kwargs):
+            if self._busy:
+                return original(*args, **kwargs)
+            self.calls.append(method)
+            self._busy = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._busy = False
+        return call
+
+
+def test_a_page_of_100_index_rows_looks_its_thumbnails_up_in_one_cache_call(bucket, client, settings, monkeypatch):
+    """Each row's picture asked the cache for its thumbnail on its own: 100 round-trips to Redis a page."""
+    staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
+    data = catalogue_image("Lemon").read_bytes()
+    products = Product.objects.bulk_create(Product(name=f"lemon {i}", image=f"products/lemon-{i}.jpg") for i in range(100))
+    kind = ContentType.objects.get_for_model(Product)
+    rows = ImageEmbedding.objects.bulk_create(
+        ImageEmbedding(content_type=kind, object_id=str(p.pk), field_name="image", result_type=kind, result_id=str(p.pk),
+                       status="ready", source_name=p.image.name, fingerprint="f")
+        for p in products
+    )
+    for row_ in rows:
+        bucket.save(row_.source_name, ContentFile(data))
+        previews.small_url(row_)  # made, as the indexing task makes them
+    counted = CountingCache(caches["default"], monkeypatch)
+    bucket.reads.clear()
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    assert bucket.reads == []
+    shown = pictures(page, bucket)[0]
+    assert len(shown) == 100 and all(name.startswith("visual_search/thumbnails/") for name in shown)
+    assert counted.calls == ["get_many"], counted.calls  # was 100 "get"

@@ -46,7 +46,7 @@ class PossibleDuplicateFilter(admin.SimpleListFilter):
 
 class _IndexChangeList(ChangeList):
     """The index's list page: each row's result object (the product) fetched once per model for
-    the whole page, not once per row."""
+    the whole page, not once per row; the thumbnails of its pictures looked up in one cache call."""
 
     def get_results(self, request):
         super().get_results(request)
@@ -54,6 +54,7 @@ class _IndexChangeList(ChangeList):
         found = duplicates.result_objects(rows)
         others = [row.duplicate_of for row in rows if row.duplicate_of is not None]
         named = duplicates.result_objects(others)  # the "possible duplicate of" column's products
+        previews.remember(rows + others)  # every picture's thumbnail in one cache round-trip
         for row in rows:
             row.result_object = found[row.pk]
             if row.duplicate_of is not None:

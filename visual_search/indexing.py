@@ -22,7 +22,7 @@ from django.db import models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from . import duplicates, serving
+from . import duplicates, serving, thumbnails
 from .backends import get_backend
 from .batching import chunked
 from .embeddings import images
@@ -301,10 +301,19 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
         )
 
     extractor = serving.get_extractor(fingerprint)
-    items = ((pk, image_reader(obj, registration)) for pk, obj in objects.items())
-    for outcomes in chunked(extractor.embed_many(items, batch_size, skip=unchanged), batch_size or 32):
-        _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)
+    # Each embedded image's thumbnail, from the bytes read for it: no page downloads the original.
+    with thumbnails.Writer() as writer:
+        items = ((pk, writer.reading(pk, *_file(obj, registration), image_reader(obj, registration))) for pk, obj in objects.items())
+        embedded = extractor.embed_many(items, batch_size, skip=unchanged, embedding=writer.embedding)
+        for outcomes in chunked(embedded, batch_size or 32):
+            _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)
     return report
+
+
+def _file(obj, registration: Registration):
+    """The storage and name of ``obj``'s image."""
+    file = getattr(obj, registration.image_field)
+    return file.storage, file.name
 
 
 def _store(registration, objects, existing, outcomes, fingerprint, dimensions, report: IndexReport, fingerprints) -> None:

@@ -8,26 +8,19 @@ How a shop's objects look in those dicts (name, link, thumbnail, price...) is th
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.core.cache import cache
-from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
 from django.db import models
 from django.db.models.fields.files import FieldFile
 from django.utils.module_loading import import_string
-from PIL import Image
 
-from . import search
+from . import search, thumbnails
 from .conf import settings
-from .embeddings.images import checksum, open_image, read_bytes
-from .exceptions import InvalidImage
 from .registry import filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
@@ -38,14 +31,10 @@ BASE_KEYS = ("id", "name", "url", "image_url", "score")
 INTERNAL_KEYS = ("object", "similarity", "probability")
 RESERVED_KEYS = frozenset(BASE_KEYS + INTERNAL_KEYS)
 
-THUMBNAIL_FOLDER = "visual_search/thumbnails"
-_THUMBNAIL_CACHE_PREFIX = "visual_search:thumbnail:"
-_THUMBNAIL_FAILED = ""  # cached for an image with no thumbnail: its original is shown
-# A thumbnail not made for a storage error (a bucket timing out, a connection reset) is tried again
-# after this many seconds, not after the cache's TIMEOUT (often hours, or never with None): every
-# card showed the full-size original until then. Not at once either: a storage that is down would
-# cost each page of results one failing call per card.
-THUMBNAIL_RETRY_AFTER = 60
+# Where thumbnails are kept, and how soon one not made for a storage error is tried again (see
+# visual_search.thumbnails, which makes them; kept here for the code that imported them from here).
+THUMBNAIL_FOLDER = thumbnails.FOLDER
+THUMBNAIL_RETRY_AFTER = thumbnails.RETRY_AFTER
 _WARNED: set[type] = set()  # adapters whose extra() clashed with a base field
 
 
@@ -57,6 +46,10 @@ class ResultAdapter:
     per object. ``describe()`` makes :meth:`url` and :meth:`thumbnail_url` absolute when it has
     the request, and merges :meth:`extra` into each result.
     """
+
+    # What the cache remembers of the thumbnails of the list being described (by cache key), looked
+    # up in one round-trip by describe() before the per-object calls; {} outside describe().
+    remembered_thumbnails: Mapping[str, str] = {}
 
     @property
     def thumbnail_size(self) -> int:
@@ -80,7 +73,7 @@ class ResultAdapter:
         """The picture's URL; ``image`` is the one found for ``obj`` (its own, else its first gallery
         image), or None. The default is a small cached JPEG (:func:`thumbnail`); a shop with its own
         thumbnailer (sorl-thumbnail, easy-thumbnails) returns that one's URL here."""
-        return thumbnail(image, self.thumbnail_size)
+        return thumbnail(image, self.thumbnail_size, self.remembered_thumbnails)
 
     def extra(self, obj: models.Model, request=None) -> dict[str, Any]:
         """JSON-safe fields added to the result, e.g. ``{"price": "12.90", "currency": "SEK",
@@ -93,118 +86,28 @@ def result_adapter() -> ResultAdapter:
     return import_string(settings.RESULT_ADAPTER)()
 
 
-def thumbnail(image: FieldFile | None, size: int) -> str | None:
+def thumbnail(image: FieldFile | None, size: int, known: Mapping[str, str] | None = None) -> str | None:
     """The URL of a JPEG of ``image`` at most ``size`` px on its longest side, made once; never raises.
 
     The thumbnail is saved beside the original, in the same storage, under ``THUMBNAIL_FOLDER``,
     named by a hash of the original's name, ``size`` and modification time (its checksum where the
-    storage has no times), so a changed image gets a new one. Which thumbnail an image has is
-    remembered in Django's cache (for CACHES' TIMEOUT), so a page of results costs no storage call.
-    An image that cannot be read (broken, too many pixels, a refused format) shows its original.
+    storage has no times), so a changed image gets a new one. The indexing task makes the one of
+    ``THUMBNAIL_SIZE`` as it embeds the image; one not made yet is made here. Which thumbnail an image
+    has is remembered in Django's cache (for CACHES' TIMEOUT), so a page of results costs no storage
+    call. An image that cannot be read (broken, too many pixels, a refused format) shows its original.
+    ``known``: what the cache remembered of a whole list's thumbnails (:func:`describe` looks them up
+    in one round-trip).
     """
     if not image:
         return None
-    return stored_thumbnail(image.storage, image.name, size)
+    return stored_thumbnail(image.storage, image.name, size, known)
 
 
-def stored_thumbnail(storage: Storage, name: str, size: int) -> str:
+def stored_thumbnail(storage: Storage, name: str, size: int, known: Mapping[str, str] | None = None) -> str:
     """:func:`thumbnail` of the file ``name`` in ``storage`` (the admin's previews of index rows,
     which have a file name and its field's storage, not a ``FieldFile``); the original's URL when
-    no thumbnail can be made."""
-    key = _thumbnail_cache_key(storage, name, size)
-    made = _cache_call(cache.get, key)
-    if made is None:
-        made, remember_for = _make_thumbnail(storage, name, size)
-        _cache_call(cache.set, key, made, *remember_for)
-    return storage.url(made or name)
-
-
-def _cache_call(method, *args):
-    """A call to Django's cache that cannot fail a search: a cache that is down (Redis restarting)
-    only costs the thumbnail a storage check."""
-    try:
-        return method(*args)
-    except Exception as exc:  # noqa: BLE001 - any cache backend's connection error
-        logger.warning("Thumbnail cache unavailable: %s", exc)
-        return None
-
-
-def _thumbnail_cache_key(storage: Storage, name: str, size: int) -> str:
-    # Hashed: names may be longer or hold characters that memcached does not take in a key.
-    where = f"{type(storage).__module__}.{type(storage).__qualname__}|{name}|{size}"
-    if identity := _storage_identity(storage):
-        where += f"|{identity}"
-    return _THUMBNAIL_CACHE_PREFIX + hashlib.sha256(where.encode()).hexdigest()
-
-
-# Arguments of a storage that say who may use it, not where its files are: left out of its identity,
-# so that rotating a key does not make every thumbnail be looked up again.
-_CREDENTIALS = re.compile(r"key|secret|token|password|credential|sas|session", re.IGNORECASE)
-
-
-def _storage_identity(storage: Storage) -> str:
-    """Which storage of its class ``storage`` is: the arguments it was made with (a bucket's name, a
-    location, STORAGES' OPTIONS), credentials left out; "" for one made from settings alone.
-
-    Two buckets of one class (a gallery field's ``S3Storage(bucket_name="gallery")`` beside the
-    default one) shared the cache key of a file name, and one showed the other's thumbnail name: a
-    missing picture. A storage made with no arguments (``MEDIA_ROOT``'s, an ``S3Storage`` configured
-    by ``AWS_*`` settings: one per project) keeps the key it had before, so an upgrade does not make
-    every remembered thumbnail be looked up again.
-    """
-    deconstruct = getattr(storage, "deconstruct", None)
-    if deconstruct is None:  # not @deconstructible: where it says its files are
-        found = {attr: getattr(storage, attr, None) for attr in ("bucket_name", "azure_container", "location", "base_url")}
-        return repr(sorted((attr, str(value)) for attr, value in found.items() if value))
-    _path, args, kwargs = deconstruct()
-    kept = sorted((key, repr(value)) for key, value in kwargs.items() if not _CREDENTIALS.search(key))
-    return repr((tuple(map(repr, args)), kept)) if args or kept else ""
-
-
-def _make_thumbnail(storage: Storage, name: str, size: int) -> tuple[str, tuple[int, ...]]:
-    """The storage name of the thumbnail, made if missing, or ``_THUMBNAIL_FAILED`` if it cannot
-    be; and how long to remember that (``()``: the cache's ``TIMEOUT``)."""
-    try:
-        stamp, data = _file_version(storage, name)
-        version = hashlib.sha256(f"{name}|{size}|{stamp}".encode()).hexdigest()[:40]
-        target = f"{THUMBNAIL_FOLDER}/{version}.jpg"
-        if storage.exists(target):
-            return target, ()
-        # Two processes may both get here; the second's save picks another name, and both work.
-        data = _read(storage, name) if data is None else data
-        return storage.save(target, ContentFile(_render_thumbnail(data, size))), ()
-    except InvalidImage as exc:  # a broken image: the original still shows, for as long as the cache keeps it
-        logger.warning("No thumbnail of %s (%s: %s); showing the original image", name, type(exc).__name__, exc)
-        return _THUMBNAIL_FAILED, ()
-    except Exception as exc:  # noqa: BLE001 - a storage's error (S3 timing out): tried again soon
-        logger.warning("No thumbnail of %s for now (%s: %s); showing the original image, trying again in %s s",
-                       name, type(exc).__name__, exc, THUMBNAIL_RETRY_AFTER)
-        return _THUMBNAIL_FAILED, (THUMBNAIL_RETRY_AFTER,)
-
-
-def _file_version(storage: Storage, name: str) -> tuple[str, bytes | None]:
-    """What tells this file from the one the name held before, and its bytes if they had to be read
-    for it (kept for the thumbnail: read once over the network, not twice)."""
-    try:
-        return storage.get_modified_time(name).isoformat(), None
-    except NotImplementedError:  # storages without modification times: the bytes themselves
-        data = _read(storage, name)
-        return checksum(data), data
-
-
-def _read(storage: Storage, name: str) -> bytes:
-    with storage.open(name, "rb") as handle:
-        return read_bytes(handle, int(settings.MAX_INDEX_BYTES))
-
-
-def _render_thumbnail(data: bytes, size: int) -> bytes:
-    """JPEG bytes: decoded as the index decodes (bounded pixels and formats, EXIF-rotated, RGB)."""
-    image = open_image(data, max_pixels=int(settings.MAX_PIXELS),
-                       allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=size)
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85, optimize=True, progressive=True)
-    return buffer.getvalue()
+    no thumbnail can be made. ``known``: a page's :func:`visual_search.thumbnails.remembered`."""
+    return thumbnails.url(storage, name, size, known)
 
 
 def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
@@ -256,6 +159,9 @@ def describe(results: Iterable, request=None) -> list[dict[str, Any]]:
     adapter = result_adapter()
     adapter.prepare(objects, request)
     pictures = images(objects)
+    if type(adapter).thumbnail_url is ResultAdapter.thumbnail_url:  # not a shop's own thumbnailer
+        files = [(file.storage, file.name) for file in pictures.values() if file]
+        adapter.remembered_thumbnails = thumbnails.remembered(files, adapter.thumbnail_size)
     return [_describe_one(adapter, result, pictures.get(result.object.pk), request) for result in results]
 
 

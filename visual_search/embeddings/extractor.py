@@ -147,6 +147,7 @@ class Extractor:
         items: Iterable[tuple[Any, Callable[[], bytes]]],
         batch_size: int | None = None,
         skip: Callable[[Any, str], bool] | None = None,
+        embedding: Callable[[Any, bytes], None] | None = None,
     ) -> Iterator[Embedded]:
         """Embed ``(key, read_bytes)`` pairs in batches, decoding the next batch during inference.
 
@@ -154,20 +155,22 @@ class Extractor:
         Errors from ``read_bytes`` other than :class:`InvalidImage` (storage down) propagate as the
         ``error`` too, so the caller decides what is transient. ``skip(key, checksum)`` returning
         True marks an image as unchanged: it is read and hashed, but not decoded or embedded.
+        ``embedding(key, data)`` is called, in the decode thread, with the bytes of each image that
+        decoded (the indexer makes its thumbnail of them: the file is not read twice); it must not raise.
         """
         batch_size = batch_size or int(settings.BATCH_SIZE)
         chunks = chunked(items, batch_size)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="visual-search-decode") as pool_:
             pending = None
             for chunk in chunks:
-                future = pool_.submit(lambda c=chunk: [self._decode(key, read, skip) for key, read in c])
+                future = pool_.submit(lambda c=chunk: [self._decode(key, read, skip, embedding) for key, read in c])
                 if pending is not None:
                     yield from self._infer(pending.result())
                 pending = future
             if pending is not None:
                 yield from self._infer(pending.result())
 
-    def _decode(self, key: Any, read: Callable[[], bytes], skip) -> tuple[Embedded, np.ndarray | None]:
+    def _decode(self, key: Any, read: Callable[[], bytes], skip, embedding=None) -> tuple[Embedded, np.ndarray | None]:
         outcome = Embedded(key=key)
         try:
             data = images.read_bytes(read(), int(settings.MAX_INDEX_BYTES))
@@ -175,12 +178,15 @@ class Extractor:
             if skip is not None and skip(key, outcome.checksum):
                 outcome.skipped = True
                 return outcome, None
-            return outcome, self.prepare(data)
+            inputs = self.prepare(data)
         except images.PASS_THROUGH:
             raise
         except Exception as exc:  # InvalidImage, or a storage error the caller classifies
             outcome.error = exc
             return outcome, None
+        if embedding is not None:
+            embedding(key, data)
+        return outcome, inputs
 
     def _infer(self, decoded: list[tuple[Embedded, np.ndarray | None]]) -> Iterator[Embedded]:
         good = [(outcome, arrays) for outcome, arrays in decoded if arrays is not None]
