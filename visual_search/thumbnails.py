@@ -216,7 +216,11 @@ class Writer:
         storage, name, stamp = self._files.pop(key, (None, "", ""))
         if storage is None:
             return
-        cached = cache_key(storage, name, self.size)
+        try:
+            cached = cache_key(storage, name, self.size)
+        except Exception:  # noqa: BLE001 - a storage that cannot say which it is: the page makes it
+            logger.warning("No thumbnail of %s made while indexing: its storage has no cache key", name, exc_info=True)
+            return
         try:
             if isinstance(stamp, Exception):
                 raise stamp
