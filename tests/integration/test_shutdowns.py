@@ -5,6 +5,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import redis
 
 import visual_search
 from visual_search.models import ImageEmbedding
@@ -23,6 +24,10 @@ def computing(make_product, start_worker, celery_env):
         product = make_product("Lemon", catalogue_image("Lemon"))
     row = ImageEmbedding.objects.for_object(product)
     wait_for(lambda: row.get().embed_attempts == 1, timeout=60, what="the task to start computing")
+    # The task counts its attempt, then notes it in the cache for a shutdown to take back: a stop
+    # between the two (a loaded machine widens the gap) would find nothing to take back.
+    notes = redis.Redis.from_url(celery_env["VISUAL_SEARCH_TEST_CACHE"])
+    wait_for(lambda: notes.keys("*visual_search:attempt:*"), timeout=30, what="the attempt noted in the cache")
     return worker, row
 
 
