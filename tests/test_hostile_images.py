@@ -289,3 +289,29 @@ def test_a_compressed_bmp_built_to_be_slow_is_refused_before_it_is_decoded():
     with pytest.raises(ImageTooLarge, match="compressed .RLE. BMP of 6000x6000 pixels; such BMPs are accepted up to 2,073,600"):
         images.open_image(padded, max_pixels=40_000_000, allowed_formats=["BMP"])
     assert time.process_time() - started < 0.5
+
+
+def jpeg_ending_early(keep: int) -> bytes:
+    """A 2400 x 2400 photo whose scan data stops after ``keep`` bytes, then an end marker: not cut
+    short (Pillow refuses that), so libjpeg draws the rest grey without a word."""
+    data = encode(photo().resize((2400, 2400)), "JPEG", quality=90)
+    start = data.index(b"\xff\xda") + 2 + int.from_bytes(data[data.index(b"\xff\xda") + 2:][:2], "big")
+    return data[: start + (keep if keep >= 0 else len(data) - start + keep)] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("draft_size", [None, 224])
+def test_a_jpeg_whose_data_ends_before_most_of_its_picture_is_refused(draft_size):
+    for keep in (100, 20_000):
+        with pytest.raises(InvalidImage, match="most of the picture is missing"):
+            images.open_image(jpeg_ending_early(keep), max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
+    # Missing its last few rows, a photo is still used, as a browser shows it.
+    images.open_image(jpeg_ending_early(-2000), max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
+
+
+def test_indexing_records_a_jpeg_missing_most_of_its_picture_as_failed(make_product, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_PIXELS": 40_000_000}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        product = make_product("grey", jpeg_ending_early(100))
+    reindex(Product, asynchronous=False)
+    row = ImageEmbedding.objects.for_object(product).get()
+    assert row.status == "failed" and "most of the picture is missing" in row.error

@@ -122,6 +122,8 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= draft_size: much faster.
             image.draft("RGB", (draft_size, draft_size))
         image.load()
+        if image.format in ("JPEG", "MPO"):
+            _check_complete(image)
         image = ImageOps.exif_transpose(image) or image
         return to_rgb(image)
     except InvalidImage:
@@ -169,6 +171,33 @@ def _check_scans(data: bytes) -> None:
             "The image file is damaged or built to be slow: a JPEG photo has a few scans, this one "
             f"{scans:,}. Save it again as an ordinary JPEG.",
             technical=f"{scans} JPEG scans (more than {MAX_JPEG_SCANS})",
+        )
+
+
+# A JPEG whose data ends (an end marker) before its picture does is decoded without a word: libjpeg
+# draws the rest mid-grey, 128 in every channel. One declaring 6000 x 6000 pixels with 100 bytes of
+# data was indexed as a grey square. Rows of exactly that grey are looked for from the bottom up.
+_MISSING_GREY = 128
+_BAND_FROM_BOTTOM = 64
+
+
+def _check_complete(image: Image.Image) -> None:
+    """Refuse a decoded JPEG whose lower half or more is the grey libjpeg draws where data is missing.
+    A photo missing a few final rows is still accepted, as a browser shows it."""
+    width, height = image.size
+    missing = 0
+    while missing * 2 <= height:
+        bottom = height - missing
+        band = np.asarray(image.crop((0, max(0, bottom - _BAND_FROM_BOTTOM), width, bottom)))
+        grey = (band.reshape(band.shape[0], -1) == _MISSING_GREY).all(axis=1)
+        if not grey.all():
+            missing += len(grey) - 1 - int(np.flatnonzero(~grey)[-1])
+            break
+        missing += len(grey)
+    if missing * 2 > height:
+        raise InvalidImage(
+            "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
+            technical=f"JPEG data ends early: at least its last {missing} of {height} rows are the missing-data grey",
         )
 
 
