@@ -101,11 +101,15 @@ def run(products: int) -> dict:
             "similarity_p99": float(np.percentile(a[:, 0], 99)), "similarity_max": float(a[:, 0].max()),
             "at_copy_similarity": len(above), "right_at_copy_similarity": float(above[:, 2].mean()) if len(above) else None,
             "probability_p50": float(np.median(a[:, 1])),
+            # Stated a copy of the first result's image (COPY_PROBABILITY): right only for copies.
+            "stated_copy": int((a[:, 1] >= ranking.COPY_PROBABILITY - 1e-6).sum()),
+            "stated_copy_right": int(((a[:, 1] >= ranking.COPY_PROBABILITY - 1e-6) & (a[:, 2] > 0)).sum()),
         }
         f = figures["kinds"][kind]
         print(f"  {kind:11s} {f['searches']:4d} searches: right {f['right']:.3f}; similarity min {f['similarity_min']:.3f}, "
               f"p5 {f['similarity_p5']:.3f}, median {f['similarity_p50']:.3f}, max {f['similarity_max']:.3f}; "
-              f"{f['at_copy_similarity']} at {ranking.COPY_SIMILARITY} or more; probability median {f['probability_p50']:.3f}", flush=True)
+              f"{f['at_copy_similarity']} at {ranking.COPY_SIMILARITY} or more; probability median {f['probability_p50']:.3f}; "
+              f"stated a copy {f['stated_copy']} ({f['stated_copy_right']} right)", flush=True)
     return figures
 
 

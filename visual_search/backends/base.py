@@ -147,7 +147,25 @@ class BaseBackend:
         if limit <= 0:
             return []
         with self.space(result_type_id, fingerprint) as space:
-            return ranking.rank(space, vector, limit=limit, restrict_to=restrict_to, exclude=exclude, policy=policy)
+            return ranking.rank(
+                space, vector, limit=limit, restrict_to=restrict_to, exclude=exclude, policy=policy,
+                is_copy=lambda result_id: self.is_copy(vector, result_type_id, fingerprint, result_id),
+            )
+
+    def is_copy(self, vector: np.ndarray, result_type_id: int, fingerprint: str, result_id: str) -> bool:
+        """Whether the photo of unit ``vector`` is a copy of one of ``result_id``'s images: a stored,
+        unwhitened vector at least ``ranking.COPY_RAW_SIMILARITY`` similar (asked once a search, of
+        its best result, only when its whitened similarity says it may be; one query)."""
+        rows = apps.get_model("visual_search", "ImageEmbedding").objects.ready(fingerprint)
+        stored = rows.filter(result_type_id=result_type_id, result_id=result_id).values_list("vector", flat=True)
+        query = np.asarray(vector, dtype=np.float32)
+        query = query / (np.linalg.norm(query) or 1.0)
+        for data in stored:
+            if data:
+                other = np.frombuffer(data, dtype=np.float32)
+                if other.shape == query.shape and float(other @ query) / (float(np.linalg.norm(other)) or 1.0) >= ranking.COPY_RAW_SIMILARITY:
+                    return True
+        return False
 
     def repair(self, result_type_id: int, fingerprint: str) -> int:
         """Add the ready rows of this model and fingerprint that the backend lacks, or holds an
