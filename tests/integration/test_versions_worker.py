@@ -52,12 +52,9 @@ def held_checks(redis_server) -> int:
     return sum(b"visual_search.activate_version" in message for message in held)
 
 
-def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
-    broker, redis_server, start_worker, make_product, trained, celery_env, settings
-):
-    """Redis gives a killed worker's messages back after its visibility timeout (an hour by
-    default, and these tests leave it so): the check it held would have waited that long. The next
-    worker's start-up sweep sends it again, and the switch goes on within seconds."""
+def killed_holding_the_check(start_worker, make_product, trained, celery_env, settings, redis_server):
+    """A catalogue indexed, a trained version's switch started, and the worker holding its next
+    check killed (each task waits 3 s, so it is killed while it holds one). Returns the version."""
     start_worker("before")
     for name in NAMES:
         make_product(name, catalogue_image(name))
@@ -70,6 +67,16 @@ def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
     wait_for(lambda: "left" in ModelVersion.objects.get(pk=version.pk).progress and held_checks(redis_server), timeout=120,
              what="the first check done, the next one held by the worker")
     doomed.kill()
+    return version
+
+
+def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
+    broker, redis_server, start_worker, make_product, trained, celery_env, settings
+):
+    """Redis gives a killed worker's messages back after its visibility timeout (an hour by
+    default, and these tests leave it so): the check it held would have waited that long. The next
+    worker's start-up sweep sends it again, and the switch goes on within seconds."""
+    version = killed_holding_the_check(start_worker, make_product, trained, celery_env, settings, redis_server)
     assert ModelVersion.objects.get(pk=version.pk).status == "building" and held_checks(redis_server) == 1
 
     celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
@@ -93,18 +100,7 @@ def test_a_worker_replaced_under_another_name_resumes_the_switch_at_once(
     celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
     shared = redis.Redis(port=redis_server.port, db=1)
     shared.flushdb()  # no worker listed, no sweep noted, by earlier tests
-    start_worker("before")
-    for name in NAMES:
-        make_product(name, catalogue_image(name))
-    wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(NAMES), timeout=120, what="pretrained vectors")
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 1}
-    celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "3"
-    doomed = start_worker("doomed", concurrency=2)
-    version = trained()
-    activate(version, asynchronous=True)
-    wait_for(lambda: "left" in ModelVersion.objects.get(pk=version.pk).progress and held_checks(redis_server), timeout=120,
-             what="the first check done, the next one held by the worker")
-    doomed.kill()
+    version = killed_holding_the_check(start_worker, make_product, trained, celery_env, settings, redis_server)
     held = ModelVersion.objects.get(pk=version.pk).progress["step"]
 
     celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
