@@ -147,6 +147,22 @@ def test_a_prototype_outvotes_one_lucky_image(gallery):
     assert ranking.rank(space, query, limit=1, policy=ranking.Policy(prototype=1.0))[0].result_id == "a"
 
 
+def test_only_the_chance_calibration_asks_whether_the_photo_is_a_copy(gallery):
+    """Asking is a database query (the stored, unwhitened vectors): a shop calibrated on its own
+    searches never takes a photo for a copy, so its searches of near-identical images ask nothing."""
+    ids = [f"p{n // 3}" for n in range(60)]
+    asked = []
+
+    def is_copy(result_id):
+        asked.append(result_id)
+        return False
+
+    for calibration, expected in ((ranking.Calibration(temperature=0.05, none=0.6), []), (ranking.CHANCE_CALIBRATION, ["p0"])):
+        asked.clear()
+        hits = ranking.rank(MatrixSpace(gallery, ids), gallery[0], limit=5, policy=ranking.Policy(calibration=calibration), is_copy=is_copy)
+        assert hits[0].result_id == "p0" and hits[0].score >= ranking.COPY_SIMILARITY and asked == expected
+
+
 class NoBlas(np.ndarray):
     """A matrix whose product through ``@`` (OpenBLAS, on every core) fails the test."""
 

@@ -332,8 +332,10 @@ def rank(
         else:
             hits = _ranked(space, vector, limit, restrict_to, exclude, policy)
     candidates = hits[:shown]
+    # Only the chance calibration takes a photo for a copy: others are not asked (a database query).
     best = (everyone if rivals is not None else candidates)[:1]
-    copy = not best or best[0].score < COPY_SIMILARITY or is_copy is None or is_copy(best[0].result_id)
+    asked = is_copy is not None and policy.calibration.basis == "chance" and bool(best) and best[0].score >= COPY_SIMILARITY
+    copy = not asked or is_copy(best[0].result_id)
     chances = policy.calibration.probabilities([hit.score for hit in candidates], rivals=rivals, copy=copy)
     return [Hit(hit.result_id, hit.score, chance) for hit, chance in zip(candidates, chances)][:limit]
 
