@@ -43,29 +43,45 @@ def test_asynchronous_activation_and_rollback_on_a_worker(broker, start_worker, 
     assert ModelVersion.objects.get(pk=version.pk).status == "retired"
 
 
-def held_checks(redis_server) -> int:
-    """Messages of the build's check that a worker took and has not acknowledged (kombu's Redis
+def held_checks(redis_server) -> list:
+    """The steps of the build's checks that a worker took and has not acknowledged (kombu's Redis
     transport keeps them in its ``unacked`` hash until the visibility timeout gives them back)."""
+    import base64
+    import json
+
     import redis
 
-    held = redis.Redis(port=redis_server.port).hvals("unacked")
-    return sum(b"visual_search.activate_version" in message for message in held)
+    steps = []
+    for value in redis.Redis(port=redis_server.port).hvals("unacked"):
+        message = json.loads(value)[0]
+        if message["headers"].get("task") == "visual_search.activate_version":
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            steps.append(args[2])
+    return steps
 
 
 def killed_holding_the_check(start_worker, make_product, trained, celery_env, settings, redis_server):
     """A catalogue indexed, a trained version's switch started, and the worker holding its next
-    check killed (each task waits 3 s, so it is killed while it holds one). Returns the version."""
-    start_worker("before")
+    check killed (each task waits 3 s, so it is killed while it holds one). Returns the version.
+
+    Killed once it holds the next check alone: a check acknowledges its message only after it
+    has sent the next one (late acknowledgement), and a kill in between left two held."""
+    before = start_worker("before")
     for name in NAMES:
         make_product(name, catalogue_image(name))
     wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(NAMES), timeout=120, what="pretrained vectors")
+    before.stop()  # the doomed worker alone takes the checks
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BATCH_SIZE": 1}
     celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "3"  # each task waits: the worker is killed while it holds the check
     doomed = start_worker("doomed", concurrency=2)
     version = trained()
     activate(version, asynchronous=True)
-    wait_for(lambda: "left" in ModelVersion.objects.get(pk=version.pk).progress and held_checks(redis_server), timeout=120,
-             what="the first check done, the next one held by the worker")
+
+    def next_check_held():
+        progress = ModelVersion.objects.get(pk=version.pk).progress
+        return "left" in progress and held_checks(redis_server) == [progress["step"]]
+
+    wait_for(next_check_held, timeout=120, what="the first check done, the next one held by the worker")
     doomed.kill()
     return version
 
@@ -77,7 +93,8 @@ def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
     default, and these tests leave it so): the check it held would have waited that long. The next
     worker's start-up sweep sends it again, and the switch goes on within seconds."""
     version = killed_holding_the_check(start_worker, make_product, trained, celery_env, settings, redis_server)
-    assert ModelVersion.objects.get(pk=version.pk).status == "building" and held_checks(redis_server) == 1
+    version.refresh_from_db()
+    assert version.status == "building" and held_checks(redis_server) == [version.progress["step"]]
 
     celery_env["VISUAL_SEARCH_TEST_TASK_DELAY"] = "0"
     start_worker("doomed")  # restarted, as systemd or Kubernetes does
