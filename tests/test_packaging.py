@@ -36,9 +36,11 @@ def source(tmp_path_factory) -> Path:
         pytest.skip("setuptools >= 77 is needed to build the wheel offline (requirements.txt installs it)")
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
-        shutil.copy(ROOT / name, source / name)
-    for name in ("visual_search", "tests"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "artifacts"))
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, source / name)
+    # benchmarks/ is a package too (python -m benchmarks), with measured results: never in the wheel.
+    for name in ("visual_search", "tests", "docs", "benchmarks"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "artifacts", "cache"))
     return source
 
 
@@ -77,12 +79,24 @@ def test_the_wheel_carries_every_file_of_the_app(wheel):
     assert wanted - shipped == set()
 
 
+def test_the_wheel_carries_the_app_only(wheel):
+    # No tests, benchmarks (their results), documentation or demo shop in a shop's site-packages.
+    tops = {name.split("/", 1)[0] for name in wheel.namelist()}
+    assert tops == {"visual_search", f"django_visual_search-{_version()}.dist-info"}
+    assert f"django_visual_search-{_version()}.dist-info/licenses/LICENSE" in wheel.namelist()
+
+
+def _version() -> str:
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+
+
 def test_the_wheel_carries_the_contrib_apps_templates_and_migrations(wheel):
     shipped = set(wheel.namelist())
     assert "visual_search/contrib/oscar/templates/visual_search/oscar/search.html" in shipped
     assert "visual_search/templates/visual_search/widget.html" in shipped
     assert "visual_search/static/visual_search/widget.js" in shipped
     assert any(name.startswith("visual_search/migrations/0001") for name in shipped)
+    assert {"visual_search/locale/de/LC_MESSAGES/django.mo", "visual_search/locale/fr/LC_MESSAGES/django.mo"} <= shipped
 
 
 def _sdist_names(sdist: Path) -> set[str]:
@@ -97,6 +111,17 @@ def test_the_sdist_carries_the_app_and_no_half_of_the_test_suite(sdist):
     assert {name for name in shipped if name.startswith("tests")} == set()
     assert {"pyproject.toml", "README.md", "LICENSE"} <= shipped
     assert "visual_search/locale/de/LC_MESSAGES/django.po" in shipped   # the translations' sources
+    assert {name for name in shipped if name.startswith("benchmarks")} == set()
+
+
+def test_the_sdist_carries_what_a_distro_packager_reads(sdist):
+    # The changelog, the documentation README.md links to and its pictures, and setup.py, without
+    # which a wheel built from the sdist has README's relative links again.
+    shipped = _sdist_names(sdist)
+    pages = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").rglob("*") if path.is_file()}
+    assert {"docs/upgrading.md", "docs/index.md", "docs/images/search-by-photo.png"} <= pages
+    assert pages - shipped == set()
+    assert "setup.py" in shipped
 
 
 def test_a_wheel_built_from_the_sdist_equals_the_checkouts(sdist, wheel, tmp_path):
