@@ -115,13 +115,12 @@ def test_the_sdist_carries_the_app_and_no_half_of_the_test_suite(sdist):
 
 
 def test_the_sdist_carries_what_a_distro_packager_reads(sdist):
-    # The changelog, the documentation README.md links to and its pictures, and setup.py, without
-    # which a wheel built from the sdist has README's relative links again.
+    # The changelog, and the documentation README.md links to with its pictures: the sdist carried
+    # README.md alone, its links to docs/ pages missing beside it.
     shipped = _sdist_names(sdist)
     pages = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").rglob("*") if path.is_file()}
     assert {"docs/upgrading.md", "docs/index.md", "docs/images/search-by-photo.png"} <= pages
     assert pages - shipped == set()
-    assert "setup.py" in shipped
 
 
 def test_a_wheel_built_from_the_sdist_equals_the_checkouts(sdist, wheel, tmp_path):
