@@ -35,6 +35,7 @@ from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
 from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
+from visual_search import thumbnails
 from visual_search.thumbnails import cache_key
 from visual_search.tasks import embed_objects
 
@@ -454,3 +455,27 @@ def test_indexing_and_pages_ask_the_bucket_for_no_modification_time(bucket, clie
     assert requests(bucket) == {"exists thumbnail": len(found)}
     assert all("/visual_search/thumbnails/" in item["image_url"] for item in found)
 
+
+def test_a_forced_reindex_makes_no_thumbnail_again(bucket, monkeypatch):
+    """``visual_search_reindex --force`` (and the admin's reindex action) rendered every image's
+    thumbnail again and asked the bucket whether it was there, though the cache said it was made
+    for these very bytes: neither is done now. A changed file still gets its own."""
+    for name, picture in (("milk", "Arla-Standard-Milk"), ("banana", "Banana"), ("lemon", "Lemon")):
+        product(name, picture)
+    rendered = []
+    monkeypatch.setattr(thumbnails, "render", lambda data, size, render=thumbnails.render: rendered.append(size) or render(data, size))
+    before = thumbnail_of("products/milk.jpg", bucket)
+    assert before and bucket.exists(before)
+    bucket.calls.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert requests(bucket) == {"open original": 3} and rendered == []
+    assert thumbnail_of("products/milk.jpg", bucket) == before
+    cache.clear()  # the cache forgot: each is found in the bucket, not written again
+    bucket.calls.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert requests(bucket) == {"open original": 3, "exists thumbnail": 3}
+    assert thumbnail_of("products/milk.jpg", bucket) == before
+    bucket.save("products/milk.jpg", ContentFile(catalogue_image("Mango").read_bytes()))  # replaced in the bucket
+    rendered.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert len(rendered) == 1 and thumbnail_of("products/milk.jpg", bucket) not in (before, None)

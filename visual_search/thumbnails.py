@@ -193,18 +193,30 @@ class Writer:
     :meth:`reading` notes which file an image's reader reads; :meth:`embedding` names its thumbnail
     by the SHA-256 of the bytes read (no request: a file replaced meanwhile never lends its name to
     the old picture), renders it (in the extractor's decode thread) and hands the upload to a few
-    threads of its own, so a bucket's PUTs do not hold up the model. Use it as a context manager:
-    leaving waits for the uploads and tells the cache, in one call from the caller's thread (no
-    cache connection per thread). Nothing here raises: a thumbnail not made is logged and its
-    image's cache entry dropped (it may name the old file's thumbnail); pages make it on demand.
+    threads of its own, so a bucket's PUTs do not hold up the model. A thumbnail the cache says was
+    made for these very bytes (a forced reindex, an image embedded again for a new model version)
+    is neither rendered nor looked for again: the cache is asked once, for all ``files``, when the
+    writer is made. Use it as a context manager: leaving waits for the uploads and tells the cache,
+    in one call from the caller's thread (no cache connection per thread). Nothing here raises: a
+    thumbnail not made is logged and its image's cache entry dropped (it may name the old file's
+    thumbnail); pages make it on demand.
     """
 
-    def __init__(self, size: int | None = None):
+    def __init__(self, files: Iterable[tuple[Storage, str]] = (), size: int | None = None):
         self.size = int(settings.THUMBNAIL_SIZE) if size is None else size
+        self._made = self._remembered(files)
         self._files: dict[Any, tuple[Storage, str]] = {}
         self._uploads: list[tuple[str, str, Future]] = []  # (cache key, original's name, upload)
         self._failed: list[str] = []  # cache keys
         self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="visual-search-thumbnails")
+
+    def _remembered(self, files: Iterable[tuple[Storage, str]]) -> Mapping[str, str]:
+        """What the cache remembers of the thumbnails of ``files`` kept in a bucket, in one round-trip."""
+        try:
+            return remembered([(storage, name) for storage, name in files if not on_local_disk(storage)], self.size)
+        except Exception:  # noqa: BLE001 - a storage that cannot say which it is: every thumbnail is made
+            logger.warning("Thumbnails of this indexing call not looked up: a storage has no cache key", exc_info=True)
+            return {}
 
     def __enter__(self) -> Writer:
         return self
@@ -243,6 +255,8 @@ class Writer:
             return
         try:
             made = target(name, self.size, sha256(data))
+            if self._made.get(cached) == made:  # made for these very bytes (a forced reindex): nothing to do
+                return
             upload = self._pool.submit(_save, storage, made, render(data, self.size))
         except Exception as exc:  # noqa: BLE001 - never the image's indexing (nor a pool shut down by its error)
             self._failure(cached, name, exc)
