@@ -54,7 +54,7 @@ class RemoteStorage(InMemoryStorage):
         self.fail_next: dict[str, list[BaseException]] = {}  # method -> errors raised by its next calls
         self.reads: list[str] = []  # names opened, in order
         self.bytes_read = 0  # what callers read of them
-        self.calls: list[str] = []  # every remote call: "open name", "exists name", "mtime name"
+        self.calls: list[str] = []  # every remote call: "open name", "exists name", "mtime name", "save name"
         self.now = time.time
 
     def _fail(self, method: str, name: str) -> None:
@@ -90,6 +90,7 @@ class RemoteStorage(InMemoryStorage):
         return name if self.overwrite else super().get_available_name(name, max_length)
 
     def _save(self, name, content):
+        self.calls.append(f"save {name}")
         if self.overwrite and super().exists(name):
             super().delete(name)
         return super()._save(name, content)

@@ -35,6 +35,7 @@ from tests.remote_storage import BUCKET, RemoteStorage, expiry
 from tests.testapp.models import Product, ProductImage
 from visual_search.models import ImageEmbedding
 from visual_search.results import THUMBNAIL_RETRY_AFTER, describe, thumbnail
+from visual_search import thumbnails
 from visual_search.thumbnails import cache_key
 from visual_search.tasks import embed_objects
 
@@ -164,7 +165,7 @@ def test_a_thumbnail_not_made_for_a_storage_error_is_tried_again_soon(bucket, mo
     milk = product("milk", "Arla-Standard-Milk")
     image = Product.objects.get(pk=milk.pk).image
     original = f"{BUCKET}products/milk.jpg?"
-    bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+    bucket.fail_next["open"] = [ConnectionError("Read timed out")]
     assert thumbnail(image, 64).startswith(original)
     calls = len(bucket.calls)
     assert thumbnail(image, 64).startswith(original) and len(bucket.calls) == calls  # not at every page
@@ -187,9 +188,9 @@ def test_a_thumbnail_reads_its_original_once(bucket, monkeypatch, times):
     bucket.reads.clear()
     assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
     assert bucket.reads == ["products/milk.jpg"]
-    cache.clear()  # another process: the thumbnail is found in the storage, not made again
+    cache.clear()  # another process: the thumbnail is found in the storage by the row's checksum, not made again
     assert "visual_search/thumbnails/" in thumbnail(Product.objects.get(pk=milk.pk).image, 64)
-    assert bucket.reads == ["products/milk.jpg"] * (1 if times else 2)
+    assert bucket.reads == ["products/milk.jpg"]
 
 
 def test_reindex_command_on_a_bucket(bucket):
@@ -243,7 +244,7 @@ def test_a_staff_picture_that_cannot_be_made_small_shows_the_original(bucket, cl
     staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
     product("milk", "Arla-Standard-Milk")
     forget_thumbnails(bucket)  # indexed before indexing made them: the page makes its own
-    bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+    bucket.fail_next["exists"] = [ConnectionError("Read timed out")]
     page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
     assert pictures(page, bucket)[0] == ["products/milk.jpg"]
 
@@ -346,7 +347,7 @@ def test_a_thumbnail_that_cannot_be_made_while_indexing_does_not_fail_the_image(
     monkeypatch.setattr(bucket, "_save", refuse_thumbnails)
     with caplog.at_level("WARNING", logger="visual_search"):
         milk = product("milk", "Arla-Standard-Milk")
-        bucket.fail_next["mtime"] = [ConnectionError("Read timed out")]
+        bucket.fail_next["exists"] = [ConnectionError("Read timed out")]
         banana = product("banana", "Banana")
     assert row(milk).status == row(banana).status == "ready"
     assert "No thumbnail of products/milk.jpg made while indexing (ConnectionError: Connection reset" in caplog.text
@@ -418,3 +419,63 @@ def test_a_page_of_100_index_rows_looks_its_thumbnails_up_in_one_cache_call(buck
     shown = pictures(page, bucket)[0]
     assert len(shown) == 100 and all(name.startswith("visual_search/thumbnails/") for name in shown)
     assert counted.calls == ["get_many"], counted.calls  # was 100 "get"
+
+
+def requests(bucket) -> dict[str, int]:
+    """The bucket's requests since ``bucket.calls`` was cleared, by kind: the originals' and the thumbnails'."""
+    counted: dict[str, int] = {}
+    for call in bucket.calls:
+        method, name = call.split(" ", 1)
+        kind = f"{method} {'thumbnail' if name.startswith('visual_search/thumbnails/') else 'original'}"
+        counted[kind] = counted.get(kind, 0) + 1
+    return counted
+
+
+def test_indexing_and_pages_ask_the_bucket_for_no_modification_time(bucket, client, settings):
+    """The task asked the bucket for each image's modification time to name its thumbnail (S3: a
+    HEAD request per image, in the decode thread of a reindex), and a page the cache had forgotten
+    asked again for each of its pictures. The thumbnail is named by the SHA-256 of the bytes the task
+    read (the row's checksum): pages take it from the rows, and ask the bucket only whether it is there."""
+    staff = staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
+    pictures_ = ["Arla-Standard-Milk", "Banana", "Lemon"]
+    for name in pictures_:
+        product(name.lower(), name)
+    bucket.calls.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert requests(bucket).get("mtime original", 0) == 0, requests(bucket)
+    assert requests(bucket)["open original"] == 3
+    cache.clear()  # the cache forgot: pages find the thumbnails the task made, without the originals
+    bucket.calls.clear()
+    page = staff.get("/shopadmin/visual_search/imageembedding/").content.decode()
+    assert requests(bucket) == {"exists thumbnail": 3}
+    assert sorted(pictures(page, bucket)[0]) == sorted(thumbnail_of(f"products/{n.lower()}.jpg", bucket) for n in pictures_)
+    cache.clear()
+    bucket.calls.clear()
+    found = describe(visual_search.search_by_image(catalogue_image("Banana").read_bytes(), Product))
+    assert requests(bucket) == {"exists thumbnail": len(found)}
+    assert all("/visual_search/thumbnails/" in item["image_url"] for item in found)
+
+
+def test_a_forced_reindex_makes_no_thumbnail_again(bucket, monkeypatch):
+    """``visual_search_reindex --force`` (and the admin's reindex action) rendered every image's
+    thumbnail again and asked the bucket whether it was there, though the cache said it was made
+    for these very bytes: neither is done now. A changed file still gets its own."""
+    for name, picture in (("milk", "Arla-Standard-Milk"), ("banana", "Banana"), ("lemon", "Lemon")):
+        product(name, picture)
+    rendered = []
+    monkeypatch.setattr(thumbnails, "render", lambda data, size, render=thumbnails.render: rendered.append(size) or render(data, size))
+    before = thumbnail_of("products/milk.jpg", bucket)
+    assert before and bucket.exists(before)
+    bucket.calls.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert requests(bucket) == {"open original": 3} and rendered == []
+    assert thumbnail_of("products/milk.jpg", bucket) == before
+    cache.clear()  # the cache forgot: each is found in the bucket, not written again
+    bucket.calls.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert requests(bucket) == {"open original": 3, "exists thumbnail": 3}
+    assert thumbnail_of("products/milk.jpg", bucket) == before
+    bucket.save("products/milk.jpg", ContentFile(catalogue_image("Mango").read_bytes()))  # replaced in the bucket
+    rendered.clear()
+    call_command("visual_search_reindex", "--force", verbosity=0)
+    assert len(rendered) == 1 and thumbnail_of("products/milk.jpg", bucket) not in (before, None)

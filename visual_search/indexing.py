@@ -302,8 +302,10 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
 
     extractor = serving.get_extractor(fingerprint)
     # Each embedded image's thumbnail, from the bytes read for it: no page downloads the original.
-    with thumbnails.Writer() as writer:
-        items = ((pk, writer.reading(pk, *_file(obj, registration), image_reader(obj, registration))) for pk, obj in objects.items())
+    # The cache is asked once what the images have: one made for the same bytes is not made again.
+    files = {pk: _file(obj, registration) for pk, obj in objects.items()}
+    with thumbnails.Writer(files.values()) as writer:
+        items = ((pk, writer.reading(pk, *files[pk], image_reader(obj, registration))) for pk, obj in objects.items())
         embedded = extractor.embed_many(items, batch_size, skip=unchanged, embedding=writer.embedding)
         for outcomes in chunked(embedded, batch_size or 32):
             _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)

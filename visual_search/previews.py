@@ -43,7 +43,8 @@ def small_url(row: ImageEmbedding) -> str | None:
         return None
     try:
         known = getattr(row, "_remembered_thumbnails", None)
-        return stored_thumbnail(storage, row.source_name, int(settings.THUMBNAIL_SIZE), known)
+        # The row's checksum names a bucket's thumbnail: one the cache forgot is found with no request for the original.
+        return stored_thumbnail(storage, row.source_name, int(settings.THUMBNAIL_SIZE), known, row.checksum)
     except Exception:  # noqa: BLE001 - a storage that serves no URLs: the row's own fallback
         logger.debug("No thumbnail URL for the image of %s", row, exc_info=True)
         return None

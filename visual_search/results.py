@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from django.utils.module_loading import import_string
 
 from . import search, thumbnails
 from .conf import settings
+from .models import ImageEmbedding, content_types_of, type_is
 from .registry import filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
@@ -50,6 +51,10 @@ class ResultAdapter:
     # What the cache remembers of the thumbnails of the list being described (by cache key), looked
     # up in one round-trip by describe() before the per-object calls; {} outside describe().
     remembered_thumbnails: Mapping[str, str] = {}
+    # The SHA-256 the index rows hold of the list's pictures whose thumbnails the cache forgot, by
+    # file name (describe() asks the database once): such a thumbnail is found by that name, with no
+    # request for the original. {} outside describe().
+    indexed_checksums: Mapping[str, str] = {}
 
     @property
     def thumbnail_size(self) -> int:
@@ -73,7 +78,8 @@ class ResultAdapter:
         """The picture's URL; ``image`` is the one found for ``obj`` (its own, else its first gallery
         image), or None. The default is a small cached JPEG (:func:`thumbnail`); a shop with its own
         thumbnailer (sorl-thumbnail, easy-thumbnails) returns that one's URL here."""
-        return thumbnail(image, self.thumbnail_size, self.remembered_thumbnails)
+        checksum = self.indexed_checksums.get(image.name, "") if image else ""
+        return thumbnail(image, self.thumbnail_size, self.remembered_thumbnails, checksum)
 
     def extra(self, obj: models.Model, request=None) -> dict[str, Any]:
         """JSON-safe fields added to the result, e.g. ``{"price": "12.90", "currency": "SEK",
@@ -86,12 +92,13 @@ def result_adapter() -> ResultAdapter:
     return import_string(settings.RESULT_ADAPTER)()
 
 
-def thumbnail(image: FieldFile | None, size: int, known: Mapping[str, str] | None = None) -> str | None:
+def thumbnail(image: FieldFile | None, size: int, known: Mapping[str, str] | None = None, checksum: str = "") -> str | None:
     """The URL of a JPEG of ``image`` at most ``size`` px on its longest side, made once; never raises.
 
     The thumbnail is saved beside the original, in the same storage, under ``THUMBNAIL_FOLDER``,
-    named by a hash of the original's name, ``size`` and modification time (its checksum where the
-    storage has no times), so a changed image gets a new one. The indexing task makes the one of
+    named by a hash of the original's name, ``size`` and version (on this machine's disk its
+    modification time; in a bucket the SHA-256 of its bytes, ``checksum`` where the caller knows it,
+    as its index row does), so a changed image gets a new one. The indexing task makes the one of
     ``THUMBNAIL_SIZE`` as it embeds the image; one not made yet is made here. Which thumbnail an image
     has is remembered in Django's cache (for CACHES' TIMEOUT), so a page of results costs no storage
     call. An image that cannot be read (broken, too many pixels, a refused format) shows its original.
@@ -100,14 +107,28 @@ def thumbnail(image: FieldFile | None, size: int, known: Mapping[str, str] | Non
     """
     if not image:
         return None
-    return stored_thumbnail(image.storage, image.name, size, known)
+    return stored_thumbnail(image.storage, image.name, size, known, checksum or (lambda: _indexed_checksum(image)))
 
 
-def stored_thumbnail(storage: Storage, name: str, size: int, known: Mapping[str, str] | None = None) -> str:
+def _indexed_checksum(image: FieldFile) -> str:
+    """The SHA-256 that the index row of ``image`` holds ("" without one): asked only where the cache
+    forgot its thumbnail, one query by the row's key, cheaper than a request to the bucket."""
+    instance, field = getattr(image, "instance", None), getattr(image, "field", None)
+    if instance is None or instance.pk is None or field is None:
+        return ""
+    rows = (ImageEmbedding.objects.for_object(instance)
+            .filter(field_name=field.name, source_name=image.name, status=ImageEmbedding.Status.READY)
+            .exclude(checksum="").order_by("-updated_at").values_list("checksum", flat=True))
+    return rows.first() or ""
+
+
+def stored_thumbnail(storage: Storage, name: str, size: int, known: Mapping[str, str] | None = None,
+                     checksum: str | Callable[[], str] = "") -> str:
     """:func:`thumbnail` of the file ``name`` in ``storage`` (the admin's previews of index rows,
     which have a file name and its field's storage, not a ``FieldFile``); the original's URL when
-    no thumbnail can be made. ``known``: a page's :func:`visual_search.thumbnails.remembered`."""
-    return thumbnails.url(storage, name, size, known)
+    no thumbnail can be made. ``known``: a page's :func:`visual_search.thumbnails.remembered`;
+    ``checksum``: the SHA-256 of the file's bytes where known (an index row's), or what finds it."""
+    return thumbnails.url(storage, name, size, known, checksum)
 
 
 def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
@@ -162,7 +183,32 @@ def describe(results: Iterable, request=None) -> list[dict[str, Any]]:
     if type(adapter).thumbnail_url is ResultAdapter.thumbnail_url:  # not a shop's own thumbnailer
         files = [(file.storage, file.name) for file in pictures.values() if file]
         adapter.remembered_thumbnails = thumbnails.remembered(files, adapter.thumbnail_size)
+        adapter.indexed_checksums = indexed_checksums(objects, pictures, adapter.remembered_thumbnails, adapter.thumbnail_size)
     return [_describe_one(adapter, result, pictures.get(result.object.pk), request) for result in results]
+
+
+def indexed_checksums(objects: Sequence[models.Model], pictures: Mapping[Any, FieldFile | None],
+                      remembered: Mapping[str, str], size: int) -> dict[str, str]:
+    """``{file name: SHA-256}`` that the index rows of ``objects`` hold, for the ``pictures`` in a
+    bucket whose thumbnails the cache forgot (``remembered``: what it still knows): one query, none
+    when it forgot none. A page then finds such a thumbnail with one ``exists`` call, no request for
+    the original (its modification time was a ``HEAD`` each)."""
+    try:
+        forgotten = [pk for pk, file in pictures.items() if file and not thumbnails.on_local_disk(file.storage)
+                     and thumbnails.cache_key(file.storage, file.name, size) not in remembered]
+    except Exception:  # noqa: BLE001 - a storage that cannot say which it is: each thumbnail reads its original
+        logger.debug("No checksums looked up for these results' thumbnails", exc_info=True)
+        return {}
+    if not forgotten:
+        return {}
+    rows = (
+        ImageEmbedding.objects.filter(type_is("result_type", content_types_of(objects[0])),
+                                      result_id__in=[str(pk) for pk in forgotten], status=ImageEmbedding.Status.READY)
+        .exclude(checksum="")
+        .order_by("updated_at")  # the newest row of a name last: it wins
+        .values_list("source_name", "checksum")
+    )
+    return dict(rows)
 
 
 def _describe_one(adapter: ResultAdapter, result, image: FieldFile | None, request) -> dict[str, Any]:

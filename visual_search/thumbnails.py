@@ -1,14 +1,17 @@
 """The small JPEGs of indexed images that result cards and the admin show: named, made, remembered.
 
 A thumbnail is saved beside its original, in the same storage, under ``FOLDER``, named by a hash of
-the original's name, the size and the file's version (its modification time; its checksum where the
-storage has no times), so a changed image gets a new one. Which thumbnail an image has is remembered
-in Django's cache under a key of the storage and the name.
+the original's name, the size and the file's version (:func:`file_version`: on this machine's disk
+its modification time; elsewhere the SHA-256 of its bytes, the checksum its index row holds), so a
+changed image gets a new one. Which thumbnail an image has is remembered in Django's cache under a
+key of the storage and the name.
 
 For a bucket's files (a storage without local paths) the indexing task makes them (:class:`Writer`)
-from the bytes it reads anyway, in the background; pages and searches find them ready (:func:`url`,
-one cache round-trip for a page with :func:`remembered`), and make one on demand for a file on the
-local disk, or one the task did not (indexed before this existed, a storage error, another size).
+from the bytes it reads anyway, in the background, and asks the bucket nothing more; pages and
+searches find them ready (:func:`url`, one cache round-trip for a page with :func:`remembered`; where
+the cache forgot, the row's checksum names the file: one ``exists`` call), and make one on demand
+for a file on the local disk, or one the task did not (indexed before this existed, a storage error,
+another size).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from django.core.files.storage import Storage
 from PIL import Image
 
 from .conf import settings
-from .embeddings.images import checksum, open_image, read_bytes
+from .embeddings.images import open_image, read_bytes
+from .embeddings.images import checksum as sha256
 from .exceptions import InvalidImage
 
 logger = logging.getLogger("visual_search")
@@ -44,13 +48,17 @@ RETRY_AFTER = 60
 WRITERS = 4
 
 
-def url(storage: Storage, name: str, size: int, known: Mapping[str, str] | None = None) -> str:
+def url(storage: Storage, name: str, size: int, known: Mapping[str, str] | None = None,
+        checksum: str | Callable[[], str] = "") -> str:
     """The URL of the thumbnail of the file ``name`` in ``storage``, made now if it has none yet;
-    the original's URL when none can be made. ``known``: what :func:`remembered` found for a page."""
+    the original's URL when none can be made. ``known``: what :func:`remembered` found for a page;
+    ``checksum``: the SHA-256 of the file's bytes where the caller knows it (its index row's), so a
+    thumbnail the cache forgot is found without reading the original (see :func:`file_version`), or a
+    function that finds it, called only then (a query for the row)."""
     key = cache_key(storage, name, size)
     made = known[key] if known is not None and key in known else _cache_call(cache.get, key)
     if made is None:
-        made, remember_for = make(storage, name, size)
+        made, remember_for = make(storage, name, size, checksum if isinstance(checksum, str) else _found(checksum))
         _cache_call(cache.set, key, made, *remember_for)
     return storage.url(made or name)
 
@@ -60,6 +68,15 @@ def remembered(files: Iterable[tuple[Storage, str]], size: int) -> dict[str, str
     key, in one round-trip: a page of 100 rows made 100 calls to Redis. {} when the cache is down."""
     keys = list(dict.fromkeys(cache_key(storage, name, size) for storage, name in files))
     return (_cache_call(cache.get_many, keys) or {}) if keys else {}
+
+
+def _found(checksum: Callable[[], str]) -> str:
+    """What ``checksum`` finds; "" (the file is read) when it fails: a database that is down costs a read."""
+    try:
+        return checksum()
+    except Exception:  # noqa: BLE001 - never a page's picture
+        logger.debug("No checksum found for a thumbnail", exc_info=True)
+        return ""
 
 
 def _cache_call(method, *args):
@@ -111,16 +128,19 @@ def target(name: str, size: int, stamp: str) -> str:
     return f"{FOLDER}/{version}.jpg"
 
 
-def make(storage: Storage, name: str, size: int) -> tuple[str, tuple[int, ...]]:
+def make(storage: Storage, name: str, size: int, checksum: str = "") -> tuple[str, tuple[int, ...]]:
     """The storage name of the thumbnail, made if missing, or ``FAILED`` if it cannot be; and how
-    long to remember that (``()``: the cache's ``TIMEOUT``)."""
+    long to remember that (``()``: the cache's ``TIMEOUT``). ``checksum``: see :func:`url`."""
     try:
-        stamp, data = file_version(storage, name)
+        stamp, data = file_version(storage, name, checksum)
         made = target(name, size, stamp)
         if storage.exists(made):
             return made, ()
+        if data is None:
+            data = read(storage, name)
+            if stamp == checksum:  # the bytes read name it: a row's checksum may be of a file since replaced
+                made = target(name, size, sha256(data))
         # Two processes may both get here; the second's save picks another name, and both work.
-        data = read(storage, name) if data is None else data
         return storage.save(made, ContentFile(render(data, size))), ()
     except InvalidImage as exc:  # a broken image: the original still shows, for as long as the cache keeps it
         logger.warning("No thumbnail of %s (%s: %s); showing the original image", name, type(exc).__name__, exc)
@@ -131,14 +151,24 @@ def make(storage: Storage, name: str, size: int) -> tuple[str, tuple[int, ...]]:
         return FAILED, (RETRY_AFTER,)
 
 
-def file_version(storage: Storage, name: str) -> tuple[str, bytes | None]:
+def file_version(storage: Storage, name: str, checksum: str = "") -> tuple[str, bytes | None]:
     """What tells this file from the one the name held before, and its bytes if they had to be read
-    for it (kept for the thumbnail: read once over the network, not twice)."""
-    try:
-        return storage.get_modified_time(name).isoformat(), None
-    except NotImplementedError:  # storages without modification times: the bytes themselves
-        data = read(storage, name)
-        return checksum(data), data
+    for it (kept for the thumbnail: read once over the network, not twice).
+
+    On this machine's disk its modification time (free). Elsewhere (a bucket) the SHA-256 of its
+    bytes, as the indexing task names the thumbnail it makes from the bytes it read: ``checksum``
+    where the caller knows it (an index row's), else the file is read. A bucket's modification time
+    cost a request (S3: a ``HEAD``) per image, in every reindex and on every page the cache forgot.
+    """
+    if on_local_disk(storage):
+        try:
+            return storage.get_modified_time(name).isoformat(), None
+        except NotImplementedError:  # storages without modification times: the bytes themselves
+            pass
+    elif checksum:
+        return checksum, None
+    data = read(storage, name)
+    return sha256(data), data
 
 
 def read(storage: Storage, name: str) -> bytes:
@@ -160,21 +190,33 @@ class Writer:
     """The thumbnails (``THUMBNAIL_SIZE``) of the images one indexing call embeds, made from the bytes
     it read for them: pages and searches then find them ready, with no download of the original.
 
-    :meth:`reading` wraps an image's reader: the file's version (its modification time) is taken
-    before its bytes are read, so a file replaced meanwhile never lends its name to the old picture.
-    :meth:`embedding` renders the thumbnail (in the extractor's decode thread) and hands the upload
-    to a few threads of its own, so a bucket's PUTs do not hold up the model. Use it as a context
-    manager: leaving waits for the uploads and tells the cache, in one call from the caller's thread
-    (no cache connection per thread). Nothing here raises: a thumbnail not made is logged and its
-    image's cache entry dropped (it may name the old file's thumbnail); pages make it on demand.
+    :meth:`reading` notes which file an image's reader reads; :meth:`embedding` names its thumbnail
+    by the SHA-256 of the bytes read (no request: a file replaced meanwhile never lends its name to
+    the old picture), renders it (in the extractor's decode thread) and hands the upload to a few
+    threads of its own, so a bucket's PUTs do not hold up the model. A thumbnail the cache says was
+    made for these very bytes (a forced reindex, an image embedded again for a new model version)
+    is neither rendered nor looked for again: the cache is asked once, for all ``files``, when the
+    writer is made. Use it as a context manager: leaving waits for the uploads and tells the cache,
+    in one call from the caller's thread (no cache connection per thread). Nothing here raises: a
+    thumbnail not made is logged and its image's cache entry dropped (it may name the old file's
+    thumbnail); pages make it on demand.
     """
 
-    def __init__(self, size: int | None = None):
+    def __init__(self, files: Iterable[tuple[Storage, str]] = (), size: int | None = None):
         self.size = int(settings.THUMBNAIL_SIZE) if size is None else size
-        self._files: dict[Any, tuple[Storage, str, str | Exception]] = {}
+        self._made = self._remembered(files)
+        self._files: dict[Any, tuple[Storage, str]] = {}
         self._uploads: list[tuple[str, str, Future]] = []  # (cache key, original's name, upload)
         self._failed: list[str] = []  # cache keys
         self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="visual-search-thumbnails")
+
+    def _remembered(self, files: Iterable[tuple[Storage, str]]) -> Mapping[str, str]:
+        """What the cache remembers of the thumbnails of ``files`` kept in a bucket, in one round-trip."""
+        try:
+            return remembered([(storage, name) for storage, name in files if not on_local_disk(storage)], self.size)
+        except Exception:  # noqa: BLE001 - a storage that cannot say which it is: every thumbnail is made
+            logger.warning("Thumbnails of this indexing call not looked up: a storage has no cache key", exc_info=True)
+            return {}
 
     def __enter__(self) -> Writer:
         return self
@@ -193,27 +235,17 @@ class Writer:
             _cache_call(cache.delete_many, self._failed)
 
     def reading(self, key: Any, storage: Storage, name: str, read: Callable[[], bytes]) -> Callable[[], bytes]:
-        """``read``, which first notes the version of the file ``name`` it reads; ``read`` itself for
-        a file on this machine's disk, whose thumbnail a page makes in milliseconds when it first
-        shows it (made here, every image's would cost the reindex a quarter of its speed at 110
-        images/s, images no page may ever show included)."""
-        if on_local_disk(storage):
-            return read
-
-        def versioned() -> bytes:
-            try:
-                stamp = storage.get_modified_time(name).isoformat()
-            except NotImplementedError:  # named by its checksum, from the bytes about to be read
-                stamp = ""
-            except Exception as exc:  # noqa: BLE001 - a storage's error: no thumbnail now, the image is indexed all the same
-                stamp = exc
-            self._files[key] = (storage, name, stamp)
-            return read()
-        return versioned
+        """``read``, the reader of the file ``name`` of the image ``key``, noted for :meth:`embedding`
+        unless the file is on this machine's disk, whose thumbnail a page makes in milliseconds when
+        it first shows it (made here, every image's would cost the reindex a quarter of its speed at
+        110 images/s, images no page may ever show included)."""
+        if not on_local_disk(storage):
+            self._files[key] = (storage, name)
+        return read
 
     def embedding(self, key: Any, data: bytes) -> None:
         """The image ``key`` (read through :meth:`reading`) is embedded from ``data``: its thumbnail."""
-        storage, name, stamp = self._files.pop(key, (None, "", ""))
+        storage, name = self._files.pop(key, (None, ""))
         if storage is None:
             return
         try:
@@ -222,9 +254,9 @@ class Writer:
             logger.warning("No thumbnail of %s made while indexing: its storage has no cache key", name, exc_info=True)
             return
         try:
-            if isinstance(stamp, Exception):
-                raise stamp
-            made = target(name, self.size, stamp or checksum(data))
+            made = target(name, self.size, sha256(data))
+            if self._made.get(cached) == made:  # made for these very bytes (a forced reindex): nothing to do
+                return
             upload = self._pool.submit(_save, storage, made, render(data, self.size))
         except Exception as exc:  # noqa: BLE001 - never the image's indexing (nor a pool shut down by its error)
             self._failure(cached, name, exc)
