@@ -58,7 +58,7 @@ def url(storage: Storage, name: str, size: int, known: Mapping[str, str] | None 
     key = cache_key(storage, name, size)
     made = known[key] if known is not None and key in known else _cache_call(cache.get, key)
     if made is None:
-        made, remember_for = make(storage, name, size, checksum if isinstance(checksum, str) else _found(checksum))
+        made, remember_for = make(storage, name, size, checksum)
         _cache_call(cache.set, key, made, *remember_for)
     return storage.url(made or name)
 
@@ -128,7 +128,7 @@ def target(name: str, size: int, stamp: str) -> str:
     return f"{FOLDER}/{version}.jpg"
 
 
-def make(storage: Storage, name: str, size: int, checksum: str = "") -> tuple[str, tuple[int, ...]]:
+def make(storage: Storage, name: str, size: int, checksum: str | Callable[[], str] = "") -> tuple[str, tuple[int, ...]]:
     """The storage name of the thumbnail, made if missing, or ``FAILED`` if it cannot be; and how
     long to remember that (``()``: the cache's ``TIMEOUT``). ``checksum``: see :func:`url`."""
     try:
@@ -138,7 +138,7 @@ def make(storage: Storage, name: str, size: int, checksum: str = "") -> tuple[st
             return made, ()
         if data is None:
             data = read(storage, name)
-            if stamp == checksum:  # the bytes read name it: a row's checksum may be of a file since replaced
+            if not on_local_disk(storage):  # the bytes read name it: a row's checksum may be of a file since replaced
                 made = target(name, size, sha256(data))
         # Two processes may both get here; the second's save picks another name, and both work.
         return storage.save(made, ContentFile(render(data, size))), ()
@@ -151,7 +151,7 @@ def make(storage: Storage, name: str, size: int, checksum: str = "") -> tuple[st
         return FAILED, (RETRY_AFTER,)
 
 
-def file_version(storage: Storage, name: str, checksum: str = "") -> tuple[str, bytes | None]:
+def file_version(storage: Storage, name: str, checksum: str | Callable[[], str] = "") -> tuple[str, bytes | None]:
     """What tells this file from the one the name held before, and its bytes if they had to be read
     for it (kept for the thumbnail: read once over the network, not twice).
 
@@ -165,8 +165,10 @@ def file_version(storage: Storage, name: str, checksum: str = "") -> tuple[str, 
             return storage.get_modified_time(name).isoformat(), None
         except NotImplementedError:  # storages without modification times: the bytes themselves
             pass
-    elif checksum:
-        return checksum, None
+    else:
+        known = checksum if isinstance(checksum, str) else _found(checksum)  # a query: only for a bucket's file
+        if known:
+            return known, None
     data = read(storage, name)
     return sha256(data), data
 
