@@ -195,7 +195,7 @@ def test_ordinary_files_of_every_format_have_few_pieces(name):
 PEAK_MEMORY = """
 import re, sys
 from visual_search.embeddings import images
-images.open_image(open(sys.argv[1], "rb").read(), max_pixels=40_000_000, allowed_formats=["PNG", "TIFF"], draft_size=224)
+images.open_image(open(sys.argv[1], "rb").read(), max_pixels=40_000_000, allowed_formats=["PNG", "TIFF", "WEBP"], draft_size=224)
 print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1])
 """
 # This process's peak (KiB), not ru_maxrss: Linux carries that over from the parent (pytest, often
@@ -228,6 +228,52 @@ def test_large_transparent_grey_and_deep_images_decode_in_the_memory_of_an_opaqu
         peaks[mode] = peak_kib(path)
     for mode in ("RGBA", "LA", "I;16", "F"):
         assert peaks[mode] - peaks["RGB"] < 64 * 1024, (mode, peaks)  # KiB
+
+
+def test_a_large_webp_decodes_in_the_memory_of_a_png(tmp_path):
+    """Pillow's WebP decoder (libwebp's animation decoder) held two RGBA canvases and a copy of the
+    picture besides the image: a 6000 x 6000 WebP took 590 MB, the PNG of it 320 MB."""
+    side = 6000
+    ramp = np.tile(np.arange(side, dtype=np.uint16) % 256, (side, 1)).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([ramp, ramp.T, ramp, np.full_like(ramp, 200)]), "RGBA")
+    peaks = {}
+    for name, image, fmt, options in [
+        ("PNG", rgba.convert("RGB"), "PNG", {"compress_level": 1}),
+        ("WebP", rgba.convert("RGB"), "WEBP", {"quality": 80, "method": 0}),
+        ("WebP with alpha", rgba, "WEBP", {"quality": 80, "method": 0}),
+        ("lossless WebP", rgba.convert("RGB"), "WEBP", {"lossless": True, "method": 0}),
+    ]:
+        path = tmp_path / f"{name}.{fmt}"
+        image.save(path, fmt, **options)
+        peaks[name] = peak_kib(path)
+    for name in ("WebP", "WebP with alpha", "lossless WebP"):
+        assert peaks[name] - peaks["PNG"] < 64 * 1024, (name, peaks)  # KiB
+
+
+def webp_pixels_by_pillow(data: bytes, monkeypatch) -> np.ndarray:
+    with monkeypatch.context() as patched:
+        patched.setattr(images, "_libwebp", lambda: None)  # Pillow's own decoder, as before
+        return np.asarray(images.open_image(data, max_pixels=MAX_PIXELS, allowed_formats=["WEBP"]))
+
+
+def test_webps_decode_to_the_pixels_pillow_gives(monkeypatch):
+    """Decoded without Pillow's animation decoder, a WebP gives the very pixels it gave before, so
+    its vector does not change: lossy, lossless, transparent, rotated by EXIF, animated (Pillow's)."""
+    picture = photo().resize((600, 400))
+    faded = picture.convert("RGBA")
+    faded.putalpha(Image.linear_gradient("L").resize(picture.size))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    for image, options in [
+        (picture, {"quality": 85}), (picture, {"lossless": True}), (faded, {"quality": 85}),
+        (faded, {"lossless": True}), (picture, {"exif": exif}),
+        (picture, {"save_all": True, "append_images": [picture.rotate(90)]}),
+    ]:
+        data = encode(image, "WEBP", **options)
+        decoded = images.open_image(data, max_pixels=MAX_PIXELS, allowed_formats=["WEBP"])
+        assert decoded.mode == "RGB" and decoded.size == ((400, 600) if "exif" in options else (600, 400))
+        assert np.array_equal(np.asarray(decoded), webp_pixels_by_pillow(data, monkeypatch)), options
+    assert images._libwebp() is not None  # the libwebp Pillow uses was found: the path above was taken
 
 
 def test_grey_and_deep_images_convert_as_before():
