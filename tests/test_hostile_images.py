@@ -337,10 +337,10 @@ def test_a_compressed_bmp_built_to_be_slow_is_refused_before_it_is_decoded():
     assert time.process_time() - started < 0.5
 
 
-def jpeg_ending_early(keep: int) -> bytes:
+def jpeg_ending_early(keep: int, picture: Image.Image | None = None, **options) -> bytes:
     """A 2400 x 2400 photo whose scan data stops after ``keep`` bytes, then an end marker: not cut
     short (Pillow refuses that), so libjpeg draws the rest grey without a word."""
-    data = encode(photo().resize((2400, 2400)), "JPEG", quality=90)
+    data = encode(picture or photo().resize((2400, 2400)), "JPEG", quality=90, **options)
     start = data.index(b"\xff\xda") + 2 + int.from_bytes(data[data.index(b"\xff\xda") + 2:][:2], "big")
     return data[: start + (keep if keep >= 0 else len(data) - start + keep)] + b"\xff\xd9"
 
@@ -352,6 +352,32 @@ def test_a_jpeg_whose_data_ends_before_most_of_its_picture_is_refused(draft_size
             images.open_image(jpeg_ending_early(keep), max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
     # Missing its last few rows, a photo is still used, as a browser shows it.
     images.open_image(jpeg_ending_early(-2000), max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
+
+
+def on_grey_backdrop() -> Image.Image:
+    """A 2400 x 2400 photo whose lower 60 % is a flat grey of exactly (128, 128, 128)."""
+    picture = photo().resize((2400, 2400))
+    picture.paste((128, 128, 128), (0, 960, 2400, 2400))
+    return picture
+
+
+ENCODINGS = [{}, {"optimize": True}, {"progressive": True}, {"subsampling": 0}, {"restart_marker_blocks": 4}]
+
+
+@pytest.mark.parametrize("draft_size", [None, 224])
+def test_a_complete_jpeg_whose_lower_half_is_the_missing_data_grey_is_used(draft_size):
+    """A studio backdrop or a rendered product on exactly the grey libjpeg draws where data is
+    missing was refused as cut short; the file's own data draws it, so it is used."""
+    for options in ENCODINGS:
+        data = encode(on_grey_backdrop(), "JPEG", quality=90, **options)
+        decoded = images.open_image(data, max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
+        lower = np.asarray(decoded)[decoded.height * 2 // 5 + 16 :]
+        assert (lower == 128).all(), options  # the very grey of missing data
+    # Cut short, the same photo is still refused, however it was encoded.
+    for options in ENCODINGS:
+        with pytest.raises(InvalidImage, match="most of the picture is missing"):
+            images.open_image(jpeg_ending_early(2000, on_grey_backdrop(), **options), max_pixels=40_000_000,
+                              allowed_formats=["JPEG"], draft_size=draft_size)
 
 
 def test_indexing_records_a_jpeg_missing_most_of_its_picture_as_failed(make_product, settings):

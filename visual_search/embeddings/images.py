@@ -15,6 +15,7 @@ import functools
 import hashlib
 import io
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
             image.draft("RGB", (draft_size, draft_size))
         image.load()
         if image.format in ("JPEG", "MPO"):
-            _check_complete(image)
+            _check_complete(image, data, draft_size)
         image = ImageOps.exif_transpose(image) or image
         return to_rgb(image)
     except InvalidImage:
@@ -183,13 +184,41 @@ def _check_scans(data: bytes) -> None:
 # A JPEG whose data ends (an end marker) before its picture does is decoded without a word: libjpeg
 # draws the rest mid-grey, 128 in every channel. One declaring 6000 x 6000 pixels with 100 bytes of
 # data was indexed as a grey square. Rows of exactly that grey are looked for from the bottom up.
+# A complete photo on a flat grey of exactly 128 (a studio backdrop, a rendered product) decodes to
+# the same pixels, so the file tells them apart: decoded again with bytes inserted where each scan's
+# data ends, a cut-short picture draws them where it drew grey; a complete one never reads them.
 _MISSING_GREY = 128
 _BAND_FROM_BOTTOM = 64
+# Bytes that decode to visible blocks whatever the Huffman tables (no FF: it would start a marker);
+# a few redraw the first missing blocks. 4 KB a scan: 2 MB for a JPEG of the most scans accepted.
+_FILLER = bytes(range(0x11, 0xFF, 2)) * 35
+_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # a marker, after fill bytes; not a restart
+_FILL = re.compile(rb"\xff+")
+_WITHOUT_LENGTH = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI
 
 
-def _check_complete(image: Image.Image) -> None:
+def _check_complete(image: Image.Image, data: bytes, draft_size: int | None) -> None:
     """Refuse a decoded JPEG whose lower half or more is the grey libjpeg draws where data is missing.
-    A photo missing a few final rows is still accepted, as a browser shows it."""
+    A photo missing a few final rows is still accepted, as a browser shows it; so is a complete
+    photo whose lower half is that very grey."""
+    height = image.size[1]
+    missing = _grey_rows_at_bottom(image)
+    if missing * 2 <= height:
+        return
+    with Image.open(io.BytesIO(_with_filler_after_scans(data))) as filled:
+        if draft_size:
+            filled.draft("RGB", (draft_size, draft_size))
+        filled.load()
+        if _same_pixels(image, filled):
+            return  # the grey is drawn by the file's own data
+    raise InvalidImage(
+        "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
+        technical=f"JPEG data ends early: at least its last {missing} of {height} rows are the missing-data grey",
+    )
+
+
+def _grey_rows_at_bottom(image: Image.Image) -> int:
+    """How many rows at the bottom of ``image`` are exactly the missing-data grey, up to half and a band."""
     width, height = image.size
     missing = 0
     while missing * 2 <= height:
@@ -197,14 +226,47 @@ def _check_complete(image: Image.Image) -> None:
         band = np.asarray(image.crop((0, max(0, bottom - _BAND_FROM_BOTTOM), width, bottom)))
         grey = (band.reshape(band.shape[0], -1) == _MISSING_GREY).all(axis=1)
         if not grey.all():
-            missing += len(grey) - 1 - int(np.flatnonzero(~grey)[-1])
-            break
+            return missing + len(grey) - 1 - int(np.flatnonzero(~grey)[-1])
         missing += len(grey)
-    if missing * 2 > height:
-        raise InvalidImage(
-            "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
-            technical=f"JPEG data ends early: at least its last {missing} of {height} rows are the missing-data grey",
-        )
+    return missing
+
+
+def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
+    """Whether two images of one size hold the same pixels, compared a band of rows at a time."""
+    if (image.size, image.mode) != (other.size, other.mode):
+        return False
+    width, height = image.size
+    for top in range(0, height, _BAND_ROWS):
+        box = (0, top, width, min(height, top + _BAND_ROWS))
+        if not np.array_equal(np.asarray(image.crop(box)), np.asarray(other.crop(box))):
+            return False
+    return True
+
+
+def _with_filler_after_scans(data: bytes) -> bytes:
+    """The JPEG ``data`` with :data:`_FILLER` where each scan's data of its first picture ends:
+    libjpeg decodes it as the missing rest of a scan cut short, and skips it after a complete one."""
+    pieces, pos, end = [], 2, len(data)
+    for _segment in range(structure.MAX_PIECES):  # a step each: no more than Pillow is allowed
+        pos = data.find(b"\xff", pos)  # junk before a marker is skipped, as libjpeg does
+        if pos < 0:
+            break
+        pos = _FILL.match(data, pos).end()
+        if pos >= end or data[pos] == 0xD9:  # the first picture's end
+            break
+        marker, pos = data[pos], pos + 1
+        if marker in _WITHOUT_LENGTH:
+            continue
+        pos += int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xDA:  # a scan: its data runs to the next marker
+            found = _SCAN_END.search(data, pos)
+            pos = found.start() if found else end
+            pieces.append(pos)
+    result, start = [], 0
+    for at in pieces:
+        result += [data[start:at], _FILLER]
+        start = at
+    return b"".join([*result, data[start:]])
 
 
 # Pillow decodes every WebP through libwebp's animation decoder, which holds two RGBA canvases of
