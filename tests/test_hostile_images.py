@@ -195,7 +195,7 @@ def test_ordinary_files_of_every_format_have_few_pieces(name):
 PEAK_MEMORY = """
 import re, sys
 from visual_search.embeddings import images
-images.open_image(open(sys.argv[1], "rb").read(), max_pixels=40_000_000, allowed_formats=["PNG", "TIFF"], draft_size=224)
+images.open_image(open(sys.argv[1], "rb").read(), max_pixels=40_000_000, allowed_formats=["PNG", "TIFF", "WEBP"], draft_size=224)
 print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1])
 """
 # This process's peak (KiB), not ru_maxrss: Linux carries that over from the parent (pytest, often
@@ -228,6 +228,52 @@ def test_large_transparent_grey_and_deep_images_decode_in_the_memory_of_an_opaqu
         peaks[mode] = peak_kib(path)
     for mode in ("RGBA", "LA", "I;16", "F"):
         assert peaks[mode] - peaks["RGB"] < 64 * 1024, (mode, peaks)  # KiB
+
+
+def test_a_large_webp_decodes_in_the_memory_of_a_png(tmp_path):
+    """Pillow's WebP decoder (libwebp's animation decoder) held two RGBA canvases and a copy of the
+    picture besides the image: a 6000 x 6000 WebP took 590 MB, the PNG of it 320 MB."""
+    side = 6000
+    ramp = np.tile(np.arange(side, dtype=np.uint16) % 256, (side, 1)).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([ramp, ramp.T, ramp, np.full_like(ramp, 200)]), "RGBA")
+    peaks = {}
+    for name, image, fmt, options in [
+        ("PNG", rgba.convert("RGB"), "PNG", {"compress_level": 1}),
+        ("WebP", rgba.convert("RGB"), "WEBP", {"quality": 80, "method": 0}),
+        ("WebP with alpha", rgba, "WEBP", {"quality": 80, "method": 0}),
+        ("lossless WebP", rgba.convert("RGB"), "WEBP", {"lossless": True, "method": 0}),
+    ]:
+        path = tmp_path / f"{name}.{fmt}"
+        image.save(path, fmt, **options)
+        peaks[name] = peak_kib(path)
+    for name in ("WebP", "WebP with alpha", "lossless WebP"):
+        assert peaks[name] - peaks["PNG"] < 64 * 1024, (name, peaks)  # KiB
+
+
+def webp_pixels_by_pillow(data: bytes, monkeypatch) -> np.ndarray:
+    with monkeypatch.context() as patched:
+        patched.setattr(images, "_libwebp", lambda: None)  # Pillow's own decoder, as before
+        return np.asarray(images.open_image(data, max_pixels=MAX_PIXELS, allowed_formats=["WEBP"]))
+
+
+def test_webps_decode_to_the_pixels_pillow_gives(monkeypatch):
+    """Decoded without Pillow's animation decoder, a WebP gives the very pixels it gave before, so
+    its vector does not change: lossy, lossless, transparent, rotated by EXIF, animated (Pillow's)."""
+    picture = photo().resize((600, 400))
+    faded = picture.convert("RGBA")
+    faded.putalpha(Image.linear_gradient("L").resize(picture.size))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    for image, options in [
+        (picture, {"quality": 85}), (picture, {"lossless": True}), (faded, {"quality": 85}),
+        (faded, {"lossless": True}), (picture, {"exif": exif}),
+        (picture, {"save_all": True, "append_images": [picture.rotate(90)]}),
+    ]:
+        data = encode(image, "WEBP", **options)
+        decoded = images.open_image(data, max_pixels=MAX_PIXELS, allowed_formats=["WEBP"])
+        assert decoded.mode == "RGB" and decoded.size == ((400, 600) if "exif" in options else (600, 400))
+        assert np.array_equal(np.asarray(decoded), webp_pixels_by_pillow(data, monkeypatch)), options
+    assert images._libwebp() is not None  # the libwebp Pillow uses was found: the path above was taken
 
 
 def test_grey_and_deep_images_convert_as_before():
@@ -291,10 +337,10 @@ def test_a_compressed_bmp_built_to_be_slow_is_refused_before_it_is_decoded():
     assert time.process_time() - started < 0.5
 
 
-def jpeg_ending_early(keep: int) -> bytes:
+def jpeg_ending_early(keep: int, picture: Image.Image | None = None, **options) -> bytes:
     """A 2400 x 2400 photo whose scan data stops after ``keep`` bytes, then an end marker: not cut
     short (Pillow refuses that), so libjpeg draws the rest grey without a word."""
-    data = encode(photo().resize((2400, 2400)), "JPEG", quality=90)
+    data = encode(picture or photo().resize((2400, 2400)), "JPEG", quality=90, **options)
     start = data.index(b"\xff\xda") + 2 + int.from_bytes(data[data.index(b"\xff\xda") + 2:][:2], "big")
     return data[: start + (keep if keep >= 0 else len(data) - start + keep)] + b"\xff\xd9"
 
@@ -306,6 +352,32 @@ def test_a_jpeg_whose_data_ends_before_most_of_its_picture_is_refused(draft_size
             images.open_image(jpeg_ending_early(keep), max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
     # Missing its last few rows, a photo is still used, as a browser shows it.
     images.open_image(jpeg_ending_early(-2000), max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
+
+
+def on_grey_backdrop() -> Image.Image:
+    """A 2400 x 2400 photo whose lower 60 % is a flat grey of exactly (128, 128, 128)."""
+    picture = photo().resize((2400, 2400))
+    picture.paste((128, 128, 128), (0, 960, 2400, 2400))
+    return picture
+
+
+ENCODINGS = [{}, {"optimize": True}, {"progressive": True}, {"subsampling": 0}, {"restart_marker_blocks": 4}]
+
+
+@pytest.mark.parametrize("draft_size", [None, 224])
+def test_a_complete_jpeg_whose_lower_half_is_the_missing_data_grey_is_used(draft_size):
+    """A studio backdrop or a rendered product on exactly the grey libjpeg draws where data is
+    missing was refused as cut short; the file's own data draws it, so it is used."""
+    for options in ENCODINGS:
+        data = encode(on_grey_backdrop(), "JPEG", quality=90, **options)
+        decoded = images.open_image(data, max_pixels=40_000_000, allowed_formats=["JPEG"], draft_size=draft_size)
+        lower = np.asarray(decoded)[decoded.height * 2 // 5 + 16 :]
+        assert (lower == 128).all(), options  # the very grey of missing data
+    # Cut short, the same photo is still refused, however it was encoded.
+    for options in ENCODINGS:
+        with pytest.raises(InvalidImage, match="most of the picture is missing"):
+            images.open_image(jpeg_ending_early(2000, on_grey_backdrop(), **options), max_pixels=40_000_000,
+                              allowed_formats=["JPEG"], draft_size=draft_size)
 
 
 def test_indexing_records_a_jpeg_missing_most_of_its_picture_as_failed(make_product, settings):

@@ -9,16 +9,21 @@ of the product is cropped away and nothing is stretched.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import io
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError, features
 
 from ..exceptions import BlankImage, ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
 from . import structure
@@ -117,13 +122,15 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
         image = _open_heic(data, max_pixels=max_pixels)
     else:
         image = _open_pillow(data, [f for f in allowed if f not in ("MPO", HEIF)], max_pixels)  # MPO is opened by JPEG
+        if image.format == "WEBP":
+            image = _decode_still_webp(image, data) or image
     try:
         if draft_size and image.format == "JPEG":
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= draft_size: much faster.
             image.draft("RGB", (draft_size, draft_size))
         image.load()
         if image.format in ("JPEG", "MPO"):
-            _check_complete(image)
+            _check_complete(image, data, draft_size)
         image = ImageOps.exif_transpose(image) or image
         return to_rgb(image)
     except InvalidImage:
@@ -177,13 +184,41 @@ def _check_scans(data: bytes) -> None:
 # A JPEG whose data ends (an end marker) before its picture does is decoded without a word: libjpeg
 # draws the rest mid-grey, 128 in every channel. One declaring 6000 x 6000 pixels with 100 bytes of
 # data was indexed as a grey square. Rows of exactly that grey are looked for from the bottom up.
+# A complete photo on a flat grey of exactly 128 (a studio backdrop, a rendered product) decodes to
+# the same pixels, so the file tells them apart: decoded again with bytes inserted where each scan's
+# data ends, a cut-short picture draws them where it drew grey; a complete one never reads them.
 _MISSING_GREY = 128
 _BAND_FROM_BOTTOM = 64
+# Bytes that decode to visible blocks whatever the Huffman tables (no FF: it would start a marker);
+# a few redraw the first missing blocks. 4 KB a scan: 2 MB for a JPEG of the most scans accepted.
+_FILLER = bytes(range(0x11, 0xFF, 2)) * 35
+_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # a marker, after fill bytes; not a restart
+_FILL = re.compile(rb"\xff+")
+_WITHOUT_LENGTH = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI
 
 
-def _check_complete(image: Image.Image) -> None:
+def _check_complete(image: Image.Image, data: bytes, draft_size: int | None) -> None:
     """Refuse a decoded JPEG whose lower half or more is the grey libjpeg draws where data is missing.
-    A photo missing a few final rows is still accepted, as a browser shows it."""
+    A photo missing a few final rows is still accepted, as a browser shows it; so is a complete
+    photo whose lower half is that very grey."""
+    height = image.size[1]
+    missing = _grey_rows_at_bottom(image)
+    if missing * 2 <= height:
+        return
+    with Image.open(io.BytesIO(_with_filler_after_scans(data))) as filled:
+        if draft_size:
+            filled.draft("RGB", (draft_size, draft_size))
+        filled.load()
+        if _same_pixels(image, filled):
+            return  # the grey is drawn by the file's own data
+    raise InvalidImage(
+        "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
+        technical=f"JPEG data ends early: at least its last {missing} of {height} rows are the missing-data grey",
+    )
+
+
+def _grey_rows_at_bottom(image: Image.Image) -> int:
+    """How many rows at the bottom of ``image`` are exactly the missing-data grey, up to half and a band."""
     width, height = image.size
     missing = 0
     while missing * 2 <= height:
@@ -191,14 +226,93 @@ def _check_complete(image: Image.Image) -> None:
         band = np.asarray(image.crop((0, max(0, bottom - _BAND_FROM_BOTTOM), width, bottom)))
         grey = (band.reshape(band.shape[0], -1) == _MISSING_GREY).all(axis=1)
         if not grey.all():
-            missing += len(grey) - 1 - int(np.flatnonzero(~grey)[-1])
-            break
+            return missing + len(grey) - 1 - int(np.flatnonzero(~grey)[-1])
         missing += len(grey)
-    if missing * 2 > height:
-        raise InvalidImage(
-            "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
-            technical=f"JPEG data ends early: at least its last {missing} of {height} rows are the missing-data grey",
-        )
+    return missing
+
+
+def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
+    """Whether two images of one size hold the same pixels, compared a band of rows at a time."""
+    if (image.size, image.mode) != (other.size, other.mode):
+        return False
+    width, height = image.size
+    for top in range(0, height, _BAND_ROWS):
+        box = (0, top, width, min(height, top + _BAND_ROWS))
+        if not np.array_equal(np.asarray(image.crop(box)), np.asarray(other.crop(box))):
+            return False
+    return True
+
+
+def _with_filler_after_scans(data: bytes) -> bytes:
+    """The JPEG ``data`` with :data:`_FILLER` where each scan's data of its first picture ends:
+    libjpeg decodes it as the missing rest of a scan cut short, and skips it after a complete one."""
+    pieces, pos, end = [], 2, len(data)
+    for _segment in range(structure.MAX_PIECES):  # a step each: no more than Pillow is allowed
+        pos = data.find(b"\xff", pos)  # junk before a marker is skipped, as libjpeg does
+        if pos < 0:
+            break
+        pos = _FILL.match(data, pos).end()
+        if pos >= end or data[pos] == 0xD9:  # the first picture's end
+            break
+        marker, pos = data[pos], pos + 1
+        if marker in _WITHOUT_LENGTH:
+            continue
+        pos += int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xDA:  # a scan: its data runs to the next marker
+            found = _SCAN_END.search(data, pos)
+            pos = found.start() if found else end
+            pieces.append(pos)
+    result, start = [], 0
+    for at in pieces:
+        result += [data[start:at], _FILLER]
+        start = at
+    return b"".join([*result, data[start:]])
+
+
+# Pillow decodes every WebP through libwebp's animation decoder, which holds two RGBA canvases of
+# the whole picture and hands over a third copy as bytes before Pillow makes its image: a 6000 x 6000
+# WebP took 590 MB to open, a PNG of it 320 MB. A still WebP is decoded here instead by the same
+# libwebp's still-image decoder, straight into one array (the very pixels: the animation decoder
+# decodes a first frame as this one does), which Pillow's image then copies or shares.
+_WEBP_DECODERS = {"RGB": ("WebPDecodeRGBInto", 3), "RGBA": ("WebPDecodeRGBAInto", 4)}
+
+
+@functools.cache
+def _libwebp() -> ctypes.CDLL | None:
+    """Pillow's own libwebp (its version checked), or None where it is not a library of its own
+    (Pillow's Windows wheels build it in): WebPs are then decoded by Pillow, in more memory."""
+    version = features.version("webp")
+    pillow = Path(Image.__file__).parent
+    found = [*sorted(pillow.parent.glob("pillow.libs/libwebp-*.so*")), *sorted(pillow.glob(".dylibs/libwebp.*dylib"))]
+    for candidate in [*map(str, found), ctypes.util.find_library("webp")]:
+        try:
+            library = ctypes.CDLL(candidate) if candidate and version else None
+            number = library.WebPGetDecoderVersion() if library else -1
+        except (OSError, AttributeError):
+            continue
+        if f"{number >> 16}.{number >> 8 & 255}.{number & 255}" == version:
+            for name, _channels in _WEBP_DECODERS.values():
+                function = getattr(library, name)
+                function.restype = ctypes.c_void_p
+                function.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            return library
+    return None
+
+
+def _decode_still_webp(image: Image.Image, data: bytes) -> Image.Image | None:
+    """The still WebP ``image`` (opened, not decoded) decoded from ``data``; None for an animated
+    one, a damaged one or where libwebp cannot be called: Pillow decodes those as before."""
+    library = _libwebp()
+    if library is None or getattr(image, "n_frames", 1) != 1 or image.mode not in _WEBP_DECODERS:
+        return None
+    name, channels = _WEBP_DECODERS[image.mode]
+    width, height = image.size
+    pixels = np.zeros((height, width, channels), np.uint8)  # rows or columns libwebp does not write stay black
+    if not getattr(library, name)(data, len(data), pixels.ctypes.data, pixels.nbytes, width * channels):
+        return None  # an animation's one frame, or damage: Pillow's decoder says which
+    decoded = Image.fromarray(pixels, image.mode)  # RGB: copied to Pillow's 4 bytes a pixel; RGBA: shared
+    decoded.info = dict(image.info)  # the EXIF orientation, the ICC profile
+    return decoded
 
 
 def _unreadable_header(exc: Exception) -> InvalidImage:
