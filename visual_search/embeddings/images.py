@@ -131,7 +131,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
         image.load()
         if image.format in ("JPEG", "MPO"):
             _check_complete(image, data, draft_size)
-        image = ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)
         return to_rgb(image)
     except InvalidImage:
         raise
