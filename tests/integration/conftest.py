@@ -81,6 +81,7 @@ class Worker:
 
     def __init__(self, env: dict, log: Path, name: str, concurrency: int = 1, pool: str = "prefork", options: tuple = ()):
         self.log = log
+        self.broker_url = env["CELERY_BROKER_URL"]
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
