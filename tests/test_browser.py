@@ -65,12 +65,17 @@ def serve(env: dict[str, str]):
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        # Its start imports TensorFlow and runs the system checks: 10 s on 2 busy cores, more on a
+        # loaded CI machine. A server not listening after 60 s was used all the same, and every test
+        # of the module failed on a refused connection; now it is waited for longer, or said.
+        deadline = time.monotonic() + 180
+        while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
+                assert server.poll() is None, f"manage.py runserver exited ({server.returncode}) before listening"
+                assert time.monotonic() < deadline, "manage.py runserver did not listen within 180 s"
                 time.sleep(0.3)
         served = Served(f"http://127.0.0.1:{port}")
         served.env = env
