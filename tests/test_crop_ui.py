@@ -201,13 +201,22 @@ def centre(box: dict) -> tuple[float, float]:
 
 
 def settle(page, widget: str, requests: list, before: int) -> None:
-    """Wait for the search the last change started (after the keys' short wait) to be shown."""
+    """Wait for the search of the box as it is now (sent after the keys' short wait) to be shown:
+    the last search sent (``RECORD_FORMS``) had the box the widget would send now, and it is answered.
+
+    Waiting 900 ms (the keys' wait, 700 ms, and a margin) after a search was seen, then for the
+    widget not to be busy, was not enough on a loaded machine: keys pressed slowly started a search
+    part way, and where the last one's timer fired more than the margin late the answer to the
+    earlier search was taken for the last (its box, its first result)."""
     deadline = time.monotonic() + 90
     while len(requests) <= before and time.monotonic() < deadline:
         page.wait_for_timeout(100)
     assert len(requests) > before, "no search was sent"
-    page.wait_for_timeout(900)  # more than the keys' wait: a later search would have started
-    page.wait_for_function(f"!document.getElementById('{widget}').classList.contains('vs-busy')", timeout=90_000)
+    page.wait_for_function(f"""() => {{
+        const root = document.getElementById('{widget}'), widget = root.vsWidget, sent = window.vsSent || [];
+        if (!sent.length || root.classList.contains('vs-busy')) {{ return false; }}
+        return (sent[sent.length - 1].box || "") === (widget && widget.crop ? widget.crop.param() : "");
+    }}""", timeout=90_000)
 
 
 def first_result(page, widget: str) -> str:
@@ -342,6 +351,7 @@ def test_a_key_that_moves_the_box_is_said_once_and_briefly(demo_server, browser,
 
     page.route("**/api/visual-search/search/", same_answer)
     page.on("request", lambda r: requests.append(r) if r.method == "POST" and "/api/visual-search/search/" in r.url else None)
+    page.add_init_script(RECORD_FORMS)  # for settle()
     page.goto(demo_server + "/search/")
     with page.expect_response("**/api/visual-search/search/", timeout=90_000) as answer:
         page.set_input_files("#vs-file", str(photo))

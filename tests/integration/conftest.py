@@ -60,13 +60,17 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(self.ping, timeout=20, what="redis-server")
+        wait_for(lambda: self.ping() or self.process.poll() is not None, timeout=20, what="redis-server")
+        assert self.process.poll() is None, f"redis-server could not start on port {self.port} (taken by another process meanwhile?)"
 
     def ping(self) -> bool:
+        """Whether this server answers on its port: this one, by its process id. A test that stops it
+        and starts it again (same port: the workers have its URL) found the port's next owner, another
+        test run's Redis, answering the ping, and the tests went on against it."""
         import redis
 
         try:
-            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
+            return redis.Redis(port=self.port, socket_timeout=0.5).info("server")["process_id"] == self.process.pid
         except redis.exceptions.ConnectionError:
             return False
 
@@ -81,6 +85,7 @@ class Worker:
 
     def __init__(self, env: dict, log: Path, name: str, concurrency: int = 1, pool: str = "prefork", options: tuple = ()):
         self.log = log
+        self.broker_url = env["CELERY_BROKER_URL"]
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",

@@ -5,9 +5,14 @@ that run at the same moment on two workers; both then compute it (same bytes, sa
 row in the end). Tasks that run after an object is ready compute nothing.
 """
 
+import json
+import time
+
 import pytest
+import redis
 
 import visual_search
+from visual_search import queue
 from visual_search.models import ImageEmbedding
 from tests.conftest import photos
 from tests.integration.conftest import wait_for
@@ -48,16 +53,34 @@ def test_three_workers_share_one_reindex(broker, start_worker, make_product, set
     assert dict(ImageEmbedding.objects.values_list("object_id", "vector")) == first
 
 
-def settle(workers, quiet: float = 3.0) -> None:
-    """Wait until no worker has finished a task for ``quiet`` seconds."""
-    import time
+def settle(workers, quiet: float = 3.0, timeout: float = 180) -> None:
+    """Wait until no embedding or sweep task waits in Redis or is held by a worker, and no worker
+    has finished a task for ``quiet`` seconds.
 
+    A quiet log alone was not enough: a duplicate batch still computing (VGG16 and SQLite's write
+    lock on a loaded machine: more than ``quiet`` seconds) finished after the counts were taken, and
+    its late ``'embedded'`` broke the comparison. The tasks are acknowledged late, so a task held
+    (``unacked``) is one still running or reserved; its log line is written before its ack."""
+    deadline = time.monotonic() + timeout
     last, since = succeeded(workers), time.monotonic()
     while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for the workers to settle; still queued or held: {work_in_broker(workers)}")
         time.sleep(0.5)
         now = succeeded(workers)
-        if now != last:
+        if now != last or work_in_broker(workers):
             last, since = now, time.monotonic()
+
+
+def work_in_broker(workers) -> list[str]:
+    """The embedding and sweep tasks waiting in the workers' Redis or held by a worker (kombu's Redis
+    transport: the queues' lists, and the ``unacked`` hash of messages taken and not acknowledged)."""
+    client = redis.Redis.from_url(workers[0].broker_url)
+    messages = [json.loads(value)[0] for value in client.hvals("unacked")]
+    for key in client.scan_iter(_type="list"):
+        messages += [json.loads(value) for value in client.lrange(key, 0, -1)]
+    names = [message.get("headers", {}).get("task") for message in messages]
+    return [name for name in names if name in (queue.EMBED_OBJECTS, queue.SWEEP)]
 
 
 def succeeded(workers) -> int:

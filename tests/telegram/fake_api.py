@@ -29,6 +29,7 @@ class FakeBotAPI(LocalServer):
         self.file_sizes: dict[str, int] = {}
         self.failures: dict[str, deque] = defaultdict(deque)
         self.delay: dict[str, float] = {}
+        self.held: dict[str, threading.Event] = {}  # a call to the method waits until its event is set
         self.webhook: dict = {}
         self._lock = threading.Lock()
         super().__init__(self._handler())
@@ -85,6 +86,8 @@ class FakeBotAPI(LocalServer):
                 params = self._params(body)
                 fake._record(method, params)
                 time.sleep(fake.delay.get(method, 0))
+                if method in fake.held:
+                    fake.held[method].wait(60)
                 outcome = fake.failures[method].popleft() if fake.failures[method] else None
                 if outcome == "drop":
                     self.close_connection = True

@@ -33,6 +33,7 @@ class FakeGraphAPI(LocalServer):
         self.file_sizes: dict[str, int] = {}
         self.failures: dict[str, deque] = defaultdict(deque)
         self.delay: dict[str, float] = {}
+        self.held: dict[str, threading.Event] = {}  # a call of the kind waits until its event is set
         self._uploads = 0
         self._lock = threading.Lock()
         super().__init__(self._handler())
@@ -131,6 +132,8 @@ class FakeGraphAPI(LocalServer):
                 with fake._lock:
                     fake.calls.append((kind, params, time.monotonic()))
                 time.sleep(fake.delay.get(kind, 0))
+                if kind in fake.held:
+                    fake.held[kind].wait(60)
                 outcome = fake.failures[kind].popleft() if fake.failures[kind] else None
                 if outcome is None:
                     return False
