@@ -141,6 +141,18 @@ def embed_calls(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def fresh_cache(settings):
+    """Each test starts with an empty in-process cache: the search throttle's counts (30 searches a
+    minute per visitor, and every test is the same visitor), remembered thumbnails and attempts
+    otherwise carried over from whichever tests ran before, in this order only."""
+    from django.core.cache import caches
+
+    for alias, config in settings.CACHES.items():
+        if config.get("BACKEND", "").endswith("LocMemCache"):
+            caches[alias].clear()
+
+
+@pytest.fixture(autouse=True)
 def forget_active_version():
     """Each process caches which model version is active (for REFRESH_INTERVAL); tests start afresh."""
     yield
