@@ -149,3 +149,27 @@ def test_german_staff_read_the_index_s_columns_and_fields_in_german(staff_client
     ImageEmbedding.objects.filter(pk=row.pk).update(duplicate_of=other, duplicate_score=0.9975)
     with translation.override("de"):
         assert "(Ähnlichkeit 0,997)" in duplicate_words(ImageEmbedding.objects.get(pk=row.pk))
+
+
+def test_a_portrait_image_s_thumbnail_keeps_its_shape_under_a_strict_content_security_policy(staff_client, catalogue, make_product):
+    """The thumbnails were fitted into their square by a style="" attribute, which a
+    Content-Security-Policy without 'unsafe-inline' (the demo shop's) drops: a portrait photo
+    (348 x 464, a sixth of the demo's gallery) showed stretched, and the console logged one
+    violation a row. The page now carries no style attribute and loads the stylesheet that fits them."""
+    import io
+
+    from PIL import Image
+
+    portrait = io.BytesIO()
+    Image.new("RGB", (300, 400), (200, 120, 40)).save(portrait, "JPEG")
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        make_product("Tall carton", portrait.getvalue())
+    reindex(asynchronous=False)
+    page = staff_client.get(INDEX).content.decode()
+    content = page.split('id="content"', 1)[1]
+    assert content.count('class="vs-thumbnail"') == 4 and "style=" not in content.split('id="changelist-filter"', 1)[0]
+    assert "/static/visual_search/admin.css" in page
+    row = ImageEmbedding.objects.get(source_name__contains="Tall-carton")
+    page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    assert 'class="vs-thumbnail"' in page and "/static/visual_search/admin.css" in page
+    assert "style=" not in page.split('id="content"', 1)[1]

@@ -185,8 +185,10 @@ class ImageEmbedding(models.Model):
         # (alt="" left staff a list of 100 links each read "link"), and it says a new tab opens.
         name = _("Image %(file)s (opens in a new tab)") % {"file": posixpath.basename(self.source_name)}
         return format_html(
-            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" loading="lazy" width="{}" height="{}" '
-            'style="object-fit: contain; vertical-align: middle"></a>',
+            # A class, not style="": a Content-Security-Policy without 'unsafe-inline' (the demo's) drops a
+            # style attribute, and a portrait photo's thumbnail was stretched into the square (admin.css).
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" class="vs-thumbnail" alt="{}" loading="lazy" '
+            'width="{}" height="{}"></a>',
             url, src, name, size, size,
         )
 
