@@ -149,3 +149,45 @@ def test_german_staff_read_the_index_s_columns_and_fields_in_german(staff_client
     ImageEmbedding.objects.filter(pk=row.pk).update(duplicate_of=other, duplicate_score=0.9975)
     with translation.override("de"):
         assert "(Ähnlichkeit 0,997)" in duplicate_words(ImageEmbedding.objects.get(pk=row.pk))
+
+
+def test_a_portrait_image_s_thumbnail_keeps_its_shape_under_a_strict_content_security_policy(staff_client, catalogue, make_product):
+    """The thumbnails were fitted into their square by a style="" attribute, which a
+    Content-Security-Policy without 'unsafe-inline' (the demo shop's) drops: a portrait photo
+    (348 x 464, a sixth of the demo's gallery) showed stretched, and the console logged one
+    violation a row. The page now carries no style attribute and loads the stylesheet that fits them."""
+    import io
+
+    from PIL import Image
+
+    portrait = io.BytesIO()
+    Image.new("RGB", (300, 400), (200, 120, 40)).save(portrait, "JPEG")
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        make_product("Tall carton", portrait.getvalue())
+    reindex(asynchronous=False)
+    page = staff_client.get(INDEX).content.decode()
+    content = page.split('id="content"', 1)[1]
+    assert content.count('class="vs-thumbnail"') == 4 and "style=" not in content.split('id="changelist-filter"', 1)[0]
+    assert "/static/visual_search/admin.css" in page
+    row = ImageEmbedding.objects.get(source_name__contains="Tall-carton")
+    page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    assert 'class="vs-thumbnail"' in page and "/static/visual_search/admin.css" in page
+    assert "style=" not in page.split('id="content"', 1)[1]
+
+
+def test_a_failed_image_that_cannot_be_decoded_shows_its_file_name_not_a_broken_picture(staff_client, catalogue, make_product):
+    """A damaged file's row drew the browser's broken-image icon, its alt text ("Image
+    broken-jam.jpg (opens in a new tab)") wrapped down the column: no small copy can be made of a
+    file that does not decode, and the file itself is no picture either. It is its name, linked."""
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        broken = make_product("Broken jam", b"\xff\xd8\xff\xe0" + b"x" * 3000)
+    reindex(asynchronous=False)
+    row = ImageEmbedding.objects.get(object_id=str(broken.pk), content_type__model="product")
+    assert row.status == ImageEmbedding.Status.FAILED
+    page = staff_client.get(INDEX).content.decode()
+    name = broken.image.name.rsplit("/", 1)[-1]
+    assert f'<img src="{broken.image.url}"' not in page
+    assert f'class="vs-file-link" aria-label="Image {name} (opens in a new tab)">{name}</a>' in page
+    assert page.count('<img src="/media/visual_search/thumbnails/') == 3  # the others keep their pictures
+    page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    assert f'<img src="{broken.image.url}"' not in page and f">{name}</a>" in page

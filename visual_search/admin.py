@@ -74,6 +74,9 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
     readonly_fields = ["image_preview"] + [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
     actions = ["requeue"]
 
+    class Media:
+        css = {"all": ["visual_search/admin.css"]}  # the thumbnails' size (.vs-thumbnail)
+
     def get_changelist(self, request, **kwargs):
         return _IndexChangeList
 

@@ -172,21 +172,30 @@ class ImageEmbedding(models.Model):
             logger.debug("No URL for the image of %s", self, exc_info=True)
             return ""
 
-    def thumbnail(self, size: int = 64, *, src: str | None = None) -> str:
+    def thumbnail(self, size: int = 64, *, src: str | None | bool = None) -> str:
         """The image, shown ``size`` px wide and linked to the file, for the admin (staff judge a
         failure or a possible duplicate by eye); "" without one. ``src`` is the picture shown: a
         small copy of the file (the admin passes :func:`visual_search.previews.thumbnail`'s), else
-        the file itself."""
+        the file itself; False: no picture, the file's name."""
         url = self.image_url()
         if not url:
             return ""
-        src = src or url
         # The picture is the link's only content: its alt is the link's name for a screen reader
         # (alt="" left staff a list of 100 links each read "link"), and it says a new tab opens.
         name = _("Image %(file)s (opens in a new tab)") % {"file": posixpath.basename(self.source_name)}
+        if src is False:
+            # No picture a browser can show (the file's own is not one): its name, linked to it. An
+            # <img> of it drew a broken-image icon with its alt text wrapped over six lines.
+            return format_html(
+                '<a href="{}" target="_blank" rel="noopener" class="vs-file-link" aria-label="{}">{}</a>',
+                url, name, posixpath.basename(self.source_name),
+            )
+        src = src or url
         return format_html(
-            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" loading="lazy" width="{}" height="{}" '
-            'style="object-fit: contain; vertical-align: middle"></a>',
+            # A class, not style="": a Content-Security-Policy without 'unsafe-inline' (the demo's) drops a
+            # style attribute, and a portrait photo's thumbnail was stretched into the square (admin.css).
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" class="vs-thumbnail" alt="{}" loading="lazy" '
+            'width="{}" height="{}"></a>',
             url, src, name, size, size,
         )
 

@@ -22,8 +22,14 @@ logger = logging.getLogger("visual_search")
 
 def thumbnail(row: ImageEmbedding, size: int = 64) -> str:
     """``row.thumbnail(size)`` showing the small copy of its file, linked to the file itself; the
-    file where no copy can be made (a broken image, a storage error: as result cards do)."""
-    return row.thumbnail(size, src=small_url(row))
+    file where no copy can be made (a storage error: as result cards do), or for a failed image,
+    which is most often a file that cannot be decoded, the file's name."""
+    src = small_url(row)
+    if row.status == ImageEmbedding.Status.FAILED and (src is None or src == row.image_url()):
+        # No small copy could be made of a failed image: most often a file no one can decode
+        # (damaged, not an image), which a browser cannot show either.
+        return row.thumbnail(size, src=False)
+    return row.thumbnail(size, src=src)
 
 
 def remember(rows: Iterable[ImageEmbedding | None]) -> None:
