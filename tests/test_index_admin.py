@@ -191,3 +191,17 @@ def test_a_failed_image_that_cannot_be_decoded_shows_its_file_name_not_a_broken_
     assert page.count('<img src="/media/visual_search/thumbnails/') == 3  # the others keep their pictures
     page = staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
     assert f'<img src="{broken.image.url}"' not in page and f">{name}</a>" in page
+
+
+def test_a_row_is_named_by_its_file_and_its_fingerprint_shortened(staff_client, catalogue):
+    """The link read "Testapp | product #3.image (Ready)" (four lines of a narrow column, the status
+    column said again), and the 16-character fingerprint pushed the last columns off a laptop's
+    screen (1366 px with the admin's navigation open)."""
+    lime, _ = catalogue
+    row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    page = staff_client.get(INDEX).content.decode()
+    file_name = lime.image.name.rsplit("/", 1)[-1]
+    assert f'<a href="{INDEX}{row.pk}/change/">{file_name}</a>' in page
+    assert ">Testapp | product #" not in page  # (the checkbox is still announced so)
+    assert f'<span title="{row.fingerprint}">{row.fingerprint[:8]}</span>' in page
+    assert "visual_search/admin.css" in page  # the columns' widths
