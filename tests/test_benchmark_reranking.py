@@ -70,3 +70,14 @@ def test_the_debiased_calibration_error_takes_out_the_noise_of_few_queries():
     # A score 0.2 too high is still seen as such.
     overconfident = [rng.random(300) < stated - 0.2 for _ in range(50)]
     assert np.mean([debiased_calibration_error(stated, drawn) for drawn in overconfident]) > 0.15
+
+
+def test_auroc_is_the_chance_that_a_positive_ranks_above_a_negative():
+    """What the absent-products figures rest on: 1 when every present photo's feature is above every
+    absent one's, 0.5 for a coin toss (ties count half)."""
+    from benchmarks.levers import _auroc
+
+    assert _auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert _auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert _auroc(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 0.5
+    assert _auroc(np.array([2.0]), np.array([2.0])) == 0.5
