@@ -179,9 +179,14 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
     calibration = calibrate(sample, customers, dims, method, small=small, policy=policy)
     calibrated = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight, calibration=calibration)
     space = ranking.ArraySpace.of(ranking.transform(g, whitening), products[gallery])
+    stored = {name: g[products[gallery] == name] for name in np.unique(products[gallery])}
     top, right = [], []
     for query, answer in zip(q, products[queries]):
-        hits = ranking.rank(space, query if whitening is None else ranking.whiten(query, *whitening), limit=5, policy=calibrated)
+        # A copy of the result's image by its stored, unwhitened vectors too, as the backend asks.
+        def is_copy(result_id, query=query):
+            return bool((stored[result_id] @ query).max() >= ranking.COPY_RAW_SIMILARITY)
+
+        hits = ranking.rank(space, query if whitening is None else ranking.whiten(query, *whitening), limit=5, policy=calibrated, is_copy=is_copy)
         top.append(hits[0].probability)
         right.append(hits[0].result_id == answer)
     top, right = np.asarray(top), np.asarray(right)
