@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -130,6 +131,7 @@ def run() -> dict:
                       f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
     results.update(one_image_shops(rows, vectors, products))
+    results.update(absent_products(rows, vectors, products))
     default = {k: v for k, v in curves.items() if f"{DEFAULT} + customer views" in k}
     reliability_diagram(default, DIAGRAM)
     print(f"  reliability diagram of the default: {DIAGRAM}")
@@ -177,9 +179,14 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
     calibration = calibrate(sample, customers, dims, method, small=small, policy=policy)
     calibrated = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight, calibration=calibration)
     space = ranking.ArraySpace.of(ranking.transform(g, whitening), products[gallery])
+    stored = {name: g[products[gallery] == name] for name in np.unique(products[gallery])}
     top, right = [], []
     for query, answer in zip(q, products[queries]):
-        hits = ranking.rank(space, query if whitening is None else ranking.whiten(query, *whitening), limit=5, policy=calibrated)
+        # A copy of the result's image by its stored, unwhitened vectors too, as the backend asks.
+        def is_copy(result_id, query=query):
+            return bool((stored[result_id] @ query).max() >= ranking.COPY_RAW_SIMILARITY)
+
+        hits = ranking.rank(space, query if whitening is None else ranking.whiten(query, *whitening), limit=5, policy=calibrated, is_copy=is_copy)
         top.append(hits[0].probability)
         right.append(hits[0].result_id == answer)
     top, right = np.asarray(top), np.asarray(right)
@@ -311,3 +318,132 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path) 
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colours[n % 4])
         draw.text((margin, 16 + size + 40 + 18 * n), f"- {label}", fill=colours[n % 4])
     image.save(path)
+
+
+# Leave-products-out: photos of products the shop does not sell.
+ABSENT_SPLITS, ABSENT_HIDDEN = 5, 20
+# The share of the calibration's searches that are leave-product-out ones (the lever measured).
+ABSENT_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
+
+
+def absent_products(rows: list[dict], vectors: np.ndarray, products: np.ndarray) -> dict:
+    """Photos of products the shop does not sell. In ``ABSENT_SPLITS`` seeded splits,
+    ``ABSENT_HIDDEN`` of the 81 products are taken out of the catalogue entirely (train photos,
+    catalogue images, customer views); the default's whitening and calibration are fitted on what
+    remains as the product fits them (:func:`honest_scores`'s way, with customer views), and the val
+    photos are searched: those of the hidden products (no right answer exists) and those of the
+    products present. Each calibration weight ``w`` also fits on leave-product-out searches (a
+    customer view searched with all its product's images hidden: "none of these" is right), ``w``
+    of the searches; 0 is the product as it is."""
+    from unittest import mock
+
+    from visual_search import whitening as product_whitening
+    from visual_search.whitening import Sample, calibrate, learn
+
+    split = np.array([r["split"] for r in rows])
+    config = next(c for c in CONFIGS if c[0] == DEFAULT)
+    _, stored, asked, dims, expansion, weight, learned = config
+    index = {name: n for n, name in enumerate(view_names.VIEWS)}
+    names = np.unique(products)
+    all_customers = _customers(rows, products)
+    policy = ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight)
+    results: dict = {}
+    rng = np.random.default_rng(7)
+    splits = [np.sort(rng.choice(names, ABSENT_HIDDEN, replace=False)) for _ in range(ABSENT_SPLITS)]
+    print(f"\n  photos of products the shop does not sell ({ABSENT_SPLITS} splits, {ABSENT_HIDDEN} of {len(names)} products "
+          "hidden; queries: the val photos;\n  calibration also fitted on leave-product-out searches, w of them):")
+    print(f"    {'protocol':8s} {'w':>4s} | present: {'P@1':>5s} {'ECE':>5s} {'perfect':>7s} {'stated':>6s} {'conf':>5s} {'right|conf':>10s} {'right&conf':>10s}"
+          f" | absent: {'stated':>6s} {'conf':>5s} | AUROC: {'s1':>5s} {'raw':>5s} {'gap':>5s} {'prob':>5s}")
+    for protocol, (full_gallery, _) in protocols(rows).items():
+        per_weight: dict[float, list[dict]] = {w: [] for w in ABSENT_WEIGHTS}
+        for hidden_products in splits:
+            present = ~np.isin(products, hidden_products)
+            gallery = full_gallery & present
+            keep = [n for n, source in enumerate(all_customers.sources) if products[source] not in set(hidden_products)]
+            customers = all_customers.subset(keep)
+            g = l2_normalise(vectors[gallery][:, [index[v] for v in stored]].mean(axis=1))
+            sample = Sample(g, list(products[gallery]), [int(n) for n in np.flatnonzero(gallery)])
+            whitening = learn(sample, None, dims, "learned")
+            recorded: list = []
+            real_fit = product_whitening.fit_calibration
+
+            def recording(searches, scoring="", real_fit=real_fit, recorded=recorded):
+                recorded.append((list(searches), scoring))
+                return real_fit(searches, scoring)
+
+            with mock.patch.object(product_whitening, "fit_calibration", recording):
+                base = calibrate(sample, customers, dims, "learned", small=False, policy=policy)
+            searches, scoring = recorded[0]
+            space = ranking.ArraySpace.of(ranking.transform(g, whitening), products[gallery])
+            rows_of = {name: np.flatnonzero(products[gallery] == name) for name in np.unique(products[gallery])}
+            order = np.random.default_rng(0).permutation(len(customers))
+            left_out = []  # leave-product-out searches, as many as the largest weight needs
+            wanted_absent = int(round(max(ABSENT_WEIGHTS) / (1 - max(ABSENT_WEIGHTS)) * len(searches)))
+            for n in order[:wanted_absent]:
+                where = space.without(rows_of[customers.result_ids[n]])
+                hits = ranking.rank(where, ranking.transform(customers.vectors[n], whitening), limit=ranking.CANDIDATES, policy=policy)
+                left_out.append(([hit.score for hit in hits], -1))
+            q_rows = split == "val"
+            q = l2_normalise(vectors[q_rows][:, [index[v] for v in asked]].mean(axis=1))
+            answers, absent = products[q_rows], ~present[q_rows]
+            raw = (q @ g.T).max(axis=1)  # the nearest stored image's cosine, unwhitened
+            for w in ABSENT_WEIGHTS:
+                extra = left_out[: int(round(w / (1 - w) * len(searches)))]
+                fitted = base if not extra else replace(
+                    ranking.fit_calibration(searches + extra, scoring), images_per_product=base.images_per_product, prior=base.prior)
+                calibrated = replace(policy, calibration=fitted)
+                top, right, first, second = [], [], [], []
+                for query, answer in zip(q, answers):
+                    hits = ranking.rank(space, ranking.whiten(query, *whitening), limit=5, policy=calibrated)
+                    top.append(hits[0].probability)
+                    right.append(hits[0].result_id == answer)
+                    first.append(hits[0].score)
+                    second.append(hits[1].score)
+                top, right, first, second = map(np.asarray, (top, right, first, second))
+                per_weight[w].append(_absent_figures(top, right, first, second, raw, absent, fitted))
+        for w, runs in per_weight.items():
+            figures = {key: round(float(np.mean([r[key] for r in runs])), 4) for key in runs[0] if key != "calibration"}
+            figures["calibrations"] = [r["calibration"] for r in runs]
+            figures["splits"], figures["hidden_products"] = ABSENT_SPLITS, ABSENT_HIDDEN
+            results[f"{protocol}: photos of products the shop does not sell, w {w}"] = figures
+            print(f"    {protocol:8s} {w:4.1f} | present: {figures['present_p_at_1']:5.3f} {figures['present_ece']:5.3f} "
+                  f"{figures['present_perfect_ece']:7.3f} {figures['present_mean_score']:6.3f} {figures['present_confident']:5.3f} "
+                  f"{figures['present_right_when_confident']:10.3f} {figures['present_right_and_confident']:10.3f} | absent: {figures['absent_mean_score']:6.3f} "
+                  f"{figures['absent_confident']:5.3f} | AUROC: {figures['auroc_top_similarity']:5.3f} {figures['auroc_raw_top_similarity']:5.3f} {figures['auroc_gap']:5.3f} "
+                  f"{figures['auroc_probability']:5.3f}", flush=True)
+    return results
+
+
+def _absent_figures(top, right, first, second, raw, absent, calibration) -> dict:
+    """One split's figures: the present products' photos (calibration) and the absent ones' (how
+    often a product the shop does not sell is stated confidently), and how well the top similarity
+    (whitened, as ranked; ``raw``: unwhitened), the gap to the second and the probability tell an absent product's photo from a present one's
+    (AUROC: the chance that a present photo ranks above an absent one)."""
+    present = ~absent
+    p, r = top[present], right[present]
+    rng = np.random.default_rng(0)
+    perfect = np.mean([ranking.calibration_error(p, rng.random(len(p)) < p) for _ in range(500)])
+    return {
+        "calibration": calibration.as_dict(),
+        "present_photos": int(present.sum()),
+        "absent_photos": int(absent.sum()),
+        "present_p_at_1": float(r.mean()),
+        "present_ece": ranking.calibration_error(p, r),
+        "present_perfect_ece": float(perfect),
+        "present_mean_score": float(p.mean()),
+        "present_confident": float((p >= 0.5).mean()),
+        "present_right_when_confident": float(r[p >= 0.5].mean()) if (p >= 0.5).any() else 0.0,
+        "present_right_and_confident": float(((p >= 0.5) & r).mean()),
+        "absent_mean_score": float(top[absent].mean()),
+        "absent_confident": float((top[absent] >= 0.5).mean()),
+        "auroc_top_similarity": _auroc(first[present], first[absent]),
+        "auroc_raw_top_similarity": _auroc(raw[present], raw[absent]),
+        "auroc_gap": _auroc((first - second)[present], (first - second)[absent]),
+        "auroc_probability": _auroc(p, top[absent]),
+    }
+
+
+def _auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """The chance that a random positive scores above a random negative (ties count half)."""
+    greater = (positives[:, None] > negatives[None, :]).mean()
+    return float(greater + 0.5 * (positives[:, None] == negatives[None, :]).mean())

@@ -70,3 +70,35 @@ def test_the_debiased_calibration_error_takes_out_the_noise_of_few_queries():
     # A score 0.2 too high is still seen as such.
     overconfident = [rng.random(300) < stated - 0.2 for _ in range(50)]
     assert np.mean([debiased_calibration_error(stated, drawn) for drawn in overconfident]) > 0.15
+
+
+def test_auroc_is_the_chance_that_a_positive_ranks_above_a_negative():
+    """What the absent-products figures rest on: 1 when every present photo's feature is above every
+    absent one's, 0.5 for a coin toss (ties count half)."""
+    from benchmarks.levers import _auroc
+
+    assert _auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert _auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert _auroc(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 0.5
+    assert _auroc(np.array([2.0]), np.array([2.0])) == 0.5
+
+
+def test_honest_scores_of_a_one_image_shop_take_only_true_copies_for_copies():
+    """A customer's photo close to a product's only image (0.9, not a copy of it) is no copy: the
+    quality suite's scores ask the stored vectors as the backend does (ranking.COPY_RAW_SIMILARITY),
+    or its one-image shops would state such photos 0.97 and confident where the product does not."""
+    from benchmarks.levers import honest_scores
+    from visual_search.whitening import Sample
+
+    rng = np.random.default_rng(5)
+    images = l2_normalise(rng.normal(size=(30, 64)))
+    near = l2_normalise(images + 0.45 * rng.normal(size=images.shape) / np.sqrt(64))  # cosine about 0.9
+    vectors = np.repeat(np.vstack([images, near])[:, None, :], 4, axis=1)
+    products = np.array([f"p{n}" for n in range(30)] * 2)
+    gallery, queries = np.arange(60) < 30, np.arange(60) >= 30
+    assert 0.8 < float(np.mean(np.einsum("nd,nd->n", images, near))) < 0.97
+    customers = Sample(np.repeat(images, 2, axis=0), [p for p in products[:30] for _ in range(2)], [n for n in range(30) for _ in range(2)])
+    config = ("one image each", ("full",), ("full",), None, 0, 0.0)
+    figures = honest_scores(vectors, products, gallery, queries, config, customers)
+    assert figures["calibration"]["basis"] == "chance"
+    assert figures["confident_share_at_0.5"] == 0.0
