@@ -19,6 +19,7 @@ from . import duplicates, previews, queue, training, versions
 from .exceptions import VisualSearchError
 from .indexing import reset_attempts
 from .models import ImageEmbedding, ModelVersion, Whitening
+from .reasons import describe_failure
 from .registry import get_registration
 from .serving import PRETRAINED_KEY
 from .training.jobs import STALLED_AFTER, stalled
@@ -71,7 +72,11 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
     list_display_links = ("indexed_image",)
     list_filter = ("status", PossibleDuplicateFilter, ("content_type", admin.RelatedOnlyFieldListFilter), "fingerprint")
     search_fields = ("object_id", "result_id", "error", "source_name")
-    readonly_fields = ["image_preview"] + [f.name for f in ImageEmbedding._meta.fields if f.name != "vector"]
+    # The reason in the reader's language (stored in English): the field's place, the method's words.
+    readonly_fields = ["image_preview"] + [
+        "failure_reason" if f.name == "error" else f.name for f in ImageEmbedding._meta.fields if f.name != "vector"
+    ]
+    exclude = ["error"]  # shown as failure_reason; not a form field
     actions = ["requeue"]
 
     class Media:
@@ -140,7 +145,12 @@ class ImageEmbeddingAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("error"))
     def short_error(self, obj: ImageEmbedding) -> str:
-        return obj.error[:120]
+        return describe_failure(obj.error)[:120]
+
+    @admin.display(description=_("error"))
+    def failure_reason(self, obj: ImageEmbedding) -> str:
+        """Why it failed, in the reader's language: stored in English by the worker."""
+        return describe_failure(obj.error)
 
     @admin.display(description=_("possible duplicate of"), ordering="-duplicate_score")
     def possible_duplicate(self, obj: ImageEmbedding) -> str:

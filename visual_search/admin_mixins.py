@@ -37,6 +37,7 @@ from .batching import chunked
 from .indexing import reset_attempts
 from .models import DuplicateDismissal, ImageEmbedding, content_types_of, pk_as_text, type_is
 from .registry import Registration, get_registrations, registrations_for_model
+from .reasons import describe_failure
 from .reindex import select_pks
 from .serving import current_fingerprint
 
@@ -303,7 +304,8 @@ class VisualSearchAdminMixin:
     def visual_search_status(self, obj) -> str:
         status = status_of(obj)
         if status == "failed":
-            label = format_html('<span class="vs-status-failed" title="{}">{}: {}</span>', obj.visual_search_error, LABELS[status], (obj.visual_search_error or "")[:120])
+            reason = describe_failure(obj.visual_search_error or "")
+            label = format_html('<span class="vs-status-failed" title="{}">{}: {}</span>', reason, LABELS[status], reason[:120])
         else:
             label = format_html('<span class="vs-status-{}">{}</span>', status, LABELS[status])
         if getattr(obj, "visual_search_duplicate", None) is None:
@@ -422,7 +424,7 @@ class VisualSearchAdminMixin:
         """Where staff can fix it: why an image of this object could not be indexed."""
         if status_of(obj) == "failed":
             text = _("Visual search could not index an image of this %(object)s: %(error)s Replace the image and save: "
-                     "it is indexed again.") % {"object": self.opts.verbose_name, "error": obj.visual_search_error or ""}
+                     "it is indexed again.") % {"object": self.opts.verbose_name, "error": describe_failure(obj.visual_search_error or "")}
             self.message_user(request, text, messages.ERROR)
 
     def _duplicate_warnings(self, request, obj) -> None:

@@ -1,5 +1,7 @@
 """Errors raised by visual search. Each message says what went wrong and what to do."""
 
+from .reasons import LARGER_THAN
+
 
 class VisualSearchError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -39,7 +41,7 @@ class ImageTooLarge(InvalidImage):
     @classmethod
     def over(cls, max_bytes: int) -> "ImageTooLarge":
         """The error of a file of more than ``max_bytes`` bytes."""
-        return cls(f"The image is larger than {max_bytes // (1024 * 1024) or 1} MB; send a smaller one.")
+        return cls(LARGER_THAN % {"megabytes": max_bytes // (1024 * 1024) or 1})
 
 
 class BlankImage(InvalidImage):

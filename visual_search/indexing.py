@@ -20,9 +20,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.db import models, router, transaction
 from django.utils import timezone
-from django.utils.translation import gettext
 
-from . import duplicates, serving, thumbnails
+from . import duplicates, reasons, serving, thumbnails
 from .backends import get_backend
 from .batching import chunked
 from .embeddings import images
@@ -200,12 +199,9 @@ MISSING_FROM_STORAGE = "is missing from storage."
 
 
 def missing_reason(name: str) -> str:
-    """The failure reason of an image whose file is not in its storage: for staff, with what to do."""
-    return f"The image file {name!r} {MISSING_FROM_STORAGE} " + gettext(
-        "Upload the image again, or reindex it once the file is back (`manage.py "
-        "visual_search_reindex --only failed`). If the shop's pages show the image, the Celery workers do not read "
-        "the same media storage as the web servers (STORAGES, MEDIA_ROOT)."
-    )
+    """The failure reason of an image whose file is not in its storage: for staff, with what to do.
+    English, as every stored reason: :func:`~visual_search.reasons.describe_failure` translates it."""
+    return reasons.MISSING % {"name": repr(name)}
 
 
 def image_reader(obj, registration: Registration):
@@ -439,13 +435,9 @@ class Attempt:
 
 
 def gave_up_reason(attempts: int) -> str:
-    """The failure reason of an image given up after ``attempts`` unfinished tasks: for staff."""
-    return gettext(
-        "Took longer than the time limit %(count)d times (or its worker process was killed while computing it); it is "
-        "not tried again by itself. Raise the Celery time limits of the visual search tasks (task_soft_time_limit, "
-        "task_time_limit) or give the workers more CPU or memory, check the image file (a very large picture?), then "
-        "reindex it (the admin's action, or `manage.py visual_search_reindex --only failed`)."
-    ) % {"count": attempts}
+    """The failure reason of an image given up after ``attempts`` unfinished tasks: for staff (English,
+    translated where shown)."""
+    return reasons.GAVE_UP % {"count": attempts}
 
 
 def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: Sequence[str] | None, limit: int) -> Attempt:

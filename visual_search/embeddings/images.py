@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError, features
 
 from ..exceptions import BlankImage, ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from .. import reasons
 from . import structure
 
 try:  # the [heif] extra: HEIC photos, decoded without registering with Pillow (see open_image)
@@ -60,7 +61,7 @@ def read_bytes(source: bytes | BinaryIO, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ImageTooLarge.over(max_bytes)
     if not data:
-        raise InvalidImage("The file is empty; send a JPEG, PNG or WebP photo.")
+        raise InvalidImage(reasons.EMPTY)
     return data
 
 
@@ -104,7 +105,7 @@ def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
     except PASS_THROUGH:
         raise
     except Exception as exc:
-        raise InvalidImage("The image file is damaged or truncated.", technical=f"{type(exc).__name__}: {exc}") from None
+        raise InvalidImage(reasons.DAMAGED, technical=f"{type(exc).__name__}: {exc}") from None
 
 
 def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draft_size: int | None = None) -> Image.Image:
@@ -118,7 +119,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
     allowed = [f.upper() for f in allowed_formats]
     if is_heic(data):  # not through Pillow's registry: the shop's own ImageFields are left as they are
         if HEIF not in allowed or not heif_support():
-            raise UnsupportedFormat("HEIC photos (an iPhone camera's format) are not accepted here; send a JPEG, PNG or WebP photo.", "HEIC")
+            raise UnsupportedFormat(reasons.HEIC_REFUSED, "HEIC")
         image = _open_heic(data, max_pixels=max_pixels)
     else:
         image = _open_pillow(data, [f for f in allowed if f not in ("MPO", HEIF)], max_pixels)  # MPO is opened by JPEG
@@ -138,7 +139,7 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
     except PASS_THROUGH:
         raise
     except Exception as exc:
-        raise InvalidImage("The image file is damaged or truncated.", technical=f"{type(exc).__name__}: {exc}") from None
+        raise InvalidImage(reasons.DAMAGED, technical=f"{type(exc).__name__}: {exc}") from None
 
 
 def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Image:
@@ -151,7 +152,7 @@ def _open_pillow(data: bytes, formats: list[str], max_pixels: int) -> Image.Imag
     except UnidentifiedImageError:
         raise _unidentified(data, formats) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"The image has too many pixels (more than {max_pixels:,}).") from None
+        raise ImageTooLarge(reasons.TOO_MANY_PIXELS % {"most": f"{max_pixels:,}"}) from None
     except PASS_THROUGH:
         raise
     except Exception as exc:  # Pillow raises many types on hostile headers
@@ -175,8 +176,7 @@ def _check_scans(data: bytes) -> None:
     scans = data.count(b"\xff\xda")
     if scans > MAX_JPEG_SCANS:
         raise InvalidImage(
-            "The image file is damaged or built to be slow: a JPEG photo has a few scans, this one "
-            f"{scans:,}. Save it again as an ordinary JPEG.",
+            reasons.TOO_MANY_SCANS % {"scans": f"{scans:,}"},
             technical=f"{scans} JPEG scans (more than {MAX_JPEG_SCANS})",
         )
 
@@ -212,7 +212,7 @@ def _check_complete(image: Image.Image, data: bytes, draft_size: int | None) -> 
         if _same_pixels(image, filled):
             return  # the grey is drawn by the file's own data
     raise InvalidImage(
-        "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
+        reasons.PICTURE_MISSING,
         technical=f"JPEG data ends early: at least its last {missing} of {height} rows are the missing-data grey",
     )
 
@@ -316,16 +316,14 @@ def _decode_still_webp(image: Image.Image, data: bytes) -> Image.Image | None:
 
 
 def _unreadable_header(exc: Exception) -> InvalidImage:
-    return InvalidImage("The image file is damaged or truncated: its header cannot be read.", technical=type(exc).__name__)
+    return InvalidImage(reasons.HEADER_UNREADABLE, technical=type(exc).__name__)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
-        raise InvalidImage("The image has no pixels.")
+        raise InvalidImage(reasons.NO_PIXELS)
     if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"The image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted. Send a smaller one."
-        )
+        raise ImageTooLarge(reasons.TOO_LARGE % {"width": width, "height": height, "most": f"{max_pixels:,}"})
 
 
 @dataclass(frozen=True)
@@ -404,19 +402,19 @@ def check_not_blank(image: Image.Image, box: Box | None = None) -> None:
 def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
     head = data[:512].lstrip().lower()
     if head.startswith(b"%!ps") or data[:4] == b"\xc5\xd0\xd3\xc6":
-        return UnsupportedFormat("EPS/PostScript files are not accepted; send a JPEG, PNG or WebP photo.", "EPS")
+        return UnsupportedFormat(reasons.EPS_REFUSED, "EPS")
     if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in data[:2048].lower()):
-        return UnsupportedFormat("SVG drawings are not accepted; send a JPEG, PNG or WebP photo.", "SVG")
+        return UnsupportedFormat(reasons.SVG_REFUSED, "SVG")
     if head.startswith(b"%pdf"):
-        return UnsupportedFormat("PDF files are not accepted; send a JPEG, PNG or WebP photo.", "PDF")
+        return UnsupportedFormat(reasons.PDF_REFUSED, "PDF")
     try:
         with Image.open(io.BytesIO(data)) as other:  # identify only: does not load pixels
             kind = other.format
     except Exception:
         kind = None
     if kind:
-        return UnsupportedFormat(f"{kind} images are not accepted; use one of: {', '.join(formats)}.", kind)
-    return InvalidImage("The file is not an image we can read; send a JPEG, PNG or WebP photo.")
+        return UnsupportedFormat(reasons.FORMAT_REFUSED % {"kind": kind, "formats": ", ".join(formats)}, kind)
+    return InvalidImage(reasons.NOT_AN_IMAGE)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

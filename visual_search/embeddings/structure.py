@@ -22,6 +22,7 @@ import re
 import struct
 from collections.abc import Collection
 
+from .. import reasons
 from ..exceptions import ImageTooLarge, InvalidImage
 
 # About 0.1 to 0.5 s of Pillow's parsing (1.4 us a JPEG segment, 2.6 us a PNG chunk, 5 us a TIFF
@@ -59,8 +60,7 @@ def check(data: bytes, formats: Collection[str]) -> None:
         return
     if pieces > MAX_PIECES:
         raise InvalidImage(
-            "The image file is damaged or built to be slow: it is made of more than "
-            f"{MAX_PIECES:,} pieces, where a photo has a few dozen. Save it again as an ordinary JPEG or PNG.",
+            reasons.TOO_MANY_PIECES % {"most": f"{MAX_PIECES:,}"},
             technical=f"{pieces:,} {kind} or more (at most {MAX_PIECES:,})",
         )
 
@@ -145,15 +145,10 @@ def _check_bmp_rle(data: bytes) -> None:
         return
     width, height = abs(width), abs(height)
     if width * height > MAX_RLE_PIXELS:
-        raise ImageTooLarge(
-            f"The image is a compressed (RLE) BMP of {width}x{height} pixels; such BMPs are accepted "
-            f"up to {MAX_RLE_PIXELS:,} pixels. Save it as PNG or JPEG."
-        )
+        raise ImageTooLarge(reasons.RLE_TOO_LARGE % {"width": width, "height": height, "most": f"{MAX_RLE_PIXELS:,}"})
     most = 2 * (width * height + height) + 2 + 65536  # and room for a colour profile after the pixels
     if len(data) - offset > most:
         raise InvalidImage(
-            "The image file is damaged or built to be slow: a compressed BMP of "
-            f"{width}x{height} pixels holds at most {most:,} bytes, this one {len(data) - offset:,}. "
-            "Save it again as PNG or JPEG.",
+            reasons.RLE_OVERLONG % {"width": width, "height": height, "most": f"{most:,}", "size": f"{len(data) - offset:,}"},
             technical=f"{_BMP_RLE[compression]} BMP, {len(data) - offset:,} bytes of pixel data (at most {most:,})",
         )
