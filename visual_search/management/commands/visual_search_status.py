@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, no_translations
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from ... import queue
 from ...conf import settings
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
 from ...indexing import MISSING_FROM_STORAGE
 from ...models import ImageEmbedding
-from ...reasons import describe_failure
 from ...reindex import status_counts
 from ...serving import active_version, current_fingerprint
 from ...versions import fingerprint_summary
@@ -95,11 +93,8 @@ class Command(BaseCommand):
             )
         self._versions()
         if failed:
-            # The reasons in the shop's language (LANGUAGE_CODE), as the admin shows them; stored in English.
-            with translation.override(django_settings.LANGUAGE_CODE):
-                for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
-                    reason = describe_failure(row.error)
-                    self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {reason}")
+            for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
+                self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {row.error}")
 
     def _failed(self, count: int, listed: bool, celery: bool) -> None:
         """Why failed images stay failed and what to do: nothing retries them by itself."""
