@@ -19,10 +19,12 @@ from tests.conftest import catalogue_image
 from tests.telegram.fake_api import TOKEN, FakeBotAPI
 from visual_search import queue
 from visual_search.contrib.messaging import background, replies
+from visual_search.contrib.messaging.handling import handle
 from visual_search.contrib.messaging.messages import PHOTO, IncomingMessage
 from visual_search.contrib.messaging.tasks import HANDLE_MESSAGE, handle_message
 from visual_search.contrib.telegram import checks
 from visual_search.contrib.telegram.management.commands.visual_search_telegram import Command
+from visual_search.contrib.telegram.messenger import TelegramMessenger
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -397,7 +399,6 @@ def test_a_broker_that_is_down_falls_back_to_a_thread(api, settings, monkeypatch
         raise ConnectionError("broker unreachable")
 
     monkeypatch.setattr(queue, "send", down)
-    from visual_search.contrib.telegram.messenger import TelegramMessenger
 
     background.run(TelegramMessenger(), IncomingMessage(chat_id="9", kind="text", text="hi"))
     assert api.wait_for("sendMessage")[0] == {"chat_id": "9", "text": replies.help_text()}
@@ -468,3 +469,20 @@ def test_the_checks(settings):
     }
     settings.VISUAL_SEARCH_TELEGRAM = {"TOKEN": TOKEN, "SECRET": "has spaces!"}
     assert [m.id for m in checks.check_settings()] == ["visual_search_telegram.E002"]
+
+
+def test_a_product_the_shop_hides_is_never_sent(client, api, shop, settings):
+    """The bot answers as the shop's site answers an anonymous customer (VISIBILITY), also for a
+    message handled without a site URL (a task queued by shop code, background.run's default),
+    which searched the whole catalogue: the hidden product came first, named and pictured."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.testapp.visibility.in_stock"}
+    shop["Pink-Lady"].in_stock = False
+    shop["Pink-Lady"].save(update_fields=["in_stock"])
+    size = add_photo(api, "pink", "Pink-Lady")
+    assert post(client, photo("pink", size)).status_code == 200
+    webhook = api.sent()
+    assert "Pink Lady" not in str(webhook) and "Granny Smith" in str(webhook)
+    api.calls.clear()
+    handle(TelegramMessenger(), IncomingMessage(chat_id=str(CHAT), kind=PHOTO, event_id="7", file_id="pink", file_size=size))
+    unhosted = api.sent()
+    assert "Pink Lady" not in str(unhosted) and "Granny Smith" in str(unhosted)

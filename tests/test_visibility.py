@@ -144,3 +144,16 @@ def test_a_rule_that_fails_shows_customers_nothing_and_says_why_in_the_log(shop,
     html = Template("{% load visual_search %}{% similar_products product as similar %}{{ similar|length }}").render(
         Context({"product": shop["Banana"], "request": None}))
     assert html.strip() == "0"
+
+
+def test_a_rule_that_joins_finds_a_product_listed_twice(shop, client, settings):
+    """A rule over a relation (products with a gallery photo, with stock in a store) lists a product
+    once per related row: its similar endpoint answered 500 (MultipleObjectsReturned) for a product
+    with two, while the search by photo showed it."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.testapp.visibility.with_gallery"}
+    for product, copies in ((shop["Banana"], 2), (shop["Granny-Smith"], 1)):
+        for n in range(copies):
+            product.images.create(image=SimpleUploadedFile(f"b{n}.jpg", catalogue_image("Banana").read_bytes()))
+    response = client.get(f"/api/visual-search/products/{shop['Banana'].pk}/similar/")
+    assert response.status_code == 200 and names(response.json()["results"]) == ["Granny Smith"]
+    assert client.get(f"/api/visual-search/products/{shop['Pink-Lady'].pk}/similar/").status_code == 404

@@ -68,6 +68,12 @@ class Registration:
     def result_pk_lookup(self) -> str:
         return f"{self.result}__pk" if self.result else "pk"
 
+    def pictures(self) -> models.QuerySet:
+        """The objects of ``model`` whose image may show on their result's card (a gallery's first
+        picture, :func:`visual_search.results.images`): all of them; a subclass leaves out those the
+        shop hides (Oscar's preset: a variant that is not public)."""
+        return self.model._default_manager.all()
+
     def read_image(self, obj: models.Model) -> bytes:
         """The bytes of ``obj``'s image, read from its storage now: at most one byte more than
         ``MAX_INDEX_BYTES``, enough to refuse a larger file without holding it whole in memory.

@@ -133,7 +133,8 @@ def stored_thumbnail(storage: Storage, name: str, size: int, known: Mapping[str,
 
 def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
     """``{pk: file}`` of each object's picture: its own registered image, else its first gallery image
-    (in the gallery model's ``Meta.ordering``, then the oldest first).
+    (in the gallery model's ``Meta.ordering``, then the oldest first) among those the registration
+    shows (:meth:`~visual_search.registry.Registration.pictures`).
 
     Two queries at most per registration, whatever the number of objects.
     """
@@ -154,7 +155,7 @@ def images(objects: Iterable[models.Model]) -> dict[Any, FieldFile | None]:
                     found[obj.pk] = file
             continue
         rows = (
-            registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": missing})
+            registration.pictures().filter(**{f"{registration.result_pk_lookup()}__in": missing})
             .exclude(**{registration.image_field: ""})
             # The gallery's own order first (Meta.ordering: a primary flag, a position), then the oldest.
             .order_by(*registration.model._meta.ordering, "pk")

@@ -12,6 +12,7 @@ from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, ProductImage, StockRecord
 from visual_search.contrib.oscar.registration import VariantImageRegistration
 from visual_search.registry import get_registrations, search_model
+from visual_search.results import images
 
 pytestmark = [pytest.mark.oscar, pytest.mark.django_db(transaction=True)]
 
@@ -104,3 +105,21 @@ def test_the_product_page_shows_similar_products_with_prices(catalogue, client):
     similar = html[html.index("vs-oscar-similar"):]
     assert "Similar products" in similar and "Granny Smith" in similar and "€3.50" in similar
     assert "Oatly" not in similar and "Vanilla" not in similar
+
+
+def test_a_hidden_variant_s_picture_never_shows_on_its_parent_s_card(catalogue, client):
+    """A variant the shop hides (not public: an unreleased flavour) has its photo on its own image
+    row, which stood for the parent: the parent's card showed it when it came first in the gallery's
+    order, where Oscar's own pages never show it."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    ProductImage.objects.filter(product=parent).update(display_order=1)  # the variant's photo first
+
+    def card() -> str:
+        return next(r for r in search(client, "Arla-Natural-Yoghurt") if r["id"] == parent.pk)["image_url"]
+
+    variants_picture = card()
+    assert VARIANT in images([parent])[parent.pk].name  # a public variant's photo may stand for the family
+    variant.is_public = False
+    variant.save()
+    assert VARIANT not in images([parent])[parent.pk].name
+    assert card() != variants_picture

@@ -16,3 +16,8 @@ def forgets_to_return(model, request):
 
 def one_argument(model):
     return model._default_manager.all()
+
+
+def with_gallery(model, request):
+    """Products with a gallery photo: a join, one row per photo until .distinct()."""
+    return model._default_manager.filter(images__isnull=False)

@@ -287,9 +287,12 @@ def _not_indexed(model, state: str) -> Response:
 def _get_object(queryset, pk):
     model = queryset.model
     try:
-        return queryset.get(pk=pk)
+        # The first of its rows: a VISIBILITY rule over a relation (a gallery, stock records) lists an
+        # object once per related row, and get() answered 500 for one listed twice.
+        found = queryset.filter(pk=pk)[:1].get()
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
         raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
+    return found
 
 
 def _validation_error(errors: dict) -> PhotoSearchError:

@@ -21,7 +21,7 @@ from visual_search.search import is_confident, search_by_image
 from . import replies
 from .messages import FILE, PHOTO, STICKER, TEXT, IncomingMessage
 from .messenger import FileTooLarge, Messenger
-from .site import site_request
+from .site import anonymous_request, site_request
 
 logger = logging.getLogger("visual_search")
 
@@ -95,7 +95,9 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
     try:
         photo = messenger.download(message)
         request = site_request(site_url)
-        results = search_by_image(photo, searched_model(messenger), limit=int(messenger.settings.RESULTS), request=request)
+        # Always as a customer: without a request the Python API shows every object, hidden ones too.
+        customer = request or anonymous_request()
+        results = search_by_image(photo, searched_model(messenger), limit=int(messenger.settings.RESULTS), request=customer)
     except (FileTooLarge, ImageTooLarge):
         messenger.reply_text(message, replies.too_large(limit))
         return

@@ -37,3 +37,14 @@ class SiteRequest(HttpRequest):
 
 def site_request(site_url: str | None) -> HttpRequest | None:
     return SiteRequest(site_url) if site_url else None
+
+
+def anonymous_request() -> HttpRequest:
+    """An anonymous ``GET /`` of no known site: whom the ``VISIBILITY`` rule is asked about where a
+    message is answered without a site URL (links then stay relative). Without it the search had no
+    request, and searched the whole catalogue, hidden products too."""
+    request = HttpRequest()
+    request.method = "GET"
+    request.path = request.path_info = "/"
+    request.user = AnonymousUser()
+    return request

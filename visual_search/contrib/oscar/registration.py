@@ -54,6 +54,11 @@ class VariantImageRegistration(Registration):
     def result_pk_lookup(self) -> str:
         return "product__id__canonical"
 
+    def pictures(self) -> models.QuerySet:
+        # A variant the shop hides (not public) stands for its parent in the index, but its photo
+        # never shows on the parent's card: Oscar's own pages never show it.
+        return self.model._default_manager.exclude(product__is_public=False)
+
 
 def shop_registered_its_own() -> bool:
     """Whether settings or code already register an image field of Oscar's ProductImage."""
