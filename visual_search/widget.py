@@ -22,6 +22,7 @@ from .conf import settings
 from .embeddings.images import HEIF, heif_support
 from .photo_search import BOX_FIELDS, PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
+from .results import CURRENCY_DECIMALS, currency_decimals
 
 logger = logging.getLogger("visual_search")
 
@@ -127,18 +128,22 @@ def number_shape() -> dict[str, Any]:
         "decimal": str(formats.get_format("DECIMAL_SEPARATOR")),
         "thousands": str(formats.get_format("THOUSAND_SEPARATOR")),
         "grouping": grouping if isinstance(grouping, int) else list(grouping),
+        # The currencies whose prices have other than two decimals (results.CURRENCY_DECIMALS).
+        "currency_decimals": CURRENCY_DECIMALS,
     }
 
 
-def price_text(price: Any) -> str:
+def price_text(price: Any, currency: Any = None) -> str:
     """A result's price as every card writes it, the server's and the script's alike: a string as
-    the shop's adapter gave it ("12,90", already the customer's way); a number with two decimals in
-    the active language (``number_shape``: "12,90" on a German page). A ``Decimal("12.90")`` goes
-    into the JSON as the number 12.9: the script wrote "12.9" where the page wrote "12,90"."""
+    the shop's adapter gave it ("12,90", already the customer's way); a number in the active
+    language (``number_shape``: "12,90" on a German page) with the decimals of the result's
+    ``currency`` (:func:`~visual_search.results.currency_decimals`: "1,200" for JPY, "1.500" for KWD,
+    two without one). A ``Decimal("12.90")`` goes into the JSON as the number 12.9: the script wrote
+    "12.9" where the page wrote "12,90"."""
     if price is None:
         return ""
     if isinstance(price, (int, float, Decimal)) and not isinstance(price, bool):
-        return formats.number_format(price, 2)
+        return formats.number_format(price, currency_decimals(currency))
     return str(price)
 
 
