@@ -173,6 +173,8 @@ def decimal_price_answer(price: str = "1234.5", currency: str = "SEK") -> str:
     ("en", "1234.5", "SEK", "1234.50 SEK"), ("de", "1234.5", "SEK", "1234,50 SEK"),
     # As the page's card writes them (tests/test_result_cards.py): the currency's decimals.
     ("en", "1200", "JPY", "1200 JPY"), ("de", "1.5", "KWD", "1,500 KWD"),
+    # Rounded half up on the JSON's digits, as the page's card rounds (toFixed made 1.005 "1.00").
+    ("en", "1098.9", "JPY", "1099 JPY"), ("en", "1.005", "SEK", "1.01 SEK"),
 ])
 def test_a_decimal_price_on_a_card_is_written_as_the_page_writes_it(demo_server, browser, language, price, currency, written):
     """The script wrote the JSON's 1234.5 as "1234.5 SEK" where the no-JavaScript page's card for the

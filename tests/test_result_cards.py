@@ -30,6 +30,7 @@ from visual_search.api.serializers import SearchResultSerializer
 from visual_search.checks import check_for
 from visual_search.results import ResultAdapter, describe
 from visual_search.search import SearchResult
+from visual_search.widget import price_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -304,6 +305,19 @@ def test_a_number_price_has_its_currency_s_decimals(settings, language, price, c
         assert Template("{% load visual_search %}{{ item|vs_price }}").render(Context({"item": item})) == written.split(" ")[0]
         with_currency = Template("{% load visual_search %}{{ item.price|vs_price:item.currency }}")
         assert with_currency.render(Context({"item": {**item, "currency": currency}})) == written.split(" ")[0]
+
+
+@pytest.mark.parametrize(("price", "currency", "written"), [
+    (Decimal("1098.90"), "JPY", "1099"), (Decimal("1200.5"), "JPY", "1201"), (Decimal("1200.49"), "JPY", "1200"),
+    (Decimal("1.235"), None, "1.24"), (1.005, None, "1.01"), (Decimal("-1.235"), None, "-1.24"),
+    (Decimal("1.0005"), "KWD", "1.001"), (Decimal("-0.001"), None, "0.00"), (10**40, None, "1" + "0" * 40 + ".00"),
+])
+def test_a_number_price_is_rounded_as_the_script_rounds_it(price, currency, written):
+    """A yen price of Decimal("1098.90") (tax included) read "1098 JPY" on the page's card and
+    "1099 JPY" on the script's: Django's number_format cut the digits where the script rounded. Both
+    round half up on the price's decimal digits now (the script's side in tests/test_browser.py)."""
+    with translation.override("en"):
+        assert price_text(price, currency) == written
 
 
 def test_the_script_is_told_each_currency_s_decimals():

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -143,8 +143,21 @@ def price_text(price: Any, currency: Any = None) -> str:
     if price is None:
         return ""
     if isinstance(price, (int, float, Decimal)) and not isinstance(price, bool):
-        return formats.number_format(price, currency_decimals(currency))
+        decimals = currency_decimals(currency)
+        return formats.number_format(rounded(price, decimals), decimals)
     return str(price)
+
+
+def rounded(number: float | Decimal, decimals: int) -> float | Decimal:
+    """``number`` rounded half up to ``decimals`` places, on its decimal digits (a float's shortest
+    form, as JSON carries it to the script, whose ``number`` rounds the same): 1098.9 yen is 1099,
+    1.005 is 1.01. Django's ``number_format`` cuts the digits instead (1098 and 1.00), where the
+    script's ``toFixed`` rounded. A number ``Decimal`` cannot round (infinite, huge) is left as is."""
+    exact = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+    try:
+        return exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP) if exact.is_finite() else number
+    except InvalidOperation:
+        return number
 
 
 def results_found(count: int) -> str:

@@ -70,9 +70,18 @@
     var exceptions = shape.currency_decimals || {};
     var code = typeof currency === "string" ? currency.trim().toUpperCase() : "";
     var decimals = Object.prototype.hasOwnProperty.call(exceptions, code) ? exceptions[code] : 2;
-    var parts = Math.abs(value).toFixed(decimals).split(".");
+    var digits = fixed(Math.abs(value), decimals);
+    var parts = digits.split(".");
     var whole = shape.grouping && shape.thousands ? grouped(parts[0], shape.grouping, shape.thousands) : parts[0];
-    return (value < 0 ? "-" : "") + whole + (parts.length > 1 ? (shape.decimal || ".") + parts[1] : "");
+    return (value < 0 && /[1-9]/.test(digits) ? "-" : "") + whole + (parts.length > 1 ? (shape.decimal || ".") + parts[1] : "");
+  }
+
+  // A price rounded half up on the digits the JSON wrote, as the server's widget.rounded does:
+  // 1098.9 yen is 1099 and 1.005 is 1.01 (toFixed alone rounds the binary fraction: 1.005 is 1.00).
+  function fixed(value, decimals) {
+    var text = String(value);
+    if (/e/.test(text) || value >= 1e15) { return value.toFixed(decimals); }
+    return Number(Math.round(Number(text + "e" + decimals)) + "e-" + decimals).toFixed(decimals);
   }
 
   // Django's grouping: a size repeated, or sizes from the right ([3, 2, 0]: 0 repeats the last).
