@@ -160,22 +160,32 @@ def test_the_search_asks_for_the_page_s_language_not_the_browser_s(demo_server, 
     context.close()
 
 
-# What the API answers for a shop whose RESULT_ADAPTER gives a Decimal("1234.50") price: a JSON
-# number (DRF's encoder; tests/test_result_cards.py checks it), 1234.5.
-DECIMAL_PRICE_ANSWER = (
-    '{"results": [{"id": 1, "name": "Oatly Oat Milk", "url": null, "image_url": null, "score": 0.9,'
-    ' "price": 1234.5, "currency": "SEK"}], "confident": true}'
-)
+def decimal_price_answer(price: str = "1234.5", currency: str = "SEK") -> str:
+    """What the API answers for a shop whose RESULT_ADAPTER gives a Decimal price ("1234.50"): a JSON
+    number (DRF's encoder; tests/test_result_cards.py checks it), 1234.5."""
+    return (
+        '{"results": [{"id": 1, "name": "Oatly Oat Milk", "url": null, "image_url": null, "score": 0.9,'
+        f' "price": {price}, "currency": "{currency}"}}], "confident": true}}'
+    )
 
 
-@pytest.mark.parametrize(("language", "written"), [("en", "1234.50 SEK"), ("de", "1234,50 SEK")])
-def test_a_decimal_price_on_a_card_is_written_as_the_page_writes_it(demo_server, browser, language, written):
+@pytest.mark.parametrize(("language", "price", "currency", "written"), [
+    ("en", "1234.5", "SEK", "1234.50 SEK"), ("de", "1234.5", "SEK", "1234,50 SEK"),
+    # As the page's card writes them (tests/test_result_cards.py): the currency's decimals.
+    ("en", "1200", "JPY", "1200 JPY"), ("de", "1.5", "KWD", "1,500 KWD"),
+    # Rounded half up on the JSON's digits, as the page's card rounds (toFixed made 1.005 "1.00").
+    ("en", "1098.9", "JPY", "1099 JPY"), ("en", "1.005", "SEK", "1.01 SEK"),
+])
+def test_a_decimal_price_on_a_card_is_written_as_the_page_writes_it(demo_server, browser, language, price, currency, written):
     """The script wrote the JSON's 1234.5 as "1234.5 SEK" where the no-JavaScript page's card for the
-    same Decimal reads "1234,50 SEK" on a German page (tests/test_result_cards.py): the same now."""
+    same Decimal reads "1234,50 SEK" on a German page (tests/test_result_cards.py): the same now. It
+    wrote a yen price "1200.00 JPY" and a Kuwaiti dinar one "1,50 KWD", as the page did: both now
+    write the currency's decimals."""
+    answer = decimal_price_answer(price, currency)
     with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": language}) as server:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
-        page.route("**/api/visual-search/search/", lambda route: route.fulfill(status=200, content_type="application/json", body=DECIMAL_PRICE_ANSWER))
+        page.route("**/api/visual-search/search/", lambda route: route.fulfill(status=200, content_type="application/json", body=answer))
         page.goto(f"{server}/search/")
         page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
         page.wait_for_selector("#vs-results .vs-card", timeout=60_000)

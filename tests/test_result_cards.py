@@ -2,7 +2,9 @@
 (price, currency, availability) from its RESULT_ADAPTER, the same in the API, the search page and
 {% similar_products %}."""
 
+import html
 import io
+import json
 import logging
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +30,7 @@ from visual_search.api.serializers import SearchResultSerializer
 from visual_search.checks import check_for
 from visual_search.results import ResultAdapter, describe
 from visual_search.search import SearchResult
+from visual_search.widget import price_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -281,6 +284,50 @@ def test_a_decimal_price_is_written_alike_by_the_page_and_the_script(client, sho
     decimal = {"en": ".", "de": ",", "fr": ","}[language]
     assert f'&quot;decimal&quot;: &quot;{decimal}&quot;' in widget
     assert f'&quot;grouping&quot;: {3 if grouped else 0}' in widget
+
+
+@pytest.mark.parametrize(("language", "price", "currency", "written"), [
+    ("en", Decimal("1200"), "JPY", "1,200 JPY"), ("de", Decimal("1200"), "JPY", "1.200 JPY"),
+    ("en", 1200, "KRW", "1,200 KRW"), ("en", 1200.0, "isk", "1,200 isk"),
+    ("en", Decimal("1.5"), "KWD", "1.500 KWD"), ("de", Decimal("1234.5"), "BHD", "1.234,500 BHD"),
+    ("en", Decimal("1200"), None, "1,200.00"), ("en", Decimal("1200"), "SEK", "1,200.00 SEK"),
+    ("en", Decimal("1200"), "XYZ", "1,200.00 XYZ"), ("en", "1200.00", "JPY", "1200.00 JPY"),
+])
+def test_a_number_price_has_its_currency_s_decimals(settings, language, price, currency, written):
+    """A yen price given as a number read "1,200.00 JPY" and a Kuwaiti dinar one "1.50 KWD" (a digit
+    lost): every price had two decimals. A number now has its ISO 4217 currency's minor unit; two
+    without a currency or for one not known; a string stays as the adapter wrote it."""
+    settings.USE_THOUSAND_SEPARATOR = True
+    item = {"name": "Oat milk", "price": price, **({"currency": currency} if currency else {})}
+    with translation.override(language):
+        assert card_price(render_to_string("visual_search/result_card.html", {"item": item})) == written
+        # An overridden card's filter: the result, or its price with the currency as argument.
+        assert Template("{% load visual_search %}{{ item|vs_price }}").render(Context({"item": item})) == written.split(" ")[0]
+        with_currency = Template("{% load visual_search %}{{ item.price|vs_price:item.currency }}")
+        assert with_currency.render(Context({"item": {**item, "currency": currency}})) == written.split(" ")[0]
+
+
+@pytest.mark.parametrize(("price", "currency", "written"), [
+    (Decimal("1098.90"), "JPY", "1099"), (Decimal("1200.5"), "JPY", "1201"), (Decimal("1200.49"), "JPY", "1200"),
+    (Decimal("1.235"), None, "1.24"), (1.005, None, "1.01"), (Decimal("-1.235"), None, "-1.24"),
+    (Decimal("1.0005"), "KWD", "1.001"), (Decimal("-0.001"), None, "0.00"), (10**40, None, "1" + "0" * 40 + ".00"),
+])
+def test_a_number_price_is_rounded_as_the_script_rounds_it(price, currency, written):
+    """A yen price of Decimal("1098.90") (tax included) read "1098 JPY" on the page's card and
+    "1099 JPY" on the script's: Django's number_format cut the digits where the script rounded. Both
+    round half up on the price's decimal digits now (the script's side in tests/test_browser.py)."""
+    with translation.override("en"):
+        assert price_text(price, currency) == written
+
+
+def test_the_script_is_told_each_currency_s_decimals():
+    """The script writes a number price from the same table as the page (tests/test_browser.py):
+    it is in the widget's number shape, with only the currencies whose decimals are not two."""
+    widget = Template("{% load visual_search %}{% visual_search_widget %}").render(Context({}))
+    messages = json.loads(html.unescape(widget.split('data-vs-messages="', 1)[1].split('"', 1)[0]))
+    decimals = messages["number"]["currency_decimals"]
+    assert decimals["JPY"] == 0 and decimals["KRW"] == 0 and decimals["ISK"] == 0 and decimals["CLP"] == 0
+    assert decimals["KWD"] == 3 and decimals["BHD"] == 3 and "SEK" not in decimals and "EUR" not in decimals
 
 
 def test_a_price_the_adapter_wrote_as_text_is_shown_as_it_came(settings):

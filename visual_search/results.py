@@ -38,6 +38,26 @@ THUMBNAIL_FOLDER = thumbnails.FOLDER
 THUMBNAIL_RETRY_AFTER = thumbnails.RETRY_AFTER
 _WARNED: set[type] = set()  # adapters whose extra() clashed with a base field
 
+# The ISO 4217 currencies whose minor unit is not two decimals (ISO 4217's list, amendment 178),
+# by code: a price given as a number is written with this many decimals where the result's
+# ``currency`` names one of them ("1,200 JPY", "1.500 KWD"), with two for any other currency or
+# none. One table for the server (``widget.price_text``) and the script (``widget.number_shape``
+# hands it over), so both write a price alike.
+CURRENCY_DECIMALS = {
+    **dict.fromkeys(
+        ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+
+
+def currency_decimals(currency: Any) -> int:
+    """How many decimals a price in ``currency`` (an ISO 4217 code, "JPY") is written with: its
+    minor unit's (0 for JPY, 3 for KWD), 2 for other codes, unknown ones and no currency."""
+    code = currency.strip().upper() if isinstance(currency, str) else ""
+    return CURRENCY_DECIMALS.get(code, 2)
+
 
 class ResultAdapter:
     """How a shop's objects appear in results. Subclass and name it in VISUAL_SEARCH['RESULT_ADAPTER'].

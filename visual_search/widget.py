@@ -10,7 +10,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -22,6 +22,7 @@ from .conf import settings
 from .embeddings.images import HEIF, heif_support
 from .photo_search import BOX_FIELDS, PhotoSearchError, max_upload_bytes
 from .registry import filter_lookups
+from .results import CURRENCY_DECIMALS, currency_decimals
 
 logger = logging.getLogger("visual_search")
 
@@ -127,19 +128,36 @@ def number_shape() -> dict[str, Any]:
         "decimal": str(formats.get_format("DECIMAL_SEPARATOR")),
         "thousands": str(formats.get_format("THOUSAND_SEPARATOR")),
         "grouping": grouping if isinstance(grouping, int) else list(grouping),
+        # The currencies whose prices have other than two decimals (results.CURRENCY_DECIMALS).
+        "currency_decimals": CURRENCY_DECIMALS,
     }
 
 
-def price_text(price: Any) -> str:
+def price_text(price: Any, currency: Any = None) -> str:
     """A result's price as every card writes it, the server's and the script's alike: a string as
-    the shop's adapter gave it ("12,90", already the customer's way); a number with two decimals in
-    the active language (``number_shape``: "12,90" on a German page). A ``Decimal("12.90")`` goes
-    into the JSON as the number 12.9: the script wrote "12.9" where the page wrote "12,90"."""
+    the shop's adapter gave it ("12,90", already the customer's way); a number in the active
+    language (``number_shape``: "12,90" on a German page) with the decimals of the result's
+    ``currency`` (:func:`~visual_search.results.currency_decimals`: "1,200" for JPY, "1.500" for KWD,
+    two without one). A ``Decimal("12.90")`` goes into the JSON as the number 12.9: the script wrote
+    "12.9" where the page wrote "12,90"."""
     if price is None:
         return ""
     if isinstance(price, (int, float, Decimal)) and not isinstance(price, bool):
-        return formats.number_format(price, 2)
+        decimals = currency_decimals(currency)
+        return formats.number_format(rounded(price, decimals), decimals)
     return str(price)
+
+
+def rounded(number: float | Decimal, decimals: int) -> float | Decimal:
+    """``number`` rounded half up to ``decimals`` places, on its decimal digits (a float's shortest
+    form, as JSON carries it to the script, whose ``number`` rounds the same): 1098.9 yen is 1099,
+    1.005 is 1.01. Django's ``number_format`` cuts the digits instead (1098 and 1.00), where the
+    script's ``toFixed`` rounded. A number ``Decimal`` cannot round (infinite, huge) is left as is."""
+    exact = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+    try:
+        return exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP) if exact.is_finite() else number
+    except InvalidOperation:
+        return number
 
 
 def results_found(count: int) -> str:

@@ -4,6 +4,7 @@ Oscar's prices in every result, and the pages in Oscar's layout."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -78,6 +79,15 @@ def test_results_carry_the_strategys_price_currency_and_an_absolute_url(catalogu
     StockRecord.objects.filter(product=catalogue["Banana"]).update(num_in_stock=0)
     banana = next(r for r in search(client, "Banana") if r["id"] == catalogue["Banana"].pk)
     assert banana["available"] is False
+
+
+@pytest.mark.parametrize(("price", "currency", "written"), [("1200.00", "JPY", "1200"), ("1.50", "KWD", "1.500"), ("12.90", "EUR", "12.90")])
+def test_a_price_has_its_currency_s_decimals(catalogue, client, price, currency, written):
+    """A shop selling in yen read "1200.00 JPY" on every card, one in Kuwaiti dinars "1.50 KWD": the
+    price was written with two decimals whatever its currency. It has the currency's now."""
+    StockRecord.objects.filter(product=catalogue["Arla-Standard-Milk"]).update(price=Decimal(price), price_currency=currency)
+    milk = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == catalogue["Arla-Standard-Milk"].pk)
+    assert milk["price"] == written and milk["currency"] == currency
 
 
 def test_the_search_page_sits_in_oscars_layout_with_one_heading(catalogue, client):

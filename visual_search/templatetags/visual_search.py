@@ -5,6 +5,8 @@ Thin wrappers: the work is in :mod:`visual_search.widget` and :func:`visual_sear
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django import template
 from django.template.loader import render_to_string
 
@@ -30,9 +32,14 @@ def vs_match(score):
 
 
 @register.filter
-def vs_price(price):
-    """``{{ item.price|vs_price }}``: the price as the script's cards write it (see ``price_text``)."""
-    return price_text(price)
+def vs_price(price, currency=None):
+    """``{{ item|vs_price }}``: a result's price as the script's cards write it, with the decimals
+    of its ``currency`` (see ``price_text``: "1,200" for JPY; two without one). A price alone
+    (``{{ product.price|vs_price:"JPY" }}``, ``{{ item.price|vs_price }}``) takes the currency given,
+    or none: a result may have no ``currency`` key, which Django refuses as a filter's argument."""
+    if isinstance(price, Mapping):
+        return price_text(price.get("price"), price.get("currency"))
+    return price_text(price, currency)
 
 
 class SimilarProductsNode(template.Node):

@@ -2,8 +2,8 @@
 
 Name it in settings: ``VISUAL_SEARCH["RESULT_ADAPTER"] =
 "visual_search.contrib.oscar.results.OscarResultAdapter"``. Each result then carries ``price``
-(incl. tax when the strategy knows the tax, else excl. tax; a string with 2 decimals, or None when
-the product has no price), ``currency`` and ``available`` (``is_available_to_buy``).
+(incl. tax when the strategy knows the tax, else excl. tax; a string with its currency's decimals,
+"12.90" EUR and "1200" JPY, or None when the product has no price), ``currency`` and ``available`` (``is_available_to_buy``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.db.models.fields.files import FieldFile
 from oscar.apps.partner.strategy import Selector
 from oscar.core.thumbnails import get_thumbnailer
 
-from visual_search.results import ResultAdapter
+from visual_search.results import ResultAdapter, currency_decimals
 
 logger = logging.getLogger("visual_search")
 
@@ -62,7 +62,8 @@ class OscarResultAdapter(ResultAdapter):
         if price.exists:
             amount = price.incl_tax if price.is_tax_known else price.excl_tax
         return {
-            "price": f"{amount:.2f}" if amount is not None else None,
+            # The currency's decimals, as the cards write a number: "1200" yen, not "1200.00".
+            "price": f"{amount:.{currency_decimals(price.currency)}f}" if amount is not None else None,
             "currency": price.currency if price.exists else None,
             "available": bool(info.availability.is_available_to_buy),
         }

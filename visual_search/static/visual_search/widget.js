@@ -62,13 +62,26 @@
     });
   }
 
-  // A number written as the shop's Django writes it (django.utils.numberformat): two decimals, the
+  // A price written as the shop's Django writes it (django.utils.numberformat): the decimals of its
+  // currency (the server's table, results.CURRENCY_DECIMALS: 0 for JPY, 3 for KWD; else two), the
   // language's decimal separator, and its thousands grouped only where the shop groups them.
-  function number(value, shape) {
+  function number(value, shape, currency) {
     shape = shape || {};
-    var parts = Math.abs(value).toFixed(2).split(".");
+    var exceptions = shape.currency_decimals || {};
+    var code = typeof currency === "string" ? currency.trim().toUpperCase() : "";
+    var decimals = Object.prototype.hasOwnProperty.call(exceptions, code) ? exceptions[code] : 2;
+    var digits = fixed(Math.abs(value), decimals);
+    var parts = digits.split(".");
     var whole = shape.grouping && shape.thousands ? grouped(parts[0], shape.grouping, shape.thousands) : parts[0];
-    return (value < 0 ? "-" : "") + whole + (shape.decimal || ".") + parts[1];
+    return (value < 0 && /[1-9]/.test(digits) ? "-" : "") + whole + (parts.length > 1 ? (shape.decimal || ".") + parts[1] : "");
+  }
+
+  // A price rounded half up on the digits the JSON wrote, as the server's widget.rounded does:
+  // 1098.9 yen is 1099 and 1.005 is 1.01 (toFixed alone rounds the binary fraction: 1.005 is 1.00).
+  function fixed(value, decimals) {
+    var text = String(value);
+    if (/e/.test(text) || value >= 1e15) { return value.toFixed(decimals); }
+    return Number(Math.round(Number(text + "e" + decimals)) + "e-" + decimals).toFixed(decimals);
   }
 
   // Django's grouping: a size repeated, or sizes from the right ([3, 2, 0]: 0 repeats the last).
@@ -95,8 +108,9 @@
     var hasPrice = price !== null && price !== undefined && price !== "";
     card.querySelectorAll('[data-vs-field="price"]').forEach(function (el) {
       var currency = result.currency || el.dataset.vsCurrency || "";
-      // A Decimal price comes as a JSON number (12.9 for 12.90): written as the page writes it.
-      var text = typeof price === "number" && isFinite(price) ? number(price, messages.number) : String(price);
+      // A Decimal price comes as a JSON number (12.9 for 12.90): written as the page writes it, with
+      // the decimals of the result's own currency (the page's card knows only that one).
+      var text = typeof price === "number" && isFinite(price) ? number(price, messages.number, result.currency) : String(price);
       el.textContent = hasPrice ? text + (currency ? " " + currency : "") : "";
       el.hidden = !hasPrice;
     });
