@@ -486,3 +486,16 @@ def test_a_product_the_shop_hides_is_never_sent(client, api, shop, settings):
     handle(TelegramMessenger(), IncomingMessage(chat_id=str(CHAT), kind=PHOTO, event_id="7", file_id="pink", file_size=size))
     unhosted = api.sent()
     assert "Pink Lady" not in str(unhosted) and "Granny Smith" in str(unhosted)
+
+
+def test_a_caption_writes_a_number_price_as_the_web_cards_do():
+    """A caption wrote the price as the JSON had it: 12.9 read "12.9 SEK" where the card read "12.90",
+    and a Decimal of yen "1200.00 JPY" where the card read "1200"."""
+    from decimal import Decimal
+
+    with translation.override("en"):
+        assert replies.caption({"name": "Tea", "price": 12.9, "currency": "SEK"}, 1) == "1. Tea — 12.90 SEK"
+        assert replies.caption({"name": "Tea", "price": Decimal("1200.00"), "currency": "JPY"}, 2) == "2. Tea — 1200 JPY"
+        assert replies.caption({"name": "Tea", "price": "12,90 €"}, 3) == "3. Tea — 12,90 €"  # a string as given
+    with translation.override("de"):
+        assert replies.caption({"name": "Tee", "price": 12.9, "currency": "EUR"}, 1) == "1. Tee — 12,90 EUR"
