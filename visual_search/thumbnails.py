@@ -245,8 +245,9 @@ class Writer:
             self._files[key] = (storage, name)
         return read
 
-    def embedding(self, key: Any, data: bytes) -> None:
-        """The image ``key`` (read through :meth:`reading`) is embedded from ``data``: its thumbnail."""
+    def embedding(self, key: Any, data: bytes, checksum: str | None = None) -> None:
+        """The image ``key`` (read through :meth:`reading`) is embedded from ``data``, whose SHA-256 the
+        extractor gives (``checksum``; else it is computed here): its thumbnail."""
         storage, name = self._files.pop(key, (None, ""))
         if storage is None:
             return
@@ -256,7 +257,7 @@ class Writer:
             logger.warning("No thumbnail of %s made while indexing: its storage has no cache key", name, exc_info=True)
             return
         try:
-            made = target(name, self.size, sha256(data))
+            made = target(name, self.size, checksum or sha256(data))
             if self._made.get(cached) == made:  # made for these very bytes (a forced reindex): nothing to do
                 return
             upload = self._pool.submit(_save, storage, made, render(data, self.size))

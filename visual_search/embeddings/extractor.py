@@ -147,7 +147,7 @@ class Extractor:
         items: Iterable[tuple[Any, Callable[[], bytes]]],
         batch_size: int | None = None,
         skip: Callable[[Any, str], bool] | None = None,
-        embedding: Callable[[Any, bytes], None] | None = None,
+        embedding: Callable[[Any, bytes, str], None] | None = None,
     ) -> Iterator[Embedded]:
         """Embed ``(key, read_bytes)`` pairs in batches, decoding the next batch during inference.
 
@@ -155,8 +155,9 @@ class Extractor:
         Errors from ``read_bytes`` other than :class:`InvalidImage` (storage down) propagate as the
         ``error`` too, so the caller decides what is transient. ``skip(key, checksum)`` returning
         True marks an image as unchanged: it is read and hashed, but not decoded or embedded.
-        ``embedding(key, data)`` is called, in the decode thread, with the bytes of each image that
-        decoded (the indexer makes its thumbnail of them: the file is not read twice); it must not raise.
+        ``embedding(key, data, checksum)`` is called, in the decode thread, with the bytes of each image
+        that decoded and their SHA-256 (the indexer makes and names its thumbnail of them: the file is
+        neither read nor hashed twice); it must not raise.
         """
         batch_size = batch_size or int(settings.BATCH_SIZE)
         chunks = chunked(items, batch_size)
@@ -185,7 +186,7 @@ class Extractor:
             outcome.error = exc
             return outcome, None
         if embedding is not None:
-            embedding(key, data)
+            embedding(key, data, outcome.checksum)
         return outcome, inputs
 
     def _infer(self, decoded: list[tuple[Embedded, np.ndarray | None]]) -> Iterator[Embedded]:
