@@ -25,7 +25,7 @@ from visual_search import ranking
 from visual_search.embeddings import views as view_names
 from visual_search.embeddings.pooling import l2_normalise
 
-from . import reranking
+from . import confidence, reranking
 from .common import RESULTS, dataset
 from .features import customer_vectors, images, view_vectors
 
@@ -130,6 +130,7 @@ def run() -> dict:
                       f"  right {figures['mean_score_right']:.3f}"
                       f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
+        results[f"{protocol}: confidence features"] = _confidence(rows, vectors, products, gallery, queries)
     results.update(one_image_shops(rows, vectors, products))
     results.update(absent_products(rows, vectors, products))
     default = {k: v for k, v in curves.items() if f"{DEFAULT} + customer views" in k}
@@ -213,6 +214,22 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
         "right_when_confident_at_0.5": round(float(right[top >= 0.5].mean()), 4) if (top >= 0.5).any() else None,
         "right_when_unsure_at_0.5": round(float(right[top < 0.5].mean()), 4) if (top < 0.5).any() else None,
     }
+
+
+def _confidence(rows: list[dict], vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray) -> dict:
+    """The default's first results: cheap confidence features against the calibrated probability
+    (:mod:`benchmarks.confidence`), the calibration fitted on the catalogue and customer views only."""
+    _, stored, asked, dims, expansion, weight, _learned = next(c for c in CONFIGS if c[0] == DEFAULT)
+    index = {name: n for n, name in enumerate(view_names.VIEWS)}
+    g = l2_normalise(vectors[gallery][:, [index[v] for v in stored]].mean(axis=1))
+    print("  confidence features of the first result (AUROC: right first results above wrong ones; gap: mean probability "
+          "right - wrong):")
+    figures = confidence.run(
+        g, products[gallery], [int(n) for n in np.flatnonzero(gallery)], vectors[queries][:, [index[v] for v in asked]],
+        products[queries], _customers(rows, products), dims, ranking.Policy(expansion=expansion, alpha=3.0, prototype=weight),
+    )
+    confidence.report(figures)
+    return figures
 
 
 def one_image_shops(rows: list[dict], vectors: np.ndarray, products: np.ndarray) -> dict:
