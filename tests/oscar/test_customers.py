@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from html import unescape
 
 import numpy as np
 import pytest
@@ -98,6 +99,19 @@ def test_a_price_has_its_currency_s_decimals(catalogue, client, price, currency,
     StockRecord.objects.filter(product=catalogue["Arla-Standard-Milk"]).update(price=Decimal(price), price_currency=currency)
     milk = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == catalogue["Arla-Standard-Milk"].pk)
     assert milk["price"] == written and milk["currency"] == currency
+
+
+@pytest.mark.parametrize(("price", "currency"), [("12.90", "EUR"), ("1098.50", "JPY"), ("1290.50", "HUF"), ("25000.00", "IDR")])
+def test_a_card_s_price_is_the_one_on_oscars_product_page(catalogue, client, price, currency):
+    """Customers compare a card's price with the product's page. The adapter wrote ISO 4217's
+    decimals where Oscar's page writes babel's (CLDR's): the card read "1290.50 HUF" and "25000.00
+    IDR" where the page read "HUF 1,290" and "IDR 25,000". Both round half to even (1098.50 yen: 1098)."""
+    milk = catalogue["Arla-Standard-Milk"]
+    StockRecord.objects.filter(product=milk).update(price=Decimal(price), price_currency=currency)
+    page = client.get(milk.get_absolute_url()).content.decode()
+    shown = unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1))
+    card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
+    assert card["price"] == re.sub(r"[^\d.]", "", shown) and card["currency"] == currency
 
 
 def test_the_search_page_sits_in_oscars_layout_with_one_heading(catalogue, client):
