@@ -1,5 +1,7 @@
 """Saving, changing and deleting registered objects keeps their embeddings in step (in-process)."""
 
+from dataclasses import dataclass
+
 import pytest
 from django.core.files.base import ContentFile
 from django.core.management import call_command
@@ -7,7 +9,10 @@ from django.db import transaction
 
 import visual_search
 from visual_search.models import ImageEmbedding
+from visual_search.registry import Registration
+from visual_search.reindex import reindex, select_pks, status_counts
 from visual_search.signals import SignalProcessor
+from visual_search.tasks import sweep
 from tests.conftest import catalogue_image, photos
 from tests.testapp.models import DigitalProduct, FeaturedProduct, Product, ProductImage
 
@@ -256,3 +261,39 @@ def test_stored_images_too_big_fail_without_decoding(make_product, settings):
     product = make_product("Huge", catalogue_image("Lemon"))
     assert row(product).status == "failed"
     assert "pixels" in row(product).error
+
+
+@dataclass(frozen=True)
+class InStockImages(Registration):
+    """A shop's registration whose out-of-stock products take no part in search."""
+
+    def searchable(self):
+        return self.model._default_manager.filter(in_stock=True)
+
+    def is_searchable(self, obj) -> bool:
+        return obj.in_stock
+
+
+@pytest.fixture
+def in_stock_only(db):
+    yield visual_search.register(Product, "image", registration_class=InStockImages)
+    visual_search.unregister(Product, "image")
+
+
+def test_images_out_of_a_registrations_searchable_objects_have_no_rows(make_product, in_stock_only):
+    """``Registration.searchable()``: a save, a reindex and the sweep index those objects only, drop
+    the rows of the others, and count none of them missing; one that comes back is indexed again."""
+    lime = make_product("Lime", catalogue_image("Lime"), in_stock=False)
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    assert not ImageEmbedding.objects.for_object(lime).exists() and row(lemon).status == "ready"
+    assert select_pks(in_stock_only, ["missing"]) == [] and status_counts()[0]["objects"] == 1
+    assert reindex(Product, asynchronous=False, force=True)["embedded"] == 1
+
+    Product.objects.filter(pk=lemon.pk).update(in_stock=False)  # no signal: a reindex or the sweep catches up
+    assert reindex(Product, only=["missing"], asynchronous=False)["removed"] == 1
+    assert not ImageEmbedding.objects.for_object(lemon).exists()
+    Product.objects.filter(pk=lime.pk).update(in_stock=True)
+    sweep(older_than=0)
+    assert row(lime).status == "ready"
+    found = visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), Product)
+    assert [r.object.pk for r in found] == [lime.pk]

@@ -152,7 +152,7 @@ def mark_queued(registration: Registration, pks: Sequence[Any]) -> int:
         return 0
     field = registration.image_field
     objects = (
-        registration.model._default_manager.filter(pk__in=[pk for pk in pks])
+        registration.searchable().filter(pk__in=[pk for pk in pks])
         .exclude(**{f"{field}__isnull": True}).exclude(**{field: ""})
         .values_list("pk", registration.result_pk_lookup())
     )
@@ -247,12 +247,13 @@ def index_objects(
     For each of ``fingerprints`` (default: the indexing fingerprints, i.e. the active version and
     any being built; a version's fingerprint computes just that version). Unchanged images (same
     bytes, a row of that fingerprint) are not recomputed unless ``force``. Objects that no longer
-    exist, or have no image, lose their rows. Bad images end ``failed`` with a reason. The report
+    exist, have no image, or take no part in search (not in ``registration.searchable()``: a
+    variant the shop hides) lose their rows. Bad images end ``failed`` with a reason. The report
     counts each image once per fingerprint.
     """
     report = IndexReport()
     pks = list(pks)
-    queryset = registration.model._default_manager.filter(pk__in=pks)
+    queryset = registration.searchable().filter(pk__in=pks)
     if registration.result and "__" not in registration.result:
         queryset = queryset.select_related(registration.result)
     objects = {str(obj.pk): obj for obj in queryset}
@@ -332,9 +333,10 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
             .order_by("pk")
             .values_list("pk", flat=True)
         )
+        # Only images still searchable: one hidden meanwhile (its rows deleted) is not put back.
         current = {
             str(pk): name
-            for pk, name in registration.model._default_manager.using(router.db_for_write(registration.model))
+            for pk, name in registration.searchable().using(router.db_for_write(registration.model))
             .filter(pk__in=keys)
             .values_list("pk", registration.image_field)
         }
@@ -342,7 +344,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
             pk, obj = outcome.key, objects[outcome.key]
             name = image_name(obj, registration)
             if current.get(pk) != name:
-                logger.info("%s %s: image changed while embedding; the newer task will index it", registration.label, pk)
+                logger.info("%s %s: image changed or left search while embedding; not stored", registration.label, pk)
                 continue
             if outcome.skipped:
                 checksums[pk] = outcome.checksum

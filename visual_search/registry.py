@@ -68,6 +68,18 @@ class Registration:
     def result_pk_lookup(self) -> str:
         return f"{self.result}__pk" if self.result else "pk"
 
+    def searchable(self) -> models.QuerySet:
+        """The objects of ``model`` whose images take part in search: indexed, found by a photo, and
+        counted in their result's look-alikes. All of them; a subclass leaves out those the shop hides
+        (Oscar's preset: a variant that is not public). Indexing, reindex and the sweep work on these
+        and drop the rows of the others, so an object that comes back is indexed again.
+        :meth:`is_searchable` is its twin for one loaded object."""
+        return self.model._default_manager.all()
+
+    def is_searchable(self, obj: models.Model) -> bool:
+        """Whether ``obj`` is one of :meth:`searchable`, as a save finds it (no query by default)."""
+        return True
+
     def pictures(self) -> models.QuerySet:
         """The objects of ``model`` whose image may show on their result's card (a gallery's first
         picture, :func:`visual_search.results.images`): all of them; a subclass leaves out those the
@@ -177,7 +189,8 @@ def register(
     that search results return; leave it out when ``model`` is itself what customers search for.
     ``registration_class``: a :class:`Registration` subclass that maps an image to its result its
     own way (``result_pk`` and ``result_pk_lookup``; django-oscar's variants: a child's image stands
-    for its parent, visual_search.contrib.oscar.registration).
+    for its parent, visual_search.contrib.oscar.registration), or leaves some images out of search
+    (``searchable`` and ``is_searchable``: Oscar's hidden variants).
     """
     if registration_class is not None and not issubclass(registration_class, Registration):
         raise ImproperlyConfigured(f"registration_class must be a subclass of visual_search.registry.Registration, not {registration_class!r}.")

@@ -9,7 +9,7 @@ from django.db import models
 
 from .batching import chunked
 from .conf import settings
-from .indexing import IndexReport, index_objects, reset_attempts
+from .indexing import IndexReport, index_objects, remove_object, reset_attempts
 from .models import ImageEmbedding, pk_as_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
@@ -27,10 +27,10 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
     changed, or the image did and its row was never marked), a failed attempt (``failed``) or
     an unfinished one (``pending``) of the current or a building version; None means all. A
     retired version's rows beside current ones are not stale: they wait for a rollback. Objects
-    without an image are left out. Chosen by the database: only the selected keys are read.
+    without an image, or out of search (``registration.searchable()``), are left out. Chosen by the
+    database: only the selected keys are read.
     """
-    objects = queryset if queryset is not None else registration.model._default_manager.all()
-    objects = _with_image(registration, objects)
+    objects = _with_image(registration, _searchable(registration, queryset))
     if only:
         unknown = set(only) - set(SELECTIONS)
         if unknown:
@@ -42,6 +42,28 @@ def select_pks(registration: Registration, only: Iterable[str] | None = None, qu
                 wanted |= conditions[selection]
         objects = objects.filter(wanted)
     return list(objects.order_by("pk").values_list("pk", flat=True))
+
+
+def _searchable(registration: Registration, queryset: models.QuerySet | None = None) -> models.QuerySet:
+    """``queryset`` (default: all of the model), less the objects out of search."""
+    searchable = registration.searchable()
+    if queryset is None:
+        return searchable
+    if not searchable.query.has_filters():  # every object takes part: the queryset as it was
+        return queryset
+    return queryset.filter(pk__in=searchable.values("pk"))
+
+
+def out_of_search(registration: Registration) -> list[Any]:
+    """Primary keys of objects with rows that take no part in search (not in
+    ``registration.searchable()``: a variant hidden by a ``QuerySet.update``, which sends no signal).
+    The sweep and :func:`reindex` delete their rows; none where every object takes part."""
+    searchable = registration.searchable()
+    if not searchable.query.has_filters():
+        return []
+    rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=pk_as_text(registration.model))
+    hidden = registration.model._default_manager.exclude(pk__in=searchable.values("pk")).filter(models.Exists(rows))
+    return list(hidden.order_by("pk").values_list("pk", flat=True))
 
 
 def _with_image(registration: Registration, objects: models.QuerySet) -> models.QuerySet:
@@ -85,6 +107,7 @@ def reindex(
     ``model`` (or ``queryset``) limits the work to one model; ``only`` to some objects (see
     :func:`select_pks`). ``asynchronous=True`` queues Celery tasks of ``BATCH_SIZE`` ids; False
     runs in this process in batches, calling ``progress(n)`` after each; None follows ``ASYNC``.
+    Without a ``queryset``, the rows of objects out of search (:func:`out_of_search`) are deleted.
     In this process, the whitening and calibration fits that are due follow, ``before_fit()``
     called first (they take a minute or two: a command says so).
     """
@@ -100,6 +123,8 @@ def reindex(
     counts: dict[str, int] = {}
     report = IndexReport()
     for registration in registrations:
+        if queryset is None:  # the rows of objects out of search since their last save (an update()) go
+            report.removed += [str(pk) for pk in out_of_search(registration) if remove_object(registration, pk)]
         pks = select_pks(registration, only, queryset if queryset is not None and queryset.model is registration.model else None)
         reset_attempts(registration, pks)  # asked for by hand: images given up after MAX_EMBED_ATTEMPTS are tried again
         if asynchronous:
@@ -141,7 +166,7 @@ def status_counts() -> list[dict[str, Any]]:
     table = []
     for registration in get_registrations():
         rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field)
-        with_image = _with_image(registration, registration.model._default_manager.all())
+        with_image = _with_image(registration, registration.searchable())
         conditions = _conditions(registration, fingerprint)
         by_status = dict(rows.filter(fingerprint=fingerprint).values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
         table.append(

@@ -153,8 +153,9 @@ class SignalProcessor:
     # -- what a change does (override these to change the policy) ------------------------------
 
     def image_changed(self, registration: Registration, instance, name: str, using: str) -> None:
-        """Mark the row pending now and schedule the work once the transaction commits."""
-        if not name:
+        """Mark the row pending now and schedule the work once the transaction commits; an image
+        gone, or out of search (``registration.is_searchable``: a variant hidden), loses its rows."""
+        if not name or not registration.is_searchable(instance):
             remove_object(registration, instance.pk)
             return
         if not mark_pending(registration, instance, name, new_file=uploaded_in_this_save(instance, registration)):

@@ -374,7 +374,7 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
         active = {}
         if current != fingerprint:
             active = dict(rows.filter(fingerprint=current, status__in=settled).values_list("object_id", "checksum"))
-        objects = registration.model._default_manager.exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
+        objects = registration.searchable().exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
         pks = []
         for pk, name, result_pk in objects.order_by("pk").values_list("pk", field, registration.result_pk_lookup()).iterator():
             have = built.get(str(pk))

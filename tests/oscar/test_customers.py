@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from html import unescape
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import catalogue_image
-from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, ProductImage, StockRecord
+from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
 from visual_search.contrib.oscar.registration import VariantImageRegistration
+from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
+from visual_search.reindex import select_pks
 from visual_search.results import images
+from visual_search.search import object_vector
+from visual_search.serving import current_fingerprint
+from visual_search.tasks import sweep
 
 pytestmark = [pytest.mark.oscar, pytest.mark.django_db(transaction=True)]
 
@@ -26,6 +33,10 @@ def search(client, name: str) -> list[dict]:
     response = client.post("/api/visual-search/search/", {"image": photo(name)})
     assert response.status_code == 200, response.content
     return response.json()["results"]
+
+
+def registration_of_images() -> VariantImageRegistration:
+    return next(r for r in get_registrations() if isinstance(r, VariantImageRegistration))
 
 
 def test_installing_the_app_registers_oscars_product_images():
@@ -90,6 +101,19 @@ def test_a_price_has_its_currency_s_decimals(catalogue, client, price, currency,
     assert milk["price"] == written and milk["currency"] == currency
 
 
+@pytest.mark.parametrize(("price", "currency"), [("12.90", "EUR"), ("1098.50", "JPY"), ("1290.50", "HUF"), ("25000.00", "IDR")])
+def test_a_card_s_price_is_the_one_on_oscars_product_page(catalogue, client, price, currency):
+    """Customers compare a card's price with the product's page. The adapter wrote ISO 4217's
+    decimals where Oscar's page writes babel's (CLDR's): the card read "1290.50 HUF" and "25000.00
+    IDR" where the page read "HUF 1,290" and "IDR 25,000". Both round half to even (1098.50 yen: 1098)."""
+    milk = catalogue["Arla-Standard-Milk"]
+    StockRecord.objects.filter(product=milk).update(price=Decimal(price), price_currency=currency)
+    page = client.get(milk.get_absolute_url()).content.decode()
+    shown = unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1))
+    card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
+    assert card["price"] == re.sub(r"[^\d.]", "", shown) and card["currency"] == currency
+
+
 def test_the_search_page_sits_in_oscars_layout_with_one_heading(catalogue, client):
     response = client.get("/visual-search/")
     html = response.content.decode()
@@ -133,3 +157,67 @@ def test_a_hidden_variant_s_picture_never_shows_on_its_parent_s_card(catalogue, 
     variant.save()
     assert VARIANT not in images([parent])[parent.pk].name
     assert card() != variants_picture
+
+
+def _family_rows(parent) -> list[str]:
+    """The source files of the rows that stand for ``parent`` (its own photo and its variants')."""
+    return sorted(ImageEmbedding.objects.for_result(parent).values_list("source_name", flat=True))
+
+
+def test_a_hidden_variant_s_photo_neither_finds_nor_shapes_its_parent(catalogue, client):
+    """A variant the shop hides (an unreleased flavour) kept its photo in the index for its public
+    parent: a customer's photo of it found the parent as an exact match, and its vector counted in
+    the parent's look-alikes. Hiding it takes its photo out of search at the save; showing it again
+    brings the photo back, with no reindex by hand."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    assert search(client, VARIANT)[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    own = object_vector(parent)
+
+    variant.is_public = False
+    variant.save()
+    assert [name for name in _family_rows(parent) if VARIANT in name] == []
+    found = [r for r in search(client, VARIANT) if r["id"] == parent.pk]
+    # No exact match any more: at most a look-alike by the parent's own photo (another yoghurt).
+    assert not found or found[0]["score"] != pytest.approx(1.0, abs=1e-3)
+    hidden = object_vector(parent)  # the parent's prototype: its own photo only
+    assert not np.allclose(hidden, own)
+    assert np.allclose(hidden, object_vector(parent)) and len(_family_rows(parent)) == 1
+    assert select_pks(registration_of_images(), ["missing"]) == []  # not "missing": left out
+
+    variant.is_public = True
+    variant.save()
+    best = search(client, VARIANT)[0]
+    assert best["id"] == parent.pk and best["score"] == pytest.approx(1.0, abs=1e-3)
+    assert np.allclose(object_vector(parent), own)
+
+
+def test_a_variant_hidden_or_shown_without_a_save_is_caught_up_by_the_sweep(catalogue, client):
+    """``QuerySet.update()`` sends no signal: the sweep drops the hidden variant's rows, and indexes
+    its photo again once it is public."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    Product.objects.filter(pk=variant.pk).update(is_public=False)
+    sweep(older_than=0)
+    assert [name for name in _family_rows(parent) if VARIANT in name] == []
+
+    Product.objects.filter(pk=variant.pk).update(is_public=True)
+    sweep(older_than=0)
+    best = search(client, VARIANT)[0]
+    assert best["id"] == parent.pk and best["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_hidden_standalone_product_stays_indexed(catalogue):
+    """Only a hidden variant leaves search: a hidden standalone product keeps its rows (VISIBILITY
+    hides it at every search, so publishing it shows it at once)."""
+    assert ImageEmbedding.objects.for_result(catalogue[HIDDEN]).ready(current_fingerprint()).count() == 1
+
+
+def test_a_variant_moved_to_another_parent_stands_for_it(catalogue, client):
+    """A variant's rows stood for the parent it had when its image was saved: moved to another
+    parent, its photo kept finding the old one."""
+    old, variant = catalogue[PARENT], catalogue[VARIANT]
+    new = Product.objects.create(title="Flavoured yoghurt", product_class=old.product_class, structure=Product.PARENT)
+    variant.parent = new
+    variant.save()
+    assert [name for name in _family_rows(old) if VARIANT in name] == []
+    assert [name for name in _family_rows(new) if VARIANT in name] != []
+    assert search(client, VARIANT)[0]["id"] == new.pk

@@ -17,10 +17,12 @@ from oscar.core.application import OscarDashboardConfig
 from . import checks, registration
 
 VIEWS = "visual_search.contrib.oscar.views"
+SIGNALS = "visual_search.contrib.oscar.signals"
 
 
 class VisualSearchOscarConfig(OscarDashboardConfig):
-    """Registers Oscar's product images (unless the shop did) and serves the dashboard page."""
+    """Registers Oscar's product images (unless the shop did), follows the products' saves that
+    hide or show a variant, and serves the dashboard page."""
 
     default = True  # apps.py also holds the imported OscarDashboardConfig
     name = "visual_search.contrib.oscar"
@@ -39,6 +41,9 @@ class VisualSearchOscarConfig(OscarDashboardConfig):
 
     def ready(self) -> None:
         registration.register_product_images()
+        # A variant hidden or shown again: its images leave or rejoin search. Loaded by name, as the
+        # views below: its handlers use models.
+        import_string(f"{SIGNALS}.connect")()
         django_checks.register(checks.check_visibility, "visual_search")
         # Loaded by name: the views use models, which cannot be imported while apps load.
         self.status_view = import_string(f"{VIEWS}.StatusView")

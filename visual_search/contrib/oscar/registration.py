@@ -3,7 +3,9 @@
 In Oscar a *child* product (a size or colour of a *parent*) is never listed on its own: the
 parent's page shows and sells the variants, and ``Product.objects.browsable()`` leaves children
 out. So a match on a child's image returns the parent, once, scored by the best of the family's
-images; a standalone or parent product's image returns that product. A shop that wants variants as
+images; a standalone or parent product's image returns that product. A child the shop hides (not
+public) takes no part in search: its images are not indexed until it is public again
+(:mod:`visual_search.contrib.oscar.signals` follows the product's saves). A shop that wants variants as
 results registers ``catalogue.ProductImage`` itself (``result="product"``, docs/oscar.md), and this
 preset steps aside.
 """
@@ -54,9 +56,18 @@ class VariantImageRegistration(Registration):
     def result_pk_lookup(self) -> str:
         return "product__id__canonical"
 
+    def searchable(self) -> models.QuerySet:
+        # A variant the shop hides (not public: an unreleased flavour) plays no part in search until
+        # it is public again: its photo finds nothing, and its parent's look-alikes leave it out.
+        # A hidden standalone or parent product stays indexed: VISIBILITY hides it at every search.
+        return self.model._default_manager.exclude(product__parent__isnull=False, product__is_public=False)
+
+    def is_searchable(self, obj: models.Model) -> bool:
+        product = obj.product
+        return product.parent_id is None or product.is_public
+
     def pictures(self) -> models.QuerySet:
-        # A variant the shop hides (not public) stands for its parent in the index, but its photo
-        # never shows on the parent's card: Oscar's own pages never show it.
+        # Nor does its photo show on the parent's card: Oscar's own pages never show it.
         return self.model._default_manager.exclude(product__is_public=False)
 
 

@@ -2,22 +2,26 @@
 
 Name it in settings: ``VISUAL_SEARCH["RESULT_ADAPTER"] =
 "visual_search.contrib.oscar.results.OscarResultAdapter"``. Each result then carries ``price``
-(incl. tax when the strategy knows the tax, else excl. tax; a string with its currency's decimals,
-"12.90" EUR and "1200" JPY, or None when the product has no price), ``currency`` and ``available`` (``is_available_to_buy``).
+(incl. tax when the strategy knows the tax, else excl. tax; a string with the decimals and the
+rounding of Oscar's own pages, "12.90" EUR, "1200" JPY, "1290" HUF, or None when the product has no
+price), ``currency`` and ``available`` (``is_available_to_buy``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
+from babel.numbers import format_currency, parse_pattern
+from django.conf import settings
 from django.db import models
 from django.db.models.fields.files import FieldFile
 from oscar.apps.partner.strategy import Selector
 from oscar.core.thumbnails import get_thumbnailer
 
-from visual_search.results import ResultAdapter, currency_decimals
+from visual_search.results import ResultAdapter
 
 logger = logging.getLogger("visual_search")
 
@@ -62,8 +66,40 @@ class OscarResultAdapter(ResultAdapter):
         if price.exists:
             amount = price.incl_tax if price.is_tax_known else price.excl_tax
         return {
-            # The currency's decimals, as the cards write a number: "1200" yen, not "1200.00".
-            "price": f"{amount:.{currency_decimals(price.currency)}f}" if amount is not None else None,
+            "price": page_amount(amount, price.currency) if amount is not None else None,
             "currency": price.currency if price.exists else None,
             "available": bool(info.availability.is_available_to_buy),
         }
+
+
+def page_amount(amount: Decimal, currency: str) -> str:
+    """``amount`` as Oscar's product page shows it, in digits the cards write as they are ("1290",
+    "12.90"; the cards add the code): rounded as Oscar's ``currency`` filter rounds it (babel's
+    ``format_currency`` with ``OSCAR_CURRENCY_FORMAT``), to the currency's digits as CLDR has them and
+    half to even. The ISO 4217 table of the widget (``results.CURRENCY_DECIMALS``, half up) gave
+    "1290.50 HUF" on a card where the product page read "HUF 1,290": customers compare with that page.
+    """
+    options = _currency_options(currency)
+    return format_currency(
+        amount,
+        currency,
+        format=_plain(options.get("format")),
+        locale="en",  # digits and a point: the cards' string, as the adapter always wrote it
+        currency_digits=options.get("currency_digits", True),
+        decimal_quantization=options.get("decimal_quantization", True),
+    )
+
+
+def _currency_options(currency: str) -> dict[str, Any]:
+    """The options Oscar's ``currency`` filter passes to babel for ``currency``."""
+    configured = getattr(settings, "OSCAR_CURRENCY_FORMAT", None)
+    if isinstance(configured, dict):
+        return dict(configured.get(currency, {}))
+    return {"format": configured}
+
+
+def _plain(pattern: str | None) -> str:
+    """A babel pattern with ``pattern``'s decimals (a currency's standard pattern's: two), without
+    grouping or symbol."""
+    least, most = parse_pattern(pattern or "#,##0.00").frac_prec
+    return "0" + ("." + "0" * least + "#" * (most - least) if most else "")
