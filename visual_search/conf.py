@@ -75,9 +75,12 @@ CHECK_IDS: dict[str, str] = {
     "process queues its own whitening fit, and each web process counts the photo-search throttle on its own.",
     "visual_search.W013": "Work goes to Celery while a database is SQLite without transaction_mode 'IMMEDIATE' (Django 5.1+): "
     "a save beside a worker's write can fail at once with \"database is locked\".",
+    "visual_search.W014": "An app listed after visual_search in INSTALLED_APPS has its own copy of one of the package's "
+    "templates (visual_search/base.html...): Django uses the package's, and the copy is never used.",
 }
 # The ids of the project checks (checks.check_project), not of one VISUAL_SEARCH key.
-PROJECT_IDS = ("visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012", "visual_search.W013")
+PROJECT_IDS = ("visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012", "visual_search.W013",
+               "visual_search.W014")
 WRONG_TYPE = "visual_search.E020"
 OUT_OF_RANGE = "visual_search.E021"
 NOT_A_CHOICE = "visual_search.E022"
