@@ -151,6 +151,25 @@ def test_german_staff_read_the_index_s_columns_and_fields_in_german(staff_client
         assert "(Ähnlichkeit 0,997)" in duplicate_words(ImageEmbedding.objects.get(pk=row.pk))
 
 
+def test_german_admin_titles_start_with_a_capital_as_django_s_own_do(staff_client, catalogue, settings):
+    """The index's page read "indexiertes Bild zur Änderung auswählen": Django's German titles put the
+    model's name first ("%s zur Änderung auswählen", "%s ändern"), and its own apps' names begin
+    with a capital letter ("Benutzer", "Logeintrag", "Flat Page"). Ours did not where German starts
+    with an adjective. The translations are capitalised, as Django's: no model changes, no migration."""
+    from django.apps import apps
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = "de"
+    lime, _ = catalogue
+    row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    assert "<h1>Indexiertes Bild zur Änderung auswählen</h1>" in staff_client.get(INDEX).content.decode()
+    assert "<h1>Indexiertes Bild ändern</h1>" in staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    with translation.override("de"):
+        for model in apps.get_app_config("visual_search").get_models():
+            for name in (model._meta.verbose_name, model._meta.verbose_name_plural):
+                assert str(name)[0].isupper(), (model.__name__, str(name))
+
+
 def test_a_portrait_image_s_thumbnail_keeps_its_shape_under_a_strict_content_security_policy(staff_client, catalogue, make_product):
     """The thumbnails were fitted into their square by a style="" attribute, which a
     Content-Security-Policy without 'unsafe-inline' (the demo shop's) drops: a portrait photo
