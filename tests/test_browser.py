@@ -811,6 +811,45 @@ def test_without_javascript_customers_read_customer_words(demo_server, browser, 
 
 
 
+def beside_or_under(label: dict, field: dict) -> bool:
+    """A file field's box right beside its label's (one row), or under it from the same left edge."""
+    beside = abs((label["y"] + label["height"] / 2) - (field["y"] + field["height"] / 2)) <= 4 and field["x"] >= label["x"] + label["width"]
+    under = field["y"] >= label["y"] + label["height"] - 1 and abs(field["x"] - label["x"]) <= 1
+    return beside or under
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_without_javascript_the_photo_s_name_sits_by_its_button_and_results_come_first(demo_server, browser, size):
+    # Without the script: "No file chosen" stood on a line of its own, to the left under the centred
+    # buttons (Chromium aligns a file field's text to its start), on a phone the camera's field
+    # pushed "Take a photo" half off the screen, and after a search the form stayed on top, the
+    # results beginning below a phone's screen. Now each name sits beside (or under) its button,
+    # and the answer comes first, the form for another photo below it.
+    context = sized(browser, size, javascript=False)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+    width = SIZES[size]["width"]
+    search = page.locator("#vs button[type=submit]").bounding_box()
+    for field_id in ("vs-camera", "vs-file") if size == "phone" else ("vs-file",):
+        label = page.locator(f"label[for={field_id}]").bounding_box()
+        field = page.locator(f"#{field_id}").bounding_box()
+        assert label["x"] >= 0 and label["x"] + label["width"] <= width, (field_id, label)
+        assert field["width"] >= 60 and beside_or_under(label, field), (field_id, label, field)
+        assert max(label["y"] + label["height"], field["y"] + field["height"]) <= search["y"]
+    shot(page, f"no_js_chosen_{size}.png")
+    with page.expect_navigation():
+        page.click("#vs button[type=submit]")
+    card = page.locator("#vs-results .vs-card").first.bounding_box()
+    status = page.locator("#vs-status").bounding_box()
+    form = page.locator("#vs form").bounding_box()
+    assert status["y"] < card["y"] < form["y"]
+    assert card["y"] + card["height"] / 2 < SIZES[size]["height"]  # seen without scrolling, on a phone too
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    shot(page, f"no_js_results_{size}.png")
+    context.close()
+
+
 def axe_violations(page) -> list[str]:
     """axe-core's (Deque's accessibility rules, WCAG 2 A and AA) violations on the page as it is now,
     one line each. axe-core comes in the axe-playwright-python wheel."""

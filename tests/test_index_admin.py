@@ -151,6 +151,25 @@ def test_german_staff_read_the_index_s_columns_and_fields_in_german(staff_client
         assert "(Ähnlichkeit 0,997)" in duplicate_words(ImageEmbedding.objects.get(pk=row.pk))
 
 
+def test_german_admin_titles_start_with_a_capital_as_django_s_own_do(staff_client, catalogue, settings):
+    """The index's page read "indexiertes Bild zur Änderung auswählen": Django's German titles put the
+    model's name first ("%s zur Änderung auswählen", "%s ändern"), and its own apps' names begin
+    with a capital letter ("Benutzer", "Logeintrag", "Flat Page"). Ours did not where German starts
+    with an adjective. The translations are capitalised, as Django's: no model changes, no migration."""
+    from django.apps import apps
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = "de"
+    lime, _ = catalogue
+    row = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    assert "<h1>Indexiertes Bild zur Änderung auswählen</h1>" in staff_client.get(INDEX).content.decode()
+    assert "<h1>Indexiertes Bild ändern</h1>" in staff_client.get(f"{INDEX}{row.pk}/change/").content.decode()
+    with translation.override("de"):
+        for model in apps.get_app_config("visual_search").get_models():
+            for name in (model._meta.verbose_name, model._meta.verbose_name_plural):
+                assert str(name)[0].isupper(), (model.__name__, str(name))
+
+
 def test_a_portrait_image_s_thumbnail_keeps_its_shape_under_a_strict_content_security_policy(staff_client, catalogue, make_product):
     """The thumbnails were fitted into their square by a style="" attribute, which a
     Content-Security-Policy without 'unsafe-inline' (the demo shop's) drops: a portrait photo
@@ -205,3 +224,44 @@ def test_a_row_is_named_by_its_file_and_its_fingerprint_shortened(staff_client, 
     assert ">Testapp | product #" not in page  # (the checkbox is still announced so)
     assert f'<span title="{row.fingerprint}">{row.fingerprint[:8]}</span>' in page
     assert "visual_search/admin.css" in page  # the columns' widths
+
+
+def test_a_row_s_status_column_says_why_it_failed_and_its_fingerprint(staff_client, catalogue, make_product):
+    """The status, the error and the fingerprint were three columns: with the date (on one line)
+    they scrolled sideways at 1366 px with the navigation sidebar open (tests below). They share
+    the status column, sorted by the status; the fingerprint still whole on hover."""
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        broken = make_product("Broken jam", b"\xff\xd8\xff\xe0" + b"x" * 3000)
+    reindex(asynchronous=False)
+    row = ImageEmbedding.objects.get(object_id=str(broken.pk), content_type__model="product")
+    page = staff_client.get(INDEX).content.decode()
+    cell = page.split(f'{row.pk}/change/"', 1)[1].split('<td class="field-status_and_reason">', 1)[1].split("</td>", 1)[0]
+    assert cell.startswith("Failed") and "damaged or truncated" in cell
+    assert f'fingerprint <span title="{row.fingerprint}">{row.fingerprint[:8]}</span>' in cell
+    assert '<th scope="col" class="sortable column-status_and_reason">' in page
+    assert "column-short_error" not in page and "column-short_fingerprint" not in page
+
+
+@pytest.mark.browser
+def test_the_index_fits_a_laptop_with_the_navigation_sidebar_open(staff_client, catalogue, make_product, live_server, settings):
+    """At 1366 x 768 with Django's navigation sidebar open the table has 717 px: its last two
+    columns (the fingerprint and the date) scrolled sideways, in English and German alike."""
+    from tests.test_browser import chromium
+
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        make_product("Broken jam", b"\xff\xd8\xff\xe0" + b"x" * 3000)
+    reindex(asynchronous=False)
+    lime, mango = catalogue
+    mine = ImageEmbedding.objects.get(object_id=str(lime.pk), content_type__model="product")
+    ImageEmbedding.objects.filter(pk=mine.pk).update(duplicate_of=ImageEmbedding.objects.get(object_id=str(mango.pk), content_type__model="product"), duplicate_score=0.97)
+    with chromium() as browser:
+        for language in ("en", "de"):
+            settings.LANGUAGE_CODE = language  # German words are longer ("Fehlgeschlagen", "Fingerabdruck")
+            context = browser.new_context(viewport={"width": 1366, "height": 768})
+            context.add_cookies([{"name": "sessionid", "value": staff_client.cookies["sessionid"].value, "url": live_server.url}])
+            page = context.new_page()
+            page.goto(f"{live_server.url}{INDEX}")
+            assert page.locator("#nav-sidebar").is_visible() and page.locator("#changelist-filter").is_visible()
+            widths = page.evaluate("(() => { const r = document.querySelector('#changelist .results'); return [r.scrollWidth, r.clientWidth]; })()")
+            assert widths[0] <= widths[1], (language, widths)
+            context.close()

@@ -15,7 +15,7 @@ from django.template import Context, Template
 from django.template.loader import render_to_string
 
 from tests.conftest import catalogue_image
-from visual_search.widget import RESULTS_KEY, WIDGET_KEY
+from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,6 +135,21 @@ def test_server_results_appear_only_in_the_widget_that_searched(rf):
     for posted, expected in [("vs-2", [False, True, False]), ("vs-compact", [False, False, True]), (None, [True, False, False])]:
         html = render(source, request=rf.get("/"), **{RESULTS_KEY: items, WIDGET_KEY: posted})
         assert ["Oatly Oat Milk" in part for part in widgets(html)] == expected, posted
+
+
+def test_after_a_search_without_the_script_the_results_come_before_the_form(rf):
+    # The server's answer (no JavaScript) showed the photo's form again on top, its results under
+    # it: on a phone they began below the screen, and a screen reader or the keyboard went through
+    # the form first. Now the status line and the cards come first, the form for another photo
+    # below them; before a search, and with an error, the widget is as the script knows it.
+    items = [{"name": "Oatly Oat Milk", "url": "/p/1/", "image_url": None, "score": 0.9}]
+    html = render("{% visual_search_widget %}", request=rf.get("/"), **{RESULTS_KEY: items})
+    assert html.index("data-vs-status") < html.index("data-vs-results") < html.index("Oatly Oat Milk") < html.index("<form")
+    assert html.count("data-vs-status") == 1 and html.count("data-vs-results") == 1
+    assert_ids_unique_and_labels_bound(html)
+    for context in ({}, {ERROR_KEY: "Choose a photo first."}):
+        html = render("{% visual_search_widget %}", request=rf.get("/"), **context)
+        assert html.index("<form") < html.index("data-vs-status") < html.index("</form>") < html.index("data-vs-results")
 
 
 def test_the_search_page_in_a_shop_layout(client, shop, shop_layout):
