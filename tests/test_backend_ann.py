@@ -553,3 +553,30 @@ def test_a_full_disk_when_saving_the_index_still_answers_the_search(synthetic, i
     assert "No space left on device" in caplog.text and "could not save" in caplog.text
     assert not list(index_dir.glob("*.faiss")) and not list(index_dir.glob(".tmp-*"))
     assert full.search(query, limit=5, **synthetic) == truth  # from memory: no second clustering
+
+
+@pytest.mark.parametrize("learned_from", [20, 100])
+def test_a_whitening_the_catalogue_outgrew_is_never_confident_in_either_backend(synthetic, index_dir, learned_from):
+    """A small catalogue's whitening, with the chance calibration of a shop whose products have one
+    image: searched with a catalogue of 100 times as many vectors, its similarities took customers'
+    photos for copies (97 %, wrong). Outgrown (twice what it learned from), neither backend states a
+    confident match; one learned from fewer than OUTGROWN_PLAIN_BELOW vectors ranks by plain cosine."""
+    from visual_search import ranking
+    from visual_search.backends.rows import OUTGROWN_PLAIN_BELOW
+
+    vectors = np.stack([row.array for row in ImageEmbedding.objects.order_by("pk")[:learned_from]])
+    mean, projection = fit_whitening(vectors, min(16, learned_from - 1))
+    Whitening.objects.create(
+        result_type_id=synthetic["result_type_id"], fingerprint=synthetic["fingerprint"], dimensions=projection.shape[1],
+        trained_on=learned_from, mean=mean.tobytes(), projection=projection.tobytes(),
+    )
+    policy = ranking.Policy(calibration=ranking.CHANCE_CALIBRATION)
+    query = ImageEmbedding.objects.order_by("pk").last().array  # a copy of a stored image
+    for backend in (NumpyBackend(), ann(index_dir)):
+        hits = backend.search(query, limit=10, policy=policy, **synthetic)
+        assert hits[0].result_id == "999" and hits[0].probability < 0.2, type(backend).__name__
+        with backend.space(synthetic["result_type_id"], synthetic["fingerprint"]) as space:
+            assert space.outgrown
+            transformed = space.transform(query)
+            plain = transformed.shape == query.shape and np.allclose(transformed, query / np.linalg.norm(query), atol=1e-5)
+            assert plain == (learned_from < OUTGROWN_PLAIN_BELOW)

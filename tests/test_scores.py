@@ -354,3 +354,45 @@ def test_staff_see_how_the_scores_are_calibrated_in_the_admin(small_shop, admin_
     assert "Not calibrated: 0 searches with a known answer" in listing
     page = admin_client.get(f"/admin/visual_search/whitening/{whitening.pk}/change/").content.decode()
     assert "Add photos like a customer" in page
+
+
+def test_a_catalogue_that_outgrew_its_small_whitening_is_searched_by_plain_cosine_and_never_confident(make_product, settings):
+    """A new shop's first fit learned the whitening and calibration from 3 products, and searches
+    kept them while the rest of the catalogue was imported: of 99 customers' photos 1 % found the
+    right product first, and 41 were stated 97 % "copies", 40 of them wrong. Until it is learned
+    again, a catalogue twice as big as the small one it was learned from is searched by plain
+    cosine, and no result is confident: not even a copy, which plain cosine does not tell apart."""
+    import io
+
+    from django.core.management import call_command
+
+    from visual_search.backends import get_backend
+    from visual_search.embeddings.pooling import l2_normalise
+    from visual_search.search import is_confident
+    from visual_search.serving import current_fingerprint
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SCORE": "probability", "WHITENING_AUGMENT": 3, "WHITENING_DIMS": 16}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        first = {name: make_product(name.replace("-", " "), catalogue_image(name)) for name in NAMES[:3]}
+    reindex(Product, asynchronous=False)
+    assert Whitening.objects.get().trained_on == 3
+    copy = catalogue_image(NAMES[0]).read_bytes()
+    results = visual_search.search_by_image(copy, Product, limit=10)
+    assert results[0].probability == pytest.approx(ranking.COPY_PROBABILITY)  # 3 products: its own image, as before
+    for name in NAMES[3:6]:
+        make_product(name.replace("-", " "), catalogue_image(name))  # indexed at once: 6 vectors, twice 3
+    assert Whitening.objects.get().trained_on == 3  # nothing fitted it again yet (no Celery, no sweep)
+    results = visual_search.search_by_image(copy, Product, limit=10)
+    assert results[0].object == first[NAMES[0]] and len(results) == 6
+    assert not is_confident(results) and results[0].probability < 0.2
+    with get_backend().space(Whitening.objects.get().result_type_id, current_fingerprint()) as space:
+        assert space.outgrown
+        vector = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+        assert np.allclose(space.transform(vector), l2_normalise(vector))  # plain cosine
+    status = io.StringIO()
+    call_command("visual_search_status", stdout=status)
+    assert "due" in status.getvalue() and "no search states a confident match" in status.getvalue()
+    reindex(Product, asynchronous=False)  # learned again: whitened, and a copy is a copy again
+    assert Whitening.objects.get().trained_on == 6
+    results = visual_search.search_by_image(copy, Product, limit=10)
+    assert results[0].probability == pytest.approx(ranking.COPY_PROBABILITY) and is_confident(results)

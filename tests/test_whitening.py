@@ -144,3 +144,37 @@ def test_learned_whitening_uses_which_vectors_show_one_product():
     assert abs(learned[1][1, 0]) > 10 * abs(learned[1][0, 0])  # learned whitening's is the identity
     # Without two vectors of any product there is nothing to learn from: the PCA.
     assert np.allclose(fit_whitening(data[:2], 1, ["a", "b"])[1], fit_whitening(data[:2], 1)[1])
+
+
+def test_the_workers_fit_at_once_when_the_catalogue_outgrew_its_whitening(make_product, settings, monkeypatch):
+    """A long import put the fit off while images were pending (FIT_MAX_POSTPONED times FIT_DELAY:
+    half an hour), all the while searching with a whitening learned from a catalogue a fraction of
+    the size. Once the catalogue is twice what a small whitening learned from, the fit is not put off."""
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+
+    from visual_search import queue, tasks
+    from visual_search.whitening import outgrown
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": "pca", "WHITENING_MIN_VECTORS": 12,
+                              "WHITENING_DIMS": 16, "WHITENING_AUGMENT": 1}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        for name in NAMES[:3]:
+            make_product(name, catalogue_image(name))
+    reindex(Product, asynchronous=False)
+    assert Whitening.objects.get().trained_on == 3
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        new = [str(make_product(name, catalogue_image(name)).pk) for name in NAMES[3:]]
+    cache.delete(queue.FIT_QUEUED_KEY)
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append((name, args)))
+    monkeypatch.setattr(tasks, "current_app", SimpleNamespace(conf=SimpleNamespace(task_always_eager=False)))
+    tasks.embed_objects.run("testapp.product", "image", new[:2])
+    ImageEmbedding.objects.filter(object_id__in=new[2:]).update(status="pending")  # the import goes on
+    assert not outgrown()  # 5 ready: due (WHITENING_REFIT_GROWTH), not outgrown
+    assert tasks.fit_whitening.run() == 0 and sent[-1] == (queue.FIT_WHITENING, (1,))  # put off, as before
+    tasks.embed_objects.run("testapp.product", "image", new[2:3])
+    assert outgrown()  # 6 ready, twice 3
+    assert tasks.fit_whitening.run(postponed=1) == 1  # not put off
+    assert Whitening.objects.get().trained_on == 6 and not outgrown()

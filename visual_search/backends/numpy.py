@@ -37,6 +37,8 @@ class _Matrix(ResultCodes):
     position: dict[int, int] = field(default_factory=dict)
     # (mean, projection) of the catalogue's learned whitening: the vectors are kept whitened.
     whitening: tuple[np.ndarray, np.ndarray] | None = None
+    # The catalogue outgrew its whitening (rows.outgrown): no confident result (rows.searched_with).
+    outgrown: bool = False
     checked: float = 0.0  # time.monotonic() of the last freshness check
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
@@ -77,7 +79,9 @@ class NumpyBackend(BaseBackend):
     def space(self, result_type_id: int, fingerprint: str):
         # The arrays as they are now; a refresh that adds or drops rows makes new ones.
         matrix = self._refresh(result_type_id, fingerprint)
-        return holding(ArraySpace(matrix.vectors, matrix.codes, matrix.result_ids, matrix.whitening, None, matrix.result_codes))
+        space = ArraySpace(matrix.vectors, matrix.codes, matrix.result_ids, matrix.whitening, None, matrix.result_codes)
+        space.outgrown = matrix.outgrown
+        return holding(space)
 
     # -- keeping the matrix in step with the rows ------------------------------------------------
 
@@ -97,6 +101,7 @@ class NumpyBackend(BaseBackend):
                 # New whitening: every stored vector is transformed again, from the rows.
                 matrix = _Matrix(whitening=now.whitening.arrays() if now.whitening is not None else None)
             matrix = self._matrices[key] = self._update(matrix, now)
+            matrix.outgrown = now.outgrown
             matrix.signature = signature
             matrix.checked = time.monotonic()
             return matrix

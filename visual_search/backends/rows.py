@@ -20,6 +20,19 @@ from ..models import ImageEmbedding, Whitening
 # stamped before, but committed after, the last refresh is still picked up.
 COMMIT_SKEW = timedelta(seconds=5)
 
+# A whitening learned from fewer than WHITENING_MIN_VECTORS vectors (a small catalogue's, with
+# customer views) is outgrown once this many times as many vectors are ready: until it is learned
+# again no search states a confident match (nor a copy), and one learned from fewer than
+# OUTGROWN_PLAIN_BELOW vectors is not searched with at all (plain cosine). Measured on the demo's
+# products, fitted at 3 to 40 of them and searched at 1.3 to 27 times as many vectors
+# (docs/performance.md, "A catalogue that outgrew its whitening"): learned from 30 vectors or more,
+# a whitening ranked about as well as plain cosine or better, but from 4 times 21 to 60 % of its
+# confident first results were wrong (28 to 31 % after a fit). Learned from 9 (3 products, 3 images
+# each: the chance calibration), it put the right product first for 32 % of the photos at twice
+# (plain cosine 72 %) and stated 10 of 25 wrong ones 97 % copies; at 27 times 8 %, and 192 of 296
+# wrong copies. From 21, 0.48 at twice (plain cosine 0.64).
+OUTGROWN, OUTGROWN_PLAIN_BELOW = 2.0, 30
+
 
 def ready_rows(result_type_id: int, fingerprint: str) -> QuerySet:
     """The searchable rows of one model and fingerprint."""
@@ -32,21 +45,40 @@ def due(checked: float) -> bool:
     return interval <= 0 or time.monotonic() - checked >= interval
 
 
+def outgrown(trained_on: int, ready: int) -> bool:
+    """Whether a whitening learned from ``trained_on`` vectors is outgrown now that ``ready`` vectors
+    are: learned from a small catalogue (fewer than ``WHITENING_MIN_VECTORS``) that has grown to
+    ``OUTGROWN`` times that size since. No search is then confident until it is learned again (the
+    sweep, the Celery fit, no longer put off while indexing goes on, or ``visual_search_reindex``)."""
+    return 0 < trained_on < int(settings.WHITENING_MIN_VECTORS) and ready >= OUTGROWN * trained_on
+
+
+def searched_with(whitening: Whitening | None, ready: int) -> Whitening | None:
+    """The whitening searches apply with ``ready`` vectors: None (plain cosine) for an outgrown one
+    learned from fewer than ``OUTGROWN_PLAIN_BELOW`` vectors, which ranks worse than none."""
+    if whitening is not None and whitening.trained_on < OUTGROWN_PLAIN_BELOW and outgrown(whitening.trained_on, ready):
+        return None
+    return whitening
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """What the database holds now: the rows, how many and how new, and the learned whitening."""
+    """What the database holds now: the rows, how many and how new, the learned whitening searches
+    apply (None: plain cosine, see :func:`searched_with`), and whether the catalogue ``outgrown`` it."""
 
     rows: QuerySet
     count: int
     newest: datetime | None
     whitening: Whitening | None
+    outgrown: bool = False
 
     @classmethod
     def read(cls, result_type_id: int, fingerprint: str) -> Snapshot:
         rows = ready_rows(result_type_id, fingerprint)
         stats = rows.aggregate(n=Count("id"), newest=Max("updated_at"))
         whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
-        return cls(rows, stats["n"], stats["newest"], whitening)
+        stale = whitening is not None and outgrown(whitening.trained_on, stats["n"])
+        return cls(rows, stats["n"], stats["newest"], searched_with(whitening, stats["n"]), outgrown=stale)
 
     @property
     def stamp(self) -> str | None:

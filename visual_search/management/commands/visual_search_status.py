@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, no_translations
 from django.utils import timezone
 
 from ... import queue
+from ...backends.rows import OUTGROWN, OUTGROWN_PLAIN_BELOW
 from ...conf import settings
 from ...embeddings.spec import EmbeddingSpec, settings_fingerprint
 from ...indexing import MISSING_FROM_STORAGE
@@ -15,7 +16,7 @@ from ...models import ImageEmbedding
 from ...reindex import status_counts
 from ...serving import active_version, current_fingerprint
 from ...versions import fingerprint_summary
-from ...whitening import fit_due, score_notes
+from ...whitening import fit_due, outgrown, score_notes
 from .. import explain_unmigrated
 
 COLUMNS = ("model", "objects", "ready", "pending", "failed", "stale", "missing")
@@ -87,6 +88,10 @@ class Command(BaseCommand):
             )
             # Searches keep what was learned before until the new fit (search._policy); none yet: the default's.
             meanwhile = "searches use the ones learned before" if notes else "scores are the default calibration's"
+            if outgrown():  # backends.rows.outgrown: learned from a catalogue a fraction of this one
+                meanwhile = (f"no search states a confident match: the catalogue has grown to {OUTGROWN:g} times or more "
+                             f"what they were learned from (learned from fewer than {OUTGROWN_PLAIN_BELOW} vectors, "
+                             "the whitening is not applied either)")
             self.stdout.write(
                 "The whitening and score calibration are due (none yet, or the catalogue changed since): until then "
                 f"{meanwhile}. {who}`manage.py visual_search_reindex --only missing` learns them now."
