@@ -491,3 +491,79 @@ def test_a_change_committed_while_the_old_image_is_stored_is_never_overwritten(p
     indexing.index_objects(registration, [product.pk])
     row.refresh_from_db()
     assert row.status == "ready" and row.source_name == product.image.name
+
+
+@pytest.mark.parametrize("learned_from", [20, 100])
+def test_a_whitening_the_catalogue_outgrew_is_never_confident_with_pgvector(pg_backend, settings, learned_from):
+    """As tests/test_backend_ann.py's for NumPy and FAISS: a small catalogue's whitening, with the
+    chance calibration, searched with a catalogue of 100 times as many vectors took customers'
+    photos for copies (97 %, wrong), since pgvector kept its generation whitened as it was. Outgrown,
+    it states no confident match, and one learned from fewer than OUTGROWN_PLAIN_BELOW vectors
+    ranks by plain cosine: the same results as the NumPy backend's, from the same rows."""
+    from django.test.utils import CaptureQueriesContext
+
+    from visual_search import ranking
+    from visual_search.backends.rows import OUTGROWN_PLAIN_BELOW
+    from visual_search.models import Whitening
+    from visual_search.ranking import fit_whitening as learn
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 60}
+    vectors = clustered(2000)
+    rows = store(vectors, result_ids=[i // 2 for i in range(len(vectors))])
+    mean, projection = learn(vectors[:learned_from], min(16, learned_from - 1))
+    kwargs = search_kwargs()
+    Whitening.objects.create(
+        result_type_id=kwargs["result_type_id"], fingerprint=kwargs["fingerprint"], dimensions=projection.shape[1],
+        trained_on=learned_from, mean=mean.tobytes(), projection=projection.tobytes(),
+    )
+    pg_backend.add(rows)  # the generation is whitened with it, as after the small catalogue's fit
+    policy = ranking.Policy(calibration=ranking.CHANCE_CALIBRATION)
+    query = vectors[-1]  # a copy of a stored image
+    hits = pg_backend.search(query, policy=policy, **kwargs)
+    assert hits[0].result_id == "999" and hits[0].probability < 0.2
+    assert ids(hits) == ids(NumpyBackend().search(query, policy=policy, **kwargs))
+    with pg_backend.space(kwargs["result_type_id"], kwargs["fingerprint"]) as space:
+        assert space.outgrown
+        transformed = space.transform(query)
+        plain = transformed.shape == query.shape and np.allclose(transformed, query / np.linalg.norm(query), atol=1e-5)
+        assert plain == (learned_from < OUTGROWN_PLAIN_BELOW)
+    # The rows are read once, then kept: within REFRESH_INTERVAL a search makes no query at all.
+    with CaptureQueriesContext(connections["pgvector"]) as queries:
+        assert ids(pg_backend.search(query, policy=policy, **kwargs)) == ids(hits)
+    assert len(queries) == 0, [q["sql"][:80] for q in queries]
+    # A product added in this process is found at once, as with the NumPy backend.
+    pg_backend.add(store(vectors[:1], result_ids=["new"], start=5000))
+    assert "new" in ids(pg_backend.search(vectors[0], policy=policy, **kwargs))
+    # Learned again: the whitened HNSW index, and the copy is a copy again.
+    Whitening.objects.all().delete()
+    fit_whitening(dims=16)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    with pg_backend.space(kwargs["result_type_id"], kwargs["fingerprint"]) as space:
+        assert not space.outgrown and type(space).__name__ == "_Space"
+    assert pg_backend.search(query, policy=policy, **kwargs)[0].probability == pytest.approx(ranking.COPY_PROBABILITY)
+
+
+def test_an_outgrown_catalogue_too_big_to_scan_in_memory_is_never_confident_either(pg_backend, settings, monkeypatch):
+    """Above OUTGROWN_SCAN_MAX rows the HNSW index is searched, with the whitening it was stored
+    with, still never confident."""
+    from visual_search import ranking
+    from visual_search.backends.pgvector import backend as pgvector_backend
+    from visual_search.models import Whitening
+    from visual_search.ranking import fit_whitening as learn
+
+    monkeypatch.setattr(pgvector_backend, "OUTGROWN_SCAN_MAX", 500)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    vectors = clustered(1000)
+    rows = store(vectors)
+    mean, projection = learn(vectors[:20], 16)
+    kwargs = search_kwargs()
+    Whitening.objects.create(
+        result_type_id=kwargs["result_type_id"], fingerprint=kwargs["fingerprint"], dimensions=16,
+        trained_on=20, mean=mean.tobytes(), projection=projection.tobytes(),
+    )
+    pg_backend.add(rows)
+    hits = pg_backend.search(vectors[7], policy=ranking.Policy(calibration=ranking.CHANCE_CALIBRATION), **kwargs)
+    assert hits[0].result_id == "7" and hits[0].probability < 0.2
+    with pg_backend.space(kwargs["result_type_id"], kwargs["fingerprint"]) as space:
+        assert space.outgrown and type(space).__name__ == "_Space"
+    assert not pg_backend._raw

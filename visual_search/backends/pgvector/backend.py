@@ -10,6 +10,14 @@ builds the next generation from the rows beside the live one and swaps them atom
 The rows stay the truth: a search joins ``ImageEmbedding`` and skips any vector whose row is no
 longer ready or has changed since it was written, so a missed ``remove`` can never surface a
 product on a photo it no longer shows.
+
+A catalogue that outgrew its whitening (:func:`visual_search.backends.rows.outgrown`: learned
+from a small catalogue, which has grown to twice that since) is searched as the NumPy and FAISS
+backends search it: plain cosine where :func:`~visual_search.backends.rows.searched_with` says
+so, never confident. The stored vectors cannot switch to plain cosine (each generation keeps its
+whitening), so until the whitening is learned again a search scans the raw vectors of the rows in
+memory (:class:`~visual_search.ranking.ArraySpace`, read again when the freshness check sees the
+rows change); above ``OUTGROWN_SCAN_MAX`` rows it searches the HNSW index, still never confident.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
@@ -32,8 +41,9 @@ from django.db import ProgrammingError, connections, transaction
 
 from ...conf import settings
 from ...models import ImageEmbedding, Whitening
-from ...ranking import Neighbours, transform
+from ...ranking import ArraySpace, Neighbours, transform
 from ..base import BaseBackend, EmptySpace, group_by_result
+from ..rows import outgrown, searched_with
 from . import schema
 
 logger = logging.getLogger("visual_search")
@@ -43,6 +53,11 @@ MAX_EF_SEARCH = 1000
 STAGE = "visual_search_pgvector_stage"
 # Rows added per statement when the sweep repairs the index.
 REPAIR_CHUNK = 2000
+# While a catalogue has outgrown its whitening, a search scans the raw vectors of at most this many
+# rows in memory (plain cosine where rows.searched_with says so; 20 MB of 512 floats, a few ms a
+# search); a bigger one (a small whitening nobody learned again during a big import) is searched
+# in the HNSW index, with the whitening it was stored with, and is never confident either.
+OUTGROWN_SCAN_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,17 @@ class Generation:
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         return transform(vectors, self.whitening)
+
+
+@dataclass(frozen=True)
+class Outgrown:
+    """A model whose catalogue outgrew its whitening, as the freshness check (``_live``) read it:
+    its ready rows (how many, counted up to ``OUTGROWN_SCAN_MAX + 1``, and the newest ``updated_at``)
+    and the whitening's ``updated_at``; what the raw vectors in memory were read for."""
+
+    ready: int
+    newest: datetime | None
+    whitening: datetime
 
 
 class PgvectorBackend(BaseBackend):
@@ -103,9 +129,13 @@ class PgvectorBackend(BaseBackend):
         self._bulk = False  # between reset() and finish(): HNSW indexes are built once, at the end
         self._lock = threading.Lock()
         # The live generation of each (model, fingerprint) as last read, re-read at most every
-        # REFRESH_INTERVAL seconds: (when, generation, estimated rows). A search of a generation
-        # dropped meanwhile fails and reads it again (search()).
-        self._live_seen: dict[tuple[int, str], tuple[float, Generation, float]] = {}
+        # REFRESH_INTERVAL seconds: (when, generation, estimated rows, Outgrown or None, whether its
+        # whitening is small enough to be outgrown). A search of a generation dropped meanwhile
+        # fails and reads it again (search()).
+        self._live_seen: dict[tuple[int, str], tuple[float, Generation, float, Outgrown | None, bool]] = {}
+        # While a model's catalogue has outgrown its whitening: (Outgrown it was read for, the raw
+        # vectors of its ready rows, searched instead of the generation; see the module doc).
+        self._raw: dict[tuple[int, str], tuple[Outgrown, ArraySpace]] = {}
         # The hnsw.ef_search each database connection was last set to (a session setting).
         self._ef_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -127,6 +157,7 @@ class PgvectorBackend(BaseBackend):
             with transaction.atomic(using=self.using), self._cursor() as cursor:
                 for generation in self._writable(cursor, result_type_id, fingerprint, vectors.shape[1]):
                     self._write(cursor, generation, rows, vectors)
+            self._recount((result_type_id, fingerprint))
 
     def remove(self, embedding_ids: Collection[int]) -> None:
         """Delete these ids from every generation (a search would skip them anyway: see the module doc)."""
@@ -137,6 +168,16 @@ class PgvectorBackend(BaseBackend):
             cursor.execute(f"SELECT id FROM {schema.GENERATIONS}")
             for (generation_id,) in cursor.fetchall():
                 cursor.execute(f"DELETE FROM {schema.vectors_table(generation_id)} WHERE embedding_id = ANY(%s)", [ids])
+        for key in list(self._live_seen):
+            self._recount(key)
+
+    def _recount(self, key: tuple[int, str]) -> None:
+        """Rows of this model were written in this process: if its whitening is small enough to be
+        outgrown, the next search reads the rows' count again (whether it is outgrown now, and the
+        raw vectors if so), not after ``REFRESH_INTERVAL``, as the NumPy backend sees its own writes."""
+        seen = self._live_seen.get(key)
+        if seen is not None and seen[4]:
+            self._live_seen.pop(key, None)
 
     def repair(self, result_type_id: int, fingerprint: str) -> int:
         """Add the ready rows missing from (or newer than) this model's generations, and drop the
@@ -175,6 +216,8 @@ class PgvectorBackend(BaseBackend):
         with transaction.atomic(using=self.using), self._cursor() as cursor:
             schema.drop_all(cursor)
         self._whitenings.clear()
+        self._live_seen.clear()
+        self._raw.clear()
         self._bulk = True
 
     def finish(self) -> None:
@@ -256,6 +299,7 @@ class PgvectorBackend(BaseBackend):
                 self._drop(cursor, old)
             cursor.execute(f"UPDATE {schema.GENERATIONS} SET state = 'live' WHERE id = %s", [generation.id])
         self._live_seen.clear()
+        self._raw.pop((result_type_id, fingerprint), None)
         logger.info("pgvector: generation %s (whitened) is live for %s/%s", generation.id, result_type_id, fingerprint)
 
     def _write_chunk(self, generation: Generation, rows: list) -> None:
@@ -384,38 +428,93 @@ class PgvectorBackend(BaseBackend):
 
     @contextlib.contextmanager
     def space(self, result_type_id: int, fingerprint: str):
-        """The live generation of this model, searched through one cursor."""
+        """The live generation of this model, searched through one cursor; while its catalogue has
+        outgrown its whitening, the raw vectors of its rows in memory (see the module doc)."""
         connection = connections[self.using]
         # Outside a transaction every statement commits on its own: no BEGIN/COMMIT round trips.
         # Inside one (ATOMIC_REQUESTS), a savepoint keeps a failed attempt from breaking it.
         block = transaction.atomic(using=self.using) if connection.in_atomic_block else contextlib.nullcontext()
+        key = (result_type_id, fingerprint)
         with block, self._cursor() as cursor:
             live = self._live(cursor, result_type_id, fingerprint)
-            yield EmptySpace() if live is None else _Space(self, cursor, *live)
+            if live is None:
+                self._raw.pop(key, None)
+                yield EmptySpace()
+                return
+            generation, rows, stale = live
+            if stale is None:
+                self._raw.pop(key, None)  # learned again: the memory goes
+                yield _Space(self, cursor, generation, rows)
+            elif stale.ready <= OUTGROWN_SCAN_MAX:
+                yield self._raw_space(result_type_id, fingerprint, stale)
+            else:
+                self._raw.pop(key, None)
+                yield _Space(self, cursor, generation, rows, outgrown=True)
 
-    def _live(self, cursor, result_type_id: int, fingerprint: str) -> tuple[Generation, float] | None:
-        """The live generation and its estimated row count, setting the default ``hnsw.ef_search``
-        for this connection in the same round trip; no round trip at all when both were read
-        within ``REFRESH_INTERVAL`` (a search then makes two: the scan, and its products' vectors)."""
+    def _raw_space(self, result_type_id: int, fingerprint: str, stale: Outgrown) -> ArraySpace:
+        """The ready rows' own vectors of an outgrown catalogue, transformed as :func:`searched_with`
+        says (plain cosine, or the whitening it outgrew), kept until the freshness check sees the
+        rows or the whitening change (one query for the rows, one for the whitening, then none)."""
+        key = (result_type_id, fingerprint)
+        kept = self._raw.get(key)
+        if kept is not None and kept[0] == stale:
+            return kept[1]
+        whitening = Whitening.objects.using(self.using).filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
+        rows = ImageEmbedding.objects.using(self.using).ready(fingerprint).filter(result_type_id=result_type_id)
+        result_ids, vectors = [], []
+        for result_id, data in rows.order_by("pk").values_list("result_id", "vector").iterator(chunk_size=2000):
+            if data:
+                result_ids.append(result_id)
+                vectors.append(np.frombuffer(bytes(data), dtype=np.float32))
+        applied = searched_with(whitening, len(vectors))
+        arrays = applied.arrays() if applied is not None else None
+        if vectors:
+            space = ArraySpace.of(transform(np.stack(vectors), arrays), result_ids, arrays)
+        else:
+            space = ArraySpace.of(np.zeros((0, 1), dtype=np.float32), [], arrays)
+        space.outgrown = True
+        self._raw[key] = (stale, space)
+        return space
+
+    def _live(self, cursor, result_type_id: int, fingerprint: str) -> tuple[Generation, float, Outgrown | None] | None:
+        """The live generation, its estimated row count, and whether the catalogue outgrew its
+        whitening (:class:`Outgrown`, else None), setting the default ``hnsw.ef_search`` for this
+        connection in the same round trip; no round trip at all when all were read within
+        ``REFRESH_INTERVAL`` (a search then makes two: the scan, and its products' vectors). The
+        ready rows are counted in that round trip only for a whitening learned from fewer than
+        ``WHITENING_MIN_VECTORS`` (by the index on the rows, up to ``OUTGROWN_SCAN_MAX + 1``)."""
         key, ef = (result_type_id, fingerprint), min(MAX_EF_SEARCH, self.ef_search)
         seen, interval = self._live_seen.get(key), float(settings.REFRESH_INTERVAL)
         if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval and self.ef_in(cursor) is not None:
-            return seen[1], seen[2]  # the search sets the ef_search it needs if this connection has another
+            return seen[1], seen[2], seen[3]  # the search sets the ef_search it needs if this connection has another
+        small = int(settings.WHITENING_MIN_VECTORS)
         cursor.execute(
             f"SELECT g.id, g.dimensions, g.indexed, greatest(c.reltuples, 1),"
-            f" set_config('hnsw.ef_search', %s, false) FROM {schema.GENERATIONS} g"
+            f" set_config('hnsw.ef_search', %(ef)s, false), w.trained_on, w.updated_at, r.n, r.newest"
+            f" FROM {schema.GENERATIONS} g"
             " LEFT JOIN pg_class c ON c.oid = to_regclass('visual_search_pgvector_' || g.id)"
-            " WHERE g.result_type_id = %s AND g.fingerprint = %s AND g.state = 'live'",
-            [str(ef), result_type_id, fingerprint],
+            f" LEFT JOIN {Whitening._meta.db_table} w ON w.result_type_id = g.result_type_id AND w.fingerprint = g.fingerprint"
+            # Counted only for a small whitening: the condition on w is a one-time filter, no scan.
+            " LEFT JOIN LATERAL (SELECT count(*) AS n, max(e.updated_at) AS newest FROM (SELECT e.updated_at"
+            f" FROM {ImageEmbedding._meta.db_table} e WHERE e.result_type_id = g.result_type_id"
+            " AND e.fingerprint = g.fingerprint AND e.status = %(ready)s"
+            " AND w.trained_on > 0 AND w.trained_on < %(small)s LIMIT %(most)s) e) r ON true"
+            " WHERE g.result_type_id = %(type)s AND g.fingerprint = %(fingerprint)s AND g.state = 'live'",
+            {"ef": str(ef), "ready": ImageEmbedding.Status.READY.value, "small": small, "most": OUTGROWN_SCAN_MAX + 1,
+             "type": result_type_id, "fingerprint": fingerprint},
         )
         row = cursor.fetchone()
         self.set_ef_in(cursor, ef)
         if row is None:
             return None  # not remembered: the first vectors added are found at once
-        generation_id, dimensions, indexed, rows, _ = row
+        generation_id, dimensions, indexed, rows, _, trained_on, whitened_at, ready, newest = row
         generation = Generation(generation_id, dimensions, "live", indexed, self._whitening(cursor, generation_id))
-        self._live_seen[key] = (time.monotonic(), generation, float(rows or 1))
-        return generation, float(rows or 1)
+        stale = None
+        if trained_on is not None and outgrown(trained_on, ready or 0):
+            stale = Outgrown(int(ready), newest, whitened_at)
+        counted = trained_on is not None and 0 < trained_on < small
+        self._live_seen[key] = (time.monotonic(), generation, float(rows or 1), stale, counted)
+        return generation, float(rows or 1), stale
 
     def ef_in(self, cursor) -> int | None:
         """The ``hnsw.ef_search`` this cursor's connection was last set to by this backend."""
@@ -520,8 +619,10 @@ def _literal(vector: np.ndarray) -> str:
 class _Space:
     """One search's view of the live generation (see :class:`visual_search.ranking.VectorSpace`)."""
 
-    def __init__(self, backend: PgvectorBackend, cursor, generation: Generation, rows: float):
+    def __init__(self, backend: PgvectorBackend, cursor, generation: Generation, rows: float, *, outgrown: bool = False):
         self.backend, self.cursor, self.generation, self.rows = backend, cursor, generation, rows
+        # The catalogue outgrew its whitening, too big to scan in memory: no confident result.
+        self.outgrown = outgrown
 
     def transform(self, vector: np.ndarray) -> np.ndarray:
         return self.generation.transform(vector)
