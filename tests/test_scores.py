@@ -396,3 +396,40 @@ def test_a_catalogue_that_outgrew_its_small_whitening_is_searched_by_plain_cosin
     assert Whitening.objects.get().trained_on == 6
     results = visual_search.search_by_image(copy, Product, limit=10)
     assert results[0].probability == pytest.approx(ranking.COPY_PROBABILITY) and is_confident(results)
+
+
+def test_staff_read_in_the_admin_that_the_catalogue_outgrew_its_whitening(db, admin_client, settings):
+    """Only visual_search_status said it: the Whitening admin (and the score notes of the Oscar
+    dashboard) still read "Not calibrated ... unless the photo is a copy" while no search could be
+    confident. They now say why and what to do, in the staff's language."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.utils import translation
+
+    from visual_search.models import ImageEmbedding
+    from visual_search.serving import current_fingerprint
+    from visual_search.whitening import describe_scores, score_notes
+
+    ct, fingerprint = ContentType.objects.get_for_model(Product), current_fingerprint()
+    vectors = np.random.default_rng(0).standard_normal((6, 512)).astype(np.float32)
+    rows = ImageEmbedding.objects.bulk_create(
+        ImageEmbedding(content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i),
+                       status="ready", fingerprint=fingerprint, dimensions=512, vector=v.tobytes())
+        for i, v in enumerate(vectors)
+    )
+    mean, projection = ranking.fit_whitening(vectors[:3], 2)
+    whitening = Whitening.objects.create(
+        result_type=ct, fingerprint=fingerprint, dimensions=2, trained_on=3, mean=mean.tobytes(),
+        projection=projection.tobytes(), calibration=ranking.CHANCE_CALIBRATION.as_dict(),
+    )
+    said = "The catalogue has grown to twice what the search tuning was learned from (3 vectors)"
+    listing = admin_client.get("/admin/visual_search/whitening/").content.decode()
+    assert said in listing and "visual_search_reindex --only missing" in listing
+    page = admin_client.get(f"/admin/visual_search/whitening/{whitening.pk}/change/").content.decode()
+    assert said in page and "Not calibrated" in page  # and the calibration's own note after it
+    assert said in dict(score_notes())["testapp.product"]  # the Oscar dashboard's "Scores"
+    with translation.override("de"):
+        assert "doppelt so groß" in describe_scores(whitening)
+    with translation.override("fr"):
+        assert "deux fois" in describe_scores(whitening)
+    ImageEmbedding.objects.filter(pk=rows[-1].pk).delete()  # 5 vectors: not twice 3
+    assert said not in describe_scores(whitening) and "Not calibrated" in describe_scores(whitening)

@@ -271,7 +271,19 @@ def score_notes(fingerprint: str | None = None) -> list[tuple[str, str]]:
 
 def describe_scores(row: Whitening) -> str:
     """What a whitening row's calibration makes of the scores, for staff (in the active language):
-    how it was learned, or why it could not be and what to do."""
+    how it was learned, or why it could not be and what to do; first, if the catalogue outgrew it
+    (:func:`row_outgrown`), that no search is confident until it is learned again."""
+    text = _describe_calibration(row)
+    if row_outgrown(row):
+        text = _(
+            "The catalogue has grown to twice what the search tuning was learned from (%(trained)d vectors): no "
+            "search states a confident match until it is learned again (the sweep does it with Celery; without, "
+            "run `manage.py visual_search_reindex --only missing`)."
+        ) % {"trained": row.trained_on} + " " + text
+    return text
+
+
+def _describe_calibration(row: Whitening) -> str:
     calibration = Calibration.from_dict(row.calibration)
     if calibration is None:
         return _("Default calibration (measured on the grocery photos): this catalogue gave no search with a known answer.")
@@ -408,15 +420,19 @@ def outgrown(fingerprint: str | None = None) -> bool:
     """Whether some searchable model's catalogue has outgrown its whitening (of ``fingerprint``,
     default: the current one): searches compare by plain cosine and state no confident match until
     it is learned again (:func:`visual_search.backends.rows.outgrown`), so a fit should not wait."""
-    if not settings.WHITENING:
-        return False
     fingerprint = fingerprint or current_fingerprint()
-    for row in Whitening.objects.filter(fingerprint=fingerprint).only("result_type_id", "trained_on"):
-        if row.trained_on < int(settings.WHITENING_MIN_VECTORS):
-            ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type_id=row.result_type_id).count()
-            if index_rows.outgrown(row.trained_on, ready):
-                return True
-    return False
+    rows = Whitening.objects.filter(fingerprint=fingerprint).only("result_type_id", "fingerprint", "trained_on")
+    return any(row_outgrown(row) for row in rows)
+
+
+def row_outgrown(row: Whitening) -> bool:
+    """Whether the catalogue of this whitening's model and fingerprint has outgrown it
+    (:func:`visual_search.backends.rows.outgrown`); counts the ready rows (one query) only for a
+    whitening learned from fewer than ``WHITENING_MIN_VECTORS`` vectors."""
+    if not settings.WHITENING or not 0 < row.trained_on < int(settings.WHITENING_MIN_VECTORS):
+        return False
+    ready = ImageEmbedding.objects.ready(row.fingerprint).filter(result_type_id=row.result_type_id).count()
+    return index_rows.outgrown(row.trained_on, ready)
 
 
 def fit_due(fingerprint: str | None = None) -> bool:
