@@ -429,8 +429,8 @@ def row_outgrown(row: Whitening) -> bool:
     """Whether the catalogue of this whitening's model and fingerprint has outgrown it
     (:func:`visual_search.backends.rows.outgrown`); counts the ready rows (one query) only for a
     whitening learned from fewer than ``WHITENING_MIN_VECTORS`` vectors."""
-    if not settings.WHITENING or not 0 < row.trained_on < int(settings.WHITENING_MIN_VECTORS):
-        return False
+    if not settings.WHITENING or row.result_type_id is None or not 0 < (row.trained_on or 0) < int(settings.WHITENING_MIN_VECTORS):
+        return False  # an unsaved row (a note previewed) has no catalogue to count
     ready = ImageEmbedding.objects.ready(row.fingerprint).filter(result_type_id=row.result_type_id).count()
     return index_rows.outgrown(row.trained_on, ready)
 
