@@ -264,6 +264,19 @@ def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkey
     assert not ImageEmbedding.objects.filter(status="ready").exists()
 
 
+def test_status_does_not_offer_to_prune_the_vectors_an_upgrade_is_about_to_recompute(imported, settings):
+    """After an upgrade (or a settings change) every vector is stale until the reindex: pruned then,
+    the images were missing, and the upgrade's `visual_search_reindex --only stale` passed them by."""
+    run("visual_search_reindex")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VIEWS": ["full", "flip"]}
+    out, _ = run("visual_search_status")
+    assert "former settings" in out and "Free the space" not in out
+    assert "4 images have only stale vectors" in out and "--only stale" in out
+    run("visual_search_reindex", "--only", "stale")
+    out, _ = run("visual_search_status")
+    assert "only stale vectors" not in out and "Vectors by model version" not in out  # replaced as recomputed
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_database_not_migrated_yet_says_to_migrate(imported):
     """Right after `pip install -U`, before `migrate`: the database's own error ("no such column")
