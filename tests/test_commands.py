@@ -264,6 +264,25 @@ def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkey
     assert not ImageEmbedding.objects.filter(status="ready").exists()
 
 
+def test_async_with_nothing_to_queue_leaves_the_whitening_to_the_workers(imported, settings, monkeypatch):
+    """After an upgrade the workers' start-up sweep queues every stale image: the upgrade's
+    `visual_search_reindex --only stale --async` found none stale and learned the whitening in its
+    own process, from the few vectors the workers had recomputed so far."""
+    from visual_search import queue
+    from visual_search.models import Whitening
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 3, "WHITENING_DIMS": 2}
+    run("visual_search_reindex")
+    assert Whitening.objects.exists()
+    Whitening.objects.all().delete()  # due again, as when a new fingerprint's vectors come in
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, *args, **kwargs: sent.append(name))
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out, _ = run("visual_search_reindex", "--only", "stale", "--async")
+    assert not Whitening.objects.exists() and sent == [queue.FIT_WHITENING]
+    assert "Nothing to queue" in out and "queued for the Celery workers" in out
+
+
 def test_status_does_not_offer_to_prune_the_vectors_an_upgrade_is_about_to_recompute(imported, settings):
     """After an upgrade (or a settings change) every vector is stale until the reindex: pruned then,
     the images were missing, and the upgrade's `visual_search_reindex --only stale` passed them by."""
