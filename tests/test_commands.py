@@ -319,6 +319,28 @@ def test_a_database_not_migrated_yet_says_to_migrate(imported):
     assert "Embedded 3" in run("visual_search_reindex")[0]
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", [
+    ["visual_search_rebuild_index"], ["visual_search_reindex", "--only", "stale"], ["visual_search_status"],
+    ["visual_search_versions", "list"],
+])
+def test_every_command_stops_before_doing_anything_on_a_0_1_database(imported, command):
+    """docs/upgrading.md, step 3: before `migrate` the package's commands stop, naming the migrations.
+    On 0.1's tables `visual_search_rebuild_index` "rebuilt" the index from "0 stored vectors" and
+    exited 0; `visual_search_reindex` drew a progress bar, and status its table, before the error."""
+    from django.core.management import call_command
+
+    run("visual_search_reindex")
+    call_command("migrate", "visual_search", "0006", verbosity=0)  # 0.1's last migration
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.raises(CommandError, match=r"lacks visual search's migrations 0007_whitening_calibration, .*run `python manage.py migrate`"):
+            call_command(*command, stdout=out, stderr=err)
+        assert out.getvalue() == "" and err.getvalue() == ""
+    finally:
+        call_command("migrate", "visual_search", verbosity=0)
+
+
 def test_errors_name_what_to_do(db):
     with pytest.raises(CommandError, match="app_label.ModelName"):
         run("visual_search_reindex", "nope")
