@@ -70,3 +70,23 @@ def test_0_1_rows_survive_the_migrations_and_the_upgrade_recomputes_them(make_pr
     assert Whitening.objects.filter(result_type=result_type).exclude(calibration={}).exists()
     photo = catalogue_image("Mango").read_bytes()
     assert visual_search.search_by_image(photo, Product, limit=1)[0].object == products[2]
+
+
+def test_before_migrate_a_search_logs_what_to_run_not_a_traceback(make_product, client, caplog):
+    """docs/upgrading.md, step 3: before `migrate` a search answers 503. Each one logged a
+    traceback ending "no such column: visual_search_whitening.calibration", which did not say that
+    the migrations were the cause, or what to run."""
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        make_product("Lemon", catalogue_image("Lemon"))
+    run("visual_search_reindex")
+    try:
+        migrate(OLD)
+        with caplog.at_level("ERROR", logger="visual_search"):
+            with open(catalogue_image("Lemon"), "rb") as photo:
+                response = client.post("/api/visual-search/search/", {"image": photo})
+    finally:
+        migrate(latest())
+    assert response.status_code == 503 and response["Retry-After"]
+    (record,) = [r for r in caplog.records if r.name == "visual_search" and r.levelname == "ERROR"]
+    assert "lacks visual search's migrations 0007_whitening_calibration" in record.getMessage()
+    assert "run `python manage.py migrate`" in record.getMessage() and record.exc_info is None

@@ -7,10 +7,9 @@ import functools
 
 from django.apps import apps
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connections, router
-from django.db.migrations.executor import MigrationExecutor
+from django.db import DatabaseError
 
-from ..models import ImageEmbedding
+from ..models import unapplied_migrations
 from ..registry import registrations_for_model, registrations_for_result
 
 
@@ -77,11 +76,3 @@ def _unmigrated(waiting: list[str]) -> CommandError:
     )
 
 
-def unapplied_migrations() -> list[str]:
-    """The names of visual search's migrations not applied to its database ([] when it cannot tell)."""
-    try:
-        executor = MigrationExecutor(connections[router.db_for_write(ImageEmbedding)])
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except DatabaseError:
-        return []
-    return [migration.name for migration, backwards in plan if migration.app_label == "visual_search" and not backwards]
