@@ -264,6 +264,38 @@ def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkey
     assert not ImageEmbedding.objects.filter(status="ready").exists()
 
 
+def test_async_with_nothing_to_queue_leaves_the_whitening_to_the_workers(imported, settings, monkeypatch):
+    """After an upgrade the workers' start-up sweep queues every stale image: the upgrade's
+    `visual_search_reindex --only stale --async` found none stale and learned the whitening in its
+    own process, from the few vectors the workers had recomputed so far."""
+    from visual_search import queue
+    from visual_search.models import Whitening
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 3, "WHITENING_DIMS": 2}
+    run("visual_search_reindex")
+    assert Whitening.objects.exists()
+    Whitening.objects.all().delete()  # due again, as when a new fingerprint's vectors come in
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, *args, **kwargs: sent.append(name))
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out, _ = run("visual_search_reindex", "--only", "stale", "--async")
+    assert not Whitening.objects.exists() and sent == [queue.FIT_WHITENING]
+    assert "Nothing to queue" in out and "queued for the Celery workers" in out
+
+
+def test_status_does_not_offer_to_prune_the_vectors_an_upgrade_is_about_to_recompute(imported, settings):
+    """After an upgrade (or a settings change) every vector is stale until the reindex: pruned then,
+    the images were missing, and the upgrade's `visual_search_reindex --only stale` passed them by."""
+    run("visual_search_reindex")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VIEWS": ["full", "flip"]}
+    out, _ = run("visual_search_status")
+    assert "former settings" in out and "Free the space" not in out
+    assert "4 images have only stale vectors" in out and "--only stale" in out
+    run("visual_search_reindex", "--only", "stale")
+    out, _ = run("visual_search_status")
+    assert "only stale vectors" not in out and "Vectors by model version" not in out  # replaced as recomputed
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_database_not_migrated_yet_says_to_migrate(imported):
     """Right after `pip install -U`, before `migrate`: the database's own error ("no such column")
@@ -285,6 +317,28 @@ def test_a_database_not_migrated_yet_says_to_migrate(imported):
     finally:
         call_command("migrate", "visual_search", verbosity=0)
     assert "Embedded 3" in run("visual_search_reindex")[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", [
+    ["visual_search_rebuild_index"], ["visual_search_reindex", "--only", "stale"], ["visual_search_status"],
+    ["visual_search_versions", "list"],
+])
+def test_every_command_stops_before_doing_anything_on_a_0_1_database(imported, command):
+    """docs/upgrading.md, step 3: before `migrate` the package's commands stop, naming the migrations.
+    On 0.1's tables `visual_search_rebuild_index` "rebuilt" the index from "0 stored vectors" and
+    exited 0; `visual_search_reindex` drew a progress bar, and status its table, before the error."""
+    from django.core.management import call_command
+
+    run("visual_search_reindex")
+    call_command("migrate", "visual_search", "0006", verbosity=0)  # 0.1's last migration
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.raises(CommandError, match=r"lacks visual search's migrations 0007_whitening_calibration, .*run `python manage.py migrate`"):
+            call_command(*command, stdout=out, stderr=err)
+        assert out.getvalue() == "" and err.getvalue() == ""
+    finally:
+        call_command("migrate", "visual_search", verbosity=0)
 
 
 def test_errors_name_what_to_do(db):

@@ -324,6 +324,42 @@ def test_a_calibration_stored_before_it_recorded_its_basis_is_fitted_again(small
     assert "Scores of testapp.product: Not calibrated" in status.getvalue()
 
 
+def test_a_whitening_learned_by_0_1_is_fitted_again_by_the_upgrade_s_reindex(small_shop):
+    """0.1 stored no calibration (migration 0007 gave its rows ``{}``) and whitened by PCA: a shop that
+    kept 0.1's vectors (``VIEWS: ["full"]``, or a trained version active) has nothing stale, and the
+    upgrade's ``visual_search_reindex --only stale`` must still learn the whitening and calibration."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from visual_search.serving import current_fingerprint
+    from visual_search.whitening import needs_refit
+
+    whitening = Whitening.objects.get()
+    whitening.calibration = {}
+    whitening.save()
+    assert needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+    status = StringIO()
+    call_command("visual_search_status", stdout=status)
+    assert "The whitening and score calibration are due" in status.getvalue()
+    out = StringIO()
+    call_command("visual_search_reindex", "--only", "stale", stdout=out)
+    assert "Nothing to index" in out.getvalue() and "score calibration learned again for 1 model." in out.getvalue()
+    assert ranking.Calibration.from_dict(Whitening.objects.get().calibration).basis == "chance"
+    assert not needs_refit(whitening.result_type_id, current_fingerprint(), 20)
+
+
+def test_a_fit_with_nothing_to_calibrate_is_not_fitted_again_and_again(small_shop, settings):
+    from visual_search.serving import current_fingerprint
+    from visual_search.whitening import fit, needs_refit
+
+    # No customer views and one image per product: no search with a known answer, the default curve.
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 0, "WHITENING_MIN_VECTORS": 10}
+    (row,) = fit()
+    assert ranking.Calibration.from_dict(row.calibration) is None
+    assert not needs_refit(row.result_type_id, current_fingerprint(), 20)
+
+
 def test_a_calibration_stored_before_it_recorded_its_ranking_still_loads():
     old = {"temperature": 0.07, "none": 0.3, "fitted_on": 10, "error": 0.05}
     calibration = ranking.Calibration.from_dict(old)

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist
 from django.core.files.storage import Storage
-from django.db import connections, models, router
+from django.db import DatabaseError, connections, models, router
+from django.db.migrations.executor import MigrationExecutor
 from django.db.models.functions import Cast, Concat, Substr
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -325,3 +326,14 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_status_display()})"
+
+
+def unapplied_migrations() -> list[str]:
+    """The names of visual search's migrations not applied to its database ([] when it cannot tell):
+    after ``pip install -U`` and before ``migrate``, what commands and a failed search name."""
+    try:
+        executor = MigrationExecutor(connections[router.db_for_write(ImageEmbedding)])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError:
+        return []
+    return [migration.name for migration, backwards in plan if migration.app_label == "visual_search" and not backwards]

@@ -19,6 +19,7 @@ from . import search
 from .conf import settings
 from .embeddings.images import Box
 from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from .models import unapplied_migrations
 from .registry import VisibilityRuleError, search_model, visible
 from .results import apply_filters, describe
 
@@ -166,10 +167,18 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
         raise PhotoSearchError(415, exc.code, str(exc), format=exc.kind) from None
     except InvalidImage as exc:
         raise PhotoSearchError(400, exc.code, str(exc)) from None
-    except Exception:
+    except Exception as exc:
         # Weights that cannot load, TensorFlow out of memory, the index unreachable: not the
-        # customer's fault and maybe passing, so 503 and the traceback in the log.
-        logger.exception("Search by photo failed")
+        # customer's fault and maybe passing, so 503 and the traceback in the log. Between an
+        # upgrade's deploy and its `migrate`, what to run instead of "no such column".
+        waiting = unapplied_migrations() if isinstance(exc, DatabaseError) else []
+        if waiting:
+            logger.error(
+                "Search by photo is unavailable: the database lacks visual search's migrations %s; run `python manage.py "
+                "migrate` (docs/upgrading.md).", ", ".join(waiting),
+            )
+        else:
+            logger.exception("Search by photo failed")
         raise unavailable() from None
     if not results and search.being_indexed(queryset.model):
         # Nothing to search yet (an upgrade recomputing every vector): not "nothing looks like that

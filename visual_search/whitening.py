@@ -144,7 +144,7 @@ def _fit_model(model, fingerprint: str) -> Whitening | None:
             "trained_on": count,
             "mean": mean.tobytes(),
             "projection": projection.tobytes(),
-            "calibration": calibration.as_dict() if calibration is not None else {},
+            "calibration": calibration.as_dict() if calibration is not None else dict(NOTHING_TO_CALIBRATE),
         },
     )
     get_backend().whitening_changed(result_type.pk, fingerprint)
@@ -363,6 +363,10 @@ def _held_out(sample: Sample, rng: random.Random) -> set:
     return set(rng.sample(candidates, min(len(candidates), CALIBRATION_QUERIES)))
 
 
+# Stored by a fit that had no search to calibrate on (searches use the default curve): unlike the
+# empty calibration of a whitening 0.1 learned, which needs_refit fits again.
+NOTHING_TO_CALIBRATE = {"basis": "default"}
+
 # A covariance of 512 dimensions is estimated well from this many vectors; more only costs time.
 SAMPLE = 100_000
 
@@ -383,9 +387,9 @@ def _sample_vectors(rows, ids: np.ndarray) -> Sample:
 
 def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     """True when there is no whitening yet, the catalogue grew (or shrank) by ``WHITENING_REFIT_GROWTH``, or its
-    calibration was fitted for another ranking (``QUERY_EXPANSION``, ``PROTOTYPE_WEIGHT``) or before
+    calibration was fitted for another ranking (``QUERY_EXPANSION``, ``PROTOTYPE_WEIGHT``), before
     it recorded its ``basis`` (0.2.0's, which may have learned from customer views of a product's
-    only image: see ``CALIBRATION_MIN_SEARCHES``)."""
+    only image: see ``CALIBRATION_MIN_SEARCHES``) or not at all (0.1's)."""
     small = ready < int(settings.WHITENING_MIN_VECTORS)
     if not settings.WHITENING or ready < 2 or (small and not int(settings.WHITENING_AUGMENT)):
         return False
@@ -394,7 +398,12 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     if row is None or ready >= row.trained_on * growth or ready * growth <= row.trained_on:
         # Shrunk as much: it learned from (and its calibration counted) products that are gone.
         return True
-    if row.calibration and "basis" not in row.calibration:
+    if not row.calibration:
+        # 0.1 learned no calibration (migration 0007 gave its rows {}), and a PCA whitening where
+        # WHITENING is now 'learned'. A shop that kept 0.1's vectors ("VIEWS": ["full"], or a trained
+        # version active) has nothing stale: without this, neither was ever learned again.
+        return True
+    if "basis" not in row.calibration:
         return True
     if row.calibration.get("basis") == "searches" and "prior" not in row.calibration and prior_weight(row.calibration.get("images_per_product")) > 0:
         return True  # few images per product, fitted before the default curve was mixed in

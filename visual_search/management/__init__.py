@@ -7,10 +7,9 @@ import functools
 
 from django.apps import apps
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connections, router
-from django.db.migrations.executor import MigrationExecutor
+from django.db import DatabaseError
 
-from ..models import ImageEmbedding
+from ..models import unapplied_migrations
 from ..registry import registrations_for_model, registrations_for_result
 
 
@@ -47,31 +46,33 @@ def searchable_model(command, label: str, doing: str):
 
 
 def explain_unmigrated(handle):
-    """A command's ``handle``, whose database error from a table or column that visual search's
-    migrations have not made yet (the step after ``pip install -U``) says what to do: the database's
-    own words ("no such column: visual_search_imageembedding.duplicate_of_id") did not."""
+    """A command's ``handle`` that stops before doing anything while visual search's migrations are
+    not all applied (the step after ``pip install -U``), saying what to do. Checked first: on 0.1's
+    tables some commands met no missing column and went on, ``visual_search_rebuild_index``
+    "rebuilding" from 0 vectors with exit status 0; and a database error from a table or column not
+    made yet still says it, where the database's own words ("no such column:
+    visual_search_imageembedding.duplicate_of_id") did not."""
 
     @functools.wraps(handle)
     def checked(self, *args, **options):
+        waiting = unapplied_migrations()
+        if waiting:
+            raise _unmigrated(waiting)
         try:
             return handle(self, *args, **options)
         except DatabaseError as exc:
             waiting = unapplied_migrations()
             if not waiting:
                 raise
-            raise CommandError(
-                f"The database lacks visual search's migration{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: "
-                "run `python manage.py migrate` (after an upgrade, see docs/upgrading.md), then this command again."
-            ) from exc
+            raise _unmigrated(waiting) from exc
 
     return checked
 
 
-def unapplied_migrations() -> list[str]:
-    """The names of visual search's migrations not applied to its database ([] when it cannot tell)."""
-    try:
-        executor = MigrationExecutor(connections[router.db_for_write(ImageEmbedding)])
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except DatabaseError:
-        return []
-    return [migration.name for migration, backwards in plan if migration.app_label == "visual_search" and not backwards]
+def _unmigrated(waiting: list[str]) -> CommandError:
+    return CommandError(
+        f"The database lacks visual search's migration{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: "
+        "run `python manage.py migrate` (after an upgrade, see docs/upgrading.md), then this command again."
+    )
+
+

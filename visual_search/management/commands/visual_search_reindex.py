@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from ...exceptions import WeightsUnavailable
-from ...queue import CELERY_APP_MISSING, celery_app_missing
+from ...queue import CELERY_APP_MISSING, celery_app_missing, schedule_fit, use_celery
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, registrations_named, reindex
+from ...whitening import fit_due
 from .. import explain_unmigrated, model_from_label, progress
 
 
@@ -36,6 +37,9 @@ class Command(BaseCommand):
         if selection and set(selection) - set(SELECTIONS):
             raise CommandError(f"--only takes {', '.join(SELECTIONS)}; got {only!r}.")
         total = count_pks(model_class, selection)
+        if total == 0 and asynchronous and use_celery():
+            self._fit_on_workers()
+            return
         if total == 0:
             # Still learn the whitening and score calibration where they are due (none yet, the
             # catalogue grew, the ranking settings changed, fitted by an older release).
@@ -119,6 +123,16 @@ class Command(BaseCommand):
                 model, only=selection, asynchronous=False, force=force, progress=advance,
                 before_fit=fitting if verbosity > 0 else None,
             )
+
+    def _fit_on_workers(self) -> None:
+        """``--async`` with nothing to queue: a due whitening fit goes to the workers too, which put it
+        off until the images still pending are done. Learned here it took this process minutes, from
+        the few vectors recomputed so far (after an upgrade the workers' start-up sweep has queued every
+        stale image before the upgrade's ``--only stale --async`` runs)."""
+        self.stdout.write("Nothing to queue. `manage.py visual_search_status` shows the state of each model.")
+        if fit_due():
+            where = "queued for the Celery workers" if schedule_fit() else "already queued for the Celery workers, or they could not be reached (the log says)"
+            self.stdout.write(f"The whitening and score calibration are due: {where}; they learn them once no image is pending.")
 
     def _fitting(self) -> None:
         """Said before the whitening and calibration fits: they take up to a minute or two after

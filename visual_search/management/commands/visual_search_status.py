@@ -96,7 +96,7 @@ class Command(BaseCommand):
                 "The whitening and score calibration are due (none yet, or the catalogue changed since): until then "
                 f"{meanwhile}. {who}`manage.py visual_search_reindex --only missing` learns them now."
             )
-        self._versions()
+        self._versions(stale=sum(r["stale"] for r in rows), pending=sum(r["pending"] for r in rows))
         if failed:
             for row in ImageEmbedding.objects.filter(status="failed", fingerprint=current_fingerprint()).select_related("content_type")[:500]:
                 self.stdout.write(f"  {row.content_type.app_label}.{row.content_type.model} #{row.object_id}: {row.error}")
@@ -130,8 +130,12 @@ class Command(BaseCommand):
             status=ImageEmbedding.Status.PENDING, fingerprint=current_fingerprint(), updated_at__gte=recent
         ).count()
 
-    def _versions(self) -> None:
-        """Rows of other fingerprints: versions being built, kept for a rollback, or stale."""
+    def _versions(self, stale: int, pending: int) -> None:
+        """Rows of other fingerprints: versions being built, kept for a rollback, or stale. While
+        ``stale`` images have no current vector, pruning is not offered: it would delete the rows
+        that make them stale (0.1's after an upgrade), leaving them missing, which the upgrade's
+        ``visual_search_reindex --only stale`` passes by. Nor while ``pending`` ones are computed:
+        the former vectors are the way back (``"VIEWS": ["full"]`` keeps 0.1's) until they are."""
         table = fingerprint_summary()
         if len(table) < 2:
             return
@@ -141,5 +145,12 @@ class Command(BaseCommand):
         self.stdout.write("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
         for row in table:
             self.stdout.write("  " + "  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
-        if any(r["role"] in ("kept", "stale") for r in table):
+        if stale:
+            images = "1 image has" if stale == 1 else f"{stale} images have"
+            self.stdout.write(
+                f"{images} only stale vectors: keep them until `manage.py visual_search_reindex --only stale` has "
+                "recomputed them (`visual_search_versions prune` would leave those images missing, and `--only stale` "
+                "would pass them by)."
+            )
+        elif not pending and any(r["role"] in ("kept", "stale") for r in table):
             self.stdout.write("Free the space of vectors no rollback needs with `manage.py visual_search_versions prune`.")
