@@ -149,6 +149,26 @@ def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     assert "are due" not in run("visual_search_status")[0]
 
 
+def test_status_does_not_ask_for_an_in_process_fit_while_the_workers_index(imported, settings):
+    """With Celery and images pending, the due whitening's line said `visual_search_reindex --only
+    missing` "learns them now": run then, it learned them in its own process from the part indexed
+    so far (found following the upgrade from 0.1 with a worker recomputing 684 images)."""
+    from django.utils import timezone
+
+    from visual_search.models import Whitening
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 2}
+    run("visual_search_reindex", "--only", "pending")
+    Whitening.objects.all().delete()
+    ImageEmbedding.objects.filter(object_id=str(imported[0].pk)).update(status="pending", updated_at=timezone.now())
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out, _ = run("visual_search_status")
+    assert "The whitening and score calibration are due" in out and "The Celery workers learn them" in out
+    assert "learns them now" not in out and "Leave it to them while images are pending" in out
+    ImageEmbedding.objects.filter(status="pending").update(status="ready")  # indexing done: nothing to wait for
+    assert "learns them now" in run("visual_search_status")[0]
+
+
 def test_in_a_log_the_progress_is_whole_lines(imported, monkeypatch):
     """Not a terminal (cron, a container's log, CI): each state of the bar is a line of its own,
     not carriage-return redraws that make one endless line. tests/test_quiet.py: a terminal."""

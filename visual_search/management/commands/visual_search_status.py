@@ -92,9 +92,13 @@ class Command(BaseCommand):
                 meanwhile = (f"no search states a confident match: the catalogue has grown to {OUTGROWN:g} times or more "
                              f"what they were learned from (learned from fewer than {OUTGROWN_PLAIN_BELOW} vectors, "
                              "the whitening is not applied either)")
+            now = "`manage.py visual_search_reindex --only missing` learns them now."
+            if celery and recent:  # learned now, from the part indexed so far, and again when the rest is done
+                now = ("Leave it to them while images are pending: `manage.py visual_search_reindex --only missing` "
+                       "would learn them now from the images indexed so far.")
             self.stdout.write(
                 "The whitening and score calibration are due (none yet, or the catalogue changed since): until then "
-                f"{meanwhile}. {who}`manage.py visual_search_reindex --only missing` learns them now."
+                f"{meanwhile}. {who}{now}"
             )
         self._versions(stale=sum(r["stale"] for r in rows), pending=sum(r["pending"] for r in rows))
         if failed:
