@@ -133,7 +133,7 @@ def test_the_admin_in_french_too(client, settings, failed):
     settings.LANGUAGE_CODE = "fr"
     staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
     page = text(client.get(INDEX))
-    assert "Le fichier image est endommagé ou tronqué : son en-tête ne peut pas être lu. (OSError)" in page
+    assert "Le fichier image est endommagé ou tronqué\u00a0: son en-tête ne peut pas être lu. (OSError)" in page
     assert "A dépassé la limite de temps 3 fois" in page
 
 

@@ -172,6 +172,34 @@ def test_every_marked_string_is_translated(tmp_path):
             f"{language}: {statistics.strip()}; run `django-admin makemessages -l {language}` in visual_search/ and translate")
 
 
+def shipped_catalogue(language: str) -> dict:
+    """The compiled catalogue as Django reads it: msgid (or (msgid, n), or "context\x04msgid") -> msgstr."""
+    with open(PACKAGE / "locale" / language / "LC_MESSAGES" / "django.mo", "rb") as shipped:
+        return {key: text for key, text in gettext.GNUTranslations(shipped)._catalog.items() if key != ""}  # not the header
+
+
+def test_french_is_written_as_french_typography_wants():
+    """French puts a non-breaking space before : ; ? ! and inside « », and writes the apostrophe
+    as ’ (Django's own French does both). Written quickly, half the catalogue had plain spaces: on a
+    phone a line could begin with the colon or the closing », and the bot's help ended its quote
+    with "»);" glued to the semicolon; "l'image" and "l’image" stood side by side."""
+    rules = {"plain space before": r" [:;?!»]", "plain space after": r"« ", "no space before": r"[^\s\u00a0][;?!»]|[^\s\u00a0]:(?=\s)",
+             "straight apostrophe": r"\w'\w"}
+    wrong = [(rule, text) for text in shipped_catalogue("fr").values() for rule, pattern in rules.items() if re.search(pattern, text)]
+    assert not wrong, wrong
+
+
+def test_french_words_agree_and_name_one_thing_one_way():
+    """An image's status is feminine ("Prête", "Non indexée", not "Prêt"); a version is switched
+    ("basculement"), rolled back to ("revenir"), its held-out photos are the evaluation ones."""
+    with translation.override("fr"):
+        assert (_("Ready"), _("Not indexed")) == ("Prête", "Non indexée")
+    texts = " ".join(shipped_catalogue("fr").values())
+    for stray in ("Rien à annuler", "mises de côté", "Un changement est déjà", "Le passage à", "que décrivent les réglages",
+                  "prenez-le de près", "articles qui lui ressemblent", "toutes les %(seconds)s seconde "):
+        assert stray not in texts, stray
+
+
 # -- in a browser: the script's words ------------------------------------------------------------
 
 
