@@ -34,7 +34,7 @@ INDEX = "/shopadmin/visual_search/imageembedding/"
 DAMAGED = "The image file is damaged or truncated: its header cannot be read. (OSError)"
 DAMAGED_DE = "Die Bilddatei ist beschädigt oder unvollständig: Ihr Header kann nicht gelesen werden. (OSError)"
 MISSING_DE = "Die Bilddatei 'products/jam.jpg' fehlt im Speicher. Laden Sie das Bild erneut hoch"
-GAVE_UP_DE = "Hat 3-mal länger gedauert als das Zeitlimit"
+GAVE_UP_DE = "Hat 3-mal das Zeitlimit überschritten"
 UNKNOWN = "Our own importer refused this picture."
 
 

@@ -24,6 +24,7 @@ from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from tests.conftest import catalogue_image
 from tests.test_browser import browser, demo_server, phone, serve, val_photo  # noqa: F401 (fixtures)
@@ -189,6 +190,13 @@ def test_french_is_written_as_french_typography_wants():
     assert not wrong, wrong
 
 
+@pytest.mark.parametrize("language", ["de", "fr"])
+def test_a_percentage_keeps_its_sign(language):
+    """German and French write "87\u00a0%": with a plain space a line could end before the sign."""
+    wrong = [text for text in shipped_catalogue(language).values() if re.search(r"\S (?:%%|%)(?![(a-z])", text)]
+    assert not wrong, wrong
+
+
 def test_french_words_agree_and_name_one_thing_one_way():
     """An image's status is feminine ("Prête", "Non indexée", not "Prêt"); a version is switched
     ("basculement"), rolled back to ("revenir"), its held-out photos are the evaluation ones."""
@@ -197,6 +205,23 @@ def test_french_words_agree_and_name_one_thing_one_way():
     texts = " ".join(shipped_catalogue("fr").values())
     for stray in ("Rien à annuler", "mises de côté", "Un changement est déjà", "Le passage à", "que décrivent les réglages",
                   "prenez-le de près", "articles qui lui ressemblent", "toutes les %(seconds)s seconde "):
+        assert stray not in texts, stray
+
+
+def test_german_names_one_thing_one_way_and_says_sie_only_to_the_reader():
+    """"Sie" after a colon is the reader: "2 mögliche Duplikate verworfen: Sie werden nicht erneut
+    markiert" told staff they would not be flagged. One word per thing: "indexiert" (not also
+    "indiziert"), "Suchoptimierung" for the whitening (the English word only in brackets)."""
+    with translation.override("de"):
+        dismissed = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
+                             "%d possible duplicates dismissed: they will not be flagged again.", 2) % 2
+        cancelled = ngettext("Cancel requested for %d version: it stops within seconds; searches are not affected.",
+                             "Cancel requested for %d versions: they stop within seconds; searches are not affected.", 2) % 2
+    assert ": Sie " not in dismissed and ": Sie " not in cancelled, (dismissed, cancelled)
+    texts = " ".join(shipped_catalogue("de").values())
+    assert "indiziert" not in texts and "Whitenings" not in texts
+    assert texts.count("Whitening") == texts.count("(Whitening)"), re.findall(r".{40}Whitening.{20}", texts)
+    for stray in ("gemessen ehrlich", "Kalibriert an ", "desto mehr sind die Werte", "ein Foto und ein Bild"):
         assert stray not in texts, stray
 
 
