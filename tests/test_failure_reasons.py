@@ -34,7 +34,7 @@ INDEX = "/shopadmin/visual_search/imageembedding/"
 DAMAGED = "The image file is damaged or truncated: its header cannot be read. (OSError)"
 DAMAGED_DE = "Die Bilddatei ist beschädigt oder unvollständig: Ihr Header kann nicht gelesen werden. (OSError)"
 MISSING_DE = "Die Bilddatei 'products/jam.jpg' fehlt im Speicher. Laden Sie das Bild erneut hoch"
-GAVE_UP_DE = "Hat 3-mal länger gedauert als das Zeitlimit"
+GAVE_UP_DE = "Hat 3-mal das Zeitlimit überschritten"
 UNKNOWN = "Our own importer refused this picture."
 
 
@@ -133,7 +133,7 @@ def test_the_admin_in_french_too(client, settings, failed):
     settings.LANGUAGE_CODE = "fr"
     staff_on_site(client, settings, {ImageEmbedding: ImageEmbeddingAdmin})
     page = text(client.get(INDEX))
-    assert "Le fichier image est endommagé ou tronqué : son en-tête ne peut pas être lu. (OSError)" in page
+    assert "Le fichier image est endommagé ou tronqué\u00a0: son en-tête ne peut pas être lu. (OSError)" in page
     assert "A dépassé la limite de temps 3 fois" in page
 
 

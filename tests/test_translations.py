@@ -24,6 +24,7 @@ from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from tests.conftest import catalogue_image
 from tests.test_browser import browser, demo_server, phone, serve, val_photo  # noqa: F401 (fixtures)
@@ -170,6 +171,58 @@ def test_every_marked_string_is_translated(tmp_path):
         statistics = compile_catalogue(copy / "locale" / language / "LC_MESSAGES" / "django.po", tmp_path / f"{language}.mo")
         assert "untranslated" not in statistics and "fuzzy" not in statistics, (
             f"{language}: {statistics.strip()}; run `django-admin makemessages -l {language}` in visual_search/ and translate")
+
+
+def shipped_catalogue(language: str) -> dict:
+    """The compiled catalogue as Django reads it: msgid (or (msgid, n), or "context\x04msgid") -> msgstr."""
+    with open(PACKAGE / "locale" / language / "LC_MESSAGES" / "django.mo", "rb") as shipped:
+        return {key: text for key, text in gettext.GNUTranslations(shipped)._catalog.items() if key != ""}  # not the header
+
+
+def test_french_is_written_as_french_typography_wants():
+    """French puts a non-breaking space before : ; ? ! and inside « », and writes the apostrophe
+    as ’ (Django's own French does both). Written quickly, half the catalogue had plain spaces: on a
+    phone a line could begin with the colon or the closing », and the bot's help ended its quote
+    with "»);" glued to the semicolon; "l'image" and "l’image" stood side by side."""
+    rules = {"plain space before": r" [:;?!»]", "plain space after": r"« ", "no space before": r"[^\s\u00a0][;?!»]|[^\s\u00a0]:(?=\s)",
+             "straight apostrophe": r"\w'\w"}
+    wrong = [(rule, text) for text in shipped_catalogue("fr").values() for rule, pattern in rules.items() if re.search(pattern, text)]
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("language", ["de", "fr"])
+def test_a_percentage_keeps_its_sign(language):
+    """German and French write "87\u00a0%": with a plain space a line could end before the sign."""
+    wrong = [text for text in shipped_catalogue(language).values() if re.search(r"\S (?:%%|%)(?![(a-z])", text)]
+    assert not wrong, wrong
+
+
+def test_french_words_agree_and_name_one_thing_one_way():
+    """An image's status is feminine ("Prête", "Non indexée", not "Prêt"); a version is switched
+    ("basculement"), rolled back to ("revenir"), its held-out photos are the evaluation ones."""
+    with translation.override("fr"):
+        assert (_("Ready"), _("Not indexed")) == ("Prête", "Non indexée")
+    texts = " ".join(shipped_catalogue("fr").values())
+    for stray in ("Rien à annuler", "mises de côté", "Un changement est déjà", "Le passage à", "que décrivent les réglages",
+                  "prenez-le de près", "articles qui lui ressemblent", "toutes les %(seconds)s seconde "):
+        assert stray not in texts, stray
+
+
+def test_german_names_one_thing_one_way_and_says_sie_only_to_the_reader():
+    """"Sie" after a colon is the reader: "2 mögliche Duplikate verworfen: Sie werden nicht erneut
+    markiert" told staff they would not be flagged. One word per thing: "indexiert" (not also
+    "indiziert"), "Suchoptimierung" for the whitening (the English word only in brackets)."""
+    with translation.override("de"):
+        dismissed = ngettext("%d possible duplicate dismissed: it will not be flagged again.",
+                             "%d possible duplicates dismissed: they will not be flagged again.", 2) % 2
+        cancelled = ngettext("Cancel requested for %d version: it stops within seconds; searches are not affected.",
+                             "Cancel requested for %d versions: they stop within seconds; searches are not affected.", 2) % 2
+    assert ": Sie " not in dismissed and ": Sie " not in cancelled, (dismissed, cancelled)
+    texts = " ".join(shipped_catalogue("de").values())
+    assert "indiziert" not in texts and "Whitenings" not in texts
+    assert texts.count("Whitening") == texts.count("(Whitening)"), re.findall(r".{40}Whitening.{20}", texts)
+    for stray in ("gemessen ehrlich", "Kalibriert an ", "desto mehr sind die Werte", "ein Foto und ein Bild"):
+        assert stray not in texts, stray
 
 
 # -- in a browser: the script's words ------------------------------------------------------------
