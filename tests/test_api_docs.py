@@ -66,6 +66,28 @@ def test_a_browser_is_shown_the_schema_of_the_app_api_alone(client):
     assert sorted(schema["paths"]) == ["/api/visual-search/products/{id}/similar/", "/api/visual-search/search/"]
 
 
+def test_the_app_schema_has_the_package_version(client, monkeypatch):
+    """It said drf-spectacular's default version, "0.0.0", on the docs page too (Swagger UI shows
+    the schema's). The shop's SPECTACULAR_SETTINGS still make its own schema, its version included."""
+    import tomllib
+    from pathlib import Path
+
+    from drf_spectacular.settings import spectacular_settings
+
+    import visual_search
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert visual_search.__version__ == project["version"]
+    info = json.loads(client.get("/api/visual-search/schema/", **BROWSER).content)["info"]
+    assert (info["title"], info["version"]) == ("Visual search API", visual_search.__version__)
+    monkeypatch.setattr(spectacular_settings, "VERSION", "3.1.0")
+    monkeypatch.setattr(spectacular_settings, "TITLE", "Fresh & Local API")
+    info = json.loads(client.get("/api/visual-search/schema/", **BROWSER).content)["info"]
+    assert (info["title"], info["version"]) == ("Fresh & Local API", visual_search.__version__)
+    shop = yaml.safe_load(client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi").content)["info"]
+    assert (shop["title"], shop["version"]) == ("Fresh & Local API", "3.1.0")
+
+
 def test_tools_still_get_yaml(client):
     response = client.get("/api/visual-search/schema/", HTTP_ACCEPT="application/vnd.oai.openapi")
     assert response["Content-Type"].startswith("application/vnd.oai.openapi")

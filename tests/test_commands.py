@@ -263,6 +263,26 @@ def test_images_queued_for_the_workers_count_as_pending_not_missing(imported, se
     assert sent == []
 
 
+def test_a_forced_async_reindex_leaves_ready_images_ready_as_the_docs_say(imported, settings, monkeypatch):
+    """docs/installation.md said anything queued counts as pending: a shop that ran `--async --force`
+    saw 0 pending and no sign of the work. Ready images stay ready (searchable) while recomputed."""
+    import re
+    from pathlib import Path
+
+    from visual_search import queue
+
+    run("visual_search_reindex")
+    monkeypatch.setattr(queue, "send", lambda name, args, **kwargs: None)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    assert "Queued 4 of 4 images" in run("visual_search_reindex", "--async", "--force")[0]
+    assert sorted(ImageEmbedding.objects.values_list("status", flat=True)) == ["failed", "ready", "ready", "ready"]
+    out, _ = run("visual_search_status")
+    assert dict(zip(out.split("\n")[1].split(), out.split("\n")[2].split()))["pending"] == "0"
+    docs = " ".join((Path(__file__).resolve().parent.parent / "docs" / "installation.md").read_text().split())
+    said = re.search(r"An image queued for the workers .*?\. One that has a vector (.*?)stays so\.", docs)
+    assert said and "*ready* one stays ready" in said.group(1) and "--async --force` over an indexed catalogue shows 0 pending" in said.group(1)
+
+
 def test_async_that_queues_nothing_fails_and_says_why(imported, settings, monkeypatch):
     """It printed "Queued 0 of 3" in green and exited 0; with the project's Celery app not imported,
     it blamed the broker."""

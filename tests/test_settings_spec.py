@@ -154,6 +154,23 @@ def test_values_are_read_on_every_access(settings):
     assert visual_search_settings.BATCH_SIZE == 5
 
 
+@pytest.mark.django_db
+def test_the_docs_say_to_restart_the_workers_after_a_settings_change():
+    """Values are read on every access, but a process keeps the settings.py it started with: the
+    docs said only the first, and a shop that added a model to MODELS left its workers running.
+    What they quote is what such a worker says of the new model's tasks."""
+    from visual_search.tasks import embed_objects
+
+    outcome = embed_objects.apply(args=("testapp.product", "photo", [1]))
+    assert outcome.failed() and "testapp.product.photo is not registered with visual search" in str(outcome.result)
+    quoted = '("... is not registered with visual search")'
+    reference = " ".join(render_reference().split())
+    assert "After changing a setting, restart the web processes, every Celery worker and beat." in reference
+    assert f"before a model was added to `MODELS` fails its tasks {quoted}" in reference
+    celery = " ".join((ROOT / "docs" / "celery.md").read_text().split())
+    assert "Restart the workers and beat after changing `VISUAL_SEARCH`" in celery and quoted in celery
+
+
 def test_an_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="WHITENNIG"):
         visual_search_settings.WHITENNIG  # noqa: B018

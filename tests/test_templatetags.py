@@ -110,6 +110,43 @@ def test_two_similar_lists_on_a_page_have_their_own_heading_ids(shop, rf):
     assert re.findall(r'aria-labelledby="([^"]+)"', html) == ["vs-similar-title", "vs-similar-title-2"]
 
 
+STYLESHEET = '<link rel="stylesheet" href="/static/visual_search/widget.css">'
+
+
+@pytest.mark.parametrize("with_request", [True, False])
+def test_a_page_links_widget_css_once(shop, rf, with_request):
+    """A product page with the navbar's widget and the similar products list linked widget.css
+    twice (a second widget, a second list: once more each). Each still links it alone."""
+    def page(source):  # one page: its own request
+        return render(source, product=shop["Arla-Standard-Milk"], **({"request": rf.get("/")} if with_request else {}))
+
+    for source in ['{% visual_search_widget mode="compact" %}', "{% similar_products product limit=2 %}"]:
+        assert page(source).count("widget.css") == 1
+    both = page('{% visual_search_widget mode="compact" %}{% similar_products product limit=2 %}'
+                "{% visual_search_widget %}{% similar_products product limit=1 %}")
+    assert both.count("widget.css") == 1 and both.index(STYLESHEET) < both.index("vs-widget")
+    assert both.count('<section class="vs-similar"') == 2
+
+
+def test_a_layout_s_head_links_widget_css_for_the_whole_page(shop, rf):
+    """{% visual_search_stylesheet %} in a layout's <head>, as the search page's base.html has it:
+    the widgets and lists below it, in the same template or another of the response, link none."""
+    request = rf.get("/")
+    head = render("<head>{% visual_search_stylesheet %}</head>{% visual_search_widget %}", request=request)
+    body = render("{% similar_products product limit=2 %}", product=shop["Pink-Lady"], request=request)
+    assert head.count("widget.css") == 1 and head.index(STYLESHEET) < head.index("</head>")
+    assert "widget.css" not in body and 'class="vs-card"' in body
+    # A list with nothing to show, or given as a variable, links nothing: the widget after it does.
+    html = render("{% similar_products product limit=2 as similar %}{% visual_search_widget %}",
+                  product=shop["Pink-Lady"], request=rf.get("/"))
+    assert html.count(STYLESHEET) == 1
+
+
+def test_the_search_page_links_widget_css_once(client):
+    page = client.get("/search-by-photo/").content.decode()
+    assert page.count("widget.css") == 1 and page.index(STYLESHEET) < page.index("</head>")
+
+
 def test_similar_products_without_its_heading_under_the_page_s_own(shop, rf):
     """A page that writes its own heading above the list showed two ("You may also like", then
     "Similar products"): heading=False leaves the list's out and names the section for screen readers."""

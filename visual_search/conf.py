@@ -2,7 +2,8 @@
 
 Precedence: a key in ``settings.VISUAL_SEARCH`` wins over its default in :data:`SPEC`; nothing else
 is consulted. Every value is read on access, never at import time, so ``override_settings`` works
-in tests and a project may change its settings without restarting anything that imported this module.
+in tests. A running process still keeps the ``settings.py`` it started with, as every Django
+setting: an edit reaches the web processes and Celery workers when they restart (``_INTRO`` says so).
 
 :data:`SPEC` is the one table of keys (type, default, validation, one line of doc). The system
 checks (:mod:`visual_search.checks`) and the reference, docs/settings.md, are made from it::
@@ -461,7 +462,17 @@ VISUAL_SEARCH = {"MODELS": ["shop.Product"], "WEIGHTS": "imagenet"}
 
 **Precedence:** a key in `settings.VISUAL_SEARCH` wins over its default below; nothing else is read
 (no environment variables). Values are read on every access, never cached, so
-`override_settings(VISUAL_SEARCH=...)` takes effect at once.
+`override_settings(VISUAL_SEARCH=...)` takes effect at once (the registered models, the backends and
+the signal handlers are made again).
+
+**After changing a setting, restart the web processes, every Celery worker and beat.** Django reads
+`settings.py` once, when a process starts: a running one keeps the values it started with, whichever
+setting it is. Until restarted, a worker that started before a model was added to `MODELS` fails its
+tasks ("... is not registered with visual search") and its sweeps leave the model out, and one that
+started before a change of the embedding (`WEIGHTS`, `LAYER`, `POOLING`, `IMAGE_SIZE`...) keeps
+embedding with the old one. The images left behind meanwhile stay *pending*, *missing* or *stale*,
+and the restarted workers' sweeps queue them again (docs/celery.md). A new `QUEUE` needs the
+workers' `-Q` changed too.
 
 `manage.py check` validates every key, one check per key, and warns about a key that is not a
 setting, naming the closest one (`visual_search.W002`). The ids are listed at the end.

@@ -14,8 +14,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.utils import formats
+from django.utils.html import format_html
 from django.utils.translation import gettext as _, gettext_lazy, ngettext
 
 from .conf import settings
@@ -41,8 +43,10 @@ MODES = ("inline", "compact")
 BOX_LABELS = (gettext_lazy("Left edge"), gettext_lazy("Top edge"), gettext_lazy("Right edge"), gettext_lazy("Bottom edge"))
 BOX_EDGES = ("0", "0", "1", "1")
 DEFAULT_IDS = {"inline": "vs", "compact": "vs-compact"}
-# Ids and results already handed out while rendering one page; kept on the request.
+# Ids and results already handed out while rendering one page, and whether widget.css is linked
+# yet; kept on the request.
 PAGE_STATE = "_visual_search_widgets"
+STYLESHEET = "visual_search/widget.css"
 
 
 def customer_messages(limit: int | None = None) -> dict[str, Any]:
@@ -204,17 +208,36 @@ def _reverse(name: str) -> str | None:
         return None
 
 
-def _page_state(context: Any) -> dict[str, Any]:
-    """The ids used so far on this page: on the request, else (no request) on the template context."""
+def page_state(context: Any) -> dict[str, Any]:
+    """What the widgets and lists rendered so far took on this page (element ids, the server's
+    results, the stylesheet's link): on the request; without one, on the template context, where
+    the widget's and the list's own templates find it too."""
     request = context.get("request")
     if request is not None:
         if not hasattr(request, PAGE_STATE):
-            setattr(request, PAGE_STATE, {"ids": set(), "shown": False})
+            setattr(request, PAGE_STATE, new_page_state())
         return getattr(request, PAGE_STATE)
+    if isinstance(context.get(PAGE_STATE), dict):  # handed down to the tag's own template
+        return context[PAGE_STATE]
     dicts = getattr(context, "dicts", None)
     if dicts:  # the bottom dict of a Context lives as long as the render
-        return dicts[0].setdefault(PAGE_STATE, {"ids": set(), "shown": False})
-    return {"ids": set(), "shown": False}
+        return dicts[0].setdefault(PAGE_STATE, new_page_state())
+    return new_page_state()
+
+
+def new_page_state() -> dict[str, Any]:
+    return {"ids": set(), "shown": False, "stylesheet": False}
+
+
+def stylesheet_link(context: Any) -> str:
+    """``<link rel="stylesheet">`` to widget.css, the first time a page asks for it; nothing after
+    (``{% visual_search_stylesheet %}``). A page with a widget and a similar products list, or two
+    widgets, linked it once for each; a layout that links it in its ``<head>`` leaves them none to link."""
+    state = page_state(context)
+    if state.get("stylesheet"):
+        return ""
+    state["stylesheet"] = True
+    return format_html('<link rel="stylesheet" href="{}">', static(STYLESHEET))
 
 
 def unique_id(state: dict[str, Any], wanted: str) -> str:
@@ -292,7 +315,7 @@ def widget_context(
     if mode not in MODES:
         logger.warning("visual_search_widget: unknown mode %r, using 'inline'; the modes are %s.", mode, ", ".join(MODES))
         mode = "inline"
-    state = _page_state(context)
+    state = page_state(context)
     widget_id = unique_id(state, widget_id or DEFAULT_IDS[mode])
     action = action or _reverse("visual_search_pages:search") or (request.path if request else "")
     api_url = api_url if api_url is not None else _reverse("visual_search:search")
@@ -335,4 +358,6 @@ def widget_context(
         "confident": context.get(CONFIDENT_KEY, True),
         "error": context.get(ERROR_KEY) if mine else None,
         "searched": results is not None,
+        # The page's state, for {% visual_search_stylesheet %} in widget.html where there is no request.
+        PAGE_STATE: state,
     }

@@ -114,6 +114,29 @@ def test_a_card_s_price_is_the_one_on_oscars_product_page(catalogue, client, pri
     assert card["price"] == re.sub(r"[^\d.]", "", shown) and card["currency"] == currency
 
 
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_a_free_product_s_card_says_free_as_oscars_product_page_does(catalogue, client, settings, language):
+    """Oscar's product page says "Free" for a price of 0; its cards read "0.00 EUR" (the JSON, the
+    search page's and the script's cards) and "€0.00" (the similar products on a product page)."""
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = language
+    milk = catalogue["Arla-Standard-Milk"]
+    StockRecord.objects.filter(product=milk).update(price=Decimal("0.00"))
+    with translation.override(language):
+        free = translation.gettext("Free")
+        page = client.get(milk.get_absolute_url()).content.decode()
+        assert unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1)) == free
+        card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
+        assert (card["price"], card["currency"]) == (free, None)
+        results = client.post("/visual-search/", {"image": photo("Arla-Standard-Milk")}).content.decode()
+        assert f'data-vs-field="price">{free}</span>' in results and "0.00 EUR" not in results  # (€0.00: the basket)
+        similar = client.get(catalogue["Granny-Smith"].get_absolute_url()).content.decode()
+        similar = similar[similar.index("vs-oscar-similar"):].split("</section>")[0]
+        assert f'<p class="price_color">{free}</p>' in similar and "0.00" not in similar
+    assert free == {"en": "Free", "de": "Kostenlos"}[language]
+
+
 def test_the_search_page_sits_in_oscars_layout_with_one_heading(catalogue, client):
     response = client.get("/visual-search/")
     html = response.content.decode()

@@ -34,6 +34,7 @@ from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
 
+from .. import __version__
 from .views import VisualSearchAPIView
 
 SIDECAR = "drf_spectacular_sidecar"
@@ -66,9 +67,15 @@ class SchemaView(SpectacularAPIView):
     renderer_classes = (OpenApiJsonRenderer2, OpenApiJsonRenderer, OpenApiYamlRenderer, OpenApiYamlRenderer2)
 
     @property
-    def custom_settings(self) -> dict | None:
+    def custom_settings(self) -> dict:
         # The shop's SPECTACULAR_SETTINGS["TITLE"] when it has one; read per request, not at import.
-        return None if spectacular_settings.TITLE else {"TITLE": DEFAULT_TITLE}
+        # The version is this package's, whose endpoints alone the document describes: it said
+        # drf-spectacular's default "0.0.0" (or the shop's VERSION, its own API's). The shop's
+        # SPECTACULAR_SETTINGS are left as they are for its own schema.
+        overrides = {"VERSION": __version__}
+        if not spectacular_settings.TITLE:
+            overrides["TITLE"] = DEFAULT_TITLE
+        return overrides
 
     @extend_schema(exclude=True)  # not an operation of the API it documents (nor of the shop's schema)
     def get(self, request, *args, **kwargs):

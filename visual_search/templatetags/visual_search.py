@@ -11,7 +11,7 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import match_percent, price_text, widget_context
+from ..widget import PAGE_STATE, match_percent, page_state, price_text, stylesheet_link, widget_context
 
 register = template.Library()
 
@@ -20,6 +20,13 @@ register = template.Library()
 def visual_search_widget(context, **options):
     """``{% visual_search_widget camera=True limit=12 category=category.slug %}``: see :func:`widget_context`."""
     return widget_context(context, **options)
+
+
+@register.simple_tag(takes_context=True)
+def visual_search_stylesheet(context):
+    """``{% visual_search_stylesheet %}``: links widget.css the first time on a page, nothing after.
+    The widget and the similar products list write it; a layout may write it in its ``<head>``."""
+    return stylesheet_link(context)
 
 
 @register.filter
@@ -66,6 +73,8 @@ class SimilarProductsNode(template.Node):
         context_data = {
             "items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id,
             "heading": bool(heading),
+            # For {% visual_search_stylesheet %}: widget.css is linked once on a page (none rendering without a request).
+            PAGE_STATE: page_state(context),
         }
         return render_to_string(template_name, context_data)
 

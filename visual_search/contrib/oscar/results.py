@@ -3,8 +3,9 @@
 Name it in settings: ``VISUAL_SEARCH["RESULT_ADAPTER"] =
 "visual_search.contrib.oscar.results.OscarResultAdapter"``. Each result then carries ``price``
 (incl. tax when the strategy knows the tax, else excl. tax; a string with the decimals and the
-rounding of Oscar's own pages, "12.90" EUR, "1200" JPY, "1290" HUF, or None when the product has no
-price), ``currency`` and ``available`` (``is_available_to_buy``).
+rounding of Oscar's own pages, "12.90" EUR, "1200" JPY, "1290" HUF; "Free" with no currency for a
+price of 0, as Oscar's pages say; None when the product has no price), ``currency`` and ``available``
+(``is_available_to_buy``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from babel.numbers import format_currency, parse_pattern
 from django.conf import settings
 from django.db import models
 from django.db.models.fields.files import FieldFile
+from django.utils.translation import gettext as _
 from oscar.apps.partner.strategy import Selector
 from oscar.core.thumbnails import get_thumbnailer
 
@@ -61,15 +63,20 @@ class OscarResultAdapter(ResultAdapter):
     def extra(self, obj: models.Model, request=None) -> dict[str, Any]:
         strategy = self.strategy or Selector().strategy(request=request, user=getattr(request, "user", None))
         info = strategy.fetch_for_parent(obj) if obj.is_parent else strategy.fetch_for_product(obj)
-        price = info.price
-        amount = None
-        if price.exists:
-            amount = price.incl_tax if price.is_tax_known else price.excl_tax
-        return {
-            "price": page_amount(amount, price.currency) if amount is not None else None,
-            "currency": price.currency if price.exists else None,
-            "available": bool(info.availability.is_available_to_buy),
-        }
+        return {**card_price(info.price), "available": bool(info.availability.is_available_to_buy)}
+
+
+def card_price(price) -> dict[str, str | None]:
+    """``price`` and ``currency`` of a result as Oscar's product page shows its price (partials/
+    stock_record.html): incl. tax when the strategy knows the tax, else excl. tax; "Free" (in the
+    customer's language, as Oscar words it) and no currency for a price of 0, where the cards read
+    "0.00 EUR"; both None for no price."""
+    if not price.exists:
+        return {"price": None, "currency": None}
+    if price.excl_tax == 0:
+        return {"price": _("Free"), "currency": None}
+    amount = price.incl_tax if price.is_tax_known else price.excl_tax
+    return {"price": page_amount(amount, price.currency), "currency": price.currency}
 
 
 def page_amount(amount: Decimal, currency: str) -> str:
