@@ -70,8 +70,11 @@ def _own_and_gallery(model: type[models.Model]) -> tuple[models.Q, models.Q]:
     return type_is("content_type", types) & models.Q(object_id=pk), type_is("result_type", types) & models.Q(result_id=pk)
 
 
-def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
+def annotate_status(queryset: models.QuerySet, rows: models.QuerySet | None = None) -> models.QuerySet:
     """Add ``visual_search_rank`` (0 failed .. 3 ready, None without rows) and ``visual_search_error``.
+
+    ``rows``: the rows of the outer object's images, a subquery on ``OuterRef("pk")`` (default:
+    :func:`embedding_rows`, its own images and its gallery's).
 
     An image's status is that of its row of the current fingerprint; an image with rows of other
     models only is stale. Rows of other versions beside a current one (kept for a rollback, or a
@@ -84,7 +87,7 @@ def annotate_status(queryset: models.QuerySet) -> models.QuerySet:
         field_name=models.OuterRef("field_name"),
         fingerprint=fingerprint,
     )
-    rows = embedding_rows(queryset.model).filter(models.Q(fingerprint=fingerprint) | ~models.Exists(has_current))
+    rows = (embedding_rows(queryset.model) if rows is None else rows).filter(models.Q(fingerprint=fingerprint) | ~models.Exists(has_current))
     rank = models.Case(
         models.When(~models.Q(fingerprint=fingerprint), then=models.Value(RANKS["stale"])),
         *_renamed(queryset.model),
@@ -227,7 +230,7 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
         if registration.model is model and not registration.result:
             objects = registration.model._default_manager.filter(pk__in=pks)
         else:
-            objects = registration.model._default_manager.filter(**{f"{registration.result_pk_lookup()}__in": pks})
+            objects = registration.of_results(pks)
         work.append((registration, select_pks(registration, only, objects)))
     queue.check_in_request(sum(len(selected) for _, selected in work), only)
     for registration, selected in work:  # asked for by hand: images given up after MAX_EMBED_ATTEMPTS are tried again
@@ -235,9 +238,9 @@ def queue_objects(model: type[models.Model], pks: list[Any], only: tuple[str, ..
     return sum(queue.enqueue(registration.label, registration.image_field, selected, force=True) for registration, selected in work)
 
 
-def failed_count(objects: models.QuerySet) -> int:
+def failed_count(objects: models.QuerySet, rows: models.QuerySet | None = None) -> int:
     """How many of ``objects`` have a failed image (their worst status, as the status column shows)."""
-    return annotate_status(objects).filter(visual_search_rank=RANKS["failed"]).count()
+    return annotate_status(objects, rows).filter(visual_search_rank=RANKS["failed"]).count()
 
 
 def images_done(images: int, *, again: bool = False) -> str:
@@ -267,7 +270,12 @@ class VisualSearchAdminMixin:
         return super().media + forms.Media(css={"all": ["visual_search/admin.css"]})
 
     def get_queryset(self, request):
-        return annotate_duplicates(annotate_status(super().get_queryset(request)))
+        return annotate_duplicates(annotate_status(super().get_queryset(request), self.visual_search_rows()))
+
+    def visual_search_rows(self) -> models.QuerySet | None:
+        """The rows whose status an object's column shows, a subquery on ``OuterRef("pk")``; None:
+        its own images and its gallery's (:func:`embedding_rows`)."""
+        return None
 
     def get_list_display(self, request):
         return [*super().get_list_display(request), "visual_search_status"]
@@ -375,7 +383,7 @@ class VisualSearchAdminMixin:
 
     def _failed_count(self, pks: list[Any] | None) -> int:
         objects = self.model._default_manager.all() if pks is None else self.model._default_manager.filter(pk__in=pks)
-        return failed_count(objects)
+        return failed_count(objects, self.visual_search_rows())
 
     # -- the changelist button: index every missing, stale or failed image of this model ------------
 

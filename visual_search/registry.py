@@ -68,6 +68,11 @@ class Registration:
     def result_pk_lookup(self) -> str:
         return f"{self.result}__pk" if self.result else "pk"
 
+    def of_results(self, pks: list[Any]) -> models.QuerySet:
+        """The objects of ``model`` whose images staff reindex from results ``pks`` (an admin
+        action): those that stand for them; Oscar's preset adds a variant's own photos."""
+        return self.model._default_manager.filter(**{f"{self.result_pk_lookup()}__in": pks})
+
     def searchable(self) -> models.QuerySet:
         """The objects of ``model`` whose images take part in search: indexed, found by a photo, and
         counted in their result's look-alikes. All of them; a subclass leaves out those the shop hides

@@ -141,7 +141,31 @@ def test_oscars_product_admin_gets_the_status_column_second(catalogue, rf):
     assert columns[:2] == ["get_title", "visual_search_status"] and columns[2:] == list(oscar_admin.list_display[1:])
     assert "visual_search_reindex" in site._registry[Product].get_actions(request)
     statuses = {p.title: p.visual_search_rank for p in site._registry[Product].get_queryset(request)}
-    assert statuses[PARENT] == 3 and statuses["Vanilla"] is None  # the variant's photo counts for its parent
+    assert statuses[PARENT] == 3 and statuses["Vanilla"] == 3  # the variant's photo counts for its parent, and is indexed
+
+
+def test_a_variant_in_the_admin_shows_and_reindexes_its_own_photos(catalogue, rf):
+    """A variant's photos are stored as its parent's; the admin read "Not indexed" for the variant,
+    and its "Reindex visual search" action found no image to index."""
+    site = admin.AdminSite(name="vs_oscar_variant")
+    site.register(Product, type(admin.site._registry[Product]))
+    add_visual_search_to_product_admin(site)
+    model_admin = site._registry[Product]
+    request = rf.get("/")
+    request.user = User.objects.create_superuser("admin", "admin@example.com", "pw")
+    vanilla = Product.objects.get(title="Vanilla")
+    ImageEmbedding.objects.filter(object_id__in=[str(pk) for pk in vanilla.images.values_list("pk", flat=True)]).update(
+        status=ImageEmbedding.Status.FAILED, error="OSError: broken data stream"
+    )
+    rows = {p.title: p for p in model_admin.get_queryset(request)}
+    assert "Failed" in model_admin.visual_search_status(rows["Vanilla"])
+    assert "Failed" in model_admin.visual_search_status(rows[PARENT])  # the family's worst image
+
+    request._messages = type("Messages", (), {"add": lambda self, level, text, extra_tags="": said.append(text)})()
+    said = []
+    model_admin.visual_search_requeue_failed(request, Product.objects.filter(pk=vanilla.pk))
+    assert said == ["1 Product: 1 stale or failed image indexed again."]
+    assert not ImageEmbedding.objects.filter(status=ImageEmbedding.Status.FAILED).exists()
 
 
 def test_the_preset_steps_aside_when_the_shop_registers_product_images(settings):

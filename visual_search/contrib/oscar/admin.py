@@ -15,10 +15,25 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.contrib import admin
+from django.db import models
+from django.db.models.functions import Cast
 
-from visual_search.admin_mixins import VisualSearchAdminMixin
+from visual_search.admin_mixins import VisualSearchAdminMixin, embedding_rows
+from visual_search.models import ImageEmbedding, content_types_of, type_is
 
 STATUS_COLUMN = "visual_search_status"
+
+
+def product_rows(product: type[models.Model]) -> models.QuerySet:
+    """The rows a product's status shows: its family's (a parent's gallery holds its variants'
+    photos), and a variant's own photos, which are stored as its parent's."""
+    image = apps.get_model("catalogue", "ProductImage")
+    own_images = image._default_manager.filter(product=models.OuterRef(models.OuterRef("pk")))
+    own_rows = ImageEmbedding.objects.filter(
+        type_is("content_type", content_types_of(image)),
+        object_id__in=own_images.values(text=Cast("pk", output_field=models.CharField())),
+    )
+    return embedding_rows(product) | own_rows
 
 
 def product_admin_class(base: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
@@ -26,6 +41,9 @@ def product_admin_class(base: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
     (Oscar's list is wide: at the end it is cut off on most screens)."""
 
     class VisualSearchProductAdmin(VisualSearchAdminMixin, base):
+        def visual_search_rows(self):
+            return product_rows(self.model)
+
         def get_list_display(self, request):
             columns = [c for c in super().get_list_display(request) if c != STATUS_COLUMN]
             return [*columns[:1], STATUS_COLUMN, *columns[1:]]

@@ -56,6 +56,10 @@ class VariantImageRegistration(Registration):
     def result_pk_lookup(self) -> str:
         return "product__id__canonical"
 
+    def of_results(self, pks: list[Any]) -> models.QuerySet:
+        # A variant in Django's admin stands for its own photos (they are found as its parent).
+        return self.model._default_manager.filter(models.Q(product__id__canonical__in=pks) | models.Q(product__in=pks))
+
     def searchable(self) -> models.QuerySet:
         # A variant the shop hides (not public: an unreleased flavour) plays no part in search until
         # it is public again: its photo finds nothing, and its parent's look-alikes leave it out.
