@@ -87,10 +87,34 @@ def test_the_cache_down_leaves_searches_working(client, shop, monkeypatch, setti
 
     monkeypatch.setattr(SearchRateThrottle, "cache", DownCache())
     monkeypatch.setattr(thumbnails, "cache", DownCache())
+    monkeypatch.setattr(thumbnails, "_last_cache_warning", [float("-inf")], raising=False)
     response = client.post(SEARCH, {"image": photo("Kiwi")})
     assert response.status_code == 200 and response.json()["results"][0]["name"] == "Kiwi"
     assert response.json()["results"][0]["image_url"]  # the thumbnail, made without its cache
     assert "rate limit not checked" in caplog.text and "Thumbnail cache unavailable" in caplog.text
+
+
+def test_the_cache_down_warns_of_the_thumbnails_once_a_minute_not_per_card(client, shop, monkeypatch, caplog):
+    """Redis stopped for a moment behind gunicorn: each result card's two cache calls logged a
+    warning, 21 for a page of 10 results and as many for every search after it (75 lines for four
+    requests). One warning a minute per process says it, and what to check."""
+    import logging
+
+    import visual_search.thumbnails as thumbnails
+
+    monkeypatch.setattr(thumbnails, "cache", DownCache())
+    monkeypatch.setattr(thumbnails, "_last_cache_warning", [float("-inf")], raising=False)
+    caplog.set_level(logging.INFO, logger="visual_search")
+
+    def warnings():
+        return [r for r in caplog.records if r.levelno >= logging.WARNING and "Thumbnail cache" in r.getMessage()]
+
+    for _ in range(3):
+        assert client.post(SEARCH, {"image": photo("Kiwi")}).status_code == 200
+    assert len(warnings()) == 1 and "CACHES" in warnings()[0].getMessage()
+    thumbnails._last_cache_warning[0] -= thumbnails.CACHE_WARNING_EVERY  # a minute later
+    assert client.post(SEARCH, {"image": photo("Lime")}).status_code == 200
+    assert len(warnings()) == 2
 
 
 def test_an_image_change_whose_row_was_never_marked_is_stale_and_the_sweep_repairs_it(shop, monkeypatch):
