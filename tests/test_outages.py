@@ -405,3 +405,25 @@ def test_a_worker_that_reads_only_the_queue_says_the_sweeps_go_unread(settings, 
     with caplog.at_level("WARNING", logger="visual_search"):
         workers._sweep_on_start(consumer)  # the worker is ready
     assert ("`-Q visual_search,celery`" in caplog.text) is warned
+
+
+def test_a_setup_error_is_logged_as_its_message_on_one_line_not_a_traceback_per_search(client, shop, monkeypatch, caplog):
+    """The pgvector backend on a database where the extension was not created: every search logged
+    "Search by photo failed" and a traceback of fifty lines, the error that says what to do at its
+    end. Now one line per search, that error itself."""
+    import logging
+
+    from visual_search import search
+
+    def not_set_up(*args, **kwargs):
+        raise ImproperlyConfigured("Run `CREATE EXTENSION vector;` as a superuser in database 'shop'.")
+
+    monkeypatch.setattr(search, "search_by_image", not_set_up)
+    caplog.set_level(logging.INFO, logger="visual_search")
+    response = client.post(SEARCH, {"image": photo()})
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    logged = [r for r in caplog.records if r.name == "visual_search" and r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and logged[0].exc_info is None
+    assert logged[0].getMessage() == (
+        "Search by photo is unavailable: Run `CREATE EXTENSION vector;` as a superuser in database 'shop'."
+    )
