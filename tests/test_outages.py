@@ -427,3 +427,25 @@ def test_a_setup_error_is_logged_as_its_message_on_one_line_not_a_traceback_per_
     assert logged[0].getMessage() == (
         "Search by photo is unavailable: Run `CREATE EXTENSION vector;` as a superuser in database 'shop'."
     )
+
+
+def test_a_setup_error_on_similar_products_is_one_line_too(client, shop, monkeypatch, caplog):
+    """The same for the similar endpoint and {% similar_products %} (every product page): each
+    logged a traceback per request."""
+    import logging
+
+    from visual_search import search
+    from visual_search.results import similar_items
+
+    def not_set_up(*args, **kwargs):
+        raise ImproperlyConfigured("Run `CREATE EXTENSION vector;` as a superuser in database 'shop'.")
+
+    monkeypatch.setattr(search, "find_similar", not_set_up)
+    caplog.set_level(logging.INFO, logger="visual_search")
+    response = client.get(f"/api/visual-search/products/{shop['Lime'].pk}/similar/")
+    assert response.status_code == 503
+    assert similar_items(shop["Lime"]) == []
+    logged = [r for r in caplog.records if r.name == "visual_search" and r.levelno >= logging.ERROR]
+    assert len(logged) == 2 and all(r.exc_info is None for r in logged)
+    assert all(r.getMessage() == "Similar products are unavailable: Run `CREATE EXTENSION vector;` as a superuser in "
+               "database 'shop'." for r in logged)
