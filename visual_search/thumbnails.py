@@ -97,7 +97,7 @@ def _cache_call(method, *args):
             return None
         _last_cache_warning[0] = now
         logger.warning(
-            "Thumbnail cache unavailable: %s. Result cards still show thumbnails, each found in the storage "
+            "Thumbnail cache unavailable (%s): result cards still show thumbnails, each found in the storage "
             "meanwhile; check that the server of CACHES is running (said once a minute per process).", exc,
         )
         return None
