@@ -146,9 +146,19 @@ if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis"):
     # With workers, a cache the processes share (the whitening fit queued once, one search throttle).
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL}}
 
+# docs/deployment.md, "Logs". The handler is the root logger's, not visual_search's own: Celery's
+# worker replaces the root's handlers with its own (its format), so each line is written once (with
+# a handler of its own, each visual_search line came out twice in a worker's log, once bare);
+# gunicorn and manage.py write this one. Django's own errors (a 500's traceback on django.request)
+# go to it too: with DEBUG = False, Django's default sends them only to ADMINS by mail.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"visual_search": {"handlers": ["console"], "level": "INFO"}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "visual_search": {"level": "INFO"},
+        "django": {"level": "ERROR", "handlers": [], "propagate": True},  # 500s and bad Host headers, not each 404
+    },
 }

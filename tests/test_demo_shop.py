@@ -124,3 +124,30 @@ def test_manage_check_passes(demo_env):
     env, _ = demo_env
     result = manage(env, "check")
     assert "System check identified" in result.stdout or result.stdout.strip() == ""
+
+
+LOG_PROBE = """
+import logging, django
+django.setup()
+logging.getLogger("visual_search").info("probe-web")
+logging.getLogger("django.request").error("probe-500")
+logging.getLogger("django.request").warning("probe-404")
+from demo_shop.celery import app
+app.log.setup(loglevel=logging.INFO, redirect_stdouts=False, colorize=False)  # as `celery worker` does
+logging.getLogger("visual_search").info("probe-worker")
+"""
+
+
+def test_demo_logs_each_line_once_with_time_and_level_under_gunicorn_and_celery(tmp_path):
+    """Deployed behind gunicorn with DEBUG = False, the demo's settings wrote visual_search's lines
+    bare (no time, level or process), hid a 500's traceback (Django mails it to ADMINS only), and a
+    Celery worker wrote each visual_search line twice, once bare, once in Celery's format."""
+    env = {**demo_environment(tmp_path, weights="random", image_size=64), "DJANGO_DEBUG": "0"}
+    result = subprocess.run([sys.executable, "-c", LOG_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    web = [line for line in lines if "probe-web" in line]
+    assert len(web) == 1 and " INFO " in web[0] and "visual_search" in web[0] and web[0][:4].isdigit()
+    assert sum("probe-500" in line for line in lines) == 1
+    assert not any("probe-404" in line for line in lines)  # not every 404 and 400
+    assert sum("probe-worker" in line for line in lines) == 1

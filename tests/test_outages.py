@@ -87,10 +87,34 @@ def test_the_cache_down_leaves_searches_working(client, shop, monkeypatch, setti
 
     monkeypatch.setattr(SearchRateThrottle, "cache", DownCache())
     monkeypatch.setattr(thumbnails, "cache", DownCache())
+    monkeypatch.setattr(thumbnails, "_last_cache_warning", [float("-inf")], raising=False)
     response = client.post(SEARCH, {"image": photo("Kiwi")})
     assert response.status_code == 200 and response.json()["results"][0]["name"] == "Kiwi"
     assert response.json()["results"][0]["image_url"]  # the thumbnail, made without its cache
     assert "rate limit not checked" in caplog.text and "Thumbnail cache unavailable" in caplog.text
+
+
+def test_the_cache_down_warns_of_the_thumbnails_once_a_minute_not_per_card(client, shop, monkeypatch, caplog):
+    """Redis stopped for a moment behind gunicorn: each result card's two cache calls logged a
+    warning, 21 for a page of 10 results and as many for every search after it (75 lines for four
+    requests). One warning a minute per process says it, and what to check."""
+    import logging
+
+    import visual_search.thumbnails as thumbnails
+
+    monkeypatch.setattr(thumbnails, "cache", DownCache())
+    monkeypatch.setattr(thumbnails, "_last_cache_warning", [float("-inf")], raising=False)
+    caplog.set_level(logging.INFO, logger="visual_search")
+
+    def warnings():
+        return [r for r in caplog.records if r.levelno >= logging.WARNING and "Thumbnail cache" in r.getMessage()]
+
+    for _ in range(3):
+        assert client.post(SEARCH, {"image": photo("Kiwi")}).status_code == 200
+    assert len(warnings()) == 1 and "CACHES" in warnings()[0].getMessage()
+    thumbnails._last_cache_warning[0] -= thumbnails.CACHE_WARNING_EVERY  # a minute later
+    assert client.post(SEARCH, {"image": photo("Lime")}).status_code == 200
+    assert len(warnings()) == 2
 
 
 def test_an_image_change_whose_row_was_never_marked_is_stale_and_the_sweep_repairs_it(shop, monkeypatch):
@@ -381,3 +405,47 @@ def test_a_worker_that_reads_only_the_queue_says_the_sweeps_go_unread(settings, 
     with caplog.at_level("WARNING", logger="visual_search"):
         workers._sweep_on_start(consumer)  # the worker is ready
     assert ("`-Q visual_search,celery`" in caplog.text) is warned
+
+
+def test_a_setup_error_is_logged_as_its_message_on_one_line_not_a_traceback_per_search(client, shop, monkeypatch, caplog):
+    """The pgvector backend on a database where the extension was not created: every search logged
+    "Search by photo failed" and a traceback of fifty lines, the error that says what to do at its
+    end. Now one line per search, that error itself."""
+    import logging
+
+    from visual_search import search
+
+    def not_set_up(*args, **kwargs):
+        raise ImproperlyConfigured("Run `CREATE EXTENSION vector;` as a superuser in database 'shop'.")
+
+    monkeypatch.setattr(search, "search_by_image", not_set_up)
+    caplog.set_level(logging.INFO, logger="visual_search")
+    response = client.post(SEARCH, {"image": photo()})
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    logged = [r for r in caplog.records if r.name == "visual_search" and r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and logged[0].exc_info is None
+    assert logged[0].getMessage() == (
+        "Search by photo is unavailable: Run `CREATE EXTENSION vector;` as a superuser in database 'shop'."
+    )
+
+
+def test_a_setup_error_on_similar_products_is_one_line_too(client, shop, monkeypatch, caplog):
+    """The same for the similar endpoint and {% similar_products %} (every product page): each
+    logged a traceback per request."""
+    import logging
+
+    from visual_search import search
+    from visual_search.results import similar_items
+
+    def not_set_up(*args, **kwargs):
+        raise ImproperlyConfigured("Run `CREATE EXTENSION vector;` as a superuser in database 'shop'.")
+
+    monkeypatch.setattr(search, "find_similar", not_set_up)
+    caplog.set_level(logging.INFO, logger="visual_search")
+    response = client.get(f"/api/visual-search/products/{shop['Lime'].pk}/similar/")
+    assert response.status_code == 503
+    assert similar_items(shop["Lime"]) == []
+    logged = [r for r in caplog.records if r.name == "visual_search" and r.levelno >= logging.ERROR]
+    assert len(logged) == 2 and all(r.exc_info is None for r in logged)
+    assert all(r.getMessage() == "Similar products are unavailable: Run `CREATE EXTENSION vector;` as a superuser in "
+               "database 'shop'." for r in logged)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.exceptions import FieldError, ValidationError
+from django.core.exceptions import FieldError, ImproperlyConfigured, ValidationError
 from django.db import DatabaseError
 
 from . import search
@@ -177,6 +177,10 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
                 "Search by photo is unavailable: the database lacks visual search's migrations %s; run `python manage.py "
                 "migrate` (docs/upgrading.md).", ", ".join(waiting),
             )
+        elif isinstance(exc, ImproperlyConfigured):
+            # Its message says what to do (the pgvector extension to create, say): a traceback of
+            # fifty lines on every search buried it.
+            logger.error("Search by photo is unavailable: %s", exc)
         else:
             logger.exception("Search by photo failed")
         raise unavailable() from None

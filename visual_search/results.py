@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage
 from django.db import models
 from django.db.models.fields.files import FieldFile
@@ -300,6 +301,8 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
         return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
     except search.NotIndexed as exc:
         logger.info("Similar products for %s %s: %s", type(obj).__name__, obj.pk, exc)
+    except ImproperlyConfigured as exc:  # its message says what to do; a traceback on every page buried it
+        logger.error("Similar products are unavailable: %s", exc)
     except Exception:
         logger.exception("Similar products for %s %s failed; showing none", type(obj).__name__, obj.pk)
     return []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from django.db import DatabaseError
 from django.utils import translation
 from django.utils.module_loading import import_string
@@ -252,8 +252,11 @@ class SimilarView(VisualSearchAPIView):
             return _not_indexed(model, "missing" if stuck else exc.state)
         except (ValueError, TypeError) as exc:
             raise PhotoSearchError(400, "invalid_filter", f"A filter value is not valid: {exc}") from None
-        except Exception:
-            logger.exception("Similar objects for %s %s failed", model.__name__, pk)
+        except Exception as exc:
+            if isinstance(exc, ImproperlyConfigured):  # its message says what to do: no traceback per request
+                logger.error("Similar products are unavailable: %s", exc)
+            else:
+                logger.exception("Similar objects for %s %s failed", model.__name__, pk)
             raise PhotoSearchError(
                 503, "unavailable", "Similar products are not available right now; please try again later.", RETRY_AFTER_SECONDS
             ) from None

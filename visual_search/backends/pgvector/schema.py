@@ -88,8 +88,9 @@ def ensure_schema(connection) -> None:
             raise ImproperlyConfigured(
                 "The pgvector backend could not create its tables "
                 f"({exc}). Run `CREATE EXTENSION vector;` as a superuser in database "
-                f"{connection.settings_dict['NAME']!r} (creating an extension needs one), then restart the web and "
-                "worker processes: the backend creates its tables on first use."
+                f"{connection.settings_dict['NAME']!r} (creating an extension needs one), then "
+                "`manage.py visual_search_rebuild_index`: the images indexed meanwhile are ready but not in the index "
+                "(searches find nothing of them until then; nothing is recomputed)."
             ) from exc
 
 
