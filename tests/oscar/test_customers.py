@@ -164,6 +164,15 @@ def test_the_product_page_shows_similar_products_with_prices(catalogue, client):
     assert "Oatly" not in similar and "Vanilla" not in similar
 
 
+def test_the_similar_products_grid_works_under_a_strict_content_security_policy(catalogue, client):
+    """Its pictures' height was a style attribute, which a CSP without 'unsafe-inline' drops (the
+    package's other templates need none: docs/security.md); it is widget.css's, linked once."""
+    html = client.get(catalogue["Arla-Standard-Milk"].get_absolute_url()).content.decode()
+    section = re.search(r'<section class="vs-similar vs-oscar-similar".*?</section>', html, flags=re.S).group(0)
+    assert "vs-oscar-thumbnail" in section and "style=" not in section
+    assert html.count("visual_search/widget.css") == 1  # the navbar's camera linked it first, or the grid did
+
+
 def test_a_hidden_variant_s_picture_never_shows_on_its_parent_s_card(catalogue, client):
     """A variant the shop hides (not public: an unreleased flavour) has its photo on its own image
     row, which stood for the parent: the parent's card showed it when it came first in the gallery's
