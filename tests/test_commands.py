@@ -362,12 +362,13 @@ def test_a_database_not_migrated_yet_says_to_migrate(imported):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("command", [
     ["visual_search_rebuild_index"], ["visual_search_reindex", "--only", "stale"], ["visual_search_status"],
-    ["visual_search_versions", "list"],
+    ["visual_search_versions", "list"], ["visual_search_train"], ["visual_search_duplicates"],
 ])
 def test_every_command_stops_before_doing_anything_on_a_0_1_database(imported, command):
     """docs/upgrading.md, step 3: before `migrate` the package's commands stop, naming the migrations.
     On 0.1's tables `visual_search_rebuild_index` "rebuilt" the index from "0 stored vectors" and
-    exited 0; `visual_search_reindex` drew a progress bar, and status its table, before the error."""
+    exited 0; `visual_search_reindex` drew a progress bar, and status its table, before the error;
+    training left a failed version row whose message said to reindex."""
     from django.core.management import call_command
 
     run("visual_search_reindex")

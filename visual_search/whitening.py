@@ -398,12 +398,11 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     if row is None or ready >= row.trained_on * growth or ready * growth <= row.trained_on:
         # Shrunk as much: it learned from (and its calibration counted) products that are gone.
         return True
-    if not row.calibration:
+    if "basis" not in (row.calibration or {}):
         # 0.1 learned no calibration (migration 0007 gave its rows {}), and a PCA whitening where
-        # WHITENING is now 'learned'. A shop that kept 0.1's vectors ("VIEWS": ["full"], or a trained
-        # version active) has nothing stale: without this, neither was ever learned again.
-        return True
-    if "basis" not in row.calibration:
+        # WHITENING is now 'learned'; 0.2.0's recorded no basis. A shop that kept 0.1's vectors
+        # ("VIEWS": ["full"], or a trained version active) has nothing stale: without this,
+        # neither was ever learned again.
         return True
     if row.calibration.get("basis") == "searches" and "prior" not in row.calibration and prior_weight(row.calibration.get("images_per_product")) > 0:
         return True  # few images per product, fitted before the default curve was mixed in
