@@ -41,3 +41,18 @@ def test_oscar_s_look_alikes_say_their_language_too():
     source = (PACKAGE / "contrib/oscar/templates/visual_search/oscar/similar_products.html").read_text()
     sections = re.findall(r"<section [^>]*>", source)
     assert sections and all('lang="{{ vs_language }}"' in s for s in sections), sections
+
+
+def test_the_box_is_sized_and_moved_without_dragging(rf):
+    # Only a drag narrowed the box (WCAG 2.2's 2.5.7): a customer with a head pointer or a shaking
+    # hand searched the whole photo or nothing. Smaller and Larger size it round its middle, and a
+    # tap beside it (widget.js: centreAt) brings it onto the product; the hint says so.
+    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    crop = re.search(r'<div class="vs-crop" data-vs-crop hidden>.*?</p>\s*</div>', html, flags=re.S).group(0)
+    buttons = re.findall(r'<button class="vs-button vs-size" type="button" data-vs-size="(-1|1)">([^<]+)</button>', crop)
+    assert buttons == [("-1", "Smaller"), ("1", "Larger")]
+    hint = re.search(r'id="vs-box-keys">(.*?)</p>', crop, flags=re.S).group(1)
+    assert "Without dragging: make it smaller, then tap the product to bring it there." in hint
+    script = (PACKAGE / "static/visual_search/widget.js").read_text()
+    assert 'querySelectorAll("[data-vs-size]")' in script and "CropBox.prototype.resize = function (sign)" in script
+    assert "this.centreAt(drag.start); } // a tap beside the box" in script
