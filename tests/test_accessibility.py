@@ -66,3 +66,12 @@ def test_the_number_fields_edges_are_seen(rf):
     assert "var(--vs-border" not in rule
     assert "border: 1px solid #767676" in rule  # 4.5:1 on white, where color-mix() is unknown
     assert "color-mix(in srgb, currentColor 65%, transparent)" in rule
+
+
+def test_icon_font_glyphs_are_hidden_from_screen_readers():
+    # Oscar's Font Awesome icons are a private-use character in ::before: a screen reader read the
+    # look-alikes' "Available" and the dashboard's headings and buttons with a glyph it cannot name
+    # before the words. The words say it all; the icons are hidden from it, as Font Awesome advises.
+    templates = PACKAGE / "contrib/oscar/templates"
+    icons = [(path.name, tag) for path in templates.rglob("*.html") for tag in re.findall(r"<i [^>]*>", path.read_text())]
+    assert icons and all('aria-hidden="true"' in tag for _, tag in icons), icons
