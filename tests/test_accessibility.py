@@ -75,3 +75,13 @@ def test_icon_font_glyphs_are_hidden_from_screen_readers():
     templates = PACKAGE / "contrib/oscar/templates"
     icons = [(path.name, tag) for path in templates.rglob("*.html") for tag in re.findall(r"<i [^>]*>", path.read_text())]
     assert icons and all('aria-hidden="true"' in tag for _, tag in icons), icons
+
+
+def test_the_dialog_scrolls_the_focus_out_from_under_its_sticky_bar():
+    # Shift+Tab back up a phone's dialog left "Larger" and "Smaller" entirely behind the sticky bar
+    # (close button and title): the keyboard's focus was nowhere to be seen (WCAG 2.4.11). The
+    # dialog's scroll padding is the bar's height: its close button, padding and line.
+    css = (PACKAGE / "static/visual_search/widget.css").read_text()
+    close = re.search(r"\.vs-close \{[^}]*height: (max\(44px, 2\.25em\))", css).group(1)
+    bar = re.search(r"\.vs-dialog-bar \{[^}]*padding: \.5rem[^}]*border-bottom: 1px", css)
+    assert bar and f".vs-dialog {{ scroll-padding-top: calc({close} + 1rem + 1px); }}" in css
