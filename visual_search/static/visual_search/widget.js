@@ -170,6 +170,11 @@
     this.stage.addEventListener("pointercancel", function (event) { self.up(event, true); });
     this.stage.addEventListener("dragstart", function (event) { event.preventDefault(); });
     this.box.addEventListener("keydown", function (event) { self.key(event); });
+    // Smaller and Larger: the box sized round its middle, for a customer who cannot drag (a head
+    // pointer, a shaking hand: WCAG 2.5.7); a tap beside it then brings it onto the product.
+    this.crop.querySelectorAll("[data-vs-size]").forEach(function (button) {
+      button.addEventListener("click", function () { self.resize(Number(button.getAttribute("data-vs-size"))); });
+    });
     if (this.wholeButton) {
       this.wholeButton.addEventListener("click", function () {
         self.reset();
@@ -364,6 +369,24 @@
       if (arrow[1] > 0 && v.y1 - this.value.y1 < KEY_STEP / 2) { v.y0 = clamp(v.y0 - KEY_STEP, 0, v.y1 - minY); }
     }
     return v;
+  };
+
+  // Smaller (sign -1) or Larger (+1) by a key's step on every side, round the box's middle, kept
+  // in the photo. Never disabled: a button that went disabled under the focus dropped it to the page.
+  CropBox.prototype.scaled = function (sign, rect) {
+    var f = this.value, step = 2 * KEY_STEP * sign;
+    var w = clamp(f.x1 - f.x0 + step, this.minSide(rect.width), 1), h = clamp(f.y1 - f.y0 + step, this.minSide(rect.height), 1);
+    var x0 = clamp((f.x0 + f.x1 - w) / 2, 0, 1 - w), y0 = clamp((f.y0 + f.y1 - h) / 2, 0, 1 - h);
+    return { x0: x0, y0: y0, x1: x0 + w, y1: y0 + h };
+  };
+
+  CropBox.prototype.resize = function (sign) {
+    var v = this.scaled(sign, this.stage.getBoundingClientRect()), f = this.value;
+    var same = v.x0 === f.x0 && v.y0 === f.y0 && v.x1 === f.x1 && v.y1 === f.y1;
+    this.value = v;
+    this.draw();
+    this.settle(); // where the box is now, said: the customer may not see it
+    if (!same) { this.changed(KEY_DELAY); }
   };
 
   CropBox.prototype.show = function () {
