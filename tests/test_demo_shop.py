@@ -151,3 +151,14 @@ def test_demo_logs_each_line_once_with_time_and_level_under_gunicorn_and_celery(
     assert sum("probe-500" in line for line in lines) == 1
     assert not any("probe-404" in line for line in lines)  # not every 404 and 400
     assert sum("probe-worker" in line for line in lines) == 1
+
+
+def test_a_phone_s_header_keeps_the_camera_button_beside_the_name():
+    """On a 390 px phone the French "Recherche par photo" went under "Fresh & Local", 13 px short of
+    room (measured in Chromium: the name 135 px, the button 220, 16 px between them, 358 inside).
+    On a phone they are set a little closer and smaller, leaving 6 px to spare."""
+    css = (ROOT / "demo_shop/catalogue/static/catalogue/shop.css").read_text()
+    phone = css.split("@media (max-width: 640px) {", 1)[1].split("\n}", 1)[0]
+    assert ".header-row { column-gap: .5rem; }" in phone
+    assert ".header-search .vs-open { padding: .45rem .55rem; font-size: .9rem; }" in phone
+    assert ".brand { font-size: 1.1rem; }" in phone

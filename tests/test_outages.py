@@ -11,6 +11,7 @@ from django.db import OperationalError
 from django.db.models import QuerySet
 
 from tests.conftest import catalogue_image
+from visual_search.api import throttling
 from visual_search.api.throttling import SearchRateThrottle
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,33 +87,40 @@ def test_the_cache_down_leaves_searches_working(client, shop, monkeypatch, setti
     import visual_search.thumbnails as thumbnails
 
     monkeypatch.setattr(SearchRateThrottle, "cache", DownCache())
+    monkeypatch.setattr(throttling.CACHE_WARNING, "last", float("-inf"))
     monkeypatch.setattr(thumbnails, "cache", DownCache())
-    monkeypatch.setattr(thumbnails, "_last_cache_warning", [float("-inf")], raising=False)
+    monkeypatch.setattr(thumbnails.CACHE_WARNING, "last", float("-inf"))
     response = client.post(SEARCH, {"image": photo("Kiwi")})
     assert response.status_code == 200 and response.json()["results"][0]["name"] == "Kiwi"
     assert response.json()["results"][0]["image_url"]  # the thumbnail, made without its cache
     assert "rate limit not checked" in caplog.text and "Thumbnail cache unavailable" in caplog.text
 
 
-def test_the_cache_down_warns_of_the_thumbnails_once_a_minute_not_per_card(client, shop, monkeypatch, caplog):
+@pytest.mark.parametrize("said", ["Thumbnail cache unavailable", "Search rate limit not checked"])
+def test_the_cache_down_warns_once_a_minute_not_per_card_or_search(client, shop, monkeypatch, settings, caplog, said):
     """Redis stopped for a moment behind gunicorn: each result card's two cache calls logged a
     warning, 21 for a page of 10 results and as many for every search after it (75 lines for four
-    requests). One warning a minute per process says it, and what to check."""
+    requests), and the rate limit one per search, saying nothing of what to do. One warning a
+    minute per process each says it, and what to check."""
     import logging
 
     import visual_search.thumbnails as thumbnails
 
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "30/min"}
+    monkeypatch.setattr(SearchRateThrottle, "cache", DownCache())
     monkeypatch.setattr(thumbnails, "cache", DownCache())
-    monkeypatch.setattr(thumbnails, "_last_cache_warning", [float("-inf")], raising=False)
+    for warning in (thumbnails.CACHE_WARNING, throttling.CACHE_WARNING):
+        monkeypatch.setattr(warning, "last", float("-inf"))
     caplog.set_level(logging.INFO, logger="visual_search")
 
     def warnings():
-        return [r for r in caplog.records if r.levelno >= logging.WARNING and "Thumbnail cache" in r.getMessage()]
+        return [r for r in caplog.records if r.levelno >= logging.WARNING and said in r.getMessage()]
 
     for _ in range(3):
         assert client.post(SEARCH, {"image": photo("Kiwi")}).status_code == 200
     assert len(warnings()) == 1 and "CACHES" in warnings()[0].getMessage()
-    thumbnails._last_cache_warning[0] -= thumbnails.CACHE_WARNING_EVERY  # a minute later
+    for warning in (thumbnails.CACHE_WARNING, throttling.CACHE_WARNING):
+        warning.last -= warning.every  # a minute later
     assert client.post(SEARCH, {"image": photo("Lime")}).status_code == 200
     assert len(warnings()) == 2
 

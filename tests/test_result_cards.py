@@ -6,6 +6,7 @@ import html
 import io
 import json
 import logging
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
@@ -385,3 +386,15 @@ def test_a_result_without_a_page_is_a_card_not_a_link_to_nowhere():
     without = render_to_string("visual_search/result_card.html", {"item": {"name": "Banana", "url": None, "score": 0.5}})
     assert '<a class="vs-card-link" href="/p/1/"' in with_page
     assert '<a class="vs-card-link" data-vs-field="url">' in without and 'href="#"' not in without
+
+
+def test_a_phone_s_card_keeps_its_score_on_one_line():
+    """On a 390 px phone (two cards a row, about 137 px inside each) "67 % de correspondance" (fr)
+    and "67 % Übereinstimmung" (de) wrapped onto two lines. The score's size follows the card's
+    width: measured in Chromium with DejaVu Sans (the widest of the usual system fonts), the longest,
+    "100 % de correspondance", is 13.1 em wide; at 7.6 % of the width per em it fits."""
+
+    css = (Path(results_module.__file__).parent / "static/visual_search/widget.css").read_text()
+    assert re.search(r"\.vs-card-details \{ container-type: inline-size; \}", css)
+    found = re.search(r"\.vs-card-score \{ font-size: max\(\.7em, min\(1em, ([\d.]+)cqi\)\); \}", css)
+    assert found and 13.1 * float(found[1]) / 100 <= 1

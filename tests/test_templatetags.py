@@ -142,6 +142,27 @@ def test_a_layout_s_head_links_widget_css_for_the_whole_page(shop, rf):
     assert html.count(STYLESHEET) == 1
 
 
+SCRIPT = '<script src="/static/visual_search/widget.js" defer></script>'
+
+
+@pytest.mark.parametrize("with_request", [True, False])
+def test_a_page_links_widget_js_once(shop, rf, with_request):
+    """A page with several widgets (the navbar's, the page's own) had a <script> of widget.js per
+    widget, the one script that sets itself up once. The first widget links it, the others none; a
+    layout's {% visual_search_script %} links it for the page."""
+    def page(source, request=None):  # one page: its own request
+        return render(source, **({"request": request or rf.get("/")} if with_request else {}))
+
+    assert page("{% visual_search_widget %}").count(SCRIPT) == 1
+    three = page('{% visual_search_widget mode="compact" %}{% visual_search_widget %}{% visual_search_widget %}')
+    assert three.count("widget.js") == 1 and three.count('data-vs-widget ') == 3
+    assert three.index('data-vs-widget ') < three.index(SCRIPT)  # after the first widget, as before
+    head = page("<head>{% visual_search_script %}</head>{% visual_search_widget %}{% visual_search_widget %}")
+    assert head.count("widget.js") == 1 and head.index(SCRIPT) < head.index("</head>")
+    # A widget added later (htmx fetching a fragment: a request of its own) brings its script: it starts.
+    assert page("{% visual_search_widget %}").count(SCRIPT) == 1
+
+
 def test_the_search_page_links_widget_css_once(client):
     page = client.get("/search-by-photo/").content.decode()
     assert page.count("widget.css") == 1 and page.index(STYLESHEET) < page.index("</head>")

@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template import Context, Template
 from django.template.loader import render_to_string
+from django.utils.html import escape
 
 from tests.conftest import catalogue_image
 from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY
@@ -230,6 +231,26 @@ def test_the_page_speaks_to_customers(client, shop, data, status, words, not_wor
     assert response.status_code == status
     assert f'<span class="vs-error">{words}' in html and not_words not in html
     assert re.search(f"<title>{re.escape(words)}[^<]* – Search by photo</title>", html)  # said first as the page loads
+
+
+@pytest.mark.parametrize("language", ["en", "de", "fr"])
+def test_a_truncated_jpeg_is_worded_alike_by_the_page_and_the_api(client, shop, settings, language):
+    """The API said "damaged or truncated", the page "not an image we can read. Choose a JPEG...",
+    sending the customer after another format for a photo that only needs saving again. Both say
+    the reason, in the customer's language."""
+    from django.utils import translation
+
+    from visual_search import reasons
+
+    settings.LANGUAGE_CODE = language
+    truncated = catalogue_image("Banana").read_bytes()[:400]
+    with translation.override(language):
+        expected = translation.gettext(reasons.HEADER_UNREADABLE)
+    api = client.post("/api/visual-search/search/", {"image": SimpleUploadedFile("t.jpg", truncated, "image/jpeg")})
+    page = client.post("/search-by-photo/", {"image": SimpleUploadedFile("t.jpg", truncated, "image/jpeg")})
+    assert api.status_code == page.status_code == 400
+    assert api.json() == {"detail": expected, "code": "invalid_image"}
+    assert f'<span class="vs-error">{escape(expected)}</span>' in page.content.decode()
 
 
 def test_the_api_keeps_its_own_error_text(client, shop):

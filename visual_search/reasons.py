@@ -7,8 +7,9 @@ here, marked for translation but not translated, and :func:`describe_failure` sh
 active language: the admin's, or ``LANGUAGE_CODE`` in a management command. Rows stored before, in
 English, read translated too; a text it does not know (another language, a shop's own) reads as stored.
 
-The same sentences are the API's ``detail`` of an invalid photo: English, for the developer; a shop's
-page shows its customer a sentence of its own chosen by ``code``.
+The same sentences are the API's ``detail`` of an invalid photo, in the request's language (English
+unless a client asks for another); the search page shows its customer a sentence of its own chosen by
+``code``, but for a damaged file (:data:`DAMAGED_FILE`), whose reason both say.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ GAVE_UP = gettext_noop(
     "reindex it (the admin's action, or `manage.py visual_search_reindex --only failed`)."
 )
 
+# A file that is an image, damaged: the customer is told what is wrong in these words (translated), on the
+# search page and by the API alike; the page's own sentence for other invalid images ("not an image we can
+# read") sent them looking for another format.
+DAMAGED_FILE = (DAMAGED, HEADER_UNREADABLE, PICTURE_MISSING, TOO_MANY_PIECES, TOO_MANY_SCANS, RLE_OVERLONG)
+
 REASONS = (
     EMPTY, LARGER_THAN, NOT_AN_IMAGE, HEIC_REFUSED, EPS_REFUSED, SVG_REFUSED, PDF_REFUSED, FORMAT_REFUSED,
     NO_PIXELS, TOO_MANY_PIXELS, TOO_LARGE, RLE_TOO_LARGE, DAMAGED, HEADER_UNREADABLE, PICTURE_MISSING,
@@ -109,3 +115,9 @@ def describe_failure(stored: str) -> str:
             return stored
         return text + (match["vs_technical"] or "")
     return stored
+
+
+def is_damaged(stored: str) -> bool:
+    """Whether ``stored`` (English, as :class:`~visual_search.exceptions.InvalidImage` says it) is one of
+    :data:`DAMAGED_FILE`."""
+    return any(pattern.match(stored) for msgid, pattern in _patterns() if msgid in DAMAGED_FILE)

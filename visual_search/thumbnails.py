@@ -20,7 +20,6 @@ import hashlib
 import io
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -34,6 +33,7 @@ from .conf import settings
 from .embeddings.images import open_image, read_bytes
 from .embeddings.images import checksum as sha256
 from .exceptions import InvalidImage
+from .logs import OccasionalWarning
 
 logger = logging.getLogger("visual_search")
 
@@ -48,8 +48,11 @@ RETRY_AFTER = 60
 # A cache that is down fails each card's lookups: a page of 10 results logged 21 warnings, each
 # search and page again (75 lines for four requests while Redis restarted). One warning per process
 # this often says so; the others go to DEBUG.
-CACHE_WARNING_EVERY = 60.0
-_last_cache_warning = [float("-inf")]  # time.monotonic() of this process's last one
+CACHE_WARNING = OccasionalWarning(
+    logger,
+    "Thumbnail cache unavailable (%s): result cards still show thumbnails, each found in the storage "
+    "meanwhile; check that the server of CACHES is running (said once a minute per process).",
+)
 # Uploads of one indexing call at a time: a bucket's PUTs overlap each other and the model's work.
 WRITERS = 4
 
@@ -91,15 +94,7 @@ def _cache_call(method, *args):
     try:
         return method(*args)
     except Exception as exc:  # noqa: BLE001 - any cache backend's connection error
-        now = time.monotonic()
-        if now - _last_cache_warning[0] < CACHE_WARNING_EVERY:
-            logger.debug("Thumbnail cache unavailable: %s", exc)
-            return None
-        _last_cache_warning[0] = now
-        logger.warning(
-            "Thumbnail cache unavailable (%s): result cards still show thumbnails, each found in the storage "
-            "meanwhile; check that the server of CACHES is running (said once a minute per process).", exc,
-        )
+        CACHE_WARNING(exc)
         return None
 
 

@@ -12,12 +12,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
+from .http import HeadWithoutBody
 from .photo_search import PhotoSearchError, check_content_length, confident, search_photo
 from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class SearchByPhotoView(TemplateView):
+class SearchByPhotoView(HeadWithoutBody, TemplateView):
     """GET shows the widget; POST (multipart ``image``) renders the results on the server.
 
     Only the widget whose form was posted (``vs_widget``) shows them, in the customer's words.

@@ -43,10 +43,11 @@ MODES = ("inline", "compact")
 BOX_LABELS = (gettext_lazy("Left edge"), gettext_lazy("Top edge"), gettext_lazy("Right edge"), gettext_lazy("Bottom edge"))
 BOX_EDGES = ("0", "0", "1", "1")
 DEFAULT_IDS = {"inline": "vs", "compact": "vs-compact"}
-# Ids and results already handed out while rendering one page, and whether widget.css is linked
-# yet; kept on the request.
+# Ids and results already handed out while rendering one page, and whether widget.css and widget.js
+# are linked yet; kept on the request.
 PAGE_STATE = "_visual_search_widgets"
 STYLESHEET = "visual_search/widget.css"
+SCRIPT = "visual_search/widget.js"
 
 
 def customer_messages(limit: int | None = None) -> dict[str, Any]:
@@ -183,6 +184,8 @@ def match_percent(score: float | None) -> str:
 def customer_message(error: PhotoSearchError) -> str:
     """The words for a failed search on the page, in the active language; throttling and a passing
     unavailability keep their "try again in N seconds" (``retry_after``)."""
+    if error.for_customer:  # a damaged file's reason, as the API says it
+        return error.detail
     words = customer_messages().get(error.code)
     if error.code == "unsupported_format":
         return words.format(format=error.format) if error.format else error.detail
@@ -226,18 +229,31 @@ def page_state(context: Any) -> dict[str, Any]:
 
 
 def new_page_state() -> dict[str, Any]:
-    return {"ids": set(), "shown": False, "stylesheet": False}
+    return {"ids": set(), "shown": False, "linked": set()}
+
+
+def once_per_page(context: Any, path: str, tag: str) -> str:
+    """``tag`` (HTML whose ``{}`` is the URL of the static file ``path``) the first time a page asks
+    for ``path``; nothing after."""
+    linked = page_state(context).setdefault("linked", set())
+    if path in linked:
+        return ""
+    linked.add(path)
+    return format_html(tag, static(path))
 
 
 def stylesheet_link(context: Any) -> str:
     """``<link rel="stylesheet">`` to widget.css, the first time a page asks for it; nothing after
     (``{% visual_search_stylesheet %}``). A page with a widget and a similar products list, or two
     widgets, linked it once for each; a layout that links it in its ``<head>`` leaves them none to link."""
-    state = page_state(context)
-    if state.get("stylesheet"):
-        return ""
-    state["stylesheet"] = True
-    return format_html('<link rel="stylesheet" href="{}">', static(STYLESHEET))
+    return once_per_page(context, STYLESHEET, '<link rel="stylesheet" href="{}">')
+
+
+def script_tag(context: Any) -> str:
+    """``<script defer>`` of widget.js, the first time a page asks for it; nothing after
+    (``{% visual_search_script %}``). A page with several widgets fetched it once per widget (the
+    script sets itself up once, and starts every widget on the page, those added later included)."""
+    return once_per_page(context, SCRIPT, '<script src="{}" defer></script>')
 
 
 def unique_id(state: dict[str, Any], wanted: str) -> str:

@@ -35,6 +35,7 @@ from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
 
 from .. import __version__
+from ..http import HeadWithoutBody
 from .views import VisualSearchAPIView
 
 SIDECAR = "drf_spectacular_sidecar"
@@ -55,7 +56,7 @@ class AppSchemaGenerator(SchemaGenerator):
     endpoint_inspector_cls = AppEndpoints
 
 
-class SchemaView(SpectacularAPIView):
+class SchemaView(HeadWithoutBody, SpectacularAPIView):
     """The OpenAPI 3 document of this app's API.
 
     JSON as ``application/json`` comes first, so a browser shows it instead of downloading a file;
@@ -99,7 +100,7 @@ def swagger_ui_url(name: str, namespace: str) -> str:
     return f"{spectacular_settings.SWAGGER_UI_DIST}/{name}"
 
 
-class DocsView(TemplateView):
+class DocsView(HeadWithoutBody, TemplateView):
     """Swagger UI over :class:`SchemaView`: read the API, and try it with a photo, in a browser."""
 
     template_name = "visual_search/api_docs.html"
@@ -115,7 +116,7 @@ class DocsView(TemplateView):
         )
 
 
-class SwaggerUIAssetView(View):
+class SwaggerUIAssetView(HeadWithoutBody, View):
     """Swagger UI's files from the installed sidecar package, for shops that do not list it in
     ``INSTALLED_APPS`` (and so have no static copy). Cached by browsers for a day."""
 

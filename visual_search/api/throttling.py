@@ -9,8 +9,15 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 
 from ..conf import settings
+from ..logs import OccasionalWarning
 
 logger = logging.getLogger("visual_search")
+# With the cache down every search said so: one line per search. Once a minute per process, and what to do.
+CACHE_WARNING = OccasionalWarning(
+    logger,
+    "Search rate limit not checked, the cache is unavailable (%s): searches are served without the limit "
+    "meanwhile; check that the server of CACHES is running (said once a minute per process).",
+)
 
 
 class SearchRateThrottle(AnonRateThrottle):
@@ -48,7 +55,7 @@ class SearchRateThrottle(AnonRateThrottle):
         try:
             return super().allow_request(request, view)
         except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: serve, do not fail the search
-            logger.warning("Search rate limit not checked, the cache is unavailable: %s", exc)
+            CACHE_WARNING(exc)
             return True
 
 

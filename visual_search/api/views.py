@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from .. import queue, search
 from ..conf import settings
+from ..http import HeadWithoutBody
 from ..photo_search import (
     RETRY_AFTER_SECONDS,
     PhotoSearchError,
@@ -114,7 +115,7 @@ def requested_language(request) -> str | None:
     return None
 
 
-class VisualSearchAPIView(APIView):
+class VisualSearchAPIView(HeadWithoutBody, APIView):
     """Answers every error as ``{"detail", "code"}``: DRF's own (429, 415, 405) and ours."""
 
     # The operations' @extend_schema (``documented`` below) build on it too.

@@ -11,7 +11,7 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import PAGE_STATE, match_percent, page_state, price_text, stylesheet_link, widget_context
+from ..widget import PAGE_STATE, match_percent, page_state, price_text, script_tag, stylesheet_link, widget_context
 
 register = template.Library()
 
@@ -27,6 +27,13 @@ def visual_search_stylesheet(context):
     """``{% visual_search_stylesheet %}``: links widget.css the first time on a page, nothing after.
     The widget and the similar products list write it; a layout may write it in its ``<head>``."""
     return stylesheet_link(context)
+
+
+@register.simple_tag(takes_context=True)
+def visual_search_script(context):
+    """``{% visual_search_script %}``: links widget.js the first time on a page, nothing after.
+    Each widget writes it; a layout may write it once for the page (a widget in a ``{% cache %}``)."""
+    return script_tag(context)
 
 
 @register.filter
