@@ -139,3 +139,31 @@ def test_the_schema_needs_no_rest_framework_settings():
     run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "200 ['/api/visual-search/products/{id}/similar/', '/api/visual-search/search/']", run.stderr[-2000:]
+
+
+def test_the_schema_lists_every_error_code_and_when_to_ask_again(client, settings):
+    """A client generated from the schema had "Error" under each status and no list of codes (the
+    Error's own said "e.g." five of them), no Retry-After on 429 and 503, no 411, and "over
+    MAX_UPLOAD_BYTES" where an app developer needs the number. Every code of the docs' table is in it."""
+    import re
+    from pathlib import Path
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_UPLOAD_BYTES": 5 * 1024 * 1024}
+    schema = client.get("/api/visual-search/schema/").json()
+    search = schema["paths"]["/api/visual-search/search/"]["post"]
+    similar = schema["paths"]["/api/visual-search/products/{id}/similar/"]["get"]
+    for operation in (search, similar):
+        for status, response in operation["responses"].items():
+            assert status == "200" or "`" in response["description"], (status, response)
+        assert "Accept-Language" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert {"403", "411", "413", "415", "429", "503"} <= set(search["responses"])
+    for status in ("429", "503"):
+        assert "Retry-After" in search["responses"][status]["headers"]
+    assert "Retry-After" in similar["responses"]["409"]["headers"]
+    assert "files up to 5 MB" in search["description"]
+    table = (Path(__file__).resolve().parent.parent / "docs" / "customers.md").read_text().split("### Errors", 1)[1]
+    documented = set(re.findall(r"^\| \d{3} \| `(\w+)`", table, re.MULTILINE))
+    assert len(documented) > 15
+    listed = schema["components"]["schemas"]["Error"]["properties"]["code"]["description"]
+    assert documented - {"not_indexed"} <= set(re.findall(r"\w+", listed)), documented - set(re.findall(r"\w+", listed))
+    assert "`not_indexed`" in similar["responses"]["409"]["description"]

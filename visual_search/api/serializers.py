@@ -149,7 +149,13 @@ class ErrorSerializer(serializers.Serializer):
     """Every error: a message for people and a stable code for programs."""
 
     detail = serializers.CharField()
-    code = serializers.CharField(help_text="e.g. required, invalid_image, unsupported_format, file_too_large, throttled")
+    code = serializers.CharField(
+        help_text="Stable, for programs (the detail is English, for people): required, invalid_image, blank_image, "
+        "too_many_pixels, invalid_limit, invalid_filter, invalid_box, too_many_fields, parse_error, invalid_length, "
+        "not_authenticated, permission_denied, not_found, method_not_allowed, not_acceptable, length_required, "
+        "file_too_large, unsupported_format, unsupported_media_type, throttled, unavailable. Treat an unknown code "
+        "by its HTTP status."
+    )
     format = serializers.CharField(
         required=False, help_text="415 unsupported_format only: the kind of file refused (SVG, EPS, PDF, HEIC, or Pillow's name)."
     )

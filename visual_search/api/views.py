@@ -30,6 +30,7 @@ from ..photo_search import (
     check_content_length,
     confident,
     invalid_limit,
+    max_upload_bytes,
     parse_limit,
     search_photo,
     shown_to,
@@ -42,18 +43,62 @@ from .serializers import (
     SearchRequestSerializer,
     SearchResponseSerializer,
     SimilarResponseSerializer,
+    allowed_formats_text,
     result_serializer_class,
 )
 from .throttling import SearchRateThrottle
 
 logger = logging.getLogger("visual_search")
-ERROR = OpenApiResponse(ErrorSerializer)
+
+# Each error status and the codes it carries, as the schema describes them: a client generated from
+# it had only "Error" under every status, and no way to tell a photo to retake from a wait.
+ERROR_CODES = {
+    400: "`required` (no file in the field `image`), `invalid_image`, `blank_image`, `too_many_pixels`, "
+    "`invalid_limit`, `invalid_filter`, `invalid_box`, `too_many_fields`, `parse_error`, `invalid_length`",
+    403: "`not_authenticated` or `permission_denied`: only where the shop's API_PERMISSION_CLASSES require a "
+    "signed-in customer",
+    404: "`not_found`: no object with that key, or one the customer may not see",
+    411: "`length_required`: the body was sent without Content-Length (chunked)",
+    413: "`file_too_large`: over MAX_UPLOAD_BYTES, refused before the body is read",
+    415: "`unsupported_format` (a kind of image not accepted; `format` names it) or `unsupported_media_type` "
+    "(the body is not multipart/form-data)",
+    429: "`throttled`: too many searches from this client (SEARCH_THROTTLE_RATE); wait Retry-After seconds",
+    503: "`unavailable`: the database, index or model cannot answer now; ask again after Retry-After (when sent)",
+}
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, OpenApiParameter.HEADER, response=[409, 429, 503],
+    description="Seconds to wait before asking again (409: only for state pending; 503: when the failure may pass).",
+)
+ACCEPT_LANGUAGE = OpenApiParameter(
+    "Accept-Language", str, OpenApiParameter.HEADER,
+    description="The language of the results' name and url (where the shop runs LocaleMiddleware and offers "
+    "it). `detail` stays English: show your own words for each `code`.",
+)
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """The schema's error responses for ``statuses``, each with its codes."""
+    return {status_code: OpenApiResponse(ErrorSerializer, description=f"Codes: {ERROR_CODES[status_code]}.") for status_code in statuses}
 
 
 class VisualSearchSchema(AutoSchema):
     """drf-spectacular's schema, whatever the project's ``DEFAULT_SCHEMA_CLASS``, plus the shop's
     ``API_FILTERS`` as query parameters of GET operations, read when the schema is generated
     rather than when this module is imported."""
+
+    def get_operation(self, *args, **kwargs):
+        # The shop's own limits, read when the schema is made: "over MAX_UPLOAD_BYTES" named a setting
+        # an app developer cannot read. (Not get_description: @extend_schema's description replaces it.)
+        operation = super().get_operation(*args, **kwargs)
+        if operation and self.method == "POST":
+            throttle = settings.SEARCH_THROTTLE_RATE or "none"
+            operation["description"] = (
+                f"{operation.get('description', '')}\n\nThis shop's limits: files up to "
+                f"{max_upload_bytes() / (1024 * 1024):g} MB (MAX_UPLOAD_BYTES), at most {int(settings.MAX_PIXELS):,} "
+                f"pixels (MAX_PIXELS), formats {allowed_formats_text()} (ALLOWED_FORMATS); searches per client: "
+                f"{throttle} (SEARCH_THROTTLE_RATE)."
+            )
+        return operation
 
     def get_override_parameters(self):
         if self.method != "GET":
@@ -186,17 +231,11 @@ class SearchView(VisualSearchAPIView):
         summary="Search by photo",
         description=(
             "Upload a photo (multipart field `image`); get the most similar objects, best first. "
-            "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
+            "Files over the size limit answer 413 before they are decoded; SVG, EPS and PDF answer 415."
         ),
         request={"multipart/form-data": SearchRequestSerializer},
-        responses={
-            200: SearchResponseSerializer,
-            400: ERROR,
-            413: ERROR,
-            415: ERROR,
-            429: ERROR,
-            503: ERROR,
-        },
+        parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
+        responses={200: SearchResponseSerializer, **errors(400, 403, 411, 413, 415, 429, 503)},
         examples=[
             OpenApiExample(
                 "Results",
@@ -229,12 +268,16 @@ class SimilarView(VisualSearchAPIView):
     @documented(
         operation_id="visual_search_similar",
         summary="Similar objects",
+        parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
         responses={
             200: SimilarResponseSerializer,
-            400: ERROR,
-            404: ERROR,
-            409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
-            503: ERROR,
+            **errors(400, 403, 404),
+            409: OpenApiResponse(
+                SimilarResponseSerializer,
+                description="Code `not_indexed`: the object has no ready embedding yet; results is empty, and "
+                "state says whether asking again helps (pending, after Retry-After) or not (failed, missing).",
+            ),
+            **errors(503),
         },
     )
     def get(self, request, pk, *args, **kwargs):
