@@ -320,6 +320,20 @@ def test_missing_field_is_400(client, shop):
     assert response.json() == {"detail": "Send a photo in the multipart field 'image'.", "code": "required"}
 
 
+def test_a_photo_sent_as_text_says_to_send_a_file(client, shop, settings):
+    """Retrofit's @Part("image") RequestBody, OkHttp's createFormData without a filename and a base64
+    string send the photo as a text field: the answer was "Send a photo in the multipart field 'image'",
+    which the app had just done; a large one was "too many fields or files", with one field."""
+    response = client.post(SEARCH, {"image": "/9j/4AAQSkZJRgABAQ=="})
+    assert response.status_code == 400 and response.json()["code"] == "required"
+    assert response.json()["detail"].startswith("The field 'image' is text, not a file. Send the photo as a file part")
+    assert 'filename="photo.jpg"' in response.json()["detail"]
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = client.post(SEARCH, {"image": "A" * 5000})
+    assert response.status_code == 400 and response.json()["code"] == "too_many_fields"
+    assert "text fields are too large" in response.json()["detail"] and "not as text or base64" in response.json()["detail"]
+
+
 def test_a_blank_photo_is_refused_not_matched(client, shop, jpeg_bytes):
     """A lens cap's photo (one colour all over) "matched" every product at 44 %: nothing to search."""
     for colour in ((255, 255, 255), (3, 3, 3), (200, 30, 30)):

@@ -249,10 +249,12 @@ class SearchView(VisualSearchAPIView):
         check_content_length(request.META)  # before request.data reads the body
         try:
             upload, data = request.FILES.get("image"), request.data
-        except (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig) as exc:  # Django's own limits on a form
+        except RequestDataTooBig:  # the form's text over DATA_UPLOAD_MAX_MEMORY_SIZE: the photo sent as text
+            raise PhotoSearchError(400, "too_many_fields", f"The form's text fields are too large. {AS_A_FILE}") from None
+        except (TooManyFieldsSent, TooManyFilesSent) as exc:  # Django's own limits on a form
             raise PhotoSearchError(400, "too_many_fields", f"The form has too many fields or files: {exc}") from None
         if upload is None:
-            raise PhotoSearchError(400, "required", "Send a photo in the multipart field 'image'.")
+            raise _missing_photo(data)
         serializer = SearchRequestSerializer(data=data)
         if not serializer.is_valid():
             raise _validation_error(serializer.errors)
@@ -339,6 +341,21 @@ def _get_object(queryset, pk):
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
         raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
     return found
+
+
+# How an app sends the photo as a file: Retrofit's @Part("image") RequestBody, OkHttp's createFormData
+# without a filename or a base64 string send it as a text field, which Django does not read as a file.
+AS_A_FILE = (
+    "Send the photo as a file part with a filename: Content-Disposition: form-data; name=\"image\"; "
+    "filename=\"photo.jpg\" (curl -F image=@photo.jpg), not as text or base64."
+)
+
+
+def _missing_photo(data) -> PhotoSearchError:
+    """400 ``required``: no photo; where ``image`` came as a text field, why it did not count."""
+    if "image" in data:
+        return PhotoSearchError(400, "required", f"The field 'image' is text, not a file. {AS_A_FILE}")
+    return PhotoSearchError(400, "required", "Send a photo in the multipart field 'image'.")
 
 
 def _validation_error(errors: dict) -> PhotoSearchError:
