@@ -167,3 +167,18 @@ def test_the_schema_lists_every_error_code_and_when_to_ask_again(client, setting
     listed = schema["components"]["schemas"]["Error"]["properties"]["code"]["description"]
     assert documented - {"not_indexed"} <= set(re.findall(r"\w+", listed)), documented - set(re.findall(r"\w+", listed))
     assert "`not_indexed`" in similar["responses"]["409"]["description"]
+
+
+def test_the_docs_show_an_app_developer_a_call_per_operation(client):
+    """A developer on the API alone (a mobile app, a headless storefront) finds a curl example for
+    each operation the schema has, and what to do with each kind of error."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "customers.md").read_text()
+    section = docs.split("### Calling the API from an app", 1)[1].split("\n### ", 1)[0]
+    schema = client.get("/api/visual-search/schema/").json()
+    for path in schema["paths"]:
+        example = path.replace("{id}", "7")
+        assert any(line.startswith("curl ") and example in line for line in section.splitlines()), path
+    for words in ("filename=", "Accept-Language", "Retry-After", "Cache-Control", "CSRF", "`code`"):
+        assert words in section, words
