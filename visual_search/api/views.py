@@ -55,8 +55,10 @@ logger = logging.getLogger("visual_search")
 ERROR_CODES = {
     400: "`required` (no file in the field `image`), `invalid_image`, `blank_image`, `too_many_pixels`, "
     "`invalid_limit`, `invalid_filter`, `invalid_box`, `too_many_fields`, `parse_error`, `invalid_length`",
-    403: "`not_authenticated` or `permission_denied`: only where the shop's API_PERMISSION_CLASSES require a "
-    "signed-in customer",
+    401: "`authentication_failed` (credentials sent but wrong or expired: a search without them would have "
+    "worked) or `not_authenticated`, where the project's first authentication scheme is a token or JWT",
+    403: "`authentication_failed` (as 401, where the project's first scheme is the session), or "
+    "`not_authenticated` / `permission_denied` where the shop's API_PERMISSION_CLASSES require a signed-in customer",
     404: "`not_found`: no object with that key, or one the customer may not see",
     411: "`length_required`: the body was sent without Content-Length (chunked)",
     413: "`file_too_large`: over MAX_UPLOAD_BYTES, refused before the body is read",
@@ -235,7 +237,7 @@ class SearchView(VisualSearchAPIView):
         ),
         request={"multipart/form-data": SearchRequestSerializer},
         parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
-        responses={200: SearchResponseSerializer, **errors(400, 403, 411, 413, 415, 429, 503)},
+        responses={200: SearchResponseSerializer, **errors(400, 401, 403, 411, 413, 415, 429, 503)},
         examples=[
             OpenApiExample(
                 "Results",
@@ -273,7 +275,7 @@ class SimilarView(VisualSearchAPIView):
         parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
         responses={
             200: SimilarResponseSerializer,
-            **errors(400, 403, 404),
+            **errors(400, 401, 403, 404),
             409: OpenApiResponse(
                 SimilarResponseSerializer,
                 description="Code `not_indexed`: the object has no ready embedding yet; results is empty, and "
