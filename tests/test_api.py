@@ -366,9 +366,12 @@ def test_json_body_is_415(client, shop):
     assert response.status_code == 415
     assert response.json() == {
         "detail": "Send the photo as multipart/form-data, in the field 'image' (this request was 'application/json'): "
-        "curl -F image=@photo.jpg <this URL>.",
+        "curl -F image=@photo.jpg http://testserver/api/visual-search/search/",
         "code": "unsupported_media_type",
     }
+    # The command is one to copy: it read "curl -F image=@photo.jpg <this URL>." (the URL as called, no query).
+    response = client.post("/api/visual-search/search?limit=3", {"image": "x"}, content_type="application/json")
+    assert response.json()["detail"].endswith(": curl -F image=@photo.jpg http://testserver/api/visual-search/search")
     # A URL-encoded form (an HTML form without enctype="multipart/form-data") cannot carry the
     # photo: it was 400 "required", which did not say why the photo was missing.
     response = client.post(SEARCH, "image=photo.jpg&limit=3", content_type="application/x-www-form-urlencoded")

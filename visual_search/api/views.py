@@ -202,7 +202,7 @@ class VisualSearchAPIView(APIView):
             exc = PhotoSearchError(
                 415, "unsupported_media_type",
                 f"Send the photo as multipart/form-data, in the field 'image' (this request was {self.request.content_type!r}): "
-                "curl -F image=@photo.jpg <this URL>.",
+                f"curl -F image=@photo.jpg {self.request.build_absolute_uri(self.request.path)}",
             )
         if isinstance(exc, PhotoSearchError):
             response = Response(exc.as_dict(), status=exc.status)
