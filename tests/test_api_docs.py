@@ -182,3 +182,18 @@ def test_the_docs_show_an_app_developer_a_call_per_operation(client):
         assert any(line.startswith("curl ") and example in line for line in section.splitlines()), path
     for words in ("filename=", "Accept-Language", "Retry-After", "Cache-Control", "CSRF", "`code`"):
         assert words in section, words
+
+
+def test_the_schema_offers_heic_only_where_it_can_be_read(client, monkeypatch):
+    """Without the [heif] extra a HEIC photo answers 415: the schema listed HEIC among the formats."""
+    from visual_search.embeddings import images
+
+    def formats():
+        schema = client.get("/api/visual-search/schema/").json()
+        search = schema["paths"]["/api/visual-search/search/"]["post"]
+        return search["description"] + schema["components"]["schemas"]["SearchRequest"]["properties"]["image"]["description"]
+
+    monkeypatch.setattr(images, "pillow_heif", object())
+    assert formats().count("HEIC") == 2
+    monkeypatch.setattr(images, "pillow_heif", None)
+    assert "HEIC" not in formats() and formats().count("JPEG, PNG, GIF, WebP, BMP or TIFF") == 2

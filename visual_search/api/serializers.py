@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..conf import settings
+from ..embeddings.images import HEIF, heif_support
 from ..registry import filter_lookups
 from ..results import extra_fields
 
@@ -26,7 +27,10 @@ class PhotoField(serializers.FileField):
 
 
 def allowed_formats_text() -> str:
-    names = [FORMAT_NAMES.get(str(name).upper(), str(name).upper()) for name in settings.ALLOWED_FORMATS]
+    """The formats a photo may have here: HEIC only where pillow-heif can decode it (the schema told
+    an iPhone app "HEIC" in a shop without the [heif] extra, which answers it 415)."""
+    formats = [str(name).upper() for name in settings.ALLOWED_FORMATS]
+    names = [FORMAT_NAMES.get(name, name) for name in formats if name != HEIF or heif_support()]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
