@@ -443,6 +443,17 @@ def test_anonymous_searches_are_throttled(client, shop, settings):
     assert "throttled" in response.json()["detail"].lower()
 
 
+def test_only_searches_count_towards_the_throttle(client, shop, settings):
+    """A CORS preflight that reaches the view, or a GET answered 405, used up a search."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "1/min"}
+    for _ in range(3):
+        assert client.options(SEARCH, HTTP_ORIGIN="https://app.example", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST").status_code == 200
+        assert client.get(SEARCH).status_code == 405
+    photo = catalogue_image("Banana").read_bytes()
+    assert search(client, photo).status_code == 200
+    assert search(client, photo).status_code == 429
+
+
 def test_throttle_is_on_by_default(settings):
     from visual_search.api.throttling import SearchRateThrottle
 
