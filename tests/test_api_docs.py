@@ -197,3 +197,14 @@ def test_the_schema_offers_heic_only_where_it_can_be_read(client, monkeypatch):
     assert formats().count("HEIC") == 2
     monkeypatch.setattr(images, "pillow_heif", None)
     assert "HEIC" not in formats() and formats().count("JPEG, PNG, GIF, WebP, BMP or TIFF") == 2
+
+
+def test_the_schema_shows_an_error_body_for_the_errors_an_app_handles(client):
+    """Swagger UI showed a body for 400 alone; 413, 415, 429, 503 (search), 404 and 409 (similar) had none."""
+    schema = client.get("/api/visual-search/schema/").json()
+    wanted = {"/api/visual-search/search/": ("413", "415", "429", "503"), "/api/visual-search/products/{id}/similar/": ("404", "409")}
+    for path, statuses in wanted.items():
+        responses = next(iter(schema["paths"][path].values()))["responses"]
+        for status in statuses:
+            (example,) = responses[status]["content"]["application/json"]["examples"].values()
+            assert set(example["value"]) >= {"detail", "code"}, (path, status)

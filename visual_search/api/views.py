@@ -78,6 +78,14 @@ ACCEPT_LANGUAGE = OpenApiParameter(
 )
 
 
+def error_examples(*errors: tuple) -> list[OpenApiExample]:
+    """One example body per ``(status, code, detail[, more fields])``, as the API answers them."""
+    return [
+        OpenApiExample(code, response_only=True, status_codes=[str(status_code)], value={"detail": detail, "code": code, **(more[0] if more else {})})
+        for status_code, code, detail, *more in errors
+    ]
+
+
 def errors(*statuses: int) -> dict[int, OpenApiResponse]:
     """The schema's error responses for ``statuses``, each with its codes."""
     return {status_code: OpenApiResponse(ErrorSerializer, description=f"Codes: {ERROR_CODES[status_code]}.") for status_code in statuses}
@@ -245,6 +253,12 @@ class SearchView(VisualSearchAPIView):
                 value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "https://shop.example/product/arla-standard-milk/", "image_url": "https://shop.example/media/visual_search/thumbnails/3f9c2e.jpg", "score": 0.91}], "confident": True},
             ),
             OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
+            *error_examples(
+                (413, "file_too_large", "The photo is larger than 10 MB; send a smaller one."),
+                (415, "unsupported_format", "SVG drawings are not accepted; send a JPEG, PNG or WebP photo.", {"format": "SVG"}),
+                (429, "throttled", "Request was throttled. Expected available in 60 seconds."),
+                (503, "unavailable", "Search by photo is not available right now; please try again later."),
+            ),
         ],
     )
     def post(self, request, *args, **kwargs):
@@ -271,6 +285,13 @@ class SimilarView(VisualSearchAPIView):
 
     @documented(
         operation_id="visual_search_similar",
+        examples=[
+            *error_examples((404, "not_found", "No product with id 99999.")),
+            OpenApiExample("not_indexed", response_only=True, status_codes=["409"], value={
+                "results": [], "detail": "This product's image is being indexed (not indexed yet); try again in a minute.",
+                "code": "not_indexed", "state": "pending",
+            }),
+        ],
         summary="Similar objects",
         parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
         responses={
