@@ -320,6 +320,20 @@ def test_missing_field_is_400(client, shop):
     assert response.json() == {"detail": "Send a photo in the multipart field 'image'.", "code": "required"}
 
 
+def test_a_photo_sent_as_text_says_to_send_a_file(client, shop, settings):
+    """Retrofit's @Part("image") RequestBody, OkHttp's createFormData without a filename and a base64
+    string send the photo as a text field: the answer was "Send a photo in the multipart field 'image'",
+    which the app had just done; a large one was "too many fields or files", with one field."""
+    response = client.post(SEARCH, {"image": "/9j/4AAQSkZJRgABAQ=="})
+    assert response.status_code == 400 and response.json()["code"] == "required"
+    assert response.json()["detail"].startswith("The field 'image' is text, not a file. Send the photo as a file part")
+    assert 'filename="photo.jpg"' in response.json()["detail"]
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = client.post(SEARCH, {"image": "A" * 5000})
+    assert response.status_code == 400 and response.json()["code"] == "too_many_fields"
+    assert "text fields are too large" in response.json()["detail"] and "not as text or base64" in response.json()["detail"]
+
+
 def test_a_blank_photo_is_refused_not_matched(client, shop, jpeg_bytes):
     """A lens cap's photo (one colour all over) "matched" every product at 44 %: nothing to search."""
     for colour in ((255, 255, 255), (3, 3, 3), (200, 30, 30)):
@@ -352,9 +366,12 @@ def test_json_body_is_415(client, shop):
     assert response.status_code == 415
     assert response.json() == {
         "detail": "Send the photo as multipart/form-data, in the field 'image' (this request was 'application/json'): "
-        "curl -F image=@photo.jpg <this URL>.",
+        "curl -F image=@photo.jpg http://testserver/api/visual-search/search/",
         "code": "unsupported_media_type",
     }
+    # The command is one to copy: it read "curl -F image=@photo.jpg <this URL>." (the URL as called, no query).
+    response = client.post("/api/visual-search/search?limit=3", {"image": "x"}, content_type="application/json")
+    assert response.json()["detail"].endswith(": curl -F image=@photo.jpg http://testserver/api/visual-search/search")
     # A URL-encoded form (an HTML form without enctype="multipart/form-data") cannot carry the
     # photo: it was 400 "required", which did not say why the photo was missing.
     response = client.post(SEARCH, "image=photo.jpg&limit=3", content_type="application/x-www-form-urlencoded")
@@ -424,6 +441,17 @@ def test_anonymous_searches_are_throttled(client, shop, settings):
     assert response.status_code == 429
     assert response.json()["code"] == "throttled"
     assert "throttled" in response.json()["detail"].lower()
+
+
+def test_only_searches_count_towards_the_throttle(client, shop, settings):
+    """A CORS preflight that reaches the view, or a GET answered 405, used up a search."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "1/min"}
+    for _ in range(3):
+        assert client.options(SEARCH, HTTP_ORIGIN="https://app.example", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST").status_code == 200
+        assert client.get(SEARCH).status_code == 405
+    photo = catalogue_image("Banana").read_bytes()
+    assert search(client, photo).status_code == 200
+    assert search(client, photo).status_code == 429
 
 
 def test_throttle_is_on_by_default(settings):

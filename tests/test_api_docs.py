@@ -139,3 +139,72 @@ def test_the_schema_needs_no_rest_framework_settings():
     run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "200 ['/api/visual-search/products/{id}/similar/', '/api/visual-search/search/']", run.stderr[-2000:]
+
+
+def test_the_schema_lists_every_error_code_and_when_to_ask_again(client, settings):
+    """A client generated from the schema had "Error" under each status and no list of codes (the
+    Error's own said "e.g." five of them), no Retry-After on 429 and 503, no 411, and "over
+    MAX_UPLOAD_BYTES" where an app developer needs the number. Every code of the docs' table is in it."""
+    import re
+    from pathlib import Path
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_UPLOAD_BYTES": 5 * 1024 * 1024}
+    schema = client.get("/api/visual-search/schema/").json()
+    search = schema["paths"]["/api/visual-search/search/"]["post"]
+    similar = schema["paths"]["/api/visual-search/products/{id}/similar/"]["get"]
+    for operation in (search, similar):
+        for status, response in operation["responses"].items():
+            assert status == "200" or "`" in response["description"], (status, response)
+        assert "Accept-Language" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert {"401", "403", "411", "413", "415", "429", "503"} <= set(search["responses"])
+    for status in ("429", "503"):
+        assert "Retry-After" in search["responses"][status]["headers"]
+    assert "Retry-After" in similar["responses"]["409"]["headers"]
+    assert "files up to 5 MB" in search["description"]
+    table = (Path(__file__).resolve().parent.parent / "docs" / "customers.md").read_text().split("### Errors", 1)[1]
+    documented = set(re.findall(r"^\| \d{3}(?: or \d{3})? \| `(\w+)`", table, re.MULTILINE))
+    assert len(documented) > 15
+    listed = schema["components"]["schemas"]["Error"]["properties"]["code"]["description"]
+    assert documented - {"not_indexed"} <= set(re.findall(r"\w+", listed)), documented - set(re.findall(r"\w+", listed))
+    assert "`not_indexed`" in similar["responses"]["409"]["description"]
+
+
+def test_the_docs_show_an_app_developer_a_call_per_operation(client):
+    """A developer on the API alone (a mobile app, a headless storefront) finds a curl example for
+    each operation the schema has, and what to do with each kind of error."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "customers.md").read_text()
+    section = docs.split("### Calling the API from an app", 1)[1].split("\n### ", 1)[0]
+    schema = client.get("/api/visual-search/schema/").json()
+    for path in schema["paths"]:
+        example = path.replace("{id}", "7")
+        assert any(line.startswith("curl ") and example in line for line in section.splitlines()), path
+    for words in ("filename=", "Accept-Language", "Retry-After", "Cache-Control", "CSRF", "`code`"):
+        assert words in section, words
+
+
+def test_the_schema_offers_heic_only_where_it_can_be_read(client, monkeypatch):
+    """Without the [heif] extra a HEIC photo answers 415: the schema listed HEIC among the formats."""
+    from visual_search.embeddings import images
+
+    def formats():
+        schema = client.get("/api/visual-search/schema/").json()
+        search = schema["paths"]["/api/visual-search/search/"]["post"]
+        return search["description"] + schema["components"]["schemas"]["SearchRequest"]["properties"]["image"]["description"]
+
+    monkeypatch.setattr(images, "pillow_heif", object())
+    assert formats().count("HEIC") == 2
+    monkeypatch.setattr(images, "pillow_heif", None)
+    assert "HEIC" not in formats() and formats().count("JPEG, PNG, GIF, WebP, BMP or TIFF") == 2
+
+
+def test_the_schema_shows_an_error_body_for_the_errors_an_app_handles(client):
+    """Swagger UI showed a body for 400 alone; 413, 415, 429, 503 (search), 404 and 409 (similar) had none."""
+    schema = client.get("/api/visual-search/schema/").json()
+    wanted = {"/api/visual-search/search/": ("413", "415", "429", "503"), "/api/visual-search/products/{id}/similar/": ("404", "409")}
+    for path, statuses in wanted.items():
+        responses = next(iter(schema["paths"][path].values()))["responses"]
+        for status in statuses:
+            (example,) = responses[status]["content"]["application/json"]["examples"].values()
+            assert set(example["value"]) >= {"detail", "code"}, (path, status)

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..conf import settings
+from ..embeddings.images import HEIF, heif_support
 from ..registry import filter_lookups
 from ..results import extra_fields
 
@@ -26,7 +27,10 @@ class PhotoField(serializers.FileField):
 
 
 def allowed_formats_text() -> str:
-    names = [FORMAT_NAMES.get(str(name).upper(), str(name).upper()) for name in settings.ALLOWED_FORMATS]
+    """The formats a photo may have here: HEIC only where pillow-heif can decode it (the schema told
+    an iPhone app "HEIC" in a shop without the [heif] extra, which answers it 415)."""
+    formats = [str(name).upper() for name in settings.ALLOWED_FORMATS]
+    names = [FORMAT_NAMES.get(name, name) for name in formats if name != HEIF or heif_support()]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
@@ -149,7 +153,13 @@ class ErrorSerializer(serializers.Serializer):
     """Every error: a message for people and a stable code for programs."""
 
     detail = serializers.CharField()
-    code = serializers.CharField(help_text="e.g. required, invalid_image, unsupported_format, file_too_large, throttled")
+    code = serializers.CharField(
+        help_text="Stable, for programs (the detail is English, for people): required, invalid_image, blank_image, "
+        "too_many_pixels, invalid_limit, invalid_filter, invalid_box, too_many_fields, parse_error, invalid_length, "
+        "authentication_failed, not_authenticated, permission_denied, not_found, method_not_allowed, not_acceptable, length_required, "
+        "file_too_large, unsupported_format, unsupported_media_type, throttled, unavailable. Treat an unknown code "
+        "by its HTTP status."
+    )
     format = serializers.CharField(
         required=False, help_text="415 unsupported_format only: the kind of file refused (SVG, EPS, PDF, HEIC, or Pillow's name)."
     )

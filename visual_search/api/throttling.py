@@ -49,6 +49,11 @@ class SearchRateThrottle(AnonRateThrottle):
         return client_network(ident) or client_network(remote) or "unknown"
 
     def allow_request(self, request, view) -> bool:
+        if request.method != "POST":
+            # Only a search runs the model. A CORS preflight that reaches the view (a proxy adding the
+            # CORS headers rather than django-cors-headers, which answers it first), or a GET
+            # answered 405, used up a customer's search: with "1/min", the search after it was 429.
+            return True
         # Read the rate on every request, not once per class, so settings changes apply at once.
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)

@@ -31,6 +31,7 @@ from ..photo_search import (
     check_content_length,
     confident,
     invalid_limit,
+    max_upload_bytes,
     parse_limit,
     search_photo,
     shown_to,
@@ -43,18 +44,72 @@ from .serializers import (
     SearchRequestSerializer,
     SearchResponseSerializer,
     SimilarResponseSerializer,
+    allowed_formats_text,
     result_serializer_class,
 )
 from .throttling import SearchRateThrottle
 
 logger = logging.getLogger("visual_search")
-ERROR = OpenApiResponse(ErrorSerializer)
+
+# Each error status and the codes it carries, as the schema describes them: a client generated from
+# it had only "Error" under every status, and no way to tell a photo to retake from a wait.
+ERROR_CODES = {
+    400: "`required` (no file in the field `image`), `invalid_image`, `blank_image`, `too_many_pixels`, "
+    "`invalid_limit`, `invalid_filter`, `invalid_box`, `too_many_fields`, `parse_error`, `invalid_length`",
+    401: "`authentication_failed` (credentials sent but wrong or expired: a search without them would have "
+    "worked) or `not_authenticated`, where the project's first authentication scheme is a token or JWT",
+    403: "`authentication_failed` (as 401, where the project's first scheme is the session), or "
+    "`not_authenticated` / `permission_denied` where the shop's API_PERMISSION_CLASSES require a signed-in customer",
+    404: "`not_found`: no object with that key, or one the customer may not see",
+    411: "`length_required`: the body was sent without Content-Length (chunked)",
+    413: "`file_too_large`: over MAX_UPLOAD_BYTES, refused before the body is read",
+    415: "`unsupported_format` (a kind of image not accepted; `format` names it) or `unsupported_media_type` "
+    "(the body is not multipart/form-data)",
+    429: "`throttled`: too many searches from this client (SEARCH_THROTTLE_RATE); wait Retry-After seconds",
+    503: "`unavailable`: the database, index or model cannot answer now; ask again after Retry-After (when sent)",
+}
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, OpenApiParameter.HEADER, response=[409, 429, 503],
+    description="Seconds to wait before asking again (409: only for state pending; 503: when the failure may pass).",
+)
+ACCEPT_LANGUAGE = OpenApiParameter(
+    "Accept-Language", str, OpenApiParameter.HEADER,
+    description="The language of the results' name and url (where the shop runs LocaleMiddleware and offers "
+    "it). `detail` stays English: show your own words for each `code`.",
+)
+
+
+def error_examples(*errors: tuple) -> list[OpenApiExample]:
+    """One example body per ``(status, code, detail[, more fields])``, as the API answers them."""
+    return [
+        OpenApiExample(code, response_only=True, status_codes=[str(status_code)], value={"detail": detail, "code": code, **(more[0] if more else {})})
+        for status_code, code, detail, *more in errors
+    ]
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """The schema's error responses for ``statuses``, each with its codes."""
+    return {status_code: OpenApiResponse(ErrorSerializer, description=f"Codes: {ERROR_CODES[status_code]}.") for status_code in statuses}
 
 
 class VisualSearchSchema(AutoSchema):
     """drf-spectacular's schema, whatever the project's ``DEFAULT_SCHEMA_CLASS``, plus the shop's
     ``API_FILTERS`` as query parameters of GET operations, read when the schema is generated
     rather than when this module is imported."""
+
+    def get_operation(self, *args, **kwargs):
+        # The shop's own limits, read when the schema is made: "over MAX_UPLOAD_BYTES" named a setting
+        # an app developer cannot read. (Not get_description: @extend_schema's description replaces it.)
+        operation = super().get_operation(*args, **kwargs)
+        if operation and self.method == "POST":
+            throttle = settings.SEARCH_THROTTLE_RATE or "none"
+            operation["description"] = (
+                f"{operation.get('description', '')}\n\nThis shop's limits: files up to "
+                f"{max_upload_bytes() / (1024 * 1024):g} MB (MAX_UPLOAD_BYTES), at most {int(settings.MAX_PIXELS):,} "
+                f"pixels (MAX_PIXELS), formats {allowed_formats_text()} (ALLOWED_FORMATS); searches per client: "
+                f"{throttle} (SEARCH_THROTTLE_RATE)."
+            )
+        return operation
 
     def get_override_parameters(self):
         if self.method != "GET":
@@ -156,7 +211,7 @@ class VisualSearchAPIView(HeadWithoutBody, APIView):
             exc = PhotoSearchError(
                 415, "unsupported_media_type",
                 f"Send the photo as multipart/form-data, in the field 'image' (this request was {self.request.content_type!r}): "
-                "curl -F image=@photo.jpg <this URL>.",
+                f"curl -F image=@photo.jpg {self.request.build_absolute_uri(self.request.path)}",
             )
         if isinstance(exc, PhotoSearchError):
             response = Response(exc.as_dict(), status=exc.status)
@@ -187,17 +242,11 @@ class SearchView(VisualSearchAPIView):
         summary="Search by photo",
         description=(
             "Upload a photo (multipart field `image`); get the most similar objects, best first. "
-            "Files over MAX_UPLOAD_BYTES answer 413 before they are decoded; SVG, EPS and PDF answer 415."
+            "Files over the size limit answer 413 before they are decoded; SVG, EPS and PDF answer 415."
         ),
         request={"multipart/form-data": SearchRequestSerializer},
-        responses={
-            200: SearchResponseSerializer,
-            400: ERROR,
-            413: ERROR,
-            415: ERROR,
-            429: ERROR,
-            503: ERROR,
-        },
+        parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
+        responses={200: SearchResponseSerializer, **errors(400, 401, 403, 411, 413, 415, 429, 503)},
         examples=[
             OpenApiExample(
                 "Results",
@@ -205,16 +254,24 @@ class SearchView(VisualSearchAPIView):
                 value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "https://shop.example/product/arla-standard-milk/", "image_url": "https://shop.example/media/visual_search/thumbnails/3f9c2e.jpg", "score": 0.91}], "confident": True},
             ),
             OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
+            *error_examples(
+                (413, "file_too_large", "The photo is larger than 10 MB; send a smaller one."),
+                (415, "unsupported_format", "SVG drawings are not accepted; send a JPEG, PNG or WebP photo.", {"format": "SVG"}),
+                (429, "throttled", "Request was throttled. Expected available in 60 seconds."),
+                (503, "unavailable", "Search by photo is not available right now; please try again later."),
+            ),
         ],
     )
     def post(self, request, *args, **kwargs):
         check_content_length(request.META)  # before request.data reads the body
         try:
             upload, data = request.FILES.get("image"), request.data
-        except (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig) as exc:  # Django's own limits on a form
+        except RequestDataTooBig:  # the form's text over DATA_UPLOAD_MAX_MEMORY_SIZE: the photo sent as text
+            raise PhotoSearchError(400, "too_many_fields", f"The form's text fields are too large. {AS_A_FILE}") from None
+        except (TooManyFieldsSent, TooManyFilesSent) as exc:  # Django's own limits on a form
             raise PhotoSearchError(400, "too_many_fields", f"The form has too many fields or files: {exc}") from None
         if upload is None:
-            raise PhotoSearchError(400, "required", "Send a photo in the multipart field 'image'.")
+            raise _missing_photo(data)
         serializer = SearchRequestSerializer(data=data)
         if not serializer.is_valid():
             raise _validation_error(serializer.errors)
@@ -229,13 +286,24 @@ class SimilarView(VisualSearchAPIView):
 
     @documented(
         operation_id="visual_search_similar",
+        examples=[
+            *error_examples((404, "not_found", "No product with id 99999.")),
+            OpenApiExample("not_indexed", response_only=True, status_codes=["409"], value={
+                "results": [], "detail": "This product's image is being indexed (not indexed yet); try again in a minute.",
+                "code": "not_indexed", "state": "pending",
+            }),
+        ],
         summary="Similar objects",
+        parameters=[ACCEPT_LANGUAGE, RETRY_AFTER],
         responses={
             200: SimilarResponseSerializer,
-            400: ERROR,
-            404: ERROR,
-            409: OpenApiResponse(SimilarResponseSerializer, description="The object has no ready embedding yet; results is empty."),
-            503: ERROR,
+            **errors(400, 401, 403, 404),
+            409: OpenApiResponse(
+                SimilarResponseSerializer,
+                description="Code `not_indexed`: the object has no ready embedding yet; results is empty, and "
+                "state says whether asking again helps (pending, after Retry-After) or not (failed, missing).",
+            ),
+            **errors(503),
         },
     )
     def get(self, request, pk, *args, **kwargs):
@@ -297,6 +365,21 @@ def _get_object(queryset, pk):
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
         raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
     return found
+
+
+# How an app sends the photo as a file: Retrofit's @Part("image") RequestBody, OkHttp's createFormData
+# without a filename or a base64 string send it as a text field, which Django does not read as a file.
+AS_A_FILE = (
+    "Send the photo as a file part with a filename: Content-Disposition: form-data; name=\"image\"; "
+    "filename=\"photo.jpg\" (curl -F image=@photo.jpg), not as text or base64."
+)
+
+
+def _missing_photo(data) -> PhotoSearchError:
+    """400 ``required``: no photo; where ``image`` came as a text field, why it did not count."""
+    if "image" in data:
+        return PhotoSearchError(400, "required", f"The field 'image' is text, not a file. {AS_A_FILE}")
+    return PhotoSearchError(400, "required", "Send a photo in the multipart field 'image'.")
 
 
 def _validation_error(errors: dict) -> PhotoSearchError:
