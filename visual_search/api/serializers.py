@@ -48,7 +48,7 @@ class SearchRequestSerializer(serializers.Serializer):
         fields["box"] = extend_schema_field({"type": "string", "example": "0,0,1,1"})(serializers.CharField(
             required=False,
             help_text="Search only this region of the photo: x0,y0,x1,y1, its corners as fractions of the photo's "
-            "width and height (0 to 1, after EXIF rotation), e.g. 0.25,0.1,0.75,0.9. A malformed, empty or "
+            "width and height (0 to 1, after EXIF rotation), e.g. 0.25,0.1,0.75,0.9. Left out or sent blank: the whole photo. A malformed, zero-area or "
             "out-of-range box answers 400 with code invalid_box.",
         ))
         # Built here, not on the class, so API_DEFAULT_LIMIT and API_MAX_LIMIT are read per request.
