@@ -91,6 +91,13 @@ class Registration:
         shop hides (Oscar's preset: a variant that is not public)."""
         return self.model._default_manager.all()
 
+    def shown_on(self, obj: models.Model) -> models.Model | None:
+        """The object whose page shows ``obj``, an object of :attr:`result_model` the shop does not
+        list on its own: None (by default: it is shown as itself, or not at all). Oscar's preset: a
+        public variant's parent, as Oscar shows a child on its parent's page; it raises
+        :class:`NotShown` saying why for a variant it hides."""
+        return None
+
     def read_image(self, obj: models.Model) -> bytes:
         """The bytes of ``obj``'s image, read from its storage now: at most one byte more than
         ``MAX_INDEX_BYTES``, enough to refuse a larger file without holding it whole in memory.
@@ -300,6 +307,15 @@ def search_model() -> type[models.Model]:
     if not registrations:
         raise ImproperlyConfigured("Search by photo needs a registered model: add one to VISUAL_SEARCH['MODELS'].")
     return registrations[0].result_model
+
+
+class NotShown(LookupError):
+    """An object customers are not shown; ``reason`` (English, for the API's ``detail``) says why,
+    or is empty where saying it would tell no more than "no such object"."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class VisibilityRuleError(ImproperlyConfigured):

@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from . import search, thumbnails
 from .conf import settings
 from .models import ImageEmbedding, content_types_of, type_is
-from .registry import filter_lookups, registrations_for_result, visible
+from .registry import NotShown, filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
 
@@ -301,6 +301,8 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
         return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
     except search.NotIndexed as exc:
         logger.info("Similar products for %s %s: %s", type(obj).__name__, obj.pk, exc)
+    except NotShown as exc:  # a hidden Oscar variant: no look-alikes, as for a hidden product
+        logger.info("Similar products for %s %s: not shown to customers %s", type(obj).__name__, obj.pk, exc.reason)
     except ImproperlyConfigured as exc:  # its message says what to do; a traceback on every page buried it
         logger.error("Similar products are unavailable: %s", exc)
     except Exception:

@@ -65,8 +65,38 @@ def test_a_variants_photo_finds_its_parent_once(catalogue, client):
     ids = [r["id"] for r in found]
     assert ids[0] == catalogue[PARENT].pk and found[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert ids.count(catalogue[PARENT].pk) == 1 and catalogue[VARIANT].pk not in ids
-    # The variant has no page of its own: Oscar shows it on the parent's.
-    assert client.get(f"/api/visual-search/products/{catalogue[VARIANT].pk}/similar/").status_code == 404
+
+
+def similar_ids(client, pk) -> list[int]:
+    response = client.get(f"/api/visual-search/products/{pk}/similar/")
+    assert response.status_code == 200, response.content
+    assert set(response.json()) == {"results"}  # the JSON shape of any product's look-alikes
+    return [r["id"] for r in response.json()["results"]]
+
+
+def test_a_public_variant_s_look_alikes_are_its_parent_s(catalogue, client):
+    """Oscar shows a variant on its parent's page; the similar endpoint answered "No Product with id
+    N" for a variant's id, which a customer reached or the shop's code passes. It answers as the
+    parent's page would (from the variant's own photo), neither the parent nor a hidden product."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    ids = similar_ids(client, variant.pk)
+    assert ids and parent.pk not in ids and variant.pk not in ids and catalogue[HIDDEN].pk not in ids
+    assert set(ids) == set(similar_ids(client, parent.pk))
+
+    for image in ProductImage.objects.filter(product=variant):  # no photo of its own: the parent's look-alikes
+        ImageEmbedding.objects.for_object(image).delete()
+    assert similar_ids(client, variant.pk) == similar_ids(client, parent.pk)
+
+
+@pytest.mark.parametrize("hide", ["variant", "parent"])
+def test_a_hidden_variant_or_one_of_a_hidden_parent_is_not_found_and_says_why(catalogue, client, hide):
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    Product.objects.filter(pk=(variant if hide == "variant" else parent).pk).update(is_public=False)
+    response = client.get(f"/api/visual-search/products/{variant.pk}/similar/")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    why = "a variant that is not public" if hide == "variant" else f"the page of product {parent.pk}, which customers are not shown"
+    assert f"Product {variant.pk} is not shown to customers: it is" in response.json()["detail"]
+    assert why in response.json()["detail"]
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):

@@ -35,7 +35,7 @@ from ..photo_search import (
     shown_to,
     unavailable,
 )
-from ..registry import filter_lookups, search_model
+from ..registry import NotShown, filter_lookups, search_model
 from ..results import apply_filters, describe
 from .serializers import (
     ErrorSerializer,
@@ -288,13 +288,26 @@ def _not_indexed(model, state: str) -> Response:
 
 
 def _get_object(queryset, pk):
+    """The object ``pk`` of ``queryset`` (what the customer is shown), or one shown on the page of one
+    of them (an Oscar variant, on its parent's: its look-alikes are that page's); else 404, saying
+    why where the shop's registration knows (a hidden variant, a variant of a hidden parent)."""
     model = queryset.model
     try:
         # The first of its rows: a VISIBILITY rule over a relation (a gallery, stock records) lists an
         # object once per related row, and get() answered 500 for one listed twice.
-        found = queryset.filter(pk=pk)[:1].get()
+        return queryset.filter(pk=pk)[:1].get()
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
+        pass
+    try:
+        found = model._default_manager.filter(pk=pk)[:1].get()
+        search.shown_on(found, queryset)
+    except (model.DoesNotExist, ValueError, TypeError, ValidationError):
         raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
+    except NotShown as exc:
+        detail = f"{english_name(model).capitalize()} {pk!s} is not shown to customers: {exc.reason}" if exc.reason else (
+            f"No {english_name(model)} with id {pk!s}."
+        )
+        raise PhotoSearchError(404, "not_found", detail) from None
     return found
 
 
