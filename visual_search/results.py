@@ -104,7 +104,9 @@ class ResultAdapter:
 
     def extra(self, obj: models.Model, request=None) -> dict[str, Any]:
         """JSON-safe fields added to the result, e.g. ``{"price": "12.90", "currency": "SEK",
-        "available": True}``. They cannot replace the base fields (id, name, url, image_url, score)."""
+        "available": True}``. They cannot replace the base fields (id, name, url, image_url, score).
+        ``price_display``, where given, is the price as the cards write it, currency included (Oscar's
+        "€12.90", as its pages write it); without it they write ``price`` and ``currency``."""
         return {}
 
 

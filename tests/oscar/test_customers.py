@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
+from visual_search.contrib.messaging.replies import caption
 from visual_search.contrib.oscar.registration import VariantImageRegistration
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
@@ -142,6 +143,30 @@ def test_a_card_s_price_is_the_one_on_oscars_product_page(catalogue, client, pri
     shown = unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1))
     card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
     assert card["price"] == re.sub(r"[^\d.]", "", shown) and card["currency"] == currency
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_every_card_writes_the_price_as_oscars_product_page_does(catalogue, client, settings, language):
+    """Oscar's product page writes "€3.10" (German "3,10 €"); the search's cards wrote "3.10 EUR" (the
+    JSON the script writes, the search page's cards, a chat's caption). All write the page's text
+    now, from one function; the JSON keeps ``price`` and ``currency`` for programs."""
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = language
+    milk = catalogue["Arla-Standard-Milk"]
+    StockRecord.objects.filter(product=milk).update(price=Decimal("3.10"))
+    with translation.override(language):
+        page = client.get(milk.get_absolute_url()).content.decode()
+        shown = unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1))
+        card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
+        assert (card["price"], card["currency"], card["price_display"]) == ("3.10", "EUR", shown)
+        assert caption(card, 1).startswith(f"1. Arla Standard Milk — {shown} · ")
+        results = unescape(client.post("/visual-search/", {"image": photo("Arla-Standard-Milk")}).content.decode())
+        assert f'data-vs-field="price">{shown}</span>' in results and "3.10 EUR" not in results
+        similar = unescape(client.get(catalogue["Granny-Smith"].get_absolute_url()).content.decode())
+        similar = similar[similar.index("vs-oscar-similar"):].split("</section>")[0]
+        assert f'<p class="price_color">{shown}</p>' in similar
+    assert shown == {"en": "€3.10", "de": "3,10\xa0€"}[language]
 
 
 @pytest.mark.parametrize("language", ["en", "de"])

@@ -11,7 +11,7 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import PAGE_STATE, match_percent, page_state, price_text, stylesheet_link, widget_context
+from ..widget import PAGE_STATE, match_percent, page_state, price_text, stylesheet_link, widget_context, written_price
 
 register = template.Library()
 
@@ -47,6 +47,13 @@ def vs_price(price, currency=None):
     if isinstance(price, Mapping):
         return price_text(price.get("price"), price.get("currency"))
     return price_text(price, currency)
+
+
+@register.filter
+def vs_written_price(item):
+    """``{{ item|vs_written_price }}``: a result's price as every card writes it, currency included
+    (``written_price``: the adapter's ``price_display``, "€3.10" for Oscar, else "3.10 EUR")."""
+    return written_price(item) if isinstance(item, Mapping) else ""
 
 
 class SimilarProductsNode(template.Node):
