@@ -219,6 +219,44 @@ def test_the_product_page_shows_similar_products_with_prices(catalogue, client):
     assert "Oatly" not in similar and "Vanilla" not in similar
 
 
+CARD_PARTS = ["image_container", "star-rating", "<h3", "product_price", "price_color", "availability", "<form", "add to"]
+
+
+def cards(html: str, section_start: str) -> dict[str, str]:
+    """{title: card HTML} of the product grid after ``section_start``."""
+    section = html[html.index(section_start):].split("</ul>")[0]
+    return {unescape(re.search(r'title="([^"]*)"', a).group(1)): a for a in section.split("<article")[1:]}
+
+
+def shape(card: str) -> list[str]:
+    """The parts of a card in order: what Oscar's grid (fixed height, price block at the foot) lays out."""
+    return sorted((part for part in CARD_PARTS if part in card.lower()), key=card.lower().index)
+
+
+def test_the_look_alikes_are_cards_as_oscars_own_with_stars_and_a_basket_button(catalogue, client):
+    """Oscar's grid keeps room in a card for its stars and, at its foot, the basket button: the
+    look-alikes had neither, and left a gap above their price. They are Oscar's cards now, part for
+    part (a parent, sold through its variants, has no button there either), and the button works."""
+    from django.test import Client
+
+    granny = catalogue["Granny-Smith"]
+    for rank, name in enumerate(["Banana", PARENT]):  # Oscar's own cards, on the same page
+        granny.recommended_products.through.objects.create(primary=granny, recommendation=catalogue[name], ranking=rank)
+    shopper = Client(enforce_csrf_checks=True)
+    html = shopper.get(granny.get_absolute_url()).content.decode()
+    ours, oscars = cards(html, "vs-oscar-similar"), cards(html, "Recommended items")
+    for title in ("Banana", PARENT):
+        assert shape(ours[title]) == shape(oscars[title]), title
+    assert "<form" in ours["Banana"] and "<form" not in ours[PARENT]
+
+    form = ours["Banana"]
+    fields = dict(re.findall(r'<input type="(?:hidden|number)" name="([^"]+)" value="([^"]*)"', form))
+    action = unescape(re.search(r'<form action="([^"]+)"', form).group(1))
+    assert shopper.post(action, fields).status_code == 302
+    basket = shopper.get("/basket/").content.decode()
+    assert "Banana" in basket and "€2.25" in basket
+
+
 def test_the_similar_products_grid_works_under_a_strict_content_security_policy(catalogue, client):
     """Its pictures' height was a style attribute, which a CSP without 'unsafe-inline' drops (the
     package's other templates need none: docs/security.md); it is widget.css's, linked once."""

@@ -80,6 +80,9 @@ class SimilarProductsNode(template.Node):
         context_data = {
             "items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id,
             "heading": bool(heading),
+            # The page's CSRF token, for a card with a form (Oscar's basket button): without it the
+            # form's {% csrf_token %} wrote nothing, and the shop answered the button with 403.
+            "csrf_token": context.get("csrf_token"),
             # For {% visual_search_stylesheet %}: widget.css is linked once on a page (none rendering without a request).
             PAGE_STATE: page_state(context),
         }
