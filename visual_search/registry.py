@@ -358,3 +358,12 @@ def filter_lookups() -> dict[str, str]:
     """The filters customers may add to a search, ``{parameter: lookup}`` (``API_FILTERS``, validated
     by the system check ``visual_search.E008``)."""
     return dict(settings.API_FILTERS or {})
+
+
+def shaping(registration: Registration) -> models.QuerySet:
+    """The objects of ``registration.model`` whose images may shape a model version (the images it is
+    trained on, those that calibrate an int8 network): those in search (:meth:`Registration.searchable`:
+    not a hidden Oscar variant) that stand for a result customers are shown (``VISIBILITY``, as
+    outside a request). A hidden product's photos made part of what customers search with."""
+    shown = visible(registration.result_model).values("pk")
+    return registration.searchable().filter(**{f"{registration.result_pk_lookup()}__in": shown})

@@ -346,3 +346,16 @@ def test_a_variant_moved_to_another_parent_stands_for_it(catalogue, client):
     assert [name for name in _family_rows(old) if VARIANT in name] == []
     assert [name for name in _family_rows(new) if VARIANT in name] != []
     assert search(client, VARIANT)[0]["id"] == new.pk
+
+
+def test_hidden_products_and_variants_shape_no_version(catalogue):
+    """``visual_search_train`` and the int8 calibration read every product image, a hidden product's
+    and a hidden variant's too: what customers never see shaped what they search with."""
+    from visual_search.training.dataset import shop_items
+
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    Product.objects.filter(pk=variant.pk).update(is_public=False)
+    trained = sorted((item.product, item.object_id) for item in shop_items())
+    shown = ProductImage.objects.exclude(product__in=[catalogue[HIDDEN], variant])
+    assert trained == sorted((str(image.product.parent_id or image.product_id), str(image.pk)) for image in shown)
+    assert [p for p, _ in trained].count(str(parent.pk)) == 1  # the parent's own photo, not the hidden flavour's
