@@ -257,6 +257,24 @@ def test_the_look_alikes_are_cards_as_oscars_own_with_stars_and_a_basket_button(
     assert "Banana" in basket and "€2.25" in basket
 
 
+def test_the_look_alikes_say_in_stock_as_oscars_cards_do(catalogue, client):
+    """Oscar's cards say "In stock" (a parent: "Available"; none left: "Unavailable"); the look-alikes
+    said "Available" for each. They say what Oscar's card says for the same product now."""
+    granny = catalogue["Granny-Smith"]
+    StockRecord.objects.filter(product=catalogue["Arla-Standard-Milk"]).update(num_in_stock=0)
+    for rank, name in enumerate(["Banana", PARENT, "Arla-Standard-Milk"]):
+        granny.recommended_products.through.objects.create(primary=granny, recommendation=catalogue[name], ranking=rank)
+    html = client.get(granny.get_absolute_url()).content.decode()
+    ours, oscars = cards(html, "vs-oscar-similar"), cards(html, "Recommended items")
+
+    def availability(card: str) -> str:
+        return " ".join(re.sub(r"<[^>]+>", "", re.search(r'<p class="[^"]*availability">(.*?)</p>', card, re.S).group(1)).split())
+
+    assert [availability(ours[t]) for t in ("Banana", PARENT, "Arla Standard Milk")] == ["In stock", "Available", "Unavailable"]
+    for title in ("Banana", PARENT, "Arla Standard Milk"):
+        assert availability(ours[title]) == availability(oscars[title])
+
+
 def test_the_similar_products_grid_works_under_a_strict_content_security_policy(catalogue, client):
     """Its pictures' height was a style attribute, which a CSP without 'unsafe-inline' drops (the
     package's other templates need none: docs/security.md); it is widget.css's, linked once."""
