@@ -398,3 +398,27 @@ def test_the_command_says_whether_the_change_is_more_than_the_noise(shop, settin
     assert "one standard error" in line and "over 6 photos" in line
     assert line.endswith(("within the noise", "more than the noise"))
     assert out.index("product precision@1") < out.index("difference") < out.index("product precision@10")
+
+
+def test_a_hidden_product_s_photos_neither_train_nor_calibrate_a_version(shop, settings, monkeypatch):
+    """A product customers are not shown (the shop's VISIBILITY rule) had its photos, its own and its
+    gallery's, in the training data and among the int8 calibration images: a hidden product shaped
+    the version customers search with. The data the trainer and the calibration get leave it out."""
+    from tests.testapp.models import Product
+    from visual_search.registry import Registration
+    from visual_search.serving import calibration_inputs
+    from visual_search.training.dataset import shop_items
+
+    hidden = shop[0]
+    Product.objects.filter(pk=hidden.pk).update(in_stock=False)
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.testapp.visibility.in_stock"}
+    items = shop_items()
+    assert len(items) == 5 * 5 and str(hidden.pk) not in {item.product for item in items}
+
+    class Extractor:  # no network: an image's "inputs" are the product it stands for
+        def prepare(self, product):
+            return np.array([[product]])
+
+    monkeypatch.setattr(Registration, "read_image", lambda registration, obj: registration.result_pk(obj))
+    calibrated = calibration_inputs(Extractor(), limit=100).ravel().tolist()
+    assert len(calibrated) == 5 * 5 and hidden.pk not in calibrated

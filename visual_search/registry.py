@@ -91,6 +91,13 @@ class Registration:
         shop hides (Oscar's preset: a variant that is not public)."""
         return self.model._default_manager.all()
 
+    def shown_on(self, obj: models.Model) -> models.Model | None:
+        """The object whose page shows ``obj``, an object of :attr:`result_model` the shop does not
+        list on its own: None (by default: it is shown as itself, or not at all). Oscar's preset: a
+        public variant's parent, as Oscar shows a child on its parent's page; it raises
+        :class:`NotShown` saying why for a variant it hides."""
+        return None
+
     def read_image(self, obj: models.Model) -> bytes:
         """The bytes of ``obj``'s image, read from its storage now: at most one byte more than
         ``MAX_INDEX_BYTES``, enough to refuse a larger file without holding it whole in memory.
@@ -302,6 +309,15 @@ def search_model() -> type[models.Model]:
     return registrations[0].result_model
 
 
+class NotShown(LookupError):
+    """An object customers are not shown; ``reason`` (English, for the API's ``detail``) says why,
+    or is empty where saying it would tell no more than "no such object"."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class VisibilityRuleError(ImproperlyConfigured):
     """The shop's ``VISIBILITY`` rule raised, or returned something else than a QuerySet of the model."""
 
@@ -342,3 +358,12 @@ def filter_lookups() -> dict[str, str]:
     """The filters customers may add to a search, ``{parameter: lookup}`` (``API_FILTERS``, validated
     by the system check ``visual_search.E008``)."""
     return dict(settings.API_FILTERS or {})
+
+
+def shaping(registration: Registration) -> models.QuerySet:
+    """The objects of ``registration.model`` whose images may shape a model version (the images it is
+    trained on, those that calibrate an int8 network): those in search (:meth:`Registration.searchable`:
+    not a hidden Oscar variant) that stand for a result customers are shown (``VISIBILITY``, as
+    outside a request). A hidden product's photos made part of what customers search with."""
+    shown = visible(registration.result_model).values("pk")
+    return registration.searchable().filter(**{f"{registration.result_pk_lookup()}__in": shown})

@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from . import search, thumbnails
 from .conf import settings
 from .models import ImageEmbedding, content_types_of, type_is
-from .registry import filter_lookups, registrations_for_result, visible
+from .registry import NotShown, filter_lookups, registrations_for_result, visible
 
 logger = logging.getLogger("visual_search")
 
@@ -104,7 +104,9 @@ class ResultAdapter:
 
     def extra(self, obj: models.Model, request=None) -> dict[str, Any]:
         """JSON-safe fields added to the result, e.g. ``{"price": "12.90", "currency": "SEK",
-        "available": True}``. They cannot replace the base fields (id, name, url, image_url, score)."""
+        "available": True}``. They cannot replace the base fields (id, name, url, image_url, score).
+        ``price_display``, where given, is the price as the cards write it, currency included (Oscar's
+        "€12.90", as its pages write it); without it they write ``price`` and ``currency``."""
         return {}
 
 
@@ -301,6 +303,8 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
         return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
     except search.NotIndexed as exc:
         logger.info("Similar products for %s %s: %s", type(obj).__name__, obj.pk, exc)
+    except NotShown as exc:  # a hidden Oscar variant: no look-alikes, as for a hidden product
+        logger.info("Similar products for %s %s: not shown to customers %s", type(obj).__name__, obj.pk, exc.reason)
     except ImproperlyConfigured as exc:  # its message says what to do; a traceback on every page buried it
         logger.error("Similar products are unavailable: %s", exc)
     except Exception:

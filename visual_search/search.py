@@ -21,7 +21,7 @@ from .embeddings.pooling import l2_normalise
 from .exceptions import VisualSearchError
 from .models import ImageEmbedding
 from .ranking import DEFAULT_CALIBRATION, Policy
-from .registry import get_registrations, registrations_for_model, registrations_for_result, visible
+from .registry import NotShown, get_registrations, registrations_for_model, registrations_for_result, visible
 from .serving import current_fingerprint
 
 logger = logging.getLogger("visual_search")
@@ -213,11 +213,60 @@ def _unindexed_state(obj: models.Model) -> tuple[str, bool]:
 def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySet | None = None, request=None) -> list[SearchResult]:
     """Objects most similar to ``obj``, itself excluded, best first; raises :class:`NotIndexed`.
 
-    Given the customer's ``request``, only what the shop's ``VISIBILITY`` rule shows them.
+    Given the customer's ``request``, only what the shop's ``VISIBILITY`` rule shows them. An object
+    shown on another's page (an Oscar variant, on its parent's) gets that page's look-alikes, that
+    page excluded, found from its own images when it has ready ones.
     """
     target = _queryset(queryset if queryset is not None else type(obj), request)
     fingerprint = current_fingerprint()
-    return search_vector(object_vector(obj, fingerprint), target, limit=limit, exclude=(obj.pk,), fingerprint=fingerprint)
+    page = page_of(obj)
+    if page is None:
+        return search_vector(object_vector(obj, fingerprint), target, limit=limit, exclude=(obj.pk,), fingerprint=fingerprint)
+    try:
+        vector = _vector(_own_rows(obj), fingerprint)
+    except NotIndexed:
+        vector = object_vector(page, fingerprint)
+    return search_vector(vector, target, limit=limit, exclude=(obj.pk, page.pk), fingerprint=fingerprint)
+
+
+def page_of(obj: models.Model) -> models.Model | None:
+    """The object whose page shows ``obj`` (:meth:`~visual_search.registry.Registration.shown_on`:
+    an Oscar variant's parent), or None where it is shown as itself; raises
+    :class:`~visual_search.registry.NotShown` for one its registration hides."""
+    for registration in registrations_for_result(type(obj)):
+        page = registration.shown_on(obj)
+        if page is not None:
+            return page
+    return None
+
+
+def shown_on(obj: models.Model, shown: models.QuerySet) -> models.Model:
+    """The object of ``shown`` whose page shows ``obj``, one ``shown`` does not list itself; raises
+    :class:`~visual_search.registry.NotShown` saying why there is none (empty: just not shown)."""
+    page = page_of(obj)
+    if page is None:
+        raise NotShown()
+    if not shown.filter(pk=page.pk).exists():
+        raise NotShown(f"it is shown on the page of {obj._meta.model_name} {page.pk}, which customers are not shown.")
+    return page
+
+
+def _own_rows(obj: models.Model) -> models.QuerySet:
+    """The rows of ``obj``'s own images, whatever result they stand for (a variant's, its parent)."""
+    own = models.Q(pk__in=[])
+    for registration in registrations_for_result(type(obj)):
+        ids = [str(pk) for pk in registration.of_results([obj.pk]).values_list("pk", flat=True)]
+        kind = ContentType.objects.get_for_model(registration.model)
+        own |= models.Q(content_type=kind, field_name=registration.image_field, object_id__in=ids)
+    return ImageEmbedding.objects.filter(own)
+
+
+def _vector(rows: models.QuerySet, fingerprint: str) -> np.ndarray:
+    """The mean of ``rows``' ready vectors, L2-normalised; :class:`NotIndexed` when there is none."""
+    vectors = [np.frombuffer(bytes(blob), dtype=np.float32) for blob in rows.ready(fingerprint).values_list("vector", flat=True)]
+    if not vectors:
+        raise NotIndexed("no ready image embedding")
+    return l2_normalise(np.mean(vectors, axis=0))
 
 
 def _to_pk(model: type[models.Model], value: str) -> Any:

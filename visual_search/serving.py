@@ -30,7 +30,7 @@ from .embeddings.spec import EmbeddingSpec, settings_fingerprint, weights_kind
 from .exceptions import WeightsUnavailable
 from .models import ModelVersion, Whitening
 from .ranking import Calibration
-from .registry import get_registrations
+from .registry import get_registrations, shaping
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
@@ -208,10 +208,11 @@ CALIBRATION_IMAGES = 48
 
 def calibration_inputs(extractor: Extractor, limit: int = CALIBRATION_IMAGES) -> np.ndarray | None:
     """The VGG16 inputs of the views of up to ``limit`` of the registered models' images, spread over
-    the catalogue (every n-th by primary key); None when there are none. Unreadable images are skipped."""
+    the catalogue (every n-th by primary key), of products customers are shown only
+    (:func:`~visual_search.registry.shaping`); None when there are none. Unreadable images are skipped."""
     inputs = []
     for registration in get_registrations():
-        objects = registration.model._default_manager.exclude(**{registration.image_field: ""}).order_by("pk")
+        objects = shaping(registration).exclude(**{registration.image_field: ""}).order_by("pk")
         total = objects.count()
         step = max(1, total // limit)
         for obj in objects[: step * limit : step]:

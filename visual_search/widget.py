@@ -153,6 +153,20 @@ def price_text(price: Any, currency: Any = None) -> str:
     return str(price)
 
 
+def written_price(item: Mapping[str, Any]) -> str:
+    """A result's price as every card writes it (the server's, the script's, a chat's caption),
+    currency included: the adapter's ``price_display`` as it is where it gives one (Oscar's: "€3.10",
+    as Oscar's product page writes it), else :func:`price_text` and the currency's code ("3.10 EUR");
+    "" for no price."""
+    price = item.get("price")
+    if price is None or price == "":
+        return ""
+    if item.get("price_display"):
+        return str(item["price_display"])
+    currency = item.get("currency")
+    return price_text(price, currency) + (f" {currency}" if currency else "")
+
+
 def rounded(number: float | Decimal, decimals: int) -> float | Decimal:
     """``number`` rounded half up to ``decimals`` places, on its decimal digits (a float's shortest
     form, as JSON carries it to the script, whose ``number`` rounds the same): 1098.9 yen is 1099,

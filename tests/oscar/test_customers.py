@@ -3,6 +3,7 @@ Oscar's prices in every result, and the pages in Oscar's layout."""
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 from html import unescape
@@ -13,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
+from visual_search.contrib.messaging.replies import caption
 from visual_search.contrib.oscar.registration import VariantImageRegistration
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
@@ -65,8 +67,42 @@ def test_a_variants_photo_finds_its_parent_once(catalogue, client):
     ids = [r["id"] for r in found]
     assert ids[0] == catalogue[PARENT].pk and found[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert ids.count(catalogue[PARENT].pk) == 1 and catalogue[VARIANT].pk not in ids
-    # The variant has no page of its own: Oscar shows it on the parent's.
-    assert client.get(f"/api/visual-search/products/{catalogue[VARIANT].pk}/similar/").status_code == 404
+
+
+def similar_ids(client, pk) -> list[int]:
+    response = client.get(f"/api/visual-search/products/{pk}/similar/")
+    assert response.status_code == 200, response.content
+    assert set(response.json()) == {"results"}  # the JSON shape of any product's look-alikes
+    return [r["id"] for r in response.json()["results"]]
+
+
+def test_a_public_variant_s_look_alikes_are_its_parent_s(catalogue, client):
+    """Oscar shows a variant on its parent's page; the similar endpoint answered "No Product with id
+    N" for a variant's id, which a customer reached or the shop's code passes. It answers as the
+    parent's page would (from the variant's own photo), neither the parent nor a hidden product."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    ids = similar_ids(client, variant.pk)
+    assert ids and parent.pk not in ids and variant.pk not in ids and catalogue[HIDDEN].pk not in ids
+    assert set(ids) == set(similar_ids(client, parent.pk))
+
+    for image in ProductImage.objects.filter(product=variant):  # no photo of its own: the parent's look-alikes
+        ImageEmbedding.objects.for_object(image).delete()
+    assert similar_ids(client, variant.pk) == similar_ids(client, parent.pk)
+
+
+@pytest.mark.parametrize("hide", ["variant", "parent"])
+def test_a_hidden_variant_or_one_of_a_hidden_parent_is_not_found_as_an_unknown_id(catalogue, client, hide, caplog):
+    """Its answer is the unknown id's: a customer learns nothing of a flavour not released yet. The
+    shop's log says why."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    Product.objects.filter(pk=(variant if hide == "variant" else parent).pk).update(is_public=False)
+    with caplog.at_level(logging.INFO, logger="visual_search"):
+        response = client.get(f"/api/visual-search/products/{variant.pk}/similar/")
+    unknown = client.get("/api/visual-search/products/999999/similar/")
+    assert response.status_code == unknown.status_code == 404 and response.json()["code"] == "not_found"
+    assert response.json()["detail"] == f"No product with id {variant.pk}."
+    why = "a variant that is not public" if hide == "variant" else f"the page of product {parent.pk}, which customers are not shown"
+    assert any(why in record.getMessage() for record in caplog.records)
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
@@ -112,6 +148,30 @@ def test_a_card_s_price_is_the_one_on_oscars_product_page(catalogue, client, pri
     shown = unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1))
     card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
     assert card["price"] == re.sub(r"[^\d.]", "", shown) and card["currency"] == currency
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_every_card_writes_the_price_as_oscars_product_page_does(catalogue, client, settings, language):
+    """Oscar's product page writes "€3.10" (German "3,10 €"); the search's cards wrote "3.10 EUR" (the
+    JSON the script writes, the search page's cards, a chat's caption). All write the page's text
+    now, from one function; the JSON keeps ``price`` and ``currency`` for programs."""
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = language
+    milk = catalogue["Arla-Standard-Milk"]
+    StockRecord.objects.filter(product=milk).update(price=Decimal("3.10"))
+    with translation.override(language):
+        page = client.get(milk.get_absolute_url()).content.decode()
+        shown = unescape(re.search(r'<p class="price_color">\s*(.*?)\s*</p>', page).group(1))
+        card = next(r for r in search(client, "Arla-Standard-Milk") if r["id"] == milk.pk)
+        assert (card["price"], card["currency"], card["price_display"]) == ("3.10", "EUR", shown)
+        assert caption(card, 1).startswith(f"1. Arla Standard Milk — {shown} · ")
+        results = unescape(client.post("/visual-search/", {"image": photo("Arla-Standard-Milk")}).content.decode())
+        assert f'data-vs-field="price">{shown}</span>' in results and "3.10 EUR" not in results
+        similar = unescape(client.get(catalogue["Granny-Smith"].get_absolute_url()).content.decode())
+        similar = similar[similar.index("vs-oscar-similar"):].split("</section>")[0]
+        assert f'<p class="price_color">{shown}</p>' in similar
+    assert shown == {"en": "€3.10", "de": "3,10\xa0€"}[language]
 
 
 @pytest.mark.parametrize("language", ["en", "de"])
@@ -162,6 +222,62 @@ def test_the_product_page_shows_similar_products_with_prices(catalogue, client):
     similar = html[html.index("vs-oscar-similar"):]
     assert "Similar products" in similar and "Granny Smith" in similar and "€3.50" in similar
     assert "Oatly" not in similar and "Vanilla" not in similar
+
+
+CARD_PARTS = ["image_container", "star-rating", "<h3", "product_price", "price_color", "availability", "<form", "add to"]
+
+
+def cards(html: str, section_start: str) -> dict[str, str]:
+    """{title: card HTML} of the product grid after ``section_start``."""
+    section = html[html.index(section_start):].split("</ul>")[0]
+    return {unescape(re.search(r'title="([^"]*)"', a).group(1)): a for a in section.split("<article")[1:]}
+
+
+def shape(card: str) -> list[str]:
+    """The parts of a card in order: what Oscar's grid (fixed height, price block at the foot) lays out."""
+    return sorted((part for part in CARD_PARTS if part in card.lower()), key=card.lower().index)
+
+
+def test_the_look_alikes_are_cards_as_oscars_own_with_stars_and_a_basket_button(catalogue, client):
+    """Oscar's grid keeps room in a card for its stars and, at its foot, the basket button: the
+    look-alikes had neither, and left a gap above their price. They are Oscar's cards now, part for
+    part (a parent, sold through its variants, has no button there either), and the button works."""
+    from django.test import Client
+
+    granny = catalogue["Granny-Smith"]
+    for rank, name in enumerate(["Banana", PARENT]):  # Oscar's own cards, on the same page
+        granny.recommended_products.through.objects.create(primary=granny, recommendation=catalogue[name], ranking=rank)
+    shopper = Client(enforce_csrf_checks=True)
+    html = shopper.get(granny.get_absolute_url()).content.decode()
+    ours, oscars = cards(html, "vs-oscar-similar"), cards(html, "Recommended items")
+    for title in ("Banana", PARENT):
+        assert shape(ours[title]) == shape(oscars[title]), title
+    assert "<form" in ours["Banana"] and "<form" not in ours[PARENT]
+
+    form = ours["Banana"]
+    fields = dict(re.findall(r'<input type="(?:hidden|number)" name="([^"]+)" value="([^"]*)"', form))
+    action = unescape(re.search(r'<form action="([^"]+)"', form).group(1))
+    assert shopper.post(action, fields).status_code == 302
+    basket = shopper.get("/basket/").content.decode()
+    assert "Banana" in basket and "€2.25" in basket
+
+
+def test_the_look_alikes_say_in_stock_as_oscars_cards_do(catalogue, client):
+    """Oscar's cards say "In stock" (a parent: "Available"; none left: "Unavailable"); the look-alikes
+    said "Available" for each. They say what Oscar's card says for the same product now."""
+    granny = catalogue["Granny-Smith"]
+    StockRecord.objects.filter(product=catalogue["Arla-Standard-Milk"]).update(num_in_stock=0)
+    for rank, name in enumerate(["Banana", PARENT, "Arla-Standard-Milk"]):
+        granny.recommended_products.through.objects.create(primary=granny, recommendation=catalogue[name], ranking=rank)
+    html = client.get(granny.get_absolute_url()).content.decode()
+    ours, oscars = cards(html, "vs-oscar-similar"), cards(html, "Recommended items")
+
+    def availability(card: str) -> str:
+        return " ".join(re.sub(r"<[^>]+>", "", re.search(r'<p class="[^"]*availability">(.*?)</p>', card, re.S).group(1)).split())
+
+    assert [availability(ours[t]) for t in ("Banana", PARENT, "Arla Standard Milk")] == ["In stock", "Available", "Unavailable"]
+    for title in ("Banana", PARENT, "Arla Standard Milk"):
+        assert availability(ours[title]) == availability(oscars[title])
 
 
 def test_the_similar_products_grid_works_under_a_strict_content_security_policy(catalogue, client):
@@ -253,3 +369,16 @@ def test_a_variant_moved_to_another_parent_stands_for_it(catalogue, client):
     assert [name for name in _family_rows(old) if VARIANT in name] == []
     assert [name for name in _family_rows(new) if VARIANT in name] != []
     assert search(client, VARIANT)[0]["id"] == new.pk
+
+
+def test_hidden_products_and_variants_shape_no_version(catalogue):
+    """``visual_search_train`` and the int8 calibration read every product image, a hidden product's
+    and a hidden variant's too: what customers never see shaped what they search with."""
+    from visual_search.training.dataset import shop_items
+
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    Product.objects.filter(pk=variant.pk).update(is_public=False)
+    trained = sorted((item.product, item.object_id) for item in shop_items())
+    shown = ProductImage.objects.exclude(product__in=[catalogue[HIDDEN], variant])
+    assert trained == sorted((str(image.product.parent_id or image.product_id), str(image.pk)) for image in shown)
+    assert [p for p, _ in trained].count(str(parent.pk)) == 1  # the parent's own photo, not the hidden flavour's

@@ -37,7 +37,7 @@ from ..photo_search import (
     shown_to,
     unavailable,
 )
-from ..registry import filter_lookups, search_model
+from ..registry import NotShown, filter_lookups, search_model
 from ..results import apply_filters, describe
 from .serializers import (
     ErrorSerializer,
@@ -357,12 +357,25 @@ def _not_indexed(model, state: str) -> Response:
 
 
 def _get_object(queryset, pk):
+    """The object ``pk`` of ``queryset`` (what the customer is shown), or one shown on the page of one
+    of them (an Oscar variant, on its parent's: its look-alikes are that page's); else 404, saying
+    why in the log (a hidden variant, a variant of a hidden parent): the answer is the unknown id's,
+    which tells a customer nothing about a product not released yet."""
     model = queryset.model
     try:
         # The first of its rows: a VISIBILITY rule over a relation (a gallery, stock records) lists an
         # object once per related row, and get() answered 500 for one listed twice.
-        found = queryset.filter(pk=pk)[:1].get()
+        return queryset.filter(pk=pk)[:1].get()
     except (model.DoesNotExist, ValueError, TypeError, ValidationError):  # "abc" for an integer key
+        pass
+    try:
+        found = model._default_manager.filter(pk=pk)[:1].get()
+        search.shown_on(found, queryset)
+    except (model.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
+    except NotShown as exc:
+        if exc.reason:
+            logger.info("Similar products for %s %s: not shown to customers, %s", english_name(model), pk, exc.reason)
         raise PhotoSearchError(404, "not_found", f"No {english_name(model)} with id {pk!s}.") from None
     return found
 

@@ -11,7 +11,7 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import PAGE_STATE, match_percent, page_state, price_text, script_tag, stylesheet_link, widget_context
+from ..widget import PAGE_STATE, match_percent, page_state, price_text, script_tag, stylesheet_link, widget_context, written_price
 
 register = template.Library()
 
@@ -56,6 +56,13 @@ def vs_price(price, currency=None):
     return price_text(price, currency)
 
 
+@register.filter
+def vs_written_price(item):
+    """``{{ item|vs_written_price }}``: a result's price as every card writes it, currency included
+    (``written_price``: the adapter's ``price_display``, "€3.10" for Oscar, else "3.10 EUR")."""
+    return written_price(item) if isinstance(item, Mapping) else ""
+
+
 class SimilarProductsNode(template.Node):
     def __init__(self, args, kwargs, target_var):
         self.args, self.kwargs, self.target_var = args, kwargs, target_var
@@ -80,6 +87,9 @@ class SimilarProductsNode(template.Node):
         context_data = {
             "items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id,
             "heading": bool(heading),
+            # The page's CSRF token, for a card with a form (Oscar's basket button): without it the
+            # form's {% csrf_token %} wrote nothing, and the shop answered the button with 403.
+            "csrf_token": context.get("csrf_token"),
             # For {% visual_search_stylesheet %}: widget.css is linked once on a page (none rendering without a request).
             PAGE_STATE: page_state(context),
         }

@@ -16,7 +16,7 @@ from django.contrib.contenttypes.models import ContentType
 
 from ..conf import settings
 from ..indexing import image_reader
-from ..registry import Registration, get_registrations
+from ..registry import Registration, get_registrations, shaping
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,12 @@ def result_registrations(result_model=None) -> list[Registration]:
 
 
 def shop_items(result_model=None, category_field: str | None = None) -> list[Item]:
-    """Every image of ``result_model``'s registrations, labelled with its product (and category)."""
+    """Every image of ``result_model``'s registrations that may shape a version (:func:`~visual_search.
+    registry.shaping`: none of a product customers are not shown), labelled with its product (and category)."""
     category_field = category_field if category_field is not None else settings.TRAINING_CATEGORY_FIELD
     items: list[Item] = []
     for registration in result_registrations(result_model):
-        objects = registration.model._default_manager.exclude(**{registration.image_field: ""}).order_by("pk")
+        objects = shaping(registration).exclude(**{registration.image_field: ""}).order_by("pk")
         categories: dict[str, str] = {}
         if category_field:
             lookup = f"{registration.result}__{category_field}" if registration.result else category_field

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from visual_search.widget import match_percent, price_text
+from visual_search.widget import match_percent, written_price
 
 # Telegram's limit for a photo's caption; WhatsApp's and Viber's are larger.
 CAPTION_LIMIT = 1024
@@ -73,11 +73,11 @@ def failed() -> str:
 def caption(item: Mapping[str, Any], rank: int) -> str:
     """``"1. Pink Lady — 12.90 SEK · 87% match"``, then the product's link on its own line; the price
     only when the shop's result adapter gives one, written as the web cards write it (a number with
-    its currency's decimals: "12.90 SEK" for 12.9, "1200 JPY" for 1200.00), the match likewise."""
+    its currency's decimals: "12.90 SEK" for 12.9, "1200 JPY" for 1200.00; Oscar's "€3.10"), the match likewise."""
     title = f"{rank}. {item.get('name') or ''}"
-    price = item.get("price")
-    if price not in (None, ""):
-        title += f" — {price_text(price, item.get('currency'))}" + (f" {item['currency']}" if item.get("currency") else "")
+    price = written_price(item)
+    if price:
+        title += f" — {price}"
     if item.get("score") is not None:
         title += f" · {match_percent(item['score'])}"
     link = item.get("url") or ""

@@ -19,7 +19,7 @@ from django.apps import apps
 from django.db import models
 
 from visual_search import registry
-from visual_search.registry import Registration
+from visual_search.registry import NotShown, Registration
 
 IMAGE_MODEL = "catalogue.ProductImage"
 IMAGE_FIELD = "original"
@@ -69,6 +69,15 @@ class VariantImageRegistration(Registration):
     def is_searchable(self, obj: models.Model) -> bool:
         product = obj.product
         return product.parent_id is None or product.is_public
+
+    def shown_on(self, obj: models.Model) -> models.Model | None:
+        # Oscar shows a child on its parent's page (and redirects its URL there): a shop's code, or a
+        # customer who reached the variant, asks for its look-alikes by its id. A hidden one is not shown.
+        if getattr(obj, "parent_id", None) is None:
+            return None
+        if not obj.is_public:
+            raise NotShown("it is a variant that is not public (is_public=False).")
+        return obj.parent
 
     def pictures(self) -> models.QuerySet:
         # Nor does its photo show on the parent's card: Oscar's own pages never show it.

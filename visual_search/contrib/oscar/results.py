@@ -5,7 +5,8 @@ Name it in settings: ``VISUAL_SEARCH["RESULT_ADAPTER"] =
 (incl. tax when the strategy knows the tax, else excl. tax; a string with the decimals and the
 rounding of Oscar's own pages, "12.90" EUR, "1200" JPY, "1290" HUF; "Free" with no currency for a
 price of 0, as Oscar's pages say; None when the product has no price), ``currency`` and ``available``
-(``is_available_to_buy``).
+(``is_available_to_buy``), and ``price_display``, the price as Oscar's pages write it ("€12.90"), which
+the cards write.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db.models.fields.files import FieldFile
 from django.utils.translation import gettext as _
 from oscar.apps.partner.strategy import Selector
 from oscar.core.thumbnails import get_thumbnailer
+from oscar.templatetags.currency_filters import currency as oscar_currency
 
 from visual_search.results import ResultAdapter
 
@@ -70,13 +72,16 @@ def card_price(price) -> dict[str, str | None]:
     """``price`` and ``currency`` of a result as Oscar's product page shows its price (partials/
     stock_record.html): incl. tax when the strategy knows the tax, else excl. tax; "Free" (in the
     customer's language, as Oscar words it) and no currency for a price of 0, where the cards read
-    "0.00 EUR"; both None for no price."""
+    "0.00 EUR"; both None for no price. ``price_display``: the price as that page writes it, symbol
+    and the customer's language included ("€12.90"), which every card writes: they read "12.90 EUR"."""
     if not price.exists:
         return {"price": None, "currency": None}
     if price.excl_tax == 0:
-        return {"price": _("Free"), "currency": None}
+        return {"price": _("Free"), "currency": None, "price_display": _("Free")}
     amount = price.incl_tax if price.is_tax_known else price.excl_tax
-    return {"price": page_amount(amount, price.currency), "currency": price.currency}
+    # What the cards write: Oscar's own filter, as the product page writes it ("€12.90", "12,90 €").
+    return {"price": page_amount(amount, price.currency), "currency": price.currency,
+            "price_display": oscar_currency(amount, price.currency)}
 
 
 def page_amount(amount: Decimal, currency: str) -> str:

@@ -39,7 +39,7 @@
     });
   }
   // Fields a card shows its own way (price with currency, "Out of stock"), not as plain text.
-  var SPECIAL = { price: true, available: true };
+  var SPECIAL = { price: true, price_display: true, available: true };
 
   function setField(card, name, value, messages) {
     card.querySelectorAll('[data-vs-field="' + name + '"]').forEach(function (el) {
@@ -111,7 +111,9 @@
       // A Decimal price comes as a JSON number (12.9 for 12.90): written as the page writes it, with
       // the decimals of the result's own currency (the page's card knows only that one).
       var text = typeof price === "number" && isFinite(price) ? number(price, messages.number, result.currency) : String(price);
-      el.textContent = hasPrice ? text + (currency ? " " + currency : "") : "";
+      // The adapter's own text where it gives one (Oscar's "€3.10", as its product page writes it).
+      var shown = result.price_display ? String(result.price_display) : text + (currency ? " " + currency : "");
+      el.textContent = hasPrice ? shown : "";
       el.hidden = !hasPrice;
     });
     card.querySelectorAll('[data-vs-field="available"]').forEach(function (el) {
