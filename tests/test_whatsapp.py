@@ -538,3 +538,12 @@ def test_an_odd_payload_is_answered_200_without_a_crash(client, api, body, setti
     settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "PHONE_LANGUAGES": "de"}  # malformed too
     assert post(client, body).status_code == 200
     assert all(m["text"]["body"] == replies.help_text() for m in api.sent())
+
+
+def test_a_delivery_that_cannot_be_read_is_logged_without_the_customer_s_number_name_or_words(client, api, caplog):
+    body = delivery({"type": "text", "text": {"body": "my address is Main Street 5"}})
+    body["entry"][0]["changes"][0]["value"]["statuses"] = 5  # a shape not foreseen: reading it raises
+    with caplog.at_level(logging.INFO, logger="visual_search"):
+        assert post(client, body).status_code == 200
+    assert "could not read a delivery" in caplog.text
+    assert CUSTOMER not in caplog.text and "Ann" not in caplog.text and "Main Street" not in caplog.text
