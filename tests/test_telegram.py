@@ -359,7 +359,7 @@ def test_a_lost_connection_is_logged_and_the_webhook_still_answers(client, api, 
         assert post(client, photo("pink", size)).status_code == 200  # getFile: the failure reply is lost too
         assert post(client, update({"text": "hello"})).status_code == 200
     assert api.methods() == ["sendChatAction", "getFile", "sendMessage", "sendMessage"]
-    assert "search by photo for chat 4242 failed" in caplog.text and "NetworkError" in caplog.text
+    assert "search by photo for chat ***4242 failed" in caplog.text and "NetworkError" in caplog.text
 
 
 def test_the_webhook_answers_before_the_reply_is_sent_from_a_thread(client, api, settings):

@@ -16,7 +16,7 @@ from django.db import connections
 from visual_search import queue
 from visual_search.conf import settings as visual_search_settings
 
-from .messages import IncomingMessage
+from .messages import IncomingMessage, masked
 from .messenger import Messenger
 from .tasks import HANDLE_MESSAGE, handle_message
 
@@ -43,7 +43,7 @@ def run(messenger: Messenger, message: IncomingMessage, site_url: str | None = N
             return
         except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
             logger.warning("%s: could not queue the answer to chat %s (%s); answering from a thread",
-                           messenger.name, message.chat_id, exc)
+                           messenger.name, masked(message.chat_id), exc)
     threading.Thread(target=_in_thread, args=args, name=f"visual-search-{messenger.name}", daemon=True).start()
 
 

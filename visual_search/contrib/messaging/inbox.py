@@ -6,7 +6,7 @@ import logging
 
 from . import background, limits
 from .conf import parse_rate
-from .messages import IncomingMessage
+from .messages import IncomingMessage, masked
 from .messenger import Messenger
 
 logger = logging.getLogger("visual_search")
@@ -24,6 +24,6 @@ def receive(messenger: Messenger, message: IncomingMessage, site_url: str | None
     if limits.allow(messenger.name, message.chat_id, rate):
         background.run(messenger, message, site_url)
     elif limits.warn_once(messenger.name, message.chat_id, rate):
-        logger.info("%s: chat %s is over its rate (%s)", messenger.name, message.chat_id, messenger.settings.RATE)
+        logger.info("%s: chat %s is over its rate (%s)", messenger.name, masked(message.chat_id), messenger.settings.RATE)
         background.run(messenger, message, site_url, limited=True)
     return True

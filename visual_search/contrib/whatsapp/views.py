@@ -19,6 +19,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from visual_search.contrib.messaging import inbox
+from visual_search.contrib.messaging.messages import masked
 
 from .messenger import WhatsAppMessenger
 from .payload import incoming_messages
@@ -82,5 +83,5 @@ class WebhookView(View):
             try:
                 inbox.receive(messenger, message, site_url=site_url)
             except Exception:  # never a 500: Meta would deliver the whole batch again
-                logger.exception("WhatsApp: could not take message %s from %s", message.event_id, message.chat_id)
+                logger.exception("WhatsApp: could not take message %s from %s", message.event_id, masked(message.chat_id))
         return JsonResponse({})
