@@ -549,3 +549,15 @@ def test_a_delivery_that_cannot_be_read_is_logged_without_the_customer_s_number_
         assert post(client, body).status_code == 200
     assert "could not read a delivery" in caplog.text
     assert CUSTOMER not in caplog.text and "Ann" not in caplog.text and "Main Street" not in caplog.text
+
+
+def test_the_cache_keeps_no_phone_number_nor_message_id_of_a_customer(client, api, shop, settings):
+    settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "RATE": "1/min"}
+    add_photo(api, "pink", "Pink-Lady")
+    body = image("pink")
+    wamid = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+    assert post(client, body).status_code == 200
+    assert post(client, text("hello")).status_code == 200  # over the rate: the "warned" key too
+    keys = list(cache._cache)  # tests' LocMemCache; Redis lists the same keys
+    assert any(":rate:" in key for key in keys) and any(":seen:" in key for key in keys) and any(":warned:" in key for key in keys)
+    assert not [key for key in keys if CUSTOMER in key or wamid in key]
