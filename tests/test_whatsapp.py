@@ -561,3 +561,16 @@ def test_the_cache_keeps_no_phone_number_nor_message_id_of_a_customer(client, ap
     keys = list(cache._cache)  # tests' LocMemCache; Redis lists the same keys
     assert any(":rate:" in key for key in keys) and any(":seen:" in key for key in keys) and any(":warned:" in key for key in keys)
     assert not [key for key in keys if CUSTOMER in key or wamid in key]
+
+
+def test_a_queued_answer_expires_and_celery_shows_no_phone_number(client, api, settings, monkeypatch):
+    """The broker message must hold the chat id (the worker answers it), but its ``argsrepr`` is what
+    Celery shows in events, Flower and ``celery inspect``; and a message left for hours is dropped."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "BACKGROUND": None}
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args, **options: sent.append(options))
+    assert post(client, image("pink")).status_code == 200
+    [options] = sent
+    assert options["expires"] == 3600
+    assert CUSTOMER not in options["argsrepr"] and "***4567" in options["argsrepr"]
