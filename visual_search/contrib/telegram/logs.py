@@ -15,7 +15,9 @@ import re
 # in a file's URL), and a secret.
 TOKEN_IN_URL = re.compile(r"(/bot)\d+(?::|%3[Aa])[\w-]+")
 HIDDEN = r"\1<TOKEN>"
-LOGGERS = ("httpx", "httpcore")
+# A filter acts on its own logger's records only, not its children's: each logger that writes a URL.
+# python-telegram-bot's Bot logs its URLs at DEBUG ("Set Bot API URL: ...").
+LOGGERS = ("httpx", "telegram.Bot")
 
 
 class HideBotToken(logging.Filter):
