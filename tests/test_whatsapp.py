@@ -4,6 +4,7 @@ API's errors, the background and the checks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -157,7 +158,7 @@ def test_statuses_and_other_deliveries_are_answered_200_and_not_work(client, api
                       "errors": [{"code": 131053, "title": "Media upload error"}]}]}}]}]}
     with caplog.at_level(logging.WARNING, logger="visual_search"):
         assert post(client, status).status_code == 200
-    assert "could not deliver message wamid.out2" in caplog.text and "131053 Media upload error" in caplog.text
+    assert "could not deliver a message to ***4567: 131053 Media upload error" in caplog.text
     assert post(client, {"object": "page", "entry": []}).status_code == 200
     reaction = delivery({"type": "reaction", "reaction": {"message_id": "wamid.out1", "emoji": "👍"}})
     assert post(client, reaction).status_code == 200
@@ -574,3 +575,16 @@ def test_a_queued_answer_expires_and_celery_shows_no_phone_number(client, api, s
     [options] = sent
     assert options["expires"] == 3600
     assert CUSTOMER not in options["argsrepr"] and "***4567" in options["argsrepr"]
+
+
+def test_no_log_line_names_a_message_id_which_encodes_the_customer_s_number(client, api, caplog):
+    wamid = "wamid." + base64.b64encode(b"\x1c\x18\x0b" + CUSTOMER.encode() + b"\x15\x02\x00\x12\x18\x14ABCDEF").decode()
+    body = delivery({"type": "text", "text": {"body": "hello"}, "id": wamid})
+    failed = {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": PHONE_NUMBER_ID},
+        "statuses": [{"id": wamid, "status": "failed", "recipient_id": CUSTOMER, "errors": [{"code": 131047}]}]}}]}]}
+    with caplog.at_level(logging.INFO, logger="visual_search"):
+        assert [post(client, body).status_code for _ in range(2)] == [200, 200]  # the second: seen before
+        assert post(client, failed).status_code == 200
+    assert "seen before" in caplog.text and "could not deliver" in caplog.text
+    assert wamid not in caplog.text and CUSTOMER not in caplog.text

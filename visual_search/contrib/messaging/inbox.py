@@ -18,7 +18,8 @@ def receive(messenger: Messenger, message: IncomingMessage, site_url: str | None
     A chat over its ``RATE`` is told to wait, once per window, and its message is not searched.
     """
     if not limits.first_time(messenger.name, message.event_id):
-        logger.info("%s: delivery %s seen before; ignored", messenger.name, message.event_id)
+        # Not the delivery's id: a WhatsApp message id encodes the customer's phone number.
+        logger.info("%s: a delivery from chat %s seen before; ignored", messenger.name, masked(message.chat_id))
         return False
     rate = parse_rate(messenger.settings.RATE)
     if limits.allow(messenger.name, message.chat_id, rate):

@@ -83,5 +83,5 @@ class WebhookView(View):
             try:
                 inbox.receive(messenger, message, site_url=site_url)
             except Exception:  # never a 500: Meta would deliver the whole batch again
-                logger.exception("WhatsApp: could not take message %s from %s", message.event_id, masked(message.chat_id))
+                logger.exception("WhatsApp: could not take a message from %s", masked(message.chat_id))
         return JsonResponse({})
