@@ -359,7 +359,7 @@ def test_a_lost_connection_is_logged_and_the_webhook_still_answers(client, api, 
         assert post(client, photo("pink", size)).status_code == 200  # getFile: the failure reply is lost too
         assert post(client, update({"text": "hello"})).status_code == 200
     assert api.methods() == ["sendChatAction", "getFile", "sendMessage", "sendMessage"]
-    assert "search by photo for chat 4242 failed" in caplog.text and "NetworkError" in caplog.text
+    assert "search by photo for chat ***4242 failed" in caplog.text and "NetworkError" in caplog.text
 
 
 def test_the_webhook_answers_before_the_reply_is_sent_from_a_thread(client, api, settings):
@@ -499,3 +499,13 @@ def test_a_caption_writes_a_number_price_as_the_web_cards_do():
         assert replies.caption({"name": "Tea", "price": "12,90 €"}, 3) == "3. Tea — 12,90 €"  # a string as given
     with translation.override("de"):
         assert replies.caption({"name": "Tee", "price": 12.9, "currency": "EUR"}, 1) == "1. Tee — 12,90 EUR"
+
+
+def test_the_bot_s_token_stays_out_of_the_logs_of_a_project_logging_at_info(client, api, shop, caplog):
+    """httpx logs each request's URL at INFO, and the Bot API's URLs hold the token (/bot<token>/getFile);
+    python-telegram-bot logs them at DEBUG."""
+    size = add_photo(api, "pink", "Pink-Lady")
+    with caplog.at_level(logging.DEBUG):
+        assert post(client, photo("pink", size)).status_code == 200
+    assert "/bot<TOKEN>/getFile" in caplog.text  # the lines stay, the token goes
+    assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from django.utils.crypto import salted_hmac
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 
@@ -36,9 +37,10 @@ class SearchRateThrottle(AnonRateThrottle):
 
     def get_cache_key(self, request, view) -> str:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            return self.cache_format % {"scope": self.scope, "ident": f"user-{user.pk}"}
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        ident = f"user-{user.pk}" if user is not None and user.is_authenticated else self.get_ident(request)
+        # A keyed hash, not the customer's IP address itself, which the cache (a Redis snapshot on
+        # disk, KEYS *) showed for as long as the rate's window.
+        return self.cache_format % {"scope": self.scope, "ident": salted_hmac(self.scope, ident).hexdigest()[:32]}
 
     def get_ident(self, request) -> str:
         # DRF's own, without REST_FRAMEWORK["NUM_PROXIES"], counts by the whole X-Forwarded-For header

@@ -16,11 +16,16 @@ from django.db import connections
 from visual_search import queue
 from visual_search.conf import settings as visual_search_settings
 
-from .messages import IncomingMessage
+from .messages import IncomingMessage, masked
 from .messenger import Messenger
 from .tasks import HANDLE_MESSAGE, handle_message
 
 logger = logging.getLogger("visual_search")
+
+# A message that waited in the broker longer than this (workers down, a long backlog) is dropped by
+# the worker that reaches it, unanswered and its photo never fetched: the customer has moved on, and
+# the message (their chat id, a WhatsApp customer's phone number) is not acted on hours later.
+ANSWER_WITHIN_SECONDS = 3600
 
 
 def mode(messenger: Messenger) -> str:
@@ -39,12 +44,19 @@ def run(messenger: Messenger, message: IncomingMessage, site_url: str | None = N
         return
     if where == "celery":
         try:
-            queue.send(HANDLE_MESSAGE, args, queue=messenger.settings.QUEUE or visual_search_settings.QUEUE)
+            queue.send(HANDLE_MESSAGE, args, queue=messenger.settings.QUEUE or visual_search_settings.QUEUE,
+                       expires=ANSWER_WITHIN_SECONDS, argsrepr=shown_args(messenger, message))
             return
         except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
             logger.warning("%s: could not queue the answer to chat %s (%s); answering from a thread",
-                           messenger.name, message.chat_id, exc)
+                           messenger.name, masked(message.chat_id), exc)
     threading.Thread(target=_in_thread, args=args, name=f"visual-search-{messenger.name}", daemon=True).start()
+
+
+def shown_args(messenger: Messenger, message: IncomingMessage) -> str:
+    """The task's arguments as Celery shows them (the message's ``argsrepr``: worker events, Flower,
+    ``celery inspect``): the chat id masked, as in log lines; the message's own arguments are whole."""
+    return f"({messenger.path()!r}, {message.kind} message from chat {masked(message.chat_id)})"
 
 
 def _in_thread(*args) -> None:

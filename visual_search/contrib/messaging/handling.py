@@ -19,7 +19,7 @@ from visual_search.results import describe
 from visual_search.search import is_confident, search_by_image
 
 from . import replies
-from .messages import FILE, PHOTO, STICKER, TEXT, IncomingMessage
+from .messages import FILE, PHOTO, STICKER, TEXT, IncomingMessage, masked
 from .messenger import FileTooLarge, Messenger
 from .site import anonymous_request, site_request
 
@@ -67,7 +67,7 @@ def _answer(messenger: Messenger, message: IncomingMessage, site_url: str | None
         else:
             messenger.reply_text(message, answer_to(message))
     except Exception:
-        logger.exception("%s: answering a %s message in chat %s failed", messenger.name, message.kind, message.chat_id)
+        logger.exception("%s: answering a %s message in chat %s failed", messenger.name, message.kind, masked(message.chat_id))
 
 
 def answer_to(message: IncomingMessage) -> str:
@@ -108,7 +108,7 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
         messenger.reply_text(message, replies.unreadable(getattr(exc, "kind", "")))
         return
     except Exception:
-        logger.exception("%s: search by photo for chat %s failed", messenger.name, message.chat_id)
+        logger.exception("%s: search by photo for chat %s failed", messenger.name, masked(message.chat_id))
         messenger.reply_text(message, replies.failed())
         return
     if not results:

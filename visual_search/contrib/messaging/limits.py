@@ -2,6 +2,10 @@
 
 Both rely on the cache's atomic ``add`` and ``incr``: with several web processes, use a shared
 cache (Redis, Memcached), or each process counts on its own, as the photo-search throttle does.
+
+The keys hold no chat id nor delivery id, only a keyed hash of them (:func:`hashed`): a WhatsApp
+chat id is the customer's phone number, and its message ids encode that number too; a cache (a
+Redis snapshot on disk, ``KEYS *``) showed them.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import time
 
 from django.core.cache import cache
+from django.utils.crypto import salted_hmac
 
 PREFIX = "visual_search:messaging"
 # Services retry a delivery for hours at most (Telegram: up to a day of pending updates).
@@ -22,7 +27,7 @@ def first_time(channel: str, event_id: str) -> bool:
     """
     if not event_id:
         return True
-    return cache.add(f"{PREFIX}:{channel}:seen:{event_id}", 1, SEEN_FOR_SECONDS)
+    return cache.add(f"{PREFIX}:{channel}:seen:{hashed(event_id)}", 1, SEEN_FOR_SECONDS)
 
 
 def allow(channel: str, chat_id: str, rate: tuple[int, int] | None) -> bool:
@@ -31,7 +36,7 @@ def allow(channel: str, chat_id: str, rate: tuple[int, int] | None) -> bool:
     if rate is None:
         return True
     count, seconds = rate
-    key = f"{PREFIX}:{channel}:rate:{chat_id}:{int(time.time() // seconds)}"
+    key = f"{PREFIX}:{channel}:rate:{hashed(chat_id)}:{int(time.time() // seconds)}"
     cache.add(key, 0, seconds)
     try:
         return cache.incr(key) <= count
@@ -43,4 +48,10 @@ def allow(channel: str, chat_id: str, rate: tuple[int, int] | None) -> bool:
 def warn_once(channel: str, chat_id: str, rate: tuple[int, int]) -> bool:
     """Whether to tell a limited chat to wait: once per window, so the bot never floods it back."""
     seconds = rate[1]
-    return cache.add(f"{PREFIX}:{channel}:warned:{chat_id}:{int(time.time() // seconds)}", 1, seconds)
+    return cache.add(f"{PREFIX}:{channel}:warned:{hashed(chat_id)}:{int(time.time() // seconds)}", 1, seconds)
+
+
+def hashed(value: str) -> str:
+    """``value`` as a cache key holds it: an HMAC with the project's ``SECRET_KEY``, which every
+    process shares, so a phone number cannot be found again by hashing every possible one."""
+    return salted_hmac(PREFIX, str(value)).hexdigest()[:32]

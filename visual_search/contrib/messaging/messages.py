@@ -13,6 +13,21 @@ FILE = "file"  # a file that is not an image (a PDF, a video...)
 OTHER = "other"  # anything else: a voice note, a location, a contact...
 KINDS = (PHOTO, TEXT, STICKER, FILE, OTHER)
 
+# How much of a chat id a log line shows (see :func:`masked`).
+SHOWN_DIGITS = 4
+
+
+def masked(chat_id: object) -> str:
+    """A chat id as log lines show it: ``"***4567"``, its last :data:`SHOWN_DIGITS` characters.
+
+    A WhatsApp chat id is the customer's phone number, a Telegram one their account's id: personal
+    data a log would keep for as long as the shop keeps its logs (and send to an error tracker). The
+    last digits still tell the chats of one log apart, and match a customer's complaint ("my number
+    ends in 4567") to its lines.
+    """
+    text = str(chat_id or "")
+    return "***" + text[-SHOWN_DIGITS:] if text else "(none)"
+
 
 @dataclass(frozen=True)
 class IncomingMessage:

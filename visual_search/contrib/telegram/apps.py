@@ -5,6 +5,7 @@ from django.core import checks as django_checks
 from django.utils.translation import gettext_lazy as _
 
 from . import checks
+from .logs import hide_bot_token
 
 
 class VisualSearchTelegramConfig(AppConfig):
@@ -16,3 +17,4 @@ class VisualSearchTelegramConfig(AppConfig):
 
     def ready(self) -> None:
         django_checks.register(checks.check_settings, "visual_search")
+        hide_bot_token()

@@ -20,6 +20,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from .conf import settings
+from .logs import hide_bot_token
 
 logger = logging.getLogger("visual_search")
 
@@ -37,6 +38,7 @@ def bot_kwargs() -> dict:
 
 def call(work: Callable[[Bot], Awaitable[T]]) -> T:
     """Run ``await work(bot)`` and return its value; raises what python-telegram-bot raises."""
+    hide_bot_token()  # also where the app is not installed (a worker's own settings): its ready() adds it
     return asyncio.run(_call(work))
 
 

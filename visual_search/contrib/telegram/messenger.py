@@ -16,7 +16,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
 from visual_search.contrib.messaging import replies
-from visual_search.contrib.messaging.messages import IncomingMessage
+from visual_search.contrib.messaging.messages import IncomingMessage, masked
 from visual_search.contrib.messaging.messenger import FileTooLarge, Messenger
 from visual_search.contrib.messaging.pictures import is_private_host, stored_bytes
 from visual_search.contrib.messaging.replies import joined
@@ -115,7 +115,7 @@ class TelegramMessenger(Messenger):
             await client.with_retry(lambda: bot.send_message(chat_id=message.chat_id, text=text,
                                                              reply_parameters=reply_parameters(message)))
         except TelegramError as exc:
-            logger.warning("Telegram did not take a message for chat %s: %s: %s", message.chat_id,
+            logger.warning("Telegram did not take a message for chat %s: %s: %s", masked(message.chat_id),
                            type(exc).__name__, exc)
 
 
@@ -126,7 +126,7 @@ async def show_working(bot: Bot, chat_id: str) -> None:
     try:
         await bot.send_chat_action(chat_id=chat_id, action=ChatAction.UPLOAD_PHOTO)
     except TelegramError as exc:
-        logger.info("Telegram did not show 'sending photo' in chat %s: %s", chat_id, exc)
+        logger.info("Telegram did not show 'sending photo' in chat %s: %s", masked(chat_id), exc)
 
 
 def reply_parameters(message: IncomingMessage) -> ReplyParameters | None:

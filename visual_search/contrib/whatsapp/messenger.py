@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from django.core.cache import cache
 
 from visual_search.contrib.messaging import replies
-from visual_search.contrib.messaging.messages import IncomingMessage
+from visual_search.contrib.messaging.messages import IncomingMessage, masked
 from visual_search.contrib.messaging.messenger import FileTooLarge, Messenger
 from visual_search.contrib.messaging.pictures import is_private_host, stored_bytes, stored_name
 from visual_search.contrib.messaging.replies import joined
@@ -61,7 +61,7 @@ class WhatsAppMessenger(Messenger):
                 raise FileTooLarge(f"{size} bytes")
             data = client.with_retry(lambda: client.download(str(info.get("url") or ""), limit))
         except GraphAPIError as exc:
-            self.log_error(exc, f"fetching the photo of {message.chat_id}")
+            self.log_error(exc, f"fetching the photo of {masked(message.chat_id)}")
             raise
         if data is None:
             raise FileTooLarge(f"over {limit} bytes")
@@ -76,13 +76,13 @@ class WhatsAppMessenger(Messenger):
         try:
             self._post({"status": "read", "message_id": message.event_id, "typing_indicator": {"type": "text"}})
         except (GraphAPIError, ConnectionError) as exc:
-            logger.info("WhatsApp did not show 'typing' to %s: %s", message.chat_id, exc)
+            logger.info("WhatsApp did not show 'typing' to %s: %s", masked(message.chat_id), exc)
 
     def reply_text(self, message: IncomingMessage, text: str) -> None:
         try:
             self.send(message, {"type": "text", "text": {"body": text[:TEXT_LIMIT], "preview_url": False}})
         except (GraphAPIError, ConnectionError) as exc:
-            self.log_error(exc, f"sending a message to {message.chat_id}")
+            self.log_error(exc, f"sending a message to {masked(message.chat_id)}")
 
     def reply_with_results(self, message: IncomingMessage, results: Sequence[dict[str, Any]]) -> None:
         """One picture message per result, best first; the results without a picture (or whose
@@ -97,10 +97,10 @@ class WhatsAppMessenger(Messenger):
                     continue
                 self.send(message, {"type": "image", "image": {**image, "caption": text}})
             except ConnectionError as exc:
-                self.log_error(exc, f"sending results to {message.chat_id}")
+                self.log_error(exc, f"sending results to {masked(message.chat_id)}")
                 return
             except GraphAPIError as exc:
-                self.log_error(exc, f"sending results to {message.chat_id}")
+                self.log_error(exc, f"sending results to {masked(message.chat_id)}")
                 if exc.code in _HOPELESS or exc.status == 401 or exc.is_rate_limit:
                     return
                 texts.append(text)

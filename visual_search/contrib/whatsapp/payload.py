@@ -12,7 +12,7 @@ import mimetypes
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from visual_search.contrib.messaging.messages import FILE, OTHER, PHOTO, STICKER, TEXT, IncomingMessage
+from visual_search.contrib.messaging.messages import FILE, OTHER, PHOTO, STICKER, TEXT, IncomingMessage, masked
 
 logger = logging.getLogger("visual_search")
 
@@ -54,8 +54,9 @@ def incoming_messages(body: Any, phone_number_id: str, phone_languages: Mapping[
                                          **_content(message)))
         for status in value.get("statuses") or ():
             if isinstance(status, dict) and status.get("status") == "failed":
-                logger.warning("WhatsApp could not deliver message %s to %s: %s", status.get("id"),
-                               status.get("recipient_id"), describe_errors(status.get("errors")))
+                # Not the message's id (wamid.HBgL...): it encodes the recipient's phone number.
+                logger.warning("WhatsApp could not deliver a message to %s: %s", masked(status.get("recipient_id")),
+                               describe_errors(status.get("errors")))
     return found
 
 

@@ -19,6 +19,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from visual_search.contrib.messaging import inbox
+from visual_search.contrib.messaging.messages import masked
 
 from .messenger import WhatsAppMessenger
 from .payload import incoming_messages
@@ -73,11 +74,14 @@ class WebhookView(View):
         try:
             messages = incoming_messages(body, str(messenger.settings.PHONE_NUMBER_ID or ""), messenger.settings.PHONE_LANGUAGES)
         except Exception:  # a payload of a shape not foreseen: logged, and 200, or Meta would send it again for days
-            logger.exception("WhatsApp: could not read a delivery: %.500s", request.body)
+            # Not the body itself: it holds customers' phone numbers, names and messages, which a log
+            # (or an error tracker fed by it) would keep for as long as the shop keeps its logs.
+            logger.exception("WhatsApp: could not read a delivery of %s bytes (its content is not logged: customers' "
+                             "numbers and messages); answered 200, or Meta would send it again", len(request.body))
             return JsonResponse({})
         for message in messages:
             try:
                 inbox.receive(messenger, message, site_url=site_url)
             except Exception:  # never a 500: Meta would deliver the whole batch again
-                logger.exception("WhatsApp: could not take message %s from %s", message.event_id, message.chat_id)
+                logger.exception("WhatsApp: could not take a message from %s", masked(message.chat_id))
         return JsonResponse({})

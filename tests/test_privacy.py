@@ -1,0 +1,138 @@
+"""Where a customer's photo, and what is known of the customer, goes (docs/privacy.md): temporary
+files, the cache, the database, the storage. The messaging bots' part is in test_whatsapp.py and
+test_telegram.py."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+
+import pytest
+from django.apps import apps
+from django.core.cache import cache
+from django.test import Client
+from django.views.debug import ExceptionReporter
+from PIL import Image
+
+from tests.conftest import catalogue_image
+from tests.test_api import SEARCH, shop, upload  # noqa: F401 - the fixture
+from visual_search import search, views
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CUSTOMER_IP = "93.184.216.34"
+
+
+@pytest.fixture(autouse=True)
+def throttled(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "5/min"}
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_the_throttle_s_cache_key_holds_no_ip_address(client, shop):  # noqa: F811
+    photo = catalogue_image("Banana").read_bytes()
+    assert client.post(SEARCH, {"image": upload(photo)}, REMOTE_ADDR=CUSTOMER_IP).status_code == 200
+    assert client.post("/search-by-photo/", {"image": upload(photo)}, REMOTE_ADDR=CUSTOMER_IP).status_code == 200
+    keys = list(cache._cache)  # tests' LocMemCache; Redis lists the same keys
+    assert any("throttle_visual_search_" in key for key in keys)
+    assert not [key for key in keys if CUSTOMER_IP in key]
+
+
+# --- the photo itself: a temporary file for the request's time only, never stored ------------------
+
+def gps_photo() -> bytes:
+    """A catalogue photo with the EXIF a phone writes: its maker and model, and where it was taken."""
+    image = Image.open(catalogue_image("Banana"))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "PrivacyMaker", "PrivacyModel-X9"
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.5), 3: "E", 4: (13.0, 24.0, 36.0)}
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+@pytest.fixture
+def spooled(settings, tmp_path, monkeypatch):
+    """Every upload over 1 kB goes to a temporary file in ``spool`` (Django's default: over 2.5 MB),
+    and each search notes what kind of file it was given."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    settings.FILE_UPLOAD_TEMP_DIR = str(spool)
+    given = []
+    real = search.search_by_image
+    monkeypatch.setattr(search, "search_by_image", lambda upload, *a, **k: given.append(type(upload).__name__) or real(upload, *a, **k))
+    return spool, given
+
+
+@pytest.mark.parametrize("url", [SEARCH, "/search-by-photo/"])
+@pytest.mark.parametrize("fields, status", [
+    ({}, 200),
+    ({"limit": "0"}, 400),
+    ({"box": "1,1,0,0", "box_x0": "0.9", "box_x1": "0.1"}, 400),
+])
+def test_a_spooled_photo_is_deleted_when_the_search_ends_however_it_ends(client, shop, spooled, url, fields, status):  # noqa: F811
+    spool, given = spooled
+    response = client.post(url, {"image": upload(gps_photo(), name="anna-at-home.jpg"), **fields})
+    assert response.status_code == status
+    assert given in ([], ["TemporaryUploadedFile"])  # 400s before the search; its file was spooled all the same
+    assert list(spool.iterdir()) == []
+
+
+def test_a_spooled_photo_is_deleted_after_a_429_a_413_and_a_500(client, shop, spooled, settings, monkeypatch):  # noqa: F811
+    spool, given = spooled
+    photo = gps_photo()
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "1/min", "MAX_UPLOAD_BYTES": len(photo) - 1}
+    assert client.post("/search-by-photo/", {"image": upload(photo)}).status_code == 413  # read, then refused
+    assert client.post("/search-by-photo/", {"image": upload(photo)}).status_code == 429
+    assert list(spool.iterdir()) == []
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": None, "MAX_UPLOAD_BYTES": 10 * 1024 * 1024}
+    monkeypatch.setattr(views, "confident", lambda results: 1 / 0)  # a bug: the page answers 500
+    broken = Client(raise_request_exception=False)
+    assert broken.post("/search-by-photo/", {"image": upload(photo)}).status_code == 500
+    assert given == ["TemporaryUploadedFile"] and list(spool.iterdir()) == []
+
+
+def test_a_search_writes_nothing_to_the_database_nor_the_storage_and_logs_no_file_name(client, shop, media_root, caplog):  # noqa: F811
+    def counts():
+        return {model._meta.label: model._default_manager.count() for model in apps.get_models()}
+
+    def files():
+        return {str(path.relative_to(media_root)) for path in media_root.rglob("*") if path.is_file()}
+
+    before, stored, photo = counts(), files(), gps_photo()
+    # visual_search's own lines, at every level. (Pillow's PIL.TiffImagePlugin logs EXIF tags, phone
+    # model and GPS among them, at DEBUG: docs/privacy.md says to keep PIL's loggers above DEBUG.)
+    with caplog.at_level(logging.DEBUG, logger="visual_search"):
+        assert client.post(SEARCH, {"image": upload(photo, name="anna-at-home.jpg")}).status_code == 200
+        assert client.post("/search-by-photo/", {"image": upload(photo, name="anna-at-home.jpg")}).status_code == 200
+    assert counts() == before
+    # Thumbnails of the results (the shop's own pictures) may be made; nothing else.
+    assert all(name.startswith("visual_search/thumbnails/") for name in files() - stored)
+    assert "anna" not in caplog.text and "Privacy" not in caplog.text and "127.0.0.1" not in caplog.text
+
+
+# --- error reports: what Django's 500 mail (DEBUG = False, ADMINS) shows --------------------------
+
+def test_a_500_report_hides_the_bots_tokens_and_secret_headers_but_names_the_photo(rf, settings):
+    """Django's SafeExceptionReporterFilter hides settings and headers whose names say TOKEN, SECRET or
+    SIGNATURE: every secret of the bots' settings and both webhooks' headers. The photo's file name
+    (request.FILES) is listed as it is: docs/privacy.md says so."""
+    settings.DEBUG = False
+    settings.VISUAL_SEARCH_TELEGRAM = {"TOKEN": "123:BOT-TOKEN-VALUE", "SECRET": "telegram-secret-value"}
+    settings.VISUAL_SEARCH_WHATSAPP = {"ACCESS_TOKEN": "EAA-token-value", "APP_SECRET": "app-secret-value", "VERIFY_TOKEN": "verify-value"}
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        error = sys.exc_info()
+    webhook = rf.post("/telegram/webhook/", b"{}", content_type="application/json",
+                      HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="telegram-secret-value", HTTP_X_HUB_SIGNATURE_256="sha256=0a1b2c3d")
+    for report in (ExceptionReporter(webhook, *error, is_email=True).get_traceback_text(),
+                   ExceptionReporter(webhook, *error, is_email=True).get_traceback_html()):
+        assert not [secret for secret in ("BOT-TOKEN-VALUE", "telegram-secret-value", "EAA-token-value", "app-secret-value",
+                                          "verify-value", "0a1b2c3d") if secret in report]
+    page = rf.post("/search-by-photo/", {"image": upload(b"photo", name="anna-at-home.jpg")})
+    assert "anna-at-home.jpg" in ExceptionReporter(page, *error, is_email=True).get_traceback_text()
