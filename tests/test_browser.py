@@ -8,6 +8,7 @@ VGG16 at 224 px, so the ranking means something) on a temporary database, served
 
 import csv
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -656,7 +657,9 @@ def in_a_search_form(page, url: str, widget: str) -> None:
         response = route.fetch()
         body = response.text()
         start = body.index(widget)
-        end = body.index("</script>", start) + len("</script>")
+        end = element_end(body, start)
+        if body[end:].lstrip().startswith("<script"):  # the page's first widget links widget.js after it
+            end = body.index("</script>", end) + len("</script>")
         body = (
             body[:start] + '<form class="shop-search" action="/text-search/" method="get"><input name="q" value="milk">'
             + body[start:end] + '<button id="shop-search" type="submit">Search</button></form>' + body[end:]
@@ -664,6 +667,16 @@ def in_a_search_form(page, url: str, widget: str) -> None:
         route.fulfill(response=response, body=body)
 
     page.route(url, nest)
+
+
+def element_end(html: str, start: int) -> int:
+    """Where the element opened at ``start`` (a <div>) ends, its nested <div>s counted."""
+    depth = 0
+    for tag in re.finditer(r"<(/?)div\b[^>]*>", html[start:]):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return start + tag.end()
+    raise ValueError(f"no end to the element at {start}")
 
 
 SHOP_FORM_FIELDS = "Array.from(new FormData(document.querySelector('form.shop-search')).keys())"
