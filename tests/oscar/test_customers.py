@@ -10,6 +10,7 @@ from html import unescape
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import catalogue_image
@@ -19,7 +20,7 @@ from visual_search.contrib.oscar.registration import VariantImageRegistration
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
 from visual_search.reindex import select_pks
-from visual_search.results import images
+from visual_search.results import images, similar_items
 from visual_search.search import object_vector
 from visual_search.serving import current_fingerprint
 from visual_search.tasks import sweep
@@ -103,6 +104,18 @@ def test_a_hidden_variant_or_one_of_a_hidden_parent_is_not_found_as_an_unknown_i
     assert response.json()["detail"] == unknown.json()["detail"].replace("999999", str(variant.pk))
     why = "a variant that is not public" if hide == "variant" else f"the page of product {parent.pk}, which customers are not shown"
     assert any(why in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("hide", ["variant", "parent"])
+def test_similar_products_of_a_variant_of_a_hidden_parent_shows_nothing(catalogue, rf, hide):
+    """{% similar_products variant %} (a shop's code on a variant's own block) listed the look-alikes
+    of a variant whose parent the shop hides, where the API answers 404: it now shows none."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    customer = rf.get("/")
+    customer.user = AnonymousUser()
+    assert similar_items(variant, request=customer)
+    Product.objects.filter(pk=(variant if hide == "variant" else parent).pk).update(is_public=False)
+    assert similar_items(Product.objects.get(pk=variant.pk), request=customer) == []
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
