@@ -299,6 +299,8 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
         return []
     try:
         shown = visible(type(obj), request)  # the shop's rule, and within it the template's queryset
+        if search.page_of(obj) is not None:  # a variant of a hidden parent: NotShown, as the API's 404
+            search.shown_on(obj, shown)
         queryset = shown if queryset is None else shown.filter(pk__in=queryset.values("pk"))
         return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
     except search.NotIndexed as exc:

@@ -263,6 +263,15 @@ def stylesheet_link(context: Any) -> str:
     return once_per_page(context, STYLESHEET, '<link rel="stylesheet" href="{}">')
 
 
+def csrf_cookie_name() -> str:
+    """The cookie widget.js reads the visitor's current CSRF token from (``data-csrf-cookie``): the
+    token a page was rendered with is another visitor's in a cached fragment. Empty where a script
+    cannot read it (``CSRF_USE_SESSIONS``, ``CSRF_COOKIE_HTTPONLY``)."""
+    if django_settings.CSRF_USE_SESSIONS or django_settings.CSRF_COOKIE_HTTPONLY:
+        return ""
+    return django_settings.CSRF_COOKIE_NAME
+
+
 def script_tag(context: Any) -> str:
     """``<script defer>`` of widget.js, the first time a page asks for it; nothing after
     (``{% visual_search_script %}``). A page with several widgets fetched it once per widget (the
@@ -364,8 +373,7 @@ def widget_context(
     return {
         "request": request,
         "csrf_token": context.get("csrf_token"),
-        # The cookie the script reads the current token from (widget.js, csrfToken); none where it cannot.
-        "csrf_cookie": "" if django_settings.CSRF_USE_SESSIONS or django_settings.CSRF_COOKIE_HTTPONLY else django_settings.CSRF_COOKIE_NAME,
+        "csrf_cookie": csrf_cookie_name(),
         "action": action,
         "api_url": api_url or "",
         "limit": limit,

@@ -63,3 +63,29 @@ def test_the_dashboard_page_fits_a_phone(catalogue, live_server, client):
         assert page.locator("#vs-counts").is_visible() and page.locator("#vs-products").is_visible()
         # The tables scroll inside their boxes; the page itself never scrolls sideways (it did: 558 px).
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_a_cached_look_alikes_basket_button_works_for_the_next_visitor(catalogue, live_server, settings, tmp_path):
+    # A shop's usual move (customers.md): the look-alikes in a {% cache %} fragment. Its basket
+    # forms carry the first visitor's CSRF token; the next visitor's button was answered 403.
+    (tmp_path / "oscar" / "catalogue").mkdir(parents=True)
+    (tmp_path / "oscar" / "catalogue" / "detail.html").write_text(
+        '{% extends "oscar/catalogue/detail.html" %}{% load cache visual_search %}{% block product_info %}{{ block.super }}'
+        '{% cache 600 similar product.pk LANGUAGE_CODE %}{% similar_products product limit=4 template="visual_search/oscar/similar_products.html" %}{% endcache %}'
+        "{% endblock %}"
+    )
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cached-cards"}}
+    url = f"{live_server.url}{catalogue['Granny-Smith'].get_absolute_url()}"
+    with chromium() as browser:
+        for visitor in ("first", "next"):
+            page = browser.new_context().new_page()
+            only_from(page, live_server.url)
+            page.goto(url)
+            card = page.locator(".vs-oscar-similar form").first
+            title = card.locator("xpath=ancestor::article[1]//h3").inner_text().strip()
+            with page.expect_response(lambda response: "/basket/add/" in response.url) as added:
+                card.locator("button").click()
+            assert added.value.status == 302, f"{visitor} visitor's Add to basket: {added.value.status}"
+            page.wait_for_load_state()
+            assert f"{title} has been added to your cart" in page.locator(".alert").first.inner_text()

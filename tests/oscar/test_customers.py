@@ -10,7 +10,10 @@ from html import unescape
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
@@ -19,7 +22,7 @@ from visual_search.contrib.oscar.registration import VariantImageRegistration
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
 from visual_search.reindex import select_pks
-from visual_search.results import images
+from visual_search.results import images, similar_items
 from visual_search.search import object_vector
 from visual_search.serving import current_fingerprint
 from visual_search.tasks import sweep
@@ -103,6 +106,18 @@ def test_a_hidden_variant_or_one_of_a_hidden_parent_is_not_found_as_an_unknown_i
     assert response.json()["detail"] == unknown.json()["detail"].replace("999999", str(variant.pk))
     why = "a variant that is not public" if hide == "variant" else f"the page of product {parent.pk}, which customers are not shown"
     assert any(why in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("hide", ["variant", "parent"])
+def test_similar_products_of_a_variant_of_a_hidden_parent_shows_nothing(catalogue, rf, hide):
+    """{% similar_products variant %} (a shop's code on a variant's own block) listed the look-alikes
+    of a variant whose parent the shop hides, where the API answers 404: it now shows none."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    customer = rf.get("/")
+    customer.user = AnonymousUser()
+    assert similar_items(variant, request=customer)
+    Product.objects.filter(pk=(variant if hide == "variant" else parent).pk).update(is_public=False)
+    assert similar_items(Product.objects.get(pk=variant.pk), request=customer) == []
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
@@ -222,6 +237,29 @@ def test_the_product_page_shows_similar_products_with_prices(catalogue, client):
     similar = html[html.index("vs-oscar-similar"):]
     assert "Similar products" in similar and "Granny Smith" in similar and "€3.50" in similar
     assert "Oatly" not in similar and "Vanilla" not in similar
+
+
+def test_the_look_alikes_ask_no_queries_per_card(catalogue, client, settings, tmp_path):
+    """Oscar's card asks each product's class and whether it has options before its basket button:
+    two queries a card, where Oscar's own lists fetch them with the products. The list now fetches
+    them once for all its cards."""
+    (tmp_path / "oscar" / "catalogue").mkdir(parents=True)
+    (tmp_path / "oscar" / "catalogue" / "detail.html").write_text(
+        '{% extends "oscar/catalogue/detail.html" %}{% load visual_search %}{% block product_info %}'
+        '{% similar_products product limit=request.GET.n template="visual_search/oscar/similar_products.html" %}{% endblock %}'
+    )
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+    # Standalone products' cards (a parent's asks its public variants' stock, as Oscar's card does).
+    Product.objects.filter(pk=catalogue[PARENT].pk).update(is_public=False)
+    url = catalogue["Granny-Smith"].get_absolute_url()
+    counts = {}
+    for n in (1, 2):
+        client.get(f"{url}?n={n}")  # the session, the basket
+        with CaptureQueriesContext(connection) as queries:
+            html = client.get(f"{url}?n={n}").content.decode()
+        assert html.count('<article class="product_pod">') == n
+        counts[n] = len(queries)
+    assert counts[2] == counts[1], counts
 
 
 CARD_PARTS = ["image_container", "star-rating", "<h3", "product_price", "price_color", "availability", "<form", "add to"]

@@ -11,7 +11,7 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import PAGE_STATE, match_percent, page_state, price_text, script_tag, stylesheet_link, widget_context, written_price
+from ..widget import PAGE_STATE, csrf_cookie_name, match_percent, page_state, price_text, script_tag, stylesheet_link, widget_context, written_price
 
 register = template.Library()
 
@@ -90,6 +90,9 @@ class SimilarProductsNode(template.Node):
             # The page's CSRF token, for a card with a form (Oscar's basket button): without it the
             # form's {% csrf_token %} wrote nothing, and the shop answered the button with 403.
             "csrf_token": context.get("csrf_token"),
+            # In a {% cache %} fragment that token is the first visitor's: widget.js puts the
+            # visitor's own, read from this cookie, in such a form as it is sent (data-vs-fresh-csrf).
+            "csrf_cookie": csrf_cookie_name(),
             # For {% visual_search_stylesheet %}: widget.css is linked once on a page (none rendering without a request).
             PAGE_STATE: page_state(context),
         }

@@ -38,8 +38,15 @@ class OscarResultAdapter(ResultAdapter):
     thumbnailer = None
 
     def prepare(self, objects: Sequence[models.Model], request=None) -> None:
-        # One strategy and one set of stock records for the whole list, not one query per result.
-        models.prefetch_related_objects(list(objects), "stockrecords", "children__stockrecords")
+        # One strategy and one set of stock records for the whole list, not one query per result;
+        # and, as Oscar's base_queryset() does for its own lists, what its card asks of each product
+        # before its basket button (its class, whether it has options): two queries a card otherwise.
+        objects = list(objects)
+        models.prefetch_related_objects(objects, "stockrecords", "children__stockrecords", "product_class__options", "product_options")
+        for obj in objects:
+            if obj.product_class_id is not None:  # a variant's class is its parent's: Oscar asks it then
+                obj.has_product_class_options = bool(obj.product_class.options.all())
+                obj.has_product_options = bool(obj.product_options.all())
         self.strategy = getattr(request, "strategy", None) or Selector().strategy(
             request=request, user=getattr(request, "user", None)
         )

@@ -790,15 +790,30 @@
   // until the page was reloaded. data-csrf-cookie is CSRF_COOKIE_NAME, empty where the script
   // cannot read it (CSRF_COOKIE_HTTPONLY, CSRF_USE_SESSIONS); an overridden template without it: Django's default.
   Widget.prototype.csrfToken = function () {
-    var name = this.form.hasAttribute("data-csrf-cookie") ? this.form.getAttribute("data-csrf-cookie") : "csrftoken";
+    var input = this.form.querySelector('input[name="csrfmiddlewaretoken"]');
+    return cookieToken(this.form) || (input ? input.value : "");
+  };
+
+  // The token in the cookie that holder's data-csrf-cookie names (Django's default where it has none).
+  function cookieToken(holder) {
+    var name = holder.hasAttribute("data-csrf-cookie") ? holder.getAttribute("data-csrf-cookie") : "csrftoken";
     var cookies = name ? document.cookie.split(";") : [];
     for (var i = 0; i < cookies.length; i++) {
       var pair = cookies[i].replace(/^\s+/, "");
       if (pair.indexOf(name + "=") === 0) { return decodeURIComponent(pair.slice(name.length + 1)); }
     }
-    var input = this.form.querySelector('input[name="csrfmiddlewaretoken"]');
-    return input ? input.value : "";
-  };
+    return "";
+  }
+
+  // A form inside [data-vs-fresh-csrf] (Oscar's basket buttons on the look-alike cards) sends the
+  // visitor's current token: in a {% cache %} fragment the rendered one is the first visitor's, and
+  // the shop answered every later visitor's "Add to basket" with 403.
+  document.addEventListener("submit", function (event) {
+    var holder = event.target.closest ? event.target.closest("[data-vs-fresh-csrf]") : null;
+    var input = holder ? event.target.querySelector('input[name="csrfmiddlewaretoken"]') : null;
+    var token = input ? cookieToken(holder) : "";
+    if (token) { input.value = token; }
+  }, true);
 
   // The page's language: the results' names and links in it, where the API is mounted outside
   // i18n_patterns (Django's LocaleMiddleware then reads Accept-Language; a browser sends its own).
