@@ -4,6 +4,7 @@ test_telegram.py."""
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import sys
@@ -18,6 +19,12 @@ from PIL import Image
 from tests.conftest import catalogue_image
 from tests.test_api import SEARCH, shop, upload  # noqa: F401 - the fixture
 from visual_search import search, views
+from visual_search.api import views as api_views
+from visual_search.contrib.messaging import handling
+from visual_search.contrib.messaging.messages import PHOTO, IncomingMessage
+from visual_search.contrib.messaging.messenger import Messenger
+from visual_search.embeddings import images
+from visual_search.embeddings.extractor import Extractor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,3 +143,70 @@ def test_a_500_report_hides_the_bots_tokens_and_secret_headers_but_names_the_pho
                                           "verify-value", "0a1b2c3d") if secret in report]
     page = rf.post("/search-by-photo/", {"image": upload(b"photo", name="anna-at-home.jpg")})
     assert "anna-at-home.jpg" in ExceptionReporter(page, *error, is_email=True).get_traceback_text()
+
+
+# --- the photo's bytes in an error report's local variables ---------------------------------------
+
+class PhotoMessenger(Messenger):
+    """A bot whose customer sent :func:`gps_photo`."""
+
+    name, settings_name = "privacy", "VISUAL_SEARCH_PRIVACY_BOT"
+
+    def download(self, message):
+        return gps_photo()
+
+    def reply_text(self, message, text):
+        pass
+
+
+def html_report(record: logging.LogRecord) -> str:
+    """The report Django's AdminEmailHandler(include_html=True) mails for ``record``: every frame's
+    local variables, each up to 4 KB, which is where a JPEG keeps its EXIF."""
+    return ExceptionReporter(getattr(record, "request", None), *record.exc_info, is_email=True).get_traceback_html()
+
+
+def failed_search_report(client, caplog, path: str) -> str:
+    with caplog.at_level(logging.ERROR, logger="visual_search"):
+        if path == "bot":
+            handling.answer_photo(PhotoMessenger(), IncomingMessage(chat_id="1234567", kind=PHOTO, file_id="f"), None)
+        else:
+            assert client.post(path, {"image": upload(gps_photo(), name="anna-at-home.jpg")}).status_code == 503
+    [record] = [record for record in caplog.records if record.exc_info]
+    return html_report(record)
+
+
+@pytest.mark.parametrize("path", [SEARCH, "/search-by-photo/", "bot"])
+@pytest.mark.parametrize("failing", ["the model", "the decoder"])
+def test_a_failed_search_s_error_report_holds_none_of_the_photo(client, shop, settings, monkeypatch, caplog, path, failing):  # noqa: F811
+    """A failure while the photo is decoded or searched is logged with its traceback at ERROR; a shop
+    mailing those (AdminEmailHandler) got the photo's first 4 KB, its EXIF: phone model, GPS position."""
+    settings.DEBUG = False
+
+    def fail(*args, **kwargs):
+        raise MemoryError("a bug")
+
+    if failing == "the model":
+        monkeypatch.setattr(Extractor, "embed_picture", fail)
+    else:  # outside the decoder's own try: not an InvalidImage (400) but a failure (503)
+        monkeypatch.setattr(images.structure, "check", fail)
+    report = failed_search_report(client, caplog, path)
+    assert "search_by_image" in report and "Local Vars" in report  # the frames and their variables are there
+    assert not [seen for seen in ("Exif\\x00", "PrivacyModel", "PrivacyMaker") if seen in report]
+
+
+def test_a_500_report_hides_a_photo_sent_as_text(settings, monkeypatch, caplog):
+    """Apps that send the photo as a text field (base64): a 500 report listed it in POST and in the
+    view's local variables."""
+    settings.DEBUG = False
+    photo = base64.b64encode(gps_photo()).decode()
+
+    def fail(data):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api_views, "_missing_photo", fail)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        assert Client(raise_request_exception=False).post(SEARCH, {"image": photo}).status_code == 500
+    [record] = [record for record in caplog.records if record.exc_info]
+    report = html_report(record)
+    assert "_missing_photo" in report and "Local Vars" in report
+    assert photo[:64] not in report

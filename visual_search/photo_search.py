@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import FieldError, ImproperlyConfigured, ValidationError
 from django.db import DatabaseError
+from django.views.decorators.debug import sensitive_variables
 
 from . import search
 from .conf import settings
@@ -154,6 +155,7 @@ def confident(items: list[dict[str, Any]]) -> bool:
     return bool(items) and (items[0].get("probability") or 0.0) >= float(settings.CONFIDENT_SCORE)
 
 
+@sensitive_variables("upload")
 def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | None = None) -> list[dict[str, Any]]:
     """Objects that look like the uploaded photo, :func:`~visual_search.results.describe`'d, best first."""
     if upload is None:

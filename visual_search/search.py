@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.views.decorators.debug import sensitive_variables
 from PIL import Image
 
 from . import serving
@@ -149,6 +150,7 @@ def is_confident(results: list[SearchResult]) -> bool:
     return bool(results) and (results[0].probability or 0.0) >= float(settings.CONFIDENT_SCORE)
 
 
+@sensitive_variables("image", "picture", "vector")  # the customer's photo, out of error reports
 def search_by_image(
     image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10, request=None, box: str | Sequence[float] | Box | None = None
 ) -> list[SearchResult]:

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 from django.core.files.storage import default_storage
+from django.views.decorators.debug import sensitive_variables
 
 from .conf import settings
 from .embeddings import images
@@ -294,6 +295,7 @@ def _version_of(fingerprint: str) -> ModelVersion | None:
     return version
 
 
+@sensitive_variables("source", "picture")
 def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None, box: images.Box | None = None) -> np.ndarray:
     """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first; only
     its region ``box`` when given.
@@ -305,6 +307,9 @@ def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None, bo
     return (extractor or get_extractor()).embed_picture(picture, settings.QUERY_VIEWS, box)
 
 
+# Every frame of the decoding holds the photo's bytes or pixels (EXIF, GPS position): hidden, with the
+# frames it calls, from Django's error reports (docs/privacy.md).
+@sensitive_variables()
 def decode_upload(source: bytes | BinaryIO, box: images.Box | None = None) -> Image.Image:
     """A customer's photo decoded (RGB, EXIF-rotated), or :class:`InvalidImage` saying why: before any
     model loads, so a junk upload to a process that has not loaded one yet costs no TensorFlow.

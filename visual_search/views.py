@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AnonymousUser
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
@@ -18,6 +19,8 @@ from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_
 
 
 @method_decorator(csrf_exempt, name="dispatch")
+# The photo, were it sent as text, out of Django's error reports (docs/privacy.md).
+@method_decorator(sensitive_post_parameters("image"), name="dispatch")
 class SearchByPhotoView(HeadWithoutBody, TemplateView):
     """GET shows the widget; POST (multipart ``image``) renders the results on the server.
 

@@ -11,7 +11,9 @@ import logging
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from django.db import DatabaseError
 from django.utils import translation
+from django.utils.decorators import method_decorator
 from django.utils.module_loading import import_string
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -229,6 +231,8 @@ class VisualSearchAPIView(HeadWithoutBody, APIView):
         return Response({"results": serializer.data, **extra})
 
 
+# The photo, sent as text (base64) by some apps, out of Django's error reports (docs/privacy.md).
+@method_decorator(sensitive_post_parameters("image"), name="dispatch")
 class SearchView(VisualSearchAPIView):
     """Search by photo: the objects that look most like the uploaded photo, best first."""
 
@@ -262,6 +266,7 @@ class SearchView(VisualSearchAPIView):
             ),
         ],
     )
+    @sensitive_variables("upload", "data")
     def post(self, request, *args, **kwargs):
         check_content_length(request.META)  # before request.data reads the body
         try:

@@ -11,6 +11,7 @@ import logging
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.utils import translation
+from django.views.decorators.debug import sensitive_variables
 
 from visual_search.conf import settings as visual_search_settings
 from visual_search.exceptions import BlankImage, ImageTooLarge, InvalidImage
@@ -84,6 +85,7 @@ def answer_to(message: IncomingMessage) -> str:
     return replies.help_text()
 
 
+@sensitive_variables("photo")  # the customer's photo, out of error reports (docs/privacy.md)
 def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str | None) -> None:
     limit = messenger.max_photo_bytes
     if message.file_size and message.file_size > limit:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from django.core.cache import cache
+from django.views.decorators.debug import sensitive_variables
 
 from visual_search.contrib.messaging import replies
 from visual_search.contrib.messaging.messages import IncomingMessage, masked
@@ -50,6 +51,7 @@ class WhatsAppMessenger(Messenger):
     # app's MAX_UPLOAD_BYTES is the limit that matters.
     max_download_bytes: ClassVar[int | None] = None
 
+    @sensitive_variables("data")  # the customer's photo, out of error reports (docs/privacy.md)
     def download(self, message: IncomingMessage) -> bytes:
         limit = self.max_photo_bytes
         self.show_working(message)
