@@ -308,6 +308,7 @@ def test_bad_images_answer_4xx_with_a_message(client, shop, data, name, status, 
     assert response.status_code == status, response.content
     body = response.json()
     assert body["code"] == code
+    assert body.get("reason") == ("damaged" if words == "damaged" else None)  # the widget shows a damaged file's detail
     assert words.lower() in body["detail"].lower()
     assert "Error" not in body["detail"]  # the decoder's own words are for staff, not customers
     # A refused kind of file is named for the customer's words: "SVG files are not accepted here."

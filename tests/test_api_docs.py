@@ -208,3 +208,13 @@ def test_the_schema_shows_an_error_body_for_the_errors_an_app_handles(client):
         for status in statuses:
             (example,) = responses[status]["content"]["application/json"]["examples"].values()
             assert set(example["value"]) >= {"detail", "code"}, (path, status)
+
+
+def test_the_schema_says_a_damaged_photo_s_reason(client):
+    """A damaged or truncated photo answers invalid_image with "reason": "damaged" (the widget shows
+    its detail): the Error schema names the field, and the search shows an example of it."""
+    schema = client.get("/api/visual-search/schema/").json()
+    reason = schema["components"]["schemas"]["Error"]["properties"]["reason"]
+    assert "damaged" in str(reason) and "invalid_image" in reason["description"]
+    examples = schema["paths"]["/api/visual-search/search/"]["post"]["responses"]["400"]["content"]["application/json"]["examples"]
+    assert {"code": "invalid_image", "reason": "damaged"}.items() <= examples["Damaged"]["value"].items()

@@ -431,6 +431,21 @@ def test_bad_file_shows_a_message(demo_server, browser, tmp_path):
     context.close()
 
 
+def test_a_damaged_photo_is_said_to_be_damaged(demo_server, browser):
+    """A truncated JPEG: the widget said "That file is not an image we can read. Choose a JPEG, PNG
+    or WebP photo." (another format, for a photo that only needs saving again); it says the API's
+    reason, as the no-JavaScript page does."""
+    context = phone(browser)
+    page = context.new_page()
+    page.goto(f"{demo_server}/search/")
+    truncated = val_photo(PRODUCT).read_bytes()[:400]
+    page.set_input_files("#vs-file", {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": truncated})
+    page.wait_for_selector("#vs-status .vs-error", timeout=30_000)
+    said = page.locator("#vs-status").inner_text()
+    assert "damaged or truncated" in said and "not an image we can read" not in said, said
+    context.close()
+
+
 def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server, browser, tmp_path):
     # A blank photo after a good one: "That photo looks blank" stood above the good photo's cards,
     # which read as this photo's results (a pear at "100% match" under a white picture).

@@ -237,7 +237,7 @@ def test_the_page_speaks_to_customers(client, shop, data, status, words, not_wor
 def test_a_truncated_jpeg_is_worded_alike_by_the_page_and_the_api(client, shop, settings, language):
     """The API said "damaged or truncated", the page "not an image we can read. Choose a JPEG...",
     sending the customer after another format for a photo that only needs saving again. Both say
-    the reason, in the customer's language."""
+    the reason, in the customer's language; the API's ``reason`` tells the widget to show it too."""
     from django.utils import translation
 
     from visual_search import reasons
@@ -249,7 +249,7 @@ def test_a_truncated_jpeg_is_worded_alike_by_the_page_and_the_api(client, shop, 
     api = client.post("/api/visual-search/search/", {"image": SimpleUploadedFile("t.jpg", truncated, "image/jpeg")})
     page = client.post("/search-by-photo/", {"image": SimpleUploadedFile("t.jpg", truncated, "image/jpeg")})
     assert api.status_code == page.status_code == 400
-    assert api.json() == {"detail": expected, "code": "invalid_image"}
+    assert api.json() == {"detail": expected, "code": "invalid_image", "reason": "damaged"}
     assert f'<span class="vs-error">{escape(expected)}</span>' in page.content.decode()
 
 

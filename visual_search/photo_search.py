@@ -35,17 +35,22 @@ class PhotoSearchError(Exception):
     """A search that cannot be answered: ``status`` (HTTP), ``code`` (stable) and ``detail`` (for
     people); ``retry_after`` (seconds) for a passing failure, sent as the ``Retry-After`` header;
     ``format`` (415 only) names the refused kind of file ("SVG", "HEIC") for the customer's words;
-    ``for_customer``: ``detail`` is the customer's words already (a damaged file's reason, translated),
-    which the page shows as it is."""
+    ``reason`` (``"damaged"``: an ``invalid_image`` that is an image, damaged) says that ``detail`` is the
+    customer's words already (the file's reason, translated), which the page and the widget show as it is."""
 
     def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None, format: str = "",
-                 for_customer: bool = False):
+                 reason: str = ""):
         super().__init__(detail)
         self.status, self.code, self.detail, self.retry_after, self.format = status, code, detail, retry_after, format
-        self.for_customer = for_customer
+        self.reason = reason
+
+    @property
+    def for_customer(self) -> bool:
+        return bool(self.reason)
 
     def as_dict(self) -> dict[str, str]:
-        return {"detail": self.detail, "code": self.code, **({"format": self.format} if self.format else {})}
+        more = {"format": self.format} if self.format else {"reason": self.reason} if self.reason else {}
+        return {"detail": self.detail, "code": self.code, **more}
 
 
 def max_upload_bytes() -> int:
@@ -173,9 +178,10 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     except UnsupportedFormat as exc:
         raise PhotoSearchError(415, exc.code, str(exc), format=exc.kind) from None
     except InvalidImage as exc:
-        # A truncated JPEG: the API said "damaged or truncated", the page "not an image we can read".
-        # Both now say the reason, in the active language.
-        raise PhotoSearchError(400, exc.code, describe_failure(str(exc)), for_customer=is_damaged(str(exc))) from None
+        # A truncated JPEG: the API said "damaged or truncated", the page and the widget "not an image we
+        # can read". All three now say the reason, in the active language ("reason" tells the widget).
+        damaged = is_damaged(str(exc))
+        raise PhotoSearchError(400, exc.code, describe_failure(str(exc)), reason="damaged" if damaged else "") from None
     except Exception as exc:
         # Weights that cannot load, TensorFlow out of memory, the index unreachable: not the
         # customer's fault and maybe passing, so 503 and the traceback in the log. Between an

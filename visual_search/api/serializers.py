@@ -163,3 +163,8 @@ class ErrorSerializer(serializers.Serializer):
     format = serializers.CharField(
         required=False, help_text="415 unsupported_format only: the kind of file refused (SVG, EPS, PDF, HEIC, or Pillow's name)."
     )
+    reason = serializers.ChoiceField(
+        choices=["damaged"], required=False,
+        help_text="400 invalid_image only: \"damaged\" when the file is an image, damaged or cut short; its detail then "
+        "says what is wrong in the request's language, for the customer (save or export the photo again).",
+    )

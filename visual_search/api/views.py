@@ -56,7 +56,7 @@ logger = logging.getLogger("visual_search")
 # Each error status and the codes it carries, as the schema describes them: a client generated from
 # it had only "Error" under every status, and no way to tell a photo to retake from a wait.
 ERROR_CODES = {
-    400: "`required` (no file in the field `image`), `invalid_image`, `blank_image`, `too_many_pixels`, "
+    400: "`required` (no file in the field `image`), `invalid_image` (`reason` \"damaged\": a damaged image), `blank_image`, `too_many_pixels`, "
     "`invalid_limit`, `invalid_filter`, `invalid_box`, `too_many_fields`, `parse_error`, `invalid_length`",
     401: "`authentication_failed` (credentials sent but wrong or expired: a search without them would have "
     "worked) or `not_authenticated`, where the project's first authentication scheme is a token or JWT",
@@ -258,6 +258,10 @@ class SearchView(VisualSearchAPIView):
                 value={"results": [{"id": 7, "name": "Arla Standard Milk", "url": "https://shop.example/product/arla-standard-milk/", "image_url": "https://shop.example/media/visual_search/thumbnails/3f9c2e.jpg", "score": 0.91}], "confident": True},
             ),
             OpenApiExample("Not an image", response_only=True, status_codes=["400"], value={"detail": "The file is not an image we can read; send a JPEG, PNG or WebP photo.", "code": "invalid_image"}),
+            OpenApiExample("Damaged", response_only=True, status_codes=["400"], value={
+                "detail": "The image file is damaged or truncated: most of the picture is missing. Save or export it again.",
+                "code": "invalid_image", "reason": "damaged",
+            }),
             *error_examples(
                 (413, "file_too_large", "The photo is larger than 10 MB; send a smaller one."),
                 (415, "unsupported_format", "SVG drawings are not accepted; send a JPEG, PNG or WebP photo.", {"format": "SVG"}),

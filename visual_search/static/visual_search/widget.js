@@ -669,9 +669,12 @@
   };
 
   // The customer's words for an API error: by its stable code, never the developer's detail; a
-  // refused kind of file is named ("SVG files are not accepted here"), by the API's "format".
+  // refused kind of file is named ("SVG files are not accepted here"), by the API's "format". A
+  // damaged photo's detail is the customer's words (in the page's language: headers()), as the
+  // no-JavaScript page shows them; "not an image we can read" sent them after another format.
   Widget.prototype.errorMessage = function (body, status) {
     var code = body && body.code;
+    if (code === "invalid_image" && body.reason === "damaged" && body.detail) { return body.detail; }
     if (code === "unsupported_format") {
       if (body.format && this.messages.unsupported_format) { return format(this.messages.unsupported_format, { format: body.format }); }
       return body.detail || this.messages.failed;
