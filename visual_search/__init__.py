@@ -28,6 +28,7 @@ _API = {
     "WeightsUnavailable": "visual_search.exceptions",
     "VisualSearchError": "visual_search.exceptions",
     "VisibilityRuleError": "visual_search.registry",
+    "NotShown": "visual_search.registry",
 }
 
 __all__ = sorted(_API)

@@ -217,13 +217,18 @@ def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySe
 
     Given the customer's ``request``, only what the shop's ``VISIBILITY`` rule shows them. An object
     shown on another's page (an Oscar variant, on its parent's) gets that page's look-alikes, that
-    page excluded, found from its own images when it has ready ones.
+    page excluded, found from its own images when it has ready ones. One its registration hides (a
+    hidden variant), or, given a ``request``, one on a page that customer is not shown (a variant of
+    a hidden parent) raises :class:`~visual_search.registry.NotShown` (a ``LookupError``), which the
+    similar endpoint answers 404 for and ``{% similar_products %}`` shows nothing for.
     """
     target = _queryset(queryset if queryset is not None else type(obj), request)
     fingerprint = current_fingerprint()
     page = page_of(obj)
     if page is None:
         return search_vector(object_vector(obj, fingerprint), target, limit=limit, exclude=(obj.pk,), fingerprint=fingerprint)
+    if request is not None:  # the look-alikes of a page hidden from this customer: the API's 404
+        _check_page_shown(obj, page, visible(type(page), request))
     try:
         vector = _vector(_own_rows(obj), fingerprint)
     except NotIndexed:
@@ -248,9 +253,14 @@ def shown_on(obj: models.Model, shown: models.QuerySet) -> models.Model:
     page = page_of(obj)
     if page is None:
         raise NotShown()
+    _check_page_shown(obj, page, shown)
+    return page
+
+
+def _check_page_shown(obj: models.Model, page: models.Model, shown: models.QuerySet) -> None:
+    """:class:`~visual_search.registry.NotShown` saying why when ``shown`` does not list ``page``, ``obj``'s page."""
     if not shown.filter(pk=page.pk).exists():
         raise NotShown(f"it is shown on the page of {obj._meta.model_name} {page.pk}, which customers are not shown.")
-    return page
 
 
 def _own_rows(obj: models.Model) -> models.QuerySet:

@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+import visual_search
 from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
 from visual_search.contrib.messaging.replies import caption
@@ -118,6 +119,24 @@ def test_similar_products_of_a_variant_of_a_hidden_parent_shows_nothing(catalogu
     assert similar_items(variant, request=customer)
     Product.objects.filter(pk=(variant if hide == "variant" else parent).pk).update(is_public=False)
     assert similar_items(Product.objects.get(pk=variant.pk), request=customer) == []
+
+
+@pytest.mark.parametrize("hide", ["variant", "parent"])
+def test_find_similar_for_a_customer_raises_not_shown_for_a_variant_of_a_hidden_parent(catalogue, rf, hide):
+    """The Python API, given the customer's request, returned the look-alikes of a public variant
+    whose parent the shop hides, where the API answers 404 and {% similar_products %} shows none:
+    it raises NotShown (the API's 404), as it did for a hidden variant. Shop code without a request
+    still gets them."""
+    parent, variant = catalogue[PARENT], catalogue[VARIANT]
+    customer = rf.get("/")
+    customer.user = AnonymousUser()
+    assert visual_search.find_similar(variant, request=customer)
+    Product.objects.filter(pk=(variant if hide == "variant" else parent).pk).update(is_public=False)
+    variant = Product.objects.get(pk=variant.pk)
+    with pytest.raises(visual_search.NotShown, match="not public" if hide == "variant" else f"page of product {parent.pk}"):
+        visual_search.find_similar(variant, request=customer)
+    if hide == "parent":
+        assert visual_search.find_similar(variant)
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
