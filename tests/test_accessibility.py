@@ -85,3 +85,16 @@ def test_the_dialog_scrolls_the_focus_out_from_under_its_sticky_bar():
     close = re.search(r"\.vs-close \{[^}]*height: (max\(44px, 2\.25em\))", css).group(1)
     bar = re.search(r"\.vs-dialog-bar \{[^}]*padding: \.5rem[^}]*border-bottom: 1px", css)
     assert bar and f".vs-dialog {{ scroll-padding-top: calc({close} + 1rem + 1px); }}" in css
+
+
+def test_the_results_are_a_landmark_only_while_they_hold_results(rf):
+    """Before any search the widget rendered an empty "Search results" region: one more stop with
+    nothing in it in a screen reader's list of landmarks. The script makes it one with its cards
+    (``landmark``), from the label the template gives it; results the server rendered are one."""
+    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    results = re.search(r'<div class="vs-results"[^>]*>', html).group(0)
+    assert 'role="region"' not in results and "aria-label" not in results
+    assert 'data-vs-label="Search results"' in results
+    script = (PACKAGE / "static/visual_search/widget.js").read_text()
+    assert 'this.results.setAttribute("role", "region")' in script and "this.landmark(true)" in script
+    assert script.count('results.textContent = ""') == 1  # emptied in one place, which drops the landmark

@@ -454,12 +454,15 @@ def test_a_new_photo_that_fails_takes_the_last_photo_s_results_away(demo_server,
     context = phone(browser)
     page = context.new_page()
     page.goto(f"{demo_server}/search/")
+    results = page.get_by_role("region", name="Search results")
+    assert results.count() == 0  # no empty landmark before a search: one while it holds cards
     page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
     page.wait_for_selector("#vs-results .vs-card", timeout=60_000)
+    assert results.count() == 1 and results.locator(".vs-card").count() > 0
     page.set_input_files("#vs-file", str(blank))
     page.wait_for_selector("#vs-status .vs-error", timeout=60_000)
     assert "blank" in page.locator("#vs-status").inner_text()
-    assert page.locator("#vs-results .vs-card").count() == 0
+    assert page.locator("#vs-results .vs-card").count() == 0 and results.count() == 0
     # Nor is the refused photo left in the box with "drag the box": a crop of it is refused too.
     assert page.locator("[data-vs-preview]").first.is_hidden() and page.locator(".vs-crop").first.is_hidden()
     context.close()

@@ -721,7 +721,7 @@
     this.shrinking = false;
     if (this.abort) { this.abort.abort(); this.abort = null; }
     if (this.crop) { clearTimeout(this.crop.timer); }
-    this.results.textContent = "";
+    this.emptyResults();
     this.results.setAttribute("aria-busy", "false");
     this.root.classList.remove("vs-busy");
     this.uploaded(null);
@@ -894,7 +894,7 @@
     }
     if (this.waitUntil > Date.now()) {
       // Sent now it would only be refused again, and count against the customer once more.
-      if (this.revealing) { this.results.textContent = ""; } // a new photo: the last one's cards are not its
+      if (this.revealing) { this.emptyResults(); } // a new photo: the last one's cards are not its
       if (quiet === true) {
         // The box moved: the results follow it when the wait is over. The line, which has said
         // the wait, is left alone: written again it was read out whole at every move of the box.
@@ -968,7 +968,7 @@
       if (!latest()) { return; }
       // A new photo that failed (blank, unreadable, refused): the last photo's cards would read as
       // its results under the error. A moved box that failed keeps them: they are this photo's.
-      if (self.revealing) { self.results.textContent = ""; }
+      if (self.revealing) { self.emptyResults(); }
       if (error.photo) {
         // The photo itself was refused: its preview and box (with "drag the box") would offer a
         // crop that is refused again. Gone, and searching again asks for another photo.
@@ -1085,9 +1085,27 @@
     this.status.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
   };
 
+  // The results are a "Search results" landmark while they hold cards, and none while empty: a
+  // screen reader lists landmarks, and an empty one before any search was a stop with nothing in it.
+  Widget.prototype.landmark = function (on) {
+    var label = this.results.getAttribute("data-vs-label");
+    if (on && label) {
+      this.results.setAttribute("role", "region");
+      this.results.setAttribute("aria-label", label);
+    } else if (label) { // an overridden template without data-vs-label keeps its own
+      this.results.removeAttribute("role");
+      this.results.removeAttribute("aria-label");
+    }
+  };
+
   // One status line says what the results are; the list below holds only the cards.
-  Widget.prototype.render = function (results, confident) {
+  Widget.prototype.emptyResults = function () {
     this.results.textContent = "";
+    this.landmark(false);
+  };
+
+  Widget.prototype.render = function (results, confident) {
+    this.emptyResults();
     if (!results.length) {
       this.say(this.messages.none);
       return;
@@ -1100,6 +1118,7 @@
       list.appendChild(fillCard(self.template.content.firstElementChild.cloneNode(true), result, self.messages));
     });
     this.results.appendChild(list);
+    this.landmark(true);
     if (confident) {
       var count = results.length;
       // One line per count from the server (plural forms differ between languages); else English.
