@@ -3,6 +3,7 @@ every file the app needs at run time, not only the Python modules. A template mi
 wheel passes every other test (they run from the checkout) and fails in a shop. The sdist is what
 pip builds where no wheel fits: the same files, and no half of this test suite."""
 
+import posixpath
 import re
 import shutil
 import subprocess
@@ -39,7 +40,8 @@ def source(tmp_path_factory) -> Path:
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, source / name)
     # benchmarks/ is a package too (python -m benchmarks), with measured results: never in the wheel.
-    for name in ("visual_search", "tests", "docs", "benchmarks"):
+    # deploy/: the process files docs/deployment.md links to, which a shop copies.
+    for name in ("visual_search", "tests", "docs", "benchmarks", "deploy"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "artifacts", "cache"))
     return source
 
@@ -148,6 +150,29 @@ def test_the_readmes_relative_links_point_at_files_of_the_checkout():
     # What GitHub shows: the same targets, relative, each a file or folder of the repository.
     relative = [target.split("#")[0] for target in _targets((ROOT / "README.md").read_text()) if not re.match(r"[a-z]+:|#", target)]
     assert relative and [target for target in relative if not (ROOT / target).exists()] == []
+
+
+# Linked from the shipped docs, but the repository's alone: the example project and the measurements
+# (their own pages link further into a checkout); docs/index.md presents them as such.
+_REPOSITORY_ONLY = ("demo_shop/", "benchmarks/")
+
+
+def test_the_shipped_docs_link_only_to_files_the_sdist_carries(sdist):
+    # docs/deployment.md sends a shop to deploy/gunicorn.conf.py (the warm-up), deploy/Procfile and
+    # deploy/docker-compose.yml; the sdist carried the page and none of the three.
+    shipped = _sdist_names(sdist)
+    broken = []
+    for page in sorted(name for name in shipped if name.startswith("docs/") and name.endswith(".md")):
+        for target in _targets((ROOT / page).read_text()):
+            path = target.split("#")[0]
+            if not path or re.match(r"[a-z]+:", path) or "{" in path:   # a URL, an anchor, a template's {{ url }}
+                continue
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(page), path))
+            if resolved.startswith(_REPOSITORY_ONLY):
+                continue
+            if resolved not in shipped:
+                broken.append(f"{page}: {target}")
+    assert broken == []
 
 
 def test_the_pypi_page_states_the_django_and_python_versions_the_readme_promises(wheel):
