@@ -6,9 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import django
 import pytest
+from django.test import override_settings
+
+from visual_search.checks import check_project
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +53,27 @@ def test_the_celery_set_up_of_the_docs_starts_a_worker_with_the_shops_settings(t
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "redis://localhost:6379/0"
+
+
+def test_the_celery_settings_of_the_docs_pass_the_checks_on_a_startproject_shop(settings):
+    # celery.md's settings block, copied into a `startproject` shop (SQLite, no CACHES), got two
+    # warnings at the first `manage.py check` (visual_search.W012, W013), their fixes 100 lines below.
+    if django.VERSION < (5, 1):
+        pytest.skip("transaction_mode (W013's advice) is Django 5.1's")
+    namespace = {  # startproject's database, and Django's default cache where settings.py names none
+        "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}},
+        "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+    }
+    exec(_blocks("docs/celery.md")["settings.py"], namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "Overriding setting DATABASES": only the check reads it here
+        with override_settings(
+            DATABASES=namespace["DATABASES"], CACHES=namespace["CACHES"], CELERY_BROKER_URL=namespace["CELERY_BROKER_URL"],
+            VISUAL_SEARCH={**settings.VISUAL_SEARCH, "ASYNC": True},
+        ):
+            ids = {message.id for message in check_project()}
+    assert ids & {"visual_search.W012", "visual_search.W013"} == set()
+    # ...and a shop on PostgreSQL that copies the block keeps its connection options.
+    postgres = {"DATABASES": {"default": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {"sslmode": "require"}}}}
+    exec(_blocks("docs/celery.md")["settings.py"], postgres)
+    assert postgres["DATABASES"]["default"]["OPTIONS"] == {"sslmode": "require"}
