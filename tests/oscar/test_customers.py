@@ -10,7 +10,7 @@ from html import unescape
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,6 +20,7 @@ from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
 from visual_search.contrib.messaging.replies import caption
 from visual_search.contrib.oscar.registration import VariantImageRegistration
+from visual_search.contrib.oscar.visibility import browsable
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
 from visual_search.reindex import select_pks
@@ -137,6 +138,39 @@ def test_find_similar_for_a_customer_raises_not_shown_for_a_variant_of_a_hidden_
         visual_search.find_similar(variant, request=customer)
     if hide == "parent":
         assert visual_search.find_similar(variant)
+
+
+def staff_see_everything(model, request):
+    """A shop's VISIBILITY rule: Oscar's browsable products, and everything to staff (who preview a
+    hidden product on Oscar's page: its product view lets staff see one)."""
+    if request is not None and getattr(request.user, "is_staff", False):
+        return model._default_manager.all()
+    return browsable(model, request)
+
+
+def test_a_hidden_product_has_no_look_alikes_for_a_customer_anywhere(catalogue, client, rf, settings, tmp_path):
+    """The similar endpoint answers 404 for a hidden product, but find_similar(hidden, request=customer)
+    and {% similar_products %} on its page (a staff preview, a shop whose view shows it) listed its
+    look-alikes. A customer now gets none anywhere; staff whom the shop's rule shows everything do."""
+    hidden = Product.objects.get(pk=catalogue[HIDDEN].pk)
+    customer, staff = rf.get("/"), rf.get("/")
+    customer.user, staff.user = AnonymousUser(), User(username="staff", is_staff=True)
+    assert client.get(f"/api/visual-search/products/{hidden.pk}/similar/").status_code == 404
+    with pytest.raises(visual_search.NotShown, match=f"does not show product {hidden.pk}"):
+        visual_search.find_similar(hidden, request=customer)
+    assert similar_items(hidden, request=customer) == []
+    assert visual_search.find_similar(hidden)  # shop code, without a request: everything
+
+    User.objects.create_user("staff", password="pw", is_staff=True)
+    client.login(username="staff", password="pw")
+    assert "vs-oscar-similar" not in client.get(hidden.get_absolute_url()).content.decode()  # Oscar's rule: hidden to all
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": f"{__name__}.staff_see_everything"}
+    assert visual_search.find_similar(hidden, request=staff) and similar_items(hidden, request=staff)
+    assert "vs-oscar-similar" in client.get(hidden.get_absolute_url()).content.decode()
+    with pytest.raises(visual_search.NotShown):
+        visual_search.find_similar(hidden, request=customer)
+    assert similar_items(hidden, request=customer) == []
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
