@@ -13,7 +13,9 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
+from oscar.apps.partner.strategy import Selector
 
 import visual_search
 from tests.conftest import catalogue_image
@@ -24,8 +26,8 @@ from visual_search.contrib.oscar.visibility import browsable
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
 from visual_search.reindex import select_pks
-from visual_search.results import images, similar_items
-from visual_search.search import object_vector
+from visual_search.results import describe, images, similar_items
+from visual_search.search import SearchResult, object_vector
 from visual_search.serving import current_fingerprint
 from visual_search.tasks import sweep
 
@@ -316,6 +318,34 @@ def test_the_look_alikes_ask_no_queries_per_card(catalogue, client, settings, tm
         assert html.count('<article class="product_pod">') == n
         counts[n] = len(queries)
     assert counts[2] == counts[1], counts
+
+
+def test_a_parent_s_card_asks_no_queries_of_its_own(catalogue, rf):
+    """Oscar prices a parent from its public variants' stock records, two queries, which Oscar's own
+    card asks once (its stock line) and a look-alike's card asked twice (the result's price, then the
+    stock line): 4 queries a parent's card. The list now fetches them once for all its cards, where
+    Oscar's strategy reads them (get_public_children); a hidden variant's price still counts for nothing."""
+    partner = StockRecord.objects.first().partner
+    juice = Product.objects.create(title="Juice", product_class=catalogue[PARENT].product_class, structure=Product.PARENT)
+    for title, price, public in (("Orange", "4.10", True), ("Unreleased", "1.00", False)):
+        child = Product.objects.create(title=title, parent=juice, structure=Product.CHILD, is_public=public)
+        StockRecord.objects.create(product=child, partner=partner, partner_sku=title, price=Decimal(price), num_in_stock=3)
+    request = rf.get("/")
+    request.user = AnonymousUser()
+    request.strategy = Selector().strategy(request=request, user=request.user)
+
+    def cards(parents):
+        results = [SearchResult(Product.objects.get(pk=parent.pk), 0.5) for parent in parents]
+        with CaptureQueriesContext(connection) as queries:
+            items = describe(results, request)
+            html = render_to_string("visual_search/oscar/similar_products.html", {"items": items, "request": request})
+        return len(queries), items, html
+
+    one, _, _ = cards([catalogue[PARENT]])
+    two, items, html = cards([catalogue[PARENT], juice])
+    assert two == one, (one, two)
+    assert [item["price_display"] for item in items] == ["€9.95", "€4.10"] and html.count("€4.10") == 1
+    assert html.count('class="available availability"') == 2
 
 
 CARD_PARTS = ["image_container", "star-rating", "<h3", "product_price", "price_color", "availability", "<form", "add to"]
