@@ -94,9 +94,16 @@ class Registration:
     def shown_on(self, obj: models.Model) -> models.Model | None:
         """The object whose page shows ``obj``, an object of :attr:`result_model` the shop does not
         list on its own: None (by default: it is shown as itself, or not at all). Oscar's preset: a
-        public variant's parent, as Oscar shows a child on its parent's page; it raises
-        :class:`NotShown` saying why for a variant it hides."""
+        variant's parent, as Oscar shows a child on its parent's page (whether customers are shown
+        the variant is :meth:`why_hidden`'s to say)."""
         return None
+
+    def why_hidden(self, obj: models.Model) -> str:
+        """Why customers are never shown ``obj`` on the page :meth:`shown_on` names, in English for the
+        log; "" (by default) when they are, as far as the registration knows (``VISIBILITY`` decides
+        the rest). Oscar's preset: a variant that is not public. Shop code calling ``find_similar``
+        without a request is no customer: it still gets the page's look-alikes."""
+        return ""
 
     def read_image(self, obj: models.Model) -> bytes:
         """The bytes of ``obj``'s image, read from its storage now: at most one byte more than

@@ -299,14 +299,13 @@ def similar_items(obj: models.Model, *, limit: int = 4, queryset: models.QuerySe
         return []
     try:
         shown = visible(type(obj), request)  # the shop's rule, and within it the template's queryset
-        if search.page_of(obj) is not None:  # a variant of a hidden parent: NotShown, as the API's 404
-            search.shown_on(obj, shown)
+        search.check_shown(obj, shown)  # a hidden product, a variant of a hidden parent: as the API's 404
         queryset = shown if queryset is None else shown.filter(pk__in=queryset.values("pk"))
         return describe(search.find_similar(obj, limit=int(limit), queryset=queryset), request)
     except search.NotIndexed as exc:
         logger.info("Similar products for %s %s: %s", type(obj).__name__, obj.pk, exc)
-    except NotShown as exc:  # a hidden Oscar variant: no look-alikes, as for a hidden product
-        logger.info("Similar products for %s %s: not shown to customers %s", type(obj).__name__, obj.pk, exc.reason)
+    except NotShown as exc:  # a hidden product or Oscar variant: no look-alikes, as the API's 404
+        logger.info("Similar products for %s %s: not shown to customers, %s", type(obj).__name__, obj.pk, exc.reason)
     except ImproperlyConfigured as exc:  # its message says what to do; a traceback on every page buried it
         logger.error("Similar products are unavailable: %s", exc)
     except Exception:

@@ -217,18 +217,19 @@ def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySe
 
     Given the customer's ``request``, only what the shop's ``VISIBILITY`` rule shows them. An object
     shown on another's page (an Oscar variant, on its parent's) gets that page's look-alikes, that
-    page excluded, found from its own images when it has ready ones. One its registration hides (a
-    hidden variant), or, given a ``request``, one on a page that customer is not shown (a variant of
-    a hidden parent) raises :class:`~visual_search.registry.NotShown` (a ``LookupError``), which the
-    similar endpoint answers 404 for and ``{% similar_products %}`` shows nothing for.
+    page excluded, found from its own images when it has ready ones. Given a ``request``, one that
+    customer is not shown (a hidden product, a hidden variant, a variant of a hidden parent:
+    :func:`check_shown`) raises :class:`~visual_search.registry.NotShown` (a ``LookupError``), which
+    the similar endpoint answers 404 for and ``{% similar_products %}`` shows nothing for. Without a
+    request (shop code, no customer) nothing is hidden: a hidden variant gets its parent's look-alikes.
     """
     target = _queryset(queryset if queryset is not None else type(obj), request)
     fingerprint = current_fingerprint()
+    if request is not None:  # an object hidden from this customer, or on a page hidden from them: the API's 404
+        check_shown(obj, visible(type(obj), request))
     page = page_of(obj)
     if page is None:
         return search_vector(object_vector(obj, fingerprint), target, limit=limit, exclude=(obj.pk,), fingerprint=fingerprint)
-    if request is not None:  # the look-alikes of a page hidden from this customer: the API's 404
-        _check_page_shown(obj, page, visible(type(page), request))
     try:
         vector = _vector(_own_rows(obj), fingerprint)
     except NotIndexed:
@@ -238,8 +239,7 @@ def find_similar(obj: models.Model, *, limit: int = 10, queryset: models.QuerySe
 
 def page_of(obj: models.Model) -> models.Model | None:
     """The object whose page shows ``obj`` (:meth:`~visual_search.registry.Registration.shown_on`:
-    an Oscar variant's parent), or None where it is shown as itself; raises
-    :class:`~visual_search.registry.NotShown` for one its registration hides."""
+    an Oscar variant's parent, hidden or not), or None where it is shown as itself."""
     for registration in registrations_for_result(type(obj)):
         page = registration.shown_on(obj)
         if page is not None:
@@ -249,12 +249,32 @@ def page_of(obj: models.Model) -> models.Model | None:
 
 def shown_on(obj: models.Model, shown: models.QuerySet) -> models.Model:
     """The object of ``shown`` whose page shows ``obj``, one ``shown`` does not list itself; raises
-    :class:`~visual_search.registry.NotShown` saying why there is none (empty: just not shown)."""
+    :class:`~visual_search.registry.NotShown` saying why there is none (empty: just not shown), or
+    why customers see ``obj`` on no page (:meth:`~visual_search.registry.Registration.why_hidden`:
+    a hidden Oscar variant)."""
     page = page_of(obj)
     if page is None:
         raise NotShown()
+    for registration in registrations_for_result(type(obj)):
+        if reason := registration.why_hidden(obj):
+            raise NotShown(reason)
     _check_page_shown(obj, page, shown)
     return page
+
+
+def check_shown(obj: models.Model, shown: models.QuerySet) -> None:
+    """Raise :class:`~visual_search.registry.NotShown` saying why when a customer shown ``shown``
+    (``visible(model, request)``) does not see ``obj``: ``shown`` lists neither it nor the page that
+    shows it (a hidden product, a hidden Oscar variant or one of a hidden parent). The similar endpoint answers 404
+    for such an object; a rule that shows staff everything lets them preview its look-alikes."""
+    if shown.filter(pk=obj.pk).exists():
+        return
+    try:
+        shown_on(obj, shown)
+    except NotShown as exc:
+        if exc.reason:
+            raise
+        raise NotShown(f"the shop's VISIBILITY rule does not show {obj._meta.model_name} {obj.pk} to this customer.") from None
 
 
 def _check_page_shown(obj: models.Model, page: models.Model, shown: models.QuerySet) -> None:

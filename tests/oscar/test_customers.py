@@ -10,21 +10,24 @@ from html import unescape
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
+from oscar.apps.partner.strategy import Selector
 
 import visual_search
 from tests.conftest import catalogue_image
 from tests.oscar.conftest import HIDDEN, PARENT, VARIANT, Product, ProductImage, StockRecord
 from visual_search.contrib.messaging.replies import caption
 from visual_search.contrib.oscar.registration import VariantImageRegistration
+from visual_search.contrib.oscar.visibility import browsable
 from visual_search.models import ImageEmbedding
 from visual_search.registry import get_registrations, search_model
 from visual_search.reindex import select_pks
-from visual_search.results import images, similar_items
-from visual_search.search import object_vector
+from visual_search.results import describe, images, similar_items
+from visual_search.search import SearchResult, object_vector
 from visual_search.serving import current_fingerprint
 from visual_search.tasks import sweep
 
@@ -126,7 +129,8 @@ def test_find_similar_for_a_customer_raises_not_shown_for_a_variant_of_a_hidden_
     """The Python API, given the customer's request, returned the look-alikes of a public variant
     whose parent the shop hides, where the API answers 404 and {% similar_products %} shows none:
     it raises NotShown (the API's 404), as it did for a hidden variant. Shop code without a request
-    still gets them."""
+    still gets them, as the docs say of the Python API without a request: it raised NotShown for a
+    hidden variant (it now gets its parent's look-alikes, the variant's own photos being out of search)."""
     parent, variant = catalogue[PARENT], catalogue[VARIANT]
     customer = rf.get("/")
     customer.user = AnonymousUser()
@@ -135,8 +139,43 @@ def test_find_similar_for_a_customer_raises_not_shown_for_a_variant_of_a_hidden_
     variant = Product.objects.get(pk=variant.pk)
     with pytest.raises(visual_search.NotShown, match="not public" if hide == "variant" else f"page of product {parent.pk}"):
         visual_search.find_similar(variant, request=customer)
-    if hide == "parent":
-        assert visual_search.find_similar(variant)
+    ids = [r.object.pk for r in visual_search.find_similar(variant)]
+    assert ids and parent.pk not in ids and variant.pk not in ids
+    if hide == "variant":  # its photo is out of search: the parent's page's look-alikes
+        assert ids == [r.object.pk for r in visual_search.find_similar(parent)]
+
+
+def staff_see_everything(model, request):
+    """A shop's VISIBILITY rule: Oscar's browsable products, and everything to staff (who preview a
+    hidden product on Oscar's page: its product view lets staff see one)."""
+    if request is not None and getattr(request.user, "is_staff", False):
+        return model._default_manager.all()
+    return browsable(model, request)
+
+
+def test_a_hidden_product_has_no_look_alikes_for_a_customer_anywhere(catalogue, client, rf, settings, tmp_path):
+    """The similar endpoint answers 404 for a hidden product, but find_similar(hidden, request=customer)
+    and {% similar_products %} on its page (a staff preview, a shop whose view shows it) listed its
+    look-alikes. A customer now gets none anywhere; staff whom the shop's rule shows everything do."""
+    hidden = Product.objects.get(pk=catalogue[HIDDEN].pk)
+    customer, staff = rf.get("/"), rf.get("/")
+    customer.user, staff.user = AnonymousUser(), User(username="staff", is_staff=True)
+    assert client.get(f"/api/visual-search/products/{hidden.pk}/similar/").status_code == 404
+    with pytest.raises(visual_search.NotShown, match=f"does not show product {hidden.pk}"):
+        visual_search.find_similar(hidden, request=customer)
+    assert similar_items(hidden, request=customer) == []
+    assert visual_search.find_similar(hidden)  # shop code, without a request: everything
+
+    User.objects.create_user("staff", password="pw", is_staff=True)
+    client.login(username="staff", password="pw")
+    assert "vs-oscar-similar" not in client.get(hidden.get_absolute_url()).content.decode()  # Oscar's rule: hidden to all
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": f"{__name__}.staff_see_everything"}
+    assert visual_search.find_similar(hidden, request=staff) and similar_items(hidden, request=staff)
+    assert "vs-oscar-similar" in client.get(hidden.get_absolute_url()).content.decode()
+    with pytest.raises(visual_search.NotShown):
+        visual_search.find_similar(hidden, request=customer)
+    assert similar_items(hidden, request=customer) == []
 
 
 def test_the_sql_side_agrees_that_a_variants_image_is_its_parents(catalogue):
@@ -279,6 +318,34 @@ def test_the_look_alikes_ask_no_queries_per_card(catalogue, client, settings, tm
         assert html.count('<article class="product_pod">') == n
         counts[n] = len(queries)
     assert counts[2] == counts[1], counts
+
+
+def test_a_parent_s_card_asks_no_queries_of_its_own(catalogue, rf):
+    """Oscar prices a parent from its public variants' stock records, two queries, which Oscar's own
+    card asks once (its stock line) and a look-alike's card asked twice (the result's price, then the
+    stock line): 4 queries a parent's card. The list now fetches them once for all its cards, where
+    Oscar's strategy reads them (get_public_children); a hidden variant's price still counts for nothing."""
+    partner = StockRecord.objects.first().partner
+    juice = Product.objects.create(title="Juice", product_class=catalogue[PARENT].product_class, structure=Product.PARENT)
+    for title, price, public in (("Orange", "4.10", True), ("Unreleased", "1.00", False)):
+        child = Product.objects.create(title=title, parent=juice, structure=Product.CHILD, is_public=public)
+        StockRecord.objects.create(product=child, partner=partner, partner_sku=title, price=Decimal(price), num_in_stock=3)
+    request = rf.get("/")
+    request.user = AnonymousUser()
+    request.strategy = Selector().strategy(request=request, user=request.user)
+
+    def cards(parents):
+        results = [SearchResult(Product.objects.get(pk=parent.pk), 0.5) for parent in parents]
+        with CaptureQueriesContext(connection) as queries:
+            items = describe(results, request)
+            html = render_to_string("visual_search/oscar/similar_products.html", {"items": items, "request": request})
+        return len(queries), items, html
+
+    one, _, _ = cards([catalogue[PARENT]])
+    two, items, html = cards([catalogue[PARENT], juice])
+    assert two == one, (one, two)
+    assert [item["price_display"] for item in items] == ["€9.95", "€4.10"] and html.count("€4.10") == 1
+    assert html.count('class="available availability"') == 2
 
 
 CARD_PARTS = ["image_container", "star-rating", "<h3", "product_price", "price_color", "availability", "<form", "add to"]

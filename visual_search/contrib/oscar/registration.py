@@ -19,7 +19,7 @@ from django.apps import apps
 from django.db import models
 
 from visual_search import registry
-from visual_search.registry import NotShown, Registration
+from visual_search.registry import Registration
 
 IMAGE_MODEL = "catalogue.ProductImage"
 IMAGE_FIELD = "original"
@@ -72,12 +72,17 @@ class VariantImageRegistration(Registration):
 
     def shown_on(self, obj: models.Model) -> models.Model | None:
         # Oscar shows a child on its parent's page (and redirects its URL there): a shop's code, or a
-        # customer who reached the variant, asks for its look-alikes by its id. A hidden one is not shown.
+        # customer who reached the variant, asks for its look-alikes by its id.
         if getattr(obj, "parent_id", None) is None:
             return None
-        if not obj.is_public:
-            raise NotShown("it is a variant that is not public (is_public=False).")
         return obj.parent
+
+    def why_hidden(self, obj: models.Model) -> str:
+        # A hidden variant (an unreleased flavour) is on no page customers see, whatever VISIBILITY says
+        # of its parent: the API answers 404 for its id, as for an unknown one.
+        if getattr(obj, "parent_id", None) is not None and not obj.is_public:
+            return "it is a variant that is not public (is_public=False)."
+        return ""
 
     def pictures(self) -> models.QuerySet:
         # Nor does its photo show on the parent's card: Oscar's own pages never show it.

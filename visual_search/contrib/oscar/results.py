@@ -41,8 +41,17 @@ class OscarResultAdapter(ResultAdapter):
         # One strategy and one set of stock records for the whole list, not one query per result;
         # and, as Oscar's base_queryset() does for its own lists, what its card asks of each product
         # before its basket button (its class, whether it has options): two queries a card otherwise.
+        # A parent's price and stock come from its public variants' stock records, which Oscar's
+        # strategy reads from _prefetched_public_children when a list has it (get_public_children),
+        # else with two queries, asked twice a card (the price here, the stock line in the template).
+        # Fetched now, for this list only: nothing outlives the request, so no price is stale.
         objects = list(objects)
-        models.prefetch_related_objects(objects, "stockrecords", "children__stockrecords", "product_class__options", "product_options")
+        if objects:
+            public_children = models.Prefetch(
+                "children", queryset=type(objects[0])._default_manager.public().prefetch_related("stockrecords"),  # children.public()
+                to_attr="_prefetched_public_children",
+            )
+            models.prefetch_related_objects(objects, "stockrecords", public_children, "product_class__options", "product_options")
         for obj in objects:
             if obj.product_class_id is not None:  # a variant's class is its parent's: Oscar asks it then
                 obj.has_product_class_options = bool(obj.product_class.options.all())
