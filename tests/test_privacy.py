@@ -111,15 +111,29 @@ def test_a_search_writes_nothing_to_the_database_nor_the_storage_and_logs_no_fil
         return {str(path.relative_to(media_root)) for path in media_root.rglob("*") if path.is_file()}
 
     before, stored, photo = counts(), files(), gps_photo()
-    # visual_search's own lines, at every level. (Pillow's PIL.TiffImagePlugin logs EXIF tags, phone
-    # model and GPS among them, at DEBUG: docs/privacy.md says to keep PIL's loggers above DEBUG.)
-    with caplog.at_level(logging.DEBUG, logger="visual_search"):
+    # Every logger at every level: visual_search's own lines, and Pillow's (PIL.TiffImagePlugin logs
+    # each EXIF tag it reads or writes at DEBUG, with its value).
+    with caplog.at_level(logging.DEBUG):
         assert client.post(SEARCH, {"image": upload(photo, name="anna-at-home.jpg")}).status_code == 200
         assert client.post("/search-by-photo/", {"image": upload(photo, name="anna-at-home.jpg")}).status_code == 200
     assert counts() == before
     # Thumbnails of the results (the shop's own pictures) may be made; nothing else.
     assert all(name.startswith("visual_search/thumbnails/") for name in files() - stored)
     assert "anna" not in caplog.text and "Privacy" not in caplog.text and "127.0.0.1" not in caplog.text
+    assert not [record.getMessage() for record in caplog.records if "GPS" in record.getMessage() or "52.0" in record.getMessage()]
+
+
+def test_pillow_logs_no_exif_of_a_photo_the_package_decodes_and_still_logs_the_shop_s(caplog):
+    """At DEBUG, Pillow logged the photo's EXIF as the package decoded it: the phone's maker and
+    model, and, as the orientation was applied, the GPS position in degrees. Dropped while the package
+    decodes; Pillow's lines for the shop's own code are as they were."""
+    photo = gps_photo()
+    with caplog.at_level(logging.DEBUG):
+        images.open_image(photo, max_pixels=10**8, allowed_formats=["JPEG"])
+    assert not [record.getMessage() for record in caplog.records if record.name.startswith("PIL")]
+    with caplog.at_level(logging.DEBUG):
+        Image.open(io.BytesIO(photo)).getexif()
+    assert "PrivacyModel" in caplog.text
 
 
 # --- error reports: what Django's 500 mail (DEBUG = False, ADMINS) shows --------------------------
