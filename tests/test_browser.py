@@ -7,6 +7,7 @@ VGG16 at 224 px, so the ranking means something) on a temporary database, served
 """
 
 import csv
+import io
 import os
 import re
 import shutil
@@ -265,6 +266,56 @@ def test_a_phone_s_big_photo_is_shrunk_before_it_is_sent(demo_server, browser, t
     sent = search_and_find(page, demo_server, photo)
     assert len(sent) == 1 and sent[0] < 2 * 1024 * 1024, sent
     assert page.evaluate("document.querySelector('#vs [data-vs-preview]').naturalWidth") == 2048
+    context.close()
+
+
+def small_phone_photo(path: Path) -> Path:
+    """The val photo as a phone saves a small one taken upright: 900 x 1200 px, stored a quarter turn
+    round with EXIF orientation 6, and the EXIF a phone writes (maker, model, time, GPS position);
+    under 900 KB and 2048 px."""
+    upright = Image.open(val_photo(PRODUCT)).convert("RGB").resize((900, 1200), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise to show
+    exif[0x010F], exif[0x0110], exif[0x0132] = "PrivacyMaker", "PrivacyModel-X9", "2026:12:05 13:45:01"
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.5), 3: "E", 4: (13.0, 24.0, 36.0)}
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, "JPEG", quality=90, exif=exif)
+    return path
+
+
+def multipart_file(content_type: str, body: bytes, field: str) -> tuple[str, bytes]:
+    """The file name and the bytes of the file part ``field`` of a multipart/form-data ``body``."""
+    boundary = re.search(r"boundary=(\S+)", content_type).group(1).strip('"').encode()
+    for part in body.split(b"--" + boundary):
+        head, _, data = part.partition(b"\r\n\r\n")
+        if f'name="{field}"'.encode() in head:
+            return re.search(rb'filename="([^"]*)"', head).group(1).decode(), data[:-2]
+    raise AssertionError(f"no {field} part in the body")
+
+
+def test_a_phone_s_small_photo_goes_without_its_exif_and_its_name(demo_server, browser, tmp_path):
+    """A photo under 900 KB and 2048 px went as the phone saved it: its EXIF (GPS position, phone model,
+    time) and its name (when it was taken) reached the shop's server, and its 500 reports. It now goes
+    drawn again: no EXIF, named photo.jpg, upright, as large; and its product is found."""
+    photo = small_phone_photo(tmp_path / "IMG_20261205_134501.jpg")
+    assert photo.stat().st_size < 900_000 and Image.open(photo).getexif().get_ifd(0x8825)
+    context = phone(browser)
+    page = context.new_page()
+    bodies = []
+
+    def keep(route):
+        bodies.append((route.request.headers.get("content-type", ""), route.request.post_data_buffer or b""))
+        route.continue_()
+
+    page.route("**/api/visual-search/search/", keep)
+    search_and_find(page, demo_server, photo)
+    assert len(bodies) == 1
+    name, data = multipart_file(*bodies[0], "image")
+    assert name == "photo.jpg"
+    received = Image.open(io.BytesIO(data))
+    assert received.format == "JPEG" and received.size == (900, 1200)  # upright, its pixels turned
+    exif = received.getexif()
+    assert not exif.get_ifd(0x8825) and 0x0110 not in exif and 0x0112 not in exif, dict(exif)
+    assert not [word for word in (b"PrivacyMaker", b"PrivacyModel", b"2026:12:05", b"IMG_2026") if word in bodies[0][1]]
     context.close()
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.conftest import catalogue_image
 from tests.test_api import SEARCH, shop, upload  # noqa: F401 - the fixture
-from visual_search import search, views
+from visual_search import photo_search, search, views
 from visual_search.api import views as api_views
 from visual_search.contrib.messaging import handling
 from visual_search.contrib.messaging.messages import PHOTO, IncomingMessage
@@ -111,23 +111,36 @@ def test_a_search_writes_nothing_to_the_database_nor_the_storage_and_logs_no_fil
         return {str(path.relative_to(media_root)) for path in media_root.rglob("*") if path.is_file()}
 
     before, stored, photo = counts(), files(), gps_photo()
-    # visual_search's own lines, at every level. (Pillow's PIL.TiffImagePlugin logs EXIF tags, phone
-    # model and GPS among them, at DEBUG: docs/privacy.md says to keep PIL's loggers above DEBUG.)
-    with caplog.at_level(logging.DEBUG, logger="visual_search"):
+    # Every logger at every level: visual_search's own lines, and Pillow's (PIL.TiffImagePlugin logs
+    # each EXIF tag it reads or writes at DEBUG, with its value).
+    with caplog.at_level(logging.DEBUG):
         assert client.post(SEARCH, {"image": upload(photo, name="anna-at-home.jpg")}).status_code == 200
         assert client.post("/search-by-photo/", {"image": upload(photo, name="anna-at-home.jpg")}).status_code == 200
     assert counts() == before
     # Thumbnails of the results (the shop's own pictures) may be made; nothing else.
     assert all(name.startswith("visual_search/thumbnails/") for name in files() - stored)
     assert "anna" not in caplog.text and "Privacy" not in caplog.text and "127.0.0.1" not in caplog.text
+    assert not [record.getMessage() for record in caplog.records if "GPS" in record.getMessage() or "52.0" in record.getMessage()]
+
+
+def test_pillow_logs_no_exif_of_a_photo_the_package_decodes_and_still_logs_the_shop_s(caplog):
+    """At DEBUG, Pillow logged the photo's EXIF as the package decoded it: the phone's maker and
+    model, and, as the orientation was applied, the GPS position in degrees. Dropped while the package
+    decodes; Pillow's lines for the shop's own code are as they were."""
+    photo = gps_photo()
+    with caplog.at_level(logging.DEBUG):
+        images.open_image(photo, max_pixels=10**8, allowed_formats=["JPEG"])
+    assert not [record.getMessage() for record in caplog.records if record.name.startswith("PIL")]
+    with caplog.at_level(logging.DEBUG):
+        Image.open(io.BytesIO(photo)).getexif()
+    assert "PrivacyModel" in caplog.text
 
 
 # --- error reports: what Django's 500 mail (DEBUG = False, ADMINS) shows --------------------------
 
-def test_a_500_report_hides_the_bots_tokens_and_secret_headers_but_names_the_photo(rf, settings):
+def test_a_500_report_hides_the_bots_tokens_and_secret_headers(rf, settings):
     """Django's SafeExceptionReporterFilter hides settings and headers whose names say TOKEN, SECRET or
-    SIGNATURE: every secret of the bots' settings and both webhooks' headers. The photo's file name
-    (request.FILES) is listed as it is: docs/privacy.md says so."""
+    SIGNATURE: every secret of the bots' settings and both webhooks' headers."""
     settings.DEBUG = False
     settings.VISUAL_SEARCH_TELEGRAM = {"TOKEN": "123:BOT-TOKEN-VALUE", "SECRET": "telegram-secret-value"}
     settings.VISUAL_SEARCH_WHATSAPP = {"ACCESS_TOKEN": "EAA-token-value", "APP_SECRET": "app-secret-value", "VERIFY_TOKEN": "verify-value"}
@@ -141,8 +154,34 @@ def test_a_500_report_hides_the_bots_tokens_and_secret_headers_but_names_the_pho
                    ExceptionReporter(webhook, *error, is_email=True).get_traceback_html()):
         assert not [secret for secret in ("BOT-TOKEN-VALUE", "telegram-secret-value", "EAA-token-value", "app-secret-value",
                                           "verify-value", "0a1b2c3d") if secret in report]
-    page = rf.post("/search-by-photo/", {"image": upload(b"photo", name="anna-at-home.jpg")})
+    # A shop's own view's report lists its files as Django does (the package's: the next test).
+    page = rf.post("/shop/upload/", {"image": upload(b"photo", name="anna-at-home.jpg")})
     assert "anna-at-home.jpg" in ExceptionReporter(page, *error, is_email=True).get_traceback_text()
+
+
+@pytest.mark.parametrize("path", [SEARCH, "/search-by-photo/"])
+@pytest.mark.parametrize("failure", ["a bug (500)", "the model (503)"])
+def test_a_500_or_503_report_does_not_name_the_photo(shop, settings, monkeypatch, caplog, path, failure):  # noqa: F811
+    """Django's report of a 500, and of a 503 (django.request logs both at ERROR, AdminEmailHandler
+    mails them), listed request.FILES: the photo's file name, a phone's IMG_20261205_134501.jpg (when
+    it was taken) or a customer's anna-at-home.jpg. The package's search views now name it photo.jpg."""
+    settings.DEBUG = False
+
+    def fail(*args, **kwargs):
+        raise (RuntimeError if "500" in failure else MemoryError)("a bug")
+
+    if "500" in failure:  # after the search, outside its try
+        monkeypatch.setattr(photo_search, "describe", fail)
+    else:
+        monkeypatch.setattr(Extractor, "embed_picture", fail)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = Client(raise_request_exception=False).post(path, {"image": upload(gps_photo(), name="anna-at-home.jpg")})
+    assert response.status_code == (500 if "500" in failure else 503)
+    [record] = [record for record in caplog.records if record.name == "django.request"]
+    reporter = ExceptionReporter(record.request, *(record.exc_info or (None, record.getMessage(), None)), is_email=True)
+    for report in (reporter.get_traceback_text(), reporter.get_traceback_html()):
+        assert "FILES" in report and "photo.jpg" in report
+        assert "anna-at-home" not in report
 
 
 # --- the photo's bytes in an error report's local variables ---------------------------------------

@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 
 from .api.throttling import SearchRateThrottle
-from .http import HeadWithoutBody
+from .http import HeadWithoutBody, photo_names_hidden
 from .photo_search import PhotoSearchError, check_content_length, confident, search_photo
 from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message
 
@@ -21,6 +21,8 @@ from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_
 @method_decorator(csrf_exempt, name="dispatch")
 # The photo, were it sent as text, out of Django's error reports (docs/privacy.md).
 @method_decorator(sensitive_post_parameters("image"), name="dispatch")
+# Its file name too: a 500's or a 503's report lists it (docs/privacy.md).
+@method_decorator(photo_names_hidden, name="dispatch")
 class SearchByPhotoView(HeadWithoutBody, TemplateView):
     """GET shows the widget; POST (multipart ``image``) renders the results on the server.
 

@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 
 from .. import queue, search
 from ..conf import settings
-from ..http import HeadWithoutBody
+from ..http import HeadWithoutBody, photo_names_hidden
 from ..photo_search import (
     RETRY_AFTER_SECONDS,
     PhotoSearchError,
@@ -233,6 +233,8 @@ class VisualSearchAPIView(HeadWithoutBody, APIView):
 
 # The photo, sent as text (base64) by some apps, out of Django's error reports (docs/privacy.md).
 @method_decorator(sensitive_post_parameters("image"), name="dispatch")
+# Its file name too: a 500's or a 503's report lists it (docs/privacy.md).
+@method_decorator(photo_names_hidden, name="dispatch")
 class SearchView(VisualSearchAPIView):
     """Search by photo: the objects that look most like the uploaded photo, best first."""
 

@@ -9,11 +9,13 @@ of the product is cropped away and nothing is stretched.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import functools
 import hashlib
 import io
+import logging
 import math
 import re
 import warnings
@@ -108,14 +110,38 @@ def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
         raise InvalidImage(reasons.DAMAGED, technical=f"{type(exc).__name__}: {exc}") from None
 
 
+# Pillow logs every EXIF tag it reads or writes at DEBUG on this logger, with its value: a phone's
+# maker and model, and, as exif_transpose() writes the EXIF back, the GPS position in degrees. A
+# customer's photo is not to be in a log (docs/privacy.md): those lines are dropped while this
+# module decodes one, in this thread only; Pillow's lines for the shop's own code are left as they are.
+_DECODING = contextvars.ContextVar("visual_search_decoding", default=False)
+
+
+class _NoExifWhileDecoding(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _DECODING.get()
+
+
+_EXIF_LOGGER = logging.getLogger("PIL.TiffImagePlugin")
+_EXIF_LOGGER.addFilter(_NoExifWhileDecoding())
+
+
 def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draft_size: int | None = None) -> Image.Image:
     """Decode ``data`` into an RGB image, or raise :class:`InvalidImage` saying why.
 
     Only the ``allowed_formats`` decoders are tried, so formats that run outside programs
     (EPS starts Ghostscript) or are not raster images (SVG) are refused before they are parsed.
     Dimensions are checked from the header, before pixels are decompressed. ``"HEIF"`` among them
-    decodes HEIC photos with pillow-heif where it is installed.
+    decodes HEIC photos with pillow-heif where it is installed. Pillow logs none of its EXIF meanwhile.
     """
+    token = _DECODING.set(True)
+    try:
+        return _open_image(data, max_pixels, allowed_formats, draft_size)
+    finally:
+        _DECODING.reset(token)
+
+
+def _open_image(data: bytes, max_pixels: int, allowed_formats: list[str], draft_size: int | None) -> Image.Image:
     allowed = [f.upper() for f in allowed_formats]
     if is_heic(data):  # not through Pillow's registry: the shop's own ImageFields are left as they are
         if HEIF not in allowed or not heif_support():
