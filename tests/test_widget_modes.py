@@ -13,10 +13,12 @@ from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template import Context, Template
 from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.html import escape
 
 from tests.conftest import catalogue_image
-from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY
+from visual_search.photo_search import PhotoSearchError
+from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY, customer_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -251,6 +253,23 @@ def test_a_truncated_jpeg_is_worded_alike_by_the_page_and_the_api(client, shop, 
     assert api.status_code == page.status_code == 400
     assert api.json() == {"detail": expected, "code": "invalid_image", "reason": "damaged"}
     assert f'<span class="vs-error">{escape(expected)}</span>' in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "code, retry_after, language, words",
+    [
+        ("throttled", 1, "en", "Too many searches in a short time. Please try again in 1 second."),
+        ("throttled", 30, "de", "Zu viele Suchanfragen in kurzer Zeit. Bitte versuchen Sie es in 30 Sekunden erneut."),
+        ("unavailable", 10, "fr", "La recherche par photo n’est pas disponible pour le moment. Veuillez réessayer dans 10 secondes."),
+        ("unavailable", None, "en", "Search by photo is not available right now. Please try again later."),
+        ("throttled", None, "en", "Too many searches in a short time. Please wait a minute and try again."),
+    ],
+)
+def test_a_passing_failure_tells_the_page_when_to_try_again(code, retry_after, language, words):
+    """The page's words for a 429 or 503: "in N seconds" (in the plural form of the page's language)
+    when the answer knew when, "later" when it did not."""
+    with translation.override(language):
+        assert customer_message(PhotoSearchError(503, code, "the API's detail", retry_after)) == words
 
 
 def test_the_api_keeps_its_own_error_text(client, shop):
