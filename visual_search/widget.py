@@ -214,7 +214,7 @@ RETRY_AFTER_MESSAGES = {
 def customer_message(error: PhotoSearchError) -> str:
     """The words for a failed search on the page, in the active language; throttling and a passing
     unavailability keep their "try again in N seconds" (``retry_after``)."""
-    if error.for_customer:  # a damaged file's reason, as the API says it
+    if error.reason:  # the detail is a damaged file's reason, the customer's words already (as the API says it)
         return error.detail
     words = customer_messages().get(error.code)
     if error.code == "unsupported_format":
