@@ -153,6 +153,23 @@ def fresh_cache(settings):
 
 
 @pytest.fixture(autouse=True)
+def search_throttle(request, settings):
+    """``@pytest.mark.search_throttle("2/min")`` on a test or a module: searches throttled at that
+    rate, counted from an empty cache (Redis too, under VISUAL_SEARCH_TEST_CACHE, which
+    ``fresh_cache`` leaves alone), and the counts cleared again after."""
+    from django.core.cache import cache
+
+    marker = request.node.get_closest_marker("search_throttle")
+    if marker is None:
+        yield
+        return
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": marker.args[0]}
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def forget_active_version():
     """Each process caches which model version is active (for REFRESH_INTERVAL); tests start afresh."""
     yield
