@@ -169,6 +169,19 @@ def search_throttle(request, settings):
     cache.clear()
 
 
+@pytest.fixture
+def web_settings(settings):
+    """What the API, widget and tag tests search with: ``?category=`` allowed as a filter (their shops'
+    products have one) and no throttle, from an empty cache and cleared after. A module asks for it
+    with ``pytest.mark.usefixtures("web_settings")``; a test that throttles sets its own rate."""
+    from django.core.cache import cache
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
+    cache.clear()
+    yield settings
+    cache.clear()
+
+
 @pytest.fixture(autouse=True)
 def forget_active_version():
     """Each process caches which model version is active (for REFRESH_INTERVAL); tests start afresh."""

@@ -9,7 +9,6 @@ from collections import Counter
 from html.parser import HTMLParser
 
 import pytest
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template import Context, Template
 from django.template.loader import render_to_string
@@ -20,19 +19,13 @@ from tests.conftest import catalogue_image
 from visual_search.photo_search import PhotoSearchError
 from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY, customer_message
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("web_settings")]
 
 # A shop layout with django-oscar's block names and a widget of each mode in its navbar.
 SHOP_LAYOUT = """{% load visual_search %}<html><head><title>{% block title %}Shop{% endblock %}</title></head>
 <body><nav class="navbar">{% visual_search_widget mode="compact" %}{% visual_search_widget %}</nav>
 {% block header %}<div class="page-header"><h1>{% block headertext %}{% endblock %}</h1></div>{% endblock %}
 <div id="content_inner">{% block content %}{% endblock %}</div></body></html>"""
-
-
-@pytest.fixture(autouse=True)
-def web_settings(settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
-    cache.clear()
 
 
 @pytest.fixture
