@@ -69,6 +69,13 @@ def catalogue_image(product: str) -> Path:
     return DATA / "catalogue" / f"{product}.jpg"
 
 
+def render_tags(source: str, **context) -> str:
+    """``source`` rendered as a shop's template that loads ``{% load visual_search %}``, with ``context``."""
+    from django.template import Context, Template
+
+    return Template("{% load visual_search %}" + source).render(Context(context))
+
+
 def serve_admin_site(settings, site) -> None:
     """Serve a test's own ``AdminSite`` (named "shopadmin") at /shopadmin/, beside the test project's URLs."""
     from django.urls import path
