@@ -55,20 +55,12 @@ def start_postgres() -> str:
 
 
 def add_alias(uri: str) -> None:
-    from urllib.parse import parse_qs, urlparse
-
     from django.core.management import call_command
     from django.db import connections
 
-    parsed = urlparse(uri)
-    config = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parsed.path.lstrip("/") or "postgres",
-        "USER": parsed.username or "postgres",
-        "PASSWORD": parsed.password or "",
-        "HOST": parse_qs(parsed.query).get("host", [parsed.hostname or ""])[0],
-        "PORT": str(parsed.port or ""),
-    }
+    from tests.postgres import database_settings
+
+    config = database_settings(uri)
     connections.settings[ALIAS] = connections.configure_settings({"default": connections.settings["default"], ALIAS: config})[ALIAS]
     call_command("migrate", database=ALIAS, verbosity=0)
 

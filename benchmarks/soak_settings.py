@@ -13,23 +13,15 @@ and no whitening (``WHITENING_AUGMENT`` 0, and the catalogue stays under ``WHITE
 """
 
 import os
-from urllib.parse import parse_qs, urlparse
-
+from tests.postgres import database_settings
 from tests.settings import *  # noqa: F403
 
-_uri = urlparse(os.environ.get("VISUAL_SEARCH_SOAK_DATABASE", "postgresql://postgres@127.0.0.1:5432/postgres"))
 _folder = os.environ.get("VISUAL_SEARCH_SOAK_DIR", "/tmp/visual-search-soak")
 _redis = os.environ.get("VISUAL_SEARCH_SOAK_REDIS", "redis://127.0.0.1:6379")
 
 DATABASES = {
     "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": _uri.path.lstrip("/") or "postgres",
-        "USER": _uri.username or "postgres",
-        "PASSWORD": _uri.password or "",
-        # pgserver listens on a Unix socket only: its folder comes as ?host=.
-        "HOST": parse_qs(_uri.query).get("host", [_uri.hostname or ""])[0],
-        "PORT": str(_uri.port or ""),
+        **database_settings(os.environ.get("VISUAL_SEARCH_SOAK_DATABASE", "postgresql://postgres@127.0.0.1:5432/postgres")),
         # A connection per request (Django's default): after a database restart the next request
         # simply connects again.
         "CONN_MAX_AGE": 0,

@@ -69,6 +69,13 @@ def catalogue_image(product: str) -> Path:
     return DATA / "catalogue" / f"{product}.jpg"
 
 
+def render_tags(source: str, **context) -> str:
+    """``source`` rendered as a shop's template that loads ``{% load visual_search %}``, with ``context``."""
+    from django.template import Context, Template
+
+    return Template("{% load visual_search %}" + source).render(Context(context))
+
+
 def serve_admin_site(settings, site) -> None:
     """Serve a test's own ``AdminSite`` (named "shopadmin") at /shopadmin/, beside the test project's URLs."""
     from django.urls import path
@@ -150,6 +157,36 @@ def fresh_cache(settings):
     for alias, config in settings.CACHES.items():
         if config.get("BACKEND", "").endswith("LocMemCache"):
             caches[alias].clear()
+
+
+@pytest.fixture(autouse=True)
+def search_throttle(request, settings):
+    """``@pytest.mark.search_throttle("2/min")`` on a test or a module: searches throttled at that
+    rate, counted from an empty cache (Redis too, under VISUAL_SEARCH_TEST_CACHE, which
+    ``fresh_cache`` leaves alone), and the counts cleared again after."""
+    from django.core.cache import cache
+
+    marker = request.node.get_closest_marker("search_throttle")
+    if marker is None:
+        yield
+        return
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": marker.args[0]}
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def web_settings(settings):
+    """What the API, widget and tag tests search with: ``?category=`` allowed as a filter (their shops'
+    products have one) and no throttle, from an empty cache and cleared after. A module asks for it
+    with ``pytest.mark.usefixtures("web_settings")``; a test that throttles sets its own rate."""
+    from django.core.cache import cache
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
+    cache.clear()
+    yield settings
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

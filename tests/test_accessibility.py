@@ -10,18 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
-from django.template import Context, Template
 from django.utils import translation
 
-from tests.conftest import catalogue_image
+from tests.conftest import catalogue_image, render_tags
 
 PACKAGE = Path(__file__).resolve().parent.parent / "visual_search"
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def render(source: str, **context) -> str:
-    return Template("{% load visual_search %}" + source).render(Context(context))
 
 
 @pytest.mark.parametrize("heading", [True, False])
@@ -32,7 +27,7 @@ def test_similar_products_say_their_language_as_the_widget_does(make_product, rf
     product = make_product("Arla Standard Milk", catalogue_image("Arla-Standard-Milk"))
     make_product("Oatly Oat Milk", catalogue_image("Oatly-Oat-Milk"))
     with translation.override("de"):
-        html = render("{% similar_products product limit=2 heading=heading %}", product=product, heading=heading, request=rf.get("/"))
+        html = render_tags("{% similar_products product limit=2 heading=heading %}", product=product, heading=heading, request=rf.get("/"))
     section = re.search(r"<section [^>]*>", html).group(0)
     assert 'lang="de"' in section, section
 
@@ -47,7 +42,7 @@ def test_the_box_is_sized_and_moved_without_dragging(rf):
     # Only a drag narrowed the box (WCAG 2.2's 2.5.7): a customer with a head pointer or a shaking
     # hand searched the whole photo or nothing. Smaller and Larger size it round its middle, and a
     # tap beside it (widget.js: centreAt) brings it onto the product; the hint says so.
-    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    html = render_tags("{% visual_search_widget %}", request=rf.get("/"))
     crop = re.search(r'<div class="vs-crop" data-vs-crop hidden>.*?</p>\s*</div>', html, flags=re.S).group(0)
     buttons = re.findall(r'<button class="vs-button vs-size" type="button" data-vs-size="(-1|1)">([^<]+)</button>', crop)
     assert buttons == [("-1", "Smaller"), ("1", "Larger")]
@@ -91,7 +86,7 @@ def test_the_results_are_a_landmark_only_while_they_hold_results(rf):
     """Before any search the widget rendered an empty "Search results" region: one more stop with
     nothing in it in a screen reader's list of landmarks. The script makes it one with its cards
     (``landmark``), from the label the template gives it; results the server rendered are one."""
-    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    html = render_tags("{% visual_search_widget %}", request=rf.get("/"))
     results = re.search(r'<div class="vs-results"[^>]*>', html).group(0)
     assert 'role="region"' not in results and "aria-label" not in results
     assert 'data-vs-label="Search results"' in results

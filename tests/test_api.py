@@ -6,7 +6,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
@@ -17,17 +16,9 @@ from rest_framework.views import APIView
 from tests.conftest import catalogue_image, photos
 from tests.testapp.models import Product, ProductImage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("web_settings")]
 
 SEARCH = "/api/visual-search/search/"
-
-
-@pytest.fixture(autouse=True)
-def api_settings(settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -580,3 +580,22 @@ def test_a_whitening_the_catalogue_outgrew_is_never_confident_in_either_backend(
             transformed = space.transform(query)
             plain = transformed.shape == query.shape and np.allclose(transformed, query / np.linalg.norm(query), atol=1e-5)
             assert plain == (learned_from < OUTGROWN_PLAIN_BELOW)
+
+
+@pytest.mark.parametrize("learned_from", [20, 100])
+def test_a_rebuilt_index_knows_its_whitening_was_outgrown(synthetic, index_dir, learned_from):
+    """visual_search_rebuild_index builds the FAISS files at once (``finish``): the index it keeps
+    says the catalogue outgrew its whitening, and transforms as a refreshed one does (plain cosine
+    for one learned from fewer than OUTGROWN_PLAIN_BELOW vectors)."""
+    from visual_search.backends.rows import OUTGROWN_PLAIN_BELOW
+
+    vectors = np.stack([row.array for row in ImageEmbedding.objects.order_by("pk")[:learned_from]])
+    mean, projection = fit_whitening(vectors, min(16, learned_from - 1))
+    Whitening.objects.create(
+        result_type_id=synthetic["result_type_id"], fingerprint=synthetic["fingerprint"], dimensions=projection.shape[1],
+        trained_on=learned_from, mean=mean.tobytes(), projection=projection.tobytes(),
+    )
+    backend = ann(index_dir)
+    backend.rebuild(ImageEmbedding.objects.ready(synthetic["fingerprint"]))
+    state = backend._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])]
+    assert state.outgrown and (state.whitening is None) == (learned_from < OUTGROWN_PLAIN_BELOW)

@@ -9,7 +9,6 @@ and the two backends can be compared result for result.
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.test.utils import override_settings
 
+from tests.postgres import database_settings
 from visual_search.backends.numpy import NumpyBackend
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(databases=["default", "pgvector", "pgvector_other"], transaction=True)]
@@ -36,18 +36,6 @@ class ToPostgres:
         return True
 
 
-def _database(uri: str) -> dict:
-    parsed = urlparse(uri)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parsed.path.lstrip("/") or "postgres",
-        "USER": parsed.username or "postgres",
-        "PASSWORD": parsed.password or "",
-        "HOST": parse_qs(parsed.query).get("host", [parsed.hostname or ""])[0],
-        "PORT": str(parsed.port or ""),
-    }
-
-
 @pytest.fixture(scope="module", autouse=True)
 def postgres(tmp_path_factory, django_db_setup, django_db_blocker):
     try:
@@ -57,7 +45,7 @@ def postgres(tmp_path_factory, django_db_setup, django_db_blocker):
             pytest.fail("pgserver is not installed: pip install -r requirements.txt")
         pytest.skip("pgserver is not installed: pip install -r requirements.txt")
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    config = _database(server.get_uri())
+    config = database_settings(server.get_uri())
     added = {"pgvector": config, "pgvector_other": dict(config)}  # two aliases: two connections
     configured = connections.configure_settings({"default": connections.settings["default"], **added})
     for alias in added:

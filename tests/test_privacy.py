@@ -26,17 +26,9 @@ from visual_search.contrib.messaging.messenger import Messenger
 from visual_search.embeddings import images
 from visual_search.embeddings.extractor import Extractor
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.search_throttle("5/min")]
 
 CUSTOMER_IP = "93.184.216.34"
-
-
-@pytest.fixture(autouse=True)
-def throttled(settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "5/min"}
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def test_the_throttle_s_cache_key_holds_no_ip_address(client, shop):  # noqa: F811

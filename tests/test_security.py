@@ -8,15 +8,7 @@ from django.core.cache import cache
 from tests.conftest import catalogue_image
 from tests.test_api import SEARCH, shop, upload  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def throttled(settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "SEARCH_THROTTLE_RATE": "2/min"}
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.search_throttle("2/min")]
 
 
 def test_a_forged_x_forwarded_for_does_not_escape_the_throttle(client, shop):  # noqa: F811

@@ -471,6 +471,19 @@ def test_the_checks(settings):
     assert [m.id for m in checks.check_settings()] == ["visual_search_telegram.E002"]
 
 
+def test_the_checks_name_the_key_its_default_and_the_docs(settings):
+    """The words every messenger's checks share (visual_search.contrib.messaging.checks), in Telegram's."""
+    settings.VISUAL_SEARCH_TELEGRAM = {"TOKEN": TOKEN, "SECRET": SECRET, "API_URL": "api", "TIMEOUT": -1, "COLOUR": "x"}
+    assert sorted((m.id, m.msg, m.hint) for m in checks.check_settings()) == [
+        ("visual_search_telegram.E003", "VISUAL_SEARCH_TELEGRAM['API_URL'] = 'api': expected an absolute URL such as "
+         "'https://api.telegram.org'.", "Leave it out for the default, 'https://api.telegram.org'."),
+        ("visual_search_telegram.E003", "VISUAL_SEARCH_TELEGRAM['TIMEOUT'] = -1: expected a number of seconds, at least 0.",
+         "Leave it out for the default, 10."),
+        ("visual_search_telegram.W001", "VISUAL_SEARCH_TELEGRAM['COLOUR'] is not a setting.",
+         "Remove it (docs/telegram.md lists the settings)."),
+    ]
+
+
 def test_a_product_the_shop_hides_is_never_sent(client, api, shop, settings):
     """The bot answers as the shop's site answers an anonymous customer (VISIBILITY), also for a
     message handled without a site URL (a task queued by shop code, background.run's default),

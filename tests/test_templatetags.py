@@ -4,20 +4,12 @@ import logging
 import re
 
 import pytest
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.template import Context, Template
 
-from tests.conftest import catalogue_image
+from tests.conftest import catalogue_image, render_tags
 from tests.testapp.models import Product
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def web_settings(settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
-    cache.clear()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("web_settings")]
 
 
 @pytest.fixture
@@ -28,13 +20,9 @@ def shop(make_product):
     }
 
 
-def render(source: str, **context) -> str:
-    return Template("{% load visual_search %}" + source).render(Context(context))
-
-
 def test_widget_is_an_accessible_form_that_works_without_javascript(rf):
     request = rf.get("/")
-    html = render("{% visual_search_widget category='milk' color='red' %}", request=request, csrf_token="tok")
+    html = render_tags("{% visual_search_widget category='milk' color='red' %}", request=request, csrf_token="tok")
     assert 'method="post"' in html and 'enctype="multipart/form-data"' in html
     assert 'action="/search-by-photo/"' in html
     assert 'data-api-url="/api/visual-search/search/"' in html
@@ -56,11 +44,11 @@ def test_widget_names_the_csrf_cookie_its_script_may_read(rf, settings, csrf, co
     cookie cannot be read it is told none, and uses the page's (tests/test_browser.py)."""
     for name, value in csrf.items():
         setattr(settings, name, value)
-    assert f'data-csrf-cookie="{cookie}"' in render("{% visual_search_widget %}", request=rf.get("/"))
+    assert f'data-csrf-cookie="{cookie}"' in render_tags("{% visual_search_widget %}", request=rf.get("/"))
 
 
 def test_widget_without_camera(rf):
-    assert "capture=" not in render("{% visual_search_widget camera=False %}", request=rf.get("/"))
+    assert "capture=" not in render_tags("{% visual_search_widget camera=False %}", request=rf.get("/"))
 
 
 def test_search_page_renders_results_server_side(client, shop):
@@ -93,7 +81,7 @@ def test_search_page_is_throttled_too(client, shop, settings):
 
 def test_similar_products_renders_cards_without_itself(shop, rf):
     product = shop["Arla-Standard-Milk"]
-    html = render("{% similar_products product limit=2 %}", product=product, request=rf.get("/"))
+    html = render_tags("{% similar_products product limit=2 %}", product=product, request=rf.get("/"))
     assert "Similar products" in html
     assert html.count('class="vs-card"') == 2
     assert "Arla Standard Milk" not in html
@@ -104,7 +92,7 @@ def test_similar_products_renders_cards_without_itself(shop, rf):
 
 def test_two_similar_lists_on_a_page_have_their_own_heading_ids(shop, rf):
     """Both were "vs-similar-title": aria-labelledby of the second named the first's heading."""
-    html = render("{% similar_products a limit=1 %}{% similar_products b limit=1 %}",
+    html = render_tags("{% similar_products a limit=1 %}{% similar_products b limit=1 %}",
                   a=shop["Arla-Standard-Milk"], b=shop["Pink-Lady"], request=rf.get("/"))
     assert re.findall(r'<h2 id="([^"]+)"', html) == ["vs-similar-title", "vs-similar-title-2"]
     assert re.findall(r'aria-labelledby="([^"]+)"', html) == ["vs-similar-title", "vs-similar-title-2"]
@@ -118,7 +106,7 @@ def test_a_page_links_widget_css_once(shop, rf, with_request):
     """A product page with the navbar's widget and the similar products list linked widget.css
     twice (a second widget, a second list: once more each). Each still links it alone."""
     def page(source):  # one page: its own request
-        return render(source, product=shop["Arla-Standard-Milk"], **({"request": rf.get("/")} if with_request else {}))
+        return render_tags(source, product=shop["Arla-Standard-Milk"], **({"request": rf.get("/")} if with_request else {}))
 
     for source in ['{% visual_search_widget mode="compact" %}', "{% similar_products product limit=2 %}"]:
         assert page(source).count("widget.css") == 1
@@ -132,12 +120,12 @@ def test_a_layout_s_head_links_widget_css_for_the_whole_page(shop, rf):
     """{% visual_search_stylesheet %} in a layout's <head>, as the search page's base.html has it:
     the widgets and lists below it, in the same template or another of the response, link none."""
     request = rf.get("/")
-    head = render("<head>{% visual_search_stylesheet %}</head>{% visual_search_widget %}", request=request)
-    body = render("{% similar_products product limit=2 %}", product=shop["Pink-Lady"], request=request)
+    head = render_tags("<head>{% visual_search_stylesheet %}</head>{% visual_search_widget %}", request=request)
+    body = render_tags("{% similar_products product limit=2 %}", product=shop["Pink-Lady"], request=request)
     assert head.count("widget.css") == 1 and head.index(STYLESHEET) < head.index("</head>")
     assert "widget.css" not in body and 'class="vs-card"' in body
     # A list with nothing to show, or given as a variable, links nothing: the widget after it does.
-    html = render("{% similar_products product limit=2 as similar %}{% visual_search_widget %}",
+    html = render_tags("{% similar_products product limit=2 as similar %}{% visual_search_widget %}",
                   product=shop["Pink-Lady"], request=rf.get("/"))
     assert html.count(STYLESHEET) == 1
 
@@ -151,7 +139,7 @@ def test_a_page_links_widget_js_once(shop, rf, with_request):
     widget, the one script that sets itself up once. The first widget links it, the others none; a
     layout's {% visual_search_script %} links it for the page."""
     def page(source, request=None):  # one page: its own request
-        return render(source, **({"request": request or rf.get("/")} if with_request else {}))
+        return render_tags(source, **({"request": request or rf.get("/")} if with_request else {}))
 
     assert page("{% visual_search_widget %}").count(SCRIPT) == 1
     three = page('{% visual_search_widget mode="compact" %}{% visual_search_widget %}{% visual_search_widget %}')
@@ -171,7 +159,7 @@ def test_the_search_page_links_widget_css_once(client):
 def test_similar_products_without_its_heading_under_the_page_s_own(shop, rf):
     """A page that writes its own heading above the list showed two ("You may also like", then
     "Similar products"): heading=False leaves the list's out and names the section for screen readers."""
-    html = render("<h2>You may also like</h2>{% similar_products product limit=2 heading=False %}",
+    html = render_tags("<h2>You may also like</h2>{% similar_products product limit=2 heading=False %}",
                   product=shop["Arla-Standard-Milk"], request=rf.get("/"))
     assert html.count("<h2") == 1 and 'aria-label="Similar products"' in html and "aria-labelledby" not in html
     assert html.count('class="vs-card"') == 2
@@ -180,7 +168,7 @@ def test_similar_products_without_its_heading_under_the_page_s_own(shop, rf):
 def test_similar_products_queryset_and_as_forms(shop):
     product = shop["Arla-Standard-Milk"]
     milk = Product.objects.filter(category="milk")
-    html = render(
+    html = render_tags(
         "{% similar_products product limit=4 queryset=milk as similar %}{% for item in similar %}[{{ item.name }}]{% endfor %}",
         product=product,
         milk=milk,
@@ -191,13 +179,13 @@ def test_similar_products_queryset_and_as_forms(shop):
 def test_similar_products_without_embedding_renders_nothing_and_logs(db, caplog):
     product = Product.objects.create(name="New, no photo")
     with caplog.at_level(logging.INFO, logger="visual_search"):
-        assert render("{% similar_products product %}", product=product).strip() == ""
+        assert render_tags("{% similar_products product %}", product=product).strip() == ""
     assert any("no ready image embedding" in r.getMessage() for r in caplog.records)
 
 
 def test_similar_products_on_an_empty_index_renders_nothing(make_product):
     product = make_product("Alone", catalogue_image("Pink-Lady"))
-    assert render("{% similar_products product %}", product=product).strip() == ""
+    assert render_tags("{% similar_products product %}", product=product).strip() == ""
 
 
 def test_similar_products_never_breaks_the_page(shop, monkeypatch, caplog):
@@ -208,17 +196,17 @@ def test_similar_products_never_breaks_the_page(shop, monkeypatch, caplog):
 
     monkeypatch.setattr(visual_search.search, "find_similar", broken)
     with caplog.at_level(logging.ERROR, logger="visual_search"):
-        html = render("before{% similar_products product %}after", product=shop["Pink-Lady"])
+        html = render_tags("before{% similar_products product %}after", product=shop["Pink-Lady"])
     assert "".join(html.split()) == "beforeafter"
     assert any(r.name == "visual_search" and r.exc_info for r in caplog.records)
-    assert render("{% similar_products missing %}x").strip() == "x"
+    assert render_tags("{% similar_products missing %}x").strip() == "x"
 
 
 def test_templates_are_overridable(shop, settings, tmp_path):
     (tmp_path / "visual_search").mkdir()
     (tmp_path / "visual_search" / "similar_products.html").write_text("{% for item in items %}<{{ item.name }}>{% endfor %}")
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
-    html = render("{% similar_products product limit=1 %}", product=shop["Granny-Smith"])
+    html = render_tags("{% similar_products product limit=1 %}", product=shop["Granny-Smith"])
     assert html.startswith("<") and html.endswith(">") and "vs-card" not in html
 
 
@@ -233,11 +221,11 @@ def test_similar_products_says_what_is_wrong_with_its_arguments(source, words):
     from django.template import TemplateSyntaxError
 
     with pytest.raises(TemplateSyntaxError, match=re.escape(words)):
-        render(source)
+        render_tags(source)
 
 
 def test_similar_products_takes_its_arguments_by_keyword_too(shop, rf):
     product = shop["Oatly-Oat-Milk"]
-    by_position = render("{% similar_products product 2 as similar %}{{ similar|length }}", product=product)
-    by_keyword = render("{% similar_products obj=product limit=2 as similar %}{{ similar|length }}", product=product)
+    by_position = render_tags("{% similar_products product 2 as similar %}{{ similar|length }}", product=product)
+    by_keyword = render_tags("{% similar_products obj=product limit=2 as similar %}{{ similar|length }}", product=product)
     assert by_position.strip() == by_keyword.strip() == "2"

@@ -490,6 +490,17 @@ def test_the_checks(settings):
     assert "APP_SECRET" in warning.msg
 
 
+def test_the_checks_name_the_key_its_default_and_the_docs(settings):
+    """The words every messenger's checks share (visual_search.contrib.messaging.checks), in WhatsApp's."""
+    settings.VISUAL_SEARCH_WHATSAPP = {**settings.VISUAL_SEARCH_WHATSAPP, "BACKGROUND": None, "API_URL": "graph", "RETRY_AFTER_MAX": True}
+    assert sorted((m.id, m.msg, m.hint) for m in checks.check_settings()) == [
+        ("visual_search_whatsapp.E005", "VISUAL_SEARCH_WHATSAPP['API_URL'] = 'graph': expected an absolute URL such as "
+         "'https://graph.facebook.com'.", f"Leave it out for the default, {'https://graph.facebook.com'!r}."),
+        ("visual_search_whatsapp.E005", "VISUAL_SEARCH_WHATSAPP['RETRY_AFTER_MAX'] = True: expected a number of seconds, at least 0.",
+         "Leave it out for the default, 5."),
+    ]
+
+
 def test_a_picture_outside_the_storage_is_sent_as_its_link_only_from_a_public_host():
     from visual_search.contrib.whatsapp.messenger import WhatsAppMessenger
 

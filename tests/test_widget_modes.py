@@ -9,28 +9,22 @@ from collections import Counter
 from html.parser import HTMLParser
 
 import pytest
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.template import Context, Template
 from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.html import escape
 
-from tests.conftest import catalogue_image
-from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY
+from tests.conftest import catalogue_image, render_tags
+from visual_search.photo_search import PhotoSearchError
+from visual_search.widget import ERROR_KEY, RESULTS_KEY, WIDGET_KEY, customer_message
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("web_settings")]
 
 # A shop layout with django-oscar's block names and a widget of each mode in its navbar.
 SHOP_LAYOUT = """{% load visual_search %}<html><head><title>{% block title %}Shop{% endblock %}</title></head>
 <body><nav class="navbar">{% visual_search_widget mode="compact" %}{% visual_search_widget %}</nav>
 {% block header %}<div class="page-header"><h1>{% block headertext %}{% endblock %}</h1></div>{% endblock %}
 <div id="content_inner">{% block content %}{% endblock %}</div></body></html>"""
-
-
-@pytest.fixture(autouse=True)
-def web_settings(settings):
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}, "SEARCH_THROTTLE_RATE": None}
-    cache.clear()
 
 
 @pytest.fixture
@@ -68,10 +62,6 @@ class Elements(HTMLParser):
         return [attrs["for"] for tag, attrs in self.tags if tag == "label"]
 
 
-def render(source: str, **context) -> str:
-    return Template("{% load visual_search %}" + source).render(Context(context))
-
-
 def widgets(html: str) -> list[str]:
     """The HTML of each widget on the page, in order."""
     parts = html.split("data-vs-widget")[1:]
@@ -87,13 +77,13 @@ def assert_ids_unique_and_labels_bound(html: str) -> list[str]:
 
 
 def test_default_is_the_inline_widget_as_before(rf):
-    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    html = render_tags("{% visual_search_widget %}", request=rf.get("/"))
     assert 'data-vs-mode="inline"' in html and "<dialog" not in html
     assert '<label class="vs-button" for="vs-file">' in html and 'id="vs-title"' in html
 
 
 def test_compact_mode_is_a_link_to_the_search_page_that_opens_a_dialog(rf):
-    html = render('{% visual_search_widget mode="compact" label="Find it by photo" %}', request=rf.get("/"))
+    html = render_tags('{% visual_search_widget mode="compact" label="Find it by photo" %}', request=rf.get("/"))
     assert 'data-vs-mode="compact"' in html
     assert '<a class="vs-open" href="/search-by-photo/"' in html  # what it is without JavaScript
     assert '<span class="vs-open-label">Find it by photo</span>' in html  # its accessible name
@@ -108,7 +98,7 @@ def test_compact_mode_is_a_link_to_the_search_page_that_opens_a_dialog(rf):
 
 def test_unknown_mode_warns_and_falls_back_to_inline(rf, caplog):
     with caplog.at_level(logging.WARNING, logger="visual_search"):
-        html = render('{% visual_search_widget mode="popup" %}', request=rf.get("/"))
+        html = render_tags('{% visual_search_widget mode="popup" %}', request=rf.get("/"))
     assert 'data-vs-mode="inline"' in html
     assert any("unknown mode 'popup'" in record.getMessage() for record in caplog.records)
 
@@ -116,7 +106,7 @@ def test_unknown_mode_warns_and_falls_back_to_inline(rf, caplog):
 @pytest.mark.parametrize("with_request", [True, False])
 def test_widgets_on_one_page_never_share_an_id(rf, with_request):
     source = '{% visual_search_widget %}{% visual_search_widget %}{% visual_search_widget mode="compact" %}{% visual_search_widget widget_id="aisle" %}{% visual_search_widget widget_id="aisle" %}'
-    html = render(source, request=rf.get("/")) if with_request else render(source)
+    html = render_tags(source, request=rf.get("/")) if with_request else render_tags(source)
     ids = assert_ids_unique_and_labels_bound(html)
     assert {"vs", "vs-2", "vs-compact", "aisle", "aisle-2"} <= set(ids)
     assert {"vs-file", "vs-2-file", "vs-compact-file", "aisle-file", "aisle-2-file"} <= set(ids)
@@ -125,8 +115,8 @@ def test_widgets_on_one_page_never_share_an_id(rf, with_request):
 def test_a_layout_and_a_page_rendered_for_one_request_never_share_an_id(rf):
     """The navbar's widget and the page's are rendered by different templates of one response."""
     request = rf.get("/")
-    navbar = render("{% visual_search_widget %}", request=request)
-    page = render("{% visual_search_widget %}", request=request)
+    navbar = render_tags("{% visual_search_widget %}", request=request)
+    page = render_tags("{% visual_search_widget %}", request=request)
     assert_ids_unique_and_labels_bound(navbar + page)
 
 
@@ -134,7 +124,7 @@ def test_server_results_appear_only_in_the_widget_that_searched(rf):
     items = [{"name": "Oatly Oat Milk", "url": "/p/1/", "image_url": None, "score": 0.9}]
     source = '{% visual_search_widget %}{% visual_search_widget %}{% visual_search_widget mode="compact" %}'
     for posted, expected in [("vs-2", [False, True, False]), ("vs-compact", [False, False, True]), (None, [True, False, False])]:
-        html = render(source, request=rf.get("/"), **{RESULTS_KEY: items, WIDGET_KEY: posted})
+        html = render_tags(source, request=rf.get("/"), **{RESULTS_KEY: items, WIDGET_KEY: posted})
         assert ["Oatly Oat Milk" in part for part in widgets(html)] == expected, posted
 
 
@@ -144,12 +134,12 @@ def test_after_a_search_without_the_script_the_results_come_before_the_form(rf):
     # the form first. Now the status line and the cards come first, the form for another photo
     # below them; before a search, and with an error, the widget is as the script knows it.
     items = [{"name": "Oatly Oat Milk", "url": "/p/1/", "image_url": None, "score": 0.9}]
-    html = render("{% visual_search_widget %}", request=rf.get("/"), **{RESULTS_KEY: items})
+    html = render_tags("{% visual_search_widget %}", request=rf.get("/"), **{RESULTS_KEY: items})
     assert html.index("data-vs-status") < html.index("data-vs-results") < html.index("Oatly Oat Milk") < html.index("<form")
     assert html.count("data-vs-status") == 1 and html.count("data-vs-results") == 1
     assert_ids_unique_and_labels_bound(html)
     for context in ({}, {ERROR_KEY: "Choose a photo first."}):
-        html = render("{% visual_search_widget %}", request=rf.get("/"), **context)
+        html = render_tags("{% visual_search_widget %}", request=rf.get("/"), **context)
         assert html.index("<form") < html.index("data-vs-status") < html.index("</form>") < html.index("data-vs-results")
 
 
@@ -253,13 +243,30 @@ def test_a_truncated_jpeg_is_worded_alike_by_the_page_and_the_api(client, shop, 
     assert f'<span class="vs-error">{escape(expected)}</span>' in page.content.decode()
 
 
+@pytest.mark.parametrize(
+    "code, retry_after, language, words",
+    [
+        ("throttled", 1, "en", "Too many searches in a short time. Please try again in 1 second."),
+        ("throttled", 30, "de", "Zu viele Suchanfragen in kurzer Zeit. Bitte versuchen Sie es in 30 Sekunden erneut."),
+        ("unavailable", 10, "fr", "La recherche par photo n’est pas disponible pour le moment. Veuillez réessayer dans 10 secondes."),
+        ("unavailable", None, "en", "Search by photo is not available right now. Please try again later."),
+        ("throttled", None, "en", "Too many searches in a short time. Please wait a minute and try again."),
+    ],
+)
+def test_a_passing_failure_tells_the_page_when_to_try_again(code, retry_after, language, words):
+    """The page's words for a 429 or 503: "in N seconds" (in the plural form of the page's language)
+    when the answer knew when, "later" when it did not."""
+    with translation.override(language):
+        assert customer_message(PhotoSearchError(503, code, "the API's detail", retry_after)) == words
+
+
 def test_the_api_keeps_its_own_error_text(client, shop):
     body = client.post("/api/visual-search/search/", {}).json()
     assert body["code"] == "required" and "'image'" in body["detail"]  # the page maps the code, the API stays
 
 
 def test_the_script_gets_the_same_words(rf):
-    html = render("{% visual_search_widget %}", request=rf.get("/"))
+    html = render_tags("{% visual_search_widget %}", request=rf.get("/"))
     assert "data-vs-messages=" in html and "&quot;required&quot;: &quot;Choose a photo first.&quot;" in html
 
 
@@ -295,7 +302,7 @@ def test_numbers_the_script_and_the_server_read_are_never_localized(rf, settings
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "API_FILTERS": {"category": "category"}}
     for language in ("en", "de"):
         with translation.override(language):
-            html = render("{% visual_search_widget category=1234 limit=8 %}", request=rf.get("/"))
+            html = render_tags("{% visual_search_widget category=1234 limit=8 %}", request=rf.get("/"))
         assert 'data-max-bytes="10485760"' in html, language
         assert '<input type="hidden" name="category" value="1234">' in html and 'name="limit" value="8"' in html, language
         assert "bis zu 10 MB" in html if language == "de" else "up to 10 MB" in html  # words stay the customer's
@@ -310,7 +317,7 @@ def test_a_widget_the_api_would_refuse_says_so_in_the_log_and_still_searches(rf,
     """limit=60 posted 60, which the API refuses: every search said "This search form does not work
     right now" and nothing said why. A misspelt filter searched the whole catalogue, silently."""
     with caplog.at_level(logging.WARNING, logger="visual_search"):
-        html = render(tag, request=rf.get("/"))
+        html = render_tags(tag, request=rf.get("/"))
     assert said in caplog.text
     limits = re.findall(r'name="limit" value="[^"]*"', html)
     assert limits == ([sent] if sent else [])
@@ -323,9 +330,9 @@ def test_the_widget_says_whether_the_shop_decodes_heic_photos(rf, settings, monk
     from visual_search import widget
 
     monkeypatch.setattr(widget, "heif_support", lambda: True)
-    assert 'data-accepts-heic="1"' in render("{% visual_search_widget %}", request=rf.get("/"))
+    assert 'data-accepts-heic="1"' in render_tags("{% visual_search_widget %}", request=rf.get("/"))
     monkeypatch.setattr(widget, "heif_support", lambda: False)  # no pillow-heif
-    assert 'data-accepts-heic="0"' in render("{% visual_search_widget %}", request=rf.get("/"))
+    assert 'data-accepts-heic="0"' in render_tags("{% visual_search_widget %}", request=rf.get("/"))
     monkeypatch.setattr(widget, "heif_support", lambda: True)
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP"]}
-    assert 'data-accepts-heic="0"' in render("{% visual_search_widget %}", request=rf.get("/"))
+    assert 'data-accepts-heic="0"' in render_tags("{% visual_search_widget %}", request=rf.get("/"))

@@ -44,10 +44,6 @@ class PhotoSearchError(Exception):
         self.status, self.code, self.detail, self.retry_after, self.format = status, code, detail, retry_after, format
         self.reason = reason
 
-    @property
-    def for_customer(self) -> bool:
-        return bool(self.reason)
-
     def as_dict(self) -> dict[str, str]:
         more = {"format": self.format} if self.format else {"reason": self.reason} if self.reason else {}
         return {"detail": self.detail, "code": self.code, **more}

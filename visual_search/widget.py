@@ -18,7 +18,7 @@ from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.utils import formats
 from django.utils.html import format_html
-from django.utils.translation import gettext as _, gettext_lazy, ngettext
+from django.utils.translation import gettext as _, gettext_lazy, ngettext, ngettext_lazy
 
 from .conf import settings
 from .embeddings.images import HEIF, heif_support
@@ -195,26 +195,32 @@ def match_percent(score: float | None) -> str:
     return _("{percent}% match").format(percent="<1" if percent == 0 and score > 0 else percent)
 
 
+# The words for a passing failure whose Retry-After is known: "... Please try again in 30 seconds."
+# Lazy, so the plural form is chosen for the number under "seconds" when the words are written.
+RETRY_AFTER_MESSAGES = {
+    "throttled": ngettext_lazy(
+        "Too many searches in a short time. Please try again in %(seconds)d second.",
+        "Too many searches in a short time. Please try again in %(seconds)d seconds.",
+        "seconds",
+    ),
+    "unavailable": ngettext_lazy(
+        "Search by photo is not available right now. Please try again in %(seconds)d second.",
+        "Search by photo is not available right now. Please try again in %(seconds)d seconds.",
+        "seconds",
+    ),
+}
+
+
 def customer_message(error: PhotoSearchError) -> str:
     """The words for a failed search on the page, in the active language; throttling and a passing
     unavailability keep their "try again in N seconds" (``retry_after``)."""
-    if error.for_customer:  # a damaged file's reason, as the API says it
+    if error.reason:  # the detail is a damaged file's reason, the customer's words already (as the API says it)
         return error.detail
     words = customer_messages().get(error.code)
     if error.code == "unsupported_format":
         return words.format(format=error.format) if error.format else error.detail
-    if error.code == "throttled" and error.retry_after:
-        return ngettext(
-            "Too many searches in a short time. Please try again in %(seconds)d second.",
-            "Too many searches in a short time. Please try again in %(seconds)d seconds.",
-            error.retry_after,
-        ) % {"seconds": error.retry_after}
-    if error.code == "unavailable" and error.retry_after:
-        return ngettext(
-            "Search by photo is not available right now. Please try again in %(seconds)d second.",
-            "Search by photo is not available right now. Please try again in %(seconds)d seconds.",
-            error.retry_after,
-        ) % {"seconds": error.retry_after}
+    if error.code in RETRY_AFTER_MESSAGES and error.retry_after:
+        return RETRY_AFTER_MESSAGES[error.code] % {"seconds": error.retry_after}
     return error.detail if words is None else words
 
 

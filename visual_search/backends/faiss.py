@@ -51,10 +51,9 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from ..batching import chunked
-from ..models import Whitening
 from ..ranking import Neighbours, transform
 from .base import REBUILD_CHUNK, BaseBackend, EmptySpace, group_by_result
-from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due, outgrown, searched_with
+from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due, stored_whitening
 
 try:
     import fcntl
@@ -497,9 +496,9 @@ class FaissBackend(BaseBackend):
         building = self._building or {}
         for result_type_id, fingerprint in list(building):
             rows = building.pop((result_type_id, fingerprint))  # freed once its index is built
-            whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
-            state = self._build(searched_with(whitening, len(rows)), rows, rows.newest)  # as Snapshot.read
-            state.outgrown = whitening is not None and outgrown(whitening.trained_on, len(rows))
+            whitening, stale = stored_whitening(result_type_id, fingerprint, len(rows))
+            state = self._build(whitening, rows, rows.newest)
+            state.outgrown = stale
             with self._file_lock((result_type_id, fingerprint)):
                 self._save((result_type_id, fingerprint), state)
             self._indexes[(result_type_id, fingerprint)] = state

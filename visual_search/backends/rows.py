@@ -61,6 +61,15 @@ def searched_with(whitening: Whitening | None, ready: int) -> Whitening | None:
     return whitening
 
 
+def stored_whitening(result_type_id: int, fingerprint: str, ready: int) -> tuple[Whitening | None, bool]:
+    """The stored whitening of this model as searches apply it with ``ready`` vectors
+    (:func:`searched_with`), and whether the catalogue outgrew it (:func:`outgrown`): what every
+    in-process index is built with."""
+    whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
+    stale = whitening is not None and outgrown(whitening.trained_on, ready)
+    return searched_with(whitening, ready), stale
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the database holds now: the rows, how many and how new, the learned whitening searches
@@ -76,9 +85,8 @@ class Snapshot:
     def read(cls, result_type_id: int, fingerprint: str) -> Snapshot:
         rows = ready_rows(result_type_id, fingerprint)
         stats = rows.aggregate(n=Count("id"), newest=Max("updated_at"))
-        whitening = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).first()
-        stale = whitening is not None and outgrown(whitening.trained_on, stats["n"])
-        return cls(rows, stats["n"], stats["newest"], searched_with(whitening, stats["n"]), outgrown=stale)
+        whitening, stale = stored_whitening(result_type_id, fingerprint, stats["n"])
+        return cls(rows, stats["n"], stats["newest"], whitening, outgrown=stale)
 
     @property
     def stamp(self) -> str | None:

@@ -7,10 +7,9 @@ import re
 
 from django.core import checks
 
-from visual_search.conf import did_you_mean
-from visual_search.contrib.messaging.conf import common_problems
+from visual_search.contrib.messaging.checks import adapter_problems, problem_messages, setting_error
 
-from .conf import DEFAULTS, SETTING, settings
+from .conf import settings
 
 SECRET_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 TOKEN_PATTERN = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
@@ -24,24 +23,20 @@ CHECK_IDS = {
 }
 
 
-def _error(key: str, problem: str, hint: str, id: str) -> checks.Error:
-    return checks.Error(f"{SETTING}[{key!r}] {problem}", hint=hint, id=id)
-
-
 def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """TOKEN and SECRET are required once the app is installed; every other key is validated."""
     messages = []
     token, secret = settings.TOKEN, settings.SECRET
     if not (isinstance(token, str) and TOKEN_PATTERN.match(token)):
         shown = "is missing" if not token else "is not a bot token"
-        messages.append(_error("TOKEN", f"{shown}: the bot cannot answer.",
-                               "Create a bot with @BotFather and set its token, e.g. from an environment variable.",
-                               "visual_search_telegram.E001"))
+        messages.append(setting_error(settings, "TOKEN", f"{shown}: the bot cannot answer.",
+                                      "Create a bot with @BotFather and set its token, e.g. from an environment variable.",
+                                      "visual_search_telegram.E001"))
     if not (isinstance(secret, str) and SECRET_PATTERN.match(secret)):
         shown = "is missing" if not secret else "is not 1-256 characters of A-Z, a-z, 0-9, _ and -"
-        messages.append(_error("SECRET", f"{shown}: the webhook refuses every update without it.",
-                               "Set a long random string, e.g. python -c \"import secrets; print(secrets.token_urlsafe(32))\".",
-                               "visual_search_telegram.E002"))
+        messages.append(setting_error(settings, "SECRET", f"{shown}: the webhook refuses every update without it.",
+                                      "Set a long random string, e.g. python -c \"import secrets; print(secrets.token_urlsafe(32))\".",
+                                      "visual_search_telegram.E002"))
     messages += _other_keys()
     if importlib.util.find_spec("telegram") is None:
         messages.append(checks.Error("python-telegram-bot is not installed.",
@@ -50,18 +45,5 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 
 def _other_keys() -> list[checks.CheckMessage]:
-    problems = common_problems(settings)
-    api_url = settings.API_URL
-    if not (isinstance(api_url, str) and re.match(r"^https?://[^/]+", api_url)):
-        problems["API_URL"] = f"= {api_url!r}: expected an absolute URL such as 'https://api.telegram.org'."
-    for key in ("RETRY_AFTER_MAX", "TIMEOUT"):
-        value = getattr(settings, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            problems[key] = f"= {value!r}: expected a number of seconds, at least 0."
-    messages = [_error(key, problem, f"Leave it out for the default, {DEFAULTS[key]!r}.", "visual_search_telegram.E003")
-                for key, problem in problems.items()]
-    for key in sorted(set(settings.user_settings()) - set(DEFAULTS)):
-        messages.append(checks.Warning(f"{SETTING}[{key!r}] is not a setting{did_you_mean(key, DEFAULTS)}.",
-                                       hint="Remove it (docs/telegram.md lists the settings).",
-                                       id="visual_search_telegram.W001"))
-    return messages
+    return problem_messages(settings, adapter_problems(settings), error_id="visual_search_telegram.E003",
+                            warning_id="visual_search_telegram.W001", docs="docs/telegram.md")

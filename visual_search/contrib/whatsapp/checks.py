@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from django.conf import settings as django_settings
 from django.core import checks
 
-from visual_search.conf import did_you_mean
-from visual_search.contrib.messaging.conf import common_problems
+from visual_search.contrib.messaging.checks import adapter_problems, problem_messages, setting_error
 
-from .conf import DEFAULTS, SETTING, settings
+from .conf import SETTING, settings
 
 CHECK_IDS = {
     "visual_search_whatsapp.E001": "ACCESS_TOKEN is missing.",
@@ -24,34 +23,30 @@ CHECK_IDS = {
 }
 
 
-def _error(key: str, problem: str, hint: str, id: str) -> checks.Error:
-    return checks.Error(f"{SETTING}[{key!r}] {problem}", hint=hint, id=id)
-
-
 def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """ACCESS_TOKEN, PHONE_NUMBER_ID, APP_SECRET and VERIFY_TOKEN are required once the app is
     installed; every other key is validated."""
     messages = []
     if not (isinstance(settings.ACCESS_TOKEN, str) and settings.ACCESS_TOKEN.strip()):
-        messages.append(_error("ACCESS_TOKEN", "is missing: the bot cannot fetch photos nor answer.",
-                               "Create a System User's permanent token with whatsapp_business_messaging in Meta Business "
-                               "Settings and set it from an environment variable (docs/whatsapp.md).",
-                               "visual_search_whatsapp.E001"))
+        messages.append(setting_error(settings, "ACCESS_TOKEN", "is missing: the bot cannot fetch photos nor answer.",
+                                      "Create a System User's permanent token with whatsapp_business_messaging in Meta Business "
+                                      "Settings and set it from an environment variable (docs/whatsapp.md).",
+                                      "visual_search_whatsapp.E001"))
     phone = settings.PHONE_NUMBER_ID
     if not (isinstance(phone, (str, int)) and not isinstance(phone, bool) and str(phone).isdigit()):
         shown = "is missing" if not phone else "is not a phone number id (digits)"
-        messages.append(_error("PHONE_NUMBER_ID", f"{shown}: the bot answers from that number, and only its messages.",
-                               "Copy the 'Phone number ID' (not the phone number) from WhatsApp > API Setup in the app's dashboard.",
-                               "visual_search_whatsapp.E002"))
+        messages.append(setting_error(settings, "PHONE_NUMBER_ID", f"{shown}: the bot answers from that number, and only its messages.",
+                                      "Copy the 'Phone number ID' (not the phone number) from WhatsApp > API Setup in the app's dashboard.",
+                                      "visual_search_whatsapp.E002"))
     if not (isinstance(settings.APP_SECRET, str) and settings.APP_SECRET.strip()):
-        messages.append(_error("APP_SECRET", "is missing: the webhook refuses every delivery, as it cannot check Meta's signature.",
-                               "Copy the App secret from App settings > Basic in the app's dashboard.",
-                               "visual_search_whatsapp.E003"))
+        messages.append(setting_error(settings, "APP_SECRET", "is missing: the webhook refuses every delivery, as it cannot check Meta's signature.",
+                                      "Copy the App secret from App settings > Basic in the app's dashboard.",
+                                      "visual_search_whatsapp.E003"))
     if not (isinstance(settings.VERIFY_TOKEN, str) and settings.VERIFY_TOKEN.strip()):
-        messages.append(_error("VERIFY_TOKEN", "is missing: Meta cannot verify the webhook's URL.",
-                               "Set a long random string, e.g. python -c \"import secrets; print(secrets.token_urlsafe(32))\", "
-                               "and type the same in WhatsApp > Configuration > Webhook.",
-                               "visual_search_whatsapp.E004"))
+        messages.append(setting_error(settings, "VERIFY_TOKEN", "is missing: Meta cannot verify the webhook's URL.",
+                                      "Set a long random string, e.g. python -c \"import secrets; print(secrets.token_urlsafe(32))\", "
+                                      "and type the same in WhatsApp > Configuration > Webhook.",
+                                      "visual_search_whatsapp.E004"))
     if settings.BACKGROUND == "inline" and not django_settings.DEBUG:
         messages.append(checks.Warning(
             f"{SETTING}['BACKGROUND'] = 'inline': the webhook answers Meta only after fetching, searching and replying "
@@ -62,24 +57,12 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 
 def _other_keys() -> list[checks.CheckMessage]:
-    problems = common_problems(settings)
-    api_url = settings.API_URL
-    if not (isinstance(api_url, str) and re.match(r"^https?://[^/]+", api_url)):
-        problems["API_URL"] = f"= {api_url!r}: expected an absolute URL such as 'https://graph.facebook.com'."
+    problems = adapter_problems(settings)
     version = settings.API_VERSION
     if not (isinstance(version, str) and re.match(r"^v\d+\.\d+$", version)):
         problems["API_VERSION"] = f"= {version!r}: expected a Graph API version such as 'v23.0'."
-    for key in ("RETRY_AFTER_MAX", "TIMEOUT"):
-        value = getattr(settings, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            problems[key] = f"= {value!r}: expected a number of seconds, at least 0."
     languages = settings.PHONE_LANGUAGES
     if not (isinstance(languages, Mapping) and all(str(k).lstrip("+").isdigit() and isinstance(v, str) for k, v in languages.items())):
         problems["PHONE_LANGUAGES"] = f"= {languages!r}: expected a dict of calling codes to language codes, such as {{'49': 'de'}}."
-    messages = [_error(key, problem, f"Leave it out for the default, {DEFAULTS[key]!r}.", "visual_search_whatsapp.E005")
-                for key, problem in problems.items()]
-    for key in sorted(set(settings.user_settings()) - set(DEFAULTS)):
-        messages.append(checks.Warning(f"{SETTING}[{key!r}] is not a setting{did_you_mean(key, DEFAULTS)}.",
-                                       hint="Remove it (docs/whatsapp.md lists the settings).",
-                                       id="visual_search_whatsapp.W001"))
-    return messages
+    return problem_messages(settings, problems, error_id="visual_search_whatsapp.E005",
+                            warning_id="visual_search_whatsapp.W001", docs="docs/whatsapp.md")
