@@ -484,6 +484,13 @@ def test_the_checks_name_the_key_its_default_and_the_docs(settings):
     ]
 
 
+def test_a_misspelt_setting_is_named_with_the_closest_one_and_one_full_stop(settings):
+    """The closest setting is suggested as the core checks do, with no stray full stop ("?.")."""
+    settings.VISUAL_SEARCH_TELEGRAM = {"TOKEN": TOKEN, "SECRET": SECRET, "TIMEOT": 5}
+    [warning] = [m for m in checks.check_settings() if m.id == "visual_search_telegram.W001"]
+    assert warning.msg == "VISUAL_SEARCH_TELEGRAM['TIMEOT'] is not a setting; did you mean 'TIMEOUT'?"
+
+
 def test_a_product_the_shop_hides_is_never_sent(client, api, shop, settings):
     """The bot answers as the shop's site answers an anonymous customer (VISIBILITY), also for a
     message handled without a site URL (a task queued by shop code, background.run's default),

@@ -43,6 +43,6 @@ def problem_messages(conf: MessengerSettings, problems: dict[str, str], *, error
     messages = [setting_error(conf, key, problem, f"Leave it out for the default, {conf.defaults[key]!r}.", error_id)
                 for key, problem in problems.items()]
     for key in sorted(set(conf.user_settings()) - set(conf.defaults)):
-        messages.append(checks.Warning(f"{conf.name}[{key!r}] is not a setting{did_you_mean(key, conf.defaults)}.",
+        messages.append(checks.Warning(f"{conf.name}[{key!r}] is not a setting{did_you_mean(key, conf.defaults) or '.'}",
                                        hint=f"Remove it ({docs} lists the settings).", id=warning_id))
     return messages
