@@ -472,3 +472,64 @@ def test_a_right_to_left_shop_keeps_prices_scores_and_the_box_the_right_way_roun
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"rtl-dialog-{size}.png"))
     context.close()
+
+
+# WCAG 2.2 1.4.10 (Reflow): at 320 CSS px wide (a small phone, or a 1280 px desktop at 400 % zoom)
+# nothing scrolls sideways and nothing is lost. The score ("67 % de correspondance": French, the
+# longest) shrank with its card to stay on one line, to 9.5 px letters at 320 px and 10.4 px on a
+# 390 px phone's search page; it is 12 px at least now, still on one line.
+SCORE_LINE = """(el) => {
+  const style = getComputedStyle(el);
+  return {size: parseFloat(style.fontSize), lines: Math.round(el.getBoundingClientRect().height / parseFloat(style.lineHeight)), text: el.textContent.trim()};
+}"""
+
+
+@pytest.fixture(scope="module")
+def french_server(demo_server):  # noqa: F811
+    with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": "fr"}) as served:
+        yield served
+
+
+def within(page, selector: str, width: int) -> None:
+    for found in page.locator(selector).all():
+        box = found.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("javascript", [True, False], ids=["dialog", "no-javascript"])
+def test_at_320_px_nothing_scrolls_sideways_and_the_score_is_legible_on_one_line(french_server, browser, tmp_path, javascript):  # noqa: F811
+    photo = tmp_path / "two_products.jpg"
+    photo.write_bytes(side_by_side())
+    context = browser.new_context(
+        viewport={"width": 320, "height": 640}, device_scale_factor=2, has_touch=javascript, is_mobile=javascript,
+        java_script_enabled=javascript, bypass_csp=True,
+    )
+    page = context.new_page()
+    if javascript:
+        page.goto(french_server + "/category/milk/")
+        page.locator(".vs-open").tap()
+        page.set_input_files("#vs-compact-file", str(photo))
+        page.wait_for_selector("#vs-compact-results .vs-card-score", timeout=120_000)
+        scope = "dialog[open]"
+        assert page.evaluate("document.querySelector('dialog[open]').scrollWidth") <= 320
+        within(page, f"{scope} [data-vs-size], {scope} .vs-whole, {scope} .vs-close, {scope} .vs-stage", 320)
+    else:
+        page.goto(french_server + "/search/")
+        page.set_input_files("#vs-file", str(photo))
+        page.locator("main .vs-submit").click()
+        page.wait_for_selector("main .vs-card-score")
+        scope = "main"
+        page.locator("main details.vs-part summary").click()
+        within(page, "main .vs-part-field input, main .vs-submit", 320)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    cards = page.locator(f"{scope} .vs-card")
+    assert cards.count() >= 2
+    within(page, f"{scope} .vs-card", 320)
+    for score in page.locator(f"{scope} .vs-card-score").all():
+        line = score.evaluate(SCORE_LINE)
+        assert re.fullmatch(r"\d+\s% de correspondance", line["text"]), line  # a no-break space
+        assert line["size"] >= 11.99 and line["lines"] == 1, line
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"reflow-320-{'dialog' if javascript else 'no-javascript'}.png"))
+    context.close()
