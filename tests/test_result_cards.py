@@ -396,7 +396,7 @@ def test_a_phone_s_card_keeps_its_score_on_one_line():
 
     css = (Path(results_module.__file__).parent / "static/visual_search/widget.css").read_text()
     assert re.search(r"\.vs-card-details \{ container-type: inline-size; \}", css)
-    found = re.search(r"\.vs-card-score \{ font-size: max\(\.7em, min\(1em, ([\d.]+)cqi\)\); \}", css)
+    found = re.search(r"\.vs-card-score \{ font-size: max\([\d.]+em, min\(1em, ([\d.]+)cqi\)\); \}", css)
     assert found and 13.1 * float(found[1]) / 100 <= 1
 
 
@@ -405,9 +405,9 @@ def test_on_a_phone_the_score_is_12_px_at_least_in_cards_wide_enough_for_one_lin
     one line. On a phone it stops at 12 px (with 16 px text), and two cards a row only where each is
     wide enough for the longest score at that size (13.1 em, see above) and the card's padding."""
     css = (Path(results_module.__file__).parent / "static/visual_search/widget.css").read_text()
+    everywhere = re.search(r"\n\.vs-card-score \{ font-size: max\(([\d.]+)em, min\(1em, 7\.6cqi\)\); \}", css)
+    assert everywhere and float(everywhere[1]) * .85 * 16 >= 11.99  # .vs-card-details is .85em; a desktop dialog's 9.5 px before
     phone = css[css.index("@media (max-width: 420px)"):]
-    floor = re.search(r"\.vs-card-score \{ font-size: max\(([\d.]+)em, min\(1em, 7\.6cqi\)\); \}", phone)
-    assert floor and float(floor[1]) * .85 * 16 >= 11.99  # .vs-card-details is .85em
     columns = re.search(r"\.vs-grid:has\(\.vs-card-score\) \{ grid-template-columns: repeat\(auto-fill, minmax\(max\(calc\(50% - \.3rem\), min\(100%, ([\d.]+)em\)\), 1fr\)\); \}", phone)
     padding = 2 * .6 * .85 + 2 / 16  # .vs-card-details' side padding (.6em of .85em) and the card's border, in em
     assert columns and float(columns[1]) >= 13.1 * .75 + padding
