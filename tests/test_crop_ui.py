@@ -388,6 +388,18 @@ TEXT_ENDS = """(el) => {
   return {text: s.trim(), first: at(first).left, last: at(last).right, right: all.getBoundingClientRect().right, box: el.getBoundingClientRect().right};
 }"""
 
+# The last full stop of an element's words, and the letter before it: where each stands.
+FULL_STOP = """(el) => {
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT), chars = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (!node.parentElement.closest("[hidden]")) { [...node.textContent].forEach((c, i) => { if (c.trim()) { chars.push([node, i]); } }); }
+  }
+  const at = ([node, i]) => { const r = document.createRange(); r.setStart(node, i); r.setEnd(node, i + 1); return r.getBoundingClientRect(); };
+  const [stop, before] = [chars[chars.length - 1], chars[chars.length - 2]];
+  return {text: el.textContent.trim(), stop: stop[0].textContent[stop[1]], stopLeft: at(stop).left, beforeLeft: at(before).left,
+          align: getComputedStyle(el).textAlign, right: el.getBoundingClientRect().right, wordsRight: (() => { const r = document.createRange(); r.selectNodeContents(el); return r.getBoundingClientRect().right; })()};
+}"""
+
 
 @pytest.fixture(scope="module")
 def rtl_server(demo_server):  # noqa: F811
@@ -455,6 +467,16 @@ def test_a_right_to_left_shop_keeps_prices_scores_and_the_box_the_right_way_roun
     assert re.fullmatch(r"\d+% match", cards.first.locator(".vs-card-score").inner_text())
     # The best match first: on the right.
     assert cards.nth(0).bounding_box()["x"] > cards.nth(1).bounding_box()["x"]
+
+    # The widget's English sentences in their own order: "12 results, best match first." and "...up
+    # to 10 MB.", the full stop after the last word (it stood on the left end: ".results ... 12"); the
+    # status line on the page's side, the hint centred as in a left-to-right page.
+    for selector in ("#vs-compact-status", "dialog[open] .vs-hint", "dialog[open] .vs-crop-hint"):
+        stop = page.locator(selector).evaluate(FULL_STOP)
+        assert stop["stop"] == "." and stop["stopLeft"] > stop["beforeLeft"], (selector, stop)
+    status = page.locator("#vs-compact-status").evaluate(FULL_STOP)
+    assert abs(status["right"] - status["wordsRight"]) < 2, status  # on the right
+    assert page.locator("dialog[open] .vs-hint").evaluate(FULL_STOP)["align"] == "center"
 
     # The box: smaller, then ArrowLeft moves it left on the screen, and the search's box with it.
     page.locator("dialog[open] [data-vs-size='-1']").click()

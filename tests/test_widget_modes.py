@@ -196,7 +196,7 @@ def test_one_status_line_says_what_the_results_are(client, shop, settings):
     body = shown.split("</head>", 1)[1]  # the page's title says it too (below)
     assert body.count("best match first") == 1 and "results found" not in html
     status = html.split('data-vs-status role="status" aria-live="polite">')[1].split("</p>")[0]
-    assert status == "2 results, best match first."
+    assert status == "<span>2 results, best match first.</span>"
     # The new page's title says it first: a screen reader read "Search by photo" and the form again.
     assert "<title>2 results, best match first. – Search by photo</title>" in html
     assert "<title>Search by photo</title>" in client.get("/search-by-photo/").content.decode()  # nothing searched
