@@ -959,6 +959,27 @@ def test_no_accessibility_violations_before_during_and_after_a_search(demo_serve
     context.close()
 
 
+# What axe-core finds in Swagger UI's own page structure, which a stylesheet cannot change: a
+# collapsible operation's summary is a button holding the links (nested-interactive), its tag
+# headings are h3 under the title's h1 (heading-order), and its description sits outside its <main>.
+SWAGGER_UI_OWN = {"nested-interactive", "heading-order", "region"}
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_api_docs_page_has_no_accessibility_violation_but_swagger_ui_s_structure(demo_server, browser, size):
+    """The API's docs page: Swagger UI's colours (white on #61affe for GET, #49cc90 for POST, the
+    version badges, the schema's URL, "Authorize": 2.0 to 3.75, AA wants 4.5) and its 19 px path
+    links (WCAG 2.2: 24 px targets) are mended by api_docs.css."""
+    pytest.importorskip("axe_playwright_python")
+    context = sized(browser, size)
+    page = context.new_page()
+    page.goto(f"{demo_server}/api/visual-search/docs/")
+    page.wait_for_selector(".opblock-summary-method", timeout=30_000)
+    found = {line.split(" ", 1)[0]: line for line in axe_violations(page)}
+    assert set(found) <= SWAGGER_UI_OWN, [found[rule] for rule in set(found) - SWAGGER_UI_OWN]
+    context.close()
+
+
 def test_a_shop_that_never_answers_ends_with_try_again_not_searching_for_ever(demo_server, browser):
     """A hung server (or a phone's connection dead without an error) left "Searching…" and the busy
     state for ever, and the customer's way out was choosing the photo again. Now the line says the
