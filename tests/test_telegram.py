@@ -529,3 +529,16 @@ def test_the_bot_s_token_stays_out_of_the_logs_of_a_project_logging_at_info(clie
         assert post(client, photo("pink", size)).status_code == 200
     assert "/bot<TOKEN>/getFile" in caplog.text  # the lines stay, the token goes
     assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
+
+
+def test_python_telegram_bot_s_debug_lines_name_the_call_not_the_customer(client, api, shop, caplog):
+    """At DEBUG, python-telegram-bot logged each call's parameters (the chat id) and what it returned
+    (a sent message: the chat, the customer's first name). The endpoint stays in the line."""
+    size = add_photo(api, "pink", "Pink-Lady")
+    with caplog.at_level(logging.DEBUG, logger="telegram"):
+        assert post(client, photo("pink", size)).status_code == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "telegram.Bot"]
+    assert any(line.startswith("Calling Bot API endpoint `getFile`") for line in lines), lines
+    calls = [line for line in lines if "Bot API endpoint" in line]
+    assert calls and all("<not logged: it names the customer>" in line for line in calls), calls
+    assert not [line for line in lines if str(CHAT) in line or "Ann" in line], lines
