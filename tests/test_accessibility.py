@@ -210,3 +210,18 @@ def test_a_shop_s_own_label_says_the_page_s_language(rf, mode):
     with translation.override("de"):
         html = render_tags("{% visual_search_widget label='Mit Foto suchen' mode=mode %}", request=rf.get("/"), mode=mode)
     assert " lang=" not in "".join(re.findall(r'<(?:h2|a) class="vs-(?:title|open)"[^>]*>', html))  # as before
+
+
+@pytest.mark.parametrize(("language", "marked"), [("es", 'lang="en"'), ("de", None), ("en", None)])
+def test_the_search_page_s_own_heading_and_intro_say_their_language(client, language, marked):
+    # The search page's heading and intro are the package's words: English on a Spanish page, which
+    # read them with a Spanish voice; German and English pages are as before (no lang of their own).
+    with translation.override(language):
+        page = client.get("/search-by-photo/").content.decode()
+    heading = re.search(r'<h1 class="vs-page-title">(.*?)</h1>', page, flags=re.S).group(1)
+    intro = re.search(r'<p class="vs-page-intro"[^>]*>', page).group(0)
+    assert re.search(r'<html lang="([^"]*)"', page).group(1) == language  # the page's
+    if marked:
+        assert heading.startswith(f"<span {marked}>") and marked in intro, (heading, intro)
+    else:
+        assert "lang=" not in heading + intro, (heading, intro)
