@@ -225,3 +225,14 @@ def test_the_search_page_s_own_heading_and_intro_say_their_language(client, lang
         assert heading.startswith(f"<span {marked}>") and marked in intro, (heading, intro)
     else:
         assert "lang=" not in heading + intro, (heading, intro)
+
+
+@pytest.mark.parametrize(("language", "marked"), [("es", ' lang="es"'), ("de", ""), ("en", "")])
+def test_words_another_app_translated_say_the_page_s_language(rf, language, marked):
+    # Django admin's catalogue (merged into every app's) has "Search" and "Close": a Spanish shop's
+    # widget shows "Buscar" and "Cerrar" among its English words. They say "es", not the widget's "en".
+    with translation.override(language):
+        html = render_tags('{% visual_search_widget mode="compact" %}', request=rf.get("/"))
+    close = re.search(r'<button class="vs-close"[^>]*>', html).group(0)
+    search = re.search(r'<button class="vs-button vs-submit"[^>]*>', html).group(0)
+    assert (" lang=" in close, " lang=" in search) == (bool(marked), bool(marked)) and marked in close and marked in search, (close, search)

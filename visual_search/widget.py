@@ -152,6 +152,18 @@ def words_language() -> str:
     return language
 
 
+def borrowed_language(msgid: str, words: str, page: str) -> str:
+    """``page`` where the active language's catalogues translate ``msgid`` otherwise than the
+    package's words' language does: another app's catalogue has it (Django admin's "Buscar" for the
+    widget's "Search", "Cerrar" for "Close", in a Spanish shop); "" where it is the widget's word."""
+    if words == page:
+        return ""
+    text = _(msgid)
+    with translation.override(words):
+        own = _(msgid)
+    return page if text != own else ""
+
+
 def page_language() -> str:
     """The page's language (the active one): the shop's names, prices and links on the result cards
     are in it, and the API is asked in it."""
@@ -436,6 +448,9 @@ def widget_context(
         "page_language": page,
         # A label="..." the shop's template translated is in the page's language, not the widget's.
         "label_language": page if label and page != words else "",
+        # Words so common that other apps' catalogues translate them: in the page's language then.
+        "search_language": borrowed_language("Search", words, page),
+        "close_language": borrowed_language("Close", words, page),
         "filters": {name: value for name, value in filters.items() if name in allowed and value not in (None, "")},
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",
