@@ -162,6 +162,40 @@ def test_the_search_asks_for_the_page_s_language_not_the_browser_s(demo_server, 
     context.close()
 
 
+def test_a_page_in_a_language_the_package_lacks_marks_its_words_english_and_the_results_its_own(demo_server, browser):
+    """A Spanish shop (the package has English, German and French words): the widget said lang="es"
+    round its English words, read by a screen reader with a Spanish voice (WCAG 3.1.2). Its words now
+    say "en", "in 37 seconds" among them; the API is still asked in Spanish (the names and links
+    are the shop's, in the page's language), and the script's cards say "es" as the server's do."""
+    with serve({**demo_server.env, "DEMO_SHOP_LANGUAGE": "es"}) as server:
+        context = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 800}, bypass_csp=True)
+        page = context.new_page()
+        asked, answers = [], [lambda route: route.fulfill(status=200, content_type="application/json", body=ONE_RESULT),
+                              lambda route: route.fulfill(status=429, headers={"Retry-After": "37"}, content_type="application/json", body=THROTTLED)]
+
+        def answer(route):
+            asked.append(route.request.headers.get("accept-language"))
+            answers[len(asked) - 1](route)
+
+        page.route("**/api/visual-search/search/", answer)
+        page.goto(f"{server}/search/")
+        assert (page.get_attribute("#vs", "lang"), page.get_attribute("#vs", "data-vs-language")) == ("en", "es")
+        page.set_input_files("#vs-file", str(val_photo(PRODUCT)))
+        page.wait_for_selector("#vs-results [data-vs-list] .vs-card", timeout=60_000)
+        language = "el => el.closest('[lang]').lang"  # the language a screen reader reads it in
+        card = page.locator("#vs-results .vs-card").first
+        assert page.get_attribute("#vs-results [data-vs-list]", "lang") == "es" and card.get_attribute("lang") == "es"
+        assert card.locator(".vs-card-name").evaluate(language) == "es"
+        assert card.locator(".vs-card-score").evaluate(language) == "en"  # "90% match": the widget's words
+        assert page.locator("#vs-status").evaluate(language) == "en"  # "1 result, best match first."
+        page.set_input_files("#vs-file", str(val_photo("Oatly-Oat-Milk")))
+        page.wait_for_function("document.getElementById('vs-status').textContent.includes('Too many')", timeout=60_000)
+        # In the sentence's language: not "dentro de 37 segundos" inside English words.
+        assert re.fullmatch(r"Too many searches in a short time\. Please try again in 3\d seconds\.", page.locator("#vs-status").inner_text())
+        assert asked == ["es", "es"], asked
+        context.close()
+
+
 def decimal_price_answer(price: str = "1234.5", currency: str = "SEK") -> str:
     """What the API answers for a shop whose RESULT_ADAPTER gives a Decimal price ("1234.50"): a JSON
     number (DRF's encoder; tests/test_result_cards.py checks it), 1234.5."""

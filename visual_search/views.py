@@ -15,7 +15,7 @@ from django.views.generic import TemplateView
 from .api.throttling import SearchRateThrottle
 from .http import HeadWithoutBody, photo_names_hidden
 from .photo_search import PhotoSearchError, check_content_length, confident, search_photo
-from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message
+from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message, page_language, words_language
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -34,6 +34,13 @@ class SearchByPhotoView(HeadWithoutBody, TemplateView):
     """
 
     template_name = "visual_search/search.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        # The page's heading and intro are the package's words: search.html marks them with their
+        # language where it is not the page's (English on a Spanish page; WCAG 3.1.2).
+        context["words_language"], context["page_language"] = words_language(), page_language()
+        return context
 
     def post(self, request, *args, **kwargs):
         context = self.get_context_data(**kwargs)

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
-from django.utils import formats
+from django.utils import formats, translation
 from django.utils.html import format_html
 from django.utils.translation import gettext as _, gettext_lazy, ngettext, ngettext_lazy
 
@@ -122,6 +122,57 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # Not words: how this language writes a number, for the prices of the cards the script makes.
         "number": number_shape(),
     }
+
+
+# A sentence only this package has (the widget's hint): where the active language's catalogues
+# translate it, the package's words are in that language.
+WORDS_PROBE = "Take or choose a photo of a product."
+
+
+def words_language() -> str:
+    """The language the widget's own words are in for the active language, for their ``lang``
+    (WCAG 3.1.2, language of parts): the active language where a catalogue translates the package's
+    words (``visual_search/locale``: de, fr, a "de-at" page's German included; or the shop's own,
+    through ``LOCALE_PATHS``) or where it is English; ``LANGUAGE_CODE`` where Django fell back to its
+    catalogue (a Spanish visitor of a German shop reads German words); else "en" (a Spanish page
+    shows them in English). Asked afresh each time: the active language changes per request."""
+    language = translation.get_language()
+    if not language:  # translation deactivated: the msgids, English
+        return "en"
+    if language.lower().startswith("en"):  # Django gives English no fallback: its words are the msgids
+        return language
+    words = _(WORDS_PROBE)
+    if words == WORDS_PROBE:
+        return "en"
+    default = django_settings.LANGUAGE_CODE
+    if _primary(default) not in (_primary(language), "en"):
+        with translation.override(default):
+            if _(WORDS_PROBE) == words:  # the same sentence: Django's fallback to LANGUAGE_CODE's catalogue gave it
+                return default
+    return language
+
+
+def borrowed_language(msgid: str, words: str, page: str) -> str:
+    """``page`` where the active language's catalogues translate ``msgid`` otherwise than the
+    package's words' language does: another app's catalogue has it (Django admin's "Buscar" for the
+    widget's "Search", "Cerrar" for "Close", in a Spanish shop); "" where it is the widget's word."""
+    if words == page:
+        return ""
+    text = _(msgid)
+    with translation.override(words):
+        own = _(msgid)
+    return page if text != own else ""
+
+
+def page_language() -> str:
+    """The page's language (the active one): the shop's names, prices and links on the result cards
+    are in it, and the API is asked in it."""
+    return translation.get_language() or django_settings.LANGUAGE_CODE
+
+
+def _primary(language: str) -> str:
+    """"de" for "de-at" and "de_AT"."""
+    return language.replace("_", "-").split("-")[0].lower()
 
 
 def number_shape() -> dict[str, Any]:
@@ -374,6 +425,7 @@ def widget_context(
             ", ".join(f"{name}=" for name in unknown), ", ".join(sorted(allowed)) or "none",
         )
     limit = _usable_limit(limit)
+    words, page = words_language(), page_language()
     mine = _shows_results(context, state, widget_id, mode, main)
     results = context.get(RESULTS_KEY) if mine else None
     return {
@@ -390,6 +442,15 @@ def widget_context(
         "compact": mode == "compact",
         "widget_id": widget_id,
         "widget_field": WIDGET_FIELD,
+        # The widget's words are in one language (its root's lang), the shop's results (names, prices,
+        # links: the API asked in it) in the page's: words_language(), and the active language.
+        "words_language": words,
+        "page_language": page,
+        # A label="..." the shop's template translated is in the page's language, not the widget's.
+        "label_language": page if label and page != words else "",
+        # Words so common that other apps' catalogues translate them: in the page's language then.
+        "search_language": borrowed_language("Search", words, page),
+        "close_language": borrowed_language("Close", words, page),
         "filters": {name: value for name, value in filters.items() if name in allowed and value not in (None, "")},
         "max_bytes": max_upload_bytes(),
         "max_megabytes": f"{max_upload_bytes() / (1024 * 1024):g}",

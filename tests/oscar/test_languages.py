@@ -44,3 +44,13 @@ def test_the_dashboard_page_is_german(catalogue, client, german):
     for words in ("Visual search", "Indexed images", "Index missing, stale and failed images", "Reindex every product image", "Why it failed"):
         assert _(words) != words and _(words) in html, words
     assert _("Dashboard") in html  # Oscar's breadcrumb, German too
+
+
+def test_a_spanish_oscar_shop_marks_the_package_s_english_words(catalogue, client):
+    # Oscar speaks Spanish (its own catalogues); the package has no Spanish: its words in the search
+    # page's breadcrumb and the widget say lang="en", read with an English voice (WCAG 3.1.2).
+    with translation.override("es"):
+        html = client.get("/visual-search/").content.decode()
+    assert re.search(r'<li class="breadcrumb-item active" aria-current="page" lang="en">\s*Search by photo', html), html
+    roots = re.findall(r'<div class="vs-widget [^"]*" id="[^"]*" lang="([^"]*)" data-vs-language="([^"]*)"', html)
+    assert roots and set(roots) == {("en", "es")}, roots

@@ -11,7 +11,10 @@ from django import template
 from django.template.loader import render_to_string
 
 from ..results import similar_items
-from ..widget import PAGE_STATE, csrf_cookie_name, match_percent, page_state, price_text, script_tag, stylesheet_link, widget_context, written_price
+from ..widget import (
+    PAGE_STATE, csrf_cookie_name, match_percent, page_language, page_state, price_text, script_tag, stylesheet_link, widget_context, words_language,
+    written_price,
+)
 
 register = template.Library()
 
@@ -87,6 +90,9 @@ class SimilarProductsNode(template.Node):
         context_data = {
             "items": items, "object": obj, "request": request, "show_score": False, "title_id": title_id,
             "heading": bool(heading),
+            # The heading's words in their language (English on a Spanish page: the package has no
+            # Spanish), the shop's names and prices in the page's (WCAG 3.1.2, language of parts).
+            "words_language": words_language(), "page_language": page_language(),
             # The page's CSRF token, for a card with a form (Oscar's basket button): without it the
             # form's {% csrf_token %} wrote nothing, and the shop answered the button with 403.
             "csrf_token": context.get("csrf_token"),

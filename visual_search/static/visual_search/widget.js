@@ -847,11 +847,18 @@
     if (token) { input.value = token; }
   }, true);
 
-  // The page's language: the results' names and links in it, where the API is mounted outside
-  // i18n_patterns (Django's LocaleMiddleware then reads Accept-Language; a browser sends its own).
+  // The page's language (data-vs-language): the results' names and links are in it. The root's
+  // lang is the widget's words' (English on a Spanish page, where the package has no Spanish); an
+  // overridden widget.html without data-vs-language has the page's there.
+  Widget.prototype.pageLanguage = function () {
+    return this.root.getAttribute("data-vs-language") || this.root.getAttribute("lang") || "";
+  };
+
+  // The API asked in the page's language, where it is mounted outside i18n_patterns (Django's
+  // LocaleMiddleware then reads Accept-Language; a browser sends its own).
   Widget.prototype.headers = function (token) {
     var headers = { "Accept": "application/json" };
-    var language = this.root.getAttribute("lang");
+    var language = this.pageLanguage();
     if (language) { headers["Accept-Language"] = language; }
     if (token) { headers["X-CSRFToken"] = token; }
     return headers;
@@ -1054,8 +1061,8 @@
     return seconds > 0 ? Math.ceil(seconds) : 0;
   }
 
-  // "in 37 seconds", "in 2 minutes", in the page's language with its plural forms (the browser's
-  // Intl), or "" where the browser cannot say it.
+  // "in 37 seconds", "in 2 minutes", in the language of the sentence it sits in (the widget's words',
+  // its root's lang) with its plural forms (the browser's Intl), or "" where the browser cannot say it.
   function inTime(seconds, language) {
     if (!window.Intl || !Intl.RelativeTimeFormat) { return ""; }
     try {
@@ -1142,6 +1149,9 @@
     var list = document.createElement("ol");
     list.className = "vs-grid" + (confident ? "" : " vs-unsure");
     list.setAttribute("data-vs-list", "");
+    // The shop's names and prices: in the page's language, as the server's list says it.
+    var language = this.pageLanguage();
+    if (language) { list.setAttribute("lang", language); }
     var self = this;
     results.forEach(function (result) {
       list.appendChild(fillCard(self.template.content.firstElementChild.cloneNode(true), result, self.messages));
