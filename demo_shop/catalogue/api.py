@@ -6,5 +6,6 @@ from visual_search.api.serializers import SearchResultSerializer
 
 
 class ProductResultSerializer(SearchResultSerializer):
-    price = serializers.DecimalField(source="object.price", max_digits=8, decimal_places=2)
+    # A JSON number (35.9), which the widget writes as the page does; DRF's default is text ("35.90").
+    price = serializers.DecimalField(source="object.price", max_digits=8, decimal_places=2, coerce_to_string=False)
     category = serializers.CharField(source="object.category.name")

@@ -17,4 +17,6 @@ class ProductResultAdapter(ResultAdapter):
         prefetch_related_objects(list(objects), "category")
 
     def extra(self, obj, request=None):
-        return {"price": f"{obj.price:.2f}", "currency": "SEK"}
+        # The Decimal itself, not its text: the cards write it as the page writes its own prices
+        # ("35,90 SEK" on a German page); text would show as it comes ("35.90 SEK" beside it).
+        return {"price": obj.price, "currency": "SEK"}
