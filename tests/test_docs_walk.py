@@ -8,16 +8,22 @@ nothing a shop can use, or gets back, is left out or told twice.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
 
+import pytest
+from django.core.management import load_command_class
 
 from visual_search.api.serializers import SearchResultSerializer
 from visual_search.backends.base import BaseBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+# Django's own options of every command: not the package's to document.
+DJANGO_OPTIONS = {"-h", "--help", "--version", "-v", "--verbosity", "--settings", "--pythonpath", "--traceback",
+                  "--no-color", "--force-color", "--skip-checks"}
 
 
 def _section(page: str, heading: str) -> str:
@@ -29,6 +35,43 @@ def _section(page: str, heading: str) -> str:
     level = len(start.group(1))
     end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, start.end())
     return text[start.end(): end.start() if end else len(text)]
+
+
+def _options(command: str) -> dict[str, set[str]]:
+    """{subcommand or "": its options} of one of the package's commands, Django's own left out."""
+    found, parsers = {}, [("", load_command_class("visual_search", command).create_parser("manage.py", command))]
+    while parsers:
+        name, parser = parsers.pop()
+        options = set()
+        for action in parser._actions:
+            options.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.items())
+        found[name] = options - DJANGO_OPTIONS
+    return found
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["visual_search_status", "visual_search_reindex", "visual_search_rebuild_index", "visual_search_train",
+     "visual_search_versions", "visual_search_duplicates"],
+)
+def test_staff_md_shows_every_option_of_every_command(command):
+    # `visual_search_versions activate --force` was in no command list of staff.md or versions.md:
+    # a shop learnt of it only from the refusal's own message.
+    section = _section("staff.md", f"`{command}`")
+    missing = []
+    for subcommand, options in _options(command).items():
+        for option in sorted(options):
+            shown = re.search(rf"{re.escape(subcommand)}\b[^\n|]*?{re.escape(option)}\b", section) if subcommand else (
+                re.search(rf"(?<![\w-]){re.escape(option)}\b", section))
+            if not shown:
+                missing.append(f"{subcommand} {option}".strip())
+    assert missing == []
+
+
+def test_versions_md_shows_how_to_activate_a_version_that_is_not_better():
+    assert re.search(r"visual_search_versions activate \d+ --force", (DOCS / "versions.md").read_text())
 
 
 def test_the_backend_contract_table_names_each_method_once_and_each_exists():
