@@ -174,6 +174,17 @@ def test_start_training_runs_in_the_background_without_celery(shop, transactiona
     assert version.progress["stage"] == "trained"
 
 
+def test_train_async_without_celery_trains_in_the_command_and_leaves_no_version_training(shop, capsys):
+    # `visual_search_train --async` with no broker started a daemon thread and returned: the
+    # command's process ended, the thread with it, and the version said "Training" with nothing
+    # training it (until, 15 minutes on, "its process has stopped").
+    call_command("visual_search_train", "--async", "--epochs", "1")
+    out = capsys.readouterr().out
+    assert "training here, in this process" in out
+    assert "Trained version" in out and "started in the background" not in out
+    assert ModelVersion.objects.get().status == ModelVersion.Status.TRAINED
+
+
 def test_train_and_activate_switches_search_to_the_new_vectors(shop, capsys):
     from visual_search.serving import current_fingerprint
     from visual_search.models import ImageEmbedding

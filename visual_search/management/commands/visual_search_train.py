@@ -7,7 +7,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
-from ... import versions
+from ... import queue, versions
 from ...embeddings.adapted import parse_blocks
 from ...models import ModelVersion
 from ...training.jobs import run_training, start_training
@@ -48,7 +48,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--views", dest="augmented_views", type=int, help="Augmented views per training image (default 0 distilling, 2 classifying).")
         parser.add_argument("--time-limit", type=float, help="Stop after the last epoch that fits in this many seconds (default: run every epoch).")
-        parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker (or a background thread) and return at once.")
+        parser.add_argument("--async", dest="asynchronous", action="store_true", help="Train on a Celery worker and return at once (without Celery: train here, as without --async).")
         parser.add_argument(
             "--activate", action="store_true",
             help="When trained, and when its held-out figures beat the model in use, compute every image's vector with it and switch search to it.",
@@ -64,10 +64,15 @@ class Command(BaseCommand):
         if asynchronous:
             if activate:
                 raise CommandError("--activate waits for training to end; leave out --async, or activate later.")
-            version = start_training(label, **chosen)
-            self.stdout.write(self.style.SUCCESS(f"Training version {version.pk} started in the background."))
-            self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
-            return
+            if queue.use_celery():
+                version = start_training(label, **chosen)
+                self.stdout.write(self.style.SUCCESS(f"Training version {version.pk} started in the background."))
+                self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
+                return
+            # Without Celery, start_training's background thread would end with this command's process
+            # at once, and leave a version "training" that nothing trains: train here instead, as
+            # `visual_search_versions activate --async` computes here without Celery.
+            self.stdout.write("No Celery broker, so no worker to train on: training here, in this process (Ctrl-C stops it).")
         version = ModelVersion.objects.create(
             label="Adapted", status=ModelVersion.Status.TRAINING, config={"model": label, "options": chosen}
         )
