@@ -176,6 +176,21 @@ def test_similar_products_queryset_and_as_forms(shop):
     assert html == "[Oatly Oat Milk]"
 
 
+def test_the_as_form_gives_the_keys_customers_md_lists(shop):
+    # customers.md listed six keys (object, id, name, url, image_url, score); a template looking
+    # for the probability or the adapter's price found them only by reading the code.
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "customers.md").read_text()
+    listed = re.search(r"puts the list of results \(dicts with (.*?)\)", text, re.S).group(1)
+    names = re.findall(r"`(\w+)`", listed)
+    html = render_tags(
+        "{% similar_products product limit=1 as similar %}{% for item in similar %}{{ item.keys|join:',' }}{% endfor %}",
+        product=shop["Arla-Standard-Milk"],
+    )
+    assert sorted(html.split(",")) == sorted(names)
+
+
 def test_similar_products_without_embedding_renders_nothing_and_logs(db, caplog):
     product = Product.objects.create(name="New, no photo")
     with caplog.at_level(logging.INFO, logger="visual_search"):

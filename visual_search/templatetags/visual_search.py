@@ -140,7 +140,8 @@ def similar_products(parser, token):
     ``{% similar_products product limit=4 queryset=in_stock %}`` renders
     ``visual_search/similar_products.html`` (``heading=False``: without its "Similar products"
     heading, for a page that has one); ``{% similar_products product limit=4 as similar %}``
-    puts the list of result dicts (object, id, name, url, image_url, score) in ``similar``.
+    puts the list of result dicts (object, id, name, url, image_url, score, similarity, probability,
+    then the adapter's extra fields) in ``similar``.
     """
     bits = token.split_contents()[1:]
     target_var = None
