@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import load_command_class
 
 from visual_search.api.serializers import SearchResultSerializer
@@ -91,3 +92,22 @@ def test_the_search_answer_example_has_the_keys_of_the_api():
     assert set(example) == {"results", "confident"}
     assert set(example["results"][0]) == set(SearchResultSerializer().fields)
     assert isinstance(example["confident"], bool) and 0 <= example["results"][0]["score"] <= 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("web_settings")
+def test_the_api_answers_with_the_shape_the_readme_and_customers_md_show(client, make_product):
+    # README's one line on the API showed {"results": [...]} alone: an app reading it never looked
+    # for `confident`, whether to say "no confident match".
+    from tests.conftest import catalogue_image
+
+    for name in ("Pink-Lady", "Banana"):
+        make_product(name, catalogue_image(name))
+    photo = SimpleUploadedFile("photo.jpg", catalogue_image("Banana").read_bytes(), content_type="image/jpeg")
+    answer = client.post("/api/visual-search/search/", {"image": photo}).json()
+    (example,) = _json_examples("customers.md")
+    assert set(example) == set(answer) and set(example["results"][0]) == set(answer["results"][0])
+    readme = re.search(r"answers `(\{\"results\".*?)`", (ROOT / "README.md").read_text(), re.S).group(1)
+    outer, inner = readme.split("[", 1)[0] + readme.rsplit("]", 1)[1], readme.split("[", 1)[1].rsplit("]", 1)[0]
+    assert set(re.findall(r'"(\w+)"', outer)) == set(answer)
+    assert set(re.findall(r'"(\w+)"', inner)) == set(answer["results"][0])
