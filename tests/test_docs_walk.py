@@ -9,6 +9,7 @@ nothing a shop can use, or gets back, is left out or told twice.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 from pathlib import Path
@@ -31,10 +32,12 @@ def _section(page: str, heading: str) -> str:
     """The text of ``page`` under ``heading`` (a line starting with it), up to the next heading of
     the same or a higher level."""
     text = (DOCS / page).read_text()
-    start = re.search(rf"^(#+) {re.escape(heading)}.*$", text, re.M)
+    # Headings are looked for outside code blocks, whose shell comments start with "# " too.
+    prose = re.sub(r"```.*?```", lambda block: re.sub(r"[^\n]", " ", block.group()), text, flags=re.S)
+    start = re.search(rf"^(#+) {re.escape(heading)}.*$", prose, re.M)
     assert start, f"no heading {heading!r} in {page}"
     level = len(start.group(1))
-    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, start.end())
+    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(prose, start.end())
     return text[start.end(): end.start() if end else len(text)]
 
 
@@ -111,3 +114,66 @@ def test_the_api_answers_with_the_shape_the_readme_and_customers_md_show(client,
     outer, inner = readme.split("[", 1)[0] + readme.rsplit("]", 1)[1], readme.split("[", 1)[1].rsplit("]", 1)[0]
     assert set(re.findall(r'"(\w+)"', outer)) == set(answer)
     assert set(re.findall(r'"(\w+)"', inner)) == set(answer["results"][0])
+
+
+def _leading_value(cell: str):
+    """The value a table cell starts with (`"distil"`, `[4]`, 2e-4, 0 (...)), or None for words."""
+    cell = cell.strip()
+    token = re.match(r"`([^`]+)`|([-+\d.e]+)(?:\s|$)", cell)
+    if not token:
+        return None
+    try:
+        return ast.literal_eval(token.group(1) or token.group(2))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def test_adapting_md_options_table_gives_the_defaults_training_uses(settings):
+    from visual_search.training.trainer import TrainingOptions
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "TRAINING": {}}
+    table = _section("adapting.md", "Options")
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", table, re.M)
+    assert len(rows) >= 12
+    checked = 0
+    for name, *cells in rows:
+        for objective, cell in zip(("distil", "classify"), cells):
+            documented = _leading_value(cell)
+            if documented is None:
+                continue
+            actual = getattr(TrainingOptions(objective=objective), name)
+            actual = list(actual) if isinstance(actual, tuple) else actual
+            assert documented == actual, (name, objective, cell)
+            checked += 1
+    assert checked >= 18
+
+
+def _options_table(heading: str) -> dict[str, str]:
+    table = _section("backends.md", heading).split("| `OPTIONS` key | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for keys, default in re.findall(r"^\| ((?:`\w+`(?: / )?)+) \| ([^|]+) \|", table, re.M):
+        names, values = re.findall(r"`(\w+)`", keys), default.split(" / ")
+        rows.update(zip(names, values) if len(values) == len(names) else ((name, default) for name in names))
+    return rows
+
+
+def test_backends_md_options_tables_give_the_backends_defaults(settings):
+    import inspect
+
+    pytest.importorskip("faiss")
+    from visual_search.backends.faiss import FaissBackend
+    from visual_search.backends.pgvector.backend import PgvectorBackend
+
+    faiss = _options_table("FAISS")
+    assert set(faiss) == set(FaissBackend.option_names)
+    backend = FaissBackend("ann")
+    assert backend.path.parts[-2:] == ("visual_search_index", "ann")
+    assert {name: _leading_value(faiss[name]) for name in ("NPROBE", "GATHER_MAX", "FILTER_DEPTH")} == {
+        "NPROBE": backend.nprobe, "GATHER_MAX": backend.gather_max, "FILTER_DEPTH": backend.filter_depth}
+
+    pgvector = _options_table("PostgreSQL")
+    assert set(pgvector) == set(PgvectorBackend.option_names)
+    signature = inspect.signature(PgvectorBackend.__init__).parameters
+    documented = {name: _leading_value(value) for name, value in pgvector.items() if _leading_value(value) is not None}
+    assert documented == {name: signature[name].default for name in documented}
+    assert len(documented) == 5
