@@ -89,3 +89,33 @@ def test_a_one_model_rebuild_keeps_the_other_models_vectors(own_backend, make_pr
         assert {key: set(bucket) for key, bucket in own_backend.items()} == before
     finally:
         visual_search.unregister(Gadget)
+
+
+@pytest.fixture
+def docs_backend(settings):
+    """docs/backends.md's DictBackend, word for word, as the module ``docs_dict_backend``."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "backends.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "class DictBackend" in block]
+    module = types.ModuleType("docs_dict_backend")
+    exec(compile(code, "docs/backends.md", "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "BACKENDS": {"default": {"BACKEND": "docs_dict_backend.DictBackend"}}}
+    yield module.STORE
+    del sys.modules[module.__name__]
+
+
+def test_the_backend_docs_backends_md_shows_finds_products_before_and_after_the_whitening(docs_backend, make_product, settings):
+    # The docs said this file runs their snippet; it ran a copy in other words.
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 2, "WHITENING_DIMS": 4}
+    names = ["Lemon", "Lime", "Mango", "Kiwi", "Banana", "Orange"]
+    products = [make_product(name, catalogue_image(name)) for name in names]
+    call_command("visual_search_rebuild_index", verbosity=0)
+    assert sum(map(len, docs_backend.values())) == len(names)
+    assert whitening.fit(Product)
+    found = visual_search.search_by_image(catalogue_image("Mango").read_bytes(), Product, limit=3)
+    assert found and found[0].object == products[2]
