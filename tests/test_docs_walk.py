@@ -177,3 +177,30 @@ def test_backends_md_options_tables_give_the_backends_defaults(settings):
     documented = {name: _leading_value(value) for name, value in pgvector.items() if _leading_value(value) is not None}
     assert documented == {name: signature[name].default for name in documented}
     assert len(documented) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("web_settings")
+def test_customers_md_names_every_api_detail_that_follows_the_language(client, make_product, settings):
+    # It named the damaged photo's reason only; "The file is not an image we can read..." came back
+    # in German too, to an app that showed `detail` as English for a log.
+    from tests.conftest import catalogue_image
+
+    make_product("Banana", catalogue_image("Banana"))
+    jpeg = catalogue_image("Banana").read_bytes()
+    bad = {"not an image": b"<html>not an image</html>", "damaged": jpeg[:3000]}
+
+    def details(language):
+        settings.LANGUAGE_CODE = language
+        answers = {name: client.post("/api/visual-search/search/", {"image": SimpleUploadedFile("p.jpg", data)}).json()
+                   for name, data in bad.items()}
+        answers["limit"] = client.post("/api/visual-search/search/", {"image": SimpleUploadedFile("p.jpg", jpeg), "limit": 0}).json()
+        answers["required"] = client.post("/api/visual-search/search/", {}).json()
+        return {name: answer["detail"] for name, answer in answers.items()}
+
+    english, german = details("en"), details("de")
+    translated = {name for name in english if english[name] != german[name]}
+    assert translated >= {"not an image", "damaged"}
+    bullet = (DOCS / "customers.md").read_text().split("- **Language.**", 1)[1].split("\n- **", 1)[0]
+    bullet = " ".join(bullet.split())
+    assert [name for name in translated if " ".join(english[name].split()[:6]) not in bullet] == []  # its first words
