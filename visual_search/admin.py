@@ -223,6 +223,9 @@ class WhiteningAdmin(admin.ModelAdmin):
     readonly_fields = ("result_type", "fingerprint", "dimensions", "trained_on", "scores", "calibration", "updated_at")
     exclude = ("mean", "projection")
 
+    class Media:
+        css = {"all": ["visual_search/admin.css"]}  # the scores and calibration in a right-to-left admin
+
     @admin.display(description=_("scores"))
     def scores(self, obj: Whitening) -> str:
         return describe_scores(obj)
