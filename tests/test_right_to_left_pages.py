@@ -74,6 +74,29 @@ def visit(page, path: str) -> None:
     assert page.evaluate("document.documentElement.dir") == "rtl"
 
 
+def test_a_versions_figures_read_before_then_after_with_their_signs(hebrew):
+    # The list read "0.538 → 0.412" under "P@1 before → after" (the new version looked worse), and the
+    # version's page "0.126+" and "more than the) +0.126 ± 0.030 (noise".
+    version = ModelVersion.objects.create(label="Spring", status="trained", metrics={
+        "before": {"p_at_1": 0.412, "p_at_10": 0.3}, "after": {"p_at_1": 0.538, "p_at_10": 0.35},
+        "passes": {"before": [4, 224], "after": [1, 224]},
+        "difference": {"p_at_1": 0.126, "standard_error": 0.03, "photos": 81, "within_noise": False}})
+    with hebrew() as page:
+        visit(page, "/admin/visual_search/modelversion/")
+        figures = drawn(page, "#result_list td.field-precision_at_1")
+        visit(page, f"/admin/visual_search/modelversion/{version.pk}/change/")
+        rows = {row.locator("th").inner_text(): row.locator("td").last for row in page.locator(".field-metrics_table tbody tr").all()}
+        change = rows["Precision@1 by product"].evaluate(CHARACTERS)
+        passes = page.locator(".field-metrics_table tbody tr", has_text="VGG16").locator("td").first.evaluate(CHARACTERS)
+        paired = rows["Precision@1 change, paired (± one standard error)"].evaluate(CHARACTERS)
+    assert "".join(c["c"] for c in figures).startswith("0.412→0.538")
+    assert reads_left_to_right(figures[:11]), figures
+    assert "".join(c["c"] for c in change) == "+0.126" and reads_left_to_right(change), change
+    assert "".join(c["c"] for c in passes) == "4×224px" and reads_left_to_right(passes), passes
+    assert "".join(c["c"] for c in paired) == "+0.126±0.030(morethanthenoise)"
+    assert reads_left_to_right(paired), paired
+
+
 def test_the_note_that_the_versions_page_updates_itself_ends_with_its_full_stop(hebrew):
     # It read ".This page updates itself every 5 seconds while a version is in progress".
     ModelVersion.objects.create(label="Next", status="building", progress={"stage": "building", "done": 2, "total": 6})
