@@ -1,4 +1,4 @@
-"""The package's staff pages in a right-to-left language (Hebrew, Arabic,
+"""The package's staff pages and its own search page in a right-to-left language (Hebrew, Arabic,
 Persian: LANGUAGE_BIDI, so Django's admin and visual_search/base.html say dir="rtl").
 
 The package has no words in those languages: its English sentences and its figures sit inside
@@ -135,3 +135,14 @@ def test_an_image_s_failure_reason_ends_with_its_full_stop(hebrew, make_product)
         visit(page, "/admin/visual_search/imageembedding/")
         reason = drawn(page, "#result_list .vs-reason")
     assert ends_with_its_full_stop(reason), reason
+
+
+def test_the_search_page_s_intro_ends_with_its_full_stop_on_the_page_s_side(hebrew):
+    # The package's own search page (no shop layout): ".Take a photo of a product, ..., and see what looks like it".
+    with hebrew() as page:
+        visit(page, "/search-by-photo/")
+        intro = drawn(page, ".vs-page-intro")
+        title, paragraph = page.locator(".vs-page-title").bounding_box(), page.locator(".vs-page-intro").bounding_box()
+    assert intro[0]["c"] == "T" and ends_with_its_full_stop(intro), intro
+    right = paragraph["x"] + paragraph["width"]
+    assert abs(intro[-1]["x"] + intro[-1]["w"] - right) < 2 and abs(title["x"] + title["width"] - right) < 1
