@@ -10,11 +10,15 @@ its number and the "after" figure before the arrow. Each test reads where Chromi
 from contextlib import contextmanager
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 
 import visual_search
+from visual_search.admin_mixins import VisualSearchAdminMixin
 from visual_search.models import ImageEmbedding, ModelVersion, Whitening
+from visual_search.serving import current_fingerprint
+from tests.conftest import serve_admin_site
 from tests.test_browser import chromium
 from tests.testapp.models import Product
 
@@ -135,6 +139,23 @@ def test_an_image_s_failure_reason_ends_with_its_full_stop(hebrew, make_product)
         visit(page, "/admin/visual_search/imageembedding/")
         reason = drawn(page, "#result_list .vs-reason")
     assert ends_with_its_full_stop(reason), reason
+
+
+def test_a_failed_image_s_reason_in_the_shop_s_product_list_ends_with_its_full_stop(hebrew, make_product, settings):
+    # The mixin's "visual search" column on the shop's own product admin: "Failed: ..." likewise.
+    site = admin.AdminSite(name="shopadmin")
+    site.register(Product, type("ProductAdmin", (VisualSearchAdminMixin, admin.ModelAdmin), {"list_display": ["name", "visual_search_status"]}))
+    serve_admin_site(settings, site)
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        product = make_product("Jam")
+    kind = ContentType.objects.get_for_model(Product)
+    ImageEmbedding.objects.create(content_type=kind, object_id=str(product.pk), field_name="image", result_type=kind,
+                                  result_id=str(product.pk), status="failed", error="The image could not be fetched from storage.",
+                                  fingerprint=current_fingerprint())
+    with hebrew() as page:
+        visit(page, "/shopadmin/testapp/product/")
+        reason = drawn(page, "#result_list .vs-status-failed")
+    assert reason[0]["c"] == "F" and ends_with_its_full_stop(reason), reason
 
 
 def test_the_search_page_s_intro_ends_with_its_full_stop_on_the_page_s_side(hebrew):
