@@ -543,7 +543,7 @@ def test_a_refusal_says_whether_the_difference_is_within_the_noise(catalogue, tr
     listing = staff_client.get(URL).content.decode()
     assert "not better, within the noise" in listing and "(not better)" in listing
     page = staff_client.get(f"{URL}{version.pk}/change/").content.decode()
-    assert "Precision@1 change, paired" in page and "-0.037 ± 0.030 (within the noise)" in page
+    assert "Precision@1 change, paired" in page and "-0.037 ± 0.030</span> (within the noise)" in page
 
 
 def test_a_version_must_beat_the_active_version_too(catalogue, trained):
@@ -555,7 +555,7 @@ def test_a_version_must_beat_the_active_version_too(catalogue, trained):
 def test_admin_says_which_versions_are_better_and_refuses_a_worse_one(catalogue, trained, staff_client):
     version = trained("Worse", metrics=WORSE)
     page = staff_client.get(URL).content.decode()
-    assert "0.400 → 0.300 <strong>(not better)</strong>" in page
+    assert "0.400 → 0.300</span> <strong>(not better)</strong>" in page
     response = staff_client.post(URL, {"action": "activate_selected", "_selected_action": [version.pk]}, follow=True)
     [refusal] = [str(m) for m in response.context["messages"]]
     # Why (the figures compared), and what staff can do here: the forcing action, not a command line.

@@ -223,6 +223,9 @@ class WhiteningAdmin(admin.ModelAdmin):
     readonly_fields = ("result_type", "fingerprint", "dimensions", "trained_on", "scores", "calibration", "updated_at")
     exclude = ("mean", "projection")
 
+    class Media:
+        css = {"all": ["visual_search/admin.css"]}  # the scores and calibration in a right-to-left admin
+
     @admin.display(description=_("scores"))
     def scores(self, obj: Whitening) -> str:
         return describe_scores(obj)
@@ -295,6 +298,13 @@ def _signed(value: float) -> str:
     return ("-" if value < 0 else "+") + _number(abs(value))
 
 
+def _ltr(text) -> str:
+    """Figures laid out left to right in any page: "+0.092", "0.130 → 0.340", "4 × 224 px". In a
+    right-to-left admin (Hebrew, Arabic, Persian) the bidi algorithm put the sign after the number
+    ("0.092+"), the "after" figure before the arrow ("0.340 → 0.130") and "px 224 × 4"."""
+    return format_html('<span dir="ltr">{}</span>', text)
+
+
 def _cost_rows(metrics: dict) -> list[tuple]:
     """Rows for what a photo costs before and after (VGG16 passes), and, distilling, how close one
     pass came to the model in use's vectors."""
@@ -302,17 +312,17 @@ def _cost_rows(metrics: dict) -> list[tuple]:
     cost = versions.cost_change(metrics)
     if cost is not None:
         (n_before, size_before), (n_after, size_after), speed = cost
-        rows.append((_("VGG16 passes per image"), f"{n_before} × {size_before} px", f"{n_after} × {size_after} px",
+        rows.append((_("VGG16 passes per image"), _ltr(f"{n_before} × {size_before} px"), _ltr(f"{n_after} × {size_after} px"),
                      _("%(x)sx faster") % {"x": _number(speed, 1)} if speed > 1 else _("%(x)sx slower") % {"x": _number(1 / speed, 1)} if speed < 1 else ""))
     difference = metrics.get("difference") or {}
     if isinstance(difference.get("standard_error"), (int, float)):
         rows.append((_("Precision@1 change, paired (± one standard error)"), "", "",
-                     f"{_signed(difference['p_at_1'])} ± {_number(difference['standard_error'])} "
-                     + (_("(within the noise)") if difference.get("within_noise") else _("(more than the noise)"))))
+                     format_html("<bdi>{} {}</bdi>", _ltr(f"{_signed(difference['p_at_1'])} ± {_number(difference['standard_error'])}"),
+                                 _("(within the noise)") if difference.get("within_noise") else _("(more than the noise)"))))
     agreement = metrics.get("agreement") or {}
     if isinstance(agreement.get("before"), (int, float)) and isinstance(agreement.get("after"), (int, float)):
         rows.append((_("Agreement with the model in use (training images)"), _figure(agreement["before"]), _figure(agreement["after"]),
-                     _signed(agreement["after"] - agreement["before"])))
+                     _ltr(_signed(agreement["after"] - agreement["before"]))))
     return rows
 
 
@@ -372,7 +382,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         before, after = (metrics.get(k) or {} for k in ("before", "after"))
         if "p_at_1" not in after:
             return "-"
-        figures = f"{_figure(before.get('p_at_1'))} → {_figure(after['p_at_1'])}"
+        figures = _ltr(f"{_figure(before.get('p_at_1'))} → {_figure(after['p_at_1'])}")
         compared = versions.comparison(obj)
         if compared is None or obj.status == Version.ACTIVE:
             return figures
@@ -409,7 +419,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             if key in before or key in after:
                 change = ""
                 if isinstance(before.get(key), (int, float)) and isinstance(after.get(key), (int, float)) and key.startswith(("p_", "category_")):
-                    change = _signed(after[key] - before[key])
+                    change = _ltr(_signed(after[key] - before[key]))
                 rows.append((label, _figure(before.get(key)), _figure(after.get(key)), change))
         rows += _cost_rows(metrics)
         facts = [(label, _figure(metrics[key])) for key, label in FACTS if key in metrics]
