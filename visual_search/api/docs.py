@@ -20,7 +20,7 @@ from django.apps import apps
 from django.conf import settings
 from django.http import Http404
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.views.generic import TemplateView, View
 from django.views.static import serve
 from drf_spectacular.generators import EndpointEnumerator, SchemaGenerator
@@ -76,6 +76,13 @@ class SchemaView(HeadWithoutBody, SpectacularAPIView):
         overrides = {"VERSION": __version__}
         if not spectacular_settings.TITLE:
             overrides["TITLE"] = DEFAULT_TITLE
+        # The paths are the URLconf's; a shop mounted under a prefix (FORCE_SCRIPT_NAME, a proxy's
+        # SCRIPT_NAME, uvicorn's --root-path) serves them below it. Without a server saying so,
+        # Swagger UI's "Try it out" (and a client generated from the schema) called
+        # /api/visual-search/... on the host's root, outside the shop. The shop's own SERVERS stand.
+        prefix = get_script_prefix().rstrip("/")
+        if prefix and not spectacular_settings.SERVERS:
+            overrides["SERVERS"] = [{"url": prefix}]
         return overrides
 
     @extend_schema(exclude=True)  # not an operation of the API it documents (nor of the shop's schema)
