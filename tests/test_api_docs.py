@@ -51,7 +51,7 @@ def test_the_docs_page_loads_nothing_from_another_host(client):
         url = f"/api/visual-search/docs/swagger-ui/{asset}"
         assert url in page
         response = client.get(url)
-        assert response.status_code == 200 and b"".join(response.streaming_content)
+        assert response.status_code == 200 and response.content
     assert client.get("/api/visual-search/docs/swagger-ui/settings.py").status_code == 404
 
 
@@ -243,3 +243,17 @@ def test_without_a_prefix_the_schema_names_no_server_and_a_shop_s_own_stand(monk
     assert "servers" not in asgi_request("/api/visual-search/schema/").json()
     monkeypatch.setattr(spectacular_settings, "SERVERS", [{"url": "https://api.shop.example"}])  # SPECTACULAR_SETTINGS["SERVERS"]
     assert asgi_request("/api/visual-search/schema/", root_path="/shop").json()["servers"] == [{"url": "https://api.shop.example"}]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_under_asgi_swagger_ui_s_files_are_served_without_django_s_warning(method):
+    """uvicorn or daphne: each of the page's Swagger UI files (a FileResponse, a synchronous iterator)
+    logged Django's "StreamingHttpResponse must consume synchronous iterators in order to serve them
+    asynchronously" on every request."""
+    response = asgi_request("/api/visual-search/docs/swagger-ui/swagger-ui.css", method)
+    assert response.status == 200 and response.headers["content-type"] == "text/css"
+    assert not [w for w in response.warnings if "synchronous iterators" in w], response.warnings
+    assert int(response.headers["content-length"]) > 100_000 and response.body == (b"" if method == "HEAD" else response.body)
+    if method == "GET":
+        assert response.body.startswith(b".swagger-ui") or b"swagger-ui" in response.body[:2000]
+    assert "last-modified" in response.headers and response.headers["cache-control"] == "public, max-age=86400"

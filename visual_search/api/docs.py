@@ -18,7 +18,7 @@ import os
 
 from django.apps import apps
 from django.conf import settings
-from django.http import Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.templatetags.static import static
 from django.urls import get_script_prefix, reverse
 from django.views.generic import TemplateView, View
@@ -132,5 +132,17 @@ class SwaggerUIAssetView(HeadWithoutBody, View):
         if folder is None or name not in SWAGGER_UI_FILES.values():
             raise Http404("Not a Swagger UI file.")
         response = serve(request, name, document_root=folder)
+        if response.streaming:  # not a 304
+            response = _in_memory(response)
         response["Cache-Control"] = "public, max-age=86400"
         return response
+
+
+def _in_memory(streamed: FileResponse) -> HttpResponse:
+    """``streamed``'s file as a plain response, its headers kept. A FileResponse streams with a
+    synchronous iterator, which Django under ASGI (uvicorn, daphne) warns about on every request
+    ("StreamingHttpResponse must consume synchronous iterators"); these files are 1.5 MB at most."""
+    try:
+        return HttpResponse(b"".join(streamed.streaming_content), status=streamed.status_code, headers=streamed.headers)
+    finally:
+        streamed.close()  # the file
