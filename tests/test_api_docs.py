@@ -8,6 +8,9 @@ import pytest
 import yaml
 from django.test import Client
 from django.urls import reverse
+from drf_spectacular.settings import spectacular_settings
+
+from tests.asgi import asgi_request
 
 BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
@@ -48,7 +51,7 @@ def test_the_docs_page_loads_nothing_from_another_host(client):
         url = f"/api/visual-search/docs/swagger-ui/{asset}"
         assert url in page
         response = client.get(url)
-        assert response.status_code == 200 and b"".join(response.streaming_content)
+        assert response.status_code == 200 and response.content
     assert client.get("/api/visual-search/docs/swagger-ui/settings.py").status_code == 404
 
 
@@ -218,3 +221,39 @@ def test_the_schema_says_a_damaged_photo_s_reason(client):
     assert "damaged" in str(reason) and "invalid_image" in reason["description"]
     examples = schema["paths"]["/api/visual-search/search/"]["post"]["responses"]["400"]["content"]["application/json"]["examples"]
     assert {"code": "invalid_image", "reason": "damaged"}.items() <= examples["Damaged"]["value"].items()
+
+
+
+@pytest.mark.parametrize("mounted", ["FORCE_SCRIPT_NAME", "root_path"])
+def test_under_a_path_prefix_the_schema_names_it_as_its_server(settings, mounted):
+    """A shop under /shop (FORCE_SCRIPT_NAME, or uvicorn's --root-path behind a proxy): the schema's
+    paths are the URLconf's, and with no server Swagger UI's "Try it out" (and a client generated
+    from the schema) called /api/visual-search/... on the host's root, outside the shop."""
+    root_path = "/shop" if mounted == "root_path" else ""
+    if mounted == "FORCE_SCRIPT_NAME":
+        settings.FORCE_SCRIPT_NAME = "/shop"
+    page = asgi_request("/api/visual-search/docs/", root_path=root_path, headers={"accept": "text/html"}).body.decode()
+    assert 'data-schema-url="/shop/api/visual-search/schema/"' in page
+    schema = asgi_request("/api/visual-search/schema/", root_path=root_path).json()
+    assert schema["servers"] == [{"url": "/shop"}]
+    assert "/api/visual-search/search/" in schema["paths"]  # below the server's URL
+
+
+def test_without_a_prefix_the_schema_names_no_server_and_a_shop_s_own_stand(monkeypatch):
+    assert "servers" not in asgi_request("/api/visual-search/schema/").json()
+    monkeypatch.setattr(spectacular_settings, "SERVERS", [{"url": "https://api.shop.example"}])  # SPECTACULAR_SETTINGS["SERVERS"]
+    assert asgi_request("/api/visual-search/schema/", root_path="/shop").json()["servers"] == [{"url": "https://api.shop.example"}]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_under_asgi_swagger_ui_s_files_are_served_without_django_s_warning(method):
+    """uvicorn or daphne: each of the page's Swagger UI files (a FileResponse, a synchronous iterator)
+    logged Django's "StreamingHttpResponse must consume synchronous iterators in order to serve them
+    asynchronously" on every request."""
+    response = asgi_request("/api/visual-search/docs/swagger-ui/swagger-ui.css", method)
+    assert response.status == 200 and response.headers["content-type"] == "text/css"
+    assert not [w for w in response.warnings if "synchronous iterators" in w], response.warnings
+    assert int(response.headers["content-length"]) > 100_000 and response.body == (b"" if method == "HEAD" else response.body)
+    if method == "GET":
+        assert response.body.startswith(b".swagger-ui") or b"swagger-ui" in response.body[:2000]
+    assert "last-modified" in response.headers and response.headers["cache-control"] == "public, max-age=86400"

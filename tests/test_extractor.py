@@ -1,9 +1,14 @@
 """The VGG16 extractor: weights, precision, one model per process, fingerprints."""
 
+import logging
+import threading
+
 import numpy as np
 import pytest
 
 from visual_search.embeddings import backbone, spec
+from visual_search.embeddings.extractor import Extractor
+from visual_search.embeddings.spec import EmbeddingSpec
 from visual_search.serving import get_extractor
 from visual_search.exceptions import WeightsUnavailable
 from tests.conftest import catalogue_image
@@ -154,3 +159,24 @@ def test_weights_that_did_not_load_are_not_tried_again_for_a_minute(monkeypatch,
     with pytest.raises(WeightsUnavailable):
         serving.get_extractor()
     assert len(loads) == 2
+
+
+def test_the_first_searches_of_a_threaded_server_do_not_make_tensorflow_warn_of_retracing(caplog):
+    """gunicorn's threads, and ASGI (a thread per request): eight searches on a model just loaded each
+    traced its graph, and TensorFlow logged "5 out of the last 5 calls ... triggered tf.function
+    retracing" with advice about loops and shapes. It is traced once, as the model loads."""
+    extractor = Extractor(EmbeddingSpec.from_settings())
+    batch = np.zeros((4, 64, 64, 3), dtype=np.float32)
+    start = threading.Barrier(8)
+
+    def search():
+        start.wait()
+        extractor.embed_arrays(batch)
+
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        threads = [threading.Thread(target=search) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert "retracing" not in caplog.text

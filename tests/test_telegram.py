@@ -13,8 +13,10 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 from django.utils import translation
 
+from tests.asgi import asgi_request
 from tests.conftest import catalogue_image
 from tests.telegram.fake_api import TOKEN, FakeBotAPI
 from visual_search import queue
@@ -25,6 +27,7 @@ from visual_search.contrib.messaging.tasks import HANDLE_MESSAGE, handle_message
 from visual_search.contrib.telegram import checks
 from visual_search.contrib.telegram.management.commands.visual_search_telegram import Command
 from visual_search.contrib.telegram.messenger import TelegramMessenger
+from visual_search.contrib.telegram.updates import incoming_message
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -542,3 +545,31 @@ def test_python_telegram_bot_s_debug_lines_name_the_call_not_the_customer(client
     calls = [line for line in lines if "Bot API endpoint" in line]
     assert calls and all("<not logged: it names the customer>" in line for line in calls), calls
     assert not [line for line in lines if str(CHAT) in line or "Ann" in line], lines
+
+
+@pytest.mark.parametrize("site_url", [None, "https://shop.example/shop/"])
+def test_under_a_path_prefix_a_worker_s_reply_links_below_it(api, shop, settings, monkeypatch, site_url):
+    """A shop under /shop (uvicorn --root-path, a proxy's SCRIPT_NAME): Django knows the prefix in the
+    webhook's thread only, and the worker's (or thread's) reply linked /products/..., a 404."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "RESULT_ADAPTER": "tests.telegram.adapters.ReversedLinks"}
+    settings.VISUAL_SEARCH_TELEGRAM = {**settings.VISUAL_SEARCH_TELEGRAM, "BACKGROUND": None, "SITE_URL": site_url}
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args, **options: sent.append(json.loads(json.dumps(args))))
+    body = json.dumps(photo("pink", add_photo(api, "pink", "Pink-Lady"))).encode()
+    response = asgi_request(WEBHOOK, "POST", root_path="/shop", body=body,
+                            headers={"content-type": "application/json", "x-telegram-bot-api-secret-token": SECRET})
+    assert response.status == 200 and sent
+    handle_message(*sent[0])  # as the worker runs it, where Django's prefix is "/"
+    link = album(api.sent("sendMediaGroup")[0])[0]["caption"].split("\n")[1]
+    site = site_url or "http://testserver/shop/"
+    assert link == f"{site}products/{shop['Pink-Lady'].pk}/"
+    assert reverse("product", args=[1]) == "/products/1/"  # the worker's own prefix is left as it was
+
+
+def test_a_site_url_without_the_prefix_keeps_force_script_name_s(api, shop, settings):
+    settings.FORCE_SCRIPT_NAME = "/shop"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "RESULT_ADAPTER": "tests.telegram.adapters.ReversedLinks"}
+    handle_message(TelegramMessenger.path(), incoming_message(photo("pink", add_photo(api, "pink", "Pink-Lady")), 10**7).as_dict(),
+                   "https://shop.example")
+    link = album(api.sent("sendMediaGroup")[0])[0]["caption"].split("\n")[1]
+    assert link == f"https://shop.example/shop/products/{shop['Pink-Lady'].pk}/"

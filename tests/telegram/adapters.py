@@ -1,3 +1,5 @@
+from django.urls import reverse
+
 from visual_search.results import ResultAdapter
 
 
@@ -6,3 +8,10 @@ class PricedAdapter(ResultAdapter):
 
     def extra(self, obj, request=None):
         return {"price": f"{obj.pk}.90", "currency": "SEK"}
+
+
+class ReversedLinks(PricedAdapter):
+    """Links made by ``reverse()``, as a shop's ``get_absolute_url()`` makes them."""
+
+    def url(self, obj):
+        return reverse("product", args=[obj.pk])

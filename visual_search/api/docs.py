@@ -18,9 +18,9 @@ import os
 
 from django.apps import apps
 from django.conf import settings
-from django.http import Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.views.generic import TemplateView, View
 from django.views.static import serve
 from drf_spectacular.generators import EndpointEnumerator, SchemaGenerator
@@ -76,6 +76,13 @@ class SchemaView(HeadWithoutBody, SpectacularAPIView):
         overrides = {"VERSION": __version__}
         if not spectacular_settings.TITLE:
             overrides["TITLE"] = DEFAULT_TITLE
+        # The paths are the URLconf's; a shop mounted under a prefix (FORCE_SCRIPT_NAME, a proxy's
+        # SCRIPT_NAME, uvicorn's --root-path) serves them below it. Without a server saying so,
+        # Swagger UI's "Try it out" (and a client generated from the schema) called
+        # /api/visual-search/... on the host's root, outside the shop. The shop's own SERVERS stand.
+        prefix = get_script_prefix().rstrip("/")
+        if prefix and not spectacular_settings.SERVERS:
+            overrides["SERVERS"] = [{"url": prefix}]
         return overrides
 
     @extend_schema(exclude=True)  # not an operation of the API it documents (nor of the shop's schema)
@@ -125,5 +132,17 @@ class SwaggerUIAssetView(HeadWithoutBody, View):
         if folder is None or name not in SWAGGER_UI_FILES.values():
             raise Http404("Not a Swagger UI file.")
         response = serve(request, name, document_root=folder)
+        if response.streaming:  # not a 304
+            response = _in_memory(response)
         response["Cache-Control"] = "public, max-age=86400"
         return response
+
+
+def _in_memory(streamed: FileResponse) -> HttpResponse:
+    """``streamed``'s file as a plain response, its headers kept. A FileResponse streams with a
+    synchronous iterator, which Django under ASGI (uvicorn, daphne) warns about on every request
+    ("StreamingHttpResponse must consume synchronous iterators"); these files are 1.5 MB at most."""
+    try:
+        return HttpResponse(b"".join(streamed.streaming_content), status=streamed.status_code, headers=streamed.headers)
+    finally:
+        streamed.close()  # the file

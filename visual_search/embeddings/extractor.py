@@ -85,6 +85,11 @@ class Extractor:
             return pool_graph(tf, features, spec.pooling, spec.gem_p)
 
         if self.runtime == "tensorflow":
+            # Traced now, while the model loads (one thread, under serving's lock): the first searches
+            # of a threaded server (gunicorn's threads; ASGI runs every request in a thread) traced it
+            # at once, each, and TensorFlow warned "5 out of the last 5 calls ... triggered
+            # tf.function retracing", advice about loops and shapes that had nothing to do with them.
+            graph.get_concrete_function()
             return lambda batch: graph(batch).numpy()
         if self.runtime not in ("openvino", "openvino-int8"):
             raise ValueError(f"VISUAL_SEARCH['RUNTIME'] must be 'tensorflow', 'openvino' or 'openvino-int8', not {self.runtime!r}.")

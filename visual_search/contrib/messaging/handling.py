@@ -22,7 +22,7 @@ from visual_search.search import is_confident, search_by_image
 from . import replies
 from .messages import FILE, PHOTO, STICKER, TEXT, IncomingMessage, masked
 from .messenger import FileTooLarge, Messenger
-from .site import anonymous_request, site_request
+from .site import anonymous_request, links_below, site_request
 
 logger = logging.getLogger("visual_search")
 
@@ -55,7 +55,7 @@ def language_of(message: IncomingMessage) -> str:
 def handle(messenger: Messenger, message: IncomingMessage, site_url: str | None = None, limited: bool = False) -> None:
     """Answer ``message`` in the customer's language (:func:`language_of`): "please wait" when
     ``limited``, results for a photo, a helpful sentence otherwise."""
-    with translation.override(language_of(message)):
+    with translation.override(language_of(message)), links_below(site_url):
         _answer(messenger, message, site_url, limited)
 
 

@@ -17,6 +17,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from visual_search.contrib.messaging import inbox
+from visual_search.contrib.messaging.site import webhook_site_url
 
 from .messenger import TelegramMessenger
 from .updates import incoming_message
@@ -51,5 +52,5 @@ class WebhookView(View):
             return HttpResponseBadRequest("Not JSON.")
         message = incoming_message(update, messenger.max_photo_bytes)
         if message is not None:
-            inbox.receive(messenger, message, site_url=messenger.settings.SITE_URL or request.build_absolute_uri("/"))
+            inbox.receive(messenger, message, site_url=messenger.settings.SITE_URL or webhook_site_url(request))
         return JsonResponse({})

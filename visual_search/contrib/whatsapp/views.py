@@ -19,6 +19,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from visual_search.contrib.messaging import inbox
+from visual_search.contrib.messaging.site import webhook_site_url
 from visual_search.contrib.messaging.messages import masked
 
 from .messenger import WhatsAppMessenger
@@ -70,7 +71,7 @@ class WebhookView(View):
             body = json.loads(request.body)
         except ValueError:
             return HttpResponseBadRequest("Not JSON.")
-        site_url = messenger.settings.SITE_URL or request.build_absolute_uri("/")
+        site_url = messenger.settings.SITE_URL or webhook_site_url(request)
         try:
             messages = incoming_messages(body, str(messenger.settings.PHONE_NUMBER_ID or ""), messenger.settings.PHONE_LANGUAGES)
         except Exception:  # a payload of a shape not foreseen: logged, and 200, or Meta would send it again for days
