@@ -91,6 +91,52 @@ def heif_support() -> bool:
     return pillow_heif is not None
 
 
+# AVIF (AV1 pictures in the HEIF container): decoded by Pillow's own plugin, which its wheels hold from
+# 11.3 on. Older Pillow, or one built without libavif, cannot open it: such a file is refused saying so.
+AVIF = "AVIF"
+_AVIF_BRANDS = {b"avif", b"avis"}  # a still picture, an image sequence (animated)
+
+
+def is_avif(data: bytes) -> bool:
+    """Whether ``data`` is an AVIF file (its major or a compatible brand), by its ftyp box."""
+    if data[4:8] != b"ftyp":
+        return False
+    return any(brand in data[8:max(12, min(int.from_bytes(data[:4], "big"), 64))] for brand in _AVIF_BRANDS)
+
+
+def avif_support() -> bool:
+    """Whether AVIF can be decoded here: Pillow's AVIF plugin (in Pillow's wheels from 11.3 on)."""
+    return "avif" in features.modules and bool(features.check_module("avif"))
+
+
+def decodable(kind: str) -> bool:
+    """Whether a format named in ``ALLOWED_FORMATS`` can be decoded here: HEIF needs pillow-heif,
+    AVIF Pillow's AVIF plugin; the others come with Pillow."""
+    return {HEIF: heif_support, AVIF: avif_support}.get(kind.upper(), lambda: True)()
+
+
+def _avif_refused() -> UnsupportedFormat:
+    refused = UnsupportedFormat(reasons.AVIF_REFUSED, AVIF)
+    refused.technical = f"Pillow {Image.__version__} here has no AVIF plugin: Pillow 11.3 or later decodes AVIF"
+    return refused
+
+
+# Where an AVIF's size is declared: each picture's ispe box (version and flags, then width and height),
+# in the meta box at the file's start.
+_AVIF_HEADER_BYTES = 64 * 1024
+
+
+def _check_avif_size(data: bytes, max_pixels: int) -> None:
+    """Refuse an AVIF declaring more than ``max_pixels`` in any picture before libavif reads it: it
+    refuses sizes past its own limit with no word of why ("not an image")."""
+    at = data.find(b"ispe", 0, _AVIF_HEADER_BYTES)
+    while 0 <= at and at + 16 <= len(data):
+        width, height = int.from_bytes(data[at + 8 : at + 12], "big"), int.from_bytes(data[at + 12 : at + 16], "big")
+        if width * height > max_pixels:
+            _check_size(width, height, max_pixels)
+        at = data.find(b"ispe", at + 4, _AVIF_HEADER_BYTES)
+
+
 def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
     """A HEIC photo decoded by pillow-heif, its size checked from the header first. The picture's
     own rotation is applied (and the EXIF orientation reset to 1, so it is not applied twice)."""
@@ -132,7 +178,8 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
     Only the ``allowed_formats`` decoders are tried, so formats that run outside programs
     (EPS starts Ghostscript) or are not raster images (SVG) are refused before they are parsed.
     Dimensions are checked from the header, before pixels are decompressed. ``"HEIF"`` among them
-    decodes HEIC photos with pillow-heif where it is installed. Pillow logs none of its EXIF meanwhile.
+    decodes HEIC photos with pillow-heif where it is installed, ``"AVIF"`` AVIF images where Pillow
+    has its AVIF plugin (Pillow 11.3's wheels on). Pillow logs none of its EXIF meanwhile.
     """
     token = _DECODING.set(True)
     try:
@@ -147,8 +194,14 @@ def _open_image(data: bytes, max_pixels: int, allowed_formats: list[str], draft_
         if HEIF not in allowed or not heif_support():
             raise UnsupportedFormat(reasons.HEIC_REFUSED, "HEIC")
         image = _open_heic(data, max_pixels=max_pixels)
+    elif is_avif(data) and not avif_support():  # no plugin: Pillow would call it "not an image"
+        raise _avif_refused()
     else:
-        image = _open_pillow(data, [f for f in allowed if f not in ("MPO", HEIF)], max_pixels)  # MPO is opened by JPEG
+        if AVIF in allowed and is_avif(data):
+            _check_avif_size(data, max_pixels)
+        # MPO is opened by JPEG; AVIF only where Pillow has its plugin (else Image.open fails on the name).
+        formats = [f for f in allowed if f not in ("MPO", HEIF) and (f != AVIF or avif_support())]
+        image = _open_pillow(data, formats, max_pixels)
         if image.format == "WEBP":
             image = _decode_still_webp(image, data) or image
     try:
@@ -433,6 +486,8 @@ def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
         return UnsupportedFormat(reasons.SVG_REFUSED, "SVG")
     if head.startswith(b"%pdf"):
         return UnsupportedFormat(reasons.PDF_REFUSED, "PDF")
+    if AVIF in formats and is_avif(data):  # libavif refused it: cut short, or built wrong
+        return InvalidImage(reasons.HEADER_UNREADABLE, technical="AVIF: libavif cannot parse it")
     try:
         with Image.open(io.BytesIO(data)) as other:  # identify only: does not load pixels
             kind = other.format

@@ -14,6 +14,7 @@ from django.utils import translation
 from django.views.decorators.debug import sensitive_variables
 
 from visual_search.conf import settings as visual_search_settings
+from visual_search.embeddings import images
 from visual_search.exceptions import BlankImage, ImageTooLarge, InvalidImage
 from visual_search.registry import search_model
 from visual_search.results import describe
@@ -126,7 +127,7 @@ def refused_format(mime_type: str) -> str:
     when it may be searched. Saves downloading a file only to refuse it."""
     kind = MIME_FORMATS.get(mime_type.split(";")[0].strip().lower(), "")
     allowed = {str(name).upper() for name in visual_search_settings.ALLOWED_FORMATS}
-    return "" if not kind or kind in allowed else kind
+    return "" if not kind or (kind in allowed and images.decodable(kind)) else kind
 
 
 def searched_model(messenger: Messenger):
