@@ -128,3 +128,11 @@ def test_the_bots_fetch_an_avif_document_and_refuse_one_they_cannot_read(monkeyp
     assert refused_format("image/avif") == ""
     monkeypatch.setattr(images, "avif_support", lambda: False)
     assert refused_format("image/avif") == "AVIF"  # said before the download
+
+
+def test_the_bots_refuse_a_heic_document_they_cannot_read_before_the_download_naming_it_heic(monkeypatch, settings):
+    """As the decoder and the API name it: "HEIC files are not accepted", not Pillow's "HEIF"."""
+    monkeypatch.setattr(images, "heif_support", lambda: False)
+    assert refused_format("image/heic") == refused_format("image/heif") == "HEIC"
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ALLOWED_FORMATS": ["JPEG", "PNG"]}
+    assert refused_format("image/heic") == "HEIC"
