@@ -11,7 +11,7 @@ from PIL import Image, ImageCms
 
 from visual_search.embeddings import images
 from tests.conftest import photos
-from tests.icc_profiles import ADOBE_RGB, DISPLAY_P3, SRGB, rgb_profile
+from tests.icc_profiles import ADOBE_RGB, DISPLAY_P3, SRGB, cmyk_profile, rgb_profile
 
 FORMATS = ["JPEG", "PNG", "WEBP", "TIFF"]
 SRGB_PROFILE = ImageCms.createProfile("sRGB")
@@ -115,6 +115,20 @@ def test_random_profiles_never_fail_an_image():
             icc[at] = rng.randrange(256)
         read = decoded(encode(photo, "PNG", icc_profile=bytes(icc)))
         assert read.shape == plain.shape
+
+
+def test_a_cmyk_jpeg_is_converted_by_its_profile():
+    """A print-ready CMYK JPEG's inks are drawn as its profile says; this one's cyan ink prints
+    magenta and its magenta cyan, so a reading by the profile is told from the naive conversion."""
+    cmyk = shop_photo().convert("CMYK")
+    swapped = cmyk_profile(lambda c, m, y, k: ((1 - m) * (1 - k), (1 - c) * (1 - k), (1 - y) * (1 - k)))
+    data = encode(cmyk, "JPEG", quality=95, icc_profile=swapped)
+    read, naive = decoded(data), decoded(encode(cmyk, "JPEG", quality=95))
+    by_lcms = ImageCms.profileToProfile(Image.open(io.BytesIO(data)), ImageCms.ImageCmsProfile(io.BytesIO(swapped)),
+                                        SRGB_PROFILE, outputMode="RGB")
+    assert np.abs(read - np.asarray(by_lcms, np.float32)).mean() < 0.5
+    red, green = read[..., 0].ravel(), naive[..., 1].ravel()
+    assert np.corrcoef(red, green)[0, 1] > np.corrcoef(red, naive[..., 0].ravel())[0, 1]
 
 
 def test_a_cmyk_jpeg_with_an_rgb_profile_is_converted_as_before():
