@@ -139,3 +139,19 @@ def test_a_cmyk_jpeg_with_an_rgb_profile_is_converted_as_before():
 def test_grey_images_with_a_profile_are_read_as_before():
     grey = shop_photo().convert("L")
     assert np.array_equal(decoded(encode(grey, "PNG", icc_profile=rgb_profile())), decoded(encode(grey, "PNG")))
+
+
+def test_transforms_are_kept_for_a_few_small_profiles_only():
+    """A camera's profile is built into a transform once; customers' photos each with a large
+    profile of their own (a few MB of junk after a valid one) do not stay in a worker's memory."""
+    photo = shop_photo().resize((32, 32))
+    images._TRANSFORMS.clear()
+    for shade in range(40):
+        primaries = tuple(tuple(v + shade / 10000 for v in xyz) for xyz in DISPLAY_P3)
+        decoded(encode(photo, "PNG", icc_profile=rgb_profile(primaries, f"P3 {shade}")))
+    assert len(images._TRANSFORMS) == images._TRANSFORMS_KEPT
+    images._TRANSFORMS.clear()
+    large = rgb_profile() + b"\0" * (images._KEPT_PROFILE_BYTES + 1)
+    read = decoded(encode(photo, "TIFF", icc_profile=large))
+    small = decoded(encode(photo, "TIFF", icc_profile=rgb_profile()))
+    assert np.array_equal(read, small) and len(images._TRANSFORMS) == 1  # the small one's only
