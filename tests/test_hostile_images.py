@@ -25,6 +25,7 @@ from visual_search.exceptions import ImageTooLarge, InvalidImage
 from visual_search.models import ImageEmbedding
 from visual_search.reindex import reindex
 from tests.conftest import catalogue_image
+from tests.icc_profiles import rgb_profile
 from tests.testapp.models import Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,6 +112,11 @@ def corpus() -> dict[str, tuple[bytes, bool]]:
         "animated-gif": (encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100), True),
         "webp": (encode(photo(), "WEBP"), True),
         "exif-rotated-jpeg": (exif_rotated(), True),
+        # An ICC profile is applied where lcms can (Display P3 to sRGB) and ignored where it cannot.
+        "display-p3-png": (encode(photo(), "PNG", icc_profile=rgb_profile()), True),
+        "garbage-icc-profile": (encode(photo(), "PNG", icc_profile=b"acsp" * 500), True),
+        "avif": (encode(photo(), "AVIF"), True),
+        "truncated-avif": (encode(photo(), "AVIF")[:600], False),
         **{name: (data, False) for name, data in floods().items()},
     }
 

@@ -63,7 +63,7 @@ RELEASED_DEFAULTS = {
 CHANGED_DEFAULTS = {
     "WHITENING": ("pca", "learned"),
     "QUERY_EXPANSION": (3, 0),
-    "ALLOWED_FORMATS": (["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"], ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF"]),
+    "ALLOWED_FORMATS": (["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"], ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF"]),
 }
 
 

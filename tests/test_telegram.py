@@ -3,6 +3,7 @@ the answers to every kind of message, the limits, the API's errors, the backgrou
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -15,6 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import translation
+from PIL import Image
 
 from tests.asgi import asgi_request
 from tests.conftest import catalogue_image
@@ -164,6 +166,16 @@ def test_an_image_sent_as_a_file_gets_results(client, api, shop):
     size = add_photo(api, "banana-doc", "Banana")
     post(client, update({"document": {"file_id": "banana-doc", "file_unique_id": "d", "file_name": "IMG_1.JPG",
                                       "mime_type": "image/jpeg", "file_size": size}}))
+    assert album(api.sent("sendMediaGroup")[0])[0]["caption"].startswith("1. Banana — ")
+
+
+def test_an_avif_image_sent_as_a_file_gets_results(client, api, shop):
+    """An AVIF (a CDN's or an image tool's export) is fetched and searched, where it was refused unread."""
+    buffer = io.BytesIO()
+    Image.open(catalogue_image("Banana")).convert("RGB").save(buffer, "AVIF")
+    api.files["banana-avif"] = buffer.getvalue()
+    post(client, update({"document": {"file_id": "banana-avif", "file_unique_id": "a", "file_name": "banana.avif",
+                                      "mime_type": "image/avif", "file_size": len(buffer.getvalue())}}))
     assert album(api.sent("sendMediaGroup")[0])[0]["caption"].startswith("1. Banana — ")
 
 

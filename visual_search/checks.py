@@ -487,7 +487,7 @@ def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
     if problems := spec.validate(value):
         return problems
     Image.init()  # registers every plugin, so Image.OPEN is complete
-    unknown = [name for name in value if name.upper() not in {*Image.OPEN, "MPO", images.HEIF}]
+    unknown = [name for name in value if name.upper() not in {*Image.OPEN, "MPO", images.HEIF, images.AVIF}]
     if unknown:
         return [spec.error(f"has {unknown!r}, not Pillow format names.", NOT_A_CHOICE)]
     # The default lists HEIF too: without pillow-heif, HEIC photos are refused saying so. A list of
@@ -495,6 +495,10 @@ def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
     if value != spec.default and images.HEIF in (name.upper() for name in value) and not images.heif_support():
         return [spec.error("has 'HEIF', but pillow-heif, which decodes HEIC photos, is not installed.", NOT_A_CHOICE,
                            hint="pip install 'django-visual-search[heif]', or take 'HEIF' out of the list.")]
+    # AVIF likewise: Pillow decodes it with its own plugin, in its wheels from 11.3 on.
+    if value != spec.default and images.AVIF in (name.upper() for name in value) and not images.avif_support():
+        return [spec.error(f"has 'AVIF', but Pillow {Image.__version__} here has no AVIF plugin.", NOT_A_CHOICE,
+                           hint="pip install 'Pillow>=11.3' (its wheels decode AVIF), or take 'AVIF' out of the list.")]
     return []
 
 

@@ -357,9 +357,10 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("MAX_PIXELS", 40_000_000, (int,), "The most pixels an image may have, read from its header before "
                 "decoding.", minimum=1),
         # Only these decoders are tried: EPS would start Ghostscript, SVG is no raster image.
-        Setting("ALLOWED_FORMATS", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF"], SEQUENCE, "The Pillow formats "
-                "decoded; MPO (multi-picture JPEG) comes with JPEG. HEIF: HEIC photos (an iPhone's), where the extra "
-                "[heif] (pillow-heif) is installed; without it they are refused, saying so.", items=(str,), deep=True,
+        Setting("ALLOWED_FORMATS", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF"], SEQUENCE,
+                "The Pillow formats decoded; MPO (multi-picture JPEG) comes with JPEG. HEIF: HEIC photos (an iPhone's), "
+                "where the extra [heif] (pillow-heif) is installed; AVIF: where Pillow has its AVIF plugin (its wheels "
+                "from 11.3 on). Without them such images are refused, saying so.", items=(str,), deep=True,
                 deep_ids=(NOT_A_CHOICE,), rule="a list of Pillow format names ('JPEG', 'PNG'...)"),
     )),
     ("Web (API, widget, pages)", (

@@ -25,6 +25,7 @@ LARGER_THAN = gettext_noop("The image is larger than %(megabytes)s MB; send a sm
 # Its format
 NOT_AN_IMAGE = gettext_noop("The file is not an image we can read; send a JPEG, PNG or WebP photo.")
 HEIC_REFUSED = gettext_noop("HEIC photos (an iPhone camera's format) are not accepted here; send a JPEG, PNG or WebP photo.")
+AVIF_REFUSED = gettext_noop("AVIF images are not accepted here; send a JPEG, PNG or WebP photo.")
 EPS_REFUSED = gettext_noop("EPS/PostScript files are not accepted; send a JPEG, PNG or WebP photo.")
 SVG_REFUSED = gettext_noop("SVG drawings are not accepted; send a JPEG, PNG or WebP photo.")
 PDF_REFUSED = gettext_noop("PDF files are not accepted; send a JPEG, PNG or WebP photo.")
@@ -74,7 +75,7 @@ GAVE_UP = gettext_noop(
 DAMAGED_FILE = (DAMAGED, HEADER_UNREADABLE, PICTURE_MISSING, TOO_MANY_PIECES, TOO_MANY_SCANS, RLE_OVERLONG)
 
 REASONS = (
-    EMPTY, LARGER_THAN, NOT_AN_IMAGE, HEIC_REFUSED, EPS_REFUSED, SVG_REFUSED, PDF_REFUSED, FORMAT_REFUSED,
+    EMPTY, LARGER_THAN, NOT_AN_IMAGE, HEIC_REFUSED, AVIF_REFUSED, EPS_REFUSED, SVG_REFUSED, PDF_REFUSED, FORMAT_REFUSED,
     NO_PIXELS, TOO_MANY_PIXELS, TOO_LARGE, RLE_TOO_LARGE, DAMAGED, HEADER_UNREADABLE, PICTURE_MISSING,
     TOO_MANY_PIECES, TOO_MANY_SCANS, RLE_OVERLONG, MISSING, GAVE_UP,
 )

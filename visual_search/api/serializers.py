@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..conf import settings
-from ..embeddings.images import HEIF, heif_support
+from ..embeddings import images
 from ..registry import filter_lookups
 from ..results import extra_fields
 
@@ -28,9 +28,10 @@ class PhotoField(serializers.FileField):
 
 def allowed_formats_text() -> str:
     """The formats a photo may have here: HEIC only where pillow-heif can decode it (the schema told
-    an iPhone app "HEIC" in a shop without the [heif] extra, which answers it 415)."""
+    an iPhone app "HEIC" in a shop without the [heif] extra, which answers it 415), AVIF only where
+    Pillow has its AVIF plugin."""
     formats = [str(name).upper() for name in settings.ALLOWED_FORMATS]
-    names = [FORMAT_NAMES.get(name, name) for name in formats if name != HEIF or heif_support()]
+    names = [FORMAT_NAMES.get(name, name) for name in formats if images.decodable(name)]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 

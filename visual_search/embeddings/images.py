@@ -2,7 +2,8 @@
 
 Resize policy (part of the fingerprint, ``RESIZE_POLICY``): EXIF orientation is applied, the image
 is converted to RGB (transparent areas become white, 16-bit images are scaled to 8 bits, CMYK is
-converted), scaled so that its longer side is ``IMAGE_SIZE`` keeping its aspect ratio, and centred
+converted; an RGB or CMYK image carrying an ICC profile of another colour space is converted to sRGB
+by it, as a browser draws it), scaled so that its longer side is ``IMAGE_SIZE`` keeping its aspect ratio, and centred
 on an ``IMAGE_SIZE`` square filled with the ImageNet mean colour, which VGG16 sees as zero. Nothing
 of the product is cropped away and nothing is stretched.
 """
@@ -18,6 +19,7 @@ import io
 import logging
 import math
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError, features
+from PIL import Image, ImageCms, ImageOps, ImageStat, UnidentifiedImageError, features
 
 from ..exceptions import BlankImage, ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
 from .. import reasons
@@ -36,6 +38,10 @@ try:  # the [heif] extra: HEIC photos, decoded without registering with Pillow (
 except ImportError:
     pillow_heif = None
 
+logger = logging.getLogger("visual_search")
+
+# Not changed by the conversion of ICC-profiled images to sRGB (2026-12-05): it changes their vectors
+# only, and a new policy would make every stored vector stale; docs/upgrading.md says how to redo them.
 RESIZE_POLICY = "fit-pad-mean-v1"
 # Caffe-style VGG16 input: BGR channels minus the ImageNet mean (as keras.applications.vgg16).
 MEAN_RGB = (123.68, 116.779, 103.939)
@@ -91,6 +97,52 @@ def heif_support() -> bool:
     return pillow_heif is not None
 
 
+# AVIF (AV1 pictures in the HEIF container): decoded by Pillow's own plugin, which its wheels hold from
+# 11.3 on. Older Pillow, or one built without libavif, cannot open it: such a file is refused saying so.
+AVIF = "AVIF"
+_AVIF_BRANDS = {b"avif", b"avis"}  # a still picture, an image sequence (animated)
+
+
+def is_avif(data: bytes) -> bool:
+    """Whether ``data`` is an AVIF file (its major or a compatible brand), by its ftyp box."""
+    if data[4:8] != b"ftyp":
+        return False
+    return any(brand in data[8:max(12, min(int.from_bytes(data[:4], "big"), 64))] for brand in _AVIF_BRANDS)
+
+
+def avif_support() -> bool:
+    """Whether AVIF can be decoded here: Pillow's AVIF plugin (in Pillow's wheels from 11.3 on)."""
+    return "avif" in features.modules and bool(features.check_module("avif"))
+
+
+def decodable(kind: str) -> bool:
+    """Whether a format named in ``ALLOWED_FORMATS`` can be decoded here: HEIF needs pillow-heif,
+    AVIF Pillow's AVIF plugin; the others come with Pillow."""
+    return {HEIF: heif_support, AVIF: avif_support}.get(kind.upper(), lambda: True)()
+
+
+def _avif_refused() -> UnsupportedFormat:
+    refused = UnsupportedFormat(reasons.AVIF_REFUSED, AVIF)
+    refused.technical = f"Pillow {Image.__version__} here has no AVIF plugin: Pillow 11.3 or later decodes AVIF"
+    return refused
+
+
+# Where an AVIF's size is declared: each picture's ispe box (version and flags, then width and height),
+# in the meta box at the file's start.
+_AVIF_HEADER_BYTES = 64 * 1024
+
+
+def _check_avif_size(data: bytes, max_pixels: int) -> None:
+    """Refuse an AVIF declaring more than ``max_pixels`` in any picture before libavif reads it: it
+    refuses sizes past its own limit with no word of why ("not an image")."""
+    at = data.find(b"ispe", 0, _AVIF_HEADER_BYTES)
+    while 0 <= at and at + 16 <= len(data):
+        width, height = int.from_bytes(data[at + 8 : at + 12], "big"), int.from_bytes(data[at + 12 : at + 16], "big")
+        if width * height > max_pixels:
+            _check_size(width, height, max_pixels)
+        at = data.find(b"ispe", at + 4, _AVIF_HEADER_BYTES)
+
+
 def _open_heic(data: bytes, *, max_pixels: int) -> Image.Image:
     """A HEIC photo decoded by pillow-heif, its size checked from the header first. The picture's
     own rotation is applied (and the EXIF orientation reset to 1, so it is not applied twice)."""
@@ -132,7 +184,8 @@ def open_image(data: bytes, *, max_pixels: int, allowed_formats: list[str], draf
     Only the ``allowed_formats`` decoders are tried, so formats that run outside programs
     (EPS starts Ghostscript) or are not raster images (SVG) are refused before they are parsed.
     Dimensions are checked from the header, before pixels are decompressed. ``"HEIF"`` among them
-    decodes HEIC photos with pillow-heif where it is installed. Pillow logs none of its EXIF meanwhile.
+    decodes HEIC photos with pillow-heif where it is installed, ``"AVIF"`` AVIF images where Pillow
+    has its AVIF plugin (Pillow 11.3's wheels on). Pillow logs none of its EXIF meanwhile.
     """
     token = _DECODING.set(True)
     try:
@@ -147,8 +200,14 @@ def _open_image(data: bytes, max_pixels: int, allowed_formats: list[str], draft_
         if HEIF not in allowed or not heif_support():
             raise UnsupportedFormat(reasons.HEIC_REFUSED, "HEIC")
         image = _open_heic(data, max_pixels=max_pixels)
+    elif is_avif(data) and not avif_support():  # no plugin: Pillow would call it "not an image"
+        raise _avif_refused()
     else:
-        image = _open_pillow(data, [f for f in allowed if f not in ("MPO", HEIF)], max_pixels)  # MPO is opened by JPEG
+        if AVIF in allowed and is_avif(data):
+            _check_avif_size(data, max_pixels)
+        # MPO is opened by JPEG; AVIF only where Pillow has its plugin (else Image.open fails on the name).
+        formats = [f for f in allowed if f not in ("MPO", HEIF) and (f != AVIF or avif_support())]
+        image = _open_pillow(data, formats, max_pixels)
         if image.format == "WEBP":
             image = _decode_still_webp(image, data) or image
     try:
@@ -159,7 +218,7 @@ def _open_image(data: bytes, max_pixels: int, allowed_formats: list[str], draft_
         if image.format in ("JPEG", "MPO"):
             _check_complete(image, data, draft_size)
         ImageOps.exif_transpose(image, in_place=True)
-        return to_rgb(image)
+        return to_rgb(to_srgb(image))
     except InvalidImage:
         raise
     except PASS_THROUGH:
@@ -433,6 +492,8 @@ def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
         return UnsupportedFormat(reasons.SVG_REFUSED, "SVG")
     if head.startswith(b"%pdf"):
         return UnsupportedFormat(reasons.PDF_REFUSED, "PDF")
+    if AVIF in formats and is_avif(data):  # libavif refused it: cut short, or built wrong
+        return InvalidImage(reasons.HEADER_UNREADABLE, technical="AVIF: libavif cannot parse it")
     try:
         with Image.open(io.BytesIO(data)) as other:  # identify only: does not load pixels
             kind = other.format
@@ -441,6 +502,78 @@ def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
     if kind:
         return UnsupportedFormat(reasons.FORMAT_REFUSED % {"kind": kind, "formats": ", ".join(formats)}, kind)
     return InvalidImage(reasons.NOT_AN_IMAGE)
+
+
+# An iPhone's photo (Display P3), an Adobe RGB product shot or a print-ready CMYK JPEG holds numbers
+# that mean other colours than sRGB's, which the network was trained on and a browser converts to
+# before a widget photo is sent: read as sRGB they are dull or shifted, and the same product was
+# seen in two colour spaces (measured: docs/performance.md). Converted by their profile with Pillow's
+# littlecms. A profile lcms cannot read or apply leaves the image as it is, as before.
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+_SRGB_COLORANTS = [_SRGB.profile.red_colorant, _SRGB.profile.green_colorant, _SRGB.profile.blue_colorant]
+_PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """``image`` converted to sRGB by its ICC profile; as it is without one, with an sRGB one (its
+    pixels and vector unchanged), in another mode (grey, palette, 16-bit) or where lcms fails."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in _PROFILED_MODES:
+        return image
+    try:
+        transform = _transform_to_srgb(bytes(icc), image.mode)
+        if transform is None:
+            return image
+        converted = transform.apply(image)
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:  # lcms raises PyCMSError, OSError, ValueError... on a broken profile
+        logger.debug("ICC profile not applied (%s: %s); the image is read as sRGB", type(exc).__name__, exc)
+        return image
+    converted.info = {key: value for key, value in image.info.items() if key != "icc_profile"}
+    return converted
+
+
+# Transforms kept for the next image of the same profile (a camera's, a shop's export): building one
+# took 4 ms, applying it to a 348 px photo 0.3 ms. Only small profiles' (an RGB one is 0.5 to 4 KB, a
+# print CMYK one up to a few MB): a customer's photos, each with a large profile of its own, are not
+# to fill a worker's memory. Keyed by the profile's hash; shared by threads.
+_TRANSFORMS: dict[tuple[bytes, str], ImageCms.ImageCmsTransform | None] = {}
+_TRANSFORMS_KEPT = 16
+_KEPT_PROFILE_BYTES = 256 * 1024
+_TRANSFORMS_LOCK = threading.Lock()
+
+
+def _transform_to_srgb(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from the profile ``icc`` to sRGB for images of ``mode``; None for an sRGB profile."""
+    key = (hashlib.sha256(icc).digest(), mode)
+    with _TRANSFORMS_LOCK:
+        if key in _TRANSFORMS:
+            return _TRANSFORMS[key]
+    transform = _build_transform(icc, mode)
+    if len(icc) <= _KEPT_PROFILE_BYTES:
+        with _TRANSFORMS_LOCK:
+            while len(_TRANSFORMS) >= _TRANSFORMS_KEPT:
+                del _TRANSFORMS[next(iter(_TRANSFORMS))]
+            _TRANSFORMS[key] = transform
+    return transform
+
+
+def _build_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """Without lcms's one-pixel cache, which is not safe for threads sharing the transform."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if mode != "CMYK" and _is_srgb(profile.profile):
+        return None
+    return ImageCms.buildTransform(profile, _SRGB, mode, _PROFILED_MODES[mode], flags=ImageCms.Flags.NOCACHE)
+
+
+def _is_srgb(profile) -> bool:
+    """Whether an RGB profile's primaries are sRGB's (its curve is taken to be sRGB's too)."""
+    colorants = [profile.red_colorant, profile.green_colorant, profile.blue_colorant]
+    if any(colorant is None for colorant in colorants):
+        return False
+    return all(math.isclose(a, b, abs_tol=0.002) for mine, srgb in zip(colorants, _SRGB_COLORANTS)
+               for a, b in zip(mine[0], srgb[0]))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

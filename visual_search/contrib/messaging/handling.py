@@ -14,6 +14,7 @@ from django.utils import translation
 from django.views.decorators.debug import sensitive_variables
 
 from visual_search.conf import settings as visual_search_settings
+from visual_search.embeddings import images
 from visual_search.exceptions import BlankImage, ImageTooLarge, InvalidImage
 from visual_search.registry import search_model
 from visual_search.results import describe
@@ -38,6 +39,8 @@ MIME_FORMATS = {
     "image/x-icon": "ICO", "image/vnd.microsoft.icon": "ICO", "image/vnd.adobe.photoshop": "PSD",
     "image/x-eps": "EPS", "application/postscript": "EPS", "image/jp2": "JPEG2000",
 }
+# A format as the customer knows it, where Pillow's name is another: an iPhone's photo is "HEIC".
+CUSTOMER_NAMES = {"HEIF": "HEIC"}
 
 
 def language_of(message: IncomingMessage) -> str:
@@ -122,11 +125,13 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
 
 
 def refused_format(mime_type: str) -> str:
-    """The format ("SVG") of a file the search would refuse, as the service announced its type; ""
-    when it may be searched. Saves downloading a file only to refuse it."""
+    """The format ("SVG", "HEIC") of a file the search would refuse, as the service announced its
+    type: not in ``ALLOWED_FORMATS``, or one this server cannot decode (HEIC without pillow-heif,
+    AVIF under a Pillow without its plugin); "" when it may be searched. Saves downloading a file
+    only to refuse it."""
     kind = MIME_FORMATS.get(mime_type.split(";")[0].strip().lower(), "")
     allowed = {str(name).upper() for name in visual_search_settings.ALLOWED_FORMATS}
-    return "" if not kind or kind in allowed else kind
+    return "" if not kind or (kind in allowed and images.decodable(kind)) else CUSTOMER_NAMES.get(kind, kind)
 
 
 def searched_model(messenger: Messenger):

@@ -16,7 +16,7 @@ from visual_search.contrib.messaging.messages import FILE, OTHER, PHOTO, STICKER
 
 logger = logging.getLogger("visual_search")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif")
 # What a customer types for help in WhatsApp, where there are no /commands: answered as /help.
 HELP_WORDS = {"help", "?", "hilfe", "aide", "/help"}
 # Not worth an answer: a reaction to the bot's result, a system notice (a number changed).
