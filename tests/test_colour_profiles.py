@@ -3,7 +3,11 @@ RGB) are read in sRGB, as a browser draws them before the widget sends a photo; 
 none, or one lcms cannot use leaves the pixels exactly as before."""
 
 import io
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from tests.icc_profiles import ADOBE_RGB, DISPLAY_P3, SRGB, cmyk_profile, rgb_pr
 
 FORMATS = ["JPEG", "PNG", "WEBP", "TIFF"]
 SRGB_PROFILE = ImageCms.createProfile("sRGB")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def shop_photo() -> Image.Image:
@@ -155,3 +160,20 @@ def test_transforms_are_kept_for_a_few_small_profiles_only():
     read = decoded(encode(photo, "TIFF", icc_profile=large))
     small = decoded(encode(photo, "TIFF", icc_profile=rgb_profile()))
     assert np.array_equal(read, small) and len(images._TRANSFORMS) == 1  # the small one's only
+
+
+def test_a_pillow_without_littlecms_reads_images_as_before_and_the_package_imports():
+    """Pillow built from source without lcms2 has ImageCms but no ``_imagingcms``: the module must
+    import (the whole package did not) and profiled images be read as sRGB, as before."""
+    script = (
+        "import sys; sys.modules['PIL._imagingcms'] = None\n"
+        "import django; django.setup()\n"
+        "from PIL import Image\n"
+        "from visual_search.embeddings import images\n"
+        "image = Image.new('RGB', (8, 8), (200, 30, 30)); image.info['icc_profile'] = b'profile'\n"
+        "print(images.to_srgb(image) is image)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -509,8 +509,13 @@ def _unidentified(data: bytes, formats: list[str]) -> InvalidImage:
 # before a widget photo is sent: read as sRGB they are dull or shifted, and the same product was
 # seen in two colour spaces (measured: docs/performance.md). Converted by their profile with Pillow's
 # littlecms. A profile lcms cannot read or apply leaves the image as it is, as before.
-_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-_SRGB_COLORANTS = [_SRGB.profile.red_colorant, _SRGB.profile.green_colorant, _SRGB.profile.blue_colorant]
+# A Pillow built without littlecms (from source, with no lcms2 headers) has ImageCms but cannot use
+# it: there images are read as sRGB, as before, rather than the package failing to import.
+try:
+    _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    _SRGB_COLORANTS = [_SRGB.profile.red_colorant, _SRGB.profile.green_colorant, _SRGB.profile.blue_colorant]
+except ImportError:
+    _SRGB = _SRGB_COLORANTS = None
 _PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}
 
 
@@ -518,7 +523,7 @@ def to_srgb(image: Image.Image) -> Image.Image:
     """``image`` converted to sRGB by its ICC profile; as it is without one, with an sRGB one (its
     pixels and vector unchanged), in another mode (grey, palette, 16-bit) or where lcms fails."""
     icc = image.info.get("icc_profile")
-    if not icc or image.mode not in _PROFILED_MODES:
+    if not icc or image.mode not in _PROFILED_MODES or _SRGB is None:
         return image
     try:
         transform = _transform_to_srgb(bytes(icc), image.mode)
