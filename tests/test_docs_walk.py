@@ -74,6 +74,47 @@ def test_staff_md_shows_every_option_of_every_command(command):
     assert missing == []
 
 
+# The bots' commands are documented on their own pages, whole; the package's in staff.md.
+BOT_COMMANDS = {"visual_search_telegram": ("visual_search.contrib.telegram", "telegram.md"),
+                "visual_search_whatsapp": ("visual_search.contrib.whatsapp", "whatsapp.md")}
+
+
+def _subcommands(command: str, app: str) -> dict[str, set[str]]:
+    """{subcommand: its options} of a command with subcommands (Django's own options left out)."""
+    found = {}
+    for action in load_command_class(app, command).create_parser("manage.py", command)._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, parser in action.choices.items():
+                found[name] = {o for a in parser._actions for o in a.option_strings} - DJANGO_OPTIONS
+    return found
+
+
+def test_every_command_of_the_package_has_its_page_and_index_md_says_which():
+    # index.md said staff.md had every management command; the bots' two were in telegram.md and
+    # whatsapp.md only, and staff.md did not point there.
+    commands = {path.stem for path in (ROOT / "visual_search").rglob("management/commands/visual_search_*.py")}
+    staff = {heading for heading in re.findall(r"^### `(visual_search_\w+)`", (DOCS / "staff.md").read_text(), re.M)}
+    assert commands == staff | set(BOT_COMMANDS)
+    row = next(line for line in (DOCS / "index.md").read_text().splitlines() if "(staff.md)" in line)
+    management = _section("staff.md", "Management commands").split("###", 1)[0]
+    for command, (_app, page) in BOT_COMMANDS.items():
+        assert command in row and command in management and f"({page}" in management
+
+
+@pytest.mark.parametrize("command", sorted(BOT_COMMANDS))
+def test_a_bots_page_shows_every_subcommand_and_option_of_its_command(command):
+    # `set-webhook --drop-pending-updates` was shown nowhere: telegram.md named it for delete-webhook.
+    app, page = BOT_COMMANDS[command]
+    text = (DOCS / page).read_text()
+    missing = []
+    for subcommand, options in _subcommands(command, app).items():
+        if not re.search(rf"{command} {re.escape(subcommand)}\b", text):
+            missing.append(subcommand)
+        missing += [f"{subcommand} {option}" for option in sorted(options)
+                    if not re.search(rf"(?<![\w-]){re.escape(subcommand)}\b[^\n|]*?{re.escape(option)}\b", text)]
+    assert missing == []
+
+
 def test_versions_md_shows_how_to_activate_a_version_that_is_not_better():
     assert re.search(r"visual_search_versions activate \d+ --force", (DOCS / "versions.md").read_text())
 
