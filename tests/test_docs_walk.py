@@ -12,6 +12,7 @@ import argparse
 import ast
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,38 @@ def test_customers_md_names_every_api_detail_that_follows_the_language(client, m
     bullet = (DOCS / "customers.md").read_text().split("- **Language.**", 1)[1].split("\n- **", 1)[0]
     bullet = " ".join(bullet.split())
     assert [name for name in translated if " ".join(english[name].split()[:6]) not in bullet] == []  # its first words
+
+
+def _diagram_line(diagram: list[str], module: str) -> int:
+    name = module.removeprefix("visual_search.").replace(".", "/")
+    lines = [i for i, line in enumerate(diagram) if re.search(rf"(?<![\w/]){re.escape(name)}(?![\w])", line)]
+    assert lines, f"{name} is not in architecture.md's diagram"
+    return lines[0]
+
+
+def test_architecture_md_draws_the_layers_of_pyproject_toml_in_their_order():
+    # previews, thumbnails, http and logs had layers in the contract, and no place in the drawing.
+    diagram = re.search(r"```\n(.*?)```", (DOCS / "architecture.md").read_text(), re.S).group(1).splitlines()
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [contract["layers"] for contract in contracts if contract["type"] == "layers"]
+    rows = [[_diagram_line(diagram, module.strip()) for module in layer.split("|")] for layer in layers[1:]]
+    for upper, lower in zip(rows, rows[1:]):
+        assert max(upper) <= min(lower), (upper, lower)
+
+
+def test_architecture_md_names_every_module_of_the_package():
+    # Ten modules (previews, thumbnails, http, logs, embeddings/runtime and /structure, api/docs...)
+    # were on no line of the module map.
+    text = (DOCS / "architecture.md").read_text()
+    package, missing = ROOT / "visual_search", []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts[0] in ("contrib", "migrations") or parts[:2] == ("management", "commands") or parts[-1] == "__init__":
+            continue
+        if len(parts) == 1:
+            named = re.search(rf"`{parts[0]}/?`", text)
+        else:  # a module of a subpackage: its name on a line that names the subpackage
+            named = any(f"`{parts[0]}/" in line and re.search(rf"\b{parts[1]}\b", line) for line in text.splitlines())
+        if not named:
+            missing.append("/".join(parts))
+    assert missing == []
