@@ -281,3 +281,18 @@ def test_architecture_md_names_every_module_of_the_package():
         if not named:
             missing.append("/".join(parts))
     assert missing == []
+
+
+def test_demo_readme_names_every_filter_and_action_the_admin_mixin_adds():
+    # It named the "visual search" filter and two actions; the mixin also adds the "possible
+    # duplicate image" filter and the action that dismisses its warnings.
+    from visual_search.admin_mixins import VisualSearchAdminMixin
+
+    class Admin(VisualSearchAdminMixin, type("Base", (), {"get_list_filter": lambda self, request: []})):
+        pass
+
+    readme = " ".join((ROOT / "demo_shop" / "README.md").read_text().split())
+    actions = [str(getattr(Admin, name).short_description) for name in Admin.visual_search_actions]
+    filters = [str(list_filter.title) for list_filter in Admin().get_list_filter(None)]
+    assert len(actions) == 3 and len(filters) == 2
+    assert [title for title in actions + filters if f'"{title}"' not in readme] == []
