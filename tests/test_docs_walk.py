@@ -296,3 +296,14 @@ def test_demo_readme_names_every_filter_and_action_the_admin_mixin_adds():
     filters = [str(list_filter.title) for list_filter in Admin().get_list_filter(None)]
     assert len(actions) == 3 and len(filters) == 2
     assert [title for title in actions + filters if f'"{title}"' not in readme] == []
+
+
+def test_security_md_sends_a_reporter_to_a_contact_that_exists():
+    # It said "report to the maintainers (see the package's metadata)", and the metadata names none.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    contact = [person for key in ("authors", "maintainers") for person in project.get(key, []) if person.get("email")]
+    reporting = _section("security.md", "Reporting")
+    if not contact and not project.get("urls"):
+        assert "see the package's metadata" not in reporting and "names no" in reporting
+    else:
+        assert any(person["email"] in reporting for person in contact) or any(url in reporting for url in project.get("urls", {}).values())
