@@ -307,3 +307,15 @@ def test_security_md_sends_a_reporter_to_a_contact_that_exists():
         assert "see the package's metadata" not in reporting and "names no" in reporting
     else:
         assert any(person["email"] in reporting for person in contact) or any(url in reporting for url in project.get("urls", {}).values())
+
+
+def test_deployment_md_lets_the_workers_write_the_thumbnails_they_make():
+    # The process table asked of workers a "media storage readable", and a bullet said web
+    # processes made the thumbnails on first display; on a bucket the indexing task makes them.
+    from visual_search import indexing, thumbnails
+
+    assert "thumbnails.Writer" in Path(indexing.__file__).read_text()  # the task writes them
+    text = (DOCS / "deployment.md").read_text()
+    worker = next(line for line in text.splitlines() if line.startswith("| worker"))
+    assert f"writable under `{thumbnails.FOLDER}/`" in worker
+    assert "made on first display\n  (`MEDIA_ROOT" not in text
