@@ -319,3 +319,22 @@ def test_deployment_md_lets_the_workers_write_the_thumbnails_they_make():
     worker = next(line for line in text.splitlines() if line.startswith("| worker"))
     assert f"writable under `{thumbnails.FOLDER}/`" in worker
     assert "made on first display\n  (`MEDIA_ROOT" not in text
+
+
+def test_whatsapp_md_lists_the_graph_api_codes_the_client_treats_as_each_kind():
+    # The permission codes left out 3, the rate limits 613: a shop reading its log for 613 did not
+    # learn it was a rate limit, waited for once.
+    from visual_search.contrib.whatsapp import client
+
+    errors = _section("whatsapp.md", "Errors from the Graph API")
+
+    def codes(kind: str) -> set[int]:
+        (listed,) = re.findall(rf"^- \*\*([\d, -]+)\*\* \({kind}\)", errors, re.M)
+        found = set()
+        for part in listed.split(","):
+            low, _, high = part.strip().partition("-")
+            found.update(range(int(low), int(high or low) + 1))
+        return found
+
+    assert codes("permissions") == set(client.PERMISSION_CODES)
+    assert codes("rate limits") == set(client.RATE_LIMIT_CODES) | {429}
