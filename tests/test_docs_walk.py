@@ -338,3 +338,12 @@ def test_whatsapp_md_lists_the_graph_api_codes_the_client_treats_as_each_kind():
 
     assert codes("permissions") == set(client.PERMISSION_CODES)
     assert codes("rate limits") == set(client.RATE_LIMIT_CODES) | {429}
+
+
+def test_demo_readme_names_every_package_template_the_demo_overrides():
+    # It named base.html and result_card.html, not search.html, which the demo overrides too.
+    readme = (ROOT / "demo_shop" / "README.md").read_text()
+    overrides = ROOT / "demo_shop" / "catalogue" / "templates"
+    names = sorted(path.relative_to(overrides).as_posix() for path in (overrides / "visual_search").rglob("*.html"))
+    assert names and [name for name in names if f"`{name}`" not in readme] == []
+    assert all((ROOT / "visual_search" / "templates" / name).is_file() for name in names)  # overrides, not new ones
