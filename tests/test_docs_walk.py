@@ -347,3 +347,17 @@ def test_demo_readme_names_every_package_template_the_demo_overrides():
     names = sorted(path.relative_to(overrides).as_posix() for path in (overrides / "visual_search").rglob("*.html"))
     assert names and [name for name in names if f"`{name}`" not in readme] == []
     assert all((ROOT / "visual_search" / "templates" / name).is_file() for name in names)  # overrides, not new ones
+
+
+def test_demo_readme_pages_table_lists_every_path_the_demo_mounts():
+    # The API's docs page and the bots' webhooks were served by the demo and missing from its table.
+    urls = (ROOT / "demo_shop" / "urls.py").read_text()
+    table = _section_of(ROOT / "demo_shop" / "README.md", "Pages")
+    mounted = [prefix for prefix in re.findall(r'path\("([^"]*)"', urls) if prefix]
+    missing = [prefix for prefix in mounted if f"/{prefix}" not in table]
+    assert "/api/visual-search/docs/" in table and missing == []
+
+
+def _section_of(page: Path, heading: str) -> str:
+    text = page.read_text()
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
