@@ -145,12 +145,12 @@ def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_pr
     assert not ImageEmbedding.objects.filter(status="ready").exists()  # no stored vectors: no "before" to show
     call_command("visual_search_train", "--epochs", "2", "--seed", "3", "--time-limit", "0.001")
     out = capsys.readouterr().out
-    assert "Trained version" in out
+    assert "Trained version" in out and " s (1 epoch).\n" in out  # not "(1 epochs)"
     assert "VGG16 passes per image 1 x 64 px -> 1 x 64 px\n" in out  # classifying at the same size: no faster
     assert "product precision@1" in out and "->" in out
     assert "Search is unchanged" in out and "visual_search_versions activate" in out
     assert "run visual_search_reindex to compare" in out
-    assert "Training stopped early, after 1 of 2 epochs: another would have passed the time limit of 0.001 s." in out
+    assert "Training stopped early, after 1 of 2 epochs: another would have passed the time limit of 0.001 s. The figures above are of that one." in out
     assert "raise --time-limit, or lower --epochs (--epochs 1 fits this time)" in out
     version = ModelVersion.objects.get()
     assert version.status == ModelVersion.Status.TRAINED  # the broken image was left out, not fatal

@@ -107,7 +107,7 @@ class Command(BaseCommand):
         before, after = metrics.get("before", {}), metrics.get("after", {})
         self.stdout.write(self.style.SUCCESS(
             f"Trained version {version.pk} ({version.fingerprint}) on {metrics['training_images']} images of "
-            f"{metrics['products']} products in {metrics['seconds']:.0f} s ({metrics['epochs_run']} epochs)."
+            f"{metrics['products']} products in {metrics['seconds']:.0f} s ({_epochs(metrics['epochs_run'])})."
         ))
         self.stdout.write(f"Measured on {metrics['held_out_images']} held-out images (searched among the training images):")
         for key, name in (("p_at_1", "product precision@1"), ("p_at_10", "product precision@10"), ("category_p_at_1", "category precision@1")):
@@ -137,7 +137,7 @@ class Command(BaseCommand):
             return
         self.stdout.write(self.style.WARNING(
             f"Training stopped early, after {run} of {planned} epochs: another would have passed the time limit "
-            f"of {limit:g} s. The figures above are of those {run}. To train every epoch, raise --time-limit, "
+            f"of {limit:g} s. The figures above are of {'that one' if run == 1 else f'those {run}'}. To train every epoch, raise --time-limit, "
             f"or lower --epochs (--epochs {run} fits this time)."
         ))
 
@@ -146,6 +146,11 @@ class Command(BaseCommand):
             return None
         model = model_from_label(label)
         return model._meta.label
+
+
+def _epochs(count) -> str:
+    """"1 epoch", "17 epochs" (the command's output is English, as its other lines)."""
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
 
 
 class _Bars:
