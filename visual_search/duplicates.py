@@ -327,5 +327,6 @@ def result_object(row: ImageEmbedding) -> models.Model | None:
 def shown_similarity(score: float | None) -> float:
     """A duplicate's similarity as staff read it (three decimals), rounded down: two different photos
     are flagged from DUPLICATE_THRESHOLD (0.997) and all read "1.00" at two decimals; none reads
-    1.000 unless it is."""
-    return math.floor((score or 0.0) * 1000) / 1000
+    1.000 unless it is. Within float32's rounding of it (1e-6): the same file's vectors, identical,
+    scored 0.99999994 and read "0.999"."""
+    return math.floor((score or 0.0) * 1000 + 1e-3) / 1000
