@@ -1,0 +1,72 @@
+"""The management commands' counts, read by a shop's staff: each noun agrees with its count
+("Queued 1 of 1 image", "2 images could not be read"), with one item and with several."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from visual_search.management.commands import visual_search_reindex as reindex_command
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue()
+
+
+def reindexing(monkeypatch, total, counts=None, raises=None, done=0):
+    """The reindex command over ``total`` selected images, its work replaced by ``counts`` or ``raises``."""
+
+    def work(model, only, asynchronous, force=False, progress=None, before_fit=None):
+        if progress:
+            progress(done)
+        if raises:
+            raise raises
+        return {"embedded": 0, "unchanged": 0, "failed": 0, "removed": 0, "retry": 0, "whitened": 0, **(counts or {})}
+
+    monkeypatch.setattr(reindex_command, "count_pks", lambda model, selection: total)
+    monkeypatch.setattr(reindex_command, "reindex", work)
+    monkeypatch.setattr(reindex_command, "celery_app_missing", lambda: False)
+
+
+@pytest.mark.parametrize("total, said", [(1, "Queued 1 of 1 image for"), (2, "Queued 2 of 2 images for")])
+def test_reindex_async_counts_the_images_queued(monkeypatch, total, said):
+    reindexing(monkeypatch, total, {"queued": total})
+    assert said in run("visual_search_reindex", "--async")
+
+
+@pytest.mark.parametrize("total, said", [
+    (1, "Queued 0 of 1 image for the Celery workers; 1 image stays pending for the sweep."),
+    (2, "Queued 0 of 2 images for the Celery workers; 2 images stay pending for the sweep."),
+    (3, "Queued 2 of 3 images for the Celery workers; 1 image stays pending for the sweep."),
+])
+def test_reindex_async_that_queues_too_few_counts_those_left(monkeypatch, total, said):
+    reindexing(monkeypatch, total, {"queued": 2 if total == 3 else 0})
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex", "--async")
+    assert str(raised.value).startswith(said)
+
+
+@pytest.mark.parametrize("total, said", [(1, "Interrupted after 0 of 1 image."), (2, "Interrupted after 1 of 2 images.")])
+def test_reindex_interrupted_counts_the_images(monkeypatch, total, said):
+    reindexing(monkeypatch, total, raises=KeyboardInterrupt, done=total - 1)
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex", "--verbosity", "0")
+    assert str(raised.value).startswith(said)
+
+
+@pytest.mark.parametrize("retry, said", [(1, "1 image could not be read"), (2, "2 images could not be read")])
+def test_reindex_counts_the_images_it_could_not_read(monkeypatch, retry, said):
+    reindexing(monkeypatch, 2, {"embedded": 2 - retry, "retry": retry})
+    with pytest.raises(CommandError) as raised:
+        run("visual_search_reindex", "--verbosity", "0")
+    assert str(raised.value).startswith(said)
+
+
+@pytest.mark.parametrize("whitened, said", [(1, "learned again for 1 model."), (2, "learned again for 2 models.")])
+def test_reindex_counts_the_models_whose_whitening_it_learned(monkeypatch, whitened, said):
+    reindexing(monkeypatch, 2, {"embedded": 2, "whitened": whitened})
+    assert said in run("visual_search_reindex", "--verbosity", "0")
