@@ -70,3 +70,23 @@ def test_reindex_counts_the_images_it_could_not_read(monkeypatch, retry, said):
 def test_reindex_counts_the_models_whose_whitening_it_learned(monkeypatch, whitened, said):
     reindexing(monkeypatch, 2, {"embedded": 2, "whitened": whitened})
     assert said in run("visual_search_reindex", "--verbosity", "0")
+
+
+@pytest.mark.parametrize("rows, said", [(1, "Deleted 1 vector of fingerprint old1."), (2, "Deleted 2 vectors of fingerprint old1.")])
+def test_versions_prune_counts_the_vectors_deleted(monkeypatch, rows, said):
+    from visual_search.management.commands import visual_search_versions as command
+    from visual_search.versions import Pruned
+
+    monkeypatch.setattr(command, "rollback_fingerprint", lambda: None)
+    monkeypatch.setattr(command, "prune", lambda: Pruned({"old1": rows}))
+    assert said in run("visual_search_versions", "prune")
+
+
+@pytest.mark.parametrize("total, said", [(0, "0 images checked."), (1, "1 image checked."), (2, "2 images checked.")])
+def test_versions_activate_counts_the_images_checked(monkeypatch, total, said):
+    from visual_search.management.commands import visual_search_versions as command
+    from visual_search.models import ModelVersion
+
+    version = ModelVersion(pk=7, label="Adapted #7", fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": total})
+    monkeypatch.setattr(command, "activate", lambda pk, progress=None, force=False: version)
+    assert said in run("visual_search_versions", "activate", "7")
