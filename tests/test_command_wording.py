@@ -90,3 +90,37 @@ def test_versions_activate_counts_the_images_checked(monkeypatch, total, said):
     version = ModelVersion(pk=7, label="Adapted #7", fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": total})
     monkeypatch.setattr(command, "activate", lambda pk, progress=None, force=False: version)
     assert said in run("visual_search_versions", "activate", "7")
+
+
+@pytest.fixture
+def catalogue(make_product):
+    import visual_search
+    from tests.conftest import catalogue_image
+
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        return [make_product(name, catalogue_image(name)) for name in ["Lemon", "Lime", "Mango"]]
+
+
+def failing(products, error="This file is not an image."):
+    from visual_search.models import ImageEmbedding
+
+    ImageEmbedding.objects.filter(object_id__in=[str(p.pk) for p in products]).update(status="failed", error=error)
+
+
+def test_status_speaks_of_one_failed_image_as_it(catalogue, settings):
+    failing(catalogue[:1], "The image file 'p/Lemon.jpg' is missing from storage.")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out = run("visual_search_status")
+    assert "1 image failed: `manage.py visual_search_status --failed` lists why; nothing retries it by itself. Once the image " \
+           "(or the storage) is fixed, `manage.py visual_search_reindex --only failed` does it again." in out
+    assert "It is missing from storage: if the files" in out
+
+
+def test_status_speaks_of_several_failed_images_as_them(catalogue, settings):
+    failing(catalogue[:1], "The image file 'p/Lemon.jpg' is missing from storage.")
+    failing(catalogue[1:2])
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    out = run("visual_search_status")
+    assert "2 images failed: `manage.py visual_search_status --failed` lists why; nothing retries them by itself. Once the " \
+           "images (or the storage) are fixed, `manage.py visual_search_reindex --only failed` does them again." in out
+    assert "1 of them is missing from storage: if the files" in out
