@@ -124,3 +124,22 @@ def test_status_speaks_of_several_failed_images_as_them(catalogue, settings):
     assert "2 images failed: `manage.py visual_search_status --failed` lists why; nothing retries them by itself. Once the " \
            "images (or the storage) are fixed, `manage.py visual_search_reindex --only failed` does them again." in out
     assert "1 of them is missing from storage: if the files" in out
+
+
+class FilledBackend:
+    reads_rows = reset_drops_everything = False
+
+    def __init__(self, count):
+        self.count = count
+
+    def rebuild(self, rows, progress=None):
+        return self.count
+
+
+@pytest.mark.parametrize("count, said", [(0, "filled: 0 stored vectors."), (1, "filled: 1 stored vector."), (2, "filled: 2 stored vectors.")])
+def test_rebuild_index_counts_the_vectors(monkeypatch, count, said):
+    from visual_search.management.commands import visual_search_rebuild_index as command
+
+    monkeypatch.setattr(command, "get_backend", lambda alias: FilledBackend(count))
+    assert said in run("visual_search_rebuild_index", "--verbosity", "0")
+
