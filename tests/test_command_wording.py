@@ -143,3 +143,14 @@ def test_rebuild_index_counts_the_vectors(monkeypatch, count, said):
     monkeypatch.setattr(command, "get_backend", lambda alias: FilledBackend(count))
     assert said in run("visual_search_rebuild_index", "--verbosity", "0")
 
+
+@pytest.mark.parametrize("count, said", [(1, "1 possible duplicate pair (threshold"), (2, "2 possible duplicate pairs (threshold")])
+def test_duplicates_counts_the_pairs(monkeypatch, count, said):
+    from visual_search.management.commands import visual_search_duplicates as command
+
+    monkeypatch.setattr(command, "find_pairs", lambda *args, **kwargs: [object()] * count)
+    monkeypatch.setattr(command.Command, "_table", lambda self, pairs: None)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exited:  # pairs found: exit status 1, for scripts
+        call_command("visual_search_duplicates", stdout=out, verbosity=0)
+    assert exited.value.code == 1 and said in out.getvalue()

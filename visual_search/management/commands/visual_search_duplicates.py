@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 
 from ...conf import settings
 from ...duplicates import Pair, find_pairs, result_object
-from .. import explain_unmigrated, searchable_model
+from .. import counted, explain_unmigrated, searchable_model
 from ..progress import Followed
 
 COLUMNS = ("product", "image", "other product", "other image", "similarity", "note")
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write(f"No possible duplicate images (threshold {limit}).")
             return
         self._table(pairs)
-        self.stdout.write(f"{len(pairs)} possible duplicate pair(s) (threshold {limit}).")
+        self.stdout.write(f"{counted(len(pairs), 'possible duplicate pair')} (threshold {limit}).")
         sys.exit(1)
 
     def _table(self, pairs: list[Pair]) -> None:
