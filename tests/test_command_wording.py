@@ -154,3 +154,26 @@ def test_duplicates_counts_the_pairs(monkeypatch, count, said):
     with pytest.raises(SystemExit) as exited:  # pairs found: exit status 1, for scripts
         call_command("visual_search_duplicates", stdout=out, verbosity=0)
     assert exited.value.code == 1 and said in out.getvalue()
+
+
+@pytest.mark.parametrize("n, said", [
+    (1, ["on 1 image of 1 product in 3 s (1 epoch).", "Measured on 1 held-out image (searched", "over 1 photo: within the noise"]),
+    (2, ["on 2 images of 2 products in 3 s (2 epochs).", "Measured on 2 held-out images (searched", "over 2 photos: within the noise"]),
+])
+def test_train_counts_the_images_products_epochs_and_photos(monkeypatch, n, said):
+    from visual_search.management.commands import visual_search_train as command
+    from visual_search.models import ModelVersion
+
+    def trained(pk, progress, interrupted):
+        version = ModelVersion.objects.get(pk=pk)
+        version.status, version.fingerprint = ModelVersion.Status.TRAINED, "f1"
+        version.metrics = {
+            "training_images": n, "products": n, "seconds": 3, "epochs_run": n, "held_out_images": n,
+            "before": {"p_at_1": 0.5}, "after": {"p_at_1": 0.5},
+            "difference": {"p_at_1": 0.0, "standard_error": 0.1, "photos": n, "within_noise": True},
+        }
+        return version
+
+    monkeypatch.setattr(command, "run_training", trained)
+    out = run("visual_search_train", "--verbosity", "0")
+    assert all(line in out for line in said), out

@@ -11,7 +11,7 @@ from ... import queue, versions
 from ...embeddings.adapted import parse_blocks
 from ...models import ModelVersion
 from ...training.jobs import run_training, start_training
-from .. import explain_unmigrated, model_from_label, progress
+from .. import counted, explain_unmigrated, model_from_label, progress
 
 STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
 
@@ -106,10 +106,10 @@ class Command(BaseCommand):
         metrics = version.metrics
         before, after = metrics.get("before", {}), metrics.get("after", {})
         self.stdout.write(self.style.SUCCESS(
-            f"Trained version {version.pk} ({version.fingerprint}) on {metrics['training_images']} images of "
-            f"{metrics['products']} products in {metrics['seconds']:.0f} s ({_epochs(metrics['epochs_run'])})."
+            f"Trained version {version.pk} ({version.fingerprint}) on {counted(metrics['training_images'], 'image')} of "
+            f"{counted(metrics['products'], 'product')} in {metrics['seconds']:.0f} s ({counted(metrics['epochs_run'], 'epoch')})."
         ))
-        self.stdout.write(f"Measured on {metrics['held_out_images']} held-out images (searched among the training images):")
+        self.stdout.write(f"Measured on {counted(metrics['held_out_images'], 'held-out image')} (searched among the training images):")
         for key, name in (("p_at_1", "product precision@1"), ("p_at_10", "product precision@10"), ("category_p_at_1", "category precision@1")):
             if key in after:
                 old = before.get(key)
@@ -118,7 +118,7 @@ class Command(BaseCommand):
                 difference = metrics["difference"]
                 verdict = "within the noise" if difference["within_noise"] else "more than the noise"
                 self.stdout.write(f"  {'  difference':<22} {difference['p_at_1']:+.3f}, one standard error "
-                                  f"{difference['standard_error']:.3f} over {difference['photos']} photos: {verdict}")
+                                  f"{difference['standard_error']:.3f} over {counted(difference['photos'], 'photo')}: {verdict}")
         cost = versions.cost_change(metrics)
         if cost is not None:
             (n_before, size_before), (n_after, size_after), speed = cost
@@ -146,11 +146,6 @@ class Command(BaseCommand):
             return None
         model = model_from_label(label)
         return model._meta.label
-
-
-def _epochs(count) -> str:
-    """"1 epoch", "17 epochs" (the command's output is English, as its other lines)."""
-    return f"{count} epoch" if count == 1 else f"{count} epochs"
 
 
 class _Bars:
