@@ -177,3 +177,41 @@ def test_train_counts_the_images_products_epochs_and_photos(monkeypatch, n, said
     monkeypatch.setattr(command, "run_training", trained)
     out = run("visual_search_train", "--verbosity", "0")
     assert all(line in out for line in said), out
+
+
+def test_telegram_out_of_reach_says_what_to_check(settings, monkeypatch):
+    from telegram.error import NetworkError
+
+    from visual_search.contrib.telegram import client
+
+    def unreachable(work):
+        raise NetworkError("httpx.ConnectError: [Errno -2] Name or service not known")
+
+    settings.VISUAL_SEARCH_TELEGRAM = {**getattr(settings, "VISUAL_SEARCH_TELEGRAM", {}), "API_URL": "https://api.telegram.org/"}
+    monkeypatch.setattr(client, "call", unreachable)
+    with pytest.raises(CommandError) as raised:
+        from visual_search.contrib.telegram.management.commands.visual_search_telegram import Command
+
+        run(Command(), "info")  # the contrib app need not be installed
+    assert str(raised.value) == (
+        "NetworkError: httpx.ConnectError: [Errno -2] Name or service not known. This machine did not get an answer "
+        "from Telegram's Bot API at https://api.telegram.org: check that it reaches it over HTTPS (a firewall, a proxy), "
+        "then run this command again."
+    )
+
+
+def test_whatsapp_out_of_reach_says_what_to_check(settings):
+    settings.VISUAL_SEARCH_WHATSAPP = {
+        **getattr(settings, "VISUAL_SEARCH_WHATSAPP", {}), "API_URL": "http://127.0.0.1:9", "PHONE_NUMBER_ID": "1",
+        "ACCESS_TOKEN": "t",
+    }
+    with pytest.raises(CommandError) as raised:
+        from visual_search.contrib.whatsapp.management.commands.visual_search_whatsapp import Command
+
+        run(Command(), "info")  # the contrib app need not be installed
+    said = str(raised.value)
+    assert said.startswith("ConnectionError: Graph API GET http://127.0.0.1:9/") and "Connection refused" in said
+    assert said.endswith(
+        ". This machine did not get an answer from the Graph API: check that it reaches that URL over HTTPS "
+        "(a firewall, a proxy), then run this command again."
+    )
