@@ -2,6 +2,7 @@
 ("Queued 1 of 1 image", "2 images could not be read"), with one item and with several."""
 
 import io
+from dataclasses import replace
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -215,3 +216,61 @@ def test_whatsapp_out_of_reach_says_what_to_check(settings):
         ". This machine did not get an answer from the Graph API: check that it reaches that URL over HTTPS "
         "(a firewall, a proxy), then run this command again."
     )
+
+
+def tuning(calibration):
+    """A whitening row of the current fingerprint for testapp.Product, with ``calibration``."""
+    import numpy as np
+    from django.contrib.contenttypes.models import ContentType
+
+    from tests.testapp.models import Product
+    from visual_search.models import Whitening
+    from visual_search.serving import current_fingerprint
+
+    return Whitening.objects.create(
+        result_type=ContentType.objects.get_for_model(Product), fingerprint=current_fingerprint(), dimensions=1,
+        trained_on=1, mean=np.zeros(1, np.float32).tobytes(), projection=np.zeros(1, np.float32).tobytes(),
+        calibration=calibration.as_dict(),
+    )
+
+
+@pytest.mark.parametrize("searches, said", [
+    (0, "Not calibrated: 0 searches with a known answer, 20 needed"),
+    (1, "Not calibrated: 1 search with a known answer, 20 needed"),
+    (2, "Not calibrated: 2 searches with a known answer, 20 needed"),
+])
+def test_status_counts_the_searches_that_calibrate(searches, said):
+    from visual_search.ranking import CHANCE_CALIBRATION
+
+    tuning(replace(CHANCE_CALIBRATION, fitted_on=searches))
+    assert f"Scores of testapp.product: {said}" in run("visual_search_status")
+
+
+@pytest.mark.parametrize("images, said", [(1, "about 1 image each"), (1.5, "about 1.5 images each"), (2, "about 2 images each")])
+@pytest.mark.parametrize("prior", [0.0, 0.5])  # the default curve mixed in, or (fitted before) not
+def test_status_counts_the_images_per_product(images, said, prior):
+    from visual_search.ranking import Calibration
+
+    tuning(Calibration(0.05, 0.3, fitted_on=300, error=0.06, images_per_product=images, prior=prior))
+    assert f"Your products have {said}:" in run("visual_search_status")
+
+
+@pytest.mark.parametrize("language, one, two", [
+    ("de", ["1 Suche mit", "etwa 1 Bild:"], ["2 Suchen mit", "etwa 2 Bilder:"]),
+    ("fr", ["1 recherche dont", "environ 1 image chacun"], ["2 recherches dont", "environ 2 images chacun"]),
+])
+def test_the_score_notes_counts_agree_in_german_and_french(language, one, two):
+    """The admin and the dashboards show the same notes in the staff's language."""
+    from django.utils import translation
+
+    from visual_search.models import Whitening
+    from visual_search.ranking import CHANCE_CALIBRATION, Calibration
+    from visual_search.whitening import describe_scores
+
+    def notes(n):
+        chance = replace(CHANCE_CALIBRATION, fitted_on=n)
+        few = Calibration(0.05, 0.3, fitted_on=300, error=0.06, images_per_product=n, prior=0.5)
+        return " ".join(describe_scores(Whitening(calibration=c.as_dict())) for c in (chance, few))
+
+    with translation.override(language):
+        assert all(words in notes(1) for words in one) and all(words in notes(2) for words in two)
