@@ -274,3 +274,20 @@ def test_the_score_notes_counts_agree_in_german_and_french(language, one, two):
 
     with translation.override(language):
         assert all(words in notes(1) for words in one) and all(words in notes(2) for words in two)
+
+
+@pytest.mark.parametrize("label, said", [
+    ("Adapted #7", "Activated Adapted #7 (fingerprint f7): searches use it now."),  # not "Adapted #7 (#7, ..."
+    ("Spring catalogue", "Activated Spring catalogue (#7, fingerprint f7): searches use it now."),
+])
+def test_versions_names_a_version_once(monkeypatch, label, said):
+    from visual_search.management.commands import visual_search_versions as command
+    from visual_search.models import ModelVersion
+
+    version = ModelVersion(pk=7, label=label, fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": 2})
+    monkeypatch.setattr(command, "activate", lambda pk, progress=None, force=False: version)
+    assert said in run("visual_search_versions", "activate", "7")
+    version.status = ModelVersion.Status.BUILDING
+    monkeypatch.setattr(command, "activate", lambda pk, asynchronous=False, force=False: version)
+    queued = run("visual_search_versions", "activate", "7", "--async")
+    assert f"Queued: the workers compute the vectors of {label}{'' if '#' in label else ' (#7)'}, then" in queued
