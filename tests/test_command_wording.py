@@ -291,3 +291,21 @@ def test_versions_names_a_version_once(monkeypatch, label, said):
     monkeypatch.setattr(command, "activate", lambda pk, asynchronous=False, force=False: version)
     queued = run("visual_search_versions", "activate", "7", "--async")
     assert f"Queued: the workers compute the vectors of {label}{'' if '#' in label else ' (#7)'}, then" in queued
+
+
+def test_train_s_measuring_bar_has_a_unit(monkeypatch):
+    """An empty unit showed "[00:05<00:00,  5.00s/]" at the end of the training."""
+    from visual_search.management.commands import visual_search_train as command
+
+    def measured(pk, progress, interrupted):
+        progress("evaluating", 0, 1)
+        progress("evaluating", 1, 1)
+        raise KeyboardInterrupt  # the bars are all this test reads
+
+    monkeypatch.setattr(command, "run_training", measured)
+    err = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        call_command("visual_search_train", stdout=io.StringIO(), stderr=err)
+    shown = err.getvalue()
+    assert "Measuring: 100%" in shown and ("pass/s]" in shown or "s/pass]" in shown)
+    assert "/]" not in shown and " ?/s]" not in shown

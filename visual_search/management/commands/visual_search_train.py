@@ -13,7 +13,8 @@ from ...models import ModelVersion
 from ...training.jobs import run_training, start_training
 from .. import counted, explain_unmigrated, model_from_label, progress
 
-STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
+# (description, unit) per stage; measuring is one pass over the held-out images (an empty unit read "5.00s/]").
+STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "pass")}
 
 
 def _blocks(value: str) -> list[int]:
