@@ -309,3 +309,12 @@ def test_train_s_measuring_bar_has_a_unit(monkeypatch):
     shown = err.getvalue()
     assert "Measuring: 100%" in shown and ("pass/s]" in shown or "s/pass]" in shown)
     assert "/]" not in shown and " ?/s]" not in shown
+
+
+def test_rebuild_index_with_nothing_stored_says_what_to_run():
+    """A fresh install's "filled: 0 stored vectors. No embedding was recomputed." left staff there."""
+    out = run("visual_search_rebuild_index", "--verbosity", "0")
+    assert "filled: 0 stored vectors." in out or "on each search: 0 stored vectors." in out
+    assert "No vector of any model is stored yet: `manage.py visual_search_reindex` computes them;" in out
+    out = run("visual_search_rebuild_index", "--model", "testapp.Product", "--verbosity", "0")
+    assert "No vector of testapp.Product is stored yet" in out

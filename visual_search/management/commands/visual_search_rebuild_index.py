@@ -67,3 +67,8 @@ class Command(BaseCommand):
                 "No embedding was recomputed."
             )
         )
+        if not total:  # a fresh install, or run before the reindex: "filled: 0" said nothing of what to do
+            self.stdout.write(
+                f"No vector of {model or 'any model'} is stored yet: `manage.py visual_search_reindex` computes them; "
+                "`manage.py visual_search_status` shows the state of each model."
+            )
