@@ -318,3 +318,12 @@ def test_rebuild_index_with_nothing_stored_says_what_to_run():
     assert "No vector of any model is stored yet: `manage.py visual_search_reindex` computes them;" in out
     out = run("visual_search_rebuild_index", "--model", "testapp.Product", "--verbosity", "0")
     assert "No vector of testapp.Product is stored yet" in out
+
+
+def test_duplicates_with_nothing_indexed_says_none_was_compared():
+    """On a catalogue not indexed yet, "No possible duplicate images" alone read as a clean one."""
+    out = run("visual_search_duplicates", "--verbosity", "0")
+    assert out.startswith("No possible duplicate images (threshold ")
+    assert "No image of any model has a vector of the current model yet, so none was compared: " \
+           "`manage.py visual_search_reindex` computes them" in out
+    assert "No image of testapp.Product has" in run("visual_search_duplicates", "--model", "testapp.Product", "--verbosity", "0")

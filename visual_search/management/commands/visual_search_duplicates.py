@@ -37,11 +37,23 @@ class Command(BaseCommand):
         result_model = None
         if model:
             result_model = searchable_model(self, model, "comparing {model}'s images")
+        compared = {"images": 0}
         with Followed(self, desc="Comparing images", show=options.get("verbosity", 1) > 0) as progress:
-            pairs = find_pairs(threshold, result_model=result_model, include_dismissed=include_dismissed, progress=progress)
+
+            def follow(done: int, total: int) -> None:
+                compared["images"] = total
+                progress(done, total)
+
+            pairs = find_pairs(threshold, result_model=result_model, include_dismissed=include_dismissed, progress=follow)
         limit = threshold if threshold is not None else settings.DUPLICATE_THRESHOLD
         if not pairs:
             self.stdout.write(f"No possible duplicate images (threshold {limit}).")
+            if not compared["images"]:  # not indexed yet: "no duplicates" alone read as a clean catalogue
+                self.stdout.write(
+                    f"No image of {result_model._meta.label if result_model else 'any model'} has a vector of the current "
+                    "model yet, so none was compared: `manage.py visual_search_reindex` computes them "
+                    "(`manage.py visual_search_status` shows the state of each model)."
+                )
             return
         self._table(pairs)
         self.stdout.write(f"{counted(len(pairs), 'possible duplicate pair')} (threshold {limit}).")
