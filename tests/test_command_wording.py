@@ -327,3 +327,30 @@ def test_duplicates_with_nothing_indexed_says_none_was_compared():
     assert "No image of any model has a vector of the current model yet, so none was compared: " \
            "`manage.py visual_search_reindex` computes them" in out
     assert "No image of testapp.Product has" in run("visual_search_duplicates", "--model", "testapp.Product", "--verbosity", "0")
+
+
+def test_train_names_a_model_it_cannot_train_on_before_making_a_version():
+    """`visual_search_train auth.User` made a version that failed with "images of at least 2
+    products; found 0. Upload product images ...": no word that the model is not searchable."""
+    from visual_search.models import ModelVersion
+
+    with pytest.raises(CommandError, match=r"^auth\.User is not searchable: no registration in VISUAL_SEARCH\['MODELS'\] returns it\.$"):
+        run("visual_search_train", "auth.User")
+    assert not ModelVersion.objects.exists()
+
+
+def test_train_takes_a_gallery_model_as_its_product_as_the_other_commands_do(monkeypatch):
+    from visual_search.management.commands import visual_search_train as command
+
+    chosen = []
+
+    def trained(pk, progress, interrupted):
+        chosen.append(command.ModelVersion.objects.get(pk=pk).config["model"])
+        raise KeyboardInterrupt  # what it was given is all this test reads
+
+    monkeypatch.setattr(command, "run_training", trained)
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        call_command("visual_search_train", "testapp.ProductImage", stdout=out, stderr=io.StringIO())
+    assert chosen == ["testapp.Product"]
+    assert "testapp.ProductImage's images are searched as testapp.Product: training on testapp.Product's images." in out.getvalue()

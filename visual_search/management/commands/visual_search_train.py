@@ -11,7 +11,7 @@ from ... import queue, versions
 from ...embeddings.adapted import parse_blocks
 from ...models import ModelVersion
 from ...training.jobs import run_training, start_training
-from .. import counted, explain_unmigrated, model_from_label, progress
+from .. import counted, explain_unmigrated, progress, searchable_model
 
 # (description, unit) per stage; measuring is one pass over the held-out images (an empty unit read "5.00s/]").
 STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "pass")}
@@ -32,7 +32,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("model", nargs="?", help="The result model to train on, as app_label.ModelName (default: API_MODEL or the first registered).")
+        parser.add_argument("model", nargs="?", help="The result model to train on, as app_label.ModelName (a gallery model: its product's; default: API_MODEL or the first registered).")
         parser.add_argument(
             "--objective", choices=["distil", "classify"],
             help="distil (default): one pass learns the vector the model in use gives from all its views, "
@@ -143,10 +143,11 @@ class Command(BaseCommand):
         ))
 
     def _model(self, label):
+        """The searchable model ``label`` names, as the other commands take it (a gallery model: its
+        product's). A model no registration returns made a version that failed with "found 0"."""
         if not label:
             return None
-        model = model_from_label(label)
-        return model._meta.label
+        return searchable_model(self, label, "training on {model}'s images")._meta.label
 
 
 class _Bars:
