@@ -4,10 +4,29 @@
 import io
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
+from django.utils import translation
+from telegram.error import NetworkError
 
+import visual_search
+from tests.conftest import catalogue_image
+from tests.testapp.models import Product
+from visual_search.contrib.telegram import client as telegram_client
+from visual_search.contrib.telegram.management.commands.visual_search_telegram import Command as TelegramCommand
+from visual_search.contrib.whatsapp.management.commands.visual_search_whatsapp import Command as WhatsAppCommand
+from visual_search.management.commands import visual_search_duplicates as duplicates_command
+from visual_search.management.commands import visual_search_rebuild_index as rebuild_command
 from visual_search.management.commands import visual_search_reindex as reindex_command
+from visual_search.management.commands import visual_search_train as train_command
+from visual_search.management.commands import visual_search_versions as versions_command
+from visual_search.models import ImageEmbedding, ModelVersion, Whitening
+from visual_search.ranking import CHANCE_CALIBRATION, Calibration
+from visual_search.serving import current_fingerprint
+from visual_search.versions import Pruned
+from visual_search.whitening import describe_scores
 
 pytestmark = pytest.mark.django_db
 
@@ -75,36 +94,25 @@ def test_reindex_counts_the_models_whose_whitening_it_learned(monkeypatch, white
 
 @pytest.mark.parametrize("rows, said", [(1, "Deleted 1 vector of fingerprint old1."), (2, "Deleted 2 vectors of fingerprint old1.")])
 def test_versions_prune_counts_the_vectors_deleted(monkeypatch, rows, said):
-    from visual_search.management.commands import visual_search_versions as command
-    from visual_search.versions import Pruned
-
-    monkeypatch.setattr(command, "rollback_fingerprint", lambda: None)
-    monkeypatch.setattr(command, "prune", lambda: Pruned({"old1": rows}))
+    monkeypatch.setattr(versions_command, "rollback_fingerprint", lambda: None)
+    monkeypatch.setattr(versions_command, "prune", lambda: Pruned({"old1": rows}))
     assert said in run("visual_search_versions", "prune")
 
 
 @pytest.mark.parametrize("total, said", [(0, "0 images checked."), (1, "1 image checked."), (2, "2 images checked.")])
 def test_versions_activate_counts_the_images_checked(monkeypatch, total, said):
-    from visual_search.management.commands import visual_search_versions as command
-    from visual_search.models import ModelVersion
-
     version = ModelVersion(pk=7, label="Adapted #7", fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": total})
-    monkeypatch.setattr(command, "activate", lambda pk, progress=None, force=False: version)
+    monkeypatch.setattr(versions_command, "activate", lambda pk, progress=None, force=False: version)
     assert said in run("visual_search_versions", "activate", "7")
 
 
 @pytest.fixture
 def catalogue(make_product):
-    import visual_search
-    from tests.conftest import catalogue_image
-
     with visual_search.pause_indexing(reindex_on_exit=False):
         return [make_product(name, catalogue_image(name)) for name in ["Lemon", "Lime", "Mango"]]
 
 
 def failing(products, error="This file is not an image."):
-    from visual_search.models import ImageEmbedding
-
     ImageEmbedding.objects.filter(object_id__in=[str(p.pk) for p in products]).update(status="failed", error=error)
 
 
@@ -139,18 +147,14 @@ class FilledBackend:
 
 @pytest.mark.parametrize("count, said", [(0, "filled: 0 stored vectors."), (1, "filled: 1 stored vector."), (2, "filled: 2 stored vectors.")])
 def test_rebuild_index_counts_the_vectors(monkeypatch, count, said):
-    from visual_search.management.commands import visual_search_rebuild_index as command
-
-    monkeypatch.setattr(command, "get_backend", lambda alias: FilledBackend(count))
+    monkeypatch.setattr(rebuild_command, "get_backend", lambda alias: FilledBackend(count))
     assert said in run("visual_search_rebuild_index", "--verbosity", "0")
 
 
 @pytest.mark.parametrize("count, said", [(1, "1 possible duplicate pair (threshold"), (2, "2 possible duplicate pairs (threshold")])
 def test_duplicates_counts_the_pairs(monkeypatch, count, said):
-    from visual_search.management.commands import visual_search_duplicates as command
-
-    monkeypatch.setattr(command, "find_pairs", lambda *args, **kwargs: [object()] * count)
-    monkeypatch.setattr(command.Command, "_table", lambda self, pairs: None)
+    monkeypatch.setattr(duplicates_command, "find_pairs", lambda *args, **kwargs: [object()] * count)
+    monkeypatch.setattr(duplicates_command.Command, "_table", lambda self, pairs: None)
     out = io.StringIO()
     with pytest.raises(SystemExit) as exited:  # pairs found: exit status 1, for scripts
         call_command("visual_search_duplicates", stdout=out, verbosity=0)
@@ -162,9 +166,6 @@ def test_duplicates_counts_the_pairs(monkeypatch, count, said):
     (2, ["on 2 images of 2 products in 3 s (2 epochs).", "Measured on 2 held-out images (searched", "over 2 photos: within the noise"]),
 ])
 def test_train_counts_the_images_products_epochs_and_photos(monkeypatch, n, said):
-    from visual_search.management.commands import visual_search_train as command
-    from visual_search.models import ModelVersion
-
     def trained(pk, progress, interrupted):
         version = ModelVersion.objects.get(pk=pk)
         version.status, version.fingerprint = ModelVersion.Status.TRAINED, "f1"
@@ -175,25 +176,19 @@ def test_train_counts_the_images_products_epochs_and_photos(monkeypatch, n, said
         }
         return version
 
-    monkeypatch.setattr(command, "run_training", trained)
+    monkeypatch.setattr(train_command, "run_training", trained)
     out = run("visual_search_train", "--verbosity", "0")
     assert all(line in out for line in said), out
 
 
 def test_telegram_out_of_reach_says_what_to_check(settings, monkeypatch):
-    from telegram.error import NetworkError
-
-    from visual_search.contrib.telegram import client
-
     def unreachable(work):
         raise NetworkError("httpx.ConnectError: [Errno -2] Name or service not known")
 
     settings.VISUAL_SEARCH_TELEGRAM = {**getattr(settings, "VISUAL_SEARCH_TELEGRAM", {}), "API_URL": "https://api.telegram.org/"}
-    monkeypatch.setattr(client, "call", unreachable)
+    monkeypatch.setattr(telegram_client, "call", unreachable)
     with pytest.raises(CommandError) as raised:
-        from visual_search.contrib.telegram.management.commands.visual_search_telegram import Command
-
-        run(Command(), "info")  # the contrib app need not be installed
+        run(TelegramCommand(), "info")  # the contrib app need not be installed
     assert str(raised.value) == (
         "NetworkError: httpx.ConnectError: [Errno -2] Name or service not known. This machine did not get an answer "
         "from Telegram's Bot API at https://api.telegram.org: check that it reaches it over HTTPS (a firewall, a proxy), "
@@ -207,9 +202,7 @@ def test_whatsapp_out_of_reach_says_what_to_check(settings):
         "ACCESS_TOKEN": "t",
     }
     with pytest.raises(CommandError) as raised:
-        from visual_search.contrib.whatsapp.management.commands.visual_search_whatsapp import Command
-
-        run(Command(), "info")  # the contrib app need not be installed
+        run(WhatsAppCommand(), "info")  # the contrib app need not be installed
     said = str(raised.value)
     assert said.startswith("ConnectionError: Graph API GET http://127.0.0.1:9/") and "Connection refused" in said
     assert said.endswith(
@@ -220,12 +213,6 @@ def test_whatsapp_out_of_reach_says_what_to_check(settings):
 
 def tuning(calibration):
     """A whitening row of the current fingerprint for testapp.Product, with ``calibration``."""
-    import numpy as np
-    from django.contrib.contenttypes.models import ContentType
-
-    from tests.testapp.models import Product
-    from visual_search.models import Whitening
-    from visual_search.serving import current_fingerprint
 
     return Whitening.objects.create(
         result_type=ContentType.objects.get_for_model(Product), fingerprint=current_fingerprint(), dimensions=1,
@@ -240,8 +227,6 @@ def tuning(calibration):
     (2, "Not calibrated: 2 searches with a known answer, 20 needed"),
 ])
 def test_status_counts_the_searches_that_calibrate(searches, said):
-    from visual_search.ranking import CHANCE_CALIBRATION
-
     tuning(replace(CHANCE_CALIBRATION, fitted_on=searches))
     assert f"Scores of testapp.product: {said}" in run("visual_search_status")
 
@@ -249,8 +234,6 @@ def test_status_counts_the_searches_that_calibrate(searches, said):
 @pytest.mark.parametrize("images, said", [(1, "about 1 image each"), (1.5, "about 1.5 images each"), (2, "about 2 images each")])
 @pytest.mark.parametrize("prior", [0.0, 0.5])  # the default curve mixed in, or (fitted before) not
 def test_status_counts_the_images_per_product(images, said, prior):
-    from visual_search.ranking import Calibration
-
     tuning(Calibration(0.05, 0.3, fitted_on=300, error=0.06, images_per_product=images, prior=prior))
     assert f"Your products have {said}:" in run("visual_search_status")
 
@@ -261,11 +244,6 @@ def test_status_counts_the_images_per_product(images, said, prior):
 ])
 def test_the_score_notes_counts_agree_in_german_and_french(language, one, two):
     """The admin and the dashboards show the same notes in the staff's language."""
-    from django.utils import translation
-
-    from visual_search.models import Whitening
-    from visual_search.ranking import CHANCE_CALIBRATION, Calibration
-    from visual_search.whitening import describe_scores
 
     def notes(n):
         chance = replace(CHANCE_CALIBRATION, fitted_on=n)
@@ -281,28 +259,23 @@ def test_the_score_notes_counts_agree_in_german_and_french(language, one, two):
     ("Spring catalogue", "Activated Spring catalogue (#7, fingerprint f7): searches use it now."),
 ])
 def test_versions_names_a_version_once(monkeypatch, label, said):
-    from visual_search.management.commands import visual_search_versions as command
-    from visual_search.models import ModelVersion
-
     version = ModelVersion(pk=7, label=label, fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": 2})
-    monkeypatch.setattr(command, "activate", lambda pk, progress=None, force=False: version)
+    monkeypatch.setattr(versions_command, "activate", lambda pk, progress=None, force=False: version)
     assert said in run("visual_search_versions", "activate", "7")
     version.status = ModelVersion.Status.BUILDING
-    monkeypatch.setattr(command, "activate", lambda pk, asynchronous=False, force=False: version)
+    monkeypatch.setattr(versions_command, "activate", lambda pk, asynchronous=False, force=False: version)
     queued = run("visual_search_versions", "activate", "7", "--async")
     assert f"Queued: the workers compute the vectors of {label}{'' if '#' in label else ' (#7)'}, then" in queued
 
 
 def test_train_s_measuring_bar_has_a_unit(monkeypatch):
     """An empty unit showed "[00:05<00:00,  5.00s/]" at the end of the training."""
-    from visual_search.management.commands import visual_search_train as command
-
     def measured(pk, progress, interrupted):
         progress("evaluating", 0, 1)
         progress("evaluating", 1, 1)
         raise KeyboardInterrupt  # the bars are all this test reads
 
-    monkeypatch.setattr(command, "run_training", measured)
+    monkeypatch.setattr(train_command, "run_training", measured)
     err = io.StringIO()
     with pytest.raises(KeyboardInterrupt):
         call_command("visual_search_train", stdout=io.StringIO(), stderr=err)
@@ -332,23 +305,19 @@ def test_duplicates_with_nothing_indexed_says_none_was_compared():
 def test_train_names_a_model_it_cannot_train_on_before_making_a_version():
     """`visual_search_train auth.User` made a version that failed with "images of at least 2
     products; found 0. Upload product images ...": no word that the model is not searchable."""
-    from visual_search.models import ModelVersion
-
     with pytest.raises(CommandError, match=r"^auth\.User is not searchable: no registration in VISUAL_SEARCH\['MODELS'\] returns it\.$"):
         run("visual_search_train", "auth.User")
     assert not ModelVersion.objects.exists()
 
 
 def test_train_takes_a_gallery_model_as_its_product_as_the_other_commands_do(monkeypatch):
-    from visual_search.management.commands import visual_search_train as command
-
     chosen = []
 
     def trained(pk, progress, interrupted):
-        chosen.append(command.ModelVersion.objects.get(pk=pk).config["model"])
+        chosen.append(ModelVersion.objects.get(pk=pk).config["model"])
         raise KeyboardInterrupt  # what it was given is all this test reads
 
-    monkeypatch.setattr(command, "run_training", trained)
+    monkeypatch.setattr(train_command, "run_training", trained)
     out = io.StringIO()
     with pytest.raises(KeyboardInterrupt):
         call_command("visual_search_train", "testapp.ProductImage", stdout=out, stderr=io.StringIO())
