@@ -323,3 +323,11 @@ def test_train_takes_a_gallery_model_as_its_product_as_the_other_commands_do(mon
         call_command("visual_search_train", "testapp.ProductImage", stdout=out, stderr=io.StringIO())
     assert chosen == ["testapp.Product"]
     assert "testapp.ProductImage's images are searched as testapp.Product: training on testapp.Product's images." in out.getvalue()
+
+
+def test_train_async_says_follow_it_as_the_versions_command_does(monkeypatch):
+    """The same advice read "Watch it with ..." here and "Follow it with ..." in visual_search_versions."""
+    monkeypatch.setattr(train_command.queue, "use_celery", lambda: True)
+    monkeypatch.setattr(train_command, "start_training", lambda label, **options: ModelVersion(pk=4, label="Adapted #4"))
+    out = run("visual_search_train", "--async")
+    assert "Training version 4 started in the background.\nFollow it with `manage.py visual_search_versions list`" in out

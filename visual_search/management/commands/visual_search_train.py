@@ -68,7 +68,7 @@ class Command(BaseCommand):
             if queue.use_celery():
                 version = start_training(label, **chosen)
                 self.stdout.write(self.style.SUCCESS(f"Training version {version.pk} started in the background."))
-                self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
+                self.stdout.write("Follow it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
                 return
             # Without Celery, start_training's background thread would end with this command's process
             # at once, and leave a version "training" that nothing trains: train here instead, as
