@@ -169,7 +169,7 @@ def test_the_command_lists_pairs_and_exits_1(make_product):
     assert "Pink Lady" in lines[1] and "Apple copy" in lines[1] and "same file" in lines[1]  # same files first
     assert "Green apple" in lines[2] and "Green copy" in lines[2] and "same file" not in lines[2]
     assert "products/" in lines[1]  # the images' file names
-    assert "2 possible duplicate pair(s)" in out
+    assert "2 possible duplicate pairs" in out
     # A strict threshold keeps only the same file; the model filter.
     code, out = run("--threshold", "1.0")
     assert code == 1 and "Green copy" not in out and "1 possible" in out

@@ -129,7 +129,7 @@ def test_a_missing_file_says_what_to_do(bucket, settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
     out = io.StringIO()
     call_command("visual_search_status", stdout=out)
-    assert "1 of them is missing from storage" in out.getvalue()
+    assert "1 image failed" in out.getvalue() and "It is missing from storage" in out.getvalue()
 
 
 def test_a_file_too_large_to_index_is_not_read_whole(bucket, settings):

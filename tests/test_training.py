@@ -136,15 +136,17 @@ def test_too_few_products_fail_with_a_reason(db, make_product, settings):
     assert "at least 2 products" in version.error
 
 
-def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_product, capsys):
+def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_product, capsys, caplog):
     from visual_search.models import ImageEmbedding
     from visual_search.signals import pause_indexing
 
     with pause_indexing():
         make_product("Broken", b"<html>not an image</html>", category="Dairy")
     assert not ImageEmbedding.objects.filter(status="ready").exists()  # no stored vectors: no "before" to show
-    call_command("visual_search_train", "--epochs", "2", "--seed", "3", "--time-limit", "0.001")
+    with caplog.at_level("INFO", logger="visual_search"):
+        call_command("visual_search_train", "--epochs", "2", "--seed", "3", "--time-limit", "0.001")
     out = capsys.readouterr().out
+    assert "Training stops after 1 epoch: another would pass the time limit of 0.001 s." in caplog.text  # not "1 epochs"
     assert "Trained version" in out and " s (1 epoch).\n" in out  # not "(1 epochs)"
     assert "VGG16 passes per image 1 x 64 px -> 1 x 64 px\n" in out  # classifying at the same size: no faster
     assert "product precision@1" in out and "->" in out

@@ -17,6 +17,7 @@ be found by; a shop of one image per product has no such search, and gets
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext as _, ngettext
 
 from . import serving
 from .backends import get_backend
@@ -288,12 +289,18 @@ def _describe_calibration(row: Whitening) -> str:
     if calibration is None:
         return _("Default calibration (measured on the grocery photos): this catalogue gave no search with a known answer.")
     if calibration.basis == "chance":
-        return _(
+        return ngettext(
+            "Not calibrated: %(searches)d search with a known answer, %(needed)d needed "
+            "(a product's second image makes them). Every result gets about the same probability and searches "
+            "say 'no confident match', unless the photo is a copy of one of your images. Add photos like a customer's (on a shelf, in a hand) to your products: "
+            "with three or more images of each, scores measured honest on the grocery photos this package is tested "
+            "with. The next whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates.",
             "Not calibrated: %(searches)d searches with a known answer, %(needed)d needed "
             "(a product's second image makes them). Every result gets about the same probability and searches "
             "say 'no confident match', unless the photo is a copy of one of your images. Add photos like a customer's (on a shelf, in a hand) to your products: "
             "with three or more images of each, scores measured honest on the grocery photos this package is tested "
-            "with. The next whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates."
+            "with. The next whitening fit (the sweep, or `manage.py visual_search_reindex --only missing`) calibrates.",
+            calibration.fitted_on,
         ) % {"searches": calibration.fitted_on, "needed": CALIBRATION_MIN_SEARCHES}
     # Mixed with the default curve, the fit's own error on its searches describes no score a customer sees.
     if calibration.error is not None and not calibration.prior:
@@ -303,19 +310,34 @@ def _describe_calibration(row: Whitening) -> str:
         text = _("Calibrated on %(searches)d searches with a known answer.") % {"searches": calibration.fitted_on}
     images = calibration.images_per_product
     if calibration.prior > 0:
-        text += " " + _(
+        text += " " + ngettext(
+            "Your products have about %(images)g image each: too few for your own searches alone to calibrate "
+            "the scores (they would understate how often the first result is right), so %(share)d %% of each score "
+            "comes from the curve measured on the grocery photos this package is tested with. Add photos like a "
+            "customer's (on a shelf, in a hand): the more images a product has, the more the scores are your catalogue's own.",
             "Your products have about %(images)g images each: too few for your own searches alone to calibrate "
             "the scores (they would understate how often the first result is right), so %(share)d %% of each score "
             "comes from the curve measured on the grocery photos this package is tested with. Add photos like a "
-            "customer's (on a shelf, in a hand): the more images a product has, the more the scores are your catalogue's own."
+            "customer's (on a shelf, in a hand): the more images a product has, the more the scores are your catalogue's own.",
+            _plural_count(images),
         ) % {"images": images, "share": round(100 * calibration.prior)}
     elif images is not None and images < FEW_IMAGES:  # fitted before the default curve was mixed in
-        text += " " + _(
+        text += " " + ngettext(
+            "Your products have about %(images)g image each: the scores understate how often the first result is "
+            "right, so searches say 'no confident match' more often than they should. Add photos like a customer's "
+            "(on a shelf, in a hand): from about three photos besides the catalogue image, the scores measured honest.",
             "Your products have about %(images)g images each: the scores understate how often the first result is "
             "right, so searches say 'no confident match' more often than they should. Add photos like a customer's "
-            "(on a shelf, in a hand): from about three photos besides the catalogue image, the scores measured honest."
+            "(on a shelf, in a hand): from about three photos besides the catalogue image, the scores measured honest.",
+            _plural_count(images),
         ) % {"images": images}
     return text
+
+
+def _plural_count(images: float) -> int:
+    """The whole number that picks the plural form for ``images`` per product, a median (1, 1.5, 2):
+    "1 image", "1.5 images" in English; gettext's plural rules take whole numbers only."""
+    return math.ceil(images)
 
 
 class _Twins:

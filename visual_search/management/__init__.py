@@ -13,6 +13,12 @@ from ..models import unapplied_migrations
 from ..registry import registrations_for_model, registrations_for_result
 
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """"1 image", "0 images", "2 images": a count with its noun agreeing. The commands' output is
+    English throughout (``@no_translations``), so English's one plural rule is all there is."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def model_from_label(label: str):
     """The model class named ``app_label.ModelName``, or a CommandError that says how to name it."""
     try:

@@ -276,7 +276,8 @@ def train(
             after_epoch(epoch + 1, held_out_figures)
         now = time.monotonic()
         if options.time_limit and epoch + 1 < options.epochs and now - started + (now - epoch_started) > options.time_limit:
-            logger.info("Training stops after %s epochs: another would pass the time limit of %s s.", epoch + 1, options.time_limit)
+            logger.info("Training stops after %s: another would pass the time limit of %s s.",
+                        "1 epoch" if epoch == 0 else f"{epoch + 1} epochs", options.time_limit)
             break
     train_seconds = time.monotonic() - started - feature_seconds
     if progress:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 
 from ...conf import settings
 from ...duplicates import Pair, find_pairs, result_object
-from .. import explain_unmigrated, searchable_model
+from .. import counted, explain_unmigrated, searchable_model
 from ..progress import Followed
 
 COLUMNS = ("product", "image", "other product", "other image", "similarity", "note")
@@ -37,14 +37,26 @@ class Command(BaseCommand):
         result_model = None
         if model:
             result_model = searchable_model(self, model, "comparing {model}'s images")
+        compared = {"images": 0}
         with Followed(self, desc="Comparing images", show=options.get("verbosity", 1) > 0) as progress:
-            pairs = find_pairs(threshold, result_model=result_model, include_dismissed=include_dismissed, progress=progress)
+
+            def follow(done: int, total: int) -> None:
+                compared["images"] = total
+                progress(done, total)
+
+            pairs = find_pairs(threshold, result_model=result_model, include_dismissed=include_dismissed, progress=follow)
         limit = threshold if threshold is not None else settings.DUPLICATE_THRESHOLD
         if not pairs:
             self.stdout.write(f"No possible duplicate images (threshold {limit}).")
+            if not compared["images"]:  # not indexed yet: "no duplicates" alone read as a clean catalogue
+                self.stdout.write(
+                    f"No image of {result_model._meta.label if result_model else 'any model'} has a vector of the current "
+                    "model yet, so none was compared: `manage.py visual_search_reindex` computes them "
+                    "(`manage.py visual_search_status` shows the state of each model)."
+                )
             return
         self._table(pairs)
-        self.stdout.write(f"{len(pairs)} possible duplicate pair(s) (threshold {limit}).")
+        self.stdout.write(f"{counted(len(pairs), 'possible duplicate pair')} (threshold {limit}).")
         sys.exit(1)
 
     def _table(self, pairs: list[Pair]) -> None:

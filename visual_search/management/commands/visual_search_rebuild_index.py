@@ -14,7 +14,7 @@ from ...backends import get_backend
 from ...conf import settings
 from ...models import ImageEmbedding
 from ...serving import current_fingerprint, kept_fingerprints
-from .. import explain_unmigrated, progress, searchable_model
+from .. import counted, explain_unmigrated, progress, searchable_model
 
 
 class Command(BaseCommand):
@@ -63,7 +63,12 @@ class Command(BaseCommand):
         what = "read from the database on each search" if index.reads_rows else "filled"
         self.stdout.write(
             self.style.SUCCESS(
-                f"Backend {name} {what}: {count} stored vectors{f' of {model}' if model else ''}. "
+                f"Backend {name} {what}: {counted(count, 'stored vector')}{f' of {model}' if model else ''}. "
                 "No embedding was recomputed."
             )
         )
+        if not total:  # a fresh install, or run before the reindex: "filled: 0" said nothing of what to do
+            self.stdout.write(
+                f"No vector of {model or 'any model'} is stored yet: `manage.py visual_search_reindex` computes them; "
+                "`manage.py visual_search_status` shows the state of each model."
+            )

@@ -9,7 +9,7 @@ from ...queue import CELERY_APP_MISSING, celery_app_missing, schedule_fit, use_c
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, registrations_named, reindex
 from ...whitening import fit_due
-from .. import explain_unmigrated, model_from_label, progress
+from .. import counted, explain_unmigrated, model_from_label, progress
 
 
 class Command(BaseCommand):
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             counts = reindex(model_class, only=selection, asynchronous=False, before_fit=self._fitting if verbosity > 0 else None)
             self.stdout.write("Nothing to index. `manage.py visual_search_status` shows the state of each model.")
             if counts["whitened"]:
-                self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {_models(counts['whitened'])}."))
+                self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {counted(counts['whitened'], 'model')}."))
             return
         if asynchronous:
             try:
@@ -62,10 +62,12 @@ class Command(BaseCommand):
             queued = counts.get("queued", 0)
             if queued < total:  # a cron job must see it: exit status 1
                 why = CELERY_APP_MISSING if celery_app_missing() else "Is the broker running? The log says why."
+                left = total - queued
                 raise CommandError(
-                    f"Queued {queued} of {total} images for the Celery workers; the others stay pending for the sweep. {why}"
+                    f"Queued {queued} of {counted(total, 'image')} for the Celery workers; {counted(left, 'image')} "
+                    f"{'stays' if left == 1 else 'stay'} pending for the sweep. {why}"
                 )
-            self.stdout.write(self.style.SUCCESS(f"Queued {queued} of {total} images for the Celery workers."))
+            self.stdout.write(self.style.SUCCESS(f"Queued {queued} of {counted(total, 'image')} for the Celery workers."))
             self.stdout.write("Follow progress with `manage.py visual_search_status`.")
             return
         self.done = 0
@@ -76,7 +78,7 @@ class Command(BaseCommand):
             # was done is kept and the rest is still selected by the same command.
             again = "--only missing,stale,pending" if force or not selection else f"--only {','.join(selection)}"
             raise CommandError(
-                f"Interrupted after {self.done} of {total} images. Nothing is half-written: run "
+                f"Interrupted after {self.done} of {counted(total, 'image')}. Nothing is half-written: run "
                 f"`manage.py visual_search_reindex {again}` to go on with the rest.", returncode=130,
             ) from None
         except WeightsUnavailable as exc:
@@ -88,11 +90,13 @@ class Command(BaseCommand):
             )
         )
         if counts.get("whitened"):
-            self.stdout.write(f"Whitening and score calibration learned again for {_models(counts['whitened'])}.")
+            self.stdout.write(f"Whitening and score calibration learned again for {counted(counts['whitened'], 'model')}.")
         if counts["failed"]:
             self.stdout.write("See why with `manage.py visual_search_status --failed`; fix the images, then run `--only failed`.")
         if counts["retry"]:
-            raise CommandError(f"{counts['retry']} images could not be read (storage unreachable?); run again with --only pending.")
+            raise CommandError(
+                f"{counted(counts['retry'], 'image')} could not be read (storage unreachable?); run again with --only pending."
+            )
 
     def _model(self, label):
         if not label:
@@ -139,7 +143,3 @@ class Command(BaseCommand):
         the progress bar ends (customers' views of the images go through VGG16 again)."""
         self.stdout.write("Learning the whitening and score calibration (up to a minute or two)...")
         self.stdout.flush()
-
-
-def _models(count: int) -> str:
-    return f"{count} model" if count == 1 else f"{count} models"

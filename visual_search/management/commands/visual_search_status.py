@@ -109,18 +109,19 @@ class Command(BaseCommand):
         """Why failed images stay failed and what to do: nothing retries them by itself."""
         if not count:
             return
-        images = "1 image failed" if count == 1 else f"{count} images failed"
+        images, them = ("1 image failed", "it") if count == 1 else (f"{count} images failed", "them")
         where = "listed below" if listed else "`manage.py visual_search_status --failed` lists why"
         self.stdout.write(
-            f"{images}: {where}; nothing retries them by itself. Once the images (or the storage) are "
-            "fixed, `manage.py visual_search_reindex --only failed` does them again."
+            f"{images}: {where}; nothing retries {them} by itself. Once the {'image' if count == 1 else 'images'} (or the "
+            f"storage) {'is' if count == 1 else 'are'} fixed, `manage.py visual_search_reindex --only failed` does {them} again."
         )
         missing = ImageEmbedding.objects.filter(
             status=ImageEmbedding.Status.FAILED, fingerprint=current_fingerprint(), error__contains=MISSING_FROM_STORAGE
         ).count()
         if missing and celery:
+            which = "It is" if count == 1 else f"{missing} of them {'is' if missing == 1 else 'are'}"
             self.stdout.write(
-                f"{missing} of them {'is' if missing == 1 else 'are'} missing from storage: if the files are there for the "
+                f"{which} missing from storage: if the files are there for the "
                 "web servers, the Celery workers do not read the same media storage (MEDIA_ROOT on a volume they share, "
                 "or S3: docs/deployment.md)."
             )

@@ -11,9 +11,10 @@ from ... import queue, versions
 from ...embeddings.adapted import parse_blocks
 from ...models import ModelVersion
 from ...training.jobs import run_training, start_training
-from .. import explain_unmigrated, model_from_label, progress
+from .. import counted, explain_unmigrated, progress, searchable_model
 
-STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "")}
+# (description, unit) per stage; measuring is one pass over the held-out images (an empty unit read "5.00s/]").
+STAGES = {"features": ("Reading images", "img"), "training": ("Training", "step"), "evaluating": ("Measuring", "pass")}
 
 
 def _blocks(value: str) -> list[int]:
@@ -31,7 +32,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("model", nargs="?", help="The result model to train on, as app_label.ModelName (default: API_MODEL or the first registered).")
+        parser.add_argument("model", nargs="?", help="The result model to train on, as app_label.ModelName (a gallery model: its product's; default: API_MODEL or the first registered).")
         parser.add_argument(
             "--objective", choices=["distil", "classify"],
             help="distil (default): one pass learns the vector the model in use gives from all its views, "
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             if queue.use_celery():
                 version = start_training(label, **chosen)
                 self.stdout.write(self.style.SUCCESS(f"Training version {version.pk} started in the background."))
-                self.stdout.write("Watch it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
+                self.stdout.write("Follow it with `manage.py visual_search_versions list` or in the admin (Visual search > Trained model versions).")
                 return
             # Without Celery, start_training's background thread would end with this command's process
             # at once, and leave a version "training" that nothing trains: train here instead, as
@@ -106,10 +107,10 @@ class Command(BaseCommand):
         metrics = version.metrics
         before, after = metrics.get("before", {}), metrics.get("after", {})
         self.stdout.write(self.style.SUCCESS(
-            f"Trained version {version.pk} ({version.fingerprint}) on {metrics['training_images']} images of "
-            f"{metrics['products']} products in {metrics['seconds']:.0f} s ({_epochs(metrics['epochs_run'])})."
+            f"Trained version {version.pk} ({version.fingerprint}) on {counted(metrics['training_images'], 'image')} of "
+            f"{counted(metrics['products'], 'product')} in {metrics['seconds']:.0f} s ({counted(metrics['epochs_run'], 'epoch')})."
         ))
-        self.stdout.write(f"Measured on {metrics['held_out_images']} held-out images (searched among the training images):")
+        self.stdout.write(f"Measured on {counted(metrics['held_out_images'], 'held-out image')} (searched among the training images):")
         for key, name in (("p_at_1", "product precision@1"), ("p_at_10", "product precision@10"), ("category_p_at_1", "category precision@1")):
             if key in after:
                 old = before.get(key)
@@ -118,7 +119,7 @@ class Command(BaseCommand):
                 difference = metrics["difference"]
                 verdict = "within the noise" if difference["within_noise"] else "more than the noise"
                 self.stdout.write(f"  {'  difference':<22} {difference['p_at_1']:+.3f}, one standard error "
-                                  f"{difference['standard_error']:.3f} over {difference['photos']} photos: {verdict}")
+                                  f"{difference['standard_error']:.3f} over {counted(difference['photos'], 'photo')}: {verdict}")
         cost = versions.cost_change(metrics)
         if cost is not None:
             (n_before, size_before), (n_after, size_after), speed = cost
@@ -142,15 +143,11 @@ class Command(BaseCommand):
         ))
 
     def _model(self, label):
+        """The searchable model ``label`` names, as the other commands take it (a gallery model: its
+        product's). A model no registration returns made a version that failed with "found 0"."""
         if not label:
             return None
-        model = model_from_label(label)
-        return model._meta.label
-
-
-def _epochs(count) -> str:
-    """"1 epoch", "17 epochs" (the command's output is English, as its other lines)."""
-    return f"{count} epoch" if count == 1 else f"{count} epochs"
+        return searchable_model(self, label, "training on {model}'s images")._meta.label
 
 
 class _Bars:

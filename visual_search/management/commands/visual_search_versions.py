@@ -9,7 +9,7 @@ from ...exceptions import WeightsUnavailable
 from ...models import ModelVersion
 from ...training.jobs import STALLED_AFTER, stalled
 from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
-from .. import explain_unmigrated
+from .. import counted, explain_unmigrated
 from ..progress import Followed
 
 COLUMNS = ("id", "label", "status", "fingerprint", "P@1 before", "P@1 after", "created", "activated")
@@ -100,7 +100,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Nothing to prune: only the vectors in use and those a rollback needs are stored.{' ' + stores if stores else ''}")
             return
         for fingerprint, n in sorted(counts.items()):
-            self.stdout.write(f"Deleted {n} vectors of fingerprint {fingerprint or '(none)'}.")
+            self.stdout.write(f"Deleted {counted(n, 'vector')} of fingerprint {fingerprint or '(none)'}.")
         if stores:
             self.stdout.write(stores)
         kept = f" and those of {keep}, which `rollback` returns to" if keep else ""
@@ -108,17 +108,24 @@ class Command(BaseCommand):
 
     def _report(self, version: ModelVersion, queued: bool = False, verb: str = "Activated") -> None:
         if queued:
-            self.stdout.write(self.style.SUCCESS(f"Queued: the workers compute the vectors of {version.label} (#{version.pk}), then searches switch to it."))
+            self.stdout.write(self.style.SUCCESS(f"Queued: the workers compute the vectors of {_named(version)}, then searches switch to it."))
             self.stdout.write("Searches use the current version meanwhile. Follow it with `manage.py visual_search_versions list`.")
             return
         progress = version.progress or {}
         self.stdout.write(
-            self.style.SUCCESS(f"{verb} {version.label} (#{version.pk}, fingerprint {version.fingerprint}): searches use it now.")
+            self.style.SUCCESS(f"{verb} {_named(version, f'fingerprint {version.fingerprint}')}: searches use it now.")
         )
-        self.stdout.write(f"{progress.get('total', 0)} images checked. Undo with `manage.py visual_search_versions rollback`.")
+        self.stdout.write(f"{counted(progress.get('total', 0), 'image')} checked. Undo with `manage.py visual_search_versions rollback`.")
 
     def _bar(self, verbosity):
         return Followed(self, desc="Computing vectors", show=verbosity > 0)
+
+
+def _named(version: ModelVersion, *more: str) -> str:
+    """"Adapted #7 (fingerprint f)", "Spring catalogue (#7, fingerprint f)": the label, with the id
+    `activate` takes where the label does not say it already (it said "Adapted #7 (#7, ...")."""
+    notes = ([] if version.label.endswith(f"#{version.pk}") else [f"#{version.pk}"]) + list(more)
+    return f"{version.label} ({', '.join(notes)})" if notes else version.label
 
 
 def _progress(version: ModelVersion) -> str:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.urls import NoReverseMatch, reverse
-from telegram.error import TelegramError
+from telegram.error import NetworkError, TelegramError
 
 from ... import client
 from ...conf import settings
@@ -31,6 +31,12 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         try:
             getattr(self, "_" + action.replace("-", "_"))(**options)
+        except NetworkError as exc:  # a timeout too: nothing was said of what to do about it
+            raise CommandError(
+                f"{type(exc).__name__}: {exc}. This machine did not get an answer from Telegram's Bot API "
+                f"at {str(settings.API_URL).rstrip('/')}: check that it reaches it over HTTPS (a firewall, a "
+                "proxy), then run this command again."
+            ) from exc
         except (TelegramError, ImproperlyConfigured) as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from exc
 

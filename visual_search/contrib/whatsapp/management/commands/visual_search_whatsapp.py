@@ -29,7 +29,12 @@ class Command(BaseCommand):
             getattr(self, "_" + action)(**options)
         except GraphAPIError as exc:
             raise CommandError(f"{exc}; {exc.advice()}") from exc
-        except (ConnectionError, ImproperlyConfigured) as exc:
+        except ConnectionError as exc:  # nothing was said of what to do about it
+            raise CommandError(
+                f"{type(exc).__name__}: {exc}. This machine did not get an answer from the Graph API: check that it "
+                "reaches that URL over HTTPS (a firewall, a proxy), then run this command again."
+            ) from exc
+        except ImproperlyConfigured as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from exc
 
     def _info(self, **options):
