@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
+from django.test import Client
 
 from tests.conftest import catalogue_image
 from tests.test_api import SEARCH, shop, upload  # noqa: F401 - the fixture
+from tests.test_outages import DownCache
+from visual_search import serving
+from visual_search import views as page_views
+from visual_search.api import views as api_views
+from visual_search.api.throttling import SearchRateThrottle
+from visual_search.exceptions import WeightsUnavailable
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.search_throttle("2/min")]
 
@@ -159,6 +166,50 @@ def test_a_proxy_header_that_is_no_address_counts_by_the_connection(client, shop
     photo = catalogue_image("Banana").read_bytes()
     codes = [client.post(SEARCH, {"image": upload(photo)}, HTTP_X_FORWARDED_FOR=f"junk {n}").status_code for n in range(3)]
     assert codes == [200, 200, 429]
+
+
+def weights_missing(*args, **kwargs):
+    """The model still loading after a deploy, its weights not there yet: searches answer 503."""
+    raise WeightsUnavailable("no weights")
+
+
+def a_bug(results):
+    raise ZeroDivisionError("a bug: the search answers 500")
+
+
+@pytest.mark.parametrize(("path", "view_module"), [(SEARCH, api_views), ("/search-by-photo/", page_views)])
+def test_a_search_the_server_could_not_answer_does_not_count(shop, monkeypatch, path, view_module):  # noqa: F811
+    """With "2/min", a 503 (the model loading) and the widget's retry after Retry-After: the retry
+    was 429, the client's searches used up by the server's failures. Only that search's count is
+    given back (a 500's too); the limit still holds."""
+    client = Client(raise_request_exception=False)
+    photo = catalogue_image("Banana").read_bytes()
+    assert client.post(path, {"image": upload(photo)}).status_code == 200
+    with monkeypatch.context() as patch:
+        patch.setattr(serving, "get_extractor", weights_missing)
+        assert client.post(path, {"image": upload(photo)}).status_code == 503
+    with monkeypatch.context() as patch:
+        patch.setattr(view_module, "confident", a_bug)
+        assert client.post(path, {"image": upload(photo)}).status_code == 500
+    assert [client.post(path, {"image": upload(photo)}).status_code for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.parametrize("path", [SEARCH, "/search-by-photo/"])
+def test_a_search_refused_for_the_client_s_fault_still_counts(client, shop, path):  # noqa: F811
+    """A 4xx is the client's (a script's): a broken image still uses up a search."""
+    assert client.post(path, {"image": upload(b"not an image at all")}).status_code == 400
+    photo = catalogue_image("Banana").read_bytes()
+    assert [client.post(path, {"image": upload(photo)}).status_code for _ in range(2)] == [200, 429]
+
+
+def test_the_cache_gone_before_the_count_is_given_back_still_answers_503(client, shop, monkeypatch):  # noqa: F811
+    def cache_gone_too(*args, **kwargs):
+        monkeypatch.setattr(SearchRateThrottle, "cache", DownCache())
+        weights_missing()
+
+    monkeypatch.setattr(serving, "get_extractor", cache_gone_too)
+    response = client.post(SEARCH, {"image": upload(catalogue_image("Banana").read_bytes())})
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
 
 
 def test_the_bucket_of_an_address():

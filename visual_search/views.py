@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 
-from .api.throttling import SearchRateThrottle
+from .api.throttling import SearchRateThrottle, refund_server_failures
 from .http import HeadWithoutBody, photo_names_hidden
 from .photo_search import PhotoSearchError, check_content_length, confident, search_photo
 from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_KEY, customer_message, page_language, words_language
@@ -23,6 +23,8 @@ from .widget import CONFIDENT_KEY, ERROR_KEY, RESULTS_KEY, WIDGET_FIELD, WIDGET_
 @method_decorator(sensitive_post_parameters("image"), name="dispatch")
 # Its file name too: a 500's or a 503's report lists it (docs/privacy.md).
 @method_decorator(photo_names_hidden, name="dispatch")
+# A search the server could not answer (5xx) gives its count back, as the API's does.
+@method_decorator(refund_server_failures, name="dispatch")
 class SearchByPhotoView(HeadWithoutBody, TemplateView):
     """GET shows the widget; POST (multipart ``image``) renders the results on the server.
 

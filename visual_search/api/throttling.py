@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from functools import wraps
 
 from django.utils.crypto import salted_hmac
 from rest_framework.settings import api_settings
@@ -19,6 +20,8 @@ CACHE_WARNING = OccasionalWarning(
     "Search rate limit not checked, the cache is unavailable (%s): searches are served without the limit "
     "meanwhile; check that the server of CACHES is running (said once a minute per process).",
 )
+# On the request (Django's HttpRequest, under DRF's Request too): the history entry its search added.
+COUNTED = "_visual_search_counted"
 
 
 class SearchRateThrottle(AnonRateThrottle):
@@ -59,11 +62,62 @@ class SearchRateThrottle(AnonRateThrottle):
         # Read the rate on every request, not once per class, so settings changes apply at once.
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.counted = None
         try:
-            return super().allow_request(request, view)
+            allowed = super().allow_request(request, view)
         except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: serve, do not fail the search
             CACHE_WARNING(exc)
             return True
+        setattr(getattr(request, "_request", request), COUNTED, self.counted)
+        return allowed
+
+    def throttle_success(self) -> bool:
+        super().throttle_success()
+        self.counted = (self.key, self.now, self.duration)  # what refund() takes back
+        return True
+
+    @classmethod
+    def refund(cls, request) -> None:
+        """Take back the count of ``request``'s search: the server could not answer it (5xx).
+
+        Its own entry only, once: where that is gone already (the window passed, the cache
+        cleared), nothing is taken, never another search's count. Two searches of one client at the
+        same moment may overwrite each other's change, as DRF's own counting may: a refund lost, or
+        one search more let through, never an error. The cache down meanwhile is logged, not raised."""
+        request = getattr(request, "_request", request)
+        counted = getattr(request, COUNTED, None)
+        if not counted:
+            return
+        setattr(request, COUNTED, None)
+        key, stamp, duration = counted
+        try:
+            history = cls.cache.get(key, [])
+            if stamp in history:
+                history.remove(stamp)
+                cls.cache.set(key, history, duration)
+        except Exception as exc:  # noqa: BLE001 - the cache (Redis) went down meanwhile
+            CACHE_WARNING(exc)
+
+
+def refund_server_failures(dispatch):
+    """``dispatch`` (a search view's, through ``method_decorator``), after which a search answered
+    5xx (503 while the model loads or the database restarts, or a 500) no longer counts towards
+    ``SEARCH_THROTTLE_RATE``: a client retrying after ``Retry-After`` used up its searches on the
+    server's failures and was then refused (429). A 4xx (a damaged photo, one too large) still counts.
+    """
+
+    @wraps(dispatch)
+    def wrapper(request, *args, **kwargs):
+        try:
+            response = dispatch(request, *args, **kwargs)
+        except Exception:  # Django answers 500
+            SearchRateThrottle.refund(request)
+            raise
+        if response.status_code >= 500:
+            SearchRateThrottle.refund(request)
+        return response
+
+    return wrapper
 
 
 def nearest_client(request, remote: str) -> str:

@@ -49,7 +49,7 @@ from .serializers import (
     allowed_formats_text,
     result_serializer_class,
 )
-from .throttling import SearchRateThrottle
+from .throttling import SearchRateThrottle, refund_server_failures
 
 logger = logging.getLogger("visual_search")
 
@@ -235,6 +235,8 @@ class VisualSearchAPIView(HeadWithoutBody, APIView):
 @method_decorator(sensitive_post_parameters("image"), name="dispatch")
 # Its file name too: a 500's or a 503's report lists it (docs/privacy.md).
 @method_decorator(photo_names_hidden, name="dispatch")
+# A search the server could not answer (5xx) gives its count back: SEARCH_THROTTLE_RATE.
+@method_decorator(refund_server_failures, name="dispatch")
 class SearchView(VisualSearchAPIView):
     """Search by photo: the objects that look most like the uploaded photo, best first."""
 
