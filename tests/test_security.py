@@ -181,7 +181,7 @@ def a_bug(results):
 def test_a_search_the_server_could_not_answer_does_not_count(shop, monkeypatch, path, view_module):  # noqa: F811
     """With "2/min", a 503 (the model loading) and the widget's retry after Retry-After: the retry
     was 429, the client's searches used up by the server's failures. Only that search's count is
-    given back (a 500's too); the limit still holds."""
+    given back, not a 500's (a bug a script could repeat); the limit still holds."""
     client = Client(raise_request_exception=False)
     photo = catalogue_image("Banana").read_bytes()
     assert client.post(path, {"image": upload(photo)}).status_code == 200
@@ -191,7 +191,7 @@ def test_a_search_the_server_could_not_answer_does_not_count(shop, monkeypatch, 
     with monkeypatch.context() as patch:
         patch.setattr(view_module, "confident", a_bug)
         assert client.post(path, {"image": upload(photo)}).status_code == 500
-    assert [client.post(path, {"image": upload(photo)}).status_code for _ in range(2)] == [200, 429]
+    assert client.post(path, {"image": upload(photo)}).status_code == 429
 
 
 @pytest.mark.parametrize("path", [SEARCH, "/search-by-photo/"])

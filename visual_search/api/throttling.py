@@ -78,7 +78,7 @@ class SearchRateThrottle(AnonRateThrottle):
 
     @classmethod
     def refund(cls, request) -> None:
-        """Take back the count of ``request``'s search: the server could not answer it (5xx).
+        """Take back the count of ``request``'s search: the server could not answer it (503).
 
         Its own entry only, once: where that is gone already (the window passed, the cache
         cleared), nothing is taken, never another search's count. Two searches of one client at the
@@ -101,19 +101,17 @@ class SearchRateThrottle(AnonRateThrottle):
 
 def refund_server_failures(dispatch):
     """``dispatch`` (a search view's, through ``method_decorator``), after which a search answered
-    5xx (503 while the model loads or the database restarts, or a 500) no longer counts towards
-    ``SEARCH_THROTTLE_RATE``: a client retrying after ``Retry-After`` used up its searches on the
-    server's failures and was then refused (429). A 4xx (a damaged photo, one too large) still counts.
+    503 (the model loading after a deploy, the database or index restarting) no longer counts
+    towards ``SEARCH_THROTTLE_RATE``: a client retrying after ``Retry-After`` used up its searches on
+    the server's failures and was then refused (429). A 4xx (a damaged photo, one too large) still
+    counts, and so does a 500: a bug a script found may answer 500 to the same request every time,
+    and would cost the model's work unthrottled.
     """
 
     @wraps(dispatch)
     def wrapper(request, *args, **kwargs):
-        try:
-            response = dispatch(request, *args, **kwargs)
-        except Exception:  # Django answers 500
-            SearchRateThrottle.refund(request)
-            raise
-        if response.status_code >= 500:
+        response = dispatch(request, *args, **kwargs)
+        if response.status_code == 503:
             SearchRateThrottle.refund(request)
         return response
 
