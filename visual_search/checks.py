@@ -480,6 +480,13 @@ def _functions(module: Any) -> list[str]:
             if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")]
 
 
+# What decodes the formats ALLOWED_FORMATS may name beyond Pillow's own, and how to install it.
+MISSING_DECODERS = {
+    images.HEIF: ("pillow-heif, which decodes HEIC photos, is not installed", "pip install 'django-visual-search[heif]'"),
+    images.AVIF: (f"Pillow {Image.__version__} here has no AVIF plugin", "pip install 'Pillow>=11.3' (its wheels decode AVIF)"),
+}
+
+
 @deep_check("ALLOWED_FORMATS")
 def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
     """Every name is a format Pillow can open (compared as :func:`images.open_image` does, in capitals)."""
@@ -490,15 +497,14 @@ def check_allowed_formats(value: Any) -> list[checks.CheckMessage]:
     unknown = [name for name in value if name.upper() not in {*Image.OPEN, "MPO", images.HEIF, images.AVIF}]
     if unknown:
         return [spec.error(f"has {unknown!r}, not Pillow format names.", NOT_A_CHOICE)]
-    # The default lists HEIF too: without pillow-heif, HEIC photos are refused saying so. A list of
-    # the shop's own that names it expects them decoded.
-    if value != spec.default and images.HEIF in (name.upper() for name in value) and not images.heif_support():
-        return [spec.error("has 'HEIF', but pillow-heif, which decodes HEIC photos, is not installed.", NOT_A_CHOICE,
-                           hint="pip install 'django-visual-search[heif]', or take 'HEIF' out of the list.")]
-    # AVIF likewise: Pillow decodes it with its own plugin, in its wheels from 11.3 on.
-    if value != spec.default and images.AVIF in (name.upper() for name in value) and not images.avif_support():
-        return [spec.error(f"has 'AVIF', but Pillow {Image.__version__} here has no AVIF plugin.", NOT_A_CHOICE,
-                           hint="pip install 'Pillow>=11.3' (its wheels decode AVIF), or take 'AVIF' out of the list.")]
+    # The default lists HEIF and AVIF: where nothing decodes them here (pillow-heif; Pillow's AVIF
+    # plugin, in its wheels from 11.3 on) such photos are refused saying so. A list of the shop's own
+    # that names one expects them decoded.
+    if value != spec.default:
+        for name in MISSING_DECODERS:
+            if name in (given.upper() for given in value) and not images.decodable(name):
+                missing, install = MISSING_DECODERS[name]
+                return [spec.error(f"has {name!r}, but {missing}.", NOT_A_CHOICE, hint=f"{install}, or take {name!r} out of the list.")]
     return []
 
 
