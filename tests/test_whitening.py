@@ -108,6 +108,33 @@ def test_the_sweep_refits_once_the_catalogue_shrank(catalogue):
     assert Whitening.objects.get().trained_on == 20  # 24 / 1.2: it learned from products that are gone
 
 
+def test_without_beat_deleting_products_queues_the_fit_that_a_shrunk_catalogue_needs(catalogue, settings, monkeypatch):
+    """Deleting products removed their vectors and queued nothing: only the sweep (beat, "optional")
+    noticed that the catalogue had shrunk, so the whitening and score calibration kept counting
+    products that are gone. A deletion now queues one fit, which learns them again if they are due."""
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+
+    from visual_search import queue, tasks
+
+    reindex(Product, asynchronous=False)
+    assert Whitening.objects.get().trained_on == 24
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
+    cache.delete(queue.FIT_QUEUED_KEY)
+    monkeypatch.setattr(queue, "_fit_tried_at", float("-inf"))
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append((name, options.get("countdown"))))
+    monkeypatch.setattr(queue, "current_app", SimpleNamespace(conf=SimpleNamespace(task_always_eager=False)))
+    Product.objects.filter(name__in=["Lime photo 0", "Lime photo 1", "Kiwi photo 0", "Kiwi photo 1"]).delete()
+    assert sent == [(queue.FIT_WHITENING, queue.FIT_DELAY)]  # one for the four deletions
+    assert tasks.fit_whitening.run() == 1
+    assert Whitening.objects.get().trained_on == 20  # 24 / 1.2: it learned from products that are gone
+    Product.objects.filter(name="Kiwi").delete()
+    assert len(sent) == 1  # queued a moment ago by this process: that fit runs after this deletion
+    assert tasks.fit_whitening.run() == 0  # 19 of 20: not due
+
+
 def test_unreadable_images_are_left_out_of_the_fit_in_one_log_line(catalogue, caplog, settings):
     import logging
     import os

@@ -18,6 +18,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings as django_settings
 from django.core.cache import cache
+from django.db import router, transaction
 from django.utils.translation import gettext
 from kombu.serialization import loads, prepare_accept_content
 
@@ -25,6 +26,7 @@ from .batching import chunked
 from .conf import settings
 from .exceptions import WeightsUnavailable
 from .indexing import index_objects, mark_queued
+from .models import ImageEmbedding
 from .registry import get_registration
 
 logger = logging.getLogger("visual_search")
@@ -188,6 +190,35 @@ def schedule_fit() -> bool:
         logger.warning("Could not queue the visual search whitening fit: %s The sweep or visual_search_reindex learns it.", broker_problem(exc))
         return False
     return True
+
+
+def fit_after_removal() -> None:
+    """Images left the index (their objects deleted, images cleared, hidden): once the transaction
+    commits, queue one whitening fit (:func:`schedule_fit`). It learns the whitening and score
+    calibration again only if the catalogue shrank by ``WHITENING_REFIT_GROWTH``: without it they
+    kept counting deleted products until the sweep (beat) or ``visual_search_reindex`` ran. The rows
+    are counted on the worker, not in the request that deleted. Without Celery, or with tasks run
+    eagerly (tests), nothing is queued: as after indexing, the command or the sweep fits."""
+    if use_celery() and not current_app.conf.task_always_eager:
+        transaction.on_commit(_fit_after_removal, using=router.db_for_write(ImageEmbedding))
+
+
+# When this process last queued (or failed to queue) a fit after a removal: a queryset's delete()
+# of 500 products commits 500 removals at once, and with the broker down each try takes 1.5 s.
+_fit_tried_at = float("-inf")
+
+
+def _fit_after_removal() -> None:
+    global _fit_tried_at
+    if time.monotonic() - _fit_tried_at < FIT_DELAY:
+        return  # queued by this process at most a minute ago: it runs after this commit
+    try:
+        if cache.get(FIT_QUEUED_KEY):
+            return  # queued and not yet started: it counts the rows after this commit
+    except Exception:
+        logger.debug("No cache to tell whether a whitening fit is queued", exc_info=True)
+    _fit_tried_at = time.monotonic()
+    schedule_fit()
 
 
 def fit_unqueued() -> None:

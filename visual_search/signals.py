@@ -147,8 +147,9 @@ class SignalProcessor:
                 seen.pop(_uploaded_key(registration), None)
 
     def handle_delete(self, sender, instance, **kwargs) -> None:
-        for registration in registrations_for_model(sender):
-            remove_object(registration, instance.pk)
+        removed = [remove_object(registration, instance.pk) for registration in registrations_for_model(sender)]
+        if any(removed):
+            queue.fit_after_removal()  # the catalogue may have shrunk by WHITENING_REFIT_GROWTH
 
     # -- what a change does (override these to change the policy) ------------------------------
 
@@ -156,7 +157,8 @@ class SignalProcessor:
         """Mark the row pending now and schedule the work once the transaction commits; an image
         gone, or out of search (``registration.is_searchable``: a variant hidden), loses its rows."""
         if not name or not registration.is_searchable(instance):
-            remove_object(registration, instance.pk)
+            if remove_object(registration, instance.pk):
+                queue.fit_after_removal()  # the catalogue may have shrunk by WHITENING_REFIT_GROWTH
             return
         if not mark_pending(registration, instance, name, new_file=uploaded_in_this_save(instance, registration)):
             return
