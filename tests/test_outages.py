@@ -203,7 +203,7 @@ def test_a_backend_that_fails_after_the_commit_never_fails_the_shop_s_save(shop,
     monkeypatch.setattr(indexing, "get_backend", lambda: Broken())
     product = shop["Lime"]
     product.image.save("other.jpg", ContentFile(catalogue_image("Pink-Lady").read_bytes()))  # marks, then drops
-    assert "could not drop 1 vector(s)" in caplog.text
+    assert "could not drop 1 vector of images" in caplog.text
     product.delete()
     assert not ImageEmbedding.objects.for_object(product).exists()
 

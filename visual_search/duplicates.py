@@ -28,6 +28,7 @@ from django.db import models
 from .backends import get_backend
 from .conf import settings
 from .embeddings.pooling import l2_normalise
+from .logs import counted
 from .models import DuplicateDismissal, ImageEmbedding
 from .serving import current_fingerprint
 
@@ -210,7 +211,7 @@ def detect_quietly(rows: Sequence[ImageEmbedding]) -> None:
     try:
         detect(rows)
     except Exception:
-        logger.exception("Duplicate image check failed for %d image(s); they are indexed all the same.", len(rows))
+        logger.exception("Duplicate image check failed for %s; they are indexed all the same.", counted(len(rows), "image"))
 
 
 def dismiss(row: ImageEmbedding, other: ImageEmbedding, user=None) -> None:

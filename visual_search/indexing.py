@@ -26,6 +26,7 @@ from .backends import get_backend
 from .batching import chunked
 from .embeddings import images
 from .exceptions import InvalidImage
+from .logs import counted
 from .models import ImageEmbedding
 from .registry import Registration
 from .serving import indexing_fingerprints, kept_fingerprints
@@ -179,8 +180,8 @@ def remove_from_backend(ids: list[int]) -> None:
         get_backend().remove(ids)
     except Exception:  # noqa: BLE001 - any backend's failure; the traceback goes to the log
         logger.exception(
-            "Visual search: the search backend could not drop %s vector(s) of images just changed or deleted; "
-            "the sweep (or `manage.py visual_search_rebuild_index`) drops them once the backend works", len(ids)
+            "Visual search: the search backend could not drop %s of images just changed or deleted; "
+            "the sweep (or `manage.py visual_search_rebuild_index`) drops them once the backend works", counted(len(ids), "vector")
         )
 
 

@@ -26,6 +26,7 @@ from .batching import chunked
 from .conf import settings
 from .exceptions import WeightsUnavailable
 from .indexing import index_objects, mark_queued
+from .logs import counted
 from .models import ImageEmbedding
 from .registry import get_registration
 
@@ -256,10 +257,10 @@ def enqueue(label: str, image_field: str, pks: Iterable[Any], force: bool = Fals
         # One line for the whole call: a selection of 100,000 tried the broker once per batch (three
         # connection attempts each), holding an admin request for minutes, and logged each time.
         logger.warning(
-            "Could not queue visual search work for %s (%s ids): %s The rows stay pending; "
+            "Could not queue visual search work for %s (%s): %s The rows stay pending; "
             "the sweep task queues them again once tasks can be sent.",
             label,
-            unsent,
+            counted(unsent, "id"),
             problem,
         )
     return done
@@ -288,7 +289,7 @@ def _mark_queued(label: str, image_field: str, pks: list) -> None:
     try:
         mark_queued(get_registration(label, image_field), pks)
     except Exception:  # the database: the work is queued all the same, and shows as missing
-        logger.warning("Could not mark %s images of %s pending before queueing them", len(pks), label, exc_info=True)
+        logger.warning("Could not mark %s of %s pending before queueing them", counted(len(pks), "image"), label, exc_info=True)
 
 
 def _run_in_process(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None = None) -> int:

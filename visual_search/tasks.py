@@ -26,6 +26,7 @@ from .backends import get_backend
 from .conf import settings
 from .embeddings import images
 from .exceptions import WeightsUnavailable
+from .logs import counted
 from .indexing import IndexReport, begin_attempt, end_attempt, hold_attempt, index_objects, remove_object
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
@@ -62,7 +63,7 @@ def _log_weights_error(label: str, count: int, exc: Exception) -> None:
     level = logging.DEBUG if last is not None and now - last < WEIGHTS_ERROR_EVERY else logging.ERROR
     if level == logging.ERROR:
         _weights_error_logged[message] = now
-    logger.log(level, "Visual search could not index %s %s ids: the rows stay pending. %s", label, count, message)
+    logger.log(level, "Visual search could not index %s %s: the rows stay pending. %s", label, counted(count, "id"), message)
 
 
 class RetryLater(Exception):
@@ -145,7 +146,7 @@ def _send(label: str, image_field: str, pks: list, force: bool, fingerprint: str
     try:
         queue.send(queue.EMBED_OBJECTS, (label, image_field, pks, force) + ((fingerprint,) if fingerprint else ()), queue=settings.QUEUE)
     except Exception as exc:  # the broker: the rows stay pending for the sweep
-        logger.warning("Could not queue visual search work for %s (%s ids): %s", label, len(pks), queue.broker_problem(exc))
+        logger.warning("Could not queue visual search work for %s (%s): %s", label, counted(len(pks), "id"), queue.broker_problem(exc))
 
 
 def _split(label: str, image_field: str, pks: list, force: bool, fingerprint: str | None) -> None:
@@ -163,7 +164,7 @@ def _split(label: str, image_field: str, pks: list, force: bool, fingerprint: st
         for part in (pks[:half], pks[half:]):
             queue.send(queue.EMBED_OBJECTS, (label, image_field, part, force) + ((fingerprint,) if fingerprint else ()), queue=settings.QUEUE)
     except Exception as exc:  # the broker: the rows stay pending for the sweep
-        logger.warning("Could not queue visual search work for %s (%s ids): %s", label, len(pks), queue.broker_problem(exc))
+        logger.warning("Could not queue visual search work for %s (%s): %s", label, counted(len(pks), "id"), queue.broker_problem(exc))
         return
     logger.warning(
         "Visual search: a batch of %s %s images passed the task's soft time limit; split into 2 tasks. Lower "
@@ -206,7 +207,7 @@ def fit_whitening(postponed: int = 0) -> int:
     queue.fit_unqueued()
     fitted = fit_if_needed()
     if fitted:
-        logger.info("Visual search whitening and score calibration learned again for %s model(s)", len(fitted))
+        logger.info("Visual search whitening and score calibration learned again for %s", counted(len(fitted), "model"))
     return len(fitted)
 
 
@@ -252,7 +253,7 @@ def sweep(older_than: float | None = None) -> int:
         for pk in out_of_search(registration):  # hidden without a save (QuerySet.update): its rows go
             remove_object(registration, pk)
     if queued:
-        logger.info("Sweep queued %s images", queued)
+        logger.info("Sweep queued %s", counted(queued, "image"))
     repair_index(fingerprints)
     fit_if_needed()  # the catalogue grew or changed model: learn its whitening again
     return queued

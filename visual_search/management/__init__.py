@@ -9,14 +9,9 @@ from django.apps import apps
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
+from ..logs import counted  # noqa: F401 - the commands' plural helper, here since they had it first
 from ..models import unapplied_migrations
 from ..registry import registrations_for_model, registrations_for_result
-
-
-def counted(count: int, noun: str, plural: str = "") -> str:
-    """"1 image", "0 images", "2 images": a count with its noun agreeing. The commands' output is
-    English throughout (``@no_translations``), so English's one plural rule is all there is."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def model_from_label(label: str):

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from visual_search.contrib.messaging.messages import FILE, OTHER, PHOTO, STICKER, TEXT, IncomingMessage, masked
+from visual_search.logs import counted
 
 logger = logging.getLogger("visual_search")
 
@@ -43,8 +44,8 @@ def incoming_messages(body: Any, phone_number_id: str, phone_languages: Mapping[
         to = str(_dict(value.get("metadata")).get("phone_number_id") or "")
         messages = [m for m in value.get("messages") or () if isinstance(m, dict) and m.get("from")]
         if messages and to != str(phone_number_id):
-            logger.info("WhatsApp: %s message(s) to phone number id %s, not the configured %s; ignored",
-                        len(messages), to, phone_number_id)
+            logger.info("WhatsApp: %s to phone number id %s, not the configured %s; ignored",
+                        counted(len(messages), "message"), to, phone_number_id)
             continue
         for message in messages:
             if message.get("type") in IGNORED_TYPES:
