@@ -136,6 +136,28 @@ def test_too_few_products_fail_with_a_reason(db, make_product, settings):
     assert "at least 2 products" in version.error
 
 
+def test_too_few_products_say_training_failed_once(db, make_product):
+    """"Training failed: Training needs images of at least 2 products", in the command's output and
+    in what the admin says of the version (activating it): the word once, then why."""
+    from django.core.management.base import CommandError
+
+    from visual_search.signals import pause_indexing
+    from visual_search.versions import VersionError, activate
+
+    with pause_indexing():
+        make_product("Only", catalogue_image("Lime"))
+    with pytest.raises(CommandError) as failed:
+        call_command("visual_search_train", "--verbosity", "0")
+    said = str(failed.value)
+    assert said.startswith("Training failed: Images of at least 2 products are needed; found 1 product.")
+    assert said.lower().count("training") == 1
+    version = ModelVersion.objects.get(status=ModelVersion.Status.FAILED)
+    with pytest.raises(VersionError) as refused:
+        activate(version)
+    assert "its training failed (Images of at least 2 products" in str(refused.value)
+    assert str(refused.value).lower().count("training") == 1
+
+
 def test_command_reports_before_and_after_and_skips_a_broken_image(shop, make_product, capsys, caplog):
     from visual_search.models import ImageEmbedding
     from visual_search.signals import pause_indexing

@@ -16,6 +16,7 @@ from django.contrib.contenttypes.models import ContentType
 
 from ..conf import settings
 from ..indexing import image_reader
+from ..logs import counted
 from ..registry import Registration, get_registrations, shaping
 
 
@@ -93,6 +94,8 @@ def hold_out(items: list[Item], fraction: float, seed: int) -> tuple[list[Item],
     products = {item.product for item in training}
     if len(products) < 2:
         raise NotEnoughData(
-            f"Training needs images of at least 2 products; found {len(products)}. Upload product images and run visual_search_reindex first."
+            # Said after "Training failed: " (the command) and in "its training failed (...)": not "Training" again.
+            f"Images of at least 2 products are needed; found {counted(len(products), 'product')}. Upload product images "
+            "and run visual_search_reindex first."
         )
     return training, held_out
