@@ -7,7 +7,26 @@ package never imports models, Celery or TensorFlow.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what a type checker sees (the package ships py.typed); at run time, _API below
+    from .exceptions import ImageTooLarge as ImageTooLarge
+    from .exceptions import InvalidImage as InvalidImage
+    from .exceptions import UnsupportedFormat as UnsupportedFormat
+    from .exceptions import VisualSearchError as VisualSearchError
+    from .exceptions import WeightsUnavailable as WeightsUnavailable
+    from .registry import NotShown as NotShown
+    from .registry import VisibilityRuleError as VisibilityRuleError
+    from .registry import register as register
+    from .registry import unregister as unregister
+    from .search import NotIndexed as NotIndexed
+    from .search import NotSearchable as NotSearchable
+    from .search import SearchResult as SearchResult
+    from .search import being_indexed as being_indexed
+    from .search import find_similar as find_similar
+    from .search import search_by_image as search_by_image
+    from .search import warm_up as warm_up
+    from .signals import pause_indexing as pause_indexing
 
 __version__ = "0.2.0"
 

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
@@ -152,7 +152,7 @@ def is_confident(results: list[SearchResult]) -> bool:
 
 @sensitive_variables("image", "picture", "vector")  # the customer's photo, out of error reports
 def search_by_image(
-    image: bytes | BinaryIO, model_or_queryset, *, limit: int = 10, request=None, box: str | Sequence[float] | Box | None = None
+    image: bytes | IO[bytes], model_or_queryset, *, limit: int = 10, request=None, box: str | Sequence[float] | Box | None = None
 ) -> list[SearchResult]:
     """Objects that look most like ``image`` (bytes or a file, e.g. an upload), best first.
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -296,7 +296,7 @@ def _version_of(fingerprint: str) -> ModelVersion | None:
 
 
 @sensitive_variables("source", "picture")
-def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None, box: images.Box | None = None) -> np.ndarray:
+def embed_image(source: bytes | IO[bytes], extractor: Extractor | None = None, box: images.Box | None = None) -> np.ndarray:
     """Embed one uploaded image (bytes or a file object), enforcing ``MAX_UPLOAD_BYTES`` first; only
     its region ``box`` when given.
 
@@ -310,7 +310,7 @@ def embed_image(source: bytes | BinaryIO, extractor: Extractor | None = None, bo
 # Every frame of the decoding holds the photo's bytes or pixels (EXIF, GPS position): hidden, with the
 # frames it calls, from Django's error reports (docs/privacy.md).
 @sensitive_variables()
-def decode_upload(source: bytes | BinaryIO, box: images.Box | None = None) -> Image.Image:
+def decode_upload(source: bytes | IO[bytes], box: images.Box | None = None) -> Image.Image:
     """A customer's photo decoded (RGB, EXIF-rotated), or :class:`InvalidImage` saying why: before any
     model loads, so a junk upload to a process that has not loaded one yet costs no TensorFlow.
 

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, ImageStat, UnidentifiedImageError, features
@@ -55,7 +55,7 @@ _PAD_COLOUR = tuple(round(c) for c in MEAN_RGB)
 PASS_THROUGH: tuple[type[BaseException], ...] = ()
 
 
-def read_bytes(source: bytes | BinaryIO, max_bytes: int) -> bytes:
+def read_bytes(source: bytes | IO[bytes], max_bytes: int) -> bytes:
     """Read at most ``max_bytes`` from ``source``; refuse larger input before decoding anything."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
