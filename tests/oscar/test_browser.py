@@ -89,3 +89,58 @@ def test_a_cached_look_alikes_basket_button_works_for_the_next_visitor(catalogue
             assert added.value.status == 302, f"{visitor} visitor's Add to basket: {added.value.status}"
             page.wait_for_load_state()
             assert f"{title} has been added to your cart" in page.locator(".alert").first.inner_text()
+
+
+# Each visible character of an element's text, in logical order, with where it was drawn
+# (as tests/test_right_to_left_pages.py reads the admin's, whose module needs the test app).
+CHARACTERS = """(element) => {
+  const found = [], walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.data.length; i++) {
+      if (!node.data[i].trim()) continue;
+      const range = document.createRange(); range.setStart(node, i); range.setEnd(node, i + 1);
+      const box = range.getBoundingClientRect();
+      found.push({c: node.data[i], x: box.x, y: Math.round(box.y)});
+    }
+  }
+  return found;
+}"""
+
+
+def ends_with_its_full_stop(characters: list[dict]) -> bool:
+    """The last character, a full stop, drawn after (to the right of) the word it ends."""
+    *_, word, stop = characters
+    return stop["c"] == "." and word["y"] == stop["y"] and stop["x"] > word["x"]
+
+
+def test_the_dashboard_s_english_sentences_end_with_their_full_stop_in_a_right_to_left_shop(catalogue, live_server, client, settings):
+    """A Hebrew (Arabic, Persian) shop whose Oscar layout says dir="rtl": the score note and a failed
+    image's reason read ".your catalogue's own" and ".The file is not an image we can read" (the full
+    stop at the start), as the admin's did; they are isolated in their own direction (<bdi>). Oscar's
+    own base.html sets no dir: the shop's override adds it (and Oscar's Bootstrap 4 keeps text left)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.files.base import ContentFile
+
+    from tests.oscar.conftest import ProductImage
+    from visual_search.models import Whitening
+    from visual_search.serving import current_fingerprint
+
+    settings.LANGUAGE_CODE = "he"
+    broken = ProductImage(product=catalogue["Banana"])
+    broken.original.save("broken.jpg", ContentFile(b"not a jpeg at all"), save=False)
+    broken.save()
+    Whitening.objects.create(result_type=ContentType.objects.get_for_model(catalogue["Banana"]), fingerprint=current_fingerprint(),
+                             dimensions=2, trained_on=3, mean=b"", projection=b"", calibration={
+                                 "temperature": 0.0589, "none": 0.315, "fitted_on": 481, "error": 0.0888,
+                                 "scoring": "expansion=0,prototype=0.5", "basis": "searches", "images_per_product": 7.0, "prior": 0.125})
+    client.force_login(get_user_model().objects.create_superuser("boss", "boss@example.com", "pw"))
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+        page = context.new_page()
+        only_from(page, live_server.url)
+        page.goto(f"{live_server.url}/dashboard/visual-search/")
+        page.evaluate("document.documentElement.dir = 'rtl'")  # the shop's base.html: <html dir="rtl">
+        scores, reason = (page.locator(s).first.evaluate(CHARACTERS) for s in ("#vs-scores", "#vs-products td.text-danger:not(:empty)"))
+    assert ends_with_its_full_stop(scores) and ends_with_its_full_stop(reason), (scores[-3:], reason[-3:])
