@@ -141,6 +141,19 @@ def waiting_in_broker(delivered_within: float) -> Waiting | None:
     return waiting
 
 
+def waiting_count() -> int | None:
+    """How many messages wait in the indexing queue (``QUEUE``, else Celery's default) for a worker:
+    what a broker whose messages cannot be read without taking them (RabbitMQ) can tell, by a passive
+    declare (nothing is taken or made). Not those a worker holds unacknowledged. None where it cannot tell."""
+    try:
+        with current_app.connection_for_read() as connection:
+            name = settings.QUEUE or current_app.conf.task_default_queue
+            return int(connection.default_channel.queue_declare(queue=name, passive=True).message_count)
+    except Exception:  # noqa: BLE001 - unreachable, no such queue yet, a transport that cannot count
+        logger.debug("Could not count what waits in the broker", exc_info=True)
+        return None
+
+
 def _key(client, command: str, key: str) -> str:
     """``key`` as ``command`` must name it: kombu's client adds the transport's ``global_keyprefix``
     to the keys of the commands kombu itself sends, not to those of the others."""

@@ -214,7 +214,8 @@ def fit_whitening(postponed: int = 0) -> int:
 def sweep(older_than: float | None = None) -> int:
     """Queue every pending row older than ``SWEEP_AFTER_SECONDS``, every stale image again, and
     every image with no row at all, but none that a task still waiting in a Redis broker holds
-    (:func:`~visual_search.queue.waiting_in_broker`).
+    (:func:`~visual_search.queue.waiting_in_broker`); with a broker that can only count what waits
+    (RabbitMQ: :func:`~visual_search.queue.waiting_count`), no old pending row while anything waits.
 
     Runs on worker start and periodically (add it to Celery beat): rows left pending while the
     broker was down, images made stale by a settings change (no row of the current model), and
@@ -234,6 +235,15 @@ def sweep(older_than: float | None = None) -> int:
     # A long backlog (a reindex of 20,000 images) waits in the broker past SWEEP_AFTER_SECONDS: its
     # rows were queued again at each sweep, and by a worker starting meanwhile. Not lost: left alone.
     waiting = queue.waiting_in_broker(older_than)
+    # A broker whose messages cannot be read (RabbitMQ) can count them: while some wait, the old
+    # pending rows are theirs (a worker killed gives its messages back to RabbitMQ at once). Queued
+    # again, a backlog was queued once more by each sweep, and whole by each worker start.
+    backlog = queue.waiting_count() if waiting is None and use_celery() else None
+    if backlog:
+        logger.info(
+            "Sweep: %s messages wait in the broker's queue; pending images are left to them and queued again once it is empty",
+            backlog,
+        )
     queued = 0
     for registration in get_registrations():
         rows = ImageEmbedding.objects.filter(
@@ -245,7 +255,7 @@ def sweep(older_than: float | None = None) -> int:
         pending.exclude(fingerprint__in=fingerprints).delete()
         old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", "fingerprint")
         held = (waiting or {}).get((registration.label, registration.image_field), set())
-        old = [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
+        old = [] if backlog else [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
         others = [pk for pk in map(str, select_pks(registration, ["stale", "missing"])) if (pk, None) not in held]
         pks = list(dict.fromkeys([*old, *others]))
         queued += enqueue(registration.label, registration.image_field, pks)
