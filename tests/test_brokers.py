@@ -7,16 +7,19 @@ tests/integration/test_sweeps.py). docs/celery.md ("RabbitMQ") says what was run
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from celery import current_app
+from celery.exceptions import Retry
 from django.utils import timezone
 
 import visual_search
 from tests.conftest import catalogue_image
 from visual_search import queue, tasks
-from visual_search.models import ImageEmbedding
+from visual_search.models import ImageEmbedding, ModelVersion
+from visual_search.training import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,3 +72,54 @@ def test_a_broker_that_cannot_count_is_swept_as_before(memory_broker, make_produ
     queue.enqueue("testapp.product", "image", [p.pk for p in products])
     monkeypatch.setattr(queue, "waiting_count", lambda: None)
     assert tasks.sweep(older_than=0) == 4
+
+
+def _training(progress: dict) -> ModelVersion:
+    return ModelVersion.objects.create(label="Adapted", status=ModelVersion.Status.TRAINING, config={"options": {}}, progress=progress)
+
+
+@pytest.fixture
+def trainings(monkeypatch):
+    ran = []
+    monkeypatch.setattr(tasks, "run_training", lambda pk: ran.append(pk) or ModelVersion.objects.get(pk=pk))
+    return ran
+
+
+def test_a_second_delivery_of_a_training_job_does_not_train_beside_the_first(trainings):
+    """RabbitMQ closes the channel of a worker that holds a message unacknowledged past its
+    consumer_timeout (30 min; training is acknowledged late), and hands the message to another
+    worker at once, while the first worker's process trains on: two workers trained the same
+    version side by side, each for its full time, the second overwriting the first. The second
+    delivery now finds the first run alive (progress noted a moment ago) and looks again later."""
+    version = _training({"stage": "training", "done": 40, "total": 900, "at": time.time() - 5})
+    with pytest.raises(Retry):
+        tasks.train_model(version.pk)
+    assert trainings == []
+
+
+def test_a_training_job_whose_run_died_or_never_started_is_trained(trainings):
+    """Queued a moment ago and never started (its first delivery), started and then silent past
+    ALIVE_WITHIN (its worker was killed: another delivery takes over), or a first run killed before
+    its first progress: trained."""
+    queued = _training({"stage": "queued", "done": 0, "total": 0, "at": time.time()})
+    dead = _training({"stage": "features", "done": 3, "total": 90, "at": time.time() - jobs.ALIVE_WITHIN - 1})
+    starting = _training({"stage": "queued", "done": 0, "total": 0, "at": time.time() - jobs.ALIVE_WITHIN - 1, "started": True})
+    for version in (queued, dead, starting):
+        tasks.train_model(version.pk)
+    assert trainings == [queued.pk, dead.pk, starting.pk]
+
+
+def test_a_run_that_has_begun_is_alive_before_its_first_progress(monkeypatch):
+    """run_training notes "started" as it begins: a copy delivered before its first progress note
+    (while it reads the catalogue) must not take the stage "queued" for a job nobody runs."""
+    version = _training({"stage": "queued", "done": 0, "total": 0, "at": time.time()})
+    assert not jobs.trained_elsewhere(version)
+    seen = []
+
+    def reading_the_catalogue(model):
+        seen.append(jobs.trained_elsewhere(ModelVersion.objects.get(pk=version.pk)))
+        raise jobs.NotEnoughData("stop here")
+
+    monkeypatch.setattr(jobs, "shop_items", reading_the_catalogue)
+    jobs.run_training(version.pk)
+    assert seen == [True]

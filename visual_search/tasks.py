@@ -32,7 +32,7 @@ from .queue import enqueue, use_celery  # noqa: F401 - public here since the fir
 from .registry import get_registration, get_registrations
 from .reindex import out_of_search, select_pks
 from .serving import indexing_fingerprints
-from .training.jobs import run_training
+from .training.jobs import run_training, trained_elsewhere
 from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
 from .whitening import fit_due, fit_if_needed, outgrown
 
@@ -294,14 +294,29 @@ def activate_version(version_id: int | None, keep_previous: bool = False, step: 
     return {"version": version_id, "finished": again is None}
 
 
-@shared_task(name=queue.TRAIN_MODEL, acks_late=True, reject_on_worker_lost=True)
-def train_model(version_id: int) -> dict:
+# A copy of a training job that another run is still training looks again this many seconds later.
+TRAINING_RECHECK = 60
+
+
+@shared_task(bind=True, name=queue.TRAIN_MODEL, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def train_model(self, version_id: int) -> dict:
     """Train the ``ModelVersion`` ``version_id`` (see :mod:`visual_search.training.jobs`).
 
     Acknowledged late: a worker lost mid-training gives the job back, and another starts it over.
     A version that is no longer ``training`` (cancelled, or finished by an earlier delivery) is left alone.
+    One that another run is training (alive: :func:`~visual_search.training.jobs.trained_elsewhere`)
+    is looked at again a minute later, and trained here only once that run has stopped noting progress:
+    RabbitMQ gave the job to a second worker when it closed the first one's channel past its
+    ``consumer_timeout``, and both trained it side by side.
     """
-    if not ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).exists():
+    version = ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).first()
+    if version is None:
         return {"skipped": version_id}
+    if trained_elsewhere(version):
+        logger.warning(
+            "Visual search: %s is being trained by another run (this is a second delivery of its job: on RabbitMQ, "
+            "past its consumer_timeout, docs/celery.md); looking again in %s s", version, TRAINING_RECHECK,
+        )
+        raise self.retry(countdown=TRAINING_RECHECK)
     version = run_training(version_id)
     return {"version": version.pk, "status": version.status, "after": version.metrics.get("after", {})}
