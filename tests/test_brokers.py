@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def memory_broker(settings):
     settings.CELERY_BROKER_URL = "memory://"
-    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "BATCH_SIZE": 4}
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "BATCH_SIZE": 4, "QUEUE": "visual_search"}
     before = current_app.conf.broker_url
     current_app.conf.broker_url = "memory://"
     purge()
@@ -38,13 +38,14 @@ def memory_broker(settings):
 
 def purge() -> None:
     with current_app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(current_app.conf.task_default_queue)
+        for name in ("visual_search", current_app.conf.task_default_queue):
+            connection.default_channel.queue_purge(name)
 
 
 def test_the_sweep_leaves_a_backlog_it_cannot_read_to_the_broker(memory_broker, make_product):
-    """A reindex of 12 images waits in RabbitMQ (3 messages) past SWEEP_AFTER_SECONDS. The sweep
-    could not read the queue, so it queued all 12 again: each beat sweep added the whole backlog
-    once more, and each worker start (or one of the sweeps with QUEUE set, which run at once) did too.
+    """A reindex of 12 images waits in RabbitMQ (3 messages, in QUEUE) past SWEEP_AFTER_SECONDS. The
+    sweep (in Celery's default queue: it runs at once) could not read the queue, so it queued all 12
+    again: each beat sweep added the whole backlog once more, and each worker start did too.
     Now it counts what waits and leaves the old pending rows to it; once the queue is empty (the
     messages were lost), it queues them again."""
     with visual_search.pause_indexing(reindex_on_exit=False):
@@ -62,6 +63,18 @@ def test_the_sweep_leaves_a_backlog_it_cannot_read_to_the_broker(memory_broker, 
     purge()  # the messages are gone (delivered and lost): nothing waits, the rows are queued again
     assert tasks.sweep() == 12
     assert queue.waiting_count() == 3
+
+
+def test_without_queue_the_shared_default_queue_is_not_counted(memory_broker, make_product, settings):
+    """Celery's default queue holds the shop's other tasks too: counted, a busy one would keep lost
+    rows waiting for ever. There the sweep queues behind the backlog and queues the old rows, as before."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "QUEUE": None}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        products = [make_product(f"P{n}", catalogue_image("Lime")) for n in range(4)]
+    ImageEmbedding.objects.all().delete()
+    queue.enqueue("testapp.product", "image", [p.pk for p in products])
+    assert queue.waiting_count() is None
+    assert tasks.sweep(older_than=0) == 4
 
 
 def test_a_broker_that_cannot_count_is_swept_as_before(memory_broker, make_product, monkeypatch):
