@@ -151,6 +151,7 @@ def waiting_count() -> int | None:
         return None
     try:
         with current_app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)  # unreachable: 2 s, not kombu's default 6 s, per sweep
             return int(connection.default_channel.queue_declare(queue=settings.QUEUE, passive=True).message_count)
     except Exception:  # noqa: BLE001 - unreachable, no such queue yet, a transport that cannot count
         logger.debug("Could not count what waits in the broker", exc_info=True)
