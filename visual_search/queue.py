@@ -144,6 +144,23 @@ def waiting_in_broker(delivered_within: float) -> Waiting | None:
     return waiting
 
 
+def waiting_count() -> int | None:
+    """How many messages wait for a worker in ``QUEUE``, the package's own queue: what a broker whose
+    messages cannot be read without taking them (RabbitMQ) can tell, by a passive declare (nothing is
+    taken or made). Not those a worker holds unacknowledged. None where it cannot tell, and without
+    ``QUEUE``: Celery's default queue holds the shop's other tasks too (it may never be empty), and
+    there the sweep waits behind the indexing backlog anyway."""
+    if not settings.QUEUE:
+        return None
+    try:
+        with current_app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)  # unreachable: 2 s, not kombu's default 6 s, per sweep
+            return int(connection.default_channel.queue_declare(queue=settings.QUEUE, passive=True).message_count)
+    except Exception:  # noqa: BLE001 - unreachable, no such queue yet, a transport that cannot count
+        logger.debug("Could not count what waits in the broker", exc_info=True)
+        return None
+
+
 def _key(client, command: str, key: str) -> str:
     """``key`` as ``command`` must name it: kombu's client adds the transport's ``global_keyprefix``
     to the keys of the commands kombu itself sends, not to those of the others."""

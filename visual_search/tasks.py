@@ -33,7 +33,7 @@ from .queue import enqueue, use_celery  # noqa: F401 - public here since the fir
 from .registry import get_registration, get_registrations
 from .reindex import out_of_search, select_pks
 from .serving import indexing_fingerprints
-from .training.jobs import run_training
+from .training.jobs import run_training, trained_elsewhere
 from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
 from .whitening import fit_due, fit_if_needed, outgrown
 
@@ -215,7 +215,8 @@ def fit_whitening(postponed: int = 0) -> int:
 def sweep(older_than: float | None = None) -> int:
     """Queue every pending row older than ``SWEEP_AFTER_SECONDS``, every stale image again, and
     every image with no row at all, but none that a task still waiting in a Redis broker holds
-    (:func:`~visual_search.queue.waiting_in_broker`).
+    (:func:`~visual_search.queue.waiting_in_broker`); with a broker that can only count what waits
+    (RabbitMQ: :func:`~visual_search.queue.waiting_count`), no old pending row while anything waits.
 
     Runs on worker start and periodically (add it to Celery beat): rows left pending while the
     broker was down, images made stale by a settings change (no row of the current model), and
@@ -235,6 +236,15 @@ def sweep(older_than: float | None = None) -> int:
     # A long backlog (a reindex of 20,000 images) waits in the broker past SWEEP_AFTER_SECONDS: its
     # rows were queued again at each sweep, and by a worker starting meanwhile. Not lost: left alone.
     waiting = queue.waiting_in_broker(older_than)
+    # A broker whose messages cannot be read (RabbitMQ) can count them: while some wait, the old
+    # pending rows are theirs (a worker killed gives its messages back to RabbitMQ at once). Queued
+    # again, a backlog was queued once more by each sweep, and whole by each worker start.
+    backlog = queue.waiting_count() if waiting is None and use_celery() else None
+    if backlog:
+        logger.info(
+            "Sweep: %s messages wait in the broker's queue; pending images are left to them and queued again once it is empty",
+            backlog,
+        )
     queued = 0
     for registration in get_registrations():
         rows = ImageEmbedding.objects.filter(
@@ -246,7 +256,7 @@ def sweep(older_than: float | None = None) -> int:
         pending.exclude(fingerprint__in=fingerprints).delete()
         old = pending.filter(fingerprint__in=fingerprints, updated_at__lte=cutoff).values_list("object_id", "fingerprint")
         held = (waiting or {}).get((registration.label, registration.image_field), set())
-        old = [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
+        old = [] if backlog else [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
         others = [pk for pk in map(str, select_pks(registration, ["stale", "missing"])) if (pk, None) not in held]
         pks = list(dict.fromkeys([*old, *others]))
         queued += enqueue(registration.label, registration.image_field, pks)
@@ -285,14 +295,29 @@ def activate_version(version_id: int | None, keep_previous: bool = False, step: 
     return {"version": version_id, "finished": again is None}
 
 
-@shared_task(name=queue.TRAIN_MODEL, acks_late=True, reject_on_worker_lost=True)
-def train_model(version_id: int) -> dict:
+# A copy of a training job that another run is still training looks again this many seconds later.
+TRAINING_RECHECK = 60
+
+
+@shared_task(bind=True, name=queue.TRAIN_MODEL, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def train_model(self, version_id: int) -> dict:
     """Train the ``ModelVersion`` ``version_id`` (see :mod:`visual_search.training.jobs`).
 
     Acknowledged late: a worker lost mid-training gives the job back, and another starts it over.
     A version that is no longer ``training`` (cancelled, or finished by an earlier delivery) is left alone.
+    One that another run is training (alive: :func:`~visual_search.training.jobs.trained_elsewhere`)
+    is looked at again a minute later, and trained here only once that run has stopped noting progress:
+    RabbitMQ gave the job to a second worker when it closed the first one's channel past its
+    ``consumer_timeout``, and both trained it side by side.
     """
-    if not ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).exists():
+    version = ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).first()
+    if version is None:
         return {"skipped": version_id}
+    if trained_elsewhere(version):
+        logger.warning(
+            "Visual search: %s is being trained by another run (this is a second delivery of its job: on RabbitMQ, "
+            "past its consumer_timeout, docs/celery.md); looking again in %s s", version, TRAINING_RECHECK,
+        )
+        raise self.retry(countdown=TRAINING_RECHECK)
     version = run_training(version_id)
     return {"version": version.pk, "status": version.status, "after": version.metrics.get("after", {})}

@@ -7,7 +7,7 @@ import pytest
 import visual_search
 from visual_search.models import ImageEmbedding
 from tests.conftest import catalogue_image, photos
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import redis_broker_only, wait_for
 from tests.testapp.models import Product
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -42,6 +42,7 @@ def test_worker_killed_mid_batch_loses_nothing(broker, start_worker, make_produc
     assert ImageEmbedding.objects.count() == len(gallery)
 
 
+@redis_broker_only
 def test_broker_down_when_saving_then_computed_once_it_is_back(broker, redis_server, start_worker, make_product):
     redis_server.stop()
     started = time.monotonic()
@@ -70,6 +71,7 @@ def test_rolled_back_save_runs_no_task(broker, start_worker, make_product):
     assert ImageEmbedding.objects.count() == 1
 
 
+@redis_broker_only
 def test_redis_restarted_empty_mid_batch_then_all_computed(broker, redis_server, start_worker, make_product, celery_env, settings):
     """Redis restarted without persistence while a worker ran a batch: the tasks queued behind it
     were gone with it, and the rows stayed pending until beat's sweep (minutes later, where beat

@@ -15,12 +15,13 @@ import visual_search
 from visual_search import queue
 from visual_search.models import ImageEmbedding
 from tests.conftest import photos
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import redis_broker_only, wait_for
 from tests.testapp.models import Product
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
+@redis_broker_only
 def test_three_workers_share_one_reindex(broker, start_worker, make_product, settings):
     from visual_search.reindex import reindex
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def computing(make_product, start_worker, celery_env):
     """One product whose task has started computing it (its attempt counted) on a slow worker."""
-    celery_env["VISUAL_SEARCH_TEST_CACHE"] = celery_env["CELERY_BROKER_URL"].replace("/0", "/1")
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = celery_env["CELERY_RESULT_BACKEND"].replace("/0", "/1")  # Redis, whatever the broker
     celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "60"
     worker = start_worker("w")
     with visual_search.pause_indexing():

@@ -12,7 +12,7 @@ from django.utils import timezone
 import visual_search
 from visual_search.models import ImageEmbedding
 from tests.conftest import photos
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import redis_broker_only, wait_for
 from tests.integration.test_many_workers import embedded_by, settle
 from tests.testapp.models import Product
 
@@ -34,6 +34,7 @@ def pending_for_long(make_product, count: int) -> list[Product]:
     assert ImageEmbedding.objects.filter(status="pending").count() == count
     return products
 
+@redis_broker_only
 def test_workers_starting_together_queue_each_pending_image_once(broker, redis_server, start_worker, make_product, celery_env):
     """A deploy restarts every worker: each one's start-up sweep queued every pending image, so 4
     workers queued 50,000 pending images 4 times, and two copies running side by side both computed
@@ -55,6 +56,7 @@ def received_lines_all(workers, task: str = "visual_search.embed_objects") -> in
     return sum(received_lines(w, task) for w in workers)
 
 
+@redis_broker_only
 def test_a_worker_killed_and_restarted_at_once_still_sweeps(broker, redis_server, start_worker, make_product, celery_env):
     """The shared start-up sweep must not hold back the one a killed worker needs: restarted seconds
     after its first start (inside the window), its batch is queued again at once, not after beat's
@@ -71,6 +73,7 @@ def test_a_worker_killed_and_restarted_at_once_still_sweeps(broker, redis_server
     assert received_lines_all([again], "visual_search.sweep") == 1
 
 
+@redis_broker_only
 def test_the_sweeps_leave_a_backlog_waiting_in_the_broker(broker, start_worker, make_product, celery_env):
     """A reindex queued more than the workers do in SWEEP_AFTER_SECONDS: beat's sweep queued every
     row still waiting in Redis again (and each later sweep once more: a backlog of an hour went round
@@ -117,6 +120,7 @@ def test_a_worker_killed_and_replaced_under_another_name_is_swept_for(broker, re
     wait_for(lambda: ImageEmbedding.objects.filter(status="ready").count() == len(products), timeout=60, what="all ready")
 
 
+@redis_broker_only
 @pytest.mark.parametrize("prefix", ["", "shop:"])
 def test_what_waits_in_redis_is_read_with_the_transport_s_key_prefix(broker, redis_server, prefix):
     """kombu's global_keyprefix (one Redis shared by several projects) prefixes the queue's keys; the

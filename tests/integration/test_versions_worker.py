@@ -4,7 +4,7 @@ import pytest
 
 import visual_search
 from tests.conftest import catalogue_image
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import redis_broker_only, wait_for
 from tests.testapp.models import Product
 from visual_search.embeddings.spec import settings_fingerprint
 from visual_search.serving import current_fingerprint
@@ -86,6 +86,7 @@ def killed_holding_the_check(start_worker, make_product, trained, celery_env, se
     return version
 
 
+@redis_broker_only
 def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
     broker, redis_server, start_worker, make_product, trained, celery_env, settings
 ):
@@ -102,6 +103,7 @@ def test_a_worker_killed_while_holding_the_switch_s_next_check_delays_nothing(
     assert ImageEmbedding.objects.filter(fingerprint=version.fingerprint, status="ready").count() == len(NAMES)
 
 
+@redis_broker_only
 def test_a_worker_replaced_under_another_name_resumes_the_switch_at_once(
     broker, redis_server, start_worker, make_product, trained, celery_env, settings
 ):

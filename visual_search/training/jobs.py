@@ -45,6 +45,22 @@ def stalled(version: ModelVersion) -> bool:
     return version.status == ModelVersion.Status.TRAINING and isinstance(at, (int, float)) and time.time() - at > STALLED_AFTER
 
 
+# A run that noted progress less than this many seconds ago is alive. Another delivery of its message
+# finding it so is a copy: RabbitMQ hands the message to another worker at once when it closes the
+# channel of the worker that holds it (a delivery unacknowledged past its consumer_timeout, 30 min by
+# default), while that worker's process trains on; Redis after its visibility timeout (an hour).
+# Long enough for the longest stretch between progress notes (an evaluation of the held-out images).
+ALIVE_WITHIN = 300
+
+
+def trained_elsewhere(version: ModelVersion) -> bool:
+    """Whether a run of ``version``'s training has started and is alive (see ``ALIVE_WITHIN``)."""
+    progress = version.progress or {}
+    started = progress.get("stage") != "queued" or bool(progress.get("started"))
+    at = progress.get("at")
+    return version.status == ModelVersion.Status.TRAINING and started and isinstance(at, (int, float)) and time.time() - at < ALIVE_WITHIN
+
+
 def start_training(model_label: str | None = None, **options) -> ModelVersion:
     """Create a version in ``training`` state and train it in the background; returns it at once."""
     options = {k: v for k, v in options.items() if v is not None}
@@ -163,7 +179,8 @@ def run_training(version_id: int, *, progress=None, interrupted=None) -> ModelVe
         return _failed(version, str(exc))
     reporter = _Reporter(version, callback=progress)
     # Alive from now on (a job that waited long in the queue must not look stalled before its first progress).
-    ModelVersion.objects.filter(pk=version.pk).update(progress={**(version.progress or {}), "at": time.time()})
+    # "started": a run has it (trained_elsewhere), until its first progress names the stage.
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**(version.progress or {}), "at": time.time(), "started": True})
 
     def should_stop() -> bool:
         return bool(interrupted and interrupted()) or reporter.should_stop()
