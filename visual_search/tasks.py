@@ -242,7 +242,7 @@ def sweep(older_than: float | None = None) -> int:
     backlog = queue.waiting_count() if waiting is None and use_celery() else None
     if backlog:
         logger.info(
-            "Sweep: %s wait in the broker's queue; pending images are left to them and queued again once it is empty",
+            "Sweep: the broker's queue holds %s; pending images are left to them and queued again once it is empty",
             counted(backlog, "message"),
         )
     queued = 0
