@@ -12,7 +12,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.core.files.storage import Storage
 from django.db import DatabaseError, connections, models, router
 from django.db.migrations.executor import MigrationExecutor
-from django.db.models.functions import Cast, Concat, Substr
+from django.db.models.functions import Cast, Concat, Replace, Substr
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -56,6 +56,23 @@ def pk_as_text(model: type[models.Model]):
         parts = [Substr(text, start, length) for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
         return Concat(parts[0], dash, parts[1], dash, parts[2], dash, parts[3], dash, parts[4], output_field=models.CharField())
     return text
+
+
+def pk_from_text(model: type[models.Model], text: str = "object_id"):
+    """A row's ``text`` field (``str(pk)``, as :func:`pk_as_text` writes it) as ``model``'s primary
+    key, computed in SQL, for a subquery on the objects (``pk=pk_from_text(model)``): a lookup in
+    the objects' primary key index, where a cast of every key to text would read them all."""
+    field = model._meta.pk
+    while field.is_relation:  # multi-table inheritance: the parent's key
+        field = field.target_field
+    value = models.OuterRef(text)
+    if isinstance(field, models.UUIDField):
+        if connections[router.db_for_read(model)].features.has_native_uuid_field:
+            return Cast(value, output_field=models.UUIDField())
+        return Replace(value, models.Value("-"), models.Value(""))  # stored as 32 hex digits
+    if isinstance(field, (models.IntegerField, models.AutoField)):
+        return Cast(value, output_field=field.__class__())
+    return value
 
 
 class EmbeddingQuerySet(models.QuerySet):

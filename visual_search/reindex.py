@@ -10,7 +10,7 @@ from django.db import models
 from .batching import chunked
 from .conf import settings
 from .indexing import IndexReport, index_objects, remove_object, reset_attempts
-from .models import ImageEmbedding, pk_as_text
+from .models import ImageEmbedding, pk_as_text, pk_from_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
 from .serving import current_fingerprint, indexing_fingerprints
@@ -64,6 +64,16 @@ def out_of_search(registration: Registration) -> list[Any]:
     rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=pk_as_text(registration.model))
     hidden = registration.model._default_manager.exclude(pk__in=searchable.values("pk")).filter(models.Exists(rows))
     return list(hidden.order_by("pk").values_list("pk", flat=True))
+
+
+def orphaned(registration: Registration) -> list[str]:
+    """Object ids of rows whose object does not exist: the index restored without its products, or
+    into a database where they have other keys, a delete in SQL (no signal). Nothing would ever
+    remove them: the sweep and :func:`reindex` delete them."""
+    model = registration.model
+    rows = ImageEmbedding.objects.of_field(model, registration.image_field)
+    exists = models.Exists(model._base_manager.filter(pk=pk_from_text(model)))
+    return list(rows.exclude(exists).order_by("object_id").values_list("object_id", flat=True).distinct())
 
 
 def _with_image(registration: Registration, objects: models.QuerySet) -> models.QuerySet:
@@ -125,6 +135,7 @@ def reindex(
     for registration in registrations:
         if queryset is None:  # the rows of objects out of search since their last save (an update()) go
             report.removed += [str(pk) for pk in out_of_search(registration) if remove_object(registration, pk)]
+            report.removed += [pk for pk in orphaned(registration) if remove_object(registration, pk)]
         pks = select_pks(registration, only, queryset if queryset is not None and queryset.model is registration.model else None)
         reset_attempts(registration, pks)  # asked for by hand: images given up after MAX_EMBED_ATTEMPTS are tried again
         if asynchronous:

@@ -1,0 +1,98 @@
+"""A shop moves or restores its database with ``dumpdata`` / ``loaddata`` (docs/deployment.md,
+"Moving or restoring the database"): the index comes back searchable at once, nothing is computed
+again, and rows of objects that did not come back are cleaned up."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+
+import visual_search
+from visual_search.models import ImageEmbedding, Whitening
+from visual_search.reindex import reindex
+from visual_search.tasks import sweep
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Gadget, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ["Lemon", "Banana", "Kiwi", "Lime", "Red-Delicious", "Oatly-Oat-Milk"]
+MOVE = {"natural_foreign": True, "natural_primary": True, "exclude": ["contenttypes", "auth.Permission"]}
+
+
+@pytest.fixture
+def catalogue(make_product, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": "pca", "WHITENING_MIN_VECTORS": 12, "WHITENING_DIMS": 8}
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        for name in NAMES:
+            make_product(name, catalogue_image(name))
+            for k, path in enumerate(photos()[name][:1]):
+                make_product(f"{name} photo {k}", path)
+    reindex(Product, asynchronous=False)
+    assert Whitening.objects.exists()
+    return list(Product.objects.all())
+
+
+def results(query: bytes) -> list[tuple[str, float]]:
+    return [(r.object.name, round(r.score, 5)) for r in visual_search.search_by_image(query, Product, limit=5)]
+
+
+def restore(tmp_path, **dump) -> None:
+    """Dump, empty the database (new content type ids), load the dump back."""
+    fixture = tmp_path / "dump.json"
+    call_command("dumpdata", *dump.pop("labels", []), output=str(fixture), verbosity=0, **dump)
+    call_command("flush", interactive=False, verbosity=0)
+    ContentType.objects.clear_cache()
+    # A new database numbers the content types its own way: not as the old one did.
+    kinds = list(ContentType.objects.order_by("pk").values_list("app_label", "model"))
+    Permission.objects.all().delete()
+    ContentType.objects.all().delete()
+    ContentType.objects.create(app_label="elsewhere", model="first")
+    for app_label, model in reversed(kinds):
+        ContentType.objects.create(app_label=app_label, model=model)
+    ContentType.objects.clear_cache()
+    return fixture
+
+
+def test_a_whole_project_dump_restores_a_searchable_index_without_recomputing(catalogue, tmp_path, embed_calls):
+    query = photos()["Lemon"][3].read_bytes()
+    before = results(query)
+    fixture = restore(tmp_path, **MOVE)
+    embedded = len(embed_calls)  # the query's
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert sweep(older_than=0) == 0 and ImageEmbedding.objects.count() == len(catalogue)
+    assert len(embed_calls) == embedded  # loaddata's saves are raw: nothing queued, nothing computed
+    assert results(query) == before
+    assert ImageEmbedding.objects.filter(status="ready").count() == len(catalogue)
+
+
+def test_the_index_restored_without_its_products_is_removed_by_the_sweep(catalogue, tmp_path):
+    """``dumpdata visual_search`` loaded into a database without those products (a restore of the
+    index alone, products deleted in SQL): the rows of objects that do not exist stayed for ever,
+    counted in no model's objects, searched, and learned from by the whitening."""
+    kept = Product.objects.get(name="Lemon")
+    fixture = restore(tmp_path, labels=["visual_search"], natural_foreign=True)
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert ImageEmbedding.objects.count() == len(catalogue)
+    Product.objects.bulk_create([Product(pk=kept.pk, name="Lemon", image=kept.image.name)])
+    assert sweep(older_than=0) == 0
+    assert list(ImageEmbedding.objects.values_list("object_id", flat=True)) == [str(kept.pk)]
+
+
+def test_reindex_removes_the_rows_of_objects_that_do_not_exist(catalogue):
+    Product.objects.filter(name__contains="photo")._raw_delete("default")  # no signal, as raw SQL
+    assert ImageEmbedding.objects.count() == len(catalogue)
+    counts = reindex(Product, asynchronous=False)
+    assert counts["removed"] == len(NAMES)
+    assert ImageEmbedding.objects.count() == len(NAMES)
+
+
+def test_orphaned_rows_of_uuid_keys_are_found_by_their_key(db, settings):
+    """A UUID key is stored as 32 hex digits on SQLite, with dashes in a row's object id."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MODELS": [{"model": "testapp.Gadget", "image_field": "photo"}]}
+    kept, gone = Gadget(name="Kept"), Gadget(name="Gone")
+    for gadget, name in ((kept, "Lemon"), (gone, "Lime")):
+        gadget.photo.save(f"{name}.jpg", ContentFile(catalogue_image(name).read_bytes()))
+    Gadget.objects.filter(pk=gone.pk)._raw_delete("default")
+    assert sweep(older_than=0) == 0
+    assert list(ImageEmbedding.objects.values_list("object_id", flat=True)) == [str(kept.pk)]
