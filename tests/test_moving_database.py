@@ -96,3 +96,21 @@ def test_orphaned_rows_of_uuid_keys_are_found_by_their_key(db, settings):
     Gadget.objects.filter(pk=gone.pk)._raw_delete("default")
     assert sweep(older_than=0) == 0
     assert list(ImageEmbedding.objects.values_list("object_id", flat=True)) == [str(kept.pk)]
+
+
+def test_the_active_model_version_comes_back_with_its_vectors(catalogue, trained, tmp_path, embed_calls):
+    """A trained version's weights stay in the default storage (copied with the media); its row, its
+    vectors and the retired version's come back in the dump, and searches use it at once."""
+    from visual_search.models import ModelVersion
+    from visual_search.versions import activate, forget_serving_version
+
+    activate(trained(), force=True)
+    query = photos()["Kiwi"][3].read_bytes()
+    before = results(query)
+    fixture = restore(tmp_path, **MOVE)
+    forget_serving_version()  # a new server's process
+    embedded = len(embed_calls)
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert ModelVersion.objects.get().status == "active"
+    assert sweep(older_than=0) == 0 and len(embed_calls) == embedded
+    assert results(query) == before
