@@ -114,3 +114,26 @@ def test_the_active_model_version_comes_back_with_its_vectors(catalogue, trained
     assert ModelVersion.objects.get().status == "active"
     assert sweep(older_than=0) == 0 and len(embed_calls) == embedded
     assert results(query) == before
+
+
+def test_an_index_restored_where_products_have_other_keys_is_taken_out_of_search(catalogue, tmp_path, monkeypatch):
+    """``dumpdata visual_search`` loaded where the products came back under other keys: searches
+    answered with the wrong products (a lemon's photo found the juice) until each image was
+    computed again, hours for a large catalogue. The sweep takes such rows out of search at once."""
+    import visual_search.tasks
+
+    query = photos()["Lemon"][3].read_bytes()
+    before = results(query)
+    fixture = restore(tmp_path, labels=["visual_search"], natural_foreign=True)
+    keys = [p.pk for p in catalogue]
+    Product.objects.bulk_create([Product(pk=pk, name=p.name, image=p.image.name) for pk, p in zip(reversed(keys), catalogue)])
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert results(query) != before  # the rows' keys name other products now
+    queued = []
+    monkeypatch.setattr(visual_search.tasks, "enqueue", lambda label, field, pks, *a, **k: queued.extend(pks) or len(pks))
+    sweep(older_than=0)  # the work is queued (a worker will compute it)...
+    assert sorted(queued, key=int) == sorted(map(str, keys), key=int)
+    assert not ImageEmbedding.objects.filter(status="ready").exists()  # ...and no wrong product is served meanwhile
+    monkeypatch.undo()
+    sweep(older_than=0)
+    assert results(query) == before

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import models
+from django.db import models, router, transaction
 
 from .batching import chunked
 from .conf import settings
-from .indexing import IndexReport, index_objects, remove_object, reset_attempts
+from .indexing import IndexReport, index_objects, remove_from_backend, remove_object, reset_attempts
 from .models import ImageEmbedding, pk_as_text, pk_from_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
@@ -74,6 +74,28 @@ def orphaned(registration: Registration) -> list[str]:
     rows = ImageEmbedding.objects.of_field(model, registration.image_field)
     exists = models.Exists(model._base_manager.filter(pk=pk_from_text(model)))
     return list(rows.exclude(exists).order_by("object_id").values_list("object_id", flat=True).distinct())
+
+
+def hold_renamed(registration: Registration) -> list[int]:
+    """Take out of search the ready rows of the current model made from another file than their
+    object's image now (the index restored into a database where the products have other keys; a
+    change whose marking was lost): pending, as a save makes them, so that no search answers with a
+    product on another product's photo until it is computed again. Returns the rows' ids.
+
+    Call it after choosing the stale objects (:func:`select_pks`): a pending row is no longer stale.
+    """
+    model, field = registration.model, registration.image_field
+    shows_another = _with_image(registration, model._base_manager.filter(pk=pk_from_text(model))).exclude(
+        **{field: models.OuterRef("source_name")}
+    )
+    rows = ImageEmbedding.objects.of_field(model, field).filter(
+        fingerprint=current_fingerprint(), status=ImageEmbedding.Status.READY
+    ).exclude(source_name="").filter(models.Exists(shows_another))
+    ids = list(rows.values_list("pk", flat=True))
+    if ids:
+        ImageEmbedding.objects.filter(pk__in=ids).update(status=ImageEmbedding.Status.PENDING)
+        transaction.on_commit(lambda: remove_from_backend(ids), using=router.db_for_write(ImageEmbedding))
+    return ids
 
 
 def _with_image(registration: Registration, objects: models.QuerySet) -> models.QuerySet:

@@ -31,7 +31,7 @@ from .indexing import IndexReport, begin_attempt, end_attempt, hold_attempt, ind
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
-from .reindex import orphaned, out_of_search, select_pks
+from .reindex import hold_renamed, orphaned, out_of_search, select_pks
 from .serving import indexing_fingerprints
 from .training.jobs import run_training
 from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
@@ -249,6 +249,7 @@ def sweep(older_than: float | None = None) -> int:
         held = (waiting or {}).get((registration.label, registration.image_field), set())
         old = [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
         others = [pk for pk in map(str, select_pks(registration, ["stale", "missing"])) if (pk, None) not in held]
+        hold_renamed(registration)  # a vector of another file than the object shows is searched no more
         pks = list(dict.fromkeys([*old, *others]))
         queued += enqueue(registration.label, registration.image_field, pks)
         for pk in out_of_search(registration):  # hidden without a save (QuerySet.update): its rows go
