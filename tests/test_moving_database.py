@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 
 import visual_search
+from visual_search.admin_mixins import annotate_status, status_of
 from visual_search.models import ImageEmbedding, Whitening
 from visual_search.reindex import reindex
 from visual_search.tasks import sweep
@@ -64,6 +65,8 @@ def test_a_whole_project_dump_restores_a_searchable_index_without_recomputing(ca
     assert len(embed_calls) == embedded  # loaddata's saves are raw: nothing queued, nothing computed
     assert results(query) == before
     assert ImageEmbedding.objects.filter(status="ready").count() == len(catalogue)
+    # The admin's status column reads every product "Ready".
+    assert {status_of(p) for p in annotate_status(Product.objects.all())} == {"ready"}
 
 
 def test_the_index_restored_without_its_products_is_removed_by_the_sweep(catalogue, tmp_path):
@@ -137,3 +140,28 @@ def test_an_index_restored_where_products_have_other_keys_is_taken_out_of_search
     monkeypatch.undo()
     sweep(older_than=0)
     assert results(query) == before
+
+
+def test_the_index_restored_onto_a_rebuilt_one_replaces_its_rows(catalogue, tmp_path, embed_calls):
+    """A shop restoring its index (``dumpdata visual_search --natural-foreign --natural-primary``)
+    onto one indexed again meanwhile (other row ids): loaddata failed with "UNIQUE constraint failed:
+    visual_search_imageembedding.content_type_id, ... fingerprint", and on the whitening. The rows
+    are matched by their image and fingerprint, and replaced."""
+    query = photos()["Lemon"][3].read_bytes()
+    before = results(query)
+    first, second = ImageEmbedding.objects.order_by("pk")[:2]
+    ImageEmbedding.objects.filter(pk=first.pk).update(duplicate_of=second, duplicate_score=0.99)  # a row named later
+    fixture = tmp_path / "index.json"
+    call_command("dumpdata", "visual_search", natural_foreign=True, natural_primary=True, output=str(fixture), verbosity=0)
+    assert '"pk"' not in fixture.read_text()
+    ImageEmbedding.objects.all().delete()
+    Whitening.objects.all().delete()
+    reindex(Product, asynchronous=False)  # the same images, under new row ids
+    ImageEmbedding.objects.update(vector=None, status="failed")  # and say the new ones went wrong
+    embedded = len(embed_calls)
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert ImageEmbedding.objects.filter(status="ready").count() == len(catalogue) == ImageEmbedding.objects.count()
+    assert Whitening.objects.count() == 1
+    restored = ImageEmbedding.objects.get(object_id=first.object_id, field_name="image")
+    assert restored.duplicate_of.object_id == second.object_id and restored.duplicate_score == 0.99
+    assert results(query) == before and len(embed_calls) == embedded + 1  # the query's alone
