@@ -555,3 +555,27 @@ def test_an_outgrown_catalogue_too_big_to_scan_in_memory_is_never_confident_eith
     with pg_backend.space(kwargs["result_type_id"], kwargs["fingerprint"]) as space:
         assert space.outgrown and type(space).__name__ == "_Space"
     assert not pg_backend._raw
+
+
+def test_the_sweep_removes_the_rows_of_objects_that_do_not_exist(pg_backend, settings):
+    """An index restored without its products (or products deleted in SQL): their rows went on being
+    searched and counted for ever. A row's id is matched to an integer key and to a native uuid."""
+    from django.core.files.base import ContentFile
+
+    from tests.conftest import catalogue_image
+    from tests.testapp.models import Gadget, Product
+    from visual_search.models import ImageEmbedding
+    from visual_search.tasks import sweep
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MODELS": [
+        {"model": "testapp.Product", "image_field": "image"}, {"model": "testapp.Gadget", "image_field": "photo"}]}
+    products = [Product.objects.create(name="Kept"), Product.objects.create(name="Gone")]
+    gadgets = [Gadget(name="Kept"), Gadget(name="Gone")]
+    for product, gadget, name in zip(products, gadgets, ["Lemon", "Lime"]):
+        product.image.save(f"{name}.jpg", ContentFile(catalogue_image(name).read_bytes()))
+        gadget.photo.save(f"{name}.jpg", ContentFile(catalogue_image(name).read_bytes()))
+    Product.objects.filter(pk=products[1].pk)._raw_delete("pgvector")
+    Gadget.objects.filter(pk=gadgets[1].pk)._raw_delete("pgvector")
+    assert ImageEmbedding.objects.count() == 4
+    sweep(older_than=0)
+    assert sorted(ImageEmbedding.objects.values_list("object_id", flat=True)) == sorted([str(products[0].pk), str(gadgets[0].pk)])

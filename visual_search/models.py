@@ -12,7 +12,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.core.files.storage import Storage
 from django.db import DatabaseError, connections, models, router
 from django.db.migrations.executor import MigrationExecutor
-from django.db.models.functions import Cast, Concat, Substr
+from django.db.models.functions import Cast, Concat, Replace, Substr
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -58,7 +58,30 @@ def pk_as_text(model: type[models.Model]):
     return text
 
 
+def pk_from_text(model: type[models.Model], text: str = "object_id"):
+    """A row's ``text`` field (``str(pk)``, as :func:`pk_as_text` writes it) as ``model``'s primary
+    key, computed in SQL, for a subquery on the objects (``pk=pk_from_text(model)``): a lookup in
+    the objects' primary key index, where a cast of every key to text would read them all."""
+    field = model._meta.pk
+    while field.is_relation:  # multi-table inheritance: the parent's key
+        field = field.target_field
+    value = models.OuterRef(text)
+    if isinstance(field, models.UUIDField):
+        if connections[router.db_for_read(model)].features.has_native_uuid_field:
+            return Cast(value, output_field=models.UUIDField())
+        return Replace(value, models.Value("-"), models.Value(""))  # stored as 32 hex digits
+    if isinstance(field, (models.IntegerField, models.AutoField)):
+        return Cast(value, output_field=field.__class__())
+    return value
+
+
 class EmbeddingQuerySet(models.QuerySet):
+    def get_by_natural_key(self, app_label: str, model: str, object_id: str, field_name: str, fingerprint: str) -> ImageEmbedding:
+        """The row of one image and fingerprint (:meth:`ImageEmbedding.natural_key`): what ``loaddata``
+        matches a dump's rows by, whatever their ids in this database."""
+        return self.get(content_type=ContentType.objects.get_by_natural_key(app_label, model), object_id=object_id,
+                        field_name=field_name, fingerprint=fingerprint)
+
     def of_field(self, model: type[models.Model], field_name: str) -> EmbeddingQuerySet:
         """Rows of one registration: the images in ``model``'s field ``field_name`` (every version's)."""
         return self.filter(content_type=ContentType.objects.get_for_model(model), field_name=field_name)
@@ -153,6 +176,14 @@ class ImageEmbedding(models.Model):
     def __str__(self) -> str:
         return f"{self.content_type.app_labeled_name} #{self.object_id}.{self.field_name} ({self.get_status_display()})"
 
+    def natural_key(self) -> tuple[str, str, str, str, str]:
+        """Its image and fingerprint, the content type by name: ``dumpdata --natural-foreign
+        --natural-primary`` writes rows that load into another database (other content type ids)
+        and onto an index there (other row ids), where they replace the rows of the same images."""
+        return (*self.content_type.natural_key(), self.object_id, self.field_name, self.fingerprint)
+
+    natural_key.dependencies = ["contenttypes.contenttype"]  # type: ignore[attr-defined]
+
     def image_storage(self) -> Storage | None:
         """The storage of the file this row was computed from (its field's, which may not be the
         default one); None when there is no file or the model or field is gone."""
@@ -241,6 +272,11 @@ class DuplicateDismissal(models.Model):
         return first, second
 
 
+class WhiteningManager(models.Manager):
+    def get_by_natural_key(self, app_label: str, model: str, fingerprint: str) -> Whitening:
+        return self.get(result_type=ContentType.objects.get_by_natural_key(app_label, model), fingerprint=fingerprint)
+
+
 class Whitening(models.Model):
     """A PCA whitening learned on the ready vectors of one searchable model and fingerprint.
 
@@ -259,6 +295,8 @@ class Whitening(models.Model):
     calibration = models.JSONField(_("calibration"), default=dict, blank=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
+    objects = WhiteningManager()
+
     class Meta:
         verbose_name = _("search tuning (whitening)")
         verbose_name_plural = _("search tuning (whitening)")
@@ -266,6 +304,12 @@ class Whitening(models.Model):
 
     def __str__(self) -> str:
         return f"{self.result_type} {self.fingerprint} ({self.dimensions} dims, {self.trained_on} vectors)"
+
+    def natural_key(self) -> tuple[str, str, str]:
+        """Its model by name and its fingerprint (see :meth:`ImageEmbedding.natural_key`)."""
+        return (*self.result_type.natural_key(), self.fingerprint)
+
+    natural_key.dependencies = ["contenttypes.contenttype"]  # type: ignore[attr-defined]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         mean = np.frombuffer(bytes(self.mean), dtype=np.float32)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import models
+from django.db import models, router, transaction
 
 from .batching import chunked
 from .conf import settings
-from .indexing import IndexReport, index_objects, remove_object, reset_attempts
-from .models import ImageEmbedding, pk_as_text
+from .indexing import IndexReport, index_objects, remove_from_backend, remove_object, reset_attempts
+from .models import ImageEmbedding, pk_as_text, pk_from_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
 from .serving import current_fingerprint, indexing_fingerprints
@@ -64,6 +64,38 @@ def out_of_search(registration: Registration) -> list[Any]:
     rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=pk_as_text(registration.model))
     hidden = registration.model._default_manager.exclude(pk__in=searchable.values("pk")).filter(models.Exists(rows))
     return list(hidden.order_by("pk").values_list("pk", flat=True))
+
+
+def orphaned(registration: Registration) -> list[str]:
+    """Object ids of rows whose object does not exist: the index restored without its products, or
+    into a database where they have other keys, a delete in SQL (no signal). Nothing would ever
+    remove them: the sweep and :func:`reindex` delete them."""
+    model = registration.model
+    rows = ImageEmbedding.objects.of_field(model, registration.image_field)
+    exists = models.Exists(model._base_manager.filter(pk=pk_from_text(model)))
+    return list(rows.exclude(exists).order_by("object_id").values_list("object_id", flat=True).distinct())
+
+
+def hold_renamed(registration: Registration) -> list[int]:
+    """Take out of search the ready rows of the current model made from another file than their
+    object's image now (the index restored into a database where the products have other keys; a
+    change whose marking was lost): pending, as a save makes them, so that no search answers with a
+    product on another product's photo until it is computed again. Returns the rows' ids.
+
+    Call it after choosing the stale objects (:func:`select_pks`): a pending row is no longer stale.
+    """
+    model, field = registration.model, registration.image_field
+    shows_another = _with_image(registration, model._base_manager.filter(pk=pk_from_text(model))).exclude(
+        **{field: models.OuterRef("source_name")}
+    )
+    rows = ImageEmbedding.objects.of_field(model, field).filter(
+        fingerprint=current_fingerprint(), status=ImageEmbedding.Status.READY
+    ).exclude(source_name="").filter(models.Exists(shows_another))
+    ids = list(rows.values_list("pk", flat=True))
+    if ids:
+        ImageEmbedding.objects.filter(pk__in=ids).update(status=ImageEmbedding.Status.PENDING)
+        transaction.on_commit(lambda: remove_from_backend(ids), using=router.db_for_write(ImageEmbedding))
+    return ids
 
 
 def _with_image(registration: Registration, objects: models.QuerySet) -> models.QuerySet:
@@ -125,6 +157,7 @@ def reindex(
     for registration in registrations:
         if queryset is None:  # the rows of objects out of search since their last save (an update()) go
             report.removed += [str(pk) for pk in out_of_search(registration) if remove_object(registration, pk)]
+            report.removed += [pk for pk in orphaned(registration) if remove_object(registration, pk)]
         pks = select_pks(registration, only, queryset if queryset is not None and queryset.model is registration.model else None)
         reset_attempts(registration, pks)  # asked for by hand: images given up after MAX_EMBED_ATTEMPTS are tried again
         if asynchronous:

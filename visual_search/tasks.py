@@ -31,7 +31,7 @@ from .indexing import IndexReport, begin_attempt, end_attempt, hold_attempt, ind
 from .models import ImageEmbedding, ModelVersion
 from .queue import enqueue, use_celery  # noqa: F401 - public here since the first release
 from .registry import get_registration, get_registrations
-from .reindex import out_of_search, select_pks
+from .reindex import hold_renamed, orphaned, out_of_search, select_pks
 from .serving import indexing_fingerprints
 from .training.jobs import run_training, trained_elsewhere
 from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
@@ -222,7 +222,8 @@ def sweep(older_than: float | None = None) -> int:
     broker was down, images made stale by a settings change (no row of the current model), and
     objects saved without signals (``bulk_create``, ``QuerySet.update``, raw SQL imports) get
     computed with no manual step; the rows of images out of search (a variant hidden by an
-    ``update()``: :func:`~visual_search.reindex.out_of_search`) are deleted. A retired version's
+    ``update()``: :func:`~visual_search.reindex.out_of_search`) are deleted, and those of objects that
+    do not exist (:func:`~visual_search.reindex.orphaned`: an index restored without them). A retired version's
     rows beside current ones are left alone (they wait for a rollback); pending rows of a version no longer being built are deleted,
     since nothing would ever compute them. First, a model switch whose next check was lost (a killed
     worker held it) is checked again: at once where ``older_than`` is under a minute (a worker
@@ -258,9 +259,12 @@ def sweep(older_than: float | None = None) -> int:
         held = (waiting or {}).get((registration.label, registration.image_field), set())
         old = [] if backlog else [pk for pk, fingerprint in old if (pk, None) not in held and (pk, fingerprint) not in held]
         others = [pk for pk in map(str, select_pks(registration, ["stale", "missing"])) if (pk, None) not in held]
+        hold_renamed(registration)  # a vector of another file than the object shows is searched no more
         pks = list(dict.fromkeys([*old, *others]))
         queued += enqueue(registration.label, registration.image_field, pks)
         for pk in out_of_search(registration):  # hidden without a save (QuerySet.update): its rows go
+            remove_object(registration, pk)
+        for pk in orphaned(registration):  # of objects that do not exist (a restore, a delete in SQL)
             remove_object(registration, pk)
     if queued:
         logger.info("Sweep queued %s", counted(queued, "image"))
