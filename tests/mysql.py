@@ -8,13 +8,15 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 def database_settings(uri: str) -> dict:
     """``mysql://user:password@host:port/name`` as Django's ``DATABASES`` entry (utf8mb4, and the
-    test database created with it). ``?unix_socket=/run/mysqld/mysqld.sock`` connects by socket."""
+    test database created with it). ``?unix_socket=/run/mysqld/mysqld.sock`` connects by socket,
+    ``?isolation_level=repeatable+read`` replaces Django's default, read committed."""
     parsed = urlparse(uri)
     name = parsed.path.lstrip("/") or "visual_search"
     options = {"charset": "utf8mb4"}
-    socket = parse_qs(parsed.query).get("unix_socket")
-    if socket:
-        options["unix_socket"] = socket[0]
+    query = parse_qs(parsed.query)
+    for option in ("unix_socket", "isolation_level"):
+        if query.get(option):
+            options[option] = query[option][0]
     return {
         "ENGINE": "django.db.backends.mysql",
         "NAME": name,
