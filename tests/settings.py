@@ -1,5 +1,7 @@
 """Settings for the test suite: SQLite, tasks in-process, a small seeded random VGG16.
 
+``VISUAL_SEARCH_TEST_MYSQL=mysql://user:password@host:port/name`` runs it on MySQL or MariaDB instead.
+
 Integration tests (``-m integration``) switch to a real Redis broker and Celery worker.
 """
 
@@ -7,6 +9,8 @@ import os
 import tempfile
 
 import django
+
+from tests import mysql
 
 SECRET_KEY = "tests-only"
 DEBUG = False
@@ -60,6 +64,8 @@ DATABASES = {
         "OPTIONS": {"timeout": 30, **({"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {})},
     }
 }
+if os.environ.get("VISUAL_SEARCH_TEST_MYSQL"):
+    DATABASES = {"default": mysql.database_settings(os.environ["VISUAL_SEARCH_TEST_MYSQL"])}
 MEDIA_ROOT = os.environ.get("VISUAL_SEARCH_TEST_MEDIA", os.path.join(tempfile.gettempdir(), "visual_search_test_media"))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"

@@ -108,6 +108,7 @@ def test_a_management_command_tells_each_thing_once(tmp_path):
         "VISUAL_SEARCH_TEST_MEDIA": str(tmp_path / "media"),
     }
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the app's own default must do
+    env.pop("VISUAL_SEARCH_TEST_MYSQL", None)  # its own fresh SQLite file, not the server's database
     returncode, out, err = on_a_terminal([sys.executable, str(tmp_path / "run.py")], env)
     assert returncode == 0, err
 
