@@ -115,8 +115,9 @@ def check_project(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any)
             f"Work goes to Celery, but the default cache is {cache.rsplit('.', 1)[-1]}, one per process: each worker "
             "process queues its own whitening fit after an import (the same fit, side by side), and each web process "
             "counts SEARCH_THROTTLE_RATE on its own.",
-            hint="Put CACHES['default'] on Redis, shared by the web processes and workers: "
-            "{'BACKEND': 'django.core.cache.backends.redis.RedisCache', 'LOCATION': 'redis://...'} (docs/celery.md).",
+            hint="Put CACHES['default'] on a cache the web processes and workers share: Redis "
+            "{'BACKEND': 'django.core.cache.backends.redis.RedisCache', 'LOCATION': 'redis://...'}, or Memcached "
+            "(PyMemcacheCache) where the broker is RabbitMQ and no Redis runs (docs/celery.md).",
             id="visual_search.W012",
         ))
     if use_celery() and django.VERSION >= (5, 1):
