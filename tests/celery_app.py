@@ -51,3 +51,17 @@ if _heartbeat:
         from visual_search import workers
 
         workers.HEARTBEAT, workers.HEARTBEAT_TIMEOUT = _heartbeat, 3 * _heartbeat
+
+# Test hook: every task holds the process without yielding, as TensorFlow computing does: under
+# gevent's patching time.sleep yields to the hub, so the original one.
+_blocking_delay = float(os.environ.get("VISUAL_SEARCH_TEST_BLOCKING_DELAY", "0") or 0)
+if _blocking_delay:
+    import sys
+    import time
+
+    from celery.signals import task_prerun
+
+    @task_prerun.connect(weak=False)
+    def _hold_the_process(**kwargs):
+        monkey = sys.modules.get("gevent.monkey")
+        (monkey.get_original("time", "sleep") if monkey else time.sleep)(_blocking_delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -39,15 +40,21 @@ RUNNING_TIMEOUT = 7 * 24 * 3600
 # A minute: a main process busy for a while is not taken for dead. The note is written by the main
 # process's timer, which waits while that process runs a task: with --pool solo (tasks run in the main
 # process) a batch longer than a minute made the worker look dead, and its batch was queued a second
-# time. There the note comes from a thread of its own (:func:`_heartbeat_thread`).
+# time. There the note comes from a thread of its own (:func:`_heartbeat_thread`). With --pool gevent the
+# timer is a greenlet, and so is a thread started by the patched ``threading``: TensorFlow computing (or
+# loading the model) never yields to gevent's hub, so neither wrote while a batch ran, the worker looked
+# dead and its batch was queued a second time. There the note comes from a thread of the operating
+# system (:func:`_start_native_heartbeat`).
 HEARTBEAT = 10.0
 HEARTBEAT_TIMEOUT = 60.0
 ALIVE_KEY = "visual_search:worker_alive:{}"
 WORKERS_KEY = "visual_search:workers"
 WORKERS_LOCK = "visual_search:workers_lock"
-# Set when the worker shuts down: stops the heartbeat thread of a solo-pool worker.
+# Set when the worker shuts down: stops the heartbeat thread of a solo-pool (or gevent-pool) worker.
 _stopped = threading.Event()
 _beating: list[threading.Thread] = []
+# Held by a gevent-pool worker's native heartbeat thread while it writes a note (see _shut_down).
+_native_writing: list = []
 
 
 def _first_in_window(key: str = START_SWEEP_KEY) -> bool:
@@ -80,6 +87,9 @@ def _shut_down(sender=None, **kwargs) -> None:
     _stopped.set()
     for thread in _beating:  # its last note, if it is writing one, before the notes are deleted
         thread.join(timeout=5)
+    for writing in _native_writing:
+        if writing.acquire(True, 5):
+            writing.release()
     try:
         cache.delete(RUNNING_KEY.format(hostname))
         _listed(lambda names: names.discard(hostname))
@@ -194,8 +204,12 @@ def _resume_builds() -> None:
 
 def _beat_repeatedly(consumer, hostname: str) -> None:
     """Note this worker alive every ``HEARTBEAT`` seconds: from the worker's timer, or from a thread
-    where tasks run in the main process (the solo pool), so that a long batch does not stop the notes."""
-    if isinstance(getattr(consumer, "pool", None), SoloPool):
+    where tasks run in the main process (the solo pool), so that a long batch does not stop the notes,
+    or from a thread of the operating system where they run in greenlets (the gevent pool)."""
+    pool = getattr(consumer, "pool", None)
+    if getattr(pool, "is_green", False) and _start_native_heartbeat(hostname):
+        return
+    if isinstance(pool, SoloPool):
         _stopped.clear()
         thread = threading.Thread(target=_heartbeat_thread, args=(hostname,), name="visual-search-heartbeat", daemon=True)
         _beating[:] = [thread]
@@ -210,6 +224,31 @@ def _heartbeat_thread(hostname: str) -> None:
     """Note worker ``hostname`` alive until it shuts down (:func:`_shut_down`)."""
     while not _stopped.wait(HEARTBEAT):
         _heartbeat(hostname)
+
+
+def _start_native_heartbeat(hostname: str) -> bool:
+    """Under gevent's monkey patching, note worker ``hostname`` alive from a thread of the operating
+    system: a greenlet (the timer's, or a patched ``threading.Thread``) waits while TensorFlow computes.
+    False where gevent has not patched ``threading`` (another green pool: the timer, as before)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return False
+    start = monkey.get_original("_thread", "start_new_thread")
+    sleep = monkey.get_original("time", "sleep")
+    writing = monkey.get_original("_thread", "allocate_lock")()
+    _stopped.clear()
+    _native_writing[:] = [writing]
+
+    def beat() -> None:
+        while True:
+            sleep(HEARTBEAT)  # not _stopped.wait(): gevent's Event, made for this process's hub
+            with writing:
+                if _stopped.is_set():
+                    return
+                _heartbeat(hostname)
+
+    start(beat, ())
+    return True
 
 
 def _queue_sweep(older_than: float = 0) -> None:

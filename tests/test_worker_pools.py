@@ -1,0 +1,69 @@
+"""Celery pools other than prefork: what the package does where tasks run in threads or greenlets."""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import time
+import types
+
+import pytest
+from django.core.cache import cache
+
+from visual_search import workers
+
+
+class Timer:
+    """A worker's timer that records what it was asked to repeat (and never runs it)."""
+
+    def __init__(self):
+        self.repeated = []
+
+    def call_repeatedly(self, seconds, function, args):
+        self.repeated.append((seconds, function, args))
+
+
+def fake_gevent_monkey() -> types.ModuleType:
+    """``gevent.monkey`` as a gevent-pool worker has it: ``threading`` patched, the originals kept."""
+    originals = {("_thread", "start_new_thread"): _thread.start_new_thread, ("time", "sleep"): time.sleep,
+                 ("_thread", "allocate_lock"): _thread.allocate_lock}
+    monkey = types.ModuleType("gevent.monkey")
+    monkey.is_module_patched = lambda name: name == "threading"
+    monkey.get_original = lambda module, name: originals[(module, name)]
+    return monkey
+
+
+@pytest.fixture
+def locmem_cache(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "pools"}}
+    cache.clear()
+
+
+def test_a_gevent_worker_notes_itself_alive_from_a_thread_of_the_system(locmem_cache, monkeypatch):
+    """With --pool gevent the timer is a greenlet, which waits while TensorFlow computes (it never
+    yields to the hub): a batch or the model's loading longer than HEARTBEAT_TIMEOUT made the worker
+    look dead, and another worker queued its batch a second time. The notes now come from an OS thread."""
+    monkeypatch.setitem(sys.modules, "gevent.monkey", fake_gevent_monkey())
+    monkeypatch.setattr(workers, "HEARTBEAT", 0.05)
+    timer = Timer()
+    consumer = types.SimpleNamespace(pool=types.SimpleNamespace(is_green=True), timer=timer, hostname="g@host")
+    workers._beat_repeatedly(consumer, "g@host")
+    try:
+        assert timer.repeated == []
+        cache.delete(workers.ALIVE_KEY.format("g@host"))
+        deadline = time.monotonic() + 5
+        while cache.get(workers.ALIVE_KEY.format("g@host")) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.get(workers.ALIVE_KEY.format("g@host"))
+    finally:
+        workers._shut_down(consumer)
+    time.sleep(0.2)  # a note after the shutdown would list the worker again, for the others to sweep
+    assert cache.get(workers.ALIVE_KEY.format("g@host")) is None
+    assert "g@host" not in (cache.get(workers.WORKERS_KEY) or set())
+
+
+def test_a_green_pool_without_gevent_s_patching_keeps_the_timer(locmem_cache):
+    timer = Timer()
+    consumer = types.SimpleNamespace(pool=types.SimpleNamespace(is_green=True), timer=timer)
+    workers._beat_repeatedly(consumer, "e@host")
+    assert [args for _, _, args in timer.repeated] == [("e@host",)]
