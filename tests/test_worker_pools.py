@@ -67,3 +67,37 @@ def test_a_green_pool_without_gevent_s_patching_keeps_the_timer(locmem_cache):
     consumer = types.SimpleNamespace(pool=types.SimpleNamespace(is_green=True), timer=timer)
     workers._beat_repeatedly(consumer, "e@host")
     assert [args for _, _, args in timer.repeated] == [("e@host",)]
+
+
+def worker_consumer(pool, **conf):
+    from celery import Celery
+
+    app = Celery("pools", set_as_current=False)
+    app.conf.update(conf)
+    return types.SimpleNamespace(pool=pool, app=app, controller=types.SimpleNamespace(soft_time_limit=None, time_limit=None))
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo", "gevent"])
+def test_a_worker_whose_pool_ignores_the_time_limits_says_so_at_start(pool, caplog):
+    """Only prefork applies task_soft_time_limit: on a threads (solo, gevent) worker a batch past it
+    was never split, an image that never ended held a thread, and nothing said so."""
+    from celery.concurrency import get_implementation
+
+    cls = get_implementation(pool) if pool != "gevent" else type("TaskPool", (), {"__module__": "celery.concurrency.gevent"})
+    consumer = worker_consumer(cls.__new__(cls), task_soft_time_limit=50, task_time_limit=60)
+    with caplog.at_level("WARNING", logger="visual_search"):
+        workers._warn_if_time_limits_ignored(consumer)
+    [message] = [record.getMessage() for record in caplog.records]
+    assert f"pool ({pool}) does not apply task_soft_time_limit=50 and task_time_limit=60" in message
+    assert "VISUAL_SEARCH['QUEUE']" in message and "BATCH_SIZE" in message
+
+
+@pytest.mark.parametrize("pool, limit", [("prefork", 50), ("threads", None)])
+def test_no_word_on_time_limits_where_they_apply_or_none_is_set(pool, limit, caplog):
+    from celery.concurrency import get_implementation
+
+    cls = get_implementation(pool)
+    consumer = worker_consumer(cls.__new__(cls), task_soft_time_limit=limit)
+    with caplog.at_level("WARNING", logger="visual_search"):
+        workers._warn_if_time_limits_ignored(consumer)
+    assert caplog.records == []

@@ -8,6 +8,7 @@ import threading
 import time
 
 from celery import bootsteps
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import celeryd_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import state
@@ -159,6 +160,7 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
     """
     hostname = getattr(sender, "hostname", None)
     _warn_if_sweeps_go_unread(sender)
+    _warn_if_time_limits_ignored(sender)
     killed = _was_killed(hostname)
     if hostname:
         _heartbeat(hostname)
@@ -186,6 +188,33 @@ def _warn_if_sweeps_go_unread(consumer) -> None:
             "sweep goes. Unless another worker reads %r, pending images are never queued again: start this one with "
             "`-Q %s,%s` (docs/celery.md).", settings.QUEUE, default, default, settings.QUEUE, default,
         )
+
+
+def _warn_if_time_limits_ignored(consumer) -> None:
+    """Say so when this worker's pool does not apply the time limits the shop set: only prefork stops
+    a task at ``task_soft_time_limit`` (a batch past it is split in halves, tasks.py) and ends it at
+    ``task_time_limit``. With ``--pool threads`` or ``solo`` neither applies, and gevent's hard limit
+    strikes only when the task yields to its hub, which TensorFlow computing does not: a batch that
+    is too long runs to its end, and an image that never finishes holds its slot until a restart."""
+    pool, app = getattr(consumer, "pool", None), getattr(consumer, "app", None)
+    if pool is None or app is None or isinstance(pool, PreforkPool):
+        return
+    controller, task = getattr(consumer, "controller", None), app.tasks.get(queue.EMBED_OBJECTS)
+    limits = {
+        "task_soft_time_limit": getattr(controller, "soft_time_limit", None) or getattr(task, "soft_time_limit", None) or app.conf.task_soft_time_limit,
+        "task_time_limit": getattr(controller, "time_limit", None) or getattr(task, "time_limit", None) or app.conf.task_time_limit,
+    }
+    limits = {name: value for name, value in limits.items() if value}
+    if not limits:
+        return
+    name = type(pool).__module__.rsplit(".", 1)[-1]
+    logger.warning(
+        "Visual search: this worker's pool (%s) does not apply %s: only the prefork pool does. A batch of images past "
+        "the soft limit is not split in two, it runs to its end, and an image that never finishes holds a slot until "
+        "the worker restarts. Run the visual search tasks on a prefork worker (their own queue, VISUAL_SEARCH['QUEUE']), "
+        "or lower VISUAL_SEARCH['BATCH_SIZE'] so that a batch stays short (docs/celery.md#worker-pools).",
+        {"thread": "threads"}.get(name, name), " and ".join(f"{key}={value:g}" for key, value in limits.items()),
+    )
 
 
 def _resume_builds() -> None:
