@@ -101,3 +101,31 @@ def test_no_word_on_time_limits_where_they_apply_or_none_is_set(pool, limit, cap
     with caplog.at_level("WARNING", logger="visual_search"):
         workers._warn_if_time_limits_ignored(consumer)
     assert caplog.records == []
+
+
+class GreenTimeout(BaseException):
+    """What gevent's pool raises in a task past ``task_time_limit`` (``gevent.Timeout``): not SystemExit."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gevent_s_hard_time_limit_still_counts_an_attempt(make_product, monkeypatch):
+    """On a gevent worker the hard time limit ends the task with gevent.Timeout, not the SystemExit
+    of prefork's SIGTERM: the attempt was taken back as for a deploy, and an image that always passes
+    the limit was swept again for ever instead of failing after MAX_EMBED_ATTEMPTS."""
+    import visual_search
+    from tests.conftest import catalogue_image
+    from visual_search import tasks
+    from visual_search.models import ImageEmbedding
+
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        product = make_product("Lemon", catalogue_image("Lemon"))
+    row = ImageEmbedding.objects.for_object(product)
+
+    def too_long(*args, **kwargs):
+        raise GreenTimeout("seconds")
+
+    monkeypatch.setattr(tasks, "index_objects", too_long)
+    monkeypatch.setattr(tasks.embed_objects, "time_limit", 1)  # past it at once: HARD_LIMIT_MARGIN is 1 s
+    with pytest.raises(GreenTimeout):
+        tasks.embed_objects.run("testapp.product", "image", [product.pk])
+    assert row.get().embed_attempts == 1
