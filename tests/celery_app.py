@@ -22,14 +22,15 @@ if _delay:
         time.sleep(_delay)
 
 # Test hook: slow the embedding itself (after the task has counted its attempt), so the shutdown
-# tests can stop a worker while it computes.
+# tests can stop a worker while it computes. On worker_init, in the main process: prefork's pool
+# processes inherit it, and the other pools (threads, gevent) run their tasks there.
 _embed_delay = float(os.environ.get("VISUAL_SEARCH_TEST_EMBED_DELAY", "0") or 0)
 if _embed_delay:
     import time
 
-    from celery.signals import worker_process_init
+    from celery.signals import worker_init
 
-    @worker_process_init.connect(weak=False)
+    @worker_init.connect(weak=False)
     def _slow_embedding(**kwargs):
         from visual_search import tasks
 
