@@ -22,14 +22,15 @@ if _delay:
         time.sleep(_delay)
 
 # Test hook: slow the embedding itself (after the task has counted its attempt), so the shutdown
-# tests can stop a worker while it computes.
+# tests can stop a worker while it computes. On worker_init, in the main process: prefork's pool
+# processes inherit it, and the other pools (threads, gevent) run their tasks there.
 _embed_delay = float(os.environ.get("VISUAL_SEARCH_TEST_EMBED_DELAY", "0") or 0)
 if _embed_delay:
     import time
 
-    from celery.signals import worker_process_init
+    from celery.signals import worker_init
 
-    @worker_process_init.connect(weak=False)
+    @worker_init.connect(weak=False)
     def _slow_embedding(**kwargs):
         from visual_search import tasks
 
@@ -51,3 +52,17 @@ if _heartbeat:
         from visual_search import workers
 
         workers.HEARTBEAT, workers.HEARTBEAT_TIMEOUT = _heartbeat, 3 * _heartbeat
+
+# Test hook: every task holds the process without yielding, as TensorFlow computing does: under
+# gevent's patching time.sleep yields to the hub, so the original one.
+_blocking_delay = float(os.environ.get("VISUAL_SEARCH_TEST_BLOCKING_DELAY", "0") or 0)
+if _blocking_delay:
+    import sys
+    import time
+
+    from celery.signals import task_prerun
+
+    @task_prerun.connect(weak=False)
+    def _hold_the_process(**kwargs):
+        monkey = sys.modules.get("gevent.monkey")
+        (monkey.get_original("time", "sleep") if monkey else time.sleep)(_blocking_delay)

@@ -107,8 +107,9 @@ def embed_objects(self, label: str, image_field: str, pks: Sequence[Any], force:
         return {**IndexReport().as_dict(), "pending": len(pks), "error": "soft time limit"}
     except BaseException as exc:
         # SystemExit: the pool ends this process. A shutdown's (a deploy) is not the images' fault;
-        # the hard time limit's (SIGTERM, then SIGKILL 0.1 s later) is, and keeps its attempts.
-        if not (isinstance(exc, SystemExit) and _past_hard_limit(self, started)):
+        # the hard time limit's (SIGTERM, then SIGKILL 0.1 s later) is, and keeps its attempts. So
+        # does gevent's pool's (gevent.Timeout, raised in the task: no SystemExit, no Exception).
+        if isinstance(exc, Exception) or not _past_hard_limit(self, started):
             _end_quietly(attempt)
         raise
     end_attempt(attempt)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
 from celery import bootsteps
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import celeryd_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import state
@@ -39,15 +41,21 @@ RUNNING_TIMEOUT = 7 * 24 * 3600
 # A minute: a main process busy for a while is not taken for dead. The note is written by the main
 # process's timer, which waits while that process runs a task: with --pool solo (tasks run in the main
 # process) a batch longer than a minute made the worker look dead, and its batch was queued a second
-# time. There the note comes from a thread of its own (:func:`_heartbeat_thread`).
+# time. There the note comes from a thread of its own (:func:`_heartbeat_thread`). With --pool gevent the
+# timer is a greenlet, and so is a thread started by the patched ``threading``: TensorFlow computing (or
+# loading the model) never yields to gevent's hub, so neither wrote while a batch ran, the worker looked
+# dead and its batch was queued a second time. There the note comes from a thread of the operating
+# system (:func:`_start_native_heartbeat`).
 HEARTBEAT = 10.0
 HEARTBEAT_TIMEOUT = 60.0
 ALIVE_KEY = "visual_search:worker_alive:{}"
 WORKERS_KEY = "visual_search:workers"
 WORKERS_LOCK = "visual_search:workers_lock"
-# Set when the worker shuts down: stops the heartbeat thread of a solo-pool worker.
+# Set when the worker shuts down: stops the heartbeat thread of a solo-pool (or gevent-pool) worker.
 _stopped = threading.Event()
 _beating: list[threading.Thread] = []
+# Held by a gevent-pool worker's native heartbeat thread while it writes a note (see _shut_down).
+_native_writing: list = []
 
 
 def _first_in_window(key: str = START_SWEEP_KEY) -> bool:
@@ -80,6 +88,9 @@ def _shut_down(sender=None, **kwargs) -> None:
     _stopped.set()
     for thread in _beating:  # its last note, if it is writing one, before the notes are deleted
         thread.join(timeout=5)
+    for writing in _native_writing:
+        if writing.acquire(True, 5):
+            writing.release()
     try:
         cache.delete(RUNNING_KEY.format(hostname))
         _listed(lambda names: names.discard(hostname))
@@ -149,6 +160,7 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
     """
     hostname = getattr(sender, "hostname", None)
     _warn_if_sweeps_go_unread(sender)
+    _warn_if_time_limits_ignored(sender)
     killed = _was_killed(hostname)
     if hostname:
         _heartbeat(hostname)
@@ -178,6 +190,33 @@ def _warn_if_sweeps_go_unread(consumer) -> None:
         )
 
 
+def _warn_if_time_limits_ignored(consumer) -> None:
+    """Say so when this worker's pool does not apply the time limits the shop set: only prefork stops
+    a task at ``task_soft_time_limit`` (a batch past it is split in halves, tasks.py) and ends it at
+    ``task_time_limit``. With ``--pool threads`` or ``solo`` neither applies, and gevent's hard limit
+    strikes only when the task yields to its hub, which TensorFlow computing does not: a batch that
+    is too long runs to its end, and an image that never finishes holds its slot until a restart."""
+    pool, app = getattr(consumer, "pool", None), getattr(consumer, "app", None)
+    if pool is None or app is None or isinstance(pool, PreforkPool):
+        return
+    controller, task = getattr(consumer, "controller", None), app.tasks.get(queue.EMBED_OBJECTS)
+    limits = {
+        "task_soft_time_limit": getattr(controller, "soft_time_limit", None) or getattr(task, "soft_time_limit", None) or app.conf.task_soft_time_limit,
+        "task_time_limit": getattr(controller, "time_limit", None) or getattr(task, "time_limit", None) or app.conf.task_time_limit,
+    }
+    limits = {name: value for name, value in limits.items() if value}
+    if not limits:
+        return
+    name = type(pool).__module__.rsplit(".", 1)[-1]
+    logger.warning(
+        "Visual search: this worker's pool (%s) does not apply %s: only the prefork pool does. A batch of images past "
+        "the soft limit is not split in two, it runs to its end, and an image that never finishes holds a slot until "
+        "the worker restarts. Run the visual search tasks on a prefork worker (their own queue, VISUAL_SEARCH['QUEUE']), "
+        "or lower VISUAL_SEARCH['BATCH_SIZE'] so that a batch stays short (docs/celery.md#worker-pools).",
+        {"thread": "threads"}.get(name, name), " and ".join(f"{key}={value:g}" for key, value in limits.items()),
+    )
+
+
 def _resume_builds() -> None:
     """Send again the next check of a model switch in progress, as the start-up sweep would have.
 
@@ -194,8 +233,12 @@ def _resume_builds() -> None:
 
 def _beat_repeatedly(consumer, hostname: str) -> None:
     """Note this worker alive every ``HEARTBEAT`` seconds: from the worker's timer, or from a thread
-    where tasks run in the main process (the solo pool), so that a long batch does not stop the notes."""
-    if isinstance(getattr(consumer, "pool", None), SoloPool):
+    where tasks run in the main process (the solo pool), so that a long batch does not stop the notes,
+    or from a thread of the operating system where they run in greenlets (the gevent pool)."""
+    pool = getattr(consumer, "pool", None)
+    if getattr(pool, "is_green", False) and _start_native_heartbeat(hostname):
+        return
+    if isinstance(pool, SoloPool):
         _stopped.clear()
         thread = threading.Thread(target=_heartbeat_thread, args=(hostname,), name="visual-search-heartbeat", daemon=True)
         _beating[:] = [thread]
@@ -210,6 +253,31 @@ def _heartbeat_thread(hostname: str) -> None:
     """Note worker ``hostname`` alive until it shuts down (:func:`_shut_down`)."""
     while not _stopped.wait(HEARTBEAT):
         _heartbeat(hostname)
+
+
+def _start_native_heartbeat(hostname: str) -> bool:
+    """Under gevent's monkey patching, note worker ``hostname`` alive from a thread of the operating
+    system: a greenlet (the timer's, or a patched ``threading.Thread``) waits while TensorFlow computes.
+    False where gevent has not patched ``threading`` (another green pool: the timer, as before)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return False
+    start = monkey.get_original("_thread", "start_new_thread")
+    sleep = monkey.get_original("time", "sleep")
+    writing = monkey.get_original("_thread", "allocate_lock")()
+    _stopped.clear()
+    _native_writing[:] = [writing]
+
+    def beat() -> None:
+        while True:
+            sleep(HEARTBEAT)  # not _stopped.wait(): gevent's Event, made for this process's hub
+            with writing:
+                if _stopped.is_set():
+                    return
+                _heartbeat(hostname)
+
+    start(beat, ())
+    return True
 
 
 def _queue_sweep(older_than: float = 0) -> None:

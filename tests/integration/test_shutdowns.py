@@ -15,11 +15,11 @@ from tests.integration.conftest import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def computing(make_product, start_worker, celery_env):
+def computing(make_product, start_worker, celery_env, pool="prefork"):
     """One product whose task has started computing it (its attempt counted) on a slow worker."""
     celery_env["VISUAL_SEARCH_TEST_CACHE"] = celery_env["CELERY_RESULT_BACKEND"].replace("/0", "/1")  # Redis, whatever the broker
     celery_env["VISUAL_SEARCH_TEST_EMBED_DELAY"] = "60"
-    worker = start_worker("w")
+    worker = start_worker("w", pool=pool)
     with visual_search.pause_indexing():
         product = make_product("Lemon", catalogue_image("Lemon"))
     row = ImageEmbedding.objects.for_object(product)
@@ -73,5 +73,16 @@ def test_the_hard_time_limit_still_counts_an_attempt(broker, start_worker, make_
     celery_env["VISUAL_SEARCH_TEST_TIME_LIMIT"] = "4"
     worker, row = computing(make_product, start_worker, celery_env)
     wait_for(lambda: "TimeLimitExceeded" in worker.log.read_text(), timeout=30, what="the hard time limit")
+    worker.stop()
+    assert row.get().embed_attempts == 1
+
+
+def test_gevent_s_hard_time_limit_still_counts_an_attempt(broker, start_worker, make_product, celery_env):
+    """gevent's pool ends a task past the hard time limit with gevent.Timeout, not SystemExit: the
+    attempt was taken back as for a deploy, and such an image was swept again for ever."""
+    pytest.importorskip("gevent")
+    celery_env["VISUAL_SEARCH_TEST_TIME_LIMIT"] = "4"
+    worker, row = computing(make_product, start_worker, celery_env, pool="gevent")
+    wait_for(lambda: "Hard time limit (4.0s) exceeded" in worker.log.read_text(), timeout=30, what="the hard time limit")
     worker.stop()
     assert row.get().embed_attempts == 1

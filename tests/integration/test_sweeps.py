@@ -141,6 +141,26 @@ def test_what_waits_in_redis_is_read_with_the_transport_s_key_prefix(broker, red
         connect_anew({})
 
 
+def test_a_gevent_pool_worker_busy_past_the_heartbeat_timeout_is_not_taken_for_dead(broker, redis_server, start_worker, celery_env):
+    """With --pool gevent the timer that wrote the liveness note is a greenlet, and TensorFlow computing
+    (or loading the model) never yields to gevent's hub: a batch longer than HEARTBEAT_TIMEOUT made the
+    worker look dead, and another worker queued its batch a second time. Here every task holds the
+    process 3 heartbeat timeouts without yielding; the other worker must see the gevent one alive."""
+    pytest.importorskip("gevent")
+    celery_env["VISUAL_SEARCH_TEST_CACHE"] = redis_server.url.replace("/0", "/1")
+    celery_env["VISUAL_SEARCH_TEST_HEARTBEAT"] = "1"  # HEARTBEAT_TIMEOUT 3 s
+    redis.Redis(port=redis_server.port, db=1).flushdb()
+    watcher = start_worker("watcher", options=("--queues", "nothing"))
+    celery_env["VISUAL_SEARCH_TEST_BLOCKING_DELAY"] = "9"
+    green = start_worker("green", pool="gevent", concurrency=4)  # runs the start-up sweep: 9 s, the hub held
+    wait_for(lambda: any("visual_search.sweep[" in line and "succeeded" in line for line in green.log.read_text().splitlines()),
+             timeout=60, what="the sweep to end")
+    time.sleep(3)
+    assert "stopped without shutting down" not in watcher.log.read_text() + green.log.read_text()
+    green.stop()
+    assert "Traceback" not in green.log.read_text()
+
+
 def test_a_solo_pool_worker_busy_past_the_heartbeat_timeout_is_not_taken_for_dead(broker, redis_server, start_worker, celery_env):
     """With --pool solo a task runs in the worker's main process, whose timer wrote the liveness note:
     a batch longer than HEARTBEAT_TIMEOUT (a minute) stopped the notes, another worker took the busy
