@@ -27,3 +27,9 @@ def database_settings(uri: str) -> dict:
         "OPTIONS": options,
         "TEST": {"NAME": f"test_{name}", "CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
     }
+
+
+def on_database(uri: str, name: str) -> str:
+    """``uri`` with its database replaced by ``name``: what the integration tests' workers and servers
+    open, the test database (``test_name``) the test process created, not the one it is named after."""
+    return urlparse(uri)._replace(path=f"/{name}").geturl()

@@ -26,6 +26,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from .backends import get_backend
+from .batching import row_chunks
 from .conf import settings
 from .embeddings.pooling import l2_normalise
 from .logs import counted
@@ -269,11 +270,12 @@ def find_pairs(
 
 def _scan(rows: models.QuerySet, limit: float, progress: Callable[[int], object]) -> list[Pair]:
     ids, results, checksums, vectors = [], [], [], []
-    for row_id, result_id, checksum, blob in rows.values_list("id", "result_id", "checksum", "vector").iterator(chunk_size=2000):
-        ids.append(row_id)
-        results.append(result_id)
-        checksums.append(checksum)
-        vectors.append(np.frombuffer(bytes(blob), dtype=np.float32))
+    for chunk in row_chunks(rows.values_list("id", "result_id", "checksum", "vector"), 2000):
+        for row_id, result_id, checksum, blob in chunk:
+            ids.append(row_id)
+            results.append(result_id)
+            checksums.append(checksum)
+            vectors.append(np.frombuffer(bytes(blob), dtype=np.float32))
     if len(ids) < 2:
         progress(len(ids))
         return []

@@ -1,7 +1,8 @@
 """A real Redis server and real Celery worker processes, started for the integration tests.
 
 ``redis-server`` must be installed (``apt-get install redis-server``); CI installs it. Each worker
-is a separate ``celery worker`` process using the same file database and media folder as the tests.
+is a separate ``celery worker`` process using the same database (the SQLite file, or on MySQL and
+MariaDB the test database the tests created) and media folder as the tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests import mysql
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,12 +157,20 @@ def celery_env(redis_server, integration_dirs, django_db_setup, settings):
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "CELERY_BROKER_URL": broker_url(redis_server),
         "CELERY_RESULT_BACKEND": redis_server.url,
-        "VISUAL_SEARCH_TEST_DB": connection.settings_dict["NAME"],
+        **database_env(connection),
         "VISUAL_SEARCH_TEST_MEDIA": str(integration_dirs / "media"),
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "PYTHONPATH": str(ROOT),
     }
     return env
+
+
+def database_env(connection) -> dict:
+    """What points another process (a worker, a server) at the tests' own database: the SQLite file
+    (``VISUAL_SEARCH_TEST_DB``), or the test database on the ``VISUAL_SEARCH_TEST_MYSQL`` server."""
+    if os.environ.get("VISUAL_SEARCH_TEST_MYSQL"):
+        return {"VISUAL_SEARCH_TEST_MYSQL": mysql.on_database(os.environ["VISUAL_SEARCH_TEST_MYSQL"], connection.settings_dict["NAME"])}
+    return {"VISUAL_SEARCH_TEST_DB": connection.settings_dict["NAME"]}
 
 
 @pytest.fixture

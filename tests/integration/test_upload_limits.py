@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import catalogue_image
-from tests.integration.conftest import ROOT, free_port, wait_for
+from tests.integration.conftest import ROOT, database_env, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 PATH = "/api/visual-search/search/"
@@ -34,7 +34,7 @@ def server(integration_dirs, django_db_setup, tmp_path):
     port = free_port()
     env = {
         **os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT),
-        "VISUAL_SEARCH_TEST_DB": connection.settings_dict["NAME"], "VISUAL_SEARCH_TEST_MEDIA": str(integration_dirs / "media"),
+        **database_env(connection), "VISUAL_SEARCH_TEST_MEDIA": str(integration_dirs / "media"),
         "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path),  # where Django spools uploads over 2.5 MB
     }
     process = subprocess.Popen(

@@ -14,7 +14,7 @@ import numpy as np
 from django.apps import apps
 
 from .. import ranking
-from ..batching import chunked
+from ..batching import row_chunks
 from ..ranking import Hit, Neighbours, VectorSpace
 
 
@@ -115,7 +115,7 @@ class BaseBackend:
         # Through the app registry: this module is importable before Django is set up (no models).
         embeddings = apps.get_model("visual_search", "ImageEmbedding").objects
         rows = embeddings.ready(fingerprint).filter(result_type_id=result_type_id).order_by("pk")
-        for chunk in chunked(rows.iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+        for chunk in row_chunks(rows, REBUILD_CHUNK):
             self.add(chunk)
         self.finish()
 
@@ -198,7 +198,7 @@ class BaseBackend:
             return count
         self.reset()
         count = 0
-        for chunk in chunked(rows.order_by("pk").iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+        for chunk in row_chunks(rows.order_by("pk"), REBUILD_CHUNK):
             self.add(chunk)
             count += len(chunk)
             if progress:

@@ -50,7 +50,7 @@ import numpy as np
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ..batching import chunked
+from ..batching import row_chunks
 from ..ranking import Neighbours, transform
 from .base import REBUILD_CHUNK, BaseBackend, EmptySpace, group_by_result
 from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due, stored_whitening
@@ -475,7 +475,7 @@ class FaissBackend(BaseBackend):
             self._building = {}
             try:
                 count = 0
-                for chunk in chunked(rows.order_by("pk").values_list(*fields).iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+                for chunk in row_chunks(rows.order_by("pk").values_list(*fields), REBUILD_CHUNK):
                     groups: dict[tuple[int, str], list] = {}
                     for row in chunk:
                         if row[5] is not None:
@@ -666,7 +666,7 @@ class FaissBackend(BaseBackend):
         """Apply the rows written since ``state.newest`` and forget the rows gone since."""
         if state.newest is not None and now.newest is not None and now.newest > state.newest - COMMIT_SKEW:
             changed = now.changed_since(state.newest)
-            for chunk in chunked(changed.values_list("id", "result_id", "vector").iterator(chunk_size=2000), 2000):
+            for chunk in row_chunks(changed.values_list("id", "result_id", "vector"), 2000):
                 ids = np.asarray([c[0] for c in chunk], dtype=np.int64)
                 self._put(state, ids, [c[1] for c in chunk], _matrix([c[2] for c in chunk]))
         if len(state.ids) != now.count:
@@ -709,7 +709,7 @@ class FaissBackend(BaseBackend):
                 if loaded is not None:
                     return loaded
             rows = _Rows()
-            for chunk in chunked(now.rows.values_list("id", "result_id", "vector").iterator(chunk_size=REBUILD_CHUNK), REBUILD_CHUNK):
+            for chunk in row_chunks(now.rows.values_list("id", "result_id", "vector"), REBUILD_CHUNK):
                 rows.extend([c[0] for c in chunk], [c[1] for c in chunk], _matrix([c[2] for c in chunk]), None)
             state = self._build(now.whitening, rows, now.newest)
             try:
