@@ -20,23 +20,10 @@ from visual_search.models import ImageEmbedding, ModelVersion, Whitening
 from visual_search.serving import current_fingerprint
 from tests.conftest import serve_admin_site
 from tests.test_browser import chromium
+from tests.drawn_text import CHARACTERS
 from tests.testapp.models import Product
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-# Each visible character of an element's text, in the text's (logical) order, with where it was drawn.
-CHARACTERS = """(element) => {
-  const found = [], walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
-  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-    for (let i = 0; i < node.data.length; i++) {
-      if (!node.data[i].trim()) continue;
-      const range = document.createRange(); range.setStart(node, i); range.setEnd(node, i + 1);
-      const box = range.getBoundingClientRect();
-      found.push({c: node.data[i], x: box.x, w: box.width, y: Math.round(box.y)});
-    }
-  }
-  return found;
-}"""
 
 
 def drawn(page, selector: str) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.drawn_text import CHARACTERS
 from tests.test_browser import chromium
 
 pytestmark = [pytest.mark.oscar, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -89,22 +90,6 @@ def test_a_cached_look_alikes_basket_button_works_for_the_next_visitor(catalogue
             assert added.value.status == 302, f"{visitor} visitor's Add to basket: {added.value.status}"
             page.wait_for_load_state()
             assert f"{title} has been added to your cart" in page.locator(".alert").first.inner_text()
-
-
-# Each visible character of an element's text, in logical order, with where it was drawn
-# (as tests/test_right_to_left_pages.py reads the admin's, whose module needs the test app).
-CHARACTERS = """(element) => {
-  const found = [], walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
-  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-    for (let i = 0; i < node.data.length; i++) {
-      if (!node.data[i].trim()) continue;
-      const range = document.createRange(); range.setStart(node, i); range.setEnd(node, i + 1);
-      const box = range.getBoundingClientRect();
-      found.push({c: node.data[i], x: box.x, y: Math.round(box.y)});
-    }
-  }
-  return found;
-}"""
 
 
 def ends_with_its_full_stop(characters: list[dict]) -> bool:
