@@ -30,10 +30,20 @@ def memory_broker(settings):
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True, "BATCH_SIZE": 4, "QUEUE": "visual_search"}
     before = current_app.conf.broker_url
     current_app.conf.broker_url = "memory://"
+    forget_connections()
     purge()
     yield current_app
     purge()
     current_app.conf.broker_url = before
+    forget_connections()
+
+
+def forget_connections() -> None:
+    """Drop this process's broker connections: the app's producer pool keeps the broker it was made
+    for whatever ``broker_url`` says later, so after tests/integration (Redis) the tasks sent here
+    went to that Redis and the memory broker counted 0 (the whole suite failed, each file alone passed)."""
+    current_app._pool = None  # kombu keeps the pools by broker: the next send takes memory://'s
+    current_app.amqp._producer_pool = None
 
 
 def purge() -> None:
