@@ -50,6 +50,14 @@ class PkText(Cast):
         return self.as_sql(compiler, connection, template="CONCAT(%(expressions)s)", **extra_context)
 
 
+def key_field(model: type[models.Model]) -> models.Field:
+    """``model``'s primary key field as its rows store it: under multi-table inheritance, the parent's."""
+    field = model._meta.pk
+    while field.is_relation:
+        field = field.target_field
+    return field
+
+
 def pk_as_text(model: type[models.Model]):
     """The outer object's primary key as its rows store it, ``str(pk)``, computed in SQL (for a
     subquery on the rows, ``object_id=pk_as_text(model)``).
@@ -58,9 +66,7 @@ def pk_as_text(model: type[models.Model]):
     has no uuid type (SQLite, MySQL), where ``str()`` writes 8-4-4-4-12 with dashes: the dashes are
     put in on the outer side, so that the lookup in the rows' index stays a lookup.
     """
-    field = model._meta.pk
-    while field.is_relation:  # multi-table inheritance: the parent's key
-        field = field.target_field
+    field = key_field(model)
     text = PkText(models.OuterRef("pk"), output_field=models.CharField())
     if isinstance(field, models.UUIDField) and not connections[router.db_for_read(model)].features.has_native_uuid_field:
         dash = models.Value("-")
@@ -73,9 +79,7 @@ def pk_from_text(model: type[models.Model], text: str = "object_id"):
     """A row's ``text`` field (``str(pk)``, as :func:`pk_as_text` writes it) as ``model``'s primary
     key, computed in SQL, for a subquery on the objects (``pk=pk_from_text(model)``): a lookup in
     the objects' primary key index, where a cast of every key to text would read them all."""
-    field = model._meta.pk
-    while field.is_relation:  # multi-table inheritance: the parent's key
-        field = field.target_field
+    field = key_field(model)
     value = models.OuterRef(text)
     if isinstance(field, models.UUIDField):
         if connections[router.db_for_read(model)].features.has_native_uuid_field:
