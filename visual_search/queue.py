@@ -230,13 +230,8 @@ def _fit_after_removal() -> None:
     global _fit_tried_at
     if time.monotonic() - _fit_tried_at < FIT_DELAY:
         return  # queued by this process at most a minute ago: it runs after this commit
-    try:
-        if cache.get(FIT_QUEUED_KEY):
-            return  # queued and not yet started: it counts the rows after this commit
-    except Exception:
-        logger.debug("No cache to tell whether a whitening fit is queued", exc_info=True)
     _fit_tried_at = time.monotonic()
-    schedule_fit()
+    schedule_fit()  # not if one is queued and not yet started: it counts the rows after this commit
 
 
 def fit_unqueued() -> None:
