@@ -3,6 +3,8 @@ camera button. Marked ``browser`` too: needs ``apt-get install chromium`` and pl
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from tests.drawn_text import CHARACTERS
@@ -51,16 +53,23 @@ def test_the_camera_button_stands_out_on_oscars_dark_navbar(catalogue, live_serv
         assert page.evaluate("document.getElementById('vs-compact-dialog').open")
 
 
-def test_the_dashboard_page_fits_a_phone(catalogue, live_server, client):
+@contextmanager
+def dashboard_as_staff(client, live_server, *, width: int, height: int):
+    """The visual search dashboard page, open in Chromium at ``width`` x ``height`` for a superuser."""
     from django.contrib.auth import get_user_model
 
     client.force_login(get_user_model().objects.create_superuser("boss", "boss@example.com", "pw"))
     with chromium() as browser:
-        context = browser.new_context(viewport={"width": 390, "height": 844})
+        context = browser.new_context(viewport={"width": width, "height": height})
         context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
         page = context.new_page()
         only_from(page, live_server.url)
         page.goto(f"{live_server.url}/dashboard/visual-search/")
+        yield page
+
+
+def test_the_dashboard_page_fits_a_phone(catalogue, live_server, client):
+    with dashboard_as_staff(client, live_server, width=390, height=844) as page:
         assert page.locator("#vs-counts").is_visible() and page.locator("#vs-products").is_visible()
         # The tables scroll inside their boxes; the page itself never scrolls sideways (it did: 558 px).
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -103,7 +112,6 @@ def test_the_dashboard_s_english_sentences_end_with_their_full_stop_in_a_right_t
     image's reason read ".your catalogue's own" and ".The file is not an image we can read" (the full
     stop at the start), as the admin's did; they are isolated in their own direction (<bdi>). Oscar's
     own base.html sets no dir: the shop's override adds it (and Oscar's Bootstrap 4 keeps text left)."""
-    from django.contrib.auth import get_user_model
     from django.contrib.contenttypes.models import ContentType
     from django.core.files.base import ContentFile
 
@@ -119,13 +127,7 @@ def test_the_dashboard_s_english_sentences_end_with_their_full_stop_in_a_right_t
                              dimensions=2, trained_on=3, mean=b"", projection=b"", calibration={
                                  "temperature": 0.0589, "none": 0.315, "fitted_on": 481, "error": 0.0888,
                                  "scoring": "expansion=0,prototype=0.5", "basis": "searches", "images_per_product": 7.0, "prior": 0.125})
-    client.force_login(get_user_model().objects.create_superuser("boss", "boss@example.com", "pw"))
-    with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-        page = context.new_page()
-        only_from(page, live_server.url)
-        page.goto(f"{live_server.url}/dashboard/visual-search/")
+    with dashboard_as_staff(client, live_server, width=1280, height=900) as page:
         page.evaluate("document.documentElement.dir = 'rtl'")  # the shop's base.html: <html dir="rtl">
         scores, reason = (page.locator(s).first.evaluate(CHARACTERS) for s in ("#vs-scores", "#vs-products td.text-danger:not(:empty)"))
     assert ends_with_its_full_stop(scores) and ends_with_its_full_stop(reason), (scores[-3:], reason[-3:])
