@@ -351,7 +351,7 @@ def test_a_database_not_migrated_yet_says_to_migrate(imported):
             run("visual_search_reindex")
         assert str(raised.value) == (
             "The database lacks visual search's migrations 0009_duplicates, 0010_result_index, 0011_staff_labels, "
-            "0012_embed_attempts: run `python manage.py "
+            "0012_embed_attempts, 0013_dismissals_by_model_name: run `python manage.py "
             "migrate` (after an upgrade, see docs/upgrading.md), then this command again."
         )
     finally:

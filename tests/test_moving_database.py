@@ -9,8 +9,9 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 
 import visual_search
+from visual_search import duplicates
 from visual_search.admin_mixins import annotate_status, status_of
-from visual_search.models import ImageEmbedding, Whitening
+from visual_search.models import DuplicateDismissal, ImageEmbedding, Whitening
 from visual_search.reindex import reindex
 from visual_search.tasks import sweep
 from tests.conftest import catalogue_image, photos
@@ -165,3 +166,24 @@ def test_the_index_restored_onto_a_rebuilt_one_replaces_its_rows(catalogue, tmp_
     restored = ImageEmbedding.objects.get(object_id=first.object_id, field_name="image")
     assert restored.duplicate_of.object_id == second.object_id and restored.duplicate_score == 0.99
     assert results(query) == before and len(embed_calls) == embedded + 1  # the query's alone
+
+
+def test_a_dismissed_duplicate_warning_stays_dismissed_in_a_database_with_other_content_type_ids(make_product, tmp_path, settings):
+    """Staff dismissed a possible duplicate, then the shop moved its database: the dismissal named
+    the images by content type id, which the new database numbers its own way, so the warning came
+    back at the next check (and where the old id was another model's, it could hide that one's)."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "DUPLICATE_THRESHOLD": 0.999}
+    original = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    copy = make_product("Pink Lady (copy)", catalogue_image("Pink-Lady"))
+    row = ImageEmbedding.objects.for_object(copy).get()
+    duplicates.dismiss(row, row.duplicate_of)
+    old_id = ContentType.objects.get_for_model(Product).pk
+    fixture = restore(tmp_path, **MOVE)
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert ContentType.objects.get_for_model(Product).pk != old_id
+    assert DuplicateDismissal.objects.count() == 1
+    duplicates.detect(ImageEmbedding.objects.all())  # as a reindex or a new photo checks them again
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()
+    assert duplicates.find_pairs() == []
+    (pair,) = duplicates.find_pairs(include_dismissed=True)
+    assert pair.dismissed and {pair.first.object_id, pair.second.object_id} == {str(original.pk), str(copy.pk)}

@@ -3,13 +3,14 @@
 import io
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 import visual_search
-from visual_search.models import ImageEmbedding, Whitening
+from visual_search.models import DuplicateDismissal, ImageEmbedding, Whitening
 from tests.conftest import catalogue_image
 from tests.testapp.models import Product
 
@@ -90,3 +91,40 @@ def test_before_migrate_a_search_logs_what_to_run_not_a_traceback(make_product, 
     (record,) = [r for r in caplog.records if r.name == "visual_search" and r.levelname == "ERROR"]
     assert "lacks visual search's migrations 0007_whitening_calibration" in record.getMessage()
     assert "run `python manage.py migrate`" in record.getMessage() and record.exc_info is None
+
+
+def test_0013_names_the_models_of_dismissed_duplicates_and_back(make_product, settings):
+    """Dismissals written before 0013 name each image's model by content type id ("7:12:image"):
+    the migration rewrites them by name, sorted again, so they still apply (and survive a move to
+    a database with other ids); backwards, the ids come back as they were."""
+    from visual_search import duplicates
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "DUPLICATE_THRESHOLD": 0.999}
+    original = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    copy = make_product("Pink Lady (copy)", catalogue_image("Pink-Lady"))
+    assert ImageEmbedding.objects.filter(duplicate_of__isnull=False).count() == 2
+    product, user = (ContentType.objects.get_for_model(m).pk for m in (Product, get_user_model()))
+    # As 0012's code wrote them: sorted as text by id; one of a model since removed (no content type).
+    old = [
+        tuple(sorted((f"{product}:{original.pk}:image", f"{product}:{copy.pk}:image"))),
+        tuple(sorted((f"{product}:{original.pk}:image", f"{user}:1:avatar"))),
+        tuple(sorted(("99999:1:image", f"{product}:{copy.pk}:image"))),
+    ]
+    try:
+        Dismissal = migrate([("visual_search", "0012_embed_attempts")]).get_model("visual_search", "DuplicateDismissal")
+        Dismissal.objects.bulk_create([Dismissal(first=first, second=second) for first, second in old])
+    finally:
+        migrate(latest())
+    stored = list(DuplicateDismissal.objects.order_by("pk").values_list("first", "second"))
+    assert stored == [
+        (f"testapp.product:{original.pk}:image", f"testapp.product:{copy.pk}:image"),
+        ("auth.user:1:avatar", f"testapp.product:{original.pk}:image"),  # sorted by name now
+        ("99999:1:image", f"testapp.product:{copy.pk}:image"),
+    ]
+    duplicates.detect(ImageEmbedding.objects.all())
+    assert not ImageEmbedding.objects.filter(duplicate_of__isnull=False).exists()  # the dismissal applies
+    try:
+        Dismissal = migrate([("visual_search", "0012_embed_attempts")]).get_model("visual_search", "DuplicateDismissal")
+        assert list(Dismissal.objects.order_by("pk").values_list("first", "second")) == old
+    finally:
+        migrate(latest())

@@ -257,12 +257,14 @@ class ImageEmbedding(models.Model):
 class DuplicateDismissal(models.Model):
     """Staff said two images are not duplicates: the pair is never flagged again.
 
-    Keyed by the two images (``"<content type id>:<object id>:<field>"``, in sorted order), not by
-    embedding rows, so a dismissal survives re-indexing, a model version switch and a new file.
+    Keyed by the two images (``"<app label>.<model>:<object id>:<field>"``, in sorted order), not by
+    embedding rows, so a dismissal survives re-indexing, a model version switch and a new file; and
+    by the model's name, not its content type id, so it survives ``dumpdata`` / ``loaddata`` into a
+    database that numbers its content types its own way (migration 0013 rewrote the ids).
     """
 
-    first = models.CharField(max_length=200)
-    second = models.CharField(max_length=200)
+    first = models.CharField(max_length=255)
+    second = models.CharField(max_length=255)
     dismissed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -278,8 +280,11 @@ class DuplicateDismissal(models.Model):
 
     @staticmethod
     def key(row: ImageEmbedding) -> str:
-        """What identifies an image across re-indexing: its object and field, not its row."""
-        return f"{row.content_type_id}:{row.object_id}:{row.field_name}"
+        """What identifies an image across re-indexing and databases: its model by name, its object
+        and field; not its row, nor its content type id. The content type comes from Django's cache
+        (no query once read)."""
+        content_type = ContentType.objects.db_manager(row._state.db).get_for_id(row.content_type_id)
+        return f"{content_type.app_label}.{content_type.model}:{row.object_id}:{row.field_name}"
 
     @classmethod
     def pair(cls, a: ImageEmbedding, b: ImageEmbedding) -> tuple[str, str]:
