@@ -187,3 +187,22 @@ def test_a_dismissed_duplicate_warning_stays_dismissed_in_a_database_with_other_
     assert duplicates.find_pairs() == []
     (pair,) = duplicates.find_pairs(include_dismissed=True)
     assert pair.dismissed and {pair.first.object_id, pair.second.object_id} == {str(original.pk), str(copy.pk)}
+
+
+def test_dismissals_restored_onto_a_database_with_its_own_are_matched_by_their_images(make_product, tmp_path, settings):
+    """``dumpdata visual_search --natural-foreign --natural-primary`` restored onto a database whose
+    staff dismissed warnings too: the dump's dismissals kept their row ids, so one overwrote the
+    other pair that had its id there (that warning came back), and one of a pair dismissed there
+    again under another id failed the load ("UNIQUE constraint failed"). They are matched by pair."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "DUPLICATE_THRESHOLD": 0.999}
+    make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    row = ImageEmbedding.objects.for_object(make_product("Pink Lady (copy)", catalogue_image("Pink-Lady"))).get()
+    duplicates.dismiss(row, row.duplicate_of)
+    pk, first, second = DuplicateDismissal.objects.values_list("pk", "first", "second").get()
+    fixture = tmp_path / "index.json"
+    call_command("dumpdata", "visual_search", natural_foreign=True, natural_primary=True, output=str(fixture), verbosity=0)
+    DuplicateDismissal.objects.all().delete()
+    DuplicateDismissal.objects.create(pk=pk, first="a", second="b")  # its id, another pair
+    DuplicateDismissal.objects.create(pk=pk + 10, first=first, second=second)  # the pair again
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert set(DuplicateDismissal.objects.values_list("pk", "first", "second")) == {(pk, "a", "b"), (pk + 10, first, second)}

@@ -254,6 +254,13 @@ class ImageEmbedding(models.Model):
         return np.frombuffer(bytes(self.vector), dtype=np.float32)
 
 
+class DismissalManager(models.Manager):
+    def get_by_natural_key(self, first: str, second: str) -> DuplicateDismissal:
+        """The dismissal of one pair (:meth:`DuplicateDismissal.natural_key`): what ``loaddata``
+        matches a dump's dismissals by, whatever their ids in this database."""
+        return self.get(first=first, second=second)
+
+
 class DuplicateDismissal(models.Model):
     """Staff said two images are not duplicates: the pair is never flagged again.
 
@@ -270,6 +277,8 @@ class DuplicateDismissal(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = DismissalManager()
+
     class Meta:
         verbose_name = _("dismissed duplicate warning")
         verbose_name_plural = _("dismissed duplicate warnings")
@@ -277,6 +286,11 @@ class DuplicateDismissal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.first} / {self.second}"
+
+    def natural_key(self) -> tuple[str, str]:
+        """Its two images: ``dumpdata --natural-primary`` writes dismissals that load onto a
+        database with dismissals of its own, matched by pair (see :meth:`ImageEmbedding.natural_key`)."""
+        return (self.first, self.second)
 
     @staticmethod
     def key(row: ImageEmbedding) -> str:
