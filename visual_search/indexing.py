@@ -187,8 +187,9 @@ def remove_from_backend(ids: list[int]) -> None:
 
 def remove_object(registration: Registration, pk: Any) -> list[int]:
     """Delete the rows (of every version) of one object's image field; returns the ids removed."""
-    rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=str(pk))
-    ids = list(rows.values_list("id", flat=True))
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, registration.image_field)
+    rows = rows.filter(object_id=str(pk))
+    ids = list(rows.values_list("id", flat=True))  # the primary's: a replica may lack the newest rows
     if ids:
         rows.delete()
         transaction.on_commit(lambda: remove_from_backend(ids), using=router.db_for_write(ImageEmbedding))
@@ -254,7 +255,9 @@ def index_objects(
     """
     report = IndexReport()
     pks = list(pks)
-    queryset = registration.searchable().filter(pk__in=pks)
+    # From the primary: a task runs as the save commits, when a read replica may not have the object
+    # yet (or shows its old image), and what is read here decides to compute, or to delete the rows.
+    queryset = registration.searchable().using(router.db_for_write(registration.model)).filter(pk__in=pks)
     if registration.result and "__" not in registration.result:
         queryset = queryset.select_related(registration.result)
     objects = {str(obj.pk): obj for obj in queryset}
@@ -283,7 +286,8 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
     report = IndexReport()
     existing = {
         row.object_id: row
-        for row in ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        for row in ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding))
+        .of_field(registration.model, registration.image_field)
         .filter(object_id__in=list(objects), fingerprint=fingerprint)
         .defer("vector")
     }

@@ -1,0 +1,124 @@
+"""A shop with a read replica (Django's primary/replica router, docs/deployment.md "Read replicas").
+
+Reads the router sends to a replica may not see the last writes yet: ``lagging`` is a replica that
+is a copy of the primary taken at chosen moments (``lagging.catch_up()``), ``mirror`` one that never
+lags (Django's ``TEST: {"MIRROR": "default"}``). What visual search decides from what it reads (to
+compute, skip, delete or hold rows) must follow the primary; a shop's products may be shown from
+the replica.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+
+import visual_search
+from visual_search.backends import get_backend
+from visual_search.models import ImageEmbedding
+from visual_search.reindex import reindex, status_counts
+from visual_search.signals import pause_indexing
+from visual_search.tasks import embed_objects, sweep
+from tests.conftest import catalogue_image
+from tests.replicas import Replica
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROUTERS = ["tests.replicas.PrimaryReplicaRouter"]
+
+
+@pytest.fixture
+def lagging(settings, tmp_path):
+    replica = Replica(tmp_path)
+    settings.DATABASE_ROUTERS = ROUTERS
+    yield replica
+    settings.DATABASE_ROUTERS = []
+    replica.close()
+
+
+@pytest.fixture
+def mirror(settings, tmp_path):
+    replica = Replica(tmp_path, up_to_date=True)
+    settings.DATABASE_ROUTERS = ROUTERS
+    yield replica
+    settings.DATABASE_ROUTERS = []
+    replica.close()
+
+
+def rows(product, **filters):
+    """The product's rows as the primary holds them."""
+    return ImageEmbedding.objects.using("default").for_object(product).filter(**filters)
+
+
+def test_the_router_reads_from_a_replica_that_lags(make_product, lagging):
+    product = make_product("Lime")
+    assert not Product.objects.filter(pk=product.pk).exists()
+    lagging.catch_up()
+    assert Product.objects.filter(pk=product.pk).exists()
+
+
+@pytest.fixture(params=["lagging", "mirror"])
+def replica(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_a_new_product_is_indexed_and_found_at_once(make_product, replica):
+    """The task runs as the save commits, before a lagging replica has the product: it read the
+    product from the replica, took it for deleted and dropped its pending row: never indexed until
+    the sweep (a worker of a Celery shop reads it a few milliseconds after the commit, as likely)."""
+    product = make_product("Lemon", catalogue_image("Lemon"))
+    assert list(rows(product).values_list("status", flat=True)) == ["ready"]
+    replica.catch_up()
+    # The in-process index is read from the replica (searches follow the router): checked again within
+    # REFRESH_INTERVAL, as another process's; a lagging replica had it before the product.
+    get_backend().expire()
+    found = visual_search.search_by_image(catalogue_image("Lemon").read_bytes(), Product)
+    assert found[0].object.pk == product.pk
+
+
+def test_celerys_task_indexes_a_product_the_replica_lacks(make_product, replica):
+    with pause_indexing(reindex_on_exit=False):
+        product = make_product("Lemon", catalogue_image("Lemon"))
+    report = embed_objects.apply(args=("testapp.product", "image", [product.pk])).get()
+    assert report["embedded"] == 1 and report["removed"] == 0
+    assert list(rows(product).values_list("status", flat=True)) == ["ready"]
+
+
+def test_a_changed_image_is_computed_again(make_product, replica):
+    """The replica still shows the old file: the task compared it with the primary's, took the image
+    for changed while embedding, and stored nothing: pending until the sweep."""
+    product = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    first = rows(product).get().checksum
+    replica.catch_up()
+    product.image.save("granny.jpg", ContentFile(catalogue_image("Granny-Smith").read_bytes()))
+    row = rows(product).get()
+    assert row.status == "ready" and row.checksum != first and row.source_name == product.image.name
+
+
+def test_a_deleted_product_loses_its_rows(make_product, replica):
+    product = make_product("Banana", catalogue_image("Banana"))
+    replica.catch_up()
+    pk = product.pk
+    product.delete()
+    assert not ImageEmbedding.objects.using("default").filter(object_id=str(pk)).exists()
+
+
+def test_the_sweep_deletes_the_rows_of_a_product_deleted_in_sql(make_product, replica):
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    lime = make_product("Lime", catalogue_image("Lime"))
+    with pause_indexing(reindex_on_exit=False):
+        Product.objects.filter(pk=lime.pk)._raw_delete("default")
+    replica.catch_up()
+    sweep(older_than=0)
+    assert list(ImageEmbedding.objects.using("default").values_list("object_id", flat=True)) == [str(lemon.pk)]
+
+
+def test_reindex_and_status_on_the_primarys_rows(make_product, replica):
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    replica.catch_up()
+    assert reindex(Product, asynchronous=False, force=True)["embedded"] == 1
+    call_command("visual_search_reindex", "--force", stdout=open("/dev/null", "w"))
+    assert list(rows(lemon).values_list("status", flat=True)) == ["ready"]
+    replica.catch_up()
+    assert status_counts()[0]["ready"] == 1
