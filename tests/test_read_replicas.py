@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 
 import visual_search
@@ -21,6 +22,7 @@ from visual_search.signals import pause_indexing
 from visual_search.tasks import embed_objects, sweep
 from tests.conftest import catalogue_image
 from tests.replicas import Replica
+from tests.test_indexing import in_stock_only  # noqa: F401 - a fixture
 from tests.testapp.models import Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,6 +104,32 @@ def test_a_deleted_product_loses_its_rows(make_product, replica):
     pk = product.pk
     product.delete()
     assert not ImageEmbedding.objects.using("default").filter(object_id=str(pk)).exists()
+
+
+def test_the_sweep_keeps_the_rows_of_a_product_back_in_search(make_product, in_stock_only, replica):  # noqa: F811
+    """Hidden by an update() and shown again: the replica still has it hidden, and the sweep deleted
+    the rows of a product customers can see (out of search until computed again)."""
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    Product.objects.filter(pk=lemon.pk).update(in_stock=False)
+    replica.catch_up()
+    Product.objects.filter(pk=lemon.pk).update(in_stock=True)
+    sweep(older_than=0)
+    assert list(rows(lemon).values_list("status", flat=True)) == ["ready"]
+
+
+def test_the_sweep_does_not_hold_an_image_computed_since_the_replicas_copy(make_product, replica, embed_calls):
+    """The replica shows a product's new file beside its row of the old one (the change committed
+    before its row was marked, or the marking was lost): on the primary the row is computed from the
+    new file already. The sweep held it (pending, out of search) and computed it once more."""
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    name = default_storage.save("lime.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+    Product.objects.filter(pk=lemon.pk).update(image=name)  # no signal
+    replica.catch_up()
+    embed_objects.apply(args=("testapp.product", "image", [lemon.pk]))
+    computed = sum(embed_calls)
+    sweep(older_than=0)
+    assert sum(embed_calls) == computed
+    assert list(rows(lemon).values_list("status", "source_name")) == [("ready", name)]
 
 
 def test_the_sweep_deletes_the_rows_of_a_product_deleted_in_sql(make_product, replica):
