@@ -98,6 +98,19 @@ def test_a_changed_image_is_computed_again(make_product, replica):
     assert row.status == "ready" and row.checksum != first and row.source_name == product.image.name
 
 
+def test_an_image_put_back_is_computed_again(make_product, replica):
+    """Changed, then back to the file it had: the replica still showed the first file's ready row, and
+    the save kept the vector of the second file for a product that shows the first."""
+    product = make_product("Pink Lady", catalogue_image("Pink-Lady"))
+    first = rows(product).get()
+    replica.catch_up()
+    product.image.save("granny.jpg", ContentFile(catalogue_image("Granny-Smith").read_bytes()))
+    product.image.name = first.source_name
+    product.save()
+    row = rows(product).get()
+    assert (row.status, row.source_name, row.checksum) == ("ready", first.source_name, first.checksum)
+
+
 def test_a_deleted_product_loses_its_rows(make_product, replica):
     product = make_product("Banana", catalogue_image("Banana"))
     replica.catch_up()

@@ -109,7 +109,9 @@ def mark_pending(registration: Registration, obj, name: str, *, new_file: bool =
         logger.error(why)
         return False
     fingerprints = indexing_fingerprints()
-    rows = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("fingerprint", "status", "source_name", "result_id")
+    # The primary's rows: a read replica's may be older than the vector it decides to keep.
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).filter(**row_key(registration, obj))
+    rows = rows.only("fingerprint", "status", "source_name", "result_id")
     existing = {row.fingerprint: row for row in rows}
     outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and (new_file or row.source_name != name)]
     touched = list(outdated)
