@@ -16,10 +16,11 @@ from django.core.management import call_command
 
 import visual_search
 from visual_search.backends import get_backend
-from visual_search.models import ImageEmbedding
+from visual_search.models import ImageEmbedding, ModelVersion
 from visual_search.reindex import reindex, status_counts
 from visual_search.signals import pause_indexing
 from visual_search.tasks import embed_objects, sweep
+from visual_search.versions import activate, rollback
 from tests.conftest import catalogue_image
 from tests.replicas import Replica
 from tests.test_indexing import in_stock_only  # noqa: F401 - a fixture
@@ -163,3 +164,20 @@ def test_reindex_and_status_on_the_primarys_rows(make_product, replica):
     assert list(rows(lemon).values_list("status", flat=True)) == ["ready"]
     replica.catch_up()
     assert status_counts()[0]["ready"] == 1
+
+
+def test_a_model_version_is_activated_and_rolled_back(make_product, trained, replica):
+    """The build reads back the vectors it has just stored: from a lagging replica it never saw them,
+    gave up after its passes ("images still have no vector ... unreadable") and switched nothing."""
+    products = [make_product(name, catalogue_image(name)) for name in ("Lemon", "Lime", "Banana")]
+    version = trained()
+    replica.catch_up()
+    activate(version)
+    assert list(ModelVersion.objects.using("default").filter(status="active")) == [version]
+    assert ImageEmbedding.objects.using("default").filter(fingerprint=version.fingerprint, status="ready").count() == 3
+    replica.catch_up()
+    get_backend().expire()
+    assert visual_search.search_by_image(catalogue_image("Lime").read_bytes(), Product)[0].object == products[1]
+    assert rollback() is None
+    assert not ModelVersion.objects.using("default").filter(status="active").exists()
+
