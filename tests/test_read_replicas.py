@@ -19,6 +19,7 @@ from visual_search.backends import get_backend
 from visual_search.models import ImageEmbedding, ModelVersion
 from visual_search.reindex import reindex, status_counts
 from visual_search.signals import pause_indexing
+from visual_search.serving import current_fingerprint
 from visual_search.tasks import embed_objects, sweep
 from visual_search.versions import activate, rollback
 from tests.conftest import catalogue_image
@@ -181,3 +182,16 @@ def test_a_model_version_is_activated_and_rolled_back(make_product, trained, rep
     assert rollback() is None
     assert not ModelVersion.objects.using("default").filter(status="active").exists()
 
+
+def test_after_a_switch_the_new_version_serves_and_indexes_at_once(make_product, trained, replica):
+    """Which version is active was read from the replica: the process that switched went on with the
+    old one, and a save right after the switch took the new version for an old one and deleted its
+    vector of the image (no longer searchable until the sweep)."""
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    version = trained()
+    replica.catch_up()
+    activate(version)
+    assert current_fingerprint() == version.fingerprint
+    lemon.image.save("lime.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+    assert rows(lemon, fingerprint=version.fingerprint, status="ready").exists()
+    assert list(ModelVersion.objects.filter(status="active")) == [version]
