@@ -16,7 +16,7 @@ from django.core.management import call_command
 
 import visual_search
 from visual_search.backends import get_backend
-from visual_search.models import ImageEmbedding, ModelVersion
+from visual_search.models import ImageEmbedding, ModelVersion, Whitening
 from visual_search.reindex import reindex, status_counts
 from visual_search.signals import pause_indexing
 from visual_search.serving import current_fingerprint
@@ -195,3 +195,15 @@ def test_after_a_switch_the_new_version_serves_and_indexes_at_once(make_product,
     lemon.image.save("lime.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
     assert rows(lemon, fingerprint=version.fingerprint, status="ready").exists()
     assert list(ModelVersion.objects.filter(status="active")) == [version]
+
+
+def test_a_switch_learns_the_new_versions_whitening(make_product, trained, replica, settings):
+    """The whitening is fitted on the vectors the build has just stored: a lagging replica had none,
+    and the new version served without one (plain cosine, no confident match) until the sweep."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_MIN_VECTORS": 3}
+    for name in ("Lemon", "Lime", "Banana", "Kiwi"):
+        make_product(name, catalogue_image(name))
+    version = trained()
+    replica.catch_up()
+    activate(version)
+    assert list(Whitening.objects.using("default").filter(fingerprint=version.fingerprint).values_list("trained_on", flat=True)) == [4]
