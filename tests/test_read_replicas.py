@@ -16,7 +16,9 @@ from django.core.management import call_command
 
 import visual_search
 from visual_search.backends import get_backend
+from visual_search.indexing import begin_attempt
 from visual_search.models import ImageEmbedding, ModelVersion, Whitening
+from visual_search.registry import get_registration
 from visual_search.reindex import reindex, status_counts
 from visual_search.signals import pause_indexing
 from visual_search.serving import current_fingerprint
@@ -207,3 +209,17 @@ def test_a_switch_learns_the_new_versions_whitening(make_product, trained, repli
     replica.catch_up()
     activate(version)
     assert list(Whitening.objects.using("default").filter(fingerprint=version.fingerprint).values_list("trained_on", flat=True)) == [4]
+
+
+def test_a_task_counts_its_attempt_on_a_row_the_replica_lacks(make_product, replica, settings):
+    """Unfinished attempts (a worker killed by the image) are counted on the rows the task reads: a
+    lagging replica had no row of a product just saved, nothing was counted, and an image that kills
+    every worker was never given up after MAX_EMBED_ATTEMPTS."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_EMBED_ATTEMPTS": 1}
+    with pause_indexing(reindex_on_exit=False):
+        product = make_product("Lemon", catalogue_image("Lemon"))
+    registration = get_registration("testapp.product", "image")
+    begin_attempt(registration, [product.pk], None, 1)  # killed: never ended
+    assert list(rows(product).values_list("embed_attempts", flat=True)) == [1]
+    attempt = begin_attempt(registration, [product.pk], None, 1)
+    assert attempt.given_up == [str(product.pk)] and list(rows(product).values_list("status", flat=True)) == ["failed"]

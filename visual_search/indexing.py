@@ -453,8 +453,8 @@ def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: 
     """Before a task computes ``pks``: fail the pending rows at ``limit`` unfinished attempts, set
     aside (when there are several ids) those with any, and count one attempt on the rest's rows."""
     fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()
-    rows = list(
-        ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+    rows = list(  # the primary's counts: the last task's, and rows just made pending, a replica may lack
+        ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, registration.image_field)
         .filter(object_id__in=[str(pk) for pk in pks], fingerprint__in=fingerprints)
         .values_list("id", "object_id", "status", "embed_attempts")
     )
