@@ -9,10 +9,14 @@ the replica.
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
+from django.test import RequestFactory
 
 import visual_search
 from visual_search.backends import get_backend
@@ -223,3 +227,33 @@ def test_a_task_counts_its_attempt_on_a_row_the_replica_lacks(make_product, repl
     assert list(rows(product).values_list("embed_attempts", flat=True)) == [1]
     attempt = begin_attempt(registration, [product.pk], None, 1)
     assert attempt.given_up == [str(product.pk)] and list(rows(product).values_list("status", flat=True)) == ["failed"]
+
+
+@pytest.mark.urls("tests.test_admin_site")  # the shop's own admin site, with the product's admin
+def test_the_admins_reindex_action_and_the_status_command(make_product, replica, client):
+    lemon = make_product("Lemon", catalogue_image("Lemon"))
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    replica.catch_up()  # the shop's sessions and users: read where its router says
+    lemon.image.save("lime.jpg", ContentFile(catalogue_image("Lime").read_bytes()))
+    response = client.post("/staff/testapp/product/", {"action": "visual_search_reindex", "_selected_action": [lemon.pk]}, follow=True)
+    assert response.status_code == 200
+    assert list(rows(lemon).values_list("status", "source_name")) == [("ready", lemon.image.name)]
+    replica.catch_up()
+    out = io.StringIO()
+    call_command("visual_search_status", stdout=out)
+    assert "testapp.product.image" in out.getvalue()
+    assert status_counts()[0] == {**status_counts()[0], "objects": 1, "ready": 1, "stale": 0, "missing": 0}
+
+
+def test_search_and_similar_products_never_show_a_hidden_product(make_product, replica, settings):
+    """VISIBILITY is read where the router sends reads (the shop's choice): hidden there, never shown."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "VISIBILITY": "tests.testapp.visibility.in_stock"}
+    made = {name: make_product(name, catalogue_image(name)) for name in ("Lemon", "Lime", "Banana")}
+    Product.objects.filter(pk=made["Lime"].pk).update(in_stock=False)
+    replica.catch_up()
+    get_backend().expire()
+    customer = RequestFactory().get("/")
+    found = visual_search.search_by_image(catalogue_image("Lime").read_bytes(), Product, request=customer)
+    assert "Lime" not in [r.object.name for r in found] and len(found) == 2
+    similar = visual_search.find_similar(made["Lemon"], request=customer)
+    assert [r.object.name for r in similar] == ["Banana"]
