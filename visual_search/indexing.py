@@ -109,7 +109,9 @@ def mark_pending(registration: Registration, obj, name: str, *, new_file: bool =
         logger.error(why)
         return False
     fingerprints = indexing_fingerprints()
-    rows = ImageEmbedding.objects.filter(**row_key(registration, obj)).only("fingerprint", "status", "source_name", "result_id")
+    # The primary's rows: a read replica's may be older than the vector it decides to keep.
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).filter(**row_key(registration, obj))
+    rows = rows.only("fingerprint", "status", "source_name", "result_id")
     existing = {row.fingerprint: row for row in rows}
     outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and (new_file or row.source_name != name)]
     touched = list(outdated)
@@ -187,8 +189,9 @@ def remove_from_backend(ids: list[int]) -> None:
 
 def remove_object(registration: Registration, pk: Any) -> list[int]:
     """Delete the rows (of every version) of one object's image field; returns the ids removed."""
-    rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=str(pk))
-    ids = list(rows.values_list("id", flat=True))
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, registration.image_field)
+    rows = rows.filter(object_id=str(pk))
+    ids = list(rows.values_list("id", flat=True))  # the primary's: a replica may lack the newest rows
     if ids:
         rows.delete()
         transaction.on_commit(lambda: remove_from_backend(ids), using=router.db_for_write(ImageEmbedding))
@@ -254,7 +257,9 @@ def index_objects(
     """
     report = IndexReport()
     pks = list(pks)
-    queryset = registration.searchable().filter(pk__in=pks)
+    # From the primary: a task runs as the save commits, when a read replica may not have the object
+    # yet (or shows its old image), and what is read here decides to compute, or to delete the rows.
+    queryset = registration.searchable().using(router.db_for_write(registration.model)).filter(pk__in=pks)
     if registration.result and "__" not in registration.result:
         queryset = queryset.select_related(registration.result)
     objects = {str(obj.pk): obj for obj in queryset}
@@ -283,7 +288,8 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
     report = IndexReport()
     existing = {
         row.object_id: row
-        for row in ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+        for row in ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding))
+        .of_field(registration.model, registration.image_field)
         .filter(object_id__in=list(objects), fingerprint=fingerprint)
         .defer("vector")
     }
@@ -447,8 +453,8 @@ def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: 
     """Before a task computes ``pks``: fail the pending rows at ``limit`` unfinished attempts, set
     aside (when there are several ids) those with any, and count one attempt on the rest's rows."""
     fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()
-    rows = list(
-        ImageEmbedding.objects.of_field(registration.model, registration.image_field)
+    rows = list(  # the primary's counts: the last task's, and rows just made pending, a replica may lack
+        ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, registration.image_field)
         .filter(object_id__in=[str(pk) for pk in pks], fingerprint__in=fingerprints)
         .values_list("id", "object_id", "status", "embed_attempts")
     )

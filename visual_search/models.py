@@ -350,6 +350,18 @@ class Whitening(models.Model):
         return mean, np.frombuffer(bytes(self.projection), dtype=np.float32).reshape(len(mean), self.dimensions)
 
 
+class PrimaryManager(models.Manager):
+    """Reads the database the router writes the model to (the primary), unless told another
+    (``using()``, ``db_manager()``): ``ModelVersion`` is the package's own state, a handful of rows
+    read back right after they are written (a switch, its progress, which versions index a save).
+    A read replica that lags showed a version switched in as still building (a save then deleted the
+    active version's vector of its image), and a build's own progress as it was before."""
+
+    def get_queryset(self) -> models.QuerySet:
+        queryset = super().get_queryset()
+        return queryset if self._db is not None else queryset.using(router.db_for_write(self.model))
+
+
 class ModelVersion(models.Model):
     """An embedding model adapted to the shop's own images (see :mod:`visual_search.training`).
 
@@ -391,6 +403,8 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     trained_at = models.DateTimeField(_("trained at"), null=True, blank=True)
     activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
+
+    objects = PrimaryManager()
 
     class Meta:
         verbose_name = _("trained model version")

@@ -62,7 +62,10 @@ def out_of_search(registration: Registration) -> list[Any]:
     if not searchable.query.has_filters():
         return []
     rows = ImageEmbedding.objects.of_field(registration.model, registration.image_field).filter(object_id=pk_as_text(registration.model))
-    hidden = registration.model._default_manager.exclude(pk__in=searchable.values("pk")).filter(models.Exists(rows))
+    # From the primary, as orphaned() and hold_renamed(): a read replica that lags may still show
+    # hidden an object shown again since, and its rows would go.
+    hidden = registration.model._default_manager.db_manager(router.db_for_write(registration.model))
+    hidden = hidden.exclude(pk__in=searchable.values("pk")).filter(models.Exists(rows))
     return list(hidden.order_by("pk").values_list("pk", flat=True))
 
 
@@ -71,7 +74,7 @@ def orphaned(registration: Registration) -> list[str]:
     into a database where they have other keys, a delete in SQL (no signal). Nothing would ever
     remove them: the sweep and :func:`reindex` delete them."""
     model = registration.model
-    rows = ImageEmbedding.objects.of_field(model, registration.image_field)
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(model, registration.image_field)
     exists = models.Exists(model._base_manager.filter(pk=pk_from_text(model)))
     return list(rows.exclude(exists).order_by("object_id").values_list("object_id", flat=True).distinct())
 
@@ -88,7 +91,7 @@ def hold_renamed(registration: Registration) -> list[int]:
     shows_another = _with_image(registration, model._base_manager.filter(pk=pk_from_text(model))).exclude(
         **{field: models.OuterRef("source_name")}
     )
-    rows = ImageEmbedding.objects.of_field(model, field).filter(
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(model, field).filter(
         fingerprint=current_fingerprint(), status=ImageEmbedding.Status.READY
     ).exclude(source_name="").filter(models.Exists(shows_another))
     ids = list(rows.values_list("pk", flat=True))

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import Count
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
@@ -366,7 +366,9 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
     work = []
     for registration in get_registrations():
         field = registration.image_field
-        rows = ImageEmbedding.objects.of_field(registration.model, field)
+        # From the primary: the vectors the build has just stored, and every image there is (a read
+        # replica that lags showed none of them done, and the build gave up as if unreadable).
+        rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, field)
         built = {
             oid: rest
             for oid, *rest in rows.filter(fingerprint=fingerprint, status__in=settled).values_list("object_id", "source_name", "result_id", "checksum")
@@ -374,7 +376,7 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
         active = {}
         if current != fingerprint:
             active = dict(rows.filter(fingerprint=current, status__in=settled).values_list("object_id", "checksum"))
-        objects = registration.searchable().exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
+        objects = registration.searchable().using(router.db_for_write(registration.model)).exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
         pks = []
         for pk, name, result_pk in objects.order_by("pk").values_list("pk", field, registration.result_pk_lookup()).iterator():
             have = built.get(str(pk))

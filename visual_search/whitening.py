@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
+from django.db import router
 from django.utils.translation import gettext as _, ngettext
 
 from . import serving
@@ -122,7 +123,9 @@ def fit(result_model=None, fingerprint: str | None = None) -> list:
 
 def _fit_model(model, fingerprint: str) -> Whitening | None:
     result_type = ContentType.objects.get_for_model(model)
-    rows = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type)
+    # The primary's rows, as in _due(): a version's build fits right after storing its vectors, which
+    # a read replica that lags does not have yet (the switch went in with no whitening).
+    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).ready(fingerprint).filter(result_type=result_type)
     ids = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
     count, minimum, augment = len(ids), int(settings.WHITENING_MIN_VECTORS), int(settings.WHITENING_AUGMENT)
     small = count < minimum
@@ -415,7 +418,8 @@ def needs_refit(result_type_id: int, fingerprint: str, ready: int) -> bool:
     small = ready < int(settings.WHITENING_MIN_VECTORS)
     if not settings.WHITENING or ready < 2 or (small and not int(settings.WHITENING_AUGMENT)):
         return False
-    row = Whitening.objects.filter(result_type_id=result_type_id, fingerprint=fingerprint).only("trained_on", "calibration").first()
+    row = Whitening.objects.db_manager(router.db_for_write(Whitening)).filter(result_type_id=result_type_id, fingerprint=fingerprint)
+    row = row.only("trained_on", "calibration").first()  # the primary's: one just fitted is not due again
     growth = 1 + float(settings.WHITENING_REFIT_GROWTH)
     if row is None or ready >= row.trained_on * growth or ready * growth <= row.trained_on:
         # Shrunk as much: it learned from (and its calibration counted) products that are gone.
@@ -441,7 +445,7 @@ def _due(fingerprint: str | None) -> Iterator[type]:
     fingerprint = fingerprint or current_fingerprint()
     for model in {r.result_model for r in get_registrations()}:
         result_type = ContentType.objects.get_for_model(model)
-        ready = ImageEmbedding.objects.ready(fingerprint).filter(result_type=result_type).count()
+        ready = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).ready(fingerprint).filter(result_type=result_type).count()
         if needs_refit(result_type.pk, fingerprint, ready):
             yield model
 
