@@ -4,8 +4,9 @@ Chosen by measurement (docs/performance.md, "FAISS IVF against exact NumPy"): on
 IVF index of 1M vectors was built in about a minute from a matrix, where HNSW graphs (FAISS or
 usearch) took 4 to 6 minutes for 100k, for the same recall and speed. IVF-Flat keeps the vectors
 themselves (no lossy compression): it only chooses which ``NPROBE`` of its ``nlist`` clusters to
-compare the query with, then ranks them exactly. A build reads the rows as tuples, learns the
-clusters from a sample (``TRAIN_PER_LIST`` vectors per cluster) and adds the vectors in chunks.
+compare the query with, then ranks them exactly. A build reads the rows as tuples into pages,
+whitens them in place, learns the clusters from a sample (``TRAIN_PER_LIST`` vectors per cluster)
+and adds the vectors ``ADD_BLOCK`` at a time, freeing each block once added.
 
 How the processes stay consistent, the same way as :class:`~.numpy.NumpyBackend`:
 
@@ -39,7 +40,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,8 +68,22 @@ FORMAT = "visual_search.faiss/1"
 MIN_CLUSTERED = 1_000
 # k-means learns the clusters from this many vectors per cluster (FAISS asks for 39 at least).
 TRAIN_PER_LIST = 50
-# Vectors transformed and added to the index at a time while building.
-BUILD_CHUNK = 50_000
+# A build keeps the vectors it reads in pages and whitens them in place, PAGE rows at a time (1 MB at
+# 512 dimensions): what NumPy allocates on the way is a few of those, not a few copies of the
+# catalogue. Transformed in blocks of 50,000 rows, a build of 6,000 vectors peaked at 4.8 times them
+# (the raw rows, their stack, and whiten()'s three temporaries of it at once). A page holds a
+# quarter of the rows before it (PAGE at least), up to ADD_BLOCK rows in all; every later page ADD_BLOCK.
+# Each ADD_BLOCK rows are handed to FAISS in one call, as before: FAISS assigns a call's vectors to
+# clusters 4,096 at a time from its first, the last bits of a similarity depend on a vector's place
+# among them (BLAS), and they settle near-ties between two clusters; so the index is the same. Calls
+# of 8,192 made FAISS's lists grow by more steps, a sixth bigger at the end. A page of 1 MB freed
+# stayed in the process's heap after the build; a page of ADD_BLOCK rows goes back to the system.
+PAGE = 512
+ADD_BLOCK = 50_000
+# A last page of fewer rows is joined to the one before, and so is a last run of rows of a page:
+# BLAS multiplies a block of a few rows another way (the last bits of the products differ), and each
+# vector is to be whitened exactly as when the catalogue was transformed in one block.
+MIN_PAGE = 32
 # Restricted searches (FaissBackend's docstring; defaults measured by ``python -m benchmarks ann``).
 # GATHER_MAX: the most allowed vectors gathered and compared one by one (40 MB at 512 dimensions,
 # held while the search runs). GATHER_COST: gathering a vector (and comparing it twice) costs about
@@ -111,18 +126,55 @@ def _matrix(blobs: Sequence) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
 
 
-def _sample(chunks: list[np.ndarray], keep: np.ndarray, size: int) -> np.ndarray:
-    """``size`` of the kept rows at random (all of them when fewer), to learn the clusters from."""
+def _sample(pages: list[np.ndarray], keep: np.ndarray, size: int) -> np.ndarray:
+    """``size`` of the kept rows at random (all of them when fewer), to learn the clusters from:
+    copied from the pages into one array, without a list of parts to stack (a second copy)."""
     rows = np.flatnonzero(keep)
     if len(rows) > size:
         rows = np.sort(np.random.default_rng(0).choice(rows, size, replace=False))
-    parts, start = [], 0
-    for chunk in chunks:
-        low, high = np.searchsorted(rows, [start, start + len(chunk)])
-        if high > low:
-            parts.append(chunk[rows[low:high] - start])
-        start += len(chunk)
-    return np.ascontiguousarray(np.concatenate(parts))
+    sample = np.empty((len(rows), pages[0].shape[1]), dtype=np.float32)
+    start = filled = 0
+    for page in pages:
+        low, high = np.searchsorted(rows, [start, start + len(page)])
+        # mode="clip": with the default, NumPy copies the rows taken before writing them to out.
+        np.take(page, rows[low:high] - start, axis=0, out=sample[filled : filled + high - low], mode="clip")
+        filled += high - low
+        start += len(page)
+    return sample
+
+
+def _transformed(page: np.ndarray, transform) -> np.ndarray:
+    """``page`` transformed ``PAGE`` rows at a time (a last run of fewer than ``MIN_PAGE`` with the
+    run before), in place when that keeps the number of dimensions."""
+    starts = list(range(0, len(page), PAGE))
+    if len(starts) > 1 and len(page) - starts[-1] < MIN_PAGE:
+        starts.pop()
+    out = None
+    for first, end in zip(starts, [*starts[1:], len(page)]):
+        vectors = transform(page[first:end])
+        if out is None:
+            out = page if vectors.shape[1] == page.shape[1] else np.empty((len(page), vectors.shape[1]), dtype=np.float32)
+        out[first:end] = vectors
+    return out
+
+
+def _blocks(pages: list[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """The ``n`` rows of the pages in order, in blocks of ``ADD_BLOCK`` rows (the last one shorter):
+    the first pages joined, every later page as it is; each page is dropped from ``pages`` (freed)
+    once its last row is handed over."""
+    page, offset = 0, 0  # the next row: its page and its place in it
+    for first in range(0, n, ADD_BLOCK):
+        parts, wanted = [], min(ADD_BLOCK, n - first)
+        while wanted:
+            taken = min(wanted, len(pages[page]) - offset)
+            parts.append(pages[page][offset : offset + taken])
+            offset, wanted = offset + taken, wanted - taken
+            if offset == len(pages[page]):
+                pages[page], page, offset = None, page + 1, 0
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        del parts
+        yield rows
+        del rows
 
 
 def _decimals(strings: Collection, count: int) -> np.ndarray | None:
@@ -290,19 +342,57 @@ class _Filter:
 
 @dataclass
 class _Rows:
-    """The rows of one index read for a build: ids, result ids, and raw vectors in chunks."""
+    """The rows of one index read for a build: ids, result ids, and raw vectors in pages (the last
+    one filled up to ``filled``)."""
 
     ids: list = field(default_factory=list)
     result_ids: list = field(default_factory=list)
-    vectors: list = field(default_factory=list)
+    pages: list = field(default_factory=list)
+    filled: int = 0
     newest: datetime | None = None
 
-    def extend(self, ids: Sequence[int], result_ids: Sequence[str], vectors: np.ndarray, newest: datetime | None) -> None:
+    def extend(self, ids: Sequence[int], result_ids: Sequence[str], vectors: np.ndarray | Sequence, newest: datetime | None) -> None:
+        """Keep these rows; ``vectors``: one per id, as an array or as the stored bytes (copied into
+        the pages a page at a time, never joined all at once)."""
         self.ids.append(np.asarray(ids, dtype=np.int64))
         self.result_ids += result_ids
-        self.vectors.append(vectors)
+        start = 0
+        while start < len(vectors):
+            if not self.pages or self.filled == len(self.pages[-1]):
+                self._new_page(vectors)
+            part = vectors[start : start + min(len(self.pages[-1]) - self.filled, PAGE)]
+            part = part if isinstance(part, np.ndarray) else _matrix(part)
+            self.pages[-1][self.filled : self.filled + len(part)] = part
+            self.filled += len(part)
+            start += len(part)
         if newest is not None and (self.newest is None or newest > self.newest):
             self.newest = newest
+
+    def _new_page(self, vectors: np.ndarray | Sequence) -> None:
+        held = sum(map(len, self.pages))
+        rows = min(max(PAGE, held // 4), ADD_BLOCK - held) if held < ADD_BLOCK else ADD_BLOCK
+        width = vectors.shape[1] if isinstance(vectors, np.ndarray) else memoryview(vectors[0]).nbytes // 4
+        self.pages.append(np.empty((rows, width), dtype=np.float32))
+        self.filled = 0
+
+    @classmethod
+    def read(cls, rows) -> _Rows:
+        """The ready ``rows`` of one index, a chunk at a time (the last one gone on return)."""
+        read = cls()
+        for chunk in row_chunks(rows.values_list("id", "result_id", "vector"), REBUILD_CHUNK):
+            read.extend([c[0] for c in chunk], [c[1] for c in chunk], [c[2] for c in chunk], None)
+        return read
+
+    def take_pages(self) -> list[np.ndarray]:
+        """The raw vectors, page by page, handed over (none kept here); a last page of fewer than
+        ``MIN_PAGE`` rows is joined to the one before (a block of ``ADD_BLOCK`` rows is then
+        two pages, joined when added)."""
+        pages, self.pages = self.pages, []
+        if pages:  # a copy of its rows: the page's room left unused is given back
+            pages[-1] = pages[-1][: self.filled].copy()
+        if len(pages) > 1 and len(pages[-1]) < MIN_PAGE:
+            pages[-2:] = [np.concatenate(pages[-2:])]
+        return pages
 
     def __len__(self) -> int:
         return len(self.result_ids)
@@ -469,28 +559,34 @@ class FaissBackend(BaseBackend):
         As :meth:`BaseBackend.rebuild` (``reset``, the rows in chunks, ``finish``), reading tuples
         rather than model instances: at a million rows those were a third of the build.
         """
-        fields = ("pk", "result_type_id", "fingerprint", "result_id", "updated_at", "vector")
         with self._lock:
             self.reset()
             self._building = {}
             try:
-                count = 0
-                for chunk in row_chunks(rows.order_by("pk").values_list(*fields), REBUILD_CHUNK):
-                    groups: dict[tuple[int, str], list] = {}
-                    for row in chunk:
-                        if row[5] is not None:
-                            groups.setdefault((row[1], row[2]), []).append(row)
-                    for key, group in groups.items():
-                        self._building.setdefault(key, _Rows()).extend(
-                            [r[0] for r in group], [r[3] for r in group], _matrix([r[5] for r in group]), max(r[4] for r in group)
-                        )
-                    count += len(chunk)
-                    if progress:
-                        progress(len(chunk))
+                count = self._read_building(rows, progress)
                 self.finish()
                 return count
             finally:
                 self._building = None
+
+    def _read_building(self, rows, progress) -> int:
+        """Read ``rows`` into ``_building`` by index; the last chunk read is gone on return, before
+        the builds (at 6,000 rows a third of the vectors, held through them)."""
+        fields = ("pk", "result_type_id", "fingerprint", "result_id", "updated_at", "vector")
+        count = 0
+        for chunk in row_chunks(rows.order_by("pk").values_list(*fields), REBUILD_CHUNK):
+            groups: dict[tuple[int, str], list] = {}
+            for row in chunk:
+                if row[5] is not None:
+                    groups.setdefault((row[1], row[2]), []).append(row)
+            for key, group in groups.items():
+                self._building.setdefault(key, _Rows()).extend(
+                    [r[0] for r in group], [r[3] for r in group], [r[5] for r in group], max(r[4] for r in group)
+                )
+            count += len(chunk)
+            if progress:
+                progress(len(chunk))
+        return count
 
     def finish(self) -> None:
         building = self._building or {}
@@ -708,10 +804,7 @@ class FaissBackend(BaseBackend):
                 loaded = self._load(key, now.stamp)
                 if loaded is not None:
                     return loaded
-            rows = _Rows()
-            for chunk in row_chunks(now.rows.values_list("id", "result_id", "vector"), REBUILD_CHUNK):
-                rows.extend([c[0] for c in chunk], [c[1] for c in chunk], _matrix([c[2] for c in chunk]), None)
-            state = self._build(now.whitening, rows, now.newest)
+            state = self._build(now.whitening, _Rows.read(now.rows), now.newest)
             try:
                 self._save(key, state)
             except OSError as exc:
@@ -726,8 +819,14 @@ class FaissBackend(BaseBackend):
         return state
 
     def _build(self, whitening, rows: _Rows, newest) -> _Index:
-        """Cluster ``rows`` (consumed: each chunk of raw vectors is freed once transformed, each
-        transformed chunk once added) into a new index."""
+        """Cluster ``rows`` (consumed: their pages are whitened in place, and freed once added)
+        into a new index.
+
+        At the peak the vectors are held once, and besides either the sample the clusters are
+        learned from (all of them up to ``TRAIN_PER_LIST`` rows per cluster: 10,000 rows by default,
+        a tenth of them at a million) or the block being added (all of them up to ``ADD_BLOCK``);
+        FAISS's own copy grows as the blocks it is given are freed.
+        """
         start = time.perf_counter()
         state = _Index(whitening=whitening.arrays() if whitening is not None else None, newest=newest)
         state.stamp = whitening.updated_at.isoformat() if whitening is not None else None
@@ -742,36 +841,32 @@ class FaissBackend(BaseBackend):
         keep[order[last]] = True
         state.ids, state.codes = ids[order[last]], codes[order[last]]
         state.trained_on = len(state.ids)
-        chunks, size = [], 0
-        while rows.vectors:  # whitened, unit length, in blocks; raw chunks freed as they go
-            block = []
-            while rows.vectors and sum(map(len, block)) < BUILD_CHUNK:
-                block.append(rows.vectors.pop(0))
-            chunks.append(state.transform(np.concatenate(block) if len(block) > 1 else block[0]))
-            size += len(chunks[-1])
-            del block
+        pages = rows.take_pages()
+        for n in range(len(pages)):  # whitened, unit length
+            pages[n] = _transformed(pages[n], state.transform)
         nlist = self._nlist(len(state.ids))
         faiss = self.faiss
-        dims = chunks[0].shape[1]
+        dims = pages[0].shape[1]
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, nlist, faiss.METRIC_INNER_PRODUCT)
         clustering = time.perf_counter()
-        sample = _sample(chunks, keep, nlist * TRAIN_PER_LIST if nlist > 1 else size)
+        sample = _sample(pages, keep, nlist * TRAIN_PER_LIST if nlist > 1 else len(ids))
         index.train(sample)
+        learned_from = len(sample)
+        del sample
         clustering, adding = time.perf_counter() - clustering, time.perf_counter()
         # A hash table from id to vector: remove_ids without a full scan, and reconstruct for QE.
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         offset = 0
-        while chunks:
-            chunk = chunks.pop(0)
-            part = slice(offset, offset + len(chunk))
-            offset += len(chunk)
+        for block in _blocks(pages, len(ids)):
+            part = slice(offset, offset + len(block))
+            offset += len(block)
             mask = keep[part]
-            index.add_with_ids(chunk if mask.all() else np.ascontiguousarray(chunk[mask]), np.ascontiguousarray(ids[part][mask]))
-            del chunk
+            index.add_with_ids(block if mask.all() else np.ascontiguousarray(block[mask]), np.ascontiguousarray(ids[part][mask]))
+            del block
         state.index = index
         logger.info(
             "FAISS index of %s vectors built in %.1f s: %s clusters learned from %s vectors in %.1f s, vectors added in %.1f s",
-            len(state.ids), time.perf_counter() - start, nlist, len(sample), clustering, time.perf_counter() - adding,
+            len(state.ids), time.perf_counter() - start, nlist, learned_from, clustering, time.perf_counter() - adding,
         )
         return state
 
