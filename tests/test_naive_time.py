@@ -29,3 +29,20 @@ def test_the_versions_command_lists_versions_in_naive_local_time(naive, db):
     out = io.StringIO()
     call_command("visual_search_versions", "list", stdout=out)
     assert "Shop v1" in out.getvalue()
+
+
+def test_a_training_starts(naive, db, monkeypatch):
+    # Its label ("Adapted 2026-12-05 14:03") took localtime() of a naive now(): the admin's "Train"
+    # and `visual_search_train --async` stopped with a ValueError, and no version was created.
+    from datetime import datetime
+
+    from visual_search import queue
+    from visual_search.training.jobs import start_training
+
+    sent = []
+    monkeypatch.setattr(queue, "use_celery", lambda: True)
+    monkeypatch.setattr(queue, "send", lambda *args, **kwargs: sent.append(args))
+    before = datetime.now()
+    version = start_training(epochs=1)
+    assert sent and version.status == ModelVersion.Status.TRAINING
+    assert version.label in {f"Adapted {moment:%Y-%m-%d %H:%M}" for moment in (before, datetime.now())}
