@@ -8,11 +8,22 @@ naive (``DJANGO_SETTINGS_MODULE=tests.settings_naive_tz``), as docs/installation
 """
 
 import io
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
+from django.utils import timezone
 
-from visual_search.models import ModelVersion
+from tests.testapp.models import Product
+from visual_search.backends.numpy import NumpyBackend
+from visual_search.models import ImageEmbedding, ModelVersion
+from visual_search.serving import current_fingerprint
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+DIMS = 32
 
 
 @pytest.fixture
@@ -46,3 +57,59 @@ def test_a_training_starts(naive, db, monkeypatch):
     version = start_training(epochs=1)
     assert sent and version.status == ModelVersion.Status.TRAINING
     assert version.label in {f"Adapted {moment:%Y-%m-%d %H:%M}" for moment in (before, datetime.now())}
+
+
+def at(monkeypatch, utc: str) -> datetime:
+    """Stop the shop's clock at the instant ``utc``: ``timezone.now()`` (what ``auto_now`` stamps)
+    is then the naive Stockholm wall time a USE_TZ = False process reads at that instant."""
+    wall = datetime.fromisoformat(utc).astimezone(STOCKHOLM).replace(tzinfo=None)
+    monkeypatch.setattr(timezone, "now", lambda: wall)
+    return wall
+
+
+def faiss_backend(tmp_path):
+    pytest.importorskip("faiss")
+    from visual_search.backends.faiss import FaissBackend
+
+    return FaissBackend(PATH=str(tmp_path / "index"))
+
+
+@pytest.mark.parametrize("make_backend", [lambda tmp_path: NumpyBackend(), faiss_backend], ids=["numpy", "faiss"])
+def test_rows_written_in_the_repeated_hour_are_searched(naive, transactional_db, settings, monkeypatch, tmp_path, make_backend):
+    # At the autumn change (2026-10-25 in Stockholm) local time goes from 02:59:59 CEST back to
+    # 02:00 CET. A row a worker wrote in the second 02:00-03:00 carried an updated_at *earlier* than
+    # the newest one the in-process index had seen (the first 02:50): the refresh, which reads the
+    # rows written since the newest seen (less COMMIT_SKEW), passed it over, and so did every
+    # refresh after it: the product saved then was not found by a photo until a restart. A vector
+    # replaced in place then (a new image, same count) was not even looked for.
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    ct = ContentType.objects.get_for_model(Product)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((41, DIMS)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def write(name: str, vector: np.ndarray) -> None:
+        ImageEmbedding.objects.update_or_create(
+            content_type=ct, object_id=name, field_name="image",
+            defaults={"result_type": ct, "result_id": name, "status": "ready", "fingerprint": current_fingerprint(),
+                      "dimensions": DIMS, "vector": vector.tobytes()},
+        )
+
+    assert at(monkeypatch, "2026-10-25T00:50:00+00:00") == datetime(2026, 10, 25, 2, 50)  # CEST
+    for i in range(30):
+        write(str(i), vectors[i])
+    backend, where = make_backend(tmp_path), {"result_type_id": ct.pk, "fingerprint": current_fingerprint()}
+    assert backend.search(vectors[0], limit=1, **where)[0].result_id == "0"
+
+    assert at(monkeypatch, "2026-10-25T01:10:00+00:00") == datetime(2026, 10, 25, 2, 10)  # CET, 20 minutes on
+    write("new", vectors[40])
+    assert backend.search(vectors[40], limit=1, **where)[0].result_id == "new"
+    at(monkeypatch, "2026-10-25T01:20:00+00:00")  # 02:20 CET
+    write("7", vectors[39])  # a new photo of product 7: as many rows, the same newest updated_at
+    assert backend.search(vectors[39], limit=1, **where)[0].result_id == "7"
+
+    at(monkeypatch, "2026-10-25T02:05:00+00:00")  # 03:05 CET: the clock is past the repeated hour
+    write("later", vectors[38])
+    assert backend.search(vectors[38], limit=1, **where)[0].result_id == "later"
+    assert backend.search(vectors[40], limit=1, **where)[0].result_id == "new"
+    assert backend.search(vectors[39], limit=1, **where)[0].result_id == "7"

@@ -645,7 +645,7 @@ class FaissBackend(BaseBackend):
         with self._lock:
             state = self._indexes.get(key)
             on_disk = self._stat(key)
-            if state is not None and state.signature == (now.count, now.newest, now.stamp, on_disk):
+            if state is not None and state.signature == (now.count, now.newest, now.stamp, on_disk) and now.settled:
                 state.checked = time.monotonic()
                 return state
             if state is None or state.stamp != now.stamp or (on_disk is not None and on_disk != state.file):
