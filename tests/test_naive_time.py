@@ -113,3 +113,24 @@ def test_rows_written_in_the_repeated_hour_are_searched(naive, transactional_db,
     assert backend.search(vectors[38], limit=1, **where)[0].result_id == "later"
     assert backend.search(vectors[40], limit=1, **where)[0].result_id == "new"
     assert backend.search(vectors[39], limit=1, **where)[0].result_id == "7"
+
+
+@pytest.mark.parametrize("use_tz", [False, True], ids=["naive-then-aware", "aware-then-naive"])
+def test_a_faiss_index_saved_before_use_tz_was_switched_is_built_again(transactional_db, settings, tmp_path, use_tz):
+    # The file keeps the newest updated_at it holds; written before the shop switched USE_TZ (Django
+    # 5.0 made True its default) it was naive where the rows were aware, or the other way round:
+    # every search with the FAISS backend stopped with "TypeError: can't compare offset-naive and
+    # offset-aware datetimes" (with no whitening learned) until visual_search_rebuild_index.
+    backend_module = pytest.importorskip("visual_search.backends.faiss")
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "REFRESH_INTERVAL": 0}
+    settings.USE_TZ, settings.TIME_ZONE = use_tz, "Europe/Stockholm"
+    ct = ContentType.objects.get_for_model(Product)
+    vectors = np.random.default_rng(1).standard_normal((20, DIMS)).astype(np.float32)
+    for i, vector in enumerate(vectors):
+        ImageEmbedding.objects.create(content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i),
+                                      status="ready", fingerprint=current_fingerprint(), dimensions=DIMS, vector=vector.tobytes())
+    where = {"result_type_id": ct.pk, "fingerprint": current_fingerprint()}
+    assert backend_module.FaissBackend(PATH=str(tmp_path)).search(vectors[3], limit=1, **where)[0].result_id == "3"
+    assert list(tmp_path.glob("*.faiss"))
+    settings.USE_TZ = not use_tz
+    assert backend_module.FaissBackend(PATH=str(tmp_path)).search(vectors[4], limit=1, **where)[0].result_id == "4"

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings as django_settings
 from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
@@ -33,6 +34,13 @@ def repeated(moment: datetime | None) -> timedelta:
     zone = timezone.get_default_timezone()
     offsets = [moment.replace(tzinfo=zone, fold=fold).utcoffset() for fold in (0, 1)]
     return abs(offsets[0] - offsets[1])
+
+
+def comparable(stamped: str | None) -> bool:
+    """Whether an ``updated_at`` kept as text across restarts (a FAISS file's newest row) compares
+    with this process's rows: aware exactly when ``USE_TZ``. One written before the shop switched
+    ``USE_TZ`` (Django 5.0 made True its default) does not: its index is built again from the rows."""
+    return not stamped or timezone.is_aware(datetime.fromisoformat(stamped)) == bool(django_settings.USE_TZ)
 
 
 def read_back(newest: datetime | None) -> timedelta:
