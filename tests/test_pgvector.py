@@ -579,3 +579,37 @@ def test_the_sweep_removes_the_rows_of_objects_that_do_not_exist(pg_backend, set
     assert ImageEmbedding.objects.count() == 4
     sweep(older_than=0)
     assert sorted(ImageEmbedding.objects.values_list("object_id", flat=True)) == sorted([str(products[0].pk), str(gadgets[0].pk)])
+
+
+def test_a_shop_on_naive_local_time_indexes_and_finds(pg_backend, settings, monkeypatch):
+    """With USE_TZ = False every add() stopped with "TypeError: can't subtract offset-naive and
+    offset-aware datetimes" (psycopg's timestamptz wanted an aware updated_at): nothing saved was
+    ever searchable, a rebuild failed, and so did the sweep's repair. Now the copy's updated_at is
+    the row's, as PostgreSQL reads it, in the autumn's repeated hour too, so searches join them."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from visual_search.models import ImageEmbedding
+
+    settings.USE_TZ, settings.TIME_ZONE = False, "Europe/Stockholm"
+
+    def at(utc: str) -> None:  # the naive wall time a process reads at this instant
+        wall = datetime.fromisoformat(utc).astimezone(ZoneInfo("Europe/Stockholm")).replace(tzinfo=None)
+        monkeypatch.setattr(timezone, "now", lambda: wall)
+
+    vectors = clustered(60)
+    at("2026-10-24T10:00:00+00:00")
+    rows = store(vectors[:40])
+    pg_backend.add(rows)
+    kwargs = search_kwargs(limit=1)
+    assert ids(pg_backend.search(vectors[7], **kwargs)) == ["7"]
+    at("2026-10-25T01:10:00+00:00")  # 02:10 CET, the second 02:10 of the night
+    late = store(vectors[40:50], start=40)
+    pg_backend.add([ImageEmbedding.objects.get(pk=row.pk) for row in late])
+    assert ids(pg_backend.search(vectors[45], **kwargs)) == ["45"]
+    kwargs = search_kwargs(limit=1)
+    assert pg_backend.repair(kwargs["result_type_id"], kwargs["fingerprint"]) == 0
+    pg_backend.rebuild(ImageEmbedding.objects.ready(kwargs["fingerprint"]))
+    assert ids(pg_backend.search(vectors[45], **kwargs)) == ["45"] and ids(pg_backend.search(vectors[7], **kwargs)) == ["7"]

@@ -54,7 +54,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..batching import row_chunks
 from ..ranking import Neighbours, transform
 from .base import REBUILD_CHUNK, BaseBackend, EmptySpace, group_by_result
-from .rows import COMMIT_SKEW, ResultCodes, Snapshot, due, stored_whitening
+from .rows import COMMIT_SKEW, ResultCodes, Snapshot, comparable, due, stored_whitening
 
 try:
     import fcntl
@@ -741,7 +741,7 @@ class FaissBackend(BaseBackend):
         with self._lock:
             state = self._indexes.get(key)
             on_disk = self._stat(key)
-            if state is not None and state.signature == (now.count, now.newest, now.stamp, on_disk):
+            if state is not None and state.signature == (now.count, now.newest, now.stamp, on_disk) and now.settled:
                 state.checked = time.monotonic()
                 return state
             if state is None or state.stamp != now.stamp or (on_disk is not None and on_disk != state.file):
@@ -956,7 +956,7 @@ class FaissBackend(BaseBackend):
     def _read(self, handle, stamp: str | None) -> _Index | None:
         st = os.fstat(handle.fileno())  # of the file opened: the path may be replaced meanwhile
         meta = json.loads(np.load(handle).tobytes())
-        if meta.get("format") != FORMAT or meta.get("stamp") != stamp:
+        if meta.get("format") != FORMAT or meta.get("stamp") != stamp or not comparable(meta["newest"]):
             return None
         state = _Index(stamp=stamp, trained_on=meta["trained_on"], file=(st.st_ino, st.st_mtime_ns, st.st_size))
         state.newest = datetime.fromisoformat(meta["newest"]) if meta["newest"] else None

@@ -96,7 +96,7 @@ class NumpyBackend(BaseBackend):
         signature = (now.count, now.newest, now.stamp)
         with self._lock:
             matrix = self._matrices.get(key)
-            if matrix is not None and matrix.signature == signature:
+            if matrix is not None and matrix.signature == signature and now.settled:
                 matrix.checked = time.monotonic()
                 return matrix
             if matrix is None or (matrix.signature and matrix.signature[2] != now.stamp):

@@ -2,7 +2,8 @@
 
 The rows are the truth. An in-process index asks, at most every ``REFRESH_INTERVAL`` seconds, one
 aggregate that an index covers (count and newest ``updated_at`` of the ready rows, and the
-whitening's stamp), and fetches only the rows changed since (see :data:`COMMIT_SKEW`).
+whitening's stamp), and fetches only the rows changed since (see :data:`COMMIT_SKEW`, and
+:func:`read_back` for a shop with ``USE_TZ = False``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings as django_settings
 from django.db.models import Count, Max, QuerySet
+from django.utils import timezone
 
 from ..conf import settings
 from ..models import ImageEmbedding, Whitening
@@ -19,6 +22,32 @@ from ..models import ImageEmbedding, Whitening
 # Rows are fetched again from a little before the newest timestamp seen: a worker's row that was
 # stamped before, but committed after, the last refresh is still picked up.
 COMMIT_SKEW = timedelta(seconds=5)
+
+
+def repeated(moment: datetime | None) -> timedelta:
+    """How much earlier a row written after ``moment`` may be stamped: with ``USE_TZ = False``
+    (naive local time), at a wall time that occurs twice (the autumn change: 02:00 to 03:00 in
+    Europe/Stockholm), the second pass's rows carry times earlier than the first's, by the change
+    (an hour). Nothing otherwise (aware times, or a wall time that occurs once)."""
+    if moment is None or timezone.is_aware(moment):
+        return timedelta(0)
+    zone = timezone.get_default_timezone()
+    offsets = [moment.replace(tzinfo=zone, fold=fold).utcoffset() for fold in (0, 1)]
+    return abs(offsets[0] - offsets[1])
+
+
+def comparable(stamped: str | None) -> bool:
+    """Whether an ``updated_at`` kept as text across restarts (a FAISS file's newest row) compares
+    with this process's rows: aware exactly when ``USE_TZ``. One written before the shop switched
+    ``USE_TZ`` (Django 5.0 made True its default) does not: its index is built again from the rows."""
+    return not stamped or timezone.is_aware(datetime.fromisoformat(stamped)) == bool(django_settings.USE_TZ)
+
+
+def read_back(newest: datetime | None) -> timedelta:
+    """How far before the newest ``updated_at`` seen the rows are read again: :data:`COMMIT_SKEW`,
+    and the hour of a wall time that occurs twice (:func:`repeated`), so that a row a worker wrote
+    in the repeated hour of a shop on naive local time is not passed over for good."""
+    return COMMIT_SKEW + repeated(newest)
 
 # A whitening learned from fewer than WHITENING_MIN_VECTORS vectors (a small catalogue's, with
 # customer views) is outgrown once this many times as many vectors are ready: until it is learned
@@ -89,13 +118,20 @@ class Snapshot:
         return cls(rows, stats["n"], stats["newest"], whitening, outgrown=stale)
 
     @property
+    def settled(self) -> bool:
+        """False while the newest ``updated_at`` is a naive wall time that occurs twice
+        (:func:`repeated`): a row written in the repeated hour may then change, even in place, with
+        neither the count nor the newest time changing: the rows are read again at every check."""
+        return not repeated(self.newest)
+
+    @property
     def stamp(self) -> str | None:
         """Identifies the whitening: every transformed vector changes with it."""
         return self.whitening.updated_at.isoformat() if self.whitening is not None else None
 
     def changed_since(self, newest: datetime | None) -> QuerySet:
         """The rows written since ``newest`` (all of them when None)."""
-        return self.rows if newest is None else self.rows.filter(updated_at__gte=newest - COMMIT_SKEW)
+        return self.rows if newest is None else self.rows.filter(updated_at__gte=newest - read_back(newest))
 
 
 @dataclass

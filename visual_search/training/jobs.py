@@ -65,7 +65,7 @@ def start_training(model_label: str | None = None, **options) -> ModelVersion:
     """Create a version in ``training`` state and train it in the background; returns it at once."""
     options = {k: v for k, v in options.items() if v is not None}
     version = ModelVersion.objects.create(
-        label=f"Adapted {timezone.localtime():%Y-%m-%d %H:%M}",
+        label=f"Adapted {timezone.template_localtime(timezone.now()):%Y-%m-%d %H:%M}",  # naive with USE_TZ = False
         status=ModelVersion.Status.TRAINING,
         config={"model": model_label, "options": options},
         progress={"stage": "queued", "done": 0, "total": 0, "at": time.time()},

@@ -38,6 +38,7 @@ from datetime import datetime
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.db import ProgrammingError, connections, transaction
+from django.utils import timezone
 
 from ...conf import settings
 from ...models import ImageEmbedding, Whitening
@@ -317,14 +318,20 @@ class PgvectorBackend(BaseBackend):
         cursor.execute(f"TRUNCATE {STAGE}")
         # The vector goes as raw bytes: PostgreSQL reads each COPY field with the column's own
         # binary input function, so no client-side adapter for the vector type is needed.
+        # With USE_TZ = False updated_at is naive local time, which psycopg cannot send as timestamptz:
+        # it goes as its wall time (the same binary form), read as the session's local time below,
+        # as PostgreSQL read it when Django stored the row (the ambiguous hour alike), so that the
+        # copy's updated_at equals the row's, as searches require.
+        naive = bool(rows) and timezone.is_naive(rows[0].updated_at)
+        stamp = f"({STAGE}.updated_at AT TIME ZONE 'UTC')::timestamptz" if naive else "updated_at"
         with cursor.cursor.copy(f"COPY {STAGE} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "varchar", "timestamptz", "bytea"])
+            copy.set_types(["int8", "varchar", "timestamp" if naive else "timestamptz", "bytea"])
             for row, vector in zip(rows, transformed):
                 copy.write_row((row.pk, row.result_id, row.updated_at, header + vector.tobytes()))
         table = generation.table
         cursor.execute(
             f"INSERT INTO {table} (embedding_id, result_id, updated_at, vector)"
-            f" SELECT DISTINCT ON (embedding_id) embedding_id, result_id, updated_at, vector FROM {STAGE}"
+            f" SELECT DISTINCT ON (embedding_id) embedding_id, result_id, {stamp}, vector FROM {STAGE}"
             " ORDER BY embedding_id, updated_at DESC"
             " ON CONFLICT (embedding_id) DO UPDATE SET result_id = EXCLUDED.result_id,"
             f" updated_at = EXCLUDED.updated_at, vector = EXCLUDED.vector WHERE EXCLUDED.updated_at >= {table}.updated_at"

@@ -22,7 +22,8 @@ def p_at_1(version: ModelVersion, when: str) -> str:
 
 
 def _when(moment) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
+    # A shop with USE_TZ = False stores naive local time: shown as it is (localtime() refuses it).
+    return timezone.template_localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
 class Command(BaseCommand):
