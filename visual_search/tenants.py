@@ -1,0 +1,27 @@
+"""Which shop's data the database connection reads now, on a multi-tenant platform.
+
+django-tenants (and django-tenant-schemas before it) keep each shop in a PostgreSQL schema of its
+own and set ``connection.schema_name`` to the current one, per request, task or command. The same
+content type id and primary keys then name different products in different schemas, so whatever
+this process keeps between searches (the vectors' matrices, the serving version, calibrations) is
+kept per schema. A shop of one has no ``schema_name``: None, and its keys are what they were.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+
+
+def current_tenant() -> str | None:
+    """The schema the default connection reads now (django-tenants), None without one."""
+    return getattr(connection, "schema_name", None)
+
+
+def per_tenant(key: tuple) -> tuple:
+    """``key`` for what this process keeps between calls: the same for a shop of one, under the
+    current schema's name on a multi-tenant platform."""
+    tenant = current_tenant()
+    return key if tenant is None else (tenant, *key)
+
+
+__all__ = ["current_tenant", "per_tenant"]
