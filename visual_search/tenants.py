@@ -4,7 +4,9 @@ django-tenants (and django-tenant-schemas before it) keep each shop in a Postgre
 own and set ``connection.schema_name`` to the current one, per request, task or command. The same
 content type id and primary keys then name different products in different schemas, so whatever
 this process keeps between searches (the vectors' matrices, the serving version, calibrations) is
-kept per schema. A shop of one has no ``schema_name``: None, and its keys are what they were.
+kept per schema, and so are this app's keys in Django's cache (a queued whitening fit, thumbnails,
+the search throttle's counts). A shop of one has no ``schema_name``: None, and its keys are what
+they were.
 """
 
 from __future__ import annotations
@@ -24,4 +26,11 @@ def per_tenant(key: tuple) -> tuple:
     return key if tenant is None else (tenant, *key)
 
 
-__all__ = ["current_tenant", "per_tenant"]
+def tenant_key(key: str) -> str:
+    """``key`` in Django's cache: the same for a shop of one, the current schema's own on a
+    multi-tenant platform, whether or not ``CACHES`` has django-tenants' ``KEY_FUNCTION``."""
+    tenant = current_tenant()
+    return key if tenant is None else f"{tenant}:{key}"
+
+
+__all__ = ["current_tenant", "per_tenant", "tenant_key"]
