@@ -67,6 +67,13 @@ CELERY_APP_MISSING = (
 )
 
 
+def celery_app_knows_tenants() -> bool:
+    """Whether the Celery app in use is tenant-schemas-celery's (``CeleryApp``): its tasks carry the
+    schema they were sent from and run in it, on a django-tenants platform."""
+    app = current_app._get_current_object()
+    return any(cls.__module__.split(".")[0] == "tenant_schemas_celery" for cls in type(app).__mro__)
+
+
 def celery_app_missing() -> bool:
     """Whether ``CELERY_BROKER_URL`` is set while the Celery app in use has no broker: the project's
     app was never imported (the ``__init__.py`` line of Celery's Django set-up), so Celery's default

@@ -53,6 +53,7 @@ class NumpyBackend(BaseBackend):
 
     reads_rows = True
     option_names = ()
+    serves_tenants = True  # its matrices are per schema (_refresh)
 
     def __init__(self, alias: str = "default", **options):
         super().__init__(alias, **options)
