@@ -11,7 +11,10 @@ they were.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from django.db import connection
+from django.utils.module_loading import import_string
 
 
 def current_tenant() -> str | None:
@@ -33,4 +36,21 @@ def tenant_key(key: str) -> str:
     return key if tenant is None else f"{tenant}:{key}"
 
 
-__all__ = ["current_tenant", "per_tenant", "tenant_key"]
+def shop_schemas() -> Iterator[str | None]:
+    """Each shop's schema in turn, the connection set to it meanwhile (django-tenants' tenants but
+    the public one): what a Celery worker does on its own (its start-up sweep) is done for each
+    shop, the task carrying the schema it was sent from (tenant-schemas-celery). None, once, for a
+    shop of one."""
+    if current_tenant() is None:
+        yield None
+        return
+    # Through import_string: django-tenants is the platform's, never this app's, dependency.
+    schema_context = import_string("django_tenants.utils.schema_context")
+    public = import_string("django_tenants.utils.get_public_schema_name")()
+    tenants = import_string("django_tenants.utils.get_tenant_model")().objects.exclude(schema_name=public)
+    for schema in list(tenants.values_list("schema_name", flat=True)):
+        with schema_context(schema):
+            yield schema
+
+
+__all__ = ["current_tenant", "per_tenant", "shop_schemas", "tenant_key"]
