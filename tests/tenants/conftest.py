@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.cache import cache
 from django.core.files.base import ContentFile
+from django.db import connection
 from django_tenants.utils import schema_context
 
 from tests.conftest import catalogue_image
@@ -48,3 +49,12 @@ def shops(django_db_setup, django_db_blocker):
 @pytest.fixture(autouse=True)
 def fresh_cache():
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def public_schema():
+    """Each test starts in the public schema, as a worker's task or a command does: django-tenants'
+    middleware leaves the connection in the last request's shop."""
+    connection.set_schema_to_public()
+    yield
+    connection.set_schema_to_public()
