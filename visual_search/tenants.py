@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils.module_loading import import_string
 
@@ -53,4 +54,13 @@ def shop_schemas() -> Iterator[str | None]:
             yield schema
 
 
-__all__ = ["current_tenant", "per_tenant", "shop_schemas", "tenant_key"]
+def in_public_schema() -> bool:
+    """Whether the connection is in django-tenants' public schema while visual_search is a tenant app
+    only (not in ``SHARED_APPS``): no shop's images, nor this app's tables, are there."""
+    tenant = current_tenant()
+    if tenant is None or tenant != import_string("django_tenants.utils.get_public_schema_name")():
+        return False
+    return not any(app == "visual_search" or app.startswith("visual_search.apps.") for app in getattr(django_settings, "SHARED_APPS", ()))
+
+
+__all__ = ["current_tenant", "in_public_schema", "per_tenant", "shop_schemas", "tenant_key"]

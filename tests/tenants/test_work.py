@@ -83,3 +83,9 @@ def test_a_worker_starting_resumes_each_shops_model_switch(shops, monkeypatch, c
     monkeypatch.setattr(workers.connections, "close_all", lambda: None)  # the test's transaction stays open
     workers._resume_builds()
     assert checked == ["shop_a", "shop_b"] and "could not check" not in caplog.text
+
+
+def test_a_sweep_sent_from_the_public_schema_says_how_to_send_it_per_shop(shops, caplog):
+    """Beat's plain scheduler sends it from the public schema, where this app's tables are not."""
+    assert tasks.sweep() == 0
+    assert "TenantAwareScheduler" in caplog.text
