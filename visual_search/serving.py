@@ -32,7 +32,7 @@ from .exceptions import WeightsUnavailable
 from .models import ModelVersion, Whitening
 from .ranking import Calibration
 from .registry import get_registrations, shaping
-from .tenants import per_tenant
+from .tenants import in_public_schema, per_tenant
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
@@ -45,7 +45,10 @@ PRETRAINED_KEY = "building_pretrained"
 # -- which version serves ------------------------------------------------------------------------
 
 def active_version() -> ModelVersion | None:
-    """The active version, read from the database now; None: the pretrained model of the settings."""
+    """The active version, read from the database now; None: the pretrained model of the settings
+    (and in django-tenants' public schema, which holds no shop's versions)."""
+    if in_public_schema():
+        return None
     return ModelVersion.objects.filter(status=Status.ACTIVE).first()
 
 

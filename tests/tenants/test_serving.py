@@ -7,7 +7,7 @@ from django.contrib.contenttypes.models import ContentType
 from django_tenants.utils import schema_context
 
 from tests.tenants.shop.models import Product
-from visual_search import serving
+from visual_search import serving, warm_up
 from visual_search.embeddings.spec import settings_fingerprint
 from visual_search.models import ModelVersion, Whitening
 
@@ -41,3 +41,10 @@ def test_each_shop_scores_with_its_own_calibration(shops, remembered):
         assert serving.calibration(result_type.pk, settings_fingerprint()) is not None
     with schema_context("shop_b"):
         assert serving.calibration(ContentType.objects.get_for_model(Product).pk, settings_fingerprint()) is None
+
+
+def test_a_web_process_warms_up_the_network_in_the_public_schema(shops, caplog):
+    """gunicorn's post_worker_init runs before any request chose a shop: the settings' network loads,
+    each shop's vectors load at its first search."""
+    took = warm_up()
+    assert "network" in took and "could not be loaded" not in caplog.text
