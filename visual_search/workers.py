@@ -146,7 +146,8 @@ def _take_back_attempts(sender=None, **kwargs) -> None:
         if request.name != queue.EMBED_OBJECTS:
             continue
         try:
-            take_back(request.id)
+            # The task noted them in its shop's schema; this process is in the public one.
+            any(take_back(request.id) for _schema in shop_schemas())
         except Exception:  # the cache or the database: the attempts stay counted, as for a kill
             logger.warning("Visual search: could not take back the attempts of task %s on shutdown", request.id, exc_info=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.core.files.base import ContentFile
@@ -13,7 +14,7 @@ from tenant_schemas_celery.app import CeleryApp
 from tests.conftest import catalogue_image
 from tests.tenants.conftest import add_product
 from tests.tenants.shop.models import Product
-from visual_search import queue, tasks, versions, workers
+from visual_search import indexing, queue, tasks, versions, workers
 from visual_search.models import ImageEmbedding
 
 pytestmark = [pytest.mark.tenants, pytest.mark.django_db]
@@ -89,3 +90,15 @@ def test_a_sweep_sent_from_the_public_schema_says_how_to_send_it_per_shop(shops,
     """Beat's plain scheduler sends it from the public schema, where this app's tables are not."""
     assert tasks.sweep() == 0
     assert "TenantAwareScheduler" in caplog.text
+
+
+def test_a_worker_shutting_down_takes_back_the_attempts_its_tasks_counted_in_their_shop(shops, monkeypatch):
+    """A deploy stops the worker mid-batch: its main process (public schema) takes the attempts back."""
+    with schema_context("shop_b"):
+        row = ImageEmbedding.objects.filter(status="ready").first()
+        ImageEmbedding.objects.filter(pk=row.pk).update(embed_attempts=1)
+        indexing.hold_attempt(indexing.Attempt(here=[], alone=[], given_up=[], counted=[row.pk]), "task-9")
+    monkeypatch.setattr(workers.state, "active_requests", [SimpleNamespace(name=queue.EMBED_OBJECTS, id="task-9")])
+    workers._take_back_attempts()
+    with schema_context("shop_b"):
+        assert ImageEmbedding.objects.get(pk=row.pk).embed_attempts == 0
