@@ -12,6 +12,7 @@ from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
+from tests.tenants.conftest import add_product
 from tests.tenants.test_work import ready, unindexed
 
 pytestmark = [pytest.mark.tenants, pytest.mark.django_db]
@@ -25,6 +26,8 @@ def tenant_command():
         out = io.StringIO()
         try:
             call_command("tenant_command", *args, schema_name=schema, stdout=out)
+        except SystemExit as exit:  # visual_search_duplicates: 1 when pairs are found
+            assert exit.code == 1 and args[0] == "visual_search_duplicates"
         finally:
             connection.set_schema_to_public()  # tenant_command leaves the connection in the shop's schema
         return out.getvalue()
@@ -62,3 +65,12 @@ def test_the_admin_shows_each_shop_its_own_index(shops, page):
         assert response.status_code == 200, page
         if page.endswith("imageembedding/"):
             assert f"{schema} Banana" in response.text and other not in response.text
+
+
+def test_duplicates_are_found_within_a_shop(shops, tenant_command, django_capture_on_commit_callbacks):
+    """The same banana photo is in both shops: not a duplicate; twice in one shop, it is."""
+    assert "shop_a Banana" not in tenant_command("shop_a", "visual_search_duplicates")
+    with schema_context("shop_b"), django_capture_on_commit_callbacks(execute=True):
+        add_product("shop_b Banana again", "Banana")
+    found = tenant_command("shop_b", "visual_search_duplicates")
+    assert "shop_b Banana again" in found and "shop_a" not in found
