@@ -12,7 +12,10 @@ DATA = ROOT / "demo_shop" / "data" / "grocery_store"
 
 # tests/oscar needs django-oscar and runs on its own settings, as a second command (.ci/run):
 # DJANGO_SETTINGS_MODULE=tests.oscar.settings python -m pytest tests/oscar -m oscar
-collect_ignore = [] if os.environ.get("DJANGO_SETTINGS_MODULE") == "tests.oscar.settings" else ["oscar"]
+# tests/tenants likewise needs django-tenants (requirements-tenants.txt) and its own settings:
+# DJANGO_SETTINGS_MODULE=tests.tenants.settings python -m pytest tests/tenants -m tenants
+_OWN_SETTINGS = {"oscar": "tests.oscar.settings", "tenants": "tests.tenants.settings"}
+collect_ignore = [folder for folder, module in _OWN_SETTINGS.items() if os.environ.get("DJANGO_SETTINGS_MODULE") != module]
 
 
 def photos(split: str = "train") -> dict[str, list[Path]]:

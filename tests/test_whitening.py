@@ -122,7 +122,7 @@ def test_without_beat_deleting_products_queues_the_fit_that_a_shrunk_catalogue_n
     assert Whitening.objects.get().trained_on == 24
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ASYNC": True}
     cache.delete(queue.FIT_QUEUED_KEY)
-    monkeypatch.setattr(queue, "_fit_tried_at", float("-inf"))
+    monkeypatch.setattr(queue, "_fit_tried_at", {})
     sent = []
     monkeypatch.setattr(queue, "send", lambda name, args=(), **options: sent.append((name, options.get("countdown"))))
     monkeypatch.setattr(queue, "current_app", SimpleNamespace(conf=SimpleNamespace(task_always_eager=False)))

@@ -28,6 +28,7 @@ from django.utils.module_loading import import_string
 from PIL import Image
 from rest_framework.throttling import SimpleRateThrottle
 
+from .backends import not_for_tenants
 from .backends.base import BaseBackend
 from .conf import (
     BACKEND_UNUSABLE,
@@ -48,9 +49,10 @@ from .embeddings import images
 from .embeddings.spec import hed_weights_path, weights_kind
 from .exceptions import WeightsUnavailable
 from .indexing import ID_LENGTH
-from .queue import celery_app_missing, use_celery
+from .queue import celery_app_knows_tenants, celery_app_missing, use_celery
 from .registry import VISIBILITY_HOW, get_registrations, registrations_for_model, registrations_for_result
 from .results import ResultAdapter
+from .tenants import current_tenant
 from .training.trainer import TrainingOptions
 
 __all__ = ["DEEP_CHECKS", "VGG16_LAYERS", "check_for", "check_settings", "deep_check"]
@@ -131,6 +133,31 @@ def check_project(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any)
                     "(docs/celery.md#sqlite-with-workers); or PostgreSQL.",
                     id="visual_search.W013",
                 ))
+    if current_tenant() is not None:
+        messages += _tenant_problems()
+    return messages
+
+
+def _tenant_problems() -> list[checks.CheckMessage]:
+    """A django-tenants platform (a schema per shop): what would answer one shop from another's data,
+    or do a shop's work in the public schema."""
+    messages: list[checks.CheckMessage] = []
+    hint = "docs/deployment.md, 'Multi-tenant shops (django-tenants)'."
+    for alias, config in settings.BACKENDS.items():
+        try:
+            backend = import_string(config["BACKEND"])
+        except (ImportError, KeyError, TypeError):  # reported by the BACKENDS check
+            continue
+        if isinstance(backend, type) and issubclass(backend, BaseBackend) and not backend.serves_tenants:
+            messages.append(checks.Error(not_for_tenants(alias, config["BACKEND"]), hint=hint, id="visual_search.E041"))
+    if use_celery() and not celery_app_knows_tenants():
+        messages.append(checks.Error(
+            "Work goes to Celery on a django-tenants platform, but the Celery app is not tenant-schemas-celery's: "
+            "indexing, the sweep and whitening fits would run in the public schema, not in the shop's whose image changed.",
+            hint="Make your Celery app `tenant_schemas_celery.app.CeleryApp` (pip install tenant-schemas-celery), and "
+            "schedule the sweep per shop; or set VISUAL_SEARCH['ASYNC'] = False. " + hint,
+            id="visual_search.E042",
+        ))
     return messages
 
 

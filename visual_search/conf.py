@@ -68,6 +68,10 @@ CHECK_IDS: dict[str, str] = {
     "visual_search.W002": "VISUAL_SEARCH has a key that is not a setting (the message names the closest one).",
     "visual_search.I001": "WEIGHTS is 'imagenet' and Keras has not downloaded them yet: the first embedding will (58 MB); without network access it fails.",
     "visual_search.E040": "'rest_framework' is not in INSTALLED_APPS: the JSON API's error pages (and its browsable page) cannot render.",
+    "visual_search.E041": "django-tenants: a backend in BACKENDS does not keep each schema's vectors apart (FAISS, pgvector): "
+    "one shop could be answered from another's.",
+    "visual_search.E042": "django-tenants: work goes to Celery, but the Celery app is not tenant-schemas-celery's: tasks would "
+    "run in the public schema, not the shop's.",
     "visual_search.W010": "CELERY_BROKER_URL is set, but the Celery app this process uses has no broker (your Celery app is not "
     "imported in your project's __init__.py): tasks would go to Celery's default, amqp://localhost.",
     "visual_search.W011": "The search page's URLs (visual_search.urls) are not included: without JavaScript the widget, and the "
@@ -80,7 +84,7 @@ CHECK_IDS: dict[str, str] = {
     "templates (visual_search/base.html...): Django uses the package's, and the copy is never used.",
 }
 # The ids of the project checks (checks.check_project), not of one VISUAL_SEARCH key.
-PROJECT_IDS = ("visual_search.E040", "visual_search.W010", "visual_search.W011", "visual_search.W012", "visual_search.W013",
+PROJECT_IDS = ("visual_search.E040", "visual_search.E041", "visual_search.E042", "visual_search.W010", "visual_search.W011", "visual_search.W012", "visual_search.W013",
                "visual_search.W014")
 WRONG_TYPE = "visual_search.E020"
 OUT_OF_RANGE = "visual_search.E021"

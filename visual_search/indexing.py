@@ -30,6 +30,7 @@ from .logs import counted
 from .models import ImageEmbedding
 from .registry import Registration
 from .serving import indexing_fingerprints, kept_fingerprints
+from .tenants import tenant_key
 
 logger = logging.getLogger("visual_search")
 Status = ImageEmbedding.Status
@@ -516,7 +517,7 @@ def hold_attempt(attempt: Attempt, holder: str) -> None:
     that the worker's main process can take them back if it is stopped while the task runs."""
     if not attempt.counted or not holder:
         return
-    key = ATTEMPT_KEY.format(holder)
+    key = tenant_key(ATTEMPT_KEY.format(holder))
     try:
         cache.set(key, attempt.counted, timeout=ATTEMPT_NOTED_FOR)
         if cache.get(key) is not None:  # not a DummyCache: whoever deletes the key takes the attempts back
@@ -528,7 +529,7 @@ def hold_attempt(attempt: Attempt, holder: str) -> None:
 def take_back(holder: str) -> int:
     """A worker shutting down on purpose while task ``holder`` computes: take back the attempts it
     counted (once: the task, if it ends after all, finds them taken). Returns how many rows."""
-    key = ATTEMPT_KEY.format(holder)
+    key = tenant_key(ATTEMPT_KEY.format(holder))
     row_ids = cache.get(key)
     if not row_ids or not cache.delete(key):
         return 0

@@ -29,6 +29,7 @@ from .indexing import index_objects, mark_queued
 from .logs import counted
 from .models import ImageEmbedding
 from .registry import get_registration
+from .tenants import per_tenant, tenant_key
 
 logger = logging.getLogger("visual_search")
 
@@ -64,6 +65,13 @@ CELERY_APP_MISSING = (
     "it in your project's __init__.py (`from .celery import app as celery_app`, docs/celery.md), or tasks "
     "go to Celery's default broker, amqp://localhost."
 )
+
+
+def celery_app_knows_tenants() -> bool:
+    """Whether the Celery app in use is tenant-schemas-celery's (``CeleryApp``): its tasks carry the
+    schema they were sent from and run in it, on a django-tenants platform."""
+    app = current_app._get_current_object()
+    return any(cls.__module__.split(".")[0] == "tenant_schemas_celery" for cls in type(app).__mro__)
 
 
 def celery_app_missing() -> bool:
@@ -197,7 +205,7 @@ def schedule_fit() -> bool:
     nothing else would learn it until someone ran ``visual_search_reindex``, and every search said
     "no confident match". Returns whether it was queued."""
     try:
-        if not cache.add(FIT_QUEUED_KEY, True, timeout=FIT_DELAY * 30):
+        if not cache.add(tenant_key(FIT_QUEUED_KEY), True, timeout=FIT_DELAY * 30):
             return False
     except Exception:  # the cache is down: queue it anyway; the task checks again whether it is due
         logger.debug("No cache to tell whether a whitening fit is queued", exc_info=True)
@@ -223,21 +231,22 @@ def fit_after_removal() -> None:
 
 # When this process last queued (or failed to queue) a fit after a removal: a queryset's delete()
 # of 500 products commits 500 removals at once, and with the broker down each try takes 1.5 s.
-_fit_tried_at = float("-inf")
+# Per schema on a multi-tenant platform (tenants.py): each shop's own fit.
+_fit_tried_at: dict[tuple, float] = {}
 
 
 def _fit_after_removal() -> None:
-    global _fit_tried_at
-    if time.monotonic() - _fit_tried_at < FIT_DELAY:
+    key = per_tenant(())
+    if time.monotonic() - _fit_tried_at.get(key, float("-inf")) < FIT_DELAY:
         return  # queued by this process at most a minute ago: it runs after this commit
-    _fit_tried_at = time.monotonic()
+    _fit_tried_at[key] = time.monotonic()
     schedule_fit()  # not if one is queued and not yet started: it counts the rows after this commit
 
 
 def fit_unqueued() -> None:
     """The queued fit has started (or could not be queued): the next wave may queue one."""
     try:
-        cache.delete(FIT_QUEUED_KEY)
+        cache.delete(tenant_key(FIT_QUEUED_KEY))
     except Exception:
         logger.debug("No cache to clear the queued whitening fit", exc_info=True)
 

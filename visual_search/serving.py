@@ -32,6 +32,7 @@ from .exceptions import WeightsUnavailable
 from .models import ModelVersion, Whitening
 from .ranking import Calibration
 from .registry import get_registrations, shaping
+from .tenants import in_public_schema, per_tenant
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
@@ -44,11 +45,15 @@ PRETRAINED_KEY = "building_pretrained"
 # -- which version serves ------------------------------------------------------------------------
 
 def active_version() -> ModelVersion | None:
-    """The active version, read from the database now; None: the pretrained model of the settings."""
+    """The active version, read from the database now; None: the pretrained model of the settings
+    (and in django-tenants' public schema, which holds no shop's versions)."""
+    if in_public_schema():
+        return None
     return ModelVersion.objects.filter(status=Status.ACTIVE).first()
 
 
-_serving: tuple[float, ModelVersion | None] | None = None
+# By schema on a multi-tenant platform (tenants.py): each shop has versions of its own; () for a shop of one.
+_serving: dict[tuple, tuple[float, ModelVersion | None]] = {}
 _serving_lock = threading.Lock()
 
 
@@ -58,22 +63,21 @@ def serving_version() -> ModelVersion | None:
     What searches embed queries with and compare against. The old version's rows stay after a
     switch, so a process that is a second late still gets full results, all from one version.
     """
-    global _serving
+    key = per_tenant(())
     interval = float(settings.REFRESH_INTERVAL)
-    seen = _serving
+    seen = _serving.get(key)
     if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval:
         return seen[1]
     version = active_version()
     with _serving_lock:
-        _serving = (time.monotonic(), version)
+        _serving[key] = (time.monotonic(), version)
     return version
 
 
 def forget_serving_version(**kwargs: Any) -> None:
     """Read the active version again on next use (connected to ``ModelVersion`` saves and deletes)."""
-    global _serving
     with _serving_lock:
-        _serving = None
+        _serving.clear()
 
 
 def forget_calibrations(**kwargs: Any) -> None:
@@ -87,13 +91,14 @@ def current_fingerprint() -> str:
     return version.fingerprint if version is not None else settings_fingerprint()
 
 
-_calibrations: dict[tuple[int, str], tuple[float, Calibration | None]] = {}
+# By (result type, fingerprint), and by schema on a multi-tenant platform.
+_calibrations: dict[tuple, tuple[float, Calibration | None]] = {}
 
 
 def calibration(result_type_id: int, fingerprint: str) -> Calibration | None:
     """The calibration learned with this model's whitening (None: none yet), as this process sees it:
     read at most every ``REFRESH_INTERVAL`` seconds, like the vectors."""
-    key = (result_type_id, fingerprint)
+    key = per_tenant((result_type_id, fingerprint))
     seen = _calibrations.get(key)
     interval = float(settings.REFRESH_INTERVAL)
     if seen is not None and interval > 0 and time.monotonic() - seen[0] < interval:

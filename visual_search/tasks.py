@@ -33,6 +33,7 @@ from .queue import enqueue, use_celery  # noqa: F401 - public here since the fir
 from .registry import get_registration, get_registrations
 from .reindex import hold_renamed, orphaned, out_of_search, select_pks
 from .serving import indexing_fingerprints
+from .tenants import in_public_schema
 from .training.jobs import run_training, trained_elsewhere
 from .versions import STALLED_AFTER_SECONDS, build_step, resume_stalled_builds
 from .whitening import fit_due, fit_if_needed, outgrown
@@ -212,6 +213,16 @@ def fit_whitening(postponed: int = 0) -> int:
     return len(fitted)
 
 
+# Beat's plain scheduler sends the sweep from the public schema (tenant-schemas-celery's CeleryApp
+# names the schema the task was sent from): every run failed with "relation ... does not exist".
+PUBLIC_SWEEP = (
+    "Visual search: the sweep ran in the public schema of a django-tenants platform, where no shop's images are; "
+    "nothing swept. Run beat with tenant-schemas-celery's scheduler, which sends it once per shop: "
+    "celery -A yourproject beat --scheduler tenant_schemas_celery.scheduler.TenantAwareScheduler "
+    "(docs/deployment.md, 'Multi-tenant shops (django-tenants)')."
+)
+
+
 @shared_task(name=queue.SWEEP, acks_late=True)
 def sweep(older_than: float | None = None) -> int:
     """Queue every pending row older than ``SWEEP_AFTER_SECONDS``, every stale image again, and
@@ -230,6 +241,9 @@ def sweep(older_than: float | None = None) -> int:
     worker held it) is checked again: at once where ``older_than`` is under a minute (a worker
     starts, or one was found dead), else after a minute without a check.
     """
+    if in_public_schema():
+        logger.warning(PUBLIC_SWEEP)
+        return 0
     if older_than is None:
         older_than = float(settings.SWEEP_AFTER_SECONDS)
     resume_stalled_builds(0 if older_than < STALLED_AFTER_SECONDS else STALLED_AFTER_SECONDS)

@@ -34,6 +34,7 @@ from .embeddings.images import open_image, read_bytes
 from .embeddings.images import checksum as sha256
 from .exceptions import InvalidImage
 from .logs import OccasionalWarning
+from .tenants import tenant_key
 
 logger = logging.getLogger("visual_search")
 
@@ -104,7 +105,7 @@ def cache_key(storage: Storage, name: str, size: int) -> str:
     where = f"{type(storage).__module__}.{type(storage).__qualname__}|{name}|{size}"
     if identity := storage_identity(storage):
         where += f"|{identity}"
-    return CACHE_PREFIX + hashlib.sha256(where.encode()).hexdigest()
+    return tenant_key(CACHE_PREFIX + hashlib.sha256(where.encode()).hexdigest())
 
 
 # Arguments of a storage that say who may use it, not where its files are: left out of its identity,

@@ -18,6 +18,7 @@ from django.db import connections
 from . import queue
 from .conf import settings
 from .indexing import take_back
+from .tenants import shop_schemas
 from .versions import resume_stalled_builds
 
 logger = logging.getLogger("visual_search")
@@ -145,7 +146,8 @@ def _take_back_attempts(sender=None, **kwargs) -> None:
         if request.name != queue.EMBED_OBJECTS:
             continue
         try:
-            take_back(request.id)
+            # The task noted them in its shop's schema; this process is in the public one.
+            any(take_back(request.id) for _schema in shop_schemas())
         except Exception:  # the cache or the database: the attempts stay counted, as for a kill
             logger.warning("Visual search: could not take back the attempts of task %s on shutdown", request.id, exc_info=True)
 
@@ -224,7 +226,8 @@ def _resume_builds() -> None:
     here says so): left to the sweep queued for the dead worker, the switch waited a minute more.
     Sent twice (several workers starting), the older check stops (:func:`build_step`)."""
     try:
-        resume_stalled_builds(0)
+        for _schema in shop_schemas():  # each shop's, on a django-tenants platform
+            resume_stalled_builds(0)
     except Exception:  # the database: beat's sweep, or the one for a dead worker, sends it
         logger.warning("Visual search: could not check for a model switch to resume on worker start", exc_info=True)
     finally:
@@ -282,7 +285,8 @@ def _start_native_heartbeat(hostname: str) -> bool:
 
 def _queue_sweep(older_than: float = 0) -> None:
     try:
-        queue.send(queue.SWEEP, kwargs={"older_than": older_than})
+        for _schema in shop_schemas():  # one per shop on a django-tenants platform, sent from its schema
+            queue.send(queue.SWEEP, kwargs={"older_than": older_than})
     except Exception as exc:  # on start, on a reconnect, or for a dead worker: one message for all three
         logger.warning(
             "Could not queue the visual search sweep: %s Pending images wait for beat's sweep or the next worker start; "

@@ -12,6 +12,7 @@ from rest_framework.throttling import AnonRateThrottle
 
 from ..conf import settings
 from ..logs import OccasionalWarning
+from ..tenants import tenant_key
 
 logger = logging.getLogger("visual_search")
 # With the cache down every search said so: one line per search. Once a minute per process, and what to do.
@@ -43,7 +44,8 @@ class SearchRateThrottle(AnonRateThrottle):
         ident = f"user-{user.pk}" if user is not None and user.is_authenticated else self.get_ident(request)
         # A keyed hash, not the customer's IP address itself, which the cache (a Redis snapshot on
         # disk, KEYS *) showed for as long as the rate's window.
-        return self.cache_format % {"scope": self.scope, "ident": salted_hmac(self.scope, ident).hexdigest()[:32]}
+        # Each shop's own counts on a multi-tenant platform (tenants.py).
+        return tenant_key(self.cache_format % {"scope": self.scope, "ident": salted_hmac(self.scope, ident).hexdigest()[:32]})
 
     def get_ident(self, request) -> str:
         # DRF's own, without REST_FRAMEWORK["NUM_PROXIES"], counts by the whole X-Forwarded-For header

@@ -62,6 +62,13 @@ class BaseBackend:
     # and where from (may be empty).
     store_names: tuple[str, str, str] = ("store", "stores", "")
 
+    # True when whatever the backend keeps in the process or outside the database (matrices, index
+    # files, caches) is kept per schema on a django-tenants platform (visual_search/tenants.py), where
+    # the same content type id and row ids name each shop's own products. get_backend() refuses one
+    # that does not while a schema is active, rather than answer one shop from another's vectors;
+    # the check visual_search.E041 says so first.
+    serves_tenants = False
+
     # The OPTIONS keys this backend reads: ``check`` warns of any other (a misspelt one was ignored,
     # and its default used). None: not declared (a backend of your own), nothing checked.
     option_names: tuple[str, ...] | None = None

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..batching import row_chunks
 from ..ranking import ArraySpace, transform
+from ..tenants import per_tenant
 from .base import BaseBackend, holding
 from .rows import ResultCodes, Snapshot, due
 
@@ -52,10 +53,13 @@ class NumpyBackend(BaseBackend):
 
     reads_rows = True
     option_names = ()
+    serves_tenants = True  # its matrices are per schema (_refresh)
 
     def __init__(self, alias: str = "default", **options):
         super().__init__(alias, **options)
-        self._matrices: dict[tuple[int, str], _Matrix] = {}
+        # By (result type, fingerprint), and by schema on a multi-tenant platform (tenants.py): the
+        # same content type id names each shop's own products there.
+        self._matrices: dict[tuple, _Matrix] = {}
         self._lock = threading.Lock()
 
     def add(self, embeddings: Sequence) -> None:
@@ -88,7 +92,7 @@ class NumpyBackend(BaseBackend):
     # -- keeping the matrix in step with the rows ------------------------------------------------
 
     def _refresh(self, result_type_id: int, fingerprint: str) -> _Matrix:
-        key = (result_type_id, fingerprint)
+        key = per_tenant((result_type_id, fingerprint))
         matrix = self._matrices.get(key)
         if matrix is not None and not due(matrix.checked):
             return matrix
