@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 from . import search
 from .conf import settings
 from .embeddings.images import Box
-from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, TooManySearches, UnsupportedFormat
 from .models import unapplied_migrations
 from .reasons import describe_failure, is_damaged
 from .registry import VisibilityRuleError, search_model, visible
@@ -128,6 +128,11 @@ def unavailable(
     return PhotoSearchError(503, "unavailable", message, retry_after)
 
 
+def busy(retry_after: int) -> PhotoSearchError:
+    """503 ``busy``: the process runs ``MAX_CONCURRENT_SEARCHES`` searches already (a burst)."""
+    return PhotoSearchError(503, "busy", "Search by photo is busy right now; please try again in a few seconds.", retry_after)
+
+
 def shown_to(model, request=None):
     """:func:`~visual_search.registry.visible`, a failing ``VISIBILITY`` rule answered as 503: the
     customer sees nothing hidden and no 500 page, the log says what is wrong with the rule."""
@@ -169,6 +174,10 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     started = time.perf_counter()
     try:
         results = search.search_by_image(upload, queryset, limit=limit, box=box)
+    except TooManySearches as exc:
+        # Not the customer's doing and it passes: the API's client and the widget wait Retry-After.
+        logger.warning("Search by photo: %s", exc)
+        raise busy(exc.retry_after) from None
     except ImageTooLarge as exc:
         raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None
     except UnsupportedFormat as exc:
