@@ -53,7 +53,7 @@ def max_upload_bytes() -> int:
     return int(settings.MAX_UPLOAD_BYTES)
 
 
-def _too_large() -> PhotoSearchError:
+def too_large() -> PhotoSearchError:
     megabytes = max_upload_bytes() / (1024 * 1024)
     return PhotoSearchError(413, "file_too_large", f"The photo is larger than {megabytes:g} MB; send a smaller one.")
 
@@ -75,7 +75,7 @@ def check_content_length(meta: Mapping[str, Any]) -> None:
     except ValueError:
         raise PhotoSearchError(400, "invalid_length", "The Content-Length header is not a number.") from None
     if length > max_upload_bytes() + MULTIPART_SLACK:
-        raise _too_large()
+        raise too_large()
 
 
 def parse_limit(value: Any) -> int:
@@ -167,7 +167,7 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     if upload is None:
         raise PhotoSearchError(400, "required", "Send a photo in the form field 'image'.")
     if getattr(upload, "size", 0) > max_upload_bytes():
-        raise _too_large()
+        raise too_large()
     limit = parse_limit(params.get("limit")) if limit is None else limit
     box = parse_box(params)
     queryset = search_queryset(params, request)
