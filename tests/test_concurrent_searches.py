@@ -133,3 +133,13 @@ def test_through_the_asgi_handler_a_busy_search_is_503_busy(full):
     body, content_type = multipart(catalogue_image("Banana").read_bytes())
     response = asgi_request(API, "POST", body=body, headers={"content-type": content_type})
     assert response.status == 503 and response.json()["code"] == "busy" and response.headers["retry-after"]
+
+
+def test_a_burst_of_refusals_is_logged_once_a_minute_saying_what_to_weigh(client, full, caplog, monkeypatch):
+    monkeypatch.setattr(capacity.BUSY_WARNING, "last", float("-inf"))
+    with caplog.at_level("WARNING", logger="visual_search"):
+        for _ in range(3):
+            with catalogue_image("Banana").open("rb") as photo:
+                assert client.post(API, {"image": photo}).status_code == 503
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and "MAX_CONCURRENT_SEARCHES" in lines[0] and "add web processes" in lines[0]

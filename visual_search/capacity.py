@@ -13,6 +13,7 @@ products by id average stored vectors and never run the network, so they are not
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,16 @@ from contextlib import contextmanager
 
 from .conf import settings
 from .exceptions import TooManySearches
+from .logs import OccasionalWarning
+
+logger = logging.getLogger("visual_search")
+# A burst refuses many searches at once: one line a minute says so, and what to weigh.
+BUSY_WARNING = OccasionalWarning(
+    logger,
+    "Search by photo is busy: %s searches at once in this process (MAX_CONCURRENT_SEARCHES), and searches that waited "
+    "%s s for one to finish were refused with 503 'busy'; if that is often, add web processes or raise the setting "
+    "where memory allows (said once a minute per process).",
+)
 
 # A search takes 0.1 to 1 s of the network (docs/performance.md): a few seconds lets a burst queue
 # behind the running ones rather than fail, and keeps a request from hanging on a process that
@@ -50,6 +61,7 @@ def search_slot(wait: float | None = None) -> Iterator[None]:
         while (limit := settings.MAX_CONCURRENT_SEARCHES) is not None and _running >= limit:
             left = deadline - time.monotonic()
             if left <= 0:
+                BUSY_WARNING(limit, WAIT_SECONDS if wait is None else wait)
                 raise TooManySearches(limit, retry_after=RETRY_AFTER_SECONDS)
             _changed.wait(left)
         _running += 1

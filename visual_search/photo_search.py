@@ -176,7 +176,7 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
         results = search.search_by_image(upload, queryset, limit=limit, box=box)
     except TooManySearches as exc:
         # Not the customer's doing and it passes: the API's client and the widget wait Retry-After.
-        logger.warning("Search by photo: %s", exc)
+        # Logged by capacity, once a minute: a burst refuses many at once.
         raise busy(exc.retry_after) from None
     except ImageTooLarge as exc:
         raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None

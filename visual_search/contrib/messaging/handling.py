@@ -112,8 +112,7 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
     except InvalidImage as exc:  # its own sentence is English: the customer's language instead
         messenger.reply_text(message, replies.unreadable(getattr(exc, "kind", "")))
         return
-    except TooManySearches as exc:  # a burst: passing, and no traceback
-        logger.warning("%s: search by photo for chat %s: %s", messenger.name, masked(message.chat_id), exc)
+    except TooManySearches:  # a burst: it passes, and capacity logs it once a minute (no traceback)
         messenger.reply_text(message, replies.busy())
         return
     except Exception:
