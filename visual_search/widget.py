@@ -96,6 +96,9 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # for "throttled_wait". "unavailable_again": the widget searches again by itself then.
         "unavailable_wait": _("Search by photo is not available right now. Please try again {when}."),
         "unavailable_again": _("Search by photo is not available right now. It searches again by itself {when}."),
+        # The same for 503 "busy" (a burst of searches, MAX_CONCURRENT_SEARCHES): {when} as above.
+        "busy_wait": _("Many customers are searching by photo right now. Please try again {when}."),
+        "busy_again": _("Many customers are searching by photo right now. It searches again by itself {when}."),
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),
         "searching": _("Searching…"),
