@@ -215,8 +215,12 @@ def test_the_schema_shows_an_error_body_for_the_errors_an_app_handles(client):
     for path, statuses in wanted.items():
         responses = next(iter(schema["paths"][path].values()))["responses"]
         for status in statuses:
-            (example,) = responses[status]["content"]["application/json"]["examples"].values()
-            assert set(example["value"]) >= {"detail", "code"}, (path, status)
+            examples = responses[status]["content"]["application/json"]["examples"].values()
+            assert examples and all(set(example["value"]) >= {"detail", "code"} for example in examples), (path, status)
+    # A search refused in a burst (MAX_CONCURRENT_SEARCHES) is 503 too, with its own code.
+    search_503 = schema["paths"]["/api/visual-search/search/"]["post"]["responses"]["503"]
+    assert {e["value"]["code"] for e in search_503["content"]["application/json"]["examples"].values()} == {"unavailable", "busy"}
+    assert "`busy`" in search_503["description"]
 
 
 def test_the_schema_says_a_damaged_photo_s_reason(client):

@@ -1156,6 +1156,20 @@ def test_a_search_the_shop_cannot_answer_for_a_while_goes_again_by_itself_once(d
     context.close()
 
 
+def test_a_search_refused_in_a_burst_says_so_and_goes_again_by_itself(demo_server, browser):
+    """503 "busy" (more searches at once than MAX_CONCURRENT_SEARCHES): the wait of any 503, in words
+    that say why, not "not available"."""
+    context, page, sent = refused(
+        browser, demo_server, 503, 5, '{"detail": "Search by photo is busy right now; please try again in a few seconds.", "code": "busy"}')
+    status = page.locator("#vs-status")
+    assert status.inner_text() == "Many customers are searching by photo right now. It searches again by itself in 5 seconds."
+    page.clock.run_for(6_000)  # it goes by itself, and is refused again
+    page.wait_for_function("document.querySelector('#vs-status').textContent.includes('Please try again in')", timeout=30_000)
+    assert len(sent) == 2
+    assert status.inner_text() == "Many customers are searching by photo right now. Please try again in 5 seconds."
+    context.close()
+
+
 def test_moving_the_box_while_throttled_says_nothing_again_and_searches_when_the_wait_is_over(demo_server, browser):
     """While a 429's wait ran, each move of the box wrote the whole line again ("Too many searches
     in a short time. Please try again in 31 seconds."), which a screen reader read out at every

@@ -21,7 +21,7 @@ from PIL import Image
 from tests.asgi import asgi_request
 from tests.conftest import catalogue_image
 from tests.telegram.fake_api import TOKEN, FakeBotAPI
-from visual_search import queue
+from visual_search import capacity, queue
 from visual_search.contrib.messaging import background, replies
 from visual_search.contrib.messaging.handling import handle
 from visual_search.contrib.messaging.messages import PHOTO, IncomingMessage
@@ -245,6 +245,18 @@ def test_a_file_that_is_not_really_an_image_gets_the_app_message(client, api, sh
     post(client, update({"document": {"file_id": "fake", "file_unique_id": "f", "mime_type": "image/jpeg", "file_size": 21}}))
     assert api.methods() == ["sendChatAction", "getFile", "download", "sendMessage"]
     assert api.sent()[0]["text"] == replies.unreadable() == "I could not read that image. Send a photo of the product (JPEG, PNG or WebP)."
+
+
+def test_a_photo_in_a_burst_beyond_max_concurrent_searches_is_told_to_come_again(client, api, shop, settings, monkeypatch, caplog):
+    """The bot's thread (or worker) waits for a slot as a web search does, then says so: not "something
+    went wrong", and no traceback in the log for a burst."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_CONCURRENT_SEARCHES": 1}
+    monkeypatch.setattr(capacity, "WAIT_SECONDS", 0.2)
+    size = add_photo(api, "pink", "Pink-Lady")
+    with caplog.at_level(logging.WARNING, logger="visual_search"), capacity.search_slot():
+        post(client, photo("pink", size))
+    assert api.methods()[-1] == "sendMessage" and api.sent()[-1]["text"] == replies.busy()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_a_blank_photo_is_asked_again_not_matched(client, api, shop, jpeg_bytes):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what a type checker sees (the package ships py.typed); at run time, _API below
     from .exceptions import ImageTooLarge as ImageTooLarge
     from .exceptions import InvalidImage as InvalidImage
+    from .exceptions import TooManySearches as TooManySearches
     from .exceptions import UnsupportedFormat as UnsupportedFormat
     from .exceptions import VisualSearchError as VisualSearchError
     from .exceptions import WeightsUnavailable as WeightsUnavailable
@@ -44,6 +45,7 @@ _API = {
     "InvalidImage": "visual_search.exceptions",
     "ImageTooLarge": "visual_search.exceptions",
     "UnsupportedFormat": "visual_search.exceptions",
+    "TooManySearches": "visual_search.exceptions",
     "WeightsUnavailable": "visual_search.exceptions",
     "VisualSearchError": "visual_search.exceptions",
     "VisibilityRuleError": "visual_search.registry",

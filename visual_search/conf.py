@@ -406,6 +406,11 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         Setting("SEARCH_THROTTLE_RATE", "30/min", (str, NoneType), "Anonymous search-by-photo requests per client, "
                 "in DRF's rate syntax; None switches the limit off.", check_id="visual_search.E009", deep=True,
                 rule="None, or DRF's rate syntax: '30/min', '1000/day'..."),
+        # TensorFlow spreads one search over every core: more at once add memory, not speed. A gunicorn
+        # sync worker (deploy/: 2 threads) never reaches 4; ASGI and --threads N do (docs/deployment.md).
+        Setting("MAX_CONCURRENT_SEARCHES", 4, (int, NoneType), "The most photo searches one process runs the "
+                "network for at once (threads under ASGI or gunicorn --threads); beyond it a search waits up to 5 s, "
+                "then answers 503 'busy' with Retry-After. None: no limit.", minimum=1),
     )),
     ("Training (visual_search_train, the admin's \"Train\" button)", (
         Setting("TRAINING_CATEGORY_FIELD", None, (str, NoneType), "A lookup on the result model whose value groups "

@@ -64,3 +64,18 @@ class UnsupportedFormat(InvalidImage):
 
 class WeightsUnavailable(VisualSearchError):
     """The configured VGG16 weights cannot be loaded (no network for "imagenet", missing file)."""
+
+
+class TooManySearches(VisualSearchError):
+    """This process already runs ``MAX_CONCURRENT_SEARCHES`` photo searches, and none finished
+    within the wait: a burst the server cannot take now. It passes: ask again after
+    ``retry_after`` seconds (the API and the search page answer 503 ``busy``)."""
+
+    code = "busy"
+
+    def __init__(self, limit: int, retry_after: int):
+        super().__init__(
+            f"Search by photo is busy: this process runs MAX_CONCURRENT_SEARCHES ({limit}) at once and none "
+            f"finished within the wait; try again in {retry_after} seconds."
+        )
+        self.limit, self.retry_after = limit, retry_after

@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 from . import search
 from .conf import settings
 from .embeddings.images import Box
-from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, UnsupportedFormat
+from .exceptions import ImageTooLarge, InvalidBox, InvalidImage, TooManySearches, UnsupportedFormat
 from .models import unapplied_migrations
 from .reasons import describe_failure, is_damaged
 from .registry import VisibilityRuleError, search_model, visible
@@ -53,7 +53,7 @@ def max_upload_bytes() -> int:
     return int(settings.MAX_UPLOAD_BYTES)
 
 
-def _too_large() -> PhotoSearchError:
+def too_large() -> PhotoSearchError:
     megabytes = max_upload_bytes() / (1024 * 1024)
     return PhotoSearchError(413, "file_too_large", f"The photo is larger than {megabytes:g} MB; send a smaller one.")
 
@@ -75,7 +75,7 @@ def check_content_length(meta: Mapping[str, Any]) -> None:
     except ValueError:
         raise PhotoSearchError(400, "invalid_length", "The Content-Length header is not a number.") from None
     if length > max_upload_bytes() + MULTIPART_SLACK:
-        raise _too_large()
+        raise too_large()
 
 
 def parse_limit(value: Any) -> int:
@@ -128,6 +128,11 @@ def unavailable(
     return PhotoSearchError(503, "unavailable", message, retry_after)
 
 
+def busy(retry_after: int) -> PhotoSearchError:
+    """503 ``busy``: the process runs ``MAX_CONCURRENT_SEARCHES`` searches already (a burst)."""
+    return PhotoSearchError(503, "busy", "Search by photo is busy right now; please try again in a few seconds.", retry_after)
+
+
 def shown_to(model, request=None):
     """:func:`~visual_search.registry.visible`, a failing ``VISIBILITY`` rule answered as 503: the
     customer sees nothing hidden and no 500 page, the log says what is wrong with the rule."""
@@ -162,13 +167,17 @@ def search_photo(upload, params: Mapping[str, Any], request=None, limit: int | N
     if upload is None:
         raise PhotoSearchError(400, "required", "Send a photo in the form field 'image'.")
     if getattr(upload, "size", 0) > max_upload_bytes():
-        raise _too_large()
+        raise too_large()
     limit = parse_limit(params.get("limit")) if limit is None else limit
     box = parse_box(params)
     queryset = search_queryset(params, request)
     started = time.perf_counter()
     try:
         results = search.search_by_image(upload, queryset, limit=limit, box=box)
+    except TooManySearches as exc:
+        # Not the customer's doing and it passes: the API's client and the widget wait Retry-After.
+        # Logged by capacity, once a minute: a burst refuses many at once.
+        raise busy(exc.retry_after) from None
     except ImageTooLarge as exc:
         raise PhotoSearchError(400, "too_many_pixels", str(exc)) from None
     except UnsupportedFormat as exc:

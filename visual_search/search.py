@@ -16,6 +16,7 @@ from PIL import Image
 
 from . import serving
 from .backends import get_backend
+from .capacity import search_slot
 from .conf import settings
 from .embeddings.images import Box, check_not_blank
 from .embeddings.pooling import l2_normalise
@@ -163,14 +164,20 @@ def search_by_image(
     ``request``, only what the shop's ``VISIBILITY`` rule shows them is returned. ``box`` searches
     only a region of the photo: ``"x0,y0,x1,y1"`` or four numbers, fractions of its width and
     height after EXIF rotation (:class:`~visual_search.exceptions.InvalidBox` when it is not one).
+    Raises :class:`~visual_search.exceptions.TooManySearches` when this process already runs
+    ``MAX_CONCURRENT_SEARCHES`` searches and none finished within a few seconds.
     """
     region = Box.parse(box)
     queryset = _queryset(model_or_queryset, request)
-    # Decoded first: a broken or hostile upload is refused before any model is loaded.
-    picture = serving.decode_upload(image, region)
-    check_not_blank(picture, region)  # a lens cap's photo "matched" every product at 44 %
-    extractor = serving.get_extractor()
-    vector = extractor.embed_picture(picture, settings.QUERY_VIEWS, region)
+    # The decoded photo and the network's pass are a search's memory and CPU: at most
+    # MAX_CONCURRENT_SEARCHES at once per process (TooManySearches beyond, after a short wait).
+    with search_slot():
+        # Decoded first: a broken or hostile upload is refused before any model is loaded.
+        picture = serving.decode_upload(image, region)
+        check_not_blank(picture, region)  # a lens cap's photo "matched" every product at 44 %
+        extractor = serving.get_extractor()
+        vector = extractor.embed_picture(picture, settings.QUERY_VIEWS, region)
+        del picture  # not held while the index is searched
     return search_vector(vector, queryset, limit=limit, fingerprint=extractor.fingerprint)
 
 

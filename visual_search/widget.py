@@ -90,10 +90,15 @@ def customer_messages(limit: int | None = None) -> dict[str, Any]:
         # "in 30 seconds", "in 2 minutes" (German "in 30 Sekunden", French "dans 30 secondes").
         "throttled_wait": _("Too many searches in a short time. Please try again {when}."),
         "unavailable": _("Search by photo is not available right now. Please try again later."),
+        # 503 "busy": more searches at once than the shop's server takes (MAX_CONCURRENT_SEARCHES).
+        "busy": _("Many customers are searching by photo right now. Please try again in a moment."),
         # A 503 with Retry-After (the shop's model loading, its database restarting): {when} as
         # for "throttled_wait". "unavailable_again": the widget searches again by itself then.
         "unavailable_wait": _("Search by photo is not available right now. Please try again {when}."),
         "unavailable_again": _("Search by photo is not available right now. It searches again by itself {when}."),
+        # The same for 503 "busy" (a burst of searches, MAX_CONCURRENT_SEARCHES): {when} as above.
+        "busy_wait": _("Many customers are searching by photo right now. Please try again {when}."),
+        "busy_again": _("Many customers are searching by photo right now. It searches again by itself {when}."),
         "network": _("The search did not reach the shop. Check your connection and try again."),
         "failed": _("The search did not work this time. Please try again."),
         "searching": _("Searching…"),
@@ -257,6 +262,11 @@ RETRY_AFTER_MESSAGES = {
     "unavailable": ngettext_lazy(
         "Search by photo is not available right now. Please try again in %(seconds)d second.",
         "Search by photo is not available right now. Please try again in %(seconds)d seconds.",
+        "seconds",
+    ),
+    "busy": ngettext_lazy(
+        "Many customers are searching by photo right now. Please try again in %(seconds)d second.",
+        "Many customers are searching by photo right now. Please try again in %(seconds)d seconds.",
         "seconds",
     ),
 }

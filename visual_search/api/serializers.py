@@ -158,7 +158,7 @@ class ErrorSerializer(serializers.Serializer):
         help_text="Stable, for programs (the detail is English, for people): required, invalid_image, blank_image, "
         "too_many_pixels, invalid_limit, invalid_filter, invalid_box, too_many_fields, parse_error, invalid_length, "
         "authentication_failed, not_authenticated, permission_denied, not_found, method_not_allowed, not_acceptable, length_required, "
-        "file_too_large, unsupported_format, unsupported_media_type, throttled, unavailable. Treat an unknown code "
+        "file_too_large, unsupported_format, unsupported_media_type, throttled, busy, unavailable. Treat an unknown code "
         "by its HTTP status."
     )
     format = serializers.CharField(

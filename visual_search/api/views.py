@@ -68,7 +68,8 @@ ERROR_CODES = {
     415: "`unsupported_format` (a kind of image not accepted; `format` names it) or `unsupported_media_type` "
     "(the body is not multipart/form-data)",
     429: "`throttled`: too many searches from this client (SEARCH_THROTTLE_RATE); wait Retry-After seconds",
-    503: "`unavailable`: the database, index or model cannot answer now; ask again after Retry-After (when sent)",
+    503: "`unavailable`: the database, index or model cannot answer now; ask again after Retry-After (when sent); "
+    "`busy` (search by photo): the server runs MAX_CONCURRENT_SEARCHES searches already; ask again after Retry-After",
 }
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, OpenApiParameter.HEADER, response=[409, 429, 503],
@@ -272,6 +273,9 @@ class SearchView(VisualSearchAPIView):
                 (429, "throttled", "Request was throttled. Expected available in 60 seconds."),
                 (503, "unavailable", "Search by photo is not available right now; please try again later."),
             ),
+            OpenApiExample("busy", response_only=True, status_codes=["503"], value={
+                "detail": "Search by photo is busy right now; please try again in a few seconds.", "code": "busy",
+            }),
         ],
     )
     @sensitive_variables("upload", "data")

@@ -15,7 +15,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from visual_search.conf import settings as visual_search_settings
 from visual_search.embeddings import images
-from visual_search.exceptions import BlankImage, ImageTooLarge, InvalidImage
+from visual_search.exceptions import BlankImage, ImageTooLarge, InvalidImage, TooManySearches
 from visual_search.registry import search_model
 from visual_search.results import describe
 from visual_search.search import is_confident, search_by_image
@@ -111,6 +111,9 @@ def answer_photo(messenger: Messenger, message: IncomingMessage, site_url: str |
         return
     except InvalidImage as exc:  # its own sentence is English: the customer's language instead
         messenger.reply_text(message, replies.unreadable(getattr(exc, "kind", "")))
+        return
+    except TooManySearches:  # a burst: it passes, and capacity logs it once a minute (no traceback)
+        messenger.reply_text(message, replies.busy())
         return
     except Exception:
         logger.exception("%s: search by photo for chat %s failed", messenger.name, masked(message.chat_id))

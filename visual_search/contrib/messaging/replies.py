@@ -66,6 +66,11 @@ def unsure() -> str:
     return _("I am not sure I recognise it; these look the closest:")
 
 
+def busy() -> str:
+    """The search could not start: the shop's server runs as many searches as it takes (MAX_CONCURRENT_SEARCHES)."""
+    return _("Many people are searching right now. Please send the photo again in a minute.")
+
+
 def failed() -> str:
     return _("Sorry, something went wrong while searching. Please try again in a moment.")
 

@@ -539,7 +539,7 @@
     this.abort = null;
     this.waitUntil = 0; // a throttled search: nothing is sent before this time (ms)
     this.waitTimer = null;
-    this.waitKind = ""; // "throttled" (429) or "unavailable" (503)
+    this.waitKind = ""; // "throttled" (429), "unavailable" or "busy" (503)
     this.waitAgain = false; // the search goes by itself when the wait is over
     var crop = root.querySelector("[data-vs-crop]");
     this.crop = crop && this.preview && crop.contains(this.preview) ? new CropBox(this, crop) : null;
@@ -993,6 +993,8 @@
           // database restarting, the index rebuilt): its Retry-After says when trying helps.
           failure.wait = response.status === 429 || response.status === 503 ? retryAfter(response.headers.get("Retry-After")) : 0;
           failure.unavailable = response.status === 503;
+          // A burst of searches (MAX_CONCURRENT_SEARCHES): the same wait, in its own words.
+          failure.busy = failure.unavailable && Boolean(body) && body.code === "busy";
           throw failure;
         }
         return body;
@@ -1017,7 +1019,7 @@
         // wait is over. The customer chose it to search it, and came back to a line that said
         // "try again" (a press at once got 503 again). Once only: each try sends the photo again,
         // on a phone's data, to a shop that may stay down; then "Try again" is theirs to press.
-        self.wait(error.wait, error.unavailable ? "unavailable" : "throttled", error.unavailable && !automatic);
+        self.wait(error.wait, error.busy ? "busy" : error.unavailable ? "unavailable" : "throttled", error.unavailable && !automatic);
         error.message = self.waitWords();
       }
       self.say(error.message || self.messages.failed, true, Boolean(error.retry && self.file));
@@ -1078,7 +1080,8 @@
   Widget.prototype.waitWords = function () {
     var left = Math.max(1, Math.ceil((this.waitUntil - Date.now()) / 1000));
     var when = inTime(left, this.root.getAttribute("lang"));
-    var kind = this.waitKind === "unavailable" ? (this.waitAgain ? "unavailable_again" : "unavailable_wait") : "throttled_wait";
+    var passing = this.waitKind === "unavailable" || this.waitKind === "busy";
+    var kind = passing ? this.waitKind + (this.waitAgain ? "_again" : "_wait") : "throttled_wait";
     if (when && this.messages[kind]) { return format(this.messages[kind], { when: when }); }
     return this.messages[this.waitKind || "throttled"] || this.messages.failed;
   };
@@ -1086,7 +1089,7 @@
   // A search refused for coming too often (429) or while the shop's search is down (503), with
   // the time to wait: "Try again" stays, greyed and aria-disabled (still focusable: a press says
   // the time left) until then, and nothing is sent before; it went at once and was refused again
-  // (a 429 counting against the customer once more). ``kind``: "throttled" or "unavailable";
+  // (a 429 counting against the customer once more). ``kind``: "throttled", "unavailable" or "busy";
   // ``again``: the search goes by itself when the wait is over.
   Widget.prototype.wait = function (seconds, kind, again) {
     var self = this, retry = this.retry;
