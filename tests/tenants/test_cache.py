@@ -12,6 +12,7 @@ from django_tenants.utils import schema_context
 
 from tests.tenants.test_isolation import BANANA
 from visual_search import indexing, queue, thumbnails
+from visual_search.contrib.messaging import limits
 
 pytestmark = [pytest.mark.tenants, pytest.mark.django_db]
 
@@ -68,3 +69,15 @@ def test_attempts_noted_by_one_shops_task_are_not_taken_back_in_another_shop(sho
         assert indexing.take_back("task-1") == 0
     with schema_context("shop_a"):
         assert indexing.take_back("task-1") == 2
+
+
+def test_a_customer_writing_to_two_shops_bots_is_counted_and_deduplicated_by_each(shops, plain_cache):
+    """Each shop's bot numbers its Telegram updates from its own counter; a customer's chat id is the
+    same for every bot (a WhatsApp one is their phone number)."""
+    for schema in ("shop_a", "shop_b"):
+        with schema_context(schema):
+            assert limits.first_time("telegram", "1001"), schema
+            assert limits.allow("telegram", "42", (1, 3600)), schema
+            assert not limits.allow("telegram", "42", (1, 3600))
+            assert limits.warn_once("telegram", "42", (1, 3600)), schema
+            assert not limits.first_time("telegram", "1001")

@@ -6,6 +6,11 @@ cache (Redis, Memcached), or each process counts on its own, as the photo-search
 The keys hold no chat id nor delivery id, only a keyed hash of them (:func:`hashed`): a WhatsApp
 chat id is the customer's phone number, and its message ids encode that number too; a cache (a
 Redis snapshot on disk, ``KEYS *``) showed them.
+
+On a django-tenants platform the keys are each shop's (:func:`visual_search.tenants.tenant_key`),
+with or without its ``KEY_FUNCTION``: a customer who writes to two shops' bots is counted by each,
+and one shop's delivery ids (Telegram numbers each bot's updates from its own counter) never mark
+another shop's as seen.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import time
 
 from django.core.cache import cache
 from django.utils.crypto import salted_hmac
+
+from visual_search.tenants import tenant_key
 
 PREFIX = "visual_search:messaging"
 # Services retry a delivery for hours at most (Telegram: up to a day of pending updates).
@@ -27,7 +34,7 @@ def first_time(channel: str, event_id: str) -> bool:
     """
     if not event_id:
         return True
-    return cache.add(f"{PREFIX}:{channel}:seen:{hashed(event_id)}", 1, SEEN_FOR_SECONDS)
+    return cache.add(tenant_key(f"{PREFIX}:{channel}:seen:{hashed(event_id)}"), 1, SEEN_FOR_SECONDS)
 
 
 def allow(channel: str, chat_id: str, rate: tuple[int, int] | None) -> bool:
@@ -36,7 +43,7 @@ def allow(channel: str, chat_id: str, rate: tuple[int, int] | None) -> bool:
     if rate is None:
         return True
     count, seconds = rate
-    key = f"{PREFIX}:{channel}:rate:{hashed(chat_id)}:{int(time.time() // seconds)}"
+    key = tenant_key(f"{PREFIX}:{channel}:rate:{hashed(chat_id)}:{int(time.time() // seconds)}")
     cache.add(key, 0, seconds)
     try:
         return cache.incr(key) <= count
@@ -48,7 +55,7 @@ def allow(channel: str, chat_id: str, rate: tuple[int, int] | None) -> bool:
 def warn_once(channel: str, chat_id: str, rate: tuple[int, int]) -> bool:
     """Whether to tell a limited chat to wait: once per window, so the bot never floods it back."""
     seconds = rate[1]
-    return cache.add(f"{PREFIX}:{channel}:warned:{hashed(chat_id)}:{int(time.time() // seconds)}", 1, seconds)
+    return cache.add(tenant_key(f"{PREFIX}:{channel}:warned:{hashed(chat_id)}:{int(time.time() // seconds)}"), 1, seconds)
 
 
 def hashed(value: str) -> str:
