@@ -11,7 +11,8 @@ they were.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 from django.conf import settings as django_settings
 from django.db import connection
@@ -35,6 +36,24 @@ def tenant_key(key: str) -> str:
     multi-tenant platform, whether or not ``CACHES`` has django-tenants' ``KEY_FUNCTION``."""
     tenant = current_tenant()
     return key if tenant is None else f"{tenant}:{key}"
+
+
+def in_current_schema(target: Callable) -> Callable:
+    """``target``, to run in a thread of its own, in the schema the connection reads now: a new
+    thread's connection starts in django-tenants' public schema, where no shop's images, versions
+    or catalogue are. ``target`` itself for a shop of one."""
+    tenant = current_tenant()
+    if tenant is None:
+        return target
+    # Through import_string: django-tenants is the platform's, never this app's, dependency.
+    schema_context = import_string("django_tenants.utils.schema_context")
+
+    @functools.wraps(target)
+    def in_schema(*args, **kwargs):
+        with schema_context(tenant):
+            return target(*args, **kwargs)
+
+    return in_schema
 
 
 def shop_schemas() -> Iterator[str | None]:
@@ -63,4 +82,4 @@ def in_public_schema() -> bool:
     return not any(app == "visual_search" or app.startswith("visual_search.apps.") for app in getattr(django_settings, "SHARED_APPS", ()))
 
 
-__all__ = ["current_tenant", "in_public_schema", "per_tenant", "shop_schemas", "tenant_key"]
+__all__ = ["current_tenant", "in_current_schema", "in_public_schema", "per_tenant", "shop_schemas", "tenant_key"]

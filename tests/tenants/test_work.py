@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,10 @@ from tests.conftest import catalogue_image
 from tests.tenants.conftest import add_product
 from tests.tenants.shop.models import Product
 from visual_search import indexing, queue, tasks, versions, workers
+from visual_search.contrib.messaging import background
+from visual_search.contrib.messaging.messages import IncomingMessage
 from visual_search.models import ImageEmbedding
+from visual_search.training import jobs
 
 pytestmark = [pytest.mark.tenants, pytest.mark.django_db]
 
@@ -102,3 +106,25 @@ def test_a_worker_shutting_down_takes_back_the_attempts_its_tasks_counted_in_the
     workers._take_back_attempts()
     with schema_context("shop_b"):
         assert ImageEmbedding.objects.get(pk=row.pk).embed_attempts == 0
+
+
+def test_a_message_answered_from_a_thread_is_searched_in_the_shop_its_webhook_came_to(shops, monkeypatch):
+    """A thread's own connection starts in the public schema, where no shop's products are."""
+    seen, done = [], threading.Event()
+    monkeypatch.setattr(background, "handle_message", lambda *args: (seen.append(connection.schema_name), done.set()))
+    messenger = SimpleNamespace(name="telegram", settings=SimpleNamespace(BACKGROUND="thread"), path=lambda: "bot.Messenger")
+    with schema_context("shop_b"):
+        background.run(messenger, IncomingMessage(chat_id="42", kind="photo", file_id="f"))
+    assert done.wait(10)
+    assert seen == ["shop_b"]
+
+
+def test_a_training_run_in_a_thread_trains_the_shops_own_version(shops, monkeypatch):
+    """Without Celery the admin's training runs in a thread of the web process."""
+    seen, done = [], threading.Event()
+    monkeypatch.setattr(jobs, "run_training", lambda version_id: (seen.append(connection.schema_name), done.set()))
+    monkeypatch.setattr(queue, "use_celery", lambda: False)
+    with schema_context("shop_a"):
+        jobs.start_training()
+    assert done.wait(10)
+    assert seen == ["shop_a"]

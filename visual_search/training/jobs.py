@@ -27,6 +27,7 @@ from ..conf import settings
 from ..embeddings.spec import network_fingerprint
 from ..models import ImageEmbedding, ModelVersion
 from ..serving import current_fingerprint
+from ..tenants import in_current_schema
 from .dataset import NotEnoughData, hold_out, result_registrations, shop_items
 from .trainer import Cancelled, TrainingOptions, evaluate_vectors, train
 
@@ -73,7 +74,8 @@ def start_training(model_label: str | None = None, **options) -> ModelVersion:
     if queue.use_celery():
         queue.send(queue.TRAIN_MODEL, (version.pk,), queue=settings.QUEUE)
     else:
-        threading.Thread(target=_in_thread, args=(version.pk,), name=f"visual-search-train-{version.pk}", daemon=True).start()
+        # In the shop's schema (django-tenants), where the version is: the thread's connection starts in the public one.
+        threading.Thread(target=in_current_schema(_in_thread), args=(version.pk,), name=f"visual-search-train-{version.pk}", daemon=True).start()
     return version
 
 

@@ -15,6 +15,7 @@ from django.db import connections
 
 from visual_search import queue
 from visual_search.conf import settings as visual_search_settings
+from visual_search.tenants import in_current_schema
 
 from .messages import IncomingMessage, masked
 from .messenger import Messenger
@@ -50,7 +51,8 @@ def run(messenger: Messenger, message: IncomingMessage, site_url: str | None = N
         except Exception as exc:  # kombu's OperationalError and friends: the broker is unreachable
             logger.warning("%s: could not queue the answer to chat %s (%s); answering from a thread",
                            messenger.name, masked(message.chat_id), exc)
-    threading.Thread(target=_in_thread, args=args, name=f"visual-search-{messenger.name}", daemon=True).start()
+    # In the shop's schema the webhook came to (django-tenants): the thread's connection starts in the public one.
+    threading.Thread(target=in_current_schema(_in_thread), args=args, name=f"visual-search-{messenger.name}", daemon=True).start()
 
 
 def shown_args(messenger: Messenger, message: IncomingMessage) -> str:
