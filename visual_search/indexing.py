@@ -30,7 +30,7 @@ from .logs import counted
 from .models import ImageEmbedding
 from .registry import Registration
 from .serving import indexing_fingerprints, kept_fingerprints
-from .tenants import tenant_key
+from .tenants import in_current_schema, tenant_key
 
 logger = logging.getLogger("visual_search")
 Status = ImageEmbedding.Status
@@ -210,8 +210,9 @@ def missing_reason(name: str) -> str:
 
 
 def image_reader(obj, registration: Registration):
-    """A function that reads the bytes of ``obj``'s image from its storage (when it is called)."""
-    return lambda: read_or_missing(obj, registration)
+    """A function that reads the bytes of ``obj``'s image from its storage (when it is called), in
+    this shop's schema (django-tenants) from the extractor's or the trainer's decode thread too."""
+    return in_current_schema(lambda: read_or_missing(obj, registration))
 
 
 def read_or_missing(obj, registration: Registration) -> bytes:

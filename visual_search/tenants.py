@@ -12,6 +12,7 @@ they were.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 
 from django.conf import settings as django_settings
@@ -39,19 +40,22 @@ def tenant_key(key: str) -> str:
 
 
 def in_current_schema(target: Callable) -> Callable:
-    """``target``, to run in a thread of its own, in the schema the connection reads now: a new
-    thread's connection starts in django-tenants' public schema, where no shop's images, versions
-    or catalogue are. ``target`` itself for a shop of one."""
+    """``target``, to run in the schema the connection reads now when another thread calls it (a
+    thread of its own, a pool's): a thread's connection starts in django-tenants' public schema,
+    where no shop's images, versions or catalogue are, and django-tenants' storage looks for a
+    shop's files by that schema. That thread's connection is left in the schema (it changes only
+    once per thread: each change empties Django's content type cache); called in this thread,
+    ``target`` runs as it is. ``target`` itself for a shop of one."""
     tenant = current_tenant()
     if tenant is None:
         return target
-    # Through import_string: django-tenants is the platform's, never this app's, dependency.
-    schema_context = import_string("django_tenants.utils.schema_context")
+    here = threading.get_ident()
 
     @functools.wraps(target)
     def in_schema(*args, **kwargs):
-        with schema_context(tenant):
-            return target(*args, **kwargs)
+        if threading.get_ident() != here and connection.schema_name != tenant:
+            connection.set_schema(tenant)
+        return target(*args, **kwargs)
 
     return in_schema
 

@@ -34,7 +34,7 @@ from .embeddings.images import open_image, read_bytes
 from .embeddings.images import checksum as sha256
 from .exceptions import InvalidImage
 from .logs import OccasionalWarning
-from .tenants import tenant_key
+from .tenants import in_current_schema, tenant_key
 
 logger = logging.getLogger("visual_search")
 
@@ -270,7 +270,7 @@ class Writer:
             made = target(name, self.size, checksum or sha256(data))
             if self._made.get(cached) == made:  # made for these very bytes (a forced reindex): nothing to do
                 return
-            upload = self._pool.submit(_save, storage, made, render(data, self.size))
+            upload = self._pool.submit(in_current_schema(_save), storage, made, render(data, self.size))
         except Exception as exc:  # noqa: BLE001 - never the image's indexing (nor a pool shut down by its error)
             self._failure(cached, name, exc)
             return

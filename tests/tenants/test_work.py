@@ -8,14 +8,18 @@ from types import SimpleNamespace
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import connection
 from django_tenants.utils import schema_context
 from tenant_schemas_celery.app import CeleryApp
 
 from tests.conftest import catalogue_image
+from tests.remote_storage import RemoteStorage
 from tests.tenants.conftest import add_product
+from tests.tenants.test_cache import plain_cache  # noqa: F401 - a fixture
 from tests.tenants.shop.models import Product
-from visual_search import indexing, queue, tasks, versions, workers
+from visual_search import indexing, queue, tasks, thumbnails, versions, workers
+from visual_search.conf import settings as visual_search_settings
 from visual_search.contrib.messaging import background
 from visual_search.contrib.messaging.messages import IncomingMessage
 from visual_search.models import ImageEmbedding
@@ -128,3 +132,38 @@ def test_a_training_run_in_a_thread_trains_the_shops_own_version(shops, monkeypa
         jobs.start_training()
     assert done.wait(10)
     assert seen == ["shop_a"]
+
+
+def test_a_shop_whose_files_are_in_its_own_folder_has_them_indexed(shops, settings, tmp_path, django_capture_on_commit_callbacks):
+    """django-tenants' TenantFileSystemStorage finds a file by the schema the reading thread's
+    connection is in; the extractor reads the next batch in a thread of its own."""
+    settings.MEDIA_ROOT = str(tmp_path)
+    settings.MULTITENANT_RELATIVE_MEDIA_ROOT = "%s"
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "django_tenants.files.storage.TenantFileSystemStorage"}}
+    with schema_context("shop_b"), django_capture_on_commit_callbacks(execute=True):
+        product = add_product("shop_b Kiwi", "Kiwi")
+    assert (tmp_path / "shop_b" / product.image.name).exists()
+    assert str(product.pk) in ready("shop_b")
+
+
+class SchemaNotingStorage(RemoteStorage):
+    """A bucket that notes the schema each file was saved in (a tenant-aware one keeps them apart by it)."""
+
+    saved_in: list[tuple[str, str]] = []
+
+    def _save(self, name, content):
+        self.saved_in.append((name, connection.schema_name))
+        return super()._save(name, content)
+
+
+def test_a_shops_thumbnails_made_while_indexing_are_saved_and_remembered_in_that_shop(shops, settings, plain_cache, django_capture_on_commit_callbacks):
+    """The extractor's decode thread names the thumbnail; a thread of the writer's uploads it."""
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.SchemaNotingStorage"}}
+    SchemaNotingStorage.saved_in = []
+    with schema_context("shop_b"), django_capture_on_commit_callbacks(execute=True):
+        product = add_product("shop_b Lemon", "Lemon")
+    assert str(product.pk) in ready("shop_b")
+    assert {schema for _name, schema in SchemaNotingStorage.saved_in} == {"shop_b"}
+    assert len(SchemaNotingStorage.saved_in) == 2  # the photo and its thumbnail
+    with schema_context("shop_b"):
+        assert thumbnails.remembered([(default_storage, product.image.name)], int(visual_search_settings.THUMBNAIL_SIZE))
