@@ -24,8 +24,9 @@ are looked at; every other request goes through untouched. For those:
   413 ``file_too_large`` in the API's error JSON itself.
 
 The search views are found by resolving the path with ``ROOT_URLCONF``; a urlconf that a middleware
-chooses per request (``request.urlconf``: django-tenants' public schema) is not seen, and such
-requests go through as before.
+chooses per request (``request.urlconf``: django-tenants' ``PUBLIC_SCHEMA_URLCONF``) is not read:
+a search URL only it has is not pre-checked, and its paths are taken for ``ROOT_URLCONF``'s
+(docs/deployment.md, multi-tenant shops).
 """
 
 from __future__ import annotations
