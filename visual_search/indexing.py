@@ -111,7 +111,7 @@ def mark_pending(registration: Registration, obj, name: str, *, new_file: bool =
         return False
     fingerprints = indexing_fingerprints()
     # The primary's rows: a read replica's may be older than the vector it decides to keep.
-    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).filter(**row_key(registration, obj))
+    rows = ImageEmbedding.objects.on_primary().filter(**row_key(registration, obj))
     rows = rows.only("fingerprint", "status", "source_name", "result_id")
     existing = {row.fingerprint: row for row in rows}
     outdated = [row.pk for fp, row in existing.items() if fp not in fingerprints and (new_file or row.source_name != name)]
@@ -190,7 +190,7 @@ def remove_from_backend(ids: list[int]) -> None:
 
 def remove_object(registration: Registration, pk: Any) -> list[int]:
     """Delete the rows (of every version) of one object's image field; returns the ids removed."""
-    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, registration.image_field)
+    rows = ImageEmbedding.objects.on_primary().of_field(registration.model, registration.image_field)
     rows = rows.filter(object_id=str(pk))
     ids = list(rows.values_list("id", flat=True))  # the primary's: a replica may lack the newest rows
     if ids:
@@ -290,7 +290,7 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
     report = IndexReport()
     existing = {
         row.object_id: row
-        for row in ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding))
+        for row in ImageEmbedding.objects.on_primary()
         .of_field(registration.model, registration.image_field)
         .filter(object_id__in=list(objects), fingerprint=fingerprint)
         .defer("vector")
@@ -456,7 +456,7 @@ def begin_attempt(registration: Registration, pks: Sequence[Any], fingerprints: 
     aside (when there are several ids) those with any, and count one attempt on the rest's rows."""
     fingerprints = list(fingerprints) if fingerprints is not None else indexing_fingerprints()
     rows = list(  # the primary's counts: the last task's, and rows just made pending, a replica may lack
-        ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, registration.image_field)
+        ImageEmbedding.objects.on_primary().of_field(registration.model, registration.image_field)
         .filter(object_id__in=[str(pk) for pk in pks], fingerprint__in=fingerprints)
         .values_list("id", "object_id", "status", "embed_attempts")
     )

@@ -97,6 +97,11 @@ class EmbeddingQuerySet(models.QuerySet):
         return self.get(content_type=ContentType.objects.get_by_natural_key(app_label, model), object_id=object_id,
                         field_name=field_name, fingerprint=fingerprint)
 
+    def on_primary(self) -> EmbeddingQuerySet:
+        """These rows as the database the router writes them to (the primary) has them: what a task,
+        the sweep or a build decides from, where a read replica may lag (docs/deployment.md)."""
+        return self.using(router.db_for_write(self.model))
+
     def of_field(self, model: type[models.Model], field_name: str) -> EmbeddingQuerySet:
         """Rows of one registration: the images in ``model``'s field ``field_name`` (every version's)."""
         return self.filter(content_type=ContentType.objects.get_for_model(model), field_name=field_name)

@@ -74,7 +74,7 @@ def orphaned(registration: Registration) -> list[str]:
     into a database where they have other keys, a delete in SQL (no signal). Nothing would ever
     remove them: the sweep and :func:`reindex` delete them."""
     model = registration.model
-    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(model, registration.image_field)
+    rows = ImageEmbedding.objects.on_primary().of_field(model, registration.image_field)
     exists = models.Exists(model._base_manager.filter(pk=pk_from_text(model)))
     return list(rows.exclude(exists).order_by("object_id").values_list("object_id", flat=True).distinct())
 
@@ -91,7 +91,7 @@ def hold_renamed(registration: Registration) -> list[int]:
     shows_another = _with_image(registration, model._base_manager.filter(pk=pk_from_text(model))).exclude(
         **{field: models.OuterRef("source_name")}
     )
-    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(model, field).filter(
+    rows = ImageEmbedding.objects.on_primary().of_field(model, field).filter(
         fingerprint=current_fingerprint(), status=ImageEmbedding.Status.READY
     ).exclude(source_name="").filter(models.Exists(shows_another))
     ids = list(rows.values_list("pk", flat=True))

@@ -368,7 +368,7 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
         field = registration.image_field
         # From the primary: the vectors the build has just stored, and every image there is (a read
         # replica that lags showed none of them done, and the build gave up as if unreadable).
-        rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).of_field(registration.model, field)
+        rows = ImageEmbedding.objects.on_primary().of_field(registration.model, field)
         built = {
             oid: rest
             for oid, *rest in rows.filter(fingerprint=fingerprint, status__in=settled).values_list("object_id", "source_name", "result_id", "checksum")

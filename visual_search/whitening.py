@@ -125,7 +125,7 @@ def _fit_model(model, fingerprint: str) -> Whitening | None:
     result_type = ContentType.objects.get_for_model(model)
     # The primary's rows, as in _due(): a version's build fits right after storing its vectors, which
     # a read replica that lags does not have yet (the switch went in with no whitening).
-    rows = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).ready(fingerprint).filter(result_type=result_type)
+    rows = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type)
     ids = np.fromiter(rows.values_list("id", flat=True).iterator(), dtype=np.int64)
     count, minimum, augment = len(ids), int(settings.WHITENING_MIN_VECTORS), int(settings.WHITENING_AUGMENT)
     small = count < minimum
@@ -445,7 +445,7 @@ def _due(fingerprint: str | None) -> Iterator[type]:
     fingerprint = fingerprint or current_fingerprint()
     for model in {r.result_model for r in get_registrations()}:
         result_type = ContentType.objects.get_for_model(model)
-        ready = ImageEmbedding.objects.using(router.db_for_write(ImageEmbedding)).ready(fingerprint).filter(result_type=result_type).count()
+        ready = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type).count()
         if needs_refit(result_type.pk, fingerprint, ready):
             yield model
 
