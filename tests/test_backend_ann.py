@@ -41,18 +41,25 @@ def clustered(n, seed=0, centres=40):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def store(vectors, result_ids=None, object_ids=None):
+    """Ready rows of ``Product``'s image of the current fingerprint, one per vector (object ids
+    ``"0"``, ``"1"``...; each its own result unless ``result_ids`` says); returns the content type."""
+    ct = ContentType.objects.get_for_model(Product)
+    object_ids = object_ids or [str(i) for i in range(len(vectors))]
+    ImageEmbedding.objects.bulk_create(
+        ImageEmbedding(
+            content_type=ct, object_id=object_id, field_name="image", result_type=ct, result_id=result_id,
+            status="ready", fingerprint=current_fingerprint(), dimensions=len(v), vector=v.tobytes(),
+        )
+        for object_id, result_id, v in zip(object_ids, result_ids or object_ids, vectors)
+    )
+    return ct
+
+
 @pytest.fixture
 def synthetic(db):
     """2,000 stored vectors, two images per result id (so results must be deduplicated)."""
-    ct = ContentType.objects.get_for_model(Product)
-    vectors = clustered(2000)
-    ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(
-            content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i // 2),
-            status="ready", fingerprint=current_fingerprint(), dimensions=DIMS, vector=v.tobytes(),
-        )
-        for i, v in enumerate(vectors)
-    )
+    ct = store(clustered(2000), result_ids=[str(i // 2) for i in range(2000)])
     return {"result_type_id": ct.pk, "fingerprint": current_fingerprint()}
 
 
@@ -280,14 +287,7 @@ def test_clusters_are_learned_again_when_the_catalogue_doubles(synthetic, index_
     backend.search(query, limit=3, **synthetic)
     state = backend._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])]
     assert state.trained_on == 800 and state.nlist == 1  # too few to cluster: one exact list
-    ct = synthetic["result_type_id"]
-    ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(
-            content_type_id=ct, object_id=f"more{i}", field_name="image", result_type_id=ct, result_id=f"more{i}",
-            status="ready", fingerprint=synthetic["fingerprint"], dimensions=DIMS, vector=v.tobytes(),
-        )
-        for i, v in enumerate(clustered(1000, seed=9))
-    )
+    store(clustered(1000, seed=9), object_ids=[f"more{i}" for i in range(1000)])
     backend.search(query, limit=3, **synthetic)
     state = backend._indexes[(synthetic["result_type_id"], synthetic["fingerprint"])]
     assert state.trained_on == 1800 and state.nlist > 1 and state.index.ntotal == 1800
@@ -338,15 +338,8 @@ def spread(n, seed=0, centres=40):
 @pytest.fixture
 def weak(db):
     """3,000 stored vectors of ``spread``, one per result (result id ``str(i)``); the centres."""
-    ct = ContentType.objects.get_for_model(Product)
     vectors, labels = spread(3000)
-    ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(
-            content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i),
-            status="ready", fingerprint=current_fingerprint(), dimensions=DIMS, vector=v.tobytes(),
-        )
-        for i, v in enumerate(vectors)
-    )
+    ct = store(vectors)
     return {"result_type_id": ct.pk, "fingerprint": current_fingerprint()}, labels
 
 
@@ -454,15 +447,8 @@ def test_restriction_ids_are_mapped_like_the_exact_backend(synthetic, index_dir)
 
 
 def test_non_decimal_result_ids_are_looked_up_one_by_one(index_dir, db):
-    ct = ContentType.objects.get_for_model(Product)
     names = [f"sku-{i}" if i % 3 else str(i) for i in range(1500)]
-    ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(
-            content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=name,
-            status="ready", fingerprint=current_fingerprint(), dimensions=DIMS, vector=v.tobytes(),
-        )
-        for i, (name, v) in enumerate(zip(names, clustered(1500, seed=13)))
-    )
+    ct = store(clustered(1500, seed=13), result_ids=names)
     where = {"result_type_id": ct.pk, "fingerprint": current_fingerprint()}
     backend, exact = ann(index_dir), NumpyBackend()
     query = clustered(1, seed=14)[0]
@@ -514,14 +500,8 @@ def test_a_cold_load_holds_the_catalogue_about_twice_at_most():
     import tracemalloc
 
     n, dims = 6000, 512
-    ct = ContentType.objects.get_for_model(Product)
     fingerprint = current_fingerprint()
-    vectors = np.random.default_rng(0).standard_normal((n, dims)).astype(np.float32)
-    ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i), status="ready",
-                       fingerprint=fingerprint, dimensions=dims, vector=vectors[i].tobytes())
-        for i in range(n)
-    )
+    ct = store(np.random.default_rng(0).standard_normal((n, dims)).astype(np.float32))
     backend = NumpyBackend()
     tracemalloc.start()
     try:
@@ -548,14 +528,9 @@ def test_a_build_holds_the_vectors_about_twice_at_most(index_dir, build, n, list
     import tracemalloc
 
     dims = 512
-    ct = ContentType.objects.get_for_model(Product)
     fingerprint = current_fingerprint()
     vectors = np.random.default_rng(0).standard_normal((n, dims)).astype(np.float32)
-    ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(content_type=ct, object_id=str(i), field_name="image", result_type=ct, result_id=str(i), status="ready",
-                       fingerprint=fingerprint, dimensions=dims, vector=vectors[i].tobytes())
-        for i in range(n)
-    )
+    ct = store(vectors)
     backend = ann(index_dir, **({"LISTS": lists} if lists else {}))
     tracemalloc.start()
     try:
