@@ -11,6 +11,7 @@ import tempfile
 import django
 
 from tests import mysql
+from tests.plumbing import PLUMBING_NETWORK, console_logging
 
 SECRET_KEY = "tests-only"
 DEBUG = False
@@ -75,22 +76,8 @@ VISUAL_SEARCH = {
         {"model": "testapp.Product", "image_field": "image"},
         {"model": "testapp.ProductImage", "image_field": "image", "result": "product"},
     ],
-    # Plumbing tests: a seeded, randomly initialised VGG16 at 64 px (fast, no download).
-    "WEIGHTS": "random",
-    "RANDOM_SEED": 1,
-    "IMAGE_SIZE": 64,
-    "BATCH_SIZE": 8,
+    **PLUMBING_NETWORK,  # tests/plumbing.py
     "ASYNC": bool(os.environ.get("CELERY_BROKER_URL")),
-    # Off here so that "an identical image scores 1.0" stays a sharp assertion; tests/test_search.py
-    # tests query expansion on its own, tests/test_scores.py the calibrated scores and the small
-    # shop's whitening from customer views.
-    "QUERY_EXPANSION": 0,
-    "SCORE": "similarity",
-    "WHITENING_AUGMENT": 0,
-    # One view and the best image alone: the plumbing tests' vectors and scores as they were; the
-    # views and prototypes are tested on their own (test_extractor, test_ranking).
-    "VIEWS": ["full"],
-    "PROTOTYPE_WEIGHT": 0.0,
     "SEARCH_THROTTLE_RATE": os.environ.get("VISUAL_SEARCH_TEST_THROTTLE", "30/min"),
 }
 # Integration tests whose workers must share a cache (the start-up sweep's lock) name a Redis for it.
@@ -102,10 +89,5 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Integration tests of Celery's hard time limit set one for their workers.
 if os.environ.get("VISUAL_SEARCH_TEST_TIME_LIMIT"):
     CELERY_TASK_TIME_LIMIT = float(os.environ["VISUAL_SEARCH_TEST_TIME_LIMIT"])
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"visual_search": {"handlers": ["console"], "level": "INFO"}},
-}
+LOGGING = console_logging("INFO")
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}

@@ -549,8 +549,9 @@ def test_a_build_holds_the_vectors_about_twice_at_most(index_dir, build, n, list
 @pytest.mark.parametrize("lists, block", [(None, None), (8, 3000)])
 def test_a_build_in_pages_is_the_index_built_in_one_block(index_dir, monkeypatch, lists, block):
     """Whitened page by page, the index is the one built from every vector transformed at once and
-    added a block at a time (what a build did, in blocks of 50,000 rows): the same vectors to the
-    bit, in the same clusters in the same order, so searches find the same ids with the same scores."""
+    added a block at a time (what a build did, in blocks of 50,000 rows): the same vectors (to the
+    bit, or to the last bit where the CPU's matrix product rounds by size), in the same clusters in
+    the same order, so searches find the same ids with the same scores."""
     import faiss
     from django.utils import timezone
 
@@ -577,6 +578,13 @@ def test_a_build_in_pages_is_the_index_built_in_one_block(index_dir, monkeypatch
 
     vectors = np.ascontiguousarray(transform(raw, (mean, projection)), dtype=np.float32)
     nlist = backend._nlist(n)
+    # To the bit where NumPy's matrix product rounds a page's rows as it rounds the whole (AVX-512);
+    # on AVX2 a row's last bit may differ by the size of the product (seen on an AMD EPYC), and
+    # k-means then clusters a little differently: the index is compared with the one built at once
+    # from the vectors the build stored.
+    stored = built.reconstruct_batch(ids)
+    np.testing.assert_allclose(stored, vectors, rtol=0, atol=1e-6)
+    vectors = np.ascontiguousarray(stored)
     sample = np.arange(n)
     if n > nlist * 50:
         sample = np.sort(np.random.default_rng(0).choice(n, nlist * 50, replace=False))
@@ -585,7 +593,7 @@ def test_a_build_in_pages_is_the_index_built_in_one_block(index_dir, monkeypatch
     for first in range(0, n, block):
         reference.add_with_ids(vectors[first : first + block], ids[first : first + block])
 
-    assert built.nlist == nlist and np.array_equal(built.reconstruct_batch(ids), vectors)
+    assert built.nlist == nlist
     for cluster in range(nlist):
         size = reference.invlists.list_size(cluster)
         assert built.invlists.list_size(cluster) == size

@@ -261,7 +261,7 @@ def index_objects(
     pks = list(pks)
     # From the primary: a task runs as the save commits, when a read replica may not have the object
     # yet (or shows its old image), and what is read here decides to compute, or to delete the rows.
-    queryset = registration.searchable().using(router.db_for_write(registration.model)).filter(pk__in=pks)
+    queryset = registration.searchable_on_primary().filter(pk__in=pks)
     if registration.result and "__" not in registration.result:
         queryset = queryset.select_related(registration.result)
     objects = {str(obj.pk): obj for obj in queryset}
@@ -345,7 +345,7 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
         # Only images still searchable: one hidden meanwhile (its rows deleted) is not put back.
         current = {
             str(pk): name
-            for pk, name in registration.searchable().using(router.db_for_write(registration.model))
+            for pk, name in registration.searchable_on_primary()
             .filter(pk__in=keys)
             .values_list("pk", registration.image_field)
         }

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, models
+from django.db import DatabaseError, models, router
 from django.utils.module_loading import import_string
 
 from .conf import did_you_mean, settings
@@ -80,6 +80,12 @@ class Registration:
         and drop the rows of the others, so an object that comes back is indexed again.
         :meth:`is_searchable` is its twin for one loaded object."""
         return self.model._default_manager.all()
+
+    def searchable_on_primary(self) -> models.QuerySet:
+        """:meth:`searchable` as the database the router writes ``model`` to (the primary) has them:
+        what a task, the sweep or a build decides from, where a read replica may lag (a product just
+        saved, or shown again). Not for overriding: override :meth:`searchable`."""
+        return self.searchable().using(router.db_for_write(self.model))
 
     def is_searchable(self, obj: models.Model) -> bool:
         """Whether ``obj`` is one of :meth:`searchable`, as a save finds it (no query by default)."""

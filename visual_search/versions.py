@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import router, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
@@ -376,7 +376,7 @@ def images_to_build(fingerprint: str) -> list[tuple[Any, list]]:
         active = {}
         if current != fingerprint:
             active = dict(rows.filter(fingerprint=current, status__in=settled).values_list("object_id", "checksum"))
-        objects = registration.searchable().using(router.db_for_write(registration.model)).exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
+        objects = registration.searchable_on_primary().exclude(**{field: ""}).exclude(**{f"{field}__isnull": True})
         pks = []
         for pk, name, result_pk in objects.order_by("pk").values_list("pk", field, registration.result_pk_lookup()).iterator():
             have = built.get(str(pk))

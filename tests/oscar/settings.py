@@ -9,6 +9,8 @@ import tempfile
 
 from oscar.defaults import *  # Oscar's OSCAR_* settings, as its sandbox does
 
+from tests.plumbing import PLUMBING_NETWORK, console_logging
+
 SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -127,24 +129,10 @@ VISUAL_SEARCH = {
     # No MODELS: the contrib registers catalogue.ProductImage.original itself.
     "VISIBILITY": "visual_search.contrib.oscar.visibility.browsable",
     "RESULT_ADAPTER": "visual_search.contrib.oscar.results.OscarResultAdapter",
-    # As tests/settings.py: a seeded, randomly initialised VGG16 at 64 px, one view, sharp scores.
-    "WEIGHTS": "random",
-    "RANDOM_SEED": 1,
-    "IMAGE_SIZE": 64,
-    "BATCH_SIZE": 8,
+    **PLUMBING_NETWORK,  # tests/plumbing.py, as tests/settings.py
     "ASYNC": False,
-    "QUERY_EXPANSION": 0,
-    "SCORE": "similarity",
-    "WHITENING_AUGMENT": 0,
-    "VIEWS": ["full"],
-    "PROTOTYPE_WEIGHT": 0.0,
     "SEARCH_THROTTLE_RATE": None,
 }
 CELERY_BROKER_URL = None
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"visual_search": {"handlers": ["console"], "level": "INFO"}},
-}
+LOGGING = console_logging("INFO")
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}

@@ -10,6 +10,7 @@ Run: ``DJANGO_SETTINGS_MODULE=tests.tenants.settings python -m pytest tests/tena
 import os
 import tempfile
 
+from tests.plumbing import PLUMBING_NETWORK, console_logging
 from tests.postgres import database_settings
 
 SECRET_KEY = "tests-only"
@@ -87,24 +88,10 @@ STATIC_URL = "/static/"
 
 VISUAL_SEARCH = {
     "MODELS": [{"model": "shop.Product", "image_field": "image"}],
-    # As tests/settings.py: a seeded, randomly initialised VGG16 at 64 px, one view, sharp scores.
-    "WEIGHTS": "random",
-    "RANDOM_SEED": 1,
-    "IMAGE_SIZE": 64,
-    "BATCH_SIZE": 8,
+    **PLUMBING_NETWORK,  # tests/plumbing.py, as tests/settings.py
     "ASYNC": False,
-    "QUERY_EXPANSION": 0,
-    "SCORE": "similarity",
-    "WHITENING_AUGMENT": 0,
-    "VIEWS": ["full"],
-    "PROTOTYPE_WEIGHT": 0.0,
     "SEARCH_THROTTLE_RATE": None,
 }
 CELERY_BROKER_URL = None
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"visual_search": {"handlers": ["console"], "level": "WARNING"}},
-}
+LOGGING = console_logging("WARNING")
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
