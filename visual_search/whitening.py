@@ -469,6 +469,13 @@ def row_outgrown(row: Whitening) -> bool:
     return index_rows.outgrown(row.trained_on, ready)
 
 
+
+def most_images_refitted() -> int:
+    """How many images a fit sees at most, each a customer's photo as ``QUERY_VIEWS`` sees it: a
+    small catalogue's augmented views or a large one's calibration views (what its time goes on)."""
+    return max(AUGMENTED_IMAGES * int(settings.WHITENING_AUGMENT), CALIBRATION_IMAGES * CALIBRATION_VIEWS)
+
+
 def fit_due(fingerprint: str | None = None) -> bool:
     """Whether :func:`fit_if_needed` would fit anything."""
     return next(_due(fingerprint), None) is not None
