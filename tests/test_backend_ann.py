@@ -548,10 +548,10 @@ def test_a_build_holds_the_vectors_about_twice_at_most(index_dir, build, n, list
 
 @pytest.mark.parametrize("lists, block", [(None, None), (8, 3000)])
 def test_a_build_in_pages_is_the_index_built_in_one_block(index_dir, monkeypatch, lists, block):
-    """Whitened page by page, the index is the one built from every vector transformed at once and
-    added a block at a time (what a build did, in blocks of 50,000 rows): the same vectors (to the
-    bit, or to the last bit where the CPU's matrix product rounds by size), in the same clusters in
-    the same order, so searches find the same ids with the same scores."""
+    """Whitened page by page, the index stores the vectors of every row transformed at once (to the
+    bit, or to the last bit where the CPU's matrix product rounds by size), and is the index built
+    from those stored vectors a block at a time (what a build did, in blocks of 50,000 rows): the
+    same clusters in the same order, so searches find the same ids with the same scores."""
     import faiss
     from django.utils import timezone
 
