@@ -478,7 +478,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
             versions.check_activation(version, force=force)  # refused anyway: say why, not how many images
             if not queue.use_celery():  # computed in this request: not more than it may take
                 images = sum(len(pks) for _, pks in versions.images_to_build(version.fingerprint))
-                queue.check_in_request(images, command=f"manage.py visual_search_versions activate {version.pk}" + (" --force" if force else ""))
+                command = f"manage.py visual_search_versions activate {version.pk}" + (" --force" if force else "")
+                queue.check_in_request(images, command=command, fingerprint=version.fingerprint)
             result = versions.activate(version, asynchronous=queue.use_celery(), force=force)
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)

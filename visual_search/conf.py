@@ -331,11 +331,18 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "(it alone passed Celery's soft time limit, or the worker process was killed: the hard time limit, "
                 "out of memory) before its row is marked failed, with the reason, instead of being queued again "
                 "by every sweep. A manual reindex of the image tries again.", minimum=1),
-        # gunicorn's 30 s: about 200 images at 7 a second on 2 cores without AMX, after 5 s of loading VGG16.
+        # gunicorn's 30 s: 100 images at 21 a second (2 cores with AMX), 7 (2 cores of an AVX-512 EPYC),
+        # but 1.4 (2 cores of an AVX2 EPYC: 70 took 55.6 s); IN_REQUEST_SECONDS bounds what the count does not.
         Setting("IN_REQUEST_IMAGES", 100, (int,), "Without Celery, the most images an admin or dashboard button "
                 "indexes in the staff member's own request; beyond it nothing is started and the message names the "
                 "management command (a longer request would outlast the web server's timeout half way). 0: never "
                 "in a request.", minimum=0),
+        # Under gunicorn's default 30-s timeout, with room for loading VGG16 (5 to 7 s) in a fresh process.
+        Setting("IN_REQUEST_SECONDS", 20, (int, float, NoneType), "Without Celery, the longest an admin or dashboard "
+                "button's indexing may be expected to take in the staff member's own request, at the speed this "
+                "process measured its network at (its own passes, or a blank image's when it ran none); beyond it "
+                "nothing is started, as beyond IN_REQUEST_IMAGES. Raise both where the web server allows longer "
+                "requests. None: the count alone decides.", minimum=0),
         # Bounds how stale a web process's view of the index can be.
         Setting("REFRESH_INTERVAL", 1.0, NUMBER, "How often (seconds) a process asks the database whether other "
                 "processes changed the vectors before a search; 0: before every search.", minimum=0),

@@ -22,6 +22,7 @@ from django.db import router, transaction
 from django.utils.translation import gettext
 from kombu.serialization import loads, prepare_accept_content
 
+from . import serving
 from .batching import chunked
 from .conf import settings
 from .exceptions import WeightsUnavailable
@@ -327,30 +328,62 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
 
 
 # Without Celery the work runs in the staff member's request. Beyond VISUAL_SEARCH["IN_REQUEST_IMAGES"]
-# images (100) it would outlast a web server's timeout (gunicorn's 30 s: about 200 images at the
-# default's 7 a second on 2 cores without AMX, after the first request's 5 s of loading VGG16),
-# killing the request half way; staff are told to run the command instead.
+# images (100), or beyond IN_REQUEST_SECONDS (20 s) at the speed this process measured its network
+# at, it would outlast a web server's timeout (gunicorn's 30 s: 70 of the demo's images took 55.6 s
+# in one admin request on 2 cores of an AMD EPYC without AVX-512, model loading included), killing
+# the request half way; staff are told to run the command instead (that request now: refused in
+# 0.1 s, "about 48 seconds").
+# Up to this many images are never timed first: a product's own few (a blank image's views through a
+# fresh network take two passes, 1.4 s on that EPYC, about what indexing five images takes).
+UNTIMED_IMAGES = 8
 
 
 class TooMuchForARequest(Exception):
-    """More images than ``VISUAL_SEARCH["IN_REQUEST_IMAGES"]`` to index in a request, without Celery: nothing was started."""
+    """More images than ``VISUAL_SEARCH["IN_REQUEST_IMAGES"]``, or than this process embeds within
+    ``IN_REQUEST_SECONDS``, to index in a request, without Celery: nothing was started."""
 
-    def __init__(self, images: int, command: str):
-        super().__init__(f"{images} images to index in the request")
-        self.images, self.command = images, command
+    def __init__(self, images: int, command: str, seconds: float | None = None):
+        super().__init__(f"{images} images to index in the request" + (f", about {seconds:.0f} s" if seconds else ""))
+        self.images, self.command, self.seconds = images, command, seconds
 
     def words(self) -> str:
         """What staff read: why nothing was started, and the command that does it."""
+        if self.seconds:
+            return gettext(
+                "Nothing was started: without Celery, indexing the %(count)d images in this request would take about "
+                "%(seconds)d seconds on this server, longer than a web request may take. Run `%(command)s` (it shows "
+                "its progress), or set up Celery workers."
+            ) % {"count": self.images, "seconds": round(self.seconds), "command": self.command}
         return gettext(
             "Nothing was started: without Celery, the %(count)d images would be indexed in this request, longer than a "
             "web request may take. Run `%(command)s` (it shows its progress), or set up Celery workers."
         ) % {"count": self.images, "command": self.command}
 
 
-def check_in_request(images: int, only: tuple[str, ...] | None = None, command: str | None = None) -> None:
+def check_in_request(images: int, only: tuple[str, ...] | None = None, command: str | None = None, fingerprint: str | None = None) -> None:
     """Raise :class:`TooMuchForARequest` when, without Celery, ``images`` would be indexed in a web
-    request; its message names ``command`` (default: ``visual_search_reindex``, with ``--only``)."""
-    if images > int(settings.IN_REQUEST_IMAGES) and not use_celery():
-        # The same work: everything selected is recomputed (force), or only the images in those states.
-        command = command or "manage.py visual_search_reindex " + (f"--only {','.join(only)}" if only else "--force")
+    request, more than ``IN_REQUEST_IMAGES`` or for longer than ``IN_REQUEST_SECONDS`` by the network
+    (of ``fingerprint``'s version; default: the one indexing uses) as fast as this process measured
+    it; its message names ``command`` (default: ``visual_search_reindex``, with ``--only``)."""
+    if not images or use_celery():
+        return
+    # The same work: everything selected is recomputed (force), or only the images in those states.
+    command = command or "manage.py visual_search_reindex " + (f"--only {','.join(only)}" if only else "--force")
+    if images > int(settings.IN_REQUEST_IMAGES):
         raise TooMuchForARequest(images, command)
+    limit = settings.IN_REQUEST_SECONDS
+    if limit is not None and images > UNTIMED_IMAGES and (seconds := _seconds_for(images, fingerprint)) > float(limit):
+        logger.info("Not indexing %s images in a request: about %.0f s at this process's speed, IN_REQUEST_SECONDS is %s", images, seconds, limit)
+        raise TooMuchForARequest(images, command, seconds)
+
+
+def _seconds_for(images: int, fingerprint: str | None) -> float:
+    """How long ``images`` would take through the network here (of each version that indexing
+    computes, unless ``fingerprint`` names one); 0 when it cannot be loaded (the work then fails as
+    it would have, and says why)."""
+    try:
+        fingerprints = [fingerprint] if fingerprint else serving.indexing_fingerprints()
+        return images * sum(serving.get_extractor(each).image_seconds() for each in fingerprints)
+    except Exception:
+        logger.debug("Could not time the network before indexing in a request", exc_info=True)
+        return 0.0

@@ -9,6 +9,7 @@ The same class runs the pretrained VGG16 (features pooled here) and a trained ve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class Extractor:
         self.precision = resolve_precision(precision)
         self.runtime = runtime
         self.fingerprint = spec.fingerprint
+        # Seconds one view takes through the network here, as measured by this process's passes (the
+        # first, which sets up the runtime's kernels, is not counted); None until then.
+        self.view_seconds: float | None = None
+        self._passes = 0
         # OpenVINO sets the arithmetic itself: it converts the float32 network.
         self.model = self._build("float32" if runtime != "tensorflow" else self.precision)
         self._forward = self._compile(calibration)
@@ -108,7 +113,24 @@ class Extractor:
         """``(n, size, size, 3)`` preprocessed inputs -> ``(n, dimensions)`` unit vectors."""
         if len(batch) == 0:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return l2_normalise(self._forward(np.ascontiguousarray(batch, dtype=np.float32)))
+        started = time.perf_counter()
+        features = self._forward(np.ascontiguousarray(batch, dtype=np.float32))
+        self._timed(time.perf_counter() - started, len(batch))
+        return l2_normalise(features)
+
+    def _timed(self, seconds: float, views_done: int) -> None:
+        self._passes += 1
+        if self._passes > 1:  # a moving average: passes of other threads at once make it slower, not wrong
+            each = seconds / views_done
+            self.view_seconds = each if self.view_seconds is None else 0.7 * self.view_seconds + 0.3 * each
+
+    def image_seconds(self) -> float:
+        """About how long the network takes for one catalogue image (all its views) in this process:
+        measured on its own passes, or on a blank image's views when it has run none yet."""
+        size = self.spec.image_size
+        while self.view_seconds is None:  # twice on a fresh network: its first pass is not counted
+            self.embed_arrays(np.zeros((len(self.spec.views), size, size, 3), np.float32))
+        return self.view_seconds * len(self.spec.views)
 
     def prepare(self, data: bytes, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
         """Image file bytes -> the inputs ``(views, size, size, 3)`` of its views (default: the spec's),
