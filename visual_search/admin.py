@@ -337,8 +337,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     Activating computes the version's vectors for every image before searches switch to it: on the
     Celery workers when Celery is used (the page follows the progress), otherwise in the request
-    itself for up to ``IN_REQUEST_IMAGES`` images (beyond, nothing starts and the message names
-    ``manage.py visual_search_versions activate ID``, which shows a progress bar).
+    itself for up to ``IN_REQUEST_IMAGES`` images and ``IN_REQUEST_SECONDS`` of work (beyond, nothing
+    starts and the message names ``manage.py visual_search_versions activate ID``, which shows a
+    progress bar). Rolling back computes the images changed since the switch, within the same bounds.
     """
 
     list_display = ("label", "status", "precision_at_1", "progress_display", "created_at", "activated_at")
@@ -502,7 +503,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.action(description=_("Roll back to the previous version (whatever is selected)"), permissions=["change"])
     def rollback(self, request, queryset=None):
         try:
+            fingerprint = versions.rollback_fingerprint()
+            if fingerprint is not None and not queue.use_celery():  # the images changed since the switch, here
+                images = sum(len(pks) for _, pks in versions.images_to_build(fingerprint))
+                queue.check_in_request(images, command="manage.py visual_search_versions rollback", fingerprint=fingerprint)
             result = versions.rollback(asynchronous=queue.use_celery())
+        except queue.TooMuchForARequest as exc:
+            self.message_user(request, exc.words(), messages.WARNING)
+            return
         except VisualSearchError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
