@@ -103,7 +103,7 @@ def test_ctrl_c_says_how_far_it_got_and_how_to_go_on(imported, monkeypatch):
     """Ctrl-C dumped TensorFlow's KeyboardInterrupt traceback and nothing else."""
     from visual_search.management.commands import visual_search_reindex as command
 
-    def interrupted(model, only, asynchronous, force, progress, before_fit=None):
+    def interrupted(model, only, asynchronous, force, progress, before_fit=None, fit_progress=None):
         progress(2)
         raise KeyboardInterrupt
 
@@ -144,8 +144,10 @@ def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     # In-process (the test settings): no worker or sweep will, so it does not say they will.
     assert "Celery workers learn" not in out and "Without Celery nothing learns them by itself" in out
     # The fit takes a while after the progress bar: the command says so before, not after a silent minute.
-    out, _ = run("visual_search_reindex", "--only", "missing")
+    out, err = run("visual_search_reindex", "--only", "missing")
     assert out.index("Learning the whitening and score calibration") < out.index("learned again for 1 model")
+    # ... and shows a bar while customer-like views of the images go through the network again.
+    assert "Customer views: 100%" in err and "3/3" in err, err  # its 3 ready images
     assert "are due" not in run("visual_search_status")[0]
 
 

@@ -14,7 +14,7 @@ from .models import ImageEmbedding, pk_as_text, pk_from_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
 from .serving import current_fingerprint, indexing_fingerprints
-from .whitening import fit_due, fit_if_needed
+from .whitening import FitProgress, fit_due, fit_if_needed
 
 SELECTIONS = ("missing", "stale", "failed", "pending")
 
@@ -136,6 +136,7 @@ def reindex(
     force: bool = False,
     progress: Callable[[int], None] | None = None,
     before_fit: Callable[[], None] | None = None,
+    fit_progress: FitProgress | None = None,
 ) -> dict[str, int]:
     """(Re)index registered objects; returns counts by outcome (or ``queued`` when asynchronous).
 
@@ -144,7 +145,8 @@ def reindex(
     runs in this process in batches, calling ``progress(n)`` after each; None follows ``ASYNC``.
     Without a ``queryset``, the rows of objects out of search (:func:`out_of_search`) are deleted.
     In this process, the whitening and calibration fits that are due follow, ``before_fit()``
-    called first (they take a minute or two: a command says so).
+    called first (they send customer-like views of up to a few hundred images through the network
+    again: a command says so), ``fit_progress(done, total)`` told of each image (see :func:`~visual_search.whitening.fit`).
     """
     if queryset is not None:
         model = queryset.model
@@ -174,7 +176,7 @@ def reindex(
         counts.update(report.as_dict())
         if before_fit and fit_due():
             before_fit()
-        counts["whitened"] = len(fit_if_needed())
+        counts["whitened"] = len(fit_if_needed(progress=fit_progress))
     return counts
 
 

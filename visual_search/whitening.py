@@ -20,7 +20,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -106,22 +106,27 @@ class Sample:
         return len(self.result_ids)
 
 
-def fit(result_model=None, fingerprint: str | None = None) -> list:
+# progress(done, total): images of one model's fit whose customer views went through the network.
+FitProgress = Callable[[int, int], None]
+
+
+def fit(result_model=None, fingerprint: str | None = None, progress: FitProgress | None = None) -> list:
     """Learn (or re-learn) the whitening and calibration of each searchable model from its ready vectors.
 
     Of the current fingerprint's vectors, or of ``fingerprint``'s (a version being built gets its
     whitening before searches switch to it). A model with fewer than ``WHITENING_MIN_VECTORS`` ready
     vectors adds customer views of its images (``WHITENING_AUGMENT`` per image), or is skipped when
-    that is 0 (plain cosine meanwhile). Returns the ``Whitening`` rows saved.
+    that is 0 (plain cosine meanwhile). Returns the ``Whitening`` rows saved. ``progress(done, total)``
+    follows each model's customer views through the network (``done`` 0: a model's start).
     """
     if not settings.WHITENING:
         return []
     fingerprint = fingerprint or current_fingerprint()
     models = {r.result_model for r in get_registrations() if result_model in (None, r.result_model)}
-    return [row for row in (_fit_model(model, fingerprint) for model in models) if row is not None]
+    return [row for row in (_fit_model(model, fingerprint, progress) for model in models) if row is not None]
 
 
-def _fit_model(model, fingerprint: str) -> Whitening | None:
+def _fit_model(model, fingerprint: str, progress: FitProgress | None = None) -> Whitening | None:
     result_type = ContentType.objects.get_for_model(model)
     # The primary's rows, as in _due(): a version's build fits right after storing its vectors, which
     # a read replica that lags does not have yet (the switch went in with no whitening).
@@ -136,7 +141,7 @@ def _fit_model(model, fingerprint: str) -> Whitening | None:
     customers = None
     if augment:
         per_image, images_seen = (augment, AUGMENTED_IMAGES) if small else (CALIBRATION_VIEWS, CALIBRATION_IMAGES)
-        customers = customer_views(rows, fingerprint, per_image, limit=images_seen)
+        customers = customer_views(rows, fingerprint, per_image, limit=images_seen, progress=progress)
     dims, method = int(settings.WHITENING_DIMS), settings.WHITENING
     mean, projection = learn(sample, customers if small else None, dims, method)
     calibration = calibrate(sample, customers, dims, method, small=small)
@@ -166,16 +171,23 @@ def learn(sample: Sample, customers: Sample | None, dims: int, method: str) -> t
     return fit_whitening(basis.vectors, min(dims, basis.vectors.shape[1], len(basis) - 1), labels)
 
 
-def customer_views(rows, fingerprint: str, per_image: int, limit: int = AUGMENTED_IMAGES, seed: int = 0) -> Sample | None:
+def customer_views(
+    rows, fingerprint: str, per_image: int, limit: int = AUGMENTED_IMAGES, seed: int = 0, progress: FitProgress | None = None
+) -> Sample | None:
     """Vectors of ``per_image`` random customer-like views of (up to ``limit``) images of ``rows``,
-    seen as customers' photos are (``QUERY_VIEWS``); None when no image could be read."""
+    seen as customers' photos are (``QUERY_VIEWS``); None when no image could be read.
+    ``progress(done, total)`` is told of each image, and of the start (``done`` 0)."""
     extractor = serving.get_extractor(fingerprint)
     rng = random.Random(seed)
     vectors, result_ids, sources = [], [], []
     ids = list(rows.order_by("pk").values_list("pk", flat=True))
     chosen = sorted(rng.sample(ids, limit)) if len(ids) > limit else ids  # spread over the catalogue, seeded
     left_out: list[str] = []
-    for row in rows.filter(pk__in=chosen).select_related("content_type").order_by("pk"):
+    if progress:
+        progress(0, len(chosen))
+    for done, row in enumerate(rows.filter(pk__in=chosen).select_related("content_type").order_by("pk"), 1):
+        if progress and done > 1:
+            progress(done - 1, len(chosen))
         try:
             picture = _open(row)
         except Exception as exc:  # a bad or missing file only leaves this image out
@@ -187,6 +199,8 @@ def customer_views(rows, fingerprint: str, per_image: int, limit: int = AUGMENTE
         vectors.append(extractor.embed_images(views, settings.QUERY_VIEWS))
         result_ids += [row.result_id] * per_image
         sources += [row.pk] * per_image
+    if progress:
+        progress(len(chosen), len(chosen))
     if left_out:  # one line, not one per file: a catalogue that lost its media folder has thousands
         more = f" (and {len(left_out) - 1} more)" if len(left_out) > 1 else ""
         logger.info("Whitening: %s of %s sampled images left out, as unreadable: %s%s", len(left_out), len(chosen), left_out[0], more)
@@ -481,12 +495,13 @@ def fit_due(fingerprint: str | None = None) -> bool:
     return next(_due(fingerprint), None) is not None
 
 
-def fit_if_needed(fingerprint: str | None = None) -> list:
+def fit_if_needed(fingerprint: str | None = None, progress: FitProgress | None = None) -> list:
     """Fit the whitening of every searchable model that has none yet or has grown or shrunk (see ``needs_refit``).
 
     For the current fingerprint, or for ``fingerprint`` (a model version about to be activated).
+    ``progress`` as :func:`fit`'s.
     """
     if not settings.WHITENING:
         return []
     fingerprint = fingerprint or current_fingerprint()
-    return [saved for model in list(_due(fingerprint)) for saved in fit(model, fingerprint)]
+    return [saved for model in list(_due(fingerprint)) for saved in fit(model, fingerprint, progress)]
