@@ -102,7 +102,7 @@ def test_versions_prune_counts_the_vectors_deleted(monkeypatch, rows, said):
 @pytest.mark.parametrize("total, said", [(0, "0 images checked."), (1, "1 image checked."), (2, "2 images checked.")])
 def test_versions_activate_counts_the_images_checked(monkeypatch, total, said):
     version = ModelVersion(pk=7, label="Adapted #7", fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": total})
-    monkeypatch.setattr(versions_command, "activate", lambda pk, progress=None, force=False: version)
+    monkeypatch.setattr(versions_command, "activate", lambda pk, progress=None, force=False, fit_progress=None: version)
     assert said in run("visual_search_versions", "activate", "7")
 
 
@@ -260,7 +260,7 @@ def test_the_score_notes_counts_agree_in_german_and_french(language, one, two):
 ])
 def test_versions_names_a_version_once(monkeypatch, label, said):
     version = ModelVersion(pk=7, label=label, fingerprint="f7", status=ModelVersion.Status.ACTIVE, progress={"total": 2})
-    monkeypatch.setattr(versions_command, "activate", lambda pk, progress=None, force=False: version)
+    monkeypatch.setattr(versions_command, "activate", lambda pk, progress=None, force=False, fit_progress=None: version)
     assert said in run("visual_search_versions", "activate", "7")
     version.status = ModelVersion.Status.BUILDING
     monkeypatch.setattr(versions_command, "activate", lambda pk, asynchronous=False, force=False: version)

@@ -275,7 +275,8 @@ def run(*args):
     return out.getvalue(), err.getvalue()
 
 
-def test_command_lists_activates_rolls_back_and_prunes(catalogue, trained):
+def test_command_lists_activates_rolls_back_and_prunes(catalogue, trained, settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 1}  # customer views: their bar shows
     out, _ = run("list")
     assert "No trained versions yet" in out
     version = trained("Shop v1")
@@ -285,6 +286,8 @@ def test_command_lists_activates_rolls_back_and_prunes(catalogue, trained):
     out, err = run("activate", str(version.pk))
     assert "Activated Shop v1" in out and "rollback" in out
     assert f"{len(NAMES)}/{len(NAMES)}" in err  # the progress bar
+    # and the bar of its whitening's customer views, before the switch
+    assert f"Customer views: 100%|##########| {len(NAMES)}/{len(NAMES)}" in err, err
     out, _ = call_status()
     assert f"model version #{version.pk}" in out and "rollback target" in out
     out, _ = run("prune")

@@ -53,7 +53,7 @@ from .serving import (  # noqa: F401
     kept_fingerprints,
     serving_version,
 )
-from .whitening import fit_if_needed
+from .whitening import FitProgress, fit_if_needed
 
 logger = logging.getLogger("visual_search")
 Status = ModelVersion.Status
@@ -117,7 +117,12 @@ class _Target:
 
 
 def activate(
-    version: ModelVersion | int, *, progress: Progress | None = None, asynchronous: bool = False, force: bool = False
+    version: ModelVersion | int,
+    *,
+    progress: Progress | None = None,
+    asynchronous: bool = False,
+    force: bool = False,
+    fit_progress: FitProgress | None = None,
 ) -> ModelVersion:
     """Compute ``version``'s vectors for every registered image, then switch searches to it.
 
@@ -128,12 +133,15 @@ def activate(
     (the old version becomes ``retired`` and rolling back returns to it). ``asynchronous=True``
     queues the work on the Celery workers when Celery is used (the version stays ``building`` and
     shows its progress) and returns at once; otherwise it runs here, calling ``progress(done,
-    total)``. Raises :class:`VersionError` when the version cannot be activated.
+    total)``, then ``fit_progress(done, total)`` while its whitening's customer views go through the
+    network (:func:`~visual_search.whitening.fit`). Raises :class:`VersionError` when the version
+    cannot be activated.
     """
     if not isinstance(version, ModelVersion):
         version = _get(version)
     check_activation(version, force=force)
-    return _run(_Target(version, version.fingerprint, version), keep_previous=False, progress=progress, asynchronous=asynchronous)
+    target = _Target(version, version.fingerprint, version)
+    return _run(target, keep_previous=False, progress=progress, asynchronous=asynchronous, fit_progress=fit_progress)
 
 
 def check_activation(version: ModelVersion, *, force: bool = False) -> None:
@@ -145,8 +153,9 @@ def check_activation(version: ModelVersion, *, force: bool = False) -> None:
         _check_better(version)
 
 
-def rollback(*, progress: Progress | None = None, asynchronous: bool = False) -> ModelVersion | None:
+def rollback(*, progress: Progress | None = None, asynchronous: bool = False, fit_progress: FitProgress | None = None) -> ModelVersion | None:
     """Return to the version that was active before the active one (None: the pretrained model).
+    ``progress`` and ``fit_progress`` as :func:`activate`'s.
 
     Its rows are still there unless pruned, so only images changed since the switch are computed.
     Rolling back again goes one step further back, down to the pretrained model. Returns the
@@ -168,12 +177,12 @@ def rollback(*, progress: Progress | None = None, asynchronous: bool = False) ->
                 current,
                 settings_fingerprint(),
             )
-        _run(_Target(None, settings_fingerprint(), current), keep_previous=True, progress=progress, asynchronous=asynchronous)
+        _run(_Target(None, settings_fingerprint(), current), keep_previous=True, progress=progress, asynchronous=asynchronous, fit_progress=fit_progress)
         return None
     if target.status not in (Status.RETIRED, Status.TRAINED) or not target.weights_file:
         raise VersionError(_("Cannot roll back to %(version)s: it is %(status)s. Activate another version instead.") % {
             "version": target, "status": target.get_status_display().lower()})
-    return _run(_Target(target, target.fingerprint, target), keep_previous=True, progress=progress, asynchronous=asynchronous)
+    return _run(_Target(target, target.fingerprint, target), keep_previous=True, progress=progress, asynchronous=asynchronous, fit_progress=fit_progress)
 
 
 def _get(pk: int) -> ModelVersion:
@@ -311,7 +320,7 @@ def _check_no_build(version: ModelVersion) -> None:
         ) % {"version": other, "done": (other.progress or {}).get("done", 0), "total": (other.progress or {}).get("total", 0)})
 
 
-def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool) -> ModelVersion:
+def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asynchronous: bool, fit_progress: FitProgress | None = None) -> ModelVersion:
     asynchronous = asynchronous and queue.use_celery()
     _start(target, keep_previous, _new_step() if asynchronous else None)
     if asynchronous:
@@ -331,7 +340,7 @@ def _run(target: _Target, *, keep_previous: bool, progress: Progress | None, asy
     except Exception as exc:
         _abandon(target, f"{type(exc).__name__}: {exc}")
         raise
-    return _finish(target, keep_previous)
+    return _finish(target, keep_previous, fit_progress)
 
 
 def _task_id(target: _Target) -> int | None:
@@ -457,10 +466,10 @@ def _abandon(target: _Target, reason: str, stage: str = "failed") -> None:
     logger.warning("Switching to %s stopped (%s): %s", target.name, stage, reason or "asked by staff")
 
 
-def _finish(target: _Target, keep_previous: bool) -> ModelVersion | None:
+def _finish(target: _Target, keep_previous: bool, fit_progress: FitProgress | None = None) -> ModelVersion | None:
     """Fit the target's whitening, then switch every search to it in one transaction."""
 
-    refitted = {w.result_type_id for w in fit_if_needed(fingerprint=target.fingerprint)}
+    refitted = {w.result_type_id for w in fit_if_needed(fingerprint=target.fingerprint, progress=fit_progress)}
     _fill_backend(target.fingerprint, skip=refitted)
     target.holder.refresh_from_db()
     with transaction.atomic():

@@ -43,10 +43,11 @@ class Command(BaseCommand):
         if total == 0:
             # Still learn the whitening and score calibration where they are due (none yet, the
             # catalogue grew, the ranking settings changed, fitted by an older release).
-            counts = reindex(
-                model_class, only=selection, asynchronous=False, before_fit=self._fitting if verbosity > 0 else None,
-                fit_progress=self._fit_bar(verbosity),
-            )
+            with self._fit_bar(verbosity) as fit_progress:
+                counts = reindex(
+                    model_class, only=selection, asynchronous=False, before_fit=self._fitting if verbosity > 0 else None,
+                    fit_progress=fit_progress,
+                )
             self.stdout.write("Nothing to index. `manage.py visual_search_status` shows the state of each model.")
             if counts["whitened"]:
                 self.stdout.write(self.style.SUCCESS(f"Whitening and score calibration learned again for {counted(counts['whitened'], 'model')}."))
@@ -117,7 +118,7 @@ class Command(BaseCommand):
         return model
 
     def _run(self, model, selection, force, total, verbosity):
-        with progress.bar(self, desc="Embedding", unit="img", total=total, show=verbosity > 0) as bar:
+        with progress.bar(self, desc="Embedding", unit="img", total=total, show=verbosity > 0) as bar, self._fit_bar(verbosity) as fit_progress:
             def advance(images: int = 1) -> None:
                 self.done += images
                 bar.update(images)
@@ -128,22 +129,11 @@ class Command(BaseCommand):
 
             return reindex(
                 model, only=selection, asynchronous=False, force=force, progress=advance,
-                before_fit=fitting if verbosity > 0 else None, fit_progress=self._fit_bar(verbosity),
+                before_fit=fitting if verbosity > 0 else None, fit_progress=fit_progress,
             )
 
-    def _fit_bar(self, verbosity: int):
-        """``fit_progress`` for :func:`reindex`: a bar per model whose fit sends customer-like views of
-        its images through the network (4.5 minutes of the demo's first run on two cores of an AMD
-        EPYC without AVX-512, which showed nothing but a line meanwhile)."""
-        bars: list = []
-
-        def advance(done: int, total: int) -> None:
-            if done == 0:
-                bars.append(progress.bar(self, desc="Customer views", unit="img", total=total, show=verbosity > 0))
-            elif bars:
-                bars[-1].update(done - bars[-1].n)
-
-        return advance
+    def _fit_bar(self, verbosity: int) -> progress.Followed:
+        return progress.fit_bar(self, show=verbosity > 0)
 
     def _fit_on_workers(self) -> None:
         """``--async`` with nothing to queue: a due whitening fit goes to the workers too, which put it

@@ -10,7 +10,7 @@ from ...models import ModelVersion
 from ...training.jobs import STALLED_AFTER, stalled
 from ...versions import VersionError, activate, prune, rollback, rollback_fingerprint
 from .. import counted, explain_unmigrated
-from ..progress import Followed
+from ..progress import Followed, fit_bar
 
 COLUMNS = ("id", "label", "status", "fingerprint", "P@1 before", "P@1 after", "created", "activated")
 
@@ -74,16 +74,16 @@ class Command(BaseCommand):
             result = activate(version, asynchronous=True, force=force)
             self._report(result, queued=result.status == ModelVersion.Status.BUILDING)
             return
-        with self._bar(verbosity) as progress:
-            result = activate(version, progress=progress, force=force)
+        with self._bar(verbosity) as progress, self._fit_bar(verbosity) as fit_progress:
+            result = activate(version, progress=progress, force=force, fit_progress=fit_progress)
         self._report(result)
 
     def _rollback(self, *, asynchronous=False, verbosity=1, **options):
         if asynchronous:
             result = rollback(asynchronous=True)
         else:
-            with self._bar(verbosity) as progress:
-                result = rollback(progress=progress)
+            with self._bar(verbosity) as progress, self._fit_bar(verbosity) as fit_progress:
+                result = rollback(progress=progress, fit_progress=fit_progress)
         if result is None:
             queued = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists()
             if queued:
@@ -120,6 +120,9 @@ class Command(BaseCommand):
 
     def _bar(self, verbosity):
         return Followed(self, desc="Computing vectors", show=verbosity > 0)
+
+    def _fit_bar(self, verbosity):
+        return fit_bar(self, show=verbosity > 0)  # the version's whitening, fitted before the switch
 
 
 def _named(version: ModelVersion, *more: str) -> str:
