@@ -148,6 +148,7 @@ def test_status_says_when_the_scores_wait_for_a_whitening(imported, settings):
     assert out.index("Learning the whitening and score calibration") < out.index("learned again for 1 model")
     # ... and shows a bar while customer-like views of the images go through the network again.
     assert "Customer views: 100%" in err and "3/3" in err, err  # its 3 ready images
+    assert err.count("Customer views: 100%") == 1, err  # not once by update() and again by close()
     assert "are due" not in run("visual_search_status")[0]
 
 

@@ -75,8 +75,8 @@ class Bar(tqdm):
         if msg == "":
             return False  # tqdm clearing its line: nothing to clear in a log
         # close() marks the bar disabled, shows it a last time, then ends the line itself.
-        if not self.disable and self.close_at_total and self.total and self.n >= self.total:
-            return True  # the final state: close(), called next, shows it (it was written twice)
+        if not self.disable and self.total and self.n >= self.total:
+            return True  # the final state: close() shows it, next or when the work ends (it was written twice)
         self.fp.write((str(self) if msg is None else msg) + ("" if self.disable else "\n"))
         self.fp.flush()
         return True
