@@ -333,8 +333,8 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
 # in one admin request on 2 cores of an AMD EPYC without AVX-512, model loading included), killing
 # the request half way; staff are told to run the command instead (that request now: refused in
 # 0.1 s, "about 48 seconds").
-# Up to this many images are never timed first: a product's own few (a blank image's views through a
-# fresh network take two passes, 1.4 s on that EPYC, about what indexing five images takes).
+# Up to this many images are never timed first: a product's own few. Timing a fresh network sends a
+# blank image's views through it twice (1.4 s on that EPYC: what indexing two images takes).
 UNTIMED_IMAGES = 8
 
 
