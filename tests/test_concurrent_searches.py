@@ -144,3 +144,36 @@ def test_a_burst_of_refusals_is_logged_once_a_minute_saying_what_to_weigh(client
                 assert client.post(API, {"image": photo}).status_code == 503
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(lines) == 1 and "MAX_CONCURRENT_SEARCHES" in lines[0] and "add web processes" in lines[0]
+
+
+def test_a_cold_process_s_burst_waits_for_the_network_to_load_not_for_work(settings, monkeypatch, shop):
+    """A process not warmed up loads the network on its first search (5 to 7 s on two cores of an
+    AMD EPYC without AVX-512), holding a slot meanwhile: the searches behind it waited WAIT_SECONDS
+    (5) for a slot and were refused 503 busy, for a load, on a process doing no search at all.
+    They wait for the load, then WAIT_SECONDS as usual."""
+    from visual_search.embeddings.extractor import Extractor
+
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_CONCURRENT_SEARCHES": 1}
+    monkeypatch.setattr(capacity, "WAIT_SECONDS", 0.3)
+    original = Extractor.__init__
+
+    def slow_load(self, *args, **kwargs):
+        time.sleep(1.5)  # five times WAIT_SECONDS
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Extractor, "__init__", slow_load)
+    serving._cache.clear()  # a fresh process: the first search loads the network
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(search_in_thread, range(3)))
+    assert [r.status_code for r in responses] == [200] * 3
+    assert not serving.loading() and capacity.running() == 0
+
+
+def test_a_load_that_hangs_does_not_hold_the_searches_behind_it_for_ever(settings, monkeypatch):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "MAX_CONCURRENT_SEARCHES": 1}
+    monkeypatch.setattr(capacity, "LOAD_PATIENCE_SECONDS", 0.5)
+    started = time.monotonic()
+    with search_slot(), pytest.raises(capacity.TooManySearches):
+        with search_slot(wait=0.2, loading=lambda: True):
+            pass
+    assert 0.5 <= time.monotonic() - started < 2  # the patience, then the wait: not for ever

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .conf import settings
@@ -38,6 +38,12 @@ BUSY_WARNING = OccasionalWarning(
 WAIT_SECONDS = 5
 # What a refused search's Retry-After says: about as long as the burst was waited on already.
 RETRY_AFTER_SECONDS = 5
+# While the process loads the network (the first search of a process not warmed up: 5 to 7 s on two
+# cores of an AMD EPYC without AVX-512), the searches holding the slots wait for it, not for work: a
+# search waiting for a slot then waits WAIT_SECONDS from the load's end, checking this often, but
+# never longer than LOAD_PATIENCE_SECONDS in all (a load that hangs must not hold requests for ever).
+LOAD_CHECK_SECONDS = 0.25
+LOAD_PATIENCE_SECONDS = 60
 
 _changed = threading.Condition()
 _running = 0
@@ -49,21 +55,27 @@ def running() -> int:
 
 
 @contextmanager
-def search_slot(wait: float | None = None) -> Iterator[None]:
+def search_slot(wait: float | None = None, loading: Callable[[], bool] | None = None) -> Iterator[None]:
     """Hold one of the process's ``MAX_CONCURRENT_SEARCHES`` slots for the ``with`` block (None:
     no limit). Waits at most ``wait`` seconds (:data:`WAIT_SECONDS`) for one, else raises
-    :class:`TooManySearches`."""
+    :class:`TooManySearches`; counted from the end of a load while ``loading()`` says the process
+    loads its network (at most :data:`LOAD_PATIENCE_SECONDS` in all)."""
     global _running
-    deadline = time.monotonic() + (WAIT_SECONDS if wait is None else wait)
+    wait = WAIT_SECONDS if wait is None else wait
+    arrived = time.monotonic()
+    deadline = arrived + wait
     with _changed:
         # Read on every search, so that override_settings applies at once; counted even without a
         # limit, so that setting one mid-flight counts the searches already running.
         while (limit := settings.MAX_CONCURRENT_SEARCHES) is not None and _running >= limit:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if loading is not None and now - arrived < LOAD_PATIENCE_SECONDS and loading():
+                deadline = max(deadline, now + wait)  # the slots' holders wait for the network, not for work
+            left = deadline - now
             if left <= 0:
-                BUSY_WARNING(limit, WAIT_SECONDS if wait is None else wait)
+                BUSY_WARNING(limit, wait)
                 raise TooManySearches(limit, retry_after=RETRY_AFTER_SECONDS)
-            _changed.wait(left)
+            _changed.wait(min(left, LOAD_CHECK_SECONDS) if loading is not None else left)
         _running += 1
     try:
         yield

@@ -416,8 +416,9 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         # TensorFlow spreads one search over every core: more at once add memory, not speed. A gunicorn
         # sync worker (deploy/: 2 threads) never reaches 4; ASGI and --threads N do (docs/deployment.md).
         Setting("MAX_CONCURRENT_SEARCHES", 4, (int, NoneType), "The most photo searches one process runs the "
-                "network for at once (threads under ASGI or gunicorn --threads); beyond it a search waits up to 5 s, "
-                "then answers 503 'busy' with Retry-After. None: no limit.", minimum=1),
+                "network for at once (threads under ASGI or gunicorn --threads); beyond it a search waits up to 5 s "
+                "(after the network's load, in a process not warmed up), then answers 503 'busy' with Retry-After. "
+                "None: no limit.", minimum=1),
     )),
     ("Training (visual_search_train, the admin's \"Train\" button)", (
         Setting("TRAINING_CATEGORY_FIELD", None, (str, NoneType), "A lookup on the result model whose value groups "

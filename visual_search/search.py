@@ -170,8 +170,9 @@ def search_by_image(
     region = Box.parse(box)
     queryset = _queryset(model_or_queryset, request)
     # The decoded photo and the network's pass are a search's memory and CPU: at most
-    # MAX_CONCURRENT_SEARCHES at once per process (TooManySearches beyond, after a short wait).
-    with search_slot():
+    # MAX_CONCURRENT_SEARCHES at once per process (TooManySearches beyond, after a short wait, which
+    # a cold process's loading of the network does not use up).
+    with search_slot(loading=serving.loading):
         # Decoded first: a broken or hostile upload is refused before any model is loaded.
         picture = serving.decode_upload(image, region)
         check_not_blank(picture, region)  # a lens cap's photo "matched" every product at 44 %

@@ -180,6 +180,7 @@ def version_spec(version: ModelVersion | None) -> EmbeddingSpec:
 _lock = threading.Lock()
 # A few models per process: the active one, and one being built while a switch is in progress.
 _cache: dict[tuple, Extractor] = {}
+_loading = 0  # threads of this process building a network now (under _lock: at most one)
 MAX_MODELS = 3
 
 
@@ -256,6 +257,7 @@ def forget_failures(**kwargs: Any) -> None:
 
 
 def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
+    global _loading
     key = (os.getpid(), *key)
     extractor = _cache.get(key)
     if extractor is not None:
@@ -273,11 +275,14 @@ def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
             while len(_cache) >= MAX_MODELS:
                 del _cache[next(iter(_cache))]
             started = time.monotonic()
+            _loading += 1
             try:
                 extractor = _cache[key] = make()
             except WeightsUnavailable as exc:
                 _failed[key] = (time.monotonic(), exc)
                 raise
+            finally:
+                _loading -= 1
             _failed.pop(key, None)
             # Once per model and process: the first search or indexing pays for loading it.
             logger.info(
@@ -288,6 +293,12 @@ def _cached(key: tuple, make: Callable[[], Extractor], what: str) -> Extractor:
                     extractor.runtime, extractor.runtime),
             )
     return extractor
+
+
+def loading() -> bool:
+    """Whether a thread of this process is loading a network now (a search that waits for a slot
+    then waits for the load too: :func:`~visual_search.capacity.search_slot`)."""
+    return _loading > 0
 
 
 def _version_of(fingerprint: str) -> ModelVersion | None:
