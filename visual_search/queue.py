@@ -328,11 +328,11 @@ def _run_in_process(label: str, image_field: str, pks: list, force: bool, finger
 
 
 # Without Celery the work runs in the staff member's request. Beyond VISUAL_SEARCH["IN_REQUEST_IMAGES"]
-# images (100), or beyond IN_REQUEST_SECONDS (20 s) at the speed this process measured its network
+# images (100), or beyond IN_REQUEST_SECONDS (25 s) at the speed this process measured its network
 # at, it would outlast a web server's timeout (gunicorn's 30 s: 70 of the demo's images took 55.6 s
 # in one admin request on 2 cores of an AMD EPYC without AVX-512, model loading included), killing
 # the request half way; staff are told to run the command instead (that request now: refused in
-# 0.1 s, "about 48 seconds").
+# 0.1 s, "about 49 seconds").
 # Up to this many images are never timed first: a product's own few. Timing a fresh network sends a
 # blank image's views through it twice (1.4 s on that EPYC: what indexing two images takes).
 UNTIMED_IMAGES = 8
