@@ -337,13 +337,13 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "indexes in the staff member's own request; beyond it nothing is started and the message names the "
                 "management command (a longer request would outlast the web server's timeout half way). 0: never "
                 "in a request.", minimum=0),
-        # Under gunicorn's default 30-s timeout, with room for the rest of the request: estimated 21 s for
-        # 21 images in a cold process (load 5.3 s), the request took 21.8 s (AVX2 EPYC, 2026-12-06).
+        # Under gunicorn's default 30-s timeout, with room for the rest of the request: 21 images in a cold
+        # process, estimated 21 s (the load's 5.3 s included), took 23.1 s (AVX2 EPYC, 2026-12-06).
         Setting("IN_REQUEST_SECONDS", 25, (int, float, NoneType), "Without Celery, the longest an admin or dashboard "
                 "button's indexing may be expected to take in the staff member's own request, at the speed this "
                 "process measured its network at (its own passes, or a blank image's when it ran none; loading the "
-                "network in this request counts too); beyond it nothing is started, as beyond IN_REQUEST_IMAGES. Raise both where the web server allows longer "
-                "requests. None: the count alone decides.", minimum=0),
+                "network in this request counts too); beyond it nothing is started, as beyond IN_REQUEST_IMAGES. "
+                "Raise both where the web server allows longer requests. None: the count alone decides.", minimum=0),
         # Bounds how stale a web process's view of the index can be.
         Setting("REFRESH_INTERVAL", 1.0, NUMBER, "How often (seconds) a process asks the database whether other "
                 "processes changed the vectors before a search; 0: before every search.", minimum=0),
