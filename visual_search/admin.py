@@ -331,6 +331,14 @@ def in_progress(version: ModelVersion) -> bool:
     return version.status in (Version.TRAINING, Version.BUILDING) or bool((version.progress or {}).get(PRETRAINED_KEY))
 
 
+def _check_build_fits(fingerprint: str, command: str) -> None:
+    """Without Celery a version's vectors are computed in the staff member's request: raise
+    :class:`~visual_search.queue.TooMuchForARequest` (naming ``command``) for more than it may take."""
+    if not queue.use_celery():
+        images = sum(len(pks) for _, pks in versions.images_to_build(fingerprint))
+        queue.check_in_request(images, command=command, fingerprint=fingerprint)
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     """Trained embedding models: start training, follow it, compare the figures, switch and roll back.
@@ -477,10 +485,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def _activate(self, request, version: ModelVersion, *, force: bool) -> None:
         try:
             versions.check_activation(version, force=force)  # refused anyway: say why, not how many images
-            if not queue.use_celery():  # computed in this request: not more than it may take
-                images = sum(len(pks) for _, pks in versions.images_to_build(version.fingerprint))
-                command = f"manage.py visual_search_versions activate {version.pk}" + (" --force" if force else "")
-                queue.check_in_request(images, command=command, fingerprint=version.fingerprint)
+            _check_build_fits(version.fingerprint, f"manage.py visual_search_versions activate {version.pk}" + (" --force" if force else ""))
             result = versions.activate(version, asynchronous=queue.use_celery(), force=force)
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)
@@ -503,10 +508,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.action(description=_("Roll back to the previous version (whatever is selected)"), permissions=["change"])
     def rollback(self, request, queryset=None):
         try:
-            fingerprint = versions.rollback_fingerprint()
-            if fingerprint is not None and not queue.use_celery():  # the images changed since the switch, here
-                images = sum(len(pks) for _, pks in versions.images_to_build(fingerprint))
-                queue.check_in_request(images, command="manage.py visual_search_versions rollback", fingerprint=fingerprint)
+            if (fingerprint := versions.rollback_fingerprint()) is not None:  # the images changed since the switch
+                _check_build_fits(fingerprint, "manage.py visual_search_versions rollback")
             result = versions.rollback(asynchronous=queue.use_celery())
         except queue.TooMuchForARequest as exc:
             self.message_user(request, exc.words(), messages.WARNING)
