@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo shop on a fresh machine: venv, packages, database, catalogue (with embeddings), server.
 # Usage: demo_shop/run.sh   then open http://localhost:8000/ (admin: manage.py createsuperuser)
-# The first run embeds the 567 images (13 min on 2 cores of an AMD EPYC: demo_shop/README.md); later ones serve in seconds.
+# The first run takes the 567 images' vectors shipped in demo_shop/data/vectors.json.xz (seconds after pip;
+# `load_demo_catalogue --compute` computes them: 12 min on 2 cores of an AMD EPYC, demo_shop/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

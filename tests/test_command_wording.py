@@ -40,7 +40,7 @@ def run(*args):
 def reindexing(monkeypatch, total, counts=None, raises=None, done=0):
     """The reindex command over ``total`` selected images, its work replaced by ``counts`` or ``raises``."""
 
-    def work(model, only, asynchronous, force=False, progress=None, before_fit=None, fit_progress=None):
+    def work(model, only, asynchronous, force=False, progress=None, before_fit=None, fit_progress=None, vectors=None):
         if progress:
             progress(done)
         if raises:

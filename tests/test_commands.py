@@ -103,7 +103,7 @@ def test_ctrl_c_says_how_far_it_got_and_how_to_go_on(imported, monkeypatch):
     """Ctrl-C dumped TensorFlow's KeyboardInterrupt traceback and nothing else."""
     from visual_search.management.commands import visual_search_reindex as command
 
-    def interrupted(model, only, asynchronous, force, progress, before_fit=None, fit_progress=None):
+    def interrupted(model, only, asynchronous, force, progress, before_fit=None, fit_progress=None, vectors=None):
         progress(2)
         raise KeyboardInterrupt
 

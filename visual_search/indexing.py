@@ -12,10 +12,11 @@ rollback reuses them) and deleted once it changes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.db import models, router, transaction
@@ -46,9 +47,12 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     # Objects whose image could not be read for a reason that may pass (storage down): retry them.
     retry: list[Any] = field(default_factory=list)
+    # Of ``embedded``, those whose vector came from a file of vectors (``known``), not the network.
+    taken: list[str] = field(default_factory=list)
 
     def merge(self, other: IndexReport) -> IndexReport:
         self.embedded += other.embedded
+        self.taken += other.taken
         self.unchanged += other.unchanged
         self.failed.update(other.failed)
         self.removed += other.removed
@@ -247,6 +251,7 @@ def index_objects(
     force: bool = False,
     batch_size: int | None = None,
     fingerprints: Sequence[str] | None = None,
+    known: Callable[[str, str], np.ndarray | None] | None = None,
 ) -> IndexReport:
     """Embed the images of ``registration.model`` objects ``pks`` and store the vectors.
 
@@ -255,7 +260,9 @@ def index_objects(
     bytes, a row of that fingerprint) are not recomputed unless ``force``. Objects that no longer
     exist, have no image, or take no part in search (not in ``registration.searchable()``: a
     variant the shop hides) lose their rows. Bad images end ``failed`` with a reason. The report
-    counts each image once per fingerprint.
+    counts each image once per fingerprint. ``known(fingerprint, checksum)`` may give a vector
+    computed elsewhere for those bytes (:class:`~visual_search.vector_files.VectorFile`): stored as
+    if computed here, without the network's pass.
     """
     report = IndexReport()
     pks = list(pks)
@@ -281,12 +288,12 @@ def index_objects(
     indexing = set(fingerprints) | set(indexing_fingerprints())
     keep = kept_fingerprints() | indexing
     for fingerprint in fingerprints:
-        report.merge(_index_version(registration, objects, fingerprint, force, batch_size, (indexing, keep)))
+        report.merge(_index_version(registration, objects, fingerprint, force, batch_size, (indexing, keep), known))
     report.retry = list(dict.fromkeys(report.retry))
     return report
 
 
-def _index_version(registration: Registration, objects: dict, fingerprint: str, force: bool, batch_size, fingerprints) -> IndexReport:
+def _index_version(registration: Registration, objects: dict, fingerprint: str, force: bool, batch_size, fingerprints, known=None) -> IndexReport:
     report = IndexReport()
     existing = {
         row.object_id: row
@@ -312,7 +319,10 @@ def _index_version(registration: Registration, objects: dict, fingerprint: str, 
     files = {pk: _file(obj, registration) for pk, obj in objects.items()}
     with thumbnails.Writer(files.values()) as writer:
         items = ((pk, writer.reading(pk, *files[pk], image_reader(obj, registration))) for pk, obj in objects.items())
-        embedded = extractor.embed_many(items, batch_size, skip=unchanged, embedding=writer.embedding)
+        embedded = extractor.embed_many(
+            items, batch_size, skip=unchanged, embedding=writer.embedding,
+            known=(lambda checksum: known(fingerprint, checksum)) if known is not None else None,
+        )
         for outcomes in chunked(embedded, batch_size or 32):
             _store(registration, objects, existing, outcomes, fingerprint, extractor.dimensions, report, fingerprints)
     return report
@@ -379,6 +389,8 @@ def _store(registration, objects, existing, outcomes, fingerprint, dimensions, r
                     vector=outcome.vector.astype("float32").tobytes(),
                 )
                 report.embedded.append(pk)
+                if outcome.known:
+                    report.taken.append(pk)
             elif isinstance(outcome.error, (InvalidImage, FileNotFoundError)):
                 reason = outcome.error.for_staff if isinstance(outcome.error, InvalidImage) else str(outcome.error)
                 if isinstance(outcome.error, FileNotFoundError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import models, router, transaction
 
 from .batching import chunked
@@ -14,6 +15,7 @@ from .models import ImageEmbedding, pk_as_text, pk_from_text
 from .queue import enqueue, use_celery
 from .registry import Registration, get_registrations
 from .serving import current_fingerprint, indexing_fingerprints
+from .vector_files import VectorFile
 from .whitening import FitProgress, fit_due, fit_if_needed
 
 SELECTIONS = ("missing", "stale", "failed", "pending")
@@ -137,6 +139,7 @@ def reindex(
     progress: Callable[[int], None] | None = None,
     before_fit: Callable[[], None] | None = None,
     fit_progress: FitProgress | None = None,
+    vectors: VectorFile | None = None,
 ) -> dict[str, int]:
     """(Re)index registered objects; returns counts by outcome (or ``queued`` when asynchronous).
 
@@ -147,6 +150,9 @@ def reindex(
     In this process, the whitening and calibration fits that are due follow, ``before_fit()``
     called first (they send customer-like views of up to a few hundred images through the network
     again: a command says so), ``fit_progress(done, total)`` told of each image (see :func:`~visual_search.whitening.fit`).
+    ``vectors``, in this process only: images whose bytes have a vector of this model version in
+    that file take it instead of the network's pass (counted in ``taken``), and its whitenings
+    where they were learned on them (``whitenings_taken``; see :mod:`~visual_search.vector_files`).
     """
     if queryset is not None:
         model = queryset.model
@@ -157,8 +163,11 @@ def reindex(
         raise ValueError(f"{model.__name__ if model else 'No model'} is not registered with visual search.")
     if asynchronous is None:
         asynchronous = use_celery()
+    if asynchronous and vectors is not None:
+        raise ValueError("A file of vectors is read in this process: reindex with it without Celery.")
     counts: dict[str, int] = {}
     report = IndexReport()
+    taken: dict[int, int] = {}  # vectors taken from the file, by result content type id
     for registration in registrations:
         if queryset is None:  # the rows of objects out of search since their last save (an update()) go
             report.removed += [str(pk) for pk in out_of_search(registration) if remove_object(registration, pk)]
@@ -168,12 +177,19 @@ def reindex(
         if asynchronous:
             counts["queued"] = counts.get("queued", 0) + enqueue(registration.label, registration.image_field, pks, force)
             continue
+        known = vectors.vector if vectors is not None else None
         for batch in chunked(pks, int(settings.BATCH_SIZE) * 4):
-            report.merge(index_objects(registration, batch, force=force))
+            done = index_objects(registration, batch, force=force, known=known)
+            report.merge(done)
+            result_type = ContentType.objects.get_for_model(registration.result_model).pk
+            taken[result_type] = taken.get(result_type, 0) + len(done.taken)
             if progress:
                 progress(len(batch))
     if not asynchronous:
         counts.update(report.as_dict())
+        if vectors is not None:
+            counts["taken"] = len(report.taken)
+            counts["whitenings_taken"] = vectors.take_whitenings(indexing_fingerprints(), taken)
         if before_fit and fit_due():
             before_fit()
         counts["whitened"] = len(fit_if_needed(progress=fit_progress))

@@ -38,6 +38,8 @@ class Embedded:
     error: Exception | None = None
     # True when ``skip`` said this image needs no work (same bytes as the stored vector).
     skipped: bool = False
+    # True when ``known`` gave the vector (computed elsewhere for the same bytes): no network pass.
+    known: bool = False
 
 
 class Extractor:
@@ -175,6 +177,7 @@ class Extractor:
         batch_size: int | None = None,
         skip: Callable[[Any, str], bool] | None = None,
         embedding: Callable[[Any, bytes, str], None] | None = None,
+        known: Callable[[str], np.ndarray | None] | None = None,
     ) -> Iterator[Embedded]:
         """Embed ``(key, read_bytes)`` pairs in batches, decoding the next batch during inference.
 
@@ -184,29 +187,38 @@ class Extractor:
         True marks an image as unchanged: it is read and hashed, but not decoded or embedded.
         ``embedding(key, data, checksum)`` is called, in the decode thread, with the bytes of each image
         that decoded and their SHA-256 (the indexer makes and names its thumbnail of them: the file is
-        neither read nor hashed twice); it must not raise.
+        neither read nor hashed twice); it must not raise. ``known(checksum)`` may give an image's vector
+        computed elsewhere for the same bytes and this network (a file of vectors): the image is then
+        decoded (a bad one is refused as always) but does not go through the network.
         """
         batch_size = batch_size or int(settings.BATCH_SIZE)
         chunks = chunked(items, batch_size)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="visual-search-decode") as pool_:
             pending = None
             for chunk in chunks:
-                future = pool_.submit(lambda c=chunk: [self._decode(key, read, skip, embedding) for key, read in c])
+                future = pool_.submit(lambda c=chunk: [self._decode(key, read, skip, embedding, known) for key, read in c])
                 if pending is not None:
                     yield from self._infer(pending.result())
                 pending = future
             if pending is not None:
                 yield from self._infer(pending.result())
 
-    def _decode(self, key: Any, read: Callable[[], bytes], skip, embedding=None) -> tuple[Embedded, np.ndarray | None]:
+    def _decode(self, key: Any, read: Callable[[], bytes], skip, embedding=None, known=None) -> tuple[Embedded, np.ndarray | None]:
         outcome = Embedded(key=key)
+        inputs = None
         try:
             data = images.read_bytes(read(), int(settings.MAX_INDEX_BYTES))
             outcome.checksum = images.checksum(data)
             if skip is not None and skip(key, outcome.checksum):
                 outcome.skipped = True
                 return outcome, None
-            inputs = self.prepare(data)
+            vector = known(outcome.checksum) if known is not None else None
+            if vector is not None and vector.shape == (self.dimensions,):
+                # This shop's limits still apply (MAX_PIXELS, ALLOWED_FORMATS): decoded, not embedded.
+                images.open_image(data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=self.spec.image_size)
+                outcome.vector, outcome.known = vector, True
+            else:
+                inputs = self.prepare(data)
         except images.PASS_THROUGH:
             raise
         except Exception as exc:  # InvalidImage, or a storage error the caller classifies

@@ -1,4 +1,4 @@
-"""manage.py visual_search_reindex [app_label.Model] [--only missing,stale,failed] [--async] [--force]"""
+"""manage.py visual_search_reindex [app_label.Model] [--only missing,stale,failed] [--async] [--force] [--vectors FILE]"""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from ...exceptions import WeightsUnavailable
 from ...queue import CELERY_APP_MISSING, celery_app_missing, schedule_fit, use_celery
 from ...registry import get_registrations
 from ...reindex import SELECTIONS, count_pks, registrations_named, reindex
+from ...serving import indexing_fingerprints
+from ...vector_files import UnreadableVectorFile, VectorFile
 from ...whitening import fit_due, most_images_refitted
 from .. import counted, explain_unmigrated, model_from_label, progress
 
@@ -28,15 +30,23 @@ class Command(BaseCommand):
         )
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="Queue Celery tasks instead of working here.")
         parser.add_argument("--force", action="store_true", help="Recompute even images whose bytes did not change.")
+        parser.add_argument(
+            "--vectors", metavar="FILE",
+            help="Take the vectors in FILE (a dumpdata of this package's rows, made where they were computed) for the images "
+            "whose bytes and model version match, instead of computing them; compute the rest. Not with --async.",
+        )
 
     @no_translations  # English throughout, as the rest of its output, whatever LANGUAGE_CODE says
     @explain_unmigrated
-    def handle(self, *args, model=None, only="", asynchronous=False, force=False, verbosity=1, **options):
+    def handle(self, *args, model=None, only="", asynchronous=False, force=False, vectors=None, verbosity=1, **options):
         model_class = self._model(model)
         selection = [s.strip() for s in only.split(",") if s.strip()] or None
         if selection and set(selection) - set(SELECTIONS):
             raise CommandError(f"--only takes {', '.join(SELECTIONS)}; got {only!r}.")
+        if vectors and asynchronous:
+            raise CommandError("--vectors reads its file in this process: run it without --async (the Celery workers do not see the file).")
         total = count_pks(model_class, selection)
+        self.vectors = self._vectors(vectors, verbosity) if vectors and total else None
         if total == 0 and asynchronous and use_celery():
             self._fit_on_workers()
             return
@@ -93,6 +103,12 @@ class Command(BaseCommand):
                 f"removed {counts['removed']}."
             )
         )
+        if self.vectors is not None:
+            self.stdout.write(
+                f"Of those embedded, {counts['taken']} took their vector from {self.vectors.path} and "
+                f"{counts['embedded'] - counts['taken']} went through the network here; "
+                f"{counted(counts['whitenings_taken'], 'whitening')} taken from it."
+            )
         if counts.get("whitened"):
             self.stdout.write(f"Whitening and score calibration learned again for {counted(counts['whitened'], 'model')}.")
         if counts["failed"]:
@@ -129,8 +145,25 @@ class Command(BaseCommand):
 
             return reindex(
                 model, only=selection, asynchronous=False, force=force, progress=advance,
-                before_fit=fitting if verbosity > 0 else None, fit_progress=fit_progress,
+                before_fit=fitting if verbosity > 0 else None, fit_progress=fit_progress, vectors=self.vectors,
             )
+
+    def _vectors(self, path: str, verbosity: int) -> VectorFile:
+        """The file of ``--vectors``, read, and what it holds for this shop said."""
+        try:
+            vectors = VectorFile(path)
+        except UnreadableVectorFile as exc:
+            raise CommandError(str(exc)) from None
+        wanted = indexing_fingerprints()
+        usable = sum(1 for fingerprint, _ in vectors.vectors if fingerprint in wanted)
+        if verbosity > 0 and not usable:
+            self.stdout.write(
+                f"{path} holds {counted(len(vectors), 'vector')} of model version {', '.join(vectors.fingerprints) or 'none'}, "
+                f"none of this shop's ({', '.join(sorted(wanted))}: other weights, image size or views): every image is computed here."
+            )
+        elif verbosity > 0:
+            self.stdout.write(f"{path}: {counted(usable, 'vector')} of this model version, taken for images of the same bytes.")
+        return vectors
 
     def _fit_bar(self, verbosity: int) -> progress.Followed:
         return progress.fit_bar(self, show=verbosity > 0)

@@ -5,6 +5,12 @@ image and its 4 ``train`` shop photos as gallery images; the ``val`` photos are 
 tests use them as customer photos the shop has never seen). Idempotent: files get fixed names and
 are only written when missing or different, rows only saved when a field differs, and indexing
 only touches images without a current embedding, so a second run changes nothing.
+
+The images' vectors, whitening and score calibration ship in demo_shop/data/vectors.json.xz
+(``visual_search_reindex --vectors``: taken for images of the same bytes and model version, so the
+first run takes seconds, not the 12 minutes of computing them on two cores of an AMD EPYC without
+AVX-512). ``--compute`` computes them here; other settings (ImageNet weights, another image size)
+compute them anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import visual_search
 from ...models import Category, Product, ProductImage
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "grocery_store"
+# Made by `manage.py dumpdata visual_search.ImageEmbedding visual_search.Whitening --natural-foreign
+# --natural-primary -o demo_shop/data/vectors.json.xz` after a `--compute` load (demo_shop/README.md).
+VECTORS = DATA.parent / "vectors.json.xz"
 
 
 def display_name(dataset_name: str) -> str:
@@ -67,8 +76,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--data", default=str(DATA), help="Folder with products.csv and photos.csv.")
         parser.add_argument("--no-index", action="store_true", help="Load only; run manage.py visual_search_reindex later.")
+        parser.add_argument(
+            "--compute", action="store_true",
+            help=f"Compute every vector here (12 minutes on two slow cores) instead of taking those shipped in {VECTORS.name}.",
+        )
 
-    def handle(self, *args, data, no_index=False, verbosity=1, **options):
+    def handle(self, *args, data, no_index=False, compute=False, verbosity=1, **options):
         folder = Path(data)
         if not (folder / "products.csv").is_file():
             raise CommandError(f"No products.csv in {folder}.")
@@ -79,7 +92,11 @@ class Command(BaseCommand):
             f"{counts['gallery']} gallery images ({counts['gallery_added']} added)."
         )
         if not no_index:
-            call_command("visual_search_reindex", "--only", "missing,stale,failed,pending", verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
+            shipped = [] if compute or not VECTORS.is_file() else ["--vectors", str(VECTORS)]
+            call_command(
+                "visual_search_reindex", "--only", "missing,stale,failed,pending", *shipped,
+                verbosity=verbosity, stdout=self.stdout, stderr=self.stderr,
+            )
 
     def load(self, folder: Path) -> dict[str, int]:
         gallery = self.train_photos(folder)

@@ -1,0 +1,141 @@
+"""``visual_search_reindex --vectors FILE``: vectors computed elsewhere (a ``dumpdata`` made where the
+network runs fast) are taken by the bytes of each image, whatever its key; the rest is computed here
+(docs/deployment.md, "Vectors computed elsewhere")."""
+
+import io
+import lzma
+
+import pytest
+from django.core.management import CommandError, call_command
+
+import visual_search
+from visual_search.models import ImageEmbedding, Whitening
+from visual_search.reindex import reindex
+from visual_search.serving import current_fingerprint
+from tests.conftest import catalogue_image, photos
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NAMES = ["Lemon", "Banana", "Kiwi", "Lime", "Red-Delicious", "Oatly-Oat-Milk"]
+DUMP = ["visual_search.ImageEmbedding", "visual_search.Whitening"]
+
+
+@pytest.fixture
+def tuned(settings):
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING": "pca", "WHITENING_MIN_VECTORS": 12, "WHITENING_DIMS": 8}
+
+
+def images() -> list[tuple[str, bytes]]:
+    found = []
+    for name in NAMES:
+        found.append((name, catalogue_image(name).read_bytes()))
+        found.append((f"{name} photo", photos()[name][0].read_bytes()))
+    return found
+
+
+def load(make_product, pictures) -> list[Product]:
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        return [make_product(name, data) for name, data in pictures]
+
+
+@pytest.fixture
+def vector_file(make_product, tuned, tmp_path):
+    """The catalogue indexed "elsewhere", dumped, then gone: a shop that has the same photos but not
+    yet their vectors, under other keys (created in another order)."""
+    load(make_product, images())
+    reindex(Product, asynchronous=False)
+    query = photos()["Lemon"][3].read_bytes()
+    before = results(query)
+    path = tmp_path / "vectors.json.xz"
+    call_command("dumpdata", *DUMP, natural_foreign=True, natural_primary=True, output=str(path), verbosity=0)
+    with visual_search.pause_indexing(reindex_on_exit=False):
+        Product.objects.all().delete()
+    ImageEmbedding.objects.all().delete()
+    Whitening.objects.all().delete()
+    return path, query, before
+
+
+def results(query: bytes) -> list[tuple[str, float]]:
+    return [(r.object.name, round(r.score, 4)) for r in visual_search.search_by_image(query, Product, limit=5)]
+
+
+def run(*args) -> str:
+    out = io.StringIO()
+    call_command("visual_search_reindex", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_a_shop_takes_the_vectors_and_whitening_by_the_bytes_of_its_images(vector_file, make_product, embed_calls):
+    path, query, before = vector_file
+    shop = load(make_product, list(reversed(images())))  # the same photos under other keys
+    assert min(p.pk for p in shop) > 12
+    out = run("--vectors", str(path))
+    assert "Embedded 12, unchanged 0, failed 0" in out
+    assert f"12 took their vector from {path} and 0 went through the network here; 1 whitening taken" in out, out
+    assert embed_calls == []  # no image went through the network; no fit either
+    assert ImageEmbedding.objects.filter(status="ready").count() == 12
+    assert results(query) == before  # found through the index as usual
+    assert "Nothing to index" in run("--vectors", str(path), "--only", "missing,stale")
+
+
+def test_a_changed_image_is_computed_here_and_the_whitening_learned_here_when_most_are(vector_file, make_product, embed_calls):
+    path, _, _ = vector_file
+    pictures = images()
+    pictures[0] = (pictures[0][0], photos()["Lemon"][5].read_bytes())  # not the bytes the file has a vector for
+    load(make_product, pictures)
+    out = run("--vectors", str(path))
+    assert "11 took their vector" in out and "1 went through the network here" in out, out
+    assert len(embed_calls) == 1  # that image's views, in one pass
+    assert Whitening.objects.get().trained_on == 12
+
+    # A catalogue that grew well past the file's: its whitening is learned here, from all of it.
+    more = [(f"{name} photo {k}", photos()[name][k].read_bytes()) for name in NAMES for k in (1, 2)]
+    ImageEmbedding.objects.all().delete()
+    Whitening.objects.all().delete()
+    load(make_product, more)
+    out = run("--vectors", str(path))
+    assert "11 took their vector" in out and "0 whitenings taken" in out, out
+    assert Whitening.objects.get().trained_on == 24
+
+
+def test_vectors_of_another_model_version_are_not_taken(vector_file, make_product, settings, embed_calls):
+    path, _, _ = vector_file
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "IMAGE_SIZE": 48}
+    load(make_product, images())
+    out = run("--vectors", str(path))
+    assert "none of this shop's" in out and "every image is computed here" in out, out
+    assert "0 took their vector" in out and "12 went through the network here" in out
+    assert embed_calls and list(Whitening.objects.values_list("fingerprint", flat=True)) == [current_fingerprint()]  # its own
+
+
+def test_an_image_this_shop_refuses_is_refused_even_with_a_vector(vector_file, make_product, settings):
+    path, _, _ = vector_file
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "ALLOWED_FORMATS": ["PNG"]}  # the file's JPEGs
+    load(make_product, images()[:2])
+    out = run("--vectors", str(path))
+    assert "Embedded 0, unchanged 0, failed 2" in out, out
+    assert set(ImageEmbedding.objects.values_list("status", flat=True)) == {"failed"}
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"not json", "Cannot read"),
+        (b'{"model": "visual_search.imageembedding"}', "not a dumpdata fixture"),
+        (lzma.compress(b"[1, 2]"), "not a dumpdata fixture"),
+    ],
+)
+def test_a_file_that_is_no_dump_is_refused_saying_how_to_make_one(make_product, tmp_path, content, says):
+    load(make_product, images()[:1])
+    path = tmp_path / ("vectors.json.xz" if content.startswith(b"\xfd7zXZ") else "vectors.json")
+    path.write_bytes(content)
+    with pytest.raises(CommandError, match=f"{says}.*dumpdata visual_search.ImageEmbedding visual_search.Whitening"):
+        run("--vectors", str(path))
+    with pytest.raises(CommandError, match="No file"):
+        run("--vectors", str(tmp_path / "missing.json"))
+    assert not ImageEmbedding.objects.filter(status="ready").exists()
+
+
+def test_vectors_are_not_sent_to_celery(make_product, tmp_path):
+    with pytest.raises(CommandError, match="without --async"):
+        run("--vectors", str(tmp_path / "vectors.json"), "--async")

@@ -1,0 +1,141 @@
+"""Vectors computed elsewhere, taken by the bytes of the image: ``visual_search_reindex --vectors FILE``.
+
+A file of vectors is a ``dumpdata`` of this package's rows (a JSON fixture, compressed or not)::
+
+    python manage.py dumpdata visual_search.ImageEmbedding visual_search.Whitening \\
+        --natural-foreign --natural-primary -o vectors.json.xz
+
+made where the network runs fast (a machine with a GPU or AMX, a staging copy of the shop). Unlike
+``loaddata``, which restores rows by object key and needs the same products under the same keys,
+reindexing with the file matches each image by what it is: an image whose bytes hash to a vector's
+``checksum``, of a model version this shop indexes for (its ``fingerprint``), takes that vector
+instead of a pass through the network. Each image is still read, hashed and decoded under this
+shop's limits; everything else (rows, thumbnails, the backend, duplicates) is as if computed here.
+
+A whitening and score calibration in the file are taken too where this shop has none for that model
+and version, and only where the file gave most of that model's vectors (within
+``WHITENING_REFIT_GROWTH``): learned on the same images, they are what a fit here would learn. Else
+the fit runs here as usual.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import gzip
+import json
+import lzma
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.contrib.contenttypes.models import ContentType
+from django.db import router
+
+from .backends import get_backend
+from .conf import settings
+from .models import ImageEmbedding, Whitening
+
+OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
+HOW_TO_MAKE = (
+    "A file of vectors is made where they were computed: manage.py dumpdata visual_search.ImageEmbedding "
+    "visual_search.Whitening --natural-foreign --natural-primary -o vectors.json.xz"
+)
+
+
+class UnreadableVectorFile(ValueError):
+    """The file is not a ``dumpdata`` of this package's rows; the message says what to make instead."""
+
+
+class VectorFile:
+    """The ready vectors of a ``dumpdata`` file by fingerprint and image checksum, and its whitenings."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.vectors: dict[tuple[str, str], np.ndarray] = {}
+        self.whitenings: list[dict[str, Any]] = []
+        for record in self._records():
+            fields = record.get("fields") or {}
+            if record.get("model") == ImageEmbedding._meta.label_lower and fields.get("status") == ImageEmbedding.Status.READY:
+                vector = _array(fields.get("vector"))
+                if vector is not None and len(vector) == fields.get("dimensions"):
+                    self.vectors[(fields.get("fingerprint", ""), fields.get("checksum", ""))] = vector
+            elif record.get("model") == Whitening._meta.label_lower:
+                self.whitenings.append(fields)
+        self.fingerprints = sorted({fingerprint for fingerprint, _ in self.vectors})
+
+    def _records(self) -> list[dict]:
+        opener = OPENERS.get(self.path.suffix, open)
+        try:
+            with opener(self.path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+                records = json.load(handle)
+        except FileNotFoundError:
+            raise UnreadableVectorFile(f"No file {self.path}. {HOW_TO_MAKE}") from None
+        except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+            raise UnreadableVectorFile(f"Cannot read {self.path} ({exc}). {HOW_TO_MAKE}") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise UnreadableVectorFile(f"{self.path} is not a dumpdata fixture (a JSON list of rows). {HOW_TO_MAKE}")
+        return records
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def vector(self, fingerprint: str, checksum: str) -> np.ndarray | None:
+        """The vector computed for an image of those bytes by that model version, if the file has one."""
+        return self.vectors.get((fingerprint, checksum))
+
+    def take_whitenings(self, fingerprints: Collection[str], taken: dict[int, int]) -> int:
+        """Save the file's whitenings of ``fingerprints`` for the models that have none, where the file
+        gave about all of the model's ready vectors (``taken``: vectors taken by result content type
+        id); returns how many were saved. The rest are fitted here as usual."""
+        saved = 0
+        growth = 1 + float(settings.WHITENING_REFIT_GROWTH)
+        using = router.db_for_write(Whitening)
+        for fields in self.whitenings:
+            fingerprint, result_type = fields.get("fingerprint"), _content_type(fields.get("result_type"))
+            if fingerprint not in fingerprints or result_type is None or not taken.get(result_type.pk):
+                continue
+            ready = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type).count()
+            if taken[result_type.pk] * growth < ready:
+                continue  # most of these vectors were computed here: a whitening of them is learned here
+            rows = Whitening.objects.db_manager(using)
+            if rows.filter(result_type=result_type, fingerprint=fingerprint).exists():
+                continue
+            mean, projection = _bytes(fields.get("mean")), _bytes(fields.get("projection"))
+            if mean is None or projection is None:
+                continue
+            rows.create(
+                result_type=result_type, fingerprint=fingerprint, dimensions=fields["dimensions"],
+                trained_on=fields["trained_on"], mean=mean, projection=projection, calibration=fields.get("calibration") or {},
+            )
+            get_backend().whitening_changed(result_type.pk, fingerprint)
+            saved += 1
+        return saved
+
+
+def _bytes(text: Any) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+
+
+def _array(text: Any) -> np.ndarray | None:
+    data = _bytes(text)
+    if data is None or len(data) % 4:
+        return None
+    return np.frombuffer(data, dtype=np.float32)
+
+
+def _content_type(key: Any) -> ContentType | None:
+    """A content type named by its natural key (``["shop", "product"]``); an id, which another
+    database numbers its own way, names none."""
+    if not isinstance(key, list) or len(key) != 2:
+        return None
+    try:
+        return ContentType.objects.get_by_natural_key(*key)
+    except ContentType.DoesNotExist:
+        return None
