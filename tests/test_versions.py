@@ -186,6 +186,31 @@ def test_the_asynchronous_build_checks_until_done_then_switches(catalogue, train
     assert version.progress["done"] == version.progress["total"] == len(NAMES)
 
 
+def test_the_asynchronous_build_shows_its_whitening_fit_in_the_admin(catalogue, trained, settings, staff_client, monkeypatch):
+    """With Celery the check that found every image done fits the version's whitening: minutes on a
+    slow CPU, while the admin said "building 6/6". The fit's customer views are counted on the row."""
+    settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "WHITENING_AUGMENT": 1}  # a small shop's fit: customer views
+    monkeypatch.setattr(versions, "FIT_PROGRESS_EVERY_SECONDS", 0)
+    version = trained()
+    seen = []
+    original = versions._save_progress
+
+    def saving(target, done, total, **extra):
+        saved = original(target, done, total, **extra)
+        if "fitting" in extra:  # what the admin shows at that moment
+            page = staff_client.get(URL).content.decode()
+            seen.append(page.split('<td class="field-progress_display">', 2)[1].split("</td>")[0])
+        return saved
+
+    monkeypatch.setattr(versions, "_save_progress", saving)
+    versions._start(versions._Target(version, version.fingerprint, version), keep_previous=False)
+    versions.build_step(version.pk, False)
+    assert versions.build_step(version.pk, False) is None  # nothing left: fitted, then switched
+    assert seen[0] == f"learning the whitening 0/{len(NAMES)}" and seen[-1] == f"learning the whitening {len(NAMES)}/{len(NAMES)}", seen
+    version.refresh_from_db()
+    assert version.status == "active" and "fitting" not in version.progress
+
+
 def test_a_check_sent_again_replaces_the_lost_one_and_the_build_switches_once(catalogue, trained, monkeypatch):
     """A worker killed while it held the build's next check (a countdown task): Redis gives that
     message back only after its visibility timeout (an hour by default). The sweep sends the check

@@ -271,6 +271,7 @@ STAGES = {
     "training": pgettext_lazy("version stage", "training"),
     "evaluating": pgettext_lazy("version stage", "evaluating"),
     "building": pgettext_lazy("version stage", "building"),
+    "fitting": pgettext_lazy("version stage", "learning the whitening"),
     "trained": pgettext_lazy("version stage", "trained"),
     "done": pgettext_lazy("version stage", "done"),
     "failed": pgettext_lazy("version stage", "failed"),
@@ -409,6 +410,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return _("%(stage)s, no progress for over %(minutes)d minutes: its process has stopped; select it and Cancel") % {
                 "stage": stage_label(progress["stage"]), "minutes": STALLED_AFTER // 60}
         if in_progress(obj):
+            fitting = progress.get("fitting")
+            if progress.get("left") == 0 and isinstance(fitting, list) and len(fitting) == 2:
+                # The images all done: the whitening and score calibration of the version are learned.
+                return f"{stage_label('fitting')} {fitting[0]}/{fitting[1]}"
             if progress.get("total"):
                 return f"{stage_label(progress['stage'])} {progress.get('done', 0)}/{progress['total']}"
             return stage_label(progress["stage"])

@@ -72,6 +72,8 @@ IDLE_CHECKS = 6
 STALLED_AFTER_SECONDS = 60.0
 # ... and when the build was switching (whitening fit, then the switch): that may take minutes.
 SWITCH_STALLED_AFTER_SECONDS = 900.0
+# How often the whitening fit of an asynchronous build stores its progress (one UPDATE each time).
+FIT_PROGRESS_EVERY_SECONDS = 2.0
 
 # The fingerprint of a trained version (its network config and weights); kept under this name.
 version_fingerprint = network_fingerprint
@@ -430,6 +432,22 @@ def _build(target: _Target, progress: Progress | None) -> None:
         raise VersionError(message)
 
 
+def _saved_fit_progress(target: _Target, total: int, step: str | None) -> FitProgress:
+    """The whitening fit's progress on the build's row, ``fitting: [done, of]``, at most every
+    :data:`FIT_PROGRESS_EVERY_SECONDS`: the admin shows it (it said "building" for the minutes of a
+    fit, the images all done), and the sweep sees the check alive."""
+    saved_at = 0.0
+
+    def save(done: int, of: int) -> None:
+        nonlocal saved_at
+        if done < of and time.monotonic() - saved_at < FIT_PROGRESS_EVERY_SECONDS:
+            return
+        saved_at = time.monotonic()
+        _save_progress(target, total, total, expect=step, left=0, fitting=[done, of])
+
+    return save
+
+
 def _save_progress(target: _Target, done: int, total: int, *, expect: str | None = None, **extra) -> bool:
     """Store the build's progress; with ``expect``, only while the build's check is still that one
     (see :func:`build_step`): False when another check took over."""
@@ -489,7 +507,7 @@ def _finish(target: _Target, keep_previous: bool, fit_progress: FitProgress | No
         new = None
         if target.version is not None:
             new = ModelVersion.objects.select_for_update().get(pk=target.version.pk)
-            holder_state = {**(new.progress or {}), **state}
+            holder_state = {**{k: v for k, v in (new.progress or {}).items() if k != "fitting"}, **state}
             new.status, new.progress, new.activated_at, new.error = Status.ACTIVE, holder_state, timezone.now(), ""
             if not keep_previous:
                 new.previous = old
@@ -554,7 +572,7 @@ def build_step(version_id: int | None, keep_previous: bool, step: str | None = N
         total = max(int(state.get("total") or 0), int(state.get("done") or 0))
         # The same name: this check, delivered again after its worker died, may still switch.
         if _save_progress(target, total, total, expect=step, left=0):
-            _finish(target, keep_previous)
+            _finish(target, keep_previous, _saved_fit_progress(target, total, step))
         return None
     total = max(int(state.get("total") or 0), remaining, int(state.get("done") or 0) + remaining)
     queued_once = "left" in state
