@@ -200,7 +200,7 @@ def centre(box: dict) -> tuple[float, float]:
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
-def settle(page, widget: str, requests: list, before: int) -> None:
+def settle(page, widget: str, requests: list, before: int, moved=None) -> None:
     """Wait for the search of the box as it is now (sent after the keys' short wait) to be shown:
     the last search sent (``RECORD_FORMS``) had the box the widget would send now, and it is answered.
 
@@ -211,12 +211,27 @@ def settle(page, widget: str, requests: list, before: int) -> None:
     deadline = time.monotonic() + 90
     while len(requests) <= before and time.monotonic() < deadline:
         page.wait_for_timeout(100)
-    assert len(requests) > before, "no search was sent"
+    assert len(requests) > before, f"no search was sent{moved() if moved else ''}"
     page.wait_for_function(f"""() => {{
         const root = document.getElementById('{widget}'), widget = root.vsWidget, sent = window.vsSent || [];
         if (!sent.length || root.classList.contains('vs-busy')) {{ return false; }}
         return (sent[sent.length - 1].box || "") === (widget && widget.crop ? widget.crop.param() : "");
     }}""", timeout=90_000)
+
+
+def steady(page, locator) -> dict:
+    """The element's bounding box once it stopped moving (the same in two reads 150 ms apart). On a
+    phone the answer to the photo is brought up with a smooth scroll: a box measured while the page
+    still moved put the drag beside its handle, the box never moved and no search was sent (CI,
+    inline-phone-exif: "no search was sent")."""
+    last = None
+    for _ in range(100):
+        box = locator.bounding_box()
+        if box is not None and box == last:
+            return box
+        last = box
+        page.wait_for_timeout(150)
+    return last
 
 
 def first_result(page, widget: str) -> str:
@@ -248,8 +263,9 @@ def test_the_box_chooses_which_product_is_searched(demo_server, browser, tmp_pat
     settle(page, widget, requests, 0)
     assert sent(page)[0].get("box") is None  # the whole photo: the same search as without a box
     # The answer was brought up, maybe taking the photo's top off the screen: the customer scrolls back.
+    steady(page, page.locator(f"{root} [data-vs-stage]"))  # once the page stopped moving (a phone's smooth scroll)
     page.locator(f"{root} [data-vs-stage]").evaluate("el => el.scrollIntoView({block: 'center', behavior: 'instant'})")
-    stage = page.locator(f"{root} [data-vs-stage]").bounding_box()
+    stage = steady(page, page.locator(f"{root} [data-vs-stage]"))
     assert abs(stage["width"] / stage["height"] - 2) < 0.05, stage  # 600 x 300 as displayed, even when stored 300 x 600
     shown = page.locator(f"{root} [data-vs-box]").bounding_box()
     assert abs(shown["width"] - stage["width"]) <= 4 and abs(shown["height"] - stage["height"]) <= 4
@@ -259,10 +275,12 @@ def test_the_box_chooses_which_product_is_searched(demo_server, browser, tmp_pat
     assert page.locator(f"{root} [data-vs-whole]").is_disabled()
 
     # Drag the box's left side to the middle: the right half is searched, with the same file.
-    west = page.locator(f"{root} [data-vs-handle=w]").bounding_box()
+    west = steady(page, page.locator(f"{root} [data-vs-handle=w]"))
     start = centre(west)
+    shown = page.locator(f"{root} [data-vs-box]").bounding_box()
     drag(page, start, (stage["x"] + stage["width"] / 2, start[1]), touch)
-    settle(page, widget, requests, 1)
+    # Should no search follow (seen once on CI, a phone's drag): where the drag began, the box before and after.
+    settle(page, widget, requests, 1, lambda: f": dragged from {start}, box {shown} then {page.locator(f'{root} [data-vs-box]').bounding_box()}")
     x0, y0, x1, y1 = map(float, sent_box(page).split(","))
     assert abs(x0 - 0.5) < 0.03 and (y0, x1, y1) == (0, 1, 1), sent_box(page)
     assert first_result(page, widget) == RIGHT.replace("-", " ")
