@@ -137,13 +137,14 @@ class Extractor:
     def prepare(self, data: bytes, seen_as: Sequence[str] | None = None, box: images.Box | None = None) -> np.ndarray:
         """Image file bytes -> the inputs ``(views, size, size, 3)`` of its views (default: the spec's),
         of the region ``box`` only when given."""
+        return self._inputs(self._open(data, box), seen_as, box)
+
+    def _open(self, data: bytes, box: images.Box | None = None) -> Image.Image:
+        """The image decoded under the shop's limits (``MAX_PIXELS``, ``ALLOWED_FORMATS``), or
+        :class:`InvalidImage`; a JPEG at a reduced scale that still leaves the region ``size`` pixels wide."""
         size = self.spec.image_size
-        # A JPEG is decoded at a reduced scale that still leaves the region ``size`` pixels wide.
         draft = size if box is None else box.draft_size(size)
-        image = images.open_image(
-            data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=draft
-        )
-        return self._inputs(image, seen_as, box)
+        return images.open_image(data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=draft)
 
     def _inputs(self, picture: Image.Image, seen_as: Sequence[str] | None, box: images.Box | None) -> np.ndarray:
         if box is not None:
@@ -214,8 +215,7 @@ class Extractor:
                 return outcome, None
             vector = known(outcome.checksum) if known is not None else None
             if vector is not None and vector.shape == (self.dimensions,):
-                # This shop's limits still apply (MAX_PIXELS, ALLOWED_FORMATS): decoded, not embedded.
-                images.open_image(data, max_pixels=int(settings.MAX_PIXELS), allowed_formats=list(settings.ALLOWED_FORMATS), draft_size=self.spec.image_size)
+                self._open(data)  # this shop's limits still apply: decoded, not embedded
                 outcome.vector, outcome.known = vector, True
             else:
                 inputs = self.prepare(data)
