@@ -78,7 +78,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-index", action="store_true", help="Load only; run manage.py visual_search_reindex later.")
         parser.add_argument(
             "--compute", action="store_true",
-            help=f"Compute every vector here (12 minutes on two slow cores) instead of taking those shipped in {VECTORS.name}.",
+            help=f"Compute the vectors of the images not indexed yet here (all of them on a new database: 12 minutes on two "
+            f"slow cores) instead of taking those shipped in {VECTORS.name}. To recompute an indexed catalogue: "
+            "manage.py visual_search_reindex --force.",
         )
 
     def handle(self, *args, data, no_index=False, compute=False, verbosity=1, **options):
