@@ -2,13 +2,16 @@
 network runs fast) are taken by the bytes of each image, whatever its key; the rest is computed here
 (docs/deployment.md, "Vectors computed elsewhere")."""
 
+import gzip
 import io
+import json
 import lzma
 
 import pytest
 from django.core.management import CommandError, call_command
 
 import visual_search
+from visual_search import vector_files
 from visual_search.models import ImageEmbedding, Whitening
 from visual_search.reindex import reindex
 from visual_search.serving import current_fingerprint
@@ -103,7 +106,7 @@ def test_vectors_of_another_model_version_are_not_taken(vector_file, make_produc
     settings.VISUAL_SEARCH = {**settings.VISUAL_SEARCH, "IMAGE_SIZE": 48}
     load(make_product, images())
     out = run("--vectors", str(path))
-    assert "none of this shop's" in out and "every image is computed here" in out, out
+    assert "holds 12 vectors of model version" in out and "none of this shop's" in out and "every image is computed here" in out, out
     assert "0 took their vector" in out and "12 went through the network here" in out
     assert embed_calls and list(Whitening.objects.values_list("fingerprint", flat=True)) == [current_fingerprint()]  # its own
 
@@ -117,10 +120,43 @@ def test_an_image_this_shop_refuses_is_refused_even_with_a_vector(vector_file, m
     assert set(ImageEmbedding.objects.values_list("status", flat=True)) == {"failed"}
 
 
+def test_a_dump_is_read_a_piece_at_a_time_as_a_json_list_or_one_row_a_line(vector_file, make_product, monkeypatch, tmp_path, embed_calls):
+    path, query, before = vector_file
+    whole = vector_files.VectorFile(path)
+    rows = json.loads(lzma.decompress(path.read_bytes()))
+    written = {
+        "vectors.jsonl.gz": gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode()),  # dumpdata --format jsonl
+        "vectors.json": json.dumps(rows, indent=2).encode(),  # dumpdata --indent 2
+    }
+    monkeypatch.setattr(vector_files, "CHUNK", 100)  # every row (about 3,000 characters) spans pieces
+    for name, content in written.items():
+        (tmp_path / name).write_bytes(content)
+        read = vector_files.VectorFile(tmp_path / name)
+        assert read.vectors.keys() == whole.vectors.keys() and len(read) == 12, name
+        assert all((read.vectors[key] == whole.vectors[key]).all() for key in whole.vectors)
+        assert read.whitenings == whole.whitenings and read.fingerprints == whole.fingerprints == [current_fingerprint()]
+
+    # Only the versions asked for are kept; the others are counted.
+    other = vector_files.VectorFile(tmp_path / "vectors.json", fingerprints={"another version"})
+    assert len(other) == 0 and other.found == {current_fingerprint(): 12}
+
+    # A file cut short says so, and nothing is indexed from it.
+    (tmp_path / "cut.json").write_bytes(written["vectors.json"][:-2000])  # into its last row, the whitening
+    load(make_product, images())
+    with pytest.raises(CommandError, match=r"Cannot read .*cut.json \(the file ends in the middle of row 13: was it copied whole\?\)"):
+        run("--vectors", str(tmp_path / "cut.json"))
+    assert not ImageEmbedding.objects.filter(status="ready").exists()
+
+    out = run("--vectors", str(tmp_path / "vectors.jsonl.gz"))
+    assert "12 took their vector" in out and "1 whitening taken" in out, out
+    assert embed_calls == [] and results(query) == before
+
+
 @pytest.mark.parametrize(
     "content, says",
     [
-        (b"not json", "Cannot read"),
+        (b"not json", "Cannot read .*row 1 is not JSON"),
+        (b'[{"model": "visual_search.whitening", "fields": {}}, {oops}]', "Cannot read .*row 2 is not JSON"),
         (b'{"model": "visual_search.imageembedding"}', "not a dumpdata fixture"),
         (lzma.compress(b"[1, 2]"), "not a dumpdata fixture"),
     ],

@@ -1,6 +1,7 @@
 """Vectors computed elsewhere, taken by the bytes of the image: ``visual_search_reindex --vectors FILE``.
 
-A file of vectors is a ``dumpdata`` of this package's rows (a JSON fixture, compressed or not)::
+A file of vectors is a ``dumpdata`` of this package's rows (a JSON or JSON Lines fixture, compressed
+or not)::
 
     python manage.py dumpdata visual_search.ImageEmbedding visual_search.Whitening \\
         --natural-foreign --natural-primary -o vectors.json.xz
@@ -16,6 +17,9 @@ A whitening and score calibration in the file are taken too where this shop has 
 and version, and only where the file gave most of that model's vectors (within
 ``WHITENING_REFIT_GROWTH``): learned on the same images, they are what a fit here would learn. Else
 the fit runs here as usual.
+
+The file is read a piece at a time, and only the vectors of the model versions asked for are kept:
+a million images' dump (3.3 GB of JSON) needs the memory of their vectors, not of the file.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import bz2
 import gzip
 import json
 import lzma
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,8 @@ from .conf import settings
 from .models import ImageEmbedding, Whitening
 
 OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
+CHUNK = 1 << 20  # characters read at a time
+MAX_ROW = 64 << 20  # no row of a dump is near this (a whitening: under 1 MB); a broken file stops here
 HOW_TO_MAKE = (
     "A file of vectors is made where they were computed: manage.py dumpdata visual_search.ImageEmbedding "
     "visual_search.Whitening --natural-foreign --natural-primary -o vectors.json.xz"
@@ -49,36 +56,51 @@ class UnreadableVectorFile(ValueError):
 
 
 class VectorFile:
-    """The ready vectors of a ``dumpdata`` file by fingerprint and image checksum, and its whitenings."""
+    """The ready vectors of a ``dumpdata`` file by fingerprint and image checksum, and its whitenings.
 
-    def __init__(self, path: str | Path):
+    ``fingerprints``: keep only the vectors of these model versions (default: all); ``found`` counts
+    the file's ready vectors of every version all the same.
+    """
+
+    def __init__(self, path: str | Path, fingerprints: Collection[str] | None = None):
         self.path = Path(path)
         self.vectors: dict[tuple[str, str], np.ndarray] = {}
         self.whitenings: list[dict[str, Any]] = []
+        self.found: Counter[str] = Counter()
         for record in self._records():
-            fields = record.get("fields") or {}
-            if record.get("model") == ImageEmbedding._meta.label_lower and fields.get("status") == ImageEmbedding.Status.READY:
+            fields = record["fields"]
+            if record["model"] == ImageEmbedding._meta.label_lower and fields.get("status") == ImageEmbedding.Status.READY:
+                fingerprint = fields.get("fingerprint", "")
+                if fingerprints is not None and fingerprint not in fingerprints:
+                    self.found[fingerprint] += 1
+                    continue
                 vector = _array(fields.get("vector"))
                 if vector is not None and len(vector) == fields.get("dimensions"):
-                    self.vectors[(fields.get("fingerprint", ""), fields.get("checksum", ""))] = vector
-            elif record.get("model") == Whitening._meta.label_lower:
+                    self.vectors[(fingerprint, fields.get("checksum", ""))] = vector
+                    self.found[fingerprint] += 1
+            elif record["model"] == Whitening._meta.label_lower:
                 self.whitenings.append(fields)
-        self.fingerprints = sorted({fingerprint for fingerprint, _ in self.vectors})
+        self.fingerprints = sorted(self.found)
 
-    def _records(self) -> list[dict]:
+    def _records(self) -> Iterator[dict]:
         opener = OPENERS.get(self.path.suffix, open)
         try:
             with opener(self.path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
-                records = json.load(handle)
+                for record in _rows(handle):
+                    if not isinstance(record, dict) or not isinstance(record.get("fields"), dict) or "model" not in record:
+                        raise UnreadableVectorFile(
+                            f"{self.path} is not a dumpdata fixture (a JSON list of rows, or one row a line). {HOW_TO_MAKE}"
+                        )
+                    yield record
+        except UnreadableVectorFile:
+            raise
         except FileNotFoundError:
             raise UnreadableVectorFile(f"No file {self.path}. {HOW_TO_MAKE}") from None
         except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
             raise UnreadableVectorFile(f"Cannot read {self.path} ({exc}). {HOW_TO_MAKE}") from None
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise UnreadableVectorFile(f"{self.path} is not a dumpdata fixture (a JSON list of rows). {HOW_TO_MAKE}")
-        return records
 
     def __len__(self) -> int:
+        """The vectors kept (of the model versions asked for)."""
         return len(self.vectors)
 
     def vector(self, fingerprint: str, checksum: str) -> np.ndarray | None:
@@ -112,6 +134,47 @@ class VectorFile:
             get_backend().whitening_changed(result_type.pk, fingerprint)
             saved += 1
         return saved
+
+
+def _rows(handle) -> Iterator[Any]:
+    """The values of a fixture read :data:`CHUNK` characters at a time: the items of a JSON list
+    (``dumpdata --format json``) or one value a line (``--format jsonl``). A value longer than
+    :data:`MAX_ROW` characters, or cut short by the end of the file, is a :class:`ValueError`."""
+    decoder = json.JSONDecoder()
+    text, at, listed, rows = "", 0, None, 0
+
+    def more() -> bool:
+        nonlocal text, at
+        chunk = handle.read(CHUNK)
+        text, at = text[at:] + chunk, 0
+        return bool(chunk)
+
+    while True:
+        while at < len(text) and (text[at].isspace() or (listed and text[at] == ",")):
+            at += 1
+        if at == len(text):
+            if more():
+                continue
+            if listed:
+                raise ValueError(f"the file ends after row {rows}, before the list's end: was it copied whole?")
+            return
+        if listed is None:
+            listed = text[at] == "["
+            at += listed
+            continue
+        if listed and text[at] == "]":
+            return
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            into = exc.pos - at  # where the row stops making sense; more() moves the row to the start
+            if len(text) - at <= MAX_ROW and more():
+                continue  # the row goes on in the next piece
+            if into >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
+                raise ValueError(f"the file ends in the middle of row {rows + 1}: was it copied whole?") from None
+            raise ValueError(f"row {rows + 1} is not JSON: {exc.msg}") from None
+        rows += 1
+        yield value
 
 
 def _bytes(text: Any) -> bytes | None:

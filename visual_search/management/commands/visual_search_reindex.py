@@ -150,15 +150,15 @@ class Command(BaseCommand):
 
     def _vectors(self, path: str, verbosity: int) -> VectorFile:
         """The file of ``--vectors``, read, and what it holds for this shop said."""
+        wanted = indexing_fingerprints()
         try:
-            vectors = VectorFile(path)
+            vectors = VectorFile(path, fingerprints=wanted)
         except UnreadableVectorFile as exc:
             raise CommandError(str(exc)) from None
-        wanted = indexing_fingerprints()
-        usable = sum(1 for fingerprint, _ in vectors.vectors if fingerprint in wanted)
+        usable = len(vectors)
         if verbosity > 0 and not usable:
             self.stdout.write(
-                f"{path} holds {counted(len(vectors), 'vector')} of model version {', '.join(vectors.fingerprints) or 'none'}, "
+                f"{path} holds {counted(sum(vectors.found.values()), 'vector')} of model version {', '.join(vectors.fingerprints) or 'none'}, "
                 f"none of this shop's ({', '.join(sorted(wanted))}: other weights, image size or views): every image is computed here."
             )
         elif verbosity > 0:
