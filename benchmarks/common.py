@@ -86,11 +86,9 @@ def save(section: str, figures: dict) -> Path:
     data = json.loads(path.read_text()) if path.exists() else {}
     from django.conf import settings
 
-    data.update(
-        machine=machine(),
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        weights=settings.VISUAL_SEARCH["WEIGHTS"],
-    )
+    run = {"machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "weights": settings.VISUAL_SEARCH["WEIGHTS"]}
+    data.update(run)  # the last suite written, as before
+    data.setdefault("measured", {})[section] = run  # each section's own machine, date and weights
     data.setdefault(section, {}).update(figures)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
