@@ -127,8 +127,8 @@ def run() -> dict:
                 print(f"    {name:58s} ECE {figures['top1_calibration_error']:.3f} (a perfect calibration: "
                       f"{figures['perfect_calibration_error_mean']:.3f}; noise taken out, L2: "
                       f"{figures['debiased_l2_calibration_error']:.3f}, perfect {figures['perfect_debiased_l2_calibration_error_mean']:.3f})"
-                      f"  right {figures['mean_score_right']:.3f}"
-                      f"  wrong {figures['mean_score_wrong']:.3f}  confident {figures['confident_share_at_0.5']:.2f}"
+                      f"  right {_three(figures['mean_score_right'])}"
+                      f"  wrong {_three(figures['mean_score_wrong'])}  confident {figures['confident_share_at_0.5']:.2f}"
                       f" (right {figures['right_when_confident_at_0.5']}, unsure right {figures['right_when_unsure_at_0.5']})", flush=True)
         results[f"{protocol}: confidence features"] = _confidence(rows, vectors, products, gallery, queries)
     results.update(one_image_shops(rows, vectors, products))
@@ -207,13 +207,18 @@ def honest_scores(vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray
         "perfect_debiased_l2_calibration_error_mean": round(float(perfect_debiased.mean()), 4),
         "perfect_debiased_l2_calibration_error_p90": round(float(np.percentile(perfect_debiased, 90)), 4),
         "mean_score": round(float(top.mean()), 4),
-        "mean_score_right": round(float(top[right].mean()), 4),
-        "mean_score_wrong": round(float(top[~right].mean()), 4),
+        "mean_score_right": round(float(top[right].mean()), 4) if right.any() else None,  # None, not NaN: JSON has no NaN
+        "mean_score_wrong": round(float(top[~right].mean()), 4) if (~right).any() else None,
         "p_at_1": round(float(right.mean()), 4),
         "confident_share_at_0.5": round(float((top >= 0.5).mean()), 4),
         "right_when_confident_at_0.5": round(float(right[top >= 0.5].mean()), 4) if (top >= 0.5).any() else None,
         "right_when_unsure_at_0.5": round(float(right[top < 0.5].mean()), 4) if (top < 0.5).any() else None,
     }
+
+
+def _three(figure: float | None) -> str:
+    """A mean score to three places, or "none" where no first result was right (or wrong)."""
+    return "none" if figure is None else f"{figure:.3f}"
 
 
 def _confidence(rows: list[dict], vectors: np.ndarray, products: np.ndarray, gallery: np.ndarray, queries: np.ndarray) -> dict:
