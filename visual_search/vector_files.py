@@ -71,13 +71,12 @@ class VectorFile:
             fields = record["fields"]
             if record["model"] == ImageEmbedding._meta.label_lower and fields.get("status") == ImageEmbedding.Status.READY:
                 fingerprint = fields.get("fingerprint", "")
+                self.found[fingerprint] += 1
                 if fingerprints is not None and fingerprint not in fingerprints:
-                    self.found[fingerprint] += 1
                     continue
                 vector = _array(fields.get("vector"))
                 if vector is not None and len(vector) == fields.get("dimensions"):
                     self.vectors[(fingerprint, fields.get("checksum", ""))] = vector
-                    self.found[fingerprint] += 1
             elif record["model"] == Whitening._meta.label_lower:
                 self.whitenings.append(fields)
         self.fingerprints = sorted(self.found)
@@ -158,9 +157,10 @@ def _rows(handle) -> Iterator[Any]:
             if listed:
                 raise ValueError(f"the file ends after row {rows}, before the list's end: was it copied whole?")
             return
-        if listed is None:
+        if listed is None:  # the first character tells the format
             listed = text[at] == "["
-            at += listed
+            if listed:
+                at += 1
             continue
         if listed and text[at] == "]":
             return
