@@ -1,10 +1,10 @@
-"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [admin] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--trained-version] [--ann-sizes 100000] [--admin-sizes 1000,20000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
+"""python -m benchmarks [embedding] [quality] [search] [ann] [training] [demo] [crop] [duplicates] [views] [admin] [vectors] [soak] [--minutes N] [--limit N] [--skip-seed] [--sizes 1000,10000] [--requests N] [--trained-version] [--ann-sizes 100000] [--admin-sizes 1000,20000] [--epochs N] [--time-limit S] [--blocks 4,5] [--curve] [--set OPTION=VALUE]
 
 Prints what it measured and merges the figures into benchmarks/results/latest.json (the ANN
 backend against the exact one: benchmarks/results/ann.json). ``ann``, ``training``, ``demo`` (the demo shop loaded and searched through its API), ``crop``
 (searching a region of the photo), ``duplicates`` (DUPLICATE_THRESHOLD measured), ``views`` (cheaper and
-costlier views than the default's four) and ``admin`` (the staff's list pages at 1,000 and 20,000
-products) run only when named. ``soak``
+costlier views than the default's four), ``admin`` (the staff's list pages at 1,000 and 20,000
+products) and ``vectors`` (reading a file of vectors of ``--vector-images`` images) run only when named. ``soak``
 (the production layout under load and faults: benchmarks/soak.py) runs only when named and alone,
 and exits 1 when one of its invariants fails.
 """
@@ -28,7 +28,7 @@ def _option(item: str) -> tuple[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "views", "admin", "soak"])
+    parser.add_argument("suites", nargs="*", default=["embedding", "quality", "search"], choices=["embedding", "quality", "search", "ann", "training", "demo", "crop", "duplicates", "views", "admin", "vectors", "soak"])
     parser.add_argument("--limit", type=int, default=200, help="Embedding suite: N photos spread over the dataset (default 200; 0 = all 2,936).")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="Catalogue sizes for the search suite.")
     parser.add_argument("--requests", type=int, default=20, help="Search suite: photos posted to the endpoint per catalogue size (default 20; at most the 296 val photos).")
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--curve", action="store_true", help="Training suite: measure val P@1 after every epoch (each costs a forward pass).")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="Training suite: any other TrainingOptions field, e.g. --set learning_rate=3e-4.")
     parser.add_argument("--methods", action="store_true", help="Quality suite: also the pooling and normalisation methods against the seed (VGG16 once more per image).")
+    parser.add_argument("--vector-images", type=int, default=100_000, help="Vectors suite: rows in the file read (default 100,000).")
     parser.add_argument("--minutes", type=float, default=15, help="Soak suite: how long the load and faults last (CI: 2).")
     args = parser.parse_args()
     if "soak" in args.suites:  # its own services, processes and settings (benchmarks/soak_settings.py): run alone
@@ -92,6 +93,10 @@ def main() -> None:
             from . import views
 
             figures = views.run()
+        elif suite == "vectors":
+            from . import vector_file
+
+            figures = vector_file.run(args.vector_images)
         elif suite == "demo":
             from . import demo_api
 
