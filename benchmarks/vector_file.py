@@ -1,7 +1,7 @@
 """Reading a file of vectors (``visual_search_reindex --vectors``): seconds and peak memory by size.
 
 A dump of ``images`` rows shaped as the demo's own (``demo_shop/data/vectors.json.xz``: its first row
-with another checksum and a random 512-d vector each, then its whitening) is written to a temporary
+with another checksum and a random 512-d unit vector each, then its whitening) is written to a temporary
 folder as ``dumpdata`` writes it (``--format json`` and ``--format jsonl``), then read by
 :class:`visual_search.vector_files.VectorFile` in a child process of its own, whose peak resident
 memory (``ru_maxrss``) is that of the read: the process's Django set-up is measured before it.
@@ -33,6 +33,11 @@ def write(images: int, folder: Path) -> dict[str, Path]:
     template = next(row for row in rows if row["model"] == "visual_search.imageembedding")
     whitenings = [row for row in rows if row["model"] == "visual_search.whitening"]
     rng = np.random.default_rng(0)
+
+    def unit() -> np.ndarray:  # as the network stores them
+        vector = rng.standard_normal(512).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
     paths = {"json": folder / "vectors.json", "jsonl": folder / "vectors.jsonl"}
     with open(paths["json"], "w") as listed, open(paths["jsonl"], "w") as lines:
         listed.write("[")
@@ -40,7 +45,7 @@ def write(images: int, folder: Path) -> dict[str, Path]:
             row = {"model": template["model"], "fields": dict(template["fields"])}
             row["fields"].update(
                 object_id=str(n), result_id=str(n), checksum=hashlib.sha256(str(n).encode()).hexdigest(),
-                vector=base64.b64encode(rng.standard_normal(512).astype(np.float32).tobytes()).decode(),
+                vector=base64.b64encode(unit().tobytes()).decode(),
             )
             text = json.dumps(row)
             listed.write(text + ", ")

@@ -2,11 +2,13 @@
 network runs fast) are taken by the bytes of each image, whatever its key; the rest is computed here
 (docs/deployment.md, "Vectors computed elsewhere")."""
 
+import base64
 import gzip
 import io
 import json
 import lzma
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -150,6 +152,49 @@ def test_a_dump_is_read_a_piece_at_a_time_as_a_json_list_or_one_row_a_line(vecto
     out = run("--vectors", str(tmp_path / "vectors.jsonl.gz"))
     assert "12 took their vector" in out and "1 whitening taken" in out, out
     assert embed_calls == [] and results(query) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"mean": "short"},  # a mean of another length than the model's vectors: every search would fail
+        {"projection": "nan"},
+        {"calibration": {"temperature": 0, "none": 0.3}},
+        {"calibration": {"temperature": "hot", "none": 0.3}},
+    ],
+)
+def test_a_damaged_file_s_vectors_and_whitening_are_not_taken(vector_file, make_product, tmp_path, damage, embed_calls):
+    path, query, _ = vector_file
+    rows = json.loads(lzma.decompress(path.read_bytes()))
+    embeddings = [row for row in rows if row["model"] == "visual_search.imageembedding"]
+    whitening = next(row["fields"] for row in rows if row["model"] == "visual_search.whitening")
+    nan, doubled = np.frombuffer(base64.b64decode(embeddings[0]["fields"]["vector"]), np.float32).copy(), None
+    nan[3] = np.nan
+    doubled = 2 * np.frombuffer(base64.b64decode(embeddings[1]["fields"]["vector"]), np.float32)
+    embeddings[0]["fields"]["vector"] = base64.b64encode(nan.tobytes()).decode()
+    embeddings[1]["fields"]["vector"] = base64.b64encode(doubled.tobytes()).decode()
+    for field, value in damage.items():
+        if value == "short":
+            value = base64.b64encode(base64.b64decode(whitening["mean"])[:-4]).decode()
+        elif value == "nan":
+            projection = np.frombuffer(base64.b64decode(whitening["projection"]), np.float32).copy()
+            projection[7] = np.inf
+            value = base64.b64encode(projection.tobytes()).decode()
+        whitening[field] = value
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps(rows))
+    load(make_product, images())
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("visual_search_reindex", "--vectors", str(damaged), stdout=out, stderr=err)
+    assert "2 vectors of this model version are not unit vectors of finite numbers (a damaged file?)" in err.getvalue()
+    assert "10 took their vector" in out.getvalue() and "2 went through the network here" in out.getvalue()
+    assert "0 whitenings taken" in out.getvalue(), out.getvalue()
+    vectors = [np.frombuffer(bytes(v), np.float32) for v in ImageEmbedding.objects.values_list("vector", flat=True)]
+    assert len(vectors) == 12 and all(np.isfinite(v).all() and abs(np.linalg.norm(v) - 1) < 1e-3 for v in vectors)
+    assert Whitening.objects.get().trained_on == 12  # learned here, from all twelve
+    found = results(query)
+    assert found and all(0 <= score <= 1 for _, score in found)
 
 
 @pytest.mark.parametrize(

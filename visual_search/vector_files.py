@@ -28,7 +28,9 @@ import base64
 import bz2
 import gzip
 import json
+import logging
 import lzma
+import math
 from collections import Counter
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -41,7 +43,9 @@ from django.db import router
 from .backends import get_backend
 from .conf import settings
 from .models import ImageEmbedding, Whitening
+from .ranking import Calibration
 
+logger = logging.getLogger("visual_search")
 OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
 CHUNK = 1 << 20  # characters read at a time
 MAX_ROW = 64 << 20  # no row of a dump is near this (a whitening: under 1 MB); a broken file stops here
@@ -67,6 +71,8 @@ class VectorFile:
         self.vectors: dict[tuple[str, str], np.ndarray] = {}
         self.whitenings: list[dict[str, Any]] = []
         self.found: Counter[str] = Counter()
+        # Vectors kept out: not unit vectors of finite numbers (a damaged file); their images are computed.
+        self.unsound = 0
         for record in self._records():
             fields = record["fields"]
             if record["model"] == ImageEmbedding._meta.label_lower and fields.get("status") == ImageEmbedding.Status.READY:
@@ -75,8 +81,10 @@ class VectorFile:
                 if fingerprints is not None and fingerprint not in fingerprints:
                     continue
                 vector = _array(fields.get("vector"))
-                if vector is not None and len(vector) == fields.get("dimensions"):
-                    self.vectors[(fingerprint, fields.get("checksum", ""))] = vector
+                if vector is None or len(vector) != fields.get("dimensions") or not _unit(vector):
+                    self.unsound += 1
+                    continue
+                self.vectors[(fingerprint, fields.get("checksum", ""))] = vector
             elif record["model"] == Whitening._meta.label_lower:
                 self.whitenings.append(fields)
         self.fingerprints = sorted(self.found)
@@ -123,12 +131,13 @@ class VectorFile:
             rows = Whitening.objects.db_manager(using)
             if rows.filter(result_type=result_type, fingerprint=fingerprint).exists():
                 continue
-            mean, projection = _bytes(fields.get("mean")), _bytes(fields.get("projection"))
-            if mean is None or projection is None:
+            dimensions = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type).values_list("dimensions", flat=True).first()
+            if not _sound_whitening(fields, dimensions):
+                logger.warning("%s: its whitening of %s (%s) is damaged; it is learned here instead", self.path, result_type, fingerprint)
                 continue
             rows.create(
-                result_type=result_type, fingerprint=fingerprint, dimensions=fields["dimensions"],
-                trained_on=fields["trained_on"], mean=mean, projection=projection, calibration=fields.get("calibration") or {},
+                result_type=result_type, fingerprint=fingerprint, dimensions=fields["dimensions"], trained_on=fields["trained_on"],
+                mean=_bytes(fields["mean"]), projection=_bytes(fields["projection"]), calibration=fields.get("calibration") or {},
             )
             get_backend().whitening_changed(result_type.pk, fingerprint)
             saved += 1
@@ -175,6 +184,34 @@ def _rows(handle) -> Iterator[Any]:
             raise ValueError(f"row {rows + 1} is not JSON: {exc.msg}") from None
         rows += 1
         yield value
+
+
+def _unit(vector: np.ndarray) -> bool:
+    """Whether ``vector`` is what the network stores: finite numbers, of length 1."""
+    return bool(np.isfinite(vector).all()) and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+
+
+def _sound_whitening(fields: dict[str, Any], dimensions: int | None) -> bool:
+    """Whether a whitening row of the file would serve searches: its mean as long as the model's
+    vectors (``dimensions``), a projection of that many rows, finite numbers, whole counts and a
+    calibration searches can use (none, or a positive temperature)."""
+    mean, projection = _array(fields.get("mean")), _array(fields.get("projection"))
+    width, trained_on = fields.get("dimensions"), fields.get("trained_on")
+    if mean is None or projection is None or not all(type(n) is int and n > 0 for n in (width, trained_on)):
+        return False
+    if len(mean) != dimensions or len(projection) != len(mean) * width:
+        return False
+    if not (np.isfinite(mean).all() and np.isfinite(projection).all()):
+        return False
+    calibration = fields.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        return False
+    try:
+        curve = Calibration.from_dict(calibration)
+    except TypeError:  # fields of another kind
+        return False
+    numbers = (curve.temperature, curve.none) if curve is not None else (1.0, 0.0)
+    return all(isinstance(n, (int, float)) and math.isfinite(n) for n in numbers) and numbers[0] > 0
 
 
 def _bytes(text: Any) -> bytes | None:

@@ -163,6 +163,13 @@ class Command(BaseCommand):
             )
         elif verbosity > 0:
             self.stdout.write(f"{path}: {counted(usable, 'vector')} of this model version, taken for images of the same bytes.")
+        if vectors.unsound:
+            # Said even at -v0: a damaged file is worth knowing about; nothing of it is stored.
+            self.stderr.write(
+                f"{path}: {counted(vectors.unsound, 'vector')} of this model version "
+                f"{'is not a unit vector' if vectors.unsound == 1 else 'are not unit vectors'} of finite numbers "
+                "(a damaged file?): not taken; those images are computed here."
+            )
         return vectors
 
     def _fit_bar(self, verbosity: int) -> progress.Followed:
