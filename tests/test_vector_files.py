@@ -161,6 +161,7 @@ def test_a_dump_is_read_a_piece_at_a_time_as_a_json_list_or_one_row_a_line(vecto
         {"projection": "nan"},
         {"calibration": {"temperature": 0, "none": 0.3}},
         {"calibration": {"temperature": "hot", "none": 0.3}},
+        {"calibration": {"temperature": 0.05, "none": 0.3, "prior": "half"}},
     ],
 )
 def test_a_damaged_file_s_vectors_and_whitening_are_not_taken(vector_file, make_product, tmp_path, damage, embed_calls):

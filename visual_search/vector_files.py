@@ -125,14 +125,13 @@ class VectorFile:
             fingerprint, result_type = fields.get("fingerprint"), _content_type(fields.get("result_type"))
             if fingerprint not in fingerprints or result_type is None or not taken.get(result_type.pk):
                 continue
-            ready = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type).count()
-            if taken[result_type.pk] * growth < ready:
+            ready = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type)
+            if taken[result_type.pk] * growth < ready.count():
                 continue  # most of these vectors were computed here: a whitening of them is learned here
             rows = Whitening.objects.db_manager(using)
             if rows.filter(result_type=result_type, fingerprint=fingerprint).exists():
                 continue
-            dimensions = ImageEmbedding.objects.on_primary().ready(fingerprint).filter(result_type=result_type).values_list("dimensions", flat=True).first()
-            if not _sound_whitening(fields, dimensions):
+            if not _sound_whitening(fields, ready.values_list("dimensions", flat=True).first()):
                 logger.warning("%s: its whitening of %s (%s) is damaged; it is learned here instead", self.path, result_type, fingerprint)
                 continue
             rows.create(
@@ -204,14 +203,32 @@ def _sound_whitening(fields: dict[str, Any], dimensions: int | None) -> bool:
     if not (np.isfinite(mean).all() and np.isfinite(projection).all()):
         return False
     calibration = fields.get("calibration") or {}
-    if not isinstance(calibration, dict):
-        return False
+    return isinstance(calibration, dict) and _sound_calibration(calibration)
+
+
+def _sound_calibration(data: dict[str, Any]) -> bool:
+    """Whether a stored calibration's fields are what searches and the admin compute with: a positive
+    temperature, finite numbers, a share ``prior`` between 0 and 1, text where text is kept."""
     try:
-        curve = Calibration.from_dict(calibration)
-    except TypeError:  # fields of another kind
+        curve = Calibration.from_dict(data)
+    except TypeError:  # a field missing
         return False
-    numbers = (curve.temperature, curve.none) if curve is not None else (1.0, 0.0)
-    return all(isinstance(n, (int, float)) and math.isfinite(n) for n in numbers) and numbers[0] > 0
+    if curve is None:
+        return True  # no curve of its own ({"basis": "default"}): searches use the default one
+
+    def number(value: Any, optional: bool = False) -> bool:
+        if value is None:
+            return optional
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    return (
+        number(curve.temperature) and curve.temperature > 0
+        and number(curve.none)
+        and number(curve.prior) and 0 <= curve.prior <= 1
+        and number(curve.error, optional=True) and number(curve.images_per_product, optional=True)
+        and type(curve.fitted_on) is int
+        and isinstance(curve.scoring, str) and isinstance(curve.basis, str)
+    )
 
 
 def _bytes(text: Any) -> bytes | None:
