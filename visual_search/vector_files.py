@@ -192,13 +192,17 @@ def _unit(vector: np.ndarray) -> bool:
 
 def _sound_whitening(fields: dict[str, Any], dimensions: int | None) -> bool:
     """Whether a whitening row of the file would serve searches: its mean as long as the model's
-    vectors (``dimensions``), a projection of that many rows, finite numbers, whole counts and a
-    calibration searches can use (none, or a positive temperature)."""
-    mean, projection = _array(fields.get("mean")), _array(fields.get("projection"))
+    vectors (``dimensions``), a projection searches can read with it (:meth:`Whitening.arrays`),
+    finite numbers, whole counts and a calibration searches can use (:func:`_sound_calibration`)."""
+    mean, projection = _bytes(fields.get("mean")), _bytes(fields.get("projection"))
     width, trained_on = fields.get("dimensions"), fields.get("trained_on")
     if mean is None or projection is None or not all(type(n) is int and n > 0 for n in (width, trained_on)):
         return False
-    if len(mean) != dimensions or len(projection) != len(mean) * width:
+    try:  # read as searches read it
+        mean, projection = Whitening(mean=mean, projection=projection, dimensions=width).arrays()
+    except ValueError:  # not float32 numbers, or a projection of another size
+        return False
+    if len(mean) != dimensions:
         return False
     if not (np.isfinite(mean).all() and np.isfinite(projection).all()):
         return False
